@@ -1,0 +1,44 @@
+//! The `treasury` command tree.
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// Autonomous operator of a Safe treasury, authorised by a FROST quorum and an HSM root key.
+#[derive(Debug, Parser)]
+#[command(name = "treasury", version, about)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `treasury` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check, test and simulate Rhai policy scripts.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCmd),
+    /// Run or set up a FROST signer node.
+    #[command(subcommand)]
+    Signer(cmd::signer::SignerCmd),
+    /// Run distributed key generation (or share refresh) across signer nodes.
+    Dkg(cmd::dkg::DkgArgs),
+    /// Run or set up the HSM-backed root signer and its approvals.
+    #[command(subcommand)]
+    Root(cmd::root::RootCmd),
+}
+
+impl Command {
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Policy(cmd) => cmd.run().await,
+            Command::Signer(cmd) => cmd.run().await,
+            Command::Dkg(args) => args.run().await,
+            Command::Root(cmd) => cmd.run().await,
+        }
+    }
+}

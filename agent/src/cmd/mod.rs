@@ -1,0 +1,5 @@
+//! One module per `treasury` subcommand.
+pub mod dkg;
+pub mod policy;
+pub mod root;
+pub mod signer;

@@ -1,0 +1,1 @@
+//! FROST signer quorum: nodes, coordinator, DKG and refresh (RFC 9591).

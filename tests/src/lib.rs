@@ -1,0 +1,1 @@
+//! End-to-end harness: anvil on a free port, the deployed fixture, teardown on drop.
