@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what treasury needs to build, test and run its demo, pinned and idempotent:
+#   - npm packages into .tools/node_modules (anvil, forge, cast, solc-js, Safe 1.5.0, Uniswap V2),
+#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests) and opensc (pkcs11-tool).
+# Nothing is downloaded at build or test time; everything comes from the npm and Debian registries.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need_cmd() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is not installed; $2"
+}
+
+install_npm_tools() {
+  need_cmd node "install Node.js 20+ (Debian: apt-get install nodejs npm)"
+  need_cmd npm "install npm (Debian: apt-get install npm)"
+  if [ -x "$tools/node_modules/.bin/anvil" ] && [ -x "$(tool_path anvil)" ] \
+     && [ -f "$tools/node_modules/.treasury-installed" ] \
+     && cmp -s "$tools/package-lock.json" "$tools/node_modules/.treasury-installed"; then
+    say "npm tools already installed in .tools/node_modules"
+    return
+  fi
+  say "installing pinned npm packages into .tools/node_modules: @foundry-rs/{anvil,forge,cast} 1.7.1, solc 0.8.35, @safe-global/safe-smart-account 1.5.0, @uniswap/v2-core, @uniswap/v2-periphery"
+  if ! (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error); then
+    die "npm could not install the toolchain (is the npm registry reachable? try: npm ping)"
+  fi
+  for t in anvil forge cast; do
+    [ -x "$(tool_path "$t")" ] || die "$t binary missing after npm install ($(tool_path "$t"))"
+  done
+  cp "$tools/package-lock.json" "$tools/node_modules/.treasury-installed"
+}
+
+tool_path() { printf '%s/node_modules/@foundry-rs/%s-linux-amd64/bin/%s' "$tools" "$1" "$1"; }
+
+install_debian_packages() {
+  local missing=()
+  [ -f /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
+  command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    say "softhsm2 and opensc already installed"
+    return
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing Debian packages with apt-get: ${missing[*]}"
+  if ! "${sudo[@]}" apt-get update -qq; then
+    die "apt-get update failed (are Debian's package mirrors reachable?)"
+  fi
+  if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null; then
+    die "apt-get could not install ${missing[*]}"
+  fi
+}
+
+install_npm_tools
+install_debian_packages
+say "toolchain ready: $(tool_path anvil) ($("$(tool_path anvil)" --version | head -1))"
