@@ -1,0 +1,78 @@
+//! The one error type of `treasury-chain`.
+
+use alloy::primitives::Address;
+
+/// What went wrong talking to a chain, loading an artifact or deploying.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// An RPC request failed or its answer could not be understood.
+    #[error("RPC call {call}{} failed: {source}", at(*address))]
+    Rpc {
+        /// The RPC method or contract function called.
+        call: String,
+        /// The contract or account the call was about, if any.
+        address: Option<Address>,
+        /// The transport or decoding error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A transaction was mined but reverted.
+    #[error("transaction {what} reverted (tx {tx_hash})")]
+    Reverted {
+        /// What the transaction was meant to do.
+        what: String,
+        /// Its hash.
+        tx_hash: alloy::primitives::TxHash,
+    },
+    /// An RPC endpoint answered something that cannot be true.
+    #[error("RPC endpoint gave an invalid answer to {call}: {reason}")]
+    InvalidAnswer {
+        /// The RPC method or contract function called.
+        call: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+    /// A compiled contract artifact is missing or malformed.
+    #[error("contract artifact {path}: {reason}")]
+    Artifact {
+        /// Where the artifact was looked for.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A deployment or configuration file could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The caller asked for something inconsistent.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+fn at(address: Option<Address>) -> String {
+    address.map(|a| format!(" at {a}")).unwrap_or_default()
+}
+
+impl ChainError {
+    /// Wraps a transport or contract error with the call and address it concerns.
+    pub fn rpc(
+        call: impl Into<String>,
+        address: Option<Address>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Rpc { call: call.into(), address, source: Box::new(source) }
+    }
+
+    /// Whether trying the same request again later may succeed (endpoint down, timeout).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Rpc { .. })
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = ChainError> = std::result::Result<T, E>;
