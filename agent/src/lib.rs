@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //! - [`cli`]: the command tree; one file per command under [`cmd`].
+//! - [`config`]: the agent's TOML configuration and its validation.
+//! - [`journal`]: the durable record of intents and their state transitions (SQLite by default).
 //! - [`logging`]: `tracing` set-up shared by every command.
 pub mod cli;
 pub mod cmd;
+pub mod config;
+pub mod journal;
 pub mod logging;

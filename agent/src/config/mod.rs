@@ -1,0 +1,1 @@
+//! The agent configuration (TOML): loading, defaults and validation.

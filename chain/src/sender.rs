@@ -1,0 +1,1 @@
+//! Sending transactions from the keeper account: nonces, EIP-1559 fees, replacement, confirmation, reorgs.
