@@ -24,7 +24,7 @@ library FrostVerifier {
     /// @dev Order of the secp256k1 group.
     uint256 internal constant N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
     /// @dev Field prime of secp256k1.
-    uint256 internal constant P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F;
+    uint256 internal constant P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F;
 
     /// @dev I2OSP(48, 2) ‖ I2OSP(0, 1) ‖ "FROST-secp256k1-SHA256-v1chal" (the last byte of DST',
     ///      0x1d = len(DST), follows separately).
