@@ -50,6 +50,8 @@ library FrostVerifier {
         returns (bool ok)
     {
         assembly ("memory-safe") {
+            // Small types may carry dirty upper bits inside assembly: clean the parity first.
+            pkParity := and(pkParity, 0xff)
             // 0 < pkX < n ⇔ pkX − 1 < n − 1 (wrapping); parity < 2; z < n; rX, rY < p; R on curve.
             let valid :=
                 and(
@@ -113,6 +115,7 @@ library FrostVerifier {
         uint256 c = challenge(pkX, pkParity, message, rX, rY);
         if (c == 0) return false;
         assembly ("memory-safe") {
+            pkParity := and(pkParity, 0xff)
             let m := mload(0x40)
             mstore(m, mulmod(sub(N, z), pkX, N))
             mstore(add(m, 0x20), add(27, pkParity))
@@ -137,6 +140,7 @@ library FrostVerifier {
         returns (uint256 c)
     {
         assembly ("memory-safe") {
+            pkParity := and(pkParity, 0xff)
             let len := mload(message)
             let m := mload(0x40)
             mstore(m, 0)

@@ -11,6 +11,7 @@ interface Vm {
     }
 
     function warp(uint256 newTimestamp) external;
+    function load(address target, bytes32 slot) external view returns (bytes32);
     function prank(address sender) external;
     function deal(address account, uint256 newBalance) external;
     function expectRevert() external;
@@ -32,6 +33,8 @@ interface Vm {
     function toString(bytes32 value) external pure returns (string memory);
     function toString(bytes calldata value) external pure returns (string memory);
     function chainId(uint256 newChainId) external;
+    function expectEmit() external;
+    function expectEmit(address emitter) external;
     function assume(bool condition) external pure;
 }
 
