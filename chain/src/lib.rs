@@ -3,16 +3,29 @@
 //! # Layout
 //! - [`operation`]: the `Operation` type and its EIP-712 digest, shared by agent and signers.
 //! - [`admin`]: typed admin actions of the module and their encoding.
+//! - [`contracts`]: `sol!` bindings (own contracts from `chain/artifacts/`, third-party interfaces).
+//! - [`artifacts`]: third-party bytecode (Safe, Uniswap V2) loaded from the installed npm packages.
+//! - [`provider`]: connecting to an RPC endpoint.
+//! - [`tx`]: sending transactions with errors that name what was sent.
+//! - [`safe`]: Safe transactions signed by owners.
+//! - [`deploy`]: deploying a complete treasury (Safe, module, Uniswap V2, tokens, feeds).
 //! - [`sender`]: the keeper's transaction sender (nonces, fees, replacement, confirmation, reorgs).
-//! - [`snapshot`]: the state of a Safe at one pinned block, as policies and guards read it.
+//! - [`snapshot`]: the state of a Safe at one pinned block, read in one `eth_call`.
 //! - [`error`]: the crate's error type.
 pub mod admin;
+pub mod artifacts;
+pub mod contracts;
+pub mod deploy;
 pub mod error;
 pub mod operation;
+pub mod provider;
+pub mod safe;
 pub mod sender;
 pub mod snapshot;
+pub mod tx;
 
 pub use admin::AdminAction;
+pub use deploy::{DeployConfig, Deployment, GroupKey};
 pub use error::ChainError;
 pub use operation::{AdminOp, Call, Operation, admin_digest, operation_digest};
 pub use snapshot::{AssetState, BudgetState, PriceReading, Snapshot};

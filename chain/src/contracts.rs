@@ -1,0 +1,149 @@
+//! Rust bindings of every contract treasury talks to.
+//!
+//! The project's own contracts are bound from their committed artifacts in `chain/artifacts/`
+//! (ABI and bytecode, compiled by `scripts/compile-contracts.mjs`); third-party contracts from the
+//! subset of their interfaces that treasury uses.
+#![allow(missing_docs)]
+
+use alloy::sol;
+
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    TreasuryModule,
+    "artifacts/TreasuryModule.json"
+);
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    FrostVerifierHarness,
+    "artifacts/FrostVerifierHarness.json"
+);
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    PriceFeed,
+    "artifacts/PriceFeed.json"
+);
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    TestToken,
+    "artifacts/TestToken.json"
+);
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    Multicall3,
+    "artifacts/Multicall3.json"
+);
+
+sol! {
+    /// The ERC-20 functions treasury reads and calls.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IERC20 {
+        function balanceOf(address owner) external view returns (uint256);
+        function transfer(address to, uint256 amount) external returns (bool);
+        function approve(address spender, uint256 amount) external returns (bool);
+        function allowance(address owner, address spender) external view returns (uint256);
+        function decimals() external view returns (uint8);
+        function symbol() external view returns (string);
+    }
+
+    /// Wrapped ether.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IWETH {
+        function deposit() external payable;
+        function withdraw(uint256 amount) external;
+    }
+
+    /// The subset of Safe 1.5.0 treasury uses.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface ISafe {
+        function setup(address[] calldata owners, uint256 threshold, address to, bytes calldata data, address fallbackHandler, address paymentToken, uint256 payment, address paymentReceiver) external;
+        function execTransaction(address to, uint256 value, bytes calldata data, uint8 operation, uint256 safeTxGas, uint256 baseGas, uint256 gasPrice, address gasToken, address refundReceiver, bytes memory signatures) external payable returns (bool success);
+        function getTransactionHash(address to, uint256 value, bytes calldata data, uint8 operation, uint256 safeTxGas, uint256 baseGas, uint256 gasPrice, address gasToken, address refundReceiver, uint256 nonce) external view returns (bytes32);
+        function nonce() external view returns (uint256);
+        function enableModule(address module) external;
+        function isModuleEnabled(address module) external view returns (bool);
+        function getOwners() external view returns (address[] memory);
+        function getThreshold() external view returns (uint256);
+    }
+
+    /// Safe's proxy factory.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface ISafeProxyFactory {
+        event ProxyCreation(address indexed proxy, address singleton);
+        function createProxyWithNonce(address singleton, bytes memory initializer, uint256 saltNonce) external returns (address proxy);
+    }
+
+    /// Safe's MultiSendCallOnly: `transactions` packs (uint8 op, address to, uint256 value, uint256 len, bytes data).
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IMultiSend {
+        function multiSend(bytes memory transactions) external payable;
+    }
+
+    /// Uniswap V2 factory.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IUniswapV2Factory {
+        function getPair(address tokenA, address tokenB) external view returns (address pair);
+        function createPair(address tokenA, address tokenB) external returns (address pair);
+    }
+
+    /// Uniswap V2 pair.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IUniswapV2Pair {
+        function getReserves() external view returns (uint112 reserve0, uint112 reserve1, uint32 blockTimestampLast);
+        function token0() external view returns (address);
+    }
+
+    /// Uniswap V2 router (version 2).
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IUniswapV2Router02 {
+        function factory() external view returns (address);
+        function WETH() external view returns (address);
+        function addLiquidity(address tokenA, address tokenB, uint256 amountADesired, uint256 amountBDesired, uint256 amountAMin, uint256 amountBMin, address to, uint256 deadline) external returns (uint256 amountA, uint256 amountB, uint256 liquidity);
+        function addLiquidityETH(address token, uint256 amountTokenDesired, uint256 amountTokenMin, uint256 amountETHMin, address to, uint256 deadline) external payable returns (uint256 amountToken, uint256 amountETH, uint256 liquidity);
+        function swapExactTokensForTokens(uint256 amountIn, uint256 amountOutMin, address[] calldata path, address to, uint256 deadline) external returns (uint256[] memory amounts);
+        function swapExactETHForTokens(uint256 amountOutMin, address[] calldata path, address to, uint256 deadline) external payable returns (uint256[] memory amounts);
+        function swapExactTokensForETH(uint256 amountIn, uint256 amountOutMin, address[] calldata path, address to, uint256 deadline) external returns (uint256[] memory amounts);
+        function getAmountsOut(uint256 amountIn, address[] calldata path) external view returns (uint256[] memory amounts);
+    }
+}
+
+sol! {
+    /// The Multicall3 functions treasury uses (the same ABI on every chain).
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IMulticall3 {
+        struct Call3 { address target; bool allowFailure; bytes callData; }
+        struct Result { bool success; bytes returnData; }
+        function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory returnData);
+        function getEthBalance(address addr) external view returns (uint256 balance);
+    }
+
+    /// Chainlink's price feed interface.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface AggregatorV3Interface {
+        function decimals() external view returns (uint8);
+        function latestRoundData() external view returns (uint80 roundId, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound);
+    }
+
+    /// The treasury module's views that snapshots read.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface ITreasuryModuleViews {
+        function nonce() external view returns (uint256);
+        function paused() external view returns (bool);
+        function budget(address token) external view returns (uint256 limit, uint64 period, uint256 spent, uint256 remaining);
+    }
+}

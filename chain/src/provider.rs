@@ -1,0 +1,29 @@
+//! Connecting to an RPC endpoint, read-only or with a local signing wallet.
+
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+
+use crate::error::{ChainError, Result};
+
+/// A read-only provider for the HTTP JSON-RPC endpoint at `url`.
+pub fn connect(url: &str) -> Result<DynProvider> {
+    let url = parse_url(url)?;
+    Ok(ProviderBuilder::new().connect_http(url).erased())
+}
+
+/// A provider for `url` that signs and sends transactions from `signer`, filling nonce, gas and fees.
+pub fn connect_with_signer(url: &str, signer: PrivateKeySigner) -> Result<DynProvider> {
+    let url = parse_url(url)?;
+    let wallet = EthereumWallet::from(signer);
+    Ok(ProviderBuilder::new().wallet(wallet).connect_http(url).erased())
+}
+
+fn parse_url(url: &str) -> Result<alloy::transports::http::reqwest::Url> {
+    url.parse().map_err(|e| ChainError::InvalidInput(format!("RPC URL {url:?}: {e}")))
+}
+
+/// The chain id the endpoint reports.
+pub async fn chain_id(provider: &DynProvider) -> Result<u64> {
+    provider.get_chain_id().await.map_err(|e| ChainError::rpc("eth_chainId", None, e))
+}
