@@ -1,0 +1,98 @@
+//! The coordinator's HTTP client for nodes: signs each request, checks each answer's signature.
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::auth::{AUTH_HEADER, NODE_SIG_HEADER, sign_request, verify_response};
+use super::error::{NodeFault, Refusal};
+use super::identity::{IdentityKey, IdentityPublic};
+use super::wire::{IdentityInfo, RefusalBody};
+
+/// An authenticated client (one per coordinator; cheap to clone).
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    key: IdentityKey,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    /// A client signing with the coordinator key `key`.
+    pub fn new(key: IdentityKey) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .expect("reqwest client with default TLS settings");
+        Self { key, http }
+    }
+
+    /// The coordinator's public key.
+    pub fn public(&self) -> IdentityPublic {
+        self.key.public()
+    }
+
+    /// POSTs `body` to `url{path}` signed, and returns the answer verified against `node`'s key.
+    pub async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        url: &str,
+        node: &IdentityPublic,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, NodeFault> {
+        let bytes = serde_json::to_vec(body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+        let (auth, rid) = sign_request(&self.key, "POST", path, &bytes);
+        let resp = self
+            .http
+            .post(format!("{}{path}", url.trim_end_matches('/')))
+            .header(AUTH_HEADER, auth)
+            .header("content-type", "application/json")
+            .body(bytes)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = resp.bytes().await.map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+        match sig {
+            Some(sig) if verify_response(node, &rid, status, &body, &sig) => {}
+            _ => return Err(NodeFault::BadResponseSignature),
+        }
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&body).map_err(|e| NodeFault::Malformed(e.to_string()))
+        } else {
+            let r: Refusal = serde_json::from_slice::<RefusalBody>(&body)
+                .map(|b| b.refusal)
+                .map_err(|e| NodeFault::Malformed(format!("status {status}: {e}")))?;
+            Err(NodeFault::Refused(r))
+        }
+    }
+
+    /// Fetches a node's identity; the answer must be signed by the key it announces.
+    pub async fn identity(&self, url: &str, timeout: Duration) -> Result<IdentityInfo, NodeFault> {
+        let (auth, rid) = sign_request(&self.key, "GET", "/v1/identity", b"");
+        let resp = self
+            .http
+            .get(format!("{}/v1/identity", url.trim_end_matches('/')))
+            .header(AUTH_HEADER, auth)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = resp.bytes().await.map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let r = serde_json::from_slice::<RefusalBody>(&body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+            return Err(NodeFault::Refused(r.refusal));
+        }
+        let info: IdentityInfo = serde_json::from_slice(&body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+        let key = IdentityPublic::from_hex(&info.identity_key).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+        match sig {
+            Some(sig) if verify_response(&key, &rid, status, &body, &sig) => Ok(info),
+            _ => Err(NodeFault::BadResponseSignature),
+        }
+    }
+}

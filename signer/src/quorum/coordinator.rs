@@ -1,0 +1,506 @@
+//! The coordinator: signs an operation with t of n nodes, and drives DKG and refresh.
+//!
+//! Signing is one round trip per node: commitments are fetched ahead of time in batches
+//! ([`Coordinator::preprocess`]), so a signature needs only `POST /v1/sign` to t nodes in
+//! parallel. Each share is checked with `verify_signature_share`; a node that is down, slow
+//! (timeout), refuses, or sends a bad share is excluded and the signature is retried with fresh
+//! commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::Address;
+use frost_secp256k1::Identifier;
+use frost_secp256k1::keys::PublicKeyPackage;
+use frost_secp256k1::round1::SigningCommitments;
+use treasury_chain::operation::{Operation, operation_digest};
+
+use super::client::NodeClient;
+use super::dkg::{identifier_hex, parse_identifier};
+use super::error::{NodeFault, QuorumError};
+use super::identity::{IdentityKey, IdentityPublic};
+use super::quorum_file::{QuorumFile, QuorumNode};
+use super::signature::{FrostSignature, GroupKey};
+use super::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
+use super::wire::*;
+
+/// How long a node that failed to answer is skipped.
+const DOWN_FOR: Duration = Duration::from_secs(10);
+
+struct Slot {
+    node: QuorumNode,
+    id: Identifier,
+    key: IdentityPublic,
+    pool: Mutex<VecDeque<(String, SigningCommitments)>>,
+    down_until: Mutex<Option<Instant>>,
+    refill: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn healthy(&self) -> bool {
+        self.down_until.lock().expect("down lock").is_none_or(|t| Instant::now() >= t)
+    }
+    fn mark_down(&self) {
+        *self.down_until.lock().expect("down lock") = Some(Instant::now() + DOWN_FOR);
+    }
+}
+
+/// Coordinator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorOptions {
+    /// Per-request timeout (a slower node is treated as down).
+    pub timeout: Duration,
+    /// Commitments fetched per node when its pool runs dry.
+    pub refill: u32,
+}
+
+impl Default for CoordinatorOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(5), refill: 64 }
+    }
+}
+
+/// Signs operations with the quorum.
+pub struct Coordinator {
+    client: NodeClient,
+    slots: Vec<Slot>,
+    pkp: PublicKeyPackage,
+    group_key: GroupKey,
+    threshold: usize,
+    opts: CoordinatorOptions,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("group_key", &self.group_key.compressed)
+            .field("threshold", &self.threshold)
+            .field("nodes", &self.slots.len())
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// Loads a quorum file; the coordinator key's passphrase comes from `TREASURY_COORDINATOR_PASSPHRASE`.
+    pub fn from_quorum_file(path: &Path) -> Result<Self, QuorumError> {
+        let quorum = QuorumFile::load(path)?;
+        let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
+        let key = open_coordinator_key(&quorum.coordinator_key_path(path), &pass)?;
+        Self::new(quorum, key, CoordinatorOptions::default())
+    }
+
+    /// A coordinator for `quorum` signing requests with `key`.
+    pub fn new(quorum: QuorumFile, key: IdentityKey, opts: CoordinatorOptions) -> Result<Self, QuorumError> {
+        let pkp = quorum.public_key_package()?;
+        let group_key = GroupKey::from_verifying_key(pkp.verifying_key())?;
+        if group_key.compressed != quorum.group_key {
+            return Err(QuorumError::Config("group key does not match the public key package".into()));
+        }
+        let mut slots = Vec::new();
+        for n in &quorum.nodes {
+            let key = IdentityPublic::from_hex(&n.identity_key)?;
+            if key.fingerprint() != n.fingerprint {
+                return Err(QuorumError::Config(format!("{}: identity key does not match its pinned fingerprint", n.url)));
+            }
+            let id = parse_identifier(&n.identifier).map_err(|r| QuorumError::Config(r.reason))?;
+            if !pkp.verifying_shares().contains_key(&id) {
+                return Err(QuorumError::Config(format!("{}: identifier not in the public key package", n.url)));
+            }
+            slots.push(Slot {
+                node: n.clone(),
+                id,
+                key,
+                pool: Mutex::new(VecDeque::new()),
+                down_until: Mutex::new(None),
+                refill: tokio::sync::Mutex::new(()),
+            });
+        }
+        let threshold = usize::from(quorum.threshold);
+        if slots.len() < threshold {
+            return Err(QuorumError::Config("fewer nodes than the threshold".into()));
+        }
+        Ok(Self { client: NodeClient::new(key), slots, pkp, group_key, threshold, opts, next: AtomicUsize::new(0) })
+    }
+
+    /// The group key.
+    pub fn group_key(&self) -> &GroupKey {
+        &self.group_key
+    }
+
+    /// Fetches `per_node` commitments from every reachable node ahead of signing.
+    pub async fn preprocess(&self, per_node: u32) -> Vec<(String, NodeFault)> {
+        let futs = self.slots.iter().map(|s| async move { (s, self.fetch(s, per_node).await) });
+        let mut faults = Vec::new();
+        for (s, r) in futures::future::join_all(futs).await {
+            if let Err(f) = r {
+                s.mark_down();
+                faults.push((s.node.url.clone(), f));
+            }
+        }
+        faults
+    }
+
+    async fn fetch(&self, s: &Slot, count: u32) -> Result<(), NodeFault> {
+        let mut left = count;
+        while left > 0 {
+            let batch = left.min(super::node::MAX_COMMITMENTS_PER_REQUEST);
+            let resp: CommitmentsResponse = self
+                .client
+                .post(&s.node.url, &s.key, "/v1/commitments", &CommitmentsRequest { count: batch }, self.opts.timeout)
+                .await?;
+            if resp.identifier != s.node.identifier {
+                return Err(NodeFault::Malformed("commitments for another identifier".into()));
+            }
+            let mut parsed = Vec::with_capacity(resp.commitments.len());
+            for c in resp.commitments {
+                let bytes = hex::decode(&c.commitments).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+                let sc = SigningCommitments::deserialize(&bytes).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+                parsed.push((c.id, sc));
+            }
+            s.pool.lock().expect("pool lock").extend(parsed);
+            left -= batch;
+        }
+        Ok(())
+    }
+
+    async fn take_commitment(&self, s: &Slot) -> Result<(String, SigningCommitments), NodeFault> {
+        if let Some(c) = s.pool.lock().expect("pool lock").pop_front() {
+            return Ok(c);
+        }
+        let _guard = s.refill.lock().await;
+        if let Some(c) = s.pool.lock().expect("pool lock").pop_front() {
+            return Ok(c);
+        }
+        self.fetch(s, self.opts.refill).await?;
+        s.pool.lock().expect("pool lock").pop_front().ok_or_else(|| NodeFault::Malformed("no commitments".into()))
+    }
+
+    /// Signs `op` for `module` on `chain_id` and returns what `TreasuryModule.exec` takes.
+    ///
+    /// `root_signature` (65 bytes) makes it a tier-2 request: nodes then require it to recover
+    /// their configured root address over the same EIP-712 digest.
+    ///
+    /// # Security
+    /// The nodes rebuild the EIP-712 digest from `op` themselves; the coordinator only relays. Each
+    /// share MUST pass `verify_signature_share` before aggregation (RFC 9591 §5.3 cheater
+    /// detection), and the aggregate MUST verify under the group key before it is returned.
+    pub async fn sign(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        root_signature: Option<&[u8]>,
+    ) -> Result<FrostSignature, QuorumError> {
+        let digest = operation_digest(op, chain_id, module);
+        let mut excluded: HashSet<usize> = HashSet::new();
+        let mut faults: Vec<(String, NodeFault)> = Vec::new();
+        let mut got = 0;
+        let n = self.slots.len();
+        loop {
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).filter(|i| !excluded.contains(i)).collect();
+            // healthy nodes first, nodes recently down last (they may be back)
+            order.sort_by_key(|i| !self.slots[*i].healthy());
+            if order.len() < self.threshold {
+                return Err(QuorumError::NotEnoughSigners { needed: self.threshold, got, faults });
+            }
+            // pick t nodes that can give a commitment
+            let mut chosen: Vec<(usize, String, SigningCommitments)> = Vec::new();
+            let mut idx = 0;
+            while chosen.len() < self.threshold && idx < order.len() {
+                let want = self.threshold - chosen.len();
+                let batch: Vec<usize> = order[idx..(idx + want).min(order.len())].to_vec();
+                idx += batch.len();
+                let res = futures::future::join_all(batch.iter().map(|i| self.take_commitment(&self.slots[*i]))).await;
+                for (i, r) in batch.into_iter().zip(res) {
+                    match r {
+                        Ok((cid, c)) => chosen.push((i, cid, c)),
+                        Err(f) => {
+                            self.slots[i].mark_down();
+                            excluded.insert(i);
+                            faults.push((self.slots[i].node.url.clone(), f));
+                        }
+                    }
+                }
+            }
+            if chosen.len() < self.threshold {
+                return Err(QuorumError::NotEnoughSigners { needed: self.threshold, got: 0, faults });
+            }
+            let commitments: BTreeMap<Identifier, SigningCommitments> =
+                chosen.iter().map(|(i, _, c)| (self.slots[*i].id, *c)).collect();
+            let package = frost_secp256k1::SigningPackage::new(commitments, digest.as_slice());
+            let pkg_hex = hex::encode(package.serialize().map_err(QuorumError::frost)?);
+            let req = SignRequest {
+                operation: op.clone(),
+                chain_id,
+                module,
+                root_signature: root_signature.map(|b| b.to_vec().into()),
+                signing_package: pkg_hex,
+            };
+            let answers = futures::future::join_all(chosen.iter().map(|(i, _, _)| {
+                let s = &self.slots[*i];
+                let req = &req;
+                async move {
+                    let r: Result<SignResponse, NodeFault> =
+                        self.client.post(&s.node.url, &s.key, "/v1/sign", req, self.opts.timeout).await;
+                    r
+                }
+            }))
+            .await;
+            let mut shares = BTreeMap::new();
+            for ((i, _, _), answer) in chosen.iter().zip(answers) {
+                let s = &self.slots[*i];
+                let checked = answer.and_then(|a| {
+                    let bytes = hex::decode(&a.share).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+                    let share = frost_secp256k1::round2::SignatureShare::deserialize(&bytes)
+                        .map_err(|e| NodeFault::Malformed(e.to_string()))?;
+                    let vs = self.pkp.verifying_shares().get(&s.id).ok_or(NodeFault::BadShare)?;
+                    frost_core::verify_signature_share(s.id, vs, &share, &package, self.pkp.verifying_key())
+                        .map_err(|_| NodeFault::BadShare)?;
+                    Ok(share)
+                });
+                match checked {
+                    Ok(share) => {
+                        shares.insert(s.id, share);
+                    }
+                    Err(f) => {
+                        if matches!(f, NodeFault::Unreachable(_)) {
+                            s.mark_down();
+                        }
+                        tracing::warn!(node = %s.node.url, fault = %f, "node excluded from this signature");
+                        excluded.insert(*i);
+                        faults.push((s.node.url.clone(), f));
+                    }
+                }
+            }
+            got = shares.len();
+            if shares.len() == self.threshold {
+                let sig = frost_secp256k1::aggregate(&package, &shares, &self.pkp).map_err(QuorumError::frost)?;
+                self.pkp.verifying_key().verify(digest.as_slice(), &sig).map_err(QuorumError::frost)?;
+                return FrostSignature::from_frost(&sig);
+            }
+        }
+    }
+}
+
+/// One node to run DKG with: its URL and the fingerprint its operator confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedNode {
+    /// Base URL.
+    pub url: String,
+    /// Pinned fingerprint.
+    pub fingerprint: String,
+}
+
+impl std::str::FromStr for PinnedNode {
+    type Err = QuorumError;
+    /// `URL#FINGERPRINT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (url, fp) = s
+            .split_once('#')
+            .ok_or_else(|| QuorumError::Config(format!("{s}: expected URL#FINGERPRINT (the node's pinned fingerprint)")))?;
+        if fp.len() != 32 || hex::decode(fp).is_err() {
+            return Err(QuorumError::Config(format!("{s}: fingerprint must be 32 hex digits")));
+        }
+        Ok(Self { url: url.trim_end_matches('/').to_string(), fingerprint: fp.to_ascii_lowercase() })
+    }
+}
+
+/// Result of a DKG or refresh.
+#[derive(Debug, Clone)]
+pub struct DkgOutcome {
+    /// The quorum file content.
+    pub quorum: QuorumFile,
+    /// The group key.
+    pub group_key: GroupKey,
+    /// Runs needed (a group key with x ≥ n forces a re-run).
+    pub attempts: u32,
+}
+
+fn node_err(url: &str, fault: NodeFault) -> QuorumError {
+    QuorumError::Node { node: url.to_string(), fault }
+}
+
+fn random_session() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Runs DKG across `nodes` (each pinned by fingerprint), relaying packages; re-runs when the
+/// group key is unusable on chain (x ≥ n). `coordinator_key` is recorded in the quorum file.
+///
+/// # Security
+/// Node identities MUST match their pinned fingerprints before anything is sent; round-2 packages
+/// are sealed between nodes and only relayed; the share is committed only after every node
+/// confirmed the same transcript and group key (RFC 9591 appendix C DKG with signed rounds).
+pub async fn run_dkg(
+    key: IdentityKey,
+    coordinator_key_file: &str,
+    nodes: &[PinnedNode],
+    threshold: u16,
+    max_attempts: u32,
+) -> Result<DkgOutcome, QuorumError> {
+    let client = NodeClient::new(key);
+    let timeout = Duration::from_secs(30);
+    let mut roster = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let info = client.identity(&n.url, timeout).await.map_err(|f| node_err(&n.url, f))?;
+        if info.fingerprint != n.fingerprint {
+            return Err(QuorumError::Dkg(format!(
+                "{} presents fingerprint {}, not the pinned {}",
+                n.url, info.fingerprint, n.fingerprint
+            )));
+        }
+        let id = Identifier::try_from((i + 1) as u16).map_err(QuorumError::frost)?;
+        roster.push(RosterEntry { identifier: identifier_hex(&id), identity_key: info.identity_key });
+    }
+    for attempt in 1..=max_attempts.max(1) {
+        let (session, finish) = run_rounds(&client, nodes, &roster, threshold, false, timeout).await?;
+        let gk_bytes = hex::decode(&finish[0].group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+        let group_key = GroupKey::from_compressed(&gk_bytes)?;
+        if !group_key.usable_onchain() {
+            tracing::warn!(attempt, "group key x >= n: aborting and re-running DKG");
+            abort(&client, nodes, &roster, &session, timeout).await;
+            continue;
+        }
+        commit(&client, nodes, &roster, &session, &finish, timeout).await?;
+        let quorum = QuorumFile {
+            threshold,
+            coordinator_key: coordinator_key_file.to_string(),
+            group_key: group_key.compressed.clone(),
+            group_key_x: group_key.x,
+            group_key_parity: group_key.parity,
+            public_key_package: finish[0].public_key_package.clone(),
+            nodes: nodes
+                .iter()
+                .zip(&roster)
+                .map(|(n, r)| QuorumNode {
+                    url: n.url.clone(),
+                    identifier: r.identifier.clone(),
+                    identity_key: r.identity_key.clone(),
+                    fingerprint: n.fingerprint.clone(),
+                })
+                .collect(),
+        };
+        return Ok(DkgOutcome { quorum, group_key, attempts: attempt });
+    }
+    Err(QuorumError::GroupKeyOutOfRange)
+}
+
+/// Refreshes every share of the quorum; the group key stays. Returns the updated quorum file.
+///
+/// # Security
+/// Same guarantees as [`run_dkg`]; every node checks the group key is unchanged before committing.
+pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOutcome, QuorumError> {
+    let client = NodeClient::new(key);
+    let timeout = Duration::from_secs(30);
+    let nodes: Vec<PinnedNode> =
+        quorum.nodes.iter().map(|n| PinnedNode { url: n.url.clone(), fingerprint: n.fingerprint.clone() }).collect();
+    let mut roster = Vec::new();
+    for n in &quorum.nodes {
+        let info = client.identity(&n.url, timeout).await.map_err(|f| node_err(&n.url, f))?;
+        if info.fingerprint != n.fingerprint || info.identity_key != n.identity_key {
+            return Err(QuorumError::Dkg(format!("{} does not present its pinned identity", n.url)));
+        }
+        roster.push(RosterEntry { identifier: n.identifier.clone(), identity_key: n.identity_key.clone() });
+    }
+    let (session, finish) = run_rounds(&client, &nodes, &roster, quorum.threshold, true, timeout).await?;
+    if finish[0].group_key != quorum.group_key {
+        abort(&client, &nodes, &roster, &session, timeout).await;
+        return Err(QuorumError::Dkg("refresh produced a different group key".into()));
+    }
+    commit(&client, &nodes, &roster, &session, &finish, timeout).await?;
+    let group_key = GroupKey::from_compressed(&hex::decode(&quorum.group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?)?;
+    let mut q = quorum.clone();
+    q.public_key_package = finish[0].public_key_package.clone();
+    Ok(DkgOutcome { quorum: q, group_key, attempts: 1 })
+}
+
+async fn run_rounds(
+    client: &NodeClient,
+    nodes: &[PinnedNode],
+    roster: &[RosterEntry],
+    threshold: u16,
+    refresh: bool,
+    timeout: Duration,
+) -> Result<(String, Vec<DkgFinishResponse>), QuorumError> {
+    let session = random_session();
+    let keys: Vec<IdentityPublic> =
+        roster.iter().map(|r| IdentityPublic::from_hex(&r.identity_key)).collect::<Result<_, _>>()?;
+    let r1req = DkgRound1Request { session: session.clone(), threshold, roster: roster.to_vec(), refresh };
+    let r1 = futures::future::join_all(
+        nodes.iter().zip(&keys).map(|(n, k)| client.post::<_, DkgRound1Response>(&n.url, k, "/v1/dkg/round1", &r1req, timeout)),
+    )
+    .await;
+    let mut round1 = BTreeMap::new();
+    for ((n, r), e) in nodes.iter().zip(r1).zip(roster) {
+        round1.insert(e.identifier.clone(), r.map_err(|f| node_err(&n.url, f))?);
+    }
+    let r2req = DkgRound2Request { session: session.clone(), round1 };
+    let r2 = futures::future::join_all(
+        nodes.iter().zip(&keys).map(|(n, k)| client.post::<_, DkgRound2Response>(&n.url, k, "/v1/dkg/round2", &r2req, timeout)),
+    )
+    .await;
+    let mut inbox: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for ((n, r), from) in nodes.iter().zip(r2).zip(roster) {
+        for (to, sealed) in r.map_err(|f| node_err(&n.url, f))?.sealed {
+            inbox.entry(to).or_default().insert(from.identifier.clone(), sealed);
+        }
+    }
+    let fin = futures::future::join_all(nodes.iter().zip(&keys).zip(roster).map(|((n, k), e)| {
+        let req = DkgFinishRequest { session: session.clone(), sealed: inbox.remove(&e.identifier).unwrap_or_default() };
+        async move { client.post::<_, DkgFinishResponse>(&n.url, k, "/v1/dkg/finish", &req, timeout).await }
+    }))
+    .await;
+    let mut finish = Vec::new();
+    for (n, r) in nodes.iter().zip(fin) {
+        finish.push(r.map_err(|f| node_err(&n.url, f))?);
+    }
+    let first = &finish[0];
+    for (n, f) in nodes.iter().zip(&finish) {
+        if f.transcript != first.transcript || f.group_key != first.group_key || f.public_key_package != first.public_key_package {
+            abort(client, nodes, roster, &session, timeout).await;
+            return Err(QuorumError::Dkg(format!("{} saw a different transcript or group key", n.url)));
+        }
+    }
+    Ok((session, finish))
+}
+
+async fn commit(
+    client: &NodeClient,
+    nodes: &[PinnedNode],
+    roster: &[RosterEntry],
+    session: &str,
+    finish: &[DkgFinishResponse],
+    timeout: Duration,
+) -> Result<(), QuorumError> {
+    let confirmations: BTreeMap<String, String> =
+        roster.iter().zip(finish).map(|(e, f)| (e.identifier.clone(), f.confirmation.clone())).collect();
+    let req = DkgCommitRequest { session: session.to_string(), confirmations };
+    let res = futures::future::join_all(nodes.iter().zip(roster).map(|(n, e)| {
+        let req = &req;
+        async move {
+            let k = IdentityPublic::from_hex(&e.identity_key).map_err(|_| NodeFault::Malformed("key".into()))?;
+            client.post::<_, DkgCommitResponse>(&n.url, &k, "/v1/dkg/commit", req, timeout).await
+        }
+    }))
+    .await;
+    for (n, r) in nodes.iter().zip(res) {
+        r.map_err(|f| node_err(&n.url, f))?;
+    }
+    Ok(())
+}
+
+async fn abort(client: &NodeClient, nodes: &[PinnedNode], roster: &[RosterEntry], session: &str, timeout: Duration) {
+    let req = DkgAbortRequest { session: session.to_string() };
+    for (n, e) in nodes.iter().zip(roster) {
+        if let Ok(k) = IdentityPublic::from_hex(&e.identity_key) {
+            let _ = client.post::<_, serde_json::Value>(&n.url, &k, "/v1/dkg/abort", &req, timeout).await;
+        }
+    }
+}

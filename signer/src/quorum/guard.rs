@@ -1,0 +1,355 @@
+//! The check every node runs before it signs: chain, module, tier, allow-lists, budgets.
+//!
+//! Pure functions over values: the node feeds them the structured operation, the digest it
+//! rebuilt itself and the budget state it tracks; no I/O here.
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy::primitives::{Address, B256, Bytes, Signature, U256};
+use serde::{Deserialize, Serialize};
+use treasury_chain::operation::{OP_DELEGATECALL, Operation};
+
+use super::error::{Refusal, RefusalCode};
+
+/// ERC-20 `transfer(address,uint256)`.
+pub const TRANSFER: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
+/// ERC-20 `transferFrom(address,address,uint256)`.
+pub const TRANSFER_FROM: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
+/// ERC-20 `approve(address,uint256)`.
+pub const APPROVE: [u8; 4] = [0x09, 0x5e, 0xa7, 0xb3];
+
+/// One allow-listed (target, selector) pair; `selector` `None` allows calls with empty calldata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowEntry {
+    /// The called contract (or recipient of a plain value transfer).
+    pub target: Address,
+    /// The 4-byte selector as hex (`0xa9059cbb`), or absent for empty calldata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// A per-period budget of one token (`Address::ZERO` for the native coin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Token contract.
+    pub token: Address,
+    /// Maximum outflow per period, in the token's base units.
+    pub amount: U256,
+}
+
+/// A node's guard configuration (`[guard]` in `node.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardConfig {
+    /// The chain id this node signs for.
+    pub chain_id: u64,
+    /// The treasury module this node signs for.
+    pub module: Address,
+    /// The root signer's address; tier-2 operations need its signature over the same digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Address>,
+    /// Budget period in seconds (default one day).
+    #[serde(default = "default_period")]
+    pub period_secs: u64,
+    /// Allow-listed (target, selector) pairs for tier 1.
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
+    /// Spenders ERC-20 approvals may name at tier 1.
+    #[serde(default)]
+    pub spenders: Vec<Address>,
+    /// Per-token budgets tracked by this node.
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
+}
+
+fn default_period() -> u64 {
+    86_400
+}
+
+/// The tier an operation was accepted at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tier {
+    /// FROST alone, within allow-lists and budgets.
+    One,
+    /// FROST and a root signature.
+    Two,
+}
+
+/// Outflow of each token an operation causes, as the node computes it from calldata.
+pub type Outflows = BTreeMap<Address, U256>;
+
+/// What the node spent in the current period, rebuilt from its own ledger.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetState {
+    /// The period these figures belong to.
+    pub period: u64,
+    /// Spent per token.
+    pub spent: BTreeMap<Address, U256>,
+    /// Digests already counted (a retried signature of the same operation is not counted twice).
+    pub counted: BTreeSet<B256>,
+}
+
+impl BudgetState {
+    /// Moves to `period`, forgetting spending of earlier periods.
+    pub fn roll(&mut self, period: u64) {
+        if period != self.period {
+            *self = BudgetState { period, ..Default::default() };
+        }
+    }
+
+    /// Records a signed tier-1 operation's outflows (once per digest).
+    pub fn record(&mut self, digest: B256, outflows: &Outflows) {
+        if self.counted.insert(digest) {
+            for (token, amount) in outflows {
+                let e = self.spent.entry(*token).or_default();
+                *e = e.saturating_add(*amount);
+            }
+        }
+    }
+}
+
+/// The outcome of a passed check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// The tier.
+    pub tier: Tier,
+    /// Outflows to count against budgets (empty at tier 2).
+    pub outflows: Outflows,
+}
+
+fn selector_hex(sel: Option<[u8; 4]>) -> String {
+    sel.map(|s| format!("0x{}", hex::encode(s))).unwrap_or_else(|| "(empty calldata)".into())
+}
+
+/// Outflows of `op`: native value, ERC-20 `transfer` and `transferFrom` amounts per token.
+pub fn outflows(op: &Operation) -> Outflows {
+    let mut out = Outflows::new();
+    let mut add = |token: Address, amount: U256| {
+        let e = out.entry(token).or_default();
+        *e = e.saturating_add(amount);
+    };
+    for call in &op.calls {
+        if !call.value.is_zero() {
+            add(Address::ZERO, call.value);
+        }
+        let data: &Bytes = &call.data;
+        match call.selector() {
+            Some(TRANSFER) if data.len() >= 68 => add(call.to, U256::from_be_slice(&data[36..68])),
+            Some(TRANSFER_FROM) if data.len() >= 100 => add(call.to, U256::from_be_slice(&data[68..100])),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl GuardConfig {
+    /// Checks `op` before signing.
+    ///
+    /// # Security
+    /// `digest` MUST be the EIP-712 digest the node computed itself from `op` with
+    /// `operation_digest(op, chain_id, module)`; this check MUST pass before a FROST
+    /// (RFC 9591) signature share is produced. A root signature, when given, MUST recover the
+    /// configured root address over that same digest, else the operation is refused.
+    pub fn check(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        digest: B256,
+        root_signature: Option<&[u8]>,
+        budget: &BudgetState,
+        now_unix: u64,
+    ) -> Result<Approved, Refusal> {
+        if chain_id != self.chain_id {
+            return Err(Refusal::new(
+                RefusalCode::WrongChain,
+                format!("chain id {chain_id} is not the chain this node serves ({})", self.chain_id),
+            ));
+        }
+        if module != self.module {
+            return Err(Refusal::new(
+                RefusalCode::WrongModule,
+                format!("module {module} is not the module this node serves ({})", self.module),
+            ));
+        }
+        if op.deadline < U256::from(now_unix) {
+            return Err(Refusal::new(RefusalCode::Expired, format!("deadline {} has passed", op.deadline)));
+        }
+        if op.calls.is_empty() {
+            return Err(Refusal::new(RefusalCode::BadRequest, "operation has no calls"));
+        }
+        if let Some(sig) = root_signature.filter(|s| !s.is_empty()) {
+            let root = self.root.ok_or_else(|| {
+                Refusal::new(RefusalCode::RootSignatureRequired, "tier 2 requested but this node has no root configured")
+            })?;
+            let recovered = Signature::from_raw(sig).ok().and_then(|s| s.recover_address_from_prehash(&digest).ok());
+            return match recovered {
+                Some(a) if a == root => Ok(Approved { tier: Tier::Two, outflows: Outflows::new() }),
+                Some(a) => Err(Refusal::new(
+                    RefusalCode::RootSignatureRequired,
+                    format!("root signature recovers {a}, not the configured root {root}"),
+                )),
+                None => Err(Refusal::new(RefusalCode::RootSignatureRequired, "root signature is malformed")),
+            };
+        }
+        self.check_tier1(op)?;
+        let flows = outflows(op);
+        let period = now_unix / self.period_secs.max(1);
+        for b in &self.budgets {
+            let Some(amount) = flows.get(&b.token) else { continue };
+            let already = if budget.period == period && !budget.counted.contains(&digest) {
+                budget.spent.get(&b.token).copied().unwrap_or_default()
+            } else if budget.period == period {
+                U256::ZERO // this very operation was already counted: a retry, not a new spend
+            } else {
+                U256::ZERO
+            };
+            if already.saturating_add(*amount) > b.amount {
+                return Err(Refusal::new(
+                    RefusalCode::OverBudget,
+                    format!(
+                        "token {}: {} spent this period + {} requested exceeds the budget {} (tier 2 needs the root signature)",
+                        b.token, already, amount, b.amount
+                    ),
+                ));
+            }
+        }
+        Ok(Approved { tier: Tier::One, outflows: flows })
+    }
+
+    fn check_tier1(&self, op: &Operation) -> Result<(), Refusal> {
+        for (i, call) in op.calls.iter().enumerate() {
+            if call.operation == OP_DELEGATECALL {
+                return Err(Refusal::new(
+                    RefusalCode::NotAllowed,
+                    format!("call {i}: delegatecall needs tier 2 (root signature)"),
+                ));
+            }
+            let sel = call.selector();
+            if sel.is_none() && !call.data.is_empty() {
+                return Err(Refusal::new(RefusalCode::NotAllowed, format!("call {i}: calldata shorter than a selector")));
+            }
+            let want = sel.map(|s| format!("0x{}", hex::encode(s)));
+            let allowed = self.allow.iter().any(|e| {
+                e.target == call.to && e.selector.as_deref().map(str::to_ascii_lowercase) == want
+            });
+            if !allowed {
+                return Err(Refusal::new(
+                    RefusalCode::NotAllowed,
+                    format!(
+                        "call {i}: target {} selector {} is not allow-listed (tier 2 needs the root signature)",
+                        call.to,
+                        selector_hex(sel)
+                    ),
+                ));
+            }
+            if sel == Some(APPROVE) && call.data.len() >= 36 {
+                let spender = Address::from_slice(&call.data[16..36]);
+                if !self.spenders.contains(&spender) {
+                    return Err(Refusal::new(
+                        RefusalCode::NotAllowed,
+                        format!("call {i}: approval to spender {spender} that is not allow-listed"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+    use treasury_chain::operation::{Call, operation_digest};
+
+    fn transfer(token: Address, to: Address, amount: u64) -> Call {
+        let mut data = TRANSFER.to_vec();
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(to.as_slice());
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        Call::new(token, U256::ZERO, data)
+    }
+
+    fn setup() -> (GuardConfig, Address, Address) {
+        let token = Address::repeat_byte(0x11);
+        let module = Address::repeat_byte(0x22);
+        let cfg = GuardConfig {
+            chain_id: 31337,
+            module,
+            root: None,
+            period_secs: 100,
+            allow: vec![AllowEntry { target: token, selector: Some("0xa9059cbb".into()) }],
+            spenders: vec![],
+            budgets: vec![Budget { token, amount: U256::from(1000) }],
+        };
+        (cfg, token, module)
+    }
+
+    fn op(calls: Vec<Call>) -> Operation {
+        Operation { calls, nonce: U256::from(1), deadline: U256::from(10_000) }
+    }
+
+    #[test]
+    fn budget_is_enforced_per_period_and_retries_are_not_double_counted() {
+        let (cfg, token, module) = setup();
+        let o = op(vec![transfer(token, Address::repeat_byte(3), 600)]);
+        let d = operation_digest(&o, 31337, module);
+        let mut st = BudgetState::default();
+        st.roll(10);
+        let ok = cfg.check(&o, 31337, module, d, None, &st, 1000).unwrap();
+        assert_eq!(ok.outflows[&token], U256::from(600));
+        st.record(d, &ok.outflows);
+        // the same operation again (a coordinator retry) is not a new spend
+        assert!(cfg.check(&o, 31337, module, d, None, &st, 1000).is_ok());
+        let o2 = op(vec![transfer(token, Address::repeat_byte(3), 600)]);
+        let o2 = Operation { nonce: U256::from(2), ..o2 };
+        let d2 = operation_digest(&o2, 31337, module);
+        let err = cfg.check(&o2, 31337, module, d2, None, &st, 1000).unwrap_err();
+        assert_eq!(err.code, RefusalCode::OverBudget);
+        // next period: budget is fresh
+        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1100).is_ok());
+    }
+
+    #[test]
+    fn wrong_chain_module_target_and_delegatecall_are_refused_with_reason() {
+        let (cfg, token, module) = setup();
+        let o = op(vec![transfer(token, Address::repeat_byte(3), 1)]);
+        let d = operation_digest(&o, 31337, module);
+        let st = BudgetState::default();
+        assert_eq!(cfg.check(&o, 1, module, d, None, &st, 0).unwrap_err().code, RefusalCode::WrongChain);
+        assert_eq!(
+            cfg.check(&o, 31337, Address::repeat_byte(9), d, None, &st, 0).unwrap_err().code,
+            RefusalCode::WrongModule
+        );
+        let other = op(vec![transfer(Address::repeat_byte(0x44), Address::repeat_byte(3), 1)]);
+        let e = cfg.check(&other, 31337, module, d, None, &st, 0).unwrap_err();
+        assert_eq!(e.code, RefusalCode::NotAllowed);
+        assert!(e.reason.contains("not allow-listed"));
+        let mut dc = transfer(token, Address::repeat_byte(3), 1);
+        dc.operation = OP_DELEGATECALL;
+        assert_eq!(cfg.check(&op(vec![dc]), 31337, module, d, None, &st, 0).unwrap_err().code, RefusalCode::NotAllowed);
+    }
+
+    #[test]
+    fn tier_two_needs_the_configured_root_over_the_same_digest() {
+        let (mut cfg, _, module) = setup();
+        let root = PrivateKeySigner::random();
+        cfg.root = Some(root.address());
+        let o = op(vec![Call::new(Address::repeat_byte(0x55), U256::from(5), Vec::new())]);
+        let d = operation_digest(&o, 31337, module);
+        let st = BudgetState::default();
+        assert_eq!(cfg.check(&o, 31337, module, d, None, &st, 0).unwrap_err().code, RefusalCode::NotAllowed);
+        let good = root.sign_hash_sync(&d).unwrap().as_bytes();
+        assert_eq!(cfg.check(&o, 31337, module, d, Some(&good), &st, 0).unwrap().tier, Tier::Two);
+        let other_digest = root.sign_hash_sync(&B256::repeat_byte(1)).unwrap().as_bytes();
+        assert_eq!(
+            cfg.check(&o, 31337, module, d, Some(&other_digest), &st, 0).unwrap_err().code,
+            RefusalCode::RootSignatureRequired
+        );
+        let stranger = PrivateKeySigner::random().sign_hash_sync(&d).unwrap().as_bytes();
+        assert_eq!(
+            cfg.check(&o, 31337, module, d, Some(&stranger), &st, 0).unwrap_err().code,
+            RefusalCode::RootSignatureRequired
+        );
+    }
+}

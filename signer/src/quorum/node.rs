@@ -1,0 +1,444 @@
+//! The signer node's HTTP server (`treasury signer serve`).
+//!
+//! Every route except `/v1/health` needs a request signed by a configured coordinator
+//! ([`super::auth`]); every answer, refusals included, is signed with the node's identity key.
+//! Every refusal is appended to `refusals.jsonl` in the node directory.
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use alloy::primitives::{Address, B256, U256};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use frost_secp256k1::keys::{KeyPackage, PublicKeyPackage};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use treasury_chain::operation::operation_digest;
+
+use super::auth::{AUTH_HEADER, NODE_SIG_HEADER, RequestVerifier, sign_response};
+use super::dkg::{DkgSession, identifier_hex};
+use super::error::{QuorumError, Refusal, RefusalCode};
+use super::guard::{BudgetState, Outflows, Tier};
+use super::identity::{IdentityKey, IdentityPublic};
+use super::nonces::{LedgerEntry, NonceStore, commitment_id, now};
+use super::signature::GroupKey;
+use super::store::{NodeStore, Passphrase};
+use super::wire::*;
+
+/// Most commitments handed out per request.
+pub const MAX_COMMITMENTS_PER_REQUEST: u32 = 1000;
+
+type Share = Arc<(KeyPackage, PublicKeyPackage)>;
+
+/// A running node's state.
+pub struct NodeState {
+    identity: IdentityKey,
+    verifier: RequestVerifier,
+    store: Mutex<NodeStore>,
+    share: RwLock<Option<Share>>,
+    nonces: Mutex<NonceStore>,
+    ledger: Mutex<std::fs::File>,
+    budget: Mutex<BudgetState>,
+    dkg: Mutex<HashMap<String, DkgSession>>,
+    refusals: Mutex<std::fs::File>,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState").field("identity", &self.identity).finish()
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct SignedDetail {
+    tier: Tier,
+    period: u64,
+    outflows: Outflows,
+}
+
+impl NodeState {
+    /// Opens the node directory with `pass` and rebuilds nonce and budget state from disk.
+    pub fn open(dir: &Path, pass: &Passphrase) -> Result<Self, QuorumError> {
+        let store = NodeStore::open(dir, pass)?;
+        let identity = store.secrets.identity()?;
+        let allowed = store
+            .config
+            .coordinators
+            .iter()
+            .map(|k| IdentityPublic::from_hex(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if allowed.is_empty() {
+            return Err(QuorumError::Config("node.toml names no coordinator key".into()));
+        }
+        let share = store.secrets.share()?.map(Arc::new);
+        let (nonces, ledger_entries) = NonceStore::open(&dir.join("nonces"), store.key().clone())?;
+        let period = now() / store.config.guard.period_secs.max(1);
+        let mut budget = BudgetState::default();
+        budget.roll(period);
+        for e in &ledger_entries {
+            let (Some(d), Some(detail)) = (&e.digest, &e.detail) else { continue };
+            let Ok(detail) = serde_json::from_value::<SignedDetail>(detail.clone()) else { continue };
+            if detail.tier == Tier::One && detail.period == period {
+                if let Ok(d) = d.parse::<B256>() {
+                    budget.record(d, &detail.outflows);
+                }
+            }
+        }
+        let ledger = nonces.ledger_handle()?;
+        let rpath = dir.join("refusals.jsonl");
+        let refusals = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&rpath)
+            .map_err(|e| QuorumError::io(&rpath, e))?;
+        Ok(Self {
+            identity,
+            verifier: RequestVerifier::new(allowed),
+            store: Mutex::new(store),
+            share: RwLock::new(share),
+            nonces: Mutex::new(nonces),
+            ledger: Mutex::new(ledger),
+            budget: Mutex::new(budget),
+            dkg: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(refusals),
+        })
+    }
+
+    fn share(&self) -> Option<Share> {
+        self.share.read().expect("share lock").clone()
+    }
+
+    fn record_refusal(&self, path: &str, r: &Refusal) {
+        let line = serde_json::json!({ "at": now(), "route": path, "code": r.code, "reason": r.reason });
+        let mut f = self.refusals.lock().expect("refusals lock");
+        let _ = writeln!(f, "{line}");
+        tracing::warn!(route = path, code = ?r.code, reason = %r.reason, "refused");
+    }
+
+    fn identity_info(&self) -> IdentityInfo {
+        let share = self.share();
+        IdentityInfo {
+            identity_key: self.identity.public().to_hex(),
+            fingerprint: self.identity.public().fingerprint(),
+            identifier: share.as_ref().map(|s| identifier_hex(s.0.identifier())),
+            group_key: share.as_ref().and_then(|s| s.1.verifying_key().serialize().ok()).map(hex::encode),
+            unused_nonces: self.nonces.lock().expect("nonce lock").unused(),
+        }
+    }
+
+    fn commitments(&self, req: CommitmentsRequest) -> Result<CommitmentsResponse, Refusal> {
+        let share = self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
+        if req.count == 0 || req.count > MAX_COMMITMENTS_PER_REQUEST {
+            return Err(Refusal::new(RefusalCode::BadRequest, format!("count must be 1..={MAX_COMMITMENTS_PER_REQUEST}")));
+        }
+        let issued = self
+            .nonces
+            .lock()
+            .expect("nonce lock")
+            .generate(req.count as usize, share.0.signing_share())
+            .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("cannot store nonces: {e}")))?;
+        let mut commitments = Vec::with_capacity(issued.len());
+        for (id, c) in issued {
+            let bytes = c.serialize().map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))?;
+            commitments.push(CommitmentEntry { id, commitments: hex::encode(bytes) });
+        }
+        Ok(CommitmentsResponse { identifier: identifier_hex(share.0.identifier()), commitments })
+    }
+
+    /// Validates and signs.
+    ///
+    /// # Security
+    /// Rebuilds the EIP-712 digest from the structured operation and refuses a signing package
+    /// whose message differs; runs the guard; consumes the nonce by value and durably records it
+    /// used (fsync) before returning the RFC 9591 signature share.
+    fn sign(&self, req: SignRequest) -> Result<SignResponse, Refusal> {
+        let bad = |m: String| Refusal::new(RefusalCode::BadRequest, m);
+        let share = self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
+        let digest = operation_digest(&req.operation, req.chain_id, req.module);
+        let pkg_bytes = hex::decode(&req.signing_package).map_err(|e| bad(format!("signing package hex: {e}")))?;
+        let package = frost_secp256k1::SigningPackage::deserialize(&pkg_bytes)
+            .map_err(|e| bad(format!("signing package: {e}")))?;
+        if package.message().as_slice() != digest.as_slice() {
+            return Err(Refusal::new(
+                RefusalCode::DigestMismatch,
+                format!("signing package message is not the digest {digest} of the operation"),
+            ));
+        }
+        let me = share.0.identifier();
+        let mine = package
+            .signing_commitment(me)
+            .ok_or_else(|| bad("signing package has no commitment for this node".into()))?;
+        let id = commitment_id(&mine).map_err(|e| bad(e.to_string()))?;
+        let store = self.store.lock().expect("store lock");
+        let guard = store.config.guard.clone();
+        drop(store);
+        let now = now();
+        let period = now / guard.period_secs.max(1);
+        let approved = {
+            let mut budget = self.budget.lock().expect("budget lock");
+            budget.roll(period);
+            guard.check(&req.operation, req.chain_id, req.module, digest, req.root_signature.as_ref().map(|b| b.as_ref()), &budget, now)?
+        };
+        let nonces = self.nonces.lock().expect("nonce lock").take(&id)?;
+        let result = frost_secp256k1::round2::sign(&package, &nonces, &share.0);
+        drop(nonces);
+        let detail = SignedDetail { tier: approved.tier, period, outflows: approved.outflows.clone() };
+        let entry = LedgerEntry {
+            commitment: id,
+            kind: if result.is_ok() { "signed" } else { "discarded" }.into(),
+            digest: Some(digest.to_string()),
+            detail: serde_json::to_value(&detail).ok(),
+            at: now,
+        };
+        {
+            let mut line = serde_json::to_vec(&entry).map_err(|e| bad(e.to_string()))?;
+            line.push(b'\n');
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            ledger
+                .write_all(&line)
+                .and_then(|()| ledger.sync_data())
+                .map_err(|e| bad(format!("cannot record the nonce as used: {e}")))?;
+        }
+        let share_out = result.map_err(|e| bad(format!("frost sign: {e}")))?;
+        if approved.tier == Tier::One {
+            self.budget.lock().expect("budget lock").record(digest, &approved.outflows);
+        }
+        tracing::info!(%digest, tier = ?approved.tier, "signed");
+        Ok(SignResponse { share: hex::encode(share_out.serialize()) })
+    }
+
+    fn dkg_round1(&self, req: DkgRound1Request) -> Result<DkgRound1Response, Refusal> {
+        let share = self.share();
+        let (session, out) = DkgSession::start(&self.identity, &req, share.as_deref())?;
+        self.dkg.lock().expect("dkg lock").insert(req.session, session);
+        Ok(out)
+    }
+
+    fn with_session<T>(&self, id: &str, f: impl FnOnce(&mut DkgSession) -> Result<T, Refusal>) -> Result<T, Refusal> {
+        let mut map = self.dkg.lock().expect("dkg lock");
+        let s = map.get_mut(id).ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        let out = f(s);
+        if out.is_err() {
+            map.remove(id);
+        }
+        out
+    }
+
+    fn dkg_commit(&self, req: DkgCommitRequest) -> Result<DkgCommitResponse, Refusal> {
+        let session = self
+            .dkg
+            .lock()
+            .expect("dkg lock")
+            .remove(&req.session)
+            .ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        let (kp, pkp) = session.commit(&req.confirmations)?;
+        let gk = GroupKey::from_verifying_key(pkp.verifying_key())
+            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+        let mut store = self.store.lock().expect("store lock");
+        store.secrets.set_share(&kp, &pkp).map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+        store.save_secrets().map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
+        *self.share.write().expect("share lock") = Some(Arc::new((kp, pkp)));
+        tracing::info!(group_key = %gk.compressed, "key share committed");
+        Ok(DkgCommitResponse { group_key: gk.compressed })
+    }
+}
+
+fn signed_response(state: &NodeState, rid: &str, status: StatusCode, body: Vec<u8>) -> Response {
+    let sig = sign_response(&state.identity, rid, status.as_u16(), &body);
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&sig) {
+        resp.headers_mut().insert(NODE_SIG_HEADER, v);
+    }
+    resp
+}
+
+fn refusal_status(r: &Refusal) -> StatusCode {
+    match r.code {
+        RefusalCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        RefusalCode::BadRequest | RefusalCode::DigestMismatch => StatusCode::BAD_REQUEST,
+        RefusalCode::UnknownCommitment | RefusalCode::UsedCommitment | RefusalCode::DkgFailure => StatusCode::CONFLICT,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+async fn handle<Req, Resp>(
+    state: Arc<NodeState>,
+    method: &'static str,
+    path: &'static str,
+    headers: HeaderMap,
+    body: Bytes,
+    f: fn(&NodeState, Req) -> Result<Resp, Refusal>,
+) -> Response
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    let auth = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let st = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let rid = match st.verifier.verify(auth.as_deref(), method, path, &body) {
+            Ok(rid) => rid,
+            Err(r) => return (String::new(), Err(r)),
+        };
+        let req: Req = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return (rid, Err(Refusal::new(RefusalCode::BadRequest, format!("body: {e}")))),
+        };
+        (rid, f(&st, req).and_then(|r| serde_json::to_vec(&r).map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))))
+    })
+    .await;
+    let (rid, result) = match outcome {
+        Ok(o) => o,
+        Err(e) => (String::new(), Err(Refusal::new(RefusalCode::BadRequest, format!("internal: {e}")))),
+    };
+    match result {
+        Ok(bytes) => signed_response(&state, &rid, StatusCode::OK, bytes),
+        Err(r) => {
+            state.record_refusal(path, &r);
+            let status = refusal_status(&r);
+            let body = serde_json::to_vec(&RefusalBody { refusal: r }).unwrap_or_default();
+            signed_response(&state, &rid, status, body)
+        }
+    }
+}
+
+/// The node's router.
+pub fn router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(|| async { "ok" }))
+        .route(
+            "/v1/identity",
+            get(|State(s): State<Arc<NodeState>>, h: HeaderMap| async move {
+                handle(s, "GET", "/v1/identity", h, Bytes::from_static(b"null"), |s, ()| Ok(s.identity_info())).await
+            }),
+        )
+        .route(
+            "/v1/commitments",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/commitments", h, b, NodeState::commitments).await
+            }),
+        )
+        .route(
+            "/v1/sign",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/sign", h, b, NodeState::sign).await
+            }),
+        )
+        .route(
+            "/v1/dkg/round1",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/dkg/round1", h, b, NodeState::dkg_round1).await
+            }),
+        )
+        .route(
+            "/v1/dkg/round2",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/dkg/round2", h, b, |s: &NodeState, r: DkgRound2Request| {
+                    s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r))
+                })
+                .await
+            }),
+        )
+        .route(
+            "/v1/dkg/finish",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/dkg/finish", h, b, |s: &NodeState, r: DkgFinishRequest| {
+                    let share = s.share();
+                    s.with_session(&r.session.clone(), |sess| sess.finish(&s.identity, &r, share.as_deref()))
+                })
+                .await
+            }),
+        )
+        .route(
+            "/v1/dkg/commit",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/dkg/commit", h, b, NodeState::dkg_commit).await
+            }),
+        )
+        .route(
+            "/v1/dkg/abort",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/dkg/abort", h, b, |s: &NodeState, r: DkgAbortRequest| {
+                    s.dkg.lock().expect("dkg lock").remove(&r.session);
+                    Ok(serde_json::json!({}))
+                })
+                .await
+            }),
+        )
+        .with_state(state)
+}
+
+/// A node bound to its address, ready to serve.
+#[derive(Debug)]
+pub struct BoundNode {
+    listener: tokio::net::TcpListener,
+    state: Arc<NodeState>,
+}
+
+impl BoundNode {
+    /// Opens the node directory and binds `listen` (port 0 picks a free port).
+    pub async fn bind(dir: &Path, pass: &Passphrase, listen: SocketAddr) -> Result<Self, QuorumError> {
+        let state = Arc::new(NodeState::open(dir, pass)?);
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| QuorumError::io(dir, e))?;
+        Ok(Self { listener, state })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, QuorumError> {
+        self.listener.local_addr().map_err(|e| QuorumError::Io { path: "listener".into(), source: e })
+    }
+
+    /// The node's public identity.
+    pub fn info(&self) -> IdentityInfo {
+        self.state.identity_info()
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> Result<(), QuorumError> {
+        axum::serve(self.listener, router(self.state))
+            .await
+            .map_err(|e| QuorumError::Io { path: "http server".into(), source: e })
+    }
+}
+
+/// Options of `treasury signer init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Coordinator public keys accepted.
+    pub coordinators: Vec<String>,
+    /// Guard configuration.
+    pub guard: super::guard::GuardConfig,
+}
+
+/// Budget amounts parse helper for the CLI: `TOKEN:AMOUNT`.
+pub fn parse_budget(s: &str) -> Result<super::guard::Budget, QuorumError> {
+    let (t, a) = s.split_once(':').ok_or_else(|| QuorumError::Config(format!("budget {s}: expected TOKEN:AMOUNT")))?;
+    Ok(super::guard::Budget {
+        token: t.parse::<Address>().map_err(|e| QuorumError::Config(format!("budget token {t}: {e}")))?,
+        amount: a.parse::<U256>().map_err(|e| QuorumError::Config(format!("budget amount {a}: {e}")))?,
+    })
+}
+
+/// Allow-list parse helper for the CLI: `TARGET:SELECTOR` or `TARGET` (empty calldata).
+pub fn parse_allow(s: &str) -> Result<super::guard::AllowEntry, QuorumError> {
+    let (t, sel) = match s.split_once(':') {
+        Some((t, sel)) => (t, Some(sel.to_ascii_lowercase())),
+        None => (s, None),
+    };
+    if let Some(sel) = &sel {
+        if sel.len() != 10 || !sel.starts_with("0x") || hex::decode(&sel[2..]).is_err() {
+            return Err(QuorumError::Config(format!("selector {sel}: expected 0x and 8 hex digits")));
+        }
+    }
+    Ok(super::guard::AllowEntry {
+        target: t.parse::<Address>().map_err(|e| QuorumError::Config(format!("target {t}: {e}")))?,
+        selector: sel,
+    })
+}

@@ -1,0 +1,297 @@
+//! Pre-generated signing nonces (FROST round 1), sealed at rest, and the durable ledger of used ones.
+//!
+//! ```text
+//! nonces/batch-<n>.enc   a sealed batch of (commitment id, SigningNonces), written + fsynced
+//!                        before its commitments are handed to the coordinator
+//! nonces/ledger.jsonl    one line per consumed nonce (signed or discarded), fdatasynced
+//!                        before the signature share leaves the node
+//! ```
+//! On open, every id named in the ledger is dead: a restart revives no used nonce, and every
+//! batch entry not in the ledger is alive again: a restart loses no unused nonce.
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use frost_secp256k1::keys::SigningShare;
+use frost_secp256k1::round1::{SigningCommitments, SigningNonces};
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::error::{QuorumError, Refusal, RefusalCode};
+use super::identity::{hash_parts, open, seal};
+use super::store::{StoreKey, sync_dir, write_durable};
+
+/// Most unused nonces a node keeps; older ones are discarded (durably) beyond this.
+pub const MAX_UNUSED: usize = 20_000;
+const BATCH_AAD: &[u8] = b"treasury-signer-nonce-batch-v1";
+
+/// The id of a commitment: SHA-256 of its serialization, as hex.
+pub fn commitment_id(c: &SigningCommitments) -> Result<String, QuorumError> {
+    Ok(hex::encode(hash_parts(&[&c.serialize().map_err(QuorumError::frost)?])))
+}
+
+/// One ledger line: a nonce consumed, and what it signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The commitment id consumed.
+    pub commitment: String,
+    /// `signed` or `discarded`.
+    pub kind: String,
+    /// Digest signed (hex), for `signed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Tier and outflows as JSON (for rebuilding budgets after restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// Unix time.
+    pub at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BatchEntry {
+    id: String,
+    nonces: String,
+}
+
+/// The node's nonce store.
+///
+/// # Security
+/// RFC 9591 §5.1: SigningNonces MUST NOT be used twice. [`NonceStore::take`] hands a nonce out by
+/// value exactly once, and the caller MUST call [`NonceStore::mark_used`] (which fsyncs) before
+/// the signature share made with it leaves the node.
+pub struct NonceStore {
+    dir: PathBuf,
+    key: StoreKey,
+    live: HashMap<String, (u64, SigningNonces)>,
+    order: std::collections::VecDeque<String>,
+    batch_left: HashMap<u64, usize>,
+    used: HashSet<String>,
+    next_batch: u64,
+    ledger: File,
+}
+
+impl std::fmt::Debug for NonceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceStore").field("unused", &self.live.len()).field("used", &self.used.len()).finish()
+    }
+}
+
+impl NonceStore {
+    /// Opens (or creates) the store under `dir`, replaying the ledger.
+    pub fn open(dir: &Path, key: StoreKey) -> Result<(Self, Vec<LedgerEntry>), QuorumError> {
+        std::fs::create_dir_all(dir).map_err(|e| QuorumError::io(dir, e))?;
+        let ledger_path = dir.join("ledger.jsonl");
+        let mut entries = Vec::new();
+        let mut used = HashSet::new();
+        if ledger_path.exists() {
+            let f = File::open(&ledger_path).map_err(|e| QuorumError::io(&ledger_path, e))?;
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(|e| QuorumError::io(&ledger_path, e))?;
+                // A torn last line (crash mid-write, before fsync returned) never released a share.
+                let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) else { continue };
+                used.insert(entry.commitment.clone());
+                entries.push(entry);
+            }
+        }
+        let mut live = HashMap::new();
+        let mut order = std::collections::VecDeque::new();
+        let mut batch_left = HashMap::new();
+        let mut next_batch = 0;
+        let mut batches: Vec<(u64, PathBuf)> = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(|e| QuorumError::io(dir, e))? {
+            let e = e.map_err(|e| QuorumError::io(dir, e))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_prefix("batch-").and_then(|s| s.strip_suffix(".enc")) {
+                if let Ok(n) = n.parse::<u64>() {
+                    batches.push((n, e.path()));
+                }
+            }
+        }
+        batches.sort();
+        for (n, path) in batches {
+            next_batch = next_batch.max(n + 1);
+            let sealed = std::fs::read(&path).map_err(|e| QuorumError::io(&path, e))?;
+            let plain = open(key.bytes(), BATCH_AAD, &sealed)
+                .ok_or_else(|| QuorumError::Corrupt(format!("{} does not open with the store key", path.display())))?;
+            let list: Vec<BatchEntry> =
+                serde_json::from_slice(&plain).map_err(|e| QuorumError::Corrupt(format!("nonce batch: {e}")))?;
+            let mut left = 0;
+            for b in list {
+                if used.contains(&b.id) {
+                    continue;
+                }
+                let bytes = Zeroizing::new(hex::decode(&b.nonces).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+                let nonces = SigningNonces::deserialize(&bytes).map_err(QuorumError::frost)?;
+                order.push_back(b.id.clone());
+                live.insert(b.id, (n, nonces));
+                left += 1;
+            }
+            if left == 0 {
+                std::fs::remove_file(&path).map_err(|e| QuorumError::io(&path, e))?;
+            } else {
+                batch_left.insert(n, left);
+            }
+        }
+        let ledger = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ledger_path)
+            .map_err(|e| QuorumError::io(&ledger_path, e))?;
+        sync_dir(dir)?;
+        Ok((Self { dir: dir.to_path_buf(), key, live, order, batch_left, used, next_batch, ledger }, entries))
+    }
+
+    /// Number of unused nonces.
+    pub fn unused(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Generates `count` nonces for `share`, seals them durably, and returns their public commitments.
+    ///
+    /// # Security
+    /// The batch MUST be durable before the commitments are handed out, so that a restart cannot
+    /// lose a nonce the coordinator may name. Nonces come from the OS RNG (RFC 9591 §4.1 `nonce_generate`).
+    pub fn generate(
+        &mut self,
+        count: usize,
+        share: &SigningShare,
+    ) -> Result<Vec<(String, SigningCommitments)>, QuorumError> {
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let mut out = Vec::with_capacity(count);
+        let mut file_entries = Vec::with_capacity(count);
+        let mut fresh = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (nonces, commitments) = frost_secp256k1::round1::commit(share, &mut OsRng);
+            let id = commitment_id(&commitments)?;
+            let bytes = Zeroizing::new(nonces.serialize().map_err(QuorumError::frost)?);
+            file_entries.push(BatchEntry { id: id.clone(), nonces: hex::encode(&*bytes) });
+            out.push((id.clone(), commitments));
+            fresh.push((id, nonces));
+        }
+        let plain = Zeroizing::new(serde_json::to_vec(&file_entries).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+        for e in &mut file_entries {
+            zeroize::Zeroize::zeroize(&mut e.nonces);
+        }
+        write_durable(&self.dir.join(format!("batch-{batch}.enc")), &seal(self.key.bytes(), BATCH_AAD, &plain))?;
+        self.batch_left.insert(batch, count);
+        for (id, nonces) in fresh {
+            self.order.push_back(id.clone());
+            self.live.insert(id, (batch, nonces));
+        }
+        while self.live.len() > MAX_UNUSED {
+            let Some(old) = self.order.pop_front() else { break };
+            if self.live.contains_key(&old) {
+                let n = self.take(&old).map_err(|r| QuorumError::Corrupt(r.reason))?;
+                drop(n);
+                self.mark_used(&LedgerEntry { commitment: old, kind: "discarded".into(), digest: None, detail: None, at: now() })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the nonce for commitment `id` and hands it out by value, exactly once.
+    ///
+    /// Refuses an id it never issued (unknown, or another node's) and an id already used.
+    pub fn take(&mut self, id: &str) -> Result<SigningNonces, Refusal> {
+        match self.live.remove(id) {
+            Some((batch, nonces)) => {
+                self.used.insert(id.to_string());
+                if let Some(left) = self.batch_left.get_mut(&batch) {
+                    *left -= 1;
+                    if *left == 0 {
+                        self.batch_left.remove(&batch);
+                        // Every nonce of this batch is consumed; its ledger lines keep it dead even
+                        // if this unlink is lost in a crash.
+                        let _ = std::fs::remove_file(self.dir.join(format!("batch-{batch}.enc")));
+                    }
+                }
+                Ok(nonces)
+            }
+            None if self.used.contains(id) => Err(Refusal::new(
+                RefusalCode::UsedCommitment,
+                format!("commitment {id} was already used; a nonce is never used twice"),
+            )),
+            None => Err(Refusal::new(
+                RefusalCode::UnknownCommitment,
+                format!("commitment {id} was not issued by this node"),
+            )),
+        }
+    }
+
+    /// Appends `entry` to the ledger and fsyncs it.
+    ///
+    /// # Security
+    /// MUST return before the signature share made with the nonce leaves the node.
+    pub fn mark_used(&mut self, entry: &LedgerEntry) -> Result<(), QuorumError> {
+        let mut line = serde_json::to_vec(entry).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+        line.push(b'\n');
+        let path = self.dir.join("ledger.jsonl");
+        self.ledger.write_all(&line).map_err(|e| QuorumError::io(&path, e))?;
+        self.ledger.sync_data().map_err(|e| QuorumError::io(&path, e))
+    }
+
+    /// A handle to append to the ledger outside the store's lock.
+    pub fn ledger_handle(&self) -> Result<File, QuorumError> {
+        self.ledger.try_clone().map_err(|e| QuorumError::io(&self.dir, e))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share() -> SigningShare {
+        let (shares, _) = frost_secp256k1::keys::generate_with_dealer(
+            3,
+            2,
+            frost_secp256k1::keys::IdentifierList::Default,
+            OsRng,
+        )
+        .unwrap();
+        *shares.into_values().next().unwrap().signing_share()
+    }
+
+    fn key() -> StoreKey {
+        StoreKey::for_tests([5u8; 32])
+    }
+
+    #[test]
+    fn restart_keeps_unused_and_never_revives_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = share();
+        let (mut store, _) = NonceStore::open(dir.path(), key()).unwrap();
+        let issued = store.generate(4, &s).unwrap();
+        let used_id = issued[0].0.clone();
+        store.take(&used_id).unwrap();
+        store
+            .mark_used(&LedgerEntry { commitment: used_id.clone(), kind: "signed".into(), digest: None, detail: None, at: 0 })
+            .unwrap();
+        drop(store);
+        let (mut store, ledger) = NonceStore::open(dir.path(), key()).unwrap();
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(store.unused(), 3);
+        assert_eq!(store.take(&used_id).unwrap_err().code, RefusalCode::UsedCommitment);
+        assert_eq!(store.take("00").unwrap_err().code, RefusalCode::UnknownCommitment);
+        for (id, _) in &issued[1..] {
+            store.take(id).unwrap();
+            assert_eq!(store.take(id).unwrap_err().code, RefusalCode::UsedCommitment);
+        }
+    }
+
+    #[test]
+    fn batches_are_sealed_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = NonceStore::open(dir.path(), key()).unwrap();
+        store.generate(2, &share()).unwrap();
+        let (_, _) = NonceStore::open(dir.path(), key()).unwrap();
+        assert!(NonceStore::open(dir.path(), StoreKey::for_tests([6u8; 32])).is_err());
+    }
+}

@@ -1,0 +1,390 @@
+//! A signer node's directory: its configuration, and its secrets encrypted at rest.
+//!
+//! ```text
+//! D/node.toml      configuration (coordinator keys, guard) — public, operator-edited
+//! D/identity.pub   the node's public identity key and fingerprint — public
+//! D/secrets.enc    identity key + key share, sealed with a key derived from the passphrase
+//! D/nonces/        pre-generated signing nonces (sealed) and the ledger of used ones
+//! D/refusals.jsonl every refusal, with its reason
+//! ```
+//! The passphrase comes from `TREASURY_SIGNER_PASSPHRASE`, or from the file named by
+//! `TREASURY_SIGNER_PASSPHRASE_FILE` (a key file).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::error::QuorumError;
+use super::guard::GuardConfig;
+use super::identity::{IdentityKey, open, seal};
+
+/// Environment variable holding a signer node's passphrase.
+pub const PASSPHRASE_ENV: &str = "TREASURY_SIGNER_PASSPHRASE";
+/// Environment variable holding the coordinator key's passphrase.
+pub const COORDINATOR_PASSPHRASE_ENV: &str = "TREASURY_COORDINATOR_PASSPHRASE";
+
+const SECRETS_FILE: &str = "secrets.enc";
+const CONFIG_FILE: &str = "node.toml";
+const PUBLIC_FILE: &str = "identity.pub";
+const STORE_AAD: &[u8] = b"treasury-signer-store-v1";
+
+/// A passphrase read from the environment.
+///
+/// # Security
+/// MUST NOT be logged; `Debug` hides it and it zeroizes on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Passphrase(Vec<u8>);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
+impl Passphrase {
+    /// A passphrase from bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// Reads `var`, or the key file named by `{var}_FILE`.
+    pub fn from_env(var: &'static str) -> Result<Self, QuorumError> {
+        if let Some(v) = std::env::var_os(var) {
+            return Ok(Self(v.into_encoded_bytes()));
+        }
+        if let Some(path) = std::env::var_os(format!("{var}_FILE")) {
+            let path = PathBuf::from(path);
+            let mut bytes = std::fs::read(&path).map_err(|e| QuorumError::io(&path, e))?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            return Ok(Self(bytes));
+        }
+        Err(QuorumError::NoPassphrase { var })
+    }
+}
+
+/// Key-derivation parameters stored beside the ciphertext.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KdfParams {
+    salt: String,
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealedFile {
+    version: u32,
+    kdf: KdfParams,
+    sealed: String,
+}
+
+/// A symmetric key derived from the passphrase (Argon2id), used to seal the store and nonces.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct StoreKey([u8; 32]);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+impl StoreKey {
+    /// The raw key bytes.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+fn derive(pass: &Passphrase, kdf: &KdfParams) -> Result<StoreKey, QuorumError> {
+    let salt = hex::decode(&kdf.salt).map_err(|e| QuorumError::Corrupt(format!("salt: {e}")))?;
+    let params = Params::new(kdf.m_cost, kdf.t_cost, kdf.p_cost, Some(32))
+        .map_err(|e| QuorumError::Corrupt(format!("kdf params: {e}")))?;
+    let mut out = [0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(&pass.0, &salt, &mut out)
+        .map_err(|e| QuorumError::Corrupt(format!("kdf: {e}")))?;
+    Ok(StoreKey(out))
+}
+
+/// The secrets a node keeps: identity key and (after DKG) its FROST key package.
+///
+/// # Security
+/// Sealed at rest with ChaCha20-Poly1305 under an Argon2id key from the passphrase; MUST NOT be
+/// logged (`Debug` prints no secret) and zeroizes on drop.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop, Default)]
+pub struct NodeSecrets {
+    /// Identity key, hex.
+    identity: String,
+    /// Serialized FROST `KeyPackage` (the share), hex; empty before DKG.
+    #[serde(default)]
+    pub(crate) key_package: String,
+    /// Serialized FROST `PublicKeyPackage`, hex; empty before DKG.
+    #[serde(default)]
+    pub(crate) public_key_package: String,
+}
+
+impl std::fmt::Debug for NodeSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSecrets").field("has_share", &!self.key_package.is_empty()).finish()
+    }
+}
+
+impl NodeSecrets {
+    /// The identity key.
+    pub fn identity(&self) -> Result<IdentityKey, QuorumError> {
+        let bytes = Zeroizing::new(
+            hex::decode(&self.identity).map_err(|_| QuorumError::Corrupt("identity hex".into()))?,
+        );
+        IdentityKey::from_bytes(&bytes)
+    }
+
+    /// The FROST key package and public key package, when DKG has run.
+    pub fn share(
+        &self,
+    ) -> Result<Option<(frost_secp256k1::keys::KeyPackage, frost_secp256k1::keys::PublicKeyPackage)>, QuorumError>
+    {
+        if self.key_package.is_empty() {
+            return Ok(None);
+        }
+        let kp = Zeroizing::new(
+            hex::decode(&self.key_package).map_err(|_| QuorumError::Corrupt("key package hex".into()))?,
+        );
+        let pkp =
+            hex::decode(&self.public_key_package).map_err(|_| QuorumError::Corrupt("public key package hex".into()))?;
+        Ok(Some((
+            frost_secp256k1::keys::KeyPackage::deserialize(&kp).map_err(QuorumError::frost)?,
+            frost_secp256k1::keys::PublicKeyPackage::deserialize(&pkp).map_err(QuorumError::frost)?,
+        )))
+    }
+
+    /// Replaces the share.
+    pub fn set_share(
+        &mut self,
+        kp: &frost_secp256k1::keys::KeyPackage,
+        pkp: &frost_secp256k1::keys::PublicKeyPackage,
+    ) -> Result<(), QuorumError> {
+        let kp_bytes = Zeroizing::new(kp.serialize().map_err(QuorumError::frost)?);
+        self.key_package.zeroize();
+        self.key_package = hex::encode(&*kp_bytes);
+        self.public_key_package = hex::encode(pkp.serialize().map_err(QuorumError::frost)?);
+        Ok(())
+    }
+}
+
+/// The node's configuration file (`node.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Public keys (hex, compressed) of the coordinators whose signed requests this node accepts.
+    pub coordinators: Vec<String>,
+    /// The guard checked before every signature.
+    pub guard: GuardConfig,
+}
+
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync of the dir).
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), QuorumError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| QuorumError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| QuorumError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| QuorumError::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| QuorumError::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Fsyncs a directory so that renames and unlinks in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), QuorumError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| QuorumError::io(dir, e))
+}
+
+/// Seals `plain` into a file at `path` under a fresh salt; returns the derived key.
+fn seal_file(path: &Path, pass: &Passphrase, plain: &[u8], fast_kdf: bool) -> Result<StoreKey, QuorumError> {
+    let mut salt = [0u8; 16];
+    OsRng.fill_bytes(&mut salt);
+    let kdf = if fast_kdf {
+        KdfParams { salt: hex::encode(salt), m_cost: 8 * 1024, t_cost: 1, p_cost: 1 }
+    } else {
+        KdfParams { salt: hex::encode(salt), m_cost: 19 * 1024, t_cost: 2, p_cost: 1 }
+    };
+    let key = derive(pass, &kdf)?;
+    write_sealed(path, &key, &kdf, plain)?;
+    Ok(key)
+}
+
+fn write_sealed(path: &Path, key: &StoreKey, kdf: &KdfParams, plain: &[u8]) -> Result<(), QuorumError> {
+    let file = SealedFile { version: 1, kdf: kdf.clone(), sealed: hex::encode(seal(key.bytes(), STORE_AAD, plain)) };
+    let text = serde_json::to_vec_pretty(&file).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+    write_durable(path, &text)
+}
+
+/// Opens a sealed file: the plaintext, the key and the KDF parameters (to re-seal later).
+fn open_file(path: &Path, pass: &Passphrase) -> Result<(Zeroizing<Vec<u8>>, StoreKey, KdfParams), QuorumError> {
+    let text = std::fs::read(path).map_err(|e| QuorumError::io(path, e))?;
+    let file: SealedFile =
+        serde_json::from_slice(&text).map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
+    let key = derive(pass, &file.kdf)?;
+    let sealed = hex::decode(&file.sealed).map_err(|e| QuorumError::Corrupt(format!("sealed hex: {e}")))?;
+    let plain = open(key.bytes(), STORE_AAD, &sealed)
+        .ok_or_else(|| QuorumError::WrongPassphrase { path: path.display().to_string() })?;
+    Ok((plain, key, file.kdf))
+}
+
+/// An opened node store: configuration, secrets and the key that seals them.
+#[derive(Debug)]
+pub struct NodeStore {
+    dir: PathBuf,
+    key: StoreKey,
+    kdf: KdfParams,
+    /// The node's configuration.
+    pub config: NodeConfig,
+    /// The node's secrets, decrypted in memory.
+    pub secrets: NodeSecrets,
+}
+
+/// What `treasury signer init` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// The node directory.
+    pub dir: String,
+    /// Public identity key, hex.
+    pub identity_key: String,
+    /// Fingerprint to pin in the quorum (`URL#FINGERPRINT`).
+    pub fingerprint: String,
+}
+
+impl NodeStore {
+    /// Creates a node directory with a fresh identity key, sealed under `pass`.
+    ///
+    /// # Security
+    /// The identity key is generated from the OS RNG and MUST only reach disk sealed; the
+    /// passphrase MUST NOT be stored. Refuses to overwrite an existing store.
+    pub fn init(dir: &Path, pass: &Passphrase, config: NodeConfig) -> Result<InitReport, QuorumError> {
+        Self::init_with(dir, pass, config, false)
+    }
+
+    /// Like [`NodeStore::init`], with cheaper KDF parameters when `fast_kdf` (tests and benches).
+    pub fn init_with(dir: &Path, pass: &Passphrase, config: NodeConfig, fast_kdf: bool) -> Result<InitReport, QuorumError> {
+        let secrets_path = dir.join(SECRETS_FILE);
+        if secrets_path.exists() {
+            return Err(QuorumError::AlreadyInitialised(dir.display().to_string()));
+        }
+        std::fs::create_dir_all(dir.join("nonces")).map_err(|e| QuorumError::io(dir, e))?;
+        let identity = IdentityKey::generate();
+        let secrets = NodeSecrets { identity: hex::encode(&*identity.to_bytes()), key_package: String::new(), public_key_package: String::new() };
+        let plain = Zeroizing::new(serde_json::to_vec(&secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+        seal_file(&secrets_path, pass, &plain, fast_kdf)?;
+        let cfg = toml::to_string_pretty(&config).map_err(|e| QuorumError::Config(e.to_string()))?;
+        write_durable(&dir.join(CONFIG_FILE), cfg.as_bytes())?;
+        let public = identity.public();
+        let report = InitReport {
+            dir: dir.display().to_string(),
+            identity_key: public.to_hex(),
+            fingerprint: public.fingerprint(),
+        };
+        write_durable(&dir.join(PUBLIC_FILE), format!("{}\n{}\n", report.identity_key, report.fingerprint).as_bytes())?;
+        Ok(report)
+    }
+
+    /// Opens the node directory with `pass`.
+    ///
+    /// A wrong passphrase fails with [`QuorumError::WrongPassphrase`] and modifies nothing.
+    pub fn open(dir: &Path, pass: &Passphrase) -> Result<Self, QuorumError> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| QuorumError::io(&cfg_path, e))?;
+        let config: NodeConfig =
+            toml::from_str(&cfg_text).map_err(|e| QuorumError::Config(format!("{}: {e}", cfg_path.display())))?;
+        let (plain, key, kdf) = open_file(&dir.join(SECRETS_FILE), pass)?;
+        let secrets: NodeSecrets =
+            serde_json::from_slice(&plain).map_err(|e| QuorumError::Corrupt(format!("secrets: {e}")))?;
+        Ok(Self { dir: dir.to_path_buf(), key, kdf, config, secrets })
+    }
+
+    /// Seals the current secrets back to disk (after DKG or refresh), durably.
+    pub fn save_secrets(&self) -> Result<(), QuorumError> {
+        let plain =
+            Zeroizing::new(serde_json::to_vec(&self.secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+        write_sealed(&self.dir.join(SECRETS_FILE), &self.key, &self.kdf, &plain)
+    }
+
+    /// The node directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key sealing the store (also seals nonces).
+    pub fn key(&self) -> &StoreKey {
+        &self.key
+    }
+}
+
+/// Creates a coordinator key file sealed under `pass`; returns the public key.
+pub fn create_coordinator_key(path: &Path, pass: &Passphrase) -> Result<super::identity::IdentityPublic, QuorumError> {
+    create_coordinator_key_with(path, pass, false)
+}
+
+/// Like [`create_coordinator_key`], with cheaper KDF parameters when `fast_kdf`.
+pub fn create_coordinator_key_with(
+    path: &Path,
+    pass: &Passphrase,
+    fast_kdf: bool,
+) -> Result<super::identity::IdentityPublic, QuorumError> {
+    if path.exists() {
+        return Err(QuorumError::AlreadyInitialised(path.display().to_string()));
+    }
+    let key = IdentityKey::generate();
+    seal_file(path, pass, &key.to_bytes(), fast_kdf)?;
+    Ok(key.public())
+}
+
+/// Opens a coordinator key file.
+pub fn open_coordinator_key(path: &Path, pass: &Passphrase) -> Result<IdentityKey, QuorumError> {
+    let (plain, _, _) = open_file(path, pass)?;
+    IdentityKey::from_bytes(&plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig { coordinators: vec![], guard: GuardConfig::default() }
+    }
+
+    #[test]
+    fn wrong_passphrase_is_clear_and_leaves_store_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = NodeStore::init_with(dir.path(), &Passphrase::new("right"), cfg(), true).unwrap();
+        let before = std::fs::read(dir.path().join(SECRETS_FILE)).unwrap();
+        let err = NodeStore::open(dir.path(), &Passphrase::new("wrong")).unwrap_err();
+        assert!(matches!(err, QuorumError::WrongPassphrase { .. }), "{err}");
+        assert!(err.to_string().contains("wrong passphrase"));
+        assert_eq!(before, std::fs::read(dir.path().join(SECRETS_FILE)).unwrap());
+        let store = NodeStore::open(dir.path(), &Passphrase::new("right")).unwrap();
+        assert_eq!(store.secrets.identity().unwrap().public().fingerprint(), report.fingerprint);
+    }
+
+    #[test]
+    fn secrets_are_not_in_clear_on_disk_and_init_refuses_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        NodeStore::init_with(dir.path(), &Passphrase::new("p"), cfg(), true).unwrap();
+        let store = NodeStore::open(dir.path(), &Passphrase::new("p")).unwrap();
+        let on_disk = std::fs::read_to_string(dir.path().join(SECRETS_FILE)).unwrap();
+        assert!(!on_disk.contains(&store.secrets.identity));
+        assert!(matches!(
+            NodeStore::init_with(dir.path(), &Passphrase::new("p"), cfg(), true),
+            Err(QuorumError::AlreadyInitialised(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+impl StoreKey {
+    pub(crate) fn for_tests(bytes: [u8; 32]) -> Self {
+        StoreKey(bytes)
+    }
+}
