@@ -1,0 +1,54 @@
+//! A fresh anvil with a complete treasury deployed on it.
+
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use treasury_chain::deploy::{DeployConfig, Deployment, deploy};
+use treasury_chain::provider::connect_with_signer;
+
+use crate::anvil::{Anvil, DEV_KEYS};
+use crate::quorum::TestQuorum;
+
+/// A running anvil with the demo treasury deployed: a 3-of-5 Safe, the module (2-of-3 FROST test
+/// quorum, root = dev key 6), Uniswap V2 with liquidity, USDC and GOV with price feeds.
+#[derive(Debug)]
+pub struct TestChain {
+    /// The anvil process (dropped last).
+    pub anvil: Anvil,
+    /// Provider sending from dev key 0, the deployer and keeper.
+    pub keeper: DynProvider,
+    /// The keeper's key.
+    pub keeper_key: PrivateKeySigner,
+    /// The Safe's five owners (dev keys 1–5), threshold 3.
+    pub owners: Vec<PrivateKeySigner>,
+    /// The root key (dev key 6), standing in for the HSM in chain-level tests.
+    pub root: PrivateKeySigner,
+    /// The FROST quorum whose group key the module trusts.
+    pub quorum: TestQuorum,
+    /// Addresses of everything deployed.
+    pub deployment: Deployment,
+}
+
+impl TestChain {
+    /// Starts anvil and deploys the demo treasury.
+    pub async fn start() -> anyhow::Result<Self> {
+        let anvil = Anvil::start()?;
+        let keeper_key = dev_key(0);
+        let keeper = connect_with_signer(anvil.url(), keeper_key.clone())?;
+        let owners: Vec<_> = (1..=5).map(dev_key).collect();
+        let root = dev_key(6);
+        let quorum = TestQuorum::new(2, 3);
+        let config = DeployConfig::demo(owners.clone(), 3, quorum.group_key(), root.address());
+        let deployment = deploy(&keeper, keeper_key.address(), &config).await?;
+        Ok(Self { anvil, keeper, keeper_key, owners, root, quorum, deployment })
+    }
+
+    /// The Safe's owners that sign its transactions (first three).
+    pub fn signing_owners(&self) -> &[PrivateKeySigner] {
+        &self.owners[..3]
+    }
+}
+
+/// Anvil dev key number `i`.
+pub fn dev_key(i: usize) -> PrivateKeySigner {
+    DEV_KEYS[i].parse().expect("valid dev key")
+}

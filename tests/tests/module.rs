@@ -1,0 +1,211 @@
+//! The treasury module on anvil, driven from Rust: the digest the signers compute is the module's,
+//! a FROST-signed payment executes, a replay or a tampered operation does not, tier 2 needs the root,
+//! and a snapshot reads what the chain holds.
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::signers::SignerSync;
+use alloy::sol_types::SolCall;
+use treasury_chain::contracts::{IERC20, TreasuryModule};
+use treasury_chain::snapshot::{AssetSpec, SnapshotSpec, read_snapshot};
+use treasury_chain::{AdminAction, AdminOp, Call, Operation, admin_digest, operation_digest};
+use treasury_tests::TestChain;
+
+fn transfer(token: Address, to: Address, amount: U256) -> Call {
+    Call::new(token, U256::ZERO, IERC20::transferCall { to, amount }.abi_encode())
+}
+
+fn module(chain: &TestChain) -> TreasuryModule::TreasuryModuleInstance<alloy::providers::DynProvider> {
+    TreasuryModule::new(chain.deployment.module, chain.keeper.clone())
+}
+
+async fn next_nonce(chain: &TestChain) -> U256 {
+    module(chain).nonce().call().await.unwrap()
+}
+
+fn far_deadline() -> U256 {
+    U256::from(u64::MAX)
+}
+
+fn to_module_calls(op: &Operation) -> Vec<TreasuryModule::Call> {
+    op.calls
+        .iter()
+        .map(|c| TreasuryModule::Call {
+            to: c.to,
+            value: c.value,
+            data: c.data.clone(),
+            operation: c.operation,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rust_digest_equals_the_modules_digest() {
+    let chain = TestChain::start().await.unwrap();
+    let d = &chain.deployment;
+    let usdc = d.token("USDC").unwrap().address;
+    let op = Operation {
+        calls: vec![
+            transfer(usdc, Address::repeat_byte(0x11), U256::from(1_000_000u64)),
+            Call {
+                to: Address::repeat_byte(0x22),
+                value: U256::from(7u64),
+                data: Bytes::new(),
+                operation: 1,
+            },
+        ],
+        nonce: U256::from(42u64),
+        deadline: U256::from(1_900_000_000u64),
+    };
+    let on_chain =
+        module(&chain).operationDigest(to_module_calls(&op), op.nonce, op.deadline).call().await.unwrap();
+    assert_eq!(on_chain, operation_digest(&op, d.chain_id, d.module));
+
+    let admin = AdminOp {
+        action: AdminAction::Pause.code(),
+        params: AdminAction::Pause.params(),
+        nonce: U256::from(3u64),
+        deadline: U256::from(1_900_000_000u64),
+    };
+    let module_admin = TreasuryModule::AdminOp {
+        action: admin.action,
+        params: admin.params.clone(),
+        nonce: admin.nonce,
+        deadline: admin.deadline,
+    };
+    let on_chain = module(&chain).adminDigest(module_admin).call().await.unwrap();
+    assert_eq!(on_chain, admin_digest(&admin, d.chain_id, d.module));
+    // A digest for another chain id or module must differ: both are bound into the domain.
+    assert_ne!(on_chain, admin_digest(&admin, d.chain_id + 1, d.module));
+    assert_ne!(on_chain, admin_digest(&admin, d.chain_id, Address::repeat_byte(1)));
+}
+
+#[tokio::test]
+async fn frost_signed_payment_executes_once_and_snapshot_sees_it() {
+    let chain = TestChain::start().await.unwrap();
+    let d = chain.deployment.clone();
+    let usdc = d.token("USDC").unwrap();
+    let recipient = Address::repeat_byte(0x42);
+    let amount = U256::from(1_234u64) * U256::from(1_000_000u64);
+    let op = Operation {
+        calls: vec![transfer(usdc.address, recipient, amount)],
+        nonce: next_nonce(&chain).await,
+        deadline: far_deadline(),
+    };
+    let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
+
+    let spec = SnapshotSpec {
+        safe: d.safe,
+        module: d.module,
+        multicall3: d.multicall3,
+        assets: vec![
+            AssetSpec {
+                symbol: "ETH".into(),
+                token: Address::ZERO,
+                decimals: 18,
+                feed: Some(d.eth_feed),
+                max_price_age_secs: 3600,
+            },
+            AssetSpec {
+                symbol: "USDC".into(),
+                token: usdc.address,
+                decimals: 6,
+                feed: Some(usdc.feed),
+                max_price_age_secs: 3600,
+            },
+        ],
+    };
+    let before = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+
+    let receipt = module(&chain)
+        .exec(to_module_calls(&op), op.nonce, op.deadline, sig.clone(), Bytes::new())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status(), "tier-1 payment must execute");
+
+    let token = IERC20::new(usdc.address, chain.keeper.clone());
+    assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
+
+    // The same signed operation cannot run twice.
+    let replay =
+        module(&chain).exec(to_module_calls(&op), op.nonce, op.deadline, sig, Bytes::new()).call().await;
+    let err = replay.expect_err("replay must revert");
+    assert!(
+        matches!(
+            err.as_decoded_interface_error::<TreasuryModule::TreasuryModuleErrors>(),
+            Some(TreasuryModule::TreasuryModuleErrors::BadNonce(_))
+        ),
+        "replay must fail with BadNonce, got {err:?}"
+    );
+
+    let after = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    assert!(after.block_number > before.block_number);
+    assert_eq!(after.module_nonce, before.module_nonce + U256::from(1));
+    let (usdc_before, usdc_after) = (before.asset("USDC").unwrap(), after.asset("USDC").unwrap());
+    assert_eq!(usdc_before.balance - usdc_after.balance, amount);
+    let (b0, b1) = (usdc_before.budget.clone().unwrap(), usdc_after.budget.clone().unwrap());
+    assert_eq!(b0.remaining - b1.remaining, amount, "the payment must be charged to the budget");
+    let price = usdc_after.price.clone().unwrap();
+    assert_eq!(price.decimals, 8);
+    assert!(!price.stale);
+    assert_eq!(after.asset("ETH").unwrap().balance, before.asset("ETH").unwrap().balance);
+}
+
+#[tokio::test]
+async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
+    let chain = TestChain::start().await.unwrap();
+    let d = chain.deployment.clone();
+    let usdc = d.token("USDC").unwrap().address;
+    let nonce = next_nonce(&chain).await;
+    let op = Operation {
+        calls: vec![transfer(usdc, Address::repeat_byte(7), U256::from(5u64))],
+        nonce,
+        deadline: far_deadline(),
+    };
+    let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
+
+    let mut tampered = op.clone();
+    tampered.calls[0] = transfer(usdc, Address::repeat_byte(7), U256::from(5_000_000u64));
+    let err = module(&chain)
+        .exec(to_module_calls(&tampered), nonce, op.deadline, sig, Bytes::new())
+        .call()
+        .await
+        .expect_err("a changed amount must not verify");
+    assert!(matches!(
+        err.as_decoded_interface_error::<TreasuryModule::TreasuryModuleErrors>(),
+        Some(TreasuryModule::TreasuryModuleErrors::InvalidFrostSignature(_))
+    ));
+
+    // A payment in a token the module does not allow-list needs the root as well.
+    let stray = Call::new(
+        d.weth,
+        U256::ZERO,
+        IERC20::approveCall { spender: Address::repeat_byte(9), amount: U256::from(1u64) }.abi_encode(),
+    );
+    let op = Operation { calls: vec![stray], nonce, deadline: far_deadline() };
+    let digest = operation_digest(&op, d.chain_id, d.module);
+    let sig = chain.quorum.sign(digest);
+    let err = module(&chain)
+        .exec(to_module_calls(&op), nonce, op.deadline, sig.clone(), Bytes::new())
+        .call()
+        .await
+        .expect_err("tier 1 must refuse an approval to a spender not allow-listed");
+    assert!(matches!(
+        err.as_decoded_interface_error::<TreasuryModule::TreasuryModuleErrors>(),
+        Some(TreasuryModule::TreasuryModuleErrors::SpenderNotAllowed(_))
+    ));
+    let root_sig = chain.root.sign_hash_sync(&digest).unwrap();
+    let receipt = module(&chain)
+        .exec(to_module_calls(&op), nonce, op.deadline, sig, Bytes::from(root_sig.as_bytes().to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status(), "FROST and root together authorise tier 2");
+}
