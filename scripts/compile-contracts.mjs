@@ -92,7 +92,8 @@ function compile() {
 function lineOf(sources, loc) {
   const text = sources[loc.file]?.content;
   if (text === undefined || loc.start < 0) return '?';
-  return text.slice(0, loc.start).split('\n').length;
+  // sourceLocation offsets are in bytes (UTF-8), not UTF-16 code units
+  return Buffer.from(text, 'utf8').subarray(0, loc.start).toString('utf8').split('\n').length;
 }
 
 function main() {

@@ -70,7 +70,7 @@ contract TreasuryModule {
     uint8 public constant SET_TIMELOCK = 7;
     uint8 public constant CANCEL = 8;
 
-    /// @notice At most this many tracked assets (bounds the gas of a tier-1 `exec`).
+    /// @notice At most this many tracked ERC-20s, besides ETH (bounds the gas of a tier-1 `exec`).
     uint256 public constant MAX_TRACKED_ASSETS = 32;
 
     // ─────────────────────────────────────────────────────────────── errors and events
@@ -125,28 +125,36 @@ contract TreasuryModule {
     // ─────────────────────────────────────────────────────────────── storage
 
     /// @dev Packed hot state, one slot:
-    ///      bits 0..63 nonce | 64..127 adminNonce | 128..191 timelockDelay | 192..199 group key parity
-    ///      | 200..207 paused | 208..215 number of tracked assets.
+    ///      bits 0..63 nonce | 64..95 adminNonce | 96..127 timelockDelay | 128..135 group key parity
+    ///      | 136..143 paused | 144..151 number of tracked ERC-20s | 152..199 ETH budget period
+    ///      (0 = ETH untracked) | 200..247 ETH budget window (period index `block.timestamp / period`).
     uint256 private _state;
     uint256 private _groupKeyX;
     address private _root;
     mapping(bytes32 id => uint256 eta) private _queued;
     mapping(address target => mapping(bytes4 selector => bool)) private _callAllowed;
     mapping(address spender => bool) private _spenderAllowed;
-    mapping(uint256 index => address) private _trackedAt;
-    /// @dev limit (bits 0..127) | period (128..191) | 1 << 255 when tracked.
-    mapping(address token => uint256) private _budgetCfg;
-    /// @dev spent (bits 0..127) | window (128..191) | 1 << 255 (so the slot is never rewritten from zero).
-    mapping(address token => uint256) private _budgetUse;
+    /// @dev Tracked ERC-20 number i: token (bits 0..159) | period (160..207) | window (208..255).
+    mapping(uint256 index => uint256) private _tokenAt;
+    /// @dev 1 + index in `_tokenAt` of a tracked ERC-20, 0 if untracked.
+    mapping(address token => uint256) private _tokenIndex;
+    /// @dev Budget amounts of an asset (address(0) = ETH): limit (bits 0..127) | spent in the stored
+    ///      window (128..255). The limit keeps the slot non-zero, so a charge is never a zero→non-zero write.
+    mapping(address token => uint256) private _amounts;
 
     uint256 private constant ADMIN_NONCE_SHIFT = 64;
-    uint256 private constant DELAY_SHIFT = 128;
-    uint256 private constant PARITY_SHIFT = 192;
-    uint256 private constant PAUSED_SHIFT = 200;
-    uint256 private constant COUNT_SHIFT = 208;
+    uint256 private constant DELAY_SHIFT = 96;
+    uint256 private constant PARITY_SHIFT = 128;
+    uint256 private constant PAUSED_SHIFT = 136;
+    uint256 private constant COUNT_SHIFT = 144;
+    uint256 private constant ETH_PERIOD_SHIFT = 152;
+    uint256 private constant ETH_WINDOW_SHIFT = 200;
+    uint256 private constant TOKEN_PERIOD_SHIFT = 160;
+    uint256 private constant TOKEN_WINDOW_SHIFT = 208;
+    uint256 private constant U32 = 0xffffffff;
+    uint256 private constant U48 = 0xffffffffffff;
     uint256 private constant U64 = 0xffffffffffffffff;
     uint256 private constant U128 = 0xffffffffffffffffffffffffffffffff;
-    uint256 private constant FLAG = 1 << 255;
     /// @dev Transient slot of the reentrancy lock.
     uint256 private constant LOCK_SLOT = uint256(keccak256("treasury.module.lock")) - 1;
 
@@ -156,7 +164,7 @@ contract TreasuryModule {
     bytes32 private immutable _deployDomainSeparator;
 
     constructor(address safe_, uint256 groupKeyX, uint8 groupKeyParity, address root_, uint64 timelockDelay_) {
-        if (safe_ == address(0)) revert InvalidParams();
+        if (safe_ == address(0) || timelockDelay_ > U32) revert InvalidParams();
         if (!FrostVerifier.isValidKey(groupKeyX, groupKeyParity)) revert InvalidGroupKey();
         safe = safe_;
         _groupKeyX = groupKeyX;
@@ -203,57 +211,96 @@ contract TreasuryModule {
                 _call(i, calls[i]);
             }
         } else {
-            _execTier1(calls, (st >> COUNT_SHIFT) & 0xff);
+            _execTier1(calls, st);
         }
         _unlock();
         emit Executed(nonce, digest, tier, calls.length);
     }
 
-    function _execTier1(Call[] calldata calls, uint256 count) private {
+    function _execTier1(Call[] calldata calls, uint256 st) private {
         uint256 n = calls.length;
         for (uint256 i; i < n; ++i) {
             Call calldata c = calls[i];
             if (c.operation != 0) revert DelegateCallNotAllowed(i);
             bytes calldata data = c.data;
-            if (data.length == 0 && c.to.code.length == 0) continue; // ETH to an EOA
+            address to = c.to;
+            if (data.length == 0 && to.code.length == 0) continue; // ETH to an EOA
             bytes4 sel = bytes4(data);
             if (sel == APPROVE || sel == INCREASE_ALLOWANCE) {
-                if (data.length < 36) revert CallNotAllowed(i, c.to, sel);
+                if (data.length < 36) revert CallNotAllowed(i, to, sel);
                 address spender = address(uint160(uint256(bytes32(data[4:36]))));
                 if (!_spenderAllowed[spender]) revert SpenderNotAllowed(i, spender);
-            } else if (!_callAllowed[c.to][sel]) {
-                revert CallNotAllowed(i, c.to, sel);
+            } else if (!_callAllowed[to][sel]) {
+                revert CallNotAllowed(i, to, sel);
             }
         }
-        address[] memory assets = new address[](count);
+        address s = safe;
+        bool ethTracked = (st >> ETH_PERIOD_SHIFT) & U48 != 0;
+        uint256 ethBefore = ethTracked ? s.balance : 0;
+        uint256 count = (st >> COUNT_SHIFT) & 0xff;
         uint256[] memory before = new uint256[](count);
         for (uint256 j; j < count; ++j) {
-            address a = _trackedAt[j];
-            assets[j] = a;
-            before[j] = _balance(a);
+            before[j] = _balance(address(uint160(_tokenAt[j])));
         }
         for (uint256 i; i < n; ++i) {
             _call(i, calls[i]);
         }
+        if (ethTracked) {
+            uint256 ethAfter = s.balance;
+            if (ethAfter < ethBefore) _chargeEth(ethBefore - ethAfter);
+        }
         for (uint256 j; j < count; ++j) {
-            address a = assets[j];
-            uint256 afterBal = _balance(a);
+            uint256 entry = _tokenAt[j]; // re-read (warm): settings may have changed during the batch
+            uint256 afterBal = _balance(address(uint160(entry)));
             uint256 b = before[j];
-            if (afterBal < b) _charge(a, b - afterBal);
+            if (afterBal < b) _chargeToken(j, entry, b - afterBal);
         }
     }
 
+    /// @dev Makes the Safe call `c` (assembly: this is the hot path of every payment).
     function _call(uint256 i, Call calldata c) private {
-        (bool ok, bytes memory ret) =
-            ISafeModuleTarget(safe).execTransactionFromModuleReturnData(c.to, c.value, c.data, c.operation);
-        if (!ok) revert CallFailed(i, ret);
+        address to = c.to;
+        uint256 value = c.value;
+        uint8 op = c.operation;
+        bytes calldata data = c.data;
+        address s = safe;
+        bytes4 selector = ISafeModuleTarget.execTransactionFromModuleReturnData.selector;
+        bool ok;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, selector)
+            mstore(add(m, 0x04), to)
+            mstore(add(m, 0x24), value)
+            mstore(add(m, 0x44), 0x80)
+            mstore(add(m, 0x64), op)
+            mstore(add(m, 0x84), data.length)
+            calldatacopy(add(m, 0xa4), data.offset, data.length)
+            mstore(add(add(m, 0xa4), data.length), 0) // zero padding
+            let size := add(0xa4, and(add(data.length, 31), not(31)))
+            if iszero(call(gas(), s, 0, m, size, 0x00, 0x20)) {
+                returndatacopy(m, 0, returndatasize())
+                revert(m, returndatasize())
+            }
+            ok := and(gt(returndatasize(), 0x3f), eq(mload(0x00), 1))
+        }
+        if (!ok) {
+            bytes memory ret;
+            assembly ("memory-safe") {
+                ret := mload(0x40)
+                mstore(ret, returndatasize())
+                returndatacopy(add(ret, 0x20), 0, returndatasize())
+                mstore(0x40, add(add(ret, 0x20), and(add(returndatasize(), 31), not(31))))
+            }
+            bytes memory reason;
+            if (ret.length >= 0x40) (, reason) = abi.decode(ret, (bool, bytes));
+            revert CallFailed(i, reason);
+        }
     }
 
-    /// @dev The Safe's balance of `token` (address(0) = ETH). Reverts if `balanceOf` fails.
+    /// @dev The Safe's balance of ERC-20 `token`. Reverts if `balanceOf` fails.
     function _balance(address token) private view returns (uint256 b) {
         address s = safe;
         bytes4 err = BalanceQueryFailed.selector;
-        if (token == address(0)) return s.balance;
         assembly ("memory-safe") {
             mstore(0x00, shl(224, 0x70a08231)) // balanceOf(address)
             mstore(0x04, s)
@@ -267,16 +314,33 @@ contract TreasuryModule {
         }
     }
 
-    /// @dev Charges `outflow` to the current period of `token`'s budget.
-    function _charge(address token, uint256 outflow) private {
-        uint256 cfg = _budgetCfg[token];
-        uint256 limit = cfg & U128;
-        uint256 window = block.timestamp / ((cfg >> 128) & U64);
-        uint256 use = _budgetUse[token];
-        uint256 spent = ((use >> 128) & U64) == window ? use & U128 : 0;
+    /// @dev Charges an ETH outflow to the current period of the ETH budget.
+    function _chargeEth(uint256 outflow) private {
+        uint256 st = _state;
+        uint256 window = block.timestamp / ((st >> ETH_PERIOD_SHIFT) & U48);
+        uint256 amounts = _amounts[address(0)];
+        uint256 storedWindow = (st >> ETH_WINDOW_SHIFT) & U48;
+        uint256 spent = storedWindow == window ? amounts >> 128 : 0;
+        _checkBudget(address(0), amounts & U128, spent, outflow);
+        if (storedWindow != window) _state = (st & ~(U48 << ETH_WINDOW_SHIFT)) | (window << ETH_WINDOW_SHIFT);
+        _amounts[address(0)] = (amounts & U128) | ((spent + outflow) << 128);
+    }
+
+    /// @dev Charges an outflow of tracked ERC-20 number `j` (settings `entry`) to its current period.
+    function _chargeToken(uint256 j, uint256 entry, uint256 outflow) private {
+        address token = address(uint160(entry));
+        uint256 window = block.timestamp / ((entry >> TOKEN_PERIOD_SHIFT) & U48);
+        uint256 amounts = _amounts[token];
+        uint256 storedWindow = entry >> TOKEN_WINDOW_SHIFT;
+        uint256 spent = storedWindow == window ? amounts >> 128 : 0;
+        _checkBudget(token, amounts & U128, spent, outflow);
+        if (storedWindow != window) _tokenAt[j] = (entry & ~(U48 << TOKEN_WINDOW_SHIFT)) | (window << TOKEN_WINDOW_SHIFT);
+        _amounts[token] = (amounts & U128) | ((spent + outflow) << 128);
+    }
+
+    function _checkBudget(address token, uint256 limit, uint256 spent, uint256 outflow) private pure {
         uint256 remaining = spent < limit ? limit - spent : 0;
         if (outflow > remaining) revert BudgetExceeded(token, outflow, remaining);
-        _budgetUse[token] = FLAG | (window << 128) | (spent + outflow);
     }
 
     function _lock() private {
@@ -308,7 +372,7 @@ contract TreasuryModule {
         if (action > CANCEL) revert UnknownAction(action);
         if (block.timestamp > op.deadline) revert Expired(op.deadline, block.timestamp);
         uint256 st = _state;
-        uint256 expected = (st >> ADMIN_NONCE_SHIFT) & U64;
+        uint256 expected = (st >> ADMIN_NONCE_SHIFT) & U32;
         if (op.nonce != expected) revert BadNonce(expected, op.nonce);
         bytes32 digest = _adminDigest(op);
         bool byRoot = rootSig.length != 0 && _isRootSig(digest, rootSig);
@@ -322,7 +386,7 @@ contract TreasuryModule {
         _state = st + (1 << ADMIN_NONCE_SHIFT);
         if (byRoot && _isWidening(action, op.params)) {
             bytes32 id = keccak256(abi.encode(action, op.params, op.nonce));
-            uint256 eta = block.timestamp + ((st >> DELAY_SHIFT) & U64);
+            uint256 eta = block.timestamp + ((st >> DELAY_SHIFT) & U32);
             _queued[id] = eta;
             emit ChangeQueued(id, action, op.params, eta);
         } else {
@@ -353,9 +417,9 @@ contract TreasuryModule {
         if (action == SET_GROUP_KEY || action == SET_ROOT) return true;
         if (action == SET_BUDGET) {
             (address token, uint256 limit, uint64 period) = abi.decode(params, (address, uint256, uint64));
-            uint256 cfg = _budgetCfg[token];
-            if (cfg & FLAG == 0) return false; // a new tracked asset narrows
-            return limit > (cfg & U128) || period < ((cfg >> 128) & U64);
+            (bool tracked, uint256 oldLimit, uint256 oldPeriod,) = _budgetOf(token);
+            if (!tracked) return false; // a new tracked asset narrows
+            return limit > oldLimit || period < oldPeriod;
         }
         if (action == SET_CALL_ALLOWED) {
             (,, bool allowed) = abi.decode(params, (address, bytes4, bool));
@@ -367,7 +431,7 @@ contract TreasuryModule {
         }
         if (action == SET_TIMELOCK) {
             uint64 delay = abi.decode(params, (uint64));
-            return delay < ((_state >> DELAY_SHIFT) & U64);
+            return delay < ((_state >> DELAY_SHIFT) & U32);
         }
         return false; // PAUSE, UNPAUSE, CANCEL
     }
@@ -397,7 +461,8 @@ contract TreasuryModule {
             _spenderAllowed[spender] = allowed;
         } else if (action == SET_TIMELOCK) {
             uint64 delay = abi.decode(params, (uint64));
-            _state = (_state & ~(U64 << DELAY_SHIFT)) | (uint256(delay) << DELAY_SHIFT);
+            if (delay > U32) revert InvalidParams();
+            _state = (_state & ~(U32 << DELAY_SHIFT)) | (uint256(delay) << DELAY_SHIFT);
         } else if (action == CANCEL) {
             bytes32 id = abi.decode(params, (bytes32));
             if (_queued[id] == 0) revert ChangeNotQueued(id);
@@ -411,22 +476,51 @@ contract TreasuryModule {
 
     /// @dev Sets a budget; a new asset starts being tracked. The amount already spent in the current
     ///      window is carried over when the period changes (a change never refills a budget).
-    function _setBudget(address token, uint256 limit, uint64 period) private {
-        if (period == 0 || limit > U128) revert InvalidParams();
-        uint256 cfg = _budgetCfg[token];
-        uint256 spent;
-        if (cfg & FLAG == 0) {
-            uint256 st = _state;
-            uint256 count = (st >> COUNT_SHIFT) & 0xff;
-            if (count >= MAX_TRACKED_ASSETS) revert TooManyTrackedAssets();
-            _trackedAt[count] = token;
-            _state = st + (1 << COUNT_SHIFT);
+    function _setBudget(address token, uint256 limit, uint256 period) private {
+        if (period == 0 || period > U48 || limit > U128) revert InvalidParams();
+        (bool tracked,,, uint256 spent) = _budgetOf(token);
+        uint256 window = block.timestamp / period;
+        uint256 st = _state;
+        if (token == address(0)) {
+            st &= ~((U48 << ETH_PERIOD_SHIFT) | (U48 << ETH_WINDOW_SHIFT));
+            _state = st | (period << ETH_PERIOD_SHIFT) | (window << ETH_WINDOW_SHIFT);
         } else {
-            uint256 use = _budgetUse[token];
-            if (((use >> 128) & U64) == block.timestamp / ((cfg >> 128) & U64)) spent = use & U128;
+            uint256 idx = _tokenIndex[token];
+            if (!tracked) {
+                uint256 count = (st >> COUNT_SHIFT) & 0xff;
+                if (count >= MAX_TRACKED_ASSETS) revert TooManyTrackedAssets();
+                idx = count + 1;
+                _tokenIndex[token] = idx;
+                _state = st + (1 << COUNT_SHIFT);
+            }
+            _tokenAt[idx - 1] = uint256(uint160(token)) | (period << TOKEN_PERIOD_SHIFT) | (window << TOKEN_WINDOW_SHIFT);
         }
-        _budgetCfg[token] = FLAG | (uint256(period) << 128) | limit;
-        _budgetUse[token] = FLAG | ((block.timestamp / period) << 128) | spent;
+        _amounts[token] = limit | (spent << 128);
+    }
+
+    /// @dev Budget settings of `token` (address(0) = ETH) and what is spent in the current period.
+    function _budgetOf(address token)
+        private
+        view
+        returns (bool tracked, uint256 limit, uint256 period, uint256 spent)
+    {
+        uint256 storedWindow;
+        if (token == address(0)) {
+            uint256 st = _state;
+            period = (st >> ETH_PERIOD_SHIFT) & U48;
+            storedWindow = (st >> ETH_WINDOW_SHIFT) & U48;
+        } else {
+            uint256 idx = _tokenIndex[token];
+            if (idx == 0) return (false, 0, 0, 0);
+            uint256 entry = _tokenAt[idx - 1];
+            period = (entry >> TOKEN_PERIOD_SHIFT) & U48;
+            storedWindow = entry >> TOKEN_WINDOW_SHIFT;
+        }
+        if (period == 0) return (false, 0, 0, 0);
+        tracked = true;
+        uint256 amounts = _amounts[token];
+        limit = amounts & U128;
+        if (storedWindow == block.timestamp / period) spent = amounts >> 128;
     }
 
     // ─────────────────────────────────────────────────────────────── signatures and digests
@@ -453,20 +547,47 @@ contract TreasuryModule {
     function _operationDigest(Call[] calldata calls, uint256 nonce_, uint256 deadline)
         private
         view
-        returns (bytes32)
+        returns (bytes32 digest)
     {
         uint256 n = calls.length;
-        bytes32[] memory hashes = new bytes32[](n);
+        uint256 hashes;
+        assembly ("memory-safe") {
+            hashes := mload(0x40)
+            mstore(0x40, add(hashes, shl(5, n)))
+        }
+        bytes32 callTypehash = CALL_TYPEHASH;
         for (uint256 i; i < n; ++i) {
             Call calldata c = calls[i];
-            hashes[i] = keccak256(abi.encode(CALL_TYPEHASH, c.to, c.value, keccak256(c.data), c.operation));
+            address to = c.to;
+            uint256 value = c.value;
+            uint8 op = c.operation;
+            bytes calldata data = c.data;
+            assembly ("memory-safe") {
+                let m := mload(0x40)
+                calldatacopy(m, data.offset, data.length)
+                let dataHash := keccak256(m, data.length)
+                mstore(m, callTypehash)
+                mstore(add(m, 0x20), to)
+                mstore(add(m, 0x40), value)
+                mstore(add(m, 0x60), dataHash)
+                mstore(add(m, 0x80), op)
+                mstore(add(hashes, shl(5, i)), keccak256(m, 0xa0))
+            }
         }
-        bytes32 callsHash;
+        bytes32 sep = _domainSeparator();
+        bytes32 opTypehash = OPERATION_TYPEHASH;
         assembly ("memory-safe") {
-            callsHash := keccak256(add(hashes, 0x20), shl(5, n))
+            let m := mload(0x40)
+            mstore(m, opTypehash)
+            mstore(add(m, 0x20), keccak256(hashes, shl(5, n)))
+            mstore(add(m, 0x40), nonce_)
+            mstore(add(m, 0x60), deadline)
+            let structHash := keccak256(m, 0x80)
+            mstore(m, shl(240, 0x1901))
+            mstore(add(m, 0x02), sep)
+            mstore(add(m, 0x22), structHash)
+            digest := keccak256(m, 0x42)
         }
-        bytes32 structHash = keccak256(abi.encode(OPERATION_TYPEHASH, callsHash, nonce_, deadline));
-        return keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash));
     }
 
     function _adminDigest(AdminOp calldata op) private view returns (bytes32) {
@@ -484,7 +605,7 @@ contract TreasuryModule {
 
     /// @notice The nonce the next `admin` must carry.
     function adminNonce() external view returns (uint256) {
-        return (_state >> ADMIN_NONCE_SHIFT) & U64;
+        return (_state >> ADMIN_NONCE_SHIFT) & U32;
     }
 
     function paused() external view returns (bool) {
@@ -501,7 +622,7 @@ contract TreasuryModule {
     }
 
     function timelockDelay() external view returns (uint64) {
-        return uint64(_state >> DELAY_SHIFT);
+        return uint64((_state >> DELAY_SHIFT) & U32);
     }
 
     /// @notice The eta of a queued change, 0 if none.
@@ -517,28 +638,27 @@ contract TreasuryModule {
         return _spenderAllowed[spender];
     }
 
-    /// @notice The assets whose outflow tier 1 measures (address(0) = ETH), in tracking order.
+    /// @notice The assets whose outflow tier 1 measures: ETH (address(0)) first if tracked, then
+    ///         the ERC-20s in tracking order.
     function trackedAssets() external view returns (address[] memory assets) {
-        uint256 count = (_state >> COUNT_SHIFT) & 0xff;
-        assets = new address[](count);
+        uint256 st = _state;
+        uint256 count = (st >> COUNT_SHIFT) & 0xff;
+        uint256 eth = (st >> ETH_PERIOD_SHIFT) & U48 != 0 ? 1 : 0;
+        assets = new address[](count + eth);
         for (uint256 j; j < count; ++j) {
-            assets[j] = _trackedAt[j];
+            assets[j + eth] = address(uint160(_tokenAt[j]));
         }
     }
 
-    /// @notice The budget of `token` and its use in the current period (all zero if untracked).
+    /// @notice The budget of `token` (address(0) = ETH) and its use in the current period (all zero
+    ///         if untracked).
     function budget(address token)
         external
         view
         returns (uint256 limit, uint64 period, uint256 spent, uint256 remaining)
     {
-        uint256 cfg = _budgetCfg[token];
-        if (cfg & FLAG == 0) return (0, 0, 0, 0);
-        limit = cfg & U128;
-        period = uint64(cfg >> 128);
-        uint256 use = _budgetUse[token];
-        if (((use >> 128) & U64) == block.timestamp / period) spent = use & U128;
-        remaining = spent < limit ? limit - spent : 0;
+        (, uint256 l, uint256 p, uint256 sp) = _budgetOf(token);
+        return (l, uint64(p), sp, sp < l ? l - sp : 0);
     }
 
     function domainSeparator() external view returns (bytes32) {
