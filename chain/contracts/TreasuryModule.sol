@@ -132,7 +132,8 @@ contract TreasuryModule {
     uint256 private _groupKeyX;
     address private _root;
     mapping(bytes32 id => uint256 eta) private _queued;
-    mapping(address target => mapping(bytes4 selector => bool)) private _callAllowed;
+    /// @dev Keyed by `_callKey(target, selector)`.
+    mapping(bytes32 key => bool) private _callAllowed;
     mapping(address spender => bool) private _spenderAllowed;
     /// @dev Tracked ERC-20 number i: token (bits 0..159) | period (160..207) | window (208..255).
     mapping(uint256 index => uint256) private _tokenAt;
@@ -217,23 +218,11 @@ contract TreasuryModule {
         emit Executed(nonce, digest, tier, calls.length);
     }
 
+    /// @dev Tier 1: balances of the tracked assets before, each call checked then made (a refused call
+    ///      reverts the whole batch, so checking just before each call is equivalent to checking all
+    ///      first), balances after, outflows charged.
     function _execTier1(Call[] calldata calls, uint256 st) private {
         uint256 n = calls.length;
-        for (uint256 i; i < n; ++i) {
-            Call calldata c = calls[i];
-            if (c.operation != 0) revert DelegateCallNotAllowed(i);
-            bytes calldata data = c.data;
-            address to = c.to;
-            if (data.length == 0 && to.code.length == 0) continue; // ETH to an EOA
-            bytes4 sel = bytes4(data);
-            if (sel == APPROVE || sel == INCREASE_ALLOWANCE) {
-                if (data.length < 36) revert CallNotAllowed(i, to, sel);
-                address spender = address(uint160(uint256(bytes32(data[4:36]))));
-                if (!_spenderAllowed[spender]) revert SpenderNotAllowed(i, spender);
-            } else if (!_callAllowed[to][sel]) {
-                revert CallNotAllowed(i, to, sel);
-            }
-        }
         address s = safe;
         bool ethTracked = (st >> ETH_PERIOD_SHIFT) & U48 != 0;
         uint256 ethBefore = ethTracked ? s.balance : 0;
@@ -243,7 +232,9 @@ contract TreasuryModule {
             before[j] = _balance(address(uint160(_tokenAt[j])));
         }
         for (uint256 i; i < n; ++i) {
-            _call(i, calls[i]);
+            Call calldata c = calls[i];
+            _checkTier1(i, c);
+            _call(i, c);
         }
         if (ethTracked) {
             uint256 ethAfter = s.balance;
@@ -255,6 +246,44 @@ contract TreasuryModule {
             uint256 b = before[j];
             if (afterBal < b) _chargeToken(j, entry, b - afterBal);
         }
+    }
+
+    /// @dev The tier-1 rules for one call. Fields are read from calldata in assembly; the call itself
+    ///      goes through the validating Solidity accessors in `_call`, so malformed calldata reverts
+    ///      before anything executes.
+    function _checkTier1(uint256 i, Call calldata c) private view {
+        uint256 op;
+        address to;
+        uint256 len;
+        bytes4 sel;
+        address spender;
+        bool eoa;
+        assembly ("memory-safe") {
+            to := and(calldataload(c), 0xffffffffffffffffffffffffffffffffffffffff)
+            op := calldataload(add(c, 0x60))
+            let d := add(c, calldataload(add(c, 0x40)))
+            len := calldataload(d)
+            let w := calldataload(add(d, 0x20))
+            // bytes4(data): the first min(len, 4) bytes, zero-padded
+            let keep := 4
+            if lt(len, 4) { keep := len }
+            sel := and(w, not(shr(shl(3, keep), not(0))))
+            spender := and(calldataload(add(d, 0x24)), 0xffffffffffffffffffffffffffffffffffffffff)
+            eoa := and(iszero(len), iszero(extcodesize(to)))
+        }
+        if (op != 0) revert DelegateCallNotAllowed(i);
+        if (eoa) return; // empty calldata to an address without code: ETH to an EOA
+        if (sel == APPROVE || sel == INCREASE_ALLOWANCE) {
+            if (len < 36) revert CallNotAllowed(i, to, sel);
+            if (!_spenderAllowed[spender]) revert SpenderNotAllowed(i, spender);
+        } else if (!_callAllowed[_callKey(to, sel)]) {
+            revert CallNotAllowed(i, to, sel);
+        }
+    }
+
+    /// @dev Key of an allow-listed (target, selector) pair: target ‖ selector, no hashing needed.
+    function _callKey(address target, bytes4 selector) private pure returns (bytes32) {
+        return bytes32(uint256(uint160(target)) << 96 | uint256(uint32(selector)));
     }
 
     /// @dev Makes the Safe call `c` (assembly: this is the hot path of every payment).
@@ -455,7 +484,7 @@ contract TreasuryModule {
             _setBudget(token, limit, period);
         } else if (action == SET_CALL_ALLOWED) {
             (address target, bytes4 selector, bool allowed) = abi.decode(params, (address, bytes4, bool));
-            _callAllowed[target][selector] = allowed;
+            _callAllowed[_callKey(target, selector)] = allowed;
         } else if (action == SET_SPENDER_ALLOWED) {
             (address spender, bool allowed) = abi.decode(params, (address, bool));
             _spenderAllowed[spender] = allowed;
@@ -556,21 +585,22 @@ contract TreasuryModule {
             mstore(0x40, add(hashes, shl(5, n)))
         }
         bytes32 callTypehash = CALL_TYPEHASH;
-        for (uint256 i; i < n; ++i) {
-            Call calldata c = calls[i];
-            address to = c.to;
-            uint256 value = c.value;
-            uint8 op = c.operation;
-            bytes calldata data = c.data;
-            assembly ("memory-safe") {
-                let m := mload(0x40)
-                calldatacopy(m, data.offset, data.length)
-                let dataHash := keccak256(m, data.length)
+        // Raw calldata walk (the ABI layout of Call[]): for well-formed calldata it reads exactly what
+        // the Solidity accessors read; malformed offsets make those accessors revert before any call
+        // is made (every executed field goes through them in `_execTier1` / `_call`).
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                let p := add(calls.offset, calldataload(add(calls.offset, shl(5, i))))
+                let d := add(p, calldataload(add(p, 0x40)))
+                let len := calldataload(d)
+                calldatacopy(m, add(d, 0x20), len)
+                let dataHash := keccak256(m, len)
                 mstore(m, callTypehash)
-                mstore(add(m, 0x20), to)
-                mstore(add(m, 0x40), value)
+                mstore(add(m, 0x20), calldataload(p))
+                mstore(add(m, 0x40), calldataload(add(p, 0x20)))
                 mstore(add(m, 0x60), dataHash)
-                mstore(add(m, 0x80), op)
+                mstore(add(m, 0x80), calldataload(add(p, 0x60)))
                 mstore(add(hashes, shl(5, i)), keccak256(m, 0xa0))
             }
         }
@@ -631,7 +661,7 @@ contract TreasuryModule {
     }
 
     function isCallAllowed(address target, bytes4 selector) external view returns (bool) {
-        return _callAllowed[target][selector];
+        return _callAllowed[_callKey(target, selector)];
     }
 
     function isSpenderAllowed(address spender) external view returns (bool) {

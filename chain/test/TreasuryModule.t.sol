@@ -127,6 +127,14 @@ contract TreasuryModuleTest is ModuleFixture {
         _submit(s);
     }
 
+    function test_tier1_shortCalldataSelectorIsZeroPadded() public {
+        Signed memory s = _sign(_one(_c(address(token), 0, hex"a905")));
+        vm.expectRevert(
+            abi.encodeWithSelector(TreasuryModule.CallNotAllowed.selector, 0, address(token), bytes4(0xa9050000))
+        );
+        _submit(s);
+    }
+
     function test_tier1_inflowIsNotCharged() public {
         // a call that moves nothing out still executes; inflows do not create negative spending
         token.mint(address(safe), 5e18);
