@@ -3,7 +3,7 @@
 //! The project's own contracts are bound from their committed artifacts in `chain/artifacts/`
 //! (ABI and bytecode, compiled by `scripts/compile-contracts.mjs`); third-party contracts from the
 //! subset of their interfaces that treasury uses.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::too_many_arguments)]
 
 use alloy::sol;
 

@@ -147,7 +147,7 @@ pub async fn read_snapshot(
     let chain_id = crate::provider::chain_id(provider).await?;
     let probes = probes(spec);
     let results = aggregate(provider, spec.multicall3, &probes, BlockId::hash(header.hash)).await?;
-    let mut results = probes.iter().zip(results).map(|(probe, data)| (probe, data));
+    let mut results = probes.iter().zip(results);
     let mut next = || results.next().expect("one result per probe");
 
     let module_nonce = decode::<ITreasuryModuleViews::nonceCall>(next())?;
@@ -175,7 +175,7 @@ pub async fn read_snapshot(
             None => None,
         };
         let budget = decode::<ITreasuryModuleViews::budgetCall>(next())?;
-        let budget = (budget.period != 0).then(|| BudgetState {
+        let budget = (budget.period != 0).then_some(BudgetState {
             limit: budget.limit,
             period_secs: budget.period,
             spent: budget.spent,
