@@ -1,0 +1,138 @@
+//! Gas benchmark on one anvil, in one run: FROST verification on chain, and payments through the
+//! treasury module against the same payments through the Safe's own 3-of-5 ECDSA `execTransaction`.
+//!
+//! `cargo run -p treasury-tests --release --bin gas-bench [-- --json]`
+
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, Bytes, U256, keccak256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::sol_types::SolCall;
+use anyhow::Context;
+use treasury_chain::contracts::{FrostVerifierHarness, IERC20, IMultiSend, TreasuryModule};
+use treasury_chain::safe::{SafeTx, exec_as_owners};
+use treasury_chain::tx::deploy_code;
+use treasury_chain::{Call, Operation, operation_digest};
+use treasury_tests::TestChain;
+
+const PAYMENTS: usize = 10;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let json = std::env::args().any(|a| a == "--json");
+    let chain = TestChain::start().await.context("starting anvil and deploying the treasury")?;
+    let usdc = chain.deployment.token("USDC").context("USDC deployed")?.address;
+    let recipients: Vec<Address> = (1..=PAYMENTS as u8).map(|i| Address::repeat_byte(0x40 + i)).collect();
+    let amount = U256::from(10_000_000u64); // 10 USDC
+
+    // Steady state: every recipient already holds the token, and this period's budget was touched.
+    exec_module(&chain, recipients.iter().map(|r| pay(usdc, *r, amount)).collect()).await?;
+    exec_safe(&chain, pay(usdc, recipients[0], amount)).await?;
+
+    let verify = verify_gas(&chain).await?;
+    let module_one = exec_module(&chain, vec![pay(usdc, recipients[0], amount)]).await?.gas_used;
+    let safe_one = exec_safe(&chain, pay(usdc, recipients[0], amount)).await?.gas_used;
+    let module_ten =
+        exec_module(&chain, recipients.iter().map(|r| pay(usdc, *r, amount)).collect()).await?.gas_used;
+    let safe_ten = exec_safe_multisend(&chain, recipients.iter().map(|r| pay(usdc, *r, amount)).collect())
+        .await?
+        .gas_used;
+
+    let report = serde_json::json!({
+        "anvil": "1.7.1",
+        "frost_verify_execution_gas": verify,
+        "one_payment": { "module_exec_tier1": module_one, "safe_exec_3_of_5": safe_one, "ratio": ratio(module_one, safe_one) },
+        "ten_payments": { "module_exec_tier1": module_ten, "safe_multisend_3_of_5": safe_ten, "ratio": ratio(module_ten, safe_ten) },
+    });
+    if json {
+        println!("{report:#}");
+    } else {
+        println!("FROST verify (harness verifyDigest, execution gas = tx gas - intrinsic): {verify}");
+        println!(
+            "one ERC-20 payment:  module exec tier 1 {module_one:>7}  Safe 3-of-5 execTransaction {safe_one:>7}  ratio {:.3}",
+            ratio(module_one, safe_one)
+        );
+        println!(
+            "ten ERC-20 payments: module exec tier 1 {module_ten:>7}  Safe 3-of-5 MultiSendCallOnly {safe_ten:>7}  ratio {:.3}",
+            ratio(module_ten, safe_ten)
+        );
+    }
+    Ok(())
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b as f64
+}
+
+fn pay(token: Address, to: Address, amount: U256) -> Call {
+    Call::new(token, U256::ZERO, IERC20::transferCall { to, amount }.abi_encode())
+}
+
+async fn exec_module(chain: &TestChain, calls: Vec<Call>) -> anyhow::Result<TransactionReceipt> {
+    let d = &chain.deployment;
+    let module = TreasuryModule::new(d.module, chain.keeper.clone());
+    let nonce = module.nonce().call().await?;
+    let op = Operation { calls, nonce, deadline: U256::from(u64::MAX) };
+    let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
+    let calls = op
+        .calls
+        .iter()
+        .map(|c| TreasuryModule::Call {
+            to: c.to,
+            value: c.value,
+            data: c.data.clone(),
+            operation: c.operation,
+        })
+        .collect();
+    let receipt =
+        module.exec(calls, op.nonce, op.deadline, sig, Bytes::new()).send().await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "module exec reverted");
+    Ok(receipt)
+}
+
+async fn exec_safe(chain: &TestChain, call: Call) -> anyhow::Result<TransactionReceipt> {
+    let tx = SafeTx { to: call.to, value: call.value, data: call.data, operation: 0 };
+    Ok(exec_as_owners(&chain.keeper, chain.deployment.safe, chain.signing_owners(), &tx).await?)
+}
+
+async fn exec_safe_multisend(chain: &TestChain, calls: Vec<Call>) -> anyhow::Result<TransactionReceipt> {
+    let mut packed = Vec::new();
+    for call in &calls {
+        packed.push(0u8);
+        packed.extend_from_slice(call.to.as_slice());
+        packed.extend_from_slice(&call.value.to_be_bytes::<32>());
+        packed.extend_from_slice(&U256::from(call.data.len()).to_be_bytes::<32>());
+        packed.extend_from_slice(&call.data);
+    }
+    let data = IMultiSend::multiSendCall { transactions: packed.into() }.abi_encode();
+    let tx = SafeTx {
+        to: chain.deployment.multisend_call_only,
+        value: U256::ZERO,
+        data: data.into(),
+        operation: 1,
+    };
+    Ok(exec_as_owners(&chain.keeper, chain.deployment.safe, chain.signing_owners(), &tx).await?)
+}
+
+async fn verify_gas(chain: &TestChain) -> anyhow::Result<u64> {
+    let provider: &DynProvider = &chain.keeper;
+    let harness =
+        deploy_code(provider, "FrostVerifierHarness", FrostVerifierHarness::BYTECODE.clone()).await?;
+    let key = chain.quorum.group_key();
+    let digest = keccak256(b"gas bench");
+    let sig = chain.quorum.sign(digest);
+    let input = FrostVerifierHarness::verifyDigestCall {
+        pkX: key.x,
+        pkParity: key.parity,
+        digest,
+        rX: sig.rX,
+        rY: sig.rY,
+        z: sig.z,
+    }
+    .abi_encode();
+    let intrinsic = 21_000 + input.iter().map(|b| if *b == 0 { 4 } else { 16 }).sum::<u64>();
+    let tx = TransactionRequest::default().with_to(harness).with_input(input);
+    let valid = provider.call(tx.clone()).await?;
+    anyhow::ensure!(valid.last() == Some(&1), "the bench signature must verify");
+    Ok(provider.estimate_gas(tx).await? - intrinsic)
+}
