@@ -1,13 +1,88 @@
-//! `treasury dkg`.
-use clap::Args;
+//! `treasury dkg` and `treasury dkg refresh`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg, run_refresh};
+use treasury_signer::quorum::quorum_file::QuorumFile;
+use treasury_signer::quorum::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
 
 /// Arguments of `treasury dkg`.
 #[derive(Debug, Args)]
-pub struct DkgArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DkgArgs {
+    /// Refresh instead of a new key.
+    #[command(subcommand)]
+    action: Option<DkgAction>,
+    /// Threshold t.
+    #[arg(long)]
+    threshold: Option<u16>,
+    /// A node as `URL#FINGERPRINT` (fingerprint confirmed by its operator); repeat for every node.
+    #[arg(long = "signer")]
+    signers: Vec<String>,
+    /// The coordinator key file (from `treasury signer coordinator-key`).
+    #[arg(long)]
+    coordinator_key: Option<PathBuf>,
+    /// Quorum file to write.
+    #[arg(long, default_value = "quorum.toml")]
+    out: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `treasury dkg` subcommands.
+#[derive(Debug, Subcommand)]
+enum DkgAction {
+    /// Rotate every share; the group key stays.
+    Refresh {
+        /// Quorum file to refresh (updated in place).
+        #[arg(long, default_value = "quorum.toml")]
+        quorum: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 impl DkgArgs {
     /// Runs DKG.
     pub async fn run(self) -> anyhow::Result<()> {
-        anyhow::bail!("treasury dkg is not built yet")
+        let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
+        if let Some(DkgAction::Refresh { quorum, json }) = self.action {
+            let q = QuorumFile::load(&quorum)?;
+            let key = open_coordinator_key(&q.coordinator_key_path(&quorum), &pass).context("opening the coordinator key")?;
+            let outcome = run_refresh(key, &q).await.context("share refresh")?;
+            outcome.quorum.save(&quorum)?;
+            print(&outcome.group_key, &quorum, json, "refreshed");
+            return Ok(());
+        }
+        let threshold = self.threshold.context("--threshold is required")?;
+        let key_path = self.coordinator_key.context("--coordinator-key is required")?;
+        anyhow::ensure!(self.signers.len() >= 2, "at least two --signer URL#FINGERPRINT are needed");
+        let nodes: Vec<PinnedNode> = self.signers.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        let key = open_coordinator_key(&key_path, &pass).context("opening the coordinator key")?;
+        let key_ref = std::path::absolute(&key_path).unwrap_or(key_path.clone());
+        let outcome = run_dkg(key, &key_ref.display().to_string(), &nodes, threshold, 8).await.context("DKG")?;
+        outcome.quorum.save(&self.out)?;
+        print(&outcome.group_key, &self.out, self.json, "created");
+        Ok(())
+    }
+}
+
+fn print(gk: &treasury_signer::quorum::GroupKey, path: &std::path::Path, json: bool, what: &str) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "group_key": gk.compressed, "group_key_x": gk.x.to_string(), "group_key_x_hex": format!("{:#066x}", gk.x),
+                "group_key_parity": gk.parity, "quorum_file": path.display().to_string(), "status": what,
+            })
+        );
+    } else {
+        println!("group key (compressed): {}", gk.compressed);
+        println!("group key x:            {:#066x}", gk.x);
+        println!("group key parity:       {}", gk.parity);
+        println!("quorum file {what}:   {}", path.display());
     }
 }

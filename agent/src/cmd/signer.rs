@@ -1,16 +1,180 @@
-//! `treasury signer …`.
-use clap::Subcommand;
+//! `treasury signer …`: set up, run and benchmark a FROST signer node.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use alloy::primitives::Address;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use treasury_signer::quorum::bench::{BenchOptions, run as run_bench};
+use treasury_signer::quorum::guard::GuardConfig;
+use treasury_signer::quorum::node::{BoundNode, parse_allow, parse_budget};
+use treasury_signer::quorum::store::{
+    COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, create_coordinator_key,
+};
 
 /// `treasury signer` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SignerCmd {
-    /// Not built yet.
-    Placeholder,
+    /// Create a node directory: identity key and encrypted store (passphrase from TREASURY_SIGNER_PASSPHRASE).
+    Init(InitArgs),
+    /// Serve a node over HTTP.
+    Serve(ServeArgs),
+    /// Create the coordinator's key file (passphrase from TREASURY_COORDINATOR_PASSPHRASE).
+    CoordinatorKey(CoordinatorKeyArgs),
+    /// Benchmark a quorum of node processes on loopback.
+    Bench(BenchArgs),
+}
+
+/// `treasury signer init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Node directory to create.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Coordinator public key (hex) whose signed requests this node accepts; repeatable.
+    #[arg(long = "coordinator", required = true)]
+    coordinators: Vec<String>,
+    /// Chain id this node signs for.
+    #[arg(long)]
+    chain_id: u64,
+    /// Treasury module address this node signs for.
+    #[arg(long)]
+    module: Address,
+    /// Root signer address (tier 2 needs its signature).
+    #[arg(long)]
+    root: Option<Address>,
+    /// Allow-listed call `TARGET:0xSELECTOR` (or `TARGET` for empty calldata); repeatable.
+    #[arg(long = "allow")]
+    allow: Vec<String>,
+    /// Allow-listed ERC-20 spender; repeatable.
+    #[arg(long = "spender")]
+    spenders: Vec<Address>,
+    /// Per-period budget `TOKEN:AMOUNT` (0x000…0 for the native coin); repeatable.
+    #[arg(long = "budget")]
+    budgets: Vec<String>,
+    /// Budget period in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    period_secs: u64,
+}
+
+/// `treasury signer serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Node directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Fault injection for tests: answer corrupt signature shares.
+    #[arg(long, hide = true)]
+    test_corrupt_shares: bool,
+}
+
+/// `treasury signer coordinator-key`.
+#[derive(Debug, Args)]
+pub struct CoordinatorKeyArgs {
+    /// Key file to create.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `treasury signer bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Nodes (separate processes).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Threshold.
+    #[arg(long, default_value_t = 3)]
+    threshold: u16,
+    /// Signatures per measured run.
+    #[arg(long, default_value_t = 500)]
+    signatures: usize,
+    /// Requests in flight in the concurrent run.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 impl SignerCmd {
     /// Runs the subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
-        anyhow::bail!("treasury signer is not built yet")
+        match self {
+            SignerCmd::Init(a) => {
+                let guard = GuardConfig {
+                    chain_id: a.chain_id,
+                    module: a.module,
+                    root: a.root,
+                    period_secs: a.period_secs,
+                    allow: a.allow.iter().map(|s| parse_allow(s)).collect::<Result<_, _>>()?,
+                    spenders: a.spenders,
+                    budgets: a.budgets.iter().map(|s| parse_budget(s)).collect::<Result<_, _>>()?,
+                };
+                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let report = NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard })
+                    .with_context(|| format!("initialising {}", a.dir.display()))?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            SignerCmd::Serve(a) => {
+                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let node = BoundNode::bind(&a.dir, &pass, a.listen)
+                    .await
+                    .with_context(|| format!("opening node {}", a.dir.display()))?;
+                drop(pass);
+                if a.test_corrupt_shares {
+                    node.corrupt_shares();
+                }
+                let addr = node.local_addr()?;
+                let info = node.info();
+                println!(
+                    "{}",
+                    serde_json::json!({ "listening": addr.to_string(), "fingerprint": info.fingerprint, "group_key": info.group_key })
+                );
+                node.serve().await.context("serving")?;
+                Ok(())
+            }
+            SignerCmd::CoordinatorKey(a) => {
+                let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
+                let public = create_coordinator_key(&a.out, &pass).with_context(|| format!("creating {}", a.out.display()))?;
+                println!("{}", serde_json::json!({ "coordinator_key": public.to_hex(), "file": a.out.display().to_string() }));
+                Ok(())
+            }
+            SignerCmd::Bench(a) => {
+                let exe = std::env::current_exe().context("locating the treasury executable")?;
+                let report = run_bench(BenchOptions {
+                    exe,
+                    nodes: a.nodes,
+                    threshold: a.threshold,
+                    signatures: a.signatures,
+                    concurrency: a.concurrency,
+                })
+                .await
+                .context("running the bench")?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "{}-of-{} over loopback processes ({} build): p50 {:.3} ms, p99 {:.3} ms, {:.0} sig/s sequential, {:.0} sig/s with {} in flight\n\
+                         in-process floor: full {:.3} ms, preprocessed {:.3} ms (p50); DKG {:.0} ms",
+                        report.threshold,
+                        report.nodes,
+                        report.profile,
+                        report.latency.p50_ms,
+                        report.latency.p99_ms,
+                        report.sequential_per_sec,
+                        report.concurrent_per_sec,
+                        report.concurrency,
+                        report.in_process_full.p50_ms,
+                        report.in_process_preprocessed.p50_ms,
+                        report.dkg_ms
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 }

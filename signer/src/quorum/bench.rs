@@ -1,1 +1,283 @@
-//! Bench.
+//! `treasury signer bench`: a quorum of node processes on loopback, timed end to end, with the
+//! in-process cost of the same signature as the floor.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use treasury_chain::operation::{Call, Operation};
+
+use super::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use super::error::QuorumError;
+use super::guard::{AllowEntry, GuardConfig, TRANSFER};
+use super::identity::IdentityKey;
+use super::store::{InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase};
+
+/// A `treasury signer serve` child process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: tokio::process::Child,
+    /// Its base URL.
+    pub url: String,
+    /// The node directory.
+    pub dir: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `exe signer serve --dir dir --listen 127.0.0.1:0` and waits for its address.
+    pub async fn spawn(exe: &Path, dir: &Path, passphrase: &str) -> Result<Self, QuorumError> {
+        let mut child = tokio::process::Command::new(exe)
+            .args(["signer", "serve", "--dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env(PASSPHRASE_ENV, passphrase)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| QuorumError::io(exe, e))?;
+        let stdout = child.stdout.take().ok_or_else(|| QuorumError::Config("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| QuorumError::io(exe, e))?
+            .ok_or_else(|| QuorumError::Config(format!("node in {} exited before listening", dir.display())))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| QuorumError::Corrupt(format!("serve output {line}: {e}")))?;
+        let addr = v["listening"].as_str().ok_or_else(|| QuorumError::Corrupt(line.clone()))?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, url: format!("http://{addr}"), dir: dir.to_path_buf() })
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+fn latency(mut v: Vec<Duration>) -> Latency {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pick = |q: f64| ms(v[((v.len() as f64 - 1.0) * q).round() as usize]);
+    Latency { p50_ms: pick(0.5), p99_ms: pick(0.99), mean_ms: v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64 }
+}
+
+/// What the bench prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Nodes (processes).
+    pub nodes: usize,
+    /// Threshold.
+    pub threshold: u16,
+    /// Signatures timed one after another.
+    pub signatures: usize,
+    /// Request → verified aggregate signature, one at a time, commitments preprocessed.
+    pub latency: Latency,
+    /// Sequential signatures per second.
+    pub sequential_per_sec: f64,
+    /// In-flight requests in the concurrent run.
+    pub concurrency: usize,
+    /// Signatures per second with `concurrency` requests in flight.
+    pub concurrent_per_sec: f64,
+    /// In process, one thread: commit + sign (all t) + aggregate + verify.
+    pub in_process_full: Latency,
+    /// In process, one thread, commitments preprocessed: sign (all t) + aggregate + verify.
+    pub in_process_preprocessed: Latency,
+    /// DKG wall time across the processes, ms.
+    pub dkg_ms: f64,
+    /// Build profile of the bench binary.
+    pub profile: &'static str,
+}
+
+/// Bench settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The `treasury` executable to start nodes with.
+    pub exe: PathBuf,
+    /// Nodes.
+    pub nodes: usize,
+    /// Threshold.
+    pub threshold: u16,
+    /// Signatures per measured run.
+    pub signatures: usize,
+    /// Requests in flight in the concurrent run.
+    pub concurrency: usize,
+}
+
+/// The operation the bench signs: one allow-listed ERC-20 transfer.
+pub fn bench_operation(token: Address, nonce: u64) -> Operation {
+    let mut data = TRANSFER.to_vec();
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
+    data.extend_from_slice(&U256::from(1u64).to_be_bytes::<32>());
+    Operation { calls: vec![Call::new(token, U256::ZERO, data)], nonce: U256::from(nonce), deadline: U256::MAX }
+}
+
+/// Initialises `n` node directories under `root` for `coordinator`, guarding chain 31337 / `module`.
+pub fn init_nodes(
+    root: &Path,
+    n: usize,
+    coordinator: &IdentityKey,
+    guard: &GuardConfig,
+    passphrase: &str,
+) -> Result<Vec<InitReport>, QuorumError> {
+    (0..n)
+        .map(|i| {
+            NodeStore::init_with(
+                &root.join(format!("node{i}")),
+                &Passphrase::new(passphrase),
+                NodeConfig { coordinators: vec![coordinator.public().to_hex()], guard: guard.clone() },
+                true,
+            )
+        })
+        .collect()
+}
+
+/// Runs the bench.
+pub async fn run(opts: BenchOptions) -> Result<BenchReport, QuorumError> {
+    let tmp = std::env::temp_dir().join(format!("treasury-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| QuorumError::io(&tmp, e))?;
+    let result = run_in(&tmp, &opts).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumError> {
+    let token = Address::repeat_byte(0x70);
+    let module = Address::repeat_byte(0x4d);
+    let guard = GuardConfig {
+        chain_id: 31337,
+        module,
+        period_secs: 86_400,
+        allow: vec![AllowEntry { target: token, selector: Some("0xa9059cbb".into()) }],
+        ..Default::default()
+    };
+    let coord = IdentityKey::generate();
+    let reports = init_nodes(tmp, opts.nodes, &coord, &guard, "bench")?;
+    let mut procs = Vec::new();
+    for r in &reports {
+        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), "bench").await?);
+    }
+    let pinned: Vec<PinnedNode> =
+        procs.iter().zip(&reports).map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() }).collect();
+    let t0 = Instant::now();
+    let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, opts.threshold, 5).await?;
+    let dkg_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let coordinator = Arc::new(Coordinator::new(
+        dkg.quorum,
+        coord,
+        CoordinatorOptions { timeout: Duration::from_secs(5), refill: 256 },
+    )?);
+    let total = (opts.signatures * 2 + 20) as u32;
+    let faults = coordinator.preprocess(total).await;
+    if let Some((n, f)) = faults.first() {
+        return Err(QuorumError::Node { node: n.clone(), fault: f.clone() });
+    }
+    for i in 0..10u64 {
+        coordinator.sign(&bench_operation(token, i), 31337, module, None).await?;
+    }
+    let mut lat = Vec::with_capacity(opts.signatures);
+    let seq_start = Instant::now();
+    for i in 0..opts.signatures as u64 {
+        let t = Instant::now();
+        coordinator.sign(&bench_operation(token, 1000 + i), 31337, module, None).await?;
+        lat.push(t.elapsed());
+    }
+    let seq = seq_start.elapsed();
+    let conc_start = Instant::now();
+    let per_task = opts.signatures.div_ceil(opts.concurrency.max(1));
+    let mut tasks = Vec::new();
+    for w in 0..opts.concurrency.max(1) {
+        let c = coordinator.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task as u64 {
+                c.sign(&bench_operation(token, 1_000_000 + (w as u64) * 100_000 + i), 31337, module, None).await?;
+            }
+            Ok::<_, QuorumError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| QuorumError::Config(e.to_string()))??;
+    }
+    let conc = conc_start.elapsed();
+    for p in &mut procs {
+        p.kill().await;
+    }
+    let (full, pre) = in_process(opts.nodes as u16, opts.threshold, opts.signatures)?;
+    Ok(BenchReport {
+        nodes: opts.nodes,
+        threshold: opts.threshold,
+        signatures: opts.signatures,
+        latency: latency(lat),
+        sequential_per_sec: opts.signatures as f64 / seq.as_secs_f64(),
+        concurrency: opts.concurrency,
+        concurrent_per_sec: (per_task * opts.concurrency.max(1)) as f64 / conc.as_secs_f64(),
+        in_process_full: latency(full),
+        in_process_preprocessed: latency(pre),
+        dkg_ms,
+        profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// The floor: the same t-of-n signature computed in one process, one thread.
+fn in_process(n: u16, t: u16, count: usize) -> Result<(Vec<Duration>, Vec<Duration>), QuorumError> {
+    use frost_secp256k1 as frost;
+    let (shares, pkp) =
+        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng).map_err(QuorumError::frost)?;
+    let kps: Vec<frost::keys::KeyPackage> = shares
+        .into_values()
+        .take(usize::from(t))
+        .map(frost::keys::KeyPackage::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(QuorumError::frost)?;
+    let mut full = Vec::with_capacity(count);
+    let mut pre = Vec::with_capacity(count);
+    for i in 0..count {
+        let msg = alloy::primitives::keccak256(i.to_be_bytes());
+        for preprocessed in [false, true] {
+            let mut nonces = BTreeMap::new();
+            let mut comms = BTreeMap::new();
+            let mut commit_all = || {
+                for kp in &kps {
+                    let (nn, c) = frost::round1::commit(kp.signing_share(), &mut rand_core::OsRng);
+                    nonces.insert(*kp.identifier(), nn);
+                    comms.insert(*kp.identifier(), c);
+                }
+            };
+            let t0 = if preprocessed {
+                commit_all();
+                Instant::now()
+            } else {
+                let t0 = Instant::now();
+                commit_all();
+                t0
+            };
+            let pkg = frost::SigningPackage::new(comms, msg.as_slice());
+            let mut sig_shares = BTreeMap::new();
+            for kp in &kps {
+                sig_shares.insert(*kp.identifier(), frost::round2::sign(&pkg, &nonces[kp.identifier()], kp).map_err(QuorumError::frost)?);
+            }
+            let sig = frost::aggregate(&pkg, &sig_shares, &pkp).map_err(QuorumError::frost)?;
+            pkp.verifying_key().verify(msg.as_slice(), &sig).map_err(QuorumError::frost)?;
+            if preprocessed { pre.push(t0.elapsed()) } else { full.push(t0.elapsed()) }
+        }
+    }
+    Ok((full, pre))
+}

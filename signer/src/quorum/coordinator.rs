@@ -194,6 +194,17 @@ impl Coordinator {
         module: Address,
         root_signature: Option<&[u8]>,
     ) -> Result<FrostSignature, QuorumError> {
+        self.sign_detailed(op, chain_id, module, root_signature).await.map(|o| o.signature)
+    }
+
+    /// Like [`Coordinator::sign`], also naming the nodes excluded on the way and why.
+    pub async fn sign_detailed(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        root_signature: Option<&[u8]>,
+    ) -> Result<SignOutcome, QuorumError> {
         let digest = operation_digest(op, chain_id, module);
         let mut excluded: HashSet<usize> = HashSet::new();
         let mut faults: Vec<(String, NodeFault)> = Vec::new();
@@ -280,10 +291,19 @@ impl Coordinator {
             if shares.len() == self.threshold {
                 let sig = frost_secp256k1::aggregate(&package, &shares, &self.pkp).map_err(QuorumError::frost)?;
                 self.pkp.verifying_key().verify(digest.as_slice(), &sig).map_err(QuorumError::frost)?;
-                return FrostSignature::from_frost(&sig);
+                return Ok(SignOutcome { signature: FrostSignature::from_frost(&sig)?, excluded: faults });
             }
         }
     }
+}
+
+/// A signature and the nodes excluded while obtaining it.
+#[derive(Debug, Clone)]
+pub struct SignOutcome {
+    /// The verified signature.
+    pub signature: FrostSignature,
+    /// Nodes excluded (URL, why): down, slow, refused or culprits of bad shares.
+    pub excluded: Vec<(String, NodeFault)>,
 }
 
 /// One node to run DKG with: its URL and the fingerprint its operator confirmed.

@@ -47,6 +47,7 @@ pub struct NodeState {
     budget: Mutex<BudgetState>,
     dkg: Mutex<HashMap<String, DkgSession>>,
     refusals: Mutex<std::fs::File>,
+    corrupt_shares: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -107,6 +108,7 @@ impl NodeState {
             budget: Mutex::new(budget),
             dkg: Mutex::new(HashMap::new()),
             refusals: Mutex::new(refusals),
+            corrupt_shares: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -210,7 +212,14 @@ impl NodeState {
             self.budget.lock().expect("budget lock").record(digest, &approved.outflows);
         }
         tracing::info!(%digest, tier = ?approved.tier, "signed");
-        Ok(SignResponse { share: hex::encode(share_out.serialize()) })
+        let mut bytes = share_out.serialize();
+        if self.corrupt_shares.load(std::sync::atomic::Ordering::Relaxed) {
+            // Fault injection for tests: a share that fails verify_signature_share.
+            if let Some(b) = bytes.last_mut() {
+                *b ^= 1;
+            }
+        }
+        Ok(SignResponse { share: hex::encode(bytes) })
     }
 
     fn dkg_round1(&self, req: DkgRound1Request) -> Result<DkgRound1Response, Refusal> {
@@ -388,6 +397,11 @@ impl BoundNode {
         let state = Arc::new(NodeState::open(dir, pass)?);
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| QuorumError::io(dir, e))?;
         Ok(Self { listener, state })
+    }
+
+    /// Makes this node answer corrupt signature shares (fault injection for tests of culprit detection).
+    pub fn corrupt_shares(&self) {
+        self.state.corrupt_shares.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The bound address.

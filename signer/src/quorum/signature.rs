@@ -78,54 +78,61 @@ impl GroupKey {
     }
 }
 
+use k256::elliptic_curve::PrimeField;
+use k256::{ProjectivePoint, Scalar};
+use sha2::{Digest, Sha256};
+
+/// The RFC 9591 challenge H2 as the module computes it: expand_message_xmd(SHA-256), 48 bytes, mod n.
+pub fn onchain_challenge(r: &[u8], pk: &[u8], msg: &[u8]) -> Scalar {
+    let dst: &[u8] = b"FROST-secp256k1-SHA256-v1chal";
+    let mut dstp = dst.to_vec();
+    dstp.push(dst.len() as u8);
+    let mut b0 = Sha256::new();
+    b0.update([0u8; 64]);
+    b0.update(r);
+    b0.update(pk);
+    b0.update(msg);
+    b0.update([0x00, 0x30, 0x00]);
+    b0.update(&dstp);
+    let b0 = b0.finalize();
+    let b1 = Sha256::new().chain_update(b0).chain_update([1u8]).chain_update(&dstp).finalize();
+    let x: Vec<u8> = b0.iter().zip(b1.iter()).map(|(a, b)| a ^ b).collect();
+    let b2 = Sha256::new().chain_update(&x).chain_update([2u8]).chain_update(&dstp).finalize();
+    let mut wide = b1.to_vec();
+    wide.extend_from_slice(&b2[..16]);
+    let n = alloy::primitives::U512::from(SECP256K1_N);
+    let c = alloy::primitives::U512::from_be_slice(&wide) % n;
+    let c = U256::from(c).to_be_bytes::<32>();
+    Scalar::from_repr(c.into()).unwrap()
+}
+
+fn point_xy(x: U256, y: U256) -> Option<ProjectivePoint> {
+    let ep = EncodedPoint::from_affine_coordinates(&x.to_be_bytes::<32>().into(), &y.to_be_bytes::<32>().into(), false);
+    Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&ep)).map(ProjectivePoint::from)
+}
+
+/// Verifies `sig` over `msg` exactly as `TreasuryModule` does: R from (x, y) on the curve,
+/// c = H2(R ‖ PK ‖ msg) with the message not re-hashed, z·G == R + c·PK.
+///
+/// # Security
+/// An off-chain mirror of the module's RFC 9591 check; callers MUST still rely on the module.
+pub fn verify_module_form(sig: &FrostSignature, key: &GroupKey, msg: &[u8]) -> bool {
+    let Some(r) = point_xy(sig.r_x, sig.r_y) else { return false };
+    let Ok(pkb) = hex::decode(&key.compressed) else { return false };
+    let Ok(ep) = EncodedPoint::from_bytes(&pkb) else { return false };
+    let Some(pk) = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&ep)) else { return false };
+    let mut rc = vec![2 + (sig.r_y.bit(0) as u8)];
+    rc.extend_from_slice(&sig.r_x.to_be_bytes::<32>());
+    let c = onchain_challenge(&rc, &pkb, msg);
+    let Some(z) = Option::<Scalar>::from(Scalar::from_repr(sig.z.to_be_bytes::<32>().into())) else { return false };
+    ProjectivePoint::GENERATOR * z == r + ProjectivePoint::from(pk) * c
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k256::elliptic_curve::PrimeField;
-    use k256::{FieldElement, ProjectivePoint, Scalar};
-    use sha2::{Digest, Sha256};
-
-    /// The challenge as the module computes it (frost-onchain.md): expand_message_xmd(SHA-256), 48 bytes.
-    fn onchain_challenge(r: &[u8], pk: &[u8], msg: &[u8]) -> Scalar {
-        let dst: &[u8] = b"FROST-secp256k1-SHA256-v1chal";
-        let mut dstp = dst.to_vec();
-        dstp.push(dst.len() as u8);
-        let mut b0 = Sha256::new();
-        b0.update([0u8; 64]);
-        b0.update(r);
-        b0.update(pk);
-        b0.update(msg);
-        b0.update([0x00, 0x30, 0x00]);
-        b0.update(&dstp);
-        let b0 = b0.finalize();
-        let b1 = Sha256::new().chain_update(b0).chain_update([1u8]).chain_update(&dstp).finalize();
-        let x: Vec<u8> = b0.iter().zip(b1.iter()).map(|(a, b)| a ^ b).collect();
-        let b2 = Sha256::new().chain_update(&x).chain_update([2u8]).chain_update(&dstp).finalize();
-        let mut wide = b1.to_vec();
-        wide.extend_from_slice(&b2[..16]);
-        let n = alloy::primitives::U512::from(SECP256K1_N);
-        let c = alloy::primitives::U512::from_be_slice(&wide) % n;
-        let c = U256::from(c).to_be_bytes::<32>();
-        Scalar::from_repr(c.into()).unwrap()
-    }
-
-    fn point(x: U256, y: U256) -> Option<ProjectivePoint> {
-        let ep = EncodedPoint::from_affine_coordinates(&x.to_be_bytes::<32>().into(), &y.to_be_bytes::<32>().into(), false);
-        Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&ep)).map(ProjectivePoint::from)
-    }
-
-    /// z·G == R + c·PK with R given as (x, y), the way the module checks it.
-    pub(crate) fn verify_module_form(sig: &FrostSignature, key: &GroupKey, msg: &[u8]) -> bool {
-        let Some(r) = point(sig.r_x, sig.r_y) else { return false };
-        let Ok(pkb) = hex::decode(&key.compressed) else { return false };
-        let Ok(ep) = EncodedPoint::from_bytes(&pkb) else { return false };
-        let Some(pk) = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&ep)) else { return false };
-        let mut rc = vec![2 + (sig.r_y.bit(0) as u8)];
-        rc.extend_from_slice(&sig.r_x.to_be_bytes::<32>());
-        let c = onchain_challenge(&rc, &pkb, msg);
-        let Some(z) = Option::<Scalar>::from(Scalar::from_repr(sig.z.to_be_bytes::<32>().into())) else { return false };
-        ProjectivePoint::GENERATOR * z == r + ProjectivePoint::from(pk) * c
-    }
+    use k256::FieldElement;
 
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
