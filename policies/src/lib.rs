@@ -1,1 +1,39 @@
-//! Rhai policies: the engine, its sandbox and the intents scripts return (see issue 5).
+//! Rhai policies: the language treasury managers write, its sandbox and its test tools.
+//!
+//! A policy is a Rhai script run at one pinned block. It reads a [`SnapshotView`] (balances,
+//! prices, budgets, block time, what it already paid) and returns [`Intent`]s: pay, swap
+//! (rebalance becomes swaps) and alert, each with an idempotency key.
+//!
+//! # Layout
+//! - [`config`]: the policies section of the agent's config: tokens, addresses, policies, triggers,
+//!   limits.
+//! - [`view`]: what a script reads: names from config, a snapshot in decimal units, history.
+//! - [`api`] (private): the functions registered for scripts.
+//! - [`intent`]: what a script returns.
+//! - [`rebalance`] (private): target weights to swaps.
+//! - [`engine`]: compile once, evaluate in the sandbox (`engine::sandbox`: limits, error mapping).
+//! - [`loader`]: policies from config, hot reload that keeps the last good version.
+//! - [`fixture`]: fixture files and the `policy test` harness.
+//! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
+//! - [`money`], [`period`]: decimal units and UTC calendar periods.
+mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod fixture;
+pub mod intent;
+pub mod loader;
+pub mod money;
+pub mod period;
+mod rebalance;
+pub mod simulate;
+pub mod view;
+
+pub use config::{Limits, PoliciesConfig, PolicyEntry, TokenEntry, Trigger};
+pub use engine::{CompiledPolicy, PolicyEngine, Run};
+pub use error::{Limit, Location, PolicyError, Result};
+pub use intent::{Action, Intent};
+pub use loader::{Outcome, PolicySet, ReloadReport};
+pub use period::Period;
+pub use simulate::{RpcSnapshotSource, SnapshotSource};
+pub use view::{Book, Payment, SnapshotView};

@@ -1,0 +1,2 @@
+//! Placeholder until the policies bench lands.
+fn main() {}

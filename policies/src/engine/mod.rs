@@ -1,0 +1,189 @@
+//! The engine: compiles scripts once and evaluates them against snapshots, each in its sandbox.
+
+pub(crate) mod sandbox;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rhai::{AST, CallFnOptions, Dynamic, Engine, Scope};
+use rhai::{ASTNode, Expr};
+
+use crate::api::{Output, RunCtx, panic_message};
+use crate::config::Limits;
+use crate::error::{Location, PolicyError, Result};
+use crate::intent::Intent;
+use crate::period::Period;
+use crate::view::{Book, Payment, SnapshotView};
+
+/// Name of the empty function appended to every script, called so the top-level statements run
+/// with the evaluation's context attached (Rhai passes a call tag only through `call_fn`).
+const ENTRY: &str = "__treasury_entry";
+
+/// A script compiled once, ready to be evaluated on any snapshot.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// Policy name.
+    pub name: String,
+    /// Script file it came from (for messages).
+    pub file: PathBuf,
+    /// Period default idempotency keys are scoped to.
+    pub period: Period,
+    ast: Arc<AST>,
+}
+
+/// Which trigger and history an evaluation runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// Trigger label used in default idempotency keys (usually the trigger kind).
+    pub trigger: &'a str,
+    /// Payments already made (any policy's; each policy sees its own).
+    pub history: &'a [Payment],
+}
+
+/// The sandboxed Rhai engine with the script API; build once and share.
+pub struct PolicyEngine {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// An engine enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { engine: sandbox::engine(&limits), limits }
+    }
+
+    /// The limits this engine enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles `source` and checks every literal token symbol and recipient against `book`.
+    pub fn compile(
+        &self,
+        name: &str,
+        file: &Path,
+        source: &str,
+        period: Period,
+        book: &Book,
+    ) -> Result<CompiledPolicy> {
+        let compile_err = |at: Location, message: String| PolicyError::Compile {
+            policy: name.to_owned(),
+            file: file.to_owned(),
+            at,
+            message,
+        };
+        let mut ast = self
+            .engine
+            .compile(source)
+            .map_err(|e| compile_err(Location::of(e.position()), e.err_type().to_string()))?;
+        if let Some((at, message)) = resolve_names(&ast, book).into_iter().next() {
+            return Err(compile_err(at, message));
+        }
+        let entry = self
+            .engine
+            .compile(format!("fn {ENTRY}() {{}}"))
+            .map_err(|e| compile_err(Location::default(), e.to_string()))?;
+        ast.combine(entry);
+        Ok(CompiledPolicy { name: name.to_owned(), file: file.to_owned(), period, ast: Arc::new(ast) })
+    }
+
+    /// Every compile and name error of `source`, for `policy check`.
+    pub fn check(&self, file: &Path, source: &str, book: &Book) -> Vec<PolicyError> {
+        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let err =
+            |at, message| PolicyError::Compile { policy: name.clone(), file: file.to_owned(), at, message };
+        match self.engine.compile(source) {
+            Err(e) => vec![err(Location::of(e.position()), e.err_type().to_string())],
+            Ok(ast) => resolve_names(&ast, book).into_iter().map(|(at, m)| err(at, m)).collect(),
+        }
+    }
+
+    /// Runs `policy` on `view` and returns its intents, or the error that stopped it.
+    ///
+    /// Deterministic: the same policy, view and history give the same intents. A script that
+    /// breaks a limit is stopped (operations bound the run time) and nothing it produced is kept.
+    pub fn evaluate(
+        &self,
+        policy: &CompiledPolicy,
+        view: &Arc<SnapshotView>,
+        run: Run<'_>,
+    ) -> Result<Vec<Intent>> {
+        let ctx = Arc::new(RunCtx {
+            policy: policy.name.clone(),
+            trigger: run.trigger.to_owned(),
+            period: policy.period,
+            view: Arc::clone(view),
+            history: run.history.iter().filter(|p| p.policy == policy.name).cloned().collect(),
+            max_intents: self.limits.max_intents,
+            out: Mutex::new(Output::default()),
+        });
+        let options = CallFnOptions::new().with_tag(Arc::clone(&ctx)).eval_ast(true);
+        let mut scope = Scope::new();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.engine.call_fn_with_options::<Dynamic>(options, &mut scope, &policy.ast, ENTRY, ())
+        }));
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(sandbox::classify(&policy.name, &e)),
+            Err(payload) => {
+                return Err(PolicyError::Panicked {
+                    policy: policy.name.clone(),
+                    at: Location::default(),
+                    message: panic_message(&payload),
+                });
+            }
+        }
+        let mut out = ctx.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(std::mem::take(&mut out.intents))
+    }
+}
+
+/// Which arguments of which API functions name tokens (`t`), recipients (`r`) or exact amounts
+/// (`a`), so literal arguments can be checked before the script ever runs.
+fn arg_roles(name: &str) -> &'static str {
+    match name {
+        "balance" | "has_price" | "price" | "price_age" | "price_stale" | "value" | "weight"
+        | "has_budget" | "budget_remaining" => "t",
+        "paid" => "rt",
+        "paid_total" => "t",
+        "pay" => "rta",
+        "swap" => "ttaa",
+        "dec" => "a",
+        _ => "",
+    }
+}
+
+/// Checks literal token symbols, recipients and amounts in calls to the API.
+fn resolve_names(ast: &AST, book: &Book) -> Vec<(Location, String)> {
+    let mut errors = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::FnCall(call, pos))) = path.last() {
+            for (role, arg) in arg_roles(&call.name).chars().zip(call.args.iter()) {
+                if let Some(e) = check_arg(role, arg, book) {
+                    let p = if arg.position().is_none() { *pos } else { arg.position() };
+                    errors.push((Location::of(p), format!("{}(): {e}", call.name)));
+                }
+            }
+        }
+        true
+    });
+    errors
+}
+
+fn check_arg(role: char, arg: &Expr, book: &Book) -> Option<String> {
+    match (role, arg) {
+        ('t', Expr::StringConstant(s, _)) => book.token(s).err(),
+        ('r', Expr::StringConstant(s, _)) => book.recipient(s).err().map(|e| e.to_string()),
+        ('a', Expr::FloatConstant(f, _)) => {
+            Some(format!("{f} is a float; money must be exact: write dec(\"{f}\") or an integer"))
+        }
+        _ => None,
+    }
+}
