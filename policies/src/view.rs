@@ -164,11 +164,13 @@ impl SnapshotView {
                 )));
             }
             let balance = money::from_units(a.balance, a.decimals)
-                .ok_or_else(|| bad(format!("{}: balance too large", a.symbol)))?;
+                .ok_or_else(|| bad(format!("{}: balance too large", a.symbol)))?
+                .normalize();
             let price = match &a.price {
                 Some(p) => Some(PriceView {
                     price: money::from_signed_units(p.answer, p.decimals)
-                        .ok_or_else(|| bad(format!("{}: price out of range", a.symbol)))?,
+                        .ok_or_else(|| bad(format!("{}: price out of range", a.symbol)))?
+                        .normalize(),
                     age_secs: p.age_secs,
                     stale: p.stale,
                 }),
@@ -177,7 +179,8 @@ impl SnapshotView {
             let budget_remaining = match &a.budget {
                 Some(b) => Some(
                     money::from_units(b.remaining, a.decimals)
-                        .ok_or_else(|| bad(format!("{}: budget too large", a.symbol)))?,
+                        .ok_or_else(|| bad(format!("{}: budget too large", a.symbol)))?
+                        .normalize(),
                 ),
                 None => None,
             };
