@@ -192,6 +192,10 @@ pub(crate) fn register(engine: &mut Engine) {
     register_calendar(engine);
     register_intents(engine);
     register_float_guards(engine);
+    #[cfg(test)]
+    engine.register_fn("panic_for_test", |ctx: NativeCallContext| {
+        with_ctx(&ctx, |_| -> Result<(), Fault> { panic!("registered function blew up") })
+    });
 }
 
 fn register_view(engine: &mut Engine) {

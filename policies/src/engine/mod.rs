@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, Scope};
-use rhai::{ASTNode, Expr};
+use rhai::{ASTNode, Expr, FnCallExpr, Position, Stmt};
 
 use crate::api::{Output, RunCtx, panic_message};
 use crate::config::Limits;
@@ -164,17 +164,24 @@ fn arg_roles(name: &str) -> &'static str {
 fn resolve_names(ast: &AST, book: &Book) -> Vec<(Location, String)> {
     let mut errors = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Expr(Expr::FnCall(call, pos))) = path.last() {
-            for (role, arg) in arg_roles(&call.name).chars().zip(call.args.iter()) {
-                if let Some(e) = check_arg(role, arg, book) {
-                    let p = if arg.position().is_none() { *pos } else { arg.position() };
-                    errors.push((Location::of(p), format!("{}(): {e}", call.name)));
-                }
+        match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, pos))) | Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => {
+                check_call(call, *pos, book, &mut errors)
             }
+            _ => {}
         }
         true
     });
     errors
+}
+
+fn check_call(call: &FnCallExpr, pos: Position, book: &Book, errors: &mut Vec<(Location, String)>) {
+    for (role, arg) in arg_roles(&call.name).chars().zip(call.args.iter()) {
+        if let Some(e) = check_arg(role, arg, book) {
+            let p = if arg.position().is_none() { pos } else { arg.position() };
+            errors.push((Location::of(p), format!("{}(): {e}", call.name)));
+        }
+    }
 }
 
 fn check_arg(role: char, arg: &Expr, book: &Book) -> Option<String> {
@@ -185,5 +192,36 @@ fn check_arg(role: char, arg: &Expr, book: &Book) -> Option<String> {
             Some(format!("{f} is a float; money must be exact: write dec(\"{f}\") or an integer"))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_panic_in_a_registered_function_is_an_error_naming_policy_and_line() {
+        let engine = PolicyEngine::new(Limits::default());
+        let book = Book::default();
+        let src = "let a = 1;\npanic_for_test();";
+        let policy = engine.compile("p", Path::new("p.rhai"), src, Period::Day, &book).unwrap();
+        let view = Arc::new(SnapshotView {
+            chain_id: 1,
+            block_number: 1,
+            timestamp: 0,
+            assets: BTreeMap::new(),
+            book: Arc::new(book),
+        });
+        let err = engine.evaluate(&policy, &view, Run { trigger: "manual", history: &[] }).unwrap_err();
+        assert!(matches!(err, PolicyError::Panicked { .. }), "{err}");
+        assert_eq!((err.policy(), err.line()), (Some("p"), Some(2)));
+        assert!(err.to_string().contains("blew up"), "{err}");
+        // The engine is still usable afterwards.
+        let ok = engine.compile("q", Path::new("q.rhai"), "alert(\"x\");", Period::Day, &view.book);
+        assert_eq!(
+            engine.evaluate(&ok.unwrap(), &view, Run { trigger: "manual", history: &[] }).unwrap().len(),
+            1
+        );
     }
 }
