@@ -5,6 +5,7 @@
 //! (rebalance becomes swaps) and alert, each with an idempotency key.
 //!
 //! # Layout
+//! - [`check`]: `policy check`: compile and resolve names without running.
 //! - [`config`]: the policies section of the agent's config: tokens, addresses, policies, triggers,
 //!   limits.
 //! - [`view`]: what a script reads: names from config, a snapshot in decimal units, history.
@@ -17,6 +18,7 @@
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod error;

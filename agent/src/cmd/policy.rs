@@ -1,16 +1,165 @@
-//! `treasury policy …`.
-use clap::Subcommand;
+//! `treasury policy check|test|simulate`: parse arguments, call the policies crate, print.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use treasury_policies::fixture::run_fixture;
+use treasury_policies::simulate::{Simulation, simulate};
+use treasury_policies::{Book, Period, PoliciesConfig, PolicyEngine, RpcSnapshotSource, Trigger};
 
 /// `treasury policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
-    /// Not built yet.
-    Placeholder,
+    /// Compile scripts and resolve token and address names; errors as file:line:col.
+    Check(CheckArgs),
+    /// Run a script against fixtures (snapshot, history, expected intents) and diff the result.
+    Test(TestArgs),
+    /// Run a script at every block of a range against a live RPC endpoint and print its intents.
+    Simulate(SimulateArgs),
+}
+
+/// Arguments of `treasury policy check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rhai scripts to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Config holding the token table and address book (without it, only syntax is checked).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Arguments of `treasury policy test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The Rhai script.
+    pub file: PathBuf,
+    /// Fixture files (TOML); repeat for several.
+    #[arg(long = "fixture", required = true)]
+    pub fixtures: Vec<PathBuf>,
+    /// Config to use instead of the one each fixture names.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print one JSON report per fixture instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `treasury policy simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The Rhai script.
+    pub file: PathBuf,
+    /// Config with the token table (and feeds), address book and, optionally, this policy.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// JSON-RPC endpoint (http, https, ws, wss), e.g. an anvil fork.
+    #[arg(long, env = "TREASURY_RPC_URL")]
+    pub rpc: String,
+    /// The Safe whose balances the policy reads.
+    #[arg(long)]
+    pub safe: Address,
+    /// First block (inclusive).
+    #[arg(long)]
+    pub from: u64,
+    /// Last block (inclusive; default: latest).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Policy name in the config (default: the script's file stem).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Only evaluate at blocks where the policy's configured trigger fires.
+    #[arg(long)]
+    pub only_when_fired: bool,
+    /// Print JSON (one object per block) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl PolicyCmd {
     /// Runs the subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
-        anyhow::bail!("treasury policy is not built yet")
+        match self {
+            PolicyCmd::Check(args) => check(args),
+            PolicyCmd::Test(args) => test(args),
+            PolicyCmd::Simulate(args) => run_simulate(args).await,
+        }
     }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let files: Vec<&Path> = args.files.iter().map(PathBuf::as_path).collect();
+    let problems = treasury_policies::check::check_files(&files, args.config.as_deref())
+        .context("cannot check policies")?;
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    anyhow::ensure!(problems.is_empty(), "{} problem(s) in {} file(s)", problems.len(), files.len());
+    println!("{} file(s) ok", files.len());
+    Ok(())
+}
+
+fn test(args: TestArgs) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for fixture in &args.fixtures {
+        let report = run_fixture(&args.file, fixture, args.config.as_deref())
+            .with_context(|| format!("cannot run fixture {}", fixture.display()))?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report).context("cannot encode report")?);
+        } else {
+            print!("{report}");
+        }
+        failed += usize::from(!report.passed);
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} fixture(s) failed", args.fixtures.len());
+    Ok(())
+}
+
+async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let cfg = PoliciesConfig::from_file(&args.config).context("cannot read config")?;
+    let stem = args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = args.policy.clone().unwrap_or(stem);
+    let entry = cfg.policy(&name);
+    let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
+    let period = entry.map_or(Period::default(), |e| e.period);
+
+    let engine = PolicyEngine::new(cfg.limits);
+    let book = Arc::new(Book::from_config(&cfg));
+    let source = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let compiled = engine.compile(&name, &args.file, &source, period, &book)?;
+    let rpc = RpcSnapshotSource::connect(&args.rpc, args.safe, cfg.clone()).await?;
+    let to = match args.to {
+        Some(to) => to,
+        None => rpc.latest_block().await?,
+    };
+    anyhow::ensure!(args.from <= to, "--from {} is after --to {to}", args.from);
+    let sim = Simulation {
+        policy: &compiled,
+        trigger: &trigger,
+        only_when_fired: args.only_when_fired,
+        from: args.from,
+        to,
+    };
+    let blocks = simulate(&engine, &book, &rpc, sim).await.context("simulation failed")?;
+    for b in &blocks {
+        if args.json {
+            println!("{}", serde_json::to_string(b).context("cannot encode block")?);
+            continue;
+        }
+        if let Some(e) = &b.error {
+            println!("block {}: error: {e}", b.block);
+        }
+        for intent in &b.intents {
+            println!("block {}: {intent}", b.block);
+        }
+        if b.duplicates > 0 {
+            println!("block {}: {} repeat(s) of earlier intents (same key)", b.block, b.duplicates);
+        }
+    }
+    let total: usize = blocks.iter().map(|b| b.intents.len()).sum();
+    eprintln!("{} block(s), {total} intent(s)", blocks.len());
+    Ok(())
 }

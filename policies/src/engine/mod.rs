@@ -94,14 +94,20 @@ impl PolicyEngine {
         Ok(CompiledPolicy { name: name.to_owned(), file: file.to_owned(), period, ast: Arc::new(ast) })
     }
 
-    /// Every compile and name error of `source`, for `policy check`.
-    pub fn check(&self, file: &Path, source: &str, book: &Book) -> Vec<PolicyError> {
+    /// Every compile and name error of `source`, for `policy check`; names are resolved only when
+    /// a `book` is given.
+    pub fn check(&self, file: &Path, source: &str, book: Option<&Book>) -> Vec<PolicyError> {
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let err =
             |at, message| PolicyError::Compile { policy: name.clone(), file: file.to_owned(), at, message };
         match self.engine.compile(source) {
             Err(e) => vec![err(Location::of(e.position()), e.err_type().to_string())],
-            Ok(ast) => resolve_names(&ast, book).into_iter().map(|(at, m)| err(at, m)).collect(),
+            Ok(ast) => book
+                .map(|b| resolve_names(&ast, b))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(at, m)| err(at, m))
+                .collect(),
         }
     }
 
