@@ -220,6 +220,18 @@ contract FrostVerifierHarness {
         return FrostVerifier.verify(pkX, pkParity, digest, rX, rY, z);
     }
 
+    /// @notice The fast path with the gas of the library call alone (gasleft() around it, so no
+    ///         transaction, calldata or dispatch overhead): what an integrating contract pays.
+    function verifyGasUsed(uint256 pkX, uint8 pkParity, bytes32 digest, uint256 rX, uint256 rY, uint256 z)
+        external
+        view
+        returns (bool ok, uint256 gasUsed)
+    {
+        uint256 g = gasleft();
+        ok = FrostVerifier.verify(pkX, pkParity, digest, rX, rY, z);
+        gasUsed = g - gasleft();
+    }
+
     /// @notice The FROST challenge c for (R, PK, message); inputs are not validated.
     function challenge(uint256 pkX, uint8 pkParity, bytes calldata message, uint256 rX, uint256 rY)
         external

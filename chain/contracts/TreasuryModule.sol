@@ -9,6 +9,16 @@ interface ISafeModuleTarget {
     function execTransactionFromModuleReturnData(address to, uint256 value, bytes calldata data, uint8 operation)
         external
         returns (bool success, bytes memory returnData);
+
+    function execTransactionFromModule(address to, uint256 value, bytes calldata data, uint8 operation)
+        external
+        returns (bool success);
+}
+
+/// @notice Safe's MultiSendCallOnly library (1.4.1 / 1.5.0): packed (uint8 operation, address to,
+///         uint256 value, uint256 dataLength, bytes data) entries, operation 0 only.
+interface IMultiSendCallOnly {
+    function multiSend(bytes calldata transactions) external payable;
 }
 
 /// @title TreasuryModule
@@ -21,13 +31,18 @@ interface ISafeModuleTarget {
 ///        bytes has the zero-padded selector (e.g. allow (target, 0x00000000) for ETH to a contract's
 ///        `receive`). The Safe's net outflow of each tracked asset (ETH = address(0)), measured as
 ///        balance before minus after the whole batch, is charged to that asset's budget for the
-///        current period (fixed windows `block.timestamp / period`).
+///        current period (fixed windows `block.timestamp / period`). Only the assets the batch can
+///        make the Safe lose are measured (see `_execTier1` for the rule and why it is sound).
 ///      - Tier 2 (FROST + root ECDSA signature over the same digest): no restrictions, no budget
 ///        charge (the root signer's own guard is the limit).
 ///      Admin: root alone may change any setting; changes that widen power are queued behind a
 ///      timelock that the root, the FROST quorum or the Safe can cancel; changes that narrow power
 ///      apply at once. The FROST quorum alone may pause and cancel. The Safe may change anything at
 ///      once through `configure` (its owners can remove the module anyway).
+///
+///      Execution: a batch of two or more plain calls enters the Safe once, as a DELEGATECALL of
+///      the Safe's own MultiSendCallOnly (an immutable set at deployment, not an input) carrying
+///      exactly the checked calls; otherwise one module transaction per call (see `_execute`).
 ///
 ///      Security: all signed messages are EIP-712 digests under the domain
 ///      (name "TreasuryModule", version "1", chainId, this address); nonces are sequential so a
@@ -119,6 +134,7 @@ contract TreasuryModule {
         keccak256("AdminOp(uint8 action,bytes params,uint256 nonce,uint256 deadline)");
 
     uint256 private constant HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    bytes4 private constant TRANSFER = 0xa9059cbb;
     bytes4 private constant APPROVE = 0x095ea7b3;
     bytes4 private constant INCREASE_ALLOWANCE = 0x39509351;
 
@@ -132,16 +148,23 @@ contract TreasuryModule {
     uint256 private _groupKeyX;
     address private _root;
     mapping(bytes32 id => uint256 eta) private _queued;
-    /// @dev Keyed by `_callKey(target, selector)`.
+    /// @dev Keyed by `_callKey(target, selector)`. The source of truth of the call allow-list; for a
+    ///      tracked ERC-20 the (token, transfer) entry is mirrored in its `_tokenConfig` bit.
     mapping(bytes32 key => bool) private _callAllowed;
     mapping(address spender => bool) private _spenderAllowed;
-    /// @dev Tracked ERC-20 number i: token (bits 0..159) | period (160..207) | window (208..255).
-    mapping(uint256 index => uint256) private _tokenAt;
-    /// @dev 1 + index in `_tokenAt` of a tracked ERC-20, 0 if untracked.
-    mapping(address token => uint256) private _tokenIndex;
-    /// @dev Budget amounts of an asset (address(0) = ETH): limit (bits 0..127) | spent in the stored
-    ///      window (128..255). The limit keeps the slot non-zero, so a charge is never a zero→non-zero write.
-    mapping(address token => uint256) private _amounts;
+    /// @dev Tracked ERC-20 number i, in tracking order (a token, once tracked, stays tracked).
+    mapping(uint256 index => address) private _tokenAt;
+    /// @dev Settings of an ERC-20, read once by a tier-1 batch paying it: limit (bits 0..127) | period
+    ///      (128..175) | 1 + its index in `_tokenAt` (176..183; 0 = untracked, the whole slot is then 0)
+    ///      | (token, transfer) allow-listed (bit 184, a copy of `_callAllowed` kept in sync by
+    ///      `_setCallAllowed` and `_setBudget`: one cold SLOAD per paid token instead of two).
+    mapping(address token => uint256) private _tokenConfig;
+    /// @dev Use of a tracked ERC-20's budget: spent (bits 0..127) in window (128..175) | bit 255 always
+    ///      set, so a charge is never a zero→non-zero write. Rewritten by every charge.
+    mapping(address token => uint256) private _tokenSpent;
+    /// @dev ETH budget amounts: limit (bits 0..127) | spent in the window stored in `_state` (128..255).
+    ///      The limit keeps the slot non-zero, so a charge is never a zero→non-zero write.
+    uint256 private _ethAmounts;
 
     uint256 private constant ADMIN_NONCE_SHIFT = 64;
     uint256 private constant DELAY_SHIFT = 96;
@@ -150,8 +173,11 @@ contract TreasuryModule {
     uint256 private constant COUNT_SHIFT = 144;
     uint256 private constant ETH_PERIOD_SHIFT = 152;
     uint256 private constant ETH_WINDOW_SHIFT = 200;
-    uint256 private constant TOKEN_PERIOD_SHIFT = 160;
-    uint256 private constant TOKEN_WINDOW_SHIFT = 208;
+    uint256 private constant CFG_PERIOD_SHIFT = 128;
+    uint256 private constant CFG_INDEX_SHIFT = 176;
+    uint256 private constant CFG_TRANSFER_BIT = 1 << 184;
+    uint256 private constant SPENT_WINDOW_SHIFT = 128;
+    uint256 private constant SPENT_MARKER = 1 << 255;
     uint256 private constant U32 = 0xffffffff;
     uint256 private constant U48 = 0xffffffffffff;
     uint256 private constant U64 = 0xffffffffffffffff;
@@ -161,13 +187,29 @@ contract TreasuryModule {
 
     /// @notice The Safe this module executes from.
     address public immutable safe;
+    /// @notice Safe's `MultiSendCallOnly` library (address(0): disabled). Batches of two or more plain
+    ///         calls enter the Safe once, as one DELEGATECALL of `multiSend` made by this module (see
+    ///         `_executeBatch`); set at deployment only, never chosen by a caller.
+    address public immutable multiSendCallOnly;
     uint256 private immutable _deployChainId;
     bytes32 private immutable _deployDomainSeparator;
 
-    constructor(address safe_, uint256 groupKeyX, uint8 groupKeyParity, address root_, uint64 timelockDelay_) {
+    /// @param multiSendCallOnly_ the Safe deployment's MultiSendCallOnly (1.4.1 / 1.5.0), or
+    ///        address(0) to make every call its own Safe entry (e.g. behind a module guard that refuses
+    ///        DELEGATECALL: batches would still execute, through the per-call fallback, but pay twice).
+    constructor(
+        address safe_,
+        uint256 groupKeyX,
+        uint8 groupKeyParity,
+        address root_,
+        uint64 timelockDelay_,
+        address multiSendCallOnly_
+    ) {
         if (safe_ == address(0) || timelockDelay_ > U32) revert InvalidParams();
+        if (multiSendCallOnly_ != address(0) && multiSendCallOnly_.code.length == 0) revert InvalidParams();
         if (!FrostVerifier.isValidKey(groupKeyX, groupKeyParity)) revert InvalidGroupKey();
         safe = safe_;
+        multiSendCallOnly = multiSendCallOnly_;
         _groupKeyX = groupKeyX;
         _root = root_;
         _state = (uint256(timelockDelay_) << DELAY_SHIFT) | (uint256(groupKeyParity) << PARITY_SHIFT);
@@ -208,9 +250,7 @@ contract TreasuryModule {
         _lock();
         _state = st + 1; // nonce: the low 64 bits (2^64 executions will not happen)
         if (tier == 2) {
-            for (uint256 i; i < calls.length; ++i) {
-                _call(i, calls[i]);
-            }
+            _execute(calls);
         } else {
             _execTier1(calls, st);
         }
@@ -218,66 +258,143 @@ contract TreasuryModule {
         emit Executed(nonce, digest, tier, calls.length);
     }
 
-    /// @dev Tier 1: balances of the tracked assets before, each call checked then made (a refused call
-    ///      reverts the whole batch, so checking just before each call is equivalent to checking all
-    ///      first), balances after, outflows charged.
+    /// @dev Tier 1: every call checked first (a refused call reverts the whole batch, and the rules
+    ///      are those in force when the batch starts), then the balances of the assets that can lose
+    ///      value, the calls, the balances again, outflows charged.
+    ///
+    ///      Which assets are measured (selective measurement). If every call of the batch is either
+    ///      (a) `transfer`, `approve` or `increaseAllowance` on a tracked ERC-20, with value 0, or
+    ///      (b) empty calldata to an address without code (ETH to an EOA),
+    ///      only the ERC-20s named in (a), and ETH if some call in (b) carries value, are measured.
+    ///      Otherwise (any call to another contract: the router, an untracked token, the Safe, any
+    ///      call with value to a contract) every tracked asset is measured, as before.
+    ///      Why the narrowing is sound: the Safe's balance of a token T can only fall by code that
+    ///      runs in T with the Safe as the owner of the balance, i.e. T called by the Safe or by a
+    ///      holder of a Safe allowance on T; its ETH only by a CALL with value made from the Safe's
+    ///      own context. In a batch of (a)/(b) calls the only code the Safe runs is: the named tokens
+    ///      (a tracked token is vetted by the root or the Safe, and its `transfer`/`approve`/
+    ///      `increaseAllowance` move only that token; the budget already trusts its `balanceOf`), and
+    ///      nothing at all for (b) (no code; ETH leaves only there, and only if value > 0). A third
+    ///      contract reached from a token's hook runs as itself, not as the Safe: it can pull a
+    ///      tracked token only through an allowance the Safe already gave it, which it can use just
+    ///      as well in a transaction of its own, outside any batch, so measuring it inside this batch
+    ///      never bounded it (tier 1 itself can only grant allowances to allow-listed spenders, and
+    ///      the Uniswap router pulls from its caller only). Calls of any other kind keep the full
+    ///      measurement; tests: `test_selective_*`.
     function _execTier1(Call[] calldata calls, uint256 st) private {
         uint256 n = calls.length;
-        address s = safe;
-        bool ethTracked = (st >> ETH_PERIOD_SHIFT) & U48 != 0;
-        uint256 ethBefore = ethTracked ? s.balance : 0;
         uint256 count = (st >> COUNT_SHIFT) & 0xff;
-        uint256[] memory before = new uint256[](count);
-        for (uint256 j; j < count; ++j) {
-            before[j] = _balance(address(uint160(_tokenAt[j])));
-        }
+        address[] memory toks = new address[](count);
+        uint256 k; // entries of `toks` in use
+        uint256 seen; // bit j set: tracked ERC-20 number j is in `toks`
+        bool all; // measure every tracked asset
+        bool eth; // measure ETH
         for (uint256 i; i < n; ++i) {
-            Call calldata c = calls[i];
-            _checkTier1(i, c);
-            _call(i, c);
+            (address to, uint256 cls) = _checkTier1(calls, i);
+            if (cls == MEASURE_ETH) {
+                eth = true;
+            } else if (cls == MEASURE_ALL) {
+                all = true;
+            } else if (cls != MEASURE_NOTHING) {
+                uint256 bit = 1 << (cls - MEASURE_TOKEN);
+                if (seen & bit == 0) {
+                    seen |= bit;
+                    toks[k++] = to;
+                }
+            }
         }
-        if (ethTracked) {
+        if (all) {
+            for (uint256 j; j < count; ++j) {
+                toks[j] = _tokenAt[j];
+            }
+            k = count;
+            eth = true;
+        }
+        eth = eth && (st >> ETH_PERIOD_SHIFT) & U48 != 0;
+        address s = safe;
+        uint256 ethBefore = eth ? s.balance : 0;
+        uint256[] memory before = new uint256[](k);
+        for (uint256 j; j < k; ++j) {
+            before[j] = _balance(toks[j]);
+        }
+        _execute(calls);
+        if (eth) {
             uint256 ethAfter = s.balance;
             if (ethAfter < ethBefore) _chargeEth(ethBefore - ethAfter);
         }
-        for (uint256 j; j < count; ++j) {
-            uint256 entry = _tokenAt[j]; // re-read (warm): settings may have changed during the batch
-            uint256 afterBal = _balance(address(uint160(entry)));
+        for (uint256 j; j < k; ++j) {
+            address t = toks[j];
+            uint256 afterBal = _balance(t);
             uint256 b = before[j];
-            if (afterBal < b) _chargeToken(j, entry, b - afterBal);
+            if (afterBal < b) _chargeToken(t, b - afterBal);
         }
     }
 
-    /// @dev The tier-1 rules for one call. Fields are read from calldata in assembly; the call itself
-    ///      goes through the validating Solidity accessors in `_call`, so malformed calldata reverts
-    ///      before anything executes.
-    function _checkTier1(uint256 i, Call calldata c) private view {
-        uint256 op;
-        address to;
-        uint256 len;
+    uint256 private constant MEASURE_NOTHING = 0;
+    uint256 private constant MEASURE_ETH = 1;
+    uint256 private constant MEASURE_ALL = 2;
+    /// @dev `MEASURE_TOKEN + j`: tracked ERC-20 number j (its address is the call's target).
+    uint256 private constant MEASURE_TOKEN = 3;
+
+    /// @dev The tier-1 rules for `calls[i]` (reverts if refused), and what the call may make the Safe
+    ///      lose (see `_execTier1`): `cls` is one of the MEASURE_* classes.
+    function _checkTier1(Call[] calldata calls, uint256 i) private view returns (address to, uint256 cls) {
+        (address target, uint256 value, uint256 op, uint256 dataOffset, uint256 len) = _field(calls, i);
+        to = target;
+        if (op != 0) revert DelegateCallNotAllowed(i);
+        if (len == 0 && to.code.length == 0) {
+            // empty calldata to an address without code: ETH to an EOA
+            return (to, value != 0 ? MEASURE_ETH : MEASURE_NOTHING);
+        }
         bytes4 sel;
         address spender;
-        bool eoa;
         assembly ("memory-safe") {
-            to := and(calldataload(c), 0xffffffffffffffffffffffffffffffffffffffff)
-            op := calldataload(add(c, 0x60))
-            let d := add(c, calldataload(add(c, 0x40)))
-            len := calldataload(d)
-            let w := calldataload(add(d, 0x20))
             // bytes4(data): the first min(len, 4) bytes, zero-padded
             let keep := 4
             if lt(len, 4) { keep := len }
-            sel := and(w, not(shr(shl(3, keep), not(0))))
-            spender := and(calldataload(add(d, 0x24)), 0xffffffffffffffffffffffffffffffffffffffff)
-            eoa := and(iszero(len), iszero(extcodesize(to)))
+            sel := and(calldataload(dataOffset), not(shr(shl(3, keep), not(0))))
+            spender := and(calldataload(add(dataOffset, 4)), 0xffffffffffffffffffffffffffffffffffffffff)
         }
-        if (op != 0) revert DelegateCallNotAllowed(i);
-        if (eoa) return; // empty calldata to an address without code: ETH to an EOA
-        if (sel == APPROVE || sel == INCREASE_ALLOWANCE) {
-            if (len < 36) revert CallNotAllowed(i, to, sel);
-            if (!_spenderAllowed[spender]) revert SpenderNotAllowed(i, spender);
-        } else if (!_callAllowed[_callKey(to, sel)]) {
-            revert CallNotAllowed(i, to, sel);
+        if (sel == TRANSFER || sel == APPROVE || sel == INCREASE_ALLOWANCE) {
+            uint256 cfg = _tokenConfig[to];
+            if (sel == TRANSFER) {
+                bool allowed = cfg != 0 ? cfg & CFG_TRANSFER_BIT != 0 : _callAllowed[_callKey(to, sel)];
+                if (!allowed) revert CallNotAllowed(i, to, sel);
+            } else {
+                if (len < 36) revert CallNotAllowed(i, to, sel);
+                if (!_spenderAllowed[spender]) revert SpenderNotAllowed(i, spender);
+            }
+            if (cfg == 0 || value != 0) return (to, MEASURE_ALL);
+            return (to, MEASURE_TOKEN - 1 + ((cfg >> CFG_INDEX_SHIFT) & 0xff));
+        }
+        if (!_callAllowed[_callKey(to, sel)]) revert CallNotAllowed(i, to, sel);
+        return (to, MEASURE_ALL);
+    }
+
+    /// @dev The fields of `calls[i]`, read from calldata in assembly with the checks the Solidity
+    ///      accessors make (offsets and lengths inside calldata, clean address, operation fits uint8):
+    ///      malformed calldata reverts (empty reason) before any call is made. `_operationDigest`
+    ///      reads the same words, so what is executed is what was signed.
+    function _field(Call[] calldata calls, uint256 i)
+        private
+        pure
+        returns (address to, uint256 value, uint256 op, uint256 dataOffset, uint256 len)
+    {
+        assembly ("memory-safe") {
+            let rel := calldataload(add(calls.offset, shl(5, i)))
+            let p := add(calls.offset, rel)
+            let t := calldataload(p)
+            op := calldataload(add(p, 0x60))
+            let drel := calldataload(add(p, 0x40))
+            let d := add(p, drel)
+            len := calldataload(d)
+            dataOffset := add(d, 0x20)
+            if or(
+                or(or(gt(rel, U64), gt(drel, U64)), or(shr(160, t), gt(op, 0xff))),
+                or(gt(len, U64), or(gt(add(p, 0x80), calldatasize()), gt(add(dataOffset, len), calldatasize())))
+            ) { revert(0, 0) }
+            to := t
+            value := calldataload(add(p, 0x20))
         }
     }
 
@@ -286,15 +403,114 @@ contract TreasuryModule {
         return bytes32(uint256(uint160(target)) << 96 | uint256(uint32(selector)));
     }
 
-    /// @dev Makes the Safe call `c` (assembly: this is the hot path of every payment).
-    function _call(uint256 i, Call calldata c) private {
-        address to = c.to;
-        uint256 value = c.value;
-        uint8 op = c.operation;
-        bytes calldata data = c.data;
+    /// @dev Makes the Safe execute `calls`, in order, all or nothing: one Safe entry for a batch of
+    ///      two or more plain calls (`_executeBatch`), else one `execTransactionFromModuleReturnData`
+    ///      per call. If the batch entry fails, the Safe has undone it entirely (the DELEGATECALL
+    ///      reverted inside the Safe) and the calls are replayed one by one, so a failure still
+    ///      reverts with `CallFailed(index, reason)` of the call that fails.
+    function _execute(Call[] calldata calls) private {
+        uint256 n = calls.length;
+        if (n > 1 && multiSendCallOnly != address(0) && _executeBatch(calls, n)) return;
+        for (uint256 i; i < n; ++i) {
+            _call(calls, i);
+        }
+    }
+
+    /// @dev One Safe entry for the whole batch: `execTransactionFromModule(multiSendCallOnly, 0,
+    ///      multiSend(packed calls), DELEGATECALL)`. The DELEGATECALL target is this module's immutable
+    ///      library, never an input; the packed calls are exactly the (already checked) calls, each
+    ///      with operation CALL, and MultiSendCallOnly refuses any DELEGATECALL entry anyway. It reverts
+    ///      on the first failing call with that call's revert data.
+    ///      Not used (returns false) if a call is a DELEGATECALL (tier 2) or targets address(0)
+    ///      (MultiSendCallOnly would turn it into a call to the Safe itself). Returns false as well if
+    ///      the entry failed (nothing executed): the caller then replays the calls one by one.
+    function _executeBatch(Call[] calldata calls, uint256 n) private returns (bool ok) {
         address s = safe;
-        bytes4 selector = ISafeModuleTarget.execTransactionFromModuleReturnData.selector;
-        bool ok;
+        address ms = multiSendCallOnly;
+        bytes4 entrySel = ISafeModuleTarget.execTransactionFromModule.selector;
+        bytes4 multiSendSel = IMultiSendCallOnly.multiSend.selector;
+        assembly ("memory-safe") {
+            // m: execTransactionFromModule(to, value, data, operation) calldata; the packed calls
+            // (op ‖ to ‖ value ‖ data length ‖ data, 85 + len bytes each) start at m + 0xe8.
+            let m := mload(0x40)
+            let ptr := add(m, 0xe8)
+            ok := 1
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                // the same reads and checks as `_field`
+                let rel := calldataload(add(calls.offset, shl(5, i)))
+                let p := add(calls.offset, rel)
+                let to := calldataload(p)
+                let op := calldataload(add(p, 0x60))
+                let drel := calldataload(add(p, 0x40))
+                let d := add(p, drel)
+                let len := calldataload(d)
+                if or(
+                    or(or(gt(rel, U64), gt(drel, U64)), or(shr(160, to), gt(op, 0xff))),
+                    or(gt(len, U64), or(gt(add(p, 0x80), calldatasize()), gt(add(add(d, 0x20), len), calldatasize())))
+                ) { revert(0, 0) }
+                if or(op, iszero(to)) {
+                    ok := 0
+                    break
+                }
+                mstore(ptr, shl(88, to)) // operation 0 ‖ to
+                mstore(add(ptr, 21), calldataload(add(p, 0x20)))
+                mstore(add(ptr, 53), len)
+                calldatacopy(add(ptr, 85), add(d, 0x20), len)
+                ptr := add(ptr, add(85, len))
+            }
+            if ok {
+                let inner := sub(ptr, add(m, 0xe8))
+                let padded := and(add(inner, 31), not(31))
+                mstore(ptr, 0)
+                mstore(add(add(m, 0xe8), padded), 0)
+                mstore(m, entrySel)
+                mstore(add(m, 0x04), ms)
+                mstore(add(m, 0x24), 0)
+                mstore(add(m, 0x44), 0x80)
+                mstore(add(m, 0x64), 1) // DELEGATECALL
+                mstore(add(m, 0x84), add(0x44, padded)) // length of multiSend(bytes) calldata
+                mstore(add(m, 0xa4), multiSendSel)
+                mstore(add(m, 0xa8), 0x20)
+                mstore(add(m, 0xc8), inner)
+                mstore(0x00, 0)
+                let success := call(gas(), s, 0, m, add(0x104, padded), 0x00, 0x20)
+                let result := mload(0x00)
+                // A revert of the entry or `false` (the DELEGATECALL failed): the Safe undid
+                // everything, so the per-call replay is safe. Anything but a clean `true` or `false`
+                // is not a Safe answer: revert rather than risk executing the batch twice.
+                ok := 0
+                if success {
+                    if or(lt(returndatasize(), 0x20), gt(result, 1)) { revert(0, 0) }
+                    ok := result
+                }
+            }
+        }
+    }
+
+    /// @dev Makes the Safe execute `calls[i]` (assembly: the per-call hot path). The plain entry
+    ///      `execTransactionFromModule` is cheaper (no copy of the return data); if the call fails, the
+    ///      Safe has undone it and it is made once more through `execTransactionFromModuleReturnData`,
+    ///      only to get the reason of `CallFailed` (should it succeed this time, it has executed once).
+    function _call(Call[] calldata calls, uint256 i) private {
+        if (_safeEntry(calls, i, ISafeModuleTarget.execTransactionFromModule.selector)) return;
+        if (_safeEntry(calls, i, ISafeModuleTarget.execTransactionFromModuleReturnData.selector)) return;
+        bytes memory ret;
+        assembly ("memory-safe") {
+            ret := mload(0x40)
+            mstore(ret, returndatasize())
+            returndatacopy(add(ret, 0x20), 0, returndatasize())
+            mstore(0x40, add(add(ret, 0x20), and(add(returndatasize(), 31), not(31))))
+        }
+        bytes memory reason;
+        if (ret.length >= 0x40) (, reason) = abi.decode(ret, (bool, bytes));
+        revert CallFailed(i, reason);
+    }
+
+    /// @dev One Safe entry `selector(to, value, data, operation)` for `calls[i]`; bubbles a revert of
+    ///      the Safe itself (e.g. module not enabled); returns the Safe's success flag.
+    function _safeEntry(Call[] calldata calls, uint256 i, bytes4 selector) private returns (bool ok) {
+        (address to, uint256 value, uint256 op, uint256 dataOffset, uint256 len) = _field(calls, i);
+        address s = safe;
         assembly ("memory-safe") {
             let m := mload(0x40)
             mstore(m, selector)
@@ -302,27 +518,16 @@ contract TreasuryModule {
             mstore(add(m, 0x24), value)
             mstore(add(m, 0x44), 0x80)
             mstore(add(m, 0x64), op)
-            mstore(add(m, 0x84), data.length)
-            calldatacopy(add(m, 0xa4), data.offset, data.length)
-            mstore(add(add(m, 0xa4), data.length), 0) // zero padding
-            let size := add(0xa4, and(add(data.length, 31), not(31)))
+            mstore(add(m, 0x84), len)
+            calldatacopy(add(m, 0xa4), dataOffset, len)
+            mstore(add(add(m, 0xa4), len), 0) // zero padding
+            let size := add(0xa4, and(add(len, 31), not(31)))
+            mstore(0x00, 0)
             if iszero(call(gas(), s, 0, m, size, 0x00, 0x20)) {
                 returndatacopy(m, 0, returndatasize())
                 revert(m, returndatasize())
             }
-            ok := and(gt(returndatasize(), 0x3f), eq(mload(0x00), 1))
-        }
-        if (!ok) {
-            bytes memory ret;
-            assembly ("memory-safe") {
-                ret := mload(0x40)
-                mstore(ret, returndatasize())
-                returndatacopy(add(ret, 0x20), 0, returndatasize())
-                mstore(0x40, add(add(ret, 0x20), and(add(returndatasize(), 31), not(31))))
-            }
-            bytes memory reason;
-            if (ret.length >= 0x40) (, reason) = abi.decode(ret, (bool, bytes));
-            revert CallFailed(i, reason);
+            ok := and(gt(returndatasize(), 0x1f), eq(mload(0x00), 1))
         }
     }
 
@@ -347,24 +552,24 @@ contract TreasuryModule {
     function _chargeEth(uint256 outflow) private {
         uint256 st = _state;
         uint256 window = block.timestamp / ((st >> ETH_PERIOD_SHIFT) & U48);
-        uint256 amounts = _amounts[address(0)];
+        uint256 amounts = _ethAmounts;
         uint256 storedWindow = (st >> ETH_WINDOW_SHIFT) & U48;
         uint256 spent = storedWindow == window ? amounts >> 128 : 0;
         _checkBudget(address(0), amounts & U128, spent, outflow);
         if (storedWindow != window) _state = (st & ~(U48 << ETH_WINDOW_SHIFT)) | (window << ETH_WINDOW_SHIFT);
-        _amounts[address(0)] = (amounts & U128) | ((spent + outflow) << 128);
+        _ethAmounts = (amounts & U128) | ((spent + outflow) << 128);
     }
 
-    /// @dev Charges an outflow of tracked ERC-20 number `j` (settings `entry`) to its current period.
-    function _chargeToken(uint256 j, uint256 entry, uint256 outflow) private {
-        address token = address(uint160(entry));
-        uint256 window = block.timestamp / ((entry >> TOKEN_PERIOD_SHIFT) & U48);
-        uint256 amounts = _amounts[token];
-        uint256 storedWindow = entry >> TOKEN_WINDOW_SHIFT;
-        uint256 spent = storedWindow == window ? amounts >> 128 : 0;
-        _checkBudget(token, amounts & U128, spent, outflow);
-        if (storedWindow != window) _tokenAt[j] = (entry & ~(U48 << TOKEN_WINDOW_SHIFT)) | (window << TOKEN_WINDOW_SHIFT);
-        _amounts[token] = (amounts & U128) | ((spent + outflow) << 128);
+    /// @dev Charges an outflow of tracked ERC-20 `token` to its current period (settings re-read:
+    ///      warm if the batch paid it, and current if the batch changed them).
+    function _chargeToken(address token, uint256 outflow) private {
+        uint256 cfg = _tokenConfig[token];
+        uint256 window = block.timestamp / ((cfg >> CFG_PERIOD_SHIFT) & U48);
+        uint256 used = _tokenSpent[token];
+        uint256 spent = (used >> SPENT_WINDOW_SHIFT) & U48 == window ? used & U128 : 0;
+        _checkBudget(token, cfg & U128, spent, outflow);
+        // spent + outflow ≤ limit < 2^128
+        _tokenSpent[token] = SPENT_MARKER | (window << SPENT_WINDOW_SHIFT) | (spent + outflow);
     }
 
     function _checkBudget(address token, uint256 limit, uint256 spent, uint256 outflow) private pure {
@@ -484,7 +689,7 @@ contract TreasuryModule {
             _setBudget(token, limit, period);
         } else if (action == SET_CALL_ALLOWED) {
             (address target, bytes4 selector, bool allowed) = abi.decode(params, (address, bytes4, bool));
-            _callAllowed[_callKey(target, selector)] = allowed;
+            _setCallAllowed(target, selector, allowed);
         } else if (action == SET_SPENDER_ALLOWED) {
             (address spender, bool allowed) = abi.decode(params, (address, bool));
             _spenderAllowed[spender] = allowed;
@@ -503,6 +708,15 @@ contract TreasuryModule {
         emit ChangeApplied(action, params);
     }
 
+    /// @dev Sets an allow-list entry, and its mirror bit if it is (tracked ERC-20, transfer).
+    function _setCallAllowed(address target, bytes4 selector, bool allowed) private {
+        _callAllowed[_callKey(target, selector)] = allowed;
+        if (selector == TRANSFER) {
+            uint256 cfg = _tokenConfig[target];
+            if (cfg != 0) _tokenConfig[target] = allowed ? cfg | CFG_TRANSFER_BIT : cfg & ~CFG_TRANSFER_BIT;
+        }
+    }
+
     /// @dev Sets a budget; a new asset starts being tracked. The amount already spent in the current
     ///      window is carried over when the period changes (a change never refills a budget).
     function _setBudget(address token, uint256 limit, uint256 period) private {
@@ -513,18 +727,22 @@ contract TreasuryModule {
         if (token == address(0)) {
             st &= ~((U48 << ETH_PERIOD_SHIFT) | (U48 << ETH_WINDOW_SHIFT));
             _state = st | (period << ETH_PERIOD_SHIFT) | (window << ETH_WINDOW_SHIFT);
+            _ethAmounts = limit | (spent << 128);
         } else {
-            uint256 idx = _tokenIndex[token];
-            if (!tracked) {
+            uint256 kept; // index and transfer bit
+            if (tracked) {
+                kept = _tokenConfig[token] & ~(U128 | (U48 << CFG_PERIOD_SHIFT));
+            } else {
                 uint256 count = (st >> COUNT_SHIFT) & 0xff;
                 if (count >= MAX_TRACKED_ASSETS) revert TooManyTrackedAssets();
-                idx = count + 1;
-                _tokenIndex[token] = idx;
+                _tokenAt[count] = token;
                 _state = st + (1 << COUNT_SHIFT);
+                kept = (count + 1) << CFG_INDEX_SHIFT;
+                if (_callAllowed[_callKey(token, TRANSFER)]) kept |= CFG_TRANSFER_BIT;
             }
-            _tokenAt[idx - 1] = uint256(uint160(token)) | (period << TOKEN_PERIOD_SHIFT) | (window << TOKEN_WINDOW_SHIFT);
+            _tokenConfig[token] = kept | limit | (period << CFG_PERIOD_SHIFT);
+            _tokenSpent[token] = SPENT_MARKER | (window << SPENT_WINDOW_SHIFT) | spent;
         }
-        _amounts[token] = limit | (spent << 128);
     }
 
     /// @dev Budget settings of `token` (address(0) = ETH) and what is spent in the current period.
@@ -533,23 +751,22 @@ contract TreasuryModule {
         view
         returns (bool tracked, uint256 limit, uint256 period, uint256 spent)
     {
-        uint256 storedWindow;
         if (token == address(0)) {
             uint256 st = _state;
             period = (st >> ETH_PERIOD_SHIFT) & U48;
-            storedWindow = (st >> ETH_WINDOW_SHIFT) & U48;
+            if (period == 0) return (false, 0, 0, 0);
+            uint256 amounts = _ethAmounts;
+            limit = amounts & U128;
+            if ((st >> ETH_WINDOW_SHIFT) & U48 == block.timestamp / period) spent = amounts >> 128;
         } else {
-            uint256 idx = _tokenIndex[token];
-            if (idx == 0) return (false, 0, 0, 0);
-            uint256 entry = _tokenAt[idx - 1];
-            period = (entry >> TOKEN_PERIOD_SHIFT) & U48;
-            storedWindow = entry >> TOKEN_WINDOW_SHIFT;
+            uint256 cfg = _tokenConfig[token];
+            if (cfg == 0) return (false, 0, 0, 0);
+            period = (cfg >> CFG_PERIOD_SHIFT) & U48;
+            limit = cfg & U128;
+            uint256 used = _tokenSpent[token];
+            if ((used >> SPENT_WINDOW_SHIFT) & U48 == block.timestamp / period) spent = used & U128;
         }
-        if (period == 0) return (false, 0, 0, 0);
         tracked = true;
-        uint256 amounts = _amounts[token];
-        limit = amounts & U128;
-        if (storedWindow == block.timestamp / period) spent = amounts >> 128;
     }
 
     // ─────────────────────────────────────────────────────────────── signatures and digests
@@ -676,7 +893,7 @@ contract TreasuryModule {
         uint256 eth = (st >> ETH_PERIOD_SHIFT) & U48 != 0 ? 1 : 0;
         assets = new address[](count + eth);
         for (uint256 j; j < count; ++j) {
-            assets[j + eth] = address(uint160(_tokenAt[j]));
+            assets[j + eth] = _tokenAt[j];
         }
     }
 

@@ -222,7 +222,7 @@ pub async fn deploy(deployer: &DynProvider, me: Address, config: &DeployConfig) 
         TransactionRequest::default().with_to(safe).with_value(config.safe_eth),
     )
     .await?;
-    let module = deploy_module(deployer, config, safe).await?;
+    let module = deploy_module(deployer, config, safe, multisend_call_only).await?;
     let deployment = Deployment {
         chain_id,
         safe,
@@ -373,13 +373,19 @@ async fn deploy_token(
     Ok(DeployedToken { symbol: spec.symbol.clone(), address, decimals: spec.decimals, feed })
 }
 
-async fn deploy_module(deployer: &DynProvider, config: &DeployConfig, safe: Address) -> Result<Address> {
+async fn deploy_module(
+    deployer: &DynProvider,
+    config: &DeployConfig,
+    safe: Address,
+    multisend_call_only: Address,
+) -> Result<Address> {
     let args = TreasuryModule::constructorCall {
         safe_: safe,
         groupKeyX: config.group_key.x,
         groupKeyParity: config.group_key.parity,
         root_: config.root,
         timelockDelay_: config.timelock_secs,
+        multiSendCallOnly_: multisend_call_only,
     };
     let code = with_args(TreasuryModule::BYTECODE.clone(), args.abi_encode());
     deploy_code(deployer, "TreasuryModule", code).await

@@ -194,7 +194,7 @@ contract TreasuryModuleTest is ModuleFixture {
     }
 
     function test_signatureForOtherModule_reverts() public {
-        TreasuryModule other = new TreasuryModule(address(safe), group.x, group.parity, rootAddr, DELAY);
+        TreasuryModule other = new TreasuryModule(address(safe), group.x, group.parity, rootAddr, DELAY, multiSend);
         TreasuryModule.Call[] memory calls = _one(_pay(alice, 1e18));
         bytes32 d = other.operationDigest(calls, 0, block.timestamp + 1);
         TreasuryModule.FrostSig memory sig = _frost(group, d);
@@ -656,15 +656,15 @@ contract TreasuryModuleTest is ModuleFixture {
 
     function test_constructor_rejectsBadGroupKey() public {
         vm.expectRevert(TreasuryModule.InvalidGroupKey.selector);
-        new TreasuryModule(address(safe), 0, 0, rootAddr, DELAY);
+        new TreasuryModule(address(safe), 0, 0, rootAddr, DELAY, multiSend);
         vm.expectRevert(TreasuryModule.InvalidGroupKey.selector);
-        new TreasuryModule(address(safe), N, 0, rootAddr, DELAY);
+        new TreasuryModule(address(safe), N, 0, rootAddr, DELAY, multiSend);
         vm.expectRevert(TreasuryModule.InvalidGroupKey.selector);
-        new TreasuryModule(address(safe), N + 5, 0, rootAddr, DELAY);
+        new TreasuryModule(address(safe), N + 5, 0, rootAddr, DELAY, multiSend);
         vm.expectRevert(TreasuryModule.InvalidGroupKey.selector);
-        new TreasuryModule(address(safe), group.x, 2, rootAddr, DELAY);
+        new TreasuryModule(address(safe), group.x, 2, rootAddr, DELAY, multiSend);
         vm.expectRevert(TreasuryModule.InvalidGroupKey.selector);
-        new TreasuryModule(address(safe), 5, 0, rootAddr, DELAY); // not on the curve
+        new TreasuryModule(address(safe), 5, 0, rootAddr, DELAY, multiSend); // not on the curve
     }
 
     function test_setGroupKey_rejectsBadKey() public {

@@ -78,6 +78,7 @@ abstract contract ModuleFixture is Test {
     ISafe safe;
     TreasuryModule module;
     TestToken token;
+    address multiSend;
     FrostSigner.Key group;
     address rootAddr;
     address alice = address(0xA11CE);
@@ -101,7 +102,10 @@ abstract contract ModuleFixture is Test {
         rootAddr = vm.addr(ROOT_PK);
         group = FrostSigner.key(vm, GROUP_SECRET);
         safe = _deploySafe();
-        module = new TreasuryModule(address(safe), group.x, group.parity, rootAddr, DELAY);
+        multiSend = _deployArtifact(
+            string.concat(vm.projectRoot(), SAFE_ARTIFACTS, "/libraries/MultiSendCallOnly.sol/MultiSendCallOnly.json")
+        );
+        module = new TreasuryModule(address(safe), group.x, group.parity, rootAddr, DELAY, multiSend);
         _safeExec(address(safe), abi.encodeCall(ISafe.enableModule, (address(module))));
         assertTrue(safe.isModuleEnabled(address(module)), "module enabled");
 

@@ -10,6 +10,12 @@ interface Vm {
         uint256 privateKey;
     }
 
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
     function warp(uint256 newTimestamp) external;
     function load(address target, bytes32 slot) external view returns (bytes32);
     function prank(address sender) external;
@@ -36,6 +42,9 @@ interface Vm {
     function expectEmit() external;
     function expectEmit(address emitter) external;
     function assume(bool condition) external pure;
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory);
+    function mockCallRevert(address callee, bytes calldata data, bytes calldata revertData) external;
 }
 
 /// @notice console.log for the subset used here (forge decodes calls to this address).

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     exec_module(&chain, recipients.iter().map(|r| pay(usdc, *r, amount)).collect()).await?;
     exec_safe(&chain, pay(usdc, recipients[0], amount)).await?;
 
-    let verify = verify_gas(&chain).await?;
+    let (verify, verify_library) = verify_gas(&chain).await?;
     let module_one = exec_module(&chain, vec![pay(usdc, recipients[0], amount)]).await?.gas_used;
     let safe_one = exec_safe(&chain, pay(usdc, recipients[0], amount)).await?.gas_used;
     let module_ten =
@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "anvil": "1.7.1",
         "frost_verify_execution_gas": verify,
+        "frost_verify_library_gas": verify_library,
         "one_payment": { "module_exec_tier1": module_one, "safe_exec_3_of_5": safe_one, "ratio": ratio(module_one, safe_one) },
         "ten_payments": { "module_exec_tier1": module_ten, "safe_multisend_3_of_5": safe_ten, "ratio": ratio(module_ten, safe_ten) },
     });
@@ -48,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{report:#}");
     } else {
         println!("FROST verify (harness verifyDigest, execution gas = tx gas - intrinsic): {verify}");
+        println!("FROST verify (library only, gasleft() around the call, harness verifyGasUsed): {verify_library}");
         println!(
             "one ERC-20 payment:  module exec tier 1 {module_one:>7}  Safe 3-of-5 execTransaction {safe_one:>7}  ratio {:.3}",
             ratio(module_one, safe_one)
@@ -114,7 +116,8 @@ async fn exec_safe_multisend(chain: &TestChain, calls: Vec<Call>) -> anyhow::Res
     Ok(exec_as_owners(&chain.keeper, chain.deployment.safe, chain.signing_owners(), &tx).await?)
 }
 
-async fn verify_gas(chain: &TestChain) -> anyhow::Result<u64> {
+/// (execution gas of the harness's `verifyDigest`, gas of the library call alone via `verifyGasUsed`).
+async fn verify_gas(chain: &TestChain) -> anyhow::Result<(u64, u64)> {
     let provider: &DynProvider = &chain.keeper;
     let harness =
         deploy_code(provider, "FrostVerifierHarness", FrostVerifierHarness::BYTECODE.clone()).await?;
@@ -134,5 +137,11 @@ async fn verify_gas(chain: &TestChain) -> anyhow::Result<u64> {
     let tx = TransactionRequest::default().with_to(harness).with_input(input);
     let valid = provider.call(tx.clone()).await?;
     anyhow::ensure!(valid.last() == Some(&1), "the bench signature must verify");
-    Ok(provider.estimate_gas(tx).await? - intrinsic)
+    let execution = provider.estimate_gas(tx).await? - intrinsic;
+    let measured = FrostVerifierHarness::new(harness, provider)
+        .verifyGasUsed(key.x, key.parity, digest, sig.rX, sig.rY, sig.z)
+        .call()
+        .await?;
+    anyhow::ensure!(measured.ok, "the bench signature must verify (verifyGasUsed)");
+    Ok((execution, u64::try_from(measured.gasUsed)?))
 }
