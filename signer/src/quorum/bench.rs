@@ -30,22 +30,25 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `exe signer serve --dir dir --listen 127.0.0.1:0` and waits for its address.
     pub async fn spawn(exe: &Path, dir: &Path, passphrase: &str) -> Result<Self, QuorumError> {
-        let mut child = tokio::process::Command::new(exe)
-            .args(["signer", "serve", "--dir"])
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .env(PASSPHRASE_ENV, passphrase)
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(["signer", "serve", "--dir"]).arg(dir).args(["--listen", "127.0.0.1:0"]).env(PASSPHRASE_ENV, passphrase);
+        Self::from_command(cmd, dir).await
+    }
+
+    /// Starts a prepared `signer serve` command and waits for the address it prints.
+    pub async fn from_command(mut cmd: tokio::process::Command, dir: &Path) -> Result<Self, QuorumError> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| QuorumError::io(exe, e))?;
+            .map_err(|e| QuorumError::io(dir, e))?;
         let stdout = child.stdout.take().ok_or_else(|| QuorumError::Config("no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let line = lines
             .next_line()
             .await
-            .map_err(|e| QuorumError::io(exe, e))?
+            .map_err(|e| QuorumError::io(dir, e))?
             .ok_or_else(|| QuorumError::Config(format!("node in {} exited before listening", dir.display())))?;
         let v: serde_json::Value =
             serde_json::from_str(&line).map_err(|e| QuorumError::Corrupt(format!("serve output {line}: {e}")))?;
