@@ -1,9 +1,15 @@
 //! A fresh anvil with a complete treasury deployed on it.
 
+use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::DynProvider;
+use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
+use treasury_chain::contracts::TreasuryModule;
 use treasury_chain::deploy::{DeployConfig, Deployment, deploy};
 use treasury_chain::provider::connect_with_signer;
+use treasury_chain::snapshot::{AssetSpec, SnapshotSpec};
+use treasury_chain::{Operation, operation_digest};
 
 use crate::anvil::{Anvil, DEV_KEYS};
 use crate::quorum::TestQuorum;
@@ -40,6 +46,58 @@ impl TestChain {
         let config = DeployConfig::demo(owners.clone(), 3, quorum.group_key(), root.address());
         let deployment = deploy(&keeper, keeper_key.address(), &config).await?;
         Ok(Self { anvil, keeper, keeper_key, owners, root, quorum, deployment })
+    }
+
+    /// What a snapshot of this treasury reads: ETH, then every deployed token, all with feeds.
+    pub fn snapshot_spec(&self) -> SnapshotSpec {
+        let d = &self.deployment;
+        let mut assets = vec![AssetSpec {
+            symbol: "ETH".into(),
+            token: Address::ZERO,
+            decimals: 18,
+            feed: Some(d.eth_feed),
+            max_price_age_secs: 3_600,
+        }];
+        assets.extend(d.tokens.iter().map(|t| AssetSpec {
+            symbol: t.symbol.clone(),
+            token: t.address,
+            decimals: t.decimals,
+            feed: Some(t.feed),
+            max_price_age_secs: 3_600,
+        }));
+        SnapshotSpec { safe: d.safe, module: d.module, multicall3: d.multicall3, assets }
+    }
+
+    /// Signs `op` with the test quorum (and the root when `tier2`) and executes it through the module.
+    pub async fn exec(&self, op: &Operation, tier2: bool) -> anyhow::Result<TransactionReceipt> {
+        let d = &self.deployment;
+        let digest = operation_digest(op, d.chain_id, d.module);
+        let sig = self.quorum.sign(digest);
+        let root_sig = if tier2 {
+            Bytes::from(self.root.sign_hash_sync(&digest)?.as_bytes().to_vec())
+        } else {
+            Bytes::new()
+        };
+        let calls = op
+            .calls
+            .iter()
+            .map(|c| TreasuryModule::Call {
+                to: c.to,
+                value: c.value,
+                data: c.data.clone(),
+                operation: c.operation,
+            })
+            .collect();
+        let module = TreasuryModule::new(d.module, &self.keeper);
+        let receipt =
+            module.exec(calls, op.nonce, op.deadline, sig, root_sig).send().await?.get_receipt().await?;
+        anyhow::ensure!(receipt.status(), "exec reverted");
+        Ok(receipt)
+    }
+
+    /// The module's next nonce.
+    pub async fn module_nonce(&self) -> anyhow::Result<U256> {
+        Ok(TreasuryModule::new(self.deployment.module, &self.keeper).nonce().call().await?)
     }
 
     /// The Safe's owners that sign its transactions (first three).
