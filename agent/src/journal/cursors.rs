@@ -1,0 +1,52 @@
+//! The last block processed per source (block watcher, log watcher…) and Safe, for gap-free catch-up.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Journal, JournalError, Result, corrupt, db, now_ms};
+
+/// The last block a source processed for a Safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Block number.
+    pub block_number: u64,
+    /// Block hash, hex: a different hash at that height on restart means a reorg.
+    pub block_hash: String,
+}
+
+impl Journal {
+    /// The cursor of `source` for `safe`, if one was stored.
+    pub async fn cursor(&self, source: &str, safe: &str) -> Result<Option<Cursor>> {
+        let row = sqlx::query("SELECT block_number, block_hash FROM cursors WHERE source = ? AND safe = ?")
+            .bind(source)
+            .bind(safe)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read cursor"))?;
+        let Some(row) = row else { return Ok(None) };
+        let read = |e| JournalError::Database { what: "read cursor", source: e };
+        let number: i64 = row.try_get("block_number").map_err(read)?;
+        Ok(Some(Cursor {
+            block_number: u64::try_from(number).map_err(|e| corrupt("cursor block", e))?,
+            block_hash: row.try_get("block_hash").map_err(read)?,
+        }))
+    }
+
+    /// Stores the cursor of `source` for `safe`, replacing the previous one.
+    pub async fn set_cursor(&self, source: &str, safe: &str, cursor: &Cursor) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (source, safe) DO UPDATE SET
+               block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
+        )
+        .bind(source)
+        .bind(safe)
+        .bind(cursor.block_number as i64)
+        .bind(&cursor.block_hash)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("write cursor"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,380 @@
+//! What follows planning: the operation, its signing requests and the keeper transactions carrying it.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::intents::IntentId;
+use super::{Journal, JournalError, Result, corrupt, db, now_ms};
+
+/// A planned module operation (one `exec`) and the intents it carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    /// Stable id of the operation (e.g. its EIP-712 digest in hex).
+    pub operation_id: String,
+    /// The module nonce it was planned with.
+    pub module_nonce: u64,
+    /// The operation itself (calls, nonce, deadline).
+    pub operation: serde_json::Value,
+    /// The intents it carries.
+    pub intents: Vec<IntentId>,
+}
+
+/// Who is asked to sign and what is asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSigningRequest {
+    /// The operation to sign.
+    pub operation_id: String,
+    /// `quorum` or `root`.
+    pub signer: String,
+    /// The EIP-712 digest the signature must verify against, hex.
+    pub digest: String,
+    /// The request as sent (operation, tier, policy context).
+    pub request: serde_json::Value,
+}
+
+/// Where a signing request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigningState {
+    /// Sent, no answer yet.
+    Pending,
+    /// Answered with a signature.
+    Signed,
+    /// Refused.
+    Refused,
+}
+
+impl SigningState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Signed => "signed",
+            Self::Refused => "refused",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "signed" => Ok(Self::Signed),
+            "refused" => Ok(Self::Refused),
+            other => Err(corrupt("signing state", other)),
+        }
+    }
+}
+
+/// A journaled signing request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SigningRequest {
+    /// The request.
+    pub request: NewSigningRequest,
+    /// Where it stands.
+    pub state: SigningState,
+    /// The signature or the refusal, once answered.
+    pub response: Option<serde_json::Value>,
+}
+
+/// A keeper transaction, journaled before broadcast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTransaction {
+    /// The operation it carries.
+    pub operation_id: String,
+    /// The module nonce of that operation.
+    pub module_nonce: u64,
+    /// The authorised operation (calls, nonce, deadline, signatures).
+    pub signed_operation: serde_json::Value,
+    /// The keeper account nonce.
+    pub keeper_nonce: u64,
+    /// Hash of the signed keeper transaction, hex.
+    pub tx_hash: String,
+    /// The signed keeper transaction (EIP-2718), hex: enough to broadcast it again.
+    pub raw_tx: String,
+}
+
+/// Where a keeper transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxState {
+    /// Signed and stored, maybe not broadcast yet.
+    Signed,
+    /// Accepted by the node.
+    Broadcast,
+    /// Mined, not yet deep enough.
+    Included,
+    /// Dropped by a reorg; it is being broadcast again.
+    Reorged,
+    /// Superseded by a same-nonce replacement with higher fees.
+    Replaced,
+    /// Buried under the configured confirmations.
+    Confirmed,
+    /// Mined and reverted, or abandoned.
+    Failed,
+}
+
+impl TxState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Signed => "signed",
+            Self::Broadcast => "broadcast",
+            Self::Included => "included",
+            Self::Reorged => "reorged",
+            Self::Replaced => "replaced",
+            Self::Confirmed => "confirmed",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        [
+            Self::Signed,
+            Self::Broadcast,
+            Self::Included,
+            Self::Reorged,
+            Self::Replaced,
+            Self::Confirmed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| corrupt("transaction state", s))
+    }
+}
+
+/// A journaled keeper transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionRecord {
+    /// What was stored before broadcast.
+    pub tx: NewTransaction,
+    /// Where it stands.
+    pub state: TxState,
+    /// The block it was last seen mined in.
+    pub block_number: Option<u64>,
+}
+
+fn read_err(e: sqlx::Error) -> JournalError {
+    JournalError::Database { what: "read row", source: e }
+}
+
+fn u64_col(row: &SqliteRow, col: &str) -> Result<u64> {
+    let v: i64 = row.try_get(col).map_err(read_err)?;
+    u64::try_from(v).map_err(|e| corrupt("unsigned column", e))
+}
+
+fn json_col(row: &SqliteRow, col: &str) -> Result<serde_json::Value> {
+    let text: String = row.try_get(col).map_err(read_err)?;
+    serde_json::from_str(&text).map_err(|e| corrupt("JSON column", e))
+}
+
+fn transaction_from_row(row: &SqliteRow) -> Result<TransactionRecord> {
+    let state: String = row.try_get("state").map_err(read_err)?;
+    let block: Option<i64> = row.try_get("block_number").map_err(read_err)?;
+    Ok(TransactionRecord {
+        tx: NewTransaction {
+            operation_id: row.try_get("operation_id").map_err(read_err)?,
+            module_nonce: u64_col(row, "module_nonce")?,
+            signed_operation: json_col(row, "signed_operation")?,
+            keeper_nonce: u64_col(row, "keeper_nonce")?,
+            tx_hash: row.try_get("tx_hash").map_err(read_err)?,
+            raw_tx: row.try_get("raw_tx").map_err(read_err)?,
+        },
+        state: TxState::parse(&state)?,
+        block_number: block.map(|b| b as u64),
+    })
+}
+
+const TX_COLUMNS: &str =
+    "operation_id, module_nonce, signed_operation, keeper_nonce, tx_hash, raw_tx, state, block_number";
+
+impl Journal {
+    /// Stores a planned operation and links it to its intents; storing the same id again changes nothing.
+    pub async fn record_operation(&self, op: &OperationRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO operations (operation_id, module_nonce, operation, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (operation_id) DO NOTHING",
+        )
+        .bind(&op.operation_id)
+        .bind(op.module_nonce as i64)
+        .bind(op.operation.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("insert operation"))?;
+        for intent in &op.intents {
+            sqlx::query(
+                "INSERT INTO operation_intents (operation_id, intent_id) VALUES (?, ?)
+                 ON CONFLICT (operation_id, intent_id) DO NOTHING",
+            )
+            .bind(&op.operation_id)
+            .bind(intent.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("link operation to intent"))?;
+        }
+        tx.commit().await.map_err(db("commit operation"))
+    }
+
+    /// The newest operation planned for intent `id`.
+    pub async fn operation_of(&self, id: IntentId) -> Result<Option<OperationRecord>> {
+        let row = sqlx::query(
+            "SELECT o.operation_id, o.module_nonce, o.operation FROM operations o
+             JOIN operation_intents l ON l.operation_id = o.operation_id
+             WHERE l.intent_id = ? ORDER BY o.created_at DESC, o.operation_id LIMIT 1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read operation"))?;
+        let Some(row) = row else { return Ok(None) };
+        let operation_id: String = row.try_get("operation_id").map_err(read_err)?;
+        let intents = sqlx::query_scalar(
+            "SELECT intent_id FROM operation_intents WHERE operation_id = ? ORDER BY intent_id",
+        )
+        .bind(&operation_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read operation intents"))?
+        .into_iter()
+        .map(IntentId)
+        .collect();
+        Ok(Some(OperationRecord {
+            module_nonce: u64_col(&row, "module_nonce")?,
+            operation: json_col(&row, "operation")?,
+            operation_id,
+            intents,
+        }))
+    }
+
+    /// Stores a signing request as pending; storing it again returns the stored one unchanged.
+    pub async fn record_signing_request(&self, req: &NewSigningRequest) -> Result<SigningRequest> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO signing_requests (operation_id, signer, digest, request, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id, signer) DO NOTHING",
+        )
+        .bind(&req.operation_id)
+        .bind(&req.signer)
+        .bind(&req.digest)
+        .bind(req.request.to_string())
+        .bind(SigningState::Pending.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db("insert signing request"))?;
+        self.signing_request(&req.operation_id, &req.signer)
+            .await?
+            .ok_or_else(|| corrupt("signing request", "vanished after insert"))
+    }
+
+    /// Records the answer to a signing request.
+    pub async fn answer_signing_request(
+        &self,
+        operation_id: &str,
+        signer: &str,
+        state: SigningState,
+        response: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE signing_requests SET state = ?, response = ?, updated_at = ? WHERE operation_id = ? AND signer = ?",
+        )
+        .bind(state.as_str())
+        .bind(response.to_string())
+        .bind(now_ms())
+        .bind(operation_id)
+        .bind(signer)
+        .execute(&self.pool)
+        .await
+        .map_err(db("answer signing request"))?;
+        Ok(())
+    }
+
+    /// The signing request of `operation_id` addressed to `signer`.
+    pub async fn signing_request(&self, operation_id: &str, signer: &str) -> Result<Option<SigningRequest>> {
+        let row = sqlx::query(
+            "SELECT operation_id, signer, digest, request, state, response FROM signing_requests
+             WHERE operation_id = ? AND signer = ?",
+        )
+        .bind(operation_id)
+        .bind(signer)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read signing request"))?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get("state").map_err(read_err)?;
+        let response: Option<String> = row.try_get("response").map_err(read_err)?;
+        Ok(Some(SigningRequest {
+            request: NewSigningRequest {
+                operation_id: row.try_get("operation_id").map_err(read_err)?,
+                signer: row.try_get("signer").map_err(read_err)?,
+                digest: row.try_get("digest").map_err(read_err)?,
+                request: json_col(&row, "request")?,
+            },
+            state: SigningState::parse(&state)?,
+            response: response
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| corrupt("signing response", e))?,
+        }))
+    }
+
+    /// Stores a signed keeper transaction before it is broadcast; storing the same hash again changes nothing.
+    pub async fn record_transaction(&self, new: &NewTransaction) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO transactions (operation_id, module_nonce, signed_operation, keeper_nonce, tx_hash, raw_tx, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tx_hash) DO NOTHING",
+        )
+        .bind(&new.operation_id)
+        .bind(new.module_nonce as i64)
+        .bind(new.signed_operation.to_string())
+        .bind(new.keeper_nonce as i64)
+        .bind(&new.tx_hash)
+        .bind(&new.raw_tx)
+        .bind(TxState::Signed.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db("insert transaction"))?;
+        Ok(())
+    }
+
+    /// Records what became of keeper transaction `tx_hash`.
+    pub async fn set_transaction_state(
+        &self,
+        tx_hash: &str,
+        state: TxState,
+        block_number: Option<u64>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE transactions SET state = ?, block_number = ?, updated_at = ? WHERE tx_hash = ?")
+            .bind(state.as_str())
+            .bind(block_number.map(|b| b as i64))
+            .bind(now_ms())
+            .bind(tx_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update transaction"))?;
+        Ok(())
+    }
+
+    /// Every keeper transaction carrying `operation_id`, oldest first.
+    pub async fn transactions(&self, operation_id: &str) -> Result<Vec<TransactionRecord>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TX_COLUMNS} FROM transactions WHERE operation_id = ? ORDER BY id"
+        )))
+        .bind(operation_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list transactions"))?
+        .iter()
+        .map(transaction_from_row)
+        .collect()
+    }
+
+    /// The newest keeper transaction carrying `operation_id`.
+    pub async fn latest_transaction(&self, operation_id: &str) -> Result<Option<TransactionRecord>> {
+        Ok(self.transactions(operation_id).await?.pop())
+    }
+}

@@ -1,0 +1,316 @@
+//! Intents: idempotent insertion, transitions with their event rows, and queries.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::execution::{OperationRecord, TransactionRecord};
+use super::{Journal, JournalError, Result, corrupt, db, now_ms};
+use crate::journal::state::IntentState;
+
+/// The journal's id of an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IntentId(pub i64);
+
+impl fmt::Display for IntentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An intent as a policy returned it, to be journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewIntent {
+    /// Unique per payment: the same key twice is the same intent.
+    pub idempotency_key: String,
+    /// The policy that returned it.
+    pub policy: String,
+    /// What fired the policy (e.g. `schedule@2024-03-01T09:00:00Z`, `block:1200`).
+    pub trigger: String,
+    /// `pay`, `swap`, `rebalance`, `alert`.
+    pub kind: String,
+    /// The intent itself.
+    pub payload: serde_json::Value,
+}
+
+/// A journaled intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Journal id.
+    pub id: IntentId,
+    /// Unique idempotency key.
+    pub idempotency_key: String,
+    /// The policy that returned it.
+    pub policy: String,
+    /// What fired the policy.
+    pub trigger: String,
+    /// `pay`, `swap`, `rebalance`, `alert`.
+    pub kind: String,
+    /// The intent itself.
+    pub payload: serde_json::Value,
+    /// Where it stands.
+    pub state: IntentState,
+    /// Creation time, unix milliseconds.
+    pub created_at: i64,
+    /// Time of the last transition, unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// One state change of an intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentEvent {
+    /// The state left; `None` for the creation.
+    pub from: Option<IntentState>,
+    /// The state entered.
+    pub to: IntentState,
+    /// What the transition is about (reason, operation id, error); `null` if nothing.
+    pub detail: serde_json::Value,
+    /// When, unix milliseconds.
+    pub at: i64,
+}
+
+/// The result of [`Journal::insert_intent`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    /// The intent with this idempotency key, new or existing.
+    pub intent: Intent,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// Which intents [`Journal::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentFilter {
+    /// Only in this state.
+    pub state: Option<IntentState>,
+    /// Only from this policy.
+    pub policy: Option<String>,
+    /// At most this many, newest first (default 100).
+    pub limit: Option<u32>,
+}
+
+/// An intent not yet in a final state, with what was already prepared for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingIntent {
+    /// The intent.
+    pub intent: Intent,
+    /// The operation planned for it, if any: resume with this one, never plan another.
+    pub operation: Option<OperationRecord>,
+    /// The newest keeper transaction carrying that operation, if any.
+    pub transaction: Option<TransactionRecord>,
+}
+
+const INTENT_COLUMNS: &str =
+    "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at";
+
+fn intent_from_row(row: &SqliteRow) -> Result<Intent> {
+    let get = |e| JournalError::Database { what: "read intent", source: e };
+    let payload: String = row.try_get("payload").map_err(get)?;
+    let state: String = row.try_get("state").map_err(get)?;
+    Ok(Intent {
+        id: IntentId(row.try_get("id").map_err(get)?),
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        policy: row.try_get("policy").map_err(get)?,
+        trigger: row.try_get("trigger_name").map_err(get)?,
+        kind: row.try_get("kind").map_err(get)?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt("intent payload", e))?,
+        state: state.parse().map_err(|e| corrupt("intent state", e))?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<IntentEvent> {
+    let get = |e| JournalError::Database { what: "read intent event", source: e };
+    let from: Option<String> = row.try_get("from_state").map_err(get)?;
+    let to: String = row.try_get("to_state").map_err(get)?;
+    let detail: String = row.try_get("detail").map_err(get)?;
+    Ok(IntentEvent {
+        from: from.map(|s| s.parse()).transpose().map_err(|e| corrupt("event state", e))?,
+        to: to.parse().map_err(|e| corrupt("event state", e))?,
+        detail: serde_json::from_str(&detail).map_err(|e| corrupt("event detail", e))?,
+        at: row.try_get("at").map_err(get)?,
+    })
+}
+
+impl Journal {
+    /// Journals an intent in state `proposed`, or returns the existing one with the same idempotency key.
+    pub async fn insert_intent(&self, new: &NewIntent) -> Result<Inserted> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&new.idempotency_key)
+        .bind(&new.policy)
+        .bind(&new.trigger)
+        .bind(&new.kind)
+        .bind(new.payload.to_string())
+        .bind(IntentState::Proposed.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("insert intent"))?
+        .rows_affected()
+            == 1;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = ?"
+        )))
+        .bind(&new.idempotency_key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("read inserted intent"))?;
+        let intent = intent_from_row(&row)?;
+        if inserted {
+            insert_event(&mut tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now)
+                .await?;
+        }
+        tx.commit().await.map_err(db("commit intent"))?;
+        Ok(Inserted { intent, created: inserted })
+    }
+
+    /// Moves intent `id` to `to` and writes its event row, in one transaction; refuses illegal transitions.
+    pub async fn transition(
+        &self,
+        id: IntentId,
+        to: IntentState,
+        detail: serde_json::Value,
+    ) -> Result<Intent> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("read intent state"))?;
+        let from: IntentState =
+            current.ok_or(JournalError::NotFound(id))?.parse().map_err(|e| corrupt("intent state", e))?;
+        if !from.can_become(to) {
+            return Err(JournalError::IllegalTransition { id, from, to });
+        }
+        sqlx::query("UPDATE intents SET state = ?, updated_at = ? WHERE id = ?")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("update intent state"))?;
+        insert_event(&mut tx, id, Some(from), to, &detail, now).await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?")))
+                .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("read intent"))?;
+        let intent = intent_from_row(&row)?;
+        tx.commit().await.map_err(db("commit transition"))?;
+        Ok(intent)
+    }
+
+    /// The intent `id` and all its events, oldest first.
+    pub async fn intent(&self, id: IntentId) -> Result<Option<(Intent, Vec<IntentEvent>)>> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?")))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read intent"))?;
+        let Some(row) = row else { return Ok(None) };
+        let intent = intent_from_row(&row)?;
+        let events = sqlx::query(
+            "SELECT from_state, to_state, detail, at FROM intent_events WHERE intent_id = ? ORDER BY id",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read intent events"))?
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<_>>()?;
+        Ok(Some((intent, events)))
+    }
+
+    /// The intent with this idempotency key, if journaled.
+    pub async fn intent_by_key(&self, key: &str) -> Result<Option<Intent>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = ?"
+        )))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read intent"))?
+        .as_ref()
+        .map(intent_from_row)
+        .transpose()
+    }
+
+    /// Intents matching `filter`, newest first.
+    pub async fn list(&self, filter: &IntentFilter) -> Result<Vec<Intent>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM intents
+             WHERE (? IS NULL OR state = ?) AND (? IS NULL OR policy = ?)
+             ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(filter.state.map(IntentState::as_str))
+        .bind(filter.state.map(IntentState::as_str))
+        .bind(filter.policy.as_deref())
+        .bind(filter.policy.as_deref())
+        .bind(i64::from(filter.limit.unwrap_or(100)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list intents"))?
+        .iter()
+        .map(intent_from_row)
+        .collect()
+    }
+
+    /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
+    pub async fn pending(&self) -> Result<Vec<PendingIntent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM intents
+             WHERE state NOT IN ('confirmed', 'failed', 'rejected', 'expired') ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list pending intents"))?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let intent = intent_from_row(row)?;
+            let operation = self.operation_of(intent.id).await?;
+            let transaction = match &operation {
+                Some(op) => self.latest_transaction(&op.operation_id).await?,
+                None => None,
+            };
+            pending.push(PendingIntent { intent, operation, transaction });
+        }
+        Ok(pending)
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: IntentId,
+    from: Option<IntentState>,
+    to: IntentState,
+    detail: &serde_json::Value,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(id.0)
+    .bind(from.map(IntentState::as_str))
+    .bind(to.as_str())
+    .bind(detail.to_string())
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert intent event"))?;
+    Ok(())
+}

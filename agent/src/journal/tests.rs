@@ -1,0 +1,259 @@
+//! The journal on real SQLite files.
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::*;
+
+fn url(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("journal.db").display())
+}
+
+fn pay(key: &str, policy: &str) -> NewIntent {
+    NewIntent {
+        idempotency_key: key.into(),
+        policy: policy.into(),
+        trigger: "schedule@2024-03-01T09:00:00Z".into(),
+        kind: "pay".into(),
+        payload: json!({"to": "0x00000000000000000000000000000000000000a1", "token": "USDC", "amount": "1500.00"}),
+    }
+}
+
+async fn walk(journal: &Journal, id: IntentId, path: &[IntentState]) {
+    for &to in path {
+        journal.transition(id, to, json!({"step": to.as_str()})).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn same_idempotency_key_twice_returns_the_existing_intent() {
+    let dir = TempDir::new().unwrap();
+    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let first = journal.insert_intent(&pay("payroll:2024-03:alice", "payroll")).await.unwrap();
+    let mut again = pay("payroll:2024-03:alice", "payroll");
+    again.payload = json!({"amount": "9999"});
+    let second = journal.insert_intent(&again).await.unwrap();
+
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(second.intent, first.intent, "the stored intent, not the new payload");
+    assert_eq!(journal.list(&IntentFilter::default()).await.unwrap().len(), 1);
+    let (_, events) = journal.intent(first.intent.id).await.unwrap().unwrap();
+    assert_eq!(events.len(), 1, "one creation event only");
+    assert_eq!((events[0].from, events[0].to), (None, IntentState::Proposed));
+}
+
+#[tokio::test]
+async fn every_transition_is_an_event_and_illegal_ones_are_refused() {
+    use IntentState::*;
+    let dir = TempDir::new().unwrap();
+    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let id = journal.insert_intent(&pay("k1", "grants")).await.unwrap().intent.id;
+
+    let err = journal.transition(id, Signed, json!(null)).await.unwrap_err();
+    assert!(err.is_illegal_transition());
+    let msg = err.to_string();
+    assert!(msg.contains("proposed") && msg.contains("signed"), "{msg}");
+
+    walk(&journal, id, &[Guarded, Planned, Authorising, AwaitingRoot, Signed, Submitted, Confirmed]).await;
+    let (intent, events) = journal.intent(id).await.unwrap().unwrap();
+    assert_eq!(intent.state, Confirmed);
+    let steps: Vec<_> = events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        steps,
+        vec![
+            (None, Proposed),
+            (Some(Proposed), Guarded),
+            (Some(Guarded), Planned),
+            (Some(Planned), Authorising),
+            (Some(Authorising), AwaitingRoot),
+            (Some(AwaitingRoot), Signed),
+            (Some(Signed), Submitted),
+            (Some(Submitted), Confirmed),
+        ],
+        "the refused transition left no event"
+    );
+    assert_eq!(events[3].detail, json!({"step": "authorising"}));
+
+    let err = journal.transition(id, Failed, json!(null)).await.unwrap_err();
+    assert!(matches!(err, JournalError::IllegalTransition { from: Confirmed, to: Failed, .. }));
+    assert!(matches!(
+        journal.transition(IntentId(4242), Guarded, json!(null)).await,
+        Err(JournalError::NotFound(IntentId(4242)))
+    ));
+}
+
+#[tokio::test]
+async fn list_filters_by_state_and_policy() {
+    use IntentState::*;
+    let dir = TempDir::new().unwrap();
+    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let a = journal.insert_intent(&pay("a", "payroll")).await.unwrap().intent.id;
+    let _b = journal.insert_intent(&pay("b", "payroll")).await.unwrap().intent.id;
+    let c = journal.insert_intent(&pay("c", "grants")).await.unwrap().intent.id;
+    walk(&journal, a, &[Guarded]).await;
+    walk(&journal, c, &[Rejected]).await;
+
+    let ids = |v: Vec<Intent>| v.into_iter().map(|i| i.idempotency_key).collect::<Vec<_>>();
+    let by_policy = IntentFilter { policy: Some("payroll".into()), ..Default::default() };
+    assert_eq!(ids(journal.list(&by_policy).await.unwrap()), ["b", "a"], "newest first");
+    let by_state = IntentFilter { state: Some(Guarded), ..Default::default() };
+    assert_eq!(ids(journal.list(&by_state).await.unwrap()), ["a"]);
+    let both = IntentFilter { state: Some(Rejected), policy: Some("payroll".into()), limit: None };
+    assert!(journal.list(&both).await.unwrap().is_empty());
+    let limited = IntentFilter { limit: Some(1), ..Default::default() };
+    assert_eq!(ids(journal.list(&limited).await.unwrap()), ["c"]);
+}
+
+#[tokio::test]
+async fn a_restart_finds_everything_and_the_work_to_resume() {
+    use IntentState::*;
+    let dir = TempDir::new().unwrap();
+    let (submitted, planned, done);
+    {
+        let journal = Journal::open(&url(&dir)).await.unwrap();
+        submitted = journal.insert_intent(&pay("s", "payroll")).await.unwrap().intent.id;
+        planned = journal.insert_intent(&pay("p", "payroll")).await.unwrap().intent.id;
+        done = journal.insert_intent(&pay("d", "payroll")).await.unwrap().intent.id;
+        walk(&journal, submitted, &[Guarded, Planned]).await;
+        journal
+            .record_operation(&OperationRecord {
+                operation_id: "0xop1".into(),
+                module_nonce: 7,
+                operation: json!({"calls": [], "nonce": 7, "deadline": 1_700_000_000}),
+                intents: vec![submitted],
+            })
+            .await
+            .unwrap();
+        walk(&journal, submitted, &[Authorising]).await;
+        let request = NewSigningRequest {
+            operation_id: "0xop1".into(),
+            signer: "quorum".into(),
+            digest: "0xdigest".into(),
+            request: json!({"tier": 1}),
+        };
+        journal.record_signing_request(&request).await.unwrap();
+        journal
+            .answer_signing_request("0xop1", "quorum", SigningState::Signed, &json!({"sig": "0xabc"}))
+            .await
+            .unwrap();
+        walk(&journal, submitted, &[Signed]).await;
+        journal
+            .record_transaction(&NewTransaction {
+                operation_id: "0xop1".into(),
+                module_nonce: 7,
+                signed_operation: json!({"nonce": 7, "frostSig": "0xabc"}),
+                keeper_nonce: 3,
+                tx_hash: "0xt1".into(),
+                raw_tx: "0x02f8aa".into(),
+            })
+            .await
+            .unwrap();
+        walk(&journal, submitted, &[Submitted]).await;
+        journal.set_transaction_state("0xt1", TxState::Included, Some(120)).await.unwrap();
+        walk(&journal, planned, &[Guarded, Planned]).await;
+        walk(&journal, done, &[Guarded, Failed]).await;
+        let cursor = Cursor { block_number: 121, block_hash: "0xb121".into() };
+        journal.set_cursor("blocks", "0xsafe", &cursor).await.unwrap();
+        journal.close().await;
+        // Dropped without anything else: a kill after the last commit.
+    }
+
+    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&journal.pool).await.unwrap();
+    assert_eq!(mode, "wal");
+
+    let pending = journal.pending().await.unwrap();
+    let keys: Vec<_> = pending.iter().map(|p| p.intent.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["s", "p"], "the failed intent is not pending work");
+    let resumed = &pending[0];
+    assert_eq!(resumed.intent.state, Submitted);
+    let op = resumed.operation.as_ref().unwrap();
+    assert_eq!((op.operation_id.as_str(), op.module_nonce), ("0xop1", 7));
+    assert_eq!(op.intents, vec![submitted]);
+    let tx = resumed.transaction.as_ref().unwrap();
+    assert_eq!(tx.tx.raw_tx, "0x02f8aa", "the raw transaction to broadcast again");
+    assert_eq!((tx.state, tx.block_number), (TxState::Included, Some(120)));
+    assert!(pending[1].operation.is_none() && pending[1].transaction.is_none());
+
+    let signing = journal.signing_request("0xop1", "quorum").await.unwrap().unwrap();
+    assert_eq!(signing.state, SigningState::Signed);
+    assert_eq!(signing.response, Some(json!({"sig": "0xabc"})));
+    let (_, events) = journal.intent(submitted).await.unwrap().unwrap();
+    assert_eq!(events.len(), 6);
+    assert_eq!(
+        journal.cursor("blocks", "0xsafe").await.unwrap(),
+        Some(Cursor { block_number: 121, block_hash: "0xb121".into() })
+    );
+    assert_eq!(journal.cursor("logs", "0xsafe").await.unwrap(), None);
+    // Journaling the same things again after the restart (replayed steps) duplicates nothing.
+    assert!(!journal.insert_intent(&pay("s", "payroll")).await.unwrap().created);
+    journal
+        .record_transaction(&NewTransaction {
+            operation_id: "0xop1".into(),
+            module_nonce: 7,
+            signed_operation: json!({}),
+            keeper_nonce: 3,
+            tx_hash: "0xt1".into(),
+            raw_tx: "0xother".into(),
+        })
+        .await
+        .unwrap();
+    let txs = journal.transactions("0xop1").await.unwrap();
+    assert_eq!(txs.len(), 1);
+    assert_eq!(txs[0].tx.raw_tx, "0x02f8aa");
+}
+
+#[tokio::test]
+async fn concurrent_inserts_of_one_key_make_one_intent() {
+    let dir = TempDir::new().unwrap();
+    // Two handles on one file, as two agent processes would have.
+    let a = Journal::open(&url(&dir)).await.unwrap();
+    let b = Journal::open(&url(&dir)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let journal = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            journal.insert_intent(&pay("tick:2024-03-01T09:00:00Z", "payroll")).await.unwrap()
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| r.created).count(), 1);
+    assert!(results.iter().all(|r| r.intent.id == results[0].intent.id));
+    assert_eq!(a.list(&IntentFilter::default()).await.unwrap().len(), 1);
+    let (_, events) = a.intent(results[0].intent.id).await.unwrap().unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_transitions_from_one_state_let_exactly_one_through() {
+    let dir = TempDir::new().unwrap();
+    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let id = journal.insert_intent(&pay("k", "payroll")).await.unwrap().intent.id;
+    walk(&journal, id, &[IntentState::Guarded]).await;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let j = journal.clone();
+            tokio::spawn(async move { j.transition(id, IntentState::Planned, json!(null)).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(e.is_illegal_transition(), "{e}"),
+        }
+    }
+    assert_eq!(ok, 1, "only one planner may move the intent");
+    let (_, events) = journal.intent(id).await.unwrap().unwrap();
+    assert_eq!(events.len(), 3);
+}
+
+#[tokio::test]
+async fn unsupported_url_is_a_typed_error() {
+    let err = Journal::open("postgres://localhost/treasury").await.unwrap_err();
+    assert!(matches!(err, JournalError::UnsupportedUrl(_)));
+}
