@@ -1,0 +1,130 @@
+//! The HTTP client of the root service, used by the agent (requester) and by approvers.
+use std::time::Duration;
+
+use alloy::primitives::Bytes;
+use zeroize::Zeroizing;
+
+use super::error::{Result, RootError};
+use super::http::{ErrorBody, Health, RejectBody};
+use super::request::EscalationRequest;
+use super::store::{Decision, RequestRecord, RequestState};
+
+/// Environment variable conventionally holding a client's bearer token.
+pub const TOKEN_ENV: &str = "TREASURY_ROOT_TOKEN";
+
+/// A client of one root service.
+#[derive(Clone)]
+pub struct RootClient {
+    base: String,
+    token: Zeroizing<String>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for RootClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootClient").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl RootClient {
+    /// A client of the service at `base` (e.g. `http://127.0.0.1:7400`) with a bearer token.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_owned();
+        Self { base, token: Zeroizing::new(token.into()), http: reqwest::Client::new() }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req
+            .bearer_auth(self.token.as_str())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| RootError::Transport(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| RootError::Transport(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| RootError::Transport(format!("bad answer: {e}")));
+        }
+        let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
+            RootError::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
+        })?;
+        Err(match (body.code.as_str(), body.rule) {
+            ("guard_denied", Some(rule)) => RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() },
+            ("unauthorized", _) => RootError::Unauthorized(body.error),
+            ("unknown_request", _) => RootError::UnknownRequest(body.error),
+            ("expired", _) => RootError::Expired(body.error),
+            ("not_pending", _) => RootError::NotPending { id: String::new(), state: body.error },
+            ("invalid_input", _) => RootError::InvalidInput(body.error),
+            _ => RootError::Transport(format!("HTTP {status}: {}", body.error)),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Service health.
+    pub async fn health(&self) -> Result<Health> {
+        self.call(self.http.get(self.url("/v1/health"))).await
+    }
+
+    /// Submits an escalation request (idempotent: the same payload returns the same request).
+    pub async fn submit(&self, request: &EscalationRequest) -> Result<RequestRecord> {
+        self.call(self.http.post(self.url("/v1/requests")).json(request)).await
+    }
+
+    /// One request.
+    pub async fn get(&self, id: &str) -> Result<RequestRecord> {
+        self.call(self.http.get(self.url(&format!("/v1/requests/{id}")))).await
+    }
+
+    /// Requests, optionally in one state (approver).
+    pub async fn list(&self, state: Option<RequestState>) -> Result<Vec<RequestRecord>> {
+        let path = match state {
+            Some(s) => format!("/v1/requests?state={}", s.as_str()),
+            None => "/v1/requests".to_owned(),
+        };
+        self.call(self.http.get(self.url(&path))).await
+    }
+
+    /// Approves a request (approver).
+    pub async fn approve(&self, id: &str) -> Result<RequestRecord> {
+        self.call(self.http.post(self.url(&format!("/v1/requests/{id}/approve")))).await
+    }
+
+    /// Rejects a request with a reason (approver).
+    pub async fn reject(&self, id: &str, reason: &str) -> Result<RequestRecord> {
+        let body = RejectBody { reason: reason.to_owned() };
+        self.call(self.http.post(self.url(&format!("/v1/requests/{id}/reject"))).json(&body)).await
+    }
+
+    /// Every decision on a request (approver).
+    pub async fn decisions(&self, id: &str) -> Result<Vec<Decision>> {
+        self.call(self.http.get(self.url(&format!("/v1/requests/{id}/decisions")))).await
+    }
+
+    /// Waits until request `id` is signed and returns the 65-byte root signature; fails when it is
+    /// rejected or expires. Transport errors (service restarting) are retried every `poll`.
+    pub async fn wait_signed(&self, id: &str, poll: Duration) -> Result<Bytes> {
+        loop {
+            match self.get(id).await {
+                Ok(rec) => match rec.state {
+                    RequestState::Signed => {
+                        return rec.signature.ok_or_else(|| RootError::Transport("signed without signature".into()));
+                    }
+                    RequestState::Rejected => {
+                        return Err(RootError::Rejected {
+                            by: rec.decided_by.unwrap_or_default(),
+                            reason: rec.reason.unwrap_or_default(),
+                        });
+                    }
+                    RequestState::Expired => return Err(RootError::Expired(id.to_owned())),
+                    RequestState::Pending | RequestState::Approved => {}
+                },
+                Err(e) if e.is_retryable() => tracing::debug!(error = %e, "root service unreachable, retrying"),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}

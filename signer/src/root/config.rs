@@ -1,0 +1,133 @@
+//! The root service's configuration file (TOML) and its clients' credentials.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::Address;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::error::{Result, RootError};
+use super::guard::GuardConfig;
+use super::hsm::HsmConfig;
+use super::pin::{PIN_ENV, Pin};
+
+/// Where the root key lives (`[hsm]`); the PIN comes from `pin_file` or `TREASURY_HSM_PIN`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsmSection {
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// Token label.
+    pub token: String,
+    /// Key label.
+    pub key: String,
+    /// File holding the user PIN (else the `TREASURY_HSM_PIN` environment variable).
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// The root address the key must have (lets the service start while the HSM is away).
+    #[serde(default)]
+    pub address: Option<Address>,
+}
+
+impl HsmSection {
+    /// The HSM configuration with the PIN read now.
+    pub fn resolve(&self) -> Result<HsmConfig> {
+        Ok(HsmConfig {
+            module: self.module.clone(),
+            token_label: self.token.clone(),
+            key_label: self.key.clone(),
+            pin: Pin::resolve(self.pin_file.as_deref(), PIN_ENV)?,
+        })
+    }
+}
+
+/// What a client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Submit requests and fetch their own results (the agent).
+    Requester,
+    /// List, approve and reject requests (a human approver).
+    Approver,
+}
+
+/// A client of the HTTP API, authenticated by a bearer token whose SHA-256 is stored here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientEntry {
+    /// Name recorded with every decision the client makes.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+}
+
+impl ClientEntry {
+    /// Whether `token` is this client's token (constant-time comparison of the hashes).
+    pub fn matches(&self, token: &str) -> bool {
+        let given = Sha256::digest(token.as_bytes());
+        hex::decode(&self.token_sha256).is_ok_and(|want| want.len() == 32 && bool::from(given.ct_eq(&want[..])))
+    }
+}
+
+/// A fresh random bearer token and its hash for the config file.
+///
+/// # Security
+/// The token MUST be shown once to its holder and MUST NOT be stored; only the hash is.
+pub fn new_token() -> (Zeroizing<String>, String) {
+    use rand_core::RngCore;
+    let mut raw = Zeroizing::new([0u8; 32]);
+    rand_core::OsRng.fill_bytes(raw.as_mut());
+    let token = Zeroizing::new(hex::encode(raw.as_ref()));
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    (token, hash)
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+fn default_ttl() -> u64 {
+    3600
+}
+fn default_retry() -> u64 {
+    250
+}
+
+/// The root service's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// Listen address (loopback by default).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// SQLite file of the approval queue.
+    pub db: PathBuf,
+    /// Seconds a pending request waits for approval before it expires.
+    #[serde(default = "default_ttl")]
+    pub approval_ttl_secs: u64,
+    /// Milliseconds between attempts to sign approved requests while the HSM is away.
+    #[serde(default = "default_retry")]
+    pub retry_interval_ms: u64,
+    /// The HSM.
+    pub hsm: HsmSection,
+    /// The guard.
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// API clients.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+}
+
+impl ServiceConfig {
+    /// Reads the configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RootError::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| RootError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The client whose token this is.
+    pub fn client(&self, token: &str) -> Option<&ClientEntry> {
+        self.clients.iter().find(|c| c.matches(token))
+    }
+}

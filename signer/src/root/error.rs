@@ -1,0 +1,128 @@
+//! [`RootError`]: everything the root signer, its guard, queue, service and client can fail with.
+use std::path::PathBuf;
+
+use super::guard::GuardRule;
+
+/// An error of the root signer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootError {
+    /// The file at the module path could not be loaded as a PKCS#11 library.
+    #[error("cannot load PKCS#11 module {path}: {reason}")]
+    ModuleLoad {
+        /// Path given.
+        path: PathBuf,
+        /// What the loader said.
+        reason: String,
+    },
+    /// No initialised token carries this label.
+    #[error("no PKCS#11 token labelled {0:?}")]
+    TokenNotFound(String),
+    /// The token holds no secp256k1 key pair with this label.
+    #[error("no secp256k1 key labelled {0:?} on the token")]
+    KeyNotFound(String),
+    /// More than one key pair carries this label: refusing to guess.
+    #[error("{0} keys labelled {1:?} on the token; labels must be unique")]
+    AmbiguousKey(usize, String),
+    /// The token refused the PIN.
+    #[error("the token refused the PIN")]
+    WrongPin,
+    /// The token's user PIN is locked after too many failures.
+    #[error("the token's user PIN is locked")]
+    PinLocked,
+    /// The PIN could not be read from its environment variable or file.
+    #[error("no PIN: {0}")]
+    PinUnavailable(String),
+    /// The HSM is unreachable (module missing, token removed, device error); retry later.
+    #[error("HSM unavailable: {0}")]
+    HsmUnavailable(String),
+    /// A PKCS#11 call failed for another reason.
+    #[error("PKCS#11 {op} failed: {reason}")]
+    Pkcs11 {
+        /// The operation attempted.
+        op: &'static str,
+        /// The library's error.
+        reason: String,
+    },
+    /// The HSM returned something that is not a valid secp256k1 key or signature.
+    #[error("malformed HSM output: {0}")]
+    Malformed(String),
+    /// The root guard refused the request.
+    #[error("refused by the root guard, rule `{rule}`: {detail}")]
+    GuardDenied {
+        /// The rule that refused.
+        rule: GuardRule,
+        /// What exceeded it.
+        detail: String,
+    },
+    /// An approver rejected the request.
+    #[error("rejected by {by}: {reason}")]
+    Rejected {
+        /// Who rejected it.
+        by: String,
+        /// Their reason.
+        reason: String,
+    },
+    /// No request has this id.
+    #[error("unknown request {0}")]
+    UnknownRequest(String),
+    /// The request expired before it was approved or signed.
+    #[error("request {0} has expired")]
+    Expired(String),
+    /// The request is not in a state that allows this decision.
+    #[error("request {id} is {state}")]
+    NotPending {
+        /// Request id.
+        id: String,
+        /// Its current state.
+        state: String,
+    },
+    /// Missing or wrong credentials, or a role that may not do this.
+    #[error("unauthorised: {0}")]
+    Unauthorized(String),
+    /// The request was malformed.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The durable queue (SQLite) failed.
+    #[error("queue store: {0}")]
+    Store(String),
+    /// Talking to the root service failed.
+    #[error("root service: {0}")]
+    Transport(String),
+    /// Reading the module's state from chain failed.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The FROST quorum failed to sign.
+    #[error("quorum: {0}")]
+    Quorum(String),
+}
+
+impl RootError {
+    /// Whether retrying the same call later may succeed (HSM back, service reachable again).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::HsmUnavailable(_) | Self::Transport(_) | Self::Store(_) | Self::Chain(_))
+    }
+
+    /// Whether a policy refused the request (guard rule or human rejection), not a fault.
+    pub fn is_policy_denial(&self) -> bool {
+        matches!(self, Self::GuardDenied { .. } | Self::Rejected { .. })
+    }
+
+    /// The guard rule that refused, if any.
+    pub fn guard_rule(&self) -> Option<GuardRule> {
+        match self {
+            Self::GuardDenied { rule, .. } => Some(*rule),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// Result with [`RootError`].
+pub type Result<T, E = RootError> = std::result::Result<T, E>;

@@ -1,0 +1,176 @@
+//! The root service's authenticated HTTP API.
+//!
+//! Every route takes `Authorization: Bearer <token>`; the token's SHA-256 names a client and its role.
+//! - `GET  /v1/health` (any client): root address and whether the HSM session is open.
+//! - `POST /v1/requests` (requester): body [`EscalationRequest`] → [`RequestRecord`] (202).
+//! - `GET  /v1/requests/{id}` (any client) → [`RequestRecord`].
+//! - `GET  /v1/requests?state=pending` (approver) → list.
+//! - `POST /v1/requests/{id}/approve` (approver) → [`RequestRecord`].
+//! - `POST /v1/requests/{id}/reject` (approver), body `{"reason": …}` → [`RequestRecord`].
+//! - `GET  /v1/requests/{id}/decisions` (approver) → every decision with who and when.
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::config::{ClientEntry, Role};
+use super::error::RootError;
+use super::guard::GuardRule;
+use super::request::EscalationRequest;
+use super::service::RootService;
+use super::store::RequestState;
+
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: String,
+    /// Human-readable message.
+    pub error: String,
+    /// The guard rule, for `guard_denied`.
+    #[serde(default)]
+    pub rule: Option<GuardRule>,
+    /// The detail, for `guard_denied`.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// Health answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// Root address, when known.
+    pub address: Option<alloy::primitives::Address>,
+    /// Whether the HSM session is open.
+    pub hsm_connected: bool,
+}
+
+/// Body of a rejection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejectBody {
+    /// Why.
+    pub reason: String,
+}
+
+/// Query of the list route.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListQuery {
+    /// Only requests in this state.
+    pub state: Option<RequestState>,
+}
+
+struct ApiError(RootError);
+
+impl From<RootError> for ApiError {
+    fn from(e: RootError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let (status, code) = match &e {
+            RootError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            RootError::GuardDenied { .. } => (StatusCode::FORBIDDEN, "guard_denied"),
+            RootError::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
+            RootError::Expired(_) => (StatusCode::CONFLICT, "expired"),
+            RootError::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
+            RootError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let (rule, detail) = match &e {
+            RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone())),
+            _ => (None, None),
+        };
+        (status, Json(ErrorBody { code: code.into(), error: e.to_string(), rule, detail })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn client<'a>(svc: &'a RootService, headers: &HeaderMap, role: Option<Role>) -> ApiResult<&'a ClientEntry> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| RootError::Unauthorized("missing bearer token".into()))?;
+    let c = svc.config.client(token).ok_or_else(|| RootError::Unauthorized("unknown token".into()))?;
+    match role {
+        Some(r) if r != c.role => Err(RootError::Unauthorized(format!("{} may not do this", c.name)).into()),
+        _ => Ok(c),
+    }
+}
+
+/// The API's router.
+pub fn router(svc: Arc<RootService>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/requests", post(submit).get(list))
+        .route("/v1/requests/{id}", get(get_one))
+        .route("/v1/requests/{id}/approve", post(approve))
+        .route("/v1/requests/{id}/reject", post(reject))
+        .route("/v1/requests/{id}/decisions", get(decisions))
+        .with_state(svc)
+}
+
+async fn health(State(svc): State<Arc<RootService>>, headers: HeaderMap) -> ApiResult<Json<Health>> {
+    client(&svc, &headers, None)?;
+    Ok(Json(Health { address: svc.key().known_address(), hsm_connected: svc.key().is_connected() }))
+}
+
+async fn submit(
+    State(svc): State<Arc<RootService>>,
+    headers: HeaderMap,
+    body: Result<Json<EscalationRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let c = client(&svc, &headers, Some(Role::Requester))?;
+    let Json(req) = body.map_err(|e| RootError::InvalidInput(e.body_text()))?;
+    let rec = svc.submit(req, &c.name).await?;
+    Ok((StatusCode::ACCEPTED, Json(rec)))
+}
+
+async fn get_one(State(svc): State<Arc<RootService>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    client(&svc, &headers, None)?;
+    Ok(Json(svc.store().get(&id).await?))
+}
+
+async fn list(
+    State(svc): State<Arc<RootService>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    client(&svc, &headers, Some(Role::Approver))?;
+    Ok(Json(svc.store().list(q.state).await?))
+}
+
+async fn approve(State(svc): State<Arc<RootService>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let c = client(&svc, &headers, Some(Role::Approver))?;
+    Ok(Json(svc.approve(&id, &c.name).await?))
+}
+
+async fn reject(
+    State(svc): State<Arc<RootService>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<RejectBody>,
+) -> ApiResult<impl IntoResponse> {
+    let c = client(&svc, &headers, Some(Role::Approver))?;
+    Ok(Json(svc.reject(&id, &c.name, &body.reason).await?))
+}
+
+async fn decisions(State(svc): State<Arc<RootService>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    client(&svc, &headers, Some(Role::Approver))?;
+    svc.store().get(&id).await?;
+    Ok(Json(svc.store().decisions(&id).await?))
+}
+
+/// Serves the API on `listener` with the signing worker running, until the process ends.
+pub async fn serve(svc: Arc<RootService>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let _worker = svc.spawn_worker();
+    axum::serve(listener, router(svc)).await
+}

@@ -1,0 +1,189 @@
+//! The root service: guard, durable queue, approvals and signing; `treasury root serve` runs it
+//! behind the HTTP API of [`super::http`].
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, U256};
+use tokio::sync::{Mutex, Notify};
+
+use super::config::ServiceConfig;
+use super::error::{Result, RootError};
+use super::request::{EscalationRequest, Payload};
+use super::signer::RootKey;
+use super::store::{RequestRecord, RequestState, Store};
+
+/// Name recorded for decisions made by the auto-approve rule.
+pub const AUTO_APPROVER: &str = "auto-approve rule";
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The running root service.
+#[derive(Debug)]
+pub struct RootService {
+    /// Configuration.
+    pub config: ServiceConfig,
+    store: Store,
+    key: Arc<RootKey>,
+    submit_lock: Mutex<()>,
+    wake: Notify,
+}
+
+impl RootService {
+    /// Opens the queue and prepares the key (connecting lazily: the HSM may be away at start).
+    pub async fn open(config: ServiceConfig) -> Result<Arc<Self>> {
+        let hsm = config.hsm.resolve()?;
+        let key = Arc::new(RootKey::new(hsm, config.hsm.address));
+        let store = Store::open(&config.db).await?;
+        Ok(Arc::new(Self { config, store, key, submit_lock: Mutex::new(()), wake: Notify::new() }))
+    }
+
+    /// The queue.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The root key.
+    pub fn key(&self) -> &Arc<RootKey> {
+        &self.key
+    }
+
+    /// Checks a request against the guard and queues it; auto-approved requests are signed at once
+    /// when the HSM is there. Resubmitting a live request returns it unchanged (idempotent).
+    ///
+    /// # Security
+    /// The digest MUST be rebuilt from the structured payload (EIP-712); a requester never supplies it.
+    pub async fn submit(&self, request: EscalationRequest, requester: &str) -> Result<RequestRecord> {
+        let digest = request.digest();
+        let record = {
+            let _one = self.submit_lock.lock().await;
+            if let Some(existing) = self.store.live_by_digest(digest).await? {
+                return Ok(existing);
+            }
+            let now = now();
+            let guard = &self.config.guard;
+            let assessment = match &request.payload {
+                Payload::Operation { operation } => {
+                    let mut spent = std::collections::BTreeMap::new();
+                    for a in &guard.assets {
+                        let since = now.saturating_sub(a.period_secs);
+                        spent.insert((a.token, a.period_secs), self.store.committed_since(a.token, since).await?);
+                    }
+                    guard.check_operation(operation, request.chain_id, request.module, now, |t: Address, p| {
+                        spent.get(&(t, p)).copied().unwrap_or(U256::ZERO)
+                    })
+                }
+                Payload::Admin { admin } => guard.check_admin(admin, request.chain_id, request.module, now),
+            }
+            .map_err(|(rule, detail)| RootError::GuardDenied { rule, detail })?;
+            let deadline = u64::try_from(request.deadline()).unwrap_or(u64::MAX);
+            let expires_at = now.saturating_add(self.config.approval_ttl_secs).min(deadline);
+            let id = new_id();
+            let auto = assessment.auto_approve.then_some(AUTO_APPROVER);
+            let rec = self.store.insert(&id, &request, requester, &assessment, now, expires_at, auto).await?;
+            tracing::info!(id = %rec.id, %digest, requester, state = %rec.state, "request queued");
+            rec
+        };
+        if record.state == RequestState::Approved {
+            return Ok(match self.sign(&record).await {
+                Ok(signed) => signed,
+                Err(e) => {
+                    tracing::warn!(id = %record.id, error = %e, "signing deferred");
+                    record
+                }
+            });
+        }
+        Ok(record)
+    }
+
+    /// Approves a pending request as `by`, then signs it when the HSM is there.
+    pub async fn approve(&self, id: &str, by: &str) -> Result<RequestRecord> {
+        let rec = self.store.approve(id, by, now()).await?;
+        tracing::info!(id, by, "request approved");
+        match self.sign(&rec).await {
+            Ok(signed) => Ok(signed),
+            Err(e) => {
+                tracing::warn!(id, error = %e, "signing deferred");
+                self.wake.notify_one();
+                Ok(rec)
+            }
+        }
+    }
+
+    /// Rejects a pending request as `by` with `reason`.
+    pub async fn reject(&self, id: &str, by: &str, reason: &str) -> Result<RequestRecord> {
+        let rec = self.store.reject(id, by, reason, now()).await?;
+        tracing::info!(id, by, reason, "request rejected");
+        Ok(rec)
+    }
+
+    /// Signs an approved request with the HSM and stores the signature.
+    ///
+    /// # Security
+    /// The digest signed is rebuilt from the stored payload; a row whose stored digest differs is
+    /// refused. Only requests in state `approved` are signed.
+    async fn sign(&self, rec: &RequestRecord) -> Result<RequestRecord> {
+        if rec.state != RequestState::Approved {
+            return Err(RootError::NotPending { id: rec.id.clone(), state: rec.state.to_string() });
+        }
+        let digest = rec.request.digest();
+        if digest != rec.digest {
+            return Err(RootError::Store(format!("request {}: stored digest does not match its payload", rec.id)));
+        }
+        let key = self.key.clone();
+        let sig = tokio::task::spawn_blocking(move || key.sign_digest(&digest))
+            .await
+            .map_err(|e| RootError::HsmUnavailable(e.to_string()))??;
+        self.store.set_signed(&rec.id, &sig.as_bytes(), now()).await
+    }
+
+    /// One pass of the worker: expires what is due and signs what is approved. Returns how many
+    /// requests were signed.
+    pub async fn sign_pass(&self) -> usize {
+        if let Err(e) = self.store.expire_due(now()).await {
+            tracing::warn!(error = %e, "expiry pass failed");
+        }
+        let waiting = match self.store.awaiting_signature().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue");
+                return 0;
+            }
+        };
+        let mut signed = 0;
+        for rec in waiting {
+            match self.sign(&rec).await {
+                Ok(_) => signed += 1,
+                Err(e) => {
+                    tracing::warn!(id = %rec.id, error = %e, "cannot sign yet");
+                    break;
+                }
+            }
+        }
+        signed
+    }
+
+    /// Runs the worker forever: a pass every `retry_interval_ms`, or sooner when woken.
+    pub fn spawn_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(this.config.retry_interval_ms.max(10));
+            loop {
+                this.sign_pass().await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = this.wake.notified() => {}
+                }
+            }
+        })
+    }
+}
+
+fn new_id() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 8];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
