@@ -1,0 +1,308 @@
+//! `treasury root` as a process: init against SoftHSM2 checked by `pkcs11-tool`, the service over
+//! HTTP with its guard, approvals from the CLI and the API, expiry, and the HSM unplugged.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256, keccak256};
+use alloy::sol_types::SolCall;
+use treasury_chain::contracts::IERC20;
+use treasury_chain::{Call, Operation, operation_digest};
+use treasury_signer::root::guard::GuardRule;
+use treasury_signer::root::store::RequestState;
+use treasury_signer::root::{EscalationRequest, RootClient, RootError};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "424242";
+const SO_PIN: &str = "87654321";
+const BIN: &str = env!("CARGO_BIN_EXE_treasury");
+const CHAIN: u64 = 31337;
+
+fn module_addr() -> Address {
+    Address::repeat_byte(0x4d)
+}
+fn usdc() -> Address {
+    Address::repeat_byte(0xaa)
+}
+fn alice() -> Address {
+    Address::repeat_byte(0x01)
+}
+
+/// A private SoftHSM2 and working directory.
+struct Env {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.path().join("tokens").display());
+        std::fs::write(&conf, text).unwrap();
+        Self { dir, conf }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env("SOFTHSM2_CONF", &self.conf).env("TREASURY_HSM_PIN", PIN).env("TREASURY_HSM_SO_PIN", SO_PIN);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn init(&self) -> Address {
+        let (ok, out, err) = self.run(&["root", "init", "--token", "root-token", "--key", "root", "--json"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["address"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn token(&self, name: &str, role: &str) -> (String, String) {
+        let (ok, out, err) = self.run(&["root", "new-token", "--name", name, "--role", role]);
+        assert!(ok, "{err}");
+        (out.trim().to_owned(), err)
+    }
+
+    /// Writes a service config and returns (path, requester token, approver token).
+    fn config(&self, module: &Path, address: Address, ttl: u64) -> (PathBuf, String, String) {
+        let (agent, agent_entry) = self.token("agent", "requester");
+        let (alice_tok, alice_entry) = self.token("alice", "approver");
+        let text = format!(
+            r#"db = "{db}"
+approval_ttl_secs = {ttl}
+retry_interval_ms = 50
+
+[hsm]
+module = "{module}"
+token = "root-token"
+key = "root"
+address = "{address}"
+
+[guard]
+recipients = ["{alice}"]
+
+[[guard.modules]]
+chain_id = {CHAIN}
+module = "{m}"
+
+[[guard.assets]]
+token = "{usdc}"
+max_single = "1000"
+period_cap = "100000"
+period_secs = 86400
+auto_approve_max = "10"
+
+{agent_entry}
+{alice_entry}
+"#,
+            db = self.dir.path().join("queue.sqlite").display(),
+            module = module.display(),
+            alice = alice(),
+            m = module_addr(),
+            usdc = usdc(),
+        );
+        let path = self.dir.path().join("root.toml");
+        std::fs::write(&path, text).unwrap();
+        (path, agent, alice_tok)
+    }
+
+    fn serve(&self, config: &Path) -> Service {
+        let mut child = self
+            .cmd(&["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+        Service { child, url }
+    }
+}
+
+struct Service {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pay(amount: u64, nonce: u64) -> Operation {
+    let data = IERC20::transferCall { to: alice(), amount: U256::from(amount) }.abi_encode();
+    let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    Operation { calls: vec![Call::new(usdc(), U256::ZERO, data)], nonce: U256::from(nonce), deadline: U256::from(deadline) }
+}
+
+fn request(op: &Operation) -> EscalationRequest {
+    EscalationRequest::operation(op.clone(), CHAIN, module_addr())
+}
+
+fn recovers(sig: &[u8], op: &Operation, root: Address) {
+    assert_eq!(sig.len(), 65);
+    assert!(sig[64] == 27 || sig[64] == 28);
+    let s = alloy::primitives::Signature::from_raw(sig).unwrap();
+    assert_eq!(s.recover_address_from_prehash(&operation_digest(op, CHAIN, module_addr())).unwrap(), root);
+}
+
+#[test]
+fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
+    let env = Env::new();
+    let address = env.init();
+    assert_eq!(env.init(), address, "a second init finds the same key");
+
+    let der = env.dir.path().join("pub.der");
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &env.conf)
+        .args(["--module", MODULE, "--token-label", "root-token", "--login", "--pin", PIN, "--read-object", "--type", "pubkey", "--label", "root", "-o"])
+        .arg(&der)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spki = std::fs::read(&der).unwrap();
+    let point = &spki[spki.len() - 65..];
+    assert_eq!(point[0], 0x04, "uncompressed point at the end of the SubjectPublicKeyInfo");
+    assert_eq!(Address::from_slice(&keccak256(&point[1..])[12..]), address);
+
+    let list = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &env.conf)
+        .args(["--module", MODULE, "--token-label", "root-token", "--login", "--pin", PIN, "--list-objects", "--type", "privkey"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("label:      root") && text.contains("EC"), "{text}");
+    assert!(text.contains("sign"), "the private key can sign: {text}");
+}
+
+#[test]
+fn init_names_a_wrong_pin_and_a_non_pkcs11_module() {
+    let env = Env::new();
+    env.init();
+    let out = env.cmd(&["root", "init", "--token", "root-token", "--key", "root"]).env("TREASURY_HSM_PIN", "111111").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the PIN"), "{err}");
+    assert!(!err.contains("111111"), "the PIN is never printed: {err}");
+
+    let fake = env.dir.path().join("fake.so");
+    std::fs::write(&fake, "not a library").unwrap();
+    let (ok, _, err) = env.run(&["root", "init", "--module", fake.to_str().unwrap(), "--token", "root-token"]);
+    assert!(!ok && err.contains("cannot load PKCS#11 module"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_guards_queues_and_signs_after_approval() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, alice_tok) = env.config(Path::new(MODULE), root, 3600);
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    let alice_c = RootClient::new(&svc.url, &alice_tok);
+
+    // Over the maximum single amount: refused, rule named.
+    let err = agent.submit(&request(&pay(5000, 1))).await.unwrap_err();
+    assert_eq!(err.guard_rule(), Some(GuardRule::MaxSingleAmount), "{err}");
+    // No token: refused.
+    assert!(matches!(RootClient::new(&svc.url, "nope").submit(&request(&pay(5, 1))).await, Err(RootError::Unauthorized(_))));
+
+    // Under the auto-approve amount: signed at once.
+    let small = pay(5, 2);
+    let rec = agent.submit(&request(&small)).await.unwrap();
+    assert_eq!(rec.state, RequestState::Signed);
+    recovers(&rec.signature.unwrap(), &small, root);
+
+    // Above it: pending until a human approves (from the CLI).
+    let big = pay(500, 3);
+    let rec = agent.submit(&request(&big)).await.unwrap();
+    assert_eq!(rec.state, RequestState::Pending);
+    assert_eq!(agent.submit(&request(&big)).await.unwrap().id, rec.id, "resubmission is idempotent");
+    assert!(matches!(agent.approve(&rec.id).await, Err(RootError::Unauthorized(_))), "a requester cannot approve");
+    let (ok, out, err) = env.run(&["root", "pending", "--config", config.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&rec.id));
+    let (ok, _, err) = env.run(&["root", "approve", &rec.id, "--config", config.to_str().unwrap(), "--as", "bob"]);
+    assert!(ok, "{err}");
+    let sig = tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&rec.id, Duration::from_millis(20))).await.unwrap().unwrap();
+    recovers(&sig, &big, root);
+    let decisions = alice_c.decisions(&rec.id).await.unwrap();
+    let actions: Vec<(&str, &str)> = decisions.iter().map(|d| (d.action.as_str(), d.by.as_str())).collect();
+    assert_eq!(actions, [("queued", "agent"), ("approve", "bob"), ("sign", "root service")]);
+    assert!(decisions.iter().all(|d| d.at > 0));
+
+    // Rejected over HTTP: the requester learns who and why; a later approval is refused.
+    let other = pay(600, 4);
+    let rec = agent.submit(&request(&other)).await.unwrap();
+    let listed = alice_c.list(Some(RequestState::Pending)).await.unwrap();
+    assert!(listed.iter().any(|r| r.id == rec.id));
+    alice_c.reject(&rec.id, "not in the plan").await.unwrap();
+    match agent.wait_signed(&rec.id, Duration::from_millis(20)).await {
+        Err(RootError::Rejected { by, reason }) => assert_eq!((by.as_str(), reason.as_str()), ("alice", "not in the plan")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(alice_c.approve(&rec.id).await, Err(RootError::NotPending { .. })));
+    assert!(matches!(alice_c.approve("0000000000000000").await, Err(RootError::UnknownRequest(_))));
+    let (ok, _, err) = env.run(&["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown request"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_after_expiry_is_refused() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, alice_tok) = env.config(Path::new(MODULE), root, 1);
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    let rec = agent.submit(&request(&pay(500, 1))).await.unwrap();
+    assert_eq!(rec.state, RequestState::Pending);
+    // The approval window is one second (whole seconds): wait it out.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let err = RootClient::new(&svc.url, &alice_tok).approve(&rec.id).await.unwrap_err();
+    assert!(matches!(err, RootError::Expired(_)), "{err:?}");
+    assert!(matches!(agent.wait_signed(&rec.id, Duration::from_millis(20)).await, Err(RootError::Expired(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_wait_while_the_hsm_is_unplugged_and_survive_a_restart() {
+    let env = Env::new();
+    let root = env.init();
+    // The service loads the module through a link that does not exist yet: the HSM is unplugged.
+    let link = env.dir.path().join("hsm.so");
+    let (config, agent_tok, alice_tok) = env.config(&link, root, 3600);
+    let (small, big) = (pay(5, 1), pay(500, 2));
+    let (small_id, big_id) = {
+        let svc = env.serve(&config);
+        let agent = RootClient::new(&svc.url, &agent_tok);
+        let health = agent.health().await.unwrap();
+        assert_eq!((health.address, health.hsm_connected), (Some(root), false));
+        let a = agent.submit(&request(&small)).await.unwrap();
+        assert_eq!(a.state, RequestState::Approved, "auto-approved, waiting for the HSM");
+        let b = agent.submit(&request(&big)).await.unwrap();
+        let b = RootClient::new(&svc.url, &alice_tok).approve(&b.id).await.unwrap();
+        assert_eq!(b.state, RequestState::Approved);
+        (a.id, b.id)
+        // The service is killed here.
+    };
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    for id in [&small_id, &big_id] {
+        assert_eq!(agent.get(id).await.unwrap().state, RequestState::Approved, "still queued after the restart");
+    }
+    std::os::unix::fs::symlink(MODULE, &link).unwrap();
+    let wait = |id: String| {
+        let agent = agent.clone();
+        async move { tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&id, Duration::from_millis(20))).await.unwrap().unwrap() }
+    };
+    recovers(&wait(small_id).await, &small, root);
+    recovers(&wait(big_id).await, &big, root);
+    assert!(agent.health().await.unwrap().hsm_connected);
+}
