@@ -29,6 +29,9 @@ pub enum Command {
     /// Run or set up the HSM-backed root signer and its approvals.
     #[command(subcommand)]
     Root(cmd::root::RootCmd),
+    /// Check an agent configuration file.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCmd),
 }
 
 impl Command {
@@ -39,6 +42,7 @@ impl Command {
             Command::Signer(cmd) => cmd.run().await,
             Command::Dkg(args) => args.run().await,
             Command::Root(cmd) => cmd.run().await,
+            Command::Config(cmd) => cmd.run().await,
         }
     }
 }

@@ -1,4 +1,5 @@
 //! One module per `treasury` subcommand.
+pub mod config;
 pub mod dkg;
 pub mod policy;
 pub mod root;

@@ -1,0 +1,100 @@
+//! Parsing and validation of agent configurations.
+
+use std::path::Path;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../config/example.toml");
+const DEV: &str = include_str!("../../../config/dev.toml");
+
+/// Creates every file `example.toml` refers to, so only its values are judged.
+fn example_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    for f in [
+        "quorum.json",
+        "keeper.json",
+        "policies/payroll.rhai",
+        "policies/gas-topup.rhai",
+        "policies/derisk.rhai",
+        "policies/rebalance.rhai",
+    ] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    std::fs::write(dir.path().join("treasury.toml"), EXAMPLE).unwrap();
+    dir
+}
+
+#[test]
+fn the_documented_example_is_valid_and_uses_every_section() {
+    let dir = example_dir();
+    let config = Config::load(&dir.path().join("treasury.toml")).unwrap();
+    assert_eq!(config.chain.chain_id, 31337);
+    assert_eq!(config.policies.policies.len(), 4);
+    assert_eq!(config.policies.tokens["USDC"].decimals, 6);
+    assert_eq!(config.notify.webhooks.len(), 1);
+    assert!(config.api.is_some() && config.dex.is_some());
+    assert_eq!(config.resolve(Path::new("quorum.json")), dir.path().join("quorum.json"));
+}
+
+#[test]
+fn dev_config_parses_and_takes_defaults() {
+    let config = Config::parse(DEV, Path::new("config")).unwrap();
+    assert_eq!(config.chain.confirmations, 1);
+    assert_eq!(config.keeper.max_fee_gwei, 200.0);
+    assert!(config.policies.policies.is_empty());
+    let defaults =
+        Config::parse(&DEV.replace("[journal]\nurl = \"sqlite://treasury-dev.db\"\n", ""), Path::new(""))
+            .unwrap();
+    assert_eq!(defaults.journal.url, "sqlite://treasury.db");
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_key() {
+    let dir = example_dir();
+    let broken = EXAMPLE
+        .replace("module = \"0x2222222222222222222222222222222222222222\"", "module = \"0x22\"")
+        .replace("rpc_http = \"http://127.0.0.1:8545\"", "rpc_http = \"127.0.0.1:8545\"")
+        .replace("confirmations = 2", "confirmations = 0")
+        .replace("cron = \"0 0 9 1 * *\" }\n\n", "cron = \"every monday\" }\n\n")
+        .replace("password_env = \"TREASURY_KEEPER_PASSWORD\"", "password_env = \"hunter2 secret\"")
+        .replace("events = [\"escalation\", \"failure\"]", "events = [\"escalation\", \"party\"]")
+        .replace("decimals = 6", "decimals = 40")
+        .replace("file = \"policies/derisk.rhai\"", "file = \"policies/missing.rhai\"");
+    std::fs::write(dir.path().join("treasury.toml"), broken).unwrap();
+
+    let err = Config::load(&dir.path().join("treasury.toml")).unwrap_err();
+    let keys: Vec<String> = err.problems().into_iter().map(|p| p.key).collect();
+    for key in [
+        "safe.module",
+        "chain.rpc_http",
+        "chain.confirmations",
+        "policies.policy[0].trigger",
+        "keeper.password_env",
+        "notify.webhook[0].events",
+        "policies.tokens.USDC.decimals",
+        "policies.policy[2].file",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+    assert_eq!(keys.len(), 8, "nothing else is wrong: {keys:?}");
+    let text = err.to_string();
+    assert!(text.contains("safe.module: not a valid address"), "{text}");
+    assert!(!text.contains("hunter2"), "a secret pasted by mistake is not echoed");
+}
+
+#[test]
+fn unknown_keys_are_refused_naming_the_key() {
+    let text = EXAMPLE.replace("[safe]\n", "[safe]\nowner = \"0x01\"\n");
+    let err = Config::parse(&text, Path::new("")).unwrap_err();
+    assert!(err.contains("owner"), "{err}");
+}
+
+#[test]
+fn keeper_needs_exactly_one_key_source() {
+    let dir = example_dir();
+    let both = EXAMPLE.replace("# pkcs11_label = \"treasury-keeper\"", "pkcs11_label = \"treasury-keeper\"");
+    let config = Config::parse(&both, dir.path()).unwrap();
+    let problems = config.validate();
+    assert_eq!(problems, vec![Problem::new("keeper", "set exactly one of keystore and pkcs11_label")]);
+}
