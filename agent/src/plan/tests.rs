@@ -46,9 +46,9 @@ fn snapshot(gov_stale: bool) -> Snapshot {
         module_nonce: U256::ZERO,
         paused: false,
         assets: vec![
-            asset("ETH", Address::ZERO, 18, 3_000_00000000, false),
-            asset("USDC", USDC, 6, 1_00000000, false),
-            asset("GOV", GOV, 18, 2_50000000, gov_stale),
+            asset("ETH", Address::ZERO, 18, 300_000_000_000, false),
+            asset("USDC", USDC, 6, 100_000_000, false),
+            asset("GOV", GOV, 18, 250_000_000, gov_stale),
         ],
     }
 }
