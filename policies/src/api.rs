@@ -274,7 +274,8 @@ fn register_calendar(engine: &mut Engine) {
     engine.register_fn("period_key", |ctx: NativeCallContext, p: &str| {
         with_ctx(&ctx, |r| Ok(r.period_key(period_arg(p)?)))
     });
-    let fields: [(&str, fn(Calendar) -> INT); 6] = [
+    type Field = fn(Calendar) -> INT;
+    let fields: [(&str, Field); 6] = [
         ("year", Calendar::year),
         ("month", Calendar::month),
         ("day_of_month", Calendar::day_of_month),

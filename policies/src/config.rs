@@ -117,7 +117,7 @@ impl Trigger {
     /// never fire from blocks alone.
     pub fn fires_at(&self, block: u64, timestamp: u64, prev_timestamp: u64) -> bool {
         match self {
-            Trigger::EveryBlocks { blocks } => *blocks > 0 && block % blocks == 0,
+            Trigger::EveryBlocks { blocks } => *blocks > 0 && block.is_multiple_of(*blocks),
             Trigger::Schedule { cron } => schedule(cron).is_ok_and(|s| {
                 let prev = crate::period::utc(prev_timestamp);
                 s.after(&prev).next().is_some_and(|t| t <= crate::period::utc(timestamp))
@@ -171,7 +171,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_operations: 100_000,
+            max_operations: 50_000,
             max_call_depth: 32,
             max_string_size: 4_096,
             max_array_size: 1_024,
