@@ -40,20 +40,30 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tokens")).unwrap();
         let conf = dir.path().join("softhsm2.conf");
-        let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.path().join("tokens").display());
+        let text = format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.path().join("tokens").display()
+        );
         std::fs::write(&conf, text).unwrap();
         Self { dir, conf }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).env("SOFTHSM2_CONF", &self.conf).env("TREASURY_HSM_PIN", PIN).env("TREASURY_HSM_SO_PIN", SO_PIN);
+        c.args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("TREASURY_HSM_PIN", PIN)
+            .env("TREASURY_HSM_SO_PIN", SO_PIN);
         c
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
         let out = self.cmd(args).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn init(&self) -> Address {
@@ -121,7 +131,11 @@ auto_approve_max = "10"
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"))
+            .to_owned();
         Service { child, url }
     }
 }
@@ -140,8 +154,13 @@ impl Drop for Service {
 
 fn pay(amount: u64, nonce: u64) -> Operation {
     let data = IERC20::transferCall { to: alice(), amount: U256::from(amount) }.abi_encode();
-    let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    Operation { calls: vec![Call::new(usdc(), U256::ZERO, data)], nonce: U256::from(nonce), deadline: U256::from(deadline) }
+    let deadline =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    Operation {
+        calls: vec![Call::new(usdc(), U256::ZERO, data)],
+        nonce: U256::from(nonce),
+        deadline: U256::from(deadline),
+    }
 }
 
 fn request(op: &Operation) -> EscalationRequest {
@@ -164,7 +183,21 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
     let der = env.dir.path().join("pub.der");
     let out = Command::new("pkcs11-tool")
         .env("SOFTHSM2_CONF", &env.conf)
-        .args(["--module", MODULE, "--token-label", "root-token", "--login", "--pin", PIN, "--read-object", "--type", "pubkey", "--label", "root", "-o"])
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "root-token",
+            "--login",
+            "--pin",
+            PIN,
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--label",
+            "root",
+            "-o",
+        ])
         .arg(&der)
         .output()
         .unwrap();
@@ -176,7 +209,18 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
 
     let list = Command::new("pkcs11-tool")
         .env("SOFTHSM2_CONF", &env.conf)
-        .args(["--module", MODULE, "--token-label", "root-token", "--login", "--pin", PIN, "--list-objects", "--type", "privkey"])
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "root-token",
+            "--login",
+            "--pin",
+            PIN,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&list.stdout);
@@ -188,7 +232,11 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
 fn init_names_a_wrong_pin_and_a_non_pkcs11_module() {
     let env = Env::new();
     env.init();
-    let out = env.cmd(&["root", "init", "--token", "root-token", "--key", "root"]).env("TREASURY_HSM_PIN", "111111").output().unwrap();
+    let out = env
+        .cmd(&["root", "init", "--token", "root-token", "--key", "root"])
+        .env("TREASURY_HSM_PIN", "111111")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the PIN"), "{err}");
@@ -196,7 +244,8 @@ fn init_names_a_wrong_pin_and_a_non_pkcs11_module() {
 
     let fake = env.dir.path().join("fake.so");
     std::fs::write(&fake, "not a library").unwrap();
-    let (ok, _, err) = env.run(&["root", "init", "--module", fake.to_str().unwrap(), "--token", "root-token"]);
+    let (ok, _, err) =
+        env.run(&["root", "init", "--module", fake.to_str().unwrap(), "--token", "root-token"]);
     assert!(!ok && err.contains("cannot load PKCS#11 module"), "{err}");
 }
 
@@ -213,7 +262,10 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     let err = agent.submit(&request(&pay(5000, 1))).await.unwrap_err();
     assert_eq!(err.guard_rule(), Some(GuardRule::MaxSingleAmount), "{err}");
     // No token: refused.
-    assert!(matches!(RootClient::new(&svc.url, "nope").submit(&request(&pay(5, 1))).await, Err(RootError::Unauthorized(_))));
+    assert!(matches!(
+        RootClient::new(&svc.url, "nope").submit(&request(&pay(5, 1))).await,
+        Err(RootError::Unauthorized(_))
+    ));
 
     // Under the auto-approve amount: signed at once.
     let small = pay(5, 2);
@@ -226,13 +278,21 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     let rec = agent.submit(&request(&big)).await.unwrap();
     assert_eq!(rec.state, RequestState::Pending);
     assert_eq!(agent.submit(&request(&big)).await.unwrap().id, rec.id, "resubmission is idempotent");
-    assert!(matches!(agent.approve(&rec.id).await, Err(RootError::Unauthorized(_))), "a requester cannot approve");
+    assert!(
+        matches!(agent.approve(&rec.id).await, Err(RootError::Unauthorized(_))),
+        "a requester cannot approve"
+    );
     let (ok, out, err) = env.run(&["root", "pending", "--config", config.to_str().unwrap(), "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains(&rec.id));
-    let (ok, _, err) = env.run(&["root", "approve", &rec.id, "--config", config.to_str().unwrap(), "--as", "bob"]);
+    let (ok, _, err) =
+        env.run(&["root", "approve", &rec.id, "--config", config.to_str().unwrap(), "--as", "bob"]);
     assert!(ok, "{err}");
-    let sig = tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&rec.id, Duration::from_millis(20))).await.unwrap().unwrap();
+    let sig =
+        tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&rec.id, Duration::from_millis(20)))
+            .await
+            .unwrap()
+            .unwrap();
     recovers(&sig, &big, root);
     let decisions = alice_c.decisions(&rec.id).await.unwrap();
     let actions: Vec<(&str, &str)> = decisions.iter().map(|d| (d.action.as_str(), d.by.as_str())).collect();
@@ -246,12 +306,15 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     assert!(listed.iter().any(|r| r.id == rec.id));
     alice_c.reject(&rec.id, "not in the plan").await.unwrap();
     match agent.wait_signed(&rec.id, Duration::from_millis(20)).await {
-        Err(RootError::Rejected { by, reason }) => assert_eq!((by.as_str(), reason.as_str()), ("alice", "not in the plan")),
+        Err(RootError::Rejected { by, reason }) => {
+            assert_eq!((by.as_str(), reason.as_str()), ("alice", "not in the plan"))
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(alice_c.approve(&rec.id).await, Err(RootError::NotPending { .. })));
     assert!(matches!(alice_c.approve("0000000000000000").await, Err(RootError::UnknownRequest(_))));
-    let (ok, _, err) = env.run(&["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()]);
+    let (ok, _, err) =
+        env.run(&["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()]);
     assert!(!ok && err.contains("unknown request"), "{err}");
 }
 
@@ -268,7 +331,10 @@ async fn an_approval_after_expiry_is_refused() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let err = RootClient::new(&svc.url, &alice_tok).approve(&rec.id).await.unwrap_err();
     assert!(matches!(err, RootError::Expired(_)), "{err:?}");
-    assert!(matches!(agent.wait_signed(&rec.id, Duration::from_millis(20)).await, Err(RootError::Expired(_))));
+    assert!(matches!(
+        agent.wait_signed(&rec.id, Duration::from_millis(20)).await,
+        Err(RootError::Expired(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,12 +361,21 @@ async fn requests_wait_while_the_hsm_is_unplugged_and_survive_a_restart() {
     let svc = env.serve(&config);
     let agent = RootClient::new(&svc.url, &agent_tok);
     for id in [&small_id, &big_id] {
-        assert_eq!(agent.get(id).await.unwrap().state, RequestState::Approved, "still queued after the restart");
+        assert_eq!(
+            agent.get(id).await.unwrap().state,
+            RequestState::Approved,
+            "still queued after the restart"
+        );
     }
     std::os::unix::fs::symlink(MODULE, &link).unwrap();
     let wait = |id: String| {
         let agent = agent.clone();
-        async move { tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&id, Duration::from_millis(20))).await.unwrap().unwrap() }
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&id, Duration::from_millis(20)))
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     recovers(&wait(small_id).await, &small, root);
     recovers(&wait(big_id).await, &big, root);

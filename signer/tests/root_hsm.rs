@@ -11,7 +11,12 @@ use treasury_chain::{Call, Operation, operation_digest};
 use treasury_signer::root::hsm::to_ethereum_signature;
 use treasury_signer::root::{Hsm, HsmConfig, HsmSigner, Pin, RootError, RootKey};
 
-const HALF_N: U256 = U256::from_limbs([0xDFE9_2F46_681B_20A0, 0x5D57_6E73_57A4_501D, 0xFFFF_FFFF_FFFF_FFFF, 0x7FFF_FFFF_FFFF_FFFF]);
+const HALF_N: U256 = U256::from_limbs([
+    0xDFE9_2F46_681B_20A0,
+    0x5D57_6E73_57A4_501D,
+    0xFFFF_FFFF_FFFF_FFFF,
+    0x7FFF_FFFF_FFFF_FFFF,
+]);
 
 fn op() -> Operation {
     Operation {

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use treasury_signer::root::config::{ServiceConfig, new_token};
+use treasury_signer::root::config::{HsmSection, ServiceConfig, new_token};
 use treasury_signer::root::pin::{PIN_ENV, SO_PIN_ENV};
 use treasury_signer::root::service::now;
 use treasury_signer::root::store::{RequestRecord, RequestState, Store};
@@ -26,6 +26,21 @@ pub enum RootCmd {
     Approve(IdArgs),
     /// Reject a pending request.
     Reject(RejectArgs),
+    /// Measure root signature latency through the service against the bare C_Sign.
+    Bench(BenchArgs),
+}
+
+/// `treasury root bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    hsm: HsmArgs,
+    /// Samples per measured path.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the key lives.
@@ -48,7 +63,12 @@ pub struct HsmArgs {
 impl HsmArgs {
     fn config(&self) -> anyhow::Result<HsmConfig> {
         let pin = Pin::resolve(self.pin_file.as_deref(), PIN_ENV).context("reading the user PIN")?;
-        Ok(HsmConfig { module: self.module.clone(), token_label: self.token.clone(), key_label: self.key.clone(), pin })
+        Ok(HsmConfig {
+            module: self.module.clone(),
+            token_label: self.token.clone(),
+            key_label: self.key.clone(),
+            pin,
+        })
     }
 }
 
@@ -140,7 +160,10 @@ impl RootCmd {
                 } else if list.is_empty() {
                     println!("no pending requests");
                 } else {
-                    println!("{:<16}  {:<9}  {:<10}  {:<12}  totals", "id", "kind", "requester", "expires_at");
+                    println!(
+                        "{:<16}  {:<9}  {:<10}  {:<12}  totals",
+                        "id", "kind", "requester", "expires_at"
+                    );
                     for r in &list {
                         println!("{}", row(r));
                     }
@@ -151,20 +174,29 @@ impl RootCmd {
                 let store = open_store(&a.queue.config).await?;
                 let rec = store.get(&a.id).await?;
                 let decisions = store.decisions(&a.id).await?;
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"request": rec, "decisions": decisions}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"request": rec, "decisions": decisions})
+                    )?
+                );
                 Ok(())
             }
             Self::Approve(a) => {
                 let store = open_store(&a.queue.config).await?;
                 let by = who(a.by);
-                let rec = store.approve(&a.id, &by, now()).await.with_context(|| format!("approving {}", a.id))?;
+                let rec =
+                    store.approve(&a.id, &by, now()).await.with_context(|| format!("approving {}", a.id))?;
                 print_decision(&rec, a.queue.json)
             }
+            Self::Bench(a) => bench(a).await,
             Self::Reject(a) => {
                 let store = open_store(&a.id.queue.config).await?;
                 let by = who(a.id.by);
-                let rec =
-                    store.reject(&a.id.id, &by, &a.reason, now()).await.with_context(|| format!("rejecting {}", a.id.id))?;
+                let rec = store
+                    .reject(&a.id.id, &by, &a.reason, now())
+                    .await
+                    .with_context(|| format!("rejecting {}", a.id.id))?;
                 print_decision(&rec, a.id.queue.json)
             }
         }
@@ -176,7 +208,8 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
     let created_token = if hsm::find_token(&hsm::load_module(&cfg.module)?, &cfg.token_label).is_ok() {
         false
     } else {
-        let so = Pin::resolve(a.so_pin_file.as_deref(), SO_PIN_ENV).context("creating the token needs the SO PIN")?;
+        let so = Pin::resolve(a.so_pin_file.as_deref(), SO_PIN_ENV)
+            .context("creating the token needs the SO PIN")?;
         hsm::init_token(&cfg.module, &cfg.token_label, &so, &cfg.pin).context("creating the token")?
     };
     let (h, created_key) = Hsm::open_or_generate(&cfg).context("opening the root key")?;
@@ -215,10 +248,39 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Ok(addr) => tracing::info!(%addr, "root key available"),
         Err(e) => tracing::warn!(error = %e, "HSM not available yet; requests will wait for it"),
     }
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     treasury_signer::root::http::serve(svc, listener).await.context("serving")?;
+    Ok(())
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let section = HsmSection {
+        module: a.hsm.module.clone(),
+        token: a.hsm.token.clone(),
+        key: a.hsm.key.clone(),
+        pin_file: a.hsm.pin_file.clone(),
+        address: None,
+    };
+    let dir = std::env::temp_dir().join(format!("treasury-root-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let report = treasury_signer::root::bench::run(section, &dir, a.samples).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report.context("running the benchmark")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{:<34} {:>6} {:>10} {:>10} {:>10}", "path", "n", "p50 µs", "p99 µs", "mean µs");
+        for (name, s) in [
+            ("bare C_Sign (CKM_ECDSA)", &report.bare_c_sign),
+            ("C_Sign + low-s + recovery id", &report.sign_and_recover),
+            ("service (HTTP, guard, SQLite, HSM)", &report.service),
+        ] {
+            println!("{name:<34} {:>6} {:>10.0} {:>10.0} {:>10.0}", s.n, s.p50_us, s.p99_us, s.mean_us);
+        }
+    }
     Ok(())
 }
 
@@ -233,7 +295,14 @@ fn who(by: Option<String>) -> String {
 
 fn row(r: &RequestRecord) -> String {
     let totals: Vec<String> = r.totals.iter().map(|(t, v)| format!("{v}@{t}")).collect();
-    format!("{:<16}  {:<9}  {:<10}  {:<12}  {}", r.id, r.request.kind(), r.requester, r.expires_at, totals.join(","))
+    format!(
+        "{:<16}  {:<9}  {:<10}  {:<12}  {}",
+        r.id,
+        r.request.kind(),
+        r.requester,
+        r.expires_at,
+        totals.join(",")
+    )
 }
 
 fn print_decision(rec: &RequestRecord, json: bool) -> anyhow::Result<()> {
@@ -244,4 +313,3 @@ fn print_decision(rec: &RequestRecord, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

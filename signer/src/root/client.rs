@@ -43,13 +43,16 @@ impl RootClient {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| RootError::Transport(e.to_string()))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| RootError::Transport(format!("bad answer: {e}")));
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| RootError::Transport(format!("bad answer: {e}")));
         }
         let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
             RootError::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
         })?;
         Err(match (body.code.as_str(), body.rule) {
-            ("guard_denied", Some(rule)) => RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() },
+            ("guard_denied", Some(rule)) => {
+                RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() }
+            }
             ("unauthorized", _) => RootError::Unauthorized(body.error),
             ("unknown_request", _) => RootError::UnknownRequest(body.error),
             ("expired", _) => RootError::Expired(body.error),
@@ -110,7 +113,9 @@ impl RootClient {
             match self.get(id).await {
                 Ok(rec) => match rec.state {
                     RequestState::Signed => {
-                        return rec.signature.ok_or_else(|| RootError::Transport("signed without signature".into()));
+                        return rec
+                            .signature
+                            .ok_or_else(|| RootError::Transport("signed without signature".into()));
                     }
                     RequestState::Rejected => {
                         return Err(RootError::Rejected {
@@ -121,7 +126,9 @@ impl RootClient {
                     RequestState::Expired => return Err(RootError::Expired(id.to_owned())),
                     RequestState::Pending | RequestState::Approved => {}
                 },
-                Err(e) if e.is_retryable() => tracing::debug!(error = %e, "root service unreachable, retrying"),
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(error = %e, "root service unreachable, retrying")
+                }
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(poll).await;

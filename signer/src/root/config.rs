@@ -67,7 +67,8 @@ impl ClientEntry {
     /// Whether `token` is this client's token (constant-time comparison of the hashes).
     pub fn matches(&self, token: &str) -> bool {
         let given = Sha256::digest(token.as_bytes());
-        hex::decode(&self.token_sha256).is_ok_and(|want| want.len() == 32 && bool::from(given.ct_eq(&want[..])))
+        hex::decode(&self.token_sha256)
+            .is_ok_and(|want| want.len() == 32 && bool::from(given.ct_eq(&want[..])))
     }
 }
 

@@ -153,7 +153,10 @@ pub async fn read_facts(provider: &DynProvider, module: Address, op: &Operation)
     }
     for asset in outflows(op).keys() {
         let b = m.budget(*asset).call().await.map_err(chain)?;
-        facts.budgets.insert(*asset, BudgetView { limit: b.limit, period: b.period, spent: b.spent, remaining: b.remaining });
+        facts.budgets.insert(
+            *asset,
+            BudgetView { limit: b.limit, period: b.period, spent: b.spent, remaining: b.remaining },
+        );
     }
     Ok(facts)
 }
@@ -190,7 +193,10 @@ pub struct Escalator {
 
 impl std::fmt::Debug for Escalator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Escalator").field("chain_id", &self.chain_id).field("module", &self.module).finish_non_exhaustive()
+        f.debug_struct("Escalator")
+            .field("chain_id", &self.chain_id)
+            .field("module", &self.module)
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,14 +241,27 @@ mod tests {
     }
 
     fn pay(amount: u64) -> Operation {
-        let data = IERC20::transferCall { to: Address::repeat_byte(1), amount: U256::from(amount) }.abi_encode();
-        Operation { calls: vec![Call::new(token(), U256::ZERO, data)], nonce: U256::ZERO, deadline: U256::MAX }
+        let data =
+            IERC20::transferCall { to: Address::repeat_byte(1), amount: U256::from(amount) }.abi_encode();
+        Operation {
+            calls: vec![Call::new(token(), U256::ZERO, data)],
+            nonce: U256::ZERO,
+            deadline: U256::MAX,
+        }
     }
 
     fn facts(remaining: u64) -> ModuleFacts {
         let mut f = ModuleFacts::default();
         f.call_allowed.insert((token(), IERC20::transferCall::SELECTOR), true);
-        f.budgets.insert(token(), BudgetView { limit: U256::from(100), period: 86_400, spent: U256::ZERO, remaining: U256::from(remaining) });
+        f.budgets.insert(
+            token(),
+            BudgetView {
+                limit: U256::from(100),
+                period: 86_400,
+                spent: U256::ZERO,
+                remaining: U256::from(remaining),
+            },
+        );
         f
     }
 
@@ -260,8 +279,13 @@ mod tests {
         let mut op = pay(1);
         op.calls[0].operation = 1;
         assert!(matches!(classify(&op, &facts(100)), Tier::Two(r) if r[0].contains("delegatecall")));
-        let approve = IERC20::approveCall { spender: Address::repeat_byte(5), amount: U256::from(1) }.abi_encode();
-        let op = Operation { calls: vec![Call::new(token(), U256::ZERO, approve)], nonce: U256::ZERO, deadline: U256::MAX };
+        let approve =
+            IERC20::approveCall { spender: Address::repeat_byte(5), amount: U256::from(1) }.abi_encode();
+        let op = Operation {
+            calls: vec![Call::new(token(), U256::ZERO, approve)],
+            nonce: U256::ZERO,
+            deadline: U256::MAX,
+        };
         assert!(matches!(classify(&op, &facts(100)), Tier::Two(r) if r[0].contains("spender")));
     }
 
@@ -274,7 +298,10 @@ mod tests {
         };
         let mut f = ModuleFacts::default();
         assert_eq!(classify(&op, &f), Tier::One);
-        f.budgets.insert(Address::ZERO, BudgetView { limit: U256::from(10), period: 60, spent: U256::ZERO, remaining: U256::from(10) });
+        f.budgets.insert(
+            Address::ZERO,
+            BudgetView { limit: U256::from(10), period: 60, spent: U256::ZERO, remaining: U256::from(10) },
+        );
         assert!(matches!(classify(&op, &f), Tier::Two(_)));
     }
 }

@@ -37,7 +37,8 @@ pub enum GuardRule {
 
 impl std::fmt::Display for GuardRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let s =
+            serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         f.write_str(&s)
     }
 }
@@ -142,7 +143,9 @@ pub fn flows(op: &Operation, allowed_calls: &[AllowedCall]) -> Result<Vec<Flow>,
             }
             return Err((GuardRule::UnknownCall, format!("call {i}: calldata of {} bytes", call.data.len())));
         };
-        let bad = |e: alloy::sol_types::Error| (GuardRule::UnknownCall, format!("call {i}: malformed calldata: {e}"));
+        let bad = |e: alloy::sol_types::Error| {
+            (GuardRule::UnknownCall, format!("call {i}: malformed calldata: {e}"))
+        };
         let flow = if sel == IERC20::transferCall::SELECTOR {
             let c = IERC20::transferCall::abi_decode_validate(&call.data).map_err(bad)?;
             Flow { token: call.to, to: c.to, amount: c.amount, approval: false }
@@ -216,12 +219,18 @@ impl GuardConfig {
             })?;
             if !self.recipients.contains(&f.to) {
                 let what = if f.approval { "spender" } else { "recipient" };
-                return Err((GuardRule::RecipientNotAllowed, format!("{what} {} is not on the allow-list", f.to)));
+                return Err((
+                    GuardRule::RecipientNotAllowed,
+                    format!("{what} {} is not on the allow-list", f.to),
+                ));
             }
             if f.amount > limits.max_single {
                 return Err((
                     GuardRule::MaxSingleAmount,
-                    format!("{} of {} exceeds the maximum single amount {}", f.amount, f.token, limits.max_single),
+                    format!(
+                        "{} of {} exceeds the maximum single amount {}",
+                        f.amount, f.token, limits.max_single
+                    ),
                 ));
             }
             let t = totals.entry(f.token).or_default();
@@ -246,7 +255,13 @@ impl GuardConfig {
     }
 
     /// Checks an admin operation: served module, deadline, a well-formed action. Never auto-approved.
-    pub fn check_admin(&self, op: &AdminOp, chain_id: u64, module: Address, now: u64) -> Result<Assessment, Denial> {
+    pub fn check_admin(
+        &self,
+        op: &AdminOp,
+        chain_id: u64,
+        module: Address,
+        now: u64,
+    ) -> Result<Assessment, Denial> {
         self.served(chain_id, module)?;
         self.deadline(op.deadline, now)?;
         AdminAction::decode(op.action, &op.params).map_err(|e| (GuardRule::AdminAction, e.to_string()))?;
@@ -289,7 +304,11 @@ mod tests {
 
     fn pay(to: Address, amount: u64) -> Operation {
         let data = IERC20::transferCall { to, amount: U256::from(amount) }.abi_encode();
-        Operation { calls: vec![Call::new(usdc(), U256::ZERO, data)], nonce: U256::ZERO, deadline: U256::from(NOW + 60) }
+        Operation {
+            calls: vec![Call::new(usdc(), U256::ZERO, data)],
+            nonce: U256::ZERO,
+            deadline: U256::from(NOW + 60),
+        }
     }
 
     fn rule(r: Result<Assessment, Denial>) -> GuardRule {
@@ -302,20 +321,31 @@ mod tests {
         let a = g.check_operation(&pay(alice(), 500), 1, module(), NOW, |_, _| U256::ZERO).unwrap();
         assert_eq!(a.totals[&usdc()], U256::from(500));
         assert!(!a.auto_approve);
-        assert!(g.check_operation(&pay(alice(), 100), 1, module(), NOW, |_, _| U256::ZERO).unwrap().auto_approve);
+        assert!(
+            g.check_operation(&pay(alice(), 100), 1, module(), NOW, |_, _| U256::ZERO).unwrap().auto_approve
+        );
     }
 
     #[test]
     fn each_rule_refuses_and_is_named() {
         let g = config();
         let z = |_, _| U256::ZERO;
-        assert_eq!(rule(g.check_operation(&pay(alice(), 1001), 1, module(), NOW, z)), GuardRule::MaxSingleAmount);
-        assert_eq!(rule(g.check_operation(&pay(Address::repeat_byte(9), 1), 1, module(), NOW, z)), GuardRule::RecipientNotAllowed);
+        assert_eq!(
+            rule(g.check_operation(&pay(alice(), 1001), 1, module(), NOW, z)),
+            GuardRule::MaxSingleAmount
+        );
+        assert_eq!(
+            rule(g.check_operation(&pay(Address::repeat_byte(9), 1), 1, module(), NOW, z)),
+            GuardRule::RecipientNotAllowed
+        );
         assert_eq!(
             rule(g.check_operation(&pay(alice(), 600), 1, module(), NOW, |_, _| U256::from(1000))),
             GuardRule::PeriodCap
         );
-        assert_eq!(rule(g.check_operation(&pay(alice(), 1), 2, module(), NOW, z)), GuardRule::ModuleNotServed);
+        assert_eq!(
+            rule(g.check_operation(&pay(alice(), 1), 2, module(), NOW, z)),
+            GuardRule::ModuleNotServed
+        );
         assert_eq!(rule(g.check_operation(&pay(alice(), 1), 1, module(), NOW + 61, z)), GuardRule::Deadline);
         let mut eth = pay(alice(), 1);
         eth.calls[0] = Call::new(alice(), U256::from(1), Vec::<u8>::new());
@@ -326,7 +356,8 @@ mod tests {
         let mut other = pay(alice(), 1);
         other.calls[0].data = vec![1u8, 2, 3, 4].into();
         assert_eq!(rule(g.check_operation(&other, 1, module(), NOW, z)), GuardRule::UnknownCall);
-        let approve = IERC20::approveCall { spender: Address::repeat_byte(7), amount: U256::from(1) }.abi_encode();
+        let approve =
+            IERC20::approveCall { spender: Address::repeat_byte(7), amount: U256::from(1) }.abi_encode();
         let mut ap = pay(alice(), 1);
         ap.calls[0].data = approve.into();
         assert_eq!(rule(g.check_operation(&ap, 1, module(), NOW, z)), GuardRule::RecipientNotAllowed);

@@ -106,7 +106,8 @@ pub fn init_token(module: &Path, label: &str, so_pin: &Pin, user_pin: &Pin) -> R
             _ => {}
         }
     }
-    let slot = free.ok_or_else(|| RootError::TokenNotFound(format!("{label} (and no free slot to create it)")))?;
+    let slot =
+        free.ok_or_else(|| RootError::TokenNotFound(format!("{label} (and no free slot to create it)")))?;
     ctx.init_token(slot, &so_pin.auth_pin(), label).map_err(|e| pkcs11("C_InitToken", e))?;
     // The slot list changes after C_InitToken (SoftHSM adds a new empty slot): find it again.
     let slot = find_token(&ctx, label)?;
@@ -201,10 +202,13 @@ impl Hsm {
     /// Signs `digest` exactly as supplied. Callers MUST have computed it themselves from the
     /// structured message (EIP-712); this is a primitive, not an authorisation.
     pub fn raw_sign(&self, digest: &B256) -> Result<[u8; 64]> {
-        let out = self.session.sign(&Mechanism::Ecdsa, self.key, digest.as_slice()).map_err(|e| device("C_Sign", e))?;
-        out.as_slice()
-            .try_into()
-            .map_err(|_| RootError::Malformed(format!("CKM_ECDSA signature of {} bytes, expected 64", out.len())))
+        let out = self
+            .session
+            .sign(&Mechanism::Ecdsa, self.key, digest.as_slice())
+            .map_err(|e| device("C_Sign", e))?;
+        out.as_slice().try_into().map_err(|_| {
+            RootError::Malformed(format!("CKM_ECDSA signature of {} bytes, expected 64", out.len()))
+        })
     }
 
     /// Signs `digest` and returns the Ethereum signature: low s, recovery id found by trial.
@@ -245,7 +249,8 @@ fn find_key_pair(session: &Session, label: &str) -> Result<Option<(ObjectHandle,
             Attribute::Label(label.as_bytes().to_vec()),
         ]
     };
-    let privs = session.find_objects(&by(ObjectClass::PRIVATE_KEY)).map_err(|e| device("C_FindObjects", e))?;
+    let privs =
+        session.find_objects(&by(ObjectClass::PRIVATE_KEY)).map_err(|e| device("C_FindObjects", e))?;
     let pubs = session.find_objects(&by(ObjectClass::PUBLIC_KEY)).map_err(|e| device("C_FindObjects", e))?;
     match (privs.len(), pubs.len()) {
         (0, _) | (_, 0) => return Ok(None),
@@ -284,7 +289,9 @@ pub fn parse_ec_point(bytes: &[u8]) -> Result<VerifyingKey> {
 
 fn login_error(e: CkError) -> RootError {
     match e {
-        CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _) => RootError::WrongPin,
+        CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _) => {
+            RootError::WrongPin
+        }
         CkError::Pkcs11(RvError::PinLocked, _) => RootError::PinLocked,
         other => device("C_Login", other),
     }
@@ -323,7 +330,9 @@ mod tests {
         let digest = B256::repeat_byte(0x42);
         let (sig, _) = key.sign_prehash_recoverable(digest.as_slice()).unwrap();
         let low: [u8; 64] = sig.to_bytes().into();
-        let n = alloy::primitives::U256::from_be_slice(&hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141").unwrap());
+        let n = alloy::primitives::U256::from_be_slice(
+            &hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141").unwrap(),
+        );
         let s = U256::from_be_slice(&low[32..]);
         let mut high = low;
         high[32..].copy_from_slice(&(n - s).to_be_bytes::<32>());
@@ -343,7 +352,10 @@ mod tests {
         let digest = B256::repeat_byte(1);
         let (sig, _) = other.sign_prehash_recoverable(digest.as_slice()).unwrap();
         let raw: [u8; 64] = sig.to_bytes().into();
-        assert!(matches!(to_ethereum_signature(&raw, &digest, key.verifying_key()), Err(RootError::Malformed(_))));
+        assert!(matches!(
+            to_ethereum_signature(&raw, &digest, key.verifying_key()),
+            Err(RootError::Malformed(_))
+        ));
     }
 
     #[test]

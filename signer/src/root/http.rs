@@ -134,7 +134,11 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(rec)))
 }
 
-async fn get_one(State(svc): State<Arc<RootService>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn get_one(
+    State(svc): State<Arc<RootService>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     client(&svc, &headers, None)?;
     Ok(Json(svc.store().get(&id).await?))
 }
@@ -148,7 +152,11 @@ async fn list(
     Ok(Json(svc.store().list(q.state).await?))
 }
 
-async fn approve(State(svc): State<Arc<RootService>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn approve(
+    State(svc): State<Arc<RootService>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let c = client(&svc, &headers, Some(Role::Approver))?;
     Ok(Json(svc.approve(&id, &c.name).await?))
 }
@@ -163,7 +171,11 @@ async fn reject(
     Ok(Json(svc.reject(&id, &c.name, &body.reason).await?))
 }
 
-async fn decisions(State(svc): State<Arc<RootService>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn decisions(
+    State(svc): State<Arc<RootService>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     client(&svc, &headers, Some(Role::Approver))?;
     svc.store().get(&id).await?;
     Ok(Json(svc.store().decisions(&id).await?))

@@ -12,7 +12,9 @@
 //! - [`config`]: the service's config file and client credentials.
 //! - [`service`]: guard, queue, approvals, signing worker.
 //! - [`http`]: the authenticated HTTP API; [`client`]: its client.
+//! - [`bench`]: latency through the service against the bare `C_Sign`.
 //! - [`escalation`]: tier classification from chain and the FROST + root authorisation the agent calls.
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -28,8 +30,8 @@ pub mod store;
 
 pub use client::RootClient;
 pub use error::RootError;
-pub use request::EscalationRequest;
-pub use service::RootService;
 pub use hsm::{Hsm, HsmConfig};
 pub use pin::Pin;
+pub use request::EscalationRequest;
+pub use service::RootService;
 pub use signer::{HsmSigner, RootKey};

@@ -10,7 +10,7 @@ use super::config::ServiceConfig;
 use super::error::{Result, RootError};
 use super::request::{EscalationRequest, Payload};
 use super::signer::RootKey;
-use super::store::{RequestRecord, RequestState, Store};
+use super::store::{NewRequest, RequestRecord, RequestState, Store};
 
 /// Name recorded for decisions made by the auto-approve rule.
 pub const AUTO_APPROVER: &str = "auto-approve rule";
@@ -28,6 +28,7 @@ pub struct RootService {
     store: Store,
     key: Arc<RootKey>,
     submit_lock: Mutex<()>,
+    sign_lock: Mutex<()>,
     wake: Notify,
 }
 
@@ -37,7 +38,14 @@ impl RootService {
         let hsm = config.hsm.resolve()?;
         let key = Arc::new(RootKey::new(hsm, config.hsm.address));
         let store = Store::open(&config.db).await?;
-        Ok(Arc::new(Self { config, store, key, submit_lock: Mutex::new(()), wake: Notify::new() }))
+        Ok(Arc::new(Self {
+            config,
+            store,
+            key,
+            submit_lock: Mutex::new(()),
+            sign_lock: Mutex::new(()),
+            wake: Notify::new(),
+        }))
     }
 
     /// The queue.
@@ -69,11 +77,18 @@ impl RootService {
                     let mut spent = std::collections::BTreeMap::new();
                     for a in &guard.assets {
                         let since = now.saturating_sub(a.period_secs);
-                        spent.insert((a.token, a.period_secs), self.store.committed_since(a.token, since).await?);
+                        spent.insert(
+                            (a.token, a.period_secs),
+                            self.store.committed_since(a.token, since).await?,
+                        );
                     }
-                    guard.check_operation(operation, request.chain_id, request.module, now, |t: Address, p| {
-                        spent.get(&(t, p)).copied().unwrap_or(U256::ZERO)
-                    })
+                    guard.check_operation(
+                        operation,
+                        request.chain_id,
+                        request.module,
+                        now,
+                        |t: Address, p| spent.get(&(t, p)).copied().unwrap_or(U256::ZERO),
+                    )
                 }
                 Payload::Admin { admin } => guard.check_admin(admin, request.chain_id, request.module, now),
             }
@@ -82,7 +97,16 @@ impl RootService {
             let expires_at = now.saturating_add(self.config.approval_ttl_secs).min(deadline);
             let id = new_id();
             let auto = assessment.auto_approve.then_some(AUTO_APPROVER);
-            let rec = self.store.insert(&id, &request, requester, &assessment, now, expires_at, auto).await?;
+            let new = NewRequest {
+                id: &id,
+                request: &request,
+                requester,
+                assessment: &assessment,
+                now,
+                expires_at,
+                auto_approver: auto,
+            };
+            let rec = self.store.insert(new).await?;
             tracing::info!(id = %rec.id, %digest, requester, state = %rec.state, "request queued");
             rec
         };
@@ -125,12 +149,22 @@ impl RootService {
     /// The digest signed is rebuilt from the stored payload; a row whose stored digest differs is
     /// refused. Only requests in state `approved` are signed.
     async fn sign(&self, rec: &RequestRecord) -> Result<RequestRecord> {
+        // One signing at a time, re-reading the row under the lock: the worker and an inline
+        // approval never sign the same request twice.
+        let _one = self.sign_lock.lock().await;
+        let rec = &self.store.get(&rec.id).await?;
+        if rec.state == RequestState::Signed {
+            return Ok(rec.clone());
+        }
         if rec.state != RequestState::Approved {
             return Err(RootError::NotPending { id: rec.id.clone(), state: rec.state.to_string() });
         }
         let digest = rec.request.digest();
         if digest != rec.digest {
-            return Err(RootError::Store(format!("request {}: stored digest does not match its payload", rec.id)));
+            return Err(RootError::Store(format!(
+                "request {}: stored digest does not match its payload",
+                rec.id
+            )));
         }
         let key = self.key.clone();
         let sig = tokio::task::spawn_blocking(move || key.sign_digest(&digest))

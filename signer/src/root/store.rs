@@ -4,7 +4,9 @@ use std::str::FromStr;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Transaction};
 
 use super::error::{Result, RootError};
@@ -109,6 +111,25 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
+/// A request to queue.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRequest<'a> {
+    /// Request id.
+    pub id: &'a str,
+    /// The payload.
+    pub request: &'a EscalationRequest,
+    /// Client name.
+    pub requester: &'a str,
+    /// The guard's assessment.
+    pub assessment: &'a Assessment,
+    /// Unix seconds now.
+    pub now: u64,
+    /// When it expires unapproved.
+    pub expires_at: u64,
+    /// Who approves it at once (the auto-approve rule), if anyone.
+    pub auto_approver: Option<&'a str>,
+}
+
 /// The queue.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -152,7 +173,10 @@ fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
         state: get_str("state")?.parse()?,
         signature: get_opt("signature")?.map(|s| s.parse()).transpose().map_err(RootError::store)?,
         decided_by: get_opt("decided_by")?,
-        decided_at: row.try_get::<Option<i64>, _>("decided_at").map_err(RootError::store)?.map(|v| v.max(0) as u64),
+        decided_at: row
+            .try_get::<Option<i64>, _>("decided_at")
+            .map_err(RootError::store)?
+            .map(|v| v.max(0) as u64),
         reason: get_opt("reason")?,
     })
 }
@@ -184,9 +208,10 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(RootError::store)?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(RootError::store)?;
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(RootError::store)?;
         }
@@ -209,7 +234,11 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM requests WHERE digest = ? AND state IN ('pending','approved','signed') LIMIT 1"
         ));
-        let row = sqlx::query(sql).bind(digest.to_string()).fetch_optional(&self.pool).await.map_err(RootError::store)?;
+        let row = sqlx::query(sql)
+            .bind(digest.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(RootError::store)?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -218,7 +247,11 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM requests WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
         ));
-        let rows = sqlx::query(sql).bind(state.map(|s| s.as_str())).fetch_all(&self.pool).await.map_err(RootError::store)?;
+        let rows = sqlx::query(sql)
+            .bind(state.map(|s| s.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(RootError::store)?;
         rows.iter().map(from_row).collect()
     }
 
@@ -242,16 +275,8 @@ impl Store {
     }
 
     /// Queues a request the guard accepted; `auto_approver` approves it at once.
-    pub async fn insert(
-        &self,
-        id: &str,
-        request: &EscalationRequest,
-        requester: &str,
-        assessment: &Assessment,
-        now: u64,
-        expires_at: u64,
-        auto_approver: Option<&str>,
-    ) -> Result<RequestRecord> {
+    pub async fn insert(&self, new: NewRequest<'_>) -> Result<RequestRecord> {
+        let NewRequest { id, request, requester, assessment, now, expires_at, auto_approver } = new;
         let totals: Vec<(Address, U256)> = assessment.totals.iter().map(|(a, v)| (*a, *v)).collect();
         let deadline = u64::try_from(request.deadline()).unwrap_or(u64::MAX);
         let state = if auto_approver.is_some() { RequestState::Approved } else { RequestState::Pending };
@@ -295,7 +320,14 @@ impl Store {
 
     /// Moves a pending request to `to` (approved or rejected), recording who and when. An expired
     /// request is marked expired and refused with [`RootError::Expired`].
-    async fn decide(&self, id: &str, to: RequestState, by: &str, reason: Option<&str>, now: u64) -> Result<RequestRecord> {
+    async fn decide(
+        &self,
+        id: &str,
+        to: RequestState,
+        by: &str,
+        reason: Option<&str>,
+        now: u64,
+    ) -> Result<RequestRecord> {
         let current = self.one(id).await?;
         if current.state == RequestState::Pending && current.expires_at <= now {
             self.expire_due(now).await?;
@@ -373,12 +405,14 @@ impl Store {
     /// Stores the root signature of an approved request.
     pub async fn set_signed(&self, id: &str, signature: &[u8], now: u64) -> Result<RequestRecord> {
         let mut tx = self.pool.begin().await.map_err(RootError::store)?;
-        let done = sqlx::query("UPDATE requests SET state = 'signed', signature = ? WHERE id = ? AND state = 'approved'")
-            .bind(Bytes::copy_from_slice(signature).to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(RootError::store)?;
+        let done = sqlx::query(
+            "UPDATE requests SET state = 'signed', signature = ? WHERE id = ? AND state = 'approved'",
+        )
+        .bind(Bytes::copy_from_slice(signature).to_string())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(RootError::store)?;
         if done.rows_affected() == 0 {
             let state = self.one(id).await?.state;
             return Err(RootError::NotPending { id: id.to_owned(), state: state.to_string() });
@@ -390,11 +424,13 @@ impl Store {
 
     /// Every decision on `id`, oldest first.
     pub async fn decisions(&self, id: &str) -> Result<Vec<Decision>> {
-        let rows = sqlx::query("SELECT request_id, action, by, at, reason FROM decisions WHERE request_id = ? ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(RootError::store)?;
+        let rows = sqlx::query(
+            "SELECT request_id, action, by, at, reason FROM decisions WHERE request_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(RootError::store)?;
         rows.iter()
             .map(|r| {
                 Ok(Decision {

@@ -29,7 +29,10 @@ impl SoftHsm {
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
-            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
         )
         .unwrap();
         Self { _dir: dir, conf }
@@ -54,5 +57,10 @@ pub fn shared() -> &'static SoftHsm {
 pub fn token(token: &str, key: &str) -> HsmConfig {
     shared();
     hsm::init_token(Path::new(MODULE), token, &Pin::new(SO_PIN), &Pin::new(USER_PIN)).unwrap();
-    HsmConfig { module: MODULE.into(), token_label: token.into(), key_label: key.into(), pin: Pin::new(USER_PIN) }
+    HsmConfig {
+        module: MODULE.into(),
+        token_label: token.into(),
+        key_label: key.into(),
+        pin: Pin::new(USER_PIN),
+    }
 }
