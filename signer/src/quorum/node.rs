@@ -294,9 +294,11 @@ where
     let outcome = tokio::task::spawn_blocking(move || {
         let rid = match st.verifier.verify(auth.as_deref(), method, path, &body) {
             Ok(rid) => rid,
-            Err(r) => return (String::new(), Err(r)),
+            // Bind the refusal to the request id it claimed, so the caller can check who refused.
+            Err(r) => return (auth.as_deref().and_then(|h| h.split('.').nth(2)).unwrap_or("").to_string(), Err(r)),
         };
-        let req: Req = match serde_json::from_slice(&body) {
+        let json: &[u8] = if body.is_empty() { b"null" } else { &body };
+        let req: Req = match serde_json::from_slice(json) {
             Ok(r) => r,
             Err(e) => return (rid, Err(Refusal::new(RefusalCode::BadRequest, format!("body: {e}")))),
         };
@@ -325,7 +327,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(
             "/v1/identity",
             get(|State(s): State<Arc<NodeState>>, h: HeaderMap| async move {
-                handle(s, "GET", "/v1/identity", h, Bytes::from_static(b"null"), |s, ()| Ok(s.identity_info())).await
+                handle(s, "GET", "/v1/identity", h, Bytes::new(), |s, ()| Ok(s.identity_info())).await
             }),
         )
         .route(

@@ -1,0 +1,347 @@
+//! The FROST quorum end to end, with every signer node a separate `treasury signer serve` process
+//! on loopback: DKG, signing, refresh, and the faults a user relies on the quorum to survive.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use treasury_chain::operation::{Call, Operation, operation_digest};
+use treasury_signer::quorum::bench::{NodeProcess, bench_operation, init_nodes};
+use treasury_signer::quorum::client::NodeClient;
+use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+use treasury_signer::quorum::identity::{IdentityKey, IdentityPublic};
+use treasury_signer::quorum::quorum_file::QuorumFile;
+use treasury_signer::quorum::signature::verify_module_form;
+use treasury_signer::quorum::wire::{CommitmentsRequest, CommitmentsResponse, SignRequest, SignResponse};
+use treasury_signer::quorum::{NodeFault, RefusalCode};
+
+const EXE: &str = env!("CARGO_BIN_EXE_treasury");
+const CHAIN: u64 = 31337;
+
+fn token() -> Address {
+    Address::repeat_byte(0x70)
+}
+fn module() -> Address {
+    Address::repeat_byte(0x4d)
+}
+
+fn transfer(amount: u64, nonce: u64) -> Operation {
+    let mut data = TRANSFER.to_vec();
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
+    data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+    Operation { calls: vec![Call::new(token(), U256::ZERO, data)], nonce: U256::from(nonce), deadline: U256::MAX }
+}
+
+fn guard(root: Address) -> GuardConfig {
+    GuardConfig {
+        chain_id: CHAIN,
+        module: module(),
+        root: Some(root),
+        period_secs: 86_400,
+        allow: vec![AllowEntry { target: token(), selector: Some("0xa9059cbb".into()) }],
+        spenders: vec![],
+        budgets: vec![Budget { token: token(), amount: U256::from(1_000_000u64) }],
+    }
+}
+
+fn assert_valid(sig: &treasury_signer::quorum::FrostSignature, c: &Coordinator, op: &Operation) {
+    let digest = operation_digest(op, CHAIN, module());
+    assert!(verify_module_form(sig, c.group_key(), digest.as_slice()), "signature must verify as the module checks it");
+}
+
+struct Quorum {
+    _tmp: tempfile::TempDir,
+    coord_key: IdentityKey,
+    procs: Vec<NodeProcess>,
+    quorum: QuorumFile,
+}
+
+async fn quorum(n: usize, t: u16, root: Address, corrupt: Option<usize>) -> Quorum {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord_key = IdentityKey::generate();
+    let reports = init_nodes(tmp.path(), n, &coord_key, &guard(root), "pw").unwrap();
+    let mut procs = Vec::new();
+    for r in &reports {
+        procs.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), "pw").await.unwrap());
+    }
+    let pinned: Vec<PinnedNode> =
+        procs.iter().zip(&reports).map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() }).collect();
+    let dkg = run_dkg(coord_key.clone(), "unused.key", &pinned, t, 5).await.unwrap();
+    assert!(dkg.group_key.usable_onchain());
+    if let Some(i) = corrupt {
+        // restart node i with share corruption switched on: same store, same share
+        procs[i].kill().await;
+        procs[i] = spawn_with(&reports[i].dir, &["--test-corrupt-shares"]).await;
+        let mut q = dkg.quorum.clone();
+        q.nodes[i].url = procs[i].url.clone();
+        return Quorum { _tmp: tmp, coord_key, procs, quorum: q };
+    }
+    Quorum { _tmp: tmp, coord_key, procs, quorum: dkg.quorum }
+}
+
+async fn spawn_with(dir: &str, extra: &[&str]) -> NodeProcess {
+    // NodeProcess::spawn has no extra flags; use a tiny wrapper script-free approach: a second
+    // spawn through the library with the flag appended is not exposed, so start it here.
+    let mut cmd = tokio::process::Command::new(EXE);
+    cmd.args(["signer", "serve", "--dir", dir, "--listen", "127.0.0.1:0"]).args(extra);
+    cmd.env("TREASURY_SIGNER_PASSPHRASE", "pw").stdout(std::process::Stdio::piped()).kill_on_drop(true);
+    NodeProcess::from_command(cmd, Path::new(dir)).await.unwrap()
+}
+
+fn coordinator(q: &Quorum) -> Coordinator {
+    Coordinator::new(q.quorum.clone(), q.coord_key.clone(), CoordinatorOptions { timeout: Duration::from_secs(3), refill: 16 })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_completes_with_n_minus_t_nodes_killed_mid_signing() {
+    let mut q = quorum(5, 3, Address::ZERO, None).await;
+    let c = std::sync::Arc::new(coordinator(&q));
+    assert!(c.preprocess(8).await.is_empty());
+    let mut tasks = Vec::new();
+    for i in 0..12u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let op = transfer(1, i);
+            (c.sign(&op, CHAIN, module(), None).await, op)
+        }));
+    }
+    // kill -9 two of five while the requests are in flight
+    q.procs[0].kill().await;
+    q.procs[3].kill().await;
+    for t in tasks {
+        let (res, op) = t.await.unwrap();
+        let sig = res.expect("3 of the 5 nodes remain: every signature completes");
+        assert_valid(&sig, &c, &op);
+    }
+    // and after: still fine, using the three survivors only
+    let op = transfer(1, 99);
+    let out = c.sign_detailed(&op, CHAIN, module(), None).await.unwrap();
+    assert_valid(&out.signature, &c, &op);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_sending_a_corrupt_share_is_named_and_excluded() {
+    let q = quorum(4, 3, Address::ZERO, Some(1)).await;
+    let c = coordinator(&q);
+    let bad_url = q.quorum.nodes[1].url.clone();
+    let mut named = false;
+    for i in 0..4u64 {
+        let op = transfer(1, i);
+        let out = c.sign_detailed(&op, CHAIN, module(), None).await.expect("three honest nodes remain");
+        assert_valid(&out.signature, &c, &op);
+        for (url, fault) in &out.excluded {
+            assert_eq!(url, &bad_url, "only the corrupt node is excluded");
+            assert_eq!(fault, &NodeFault::BadShare);
+            named = true;
+        }
+    }
+    assert!(named, "the corrupt node took part in at least one attempt and was named");
+}
+
+async fn commitments(client: &NodeClient, url: &str, key: &IdentityPublic, n: u32) -> CommitmentsResponse {
+    client.post(url, key, "/v1/commitments", &CommitmentsRequest { count: n }, Duration::from_secs(5)).await.unwrap()
+}
+
+fn package(entries: &[(&str, &str)], msg: &[u8]) -> String {
+    use frost_secp256k1 as frost;
+    let map = entries
+        .iter()
+        .map(|(id, c)| {
+            (
+                frost::Identifier::deserialize(&hex::decode(id).unwrap()).unwrap(),
+                frost::round1::SigningCommitments::deserialize(&hex::decode(c).unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    hex::encode(frost::SigningPackage::new(map, msg).serialize().unwrap())
+}
+
+async fn sign_raw(client: &NodeClient, url: &str, key: &IdentityPublic, req: &SignRequest) -> Result<SignResponse, NodeFault> {
+    client.post(url, key, "/v1/sign", req, Duration::from_secs(5)).await
+}
+
+fn refused(r: Result<SignResponse, NodeFault>) -> (RefusalCode, String) {
+    match r {
+        Err(NodeFault::Refused(r)) => (r.code, r.reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
+    let root = PrivateKeySigner::random();
+    let mut q = quorum(3, 2, root.address(), None).await;
+    let client = NodeClient::new(q.coord_key.clone());
+    let (a, b) = (q.quorum.nodes[0].clone(), q.quorum.nodes[1].clone());
+    let (ka, kb) = (IdentityPublic::from_hex(&a.identity_key).unwrap(), IdentityPublic::from_hex(&b.identity_key).unwrap());
+    let ca = commitments(&client, &a.url, &ka, 4).await;
+    let cb = commitments(&client, &b.url, &kb, 4).await;
+    let op = transfer(5, 1);
+    let digest = operation_digest(&op, CHAIN, module());
+    let pkg = |i: usize, msg: &[u8]| {
+        package(&[(&ca.identifier, &ca.commitments[i].commitments), (&cb.identifier, &cb.commitments[i].commitments)], msg)
+    };
+    let req = |op: &Operation, chain_id: u64, module: Address, signing_package: String| SignRequest {
+        operation: op.clone(),
+        chain_id,
+        module,
+        root_signature: None,
+        signing_package,
+    };
+
+    // a valid request is answered; the same package replayed is refused (commitment used)
+    let good = req(&op, CHAIN, module(), pkg(0, digest.as_slice()));
+    sign_raw(&client, &a.url, &ka, &good).await.expect("valid request signs");
+    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
+    // the used commitment under another operation: still refused
+    let op2 = transfer(5, 2);
+    let reuse = req(&op2, CHAIN, module(), pkg(0, operation_digest(&op2, CHAIN, module()).as_slice()));
+    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &reuse).await).0, RefusalCode::UsedCommitment);
+    // another node's commitment placed under this node's identifier
+    let stolen = package(
+        &[(&ca.identifier, &cb.commitments[1].commitments), (&cb.identifier, &cb.commitments[2].commitments)],
+        digest.as_slice(),
+    );
+    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, module(), stolen)).await).0, RefusalCode::UnknownCommitment);
+    // the signing package's message is not this operation's digest
+    let (code, reason) = refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, module(), pkg(1, B256::repeat_byte(7).as_slice()))).await);
+    assert_eq!(code, RefusalCode::DigestMismatch, "{reason}");
+    // wrong chain id, wrong module (package message matches what the coordinator claims)
+    let p = pkg(2, operation_digest(&op, 1, module()).as_slice());
+    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &req(&op, 1, module(), p)).await).0, RefusalCode::WrongChain);
+    let other = Address::repeat_byte(0x99);
+    let p = pkg(3, operation_digest(&op, CHAIN, other).as_slice());
+    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, other, p)).await).0, RefusalCode::WrongModule);
+
+    // over budget and not allow-listed: refused through the coordinator with the guard's reason
+    let c = coordinator(&q);
+    let big = transfer(2_000_000, 3);
+    let err = c.sign(&big, CHAIN, module(), None).await.unwrap_err();
+    assert!(err.is_policy_denial(), "{err}");
+    assert!(err.to_string().contains("exceeds the budget"), "{err}");
+    let stranger = Operation { calls: vec![Call::new(Address::repeat_byte(0x12), U256::from(1), Vec::new())], ..transfer(1, 4) };
+    assert!(c.sign(&stranger, CHAIN, module(), None).await.unwrap_err().to_string().contains("not allow-listed"));
+    // tier 2: with the root's signature over the same digest it signs; a signature over another digest does not
+    let d = operation_digest(&stranger, CHAIN, module());
+    let wrong = root.sign_hash_sync(&B256::repeat_byte(1)).unwrap().as_bytes();
+    assert!(c.sign(&stranger, CHAIN, module(), Some(&wrong)).await.is_err());
+    let rs = root.sign_hash_sync(&d).unwrap().as_bytes();
+    let sig = c.sign(&stranger, CHAIN, module(), Some(&rs)).await.expect("tier 2 with the root signature");
+    assert_valid(&sig, &c, &stranger);
+
+    // unauthenticated: no header, and a header from a key that is not the configured coordinator
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{}/v1/sign", a.url)).json(&good).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let intruder = NodeClient::new(IdentityKey::generate());
+    let fresh = req(&op, CHAIN, module(), pkg(1, digest.as_slice()));
+    assert_eq!(refused(sign_raw(&intruder, &a.url, &ka, &fresh).await).0, RefusalCode::Unauthenticated);
+
+    // refusals are recorded by the node
+    let log = std::fs::read_to_string(PathBuf::from(&q.procs[0].dir).join("refusals.jsonl")).unwrap();
+    for code in ["used_commitment", "unknown_commitment", "digest_mismatch", "wrong_chain", "wrong_module", "unauthenticated"] {
+        assert!(log.contains(code), "refusal {code} recorded");
+    }
+
+    // kill -9 and restart node a: the share and the nonce state survive
+    q.procs[0].kill().await;
+    let restarted = spawn_with(&q.procs[0].dir.display().to_string(), &[]).await;
+    assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
+    let unused = req(&op, CHAIN, module(), pkg(1, digest.as_slice()));
+    sign_raw(&client, &restarted.url, &ka, &unused).await.expect("an unused commitment issued before the crash still signs");
+    q.procs[0] = restarted;
+}
+
+/// Kills the node processes it holds when dropped, so a failing test leaves no process behind.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn cli_dkg_refresh_and_wrong_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let out = Command::new(EXE).args(args).envs(envs.iter().copied()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let key_file = tmp.path().join("coord.key");
+    let (ok, out, err) = run(&["signer", "coordinator-key", "--out", key_file.to_str().unwrap()], &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    assert!(ok, "{err}");
+    let coord: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let coord_pub = coord["coordinator_key"].as_str().unwrap().to_string();
+    let module_s = module().to_string();
+    let allow = format!("{}:0xa9059cbb", token());
+    let mut nodes = Vec::new();
+    let mut children = Children(Vec::new());
+    for i in 0..3 {
+        let dir = tmp.path().join(format!("n{i}"));
+        let (ok, out, err) = run(
+            &["signer", "init", "--dir", dir.to_str().unwrap(), "--coordinator", &coord_pub, "--chain-id", "31337", "--module", &module_s, "--allow", &allow],
+            &[("TREASURY_SIGNER_PASSPHRASE", "npw")],
+        );
+        assert!(ok, "{err}");
+        let rep: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let mut child = std::process::Command::new(EXE)
+            .args(["signer", "serve", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env("TREASURY_SIGNER_PASSPHRASE", "npw")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        nodes.push((format!("http://{}#{}", v["listening"].as_str().unwrap(), rep["fingerprint"].as_str().unwrap()), dir));
+        children.0.push(child);
+    }
+    let quorum_path = tmp.path().join("quorum.toml");
+    let mut args = vec!["dkg", "--threshold", "2", "--coordinator-key", key_file.to_str().unwrap(), "--out", quorum_path.to_str().unwrap(), "--json"];
+    for (s, _) in &nodes {
+        args.extend(["--signer", s.as_str()]);
+    }
+    // a wrong pinned fingerprint is caught before anything is sent
+    let tampered = format!("{}#{}", nodes[0].0.split('#').next().unwrap(), "00".repeat(16));
+    let pos = args.iter().position(|a| *a == nodes[0].0.as_str()).unwrap();
+    let mut bad = args.clone();
+    bad[pos] = &tampered;
+    let (ok, _, err) = run(&bad, &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    assert!(!ok && err.contains("not the pinned"), "{err}");
+    let (ok, out, err) = run(&args, &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    assert!(ok, "{err}");
+    let dkg: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let q = QuorumFile::load(&quorum_path).unwrap();
+    assert_eq!(dkg["group_key"].as_str().unwrap(), q.group_key);
+    assert_eq!(q.group_key_parity as u64, dkg["group_key_parity"].as_u64().unwrap());
+    let (ok, out, err) = run(&["dkg", "refresh", "--quorum", quorum_path.to_str().unwrap(), "--json"], &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    assert!(ok, "{err}");
+    let refreshed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(refreshed["group_key"], dkg["group_key"], "refresh keeps the group key");
+    let q2 = QuorumFile::load(&quorum_path).unwrap();
+    assert_ne!(q2.public_key_package, q.public_key_package, "refresh rotates the shares");
+    // the refreshed quorum signs, verified as the module verifies
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = treasury_signer::quorum::store::open_coordinator_key(&key_file, &treasury_signer::quorum::store::Passphrase::new("cpw")).unwrap();
+    let c = Coordinator::new(q2, key, CoordinatorOptions::default()).unwrap();
+    let op = bench_operation(token(), 1);
+    let sig = rt.block_on(c.sign(&op, CHAIN, module(), None)).unwrap();
+    assert_valid(&sig, &c, &op);
+    // wrong passphrase: clear error, store untouched
+    drop(children);
+    let secrets = nodes[0].1.join("secrets.enc");
+    let before = std::fs::read(&secrets).unwrap();
+    let (ok, _, err) = run(&["signer", "serve", "--dir", nodes[0].1.to_str().unwrap(), "--listen", "127.0.0.1:0"], &[("TREASURY_SIGNER_PASSPHRASE", "nope")]);
+    assert!(!ok);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(before, std::fs::read(&secrets).unwrap());
+}
