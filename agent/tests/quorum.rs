@@ -33,7 +33,11 @@ fn transfer(amount: u64, nonce: u64) -> Operation {
     data.extend_from_slice(&[0u8; 12]);
     data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
     data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
-    Operation { calls: vec![Call::new(token(), U256::ZERO, data)], nonce: U256::from(nonce), deadline: U256::MAX }
+    Operation {
+        calls: vec![Call::new(token(), U256::ZERO, data)],
+        nonce: U256::from(nonce),
+        deadline: U256::MAX,
+    }
 }
 
 fn guard(root: Address) -> GuardConfig {
@@ -50,7 +54,10 @@ fn guard(root: Address) -> GuardConfig {
 
 fn assert_valid(sig: &treasury_signer::quorum::FrostSignature, c: &Coordinator, op: &Operation) {
     let digest = operation_digest(op, CHAIN, module());
-    assert!(verify_module_form(sig, c.group_key(), digest.as_slice()), "signature must verify as the module checks it");
+    assert!(
+        verify_module_form(sig, c.group_key(), digest.as_slice()),
+        "signature must verify as the module checks it"
+    );
 }
 
 struct Quorum {
@@ -68,8 +75,11 @@ async fn quorum(n: usize, t: u16, root: Address, corrupt: Option<usize>) -> Quor
     for r in &reports {
         procs.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), "pw").await.unwrap());
     }
-    let pinned: Vec<PinnedNode> =
-        procs.iter().zip(&reports).map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() }).collect();
+    let pinned: Vec<PinnedNode> = procs
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
     let dkg = run_dkg(coord_key.clone(), "unused.key", &pinned, t, 5).await.unwrap();
     assert!(dkg.group_key.usable_onchain());
     if let Some(i) = corrupt {
@@ -93,8 +103,12 @@ async fn spawn_with(dir: &str, extra: &[&str]) -> NodeProcess {
 }
 
 fn coordinator(q: &Quorum) -> Coordinator {
-    Coordinator::new(q.quorum.clone(), q.coord_key.clone(), CoordinatorOptions { timeout: Duration::from_secs(3), refill: 16 })
-        .unwrap()
+    Coordinator::new(
+        q.quorum.clone(),
+        q.coord_key.clone(),
+        CoordinatorOptions { timeout: Duration::from_secs(3), refill: 16 },
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +158,10 @@ async fn a_node_sending_a_corrupt_share_is_named_and_excluded() {
 }
 
 async fn commitments(client: &NodeClient, url: &str, key: &IdentityPublic, n: u32) -> CommitmentsResponse {
-    client.post(url, key, "/v1/commitments", &CommitmentsRequest { count: n }, Duration::from_secs(5)).await.unwrap()
+    client
+        .post(url, key, "/v1/commitments", &CommitmentsRequest { count: n }, Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 fn package(entries: &[(&str, &str)], msg: &[u8]) -> String {
@@ -161,7 +178,12 @@ fn package(entries: &[(&str, &str)], msg: &[u8]) -> String {
     hex::encode(frost::SigningPackage::new(map, msg).serialize().unwrap())
 }
 
-async fn sign_raw(client: &NodeClient, url: &str, key: &IdentityPublic, req: &SignRequest) -> Result<SignResponse, NodeFault> {
+async fn sign_raw(
+    client: &NodeClient,
+    url: &str,
+    key: &IdentityPublic,
+    req: &SignRequest,
+) -> Result<SignResponse, NodeFault> {
     client.post(url, key, "/v1/sign", req, Duration::from_secs(5)).await
 }
 
@@ -178,13 +200,22 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     let mut q = quorum(3, 2, root.address(), None).await;
     let client = NodeClient::new(q.coord_key.clone());
     let (a, b) = (q.quorum.nodes[0].clone(), q.quorum.nodes[1].clone());
-    let (ka, kb) = (IdentityPublic::from_hex(&a.identity_key).unwrap(), IdentityPublic::from_hex(&b.identity_key).unwrap());
+    let (ka, kb) = (
+        IdentityPublic::from_hex(&a.identity_key).unwrap(),
+        IdentityPublic::from_hex(&b.identity_key).unwrap(),
+    );
     let ca = commitments(&client, &a.url, &ka, 4).await;
     let cb = commitments(&client, &b.url, &kb, 4).await;
     let op = transfer(5, 1);
     let digest = operation_digest(&op, CHAIN, module());
     let pkg = |i: usize, msg: &[u8]| {
-        package(&[(&ca.identifier, &ca.commitments[i].commitments), (&cb.identifier, &cb.commitments[i].commitments)], msg)
+        package(
+            &[
+                (&ca.identifier, &ca.commitments[i].commitments),
+                (&cb.identifier, &cb.commitments[i].commitments),
+            ],
+            msg,
+        )
     };
     let req = |op: &Operation, chain_id: u64, module: Address, signing_package: String| SignRequest {
         operation: op.clone(),
@@ -207,16 +238,28 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         &[(&ca.identifier, &cb.commitments[1].commitments), (&cb.identifier, &cb.commitments[2].commitments)],
         digest.as_slice(),
     );
-    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, module(), stolen)).await).0, RefusalCode::UnknownCommitment);
+    assert_eq!(
+        refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, module(), stolen)).await).0,
+        RefusalCode::UnknownCommitment
+    );
     // the signing package's message is not this operation's digest
-    let (code, reason) = refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, module(), pkg(1, B256::repeat_byte(7).as_slice()))).await);
+    let (code, reason) = refused(
+        sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, module(), pkg(1, B256::repeat_byte(7).as_slice())))
+            .await,
+    );
     assert_eq!(code, RefusalCode::DigestMismatch, "{reason}");
     // wrong chain id, wrong module (package message matches what the coordinator claims)
     let p = pkg(2, operation_digest(&op, 1, module()).as_slice());
-    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &req(&op, 1, module(), p)).await).0, RefusalCode::WrongChain);
+    assert_eq!(
+        refused(sign_raw(&client, &a.url, &ka, &req(&op, 1, module(), p)).await).0,
+        RefusalCode::WrongChain
+    );
     let other = Address::repeat_byte(0x99);
     let p = pkg(3, operation_digest(&op, CHAIN, other).as_slice());
-    assert_eq!(refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, other, p)).await).0, RefusalCode::WrongModule);
+    assert_eq!(
+        refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, other, p)).await).0,
+        RefusalCode::WrongModule
+    );
 
     // over budget and not allow-listed: refused through the coordinator with the guard's reason
     let c = coordinator(&q);
@@ -224,8 +267,13 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     let err = c.sign(&big, CHAIN, module(), None).await.unwrap_err();
     assert!(err.is_policy_denial(), "{err}");
     assert!(err.to_string().contains("exceeds the budget"), "{err}");
-    let stranger = Operation { calls: vec![Call::new(Address::repeat_byte(0x12), U256::from(1), Vec::new())], ..transfer(1, 4) };
-    assert!(c.sign(&stranger, CHAIN, module(), None).await.unwrap_err().to_string().contains("not allow-listed"));
+    let stranger = Operation {
+        calls: vec![Call::new(Address::repeat_byte(0x12), U256::from(1), Vec::new())],
+        ..transfer(1, 4)
+    };
+    assert!(
+        c.sign(&stranger, CHAIN, module(), None).await.unwrap_err().to_string().contains("not allow-listed")
+    );
     // tier 2: with the root's signature over the same digest it signs; a signature over another digest does not
     let d = operation_digest(&stranger, CHAIN, module());
     let wrong = root.sign_hash_sync(&B256::repeat_byte(1)).unwrap().as_bytes();
@@ -244,7 +292,14 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
 
     // refusals are recorded by the node
     let log = std::fs::read_to_string(PathBuf::from(&q.procs[0].dir).join("refusals.jsonl")).unwrap();
-    for code in ["used_commitment", "unknown_commitment", "digest_mismatch", "wrong_chain", "wrong_module", "unauthenticated"] {
+    for code in [
+        "used_commitment",
+        "unknown_commitment",
+        "digest_mismatch",
+        "wrong_chain",
+        "wrong_module",
+        "unauthenticated",
+    ] {
         assert!(log.contains(code), "refusal {code} recorded");
     }
 
@@ -253,7 +308,9 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     let restarted = spawn_with(&q.procs[0].dir.display().to_string(), &[]).await;
     assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
     let unused = req(&op, CHAIN, module(), pkg(1, digest.as_slice()));
-    sign_raw(&client, &restarted.url, &ka, &unused).await.expect("an unused commitment issued before the crash still signs");
+    sign_raw(&client, &restarted.url, &ka, &unused)
+        .await
+        .expect("an unused commitment issued before the crash still signs");
     q.procs[0] = restarted;
 }
 
@@ -274,10 +331,17 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str], envs: &[(&str, &str)]| {
         let out = Command::new(EXE).args(args).envs(envs.iter().copied()).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let key_file = tmp.path().join("coord.key");
-    let (ok, out, err) = run(&["signer", "coordinator-key", "--out", key_file.to_str().unwrap()], &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    let (ok, out, err) = run(
+        &["signer", "coordinator-key", "--out", key_file.to_str().unwrap()],
+        &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")],
+    );
     assert!(ok, "{err}");
     let coord: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let coord_pub = coord["coordinator_key"].as_str().unwrap().to_string();
@@ -288,7 +352,20 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     for i in 0..3 {
         let dir = tmp.path().join(format!("n{i}"));
         let (ok, out, err) = run(
-            &["signer", "init", "--dir", dir.to_str().unwrap(), "--coordinator", &coord_pub, "--chain-id", "31337", "--module", &module_s, "--allow", &allow],
+            &[
+                "signer",
+                "init",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--coordinator",
+                &coord_pub,
+                "--chain-id",
+                "31337",
+                "--module",
+                &module_s,
+                "--allow",
+                &allow,
+            ],
             &[("TREASURY_SIGNER_PASSPHRASE", "npw")],
         );
         assert!(ok, "{err}");
@@ -300,13 +377,26 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        nodes.push((format!("http://{}#{}", v["listening"].as_str().unwrap(), rep["fingerprint"].as_str().unwrap()), dir));
+        nodes.push((
+            format!("http://{}#{}", v["listening"].as_str().unwrap(), rep["fingerprint"].as_str().unwrap()),
+            dir,
+        ));
         children.0.push(child);
     }
     let quorum_path = tmp.path().join("quorum.toml");
-    let mut args = vec!["dkg", "--threshold", "2", "--coordinator-key", key_file.to_str().unwrap(), "--out", quorum_path.to_str().unwrap(), "--json"];
+    let mut args = vec![
+        "dkg",
+        "--threshold",
+        "2",
+        "--coordinator-key",
+        key_file.to_str().unwrap(),
+        "--out",
+        quorum_path.to_str().unwrap(),
+        "--json",
+    ];
     for (s, _) in &nodes {
         args.extend(["--signer", s.as_str()]);
     }
@@ -323,7 +413,10 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let q = QuorumFile::load(&quorum_path).unwrap();
     assert_eq!(dkg["group_key"].as_str().unwrap(), q.group_key);
     assert_eq!(q.group_key_parity as u64, dkg["group_key_parity"].as_u64().unwrap());
-    let (ok, out, err) = run(&["dkg", "refresh", "--quorum", quorum_path.to_str().unwrap(), "--json"], &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    let (ok, out, err) = run(
+        &["dkg", "refresh", "--quorum", quorum_path.to_str().unwrap(), "--json"],
+        &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")],
+    );
     assert!(ok, "{err}");
     let refreshed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(refreshed["group_key"], dkg["group_key"], "refresh keeps the group key");
@@ -331,7 +424,11 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     assert_ne!(q2.public_key_package, q.public_key_package, "refresh rotates the shares");
     // the refreshed quorum signs, verified as the module verifies
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let key = treasury_signer::quorum::store::open_coordinator_key(&key_file, &treasury_signer::quorum::store::Passphrase::new("cpw")).unwrap();
+    let key = treasury_signer::quorum::store::open_coordinator_key(
+        &key_file,
+        &treasury_signer::quorum::store::Passphrase::new("cpw"),
+    )
+    .unwrap();
     let c = Coordinator::new(q2, key, CoordinatorOptions::default()).unwrap();
     let op = bench_operation(token(), 1);
     let sig = rt.block_on(c.sign(&op, CHAIN, module(), None)).unwrap();
@@ -340,7 +437,10 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     drop(children);
     let secrets = nodes[0].1.join("secrets.enc");
     let before = std::fs::read(&secrets).unwrap();
-    let (ok, _, err) = run(&["signer", "serve", "--dir", nodes[0].1.to_str().unwrap(), "--listen", "127.0.0.1:0"], &[("TREASURY_SIGNER_PASSPHRASE", "nope")]);
+    let (ok, _, err) = run(
+        &["signer", "serve", "--dir", nodes[0].1.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[("TREASURY_SIGNER_PASSPHRASE", "nope")],
+    );
     assert!(!ok);
     assert!(err.contains("wrong passphrase"), "{err}");
     assert_eq!(before, std::fs::read(&secrets).unwrap());

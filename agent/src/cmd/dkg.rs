@@ -51,7 +51,8 @@ impl DkgArgs {
         let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
         if let Some(DkgAction::Refresh { quorum, json }) = self.action {
             let q = QuorumFile::load(&quorum)?;
-            let key = open_coordinator_key(&q.coordinator_key_path(&quorum), &pass).context("opening the coordinator key")?;
+            let key = open_coordinator_key(&q.coordinator_key_path(&quorum), &pass)
+                .context("opening the coordinator key")?;
             let outcome = run_refresh(key, &q).await.context("share refresh")?;
             outcome.quorum.save(&quorum)?;
             print(&outcome.group_key, &quorum, json, "refreshed");
@@ -63,7 +64,8 @@ impl DkgArgs {
         let nodes: Vec<PinnedNode> = self.signers.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
         let key = open_coordinator_key(&key_path, &pass).context("opening the coordinator key")?;
         let key_ref = std::path::absolute(&key_path).unwrap_or(key_path.clone());
-        let outcome = run_dkg(key, &key_ref.display().to_string(), &nodes, threshold, 8).await.context("DKG")?;
+        let outcome =
+            run_dkg(key, &key_ref.display().to_string(), &nodes, threshold, 8).await.context("DKG")?;
         outcome.quorum.save(&self.out)?;
         print(&outcome.group_key, &self.out, self.json, "created");
         Ok(())

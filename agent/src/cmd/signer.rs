@@ -114,8 +114,9 @@ impl SignerCmd {
                     budgets: a.budgets.iter().map(|s| parse_budget(s)).collect::<Result<_, _>>()?,
                 };
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
-                let report = NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard })
-                    .with_context(|| format!("initialising {}", a.dir.display()))?;
+                let report =
+                    NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard })
+                        .with_context(|| format!("initialising {}", a.dir.display()))?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }
@@ -139,8 +140,12 @@ impl SignerCmd {
             }
             SignerCmd::CoordinatorKey(a) => {
                 let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
-                let public = create_coordinator_key(&a.out, &pass).with_context(|| format!("creating {}", a.out.display()))?;
-                println!("{}", serde_json::json!({ "coordinator_key": public.to_hex(), "file": a.out.display().to_string() }));
+                let public = create_coordinator_key(&a.out, &pass)
+                    .with_context(|| format!("creating {}", a.out.display()))?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "coordinator_key": public.to_hex(), "file": a.out.display().to_string() })
+                );
                 Ok(())
             }
             SignerCmd::Bench(a) => {

@@ -22,12 +22,22 @@ pub const NODE_SIG_HEADER: &str = "x-treasury-node-sig";
 pub const MAX_SKEW_MS: u64 = 120_000;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn request_message(method: &str, path: &str, ms: u64, rid: &str, body: &[u8]) -> [u8; 32] {
     let body_hash = hash_parts(&[body]);
-    hash_parts(&[b"treasury-quorum-req-v1", method.as_bytes(), path.as_bytes(), &ms.to_be_bytes(), rid.as_bytes(), &body_hash])
+    hash_parts(&[
+        b"treasury-quorum-req-v1",
+        method.as_bytes(),
+        path.as_bytes(),
+        &ms.to_be_bytes(),
+        rid.as_bytes(),
+        &body_hash,
+    ])
 }
 
 fn response_message(rid: &str, status: u16, body: &[u8]) -> [u8; 32] {
@@ -72,7 +82,13 @@ impl RequestVerifier {
     }
 
     /// Checks a request's auth header; returns the request id to bind the answer to.
-    pub fn verify(&self, header: Option<&str>, method: &str, path: &str, body: &[u8]) -> Result<String, Refusal> {
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<String, Refusal> {
         let deny = |why: &str| Refusal::new(RefusalCode::Unauthenticated, why.to_string());
         let header = header.ok_or_else(|| deny("missing x-treasury-auth header"))?;
         let parts: Vec<&str> = header.split('.').collect();

@@ -31,7 +31,10 @@ impl NodeProcess {
     /// Starts `exe signer serve --dir dir --listen 127.0.0.1:0` and waits for its address.
     pub async fn spawn(exe: &Path, dir: &Path, passphrase: &str) -> Result<Self, QuorumError> {
         let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(["signer", "serve", "--dir"]).arg(dir).args(["--listen", "127.0.0.1:0"]).env(PASSPHRASE_ENV, passphrase);
+        cmd.args(["signer", "serve", "--dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env(PASSPHRASE_ENV, passphrase);
         Self::from_command(cmd, dir).await
     }
 
@@ -45,13 +48,11 @@ impl NodeProcess {
             .map_err(|e| QuorumError::io(dir, e))?;
         let stdout = child.stdout.take().ok_or_else(|| QuorumError::Config("no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| QuorumError::io(dir, e))?
-            .ok_or_else(|| QuorumError::Config(format!("node in {} exited before listening", dir.display())))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| QuorumError::Corrupt(format!("serve output {line}: {e}")))?;
+        let line = lines.next_line().await.map_err(|e| QuorumError::io(dir, e))?.ok_or_else(|| {
+            QuorumError::Config(format!("node in {} exited before listening", dir.display()))
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| QuorumError::Corrupt(format!("serve output {line}: {e}")))?;
         let addr = v["listening"].as_str().ok_or_else(|| QuorumError::Corrupt(line.clone()))?;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self { child, url: format!("http://{addr}"), dir: dir.to_path_buf() })
@@ -78,7 +79,11 @@ fn latency(mut v: Vec<Duration>) -> Latency {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let pick = |q: f64| ms(v[((v.len() as f64 - 1.0) * q).round() as usize]);
-    Latency { p50_ms: pick(0.5), p99_ms: pick(0.99), mean_ms: v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64 }
+    Latency {
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        mean_ms: v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64,
+    }
 }
 
 /// What the bench prints.
@@ -129,7 +134,11 @@ pub fn bench_operation(token: Address, nonce: u64) -> Operation {
     data.extend_from_slice(&[0u8; 12]);
     data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
     data.extend_from_slice(&U256::from(1u64).to_be_bytes::<32>());
-    Operation { calls: vec![Call::new(token, U256::ZERO, data)], nonce: U256::from(nonce), deadline: U256::MAX }
+    Operation {
+        calls: vec![Call::new(token, U256::ZERO, data)],
+        nonce: U256::from(nonce),
+        deadline: U256::MAX,
+    }
 }
 
 /// Initialises `n` node directories under `root` for `coordinator`, guarding chain 31337 / `module`.
@@ -178,8 +187,11 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
     for r in &reports {
         procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), "bench").await?);
     }
-    let pinned: Vec<PinnedNode> =
-        procs.iter().zip(&reports).map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() }).collect();
+    let pinned: Vec<PinnedNode> = procs
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
     let t0 = Instant::now();
     let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, opts.threshold, 5).await?;
     let dkg_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -211,7 +223,8 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         let c = coordinator.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per_task as u64 {
-                c.sign(&bench_operation(token, 1_000_000 + (w as u64) * 100_000 + i), 31337, module, None).await?;
+                c.sign(&bench_operation(token, 1_000_000 + (w as u64) * 100_000 + i), 31337, module, None)
+                    .await?;
             }
             Ok::<_, QuorumError>(())
         }));
@@ -243,7 +256,8 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
 fn in_process(n: u16, t: u16, count: usize) -> Result<(Vec<Duration>, Vec<Duration>), QuorumError> {
     use frost_secp256k1 as frost;
     let (shares, pkp) =
-        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng).map_err(QuorumError::frost)?;
+        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng)
+            .map_err(QuorumError::frost)?;
     let kps: Vec<frost::keys::KeyPackage> = shares
         .into_values()
         .take(usize::from(t))
@@ -275,7 +289,10 @@ fn in_process(n: u16, t: u16, count: usize) -> Result<(Vec<Duration>, Vec<Durati
             let pkg = frost::SigningPackage::new(comms, msg.as_slice());
             let mut sig_shares = BTreeMap::new();
             for kp in &kps {
-                sig_shares.insert(*kp.identifier(), frost::round2::sign(&pkg, &nonces[kp.identifier()], kp).map_err(QuorumError::frost)?);
+                sig_shares.insert(
+                    *kp.identifier(),
+                    frost::round2::sign(&pkg, &nonces[kp.identifier()], kp).map_err(QuorumError::frost)?,
+                );
             }
             let sig = frost::aggregate(&pkg, &sig_shares, &pkp).map_err(QuorumError::frost)?;
             pkp.verifying_key().verify(msg.as_slice(), &sig).map_err(QuorumError::frost)?;

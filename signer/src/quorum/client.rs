@@ -85,11 +85,14 @@ impl NodeClient {
         let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.bytes().await.map_err(|e| NodeFault::Unreachable(e.to_string()))?;
         if !(200..300).contains(&status) {
-            let r = serde_json::from_slice::<RefusalBody>(&body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+            let r = serde_json::from_slice::<RefusalBody>(&body)
+                .map_err(|e| NodeFault::Malformed(e.to_string()))?;
             return Err(NodeFault::Refused(r.refusal));
         }
-        let info: IdentityInfo = serde_json::from_slice(&body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
-        let key = IdentityPublic::from_hex(&info.identity_key).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+        let info: IdentityInfo =
+            serde_json::from_slice(&body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+        let key =
+            IdentityPublic::from_hex(&info.identity_key).map_err(|e| NodeFault::Malformed(e.to_string()))?;
         match sig {
             Some(sig) if verify_response(&key, &rid, status, &body, &sig) => Ok(info),
             _ => Err(NodeFault::BadResponseSignature),

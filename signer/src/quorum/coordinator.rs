@@ -103,11 +103,17 @@ impl Coordinator {
         for n in &quorum.nodes {
             let key = IdentityPublic::from_hex(&n.identity_key)?;
             if key.fingerprint() != n.fingerprint {
-                return Err(QuorumError::Config(format!("{}: identity key does not match its pinned fingerprint", n.url)));
+                return Err(QuorumError::Config(format!(
+                    "{}: identity key does not match its pinned fingerprint",
+                    n.url
+                )));
             }
             let id = parse_identifier(&n.identifier).map_err(|r| QuorumError::Config(r.reason))?;
             if !pkp.verifying_shares().contains_key(&id) {
-                return Err(QuorumError::Config(format!("{}: identifier not in the public key package", n.url)));
+                return Err(QuorumError::Config(format!(
+                    "{}: identifier not in the public key package",
+                    n.url
+                )));
             }
             slots.push(Slot {
                 node: n.clone(),
@@ -122,7 +128,15 @@ impl Coordinator {
         if slots.len() < threshold {
             return Err(QuorumError::Config("fewer nodes than the threshold".into()));
         }
-        Ok(Self { client: NodeClient::new(key), slots, pkp, group_key, threshold, opts, next: AtomicUsize::new(0) })
+        Ok(Self {
+            client: NodeClient::new(key),
+            slots,
+            pkp,
+            group_key,
+            threshold,
+            opts,
+            next: AtomicUsize::new(0),
+        })
     }
 
     /// The group key.
@@ -149,7 +163,13 @@ impl Coordinator {
             let batch = left.min(super::node::MAX_COMMITMENTS_PER_REQUEST);
             let resp: CommitmentsResponse = self
                 .client
-                .post(&s.node.url, &s.key, "/v1/commitments", &CommitmentsRequest { count: batch }, self.opts.timeout)
+                .post(
+                    &s.node.url,
+                    &s.key,
+                    "/v1/commitments",
+                    &CommitmentsRequest { count: batch },
+                    self.opts.timeout,
+                )
                 .await?;
             if resp.identifier != s.node.identifier {
                 return Err(NodeFault::Malformed("commitments for another identifier".into()));
@@ -157,7 +177,8 @@ impl Coordinator {
             let mut parsed = Vec::with_capacity(resp.commitments.len());
             for c in resp.commitments {
                 let bytes = hex::decode(&c.commitments).map_err(|e| NodeFault::Malformed(e.to_string()))?;
-                let sc = SigningCommitments::deserialize(&bytes).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+                let sc = SigningCommitments::deserialize(&bytes)
+                    .map_err(|e| NodeFault::Malformed(e.to_string()))?;
                 parsed.push((c.id, sc));
             }
             s.pool.lock().expect("pool lock").extend(parsed);
@@ -175,7 +196,11 @@ impl Coordinator {
             return Ok(c);
         }
         self.fetch(s, self.opts.refill).await?;
-        s.pool.lock().expect("pool lock").pop_front().ok_or_else(|| NodeFault::Malformed("no commitments".into()))
+        s.pool
+            .lock()
+            .expect("pool lock")
+            .pop_front()
+            .ok_or_else(|| NodeFault::Malformed("no commitments".into()))
     }
 
     /// Signs `op` for `module` on `chain_id` and returns what `TreasuryModule.exec` takes.
@@ -212,7 +237,8 @@ impl Coordinator {
         let n = self.slots.len();
         loop {
             let start = self.next.fetch_add(1, Ordering::Relaxed);
-            let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).filter(|i| !excluded.contains(i)).collect();
+            let mut order: Vec<usize> =
+                (0..n).map(|i| (start + i) % n).filter(|i| !excluded.contains(i)).collect();
             // healthy nodes first, nodes recently down last (they may be back)
             order.sort_by_key(|i| !self.slots[*i].healthy());
             if order.len() < self.threshold {
@@ -225,7 +251,9 @@ impl Coordinator {
                 let want = self.threshold - chosen.len();
                 let batch: Vec<usize> = order[idx..(idx + want).min(order.len())].to_vec();
                 idx += batch.len();
-                let res = futures::future::join_all(batch.iter().map(|i| self.take_commitment(&self.slots[*i]))).await;
+                let res =
+                    futures::future::join_all(batch.iter().map(|i| self.take_commitment(&self.slots[*i])))
+                        .await;
                 for (i, r) in batch.into_iter().zip(res) {
                     match r {
                         Ok((cid, c)) => chosen.push((i, cid, c)),
@@ -289,7 +317,8 @@ impl Coordinator {
             }
             got = shares.len();
             if shares.len() == self.threshold {
-                let sig = frost_secp256k1::aggregate(&package, &shares, &self.pkp).map_err(QuorumError::frost)?;
+                let sig =
+                    frost_secp256k1::aggregate(&package, &shares, &self.pkp).map_err(QuorumError::frost)?;
                 self.pkp.verifying_key().verify(digest.as_slice(), &sig).map_err(QuorumError::frost)?;
                 return Ok(SignOutcome { signature: FrostSignature::from_frost(&sig)?, excluded: faults });
             }
@@ -319,9 +348,9 @@ impl std::str::FromStr for PinnedNode {
     type Err = QuorumError;
     /// `URL#FINGERPRINT`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (url, fp) = s
-            .split_once('#')
-            .ok_or_else(|| QuorumError::Config(format!("{s}: expected URL#FINGERPRINT (the node's pinned fingerprint)")))?;
+        let (url, fp) = s.split_once('#').ok_or_else(|| {
+            QuorumError::Config(format!("{s}: expected URL#FINGERPRINT (the node's pinned fingerprint)"))
+        })?;
         if fp.len() != 32 || hex::decode(fp).is_err() {
             return Err(QuorumError::Config(format!("{s}: fingerprint must be 32 hex digits")));
         }
@@ -419,8 +448,11 @@ pub async fn run_dkg(
 pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOutcome, QuorumError> {
     let client = NodeClient::new(key);
     let timeout = Duration::from_secs(30);
-    let nodes: Vec<PinnedNode> =
-        quorum.nodes.iter().map(|n| PinnedNode { url: n.url.clone(), fingerprint: n.fingerprint.clone() }).collect();
+    let nodes: Vec<PinnedNode> = quorum
+        .nodes
+        .iter()
+        .map(|n| PinnedNode { url: n.url.clone(), fingerprint: n.fingerprint.clone() })
+        .collect();
     let mut roster = Vec::new();
     for n in &quorum.nodes {
         let info = client.identity(&n.url, timeout).await.map_err(|f| node_err(&n.url, f))?;
@@ -435,7 +467,9 @@ pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOut
         return Err(QuorumError::Dkg("refresh produced a different group key".into()));
     }
     commit(&client, &nodes, &roster, &session, &finish, timeout).await?;
-    let group_key = GroupKey::from_compressed(&hex::decode(&quorum.group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?)?;
+    let group_key = GroupKey::from_compressed(
+        &hex::decode(&quorum.group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?,
+    )?;
     let mut q = quorum.clone();
     q.public_key_package = finish[0].public_key_package.clone();
     Ok(DkgOutcome { quorum: q, group_key, attempts: 1 })
@@ -454,7 +488,10 @@ async fn run_rounds(
         roster.iter().map(|r| IdentityPublic::from_hex(&r.identity_key)).collect::<Result<_, _>>()?;
     let r1req = DkgRound1Request { session: session.clone(), threshold, roster: roster.to_vec(), refresh };
     let r1 = futures::future::join_all(
-        nodes.iter().zip(&keys).map(|(n, k)| client.post::<_, DkgRound1Response>(&n.url, k, "/v1/dkg/round1", &r1req, timeout)),
+        nodes
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| client.post::<_, DkgRound1Response>(&n.url, k, "/v1/dkg/round1", &r1req, timeout)),
     )
     .await;
     let mut round1 = BTreeMap::new();
@@ -463,7 +500,10 @@ async fn run_rounds(
     }
     let r2req = DkgRound2Request { session: session.clone(), round1 };
     let r2 = futures::future::join_all(
-        nodes.iter().zip(&keys).map(|(n, k)| client.post::<_, DkgRound2Response>(&n.url, k, "/v1/dkg/round2", &r2req, timeout)),
+        nodes
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| client.post::<_, DkgRound2Response>(&n.url, k, "/v1/dkg/round2", &r2req, timeout)),
     )
     .await;
     let mut inbox: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -472,18 +512,29 @@ async fn run_rounds(
             inbox.entry(to).or_default().insert(from.identifier.clone(), sealed);
         }
     }
-    let fin = futures::future::join_all(nodes.iter().zip(&keys).zip(roster).map(|((n, k), e)| {
-        let req = DkgFinishRequest { session: session.clone(), sealed: inbox.remove(&e.identifier).unwrap_or_default() };
-        async move { client.post::<_, DkgFinishResponse>(&n.url, k, "/v1/dkg/finish", &req, timeout).await }
-    }))
-    .await;
+    let fin =
+        futures::future::join_all(
+            nodes.iter().zip(&keys).zip(roster).map(|((n, k), e)| {
+                let req = DkgFinishRequest {
+                    session: session.clone(),
+                    sealed: inbox.remove(&e.identifier).unwrap_or_default(),
+                };
+                async move {
+                    client.post::<_, DkgFinishResponse>(&n.url, k, "/v1/dkg/finish", &req, timeout).await
+                }
+            }),
+        )
+        .await;
     let mut finish = Vec::new();
     for (n, r) in nodes.iter().zip(fin) {
         finish.push(r.map_err(|f| node_err(&n.url, f))?);
     }
     let first = &finish[0];
     for (n, f) in nodes.iter().zip(&finish) {
-        if f.transcript != first.transcript || f.group_key != first.group_key || f.public_key_package != first.public_key_package {
+        if f.transcript != first.transcript
+            || f.group_key != first.group_key
+            || f.public_key_package != first.public_key_package
+        {
             abort(client, nodes, roster, &session, timeout).await;
             return Err(QuorumError::Dkg(format!("{} saw a different transcript or group key", n.url)));
         }
@@ -505,7 +556,8 @@ async fn commit(
     let res = futures::future::join_all(nodes.iter().zip(roster).map(|(n, e)| {
         let req = &req;
         async move {
-            let k = IdentityPublic::from_hex(&e.identity_key).map_err(|_| NodeFault::Malformed("key".into()))?;
+            let k =
+                IdentityPublic::from_hex(&e.identity_key).map_err(|_| NodeFault::Malformed("key".into()))?;
             client.post::<_, DkgCommitResponse>(&n.url, &k, "/v1/dkg/commit", req, timeout).await
         }
     }))
@@ -516,7 +568,13 @@ async fn commit(
     Ok(())
 }
 
-async fn abort(client: &NodeClient, nodes: &[PinnedNode], roster: &[RosterEntry], session: &str, timeout: Duration) {
+async fn abort(
+    client: &NodeClient,
+    nodes: &[PinnedNode],
+    roster: &[RosterEntry],
+    session: &str,
+    timeout: Duration,
+) {
     let req = DkgAbortRequest { session: session.to_string() };
     for (n, e) in nodes.iter().zip(roster) {
         if let Ok(k) = IdentityPublic::from_hex(&e.identity_key) {

@@ -42,7 +42,12 @@ pub fn identifier_hex(id: &Identifier) -> String {
 }
 
 /// The message a node signs for its round-1 package.
-pub fn round1_message(session: &str, roster_hash: &[u8; 32], sender: &Identifier, package: &[u8]) -> [u8; 32] {
+pub fn round1_message(
+    session: &str,
+    roster_hash: &[u8; 32],
+    sender: &Identifier,
+    package: &[u8],
+) -> [u8; 32] {
     hash_parts(&[b"treasury-dkg-r1-v1", session.as_bytes(), roster_hash, &sender.serialize(), package])
 }
 
@@ -53,7 +58,8 @@ pub fn confirm_message(session: &str, transcript: &[u8; 32], group_key: &[u8], p
 
 /// Hash of a roster (identifiers and identity keys, in order) with the threshold and mode.
 pub fn roster_hash(roster: &[RosterEntry], threshold: u16, refresh: bool) -> [u8; 32] {
-    let mut parts: Vec<Vec<u8>> = vec![b"treasury-dkg-roster-v1".to_vec(), threshold.to_be_bytes().to_vec(), vec![refresh as u8]];
+    let mut parts: Vec<Vec<u8>> =
+        vec![b"treasury-dkg-roster-v1".to_vec(), threshold.to_be_bytes().to_vec(), vec![refresh as u8]];
     for e in roster {
         parts.push(e.identifier.as_bytes().to_vec());
         parts.push(e.identity_key.as_bytes().to_vec());
@@ -67,9 +73,20 @@ fn seal_context(session: &str, from: &Identifier, to: &Identifier) -> [u8; 32] {
 }
 
 enum Stage {
-    Round1 { secret: round1::SecretPackage, package: Vec<u8> },
-    Round2 { secret: round2::SecretPackage, round1: BTreeMap<Identifier, round1::Package>, transcript: [u8; 32] },
-    Finished { key_package: Box<KeyPackage>, public: Box<PublicKeyPackage>, confirm: [u8; 32] },
+    Round1 {
+        secret: round1::SecretPackage,
+        package: Vec<u8>,
+    },
+    Round2 {
+        secret: round2::SecretPackage,
+        round1: BTreeMap<Identifier, round1::Package>,
+        transcript: [u8; 32],
+    },
+    Finished {
+        key_package: Box<KeyPackage>,
+        public: Box<PublicKeyPackage>,
+        confirm: [u8; 32],
+    },
     Spent,
 }
 
@@ -158,7 +175,11 @@ impl DkgSession {
     }
 
     /// Round 2: verifies every signed round-1 package and seals this node's round-2 packages.
-    pub fn round2(&mut self, identity: &IdentityKey, req: &DkgRound2Request) -> Result<DkgRound2Response, Refusal> {
+    pub fn round2(
+        &mut self,
+        identity: &IdentityKey,
+        req: &DkgRound2Request,
+    ) -> Result<DkgRound2Response, Refusal> {
         let Stage::Round1 { secret, package: own } = std::mem::replace(&mut self.stage, Stage::Spent) else {
             return Err(fail("round 2 out of order"));
         };
@@ -168,7 +189,8 @@ impl DkgSession {
         let mut received = BTreeMap::new();
         let mut transcript_parts: Vec<Vec<u8>> = vec![self.roster_hash.to_vec()];
         for (id, key) in &self.roster {
-            let signed = req.round1.get(&identifier_hex(id)).ok_or_else(|| fail("missing a round-1 package"))?;
+            let signed =
+                req.round1.get(&identifier_hex(id)).ok_or_else(|| fail("missing a round-1 package"))?;
             let bytes = hex::decode(&signed.package).map_err(|_| fail("round-1 hex"))?;
             let sig = hex::decode(&signed.signature).map_err(|_| fail("round-1 signature hex"))?;
             if !key.verify(&round1_message(&self.session, &self.roster_hash, id, &bytes), &sig) {
@@ -214,17 +236,20 @@ impl DkgSession {
         req: &DkgFinishRequest,
         existing: Option<&(KeyPackage, PublicKeyPackage)>,
     ) -> Result<DkgFinishResponse, Refusal> {
-        let Stage::Round2 { secret, round1, transcript } = std::mem::replace(&mut self.stage, Stage::Spent) else {
+        let Stage::Round2 { secret, round1, transcript } = std::mem::replace(&mut self.stage, Stage::Spent)
+        else {
             return Err(fail("finish out of order"));
         };
         let mut packages = BTreeMap::new();
         for (from, _) in self.roster.iter().filter(|(i, _)| *i != self.me) {
-            let sealed = req.sealed.get(&identifier_hex(from)).ok_or_else(|| fail("missing a round-2 package"))?;
+            let sealed =
+                req.sealed.get(&identifier_hex(from)).ok_or_else(|| fail("missing a round-2 package"))?;
             let sealed = hex::decode(sealed).map_err(|_| fail("round-2 hex"))?;
             let ctx = seal_context(&self.session, from, &self.me);
             let sym = identity.shared_key(&self.key_of(from)?, &ctx);
-            let plain = open(&sym, &ctx, &sealed)
-                .ok_or_else(|| fail(format!("round-2 package from {} does not open", identifier_hex(from))))?;
+            let plain = open(&sym, &ctx, &sealed).ok_or_else(|| {
+                fail(format!("round-2 package from {} does not open", identifier_hex(from)))
+            })?;
             packages.insert(*from, round2::Package::deserialize(&plain).map_err(|e| fail(e.to_string()))?);
         }
         let (kp, pkp) = if self.refresh {
@@ -242,7 +267,8 @@ impl DkgSession {
             }
             res
         } else {
-            frost_secp256k1::keys::dkg::part3(&secret, &round1, &packages).map_err(|e| fail(format!("part3: {e}")))?
+            frost_secp256k1::keys::dkg::part3(&secret, &round1, &packages)
+                .map_err(|e| fail(format!("part3: {e}")))?
         };
         let group_key = pkp.verifying_key().serialize().map_err(|e| fail(e.to_string()))?;
         let pkp_bytes = pkp.serialize().map_err(|e| fail(e.to_string()))?;
@@ -258,8 +284,13 @@ impl DkgSession {
     }
 
     /// Commit: returns the new share once every participant confirmed the same result.
-    pub fn commit(mut self, confirmations: &BTreeMap<String, String>) -> Result<(KeyPackage, PublicKeyPackage), Refusal> {
-        let Stage::Finished { key_package, public, confirm } = std::mem::replace(&mut self.stage, Stage::Spent) else {
+    pub fn commit(
+        mut self,
+        confirmations: &BTreeMap<String, String>,
+    ) -> Result<(KeyPackage, PublicKeyPackage), Refusal> {
+        let Stage::Finished { key_package, public, confirm } =
+            std::mem::replace(&mut self.stage, Stage::Spent)
+        else {
             return Err(fail("commit out of order"));
         };
         for (id, key) in &self.roster {
@@ -300,7 +331,12 @@ mod tests {
     type Shares = Vec<(KeyPackage, PublicKeyPackage)>;
 
     fn run(keys: &[IdentityKey], t: u16, existing: Option<&Shares>, tamper: bool) -> Result<Shares, Refusal> {
-        let req = DkgRound1Request { session: "s".into(), threshold: t, roster: roster(keys), refresh: existing.is_some() };
+        let req = DkgRound1Request {
+            session: "s".into(),
+            threshold: t,
+            roster: roster(keys),
+            refresh: existing.is_some(),
+        };
         let mut sessions = Vec::new();
         let mut r1 = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
@@ -350,6 +386,9 @@ mod tests {
         let keys: Vec<_> = (0..3).map(|_| IdentityKey::generate()).collect();
         let err = run(&keys, 2, None, true).unwrap_err();
         assert_eq!(err.code, RefusalCode::DkgFailure);
-        assert!(err.reason.contains("not signed by its identity key") || err.reason.contains("altered"), "{err}");
+        assert!(
+            err.reason.contains("not signed by its identity key") || err.reason.contains("altered"),
+            "{err}"
+        );
     }
 }

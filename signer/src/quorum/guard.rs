@@ -148,6 +148,7 @@ impl GuardConfig {
     /// `operation_digest(op, chain_id, module)`; this check MUST pass before a FROST
     /// (RFC 9591) signature share is produced. A root signature, when given, MUST recover the
     /// configured root address over that same digest, else the operation is refused.
+    #[allow(clippy::too_many_arguments)]
     pub fn check(
         &self,
         op: &Operation,
@@ -178,9 +179,13 @@ impl GuardConfig {
         }
         if let Some(sig) = root_signature.filter(|s| !s.is_empty()) {
             let root = self.root.ok_or_else(|| {
-                Refusal::new(RefusalCode::RootSignatureRequired, "tier 2 requested but this node has no root configured")
+                Refusal::new(
+                    RefusalCode::RootSignatureRequired,
+                    "tier 2 requested but this node has no root configured",
+                )
             })?;
-            let recovered = Signature::from_raw(sig).ok().and_then(|s| s.recover_address_from_prehash(&digest).ok());
+            let recovered =
+                Signature::from_raw(sig).ok().and_then(|s| s.recover_address_from_prehash(&digest).ok());
             return match recovered {
                 Some(a) if a == root => Ok(Approved { tier: Tier::Two, outflows: Outflows::new() }),
                 Some(a) => Err(Refusal::new(
@@ -195,10 +200,9 @@ impl GuardConfig {
         let period = now_unix / self.period_secs.max(1);
         for b in &self.budgets {
             let Some(amount) = flows.get(&b.token) else { continue };
+            // An operation already counted (a coordinator retry) is not a new spend.
             let already = if budget.period == period && !budget.counted.contains(&digest) {
                 budget.spent.get(&b.token).copied().unwrap_or_default()
-            } else if budget.period == period {
-                U256::ZERO // this very operation was already counted: a retry, not a new spend
             } else {
                 U256::ZERO
             };
@@ -225,12 +229,16 @@ impl GuardConfig {
             }
             let sel = call.selector();
             if sel.is_none() && !call.data.is_empty() {
-                return Err(Refusal::new(RefusalCode::NotAllowed, format!("call {i}: calldata shorter than a selector")));
+                return Err(Refusal::new(
+                    RefusalCode::NotAllowed,
+                    format!("call {i}: calldata shorter than a selector"),
+                ));
             }
             let want = sel.map(|s| format!("0x{}", hex::encode(s)));
-            let allowed = self.allow.iter().any(|e| {
-                e.target == call.to && e.selector.as_deref().map(str::to_ascii_lowercase) == want
-            });
+            let allowed = self
+                .allow
+                .iter()
+                .any(|e| e.target == call.to && e.selector.as_deref().map(str::to_ascii_lowercase) == want);
             if !allowed {
                 return Err(Refusal::new(
                     RefusalCode::NotAllowed,
@@ -327,7 +335,10 @@ mod tests {
         assert!(e.reason.contains("not allow-listed"));
         let mut dc = transfer(token, Address::repeat_byte(3), 1);
         dc.operation = OP_DELEGATECALL;
-        assert_eq!(cfg.check(&op(vec![dc]), 31337, module, d, None, &st, 0).unwrap_err().code, RefusalCode::NotAllowed);
+        assert_eq!(
+            cfg.check(&op(vec![dc]), 31337, module, d, None, &st, 0).unwrap_err().code,
+            RefusalCode::NotAllowed
+        );
     }
 
     #[test]

@@ -30,7 +30,6 @@ pub mod signature;
 pub mod store;
 pub mod wire;
 
-
 pub use coordinator::Coordinator;
 pub use error::{NodeFault, QuorumError, Refusal, RefusalCode};
 pub use signature::{FrostSignature, GroupKey};

@@ -85,10 +85,11 @@ impl NodeState {
         for e in &ledger_entries {
             let (Some(d), Some(detail)) = (&e.digest, &e.detail) else { continue };
             let Ok(detail) = serde_json::from_value::<SignedDetail>(detail.clone()) else { continue };
-            if detail.tier == Tier::One && detail.period == period {
-                if let Ok(d) = d.parse::<B256>() {
-                    budget.record(d, &detail.outflows);
-                }
+            if detail.tier == Tier::One
+                && detail.period == period
+                && let Ok(d) = d.parse::<B256>()
+            {
+                budget.record(d, &detail.outflows);
             }
         }
         let ledger = nonces.ledger_handle()?;
@@ -135,9 +136,13 @@ impl NodeState {
     }
 
     fn commitments(&self, req: CommitmentsRequest) -> Result<CommitmentsResponse, Refusal> {
-        let share = self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
+        let share =
+            self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
         if req.count == 0 || req.count > MAX_COMMITMENTS_PER_REQUEST {
-            return Err(Refusal::new(RefusalCode::BadRequest, format!("count must be 1..={MAX_COMMITMENTS_PER_REQUEST}")));
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                format!("count must be 1..={MAX_COMMITMENTS_PER_REQUEST}"),
+            ));
         }
         let issued = self
             .nonces
@@ -161,9 +166,11 @@ impl NodeState {
     /// used (fsync) before returning the RFC 9591 signature share.
     fn sign(&self, req: SignRequest) -> Result<SignResponse, Refusal> {
         let bad = |m: String| Refusal::new(RefusalCode::BadRequest, m);
-        let share = self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
+        let share =
+            self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
         let digest = operation_digest(&req.operation, req.chain_id, req.module);
-        let pkg_bytes = hex::decode(&req.signing_package).map_err(|e| bad(format!("signing package hex: {e}")))?;
+        let pkg_bytes =
+            hex::decode(&req.signing_package).map_err(|e| bad(format!("signing package hex: {e}")))?;
         let package = frost_secp256k1::SigningPackage::deserialize(&pkg_bytes)
             .map_err(|e| bad(format!("signing package: {e}")))?;
         if package.message().as_slice() != digest.as_slice() {
@@ -185,7 +192,15 @@ impl NodeState {
         let approved = {
             let mut budget = self.budget.lock().expect("budget lock");
             budget.roll(period);
-            guard.check(&req.operation, req.chain_id, req.module, digest, req.root_signature.as_ref().map(|b| b.as_ref()), &budget, now)?
+            guard.check(
+                &req.operation,
+                req.chain_id,
+                req.module,
+                digest,
+                req.root_signature.as_ref().map(|b| b.as_ref()),
+                &budget,
+                now,
+            )?
         };
         let nonces = self.nonces.lock().expect("nonce lock").take(&id)?;
         let result = frost_secp256k1::round2::sign(&package, &nonces, &share.0);
@@ -229,9 +244,14 @@ impl NodeState {
         Ok(out)
     }
 
-    fn with_session<T>(&self, id: &str, f: impl FnOnce(&mut DkgSession) -> Result<T, Refusal>) -> Result<T, Refusal> {
+    fn with_session<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut DkgSession) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
         let mut map = self.dkg.lock().expect("dkg lock");
-        let s = map.get_mut(id).ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        let s =
+            map.get_mut(id).ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
         let out = f(s);
         if out.is_err() {
             map.remove(id);
@@ -250,8 +270,13 @@ impl NodeState {
         let gk = GroupKey::from_verifying_key(pkp.verifying_key())
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
         let mut store = self.store.lock().expect("store lock");
-        store.secrets.set_share(&kp, &pkp).map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
-        store.save_secrets().map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
+        store
+            .secrets
+            .set_share(&kp, &pkp)
+            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+        store
+            .save_secrets()
+            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
         *self.share.write().expect("share lock") = Some(Arc::new((kp, pkp)));
         tracing::info!(group_key = %gk.compressed, "key share committed");
         Ok(DkgCommitResponse { group_key: gk.compressed })
@@ -272,7 +297,9 @@ fn refusal_status(r: &Refusal) -> StatusCode {
     match r.code {
         RefusalCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         RefusalCode::BadRequest | RefusalCode::DigestMismatch => StatusCode::BAD_REQUEST,
-        RefusalCode::UnknownCommitment | RefusalCode::UsedCommitment | RefusalCode::DkgFailure => StatusCode::CONFLICT,
+        RefusalCode::UnknownCommitment | RefusalCode::UsedCommitment | RefusalCode::DkgFailure => {
+            StatusCode::CONFLICT
+        }
         _ => StatusCode::FORBIDDEN,
     }
 }
@@ -295,14 +322,21 @@ where
         let rid = match st.verifier.verify(auth.as_deref(), method, path, &body) {
             Ok(rid) => rid,
             // Bind the refusal to the request id it claimed, so the caller can check who refused.
-            Err(r) => return (auth.as_deref().and_then(|h| h.split('.').nth(2)).unwrap_or("").to_string(), Err(r)),
+            Err(r) => {
+                return (auth.as_deref().and_then(|h| h.split('.').nth(2)).unwrap_or("").to_string(), Err(r));
+            }
         };
         let json: &[u8] = if body.is_empty() { b"null" } else { &body };
         let req: Req = match serde_json::from_slice(json) {
             Ok(r) => r,
             Err(e) => return (rid, Err(Refusal::new(RefusalCode::BadRequest, format!("body: {e}")))),
         };
-        (rid, f(&st, req).and_then(|r| serde_json::to_vec(&r).map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))))
+        (
+            rid,
+            f(&st, req).and_then(|r| {
+                serde_json::to_vec(&r).map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))
+            }),
+        )
     })
     .await;
     let (rid, result) = match outcome {
@@ -435,7 +469,8 @@ pub struct InitOptions {
 
 /// Budget amounts parse helper for the CLI: `TOKEN:AMOUNT`.
 pub fn parse_budget(s: &str) -> Result<super::guard::Budget, QuorumError> {
-    let (t, a) = s.split_once(':').ok_or_else(|| QuorumError::Config(format!("budget {s}: expected TOKEN:AMOUNT")))?;
+    let (t, a) =
+        s.split_once(':').ok_or_else(|| QuorumError::Config(format!("budget {s}: expected TOKEN:AMOUNT")))?;
     Ok(super::guard::Budget {
         token: t.parse::<Address>().map_err(|e| QuorumError::Config(format!("budget token {t}: {e}")))?,
         amount: a.parse::<U256>().map_err(|e| QuorumError::Config(format!("budget amount {a}: {e}")))?,
@@ -448,10 +483,10 @@ pub fn parse_allow(s: &str) -> Result<super::guard::AllowEntry, QuorumError> {
         Some((t, sel)) => (t, Some(sel.to_ascii_lowercase())),
         None => (s, None),
     };
-    if let Some(sel) = &sel {
-        if sel.len() != 10 || !sel.starts_with("0x") || hex::decode(&sel[2..]).is_err() {
-            return Err(QuorumError::Config(format!("selector {sel}: expected 0x and 8 hex digits")));
-        }
+    if let Some(sel) = &sel
+        && (sel.len() != 10 || !sel.starts_with("0x") || hex::decode(&sel[2..]).is_err())
+    {
+        return Err(QuorumError::Config(format!("selector {sel}: expected 0x and 8 hex digits")));
     }
     Ok(super::guard::AllowEntry {
         target: t.parse::<Address>().map_err(|e| QuorumError::Config(format!("target {t}: {e}")))?,

@@ -74,7 +74,10 @@ pub struct NonceStore {
 
 impl std::fmt::Debug for NonceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NonceStore").field("unused", &self.live.len()).field("used", &self.used.len()).finish()
+        f.debug_struct("NonceStore")
+            .field("unused", &self.live.len())
+            .field("used", &self.used.len())
+            .finish()
     }
 }
 
@@ -103,26 +106,28 @@ impl NonceStore {
         for e in std::fs::read_dir(dir).map_err(|e| QuorumError::io(dir, e))? {
             let e = e.map_err(|e| QuorumError::io(dir, e))?;
             let name = e.file_name().to_string_lossy().to_string();
-            if let Some(n) = name.strip_prefix("batch-").and_then(|s| s.strip_suffix(".enc")) {
-                if let Ok(n) = n.parse::<u64>() {
-                    batches.push((n, e.path()));
-                }
+            if let Some(n) = name.strip_prefix("batch-").and_then(|s| s.strip_suffix(".enc"))
+                && let Ok(n) = n.parse::<u64>()
+            {
+                batches.push((n, e.path()));
             }
         }
         batches.sort();
         for (n, path) in batches {
             next_batch = next_batch.max(n + 1);
             let sealed = std::fs::read(&path).map_err(|e| QuorumError::io(&path, e))?;
-            let plain = open(key.bytes(), BATCH_AAD, &sealed)
-                .ok_or_else(|| QuorumError::Corrupt(format!("{} does not open with the store key", path.display())))?;
-            let list: Vec<BatchEntry> =
-                serde_json::from_slice(&plain).map_err(|e| QuorumError::Corrupt(format!("nonce batch: {e}")))?;
+            let plain = open(key.bytes(), BATCH_AAD, &sealed).ok_or_else(|| {
+                QuorumError::Corrupt(format!("{} does not open with the store key", path.display()))
+            })?;
+            let list: Vec<BatchEntry> = serde_json::from_slice(&plain)
+                .map_err(|e| QuorumError::Corrupt(format!("nonce batch: {e}")))?;
             let mut left = 0;
             for b in list {
                 if used.contains(&b.id) {
                     continue;
                 }
-                let bytes = Zeroizing::new(hex::decode(&b.nonces).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+                let bytes =
+                    Zeroizing::new(hex::decode(&b.nonces).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
                 let nonces = SigningNonces::deserialize(&bytes).map_err(QuorumError::frost)?;
                 order.push_back(b.id.clone());
                 live.insert(b.id, (n, nonces));
@@ -171,11 +176,16 @@ impl NonceStore {
             out.push((id.clone(), commitments));
             fresh.push((id, nonces));
         }
-        let plain = Zeroizing::new(serde_json::to_vec(&file_entries).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&file_entries).map_err(|e| QuorumError::Corrupt(e.to_string()))?,
+        );
         for e in &mut file_entries {
             zeroize::Zeroize::zeroize(&mut e.nonces);
         }
-        write_durable(&self.dir.join(format!("batch-{batch}.enc")), &seal(self.key.bytes(), BATCH_AAD, &plain))?;
+        write_durable(
+            &self.dir.join(format!("batch-{batch}.enc")),
+            &seal(self.key.bytes(), BATCH_AAD, &plain),
+        )?;
         self.batch_left.insert(batch, count);
         for (id, nonces) in fresh {
             self.order.push_back(id.clone());
@@ -186,7 +196,13 @@ impl NonceStore {
             if self.live.contains_key(&old) {
                 let n = self.take(&old).map_err(|r| QuorumError::Corrupt(r.reason))?;
                 drop(n);
-                self.mark_used(&LedgerEntry { commitment: old, kind: "discarded".into(), digest: None, detail: None, at: now() })?;
+                self.mark_used(&LedgerEntry {
+                    commitment: old,
+                    kind: "discarded".into(),
+                    digest: None,
+                    detail: None,
+                    at: now(),
+                })?;
             }
         }
         Ok(out)
@@ -272,7 +288,13 @@ mod tests {
         let used_id = issued[0].0.clone();
         store.take(&used_id).unwrap();
         store
-            .mark_used(&LedgerEntry { commitment: used_id.clone(), kind: "signed".into(), digest: None, detail: None, at: 0 })
+            .mark_used(&LedgerEntry {
+                commitment: used_id.clone(),
+                kind: "signed".into(),
+                digest: None,
+                detail: None,
+                at: 0,
+            })
             .unwrap();
         drop(store);
         let (mut store, ledger) = NonceStore::open(dir.path(), key()).unwrap();

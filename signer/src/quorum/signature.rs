@@ -7,8 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::error::QuorumError;
 
 /// The secp256k1 group order n.
-pub const SECP256K1_N: U256 =
-    U256::from_limbs([0xBFD2_5E8C_D036_4141, 0xBAAE_DCE6_AF48_A03B, 0xFFFF_FFFF_FFFF_FFFE, 0xFFFF_FFFF_FFFF_FFFF]);
+pub const SECP256K1_N: U256 = U256::from_limbs([
+    0xBFD2_5E8C_D036_4141,
+    0xBAAE_DCE6_AF48_A03B,
+    0xFFFF_FFFF_FFFF_FFFE,
+    0xFFFF_FFFF_FFFF_FFFF,
+]);
 
 /// A FROST (RFC 9591, secp256k1-SHA256) signature as `exec` takes it: `FrostSig{rX, rY, z}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +42,9 @@ fn decompress(sec1: &[u8]) -> Result<(U256, U256), QuorumError> {
     let p: Option<AffinePoint> = AffinePoint::from_encoded_point(&ep).into();
     let p = p.ok_or_else(|| QuorumError::Corrupt("point not on secp256k1".into()))?;
     let u = p.to_encoded_point(false);
-    let (Some(x), Some(y)) = (u.x(), u.y()) else { return Err(QuorumError::Corrupt("identity point".into())) };
+    let (Some(x), Some(y)) = (u.x(), u.y()) else {
+        return Err(QuorumError::Corrupt("identity point".into()));
+    };
     Ok((U256::from_be_slice(x), U256::from_be_slice(y)))
 }
 
@@ -107,7 +113,11 @@ pub fn onchain_challenge(r: &[u8], pk: &[u8], msg: &[u8]) -> Scalar {
 }
 
 fn point_xy(x: U256, y: U256) -> Option<ProjectivePoint> {
-    let ep = EncodedPoint::from_affine_coordinates(&x.to_be_bytes::<32>().into(), &y.to_be_bytes::<32>().into(), false);
+    let ep = EncodedPoint::from_affine_coordinates(
+        &x.to_be_bytes::<32>().into(),
+        &y.to_be_bytes::<32>().into(),
+        false,
+    );
     Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&ep)).map(ProjectivePoint::from)
 }
 
@@ -124,10 +134,11 @@ pub fn verify_module_form(sig: &FrostSignature, key: &GroupKey, msg: &[u8]) -> b
     let mut rc = vec![2 + (sig.r_y.bit(0) as u8)];
     rc.extend_from_slice(&sig.r_x.to_be_bytes::<32>());
     let c = onchain_challenge(&rc, &pkb, msg);
-    let Some(z) = Option::<Scalar>::from(Scalar::from_repr(sig.z.to_be_bytes::<32>().into())) else { return false };
+    let Some(z) = Option::<Scalar>::from(Scalar::from_repr(sig.z.to_be_bytes::<32>().into())) else {
+        return false;
+    };
     ProjectivePoint::GENERATOR * z == r + ProjectivePoint::from(pk) * c
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -153,8 +164,11 @@ mod tests {
 
     #[test]
     fn shared_vectors_verify_in_module_form_and_fail_when_altered() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/frost-secp256k1-sha256.jsonl"))
-            .expect("../shared/vectors beside the repository");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/vectors/frost-secp256k1-sha256.jsonl"
+        ))
+        .expect("../shared/vectors beside the repository");
         let mut count = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: Vector = serde_json::from_str(line).unwrap();
@@ -189,8 +203,11 @@ mod tests {
             rand_core::OsRng,
         )
         .unwrap();
-        let kps: Vec<_> =
-            shares.into_values().take(2).map(|s| frost_secp256k1::keys::KeyPackage::try_from(s).unwrap()).collect();
+        let kps: Vec<_> = shares
+            .into_values()
+            .take(2)
+            .map(|s| frost_secp256k1::keys::KeyPackage::try_from(s).unwrap())
+            .collect();
         let msg = [9u8; 32];
         let mut nonces = std::collections::BTreeMap::new();
         let mut comms = std::collections::BTreeMap::new();
@@ -202,7 +219,9 @@ mod tests {
         let pkg = frost_secp256k1::SigningPackage::new(comms, &msg);
         let shares: std::collections::BTreeMap<_, _> = kps
             .iter()
-            .map(|kp| (*kp.identifier(), frost_secp256k1::round2::sign(&pkg, &nonces[kp.identifier()], kp).unwrap()))
+            .map(|kp| {
+                (*kp.identifier(), frost_secp256k1::round2::sign(&pkg, &nonces[kp.identifier()], kp).unwrap())
+            })
             .collect();
         let sig = frost_secp256k1::aggregate(&pkg, &shares, &pkp).unwrap();
         let key = GroupKey::from_verifying_key(pkp.verifying_key()).unwrap();
@@ -228,7 +247,10 @@ mod tests {
         };
         assert!(key.x >= SECP256K1_N);
         assert!(!key.usable_onchain());
-        let g = GroupKey::from_compressed(&ProjectivePoint::GENERATOR.to_affine().to_encoded_point(true).as_bytes().to_vec()).unwrap();
+        let g = GroupKey::from_compressed(
+            ProjectivePoint::GENERATOR.to_affine().to_encoded_point(true).as_bytes(),
+        )
+        .unwrap();
         assert!(g.usable_onchain());
     }
 }

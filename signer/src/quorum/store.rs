@@ -146,16 +146,18 @@ impl NodeSecrets {
     /// The FROST key package and public key package, when DKG has run.
     pub fn share(
         &self,
-    ) -> Result<Option<(frost_secp256k1::keys::KeyPackage, frost_secp256k1::keys::PublicKeyPackage)>, QuorumError>
-    {
+    ) -> Result<
+        Option<(frost_secp256k1::keys::KeyPackage, frost_secp256k1::keys::PublicKeyPackage)>,
+        QuorumError,
+    > {
         if self.key_package.is_empty() {
             return Ok(None);
         }
         let kp = Zeroizing::new(
             hex::decode(&self.key_package).map_err(|_| QuorumError::Corrupt("key package hex".into()))?,
         );
-        let pkp =
-            hex::decode(&self.public_key_package).map_err(|_| QuorumError::Corrupt("public key package hex".into()))?;
+        let pkp = hex::decode(&self.public_key_package)
+            .map_err(|_| QuorumError::Corrupt("public key package hex".into()))?;
         Ok(Some((
             frost_secp256k1::keys::KeyPackage::deserialize(&kp).map_err(QuorumError::frost)?,
             frost_secp256k1::keys::PublicKeyPackage::deserialize(&pkp).map_err(QuorumError::frost)?,
@@ -217,16 +219,20 @@ fn seal_file(path: &Path, pass: &Passphrase, plain: &[u8], fast_kdf: bool) -> Re
 }
 
 fn write_sealed(path: &Path, key: &StoreKey, kdf: &KdfParams, plain: &[u8]) -> Result<(), QuorumError> {
-    let file = SealedFile { version: 1, kdf: kdf.clone(), sealed: hex::encode(seal(key.bytes(), STORE_AAD, plain)) };
+    let file =
+        SealedFile { version: 1, kdf: kdf.clone(), sealed: hex::encode(seal(key.bytes(), STORE_AAD, plain)) };
     let text = serde_json::to_vec_pretty(&file).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
     write_durable(path, &text)
 }
 
 /// Opens a sealed file: the plaintext, the key and the KDF parameters (to re-seal later).
-fn open_file(path: &Path, pass: &Passphrase) -> Result<(Zeroizing<Vec<u8>>, StoreKey, KdfParams), QuorumError> {
+fn open_file(
+    path: &Path,
+    pass: &Passphrase,
+) -> Result<(Zeroizing<Vec<u8>>, StoreKey, KdfParams), QuorumError> {
     let text = std::fs::read(path).map_err(|e| QuorumError::io(path, e))?;
-    let file: SealedFile =
-        serde_json::from_slice(&text).map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
+    let file: SealedFile = serde_json::from_slice(&text)
+        .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
     let key = derive(pass, &file.kdf)?;
     let sealed = hex::decode(&file.sealed).map_err(|e| QuorumError::Corrupt(format!("sealed hex: {e}")))?;
     let plain = open(key.bytes(), STORE_AAD, &sealed)
@@ -268,15 +274,25 @@ impl NodeStore {
     }
 
     /// Like [`NodeStore::init`], with cheaper KDF parameters when `fast_kdf` (tests and benches).
-    pub fn init_with(dir: &Path, pass: &Passphrase, config: NodeConfig, fast_kdf: bool) -> Result<InitReport, QuorumError> {
+    pub fn init_with(
+        dir: &Path,
+        pass: &Passphrase,
+        config: NodeConfig,
+        fast_kdf: bool,
+    ) -> Result<InitReport, QuorumError> {
         let secrets_path = dir.join(SECRETS_FILE);
         if secrets_path.exists() {
             return Err(QuorumError::AlreadyInitialised(dir.display().to_string()));
         }
         std::fs::create_dir_all(dir.join("nonces")).map_err(|e| QuorumError::io(dir, e))?;
         let identity = IdentityKey::generate();
-        let secrets = NodeSecrets { identity: hex::encode(&*identity.to_bytes()), key_package: String::new(), public_key_package: String::new() };
-        let plain = Zeroizing::new(serde_json::to_vec(&secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+        let secrets = NodeSecrets {
+            identity: hex::encode(&*identity.to_bytes()),
+            key_package: String::new(),
+            public_key_package: String::new(),
+        };
+        let plain =
+            Zeroizing::new(serde_json::to_vec(&secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
         seal_file(&secrets_path, pass, &plain, fast_kdf)?;
         let cfg = toml::to_string_pretty(&config).map_err(|e| QuorumError::Config(e.to_string()))?;
         write_durable(&dir.join(CONFIG_FILE), cfg.as_bytes())?;
@@ -286,7 +302,10 @@ impl NodeStore {
             identity_key: public.to_hex(),
             fingerprint: public.fingerprint(),
         };
-        write_durable(&dir.join(PUBLIC_FILE), format!("{}\n{}\n", report.identity_key, report.fingerprint).as_bytes())?;
+        write_durable(
+            &dir.join(PUBLIC_FILE),
+            format!("{}\n{}\n", report.identity_key, report.fingerprint).as_bytes(),
+        )?;
         Ok(report)
     }
 
@@ -296,8 +315,8 @@ impl NodeStore {
     pub fn open(dir: &Path, pass: &Passphrase) -> Result<Self, QuorumError> {
         let cfg_path = dir.join(CONFIG_FILE);
         let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| QuorumError::io(&cfg_path, e))?;
-        let config: NodeConfig =
-            toml::from_str(&cfg_text).map_err(|e| QuorumError::Config(format!("{}: {e}", cfg_path.display())))?;
+        let config: NodeConfig = toml::from_str(&cfg_text)
+            .map_err(|e| QuorumError::Config(format!("{}: {e}", cfg_path.display())))?;
         let (plain, key, kdf) = open_file(&dir.join(SECRETS_FILE), pass)?;
         let secrets: NodeSecrets =
             serde_json::from_slice(&plain).map_err(|e| QuorumError::Corrupt(format!("secrets: {e}")))?;
@@ -306,8 +325,9 @@ impl NodeStore {
 
     /// Seals the current secrets back to disk (after DKG or refresh), durably.
     pub fn save_secrets(&self) -> Result<(), QuorumError> {
-        let plain =
-            Zeroizing::new(serde_json::to_vec(&self.secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&self.secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?,
+        );
         write_sealed(&self.dir.join(SECRETS_FILE), &self.key, &self.kdf, &plain)
     }
 
@@ -323,7 +343,10 @@ impl NodeStore {
 }
 
 /// Creates a coordinator key file sealed under `pass`; returns the public key.
-pub fn create_coordinator_key(path: &Path, pass: &Passphrase) -> Result<super::identity::IdentityPublic, QuorumError> {
+pub fn create_coordinator_key(
+    path: &Path,
+    pass: &Passphrase,
+) -> Result<super::identity::IdentityPublic, QuorumError> {
     create_coordinator_key_with(path, pass, false)
 }
 
@@ -345,6 +368,13 @@ pub fn create_coordinator_key_with(
 pub fn open_coordinator_key(path: &Path, pass: &Passphrase) -> Result<IdentityKey, QuorumError> {
     let (plain, _, _) = open_file(path, pass)?;
     IdentityKey::from_bytes(&plain)
+}
+
+#[cfg(test)]
+impl StoreKey {
+    pub(crate) fn for_tests(bytes: [u8; 32]) -> Self {
+        StoreKey(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -379,12 +409,5 @@ mod tests {
             NodeStore::init_with(dir.path(), &Passphrase::new("p"), cfg(), true),
             Err(QuorumError::AlreadyInitialised(_))
         ));
-    }
-}
-
-#[cfg(test)]
-impl StoreKey {
-    pub(crate) fn for_tests(bytes: [u8; 32]) -> Self {
-        StoreKey(bytes)
     }
 }
