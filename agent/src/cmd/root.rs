@@ -286,7 +286,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
 
 async fn open_store(config: &std::path::Path) -> anyhow::Result<Store> {
     let cfg = ServiceConfig::load(config)?;
-    Ok(Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))?)
+    Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))
 }
 
 fn who(by: Option<String>) -> String {

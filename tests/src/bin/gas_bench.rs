@@ -49,7 +49,9 @@ async fn main() -> anyhow::Result<()> {
         println!("{report:#}");
     } else {
         println!("FROST verify (harness verifyDigest, execution gas = tx gas - intrinsic): {verify}");
-        println!("FROST verify (library only, gasleft() around the call, harness verifyGasUsed): {verify_library}");
+        println!(
+            "FROST verify (library only, gasleft() around the call, harness verifyGasUsed): {verify_library}"
+        );
         println!(
             "one ERC-20 payment:  module exec tier 1 {module_one:>7}  Safe 3-of-5 execTransaction {safe_one:>7}  ratio {:.3}",
             ratio(module_one, safe_one)
