@@ -61,7 +61,9 @@ impl Anvil {
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let (Some(addr), Some(tx)) = (line.strip_prefix("Listening on "), port_tx.take()) {
+                if let Some(addr) = line.strip_prefix("Listening on ")
+                    && let Some(tx) = port_tx.take()
+                {
                     let _ = tx.send(addr.trim().to_string());
                 }
             }
