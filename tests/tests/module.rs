@@ -209,3 +209,30 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
         .unwrap();
     assert!(receipt.status(), "FROST and root together authorise tier 2");
 }
+
+#[tokio::test]
+async fn snapshot_flags_a_stale_price_and_the_deployment_file_round_trips() {
+    let chain = TestChain::start().await.unwrap();
+    let d = chain.deployment.clone();
+    let spec = chain.snapshot_spec();
+    let fresh = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let gov = fresh.asset("GOV").unwrap().price.clone().unwrap();
+    assert!(!gov.stale);
+
+    // The feed last updated two hours before the block: older than the one-hour bound.
+    let feed = treasury_chain::contracts::PriceFeed::new(d.token("GOV").unwrap().feed, chain.keeper.clone());
+    let old = U256::from(fresh.timestamp - 7_200);
+    feed.setAnswerAt(gov.answer, old).send().await.unwrap().get_receipt().await.unwrap();
+    let later = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let gov = later.asset("GOV").unwrap().price.clone().unwrap();
+    assert!(gov.stale, "a price older than max_price_age_secs must be flagged stale");
+    assert!(gov.age_secs >= 7_200);
+    assert!(!later.asset("USDC").unwrap().price.clone().unwrap().stale, "other feeds stay fresh");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deployment.json");
+    d.write(&path).unwrap();
+    assert_eq!(treasury_chain::Deployment::read(&path).unwrap(), d);
+    let missing = treasury_chain::Deployment::read(&dir.path().join("nope.json")).unwrap_err();
+    assert!(missing.to_string().contains("nope.json"), "{missing}");
+}

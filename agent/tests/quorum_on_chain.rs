@@ -1,0 +1,119 @@
+//! A signature from a real quorum (three `treasury signer serve` processes, DKG among them) executes
+//! a payment through the treasury module on anvil, and the module refuses it when replayed or when
+//! the quorum's key is not the one registered.
+
+use std::path::Path;
+use std::time::Duration;
+
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::sol_types::SolCall;
+use treasury_chain::contracts::{IERC20, TreasuryModule};
+use treasury_chain::deploy::configure_as_safe;
+use treasury_chain::{AdminAction, Call, Operation};
+use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
+use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+use treasury_signer::quorum::identity::IdentityKey;
+use treasury_tests::TestChain;
+
+const EXE: &str = env!("CARGO_BIN_EXE_treasury");
+
+fn module_calls(op: &Operation) -> Vec<TreasuryModule::Call> {
+    op.calls
+        .iter()
+        .map(|c| TreasuryModule::Call {
+            to: c.to,
+            value: c.value,
+            data: c.data.clone(),
+            operation: c.operation,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_signature_executes_a_payment_through_the_module() {
+    let chain = TestChain::start().await.unwrap();
+    let d = chain.deployment.clone();
+    let usdc = d.token("USDC").unwrap().address;
+
+    // Three nodes guarding this chain and module, DKG 2-of-3 among them.
+    let tmp = tempfile::tempdir().unwrap();
+    let coordinator_key = IdentityKey::generate();
+    let guard = GuardConfig {
+        chain_id: d.chain_id,
+        module: d.module,
+        root: Some(chain.root.address()),
+        period_secs: 86_400,
+        allow: vec![AllowEntry { target: usdc, selector: Some("0xa9059cbb".into()) }],
+        spenders: vec![],
+        budgets: vec![Budget { token: usdc, amount: U256::from(10_000_000_000u64) }],
+    };
+    let reports = init_nodes(tmp.path(), 3, &coordinator_key, &guard, "pw").unwrap();
+    let mut nodes = Vec::new();
+    for r in &reports {
+        nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), "pw").await.unwrap());
+    }
+    let pinned: Vec<PinnedNode> = nodes
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
+    let dkg = run_dkg(coordinator_key.clone(), "unused.key", &pinned, 2, 5).await.unwrap();
+    let coordinator = Coordinator::new(
+        dkg.quorum.clone(),
+        coordinator_key,
+        CoordinatorOptions { timeout: Duration::from_secs(5), refill: 8 },
+    )
+    .unwrap();
+
+    let recipient = Address::repeat_byte(0x61);
+    let amount = U256::from(2_500_000_000u64); // 2,500 USDC
+    let transfer = IERC20::transferCall { to: recipient, amount }.abi_encode();
+    let module = TreasuryModule::new(d.module, chain.keeper.clone());
+    let nonce = module.nonce().call().await.unwrap();
+    let op = Operation {
+        calls: vec![Call::new(usdc, U256::ZERO, transfer)],
+        nonce,
+        deadline: U256::from(u64::MAX),
+    };
+    let sig = coordinator.sign(&op, d.chain_id, d.module, None).await.unwrap();
+    let frost = TreasuryModule::FrostSig { rX: sig.r_x, rY: sig.r_y, z: sig.z };
+
+    // Before the module knows the quorum's key, the signature is refused.
+    let err = module
+        .exec(module_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
+        .call()
+        .await
+        .expect_err("a key the module does not hold must not authorise");
+    assert!(matches!(
+        err.as_decoded_interface_error::<TreasuryModule::TreasuryModuleErrors>(),
+        Some(TreasuryModule::TreasuryModuleErrors::InvalidFrostSignature(_))
+    ));
+
+    // The Safe's owners register the DKG group key (immediate through the Safe itself).
+    let key = dkg.group_key;
+    configure_as_safe(
+        &chain.keeper,
+        &d,
+        chain.signing_owners(),
+        &AdminAction::SetGroupKey { x: key.x, parity: key.parity },
+    )
+    .await
+    .unwrap();
+    assert_eq!(module.groupKey().call().await.unwrap().x, key.x);
+
+    let receipt = module
+        .exec(module_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status(), "the quorum's signature must execute the payment");
+    let token = IERC20::new(usdc, chain.keeper.clone());
+    assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
+
+    let replay = module.exec(module_calls(&op), op.nonce, op.deadline, frost, Bytes::new()).call().await;
+    assert!(replay.is_err(), "the same signed operation must not execute twice");
+}
