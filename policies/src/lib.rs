@@ -37,5 +37,5 @@ pub use error::{Limit, Location, PolicyError, Result};
 pub use intent::{Action, Intent};
 pub use loader::{Outcome, PolicySet, ReloadReport};
 pub use period::Period;
-pub use simulate::{RpcSnapshotSource, SnapshotSource};
+pub use simulate::{ModuleSnapshotSource, RpcSnapshotSource, SnapshotSource};
 pub use view::{Book, Payment, SnapshotView};

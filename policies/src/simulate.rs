@@ -244,3 +244,50 @@ impl SnapshotSource for RpcSnapshotSource {
         })
     }
 }
+
+/// Snapshots read by `treasury_chain::snapshot::read_snapshot`: balances, prices, and the module's
+/// nonce, pause flag and budgets, in one `eth_call` per block.
+#[derive(Debug, Clone)]
+pub struct ModuleSnapshotSource {
+    provider: DynProvider,
+    spec: treasury_chain::snapshot::SnapshotSpec,
+}
+
+impl ModuleSnapshotSource {
+    /// Reads the Safe at `safe` and its module at `module` through Multicall3 at `multicall3`,
+    /// for every token of `cfg`.
+    pub async fn connect(
+        url: &str,
+        safe: Address,
+        module: Address,
+        multicall3: Address,
+        cfg: &PoliciesConfig,
+    ) -> Result<Self> {
+        let provider = ProviderBuilder::new()
+            .connect(url)
+            .await
+            .map_err(|e| PolicyError::Snapshot { block: 0, message: format!("connect {url}: {e}") })?
+            .erased();
+        let assets = cfg
+            .tokens
+            .iter()
+            .map(|(symbol, t)| treasury_chain::snapshot::AssetSpec {
+                symbol: symbol.clone(),
+                token: t.address,
+                decimals: t.decimals,
+                feed: t.feed,
+                max_price_age_secs: t.max_price_age,
+            })
+            .collect();
+        let spec = treasury_chain::snapshot::SnapshotSpec { safe, module, multicall3, assets };
+        Ok(Self { provider, spec })
+    }
+}
+
+impl SnapshotSource for ModuleSnapshotSource {
+    async fn snapshot_at(&self, block: u64) -> Result<Snapshot> {
+        treasury_chain::snapshot::read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(block))
+            .await
+            .map_err(|e| PolicyError::Snapshot { block, message: e.to_string() })
+    }
+}

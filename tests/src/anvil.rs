@@ -23,7 +23,8 @@ pub const DEV_KEYS: [&str; 10] = [
     "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
 ];
 
-/// A running anvil. Dropping it kills the process and removes its private home folder
+/// A running anvil keeping the last 64 states in memory and none on disk (`--prune-history 64`, so
+/// recent past blocks stay readable). Dropping it kills the process and removes its private home folder
 /// (where anvil keeps state files that would otherwise pile up under `~/.foundry`).
 #[derive(Debug)]
 pub struct Anvil {
@@ -47,7 +48,7 @@ impl Anvil {
         let home = tempfile::Builder::new().prefix("treasury-anvil-").tempdir()?;
         let mut command = Command::new(&binary);
         command
-            .args(["--port", "0", "--host", "127.0.0.1", "--prune-history"])
+            .args(["--port", "0", "--host", "127.0.0.1", "--prune-history", "64"])
             .args(extra)
             .env("HOME", home.path())
             .stdin(Stdio::null())

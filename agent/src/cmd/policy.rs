@@ -7,7 +7,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use treasury_policies::fixture::run_fixture;
 use treasury_policies::simulate::{Simulation, simulate};
-use treasury_policies::{Book, Period, PoliciesConfig, PolicyEngine, RpcSnapshotSource, Trigger};
+use treasury_policies::{
+    Book, ModuleSnapshotSource, Period, PoliciesConfig, PolicyEngine, RpcSnapshotSource, Trigger,
+};
 
 /// `treasury policy` subcommands.
 #[derive(Debug, Subcommand)]
@@ -61,6 +63,13 @@ pub struct SimulateArgs {
     /// The Safe whose balances the policy reads.
     #[arg(long)]
     pub safe: Address,
+    /// The Safe's treasury module: with it, snapshots also carry the module's nonce, pause flag and
+    /// budgets (read in one Multicall3 call per block), so `budget_remaining()` works.
+    #[arg(long)]
+    pub module: Option<Address>,
+    /// Multicall3 on this chain (used with --module).
+    #[arg(long, default_value_t = treasury_chain::deploy::CANONICAL_MULTICALL3)]
+    pub multicall3: Address,
     /// First block (inclusive).
     #[arg(long)]
     pub from: u64,
@@ -136,6 +145,14 @@ async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         None => rpc.latest_block().await?,
     };
     anyhow::ensure!(args.from <= to, "--from {} is after --to {to}", args.from);
+    let module_source = match args.module {
+        Some(module) => Some(
+            ModuleSnapshotSource::connect(&args.rpc, args.safe, module, args.multicall3, &cfg)
+                .await
+                .context("cannot connect to the RPC endpoint")?,
+        ),
+        None => None,
+    };
     let sim = Simulation {
         policy: &compiled,
         trigger: &trigger,
@@ -143,7 +160,11 @@ async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         from: args.from,
         to,
     };
-    let blocks = simulate(&engine, &book, &rpc, sim).await.context("simulation failed")?;
+    let blocks = match &module_source {
+        Some(source) => simulate(&engine, &book, source, sim).await,
+        None => simulate(&engine, &book, &rpc, sim).await,
+    }
+    .context("simulation failed")?;
     for b in &blocks {
         if args.json {
             println!("{}", serde_json::to_string(b).context("cannot encode block")?);
