@@ -224,3 +224,15 @@ fn amounts_keep_decimal_precision() {
     let treasury_policies::Action::Pay { amount, .. } = &intents[0].action else { panic!() };
     assert_eq!(*amount, "3.333333".parse::<Decimal>().unwrap());
 }
+
+#[test]
+fn check_names_a_misspelt_function_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.rhai");
+    std::fs::write(&file, "let x = 1;\nif blance(\"ETH\") > 0 { alert(\"rich\"); }\nfn helper() { 1 }\nlet y = helper() + max(1, 2);\n")
+        .unwrap();
+    let problems = treasury_policies::check::check_files(&[file.as_path()], None).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let text = problems[0].to_string();
+    assert!(text.contains("blance") && text.contains(":2:"), "{text}");
+}

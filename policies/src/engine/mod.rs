@@ -102,12 +102,11 @@ impl PolicyEngine {
             |at, message| PolicyError::Compile { policy: name.clone(), file: file.to_owned(), at, message };
         match self.engine.compile(source) {
             Err(e) => vec![err(Location::of(e.position()), e.err_type().to_string())],
-            Ok(ast) => book
-                .map(|b| resolve_names(&ast, b))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(at, m)| err(at, m))
-                .collect(),
+            Ok(ast) => {
+                let mut problems = unknown_functions(&self.engine, &ast);
+                problems.extend(book.map(|b| resolve_names(&ast, b)).unwrap_or_default());
+                problems.into_iter().map(|(at, m)| err(at, m)).collect()
+            }
         }
     }
 
@@ -180,6 +179,36 @@ fn resolve_names(ast: &AST, book: &Book) -> Vec<(Location, String)> {
     });
     errors
 }
+
+/// Calls to functions that neither the engine (treasury's API and Rhai's standard packages) nor the
+/// script itself defines: a typo such as `blance("ETH")` would otherwise only fail when run.
+fn unknown_functions(engine: &Engine, ast: &AST) -> Vec<(Location, String)> {
+    let mut known: std::collections::HashSet<String> = engine
+        .gen_fn_signatures(true)
+        .iter()
+        .filter_map(|sig| sig.split('(').next())
+        .map(|name| name.trim().to_string())
+        .collect();
+    known.extend(ast.iter_functions().map(|f| f.name.to_string()));
+    known.extend(RHAI_KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
+    let mut errors = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos))) =
+            path.last()
+            && call.op_token.is_none()
+            && call.namespace.is_empty()
+            && !known.contains(call.name.as_str())
+        {
+            errors.push((Location::of(*pos), format!("unknown function `{}`", call.name)));
+        }
+        true
+    });
+    errors
+}
+
+/// Functions the Rhai language itself provides as keywords rather than registered functions.
+const RHAI_KEYWORD_FUNCTIONS: &[&str] =
+    &["print", "debug", "type_of", "Fn", "call", "curry", "is_shared", "is_def_var", "is_def_fn", "this"];
 
 fn check_call(call: &FnCallExpr, pos: Position, book: &Book, errors: &mut Vec<(Location, String)>) {
     for (role, arg) in arg_roles(&call.name).chars().zip(call.args.iter()) {
