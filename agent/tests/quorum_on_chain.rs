@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::sol_types::SolCall;
-use treasury_chain::contracts::{IERC20, TreasuryModule};
+use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
 use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::{AdminAction, Call, Operation};
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
@@ -17,18 +17,6 @@ use treasury_signer::quorum::identity::IdentityKey;
 use treasury_tests::TestChain;
 
 const EXE: &str = env!("CARGO_BIN_EXE_treasury");
-
-fn module_calls(op: &Operation) -> Vec<TreasuryModule::Call> {
-    op.calls
-        .iter()
-        .map(|c| TreasuryModule::Call {
-            to: c.to,
-            value: c.value,
-            data: c.data.clone(),
-            operation: c.operation,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_signature_executes_a_payment_through_the_module() {
@@ -81,7 +69,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
 
     // Before the module knows the quorum's key, the signature is refused.
     let err = module
-        .exec(module_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
+        .exec(exec_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
         .call()
         .await
         .expect_err("a key the module does not hold must not authorise");
@@ -103,7 +91,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     assert_eq!(module.groupKey().call().await.unwrap().x, key.x);
 
     let receipt = module
-        .exec(module_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
+        .exec(exec_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
         .send()
         .await
         .unwrap()
@@ -114,6 +102,6 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     let token = IERC20::new(usdc, chain.keeper.clone());
     assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
 
-    let replay = module.exec(module_calls(&op), op.nonce, op.deadline, frost, Bytes::new()).call().await;
+    let replay = module.exec(exec_calls(&op), op.nonce, op.deadline, frost, Bytes::new()).call().await;
     assert!(replay.is_err(), "the same signed operation must not execute twice");
 }

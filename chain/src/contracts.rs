@@ -147,3 +147,14 @@ sol! {
         function budget(address token) external view returns (uint256 limit, uint64 period, uint256 spent, uint256 remaining);
     }
 }
+
+impl From<&crate::operation::Call> for TreasuryModule::Call {
+    fn from(c: &crate::operation::Call) -> Self {
+        Self { to: c.to, value: c.value, data: c.data.clone(), operation: c.operation }
+    }
+}
+
+/// The `calls` argument of the module's `exec` for `op`.
+pub fn exec_calls(op: &crate::operation::Operation) -> Vec<TreasuryModule::Call> {
+    op.calls.iter().map(TreasuryModule::Call::from).collect()
+}

@@ -41,16 +41,7 @@ async fn tier_two_payment_needs_the_hsm_root_signature() {
     };
     let digest = operation_digest(&op, d.chain_id, d.module);
     let frost = chain.quorum.sign(digest);
-    let calls: Vec<TreasuryModule::Call> = op
-        .calls
-        .iter()
-        .map(|c| TreasuryModule::Call {
-            to: c.to,
-            value: c.value,
-            data: c.data.clone(),
-            operation: c.operation,
-        })
-        .collect();
+    let calls = treasury_chain::contracts::exec_calls(&op);
 
     let err = module
         .exec(calls.clone(), op.nonce, op.deadline, frost.clone(), Bytes::new())

@@ -78,16 +78,7 @@ impl TestChain {
         } else {
             Bytes::new()
         };
-        let calls = op
-            .calls
-            .iter()
-            .map(|c| TreasuryModule::Call {
-                to: c.to,
-                value: c.value,
-                data: c.data.clone(),
-                operation: c.operation,
-            })
-            .collect();
+        let calls = treasury_chain::contracts::exec_calls(op);
         let module = TreasuryModule::new(d.module, &self.keeper);
         let receipt =
             module.exec(calls, op.nonce, op.deadline, sig, root_sig).send().await?.get_receipt().await?;

@@ -6,7 +6,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::signers::SignerSync;
 use alloy::sol_types::SolCall;
-use treasury_chain::contracts::{IERC20, TreasuryModule};
+use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
 use treasury_chain::snapshot::{AssetSpec, SnapshotSpec, read_snapshot};
 use treasury_chain::{AdminAction, AdminOp, Call, Operation, admin_digest, operation_digest};
 use treasury_tests::TestChain;
@@ -25,18 +25,6 @@ async fn next_nonce(chain: &TestChain) -> U256 {
 
 fn far_deadline() -> U256 {
     U256::from(u64::MAX)
-}
-
-fn to_module_calls(op: &Operation) -> Vec<TreasuryModule::Call> {
-    op.calls
-        .iter()
-        .map(|c| TreasuryModule::Call {
-            to: c.to,
-            value: c.value,
-            data: c.data.clone(),
-            operation: c.operation,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -58,7 +46,7 @@ async fn rust_digest_equals_the_modules_digest() {
         deadline: U256::from(1_900_000_000u64),
     };
     let on_chain =
-        module(&chain).operationDigest(to_module_calls(&op), op.nonce, op.deadline).call().await.unwrap();
+        module(&chain).operationDigest(exec_calls(&op), op.nonce, op.deadline).call().await.unwrap();
     assert_eq!(on_chain, operation_digest(&op, d.chain_id, d.module));
 
     let admin = AdminOp {
@@ -118,7 +106,7 @@ async fn frost_signed_payment_executes_once_and_snapshot_sees_it() {
     let before = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
 
     let receipt = module(&chain)
-        .exec(to_module_calls(&op), op.nonce, op.deadline, sig.clone(), Bytes::new())
+        .exec(exec_calls(&op), op.nonce, op.deadline, sig.clone(), Bytes::new())
         .send()
         .await
         .unwrap()
@@ -131,8 +119,7 @@ async fn frost_signed_payment_executes_once_and_snapshot_sees_it() {
     assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
 
     // The same signed operation cannot run twice.
-    let replay =
-        module(&chain).exec(to_module_calls(&op), op.nonce, op.deadline, sig, Bytes::new()).call().await;
+    let replay = module(&chain).exec(exec_calls(&op), op.nonce, op.deadline, sig, Bytes::new()).call().await;
     let err = replay.expect_err("replay must revert");
     assert!(
         matches!(
@@ -171,7 +158,7 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
     let mut tampered = op.clone();
     tampered.calls[0] = transfer(usdc, Address::repeat_byte(7), U256::from(5_000_000u64));
     let err = module(&chain)
-        .exec(to_module_calls(&tampered), nonce, op.deadline, sig, Bytes::new())
+        .exec(exec_calls(&tampered), nonce, op.deadline, sig, Bytes::new())
         .call()
         .await
         .expect_err("a changed amount must not verify");
@@ -190,7 +177,7 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
     let digest = operation_digest(&op, d.chain_id, d.module);
     let sig = chain.quorum.sign(digest);
     let err = module(&chain)
-        .exec(to_module_calls(&op), nonce, op.deadline, sig.clone(), Bytes::new())
+        .exec(exec_calls(&op), nonce, op.deadline, sig.clone(), Bytes::new())
         .call()
         .await
         .expect_err("tier 1 must refuse an approval to a spender not allow-listed");
@@ -200,7 +187,7 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
     ));
     let root_sig = chain.root.sign_hash_sync(&digest).unwrap();
     let receipt = module(&chain)
-        .exec(to_module_calls(&op), nonce, op.deadline, sig, Bytes::from(root_sig.as_bytes().to_vec()))
+        .exec(exec_calls(&op), nonce, op.deadline, sig, Bytes::from(root_sig.as_bytes().to_vec()))
         .send()
         .await
         .unwrap()
