@@ -90,15 +90,10 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     .unwrap();
     assert_eq!(module.groupKey().call().await.unwrap().x, key.x);
 
-    let receipt = module
-        .exec(exec_calls(&op), op.nonce, op.deadline, frost.clone(), Bytes::new())
-        .send()
+    chain
+        .exec_signed(&op, frost.clone(), Bytes::new())
         .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status(), "the quorum's signature must execute the payment");
+        .expect("the quorum's signature must execute the payment");
     let token = IERC20::new(usdc, chain.keeper.clone());
     assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
 

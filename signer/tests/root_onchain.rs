@@ -67,15 +67,10 @@ async fn tier_two_payment_needs_the_hsm_root_signature() {
     ));
 
     let root_sig = hsm.sign_prehash(&digest).unwrap();
-    let receipt = module
-        .exec(calls, op.nonce, op.deadline, frost, Bytes::from(root_sig.as_bytes().to_vec()))
-        .send()
+    chain
+        .exec_signed(&op, frost, Bytes::from(root_sig.as_bytes().to_vec()))
         .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status(), "FROST and the HSM root together execute the payment");
+        .expect("FROST and the HSM root together execute the payment");
     let token = IERC20::new(gov, chain.keeper.clone());
     assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
 }

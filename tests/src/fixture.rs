@@ -78,11 +78,22 @@ impl TestChain {
         } else {
             Bytes::new()
         };
+        self.exec_signed(op, sig, root_sig).await
+    }
+
+    /// Executes `op` through the module with signatures made elsewhere (a quorum, an HSM root);
+    /// an empty `root_sig` means tier 1. A revert is an error.
+    pub async fn exec_signed(
+        &self,
+        op: &Operation,
+        frost: TreasuryModule::FrostSig,
+        root_sig: Bytes,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let module = TreasuryModule::new(self.deployment.module, &self.keeper);
         let calls = treasury_chain::contracts::exec_calls(op);
-        let module = TreasuryModule::new(d.module, &self.keeper);
         let receipt =
-            module.exec(calls, op.nonce, op.deadline, sig, root_sig).send().await?.get_receipt().await?;
-        anyhow::ensure!(receipt.status(), "exec reverted");
+            module.exec(calls, op.nonce, op.deadline, frost, root_sig).send().await?.get_receipt().await?;
+        anyhow::ensure!(receipt.status(), "exec reverted (tx {})", receipt.transaction_hash);
         Ok(receipt)
     }
 

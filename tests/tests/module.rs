@@ -7,7 +7,7 @@ use alloy::primitives::{Address, Bytes, U256};
 use alloy::signers::SignerSync;
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
-use treasury_chain::snapshot::{AssetSpec, SnapshotSpec, read_snapshot};
+use treasury_chain::snapshot::read_snapshot;
 use treasury_chain::{AdminAction, AdminOp, Call, Operation, admin_digest, operation_digest};
 use treasury_tests::TestChain;
 
@@ -82,38 +82,10 @@ async fn frost_signed_payment_executes_once_and_snapshot_sees_it() {
     };
     let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
 
-    let spec = SnapshotSpec {
-        safe: d.safe,
-        module: d.module,
-        multicall3: d.multicall3,
-        assets: vec![
-            AssetSpec {
-                symbol: "ETH".into(),
-                token: Address::ZERO,
-                decimals: 18,
-                feed: Some(d.eth_feed),
-                max_price_age_secs: 3600,
-            },
-            AssetSpec {
-                symbol: "USDC".into(),
-                token: usdc.address,
-                decimals: 6,
-                feed: Some(usdc.feed),
-                max_price_age_secs: 3600,
-            },
-        ],
-    };
+    let spec = chain.snapshot_spec();
     let before = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
 
-    let receipt = module(&chain)
-        .exec(exec_calls(&op), op.nonce, op.deadline, sig.clone(), Bytes::new())
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status(), "tier-1 payment must execute");
+    chain.exec_signed(&op, sig.clone(), Bytes::new()).await.expect("tier-1 payment must execute");
 
     let token = IERC20::new(usdc.address, chain.keeper.clone());
     assert_eq!(token.balanceOf(recipient).call().await.unwrap(), amount);
@@ -186,15 +158,10 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
         Some(TreasuryModule::TreasuryModuleErrors::SpenderNotAllowed(_))
     ));
     let root_sig = chain.root.sign_hash_sync(&digest).unwrap();
-    let receipt = module(&chain)
-        .exec(exec_calls(&op), nonce, op.deadline, sig, Bytes::from(root_sig.as_bytes().to_vec()))
-        .send()
+    chain
+        .exec_signed(&op, sig, Bytes::from(root_sig.as_bytes().to_vec()))
         .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status(), "FROST and root together authorise tier 2");
+        .expect("FROST and root together authorise tier 2");
 }
 
 #[tokio::test]

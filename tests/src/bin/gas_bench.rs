@@ -78,11 +78,7 @@ async fn exec_module(chain: &TestChain, calls: Vec<Call>) -> anyhow::Result<Tran
     let nonce = module.nonce().call().await?;
     let op = Operation { calls, nonce, deadline: U256::from(u64::MAX) };
     let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
-    let calls = treasury_chain::contracts::exec_calls(&op);
-    let receipt =
-        module.exec(calls, op.nonce, op.deadline, sig, Bytes::new()).send().await?.get_receipt().await?;
-    anyhow::ensure!(receipt.status(), "module exec reverted");
-    Ok(receipt)
+    chain.exec_signed(&op, sig, Bytes::new()).await
 }
 
 async fn exec_safe(chain: &TestChain, call: Call) -> anyhow::Result<TransactionReceipt> {
