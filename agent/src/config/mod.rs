@@ -39,6 +39,9 @@ pub struct Config {
     /// Webhooks told about escalations, failures and executions.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// How the pipeline watches the chain, batches and times out operations.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
     /// Tokens, named addresses, policies and their triggers.
     #[serde(default)]
     pub policies: PoliciesConfig,
@@ -158,6 +161,40 @@ pub struct ApiConfig {
     pub listen: String,
     /// Environment variable holding the bearer token clients must present.
     pub token_env: String,
+}
+
+/// `[pipeline]`: every key has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Milliseconds between two looks at the chain head when polling over HTTP.
+    pub poll_interval_ms: u64,
+    /// The most blocks caught up after an outage; older blocks are skipped with an alert.
+    pub max_catch_up_blocks: u64,
+    /// Blocks per `eth_getLogs` request while catching up.
+    pub log_range_blocks: u64,
+    /// Seconds a tier-1 operation stays valid (its on-chain deadline).
+    pub operation_ttl_secs: u64,
+    /// Seconds a tier-2 operation stays valid, including the wait for the root's approval.
+    pub escalation_ttl_secs: u64,
+    /// The most intents carried by one `exec`.
+    pub max_batch: usize,
+    /// Keeper balance, in ether, under which a `keeper_low` notification is sent.
+    pub keeper_low_balance_eth: f64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1000,
+            max_catch_up_blocks: 10_000,
+            log_range_blocks: 1000,
+            operation_ttl_secs: 3600,
+            escalation_ttl_secs: 86_400,
+            max_batch: 16,
+            keeper_low_balance_eth: 0.05,
+        }
+    }
 }
 
 /// `[notify]`.
@@ -297,8 +334,29 @@ impl Config {
                 }
             }
         }
+        self.check_pipeline(&mut p);
         self.check_policies(&mut p);
         p
+    }
+
+    fn check_pipeline(&self, p: &mut Vec<Problem>) {
+        let c = &self.pipeline;
+        let positive = [
+            ("pipeline.poll_interval_ms", c.poll_interval_ms),
+            ("pipeline.max_catch_up_blocks", c.max_catch_up_blocks),
+            ("pipeline.log_range_blocks", c.log_range_blocks),
+            ("pipeline.operation_ttl_secs", c.operation_ttl_secs),
+            ("pipeline.escalation_ttl_secs", c.escalation_ttl_secs),
+            ("pipeline.max_batch", c.max_batch as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                p.push(Problem::new(key, "must be at least 1"));
+            }
+        }
+        if !(c.keeper_low_balance_eth.is_finite() && c.keeper_low_balance_eth >= 0.0) {
+            p.push(Problem::new("pipeline.keeper_low_balance_eth", "must be a number of ether, 0 or more"));
+        }
     }
 
     fn check_chain(&self, p: &mut Vec<Problem>) {

@@ -10,10 +10,12 @@
 //! - [`intents`]: intents, their transitions and queries.
 //! - [`execution`]: operations, signing requests and keeper transactions.
 //! - [`cursors`]: the last block processed per source and Safe.
+//! - [`triggers`]: manual trigger requests and alerts.
 pub mod cursors;
 pub mod execution;
 pub mod intents;
 pub mod state;
+pub mod triggers;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +30,7 @@ pub use execution::{
 };
 pub use intents::{Inserted, Intent, IntentEvent, IntentFilter, IntentId, NewIntent, PendingIntent};
 pub use state::IntentState;
+pub use triggers::{Alert, ManualTrigger};
 
 /// The journal URL used when the config names none.
 pub const DEFAULT_URL: &str = "sqlite://treasury.db";
