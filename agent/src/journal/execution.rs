@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::intents::IntentId;
+use super::intents::{IntentId, transition_in};
+use super::state::IntentState;
 use super::{Journal, JournalError, Result, corrupt, db, now_ms};
 
 /// A planned module operation (one `exec`) and the intents it carries.
@@ -190,29 +191,33 @@ impl Journal {
     /// Stores a planned operation and links it to its intents; storing the same id again changes nothing.
     pub async fn record_operation(&self, op: &OperationRecord) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO operations (operation_id, module_nonce, operation, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (operation_id) DO NOTHING",
-        )
-        .bind(&op.operation_id)
-        .bind(op.module_nonce as i64)
-        .bind(op.operation.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("insert operation"))?;
-        for intent in &op.intents {
-            sqlx::query(
-                "INSERT INTO operation_intents (operation_id, intent_id) VALUES (?, ?)
-                 ON CONFLICT (operation_id, intent_id) DO NOTHING",
-            )
-            .bind(&op.operation_id)
-            .bind(intent.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("link operation to intent"))?;
-        }
+        insert_operation(&mut tx, op).await?;
         tx.commit().await.map_err(db("commit operation"))
+    }
+
+    /// Stores a planned operation and moves its intents from `guarded` to `planned`, all or none:
+    /// after a crash an intent is either still unplanned or planned into exactly this operation.
+    pub async fn record_plan(&self, op: &OperationRecord, detail: serde_json::Value) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        insert_operation(&mut tx, op).await?;
+        for id in &op.intents {
+            transition_in(&mut tx, *id, IntentState::Planned, &detail, now).await?;
+        }
+        tx.commit().await.map_err(db("commit plan"))
+    }
+
+    /// Stores a keeper transaction and moves `intents` from `signed` to `submitted`, all or none,
+    /// before the transaction is broadcast.
+    pub async fn record_submission(&self, new: &NewTransaction, intents: &[IntentId]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        insert_transaction(&mut tx, new, now).await?;
+        let detail = serde_json::json!({ "tx_hash": new.tx_hash, "keeper_nonce": new.keeper_nonce });
+        for id in intents {
+            transition_in(&mut tx, *id, IntentState::Submitted, &detail, now).await?;
+        }
+        tx.commit().await.map_err(db("commit submission"))
     }
 
     /// The newest operation planned for intent `id`.
@@ -321,24 +326,9 @@ impl Journal {
 
     /// Stores a signed keeper transaction before it is broadcast; storing the same hash again changes nothing.
     pub async fn record_transaction(&self, new: &NewTransaction) -> Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO transactions (operation_id, module_nonce, signed_operation, keeper_nonce, tx_hash, raw_tx, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tx_hash) DO NOTHING",
-        )
-        .bind(&new.operation_id)
-        .bind(new.module_nonce as i64)
-        .bind(new.signed_operation.to_string())
-        .bind(new.keeper_nonce as i64)
-        .bind(&new.tx_hash)
-        .bind(&new.raw_tx)
-        .bind(TxState::Signed.as_str())
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db("insert transaction"))?;
-        Ok(())
+        let mut tx = self.write().await?;
+        insert_transaction(&mut tx, new, now_ms()).await?;
+        tx.commit().await.map_err(db("commit transaction"))
     }
 
     /// Records what became of keeper transaction `tx_hash`.
@@ -377,4 +367,54 @@ impl Journal {
     pub async fn latest_transaction(&self, operation_id: &str) -> Result<Option<TransactionRecord>> {
         Ok(self.transactions(operation_id).await?.pop())
     }
+}
+
+async fn insert_operation(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, op: &OperationRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO operations (operation_id, module_nonce, operation, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (operation_id) DO NOTHING",
+    )
+    .bind(&op.operation_id)
+    .bind(op.module_nonce as i64)
+    .bind(op.operation.to_string())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert operation"))?;
+    for intent in &op.intents {
+        sqlx::query(
+            "INSERT INTO operation_intents (operation_id, intent_id) VALUES (?, ?)
+             ON CONFLICT (operation_id, intent_id) DO NOTHING",
+        )
+        .bind(&op.operation_id)
+        .bind(intent.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("link operation to intent"))?;
+    }
+    Ok(())
+}
+
+async fn insert_transaction(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    new: &NewTransaction,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO transactions (operation_id, module_nonce, signed_operation, keeper_nonce, tx_hash, raw_tx, state, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tx_hash) DO NOTHING",
+    )
+    .bind(&new.operation_id)
+    .bind(new.module_nonce as i64)
+    .bind(new.signed_operation.to_string())
+    .bind(new.keeper_nonce as i64)
+    .bind(&new.tx_hash)
+    .bind(&new.raw_tx)
+    .bind(TxState::Signed.as_str())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert transaction"))?;
+    Ok(())
 }

@@ -182,35 +182,27 @@ impl Journal {
         to: IntentState,
         detail: serde_json::Value,
     ) -> Result<Intent> {
-        let now = now_ms();
         let mut tx = self.write().await?;
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("read intent state"))?;
-        let from: IntentState =
-            current.ok_or(JournalError::NotFound(id))?.parse().map_err(|e| corrupt("intent state", e))?;
-        if !from.can_become(to) {
-            return Err(JournalError::IllegalTransition { id, from, to });
-        }
-        sqlx::query("UPDATE intents SET state = ?, updated_at = ? WHERE id = ?")
-            .bind(to.as_str())
-            .bind(now)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("update intent state"))?;
-        insert_event(&mut tx, id, Some(from), to, &detail, now).await?;
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?")))
-                .bind(id.0)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("read intent"))?;
-        let intent = intent_from_row(&row)?;
+        let intent = transition_in(&mut tx, id, to, &detail, now_ms()).await?;
         tx.commit().await.map_err(db("commit transition"))?;
         Ok(intent)
+    }
+
+    /// Moves every intent of `ids` to `to` with the same event detail, all or none.
+    pub async fn transition_all(
+        &self,
+        ids: &[IntentId],
+        to: IntentState,
+        detail: serde_json::Value,
+    ) -> Result<Vec<Intent>> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let mut moved = Vec::with_capacity(ids.len());
+        for id in ids {
+            moved.push(transition_in(&mut tx, *id, to, &detail, now).await?);
+        }
+        tx.commit().await.map_err(db("commit transitions"))?;
+        Ok(moved)
     }
 
     /// The intent `id` and all its events, oldest first.
@@ -291,6 +283,40 @@ impl Journal {
         }
         Ok(pending)
     }
+}
+
+/// Moves one intent inside an open write transaction (see [`Journal::transition`]).
+pub(super) async fn transition_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: IntentId,
+    to: IntentState,
+    detail: &serde_json::Value,
+    now: i64,
+) -> Result<Intent> {
+    let current: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db("read intent state"))?;
+    let from: IntentState =
+        current.ok_or(JournalError::NotFound(id))?.parse().map_err(|e| corrupt("intent state", e))?;
+    if !from.can_become(to) {
+        return Err(JournalError::IllegalTransition { id, from, to });
+    }
+    sqlx::query("UPDATE intents SET state = ?, updated_at = ? WHERE id = ?")
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("update intent state"))?;
+    insert_event(tx, id, Some(from), to, detail, now).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?")))
+        .bind(id.0)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("read intent"))?;
+    intent_from_row(&row)
 }
 
 async fn insert_event(
