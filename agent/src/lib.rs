@@ -11,4 +11,6 @@ pub mod cmd;
 pub mod config;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod plan;

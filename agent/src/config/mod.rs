@@ -197,28 +197,71 @@ impl Default for PipelineConfig {
     }
 }
 
-/// `[notify]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[notify]`: webhooks, and how hard each delivery is tried (every key but `webhook` has a default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// Each webhook and the events it wants.
-    #[serde(default, rename = "webhook")]
+    #[serde(rename = "webhook")]
     pub webhooks: Vec<Webhook>,
+    /// Notifications waiting per webhook; past that new ones are dropped (and counted).
+    pub queue_size: usize,
+    /// Attempts per notification, the first included.
+    pub max_attempts: u32,
+    /// Milliseconds one attempt may take (connect, send, answer).
+    pub timeout_ms: u64,
+    /// Milliseconds before the first retry; doubled after each failed attempt.
+    pub backoff_initial_ms: u64,
+    /// The longest wait between two attempts, in milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            queue_size: 256,
+            max_attempts: 5,
+            timeout_ms: 10_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 60_000,
+        }
+    }
 }
 
 /// `[[notify.webhook]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    /// Where events are POSTed as JSON.
+    /// Where events are POSTed (never logged: chat webhook URLs carry their secret).
     pub url: String,
-    /// Which events: `escalation`, `failure`, `execution` (all when empty).
+    /// A label for logs and metrics; `webhook[INDEX]` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which events, from [`WEBHOOK_EVENTS`] (all when empty).
     #[serde(default)]
     pub events: Vec<String>,
+    /// The payload shape the receiver expects.
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The payload shape of a webhook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The notification as JSON, tagged by `event`.
+    #[default]
+    Json,
+    /// Slack incoming webhook: `{"text": ...}`.
+    Slack,
+    /// Discord webhook: `{"content": ...}`.
+    Discord,
 }
 
 /// The events a webhook can subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 3] = ["escalation", "failure", "execution"];
+pub const WEBHOOK_EVENTS: [&str; 6] =
+    ["escalation", "failure", "execution", "policy_error", "keeper_low", "alert"];
 
 /// One thing wrong with a configuration, at one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,8 +366,17 @@ impl Config {
             }
             env_name(&mut p, "api.token_env", &api.token_env);
         }
-        for (i, hook) in self.notify.webhooks.iter().enumerate() {
-            url(&mut p, &format!("notify.webhook[{i}].url"), &hook.url, &["http", "https"]);
+        self.check_notify(&mut p);
+        self.check_pipeline(&mut p);
+        self.check_policies(&mut p);
+        p
+    }
+
+    fn check_notify(&self, p: &mut Vec<Problem>) {
+        let n = &self.notify;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, hook) in n.webhooks.iter().enumerate() {
+            url(p, &format!("notify.webhook[{i}].url"), &hook.url, &["http", "https"]);
             for event in &hook.events {
                 if !WEBHOOK_EVENTS.contains(&event.as_str()) {
                     p.push(Problem::new(
@@ -333,10 +385,25 @@ impl Config {
                     ));
                 }
             }
+            if let Some(name) = &hook.name
+                && (name.is_empty() || !names.insert(name.as_str()))
+            {
+                p.push(Problem::new(format!("notify.webhook[{i}].name"), "must be non-empty and unique"));
+            }
         }
-        self.check_pipeline(&mut p);
-        self.check_policies(&mut p);
-        p
+        let positive = [
+            ("notify.queue_size", n.queue_size as u64),
+            ("notify.max_attempts", u64::from(n.max_attempts)),
+            ("notify.timeout_ms", n.timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                p.push(Problem::new(key, "must be at least 1"));
+            }
+        }
+        if n.backoff_max_ms < n.backoff_initial_ms {
+            p.push(Problem::new("notify.backoff_max_ms", "must be at least backoff_initial_ms"));
+        }
     }
 
     fn check_pipeline(&self, p: &mut Vec<Problem>) {

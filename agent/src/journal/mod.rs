@@ -15,6 +15,7 @@ pub mod cursors;
 pub mod execution;
 pub mod intents;
 pub mod state;
+pub mod stats;
 pub mod triggers;
 
 use std::str::FromStr;
