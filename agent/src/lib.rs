@@ -5,12 +5,14 @@
 //! - [`config`]: the agent's TOML configuration and its validation.
 //! - [`journal`]: the durable record of intents and their state transitions (SQLite by default).
 //! - [`logging`]: `tracing` set-up shared by every command.
+//! - [`pipeline`]: firing → intents → operation → authorised → submitted → confirmed, resumable.
 //! - [`plan`]: intents to the calls the Safe makes (transfers, approvals, router swaps).
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod journal;
 pub mod logging;
+pub mod pipeline;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

@@ -64,6 +64,9 @@ pub struct ChainConfig {
     /// Blocks a transaction must be buried under (its own included) to count as confirmed.
     #[serde(default = "default_confirmations")]
     pub confirmations: u64,
+    /// Multicall3 used for snapshots; the canonical `0xcA11…CA11` when absent.
+    #[serde(default)]
+    pub multicall3: Option<String>,
 }
 
 fn default_confirmations() -> u64 {
@@ -433,6 +436,9 @@ impl Config {
         }
         if self.chain.chain_id == 0 {
             p.push(Problem::new("chain.chain_id", "must not be 0"));
+        }
+        if let Some(m) = &self.chain.multicall3 {
+            address(p, "chain.multicall3", m);
         }
         if self.chain.confirmations == 0 {
             p.push(Problem::new("chain.confirmations", "must be at least 1"));

@@ -1,0 +1,220 @@
+//! Intake: a firing's policies run on a snapshot pinned at its block; their intents are journaled
+//! (idempotent by key) and guarded.
+//!
+//! The agent's guard only refuses what can never be carried out (unknown token, bad amount, a
+//! swap without a fresh price or without a router); limits and tiers are the module's, read in
+//! the lane, and every signer checks its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::Address;
+use serde::{Deserialize, Serialize};
+use treasury_chain::snapshot::{Snapshot, read_snapshot};
+use treasury_policies::{Action, Intent, Payment, SnapshotView};
+
+use super::{Pipeline, PipelineError, Result};
+use crate::journal::{Alert, IntentFilter, IntentId, IntentState, NewIntent};
+use crate::plan::plan_intent;
+
+/// What fired: the block the snapshot is pinned at, the policies to run, and a label for the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringInput {
+    /// Block number the snapshot is read at.
+    pub block: u64,
+    /// Names of the policies that fire.
+    pub policies: Vec<String>,
+    /// What fired them (e.g. `every_blocks@1200`, `manual#7`), stored with each intent.
+    pub trigger: String,
+}
+
+/// What one firing produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeReport {
+    /// Intents journaled by this firing.
+    pub created: Vec<IntentId>,
+    /// Intents whose key was already journaled (a firing delivered twice, a re-run).
+    pub duplicates: usize,
+    /// New intents the guard refused.
+    pub rejected: usize,
+    /// New alerts raised.
+    pub alerts: usize,
+    /// Policies that failed, with why (the others ran).
+    pub policy_errors: Vec<(String, String)>,
+    /// Time spent reading the snapshot, microseconds.
+    pub snapshot_us: u64,
+    /// Time spent running policies, microseconds.
+    pub policy_us: u64,
+    /// Time spent journaling and guarding, microseconds.
+    pub journal_us: u64,
+}
+
+/// An intent as the journal stores it: what the policy returned and the block it was decided at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredIntent {
+    /// The policy's intent.
+    pub intent: Intent,
+    /// Block of the snapshot it was decided on.
+    pub block: u64,
+    /// That block's timestamp.
+    pub timestamp: u64,
+}
+
+impl StoredIntent {
+    /// Reads the payload column back.
+    pub fn from_payload(payload: &serde_json::Value) -> Result<Self> {
+        serde_json::from_value(payload.clone()).map_err(|e| {
+            PipelineError::Config(format!("journal holds an intent this version cannot read: {e}"))
+        })
+    }
+}
+
+impl Pipeline {
+    /// Runs `firing`'s policies at its block and journals and guards what they return.
+    pub async fn intake(&self, firing: &FiringInput) -> Result<IntakeReport> {
+        let mut report = IntakeReport::default();
+        let started = Instant::now();
+        let snapshot = read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(firing.block))
+            .await
+            .map_err(|e| PipelineError::chain(&format!("snapshot at block {}", firing.block), e))?;
+        report.snapshot_us = started.elapsed().as_micros() as u64;
+
+        let started = Instant::now();
+        let view = Arc::new(SnapshotView::new(&snapshot, self.policies.book().clone())?);
+        let history = self.payment_history().await?;
+        let outcomes = self.policies.evaluate_all(&view, &history, |e| firing.policies.contains(&e.name));
+        report.policy_us = started.elapsed().as_micros() as u64;
+
+        let started = Instant::now();
+        for outcome in outcomes {
+            match outcome.result {
+                Ok(intents) => {
+                    for intent in intents {
+                        self.journal_intent(intent, &snapshot, &firing.trigger, &mut report).await?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %outcome.policy, error = %e, "policy failed");
+                    let alert = Alert {
+                        idempotency_key: format!(
+                            "{}:error:{}:{}",
+                            outcome.policy, firing.trigger, firing.block
+                        ),
+                        policy: outcome.policy.clone(),
+                        trigger: firing.trigger.clone(),
+                        message: format!("policy failed: {e}"),
+                    };
+                    self.journal.record_alert(&alert).await?;
+                    report.policy_errors.push((outcome.policy, e.to_string()));
+                }
+            }
+        }
+        report.journal_us = started.elapsed().as_micros() as u64;
+        Ok(report)
+    }
+
+    async fn journal_intent(
+        &self,
+        intent: Intent,
+        snapshot: &Snapshot,
+        trigger: &str,
+        report: &mut IntakeReport,
+    ) -> Result<()> {
+        if let Action::Alert { message } = &intent.action {
+            let alert = Alert {
+                idempotency_key: intent.key.clone(),
+                policy: intent.policy.clone(),
+                trigger: trigger.to_string(),
+                message: message.clone(),
+            };
+            if self.journal.record_alert(&alert).await? {
+                report.alerts += 1;
+            }
+            return Ok(());
+        }
+        let stored = StoredIntent { intent, block: snapshot.block_number, timestamp: snapshot.timestamp };
+        let new = NewIntent {
+            idempotency_key: stored.intent.key.clone(),
+            policy: stored.intent.policy.clone(),
+            trigger: trigger.to_string(),
+            kind: stored.intent.action.kind().to_string(),
+            payload: serde_json::to_value(&stored).expect("intents serialise"),
+        };
+        let inserted = self.journal.insert_intent(&new).await?;
+        self.transitioned(IntentState::Proposed);
+        if !inserted.created {
+            report.duplicates += 1;
+            return Ok(());
+        }
+        report.created.push(inserted.intent.id);
+        if !self.guard(inserted.intent.id, &stored.intent, snapshot).await? {
+            report.rejected += 1;
+        }
+        Ok(())
+    }
+
+    /// Moves a proposed intent to `guarded`, or to `rejected` with the reason; true when guarded.
+    pub(crate) async fn guard(&self, id: IntentId, intent: &Intent, snapshot: &Snapshot) -> Result<bool> {
+        match self.guard_reason(intent, snapshot) {
+            None => {
+                self.journal.transition(id, IntentState::Guarded, serde_json::Value::Null).await?;
+                self.transitioned(IntentState::Guarded);
+                Ok(true)
+            }
+            Some(reason) => {
+                tracing::warn!(intent = %id, %reason, "intent refused by the guard");
+                self.journal
+                    .transition(id, IntentState::Rejected, serde_json::json!({ "reason": reason }))
+                    .await?;
+                self.transitioned(IntentState::Rejected);
+                Ok(false)
+            }
+        }
+    }
+
+    fn guard_reason(&self, intent: &Intent, snapshot: &Snapshot) -> Option<String> {
+        match &intent.action {
+            Action::Pay { to, .. } if *to == Address::ZERO => {
+                return Some("payment to the zero address".into());
+            }
+            Action::Pay { to, .. } if *to == self.spec.safe => {
+                return Some("payment to the Safe itself".into());
+            }
+            Action::Swap { .. } if self.venue.is_none() => {
+                return Some("swap asked but no [dex] router is configured".into());
+            }
+            _ => {}
+        }
+        let venue = self.venue.unwrap_or(crate::plan::Venue {
+            safe: self.spec.safe,
+            router: Address::ZERO,
+            weth: Address::ZERO,
+        });
+        plan_intent(intent, snapshot, &venue, u64::MAX).err().map(|e| e.to_string())
+    }
+
+    /// Payments already decided (not failed, rejected or expired), for the policies' history.
+    async fn payment_history(&self) -> Result<Vec<Payment>> {
+        let intents = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
+        let mut history = Vec::new();
+        for row in intents {
+            if row.kind != "pay"
+                || matches!(row.state, IntentState::Failed | IntentState::Rejected | IntentState::Expired)
+            {
+                continue;
+            }
+            let stored = StoredIntent::from_payload(&row.payload)?;
+            if let Action::Pay { to, token, amount, .. } = stored.intent.action {
+                history.push(Payment {
+                    policy: row.policy,
+                    recipient: to,
+                    token,
+                    amount,
+                    timestamp: stored.timestamp,
+                });
+            }
+        }
+        Ok(history)
+    }
+}

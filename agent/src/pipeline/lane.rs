@@ -1,0 +1,572 @@
+//! The operation lane: guarded intents → one planned operation → authorised → submitted → confirmed.
+//!
+//! The module's nonces are sequential, so one operation is in flight at a time; each call of
+//! [`Pipeline::step`] moves it one state forward (or reports what it waits for) and writes the
+//! new state to the journal before acting on it. A crash anywhere resumes from the journal:
+//! a planned operation is never replaced by another, a signature is never asked twice once
+//! stored, and a stored keeper transaction is rebroadcast rather than signed anew.
+
+use std::time::Instant;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionReceipt;
+use alloy::sol_types::SolCall;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use treasury_chain::contracts::TreasuryModule;
+use treasury_chain::sender::{SenderError, Sent, TxRequest};
+use treasury_chain::snapshot::{Snapshot, read_snapshot};
+use treasury_chain::{Operation, operation_digest};
+use treasury_policies::Intent;
+use treasury_signer::quorum::{FrostSignature, NodeFault, QuorumError};
+use treasury_signer::root::escalation::{Tier, classify, read_facts};
+use treasury_signer::root::store::RequestState;
+use treasury_signer::root::{EscalationRequest, RootError};
+
+use super::intake::StoredIntent;
+use super::observer::JournalObserver;
+use super::simulate::{Simulation, reason_of_rpc_error, simulate};
+use super::{Pipeline, PipelineError, Result};
+use crate::journal::{
+    IntentId, IntentState, NewSigningRequest, OperationRecord, PendingIntent, SigningState, TransactionRecord,
+};
+use crate::plan::{Venue, plan_batch};
+
+/// Signer name of the quorum's signing request in the journal.
+const QUORUM: &str = "quorum";
+/// Signer name of the root's signing request in the journal.
+const ROOT: &str = "root";
+
+/// What one [`Pipeline::step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneStep {
+    /// Nothing to do.
+    Idle,
+    /// Something is pending outside the agent (root approval, paused module); try again later.
+    Waiting(String),
+    /// An operation moved forward; call again.
+    Progressed,
+}
+
+/// A planned operation as the journal stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedOperation {
+    /// What the signers sign and `exec` runs.
+    pub operation: Operation,
+    /// 1 (FROST alone) or 2 (FROST and root).
+    pub tier: u8,
+    /// Why tier 1 does not suffice (empty for tier 1).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+/// The operation in flight: its record, intents and where they stand.
+struct InFlight {
+    record: OperationRecord,
+    planned: PlannedOperation,
+    intents: Vec<IntentId>,
+    state: IntentState,
+    transaction: Option<TransactionRecord>,
+}
+
+impl Pipeline {
+    /// Moves the lane one step: resumes the operation in flight, or plans the next one.
+    pub async fn step(&self) -> Result<LaneStep> {
+        let pending = self.journal.pending().await?;
+        if pending.iter().any(|p| p.intent.state == IntentState::Proposed) {
+            self.guard_left_proposed(&pending).await?;
+            return Ok(LaneStep::Progressed);
+        }
+        if let Some(flight) = in_flight(&pending)? {
+            return self.advance(flight).await;
+        }
+        let guarded: Vec<&PendingIntent> =
+            pending.iter().filter(|p| p.intent.state == IntentState::Guarded).collect();
+        if guarded.is_empty() {
+            return Ok(LaneStep::Idle);
+        }
+        self.plan_next(&guarded).await
+    }
+
+    /// Steps until the lane is idle or waiting.
+    pub async fn drain(&self) -> Result<LaneStep> {
+        loop {
+            match self.step().await? {
+                LaneStep::Progressed => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn latest_snapshot(&self) -> Result<Snapshot> {
+        read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| PipelineError::chain("snapshot at the latest block", e))
+    }
+
+    /// Intents journaled as proposed whose guard was cut short by a crash.
+    async fn guard_left_proposed(&self, pending: &[PendingIntent]) -> Result<()> {
+        let snapshot = self.latest_snapshot().await?;
+        for p in pending.iter().filter(|p| p.intent.state == IntentState::Proposed) {
+            let stored = StoredIntent::from_payload(&p.intent.payload)?;
+            self.guard(p.intent.id, &stored.intent, &snapshot).await?;
+        }
+        Ok(())
+    }
+
+    async fn move_all(&self, ids: &[IntentId], to: IntentState, detail: serde_json::Value) -> Result<()> {
+        self.journal.transition_all(ids, to, detail).await?;
+        self.transitioned(to);
+        Ok(())
+    }
+
+    // ----- planning -------------------------------------------------------------------------
+
+    /// Plans the oldest trigger's guarded intents into one operation (batched when the batch stays
+    /// tier 1; otherwise the first intent alone), simulates it, and journals it as planned.
+    async fn plan_next(&self, guarded: &[&PendingIntent]) -> Result<LaneStep> {
+        let started = Instant::now();
+        let snapshot = self.latest_snapshot().await?;
+        if snapshot.paused {
+            return Ok(LaneStep::Waiting("the module is paused; intents wait until it is unpaused".into()));
+        }
+        let trigger = &guarded[0].intent.trigger;
+        let mut group: Vec<(IntentId, Intent)> = Vec::new();
+        for p in guarded.iter().filter(|p| &p.intent.trigger == trigger).take(self.settings.max_batch) {
+            group.push((p.intent.id, StoredIntent::from_payload(&p.intent.payload)?.intent));
+        }
+        let mut candidate = self.candidate(&group, &snapshot).await;
+        if group.len() > 1 && !matches!(&candidate, Ok((_, Tier::One))) {
+            group.truncate(1);
+            candidate = self.candidate(&group, &snapshot).await;
+        }
+        let ids: Vec<IntentId> = group.iter().map(|(id, _)| *id).collect();
+        let (operation, tier) = match candidate {
+            Ok(c) => c,
+            Err(Refusal::Reject(reason)) => {
+                self.move_all(&ids, IntentState::Rejected, json!({ "reason": reason })).await?;
+                return Ok(LaneStep::Progressed);
+            }
+            Err(Refusal::Fail(reason)) => {
+                self.move_all(&ids, IntentState::Failed, json!({ "reason": reason })).await?;
+                return Ok(LaneStep::Progressed);
+            }
+            Err(Refusal::Error(e)) => return Err(e),
+        };
+        let (tier_no, reasons) = match tier {
+            Tier::One => (1, Vec::new()),
+            Tier::Two(reasons) => (2, reasons),
+        };
+        if tier_no == 2 && self.root.is_none() {
+            let reason =
+                format!("needs the root signer ({}) but no root service is configured", reasons.join("; "));
+            self.move_all(&ids, IntentState::Rejected, json!({ "reason": reason })).await?;
+            return Ok(LaneStep::Progressed);
+        }
+        let digest = operation_digest(&operation, self.chain_id, self.spec.module);
+        let planned = PlannedOperation { operation, tier: tier_no, reasons };
+        let record = OperationRecord {
+            operation_id: digest.to_string(),
+            module_nonce: u64::try_from(planned.operation.nonce).unwrap_or(u64::MAX),
+            operation: serde_json::to_value(&planned).expect("operations serialise"),
+            intents: ids,
+        };
+        let detail = json!({
+            "operation_id": record.operation_id,
+            "module_nonce": record.module_nonce,
+            "tier": planned.tier,
+            "reasons": planned.reasons,
+            "plan_us": started.elapsed().as_micros() as u64,
+        });
+        self.journal.record_plan(&record, detail).await?;
+        self.transitioned(IntentState::Planned);
+        Ok(LaneStep::Progressed)
+    }
+
+    /// The operation carrying `group` and its tier, simulated; or why it cannot be.
+    async fn candidate(
+        &self,
+        group: &[(IntentId, Intent)],
+        snapshot: &Snapshot,
+    ) -> std::result::Result<(Operation, Tier), Refusal> {
+        let intents: Vec<Intent> = group.iter().map(|(_, i)| i.clone()).collect();
+        let venue =
+            self.venue.unwrap_or(Venue { safe: self.spec.safe, router: Address::ZERO, weth: Address::ZERO });
+        let build = |ttl: u64| -> std::result::Result<Operation, Refusal> {
+            let deadline = snapshot.timestamp + ttl;
+            let calls = plan_batch(&intents, snapshot, &venue, deadline)
+                .map_err(|e| Refusal::Reject(e.to_string()))?;
+            Ok(Operation { calls, nonce: snapshot.module_nonce, deadline: U256::from(deadline) })
+        };
+        let mut operation = build(self.settings.operation_ttl_secs)?;
+        let facts = read_facts(&self.provider, self.spec.module, &operation)
+            .await
+            .map_err(|e| Refusal::Error(PipelineError::chain("module tiers", e)))?;
+        let tier = classify(&operation, &facts);
+        if matches!(tier, Tier::Two(_)) {
+            operation = build(self.settings.escalation_ttl_secs)?;
+        }
+        match simulate(&self.provider, self.spec.safe, self.spec.module, &operation).await {
+            Ok(Simulation::Ok) => Ok((operation, tier)),
+            Ok(Simulation::Reverts(reason)) => Err(Refusal::Fail(format!("simulation reverts: {reason}"))),
+            Err(e) => Err(Refusal::Error(PipelineError::Chain(e))),
+        }
+    }
+
+    // ----- the operation in flight ------------------------------------------------------------
+
+    async fn advance(&self, flight: InFlight) -> Result<LaneStep> {
+        if flight.state != IntentState::Submitted
+            && let Some(step) = self.settle_if_stale(&flight).await?
+        {
+            return Ok(step);
+        }
+        match flight.state {
+            IntentState::Planned => {
+                let detail = json!({ "tier": flight.planned.tier, "reasons": flight.planned.reasons });
+                self.move_all(&flight.intents, IntentState::Authorising, detail).await?;
+                Ok(LaneStep::Progressed)
+            }
+            IntentState::Authorising if flight.planned.tier == 2 => self.escalate(&flight).await,
+            IntentState::Authorising => self.sign_with_quorum(&flight, None).await,
+            IntentState::AwaitingRoot => self.await_root(&flight).await,
+            IntentState::Signed => self.submit(&flight).await,
+            IntentState::Submitted => self.resume_submission(&flight).await,
+            other => Err(PipelineError::Config(format!("operation in flight in state {other}"))),
+        }
+    }
+
+    /// Before anything is sent: an operation past its deadline expires, and one whose nonce the
+    /// module has moved past (another operation executed there) can never run and fails.
+    async fn settle_if_stale(&self, flight: &InFlight) -> Result<Option<LaneStep>> {
+        let snapshot = self.latest_snapshot().await?;
+        if U256::from(snapshot.timestamp) > flight.planned.operation.deadline {
+            let detail = json!({ "reason": "the operation's deadline passed before it was executed" });
+            self.move_all(&flight.intents, IntentState::Expired, detail).await?;
+            return Ok(Some(LaneStep::Progressed));
+        }
+        if snapshot.module_nonce != flight.planned.operation.nonce {
+            let reason = format!(
+                "the module's nonce is {} but the operation was planned for {}: another operation used it",
+                snapshot.module_nonce, flight.planned.operation.nonce
+            );
+            self.move_all(&flight.intents, IntentState::Failed, json!({ "reason": reason })).await?;
+            return Ok(Some(LaneStep::Progressed));
+        }
+        Ok(None)
+    }
+
+    /// Tier 2: queue the operation with the root service (idempotent), then wait for its approval.
+    async fn escalate(&self, flight: &InFlight) -> Result<LaneStep> {
+        let root =
+            self.root.as_ref().ok_or_else(|| PipelineError::Config("no root service configured".into()))?;
+        let request =
+            EscalationRequest::operation(flight.planned.operation.clone(), self.chain_id, self.spec.module);
+        let record = match root.submit(&request).await {
+            Ok(record) => record,
+            Err(e) if e.is_policy_denial() => {
+                self.move_all(&flight.intents, IntentState::Rejected, json!({ "reason": e.to_string() }))
+                    .await?;
+                return Ok(LaneStep::Progressed);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.journal
+            .record_signing_request(&NewSigningRequest {
+                operation_id: flight.record.operation_id.clone(),
+                signer: ROOT.into(),
+                digest: record.digest.to_string(),
+                request: json!({ "root_request": record.id }),
+            })
+            .await?;
+        let detail = json!({ "root_request": record.id, "reasons": flight.planned.reasons });
+        self.move_all(&flight.intents, IntentState::AwaitingRoot, detail).await?;
+        Ok(LaneStep::Progressed)
+    }
+
+    async fn await_root(&self, flight: &InFlight) -> Result<LaneStep> {
+        let root =
+            self.root.as_ref().ok_or_else(|| PipelineError::Config("no root service configured".into()))?;
+        let request =
+            self.journal.signing_request(&flight.record.operation_id, ROOT).await?.ok_or_else(|| {
+                PipelineError::Config("awaiting the root but no root request is journaled".into())
+            })?;
+        let id = request.request.request["root_request"].as_str().unwrap_or_default().to_string();
+        let record = match root.get(&id).await {
+            Ok(record) => record,
+            Err(RootError::UnknownRequest(_)) => {
+                let reason = format!("the root service no longer knows request {id}");
+                self.move_all(&flight.intents, IntentState::Failed, json!({ "reason": reason })).await?;
+                return Ok(LaneStep::Progressed);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match record.state {
+            RequestState::Pending | RequestState::Approved => {
+                Ok(LaneStep::Waiting(format!("root request {id} waits for approval")))
+            }
+            RequestState::Rejected => {
+                let reason = format!(
+                    "rejected by the root approver {}: {}",
+                    record.decided_by.unwrap_or_default(),
+                    record.reason.unwrap_or_default()
+                );
+                self.journal
+                    .answer_signing_request(
+                        &flight.record.operation_id,
+                        ROOT,
+                        SigningState::Refused,
+                        &json!(reason),
+                    )
+                    .await?;
+                self.move_all(&flight.intents, IntentState::Rejected, json!({ "reason": reason })).await?;
+                Ok(LaneStep::Progressed)
+            }
+            RequestState::Expired => {
+                let detail = json!({ "reason": format!("root request {id} expired unapproved") });
+                self.move_all(&flight.intents, IntentState::Expired, detail).await?;
+                Ok(LaneStep::Progressed)
+            }
+            RequestState::Signed => {
+                let sig = record.signature.ok_or_else(|| {
+                    PipelineError::Root(RootError::Transport("signed without signature".into()))
+                })?;
+                self.journal
+                    .answer_signing_request(
+                        &flight.record.operation_id,
+                        ROOT,
+                        SigningState::Signed,
+                        &json!({ "signature": sig }),
+                    )
+                    .await?;
+                self.sign_with_quorum(flight, Some(sig)).await
+            }
+        }
+    }
+
+    /// Asks the quorum (with the root's signature for tier 2) and journals the signed operation.
+    async fn sign_with_quorum(&self, flight: &InFlight, root_sig: Option<Bytes>) -> Result<LaneStep> {
+        let started = Instant::now();
+        let op = &flight.planned.operation;
+        self.journal
+            .record_signing_request(&NewSigningRequest {
+                operation_id: flight.record.operation_id.clone(),
+                signer: QUORUM.into(),
+                digest: flight.record.operation_id.clone(),
+                request: json!({ "tier": flight.planned.tier }),
+            })
+            .await?;
+        let outcome = match self
+            .coordinator
+            .sign_detailed(op, self.chain_id, self.spec.module, root_sig.as_ref().map(|b| b.as_ref()))
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(QuorumError::NotEnoughSigners { faults, .. })
+                if !faults.is_empty() && faults.iter().all(|(_, f)| matches!(f, NodeFault::Refused(_))) =>
+            {
+                let reason = format!(
+                    "refused by the signer nodes: {}",
+                    faults.iter().map(|(n, f)| format!("{n}: {f}")).collect::<Vec<_>>().join("; ")
+                );
+                self.journal
+                    .answer_signing_request(
+                        &flight.record.operation_id,
+                        QUORUM,
+                        SigningState::Refused,
+                        &json!(reason),
+                    )
+                    .await?;
+                self.move_all(&flight.intents, IntentState::Rejected, json!({ "reason": reason })).await?;
+                return Ok(LaneStep::Progressed);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let response = json!({ "signature": outcome.signature, "root_signature": root_sig });
+        self.journal
+            .answer_signing_request(&flight.record.operation_id, QUORUM, SigningState::Signed, &response)
+            .await?;
+        let excluded: Vec<String> = outcome.excluded.iter().map(|(n, f)| format!("{n}: {f}")).collect();
+        let detail = json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 });
+        self.move_all(&flight.intents, IntentState::Signed, detail).await?;
+        Ok(LaneStep::Progressed)
+    }
+
+    /// The `exec` calldata of the signed operation, from the journaled signatures.
+    async fn exec_request(&self, flight: &InFlight) -> Result<(TxRequest, serde_json::Value)> {
+        let request = self
+            .journal
+            .signing_request(&flight.record.operation_id, QUORUM)
+            .await?
+            .filter(|r| r.state == SigningState::Signed)
+            .ok_or_else(|| {
+                PipelineError::Config("signed, but the quorum's signature is not journaled".into())
+            })?;
+        let response = request.response.unwrap_or_default();
+        let frost: FrostSignature = serde_json::from_value(response["signature"].clone())
+            .map_err(|e| PipelineError::Config(format!("journaled FROST signature unreadable: {e}")))?;
+        let root_sig: Option<Bytes> =
+            serde_json::from_value(response["root_signature"].clone()).unwrap_or_default();
+        let op = &flight.planned.operation;
+        let call = TreasuryModule::execCall {
+            calls: treasury_chain::contracts::exec_calls(op),
+            nonce: op.nonce,
+            deadline: op.deadline,
+            sig: TreasuryModule::FrostSig { rX: frost.r_x, rY: frost.r_y, z: frost.z },
+            rootSig: root_sig.clone().unwrap_or_default(),
+        };
+        let signed = json!({ "operation": op, "frost": frost, "root_signature": root_sig });
+        Ok((TxRequest { to: self.spec.module, data: call.abi_encode().into(), ..Default::default() }, signed))
+    }
+
+    async fn submit(&self, flight: &InFlight) -> Result<LaneStep> {
+        let (request, signed) = self.exec_request(flight).await?;
+        let mut observer = JournalObserver::new(self, flight.operation(), signed, false);
+        let sent = self.sender.send(&request, &mut observer).await;
+        self.settle_send(flight, sent, observer.submitted()).await
+    }
+
+    /// After a crash with a keeper transaction journaled: rebroadcast it and see it through.
+    async fn resume_submission(&self, flight: &InFlight) -> Result<LaneStep> {
+        let Some(tx) = &flight.transaction else {
+            return Err(PipelineError::Config("submitted, but no keeper transaction is journaled".into()));
+        };
+        let raw = hex::decode(tx.tx.raw_tx.trim_start_matches("0x"))
+            .map_err(|e| PipelineError::Config(format!("journaled raw transaction unreadable: {e}")))?;
+        let mut observer =
+            JournalObserver::new(self, flight.operation(), tx.tx.signed_operation.clone(), true);
+        match self.sender.resume(&raw, &mut observer).await {
+            Err(SenderError::InvalidRaw(why)) => {
+                tracing::warn!(%why, "journaled keeper transaction can no longer be mined");
+                if let Some(step) = self.executed_elsewhere(flight).await? {
+                    return Ok(step);
+                }
+                let (request, _) = self.exec_request(flight).await?;
+                let sent = self.sender.send(&request, &mut observer).await;
+                self.settle_send(flight, sent, true).await
+            }
+            sent => self.settle_send(flight, sent, true).await,
+        }
+    }
+
+    /// When the module's nonce moved past the operation: confirmed if it was this operation that
+    /// executed there, failed otherwise.
+    async fn executed_elsewhere(&self, flight: &InFlight) -> Result<Option<LaneStep>> {
+        let module = TreasuryModule::new(self.spec.module, &self.provider);
+        let nonce = module.nonce().call().await.map_err(|e| PipelineError::chain("module nonce", e))?;
+        if nonce <= flight.planned.operation.nonce {
+            return Ok(None);
+        }
+        let filter = module.Executed_filter().topic1(flight.planned.operation.nonce).from_block(0u64);
+        let logs = filter.query().await.map_err(|e| PipelineError::chain("Executed logs", e))?;
+        let ours = logs.iter().find(|(ev, _)| ev.digest.to_string() == flight.record.operation_id);
+        match ours {
+            Some((_, log)) => {
+                let detail = json!({ "tx_hash": log.transaction_hash, "block": log.block_number });
+                self.move_all(&flight.intents, IntentState::Confirmed, detail).await?;
+            }
+            None => {
+                let reason = "another operation executed at this operation's nonce";
+                self.move_all(&flight.intents, IntentState::Failed, json!({ "reason": reason })).await?;
+            }
+        }
+        Ok(Some(LaneStep::Progressed))
+    }
+
+    async fn settle_send(
+        &self,
+        flight: &InFlight,
+        sent: std::result::Result<Sent, SenderError>,
+        submitted: bool,
+    ) -> Result<LaneStep> {
+        match sent {
+            Ok(sent) if sent.receipt.status() => {
+                let detail = json!({
+                    "tx_hash": sent.receipt.transaction_hash,
+                    "block": sent.receipt.block_number,
+                    "gas_used": sent.receipt.gas_used,
+                    "attempts": sent.attempts,
+                });
+                self.move_all(&flight.intents, IntentState::Confirmed, detail).await?;
+                Ok(LaneStep::Progressed)
+            }
+            Ok(sent) => {
+                let reason = self.reason_of_receipt(&sent.receipt).await;
+                let detail = json!({ "reason": reason, "tx_hash": sent.receipt.transaction_hash });
+                self.move_all(&flight.intents, IntentState::Failed, detail).await?;
+                Ok(LaneStep::Progressed)
+            }
+            Err(SenderError::WouldRevert { source, .. }) => {
+                if submitted && let Some(step) = self.executed_elsewhere(flight).await? {
+                    return Ok(step);
+                }
+                let reason = reason_of_rpc_error(&source);
+                tracing::warn!(%reason, "exec would revert; the intents fail");
+                self.move_all(&flight.intents, IntentState::Failed, json!({ "reason": reason })).await?;
+                Ok(LaneStep::Progressed)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Why a mined transaction reverted: the same call replayed on the state before its block.
+    async fn reason_of_receipt(&self, receipt: &TransactionReceipt) -> String {
+        let Some(block) = receipt.block_number else { return "reverted".into() };
+        let Ok(Some(tx)) = self.provider.get_transaction_by_hash(receipt.transaction_hash).await else {
+            return format!("reverted in block {block}");
+        };
+        let request = alloy::rpc::types::TransactionRequest::from_transaction(tx.inner.into_inner());
+        match self
+            .provider
+            .call(request)
+            .block(BlockNumberOrTag::Number(block.saturating_sub(1)).into())
+            .await
+        {
+            Err(e) => reason_of_rpc_error(&e),
+            Ok(_) => format!("reverted in block {block}"),
+        }
+    }
+}
+
+impl InFlight {
+    fn operation(&self) -> (&str, u64, &[IntentId]) {
+        (&self.record.operation_id, self.record.module_nonce, &self.intents)
+    }
+}
+
+/// Why a group of intents cannot become an operation.
+enum Refusal {
+    /// Never possible (bad intent): the intents are rejected.
+    Reject(String),
+    /// Would revert: the intents fail with the reason.
+    Fail(String),
+    /// A fault (RPC down): try again later.
+    Error(PipelineError),
+}
+
+/// The operation in flight, if any: the one with the lowest module nonce among pending intents.
+fn in_flight(pending: &[PendingIntent]) -> Result<Option<InFlight>> {
+    use IntentState::*;
+    let flying = pending
+        .iter()
+        .filter(|p| matches!(p.intent.state, Planned | Authorising | AwaitingRoot | Signed | Submitted))
+        .filter_map(|p| p.operation.as_ref().map(|op| (p, op)))
+        .min_by_key(|(_, op)| op.module_nonce);
+    let Some((p, record)) = flying else { return Ok(None) };
+    let planned: PlannedOperation = serde_json::from_value(record.operation.clone())
+        .map_err(|e| PipelineError::Config(format!("journaled operation unreadable: {e}")))?;
+    let intents = pending
+        .iter()
+        .filter(|q| q.intent.state == p.intent.state && record.intents.contains(&q.intent.id))
+        .map(|q| q.intent.id)
+        .collect();
+    Ok(Some(InFlight {
+        record: record.clone(),
+        planned,
+        intents,
+        state: p.intent.state,
+        transaction: p.transaction.clone(),
+    }))
+}

@@ -1,0 +1,321 @@
+//! The pipeline: from a trigger's firing to a confirmed transaction, resumable after a crash.
+//!
+//! Two halves, each reading only what the journal holds:
+//! - [`intake`]: a firing → a snapshot pinned at its block → the policies it fires → intents
+//!   journaled (idempotent by key) → the agent's guard → `guarded` or `rejected`.
+//! - [`lane`]: the module's nonces are sequential, so operations go through one lane, one at a
+//!   time: guarded intents → one planned operation (batched when the tier allows) → authorised
+//!   (FROST; root first for tier 2) → submitted by the keeper → confirmed. After a crash the lane
+//!   resumes the operation in flight from its journaled state and never plans a second one for it.
+//!
+//! [`Pipeline::connect`] builds everything from a [`Config`]; `treasury run` drives it.
+
+pub mod intake;
+pub mod lane;
+mod observer;
+pub mod simulate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use alloy::providers::{DynProvider, Provider};
+use alloy::signers::local::PrivateKeySigner;
+use treasury_chain::contracts::IUniswapV2Router02;
+use treasury_chain::sender::{Sender, SenderConfig, SenderError};
+use treasury_chain::snapshot::{AssetSpec, SnapshotSpec};
+use treasury_policies::PolicySet;
+use treasury_signer::quorum::{Coordinator, QuorumError};
+use treasury_signer::root::{RootClient, RootError};
+
+use crate::config::{Config, PipelineConfig};
+use crate::journal::{IntentState, Journal, JournalError};
+use crate::plan::Venue;
+
+/// Multicall3's address on every chain that has it (and on the local demo chain).
+pub const DEFAULT_MULTICALL3: Address = treasury_chain::deploy::CANONICAL_MULTICALL3;
+
+/// What can stop a pipeline step; the intents concerned keep their journaled state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A chain read failed (endpoint down, wrong answer).
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The keeper's sender failed.
+    #[error("keeper: {0}")]
+    Sender(#[from] SenderError),
+    /// The quorum could not sign.
+    #[error("quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    /// The root service failed.
+    #[error("root service: {0}")]
+    Root(#[from] RootError),
+    /// The policies could not be loaded.
+    #[error("policies: {0}")]
+    Policies(#[from] treasury_policies::PolicyError),
+    /// Something in the configuration cannot work.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+impl PipelineError {
+    /// A chain error with context.
+    pub(crate) fn chain(what: &str, e: impl std::fmt::Display) -> Self {
+        Self::Chain(format!("{what}: {e}"))
+    }
+}
+
+/// Result alias for the pipeline.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Called after every committed transition (tests use it to crash the agent at a chosen state).
+pub type TransitionHook = Arc<dyn Fn(IntentState) + Send + Sync>;
+
+/// Everything one Safe's pipeline needs, connected.
+pub struct Pipeline {
+    journal: Journal,
+    provider: DynProvider,
+    policies: PolicySet,
+    spec: SnapshotSpec,
+    venue: Option<Venue>,
+    chain_id: u64,
+    coordinator: Arc<Coordinator>,
+    root: Option<RootClient>,
+    sender: Sender,
+    settings: PipelineConfig,
+    hook: Option<TransitionHook>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("chain_id", &self.chain_id)
+            .field("safe", &self.spec.safe)
+            .field("module", &self.spec.module)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts [`Pipeline::new`] takes, already opened.
+pub struct Parts {
+    /// The journal.
+    pub journal: Journal,
+    /// HTTP provider for reads.
+    pub provider: DynProvider,
+    /// The compiled policies.
+    pub policies: PolicySet,
+    /// What a snapshot reads.
+    pub spec: SnapshotSpec,
+    /// Where swaps go; `None` without a `[dex]` section.
+    pub venue: Option<Venue>,
+    /// The quorum coordinator.
+    pub coordinator: Arc<Coordinator>,
+    /// The root service, for tier 2.
+    pub root: Option<RootClient>,
+    /// The keeper's sender.
+    pub sender: Sender,
+    /// Timing and batching settings.
+    pub settings: PipelineConfig,
+}
+
+impl Pipeline {
+    /// A pipeline over already opened parts; checks the provider's chain id matches the sender's.
+    pub async fn new(parts: Parts) -> Result<Self> {
+        let chain_id =
+            parts.provider.get_chain_id().await.map_err(|e| PipelineError::chain("eth_chainId", e))?;
+        if chain_id != parts.sender.chain_id() {
+            return Err(PipelineError::Config(format!(
+                "the RPC endpoint serves chain {chain_id}, the keeper signs for {}",
+                parts.sender.chain_id()
+            )));
+        }
+        Ok(Self {
+            journal: parts.journal,
+            provider: parts.provider,
+            policies: parts.policies,
+            spec: parts.spec,
+            venue: parts.venue,
+            chain_id,
+            coordinator: parts.coordinator,
+            root: parts.root,
+            sender: parts.sender,
+            settings: parts.settings,
+            hook: None,
+        })
+    }
+
+    /// Connects everything `config` names: journal, RPC, policies, quorum, root service, keeper.
+    ///
+    /// Secrets come from the environment: the keeper keystore password (`keeper.password_env`),
+    /// the coordinator passphrase (`TREASURY_COORDINATOR_PASSPHRASE`), the root token.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let journal = Journal::open(&config.journal.url).await?;
+        let provider = treasury_chain::provider::connect(&config.chain.rpc_http)
+            .map_err(|e| PipelineError::chain("connect", e))?;
+        let chain_id = provider.get_chain_id().await.map_err(|e| PipelineError::chain("eth_chainId", e))?;
+        if chain_id != config.chain.chain_id {
+            return Err(PipelineError::Config(format!(
+                "chain.chain_id is {} but {} serves chain {chain_id}",
+                config.chain.chain_id, config.chain.rpc_http
+            )));
+        }
+        let policies = PolicySet::load(&config.policies, &config.base_dir)?;
+        let spec = snapshot_spec(config)?;
+        let venue = match &config.dex {
+            Some(dex) => Some(venue(&provider, spec.safe, parse_address("dex.router", &dex.router)?).await?),
+            None => None,
+        };
+        let coordinator = Coordinator::from_quorum_file(&config.resolve(&config.signing.quorum_file))?;
+        let root = match (&config.signing.root_url, &config.signing.root_token_env) {
+            (Some(url), Some(env)) => {
+                let token = std::env::var(env).map_err(|_| {
+                    PipelineError::Config(format!(
+                        "signing.root_token_env: environment variable {env} is not set"
+                    ))
+                })?;
+                Some(RootClient::new(url.clone(), token))
+            }
+            _ => None,
+        };
+        let keeper = keeper_key(config)?;
+        let sender = Sender::new(provider.clone(), keeper, sender_config(config)).await?;
+        Self::new(Parts {
+            journal,
+            provider,
+            policies,
+            spec,
+            venue,
+            coordinator: Arc::new(coordinator),
+            root,
+            sender,
+            settings: config.pipeline.clone(),
+        })
+        .await
+    }
+
+    /// Calls `hook` after every transition this pipeline commits.
+    pub fn with_transition_hook(mut self, hook: TransitionHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The journal this pipeline writes.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The read provider.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The compiled policies.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// The Safe.
+    pub fn safe(&self) -> Address {
+        self.spec.safe
+    }
+
+    /// The module.
+    pub fn module(&self) -> Address {
+        self.spec.module
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The keeper's address.
+    pub fn keeper(&self) -> Address {
+        self.sender.address()
+    }
+
+    /// Timing and batching settings.
+    pub fn settings(&self) -> &PipelineConfig {
+        &self.settings
+    }
+
+    fn transitioned(&self, state: IntentState) {
+        if let Some(hook) = &self.hook {
+            hook(state);
+        }
+    }
+}
+
+/// What a snapshot reads for `config`: the Safe, its module and every configured token.
+pub fn snapshot_spec(config: &Config) -> Result<SnapshotSpec> {
+    let multicall3 = match &config.chain.multicall3 {
+        Some(a) => parse_address("chain.multicall3", a)?,
+        None => DEFAULT_MULTICALL3,
+    };
+    let assets = config
+        .policies
+        .tokens
+        .iter()
+        .map(|(symbol, t)| AssetSpec {
+            symbol: symbol.clone(),
+            token: t.address,
+            decimals: t.decimals,
+            feed: t.feed,
+            max_price_age_secs: t.max_price_age,
+        })
+        .collect();
+    Ok(SnapshotSpec {
+        safe: parse_address("safe.address", &config.safe.address)?,
+        module: parse_address("safe.module", &config.safe.module)?,
+        multicall3,
+        assets,
+    })
+}
+
+/// The swap venue behind `router` (its WETH read from the router).
+pub async fn venue(provider: &DynProvider, safe: Address, router: Address) -> Result<Venue> {
+    let weth = IUniswapV2Router02::new(router, provider)
+        .WETH()
+        .call()
+        .await
+        .map_err(|e| PipelineError::chain(&format!("WETH() of router {router}"), e))?;
+    Ok(Venue { safe, router, weth })
+}
+
+/// The sender settings from `[chain]` and `[keeper]`.
+pub fn sender_config(config: &Config) -> SenderConfig {
+    let gwei = |g: f64| (g * 1e9) as u128;
+    SenderConfig {
+        confirmations: config.chain.confirmations,
+        bump_after_blocks: config.keeper.bump_after_blocks,
+        max_fee_per_gas: gwei(config.keeper.max_fee_gwei),
+        priority_fee_per_gas: config.keeper.priority_fee_gwei.map(gwei),
+        poll_interval: Duration::from_millis(config.pipeline.poll_interval_ms.min(250)),
+        ..SenderConfig::default()
+    }
+}
+
+/// Decrypts the keeper's keystore with the password from `keeper.password_env`.
+pub fn keeper_key(config: &Config) -> Result<PrivateKeySigner> {
+    let k = &config.keeper;
+    let (Some(path), Some(env)) = (&k.keystore, &k.password_env) else {
+        return Err(PipelineError::Config(
+            "keeper: `treasury run` needs keeper.keystore and keeper.password_env (a PKCS#11 keeper key is not supported yet)".into(),
+        ));
+    };
+    let password = std::env::var(env).map_err(|_| {
+        PipelineError::Config(format!("keeper.password_env: environment variable {env} is not set"))
+    })?;
+    let path = config.resolve(path);
+    PrivateKeySigner::decrypt_keystore(&path, password).map_err(|e| {
+        PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
+    })
+}
+
+fn parse_address(key: &str, value: &str) -> Result<Address> {
+    value.parse().map_err(|e| PipelineError::Config(format!("{key}: not a valid address: {e}")))
+}
