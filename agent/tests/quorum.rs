@@ -11,8 +11,10 @@ use treasury_chain::operation::{Call, Operation, operation_digest};
 use treasury_signer::quorum::bench::{NodeProcess, bench_operation, init_nodes};
 use treasury_signer::quorum::client::NodeClient;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use treasury_signer::quorum::faults::SIGN_DELAYED_EVENT;
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
 use treasury_signer::quorum::identity::{IdentityKey, IdentityPublic};
+use treasury_signer::quorum::node::FAULTS_ENV;
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_signer::quorum::signature::verify_module_form;
 use treasury_signer::quorum::wire::{CommitmentsRequest, CommitmentsResponse, SignRequest, SignResponse};
@@ -67,13 +69,16 @@ struct Quorum {
     quorum: QuorumFile,
 }
 
-async fn quorum(n: usize, t: u16, root: Address, corrupt: Option<usize>) -> Quorum {
+/// Starts `n` node processes, node `i` with the test-only faults `spec` for each `(i, spec)` in
+/// `faults` (fault injection is compiled into test builds of `treasury` only), and runs DKG.
+async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Quorum {
     let tmp = tempfile::tempdir().unwrap();
     let coord_key = IdentityKey::generate();
     let reports = init_nodes(tmp.path(), n, &coord_key, &guard(root), "pw").unwrap();
     let mut procs = Vec::new();
-    for r in &reports {
-        procs.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), "pw").await.unwrap());
+    for (i, r) in reports.iter().enumerate() {
+        let spec = faults.iter().find(|(j, _)| *j == i).map(|(_, f)| *f);
+        procs.push(spawn_node(&r.dir, spec).await);
     }
     let pinned: Vec<PinnedNode> = procs
         .iter()
@@ -82,23 +87,17 @@ async fn quorum(n: usize, t: u16, root: Address, corrupt: Option<usize>) -> Quor
         .collect();
     let dkg = run_dkg(coord_key.clone(), "unused.key", &pinned, t, 5).await.unwrap();
     assert!(dkg.group_key.usable_onchain());
-    if let Some(i) = corrupt {
-        // restart node i with share corruption switched on: same store, same share
-        procs[i].kill().await;
-        procs[i] = spawn_with(&reports[i].dir, &["--test-corrupt-shares"]).await;
-        let mut q = dkg.quorum.clone();
-        q.nodes[i].url = procs[i].url.clone();
-        return Quorum { _tmp: tmp, coord_key, procs, quorum: q };
-    }
     Quorum { _tmp: tmp, coord_key, procs, quorum: dkg.quorum }
 }
 
-async fn spawn_with(dir: &str, extra: &[&str]) -> NodeProcess {
-    // NodeProcess::spawn has no extra flags; use a tiny wrapper script-free approach: a second
-    // spawn through the library with the flag appended is not exposed, so start it here.
+/// `treasury signer serve` on a free port for the node in `dir`, with test-only `faults` if any.
+async fn spawn_node(dir: &str, faults: Option<&str>) -> NodeProcess {
     let mut cmd = tokio::process::Command::new(EXE);
-    cmd.args(["signer", "serve", "--dir", dir, "--listen", "127.0.0.1:0"]).args(extra);
-    cmd.env("TREASURY_SIGNER_PASSPHRASE", "pw").stdout(std::process::Stdio::piped()).kill_on_drop(true);
+    cmd.args(["signer", "serve", "--dir", dir, "--listen", "127.0.0.1:0"])
+        .env("TREASURY_SIGNER_PASSPHRASE", "pw");
+    if let Some(f) = faults {
+        cmd.env(FAULTS_ENV, f);
+    }
     NodeProcess::from_command(cmd, Path::new(dir)).await.unwrap()
 }
 
@@ -113,25 +112,47 @@ fn coordinator(q: &Quorum) -> Coordinator {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_completes_with_n_minus_t_nodes_killed_mid_signing() {
-    let mut q = quorum(5, 3, Address::ZERO, None).await;
-    let c = std::sync::Arc::new(coordinator(&q));
+    // Nodes 0 and 3 hold every signing request (they never answer on their own), so the kill -9
+    // below lands while a request is in flight, which each node reports before it is killed.
+    let hold = "sign-delay-ms=3600000";
+    let mut q = quorum(5, 3, Address::ZERO, &[(0, hold), (3, hold)]).await;
+    // A timeout far beyond the test: the killed nodes are excluded because their connections
+    // break, not because the coordinator gave up on them.
+    let c = std::sync::Arc::new(
+        Coordinator::new(
+            q.quorum.clone(),
+            q.coord_key.clone(),
+            CoordinatorOptions { timeout: Duration::from_secs(3600), refill: 16 },
+        )
+        .unwrap(),
+    );
     assert!(c.preprocess(8).await.is_empty());
     let mut tasks = Vec::new();
     for i in 0..12u64 {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
             let op = transfer(1, i);
-            (c.sign(&op, CHAIN, module(), None).await, op)
+            (c.sign_detailed(&op, CHAIN, module(), None).await, op)
         }));
     }
-    // kill -9 two of five while the requests are in flight
-    q.procs[0].kill().await;
-    q.procs[3].kill().await;
+    let killed = [q.quorum.nodes[0].url.clone(), q.quorum.nodes[3].url.clone()];
+    for i in [0, 3] {
+        let held = q.procs[i].wait_for_line(SIGN_DELAYED_EVENT).await;
+        assert!(held.is_some(), "node {i} received a signing request and holds it");
+        q.procs[i].kill().await;
+    }
+    let mut named = std::collections::HashSet::new();
     for t in tasks {
         let (res, op) = t.await.unwrap();
-        let sig = res.expect("3 of the 5 nodes remain: every signature completes");
-        assert_valid(&sig, &c, &op);
+        let out = res.expect("3 of the 5 nodes remain: every signature completes");
+        assert_valid(&out.signature, &c, &op);
+        for (url, fault) in out.excluded {
+            assert!(killed.contains(&url), "only killed nodes are excluded, not {url}");
+            assert!(matches!(fault, NodeFault::Unreachable(_)), "{url}: connection lost, got {fault}");
+            named.insert(url);
+        }
     }
+    assert_eq!(named.len(), 2, "both nodes killed mid-request were excluded from a signature");
     // and after: still fine, using the three survivors only
     let op = transfer(1, 99);
     let out = c.sign_detailed(&op, CHAIN, module(), None).await.unwrap();
@@ -139,8 +160,32 @@ async fn signature_completes_with_n_minus_t_nodes_killed_mid_signing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_is_excluded_as_timed_out_and_the_signature_completes() {
+    // Node 2 accepts the connection and the request but answers an hour later.
+    let q = quorum(4, 3, Address::ZERO, &[(2, "sign-delay-ms=3600000")]).await;
+    let timeout = Duration::from_secs(5);
+    let c =
+        Coordinator::new(q.quorum.clone(), q.coord_key.clone(), CoordinatorOptions { timeout, refill: 16 })
+            .unwrap();
+    assert!(c.preprocess(8).await.is_empty(), "commitments are not delayed");
+    let slow = q.quorum.nodes[2].url.clone();
+    let mut named = false;
+    for i in 0..4u64 {
+        let op = transfer(1, i);
+        let out = c.sign_detailed(&op, CHAIN, module(), None).await.expect("three prompt nodes remain");
+        assert_valid(&out.signature, &c, &op);
+        for (url, fault) in &out.excluded {
+            assert_eq!(url, &slow, "only the slow node is excluded");
+            assert_eq!(fault, &NodeFault::TimedOut(timeout), "reported as timed out");
+            named = true;
+        }
+    }
+    assert!(named, "the slow node was asked at least once and reported as timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_sending_a_corrupt_share_is_named_and_excluded() {
-    let q = quorum(4, 3, Address::ZERO, Some(1)).await;
+    let q = quorum(4, 3, Address::ZERO, &[(1, "corrupt-shares")]).await;
     let c = coordinator(&q);
     let bad_url = q.quorum.nodes[1].url.clone();
     let mut named = false;
@@ -197,7 +242,7 @@ fn refused(r: Result<SignResponse, NodeFault>) -> (RefusalCode, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     let root = PrivateKeySigner::random();
-    let mut q = quorum(3, 2, root.address(), None).await;
+    let mut q = quorum(3, 2, root.address(), &[]).await;
     let client = NodeClient::new(q.coord_key.clone());
     let (a, b) = (q.quorum.nodes[0].clone(), q.quorum.nodes[1].clone());
     let (ka, kb) = (
@@ -305,7 +350,7 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
 
     // kill -9 and restart node a: the share and the nonce state survive
     q.procs[0].kill().await;
-    let restarted = spawn_with(&q.procs[0].dir.display().to_string(), &[]).await;
+    let restarted = spawn_node(&q.procs[0].dir.display().to_string(), None).await;
     assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
     let unused = req(&op, CHAIN, module(), pkg(1, digest.as_slice()));
     sign_raw(&client, &restarted.url, &ka, &unused)

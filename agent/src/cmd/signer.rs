@@ -66,9 +66,6 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
-    /// Fault injection for tests: answer corrupt signature shares.
-    #[arg(long, hide = true)]
-    test_corrupt_shares: bool,
 }
 
 /// `treasury signer coordinator-key`.
@@ -126,9 +123,6 @@ impl SignerCmd {
                     .await
                     .with_context(|| format!("opening node {}", a.dir.display()))?;
                 drop(pass);
-                if a.test_corrupt_shares {
-                    node.corrupt_shares();
-                }
                 let addr = node.local_addr()?;
                 let info = node.info();
                 println!(

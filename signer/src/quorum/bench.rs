@@ -21,6 +21,7 @@ use super::store::{InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase
 #[derive(Debug)]
 pub struct NodeProcess {
     child: tokio::process::Child,
+    output: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Its base URL.
     pub url: String,
     /// The node directory.
@@ -54,8 +55,25 @@ impl NodeProcess {
         let v: serde_json::Value = serde_json::from_str(&line)
             .map_err(|e| QuorumError::Corrupt(format!("serve output {line}: {e}")))?;
         let addr = v["listening"].as_str().ok_or_else(|| QuorumError::Corrupt(line.clone()))?;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, url: format!("http://{addr}"), dir: dir.to_path_buf() })
+        let (tx, output) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                // Nobody listening any more is fine: keep draining so the node never blocks on stdout.
+                let _ = tx.send(l);
+            }
+        });
+        Ok(Self { child, output, url: format!("http://{addr}"), dir: dir.to_path_buf() })
+    }
+
+    /// Waits for the next stdout line (after the listening line) that contains `needle`; `None`
+    /// once the process has closed its stdout.
+    pub async fn wait_for_line(&mut self, needle: &str) -> Option<String> {
+        while let Some(l) = self.output.recv().await {
+            if l.contains(needle) {
+                return Some(l);
+            }
+        }
+        None
     }
 
     /// Kills the process (SIGKILL) and waits for it.

@@ -9,6 +9,11 @@ use super::error::{NodeFault, Refusal};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::wire::{IdentityInfo, RefusalBody};
 
+/// A timeout is [`NodeFault::TimedOut`]; any other transport failure is [`NodeFault::Unreachable`].
+fn transport_fault(e: reqwest::Error, timeout: Duration) -> NodeFault {
+    if e.is_timeout() { NodeFault::TimedOut(timeout) } else { NodeFault::Unreachable(e.to_string()) }
+}
+
 /// An authenticated client (one per coordinator; cheap to clone).
 #[derive(Clone, Debug)]
 pub struct NodeClient {
@@ -52,10 +57,10 @@ impl NodeClient {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+            .map_err(|e| transport_fault(e, timeout))?;
         let status = resp.status().as_u16();
         let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = resp.bytes().await.map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| transport_fault(e, timeout))?;
         match sig {
             Some(sig) if verify_response(node, &rid, status, &body, &sig) => {}
             _ => return Err(NodeFault::BadResponseSignature),
@@ -80,10 +85,10 @@ impl NodeClient {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+            .map_err(|e| transport_fault(e, timeout))?;
         let status = resp.status().as_u16();
         let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = resp.bytes().await.map_err(|e| NodeFault::Unreachable(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| transport_fault(e, timeout))?;
         if !(200..300).contains(&status) {
             let r = serde_json::from_slice::<RefusalBody>(&body)
                 .map_err(|e| NodeFault::Malformed(e.to_string()))?;

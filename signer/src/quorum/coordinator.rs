@@ -2,9 +2,10 @@
 //!
 //! Signing is one round trip per node: commitments are fetched ahead of time in batches
 //! ([`Coordinator::preprocess`]), so a signature needs only `POST /v1/sign` to t nodes in
-//! parallel. Each share is checked with `verify_signature_share`; a node that is down, slow
-//! (timeout), refuses, or sends a bad share is excluded and the signature is retried with fresh
-//! commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
+//! parallel. The shares are aggregated and the signature verified under the group key; if it does
+//! not verify, each share is checked with `verify_signature_share` to name the culprits. A node
+//! that is down, slow (timeout), refuses, or sends a bad share is excluded and the signature is
+//! retried with fresh commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
@@ -12,9 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
-use frost_secp256k1::Identifier;
 use frost_secp256k1::keys::PublicKeyPackage;
 use frost_secp256k1::round1::SigningCommitments;
+use frost_secp256k1::round2::SignatureShare;
+use frost_secp256k1::{CheaterDetection, Identifier};
 use treasury_chain::operation::{Operation, operation_digest};
 
 use super::client::NodeClient;
@@ -209,9 +211,10 @@ impl Coordinator {
     /// their configured root address over the same EIP-712 digest.
     ///
     /// # Security
-    /// The nodes rebuild the EIP-712 digest from `op` themselves; the coordinator only relays. Each
-    /// share MUST pass `verify_signature_share` before aggregation (RFC 9591 §5.3 cheater
-    /// detection), and the aggregate MUST verify under the group key before it is returned.
+    /// The nodes rebuild the EIP-712 digest from `op` themselves; the coordinator only relays. The
+    /// aggregate MUST verify under the group key before it is returned; when it does not, every
+    /// share is checked with `verify_signature_share` and each culprit is excluded and named
+    /// (RFC 9591 §5.3 cheater detection), so an invalid share is never part of a returned signature.
     pub async fn sign(
         &self,
         op: &Operation,
@@ -258,6 +261,7 @@ impl Coordinator {
                     match r {
                         Ok((cid, c)) => chosen.push((i, cid, c)),
                         Err(f) => {
+                            // A node that cannot hand out commitments is skipped for a while.
                             self.slots[i].mark_down();
                             excluded.insert(i);
                             faults.push((self.slots[i].node.url.clone(), f));
@@ -289,41 +293,82 @@ impl Coordinator {
                 }
             }))
             .await;
-            let mut shares = BTreeMap::new();
+            // Parse every answer; a node that failed is excluded from the next attempt.
+            let mut shares: BTreeMap<Identifier, (usize, SignatureShare)> = BTreeMap::new();
             for ((i, _, _), answer) in chosen.iter().zip(answers) {
-                let s = &self.slots[*i];
-                let checked = answer.and_then(|a| {
-                    let bytes = hex::decode(&a.share).map_err(|e| NodeFault::Malformed(e.to_string()))?;
-                    let share = frost_secp256k1::round2::SignatureShare::deserialize(&bytes)
-                        .map_err(|e| NodeFault::Malformed(e.to_string()))?;
-                    let vs = self.pkp.verifying_shares().get(&s.id).ok_or(NodeFault::BadShare)?;
-                    frost_core::verify_signature_share(s.id, vs, &share, &package, self.pkp.verifying_key())
-                        .map_err(|_| NodeFault::BadShare)?;
-                    Ok(share)
-                });
-                match checked {
+                match answer.and_then(|a| parse_share(&a.share)) {
                     Ok(share) => {
-                        shares.insert(s.id, share);
+                        shares.insert(self.slots[*i].id, (*i, share));
                     }
-                    Err(f) => {
-                        if matches!(f, NodeFault::Unreachable(_)) {
-                            s.mark_down();
-                        }
-                        tracing::warn!(node = %s.node.url, fault = %f, "node excluded from this signature");
-                        excluded.insert(*i);
-                        faults.push((s.node.url.clone(), f));
-                    }
+                    Err(f) => self.exclude(*i, f, &mut excluded, &mut faults),
                 }
             }
             got = shares.len();
             if shares.len() == self.threshold {
-                let sig =
-                    frost_secp256k1::aggregate(&package, &shares, &self.pkp).map_err(QuorumError::frost)?;
-                self.pkp.verifying_key().verify(digest.as_slice(), &sig).map_err(QuorumError::frost)?;
-                return Ok(SignOutcome { signature: FrostSignature::from_frost(&sig)?, excluded: faults });
+                let plain: BTreeMap<Identifier, SignatureShare> =
+                    shares.iter().map(|(id, (_, share))| (*id, *share)).collect();
+                // Aggregates and verifies the signature under the group key; only when that fails
+                // are the shares verified one by one, naming every culprit (RFC 9591 §5.3).
+                match frost_secp256k1::aggregate_custom(
+                    &package,
+                    &plain,
+                    &self.pkp,
+                    CheaterDetection::AllCheaters,
+                ) {
+                    Ok(sig) => {
+                        return Ok(SignOutcome {
+                            signature: FrostSignature::from_frost(&sig)?,
+                            excluded: faults,
+                        });
+                    }
+                    Err(frost_core::Error::InvalidSignatureShare { culprits }) => {
+                        for id in culprits {
+                            if let Some((i, _)) = shares.get(&id) {
+                                self.exclude(*i, NodeFault::BadShare, &mut excluded, &mut faults);
+                                got -= 1;
+                            }
+                        }
+                    }
+                    Err(e) => return Err(QuorumError::frost(e)),
+                }
+            } else {
+                // The attempt failed anyway: still name the nodes whose shares were invalid.
+                for (id, (i, share)) in &shares {
+                    let valid = self.pkp.verifying_shares().get(id).is_some_and(|vs| {
+                        frost_core::verify_signature_share(*id, vs, share, &package, self.pkp.verifying_key())
+                            .is_ok()
+                    });
+                    if !valid {
+                        self.exclude(*i, NodeFault::BadShare, &mut excluded, &mut faults);
+                        got -= 1;
+                    }
+                }
             }
         }
     }
+
+    /// Excludes node `i` from this signature for `fault`; a node down or too slow is also skipped
+    /// by the next signatures for a while.
+    fn exclude(
+        &self,
+        i: usize,
+        fault: NodeFault,
+        excluded: &mut HashSet<usize>,
+        faults: &mut Vec<(String, NodeFault)>,
+    ) {
+        let s = &self.slots[i];
+        if fault.is_unavailable() {
+            s.mark_down();
+        }
+        tracing::warn!(node = %s.node.url, %fault, "node excluded from this signature");
+        excluded.insert(i);
+        faults.push((s.node.url.clone(), fault));
+    }
+}
+
+fn parse_share(hex_share: &str) -> Result<SignatureShare, NodeFault> {
+    let bytes = hex::decode(hex_share).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+    SignatureShare::deserialize(&bytes).map_err(|e| NodeFault::Malformed(e.to_string()))
 }
 
 /// A signature and the nodes excluded while obtaining it.

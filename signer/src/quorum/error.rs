@@ -68,8 +68,10 @@ impl Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NodeFault {
-    /// The node could not be reached or did not answer in time.
+    /// The node could not be reached, or the connection failed before it answered.
     Unreachable(String),
+    /// The node did not answer within the coordinator's timeout.
+    TimedOut(std::time::Duration),
     /// The node answered with a reasoned refusal.
     Refused(Refusal),
     /// The node's answer was not signed by its pinned identity key.
@@ -80,10 +82,18 @@ pub enum NodeFault {
     Malformed(String),
 }
 
+impl NodeFault {
+    /// True when the node was down or too slow (as opposed to answering something wrong).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, NodeFault::Unreachable(_) | NodeFault::TimedOut(_))
+    }
+}
+
 impl std::fmt::Display for NodeFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeFault::Unreachable(e) => write!(f, "unreachable: {e}"),
+            NodeFault::TimedOut(d) => write!(f, "timed out: no answer within {} ms", d.as_millis()),
             NodeFault::Refused(r) => write!(f, "refused: {r}"),
             NodeFault::BadResponseSignature => write!(f, "answer not signed by its pinned identity key"),
             NodeFault::BadShare => write!(f, "invalid signature share (verify_signature_share failed)"),
@@ -174,7 +184,7 @@ impl QuorumError {
             QuorumError::NotEnoughSigners { faults, .. } => {
                 !faults.iter().any(|(_, f)| matches!(f, NodeFault::Refused(r) if r.is_policy_denial()))
             }
-            QuorumError::Node { fault, .. } => matches!(fault, NodeFault::Unreachable(_)),
+            QuorumError::Node { fault, .. } => fault.is_unavailable(),
             _ => false,
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`error`]: [`QuorumError`] and the reasoned [`Refusal`] a node answers with.
+//! - `faults`: test-only fault injection (feature `fault-injection`, off by default).
 //! - [`identity`]: node and coordinator identity keys, fingerprints, end-to-end sealing.
 //! - [`store`]: a node's directory, its secrets sealed at rest under a passphrase.
 //! - [`nonces`]: pre-generated nonces and the durable ledger of used ones.
@@ -21,6 +22,8 @@ pub mod client;
 pub mod coordinator;
 pub mod dkg;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod guard;
 pub mod identity;
 pub mod node;

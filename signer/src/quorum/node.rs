@@ -34,6 +34,9 @@ use super::wire::*;
 /// Most commitments handed out per request.
 pub const MAX_COMMITMENTS_PER_REQUEST: u32 = 1000;
 
+/// Environment variable naming test-only faults; honoured only by builds with the `fault-injection` feature.
+pub const FAULTS_ENV: &str = "TREASURY_SIGNER_TEST_FAULTS";
+
 type Share = Arc<(KeyPackage, PublicKeyPackage)>;
 
 /// A running node's state.
@@ -47,7 +50,8 @@ pub struct NodeState {
     budget: Mutex<BudgetState>,
     dkg: Mutex<HashMap<String, DkgSession>>,
     refusals: Mutex<std::fs::File>,
-    corrupt_shares: std::sync::atomic::AtomicBool,
+    #[cfg(feature = "fault-injection")]
+    faults: super::faults::Faults,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -109,7 +113,8 @@ impl NodeState {
             budget: Mutex::new(budget),
             dkg: Mutex::new(HashMap::new()),
             refusals: Mutex::new(refusals),
-            corrupt_shares: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            faults: super::faults::Faults::from_env()?,
         })
     }
 
@@ -227,13 +232,13 @@ impl NodeState {
             self.budget.lock().expect("budget lock").record(digest, &approved.outflows);
         }
         tracing::info!(%digest, tier = ?approved.tier, "signed");
-        let mut bytes = share_out.serialize();
-        if self.corrupt_shares.load(std::sync::atomic::Ordering::Relaxed) {
-            // Fault injection for tests: a share that fails verify_signature_share.
-            if let Some(b) = bytes.last_mut() {
-                *b ^= 1;
-            }
-        }
+        let bytes = share_out.serialize();
+        #[cfg(feature = "fault-injection")]
+        let bytes = {
+            let mut b = bytes;
+            self.faults.corrupt(&mut b);
+            b
+        };
         Ok(SignResponse { share: hex::encode(bytes) })
     }
 
@@ -373,6 +378,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(
             "/v1/sign",
             post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                #[cfg(feature = "fault-injection")]
+                s.faults.before_sign().await;
                 handle(s, "POST", "/v1/sign", h, b, NodeState::sign).await
             }),
         )
@@ -429,15 +436,18 @@ pub struct BoundNode {
 
 impl BoundNode {
     /// Opens the node directory and binds `listen` (port 0 picks a free port).
+    ///
+    /// A build without the `fault-injection` feature refuses to start when [`FAULTS_ENV`] is set,
+    /// rather than silently running a node a test believes faulty.
     pub async fn bind(dir: &Path, pass: &Passphrase, listen: SocketAddr) -> Result<Self, QuorumError> {
+        if cfg!(not(feature = "fault-injection")) && std::env::var_os(FAULTS_ENV).is_some() {
+            return Err(QuorumError::Config(format!(
+                "{FAULTS_ENV} is set, but this build has no fault injection (cargo feature fault-injection)"
+            )));
+        }
         let state = Arc::new(NodeState::open(dir, pass)?);
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| QuorumError::io(dir, e))?;
         Ok(Self { listener, state })
-    }
-
-    /// Makes this node answer corrupt signature shares (fault injection for tests of culprit detection).
-    pub fn corrupt_shares(&self) {
-        self.state.corrupt_shares.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The bound address.

@@ -1,0 +1,87 @@
+//! Test-only fault injection for signer nodes, compiled only with the `fault-injection` feature.
+//!
+//! The process tests start `treasury signer serve` with [`FAULTS_ENV`] set, e.g.
+//! `corrupt-shares` or `sign-delay-ms=600000`, to get a node that answers invalid signature
+//! shares or holds every signing request before handling it. A build without the feature has no
+//! such behaviour: a node started with the variable set refuses to start (see
+//! [`super::node::BoundNode::bind`]).
+use std::time::Duration;
+
+use super::error::QuorumError;
+
+pub use super::node::FAULTS_ENV;
+
+/// The line a delayed node prints on stdout when a signing request arrives and is held.
+pub const SIGN_DELAYED_EVENT: &str = "sign_request_held";
+
+/// Faults a node was started with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Answer signature shares that fail `verify_signature_share`.
+    pub corrupt_shares: bool,
+    /// Hold each `/v1/sign` request this long before handling it.
+    pub sign_delay: Option<Duration>,
+}
+
+impl Faults {
+    /// Parses a comma-separated list: `corrupt-shares`, `sign-delay-ms=N`.
+    pub fn parse(spec: &str) -> Result<Self, QuorumError> {
+        let mut f = Self::default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                None if item == "corrupt-shares" => f.corrupt_shares = true,
+                Some(("sign-delay-ms", ms)) => {
+                    let ms: u64 =
+                        ms.parse().map_err(|e| QuorumError::Config(format!("{FAULTS_ENV} {item}: {e}")))?;
+                    f.sign_delay = Some(Duration::from_millis(ms));
+                }
+                _ => return Err(QuorumError::Config(format!("{FAULTS_ENV}: unknown fault {item:?}"))),
+            }
+        }
+        Ok(f)
+    }
+
+    /// The faults named in [`FAULTS_ENV`] (none when it is unset).
+    pub fn from_env() -> Result<Self, QuorumError> {
+        match std::env::var(FAULTS_ENV) {
+            Ok(spec) => Self::parse(&spec),
+            Err(std::env::VarError::NotPresent) => Ok(Self::default()),
+            Err(e) => Err(QuorumError::Config(format!("{FAULTS_ENV}: {e}"))),
+        }
+    }
+
+    /// Holds a signing request for the configured delay, announcing it on stdout first.
+    pub(crate) async fn before_sign(&self) {
+        if let Some(d) = self.sign_delay {
+            println!(
+                "{}",
+                serde_json::json!({ "event": SIGN_DELAYED_EVENT, "delay_ms": d.as_millis() as u64 })
+            );
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// Flips a bit of a serialized signature share when `corrupt_shares` is on.
+    pub(crate) fn corrupt(&self, share: &mut [u8]) {
+        if self.corrupt_shares
+            && let Some(b) = share.last_mut()
+        {
+            *b ^= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fault_list_and_rejects_unknown_faults() {
+        assert_eq!(Faults::parse("").unwrap(), Faults::default());
+        let f = Faults::parse("corrupt-shares, sign-delay-ms=250").unwrap();
+        assert!(f.corrupt_shares);
+        assert_eq!(f.sign_delay, Some(Duration::from_millis(250)));
+        assert!(Faults::parse("sign-delay-ms=soon").is_err());
+        assert!(Faults::parse("explode").is_err());
+    }
+}
