@@ -7,6 +7,7 @@
 //! - [`logging`]: `tracing` set-up shared by every command.
 //! - [`pipeline`]: firing → intents → operation → authorised → submitted → confirmed, resumable.
 //! - [`plan`]: intents to the calls the Safe makes (transfers, approvals, router swaps).
+pub mod api;
 pub mod cli;
 pub mod cmd;
 pub mod config;

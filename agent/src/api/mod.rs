@@ -1,0 +1,271 @@
+//! The agent's HTTP API for keepers and dashboards (axum).
+//!
+//! Every route but `/health` needs `Authorization: Bearer TOKEN`; the token is compared in
+//! constant time and never logged. `/metrics` is behind the token too (Prometheus sends it with
+//! `authorization: { credentials_file: … }`): it names policies, signer nodes and the keeper's
+//! balance. Errors are JSON `{"error": "..."}`. The routes are listed once, in [`ROUTES`]: the
+//! router is built from that table and `/openapi.json` must describe each entry (tested).
+//!
+//! # Layout
+//! - [`handlers`]: one function per route.
+//! - [`openapi`]: the OpenAPI 3.1 document served at `/openapi.json`.
+
+pub mod handlers;
+pub mod openapi;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use alloy::primitives::Address;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use treasury_policies::PolicyEntry;
+use treasury_signer::root::RootClient;
+
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+
+/// Every route, as (method, path in OpenAPI/axum syntax); the router is built from this table.
+pub const ROUTES: [(&str, &str); 9] = [
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/status"),
+    ("GET", "/v1/intents"),
+    ("GET", "/v1/intents/{id}"),
+    ("GET", "/v1/policies"),
+    ("POST", "/v1/policies/{name}/trigger"),
+    ("GET", "/v1/approvals"),
+];
+
+/// Routes served without a token.
+pub const PUBLIC_ROUTES: [&str; 1] = ["/health"];
+
+/// What the status endpoint reports that does not change while the agent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusInfo {
+    /// The chain id.
+    pub chain_id: u64,
+    /// The Safe holding the funds.
+    pub safe: Address,
+    /// The treasury module enabled on it.
+    pub module: Address,
+    /// The keeper account paying gas.
+    pub keeper: Address,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// The bearer token clients must present; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+impl ApiToken {
+    /// A token; refuses an empty one (or one of blanks), which would let anyone in.
+    pub fn new(token: impl Into<String>) -> Result<Self, ApiError> {
+        let token = token.into();
+        if token.trim().is_empty() { Err(ApiError::EmptyToken) } else { Ok(Self(token)) }
+    }
+
+    /// The token held by the environment variable `name` (the config's `api.token_env`).
+    pub fn from_env(name: &str) -> Result<Self, ApiError> {
+        let token = std::env::var(name).map_err(|_| ApiError::TokenEnv(name.to_string()))?;
+        Self::new(token).map_err(|_| ApiError::TokenEnv(name.to_string()))
+    }
+
+    /// Whether `presented` is the token, compared in constant time (only the length may leak).
+    pub fn matches(&self, presented: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+/// Everything the handlers read.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The journal (intents, events, operations, transactions, manual triggers).
+    pub journal: Journal,
+    /// The configured policies.
+    pub policies: Vec<PolicyEntry>,
+    /// The metrics the pipeline updates.
+    pub metrics: Arc<Metrics>,
+    /// The root service, for approvals waiting; `None` when the config names none.
+    pub root: Option<RootClient>,
+    /// Chain, Safe, module, keeper and version.
+    pub status: StatusInfo,
+    /// The bearer token clients must present.
+    pub token: ApiToken,
+}
+
+/// The state as the handlers share it.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    state: Arc<ApiState>,
+    started: SystemTime,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.state
+    }
+}
+
+/// Why the API cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The token is empty.
+    #[error("the API token is empty")]
+    EmptyToken,
+    /// The environment variable naming the token is unset or empty (its value is never shown).
+    #[error("environment variable {0} (api.token_env) is unset or empty")]
+    TokenEnv(String),
+    /// Serving failed.
+    #[error("HTTP API: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// An error answered as JSON `{"error": "..."}`.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<JournalError> for HttpError {
+    fn from(e: JournalError) -> Self {
+        tracing::error!(error = %e, "HTTP API: journal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("journal: {e}"))
+    }
+}
+
+fn method_router(method: &str, path: &str) -> MethodRouter<Shared> {
+    use handlers as h;
+    match (method, path) {
+        ("GET", "/health") => get(h::health),
+        ("GET", "/openapi.json") => get(h::openapi),
+        ("GET", "/metrics") => get(h::metrics),
+        ("GET", "/v1/status") => get(h::status),
+        ("GET", "/v1/intents") => get(h::list_intents),
+        ("GET", "/v1/intents/{id}") => get(h::show_intent),
+        ("GET", "/v1/policies") => get(h::list_policies),
+        ("POST", "/v1/policies/{name}/trigger") => post(h::trigger_policy),
+        ("GET", "/v1/approvals") => get(h::approvals),
+        _ => unreachable!("route {method} {path} has no handler"),
+    }
+}
+
+/// The API's router (with authentication), for [`serve`] or embedding.
+pub fn router(state: ApiState) -> Router {
+    let shared = Shared { state: Arc::new(state), started: SystemTime::now() };
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        router = router.route(path, method_router(method, path));
+    }
+    router
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .with_state(shared)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP API listening");
+    }
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Lets public routes through; everything else needs the bearer token.
+async fn authenticate(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    if PUBLIC_ROUTES.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let error = match presented {
+        None => "missing bearer token (Authorization: Bearer TOKEN)",
+        Some(token) if shared.token.matches(token) => return next.run(req).await,
+        Some(_) => "invalid bearer token",
+    };
+    let mut resp = HttpError::new(StatusCode::UNAUTHORIZED, error).into_response();
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_handler_and_tokens_compare_exactly() {
+        for (method, path) in ROUTES {
+            let _ = method_router(method, path);
+        }
+        let token = ApiToken::new("s3cret-token").unwrap();
+        assert!(token.matches("s3cret-token"));
+        assert!(!token.matches("s3cret-tokem"));
+        assert!(!token.matches("s3cret-token "));
+        assert!(!token.matches(""));
+        assert!(ApiToken::new("  ").is_err());
+        assert_eq!(format!("{token:?}"), "ApiToken(<redacted>)");
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let doc = openapi::document("1.2.3");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        let mut described = Vec::new();
+        for (path, item) in paths {
+            for method in item.as_object().unwrap().keys() {
+                described.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        let mut routes: Vec<(String, String)> =
+            ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        described.sort();
+        routes.sort();
+        assert_eq!(described, routes);
+        assert_eq!(doc["paths"]["/health"]["get"]["security"], serde_json::json!([]));
+    }
+}
