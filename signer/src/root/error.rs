@@ -98,12 +98,22 @@ pub enum RootError {
     /// The FROST quorum failed to sign.
     #[error("quorum: {0}")]
     Quorum(String),
+    /// Too few quorum nodes were reachable or answered in time; retrying later may succeed.
+    #[error("quorum unavailable: {0}")]
+    QuorumUnavailable(String),
 }
 
 impl RootError {
     /// Whether retrying the same call later may succeed (HSM back, service reachable again).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::HsmUnavailable(_) | Self::Transport(_) | Self::Store(_) | Self::Chain(_))
+        matches!(
+            self,
+            Self::HsmUnavailable(_)
+                | Self::Transport(_)
+                | Self::Store(_)
+                | Self::Chain(_)
+                | Self::QuorumUnavailable(_)
+        )
     }
 
     /// Whether a policy refused the request (guard rule or human rejection), not a fault.
