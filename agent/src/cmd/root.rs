@@ -28,6 +28,8 @@ pub enum RootCmd {
     Reject(RejectArgs),
     /// Measure root signature latency through the service against the bare C_Sign.
     Bench(BenchArgs),
+    /// Root-signed admin operations of the module: build, show, sign with the HSM key, send.
+    Admin(Box<admin::AdminArgs>),
 }
 
 /// `treasury root bench`.
@@ -44,7 +46,7 @@ pub struct BenchArgs {
 }
 
 /// Where the key lives.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct HsmArgs {
     /// PKCS#11 module.
     #[arg(long, env = "TREASURY_HSM_MODULE", default_value = "/usr/lib/softhsm/libsofthsm2.so")]
@@ -61,7 +63,7 @@ pub struct HsmArgs {
 }
 
 impl HsmArgs {
-    fn config(&self) -> anyhow::Result<HsmConfig> {
+    pub(crate) fn config(&self) -> anyhow::Result<HsmConfig> {
         let pin = Pin::resolve(self.pin_file.as_deref(), PIN_ENV).context("reading the user PIN")?;
         Ok(HsmConfig {
             module: self.module.clone(),
@@ -190,6 +192,7 @@ impl RootCmd {
                 print_decision(&rec, a.queue.json)
             }
             Self::Bench(a) => bench(a).await,
+            Self::Admin(a) => admin::run(*a).await,
             Self::Reject(a) => {
                 let store = open_store(&a.id.queue.config).await?;
                 let by = who(a.id.by);
@@ -312,4 +315,423 @@ fn print_decision(rec: &RequestRecord, json: bool) -> anyhow::Result<()> {
         println!("{} {} by {}", rec.id, rec.state, rec.decided_by.as_deref().unwrap_or("?"));
     }
     Ok(())
+}
+
+/// `treasury root admin …`: root-signed changes of the module's settings.
+///
+/// The flow: read the module's admin nonce and current settings, build the `AdminOp` with a
+/// deadline, show it, sign its EIP-712 digest (rebuilt here) with the HSM root key, simulate, send
+/// `admin(op, sig)`, and report from the events whether it applied or was queued (with its eta).
+///
+/// The transaction is sent by the HSM root key itself by default (its address needs a little ETH
+/// for gas): the operator's workstation then holds no second hot key, and one PIN unlocks both the
+/// admin signature and the transaction signature. `--from-keystore FILE` sends from another account
+/// instead (an encrypted JSON keystore, e.g. the agent's keeper, its password in the environment
+/// variable named by `--password-env`), for when the root address should not hold ETH. The admin op
+/// is authorised by the root signature alone, whoever sends it; `apply` needs no root signature.
+pub mod admin {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use alloy::network::EthereumWallet;
+    use alloy::primitives::{Address, B256, FixedBytes, U256, keccak256};
+    use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+    use alloy::signers::Signer;
+    use alloy::signers::local::PrivateKeySigner;
+    use anyhow::{Context, bail};
+    use clap::{ArgGroup, Args, Subcommand};
+    use treasury_chain::AdminAction;
+    use treasury_chain::deploy::Deployment;
+    use treasury_signer::quorum::quorum_file::QuorumFile;
+    use treasury_signer::quorum::signature::GroupKey;
+    use treasury_signer::root::admin::{AdminOutcome, AdminPlan, Effect, ModuleAdmin, QueuedChange};
+    use treasury_signer::root::{HsmSigner, RootKey};
+
+    use super::HsmArgs;
+
+    /// `treasury root admin [OPTIONS] <ACTION>`.
+    #[derive(Debug, Args)]
+    #[command(group(ArgGroup::new("target").required(true).args(["module_address", "deployment"])))]
+    pub struct AdminArgs {
+        #[command(flatten)]
+        hsm: HsmArgs,
+        /// JSON-RPC endpoint.
+        #[arg(long, env = "TREASURY_RPC_URL")]
+        rpc: String,
+        /// The treasury module's address.
+        #[arg(long)]
+        module_address: Option<Address>,
+        /// Deployment file (JSON) naming the module, instead of --module-address.
+        #[arg(long)]
+        deployment: Option<PathBuf>,
+        /// Send the transaction from this encrypted JSON keystore's account instead of from the
+        /// HSM root key.
+        #[arg(long, value_name = "FILE")]
+        from_keystore: Option<PathBuf>,
+        /// Environment variable holding the keystore's password.
+        #[arg(long, value_name = "VAR", default_value = "TREASURY_KEEPER_PASSWORD")]
+        password_env: String,
+        /// Seconds the signed admin op stays valid (its deadline past the chain's time).
+        #[arg(long, default_value_t = 900)]
+        ttl: u64,
+        /// First block to scan for queued changes (`apply`, `pending-changes`).
+        #[arg(long, default_value_t = 0)]
+        from_block: u64,
+        /// Show the op and its digest, sign nothing, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// What to change.
+        #[command(subcommand)]
+        action: AdminCmd,
+    }
+
+    /// The admin actions.
+    #[derive(Debug, Subcommand)]
+    pub enum AdminCmd {
+        /// Stop all execution (immediate).
+        Pause,
+        /// Resume execution (immediate).
+        Unpause,
+        /// Rotate the FROST group key (timelocked).
+        #[command(group(ArgGroup::new("key").required(true).args(["x", "quorum_file"])))]
+        SetGroupKey {
+            /// x coordinate of the new group key (hex).
+            #[arg(long, requires = "parity")]
+            x: Option<U256>,
+            /// Parity of its y coordinate (0 even, 1 odd).
+            #[arg(long, requires = "x")]
+            parity: Option<u8>,
+            /// Quorum file (from `treasury dkg`) holding the new group key.
+            #[arg(long)]
+            quorum_file: Option<PathBuf>,
+        },
+        /// Replace the root key (timelocked).
+        SetRoot {
+            /// The new root address.
+            #[arg(long)]
+            address: Address,
+        },
+        /// Set an asset's per-period outflow budget (raising it is timelocked, lowering immediate).
+        SetBudget {
+            /// Token address, or `ETH`.
+            #[arg(long, value_parser = parse_asset)]
+            token: Address,
+            /// Maximum net outflow per period, in the token's smallest unit.
+            #[arg(long)]
+            limit: U256,
+            /// Period in seconds.
+            #[arg(long)]
+            period: u64,
+        },
+        /// Allow a (target, selector) pair in tier 1 (timelocked).
+        AllowCall(CallArgs),
+        /// Forbid a (target, selector) pair in tier 1 (immediate).
+        DisallowCall(CallArgs),
+        /// Allow an ERC-20 approval spender in tier 1 (timelocked).
+        AllowSpender(SpenderArgs),
+        /// Forbid an ERC-20 approval spender in tier 1 (immediate).
+        DisallowSpender(SpenderArgs),
+        /// Set the timelock delay (lowering it is timelocked, raising immediate).
+        SetTimelock {
+            /// Delay in seconds.
+            #[arg(long)]
+            delay: u64,
+        },
+        /// Cancel a queued change (immediate).
+        Cancel {
+            /// The queued change's id.
+            #[arg(long)]
+            id: B256,
+        },
+        /// Apply a queued change once its timelock has passed (`applyChange`).
+        Apply {
+            /// The queued change's id.
+            #[arg(long)]
+            id: B256,
+        },
+        /// List queued changes and their eta.
+        PendingChanges,
+    }
+
+    /// A (target, selector) pair.
+    #[derive(Debug, Args)]
+    #[command(group(ArgGroup::new("sel").required(true).args(["selector", "signature"])))]
+    pub struct CallArgs {
+        /// Contract called.
+        #[arg(long)]
+        target: Address,
+        /// 4-byte selector, e.g. 0xa9059cbb.
+        #[arg(long)]
+        selector: Option<FixedBytes<4>>,
+        /// Function signature, e.g. `transfer(address,uint256)`.
+        #[arg(long)]
+        signature: Option<String>,
+    }
+
+    impl CallArgs {
+        fn selector(&self) -> FixedBytes<4> {
+            match (&self.selector, &self.signature) {
+                (Some(s), _) => *s,
+                (None, Some(sig)) => {
+                    let sig: String = sig.chars().filter(|c| !c.is_whitespace()).collect();
+                    FixedBytes::from_slice(&keccak256(sig.as_bytes())[..4])
+                }
+                (None, None) => unreachable!("clap requires one of --selector and --signature"),
+            }
+        }
+    }
+
+    /// An approval spender.
+    #[derive(Debug, Args)]
+    pub struct SpenderArgs {
+        /// The spender.
+        #[arg(long)]
+        spender: Address,
+    }
+
+    fn parse_asset(s: &str) -> Result<Address, String> {
+        if s.eq_ignore_ascii_case("eth") { Ok(Address::ZERO) } else { s.parse().map_err(|e| format!("{e}")) }
+    }
+
+    /// A group key checked to be a curve point the module can verify with.
+    fn group_key(x: U256, parity: u8) -> anyhow::Result<AdminAction> {
+        if parity > 1 {
+            bail!("--parity must be 0 (even y) or 1 (odd y), not {parity}");
+        }
+        let mut compressed = vec![2 + parity];
+        compressed.extend_from_slice(&x.to_be_bytes::<32>());
+        let key = GroupKey::from_compressed(&compressed).context("the group key is not a secp256k1 point")?;
+        if !key.usable_onchain() {
+            bail!("group key x must be below the curve order (the module refuses it)");
+        }
+        Ok(AdminAction::SetGroupKey { x, parity })
+    }
+
+    fn quorum_group_key(path: &std::path::Path) -> anyhow::Result<AdminAction> {
+        let q = QuorumFile::load(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = hex::decode(q.group_key.trim_start_matches("0x"))
+            .with_context(|| format!("{}: group_key is not hex", path.display()))?;
+        let key =
+            GroupKey::from_compressed(&bytes).with_context(|| format!("{}: group_key", path.display()))?;
+        if key.x != q.group_key_x || key.parity != q.group_key_parity {
+            bail!("{}: group_key_x/group_key_parity disagree with group_key", path.display());
+        }
+        group_key(key.x, key.parity)
+    }
+
+    impl AdminCmd {
+        /// The change, for the actions that sign one.
+        fn action(&self) -> anyhow::Result<Option<AdminAction>> {
+            Ok(Some(match self {
+                Self::Pause => AdminAction::Pause,
+                Self::Unpause => AdminAction::Unpause,
+                Self::SetGroupKey { x: Some(x), parity: Some(p), .. } => group_key(*x, *p)?,
+                Self::SetGroupKey { quorum_file: Some(f), .. } => quorum_group_key(f)?,
+                Self::SetGroupKey { .. } => bail!("give --x and --parity, or --quorum-file"),
+                Self::SetRoot { address } => AdminAction::SetRoot { root: *address },
+                Self::SetBudget { token, limit, period } => {
+                    AdminAction::SetBudget { token: *token, limit: *limit, period: *period }
+                }
+                Self::AllowCall(c) => {
+                    AdminAction::SetCallAllowed { target: c.target, selector: c.selector(), allowed: true }
+                }
+                Self::DisallowCall(c) => {
+                    AdminAction::SetCallAllowed { target: c.target, selector: c.selector(), allowed: false }
+                }
+                Self::AllowSpender(s) => AdminAction::SetSpenderAllowed { spender: s.spender, allowed: true },
+                Self::DisallowSpender(s) => {
+                    AdminAction::SetSpenderAllowed { spender: s.spender, allowed: false }
+                }
+                Self::SetTimelock { delay } => AdminAction::SetTimelock { delay: *delay },
+                Self::Cancel { id } => AdminAction::Cancel { change_id: *id },
+                Self::Apply { .. } | Self::PendingChanges => return Ok(None),
+            }))
+        }
+    }
+
+    /// Runs `treasury root admin`.
+    pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
+        let module = match (&a.module_address, &a.deployment) {
+            (Some(m), _) => *m,
+            (None, Some(f)) => {
+                Deployment::read(f).with_context(|| format!("reading {}", f.display()))?.module
+            }
+            (None, None) => bail!("give --module-address or --deployment"),
+        };
+        let reader = treasury_chain::provider::connect(&a.rpc)?;
+        let admin = ModuleAdmin::connect(reader, module)
+            .await
+            .with_context(|| format!("connecting to the module at {module}"))?;
+        let now = admin.chain_time().await?;
+        match &a.action {
+            AdminCmd::PendingChanges => {
+                let list = admin.queued_changes(a.from_block).await.context("listing queued changes")?;
+                if a.json {
+                    println!("{}", serde_json::json!({ "now": now, "queued": list }));
+                } else if list.is_empty() {
+                    println!("no queued changes");
+                } else {
+                    for c in &list {
+                        println!("{}", queued_line(c, now));
+                    }
+                }
+                return Ok(());
+            }
+            AdminCmd::Apply { id } => {
+                let change = admin.find_queued(*id, a.from_block).await?;
+                if !a.json {
+                    println!("{}", queued_line(&change, now));
+                }
+                if a.dry_run {
+                    return Ok(());
+                }
+                let (sender, from) = sender(&a, &admin, None).await?;
+                let outcome =
+                    admin.apply(&sender, &change).await.with_context(|| format!("applying change {id}"))?;
+                return report(&a, None, &outcome, from, now);
+            }
+            _ => {}
+        }
+        let action = a.action.action()?.expect("a signing action");
+        let plan = admin.plan(action, a.ttl).await.context("reading the module")?;
+        if !a.json || a.dry_run {
+            show(&plan, a.json);
+        }
+        if a.dry_run {
+            return Ok(());
+        }
+        let cfg = a.hsm.config()?;
+        let key = Arc::new(RootKey::new(cfg, None));
+        let signing = key.clone();
+        let digest = plan.digest;
+        let sig = tokio::task::spawn_blocking(move || signing.sign_digest(&digest))
+            .await?
+            .context("signing the admin op with the HSM root key")?;
+        let (sender, from) = sender(&a, &admin, Some(key)).await?;
+        let outcome = admin.send(&sender, &plan, &sig).await.context("sending admin()")?;
+        report(&a, Some(&plan), &outcome, from, now)
+    }
+
+    /// The provider that sends, and its address.
+    async fn sender(
+        a: &AdminArgs,
+        admin: &ModuleAdmin,
+        key: Option<Arc<RootKey>>,
+    ) -> anyhow::Result<(DynProvider, Address)> {
+        let url: alloy::transports::http::reqwest::Url =
+            a.rpc.parse().with_context(|| format!("RPC URL {:?}", a.rpc))?;
+        let wallet = match &a.from_keystore {
+            Some(file) => {
+                let var = &a.password_env;
+                let password = std::env::var(var)
+                    .with_context(|| format!("the keystore password: environment variable {var}"))?;
+                let key = PrivateKeySigner::decrypt_keystore(file, password.as_bytes())
+                    .with_context(|| format!("decrypting the keystore {}", file.display()))?;
+                key.with_chain_id(Some(admin.chain_id()))
+            }
+            None => {
+                let key = match key {
+                    Some(k) => k,
+                    None => Arc::new(RootKey::new(a.hsm.config()?, None)),
+                };
+                let signer = HsmSigner::from_key(key).context("opening the HSM root key to send")?;
+                let signer = signer.with_chain_id(Some(admin.chain_id()));
+                let from = Signer::address(&signer);
+                let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url);
+                return Ok((provider.erased(), from));
+            }
+        };
+        let from = wallet.address();
+        Ok((ProviderBuilder::new().wallet(EthereumWallet::from(wallet)).connect_http(url).erased(), from))
+    }
+
+    fn show(plan: &AdminPlan, json: bool) {
+        if json {
+            println!("{}", serde_json::json!({ "plan": plan }));
+            return;
+        }
+        println!("module    {} (chain {})", plan.module, plan.chain_id);
+        println!("action    {}", plan.summary);
+        println!("now       {}", plan.current);
+        match plan.effect {
+            Effect::Immediate => println!("effect    applies at once"),
+            Effect::Timelocked { delay_secs } => {
+                println!("effect    widening: queued, applicable after the {} timelock", span(delay_secs))
+            }
+        }
+        println!("admin op  action={} nonce={} deadline={}", plan.op.action, plan.op.nonce, plan.op.deadline);
+        println!("params    {}", plan.op.params);
+        println!("digest    {}", plan.digest);
+        println!("root      {}", plan.root);
+    }
+
+    fn report(
+        a: &AdminArgs,
+        plan: Option<&AdminPlan>,
+        outcome: &AdminOutcome,
+        from: Address,
+        now: u64,
+    ) -> anyhow::Result<()> {
+        if a.json {
+            let status = if outcome.queued.is_some() { "queued" } else { "applied" };
+            println!(
+                "{}",
+                serde_json::json!({ "plan": plan, "from": from, "status": status, "outcome": outcome })
+            );
+            return Ok(());
+        }
+        println!("sent      {} from {from} (block {})", outcome.tx_hash, outcome.block.unwrap_or_default());
+        for applied in &outcome.applied {
+            println!("applied   {}", treasury_signer::root::admin::describe(applied));
+        }
+        if let Some(q) = &outcome.queued {
+            println!("queued    {}", queued_line(q, now));
+            println!("then      treasury root admin … apply --id {}", q.id);
+        }
+        Ok(())
+    }
+
+    fn queued_line(c: &QueuedChange, now: u64) -> String {
+        let when = if c.eta <= now { "ready".to_string() } else { format!("in {}", span(c.eta - now)) };
+        format!("{}  eta {} ({when})  nonce {}  {}", c.id, c.eta, c.nonce, c.summary)
+    }
+
+    /// `2d 3h 4m 5s`, leaving out leading zero units.
+    fn span(secs: u64) -> String {
+        let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+        let mut out = String::new();
+        for (v, unit) in [(d, "d"), (h, "h"), (m, "m"), (s, "s")] {
+            if v != 0 || !out.is_empty() || unit == "s" {
+                out.push_str(&format!("{v}{unit} "));
+            }
+        }
+        out.trim_end().to_string()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn spans_read_naturally() {
+            assert_eq!(span(0), "0s");
+            assert_eq!(span(172_800), "2d 0h 0m 0s");
+            assert_eq!(span(3_661), "1h 1m 1s");
+        }
+
+        #[test]
+        fn a_signature_gives_its_selector_and_a_bad_group_key_is_refused() {
+            let c = CallArgs {
+                target: Address::ZERO,
+                selector: None,
+                signature: Some("transfer(address, uint256)".into()),
+            };
+            assert_eq!(c.selector(), FixedBytes([0xa9, 0x05, 0x9c, 0xbb]));
+            assert!(group_key(U256::ZERO, 0).is_err());
+            assert!(group_key(U256::from(1), 2).is_err());
+        }
+    }
 }
