@@ -293,7 +293,9 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     rig.exec_with(&rig.pay(1).await, old).await.unwrap();
 
     // Cancel B (immediate); it can no longer be applied.
-    assert_eq!(rig.admin(&["cancel", "--id", &id_b])["status"], "applied");
+    let args = rig.admin_args(false, &["cancel", "--id", &id_b]);
+    let text = rig.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("applied   cancel queued change"), "{text}");
     let id_b_hash: B256 = id_b.parse().unwrap();
     assert!(rig.module().queuedChange(id_b_hash).call().await.unwrap().is_zero());
     let list = rig.admin(&["pending-changes"]);
@@ -304,7 +306,28 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     // Apply C after the timelock: only C's signatures execute from then on.
     rig.wait(2 * DAY + 1).await;
     assert!(rig.admin_fails(&["apply", "--id", &id_b]).contains("is queued"));
-    assert_eq!(rig.admin(&["apply", "--id", &id_c])["status"], "applied");
+    // Anyone may apply: here the keeper, from its encrypted keystore (anvil's dev key 7).
+    let keeper = treasury_tests::dev_key(7);
+    alloy::signers::local::PrivateKeySigner::encrypt_keystore(
+        rig.dir.path(),
+        &mut frost_secp256k1::rand_core::OsRng,
+        keeper.to_bytes(),
+        "keeper password",
+        Some("keeper.json"),
+    )
+    .unwrap();
+    let keystore = rig.dir.path().join("keeper.json");
+    let args = rig.admin_args(true, &["--from-keystore", keystore.to_str().unwrap(), "apply", "--id", &id_c]);
+    let out = rig.command(&[]).args(&args).env("TREASURY_KEEPER_PASSWORD", "wrong").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("decrypting the keystore") && !err.contains("keeper password"), "{err}");
+    let out =
+        rig.command(&[]).args(&args).env("TREASURY_KEEPER_PASSWORD", "keeper password").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "applied", "{v}");
+    assert_eq!(v["from"].as_str().unwrap().parse::<Address>().unwrap(), keeper.address());
     let key = rig.module().groupKey().call().await.unwrap();
     assert_eq!((key.x, key.parity), (kc.x, kc.parity));
     let op = rig.pay(1).await;
