@@ -112,3 +112,15 @@ impl TestChain {
 pub fn dev_key(i: usize) -> PrivateKeySigner {
     DEV_KEYS[i].parse().expect("valid dev key")
 }
+
+/// Writes `key` as an encrypted JSON keystore (Web3 Secret Storage) named `name` in `dir`.
+pub fn write_keystore(
+    dir: &std::path::Path,
+    name: &str,
+    key: &PrivateKeySigner,
+    password: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut rng = rand::thread_rng();
+    PrivateKeySigner::encrypt_keystore(dir, &mut rng, key.to_bytes(), password, Some(name))?;
+    Ok(dir.join(name))
+}

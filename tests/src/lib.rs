@@ -9,5 +9,5 @@ pub mod fixture;
 pub mod quorum;
 
 pub use anvil::Anvil;
-pub use fixture::{TestChain, dev_key};
+pub use fixture::{TestChain, dev_key, write_keystore};
 pub use quorum::TestQuorum;

@@ -46,16 +46,16 @@ pub enum PipelineError {
     #[error("chain: {0}")]
     Chain(String),
     /// The keeper's sender failed.
-    #[error("keeper: {0}")]
+    #[error(transparent)]
     Sender(#[from] SenderError),
     /// The quorum could not sign.
-    #[error("quorum: {0}")]
+    #[error(transparent)]
     Quorum(#[from] QuorumError),
     /// The root service failed.
-    #[error("root service: {0}")]
+    #[error(transparent)]
     Root(#[from] RootError),
     /// The policies could not be loaded.
-    #[error("policies: {0}")]
+    #[error(transparent)]
     Policies(#[from] treasury_policies::PolicyError),
     /// Something in the configuration cannot work.
     #[error("config: {0}")]
