@@ -32,6 +32,8 @@ pub enum Command {
     /// Check an agent configuration file.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// Queue a run of a manual policy for the running agent.
+    Trigger(cmd::trigger::TriggerArgs),
 }
 
 impl Command {
@@ -43,6 +45,7 @@ impl Command {
             Command::Dkg(args) => args.run().await,
             Command::Root(cmd) => cmd.run().await,
             Command::Config(cmd) => cmd.run().await,
+            Command::Trigger(args) => args.run().await,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`logging`]: `tracing` set-up shared by every command.
 //! - [`pipeline`]: firing → intents → operation → authorised → submitted → confirmed, resumable.
 //! - [`plan`]: intents to the calls the Safe makes (transfers, approvals, router swaps).
+//! - [`trigger`]: the gap-free watcher turning blocks, logs and manual requests into firings.
 pub mod api;
 pub mod cli;
 pub mod cmd;
@@ -17,3 +18,4 @@ pub mod pipeline;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod trigger;

@@ -4,3 +4,4 @@ pub mod dkg;
 pub mod policy;
 pub mod root;
 pub mod signer;
+pub mod trigger;
