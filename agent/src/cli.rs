@@ -32,6 +32,13 @@ pub enum Command {
     /// Check an agent configuration file.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// Run the agent: watch the chain, run policies, authorise and execute what they decide.
+    Run(cmd::run::RunArgs),
+    /// Show the agent's state: intents by state, trigger cursor, alerts, chain.
+    Status(cmd::status::StatusArgs),
+    /// List intents or show one with its history.
+    #[command(subcommand)]
+    Intents(cmd::intents::IntentsCmd),
     /// Queue a run of a manual policy for the running agent.
     Trigger(cmd::trigger::TriggerArgs),
 }
@@ -45,6 +52,9 @@ impl Command {
             Command::Dkg(args) => args.run().await,
             Command::Root(cmd) => cmd.run().await,
             Command::Config(cmd) => cmd.run().await,
+            Command::Run(args) => args.run().await,
+            Command::Status(args) => args.run().await,
+            Command::Intents(cmd) => cmd.run().await,
             Command::Trigger(args) => args.run().await,
         }
     }

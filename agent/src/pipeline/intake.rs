@@ -16,6 +16,8 @@ use treasury_policies::{Action, Intent, Payment, SnapshotView};
 
 use super::{Pipeline, PipelineError, Result};
 use crate::journal::{Alert, IntentFilter, IntentId, IntentState, NewIntent};
+use crate::metrics::Stage;
+use crate::notify::Notification;
 use crate::plan::plan_intent;
 
 /// What fired: the block the snapshot is pinned at, the policies to run, and a label for the journal.
@@ -79,12 +81,14 @@ impl Pipeline {
             .await
             .map_err(|e| PipelineError::chain(&format!("snapshot at block {}", firing.block), e))?;
         report.snapshot_us = started.elapsed().as_micros() as u64;
+        self.metrics.observe_stage(Stage::Snapshot, started.elapsed());
 
         let started = Instant::now();
         let view = Arc::new(SnapshotView::new(&snapshot, self.policies.book().clone())?);
         let history = self.payment_history().await?;
         let outcomes = self.policies.evaluate_all(&view, &history, |e| firing.policies.contains(&e.name));
         report.policy_us = started.elapsed().as_micros() as u64;
+        self.metrics.observe_stage(Stage::Policy, started.elapsed());
 
         let started = Instant::now();
         for outcome in outcomes {
@@ -105,12 +109,19 @@ impl Pipeline {
                         trigger: firing.trigger.clone(),
                         message: format!("policy failed: {e}"),
                     };
-                    self.journal.record_alert(&alert).await?;
+                    if self.journal.record_alert(&alert).await? {
+                        self.metrics.inc_policy_errors(&outcome.policy);
+                        self.notifier.notify(Notification::PolicyError {
+                            policy: outcome.policy.clone(),
+                            error: e.to_string(),
+                        });
+                    }
                     report.policy_errors.push((outcome.policy, e.to_string()));
                 }
             }
         }
         report.journal_us = started.elapsed().as_micros() as u64;
+        self.metrics.observe_stage(Stage::Journal, started.elapsed());
         Ok(report)
     }
 
@@ -130,6 +141,7 @@ impl Pipeline {
             };
             if self.journal.record_alert(&alert).await? {
                 report.alerts += 1;
+                self.notifier.notify(Notification::Alert { policy: alert.policy, message: alert.message });
             }
             return Ok(());
         }
@@ -148,6 +160,7 @@ impl Pipeline {
             return Ok(());
         }
         report.created.push(inserted.intent.id);
+        self.metrics.inc_intents_created(&inserted.intent.policy);
         if !self.guard(inserted.intent.id, &stored.intent, snapshot).await? {
             report.rejected += 1;
         }

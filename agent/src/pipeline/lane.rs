@@ -32,6 +32,8 @@ use super::{Pipeline, PipelineError, Result};
 use crate::journal::{
     IntentId, IntentState, NewSigningRequest, OperationRecord, PendingIntent, SigningState, TransactionRecord,
 };
+use crate::metrics::Stage;
+use crate::notify::Notification;
 use crate::plan::{Venue, plan_batch};
 
 /// Signer name of the quorum's signing request in the journal.
@@ -117,9 +119,52 @@ impl Pipeline {
     }
 
     async fn move_all(&self, ids: &[IntentId], to: IntentState, detail: serde_json::Value) -> Result<()> {
-        self.journal.transition_all(ids, to, detail).await?;
+        let moved = self.journal.transition_all(ids, to, detail.clone()).await?;
         self.transitioned(to);
+        self.announce(&moved, to, &detail);
         Ok(())
+    }
+
+    /// Tells the webhooks and metrics about a transition worth telling.
+    fn announce(&self, moved: &[crate::journal::Intent], to: IntentState, detail: &serde_json::Value) {
+        let Some(first) = moved.first() else { return };
+        let text =
+            |key: &str| detail[key].as_str().map(str::to_string).unwrap_or_else(|| detail[key].to_string());
+        match to {
+            IntentState::Confirmed => {
+                let now = crate::journal::now_ms();
+                for intent in moved {
+                    let total = std::time::Duration::from_millis((now - intent.created_at).max(0) as u64);
+                    self.metrics.observe_stage(Stage::Total, total);
+                }
+                self.notifier.notify(Notification::Executed {
+                    intents: moved.iter().map(|i| i.id).collect(),
+                    policy: first.policy.clone(),
+                    tx_hash: text("tx_hash"),
+                    block: detail["block"].as_u64().unwrap_or_default(),
+                });
+            }
+            IntentState::Failed | IntentState::Rejected | IntentState::Expired => {
+                for intent in moved {
+                    self.notifier.notify(Notification::Failed {
+                        intent: intent.id,
+                        policy: intent.policy.clone(),
+                        reason: format!("{to}: {}", text("reason")),
+                    });
+                }
+            }
+            IntentState::AwaitingRoot => {
+                for intent in moved {
+                    self.notifier.notify(Notification::EscalationWaiting {
+                        intent: intent.id,
+                        policy: intent.policy.clone(),
+                        root_request: text("root_request"),
+                        reasons: serde_json::from_value(detail["reasons"].clone()).unwrap_or_default(),
+                    });
+                }
+            }
+            _ => {}
+        }
     }
 
     // ----- planning -------------------------------------------------------------------------
@@ -182,6 +227,7 @@ impl Pipeline {
         });
         self.journal.record_plan(&record, detail).await?;
         self.transitioned(IntentState::Planned);
+        self.metrics.observe_stage(Stage::Plan, started.elapsed());
         Ok(LaneStep::Progressed)
     }
 
@@ -388,6 +434,10 @@ impl Pipeline {
         self.journal
             .answer_signing_request(&flight.record.operation_id, QUORUM, SigningState::Signed, &response)
             .await?;
+        self.metrics.observe_stage(Stage::Sign, started.elapsed());
+        for (node, _) in &outcome.excluded {
+            self.metrics.set_signer_up(node, false);
+        }
         let excluded: Vec<String> = outcome.excluded.iter().map(|(n, f)| format!("{n}: {f}")).collect();
         let detail = json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 });
         self.move_all(&flight.intents, IntentState::Signed, detail).await?;
@@ -424,7 +474,12 @@ impl Pipeline {
     async fn submit(&self, flight: &InFlight) -> Result<LaneStep> {
         let (request, signed) = self.exec_request(flight).await?;
         let mut observer = JournalObserver::new(self, flight.operation(), signed, false);
+        let started = Instant::now();
         let sent = self.sender.send(&request, &mut observer).await;
+        if let Some(broadcast) = observer.broadcast_after() {
+            self.metrics.observe_stage(Stage::Submit, broadcast);
+            self.metrics.observe_stage(Stage::Confirm, started.elapsed().saturating_sub(broadcast));
+        }
         self.settle_send(flight, sent, observer.submitted()).await
     }
 

@@ -13,6 +13,7 @@
 pub mod intake;
 pub mod lane;
 mod observer;
+pub mod runner;
 pub mod simulate;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use treasury_signer::root::{RootClient, RootError};
 
 use crate::config::{Config, PipelineConfig};
 use crate::journal::{IntentState, Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::plan::Venue;
 
 /// Multicall3's address on every chain that has it (and on the local demo chain).
@@ -88,6 +91,8 @@ pub struct Pipeline {
     sender: Sender,
     settings: PipelineConfig,
     hook: Option<TransitionHook>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -145,6 +150,8 @@ impl Pipeline {
             sender: parts.sender,
             settings: parts.settings,
             hook: None,
+            metrics: Arc::new(Metrics::new()),
+            notifier: Notifier::disabled(),
         })
     }
 
@@ -201,6 +208,28 @@ impl Pipeline {
     pub fn with_transition_hook(mut self, hook: TransitionHook) -> Self {
         self.hook = Some(hook);
         self
+    }
+
+    /// Reports stage latencies to `metrics` and events to `notifier`.
+    pub fn with_telemetry(mut self, metrics: Arc<Metrics>, notifier: Notifier) -> Self {
+        self.metrics = metrics;
+        self.notifier = notifier;
+        self
+    }
+
+    /// The metrics this pipeline updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The notifier this pipeline reports to.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// The root service client, when configured.
+    pub fn root(&self) -> Option<&RootClient> {
+        self.root.as_ref()
     }
 
     /// The journal this pipeline writes.

@@ -14,6 +14,8 @@ pub(super) struct JournalObserver<'a> {
     intents: Vec<IntentId>,
     signed_operation: serde_json::Value,
     submitted: bool,
+    started: std::time::Instant,
+    broadcast_after: Option<std::time::Duration>,
 }
 
 impl<'a> JournalObserver<'a> {
@@ -32,7 +34,14 @@ impl<'a> JournalObserver<'a> {
             intents: intents.to_vec(),
             signed_operation,
             submitted,
+            started: std::time::Instant::now(),
+            broadcast_after: None,
         }
+    }
+
+    /// How long after the observer's creation the first broadcast happened.
+    pub(super) fn broadcast_after(&self) -> Option<std::time::Duration> {
+        self.broadcast_after
     }
 
     /// Whether a transaction was journaled and the intents moved to `submitted`.
@@ -63,6 +72,7 @@ impl<'a> JournalObserver<'a> {
                 }
             }
             SendEvent::Broadcast { tx_hash } => {
+                self.broadcast_after.get_or_insert(self.started.elapsed());
                 self.journal.set_transaction_state(&tx_hash.to_string(), TxState::Broadcast, None).await?;
             }
             SendEvent::Included { tx_hash, block_number, .. } => {

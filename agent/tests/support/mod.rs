@@ -1,0 +1,283 @@
+//! A complete agent set-up for end-to-end tests: anvil with the treasury deployed, three signer
+//! nodes as processes with a DKG 2-of-3 quorum registered in the module, an encrypted keeper
+//! keystore, policies, and a config file — everything `treasury run --config FILE` needs.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod root;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use alloy::primitives::{Address, U256};
+use treasury_agent::journal::Journal;
+use treasury_chain::AdminAction;
+use treasury_chain::contracts::IERC20;
+use treasury_chain::deploy::configure_as_safe;
+use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
+use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+use treasury_signer::quorum::store::{Passphrase, create_coordinator_key_with, open_coordinator_key};
+use treasury_tests::{TestChain, dev_key, write_keystore};
+
+/// The `treasury` binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_treasury");
+const NODE_PASS: &str = "node-pass";
+const COORDINATOR_PASS: &str = "coordinator-pass";
+const KEEPER_PASS: &str = "keeper-pass";
+
+/// A policy for the test config: name, Rhai source, trigger as inline TOML.
+pub struct PolicySpec<'a> {
+    /// Policy name.
+    pub name: &'a str,
+    /// The script.
+    pub script: &'a str,
+    /// e.g. `{ kind = "manual" }`.
+    pub trigger: &'a str,
+}
+
+/// Everything running for one agent test.
+pub struct AgentEnv {
+    /// The chain (anvil, deployment).
+    pub chain: TestChain,
+    /// Signer node processes (killed on drop).
+    pub nodes: Vec<NodeProcess>,
+    /// The test's folder: config, quorum file, keystore, journal, policies.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    /// The agent's keeper address (dev key 8, distinct from the deployer).
+    pub keeper: Address,
+    /// The journal URL.
+    pub journal_url: String,
+    /// The root service's requester token, once [`AgentEnv::use_root_service`] was called.
+    pub root_token: Option<String>,
+}
+
+impl AgentEnv {
+    /// Deploys, runs DKG among three node processes, registers the group key, writes the config.
+    pub async fn start(policies: &[PolicySpec<'_>]) -> anyhow::Result<Self> {
+        Self::start_with_root(policies, None).await
+    }
+
+    /// Like [`AgentEnv::start`]; with `root`, that key is made the module's root and the nodes'.
+    pub async fn start_with_root(policies: &[PolicySpec<'_>], root: Option<Address>) -> anyhow::Result<Self> {
+        let chain = TestChain::start().await?;
+        let root = match root {
+            Some(root) => {
+                configure_as_safe(
+                    &chain.keeper,
+                    &chain.deployment,
+                    chain.signing_owners(),
+                    &AdminAction::SetRoot { root },
+                )
+                .await?;
+                root
+            }
+            None => chain.root.address(),
+        };
+        let d = chain.deployment.clone();
+        let dir = tempfile::tempdir()?;
+        let usdc = d.token("USDC").expect("USDC deployed").address;
+        let gov = d.token("GOV").expect("GOV deployed").address;
+
+        let coordinator_key_path = dir.path().join("coordinator.key");
+        let pass = Passphrase::new(COORDINATOR_PASS);
+        create_coordinator_key_with(&coordinator_key_path, &pass, true)?;
+        let coordinator_key = open_coordinator_key(&coordinator_key_path, &pass)?;
+        let transfer = Some("0xa9059cbb".to_string());
+        let guard = GuardConfig {
+            chain_id: d.chain_id,
+            module: d.module,
+            root: Some(root),
+            period_secs: 86_400,
+            allow: vec![
+                AllowEntry { target: usdc, selector: transfer.clone() },
+                AllowEntry { target: gov, selector: transfer },
+            ],
+            spenders: vec![],
+            budgets: vec![
+                Budget { token: usdc, amount: U256::from(50_000_000_000u64) },
+                Budget { token: gov, amount: U256::from(20_000u64) * U256::from(10u64).pow(U256::from(18)) },
+            ],
+        };
+        let reports = init_nodes(&dir.path().join("nodes"), 3, &coordinator_key, &guard, NODE_PASS)?;
+        let mut nodes = Vec::new();
+        for r in &reports {
+            nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await?);
+        }
+        let pinned: Vec<PinnedNode> = nodes
+            .iter()
+            .zip(&reports)
+            .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+            .collect();
+        let dkg =
+            run_dkg(coordinator_key, &coordinator_key_path.display().to_string(), &pinned, 2, 5).await?;
+        let quorum_path = dir.path().join("quorum.toml");
+        dkg.quorum.save(&quorum_path)?;
+        let key = dkg.group_key;
+        configure_as_safe(
+            &chain.keeper,
+            &d,
+            chain.signing_owners(),
+            &AdminAction::SetGroupKey { x: key.x, parity: key.parity },
+        )
+        .await?;
+
+        let keeper = dev_key(8);
+        write_keystore(dir.path(), "keeper.json", &keeper, KEEPER_PASS)?;
+        for p in policies {
+            std::fs::write(dir.path().join(format!("{}.rhai", p.name)), p.script)?;
+        }
+        let journal_url = format!("sqlite://{}", dir.path().join("journal.db").display());
+        let config = dir.path().join("treasury.toml");
+        std::fs::write(&config, config_text(&chain, &journal_url, policies))?;
+        Ok(Self { chain, nodes, dir, config, keeper: keeper.address(), journal_url, root_token: None })
+    }
+
+    /// Points the agent's config at a root service, with its requester token.
+    pub fn use_root_service(&mut self, url: &str, token: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap().replace(
+            "[signing]\nquorum_file = \"quorum.toml\"\n",
+            &format!("[signing]\nquorum_file = \"quorum.toml\"\nroot_url = \"{url}\"\nroot_token_env = \"TREASURY_ROOT_TOKEN\"\n"),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        self.root_token = Some(token.to_string());
+    }
+
+    /// A `treasury` command with this set-up's secrets in its environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(EXE);
+        cmd.args(args)
+            .env("TREASURY_COORDINATOR_PASSPHRASE", COORDINATOR_PASS)
+            .env("TREASURY_KEEPER_PASSWORD", KEEPER_PASS)
+            .env("RUST_LOG", "info,treasury_agent=debug")
+            .current_dir(self.dir.path());
+        if let Some(token) = &self.root_token {
+            cmd.env("TREASURY_ROOT_TOKEN", token);
+        }
+        cmd
+    }
+
+    /// Runs `treasury ARGS --config FILE` to completion.
+    pub fn treasury(&self, args: &[&str]) -> Output {
+        let config = self.config.display().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", &config]);
+        self.command(&all).output().expect("treasury runs")
+    }
+
+    /// `treasury run --once`, asserting it exits cleanly.
+    pub fn run_once(&self) -> Output {
+        let out = self.treasury(&["run", "--once"]);
+        assert!(
+            out.status.success(),
+            "treasury run --once failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `treasury run` in the background.
+    pub fn spawn_run(&self, extra_env: &[(&str, &str)]) -> Child {
+        let config = self.config.display().to_string();
+        let mut cmd = self.command(&["run", "--config", &config]);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("treasury run starts")
+    }
+
+    /// Queues a manual trigger with `treasury trigger NAME`.
+    pub fn trigger(&self, policy: &str) {
+        let out = self.treasury(&["trigger", policy]);
+        assert!(out.status.success(), "treasury trigger failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The journal, opened read-write (as the agent opens it).
+    pub async fn journal(&self) -> Journal {
+        Journal::open(&self.journal_url).await.expect("journal opens")
+    }
+
+    /// A token's balance of `who`, in raw units.
+    pub async fn balance(&self, symbol: &str, who: Address) -> U256 {
+        let token = self.chain.deployment.token(symbol).expect("token deployed").address;
+        IERC20::new(token, self.chain.keeper.clone()).balanceOf(who).call().await.expect("balanceOf")
+    }
+}
+
+fn config_text(chain: &TestChain, journal_url: &str, policies: &[PolicySpec<'_>]) -> String {
+    let d = &chain.deployment;
+    let mut text = format!(
+        r#"[chain]
+rpc_http = "{rpc}"
+chain_id = {chain_id}
+confirmations = 1
+multicall3 = "{multicall3}"
+
+[safe]
+address = "{safe}"
+module = "{module}"
+
+[dex]
+router = "{router}"
+
+[signing]
+quorum_file = "quorum.toml"
+
+[journal]
+url = "{journal_url}"
+
+[keeper]
+keystore = "keeper.json"
+password_env = "TREASURY_KEEPER_PASSWORD"
+
+[pipeline]
+poll_interval_ms = 100
+
+[policies.tokens.ETH]
+address = "0x0000000000000000000000000000000000000000"
+decimals = 18
+feed = "{eth_feed}"
+
+[policies.addresses]
+alice = "0x00000000000000000000000000000000000000a1"
+bob = "0x00000000000000000000000000000000000000b2"
+{numbered}"#,
+        rpc = chain.anvil.url(),
+        chain_id = d.chain_id,
+        multicall3 = d.multicall3,
+        safe = d.safe,
+        module = d.module,
+        router = d.router,
+        eth_feed = d.eth_feed,
+        numbered = (0..8).map(|i| format!("r{i} = \"{}\"\n", numbered(i))).collect::<String>(),
+    );
+    for t in &d.tokens {
+        text.push_str(&format!(
+            "\n[policies.tokens.{}]\naddress = \"{}\"\ndecimals = {}\nfeed = \"{}\"\n",
+            t.symbol, t.address, t.decimals, t.feed
+        ));
+    }
+    for p in policies {
+        text.push_str(&format!(
+            "\n[[policies.policy]]\nname = \"{}\"\nfile = \"{}.rhai\"\ntrigger = {}\n",
+            p.name, p.name, p.trigger
+        ));
+    }
+    text
+}
+
+/// The address policies know as `alice`.
+pub fn alice() -> Address {
+    "0x00000000000000000000000000000000000000a1".parse().unwrap()
+}
+
+/// The address policies know as `bob`.
+pub fn bob() -> Address {
+    "0x00000000000000000000000000000000000000b2".parse().unwrap()
+}
+
+/// The address policies know as `r{i}` (i < 8).
+pub fn numbered(i: usize) -> Address {
+    Address::with_last_byte(0x40 + i as u8)
+}
