@@ -40,7 +40,7 @@ pub(crate) fn block_firings(policies: &[PolicyEntry], block: BlockRef, prev_time
 /// when the trigger fires at `t`), so it agrees with the policies crate by construction.
 fn first_instant_after(trigger: &Trigger, prev: u64, now: u64) -> u64 {
     let (mut lo, mut hi) = (prev, now); // fires_at(lo) is false (or lo == prev), fires_at(hi) is true
-    while hi - lo > 1 {
+    while hi.saturating_sub(lo) > 1 {
         let mid = lo + (hi - lo) / 2;
         if trigger.fires_at(0, mid, prev) {
             hi = mid;
