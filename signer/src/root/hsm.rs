@@ -224,21 +224,39 @@ impl Hsm {
 }
 
 /// Turns a raw `r ‖ s` ECDSA signature into a 65-byte Ethereum signature of `public` over `digest`:
-/// s normalised to the lower half of the order (EIP-2), y parity found by trying both.
+/// s normalised to the lower half of the order (EIP-2), y parity read off the nonce point.
+///
+/// The nonce point `R = (z/s)·G + (r/s)·Q` is computed once (one double-scalar multiplication, as in
+/// ECDSA verification): `R.x mod n == r` verifies the signature against the known public key, and the
+/// parity of `R.y` is the recovery id (flipped when s is negated). This replaces trying both
+/// parities with public-key recovery (up to two recoveries and address hashes).
 ///
 /// # Security
-/// MUST return an error rather than a signature that does not recover to `public`.
+/// MUST return an error rather than a signature that does not recover to `public`: a signature that
+/// does not verify against `public` is refused.
 pub fn to_ethereum_signature(raw: &[u8; 64], digest: &B256, public: &VerifyingKey) -> Result<Signature> {
-    let r = U256::from_be_slice(&raw[..32]);
-    let s = U256::from_be_slice(&raw[32..]);
-    let want = Address::from_public_key(public);
-    for parity in [false, true] {
-        let sig = Signature::new(r, s, parity).normalized_s();
-        if sig.recover_address_from_prehash(digest).is_ok_and(|a| a == want) {
-            return Ok(sig);
-        }
+    use k256::elliptic_curve::ops::{LinearCombination, Reduce};
+    use k256::elliptic_curve::point::AffineCoordinates;
+    use k256::{FieldBytes, ProjectivePoint, Scalar};
+
+    let bad = || RootError::Malformed("signature does not verify against the key".into());
+    let bytes = |b: &[u8]| FieldBytes::from(<[u8; 32]>::try_from(b).expect("32 bytes"));
+    let scalar = |b: &[u8]| {
+        Option::<Scalar>::from(k256::elliptic_curve::PrimeField::from_repr(bytes(b)))
+            .filter(|v: &Scalar| !bool::from(v.is_zero()))
+    };
+    let (r, s) = (scalar(&raw[..32]).ok_or_else(bad)?, scalar(&raw[32..]).ok_or_else(bad)?);
+    let z = <Scalar as Reduce<k256::U256>>::reduce_bytes(&bytes(digest.as_slice()));
+    let s_inv = Option::<Scalar>::from(s.invert()).ok_or_else(bad)?;
+    let q = ProjectivePoint::from(*public.as_affine());
+    let big_r =
+        ProjectivePoint::lincomb(&ProjectivePoint::GENERATOR, &(z * s_inv), &q, &(r * s_inv)).to_affine();
+    if big_r == k256::AffinePoint::IDENTITY || <Scalar as Reduce<k256::U256>>::reduce_bytes(&big_r.x()) != r {
+        return Err(bad());
     }
-    Err(RootError::Malformed("signature does not recover to the key's address".into()))
+    // `normalized_s` negates a high s and flips the parity with it (negating s negates R).
+    let odd = bool::from(big_r.y_is_odd());
+    Ok(Signature::new(U256::from_be_slice(&raw[..32]), U256::from_be_slice(&raw[32..]), odd).normalized_s())
 }
 
 fn find_key_pair(session: &Session, label: &str) -> Result<Option<(ObjectHandle, VerifyingKey)>> {
@@ -343,6 +361,32 @@ mod tests {
             let bytes = out.as_bytes();
             assert!(bytes[64] == 27 || bytes[64] == 28);
         }
+    }
+
+    #[test]
+    fn both_parities_low_and_high_s_recover_to_the_key() {
+        let key = SigningKey::from_slice(&[11u8; 32]).unwrap();
+        let n = U256::from_be_slice(
+            &hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141").unwrap(),
+        );
+        let mut parities = std::collections::BTreeSet::new();
+        for i in 0u64..64 {
+            let digest = alloy::primitives::keccak256(i.to_be_bytes());
+            let (sig, _) = key.sign_prehash_recoverable(digest.as_slice()).unwrap();
+            let low: [u8; 64] = sig.to_bytes().into();
+            let mut high = low;
+            high[32..].copy_from_slice(&(n - U256::from_be_slice(&low[32..])).to_be_bytes::<32>());
+            for raw in [low, high] {
+                let out = to_ethereum_signature(&raw, &digest, key.verifying_key()).unwrap();
+                assert_eq!(
+                    out.recover_address_from_prehash(&digest).unwrap(),
+                    Address::from_private_key(&key)
+                );
+                assert!(out.s() <= n >> 1);
+                parities.insert(out.v());
+            }
+        }
+        assert_eq!(parities.len(), 2, "both recovery ids were exercised");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio::sync::{Mutex, Notify};
 
 use super::config::ServiceConfig;
 use super::error::{Result, RootError};
+use super::guard;
 use super::request::{EscalationRequest, Payload};
 use super::signer::RootKey;
 use super::store::{NewRequest, RequestRecord, RequestState, Store};
@@ -74,8 +75,14 @@ impl RootService {
             let guard = &self.config.guard;
             let assessment = match &request.payload {
                 Payload::Operation { operation } => {
+                    // Only the assets this operation moves are summed (a malformed operation is
+                    // refused by `check_operation` below, with the same rule).
+                    let moved: std::collections::BTreeSet<Address> =
+                        guard::flows(operation, &guard.allowed_calls)
+                            .map(|f| f.iter().map(|f| f.token).collect())
+                            .unwrap_or_default();
                     let mut spent = std::collections::BTreeMap::new();
-                    for a in &guard.assets {
+                    for a in guard.assets.iter().filter(|a| moved.contains(&a.token)) {
                         let since = now.saturating_sub(a.period_secs);
                         spent.insert(
                             (a.token, a.period_secs),
@@ -97,6 +104,19 @@ impl RootService {
             let expires_at = now.saturating_add(self.config.approval_ttl_secs).min(deadline);
             let id = new_id();
             let auto = assessment.auto_approve.then_some(AUTO_APPROVER);
+            // An auto-approved request is signed now and stored signed, with its decisions, in one
+            // transaction; the signature leaves only after that commit. If the HSM is away it is
+            // stored approved and the worker signs it later.
+            let signature = match auto {
+                Some(_) => match self.sign_new(digest).await {
+                    Ok(sig) => Some(sig.as_bytes()),
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "signing deferred");
+                        None
+                    }
+                },
+                None => None,
+            };
             let new = NewRequest {
                 id: &id,
                 request: &request,
@@ -105,6 +125,7 @@ impl RootService {
                 now,
                 expires_at,
                 auto_approver: auto,
+                signature: signature.as_ref().map(|s| s.as_slice()),
             };
             let rec = self.store.insert(new).await?;
             tracing::info!(id = %rec.id, %digest, requester, state = %rec.state, "request queued");
@@ -141,6 +162,15 @@ impl RootService {
         let rec = self.store.reject(id, by, reason, now()).await?;
         tracing::info!(id, by, reason, "request rejected");
         Ok(rec)
+    }
+
+    /// Signs the digest of a request not stored yet (auto-approved), under the signing lock.
+    async fn sign_new(&self, digest: alloy::primitives::B256) -> Result<alloy::primitives::Signature> {
+        let _one = self.sign_lock.lock().await;
+        let key = self.key.clone();
+        tokio::task::spawn_blocking(move || key.sign_digest(&digest))
+            .await
+            .map_err(|e| RootError::HsmUnavailable(e.to_string()))?
     }
 
     /// Signs an approved request with the HSM and stores the signature.

@@ -128,6 +128,10 @@ pub struct NewRequest<'a> {
     pub expires_at: u64,
     /// Who approves it at once (the auto-approve rule), if anyone.
     pub auto_approver: Option<&'a str>,
+    /// The root signature, when an auto-approved request was signed before it is stored: it is
+    /// then recorded as signed, with its decisions, in the same transaction (and only returned to
+    /// the requester after that commit).
+    pub signature: Option<&'a [u8]>,
 }
 
 /// The queue.
@@ -147,9 +151,41 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS flows (request_id TEXT NOT NULL, token TEXT NOT NULL, amount TEXT NOT NULL,
         at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS flows_token ON flows(token, at)",
+    "CREATE INDEX IF NOT EXISTS flows_request ON flows(request_id)",
     "CREATE TABLE IF NOT EXISTS decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
         action TEXT NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL, reason TEXT)",
 ];
+
+/// Schema version 1 adds to `flows` whether the request still counts (`live`: pending, approved or
+/// signed) and the amount as eight 32-bit limbs (`l0` least significant), so the guard's window sum
+/// is one indexed `SUM` per limb in SQLite instead of reading every row into Rust.
+const LIMBS: usize = 8;
+const SCHEMA_VERSION: i64 = 1;
+
+/// The amount as eight 32-bit limbs, least significant first.
+fn limbs(amount: U256) -> [i64; LIMBS] {
+    let words = amount.as_limbs();
+    let mut out = [0i64; LIMBS];
+    for (i, w) in words.iter().enumerate() {
+        out[2 * i] = (w & 0xffff_ffff) as i64;
+        out[2 * i + 1] = (w >> 32) as i64;
+    }
+    out
+}
+
+/// Reassembles per-limb sums (each below 2^63) into a total, saturating at `U256::MAX`.
+fn from_limb_sums(sums: [i64; LIMBS]) -> U256 {
+    let mut total = U256::ZERO;
+    for (i, sum) in sums.iter().enumerate() {
+        let part = U256::from((*sum).max(0) as u64);
+        let shift = 32 * i;
+        if part.bit_len() + shift > 256 {
+            return U256::MAX;
+        }
+        total = total.saturating_add(part << shift);
+    }
+    total
+}
 
 const COLUMNS: &str = "id, body, digest, requester, totals, created_at, expires_at, state, signature, decided_by, decided_at, reason";
 
@@ -179,6 +215,26 @@ fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
             .map(|v| v.max(0) as u64),
         reason: get_opt("reason")?,
     })
+}
+
+/// Who records signatures in the decision log.
+const SIGNER: &str = "root service";
+
+/// Records several decisions on `id` at `at` (no reason) in one statement.
+async fn record_all(
+    tx: &mut Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    decisions: &[(&str, &str)],
+    at: u64,
+) -> Result<()> {
+    let rows = vec!["(?, ?, ?, ?, NULL)"; decisions.len()].join(", ");
+    let sql = format!("INSERT INTO decisions (request_id, action, by, at, reason) VALUES {rows}");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (action, by) in decisions {
+        q = q.bind(id).bind(*action).bind(*by).bind(to_i64(at));
+    }
+    q.execute(&mut **tx).await.map_err(RootError::store)?;
+    Ok(())
 }
 
 async fn record(
@@ -215,7 +271,62 @@ impl Store {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(RootError::store)?;
         }
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Brings an older queue to [`SCHEMA_VERSION`] in one transaction (idempotent).
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(RootError::store)?;
+        let version: i64 =
+            sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(RootError::store)?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('flows')")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(RootError::store)?;
+        if !columns.iter().any(|c| c == "live") {
+            let mut adds = vec!["ALTER TABLE flows ADD COLUMN live INTEGER NOT NULL DEFAULT 1".to_owned()];
+            adds.extend(
+                (0..LIMBS).map(|i| format!("ALTER TABLE flows ADD COLUMN l{i} INTEGER NOT NULL DEFAULT 0")),
+            );
+            for add in adds {
+                sqlx::query(sqlx::AssertSqlSafe(add)).execute(&mut *tx).await.map_err(RootError::store)?;
+            }
+        }
+        let rows = sqlx::query("SELECT rowid, amount FROM flows")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(RootError::store)?;
+        for row in rows {
+            let rowid: i64 = row.try_get("rowid").map_err(RootError::store)?;
+            let amount: U256 = row
+                .try_get::<String, _>("amount")
+                .map_err(RootError::store)?
+                .parse()
+                .map_err(RootError::store)?;
+            let l = limbs(amount);
+            sqlx::query(
+                "UPDATE flows SET l0 = ?, l1 = ?, l2 = ?, l3 = ?, l4 = ?, l5 = ?, l6 = ?, l7 = ? WHERE rowid = ?",
+            )
+            .bind(l[0]).bind(l[1]).bind(l[2]).bind(l[3]).bind(l[4]).bind(l[5]).bind(l[6]).bind(l[7])
+            .bind(rowid)
+            .execute(&mut *tx)
+            .await
+            .map_err(RootError::store)?;
+        }
+        for stmt in [
+            "UPDATE flows SET live = COALESCE((SELECT state IN ('pending','approved','signed') FROM requests
+             WHERE requests.id = flows.request_id), 0)",
+            "CREATE INDEX IF NOT EXISTS flows_window ON flows(token, live, at)",
+            "PRAGMA user_version = 1",
+        ] {
+            sqlx::query(stmt).execute(&mut *tx).await.map_err(RootError::store)?;
+        }
+        tx.commit().await.map_err(RootError::store)
     }
 
     async fn one(&self, id: &str) -> Result<RequestRecord> {
@@ -255,67 +366,109 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// The total of `token` in live requests queued after `since` (unix seconds).
+    /// The total of `token` in live requests queued after `since` (unix seconds): one indexed
+    /// `SUM` per 32-bit limb, independent of how many requests the window holds in Rust terms.
     pub async fn committed_since(&self, token: Address, since: u64) -> Result<U256> {
-        let rows = sqlx::query(
-            "SELECT f.amount FROM flows f JOIN requests r ON r.id = f.request_id
-             WHERE f.token = ? AND f.at > ? AND r.state IN ('pending','approved','signed')",
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(l0),0), COALESCE(SUM(l1),0), COALESCE(SUM(l2),0), COALESCE(SUM(l3),0),
+                    COALESCE(SUM(l4),0), COALESCE(SUM(l5),0), COALESCE(SUM(l6),0), COALESCE(SUM(l7),0)
+             FROM flows WHERE token = ? AND live = 1 AND at > ?",
         )
         .bind(token.to_string())
         .bind(to_i64(since))
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(RootError::store)?;
-        let mut sum = U256::ZERO;
-        for r in rows {
-            let a: String = r.try_get("amount").map_err(RootError::store)?;
-            sum = sum.saturating_add(a.parse().map_err(RootError::store)?);
+        let mut sums = [0i64; LIMBS];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            *sum = row.try_get(i).map_err(RootError::store)?;
         }
-        Ok(sum)
+        Ok(from_limb_sums(sums))
     }
 
-    /// Queues a request the guard accepted; `auto_approver` approves it at once.
+    /// Queues a request the guard accepted; `auto_approver` approves it at once, and a `signature`
+    /// stores it signed. One transaction; the record is returned without reading it back.
     pub async fn insert(&self, new: NewRequest<'_>) -> Result<RequestRecord> {
-        let NewRequest { id, request, requester, assessment, now, expires_at, auto_approver } = new;
+        let NewRequest { id, request, requester, assessment, now, expires_at, auto_approver, signature } =
+            new;
+        if signature.is_some() && auto_approver.is_none() {
+            return Err(RootError::Store(format!("request {id}: signed without an approval")));
+        }
         let totals: Vec<(Address, U256)> = assessment.totals.iter().map(|(a, v)| (*a, *v)).collect();
         let deadline = u64::try_from(request.deadline()).unwrap_or(u64::MAX);
-        let state = if auto_approver.is_some() { RequestState::Approved } else { RequestState::Pending };
+        let state = match (auto_approver, signature) {
+            (_, Some(_)) => RequestState::Signed,
+            (Some(_), None) => RequestState::Approved,
+            (None, None) => RequestState::Pending,
+        };
+        let signature = signature.map(Bytes::copy_from_slice);
+        let digest = request.digest();
         let mut tx = self.pool.begin().await.map_err(RootError::store)?;
         sqlx::query(
             "INSERT INTO requests (id, kind, body, digest, requester, totals, created_at, expires_at, deadline, state,
-             decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             signature, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(request.kind())
         .bind(serde_json::to_string(request).map_err(RootError::store)?)
-        .bind(request.digest().to_string())
+        .bind(digest.to_string())
         .bind(requester)
         .bind(serde_json::to_string(&totals).map_err(RootError::store)?)
         .bind(to_i64(now))
         .bind(to_i64(expires_at))
         .bind(to_i64(deadline))
         .bind(state.as_str())
+        .bind(signature.as_ref().map(|s| s.to_string()))
         .bind(auto_approver)
         .bind(auto_approver.map(|_| to_i64(now)))
         .execute(&mut *tx)
         .await
         .map_err(RootError::store)?;
         for (token, amount) in &totals {
-            sqlx::query("INSERT INTO flows (request_id, token, amount, at) VALUES (?, ?, ?, ?)")
-                .bind(id)
-                .bind(token.to_string())
-                .bind(amount.to_string())
-                .bind(to_i64(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(RootError::store)?;
+            let l = limbs(*amount);
+            sqlx::query(
+                "INSERT INTO flows (request_id, token, amount, at, live, l0, l1, l2, l3, l4, l5, l6, l7)
+                 VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(token.to_string())
+            .bind(amount.to_string())
+            .bind(to_i64(now))
+            .bind(l[0])
+            .bind(l[1])
+            .bind(l[2])
+            .bind(l[3])
+            .bind(l[4])
+            .bind(l[5])
+            .bind(l[6])
+            .bind(l[7])
+            .execute(&mut *tx)
+            .await
+            .map_err(RootError::store)?;
         }
-        record(&mut tx, id, "queued", requester, now, None).await?;
+        let mut decisions = vec![("queued", requester)];
         if let Some(by) = auto_approver {
-            record(&mut tx, id, "auto_approve", by, now, None).await?;
+            decisions.push(("auto_approve", by));
         }
+        if signature.is_some() {
+            decisions.push(("sign", SIGNER));
+        }
+        record_all(&mut tx, id, &decisions, now).await?;
         tx.commit().await.map_err(RootError::store)?;
-        self.one(id).await
+        Ok(RequestRecord {
+            id: id.to_owned(),
+            request: request.clone(),
+            digest,
+            requester: requester.to_owned(),
+            totals,
+            created_at: now,
+            expires_at,
+            state,
+            signature,
+            decided_by: auto_approver.map(str::to_owned),
+            decided_at: auto_approver.map(|_| now),
+            reason: None,
+        })
     }
 
     /// Moves a pending request to `to` (approved or rejected), recording who and when. An expired
@@ -355,6 +508,13 @@ impl Store {
             return Err(RootError::NotPending { id: id.to_owned(), state: state.to_string() });
         }
         let action = if to == RequestState::Approved { "approve" } else { "reject" };
+        if to != RequestState::Approved {
+            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(RootError::store)?;
+        }
         record(&mut tx, id, action, by, now, reason).await?;
         tx.commit().await.map_err(RootError::store)?;
         self.one(id).await
@@ -383,6 +543,11 @@ impl Store {
         let ids: Vec<String> = rows.iter().map(|r| r.get::<String, _>("id")).collect();
         for id in &ids {
             sqlx::query("UPDATE requests SET state = 'expired' WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(RootError::store)?;
+            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
                 .bind(id)
                 .execute(&mut *tx)
                 .await
@@ -417,7 +582,7 @@ impl Store {
             let state = self.one(id).await?.state;
             return Err(RootError::NotPending { id: id.to_owned(), state: state.to_string() });
         }
-        record(&mut tx, id, "sign", "root service", now, None).await?;
+        record(&mut tx, id, "sign", SIGNER, now, None).await?;
         tx.commit().await.map_err(RootError::store)?;
         self.one(id).await
     }
@@ -442,5 +607,107 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treasury_chain::{Call, Operation};
+
+    fn token() -> Address {
+        Address::repeat_byte(0xaa)
+    }
+
+    fn request(nonce: u64) -> EscalationRequest {
+        let op = Operation {
+            calls: vec![Call::new(Address::repeat_byte(1), U256::from(1), Vec::<u8>::new())],
+            nonce: U256::from(nonce),
+            deadline: U256::from(u64::MAX),
+        };
+        EscalationRequest::operation(op, 1, Address::repeat_byte(0x4d))
+    }
+
+    async fn queue(store: &Store, id: &str, amount: U256, at: u64) {
+        let assessment = Assessment { totals: [(token(), amount)].into(), auto_approve: false };
+        let req = request(at);
+        let new = NewRequest {
+            id,
+            request: &req,
+            requester: "agent",
+            assessment: &assessment,
+            now: at,
+            expires_at: at + 100,
+            auto_approver: None,
+            signature: None,
+        };
+        store.insert(new).await.unwrap();
+    }
+
+    #[test]
+    fn limb_sums_reassemble_and_saturate() {
+        let big = U256::MAX - U256::from(5);
+        assert_eq!(from_limb_sums(limbs(big)), big);
+        let a = U256::from(u128::MAX) + U256::from(7);
+        let (la, lb) = (limbs(a), limbs(a));
+        let sum: [i64; LIMBS] = std::array::from_fn(|i| la[i] + lb[i]);
+        assert_eq!(from_limb_sums(sum), a + a);
+        let lm = limbs(U256::MAX);
+        assert_eq!(from_limb_sums(std::array::from_fn(|i| lm[i] * 2)), U256::MAX);
+    }
+
+    #[tokio::test]
+    async fn the_window_sum_counts_live_requests_after_since_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.sqlite")).await.unwrap();
+        let huge = U256::from(u128::MAX);
+        queue(&store, "a", huge, 1_000).await;
+        queue(&store, "b", U256::from(5), 2_000).await;
+        queue(&store, "c", U256::from(7), 2_050).await;
+        assert_eq!(store.committed_since(token(), 999).await.unwrap(), huge + U256::from(12));
+        assert_eq!(store.committed_since(token(), 1_000).await.unwrap(), U256::from(12));
+        store.reject("b", "alice", "no", 2_010).await.unwrap();
+        assert_eq!(store.committed_since(token(), 1_000).await.unwrap(), U256::from(7));
+        // "a" expired unapproved: no longer counted.
+        assert_eq!(store.expire_due(2_060).await.unwrap(), ["a"]);
+        assert_eq!(store.committed_since(token(), 0).await.unwrap(), U256::from(7));
+        assert_eq!(store.committed_since(Address::ZERO, 0).await.unwrap(), U256::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_queue_of_the_first_schema_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let opts = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+            for stmt in SCHEMA {
+                sqlx::query(*stmt).execute(&pool).await.unwrap();
+            }
+            for (id, state, amount) in [("live", "pending", "300"), ("gone", "rejected", "400")] {
+                sqlx::query(
+                    "INSERT INTO requests (id, kind, body, digest, requester, totals, created_at, expires_at,
+                     deadline, state) VALUES (?, 'operation', '{}', '0x', 'agent', '[]', 10, 99, 99, ?)",
+                )
+                .bind(id)
+                .bind(state)
+                .execute(&pool)
+                .await
+                .unwrap();
+                sqlx::query("INSERT INTO flows (request_id, token, amount, at) VALUES (?, ?, ?, 10)")
+                    .bind(id)
+                    .bind(token().to_string())
+                    .bind(amount)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.committed_since(token(), 0).await.unwrap(), U256::from(300));
+        drop(store);
+        let again = Store::open(&path).await.unwrap();
+        assert_eq!(again.committed_since(token(), 0).await.unwrap(), U256::from(300), "idempotent");
     }
 }
