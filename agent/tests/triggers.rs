@@ -40,6 +40,7 @@ fn opts() -> WatchOptions {
         poll_interval: Duration::from_millis(20),
         max_catch_up_blocks: 10_000,
         log_range_blocks: 1000,
+        ws_reconnect: Duration::from_millis(100),
     }
 }
 
@@ -181,7 +182,10 @@ async fn schedule_fires_once_per_cron_instant() {
     for offset in [5, 9, 10, 11, 25, 29, 30, 65, 66] {
         env.mine_at(base + offset).await;
     }
+    let unacked = w.poll().await.unwrap();
+    assert_eq!(w.poll().await.unwrap(), unacked, "the same ticks, with the same labels, until acked");
     let batch = drain(&mut w).await;
+    assert_eq!(batch, unacked);
     let got: Vec<(u64, u64)> = batch
         .iter()
         .map(|f| match f.cause {
@@ -435,9 +439,9 @@ struct Relay {
 }
 
 impl Relay {
-    async fn start(target: &str) -> Self {
+    async fn start(target: &str, bind: &str) -> Self {
         let target = target.trim_start_matches("http://").to_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let held = conns.clone();
@@ -466,7 +470,7 @@ impl Relay {
 #[tokio::test]
 async fn dropped_websocket_falls_back_to_http_polling() {
     let env = Env::new();
-    let mut relay = Relay::start(env.anvil.url()).await;
+    let mut relay = Relay::start(env.anvil.url(), "127.0.0.1:0").await;
     let ws = WatchOptions { ws_url: Some(relay.url.clone()), ..opts() };
     let mut w = env.watcher(vec![every("gas", 1)], ws).await;
     assert_eq!(w.transport(), Transport::Ws);
@@ -481,6 +485,18 @@ async fn dropped_websocket_falls_back_to_http_polling() {
     env.mine(3).await;
     w.wait_for_new_block().await;
     assert_eq!(every_blocks_at(&drain(&mut w).await), vec![start + 1, start + 2, start + 3]);
+
+    // The endpoint comes back: the watcher subscribes again.
+    let _relay = Relay::start(env.anvil.url(), relay.url.trim_start_matches("ws://")).await;
+    let mut polls = 0;
+    while w.transport() == Transport::Http {
+        polls += 1;
+        assert!(polls < 600, "the WebSocket was never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.mine(1).await;
+    w.wait_for_new_block().await;
+    assert_eq!(every_blocks_at(&drain(&mut w).await), vec![start + 4]);
 }
 
 /// A config whose journal is `journal_url`, with a manual policy `dca` and an every_blocks `gas`.

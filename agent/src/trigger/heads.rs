@@ -3,7 +3,7 @@
 //! The subscription only wakes the watcher; every read still goes through the pipeline's provider
 //! (HTTP by default), so a stalled or dropped WebSocket costs latency, never a block. When the
 //! connection fails or drops the watcher logs it, polls every `poll_interval`, and retries the
-//! WebSocket every [`RECONNECT_DELAY`].
+//! WebSocket every `reconnect` (default [`RECONNECT_DELAY`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,10 @@ use alloy::rpc::types::Header;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Pause between two attempts to (re)connect the WebSocket.
+/// The longest a WebSocket connection and subscription may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default pause between two attempts to (re)connect the WebSocket.
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(10);
 
 /// How the watcher learns about new blocks right now.
@@ -44,7 +47,7 @@ impl Heads {
 
     /// Subscribes to `url`'s new heads (the first attempt is awaited, so [`Heads::transport`] is
     /// meaningful on return) and keeps the subscription alive in a background task.
-    pub(crate) async fn websocket(url: String) -> Self {
+    pub(crate) async fn websocket(url: String, reconnect: Duration) -> Self {
         let mut heads = Self::polling();
         let first = subscribe(&url).await;
         match &first {
@@ -72,7 +75,7 @@ impl Heads {
                     notify.notify_one();
                     tracing::warn!(%url, "WebSocket subscription dropped: polling over HTTP");
                 }
-                tokio::time::sleep(RECONNECT_DELAY).await;
+                tokio::time::sleep(reconnect).await;
                 match subscribe(&url).await {
                     Ok(sub) => {
                         tracing::info!(%url, "WebSocket reconnected");
@@ -110,10 +113,15 @@ impl Drop for Heads {
 /// The subscription holds only a weak handle on the client, so the provider is returned with it
 /// and kept alive alongside.
 async fn subscribe(url: &str) -> Result<Live, alloy::transports::TransportError> {
-    let connect = WsConnect::new(url).with_max_retries(1).with_retry_interval(Duration::from_millis(100));
-    let provider = ProviderBuilder::new().connect_ws(connect).await?.erased();
-    let sub = provider.subscribe_blocks().await?;
-    Ok((provider, sub))
+    let attempt = async {
+        let connect = WsConnect::new(url).with_max_retries(1).with_retry_interval(Duration::from_millis(100));
+        let provider = ProviderBuilder::new().connect_ws(connect).await?.erased();
+        let sub = provider.subscribe_blocks().await?;
+        Ok((provider, sub))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or_else(|_| {
+        Err(alloy::transports::TransportErrorKind::custom_str("WebSocket connection timed out"))
+    })
 }
 
 /// A WebSocket provider and its `newHeads` subscription.

@@ -43,7 +43,7 @@
 //! - **Transport**: all reads go through the provider given (HTTP by default). With `ws_url` a
 //!   `newHeads` subscription only wakes [`Watcher::wait_for_new_block`] early; if it cannot connect
 //!   or drops, that is logged and the watcher polls every `poll_interval`, retrying the WebSocket every
-//!   [`RECONNECT_DELAY`]. (The issue measured 40–45 ms stalls on alloy's WS transport, so no read
+//!   `ws_reconnect` ([`RECONNECT_DELAY`] from config). (The issue measured 40–45 ms stalls on alloy's WS transport, so no read
 //!   depends on it.)
 //!
 //! # Layout
@@ -94,6 +94,8 @@ pub struct WatchOptions {
     pub max_catch_up_blocks: u64,
     /// Blocks per `eth_getLogs` request.
     pub log_range_blocks: u64,
+    /// Pause between attempts to (re)connect a failed or dropped WebSocket.
+    pub ws_reconnect: Duration,
 }
 
 impl WatchOptions {
@@ -105,6 +107,7 @@ impl WatchOptions {
             poll_interval: Duration::from_millis(p.poll_interval_ms),
             max_catch_up_blocks: p.max_catch_up_blocks,
             log_range_blocks: p.log_range_blocks,
+            ws_reconnect: RECONNECT_DELAY,
         }
     }
 }
@@ -194,7 +197,7 @@ impl Watcher {
             }
         };
         let heads = match &opts.ws_url {
-            Some(url) => heads::Heads::websocket(url.clone()).await,
+            Some(url) => heads::Heads::websocket(url.clone(), opts.ws_reconnect).await,
             None => heads::Heads::polling(),
         };
         Ok(Self {
