@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use treasury_policies::PolicyEntry;
 use treasury_signer::root::RootClient;
 
+use crate::config::Config;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 
@@ -62,6 +63,22 @@ pub struct StatusInfo {
     pub keeper: Address,
     /// The agent's version.
     pub version: String,
+}
+
+impl StatusInfo {
+    /// From a validated config and the keeper's address; the version is this build's.
+    pub fn from_config(config: &Config, keeper: Address) -> Result<Self, ApiError> {
+        let parse = |key: &str, value: &str| {
+            value.parse::<Address>().map_err(|e| ApiError::Config(format!("{key}: {e}")))
+        };
+        Ok(Self {
+            chain_id: config.chain.chain_id,
+            safe: parse("safe.address", &config.safe.address)?,
+            module: parse("safe.module", &config.safe.module)?,
+            keeper,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
 }
 
 /// The bearer token clients must present; its `Debug` never shows it.
@@ -135,6 +152,9 @@ pub enum ApiError {
     /// The environment variable naming the token is unset or empty (its value is never shown).
     #[error("environment variable {0} (api.token_env) is unset or empty")]
     TokenEnv(String),
+    /// A config value the API needs does not parse (run `treasury config check`).
+    #[error("config: {0}")]
+    Config(String),
     /// Serving failed.
     #[error("HTTP API: {0}")]
     Serve(#[from] std::io::Error),
@@ -248,6 +268,21 @@ mod tests {
         assert!(!token.matches(""));
         assert!(ApiToken::new("  ").is_err());
         assert_eq!(format!("{token:?}"), "ApiToken(<redacted>)");
+    }
+
+    #[test]
+    fn status_info_from_the_example_config() {
+        let text = include_str!("../../../config/example.toml");
+        let config = Config::parse(text, std::path::Path::new("")).unwrap();
+        let info = StatusInfo::from_config(&config, Address::repeat_byte(7)).unwrap();
+        assert_eq!(info.chain_id, 31337);
+        assert_eq!(info.safe, Address::repeat_byte(0x11));
+        assert_eq!(info.module, Address::repeat_byte(0x22));
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        let mut broken = config.clone();
+        broken.safe.module = "0x22".into();
+        let err = StatusInfo::from_config(&broken, Address::ZERO).unwrap_err().to_string();
+        assert!(err.starts_with("config: safe.module"), "{err}");
     }
 
     #[test]
