@@ -25,8 +25,14 @@ async fn state_of(journal: &Journal, policy: &str) -> Option<IntentState> {
 
 async fn wait_for(journal: &Journal, policy: &str, state: IntentState) {
     for _ in 0..600 {
-        if state_of(journal, policy).await == Some(state) {
+        let now = state_of(journal, policy).await;
+        if now == Some(state) {
             return;
+        }
+        if let Some(done) = now.filter(|s| s.is_terminal()) {
+            let intent = journal.list(&IntentFilter::default()).await.unwrap()[0].clone();
+            let (_, events) = journal.intent(intent.id).await.unwrap().unwrap();
+            panic!("{policy} ended {done} instead of reaching {state}: {events:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -39,8 +45,12 @@ async fn a_tier_two_payment_waits_for_the_root_through_outages_and_executes_afte
     let mut env = AgentEnv::start_with_root(&[GRANT], Some(root.address)).await.unwrap();
     let d = env.chain.deployment.clone();
     let gov = d.token("GOV").unwrap().address;
-    let (root_config, agent_token, _) =
-        root.config(d.chain_id, d.module, &[(gov, "50000", "100000")], &[numbered(1)]);
+    let (root_config, agent_token, _) = root.config(
+        d.chain_id,
+        d.module,
+        &[(gov, "50000000000000000000000", "100000000000000000000000")],
+        &[numbered(1)],
+    );
     let service = root.serve(&root_config, "127.0.0.1:0");
     let listen = service.url.trim_start_matches("http://").to_string();
     env.use_root_service(&service.url, &agent_token);
