@@ -125,6 +125,9 @@ pub struct BenchReport {
     pub in_process_full: Latency,
     /// In process, one thread, commitments preprocessed: sign (all t) + aggregate + verify.
     pub in_process_preprocessed: Latency,
+    /// One small append + `fdatasync` in the directory the nodes use (what each signature waits for
+    /// once per node, before its share leaves), measured in the same run.
+    pub fdatasync: Latency,
     /// DKG wall time across the processes, ms.
     pub dkg_ms: f64,
     /// Build profile of the bench binary.
@@ -255,6 +258,7 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         p.kill().await;
     }
     let (full, pre) = in_process(opts.nodes as u16, opts.threshold, opts.signatures)?;
+    let sync = fdatasync(tmp, opts.signatures)?;
     Ok(BenchReport {
         nodes: opts.nodes,
         threshold: opts.threshold,
@@ -265,9 +269,32 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         concurrent_per_sec: (per_task * opts.concurrency.max(1)) as f64 / conc.as_secs_f64(),
         in_process_full: latency(full),
         in_process_preprocessed: latency(pre),
+        fdatasync: latency(sync),
         dkg_ms,
         profile: if cfg!(debug_assertions) { "debug" } else { "release" },
     })
+}
+
+/// The durability floor: appending one ledger-sized line and `fdatasync`, `count` times, in `dir`.
+fn fdatasync(dir: &Path, count: usize) -> Result<Vec<Duration>, QuorumError> {
+    use std::io::Write;
+    let path = dir.join("fdatasync-probe");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| QuorumError::io(&path, e))?;
+    let line = [b'x'; 255];
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        f.write_all(&line)
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_data())
+            .map_err(|e| QuorumError::io(&path, e))?;
+        out.push(t.elapsed());
+    }
+    Ok(out)
 }
 
 /// The floor: the same t-of-n signature computed in one process, one thread.

@@ -1,10 +1,14 @@
-//! The coordinator's HTTP client for nodes: signs each request, checks each answer's signature.
+//! The coordinator's HTTP client for nodes: authenticates each request, checks each answer's tag.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::auth::{AUTH_HEADER, NODE_SIG_HEADER, sign_request, verify_response};
+use super::auth::{
+    AUTH_HEADER, NODE_MAC_HEADER, PairKeys, sign_request, sign_request_with_key, verify_response,
+};
 use super::error::{NodeFault, Refusal};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::wire::{IdentityInfo, RefusalBody};
@@ -18,7 +22,9 @@ fn transport_fault(e: reqwest::Error, timeout: Duration) -> NodeFault {
 #[derive(Clone, Debug)]
 pub struct NodeClient {
     key: IdentityKey,
+    public: IdentityPublic,
     http: reqwest::Client,
+    pairs: Arc<Mutex<HashMap<[u8; 33], PairKeys>>>,
 }
 
 impl NodeClient {
@@ -29,12 +35,23 @@ impl NodeClient {
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with default TLS settings");
-        Self { key, http }
+        Self { public: key.public(), key, http, pairs: Arc::default() }
     }
 
     /// The coordinator's public key.
     pub fn public(&self) -> IdentityPublic {
-        self.key.public()
+        self.public
+    }
+
+    /// The keys this coordinator shares with `node` (ECDH once per node, then cached).
+    fn pair(&self, node: &IdentityPublic) -> PairKeys {
+        let id = node.sec1();
+        if let Some(k) = self.pairs.lock().expect("pairs lock").get(&id) {
+            return k.clone();
+        }
+        let k = PairKeys::for_coordinator(&self.key, node);
+        self.pairs.lock().expect("pairs lock").insert(id, k.clone());
+        k
     }
 
     /// POSTs `body` to `url{path}` signed, and returns the answer verified against `node`'s key.
@@ -47,7 +64,8 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<Resp, NodeFault> {
         let bytes = serde_json::to_vec(body).map_err(|e| NodeFault::Malformed(e.to_string()))?;
-        let (auth, rid) = sign_request(&self.key, "POST", path, &bytes);
+        let keys = self.pair(node);
+        let (auth, rid) = sign_request(&self.public, &keys, "POST", path, &bytes);
         let resp = self
             .http
             .post(format!("{}{path}", url.trim_end_matches('/')))
@@ -59,10 +77,10 @@ impl NodeClient {
             .await
             .map_err(|e| transport_fault(e, timeout))?;
         let status = resp.status().as_u16();
-        let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let sig = resp.headers().get(NODE_MAC_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.bytes().await.map_err(|e| transport_fault(e, timeout))?;
         match sig {
-            Some(sig) if verify_response(node, &rid, status, &body, &sig) => {}
+            Some(sig) if verify_response(&keys, &rid, status, &body, &sig) => {}
             _ => return Err(NodeFault::BadResponseSignature),
         }
         if (200..300).contains(&status) {
@@ -75,9 +93,12 @@ impl NodeClient {
         }
     }
 
-    /// Fetches a node's identity; the answer must be signed by the key it announces.
+    /// Fetches a node's identity; the answer must be tagged by the holder of the key it announces.
+    ///
+    /// The node's key is not known yet, so the request is signed with the coordinator key itself;
+    /// the answer's tag under the pair keys proves the node holds the announced key.
     pub async fn identity(&self, url: &str, timeout: Duration) -> Result<IdentityInfo, NodeFault> {
-        let (auth, rid) = sign_request(&self.key, "GET", "/v1/identity", b"");
+        let (auth, rid) = sign_request_with_key(&self.key, "GET", "/v1/identity", b"");
         let resp = self
             .http
             .get(format!("{}/v1/identity", url.trim_end_matches('/')))
@@ -87,7 +108,7 @@ impl NodeClient {
             .await
             .map_err(|e| transport_fault(e, timeout))?;
         let status = resp.status().as_u16();
-        let sig = resp.headers().get(NODE_SIG_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let sig = resp.headers().get(NODE_MAC_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.bytes().await.map_err(|e| transport_fault(e, timeout))?;
         if !(200..300).contains(&status) {
             let r = serde_json::from_slice::<RefusalBody>(&body)
@@ -99,7 +120,7 @@ impl NodeClient {
         let key =
             IdentityPublic::from_hex(&info.identity_key).map_err(|e| NodeFault::Malformed(e.to_string()))?;
         match sig {
-            Some(sig) if verify_response(&key, &rid, status, &body, &sig) => Ok(info),
+            Some(sig) if verify_response(&self.pair(&key), &rid, status, &body, &sig) => Ok(info),
             _ => Err(NodeFault::BadResponseSignature),
         }
     }

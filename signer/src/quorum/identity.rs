@@ -80,7 +80,14 @@ impl IdentityKey {
 impl IdentityPublic {
     /// Hex of the 33-byte compressed key.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0.to_encoded_point(true).as_bytes())
+        hex::encode(self.sec1())
+    }
+
+    /// The 33-byte SEC1 compressed key.
+    pub fn sec1(&self) -> [u8; 33] {
+        let mut out = [0u8; 33];
+        out.copy_from_slice(self.0.to_encoded_point(true).as_bytes());
+        out
     }
 
     /// Parses the hex of a SEC1 key.

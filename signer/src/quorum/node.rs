@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use treasury_chain::operation::operation_digest;
 
-use super::auth::{AUTH_HEADER, NODE_SIG_HEADER, RequestVerifier, sign_response};
+use super::auth::{AUTH_HEADER, NODE_MAC_HEADER, PairKeys, RequestVerifier, sign_response};
 use super::dkg::{DkgSession, identifier_hex};
 use super::error::{QuorumError, Refusal, RefusalCode};
 use super::guard::{BudgetState, Outflows, Tier};
@@ -104,8 +104,8 @@ impl NodeState {
             .open(&rpath)
             .map_err(|e| QuorumError::io(&rpath, e))?;
         Ok(Self {
+            verifier: RequestVerifier::new(&identity, allowed),
             identity,
-            verifier: RequestVerifier::new(allowed),
             store: Mutex::new(store),
             share: RwLock::new(share),
             nonces: Mutex::new(nonces),
@@ -288,12 +288,13 @@ impl NodeState {
     }
 }
 
-fn signed_response(state: &NodeState, rid: &str, status: StatusCode, body: Vec<u8>) -> Response {
-    let sig = sign_response(&state.identity, rid, status.as_u16(), &body);
+/// The answer, tagged for the coordinator that asked (untagged only when the request named no key).
+fn signed_response(rid: &str, keys: Option<&PairKeys>, status: StatusCode, body: Vec<u8>) -> Response {
+    let tag = keys.map(|k| sign_response(k, rid, status.as_u16(), &body));
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&sig) {
-        resp.headers_mut().insert(NODE_SIG_HEADER, v);
+    if let Some(v) = tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert(NODE_MAC_HEADER, v);
     }
     resp
 }
@@ -324,37 +325,30 @@ where
     let auth = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let st = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let rid = match st.verifier.verify(auth.as_deref(), method, path, &body) {
-            Ok(rid) => rid,
-            // Bind the refusal to the request id it claimed, so the caller can check who refused.
-            Err(r) => {
-                return (auth.as_deref().and_then(|h| h.split('.').nth(2)).unwrap_or("").to_string(), Err(r));
-            }
-        };
-        let json: &[u8] = if body.is_empty() { b"null" } else { &body };
-        let req: Req = match serde_json::from_slice(json) {
-            Ok(r) => r,
-            Err(e) => return (rid, Err(Refusal::new(RefusalCode::BadRequest, format!("body: {e}")))),
-        };
-        (
-            rid,
+        let checked = st.verifier.verify(auth.as_deref(), method, path, &body);
+        // A refusal is bound to the request id it claimed, so the caller can check who refused.
+        let result = checked.verdict.clone().and_then(|()| {
+            let json: &[u8] = if body.is_empty() { b"null" } else { &body };
+            let req: Req = serde_json::from_slice(json)
+                .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("body: {e}")))?;
             f(&st, req).and_then(|r| {
                 serde_json::to_vec(&r).map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))
-            }),
-        )
+            })
+        });
+        (checked.rid, checked.keys, result)
     })
     .await;
-    let (rid, result) = match outcome {
+    let (rid, keys, result) = match outcome {
         Ok(o) => o,
-        Err(e) => (String::new(), Err(Refusal::new(RefusalCode::BadRequest, format!("internal: {e}")))),
+        Err(e) => (String::new(), None, Err(Refusal::new(RefusalCode::BadRequest, format!("internal: {e}")))),
     };
     match result {
-        Ok(bytes) => signed_response(&state, &rid, StatusCode::OK, bytes),
+        Ok(bytes) => signed_response(&rid, keys.as_ref(), StatusCode::OK, bytes),
         Err(r) => {
             state.record_refusal(path, &r);
             let status = refusal_status(&r);
             let body = serde_json::to_vec(&RefusalBody { refusal: r }).unwrap_or_default();
-            signed_response(&state, &rid, status, body)
+            signed_response(&rid, keys.as_ref(), status, body)
         }
     }
 }
@@ -462,7 +456,12 @@ impl BoundNode {
 
     /// Serves until the process ends.
     pub async fn serve(self) -> Result<(), QuorumError> {
-        axum::serve(self.listener, router(self.state))
+        use axum::serve::ListenerExt;
+        // Answers are small and latency-bound: send them without waiting on Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, router(self.state))
             .await
             .map_err(|e| QuorumError::Io { path: "http server".into(), source: e })
     }
