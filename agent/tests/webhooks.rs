@@ -86,6 +86,7 @@ async fn closed_port_url() -> String {
 fn hook(name: &str, url: &str, format: WebhookFormat, events: &[&str]) -> Webhook {
     Webhook {
         url: url.to_string(),
+        url_env: None,
         name: Some(name.to_string()),
         events: events.iter().map(|e| e.to_string()).collect(),
         format,

@@ -236,8 +236,13 @@ impl Default for NotifyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    /// Where events are POSTed (never logged: chat webhook URLs carry their secret).
+    /// Where events are POSTed (never logged: chat webhook URLs carry their secret); empty when
+    /// `url_env` is set.
+    #[serde(default)]
     pub url: String,
+    /// Environment variable holding the URL instead, to keep a chat webhook's secret out of the file.
+    #[serde(default)]
+    pub url_env: Option<String>,
     /// A label for logs and metrics; `webhook[INDEX]` when absent.
     #[serde(default)]
     pub name: Option<String>,
@@ -379,7 +384,13 @@ impl Config {
         let n = &self.notify;
         let mut names = std::collections::BTreeSet::new();
         for (i, hook) in n.webhooks.iter().enumerate() {
-            url(p, &format!("notify.webhook[{i}].url"), &hook.url, &["http", "https"]);
+            match (hook.url.is_empty(), &hook.url_env) {
+                (false, None) => url(p, &format!("notify.webhook[{i}].url"), &hook.url, &["http", "https"]),
+                (true, Some(env)) => env_name(p, &format!("notify.webhook[{i}].url_env"), env),
+                _ => {
+                    p.push(Problem::new(format!("notify.webhook[{i}]"), "set exactly one of url and url_env"))
+                }
+            }
             for event in &hook.events {
                 if !WEBHOOK_EVENTS.contains(&event.as_str()) {
                     p.push(Problem::new(

@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::{NotifyConfig, Webhook};
+use crate::config::{NotifyConfig, Webhook, WebhookFormat};
 use crate::journal::IntentId;
 use crate::metrics::{Delivery, Metrics};
 
@@ -162,6 +162,20 @@ pub enum NotifyError {
     /// The HTTP client could not be built (TLS set-up).
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The variable named by a webhook's `url_env` is unset or empty.
+    #[error("{webhook}: environment variable {var} (url_env) is unset or empty")]
+    UrlEnv {
+        /// The webhook's label.
+        webhook: String,
+        /// The variable.
+        var: String,
+    },
+    /// A webhook's URL is not an http(s) URL (the URL itself is not shown: it may hold a secret).
+    #[error("{webhook}: the webhook URL is not a valid http(s) URL")]
+    BadUrl {
+        /// The webhook's label.
+        webhook: String,
+    },
 }
 
 /// How hard one notification is tried.
@@ -210,20 +224,26 @@ impl Notifier {
             .user_agent(concat!("treasury/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(NotifyError::Client)?;
-        let hooks = cfg
-            .webhooks
-            .iter()
-            .enumerate()
-            .map(|(i, hook)| {
-                let label = hook.name.clone().unwrap_or_else(|| format!("webhook[{i}]"));
+        let mut workers = Vec::with_capacity(cfg.webhooks.len());
+        for (i, hook) in cfg.webhooks.iter().enumerate() {
+            let label = hook.name.clone().unwrap_or_else(|| format!("webhook[{i}]"));
+            let url = target(hook, &label)?;
+            workers.push(Worker {
+                label,
+                url,
+                format: hook.format,
+                client: client.clone(),
+                retry,
+                metrics: metrics.clone(),
+            });
+        }
+        // Only once every URL resolved: a config error leaves no task behind.
+        let hooks = workers
+            .into_iter()
+            .zip(&cfg.webhooks)
+            .map(|(worker, hook)| {
                 let (queue, rx) = mpsc::channel(cfg.queue_size.max(1));
-                let worker = Worker {
-                    label: label.clone(),
-                    hook: hook.clone(),
-                    client: client.clone(),
-                    retry,
-                    metrics: metrics.clone(),
-                };
+                let label = worker.label.clone();
                 tokio::spawn(worker.run(rx));
                 Hook { label, events: hook.events.clone(), queue }
             })
@@ -266,10 +286,26 @@ impl Notifier {
     }
 }
 
+/// The URL of `hook`: its `url`, or the value of its `url_env` variable.
+fn target(hook: &Webhook, label: &str) -> Result<reqwest::Url, NotifyError> {
+    let url = match &hook.url_env {
+        Some(var) => std::env::var(var)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| NotifyError::UrlEnv { webhook: label.to_string(), var: var.clone() })?,
+        None => hook.url.clone(),
+    };
+    reqwest::Url::parse(url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| NotifyError::BadUrl { webhook: label.to_string() })
+}
+
 /// The delivery task of one webhook.
 struct Worker {
     label: String,
-    hook: Webhook,
+    url: reqwest::Url,
+    format: WebhookFormat,
     client: reqwest::Client,
     retry: Retry,
     metrics: Arc<Metrics>,
@@ -278,7 +314,7 @@ struct Worker {
 impl Worker {
     async fn run(self, mut rx: mpsc::Receiver<Queued>) {
         while let Some(queued) = rx.recv().await {
-            let body = payload::body(self.hook.format, &queued.notification, queued.at);
+            let body = payload::body(self.format, &queued.notification, queued.at);
             let outcome = self.deliver(queued.notification.event(), &body).await;
             self.metrics.inc_notification(&self.label, outcome);
         }
@@ -287,7 +323,7 @@ impl Worker {
     async fn deliver(&self, event: &str, body: &serde_json::Value) -> Delivery {
         let mut backoff = self.retry.initial;
         for attempt in 1..=self.retry.max_attempts {
-            let sent = self.client.post(&self.hook.url).json(body).timeout(self.retry.timeout).send().await;
+            let sent = self.client.post(self.url.clone()).json(body).timeout(self.retry.timeout).send().await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {
                     tracing::debug!(webhook = %self.label, event, attempt, "notification delivered");
@@ -327,6 +363,29 @@ fn retryable(status: StatusCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_urls_from_the_config_or_the_environment_never_echoed() {
+        let hook = |url: &str, env: Option<&str>| Webhook {
+            url: url.into(),
+            url_env: env.map(String::from),
+            name: None,
+            events: vec![],
+            format: WebhookFormat::Slack,
+        };
+        let url = target(&hook("https://hooks.example.org/x", None), "a").unwrap();
+        assert_eq!(url.as_str(), "https://hooks.example.org/x");
+        let unset = target(&hook("", Some("TREASURY_TEST_SURELY_UNSET_VAR")), "ops").unwrap_err();
+        assert_eq!(
+            unset.to_string(),
+            "ops: environment variable TREASURY_TEST_SURELY_UNSET_VAR (url_env) is unset or empty"
+        );
+        // PATH is set in any test environment, and is no URL.
+        let bad = target(&hook("", Some("PATH")), "ops").unwrap_err().to_string();
+        assert_eq!(bad, "ops: the webhook URL is not a valid http(s) URL");
+        let secret = target(&hook("ftp://secret-token@example.org", None), "b").unwrap_err().to_string();
+        assert!(!secret.contains("secret-token"), "{secret}");
+    }
 
     #[test]
     fn ether_amounts_for_humans() {
