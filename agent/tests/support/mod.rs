@@ -3,19 +3,26 @@
 //! keystore, policies, and a config file — everything `treasury run --config FILE` needs.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
 pub mod root;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use alloy::primitives::{Address, U256};
+use treasury_agent::config::Config;
 use treasury_agent::journal::Journal;
+use treasury_agent::pipeline::{Parts, Pipeline};
 use treasury_chain::AdminAction;
 use treasury_chain::contracts::IERC20;
 use treasury_chain::deploy::configure_as_safe;
+use treasury_chain::sender::Sender;
+use treasury_policies::PolicySet;
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
+use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions};
 use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_signer::quorum::store::{Passphrase, create_coordinator_key_with, open_coordinator_key};
 use treasury_tests::{TestChain, dev_key, write_keystore};
 
@@ -142,6 +149,47 @@ impl AgentEnv {
         );
         std::fs::write(&self.config, text).unwrap();
         self.root_token = Some(token.to_string());
+    }
+
+    /// Points the agent's config at another RPC endpoint (e.g. a [`proxy::Proxy`] in front of anvil).
+    pub fn use_rpc(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text
+            .replace(&format!("rpc_http = \"{}\"", self.chain.anvil.url()), &format!("rpc_http = \"{url}\""));
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// The agent's pipeline in this process, built from the same config and secrets as `treasury run`.
+    pub async fn pipeline(&self) -> anyhow::Result<Pipeline> {
+        let config = Config::load(&self.config)?;
+        let journal = Journal::open(&config.journal.url).await?;
+        let provider = treasury_chain::provider::connect(&config.chain.rpc_http)?;
+        let policies = PolicySet::load(&config.policies, &config.base_dir)?;
+        let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
+        let router = config.dex.as_ref().expect("test config has a router").router.parse()?;
+        let venue = treasury_agent::pipeline::venue(&provider, spec.safe, router).await?;
+        let quorum_path = config.resolve(&config.signing.quorum_file);
+        let quorum = QuorumFile::load(&quorum_path)?;
+        let key = open_coordinator_key(
+            &quorum.coordinator_key_path(&quorum_path),
+            &Passphrase::new(COORDINATOR_PASS),
+        )?;
+        let coordinator = Coordinator::new(quorum, key, CoordinatorOptions::default())?;
+        let sender =
+            Sender::new(provider.clone(), dev_key(8), treasury_agent::pipeline::sender_config(&config))
+                .await?;
+        Ok(Pipeline::new(Parts {
+            journal,
+            provider,
+            policies,
+            spec,
+            venue: Some(venue),
+            coordinator: std::sync::Arc::new(coordinator),
+            root: None,
+            sender,
+            settings: config.pipeline.clone(),
+        })
+        .await?)
     }
 
     /// A `treasury` command with this set-up's secrets in its environment.

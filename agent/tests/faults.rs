@@ -1,0 +1,115 @@
+//! Faults around the pipeline: a policy that errors, the same tick delivered twice, a signer node
+//! down, an intent that would revert, and the RPC endpoint down for a while.
+
+mod support;
+
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use support::proxy::Proxy;
+use support::{AgentEnv, PolicySpec, alice, bob, numbered};
+use treasury_agent::journal::{IntentFilter, IntentState};
+use treasury_agent::pipeline::intake::FiringInput;
+use treasury_agent::pipeline::lane::LaneStep;
+
+const PAYOUT: PolicySpec<'static> =
+    PolicySpec { name: "payout", script: r#"pay("alice", "USDC", 42);"#, trigger: r#"{ kind = "manual" }"# };
+const BROKEN: PolicySpec<'static> = PolicySpec {
+    name: "broken",
+    // Never ends: the sandbox's operation limit stops it.
+    script: r#"let n = 0; while true { n += 1; }"#,
+    trigger: r#"{ kind = "manual" }"#,
+};
+const GREEDY_SWAP: PolicySpec<'static> = PolicySpec {
+    name: "greedy-swap",
+    // 0.01% slippage allowed: the pool's 0.3% fee alone puts the output under the bound.
+    script: r#"swap("USDC", "GOV", 1000, dec("0.0001"));"#,
+    trigger: r#"{ kind = "manual" }"#,
+};
+const LATER: PolicySpec<'static> =
+    PolicySpec { name: "later", script: r#"pay("bob", "USDC", 7);"#, trigger: r#"{ kind = "manual" }"# };
+
+fn firing(block: u64, policies: &[&str], trigger: &str) -> FiringInput {
+    FiringInput { block, policies: policies.iter().map(|p| p.to_string()).collect(), trigger: trigger.into() }
+}
+
+async fn state_of(env: &AgentEnv, policy: &str) -> Vec<IntentState> {
+    let filter = IntentFilter { policy: Some(policy.into()), ..Default::default() };
+    env.journal().await.list(&filter).await.unwrap().iter().map(|i| i.state).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_policy_a_repeated_tick_a_dead_node_and_a_reverting_swap() {
+    let mut env = AgentEnv::start(&[PAYOUT, BROKEN, GREEDY_SWAP, LATER]).await.unwrap();
+    let pipeline = env.pipeline().await.unwrap();
+    let block = alloy::providers::Provider::get_block_number(pipeline.provider()).await.unwrap();
+
+    // One firing runs two policies; the broken one fails alone, with an alert naming it.
+    let tick = firing(block, &["broken", "payout"], "schedule@1");
+    let report = pipeline.intake(&tick).await.unwrap();
+    assert_eq!(report.created.len(), 1);
+    assert_eq!(report.policy_errors.len(), 1);
+    assert_eq!(report.policy_errors[0].0, "broken");
+    assert!(report.policy_errors[0].1.contains("operations"), "{:?}", report.policy_errors);
+    let alerts = pipeline.journal().alerts(10).await.unwrap();
+    assert!(alerts.iter().any(|a| a.policy == "broken" && a.message.contains("policy failed")), "{alerts:?}");
+
+    // The same tick delivered again: nothing new.
+    let again = pipeline.intake(&tick).await.unwrap();
+    assert_eq!((again.created.len(), again.duplicates), (0, 1));
+    assert_eq!(pipeline.drain().await.unwrap(), LaneStep::Idle);
+    assert_eq!(env.balance("USDC", alice()).await, U256::from(42_000_000u64));
+    assert_eq!(state_of(&env, "payout").await, [IntentState::Confirmed]);
+
+    // A swap that would revert fails with the router's reason and is not retried.
+    let report = pipeline.intake(&firing(block, &["greedy-swap"], "manual#swap")).await.unwrap();
+    assert_eq!(report.created.len(), 1, "{report:?}");
+    assert_eq!(pipeline.drain().await.unwrap(), LaneStep::Idle);
+    assert_eq!(state_of(&env, "greedy-swap").await, [IntentState::Failed]);
+    let filter = IntentFilter { policy: Some("greedy-swap".into()), ..Default::default() };
+    let failed = pipeline.journal().list(&filter).await.unwrap();
+    let (_, events) = pipeline.journal().intent(failed[0].id).await.unwrap().unwrap();
+    let reason = events.last().unwrap().detail["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("INSUFFICIENT_OUTPUT_AMOUNT"), "{reason}");
+    assert_eq!(pipeline.drain().await.unwrap(), LaneStep::Idle);
+    assert_eq!(state_of(&env, "greedy-swap").await, [IntentState::Failed], "a revert is final");
+
+    // One of three signer nodes killed: 2-of-3 still signs.
+    env.nodes[0].kill().await;
+    pipeline.intake(&firing(block, &["later"], "manual#later")).await.unwrap();
+    assert_eq!(pipeline.drain().await.unwrap(), LaneStep::Idle);
+    assert_eq!(state_of(&env, "later").await, [IntentState::Confirmed]);
+    assert_eq!(env.balance("USDC", bob()).await, U256::from(7_000_000u64));
+}
+
+const TOPUP: PolicySpec<'static> =
+    PolicySpec { name: "topup", script: r#"pay("r2", "USDC", 5);"#, trigger: r#"{ kind = "manual" }"# };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_rides_out_an_rpc_outage() {
+    let env = AgentEnv::start(&[TOPUP]).await.unwrap();
+    let proxy = Proxy::start(env.chain.anvil.url()).await;
+    env.use_rpc(&proxy.url);
+    env.run_once();
+    let mut agent = env.spawn_run(&[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    proxy.set_up(false);
+    env.trigger("topup");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(agent.try_wait().unwrap().is_none(), "the agent must keep running while the RPC is down");
+    assert_eq!(env.balance("USDC", numbered(2)).await, U256::ZERO);
+
+    proxy.set_up(true);
+    let mut paid = false;
+    for _ in 0..300 {
+        if state_of(&env, "topup").await == [IntentState::Confirmed] {
+            paid = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.kill().unwrap();
+    assert!(paid, "the payment must go through once the RPC is back: {:?}", state_of(&env, "topup").await);
+    assert_eq!(env.balance("USDC", numbered(2)).await, U256::from(5_000_000u64));
+}
