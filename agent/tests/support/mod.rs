@@ -159,6 +159,15 @@ impl AgentEnv {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// A quorum coordinator over this set-up's signer nodes, as the agent builds it.
+    pub fn coordinator(&self) -> anyhow::Result<Coordinator> {
+        let quorum_path = self.dir.path().join("quorum.toml");
+        let quorum = QuorumFile::load(&quorum_path)?;
+        let pass = Passphrase::new(COORDINATOR_PASS);
+        let key = open_coordinator_key(&quorum.coordinator_key_path(&quorum_path), &pass)?;
+        Ok(Coordinator::new(quorum, key, CoordinatorOptions::default())?)
+    }
+
     /// The agent's pipeline in this process, built from the same config and secrets as `treasury run`.
     pub async fn pipeline(&self) -> anyhow::Result<Pipeline> {
         let config = Config::load(&self.config)?;
@@ -168,13 +177,7 @@ impl AgentEnv {
         let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
         let router = config.dex.as_ref().expect("test config has a router").router.parse()?;
         let venue = treasury_agent::pipeline::venue(&provider, spec.safe, router).await?;
-        let quorum_path = config.resolve(&config.signing.quorum_file);
-        let quorum = QuorumFile::load(&quorum_path)?;
-        let key = open_coordinator_key(
-            &quorum.coordinator_key_path(&quorum_path),
-            &Passphrase::new(COORDINATOR_PASS),
-        )?;
-        let coordinator = Coordinator::new(quorum, key, CoordinatorOptions::default())?;
+        let coordinator = self.coordinator()?;
         let sender =
             Sender::new(provider.clone(), dev_key(8), treasury_agent::pipeline::sender_config(&config))
                 .await?;
