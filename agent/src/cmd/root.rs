@@ -280,6 +280,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
             ("bare C_Sign (CKM_ECDSA)", &report.bare_c_sign),
             ("C_Sign + low-s + recovery id", &report.sign_and_recover),
             ("service (HTTP, guard, SQLite, HSM)", &report.service),
+            ("service, commits not flushed", &report.service_without_flush),
         ] {
             println!("{name:<34} {:>6} {:>10.0} {:>10.0} {:>10.0}", s.n, s.p50_us, s.p99_us, s.mean_us);
         }

@@ -14,7 +14,7 @@ use super::guard::{AssetLimits, GuardConfig, ServedModule};
 use super::request::EscalationRequest;
 use super::service::{RootService, now};
 use super::signer::RootKey;
-use super::store::RequestState;
+use super::store::{Durability, RequestState};
 
 /// Latency percentiles of one measured path, microseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -46,8 +46,12 @@ pub struct BenchReport {
     pub bare_c_sign: Stats,
     /// `C_Sign` plus low-s normalisation and recovery-id trial.
     pub sign_and_recover: Stats,
-    /// A full escalation request over loopback HTTP, auto-approved and signed before the answer.
+    /// A full escalation request over loopback HTTP, auto-approved, signed, and recorded with every
+    /// commit flushed to disk before the answer (what the service does).
     pub service: Stats,
+    /// The same with commits not flushed (`synchronous = NORMAL`): what the disk flush costs is the
+    /// difference. Not a mode the service runs in.
+    pub service_without_flush: Stats,
 }
 
 /// Runs the benchmark with `n` samples per path; the service's queue lives in `dir`.
@@ -69,15 +73,27 @@ pub async fn run(hsm: HsmSection, dir: &Path, n: usize) -> Result<BenchReport> {
         full.push(t.elapsed());
     }
 
+    let service = through_service(&hsm, dir, n, Durability::Flushed).await?;
+    let service_without_flush = through_service(&hsm, dir, n, Durability::ProcessCrashOnly).await?;
+    Ok(BenchReport {
+        bare_c_sign: Stats::of(bare),
+        sign_and_recover: Stats::of(full),
+        service,
+        service_without_flush,
+    })
+}
+
+/// `n` requests through a fresh service (its own queue file in `dir`) with the given durability.
+async fn through_service(hsm: &HsmSection, dir: &Path, n: usize, durability: Durability) -> Result<Stats> {
     let module = Address::repeat_byte(0x4d);
     let to = Address::repeat_byte(0x01);
     let (token, hash) = new_token();
     let config = ServiceConfig {
         listen: ([127, 0, 0, 1], 0).into(),
-        db: dir.join("bench-queue.sqlite"),
+        db: dir.join(format!("bench-queue-{durability:?}.sqlite")),
         approval_ttl_secs: 3600,
         retry_interval_ms: 1000,
-        hsm,
+        hsm: hsm.clone(),
         guard: GuardConfig {
             modules: vec![ServedModule { chain_id: 1, module }],
             recipients: vec![to],
@@ -93,7 +109,7 @@ pub async fn run(hsm: HsmSection, dir: &Path, n: usize) -> Result<BenchReport> {
         },
         clients: vec![ClientEntry { name: "bench".into(), role: Role::Requester, token_sha256: hash }],
     };
-    let svc = RootService::open(config).await?;
+    let svc = RootService::open_with(config, durability).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| RootError::Transport(e.to_string()))?;
@@ -116,9 +132,5 @@ pub async fn run(hsm: HsmSection, dir: &Path, n: usize) -> Result<BenchReport> {
         }
     }
     server.abort();
-    Ok(BenchReport {
-        bare_c_sign: Stats::of(bare),
-        sign_and_recover: Stats::of(full),
-        service: Stats::of(service),
-    })
+    Ok(Stats::of(service))
 }

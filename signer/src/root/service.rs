@@ -11,7 +11,7 @@ use super::error::{Result, RootError};
 use super::guard;
 use super::request::{EscalationRequest, Payload};
 use super::signer::RootKey;
-use super::store::{NewRequest, RequestRecord, RequestState, Store};
+use super::store::{Durability, NewRequest, RequestRecord, RequestState, Store};
 
 /// Name recorded for decisions made by the auto-approve rule.
 pub const AUTO_APPROVER: &str = "auto-approve rule";
@@ -35,10 +35,17 @@ pub struct RootService {
 
 impl RootService {
     /// Opens the queue and prepares the key (connecting lazily: the HSM may be away at start).
+    /// Every decision is flushed to disk before it is answered.
     pub async fn open(config: ServiceConfig) -> Result<Arc<Self>> {
+        Self::open_with(config, Durability::Flushed).await
+    }
+
+    /// Like [`RootService::open`] with a chosen durability of the queue's commits; anything but
+    /// [`Durability::Flushed`] is for measurements only.
+    pub async fn open_with(config: ServiceConfig, durability: Durability) -> Result<Arc<Self>> {
         let hsm = config.hsm.resolve()?;
         let key = Arc::new(RootKey::new(hsm, config.hsm.address));
-        let store = Store::open(&config.db).await?;
+        let store = Store::open_with(&config.db, durability).await?;
         Ok(Arc::new(Self {
             config,
             store,

@@ -158,9 +158,22 @@ const SCHEMA: &[&str] = &[
 
 /// Schema version 1 adds to `flows` whether the request still counts (`live`: pending, approved or
 /// signed) and the amount as eight 32-bit limbs (`l0` least significant), so the guard's window sum
-/// is one indexed `SUM` per limb in SQLite instead of reading every row into Rust.
+/// is one indexed `SUM` per limb in SQLite instead of reading every row into Rust. Version 2 makes
+/// that index covering (the sum reads the index only, never the table).
 const LIMBS: usize = 8;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// How far a commit is durable before the call that made it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is flushed to the disk (`synchronous = FULL`): a decision survives a power loss
+    /// or OS crash once recorded. What the service uses.
+    #[default]
+    Flushed,
+    /// Commits reach the WAL in the OS page cache (`synchronous = NORMAL`): they survive a crash of
+    /// the process, not of the machine. Only for measuring what the flush costs (`treasury root bench`).
+    ProcessCrashOnly,
+}
 
 /// The amount as eight 32-bit limbs, least significant first.
 fn limbs(amount: U256) -> [i64; LIMBS] {
@@ -258,13 +271,22 @@ async fn record(
 }
 
 impl Store {
-    /// Opens (creating if needed) the queue at `path`.
+    /// Opens (creating if needed) the queue at `path`, every commit flushed to disk.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Durability::Flushed).await
+    }
+
+    /// Opens the queue at `path` with the given durability of commits.
+    pub async fn open_with(path: &Path, durability: Durability) -> Result<Self> {
+        let sync = match durability {
+            Durability::Flushed => SqliteSynchronous::Full,
+            Durability::ProcessCrashOnly => SqliteSynchronous::Normal,
+        };
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(sync)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(RootError::store)?;
@@ -278,14 +300,34 @@ impl Store {
 
     /// Brings an older queue to [`SCHEMA_VERSION`] in one transaction (idempotent).
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(RootError::store)?;
+        // IMMEDIATE: a service and a CLI opening the same queue migrate one after the other.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(RootError::store)?;
         let version: i64 =
             sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(RootError::store)?;
         if version >= SCHEMA_VERSION {
             return Ok(());
         }
+        if version < 1 {
+            self.migrate_v1(&mut tx).await?;
+        }
+        let mut steps = vec![
+            "DROP INDEX IF EXISTS flows_window".to_owned(),
+            format!(
+                "CREATE INDEX IF NOT EXISTS flows_window_sum ON flows(token, live, at, {})",
+                (0..LIMBS).map(|i| format!("l{i}")).collect::<Vec<_>>().join(", ")
+            ),
+        ];
+        steps.push(format!("PRAGMA user_version = {SCHEMA_VERSION}"));
+        for stmt in steps {
+            sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut *tx).await.map_err(RootError::store)?;
+        }
+        tx.commit().await.map_err(RootError::store)
+    }
+
+    /// Version 1: the `live` flag and the limbs, backfilled from `amount` and the request states.
+    async fn migrate_v1(&self, tx: &mut Transaction<'_, sqlx::Sqlite>) -> Result<()> {
         let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('flows')")
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(RootError::store)?;
         if !columns.iter().any(|c| c == "live") {
@@ -294,11 +336,11 @@ impl Store {
                 (0..LIMBS).map(|i| format!("ALTER TABLE flows ADD COLUMN l{i} INTEGER NOT NULL DEFAULT 0")),
             );
             for add in adds {
-                sqlx::query(sqlx::AssertSqlSafe(add)).execute(&mut *tx).await.map_err(RootError::store)?;
+                sqlx::query(sqlx::AssertSqlSafe(add)).execute(&mut **tx).await.map_err(RootError::store)?;
             }
         }
         let rows = sqlx::query("SELECT rowid, amount FROM flows")
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(RootError::store)?;
         for row in rows {
@@ -314,19 +356,18 @@ impl Store {
             )
             .bind(l[0]).bind(l[1]).bind(l[2]).bind(l[3]).bind(l[4]).bind(l[5]).bind(l[6]).bind(l[7])
             .bind(rowid)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(RootError::store)?;
         }
-        for stmt in [
+        sqlx::query(
             "UPDATE flows SET live = COALESCE((SELECT state IN ('pending','approved','signed') FROM requests
              WHERE requests.id = flows.request_id), 0)",
-            "CREATE INDEX IF NOT EXISTS flows_window ON flows(token, live, at)",
-            "PRAGMA user_version = 1",
-        ] {
-            sqlx::query(stmt).execute(&mut *tx).await.map_err(RootError::store)?;
-        }
-        tx.commit().await.map_err(RootError::store)
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(RootError::store)?;
+        Ok(())
     }
 
     async fn one(&self, id: &str) -> Result<RequestRecord> {
