@@ -505,3 +505,39 @@ async fn openapi_describes_every_route() {
     assert_eq!(documented, api::ROUTES.len(), "nothing documented that is not served");
     f.stop().await;
 }
+
+/// Captures everything logged on this thread (the test runtime is single-threaded).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn requests_are_logged_without_tokens() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let f = start(None).await;
+    f.get("/v1/status").await;
+    let (status, _) = f.call("GET", "/v1/status", Some("not-the-token-4242")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    f.stop().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("HTTP API request refused"), "{text}");
+    assert!(text.contains("path=/v1/status status=200"), "{text}");
+    assert!(!text.contains(TOKEN) && !text.contains("not-the-token-4242"), "a token was logged:\n{text}");
+}

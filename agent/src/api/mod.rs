@@ -230,23 +230,36 @@ pub async fn serve(
     Ok(())
 }
 
-/// Lets public routes through; everything else needs the bearer token.
+/// Lets public routes through; everything else needs the bearer token. Logs each request's
+/// method, path and status at debug level, refusals at info (never a header or the token).
 async fn authenticate(State(shared): State<Shared>, req: Request, next: Next) -> Response {
-    if PUBLIC_ROUTES.contains(&req.uri().path()) {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let error = match presented {
-        None => "missing bearer token (Authorization: Bearer TOKEN)",
-        Some(token) if shared.token.matches(token) => return next.run(req).await,
-        Some(_) => "invalid bearer token",
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let allowed = PUBLIC_ROUTES.contains(&path.as_str()) || {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match presented {
+            None => {
+                return unauthorized(&method, &path, "missing bearer token (Authorization: Bearer TOKEN)");
+            }
+            Some(token) => shared.token.matches(token),
+        }
     };
+    if !allowed {
+        return unauthorized(&method, &path, "invalid bearer token");
+    }
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "HTTP API request");
+    resp
+}
+
+fn unauthorized(method: &axum::http::Method, path: &str, error: &'static str) -> Response {
+    tracing::info!(%method, %path, error, "HTTP API request refused");
     let mut resp = HttpError::new(StatusCode::UNAUTHORIZED, error).into_response();
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     resp
