@@ -151,12 +151,19 @@ impl AgentEnv {
         self.root_token = Some(token.to_string());
     }
 
+    /// Replaces `from` with `to` in the agent's config file (which must contain it).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no `{from}`");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
     /// Points the agent's config at another RPC endpoint (e.g. a [`proxy::Proxy`] in front of anvil).
     pub fn use_rpc(&self, url: &str) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let text = text
-            .replace(&format!("rpc_http = \"{}\"", self.chain.anvil.url()), &format!("rpc_http = \"{url}\""));
-        std::fs::write(&self.config, text).unwrap();
+        self.edit_config(
+            &format!("rpc_http = \"{}\"", self.chain.anvil.url()),
+            &format!("rpc_http = \"{url}\""),
+        );
     }
 
     /// A quorum coordinator over this set-up's signer nodes, as the agent builds it.
