@@ -431,8 +431,10 @@ async fn dead_websocket_falls_back_to_http_polling() {
     assert_eq!(every_blocks_at(&drain(&mut w).await), vec![start + 1, start + 2]);
 }
 
-/// A TCP relay to anvil that can be cut, to drop a WebSocket while HTTP keeps working.
+/// A TCP relay to anvil that can be cut (a WebSocket dropped while HTTP keeps working, or the
+/// endpoint down for a while) and restarted on the same address.
 struct Relay {
+    addr: String,
     url: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
@@ -442,7 +444,8 @@ impl Relay {
     async fn start(target: &str, bind: &str) -> Self {
         let target = target.trim_start_matches("http://").to_string();
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap().to_string();
+        let url = format!("ws://{addr}");
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let held = conns.clone();
         let accept = tokio::spawn(async move {
@@ -456,7 +459,7 @@ impl Relay {
                 held.lock().unwrap().push(conn);
             }
         });
-        Self { url, tasks: vec![accept], conns }
+        Self { addr, url, tasks: vec![accept], conns }
     }
 
     /// Closes the listener and every relayed connection.
@@ -487,7 +490,7 @@ async fn dropped_websocket_falls_back_to_http_polling() {
     assert_eq!(every_blocks_at(&drain(&mut w).await), vec![start + 1, start + 2, start + 3]);
 
     // The endpoint comes back: the watcher subscribes again.
-    let _relay = Relay::start(env.anvil.url(), relay.url.trim_start_matches("ws://")).await;
+    let _relay = Relay::start(env.anvil.url(), &relay.addr).await;
     let mut polls = 0;
     while w.transport() == Transport::Http {
         polls += 1;
@@ -497,6 +500,41 @@ async fn dropped_websocket_falls_back_to_http_polling() {
     env.mine(1).await;
     w.wait_for_new_block().await;
     assert_eq!(every_blocks_at(&drain(&mut w).await), vec![start + 4]);
+}
+
+#[tokio::test]
+async fn endpoint_down_for_a_while_loses_no_block() {
+    let env = Env::new();
+    let mut relay = Relay::start(env.anvil.url(), "127.0.0.1:0").await;
+    let via_relay = treasury_chain::provider::connect(&format!("http://{}", relay.addr)).unwrap();
+    let mut w =
+        Watcher::new(via_relay, env.journal().await, safe(), vec![every("gas", 1)], opts()).await.unwrap();
+    let start = w.cursor().0;
+    env.mine(2).await;
+    assert_eq!(every_blocks_at(&drain(&mut w).await), vec![start + 1, start + 2]);
+    relay.cut();
+    env.mine(3).await; // mined while the watcher cannot reach the endpoint
+    let err = w.poll().await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(w.cursor().0, start + 2);
+    let _back = Relay::start(env.anvil.url(), &relay.addr).await;
+    env.mine(1).await;
+    let mut attempts = 0;
+    let batch = loop {
+        match w.poll().await {
+            Ok(batch) => break batch,
+            Err(e) => {
+                attempts += 1;
+                assert!(attempts < 100 && e.is_retryable(), "{e}");
+                w.wait_for_new_block().await;
+            }
+        }
+    };
+    for f in &batch {
+        w.ack(f).await.unwrap();
+    }
+    w.ack_idle().await.unwrap();
+    assert_eq!(every_blocks_at(&batch), (start + 3..=start + 6).collect::<Vec<_>>());
 }
 
 /// A config whose journal is `journal_url`, with a manual policy `dca` and an every_blocks `gas`.
