@@ -2,7 +2,8 @@
 //!
 //! # How the pipeline drives it
 //! ```ignore
-//! let mut watcher = Watcher::new(provider, journal, safe, policies, WatchOptions::from_config(&config)).await?;
+//! let opts = WatchOptions::from_config(&config);
+//! let mut watcher = Watcher::new(provider, journal, safe, policies, opts).await?;
 //! loop {
 //!     for firing in watcher.poll().await? {          // block order; manual requests last
 //!         pipeline.handle(&firing).await?;           // Cause::Gap: raise an alert, run nothing
@@ -42,9 +43,11 @@
 //!   an outcome naming the problem (`refused: …`) and never fires.
 //! - **Transport**: all reads go through the provider given (HTTP by default). With `ws_url` a
 //!   `newHeads` subscription only wakes [`Watcher::wait_for_new_block`] early; if it cannot connect
-//!   or drops, that is logged and the watcher polls every `poll_interval`, retrying the WebSocket every
-//!   `ws_reconnect` ([`RECONNECT_DELAY`] from config). (The issue measured 40–45 ms stalls on alloy's WS transport, so no read
-//!   depends on it.)
+//!   or drops, that is logged and the watcher polls every `poll_interval`, retrying the WebSocket
+//!   every `ws_reconnect` ([`RECONNECT_DELAY`] from config). alloy's WS transport showed 40–45 ms
+//!   stalls here, so no read depends on it.
+//! - **One Safe per watcher.** The cursor is per Safe; manual requests carry no Safe, so each
+//!   watcher whose policies include the named manual policy fires it.
 //!
 //! # Layout
 //! - [`firing`](Firing): what a firing is and its label.
@@ -394,7 +397,7 @@ impl Watcher {
         let target = floor.min(rpc::head_number(&self.provider).await?);
         tracing::warn!(
             block = target,
-            "reorg below the hashes known: rewinding {MAX_REORG_DEPTH} blocks (firings there are delivered again)"
+            "reorg below the hashes known: rewinding {MAX_REORG_DEPTH} blocks (their firings come again)"
         );
         let h = rpc::header(&self.provider, target).await?.ok_or(TriggerError::MissingBlock(target))?;
         Ok(h.block)
