@@ -17,17 +17,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::consensus::{SignableTransaction, Transaction, TxEip1559, TxEnvelope};
 use alloy::eips::BlockNumberOrTag;
 use alloy::eips::eip2718::{Decodable2718, Encodable2718};
-use alloy::network::{TransactionBuilder, TxSignerSync};
+use alloy::network::{TransactionBuilder, TxSigner};
+use alloy::primitives::Signature;
 use alloy::primitives::{Address, Bytes, TxHash, TxKind, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
-use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 
 /// The smallest fee increase, in percent, that nodes accept for a same-nonce replacement.
@@ -239,7 +239,7 @@ pub struct Sent {
 /// The keeper's transaction sender over one provider and one local key.
 pub struct Sender {
     provider: DynProvider,
-    signer: PrivateKeySigner,
+    signer: Arc<dyn TxSigner<Signature> + Send + Sync>,
     chain_id: u64,
     config: SenderConfig,
     nonces: Mutex<Nonces>,
@@ -346,8 +346,14 @@ impl Attempts {
 }
 
 impl Sender {
-    /// A sender for `signer` over `provider`; reads the chain id and syncs the nonce with the chain.
-    pub async fn new(provider: DynProvider, signer: PrivateKeySigner, config: SenderConfig) -> Result<Self> {
+    /// A sender for `signer` (a local key, or an HSM key behind `TxSigner`) over `provider`; reads
+    /// the chain id and syncs the nonce with the chain.
+    pub async fn new(
+        provider: DynProvider,
+        signer: impl TxSigner<Signature> + Send + Sync + 'static,
+        config: SenderConfig,
+    ) -> Result<Self> {
+        let signer: Arc<dyn TxSigner<Signature> + Send + Sync> = Arc::new(signer);
         if config.confirmations == 0 {
             return Err(SenderError::InvalidConfig("confirmations must be at least 1".into()));
         }
@@ -496,7 +502,7 @@ impl Sender {
                 input: request.data.clone(),
                 access_list: Default::default(),
             };
-            let tx = match self.sign(unsigned) {
+            let tx = match self.sign(unsigned).await {
                 Ok(tx) => tx,
                 Err(e) => {
                     self.nonces.lock().expect("nonce lock").unused(nonce);
@@ -620,7 +626,7 @@ impl Sender {
         }
         let replaces = *previous.tx_hash();
         let replacement =
-            self.sign(TxEip1559 { max_fee_per_gas: max_fee, max_priority_fee_per_gas: tip, ..old })?;
+            self.sign(TxEip1559 { max_fee_per_gas: max_fee, max_priority_fee_per_gas: tip, ..old }).await?;
         self.announce(&replacement, Some(replaces), observer).await?;
         match self.provider.send_raw_transaction(&replacement.encoded_2718()).await {
             Ok(_) => {}
@@ -646,17 +652,19 @@ impl Sender {
         let mined = self.chain_nonce(true).await?;
         for nonce in gaps.into_iter().filter(|&n| n >= mined) {
             let (max_fee, tip) = self.fees().await?;
-            let filler = self.sign(TxEip1559 {
-                chain_id: self.chain_id,
-                nonce,
-                gas_limit: 21_000,
-                max_fee_per_gas: max_fee,
-                max_priority_fee_per_gas: tip,
-                to: TxKind::Call(self.address()),
-                value: U256::ZERO,
-                input: Bytes::new(),
-                access_list: Default::default(),
-            })?;
+            let filler = self
+                .sign(TxEip1559 {
+                    chain_id: self.chain_id,
+                    nonce,
+                    gas_limit: 21_000,
+                    max_fee_per_gas: max_fee,
+                    max_priority_fee_per_gas: tip,
+                    to: TxKind::Call(self.address()),
+                    value: U256::ZERO,
+                    input: Bytes::new(),
+                    access_list: Default::default(),
+                })
+                .await?;
             self.announce(&filler, None, observer).await?;
             self.broadcast_tolerant(&filler).await?;
         }
@@ -675,8 +683,8 @@ impl Sender {
         Ok(nonces.reserve().expect("nonce synced"))
     }
 
-    fn sign(&self, mut tx: TxEip1559) -> Result<TxEnvelope> {
-        let signature = self.signer.sign_transaction_sync(&mut tx)?;
+    async fn sign(&self, mut tx: TxEip1559) -> Result<TxEnvelope> {
+        let signature = self.signer.sign_transaction(&mut tx).await?;
         Ok(TxEnvelope::from(tx.into_signed(signature)))
     }
 

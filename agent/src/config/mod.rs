@@ -137,6 +137,15 @@ pub struct KeeperConfig {
     /// Label of the key in a PKCS#11 token, instead of a keystore.
     #[serde(default)]
     pub pkcs11_label: Option<String>,
+    /// Label of the token holding that key (required with `pkcs11_label`).
+    #[serde(default)]
+    pub pkcs11_token: Option<String>,
+    /// The PKCS#11 module (shared library); `TREASURY_HSM_MODULE` or SoftHSM2's when absent.
+    #[serde(default)]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Environment variable holding the token's user PIN (default `TREASURY_KEEPER_PIN`).
+    #[serde(default)]
+    pub pin_env: Option<String>,
     /// The highest max fee per gas ever offered, in gwei.
     #[serde(default = "default_max_fee_gwei")]
     pub max_fee_gwei: f64,
@@ -484,7 +493,14 @@ impl Config {
             (None, Some(label)) if label.is_empty() => {
                 p.push(Problem::new("keeper.pkcs11_label", "must not be empty"));
             }
-            (None, Some(_)) => {}
+            (None, Some(_)) => {
+                if k.pkcs11_token.as_deref().is_none_or(str::is_empty) {
+                    p.push(Problem::new("keeper.pkcs11_token", "required with pkcs11_label"));
+                }
+                if let Some(env) = &k.pin_env {
+                    env_name(p, "keeper.pin_env", env);
+                }
+            }
             _ => p.push(Problem::new("keeper", "set exactly one of keystore and pkcs11_label")),
         }
         if !(k.max_fee_gwei.is_finite() && k.max_fee_gwei > 0.0) {

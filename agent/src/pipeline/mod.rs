@@ -16,6 +16,7 @@ mod observer;
 pub mod runner;
 pub mod simulate;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use treasury_chain::sender::{Sender, SenderConfig, SenderError};
 use treasury_chain::snapshot::{AssetSpec, SnapshotSpec};
 use treasury_policies::PolicySet;
 use treasury_signer::quorum::{Coordinator, QuorumError};
-use treasury_signer::root::{RootClient, RootError};
+use treasury_signer::root::{HsmConfig, HsmSigner, Pin, RootClient, RootError};
 
 use crate::config::{Config, PipelineConfig};
 use crate::journal::{IntentState, Journal, JournalError};
@@ -188,8 +189,7 @@ impl Pipeline {
             }
             _ => None,
         };
-        let keeper = keeper_key(config)?;
-        let sender = Sender::new(provider.clone(), keeper, sender_config(config)).await?;
+        let sender = keeper_sender(provider.clone(), keeper_key(config)?, sender_config(config)).await?;
         Self::new(Parts {
             journal,
             provider,
@@ -328,20 +328,56 @@ pub fn sender_config(config: &Config) -> SenderConfig {
     }
 }
 
-/// Decrypts the keeper's keystore with the password from `keeper.password_env`.
-pub fn keeper_key(config: &Config) -> Result<PrivateKeySigner> {
+/// The keeper's key, as the config names it.
+#[derive(Debug)]
+pub enum KeeperKey {
+    /// Decrypted from an encrypted JSON keystore.
+    Local(PrivateKeySigner),
+    /// A key in a PKCS#11 token; it never leaves the token.
+    Hsm(HsmSigner),
+}
+
+/// Opens the keeper's key: the keystore decrypted with `keeper.password_env`, or the PKCS#11 key
+/// `keeper.pkcs11_label` in token `keeper.pkcs11_token` with the PIN from `keeper.pin_env`.
+pub fn keeper_key(config: &Config) -> Result<KeeperKey> {
     let k = &config.keeper;
-    let (Some(path), Some(env)) = (&k.keystore, &k.password_env) else {
+    if let (Some(path), Some(env)) = (&k.keystore, &k.password_env) {
+        let password = std::env::var(env).map_err(|_| {
+            PipelineError::Config(format!("keeper.password_env: environment variable {env} is not set"))
+        })?;
+        let path = config.resolve(path);
+        let key = PrivateKeySigner::decrypt_keystore(&path, password).map_err(|e| {
+            PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
+        })?;
+        return Ok(KeeperKey::Local(key));
+    }
+    let (Some(label), Some(token)) = (&k.pkcs11_label, &k.pkcs11_token) else {
         return Err(PipelineError::Config(
-            "keeper: `treasury run` needs keeper.keystore and keeper.password_env (a PKCS#11 keeper key is not supported yet)".into(),
+            "keeper: set keystore and password_env, or pkcs11_label and pkcs11_token".into(),
         ));
     };
-    let password = std::env::var(env).map_err(|_| {
-        PipelineError::Config(format!("keeper.password_env: environment variable {env} is not set"))
+    let pin_env = k.pin_env.as_deref().unwrap_or(KEEPER_PIN_ENV);
+    let pin = Pin::from_env(pin_env).map_err(|e| PipelineError::Config(format!("keeper.pin_env: {e}")))?;
+    let module = match &k.pkcs11_module {
+        Some(m) => config.resolve(m),
+        None => std::env::var_os("TREASURY_HSM_MODULE")
+            .map_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"), PathBuf::from),
+    };
+    let hsm = HsmConfig { module, token_label: token.clone(), key_label: label.clone(), pin };
+    let signer = HsmSigner::connect(hsm).map_err(|e| {
+        PipelineError::Config(format!("keeper.pkcs11_label `{label}` in token `{token}`: {e}"))
     })?;
-    let path = config.resolve(path);
-    PrivateKeySigner::decrypt_keystore(&path, password).map_err(|e| {
-        PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
+    Ok(KeeperKey::Hsm(signer))
+}
+
+/// The environment variable holding the keeper token's PIN when `keeper.pin_env` is absent.
+pub const KEEPER_PIN_ENV: &str = "TREASURY_KEEPER_PIN";
+
+/// A sender signing with `key`.
+pub async fn keeper_sender(provider: DynProvider, key: KeeperKey, config: SenderConfig) -> Result<Sender> {
+    Ok(match key {
+        KeeperKey::Local(k) => Sender::new(provider, k, config).await?,
+        KeeperKey::Hsm(h) => Sender::new(provider, h, config).await?,
     })
 }
 

@@ -224,6 +224,20 @@ impl AgentEnv {
         self.command(&all).output().expect("treasury runs")
     }
 
+    /// `treasury run --once` with extra environment variables, asserting it exits cleanly.
+    pub fn run_once_with(&self, extra_env: &[(String, String)]) -> Output {
+        let config = self.config.display().to_string();
+        let mut cmd = self.command(&["run", "--once", "--config", &config]);
+        cmd.envs(extra_env.iter().map(|(k, v)| (k, v)));
+        let out = cmd.output().expect("treasury runs");
+        assert!(
+            out.status.success(),
+            "treasury run --once failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// `treasury run --once`, asserting it exits cleanly.
     pub fn run_once(&self) -> Output {
         let out = self.treasury(&["run", "--once"]);

@@ -64,6 +64,15 @@ impl RootEnv {
         c
     }
 
+    /// The environment a process needs to use this SoftHSM2 (config path and module), plus `pin_var` = the PIN.
+    pub fn env(&self, pin_var: &str) -> Vec<(String, String)> {
+        vec![
+            ("SOFTHSM2_CONF".into(), self.conf.display().to_string()),
+            ("TREASURY_HSM_MODULE".into(), MODULE.into()),
+            (pin_var.into(), PIN.into()),
+        ]
+    }
+
     /// Runs `treasury ARGS` with the HSM's environment; returns stdout, panicking on failure.
     pub fn run(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().unwrap();
