@@ -59,3 +59,47 @@ async fn a_manual_trigger_pays_once_through_quorum_and_keeper() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["intents_by_state"]["confirmed"], 2);
 }
+
+const REBALANCE: PolicySpec<'static> = PolicySpec {
+    name: "rebalance",
+    // The Safe holds USDC and GOV at 50/50 by value; ask for 51/49 within half a point.
+    script: r#"rebalance(#{ USDC: "0.51", GOV: "0.49" }, "0.005", "0.03");"#,
+    trigger: r#"{ kind = "every_blocks", blocks = 1 }"#,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_swaps_into_band_through_the_router_once() {
+    let env = AgentEnv::start(&[REBALANCE]).await.unwrap();
+    let safe = env.chain.deployment.safe;
+    let (usdc_before, gov_before) = (env.balance("USDC", safe).await, env.balance("GOV", safe).await);
+    env.run_once();
+    // Mine a block so the every-block policy fires after the cursor.
+    let _: serde_json::Value =
+        alloy::providers::Provider::raw_request(&env.chain.keeper, "evm_mine".into(), serde_json::json!([]))
+            .await
+            .unwrap();
+    env.run_once();
+
+    let journal = env.journal().await;
+    let intents = journal.list(&IntentFilter::default()).await.unwrap();
+    assert_eq!(intents.len(), 1, "one swap: {intents:?}");
+    assert_eq!(intents[0].kind, "swap");
+    assert_eq!(intents[0].state, IntentState::Confirmed, "{intents:?}");
+    let (usdc_after, gov_after) = (env.balance("USDC", safe).await, env.balance("GOV", safe).await);
+    assert!(gov_after < gov_before, "GOV sold");
+    assert!(usdc_after > usdc_before, "USDC bought");
+    // About 1% of $1M moved (≈ $10,000 of GOV at $2.50), within the 3% slippage bound.
+    let sold = gov_before - gov_after;
+    let whole = U256::from(10u64).pow(U256::from(18));
+    assert!(sold > U256::from(3_800u64) * whole && sold < U256::from(4_200u64) * whole, "sold {sold}");
+    let bought = usdc_after - usdc_before;
+    assert!(bought >= U256::from(9_700_000_000u64), "at least 97% of the oracle value: {bought}");
+
+    // The next blocks find the weights in band: no second swap.
+    let _: serde_json::Value =
+        alloy::providers::Provider::raw_request(&env.chain.keeper, "evm_mine".into(), serde_json::json!([]))
+            .await
+            .unwrap();
+    env.run_once();
+    assert_eq!(journal.list(&IntentFilter::default()).await.unwrap().len(), 1);
+}

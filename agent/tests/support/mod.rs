@@ -92,6 +92,7 @@ impl AgentEnv {
         create_coordinator_key_with(&coordinator_key_path, &pass, true)?;
         let coordinator_key = open_coordinator_key(&coordinator_key_path, &pass)?;
         let transfer = Some("0xa9059cbb".to_string());
+        let approve = Some("0x095ea7b3".to_string());
         let guard = GuardConfig {
             chain_id: d.chain_id,
             module: d.module,
@@ -100,8 +101,11 @@ impl AgentEnv {
             allow: vec![
                 AllowEntry { target: usdc, selector: transfer.clone() },
                 AllowEntry { target: gov, selector: transfer },
+                AllowEntry { target: usdc, selector: approve.clone() },
+                AllowEntry { target: gov, selector: approve },
+                AllowEntry { target: d.router, selector: Some("0x38ed1739".into()) },
             ],
-            spenders: vec![],
+            spenders: vec![d.router],
             budgets: vec![
                 Budget { token: usdc, amount: U256::from(50_000_000_000u64) },
                 Budget { token: gov, amount: U256::from(20_000u64) * U256::from(10u64).pow(U256::from(18)) },
