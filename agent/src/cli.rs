@@ -41,6 +41,8 @@ pub enum Command {
     Intents(cmd::intents::IntentsCmd),
     /// Queue a run of a manual policy for the running agent.
     Trigger(cmd::trigger::TriggerArgs),
+    /// The whole system locally (anvil, HSM root, signer quorum, agent) with a live demo scenario.
+    Dev(cmd::dev::DevArgs),
 }
 
 impl Command {
@@ -56,6 +58,7 @@ impl Command {
             Command::Status(args) => args.run().await,
             Command::Intents(cmd) => cmd.run().await,
             Command::Trigger(args) => args.run().await,
+            Command::Dev(args) => args.run().await,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod dev;
 pub mod journal;
 pub mod logging;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! One module per `treasury` subcommand.
 pub mod config;
+pub mod dev;
 pub mod dkg;
 pub mod intents;
 pub mod policy;

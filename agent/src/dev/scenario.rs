@@ -1,0 +1,328 @@
+//! The demo scenario: the chain is moved forward so the daily and monthly policies fire, the
+//! ETH price moves (oracle and pool) so the rebalance fires, and a manual grant over the tier-1
+//! budget escalates to the HSM root, which the operator approves (or `--yes` does).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, I256, U256};
+use alloy::providers::Provider;
+use anyhow::{Context, bail};
+use treasury_chain::contracts::{
+    IUniswapV2Factory, IUniswapV2Pair, IUniswapV2Router02, PriceFeed, TestToken,
+};
+use treasury_signer::root::service::now;
+use treasury_signer::root::store::{RequestState, Store};
+
+use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
+use super::setup::Running;
+use super::view::{Progress, Shared};
+use crate::journal::{IntentFilter, IntentState, Journal};
+use crate::trigger::CURSOR_SOURCE;
+
+/// How long one scenario step may take before it is reported as failed.
+const STEP_TIMEOUT: Duration = Duration::from_secs(180);
+/// The ETH price the scenario moves to (USD, 8 decimals): above the de-risk floor of 2,500.
+const ETH_PRICE_E8: i64 = 3_900 * 100_000_000;
+
+/// How the escalated payment is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// Approve without asking (`--yes`, `--once`).
+    Auto,
+    /// Ask at the terminal.
+    Ask,
+}
+
+/// Drives the scenario against a running set-up and agent.
+#[derive(Debug)]
+pub struct Scenario<'a> {
+    r: &'a Running,
+    journal: Journal,
+    shared: Arc<Shared>,
+    approval: Approval,
+}
+
+impl<'a> Scenario<'a> {
+    /// A scenario over `r`, reading the agent's journal.
+    pub fn new(r: &'a Running, journal: Journal, shared: Arc<Shared>, approval: Approval) -> Self {
+        Self { r, journal, shared, approval }
+    }
+
+    /// Runs every step, recording each in `progress` (steps are shown by the live view).
+    pub async fn run(&self, progress: &mut Progress) -> anyhow::Result<()> {
+        self.step(progress, "agent watching the chain", self.wait_for_agent()).await?;
+        let ts = self.latest_timestamp().await?;
+        let midnight = (ts / 86_400 + 1) * 86_400;
+        self.step(progress, "time → 00:00 UTC: grant_stream (daily)", self.jump_and_settle(midnight + 30))
+            .await?;
+        self.step(
+            progress,
+            "time → 09:00 UTC: payroll (monthly), gas_topup (weekly)",
+            self.jump_and_settle(midnight + 9 * 3600 + 30),
+        )
+        .await?;
+        self.step(progress, "ETH 3,000 → 3,900 USD (feed and pool): rebalance", self.move_price()).await?;
+        self.step(progress, "30,000 GOV grant: over budget, escalates to the root", self.escalate()).await?;
+        Ok(())
+    }
+
+    async fn step(
+        &self,
+        progress: &mut Progress,
+        name: &str,
+        fut: impl std::future::Future<Output = anyhow::Result<String>>,
+    ) -> anyhow::Result<()> {
+        self.shared.event(format!("… {name}"));
+        let t0 = Instant::now();
+        let result = match tokio::time::timeout(STEP_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("timed out after {} s", STEP_TIMEOUT.as_secs())),
+        };
+        let ms = t0.elapsed().as_millis();
+        match result {
+            Ok(detail) => {
+                self.shared.event(format!("✓ {name} ({:.1} s) {detail}", ms as f64 / 1000.0));
+                progress.record(name, t0, &detail, true);
+                Ok(())
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                self.shared.event(format!("✗ {name}: {text}"));
+                progress.record(name, t0, &text, false);
+                Err(e.context(format!("scenario step {name:?}")))
+            }
+        }
+    }
+
+    async fn wait_for_agent(&self) -> anyhow::Result<String> {
+        let safe = self.r.deployment.safe.to_string().to_lowercase();
+        loop {
+            if let Some(c) = self.journal.cursor(CURSOR_SOURCE, &safe).await.context("reading the cursor")? {
+                return Ok(format!("from block {}", c.block_number));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn latest_timestamp(&self) -> anyhow::Result<u64> {
+        let block = self
+            .r
+            .deployer
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .context("eth_getBlockByNumber")?
+            .context("no latest block")?;
+        Ok(block.header.timestamp)
+    }
+
+    /// Moves the chain's clock to `target` (`evm_increaseTime` + `anvil_mine`), refreshes the
+    /// price feeds (as their keepers would), and waits for the agent to finish what fired.
+    async fn jump_and_settle(&self, target: u64) -> anyhow::Result<String> {
+        let now = self.latest_timestamp().await?;
+        let delta = target.saturating_sub(now);
+        let p = &self.r.deployer;
+        let _: serde_json::Value = p
+            .raw_request("evm_increaseTime".into(), (U256::from(delta),))
+            .await
+            .context("evm_increaseTime")?;
+        self.mine(1).await?;
+        self.heartbeat().await?;
+        let head = p.get_block_number().await.context("eth_blockNumber")?;
+        let n = self.settle(head).await?;
+        Ok(format!("+{:.1} h, {n} intent(s) done", delta as f64 / 3600.0))
+    }
+
+    async fn mine(&self, blocks: u64) -> anyhow::Result<()> {
+        let _: serde_json::Value = self
+            .r
+            .deployer
+            .raw_request("anvil_mine".into(), (U256::from(blocks),))
+            .await
+            .context("anvil_mine")?;
+        Ok(())
+    }
+
+    /// Every feed reports its current answer again, so prices are fresh after a jump in time.
+    async fn heartbeat(&self) -> anyhow::Result<()> {
+        let d = &self.r.deployment;
+        for feed in std::iter::once(d.eth_feed).chain(d.tokens.iter().map(|t| t.feed)) {
+            let f = PriceFeed::new(feed, &self.r.deployer);
+            let answer = f.latestRoundData().call().await.with_context(|| format!("reading feed {feed}"))?._1;
+            self.set_price(feed, answer).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_price(&self, feed: Address, answer: I256) -> anyhow::Result<()> {
+        PriceFeed::new(feed, &self.r.deployer)
+            .setAnswer(answer)
+            .send()
+            .await
+            .with_context(|| format!("PriceFeed.setAnswer on {feed}"))?
+            .get_receipt()
+            .await
+            .with_context(|| format!("PriceFeed.setAnswer on {feed}: receipt"))?;
+        Ok(())
+    }
+
+    /// Waits until the agent's cursor passed `block`, no intent is unfinished and no manual
+    /// request is open; returns how many intents finished meanwhile.
+    async fn settle(&self, block: u64) -> anyhow::Result<usize> {
+        let safe = self.r.deployment.safe.to_string().to_lowercase();
+        let before = self.finished().await?;
+        loop {
+            let cursor = self.journal.cursor(CURSOR_SOURCE, &safe).await.context("reading the cursor")?;
+            let caught_up = cursor.is_some_and(|c| c.block_number >= block);
+            if caught_up
+                && self.journal.pending().await.context("reading pending intents")?.is_empty()
+                && self.journal.open_manual_triggers().await.context("reading manual triggers")?.is_empty()
+            {
+                return Ok(self.finished().await?.saturating_sub(before));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn finished(&self) -> anyhow::Result<usize> {
+        let all = self.journal.list(&IntentFilter { limit: Some(1000), ..Default::default() }).await?;
+        Ok(all.iter().filter(|i| i.state.is_terminal()).count())
+    }
+
+    /// Moves the ETH feed and the USDC/WETH pool to the new price, then mines up to the next
+    /// rebalance block and waits for the agent.
+    async fn move_price(&self) -> anyhow::Result<String> {
+        let d = &self.r.deployment;
+        let p = &self.r.deployer;
+        let me = self.r.deployer_address;
+        self.set_price(d.eth_feed, I256::try_from(ETH_PRICE_E8).expect("fits")).await?;
+        let usdc = d.token("USDC").context("USDC deployed")?.address;
+        let pair = IUniswapV2Factory::new(d.uniswap_factory, p)
+            .getPair(usdc, d.weth)
+            .call()
+            .await
+            .context("getPair")?;
+        let pair_c = IUniswapV2Pair::new(pair, p);
+        let reserves = pair_c.getReserves().call().await.context("getReserves")?;
+        let token0 = pair_c.token0().call().await.context("token0")?;
+        let (r0, r1) = (U256::from(reserves.reserve0), U256::from(reserves.reserve1));
+        let (r_usdc, r_weth) = if token0 == usdc { (r0, r1) } else { (r1, r0) };
+        // USDC units per wei at the new price, 0.3% above the oracle so the pool's fee does not
+        // leave it below: reserves x·y = k with x/y = price → x = sqrt(k · price).
+        let target_usdc = (r_usdc * r_weth * U256::from(ETH_PRICE_E8) * U256::from(1003u64)
+            / U256::from(1000u64)
+            / U256::from(10u64).pow(U256::from(20u64)))
+        .root(2);
+        let amount_in = target_usdc.saturating_sub(r_usdc);
+        if !amount_in.is_zero() {
+            let token = TestToken::new(usdc, p);
+            token.mint(me, amount_in).send().await.context("USDC.mint")?.get_receipt().await?;
+            token.approve(d.router, amount_in).send().await.context("USDC.approve")?.get_receipt().await?;
+            let receipt = IUniswapV2Router02::new(d.router, p)
+                .swapExactTokensForETH(amount_in, U256::ZERO, vec![usdc, d.weth], me, U256::MAX)
+                .send()
+                .await
+                .context("swapExactTokensForETH")?
+                .get_receipt()
+                .await?;
+            if !receipt.status() {
+                bail!("moving the pool: swap reverted (tx {})", receipt.transaction_hash);
+            }
+        }
+        let head = p.get_block_number().await.context("eth_blockNumber")?;
+        let next = (head / REBALANCE_EVERY + 1) * REBALANCE_EVERY;
+        self.mine(next - head).await?;
+        let n = self.settle(next).await?;
+        let swaps = self
+            .journal
+            .list(&IntentFilter { policy: Some("rebalance".into()), ..Default::default() })
+            .await?
+            .len();
+        if swaps == 0 {
+            bail!("the rebalance policy created no swap at block {next}");
+        }
+        Ok(format!("{n} intent(s) done"))
+    }
+
+    /// Queues the manual grant, waits for it to reach the root, approves (or asks), and waits
+    /// for the execution.
+    async fn escalate(&self) -> anyhow::Result<String> {
+        self.journal
+            .request_manual_trigger(ESCALATED_POLICY, "treasury dev")
+            .await
+            .context("queueing the manual grant")?;
+        let filter = IntentFilter { policy: Some(ESCALATED_POLICY.into()), ..Default::default() };
+        let intent = loop {
+            if let Some(i) = self.journal.list(&filter).await?.into_iter().next() {
+                if i.state == IntentState::AwaitingRoot {
+                    break i;
+                }
+                if i.state.is_terminal() {
+                    bail!("the grant ended {} before reaching the root", i.state.as_str());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let store = Store::open(&self.r.root_db)
+            .await
+            .with_context(|| format!("opening the root queue {}", self.r.root_db.display()))?;
+        let pending = store.list(Some(RequestState::Pending)).await.context("listing root requests")?;
+        let request = pending.into_iter().next().context("the root service holds no pending request")?;
+        let waited = Instant::now();
+        let approve = match self.approval {
+            Approval::Auto => true,
+            Approval::Ask => {
+                let question = format!(
+                    "Root approval needed: intent #{} {} — {}\nRoot request {} ({}). Approve? [y/N] ",
+                    intent.id,
+                    intent.policy,
+                    super::view::describe(&intent.payload),
+                    request.id,
+                    request.requester
+                );
+                ask(&self.shared, question).await
+            }
+        };
+        if approve {
+            store.approve(&request.id, "treasury-dev", now()).await.context("approving the root request")?;
+            self.shared.event(format!("root request {} approved", request.id));
+        } else {
+            store
+                .reject(&request.id, "treasury-dev", "declined at the treasury dev prompt", now())
+                .await
+                .context("rejecting the root request")?;
+            self.shared.event(format!("root request {} rejected", request.id));
+        }
+        let head = self.r.deployer.get_block_number().await.context("eth_blockNumber")?;
+        self.settle(head).await?;
+        let done =
+            self.journal.list(&filter).await?.into_iter().next().context("the grant intent vanished")?;
+        if approve && done.state != IntentState::Confirmed {
+            bail!("the approved grant ended {}", done.state.as_str());
+        }
+        Ok(format!(
+            "{} after approval ({:.1} s waiting for the decision)",
+            done.state.as_str(),
+            waited.elapsed().as_secs_f64()
+        ))
+    }
+}
+
+/// Asks `question` through the live view and reads the answer from stdin on a plain thread (a
+/// runtime thread blocked on stdin would hold up the exit).
+async fn ask(shared: &Shared, question: String) -> bool {
+    if let Ok(mut p) = shared.prompt.lock() {
+        *p = Some(question);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let n = std::io::stdin().read_line(&mut line).unwrap_or(0);
+        let _ = tx.send(if n == 0 { None } else { Some(line) });
+    });
+    let answer = rx.await.ok().flatten();
+    if let Ok(mut p) = shared.prompt.lock() {
+        *p = None;
+    }
+    matches!(answer.as_deref().map(str::trim), Some("y" | "Y" | "yes" | "Yes"))
+}

@@ -1,0 +1,393 @@
+//! The set-up of `treasury dev`: anvil, the HSM root, the deployment, the signer quorum, the
+//! root service, the keeper, the config and the agent — each step reported with its duration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256, address};
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, bail};
+use tokio::process::Command;
+use treasury_chain::AdminAction;
+use treasury_chain::deploy::{
+    DeployConfig, Deployment, GroupKey, configure_as_safe, default_allow_list, deploy,
+};
+use treasury_signer::quorum::bench::init_nodes;
+use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+use treasury_signer::quorum::store::{
+    COORDINATOR_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrase, create_coordinator_key_with, open_coordinator_key,
+};
+use treasury_signer::root::config::new_token;
+
+use super::procs::{self, Procs};
+use super::view::Progress;
+use super::{ETH_E18, GOV_E18, USDC_E6};
+use crate::config::Config;
+
+/// Dev-only secrets: they protect nothing but files in the state directory of a local demo.
+pub const NODE_PASS: &str = "treasury-dev-node";
+/// The coordinator key's passphrase (dev only).
+pub const COORDINATOR_PASS: &str = "treasury-dev-coordinator";
+/// The keeper keystore's password (dev only).
+pub const KEEPER_PASS: &str = "treasury-dev-keeper";
+const HSM_PIN: &str = "1234";
+const HSM_SO_PIN: &str = "12345678";
+const HSM_TOKEN: &str = "treasury-dev-root";
+const DEFAULT_HSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The named payees of the example policies.
+pub const ALICE: Address = address!("0x00000000000000000000000000000000000000a1");
+/// Bob (payroll).
+pub const BOB: Address = address!("0x00000000000000000000000000000000000000b2");
+/// The grantee (grant stream, the escalated GOV grant).
+pub const GRANTEE: Address = address!("0x00000000000000000000000000000000000000c3");
+
+/// The secp256k1 generator as a stand-in group key until DKG has run (the module refuses an
+/// invalid key at deployment); replaced by the quorum's key before the agent starts.
+const PLACEHOLDER_GROUP_KEY_X: U256 = U256::from_be_bytes(alloy::primitives::hex!(
+    "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+));
+
+/// Everything the set-up started and wrote.
+#[derive(Debug)]
+pub struct Running {
+    /// The state directory (absolute).
+    pub dir: PathBuf,
+    /// anvil's HTTP URL.
+    pub rpc: String,
+    /// Addresses of the deployment.
+    pub deployment: Deployment,
+    /// Sends from anvil's first dev account (deployer, owner of feeds and tokens).
+    pub deployer: DynProvider,
+    /// Its address.
+    pub deployer_address: Address,
+    /// The agent's config file.
+    pub config_path: PathBuf,
+    /// The agent's config.
+    pub config: Config,
+    /// The root service's config file.
+    pub root_config: PathBuf,
+    /// The root service's approval queue.
+    pub root_db: PathBuf,
+    /// The keeper's address.
+    pub keeper: Address,
+    /// The agent's requester token at the root service.
+    pub root_token: String,
+}
+
+/// Runs every set-up step, registering each child in `procs` as soon as it starts.
+pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyhow::Result<Running> {
+    let t = progress.start("anvil");
+    let (anvil, rpc) = procs::anvil(dir, &[]).await?;
+    let pid = anvil.pid;
+    procs.push(anvil);
+    progress.done(t, &format!("{rpc} (pid {pid})"));
+
+    let t = progress.start("dev accounts");
+    let keys = dev_keys(&dir.join("anvil-accounts.json"))?;
+    if keys.len() < 9 {
+        bail!("anvil lists {} dev accounts; treasury dev needs 9", keys.len());
+    }
+    let deployer_key = keys[0].clone();
+    let owners: Vec<PrivateKeySigner> = keys[1..4].to_vec();
+    let keeper_key = keys[8].clone();
+    let deployer = treasury_chain::provider::connect_with_signer(&rpc, deployer_key.clone())
+        .context("connecting to anvil")?;
+    progress.done(
+        t,
+        &format!("deployer {}, Safe owners 2-of-3, keeper {}", deployer_key.address(), keeper_key.address()),
+    );
+
+    let t = progress.start("HSM root key (SoftHSM2)");
+    let hsm = Hsm::new(dir)?;
+    let root = hsm.init().await?;
+    progress.done(t, &format!("root {root}"));
+
+    let t = progress.start("deploy Safe, module, Uniswap V2, USDC, GOV, feeds");
+    let mut deploy_config =
+        DeployConfig::demo(owners.clone(), 2, GroupKey { x: PLACEHOLDER_GROUP_KEY_X, parity: 0 }, root);
+    tune_balances(&mut deploy_config);
+    let deployment =
+        deploy(&deployer, deployer_key.address(), &deploy_config).await.context("deploying the treasury")?;
+    deployment.write(&dir.join("deployment.json")).context("writing deployment.json")?;
+    progress.done(t, &format!("Safe {} module {}", deployment.safe, deployment.module));
+
+    let t = progress.start("signer nodes (3 processes)");
+    let coordinator_key_path = dir.join("coordinator.key");
+    let pass = Passphrase::new(COORDINATOR_PASS);
+    create_coordinator_key_with(&coordinator_key_path, &pass, true)
+        .context("creating the coordinator key")?;
+    let coordinator_key =
+        open_coordinator_key(&coordinator_key_path, &pass).context("opening the coordinator key")?;
+    let guard = node_guard(&deployment, root, keeper_key.address());
+    let reports = init_nodes(&dir.join("nodes"), 3, &coordinator_key, &guard, NODE_PASS)
+        .context("initialising the signer node directories")?;
+    let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let mut pinned = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["signer", "serve", "--dir", &r.dir, "--listen", "127.0.0.1:0"])
+            .env(PASSPHRASE_ENV, NODE_PASS);
+        let name = format!("signer node{i}");
+        let log = dir.join(format!("node{i}.log"));
+        let (p, addr) = procs::spawn(&name, cmd, &log, Duration::from_secs(60), |l| {
+            serde_json::from_str::<serde_json::Value>(l).ok()?["listening"].as_str().map(str::to_string)
+        })
+        .await?;
+        procs.push(p);
+        pinned.push(PinnedNode { url: format!("http://{addr}"), fingerprint: r.fingerprint.clone() });
+    }
+    progress.done(t, &pinned.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(" "));
+
+    let t = progress.start("DKG 2-of-3");
+    let dkg = run_dkg(coordinator_key, &coordinator_key_path.display().to_string(), &pinned, 2, 5)
+        .await
+        .context("running DKG across the signer nodes")?;
+    dkg.quorum.save(&dir.join("quorum.toml")).context("writing quorum.toml")?;
+    progress.done(t, &format!("group key x {:#x}…", dkg.group_key.x >> 192));
+
+    let t = progress.start("register the group key in the module (Safe owners)");
+    configure_as_safe(
+        &deployer,
+        &deployment,
+        &owners[..2],
+        &AdminAction::SetGroupKey { x: dkg.group_key.x, parity: dkg.group_key.parity },
+    )
+    .await
+    .context("setting the group key through the Safe")?;
+    configure_as_safe(&deployer, &deployment, &owners[..2], &AdminAction::SetRoot { root })
+        .await
+        .context("setting the root through the Safe")?;
+    progress.done(t, "group key and HSM root set");
+
+    let t = progress.start("root service");
+    let (root_config, root_db, root_token) =
+        hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
+    let mut cmd = hsm.command(&exe);
+    cmd.args(["root", "serve", "--listen", "127.0.0.1:0", "--config"]).arg(&root_config);
+    let (p, root_url) =
+        procs::spawn("root service", cmd, &dir.join("root.log"), Duration::from_secs(30), |l| {
+            l.strip_prefix("listening on ").map(|u| u.trim().to_string())
+        })
+        .await?;
+    procs.push(p);
+    progress.done(t, &root_url);
+
+    let t = progress.start("keeper keystore and config");
+    let mut rng = rand::thread_rng();
+    PrivateKeySigner::encrypt_keystore(
+        dir,
+        &mut rng,
+        keeper_key.to_bytes(),
+        KEEPER_PASS,
+        Some("keeper.json"),
+    )
+    .context("writing the keeper keystore")?;
+    super::config::write_policies(dir)?;
+    let config_path = dir.join("treasury.toml");
+    let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
+    std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
+    write_env_file(dir, &root_token)?;
+    progress.done(t, &config_path.display().to_string());
+
+    Ok(Running {
+        dir: dir.to_path_buf(),
+        rpc,
+        deployment,
+        deployer,
+        deployer_address: deployer_key.address(),
+        config_path,
+        config,
+        root_config,
+        root_db,
+        keeper: keeper_key.address(),
+        root_token,
+    })
+}
+
+/// Starts `treasury run` on the written config; its log goes to `agent.log`.
+pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["run", "--config"])
+        .arg(&r.config_path)
+        .env(COORDINATOR_PASSPHRASE_ENV, COORDINATOR_PASS)
+        .env("TREASURY_KEEPER_PASSWORD", KEEPER_PASS)
+        .env("TREASURY_ROOT_TOKEN", &r.root_token)
+        .env("RUST_LOG", "info");
+    // `treasury run` prints nothing on stdout without an API; the scenario waits for its cursor.
+    procs.push(procs::start("agent", cmd, &r.dir.join("agent.log"))?);
+    Ok(())
+}
+
+/// The dev accounts anvil wrote with `--config-out`.
+fn dev_keys(path: &Path) -> anyhow::Result<Vec<PrivateKeySigner>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let keys =
+        v["private_keys"].as_array().with_context(|| format!("{}: no private_keys", path.display()))?;
+    keys.iter()
+        .map(|k| {
+            k.as_str()
+                .context("a private key is not a string")?
+                .parse::<PrivateKeySigner>()
+                .context("an anvil dev key does not parse")
+        })
+        .collect()
+}
+
+/// Balances chosen so the example rebalance (ETH/USDC 60/40, band 5 points) is inside its band at
+/// the start and after the day's payments, and leaves it when ETH moves to the scenario's price.
+fn tune_balances(c: &mut DeployConfig) {
+    c.safe_eth = U256::from(40u64) * ETH_E18;
+    for t in &mut c.tokens {
+        match t.symbol.as_str() {
+            "USDC" => t.safe_balance = U256::from(95_000u64) * USDC_E6,
+            "GOV" => t.safe_balance = U256::from(200_000u64) * GOV_E18,
+            _ => {}
+        }
+    }
+}
+
+/// The signer nodes' guard: the module's tier-1 allow-list and its budgets, plus plain ETH to the keeper.
+fn node_guard(d: &Deployment, root: Address, keeper: Address) -> GuardConfig {
+    let mut allow = Vec::new();
+    let mut spenders = Vec::new();
+    for a in default_allow_list(d) {
+        match a {
+            AdminAction::SetCallAllowed { target, selector, allowed: true } => {
+                allow.push(AllowEntry { target, selector: Some(format!("0x{}", hex::encode(selector))) })
+            }
+            AdminAction::SetSpenderAllowed { spender, allowed: true } => spenders.push(spender),
+            _ => {}
+        }
+    }
+    allow.push(AllowEntry { target: keeper, selector: None });
+    let mut budgets = vec![Budget { token: Address::ZERO, amount: U256::from(5u64) * ETH_E18 }];
+    if let Some(t) = d.token("USDC") {
+        budgets.push(Budget { token: t.address, amount: U256::from(50_000u64) * USDC_E6 });
+    }
+    if let Some(t) = d.token("GOV") {
+        budgets.push(Budget { token: t.address, amount: U256::from(20_000u64) * GOV_E18 });
+    }
+    GuardConfig {
+        chain_id: d.chain_id,
+        module: d.module,
+        root: Some(root),
+        period_secs: 86_400,
+        allow,
+        spenders,
+        budgets,
+    }
+}
+
+/// A private SoftHSM2 token directory for the root key.
+#[derive(Debug)]
+struct Hsm {
+    dir: PathBuf,
+    conf: PathBuf,
+    module: PathBuf,
+}
+
+impl Hsm {
+    fn new(state: &Path) -> anyhow::Result<Self> {
+        let module =
+            std::env::var_os("TREASURY_HSM_MODULE").map(PathBuf::from).unwrap_or(DEFAULT_HSM_MODULE.into());
+        if !module.exists() {
+            bail!(
+                "SoftHSM2 not found at {}: run scripts/install.sh (it installs softhsm2), or set TREASURY_HSM_MODULE",
+                module.display()
+            );
+        }
+        let dir = state.join("root");
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).with_context(|| format!("creating {}", tokens.display()))?;
+        let conf = dir.join("softhsm2.conf");
+        let text = format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        );
+        std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        Ok(Self { dir, conf, module })
+    }
+
+    /// A `treasury` command with this token's environment (SoftHSM reads its config once per process).
+    fn command(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.env("SOFTHSM2_CONF", &self.conf)
+            .env("TREASURY_HSM_PIN", HSM_PIN)
+            .env("TREASURY_HSM_SO_PIN", HSM_SO_PIN)
+            .env("TREASURY_HSM_MODULE", &self.module);
+        c
+    }
+
+    /// `treasury root init`: creates the token and the key; returns the root address.
+    async fn init(&self) -> anyhow::Result<Address> {
+        let exe = std::env::current_exe().context("locating the treasury executable")?;
+        let mut cmd = self.command(&exe);
+        cmd.args(["root", "init", "--token", HSM_TOKEN, "--key", "root", "--json"]).kill_on_drop(true);
+        let out = cmd.output().await.context("running treasury root init")?;
+        if !out.status.success() {
+            bail!("treasury root init failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("treasury root init printed no JSON")?;
+        v["address"]
+            .as_str()
+            .context("treasury root init printed no address")?
+            .parse()
+            .context("root address")
+    }
+
+    /// Writes the root service's config; returns (config, queue db, the agent's requester token).
+    fn write_service_config(
+        &self,
+        d: &Deployment,
+        root: Address,
+        recipients: &[Address],
+    ) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+        let (agent_token, agent_hash) = new_token();
+        let (_, approver_hash) = new_token();
+        let db = self.dir.join("queue.sqlite");
+        let mut text = format!(
+            "db = {db:?}\napproval_ttl_secs = 3600\nretry_interval_ms = 100\n\n[hsm]\nmodule = {module:?}\ntoken = {HSM_TOKEN:?}\nkey = \"root\"\naddress = \"{root}\"\n\n[guard]\nrecipients = [{recipients}]\n\n[[guard.modules]]\nchain_id = {chain_id}\nmodule = \"{m}\"\n",
+            db = db.display().to_string(),
+            module = self.module.display().to_string(),
+            recipients = recipients.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "),
+            chain_id = d.chain_id,
+            m = d.module,
+        );
+        let mut assets = vec![(Address::ZERO, U256::from(10u64) * ETH_E18, U256::from(20u64) * ETH_E18)];
+        if let Some(t) = d.token("USDC") {
+            assets.push((t.address, U256::from(100_000u64) * USDC_E6, U256::from(200_000u64) * USDC_E6));
+        }
+        if let Some(t) = d.token("GOV") {
+            assets.push((t.address, U256::from(50_000u64) * GOV_E18, U256::from(100_000u64) * GOV_E18));
+        }
+        for (token, max_single, cap) in assets {
+            text.push_str(&format!(
+                "\n[[guard.assets]]\ntoken = \"{token}\"\nmax_single = \"{max_single}\"\nperiod_cap = \"{cap}\"\nperiod_secs = 86400\n"
+            ));
+        }
+        text.push_str(&format!(
+            "\n[[clients]]\nname = \"agent\"\nrole = \"requester\"\ntoken_sha256 = \"{agent_hash}\"\n\n[[clients]]\nname = \"dev-operator\"\nrole = \"approver\"\ntoken_sha256 = \"{approver_hash}\"\n"
+        ));
+        let path = self.dir.join("root.toml");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok((path, db, agent_token.to_string()))
+    }
+}
+
+/// `env.sh` in the state directory: the variables the CLI needs to inspect this demo.
+fn write_env_file(dir: &Path, root_token: &str) -> anyhow::Result<()> {
+    let text = format!(
+        "# Dev-only secrets of this treasury dev run: `. {dir}/env.sh`, then e.g.\n# treasury status --config {dir}/treasury.toml\nexport {COORDINATOR_PASSPHRASE_ENV}={COORDINATOR_PASS}\nexport TREASURY_KEEPER_PASSWORD={KEEPER_PASS}\nexport TREASURY_ROOT_TOKEN={root_token}\nexport SOFTHSM2_CONF={dir}/root/softhsm2.conf\nexport TREASURY_HSM_PIN={HSM_PIN}\n",
+        dir = dir.display()
+    );
+    let path = dir.join("env.sh");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,132 @@
+//! `treasury dev` as a user runs it: the whole scenario with `--once --json` (its summary checked
+//! against what the example policies pay), and Ctrl-C during set-up leaving no child behind.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_treasury");
+
+/// Pids of live processes whose command line mentions `needle` (zombies have none).
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) && pid != std::process::id() {
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+fn balance(summary: &Value, who: &str, token: &str) -> String {
+    summary["balances"][who][token].as_str().unwrap_or_else(|| panic!("no {who} {token} balance")).to_string()
+}
+
+#[test]
+fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = Command::new(EXE)
+        .args(["dev", "--once", "--json", "--state-dir"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("summary is not JSON ({e}):\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(&out.stdout))
+    });
+    assert!(out.status.success(), "treasury dev failed: {}\nstderr:\n{stderr}", summary["error"]);
+    assert_eq!(summary["ok"], true);
+
+    let intents = summary["intents"].as_array().unwrap();
+    let of = |policy: &str| -> Vec<&Value> { intents.iter().filter(|i| i["policy"] == policy).collect() };
+    for i in intents {
+        assert_eq!(i["state"], "confirmed", "every intent confirms: {i}");
+        assert!(i["tx_hash"].as_str().is_some_and(|h| h.starts_with("0x") && h.len() == 66), "{i}");
+    }
+    // payroll.rhai: alice 8,000 and bob 6,500 USDC a month.
+    assert_eq!(of("payroll").len(), 2, "{intents:?}");
+    assert_eq!(balance(&summary, "alice", "USDC"), "8000");
+    assert_eq!(balance(&summary, "bob", "USDC"), "6500");
+    // grant_stream.rhai: 30,000 USDC / days in the month, once for the one day that passed.
+    assert_eq!(of("grant_stream").len(), 1);
+    let grant_usdc: f64 = balance(&summary, "grantee", "USDC").parse().unwrap();
+    assert!(
+        (30_000.0 / 31.0..=30_000.0 / 28.0 + 0.01).contains(&grant_usdc),
+        "grant stream paid {grant_usdc}"
+    );
+    // gas_topup.rhai: 0.5 ETH to the keeper (which had paid nothing this week).
+    let topup = of("gas_topup");
+    assert_eq!(topup.len(), 1);
+    assert_eq!(topup[0]["intent"]["amount"], "0.5");
+    // The ETH price moved: the rebalance sold ETH for USDC.
+    let swaps = of("rebalance");
+    assert_eq!(swaps.len(), 1, "{intents:?}");
+    assert_eq!(swaps[0]["kind"], "swap");
+    assert_eq!(swaps[0]["intent"]["sell"], "ETH");
+    // The 30,000 GOV grant went through the root and executed.
+    let escalated = of("gov_grant");
+    assert_eq!(escalated.len(), 1);
+    assert_eq!(balance(&summary, "grantee", "GOV"), "30000");
+    assert_eq!(balance(&summary, "safe", "GOV"), "170000");
+    let step = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().contains("GOV grant"))
+        .unwrap();
+    assert!(step["detail"].as_str().unwrap().starts_with("confirmed after approval"), "{step}");
+
+    // Nothing is left running.
+    let state = state.canonicalize().unwrap();
+    assert_eq!(processes_mentioning(&state.display().to_string()), vec![]);
+    let names: Vec<&str> =
+        summary["processes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for name in ["anvil", "signer node0", "signer node1", "signer node2", "root service", "agent"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+}
+
+#[test]
+fn ctrl_c_during_set_up_stops_every_child_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(EXE)
+        .args(["dev", "--once", "--json", "--state-dir"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until anvil and the signer nodes run (their command lines name the state directory).
+    let mut seen = Vec::new();
+    for _ in 0..1200 {
+        if let Ok(state) = state.canonicalize() {
+            seen = processes_mentioning(&state.display().to_string());
+            if seen.iter().filter(|(_, c)| c.contains("signer serve")).count() >= 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.iter().any(|(_, c)| c.contains("anvil")), "anvil never started: {seen:?}");
+    assert!(seen.iter().any(|(_, c)| c.contains("signer serve")), "no signer node started: {seen:?}");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "an interrupted run must not exit 0");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ok"], false);
+    assert!(summary["error"].as_str().unwrap().contains("interrupted"), "{}", summary["error"]);
+    let left = processes_mentioning(&state.canonicalize().unwrap().display().to_string());
+    assert_eq!(left, vec![], "child processes survived Ctrl-C");
+    let names: Vec<&str> =
+        summary["processes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"anvil") && names.contains(&"signer node0"), "{names:?}");
+}
