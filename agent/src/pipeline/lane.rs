@@ -77,10 +77,6 @@ impl Pipeline {
     /// Moves the lane one step: resumes the operation in flight, or plans the next one.
     pub async fn step(&self) -> Result<LaneStep> {
         let pending = self.journal.pending().await?;
-        if pending.iter().any(|p| p.intent.state == IntentState::Proposed) {
-            self.guard_left_proposed(&pending).await?;
-            return Ok(LaneStep::Progressed);
-        }
         if let Some(flight) = in_flight(&pending)? {
             return self.advance(flight).await;
         }
@@ -108,14 +104,21 @@ impl Pipeline {
             .map_err(|e| PipelineError::chain("snapshot at the latest block", e))
     }
 
-    /// Intents journaled as proposed whose guard was cut short by a crash.
-    async fn guard_left_proposed(&self, pending: &[PendingIntent]) -> Result<()> {
+    /// Guards the intents a crash left `proposed` (journaled, not yet guarded). Call once at
+    /// start, before intake runs: afterwards intake guards what it journals itself.
+    pub async fn recover(&self) -> Result<usize> {
+        let pending = self.journal.pending().await?;
+        let proposed: Vec<&PendingIntent> =
+            pending.iter().filter(|p| p.intent.state == IntentState::Proposed).collect();
+        if proposed.is_empty() {
+            return Ok(0);
+        }
         let snapshot = self.latest_snapshot().await?;
-        for p in pending.iter().filter(|p| p.intent.state == IntentState::Proposed) {
+        for p in &proposed {
             let stored = StoredIntent::from_payload(&p.intent.payload)?;
             self.guard(p.intent.id, &stored.intent, &snapshot).await?;
         }
-        Ok(())
+        Ok(proposed.len())
     }
 
     async fn move_all(&self, ids: &[IntentId], to: IntentState, detail: serde_json::Value) -> Result<()> {

@@ -28,6 +28,10 @@ pub async fn run(
     options: RunOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    let recovered = pipeline.recover().await?;
+    if recovered > 0 {
+        tracing::info!(intents = recovered, "guarded intents a crash left proposed");
+    }
     let wake_lane = Arc::new(Notify::new());
     let (intake_done_tx, intake_done) = watch::channel(false);
     let intake = {
