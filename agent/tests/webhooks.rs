@@ -309,3 +309,30 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking() {
     // A notifier without webhooks accepts everything and does nothing.
     Notifier::disabled().notify(failed(0));
 }
+
+#[tokio::test]
+async fn drain_waits_for_every_delivery_and_a_hanging_receiver_only_costs_the_grace() {
+    let flaky = Receiver::start(Behaviour::FailFirst(1)).await;
+    let metrics = Arc::new(Metrics::new());
+    let notifier =
+        Notifier::spawn(&config(vec![hook("flaky", &flaky.url, WebhookFormat::Json, &[])]), metrics.clone())
+            .unwrap();
+    for i in 0..5 {
+        notifier.notify(failed(i));
+    }
+    assert!(notifier.drain(PATIENCE).await, "everything delivered");
+    // Nothing is left in flight once drain returns: one refused attempt, then five deliveries.
+    assert_eq!(flaky.hits(), 6);
+    assert_eq!(metrics.notifications("flaky", Delivery::Delivered), 5);
+    assert!(notifier.drain(Duration::ZERO).await, "nothing pending");
+
+    let hanging = Receiver::start(Behaviour::Hang).await;
+    let stuck = Notifier::spawn(
+        &config(vec![hook("hanging", &hanging.url, WebhookFormat::Json, &[])]),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    stuck.notify(failed(1));
+    assert!(!stuck.drain(Duration::from_millis(200)).await, "a hanging receiver never completes");
+    assert!(hanging.hits() <= 1);
+}

@@ -11,12 +11,13 @@
 mod payload;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::Address;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::{NotifyConfig, Webhook, WebhookFormat};
 use crate::journal::IntentId;
@@ -205,6 +206,26 @@ struct Queued {
 pub struct Notifier {
     hooks: Arc<[Hook]>,
     metrics: Arc<Metrics>,
+    pending: Arc<Pending>,
+}
+
+/// Notifications accepted but not yet delivered or given up, across all webhooks.
+#[derive(Debug, Default)]
+struct Pending {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Pending {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
 impl Notifier {
@@ -224,6 +245,7 @@ impl Notifier {
             .user_agent(concat!("treasury/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(NotifyError::Client)?;
+        let pending = Arc::new(Pending::default());
         let mut workers = Vec::with_capacity(cfg.webhooks.len());
         for (i, hook) in cfg.webhooks.iter().enumerate() {
             let label = hook.name.clone().unwrap_or_else(|| format!("webhook[{i}]"));
@@ -235,6 +257,7 @@ impl Notifier {
                 client: client.clone(),
                 retry,
                 metrics: metrics.clone(),
+                pending: pending.clone(),
             });
         }
         // Only once every URL resolved: a config error leaves no task behind.
@@ -248,12 +271,30 @@ impl Notifier {
                 Hook { label, events: hook.events.clone(), queue }
             })
             .collect();
-        Ok(Self { hooks, metrics })
+        Ok(Self { hooks, metrics, pending })
     }
 
     /// A notifier with no webhook: every notification is discarded.
     pub fn disabled() -> Self {
-        Self { hooks: Arc::from(Vec::new()), metrics: Arc::new(Metrics::new()) }
+        Self { hooks: Arc::from(Vec::new()), metrics: Arc::new(Metrics::new()), pending: Arc::default() }
+    }
+
+    /// Waits until every notification accepted so far is delivered or given up, at most `grace`;
+    /// returns whether it got there. For a clean exit (`treasury run --once`): a receiver that
+    /// hangs can only cost `grace`.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.pending.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.pending.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(grace, wait).await.is_ok()
     }
 
     /// The label of each webhook (its `name`, or `webhook[INDEX]`), as used in logs and metrics.
@@ -274,7 +315,9 @@ impl Notifier {
                 continue;
             }
             let queued = Queued { notification: notification.clone(), at };
+            self.pending.add();
             if let Err(e) = hook.queue.try_send(queued) {
+                self.pending.done();
                 let why = match e {
                     mpsc::error::TrySendError::Full(_) => "queue full",
                     mpsc::error::TrySendError::Closed(_) => "worker stopped",
@@ -309,6 +352,7 @@ struct Worker {
     client: reqwest::Client,
     retry: Retry,
     metrics: Arc<Metrics>,
+    pending: Arc<Pending>,
 }
 
 impl Worker {
@@ -317,6 +361,7 @@ impl Worker {
             let body = payload::body(self.format, &queued.notification, queued.at);
             let outcome = self.deliver(queued.notification.event(), &body).await;
             self.metrics.inc_notification(&self.label, outcome);
+            self.pending.done();
         }
     }
 
