@@ -96,7 +96,7 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
 fn ctrl_c_during_set_up_stops_every_child_process() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut child = Command::new(EXE)
+    let child = Command::new(EXE)
         .args(["dev", "--once", "--json", "--state-dir"])
         .arg(&state)
         .stdin(Stdio::null())
