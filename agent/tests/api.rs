@@ -555,3 +555,16 @@ async fn requests_are_logged_without_tokens() {
         assert!(!text.contains(secret), "{secret} was logged");
     }
 }
+
+#[tokio::test]
+async fn a_journal_failure_is_a_json_500_and_health_still_answers() {
+    let f = start(None).await;
+    f.journal.close().await;
+    for path in ["/v1/intents", "/v1/status", "/metrics", "/v1/intents/1"] {
+        let (status, body) = f.json("GET", path).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {body}");
+        assert!(body["error"].as_str().unwrap().starts_with("journal: "), "{path}: {body}");
+    }
+    assert_eq!(f.get("/health").await["status"], "ok");
+    f.stop().await;
+}
