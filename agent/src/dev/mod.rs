@@ -129,7 +129,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<Summary> {
         _ = sigint.recv() => true,
         _ = sigterm.recv() => true,
     };
-    if interrupted {
+    if interrupted && !outcome.scenario_done {
         progress.fail_current("interrupted");
         outcome.error = Some("interrupted (Ctrl-C): every child process was stopped".into());
     }
@@ -171,6 +171,8 @@ struct Outcome {
     intents: Vec<IntentSummary>,
     balances: serde_json::Value,
     view: Option<tokio::task::JoinHandle<()>>,
+    /// The scenario finished (a Ctrl-C after it is the normal way to stop).
+    scenario_done: bool,
     stop_view: Option<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -209,7 +211,8 @@ async fn main(
     outcome.stop_view = Some(stop_view);
 
     let approval = if opts.yes || opts.once { Approval::Auto } else { Approval::Ask };
-    let scenario = Scenario::new(&running, journal.clone(), shared.clone(), approval);
+    let pace = if opts.once { Duration::ZERO } else { Duration::from_secs(3) };
+    let scenario = Scenario::new(&running, journal.clone(), shared.clone(), approval, pace);
     let result = scenario.run(progress).await;
     // Whatever happened, the summary reads the journal and the chain while anvil still runs.
     outcome.intents = intents(&journal).await.unwrap_or_default();
@@ -219,7 +222,11 @@ async fn main(
     if opts.once {
         return Ok(());
     }
-    shared.event("scenario done: the agent keeps running; Ctrl-C stops everything");
+    outcome.scenario_done = true;
+    shared.event(format!(
+        "scenario done: the agent keeps running (logs, config, env.sh in {}); Ctrl-C stops everything",
+        running.dir.display()
+    ));
     std::future::pending::<()>().await;
     Ok(())
 }

@@ -41,12 +41,20 @@ pub struct Scenario<'a> {
     journal: Journal,
     shared: Arc<Shared>,
     approval: Approval,
+    pace: Duration,
 }
 
 impl<'a> Scenario<'a> {
-    /// A scenario over `r`, reading the agent's journal.
-    pub fn new(r: &'a Running, journal: Journal, shared: Arc<Shared>, approval: Approval) -> Self {
-        Self { r, journal, shared, approval }
+    /// A scenario over `r`, reading the agent's journal; `pace` is a pause before each step so a
+    /// person watching the live view can follow (zero with `--once`).
+    pub fn new(
+        r: &'a Running,
+        journal: Journal,
+        shared: Arc<Shared>,
+        approval: Approval,
+        pace: Duration,
+    ) -> Self {
+        Self { r, journal, shared, approval, pace }
     }
 
     /// Runs every step, recording each in `progress` (steps are shown by the live view).
@@ -73,6 +81,7 @@ impl<'a> Scenario<'a> {
         name: &str,
         fut: impl std::future::Future<Output = anyhow::Result<String>>,
     ) -> anyhow::Result<()> {
+        tokio::time::sleep(self.pace).await;
         self.shared.event(format!("… {name}"));
         let t0 = Instant::now();
         let result = match tokio::time::timeout(STEP_TIMEOUT, fut).await {
@@ -122,6 +131,7 @@ impl<'a> Scenario<'a> {
         let now = self.latest_timestamp().await?;
         let delta = target.saturating_sub(now);
         let p = &self.r.deployer;
+        let before = self.finished().await?;
         let _: serde_json::Value = p
             .raw_request("evm_increaseTime".into(), (U256::from(delta),))
             .await
@@ -129,7 +139,8 @@ impl<'a> Scenario<'a> {
         self.mine(1).await?;
         self.heartbeat().await?;
         let head = p.get_block_number().await.context("eth_blockNumber")?;
-        let n = self.settle(head).await?;
+        self.settle(head).await?;
+        let n = self.finished().await?.saturating_sub(before);
         Ok(format!("+{:.1} h, {n} intent(s) done", delta as f64 / 3600.0))
     }
 
@@ -167,10 +178,9 @@ impl<'a> Scenario<'a> {
     }
 
     /// Waits until the agent's cursor passed `block`, no intent is unfinished and no manual
-    /// request is open; returns how many intents finished meanwhile.
-    async fn settle(&self, block: u64) -> anyhow::Result<usize> {
+    /// request is open.
+    async fn settle(&self, block: u64) -> anyhow::Result<()> {
         let safe = self.r.deployment.safe.to_string().to_lowercase();
-        let before = self.finished().await?;
         loop {
             let cursor = self.journal.cursor(CURSOR_SOURCE, &safe).await.context("reading the cursor")?;
             let caught_up = cursor.is_some_and(|c| c.block_number >= block);
@@ -178,7 +188,7 @@ impl<'a> Scenario<'a> {
                 && self.journal.pending().await.context("reading pending intents")?.is_empty()
                 && self.journal.open_manual_triggers().await.context("reading manual triggers")?.is_empty()
             {
-                return Ok(self.finished().await?.saturating_sub(before));
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -195,6 +205,7 @@ impl<'a> Scenario<'a> {
         let d = &self.r.deployment;
         let p = &self.r.deployer;
         let me = self.r.deployer_address;
+        let before = self.finished().await?;
         self.set_price(d.eth_feed, I256::try_from(ETH_PRICE_E8).expect("fits")).await?;
         let usdc = d.token("USDC").context("USDC deployed")?.address;
         let pair = IUniswapV2Factory::new(d.uniswap_factory, p)
@@ -232,7 +243,8 @@ impl<'a> Scenario<'a> {
         let head = p.get_block_number().await.context("eth_blockNumber")?;
         let next = (head / REBALANCE_EVERY + 1) * REBALANCE_EVERY;
         self.mine(next - head).await?;
-        let n = self.settle(next).await?;
+        self.settle(next).await?;
+        let n = self.finished().await?.saturating_sub(before);
         let swaps = self
             .journal
             .list(&IntentFilter { policy: Some("rebalance".into()), ..Default::default() })

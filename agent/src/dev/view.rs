@@ -141,6 +141,7 @@ pub async fn live(
     let mut seen: BTreeMap<i64, String> = BTreeMap::new();
     let mut printed_events = 0;
     let mut paused = false;
+    let mut last_round = false;
     loop {
         let prompt = shared.prompt.lock().ok().and_then(|p| p.clone());
         if tty {
@@ -174,9 +175,13 @@ pub async fn live(
             }
             paused = prompt.is_some();
         }
+        if last_round {
+            return;
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.changed() => return,
+            // One more round, so the last events and states are shown (redrawn on a terminal).
+            _ = stop.changed() => last_round = true,
         }
     }
 }
