@@ -130,3 +130,48 @@ fn ctrl_c_during_set_up_stops_every_child_process() {
         summary["processes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"anvil") && names.contains(&"signer node0"), "{names:?}");
 }
+
+#[test]
+fn ctrl_c_during_the_live_view_stops_every_child_process_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(EXE)
+        .args(["dev", "--yes", "--json", "--state-dir"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without --once the scenario ends and the agent keeps running under the live view.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut log = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("scenario done");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        log.last().is_some_and(|l| l.contains("scenario done")),
+        "the scenario did not finish:\n{}",
+        log.join("\n")
+    );
+    let state = state.canonicalize().unwrap();
+    let running = processes_mentioning(&state.display().to_string());
+    for what in ["anvil", "signer serve", "root serve", " run --config"] {
+        assert!(running.iter().any(|(_, c)| c.contains(what)), "{what} is not running: {running:?}");
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    std::thread::spawn(move || lines.for_each(drop));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "a Ctrl-C after the scenario is a normal stop");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ok"], true, "{}", summary["error"]);
+    assert_eq!(processes_mentioning(&state.display().to_string()), vec![], "child processes survived Ctrl-C");
+}
