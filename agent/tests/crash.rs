@@ -16,7 +16,10 @@ fn crash_helper() -> PathBuf {
     deps.parent().unwrap().parent().unwrap().join("examples/crash_at")
 }
 
-const STATES: [&str; 6] = ["proposed", "guarded", "planned", "authorising", "signed", "submitted"];
+/// The states an intent rests in between two commits. The others are only ever committed together
+/// with the next one (proposed with guarded, planned with authorising, signed with submitted), so a
+/// crash cannot leave an intent in them; `awaiting_root` is crashed in by `--test escalation`.
+const STATES: [&str; 3] = ["guarded", "authorising", "submitted"];
 
 fn recipient(i: usize) -> Address {
     support::numbered(i)

@@ -4,8 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::intents::{IntentId, transition_in};
-use super::state::IntentState;
+use super::intents::IntentId;
 use super::{Journal, JournalError, Result, corrupt, db, now_ms};
 
 /// A planned module operation (one `exec`) and the intents it carries.
@@ -195,31 +194,6 @@ impl Journal {
         tx.commit().await.map_err(db("commit operation"))
     }
 
-    /// Stores a planned operation and moves its intents from `guarded` to `planned`, all or none:
-    /// after a crash an intent is either still unplanned or planned into exactly this operation.
-    pub async fn record_plan(&self, op: &OperationRecord, detail: serde_json::Value) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.write().await?;
-        insert_operation(&mut tx, op).await?;
-        for id in &op.intents {
-            transition_in(&mut tx, *id, IntentState::Planned, &detail, now).await?;
-        }
-        tx.commit().await.map_err(db("commit plan"))
-    }
-
-    /// Stores a keeper transaction and moves `intents` from `signed` to `submitted`, all or none,
-    /// before the transaction is broadcast.
-    pub async fn record_submission(&self, new: &NewTransaction, intents: &[IntentId]) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.write().await?;
-        insert_transaction(&mut tx, new, now).await?;
-        let detail = serde_json::json!({ "tx_hash": new.tx_hash, "keeper_nonce": new.keeper_nonce });
-        for id in intents {
-            transition_in(&mut tx, *id, IntentState::Submitted, &detail, now).await?;
-        }
-        tx.commit().await.map_err(db("commit submission"))
-    }
-
     /// The newest operation planned for intent `id`.
     pub async fn operation_of(&self, id: IntentId) -> Result<Option<OperationRecord>> {
         let row = sqlx::query(
@@ -253,21 +227,7 @@ impl Journal {
 
     /// Stores a signing request as pending; storing it again returns the stored one unchanged.
     pub async fn record_signing_request(&self, req: &NewSigningRequest) -> Result<SigningRequest> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO signing_requests (operation_id, signer, digest, request, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id, signer) DO NOTHING",
-        )
-        .bind(&req.operation_id)
-        .bind(&req.signer)
-        .bind(&req.digest)
-        .bind(req.request.to_string())
-        .bind(SigningState::Pending.as_str())
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db("insert signing request"))?;
+        self.apply(&[super::batch::Write::SigningRequest(req.clone())]).await?;
         self.signing_request(&req.operation_id, &req.signer)
             .await?
             .ok_or_else(|| corrupt("signing request", "vanished after insert"))
@@ -281,18 +241,13 @@ impl Journal {
         state: SigningState,
         response: &serde_json::Value,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE signing_requests SET state = ?, response = ?, updated_at = ? WHERE operation_id = ? AND signer = ?",
-        )
-        .bind(state.as_str())
-        .bind(response.to_string())
-        .bind(now_ms())
-        .bind(operation_id)
-        .bind(signer)
-        .execute(&self.pool)
-        .await
-        .map_err(db("answer signing request"))?;
-        Ok(())
+        let answer = super::batch::Write::SigningAnswer {
+            operation_id: operation_id.to_string(),
+            signer: signer.to_string(),
+            state,
+            response: response.clone(),
+        };
+        self.apply(&[answer]).await.map(drop)
     }
 
     /// The signing request of `operation_id` addressed to `signer`.
@@ -331,22 +286,18 @@ impl Journal {
         tx.commit().await.map_err(db("commit transaction"))
     }
 
-    /// Records what became of keeper transaction `tx_hash`.
+    /// Records what became of keeper transaction `tx_hash`. An observation the chain can tell
+    /// again, so it is written without waiting for the disk (it survives a crash of the process,
+    /// not necessarily a power loss).
     pub async fn set_transaction_state(
         &self,
         tx_hash: &str,
         state: TxState,
         block_number: Option<u64>,
     ) -> Result<()> {
-        sqlx::query("UPDATE transactions SET state = ?, block_number = ?, updated_at = ? WHERE tx_hash = ?")
-            .bind(state.as_str())
-            .bind(block_number.map(|b| b as i64))
-            .bind(now_ms())
-            .bind(tx_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(db("update transaction"))?;
-        Ok(())
+        let mut tx = self.relaxed.begin_with("BEGIN IMMEDIATE").await.map_err(db("begin"))?;
+        update_transaction_state(&mut tx, tx_hash, state, block_number, now_ms()).await?;
+        tx.commit().await.map_err(db("commit transaction state"))
     }
 
     /// Every keeper transaction carrying `operation_id`, oldest first.
@@ -369,7 +320,10 @@ impl Journal {
     }
 }
 
-async fn insert_operation(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, op: &OperationRecord) -> Result<()> {
+pub(super) async fn insert_operation(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    op: &OperationRecord,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO operations (operation_id, module_nonce, operation, created_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (operation_id) DO NOTHING",
@@ -395,7 +349,7 @@ async fn insert_operation(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, op:
     Ok(())
 }
 
-async fn insert_transaction(
+pub(super) async fn insert_transaction(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     new: &NewTransaction,
     now: i64,
@@ -416,5 +370,65 @@ async fn insert_transaction(
     .execute(&mut **tx)
     .await
     .map_err(db("insert transaction"))?;
+    Ok(())
+}
+
+pub(super) async fn insert_signing_request(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    req: &NewSigningRequest,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO signing_requests (operation_id, signer, digest, request, state, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id, signer) DO NOTHING",
+    )
+    .bind(&req.operation_id)
+    .bind(&req.signer)
+    .bind(&req.digest)
+    .bind(req.request.to_string())
+    .bind(SigningState::Pending.as_str())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert signing request"))?;
+    Ok(())
+}
+
+pub(super) async fn update_signing_request(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    operation_id: &str,
+    signer: &str,
+    state: SigningState,
+    response: &serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE signing_requests SET state = ?, response = ?, updated_at = ? WHERE operation_id = ? AND signer = ?")
+        .bind(state.as_str())
+        .bind(response.to_string())
+        .bind(now)
+        .bind(operation_id)
+        .bind(signer)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("answer signing request"))?;
+    Ok(())
+}
+
+pub(super) async fn update_transaction_state(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx_hash: &str,
+    state: TxState,
+    block_number: Option<u64>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE transactions SET state = ?, block_number = ?, updated_at = ? WHERE tx_hash = ?")
+        .bind(state.as_str())
+        .bind(block_number.map(|b| b as i64))
+        .bind(now)
+        .bind(tx_hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("update transaction"))?;
     Ok(())
 }

@@ -139,6 +139,16 @@ fn event_from_row(row: &SqliteRow) -> Result<IntentEvent> {
 impl Journal {
     /// Journals an intent in state `proposed`, or returns the existing one with the same idempotency key.
     pub async fn insert_intent(&self, new: &NewIntent) -> Result<Inserted> {
+        self.insert_intent_then(new, None).await
+    }
+
+    /// Like [`Journal::insert_intent`]; a new intent then moves on to `then` (state and event
+    /// detail) in the same transaction, e.g. straight to `guarded` when the guard already passed.
+    pub async fn insert_intent_then(
+        &self,
+        new: &NewIntent,
+        then: Option<(IntentState, serde_json::Value)>,
+    ) -> Result<Inserted> {
         let now = now_ms();
         let mut tx = self.write().await?;
         let inserted = sqlx::query(
@@ -166,10 +176,13 @@ impl Journal {
         .fetch_one(&mut *tx)
         .await
         .map_err(db("read inserted intent"))?;
-        let intent = intent_from_row(&row)?;
+        let mut intent = intent_from_row(&row)?;
         if inserted {
             insert_event(&mut tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now)
                 .await?;
+            if let Some((to, detail)) = then {
+                intent = transition_in(&mut tx, intent.id, to, &detail, now).await?;
+            }
         }
         tx.commit().await.map_err(db("commit intent"))?;
         Ok(Inserted { intent, created: inserted })

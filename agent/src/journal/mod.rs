@@ -9,8 +9,10 @@
 //! - [`state`]: the intent state machine.
 //! - [`intents`]: intents, their transitions and queries.
 //! - [`execution`]: operations, signing requests and keeper transactions.
+//! - [`batch`]: several writes in one transaction.
 //! - [`cursors`]: the last block processed per source and Safe.
 //! - [`triggers`]: manual trigger requests and alerts.
+pub mod batch;
 pub mod cursors;
 pub mod execution;
 pub mod intents;
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::SqliteSynchronous;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use batch::Write;
 pub use cursors::Cursor;
 pub use execution::{
     NewSigningRequest, NewTransaction, OperationRecord, SigningRequest, SigningState, TransactionRecord,
@@ -124,6 +127,8 @@ pub(crate) fn now_ms() -> i64 {
 #[derive(Debug, Clone)]
 pub struct Journal {
     pool: SqlitePool,
+    /// One connection with `synchronous = NORMAL`, for observations the chain can tell again.
+    relaxed: SqlitePool,
 }
 
 impl Journal {
@@ -143,10 +148,18 @@ impl Journal {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool =
-            SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(open_err)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(open_err)?;
+        Ok(Self { pool, relaxed })
     }
 
     /// Begins a transaction that holds SQLite's write lock from its first statement, so concurrent
@@ -157,6 +170,7 @@ impl Journal {
 
     /// Closes every connection, flushing the WAL.
     pub async fn close(&self) {
+        self.relaxed.close().await;
         self.pool.close().await;
     }
 }

@@ -153,16 +153,32 @@ impl Pipeline {
             kind: stored.intent.action.kind().to_string(),
             payload: serde_json::to_value(&stored).expect("intents serialise"),
         };
-        let inserted = self.journal.insert_intent(&new).await?;
-        self.transitioned(IntentState::Proposed);
+        // The guard is pure: its verdict is journaled with the intent, in one commit.
+        let verdict = self.guard_reason(&stored.intent, snapshot);
+        let then = match &verdict {
+            None => (IntentState::Guarded, serde_json::Value::Null),
+            Some(reason) => (IntentState::Rejected, serde_json::json!({ "reason": reason })),
+        };
+        let inserted = self.journal.insert_intent_then(&new, Some(then)).await?;
         if !inserted.created {
             report.duplicates += 1;
             return Ok(());
         }
+        self.transitioned(IntentState::Proposed);
         report.created.push(inserted.intent.id);
         self.metrics.inc_intents_created(&inserted.intent.policy);
-        if !self.guard(inserted.intent.id, &stored.intent, snapshot).await? {
-            report.rejected += 1;
+        match verdict {
+            None => self.transitioned(IntentState::Guarded),
+            Some(reason) => {
+                tracing::warn!(intent = %inserted.intent.id, %reason, "intent refused by the guard");
+                report.rejected += 1;
+                self.transitioned(IntentState::Rejected);
+                self.notifier.notify(Notification::Failed {
+                    intent: inserted.intent.id,
+                    policy: inserted.intent.policy.clone(),
+                    reason,
+                });
+            }
         }
         Ok(())
     }

@@ -30,7 +30,8 @@ use super::observer::JournalObserver;
 use super::simulate::{Simulation, reason_of_rpc_error, simulate};
 use super::{Pipeline, PipelineError, Result};
 use crate::journal::{
-    IntentId, IntentState, NewSigningRequest, OperationRecord, PendingIntent, SigningState, TransactionRecord,
+    IntentId, IntentState, NewSigningRequest, OperationRecord, PendingIntent, SigningState,
+    TransactionRecord, TxState, Write,
 };
 use crate::metrics::Stage;
 use crate::notify::Notification;
@@ -71,6 +72,29 @@ struct InFlight {
     intents: Vec<IntentId>,
     state: IntentState,
     transaction: Option<TransactionRecord>,
+    /// When its intents last changed state, unix milliseconds.
+    last_change_ms: i64,
+}
+
+/// A quorum signature obtained but not journaled yet.
+struct Signed {
+    /// The quorum's answer (`signature`, `root_signature`).
+    response: serde_json::Value,
+    /// The `signed` event's detail.
+    detail: serde_json::Value,
+}
+
+/// An operation in flight for longer than this is checked against the chain (deadline, nonce).
+const STALE_CHECK_AFTER_MS: i64 = 2_000;
+
+/// The quorum's signing request for an operation.
+fn quorum_request(operation_id: &str, tier: u8) -> NewSigningRequest {
+    NewSigningRequest {
+        operation_id: operation_id.to_string(),
+        signer: QUORUM.into(),
+        digest: operation_id.to_string(),
+        request: json!({ "tier": tier }),
+    }
 }
 
 impl Pipeline {
@@ -228,8 +252,22 @@ impl Pipeline {
             "reasons": planned.reasons,
             "plan_us": started.elapsed().as_micros() as u64,
         });
-        self.journal.record_plan(&record, detail).await?;
+        // Planned and authorising in one commit: nothing happens between them.
+        let mut writes = vec![
+            Write::Operation(record.clone()),
+            Write::Transition { intents: record.intents.clone(), to: IntentState::Planned, detail },
+            Write::Transition {
+                intents: record.intents.clone(),
+                to: IntentState::Authorising,
+                detail: json!({ "tier": planned.tier, "reasons": planned.reasons }),
+            },
+        ];
+        if planned.tier == 1 {
+            writes.push(Write::SigningRequest(quorum_request(&record.operation_id, 1)));
+        }
+        self.journal.apply(&writes).await?;
         self.transitioned(IntentState::Planned);
+        self.transitioned(IntentState::Authorising);
         self.metrics.observe_stage(Stage::Plan, started.elapsed());
         Ok(LaneStep::Progressed)
     }
@@ -267,7 +305,11 @@ impl Pipeline {
     // ----- the operation in flight ------------------------------------------------------------
 
     async fn advance(&self, flight: InFlight) -> Result<LaneStep> {
+        // Deadlines are hours away and only this lane uses the module's nonce: checking the
+        // chain is needed only for an operation that has waited (root approval, a restart).
+        let waited = crate::journal::now_ms() - flight.last_change_ms > STALE_CHECK_AFTER_MS;
         if flight.state != IntentState::Submitted
+            && waited
             && let Some(step) = self.settle_if_stale(&flight).await?
         {
             return Ok(step);
@@ -281,7 +323,7 @@ impl Pipeline {
             IntentState::Authorising if flight.planned.tier == 2 => self.escalate(&flight).await,
             IntentState::Authorising => self.sign_with_quorum(&flight, None).await,
             IntentState::AwaitingRoot => self.await_root(&flight).await,
-            IntentState::Signed => self.submit(&flight).await,
+            IntentState::Signed => self.submit(&flight, None).await,
             IntentState::Submitted => self.resume_submission(&flight).await,
             other => Err(PipelineError::Config(format!("operation in flight in state {other}"))),
         }
@@ -395,18 +437,15 @@ impl Pipeline {
         }
     }
 
-    /// Asks the quorum (with the root's signature for tier 2) and journals the signed operation.
+    /// Asks the quorum (with the root's signature for tier 2), then submits at once: the
+    /// signature is journaled in the same commit as the keeper transaction that carries it (a
+    /// crash before that commit only costs a new signature of the same operation).
     async fn sign_with_quorum(&self, flight: &InFlight, root_sig: Option<Bytes>) -> Result<LaneStep> {
         let started = Instant::now();
         let op = &flight.planned.operation;
-        self.journal
-            .record_signing_request(&NewSigningRequest {
-                operation_id: flight.record.operation_id.clone(),
-                signer: QUORUM.into(),
-                digest: flight.record.operation_id.clone(),
-                request: json!({ "tier": flight.planned.tier }),
-            })
-            .await?;
+        if flight.planned.tier == 2 {
+            self.journal.record_signing_request(&quorum_request(&flight.record.operation_id, 2)).await?;
+        }
         let outcome = match self
             .coordinator
             .sign_detailed(op, self.chain_id, self.spec.module, root_sig.as_ref().map(|b| b.as_ref()))
@@ -433,22 +472,20 @@ impl Pipeline {
             }
             Err(e) => return Err(e.into()),
         };
-        let response = json!({ "signature": outcome.signature, "root_signature": root_sig });
-        self.journal
-            .answer_signing_request(&flight.record.operation_id, QUORUM, SigningState::Signed, &response)
-            .await?;
         self.metrics.observe_stage(Stage::Sign, started.elapsed());
         for (node, _) in &outcome.excluded {
             self.metrics.set_signer_up(node, false);
         }
         let excluded: Vec<String> = outcome.excluded.iter().map(|(n, f)| format!("{n}: {f}")).collect();
-        let detail = json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 });
-        self.move_all(&flight.intents, IntentState::Signed, detail).await?;
-        Ok(LaneStep::Progressed)
+        let signature = Signed {
+            response: json!({ "signature": outcome.signature, "root_signature": root_sig }),
+            detail: json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 }),
+        };
+        self.submit(flight, Some(signature)).await
     }
 
-    /// The `exec` calldata of the signed operation, from the journaled signatures.
-    async fn exec_request(&self, flight: &InFlight) -> Result<(TxRequest, serde_json::Value)> {
+    /// The quorum's journaled answer for the operation in flight.
+    async fn journaled_signature(&self, flight: &InFlight) -> Result<serde_json::Value> {
         let request = self
             .journal
             .signing_request(&flight.record.operation_id, QUORUM)
@@ -457,7 +494,15 @@ impl Pipeline {
             .ok_or_else(|| {
                 PipelineError::Config("signed, but the quorum's signature is not journaled".into())
             })?;
-        let response = request.response.unwrap_or_default();
+        Ok(request.response.unwrap_or_default())
+    }
+
+    /// The `exec` calldata of the signed operation, from the quorum's answer.
+    fn exec_request(
+        &self,
+        flight: &InFlight,
+        response: &serde_json::Value,
+    ) -> Result<(TxRequest, serde_json::Value)> {
         let frost: FrostSignature = serde_json::from_value(response["signature"].clone())
             .map_err(|e| PipelineError::Config(format!("journaled FROST signature unreadable: {e}")))?;
         let root_sig: Option<Bytes> =
@@ -474,11 +519,25 @@ impl Pipeline {
         Ok((TxRequest { to: self.spec.module, data: call.abi_encode().into(), ..Default::default() }, signed))
     }
 
-    async fn submit(&self, flight: &InFlight) -> Result<LaneStep> {
-        let (request, signed) = self.exec_request(flight).await?;
+    /// Sends the signed operation; `fresh` is a signature not journaled yet (it is written with
+    /// the first keeper transaction, or before handling a failure to send).
+    async fn submit(&self, flight: &InFlight, fresh: Option<Signed>) -> Result<LaneStep> {
+        let response = match &fresh {
+            Some(s) => s.response.clone(),
+            None => self.journaled_signature(flight).await?,
+        };
+        let (request, signed) = self.exec_request(flight, &response)?;
         let mut observer = JournalObserver::new(self, flight.operation(), signed, false);
+        if let Some(fresh) = &fresh {
+            observer = observer.with_fresh_signature(fresh.response.clone(), fresh.detail.clone());
+        }
         let started = Instant::now();
         let sent = self.sender.send(&request, &mut observer).await;
+        if let Some(writes) = observer.unwritten_signature() {
+            // Sending failed before a transaction was signed: keep the signature anyway.
+            self.journal.apply(&writes).await?;
+            self.transitioned(IntentState::Signed);
+        }
         if let Some(broadcast) = observer.broadcast_after() {
             self.metrics.observe_stage(Stage::Submit, broadcast);
             self.metrics.observe_stage(Stage::Confirm, started.elapsed().saturating_sub(broadcast));
@@ -501,7 +560,8 @@ impl Pipeline {
                 if let Some(step) = self.executed_elsewhere(flight).await? {
                     return Ok(step);
                 }
-                let (request, _) = self.exec_request(flight).await?;
+                let response = self.journaled_signature(flight).await?;
+                let (request, _) = self.exec_request(flight, &response)?;
                 let sent = self.sender.send(&request, &mut observer).await;
                 self.settle_send(flight, sent, true).await
             }
@@ -540,20 +600,35 @@ impl Pipeline {
         submitted: bool,
     ) -> Result<LaneStep> {
         match sent {
-            Ok(sent) if sent.receipt.status() => {
-                let detail = json!({
-                    "tx_hash": sent.receipt.transaction_hash,
-                    "block": sent.receipt.block_number,
-                    "gas_used": sent.receipt.gas_used,
-                    "attempts": sent.attempts,
-                });
-                self.move_all(&flight.intents, IntentState::Confirmed, detail).await?;
-                Ok(LaneStep::Progressed)
-            }
             Ok(sent) => {
-                let reason = self.reason_of_receipt(&sent.receipt).await;
-                let detail = json!({ "reason": reason, "tx_hash": sent.receipt.transaction_hash });
-                self.move_all(&flight.intents, IntentState::Failed, detail).await?;
+                let receipt = &sent.receipt;
+                let (tx_state, to, detail) = if receipt.status() {
+                    let detail = json!({
+                        "tx_hash": receipt.transaction_hash,
+                        "block": receipt.block_number,
+                        "gas_used": receipt.gas_used,
+                        "attempts": sent.attempts,
+                    });
+                    (TxState::Confirmed, IntentState::Confirmed, detail)
+                } else {
+                    let reason = self.reason_of_receipt(receipt).await;
+                    (
+                        TxState::Failed,
+                        IntentState::Failed,
+                        json!({ "reason": reason, "tx_hash": receipt.transaction_hash }),
+                    )
+                };
+                let writes = [
+                    Write::TransactionState {
+                        tx_hash: receipt.transaction_hash.to_string(),
+                        state: tx_state,
+                        block: receipt.block_number,
+                    },
+                    Write::Transition { intents: flight.intents.clone(), to, detail: detail.clone() },
+                ];
+                let moved = self.journal.apply(&writes).await?;
+                self.transitioned(to);
+                self.announce(&moved, to, &detail);
                 Ok(LaneStep::Progressed)
             }
             Err(SenderError::WouldRevert { source, .. }) => {
@@ -626,5 +701,6 @@ fn in_flight(pending: &[PendingIntent]) -> Result<Option<InFlight>> {
         intents,
         state: p.intent.state,
         transaction: p.transaction.clone(),
+        last_change_ms: p.intent.updated_at,
     }))
 }

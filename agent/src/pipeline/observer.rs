@@ -3,7 +3,7 @@
 use treasury_chain::sender::{ObserverError, SendEvent, SendObserver};
 
 use super::Pipeline;
-use crate::journal::{IntentId, IntentState, Journal, NewTransaction, TxState};
+use crate::journal::{IntentId, IntentState, Journal, NewTransaction, SigningState, TxState, Write};
 
 /// Writes the keeper's transactions to the journal; the first signed one moves the intents to `submitted`.
 pub(super) struct JournalObserver<'a> {
@@ -16,6 +16,8 @@ pub(super) struct JournalObserver<'a> {
     submitted: bool,
     started: std::time::Instant,
     broadcast_after: Option<std::time::Duration>,
+    /// A quorum signature to journal with the first transaction: (answer, `signed` event detail).
+    fresh_signature: Option<(serde_json::Value, serde_json::Value)>,
 }
 
 impl<'a> JournalObserver<'a> {
@@ -36,7 +38,36 @@ impl<'a> JournalObserver<'a> {
             submitted,
             started: std::time::Instant::now(),
             broadcast_after: None,
+            fresh_signature: None,
         }
+    }
+
+    /// Journals this quorum answer (and the `signed` transition) with the first transaction.
+    pub(super) fn with_fresh_signature(
+        mut self,
+        response: serde_json::Value,
+        detail: serde_json::Value,
+    ) -> Self {
+        self.fresh_signature = Some((response, detail));
+        self
+    }
+
+    /// The writes that journal the fresh signature, if no transaction carried it.
+    pub(super) fn unwritten_signature(&mut self) -> Option<Vec<Write>> {
+        let (response, detail) = self.fresh_signature.take()?;
+        Some(self.signature_writes(response, detail))
+    }
+
+    fn signature_writes(&self, response: serde_json::Value, detail: serde_json::Value) -> Vec<Write> {
+        vec![
+            Write::SigningAnswer {
+                operation_id: self.operation_id.clone(),
+                signer: "quorum".into(),
+                state: SigningState::Signed,
+                response,
+            },
+            Write::Transition { intents: self.intents.clone(), to: IntentState::Signed, detail },
+        ]
     }
 
     /// How long after the observer's creation the first broadcast happened.
@@ -63,8 +94,27 @@ impl<'a> JournalObserver<'a> {
                 if self.submitted {
                     self.journal.record_transaction(&new).await?;
                 } else {
-                    self.journal.record_submission(&new, &self.intents).await?;
+                    // Signature (if fresh), signed, the transaction and submitted: one commit,
+                    // before the broadcast.
+                    let fresh = self.fresh_signature.take();
+                    let mut writes = match fresh {
+                        Some((response, detail)) => self.signature_writes(response, detail),
+                        None => Vec::new(),
+                    };
+                    let signed_too = !writes.is_empty();
+                    let detail =
+                        serde_json::json!({ "tx_hash": new.tx_hash, "keeper_nonce": new.keeper_nonce });
+                    writes.push(Write::Transaction(new));
+                    writes.push(Write::Transition {
+                        intents: self.intents.clone(),
+                        to: IntentState::Submitted,
+                        detail,
+                    });
+                    self.journal.apply(&writes).await?;
                     self.submitted = true;
+                    if signed_too {
+                        self.pipeline.transitioned(IntentState::Signed);
+                    }
                     self.pipeline.transitioned(IntentState::Submitted);
                 }
                 if let Some(old) = replaces {
@@ -85,10 +135,7 @@ impl<'a> JournalObserver<'a> {
                     .set_transaction_state(&tx_hash.to_string(), TxState::Reorged, Some(*block_number))
                     .await?;
             }
-            SendEvent::Confirmed { tx_hash, block_number, success } => {
-                let state = if *success { TxState::Confirmed } else { TxState::Failed };
-                self.journal.set_transaction_state(&tx_hash.to_string(), state, Some(*block_number)).await?;
-            }
+            // The lane journals confirmation together with the intents' outcome.
             _ => {}
         }
         Ok(())

@@ -1,0 +1,79 @@
+//! Several journal writes committed as one transaction: one fsync where the flow takes several
+//! steps with no action between them (e.g. planned → authorising, signed → submitted).
+
+use super::execution::{
+    NewSigningRequest, NewTransaction, OperationRecord, SigningState, TxState, insert_operation,
+    insert_signing_request, insert_transaction, update_signing_request, update_transaction_state,
+};
+use super::intents::{Intent, IntentId, transition_in};
+use super::state::IntentState;
+use super::{Journal, Result, db, now_ms};
+
+/// One write of a [`Journal::apply`] batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Store a planned operation and link its intents (idempotent).
+    Operation(OperationRecord),
+    /// Move these intents to a state, with one event row each.
+    Transition {
+        /// The intents.
+        intents: Vec<IntentId>,
+        /// The state entered.
+        to: IntentState,
+        /// The event detail.
+        detail: serde_json::Value,
+    },
+    /// Store a signing request as pending (idempotent).
+    SigningRequest(NewSigningRequest),
+    /// Record the answer to a signing request.
+    SigningAnswer {
+        /// The operation.
+        operation_id: String,
+        /// `quorum` or `root`.
+        signer: String,
+        /// Signed or refused.
+        state: SigningState,
+        /// The signature or the refusal.
+        response: serde_json::Value,
+    },
+    /// Store a signed keeper transaction (idempotent on its hash).
+    Transaction(NewTransaction),
+    /// Record what became of a keeper transaction.
+    TransactionState {
+        /// Its hash, hex.
+        tx_hash: String,
+        /// Its state.
+        state: TxState,
+        /// The block it was seen in.
+        block: Option<u64>,
+    },
+}
+
+impl Journal {
+    /// Applies `writes` in order in one transaction, all or none; returns the intents moved.
+    pub async fn apply(&self, writes: &[Write]) -> Result<Vec<Intent>> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let mut moved = Vec::new();
+        for w in writes {
+            match w {
+                Write::Operation(op) => insert_operation(&mut tx, op).await?,
+                Write::Transition { intents, to, detail } => {
+                    for id in intents {
+                        moved.push(transition_in(&mut tx, *id, *to, detail, now).await?);
+                    }
+                }
+                Write::SigningRequest(req) => insert_signing_request(&mut tx, req, now).await?,
+                Write::SigningAnswer { operation_id, signer, state, response } => {
+                    update_signing_request(&mut tx, operation_id, signer, *state, response, now).await?
+                }
+                Write::Transaction(new) => insert_transaction(&mut tx, new, now).await?,
+                Write::TransactionState { tx_hash, state, block } => {
+                    update_transaction_state(&mut tx, tx_hash, *state, *block, now).await?
+                }
+            }
+        }
+        tx.commit().await.map_err(db("commit journal batch"))?;
+        Ok(moved)
+    }
+}
