@@ -158,7 +158,8 @@ impl SignerCmd {
                 } else {
                     println!(
                         "{}-of-{} over loopback processes ({} build): p50 {:.3} ms, p99 {:.3} ms, {:.0} sig/s sequential, {:.0} sig/s with {} in flight\n\
-                         in-process floor: full {:.3} ms, preprocessed {:.3} ms (p50); fdatasync {:.3} ms (p50); DKG {:.0} ms",
+                         in-process floor: full {:.3} ms, preprocessed {:.3} ms, critical path {:.3} ms; \
+                         fdatasync {:.3} ms; HTTP round trip {:.3} ms (p50); DKG {:.0} ms",
                         report.threshold,
                         report.nodes,
                         report.profile,
@@ -169,7 +170,9 @@ impl SignerCmd {
                         report.concurrency,
                         report.in_process_full.p50_ms,
                         report.in_process_preprocessed.p50_ms,
+                        report.in_process_critical_path.p50_ms,
                         report.fdatasync.p50_ms,
+                        report.http_round_trip.p50_ms,
                         report.dkg_ms
                     );
                 }

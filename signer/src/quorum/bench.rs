@@ -125,6 +125,12 @@ pub struct BenchReport {
     pub in_process_full: Latency,
     /// In process, one thread, commitments preprocessed: sign (all t) + aggregate + verify.
     pub in_process_preprocessed: Latency,
+    /// In process, the crypto on the critical path when the t nodes work in parallel: the
+    /// coordinator serializes the signing package, one node deserializes it and signs, the
+    /// coordinator aggregates and verifies.
+    pub in_process_critical_path: Latency,
+    /// One HTTP round trip to a node process (`GET /v1/health`, kept-alive connection).
+    pub http_round_trip: Latency,
     /// One small append + `fdatasync` in the directory the nodes use (what each signature waits for
     /// once per node, before its share leaves), measured in the same run.
     pub fdatasync: Latency,
@@ -254,10 +260,11 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         t.await.map_err(|e| QuorumError::Config(e.to_string()))??;
     }
     let conc = conc_start.elapsed();
+    let http = http_round_trips(&procs[0].url, opts.signatures).await?;
     for p in &mut procs {
         p.kill().await;
     }
-    let (full, pre) = in_process(opts.nodes as u16, opts.threshold, opts.signatures)?;
+    let (full, pre, critical) = in_process(opts.nodes as u16, opts.threshold, opts.signatures)?;
     let sync = fdatasync(tmp, opts.signatures)?;
     Ok(BenchReport {
         nodes: opts.nodes,
@@ -269,6 +276,8 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         concurrent_per_sec: (per_task * opts.concurrency.max(1)) as f64 / conc.as_secs_f64(),
         in_process_full: latency(full),
         in_process_preprocessed: latency(pre),
+        in_process_critical_path: latency(critical),
+        http_round_trip: latency(http),
         fdatasync: latency(sync),
         dkg_ms,
         profile: if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -297,8 +306,36 @@ fn fdatasync(dir: &Path, count: usize) -> Result<Vec<Duration>, QuorumError> {
     Ok(out)
 }
 
-/// The floor: the same t-of-n signature computed in one process, one thread.
-fn in_process(n: u16, t: u16, count: usize) -> Result<(Vec<Duration>, Vec<Duration>), QuorumError> {
+/// The transport floor: `count` `GET /v1/health` round trips to `url` on one kept-alive connection.
+async fn http_round_trips(url: &str, count: usize) -> Result<Vec<Duration>, QuorumError> {
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| QuorumError::Config(format!("http client: {e}")))?;
+    let health = format!("{url}/v1/health");
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count + 10 {
+        let t = Instant::now();
+        let r = http.get(&health).send().await.and_then(|r| r.error_for_status());
+        let body = match r {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        body.map_err(|e| QuorumError::Config(format!("{health}: {e}")))?;
+        out.push(t.elapsed());
+    }
+    Ok(out.split_off(10))
+}
+
+/// The floor: the same t-of-n signature computed in one process, one thread. Returns the timings
+/// of commit + sign + aggregate, of sign + aggregate (preprocessed), and of the critical path
+/// (package serialized, then deserialized and signed by one node, then aggregated).
+#[allow(clippy::type_complexity)]
+fn in_process(
+    n: u16,
+    t: u16,
+    count: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>), QuorumError> {
     use frost_secp256k1 as frost;
     let (shares, pkp) =
         frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng)
@@ -311,6 +348,7 @@ fn in_process(n: u16, t: u16, count: usize) -> Result<(Vec<Duration>, Vec<Durati
         .map_err(QuorumError::frost)?;
     let mut full = Vec::with_capacity(count);
     let mut pre = Vec::with_capacity(count);
+    let mut critical = Vec::with_capacity(count);
     for i in 0..count {
         let msg = alloy::primitives::keccak256(i.to_be_bytes());
         for preprocessed in [false, true] {
@@ -341,8 +379,24 @@ fn in_process(n: u16, t: u16, count: usize) -> Result<(Vec<Duration>, Vec<Durati
             }
             let sig = frost::aggregate(&pkg, &sig_shares, &pkp).map_err(QuorumError::frost)?;
             pkp.verifying_key().verify(msg.as_slice(), &sig).map_err(QuorumError::frost)?;
-            if preprocessed { pre.push(t0.elapsed()) } else { full.push(t0.elapsed()) }
+            if preprocessed {
+                pre.push(t0.elapsed())
+            } else {
+                full.push(t0.elapsed())
+            }
+            if preprocessed {
+                // The other t-1 shares are computed above (in parallel, in the real system).
+                let t0 = Instant::now();
+                let bytes = pkg.serialize().map_err(QuorumError::frost)?;
+                let at_node = frost::SigningPackage::deserialize(&bytes).map_err(QuorumError::frost)?;
+                let kp = &kps[0];
+                let mine = frost::round2::sign(&at_node, &nonces[kp.identifier()], kp)
+                    .map_err(QuorumError::frost)?;
+                sig_shares.insert(*kp.identifier(), mine);
+                frost::aggregate(&pkg, &sig_shares, &pkp).map_err(QuorumError::frost)?;
+                critical.push(t0.elapsed());
+            }
         }
     }
-    Ok((full, pre))
+    Ok((full, pre, critical))
 }
