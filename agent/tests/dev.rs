@@ -80,7 +80,7 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
         .iter()
         .find(|s| s["name"].as_str().unwrap().contains("GOV grant"))
         .unwrap();
-    assert!(step["detail"].as_str().unwrap().starts_with("confirmed after approval"), "{step}");
+    assert!(step["detail"].as_str().unwrap().starts_with("confirmed after the root's decision"), "{step}");
 
     // Nothing is left running.
     let state = state.canonicalize().unwrap();
@@ -90,6 +90,46 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     for name in ["anvil", "signer node0", "signer node1", "signer node2", "root service", "agent"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
+
+    // --resume: anvil reloads its dumped chain, nodes, root and agent restart from their files;
+    // a grant queued meanwhile for the same day is the same intent (idempotency key), and the
+    // next day's grant stream goes through the restarted quorum.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", state.join("journal.db").display());
+        let journal = treasury_agent::journal::Journal::open(&url).await.unwrap();
+        journal.request_manual_trigger("gov_grant", "test").await.unwrap();
+        journal.close().await;
+    });
+    let out = Command::new(EXE)
+        .args(["dev", "--once", "--json", "--resume", "--state-dir"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let resumed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("resumed summary is not JSON ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(
+        out.status.success(),
+        "resume failed: {}\n{}",
+        resumed["error"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let intents = resumed["intents"].as_array().unwrap();
+    let of = |policy: &str| -> Vec<&Value> { intents.iter().filter(|i| i["policy"] == policy).collect() };
+    assert_eq!(of("gov_grant").len(), 1, "the same day's grant is not paid twice: {intents:?}");
+    assert_eq!(balance(&resumed, "grantee", "GOV"), "30000");
+    assert_eq!(of("grant_stream").len(), 2, "{intents:?}");
+    assert!(intents.iter().all(|i| i["state"] == "confirmed"), "{intents:?}");
+    let streamed: f64 = balance(&resumed, "grantee", "USDC").parse().unwrap();
+    assert!(streamed > grant_usdc + 30_000.0 / 31.0 - 0.01, "two days paid {streamed} in all");
+    assert_eq!(
+        balance(&resumed, "alice", "USDC"),
+        "8000",
+        "the reloaded chain keeps the first run's payments"
+    );
+    assert_eq!(processes_mentioning(&state.display().to_string()), vec![]);
 }
 
 #[test]

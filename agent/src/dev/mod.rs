@@ -183,7 +183,11 @@ async fn main(
     progress: &mut Progress,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let running = setup::run(dir, procs, progress).await?;
+    let running = if opts.resume {
+        setup::resume(dir, procs, progress).await?
+    } else {
+        setup::run(dir, procs, progress).await?
+    };
     outcome.deployment = Some(running.deployment.clone());
 
     let t = progress.start("agent (treasury run)");
@@ -213,7 +217,7 @@ async fn main(
     let approval = if opts.yes || opts.once { Approval::Auto } else { Approval::Ask };
     let pace = if opts.once { Duration::ZERO } else { Duration::from_secs(3) };
     let scenario = Scenario::new(&running, journal.clone(), shared.clone(), approval, pace);
-    let result = scenario.run(progress).await;
+    let result = if opts.resume { scenario.resume(progress).await } else { scenario.run(progress).await };
     // Whatever happened, the summary reads the journal and the chain while anvil still runs.
     outcome.intents = intents(&journal).await.unwrap_or_default();
     outcome.balances =
@@ -231,15 +235,14 @@ async fn main(
     Ok(())
 }
 
-/// Wipes (or, with `--resume`, refuses) the state directory and returns its absolute path.
+/// Wipes the state directory (with `--resume`, checks it holds a previous run) and returns its
+/// absolute path.
 fn prepare_dir(dir: &Path, resume: bool) -> anyhow::Result<PathBuf> {
     if resume {
-        bail!(
-            "--resume is not possible: anvil keeps the chain in memory, so a new run cannot find the Safe, \
-             the module or the blocks the journal and the signer nodes refer to; run `treasury dev` \
-             without --resume to start clean (the state directory {} is kept until then)",
-            dir.display()
-        );
+        if !dir.join(MARKER).exists() {
+            bail!("--resume: {} is not a treasury dev state directory (no {MARKER} file)", dir.display());
+        }
+        return dir.canonicalize().with_context(|| format!("resolving {}", dir.display()));
     }
     if dir.exists() {
         let empty =

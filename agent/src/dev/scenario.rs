@@ -17,7 +17,7 @@ use treasury_signer::root::store::{RequestState, Store};
 use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
 use super::setup::Running;
 use super::view::{Progress, Shared};
-use crate::journal::{IntentFilter, IntentState, Journal};
+use crate::journal::{Intent, IntentFilter, IntentState, Journal};
 use crate::trigger::CURSOR_SOURCE;
 
 /// How long one scenario step may take before it is reported as failed.
@@ -73,6 +73,22 @@ impl<'a> Scenario<'a> {
         self.step(progress, "ETH 3,000 → 3,900 USD (feed and pool): rebalance", self.move_price()).await?;
         self.step(progress, "30,000 GOV grant: over budget, escalates to the root", self.escalate()).await?;
         Ok(())
+    }
+
+    /// After `--resume`: the scenario ran before. Waits for the agent to catch up with the chain
+    /// and finish what its journal holds, then moves on to the next day, so the daily policies
+    /// act through the restarted quorum.
+    pub async fn resume(&self, progress: &mut Progress) -> anyhow::Result<()> {
+        self.step(progress, "agent watching the chain", self.wait_for_agent()).await?;
+        self.step(progress, "agent caught up (journal resumed)", self.catch_up()).await?;
+        let ts = self.latest_timestamp().await?;
+        let midnight = (ts / 86_400 + 1) * 86_400;
+        self.step(
+            progress,
+            "time → next 00:00 UTC: grant_stream (daily)",
+            self.jump_and_settle(midnight + 30),
+        )
+        .await
     }
 
     async fn step(
@@ -178,17 +194,20 @@ impl<'a> Scenario<'a> {
     }
 
     /// Waits until the agent's cursor passed `block`, no intent is unfinished and no manual
-    /// request is open.
+    /// request is open; an intent waiting for the root gets a decision (asked, or `--yes`).
     async fn settle(&self, block: u64) -> anyhow::Result<()> {
         let safe = self.r.deployment.safe.to_string().to_lowercase();
         loop {
             let cursor = self.journal.cursor(CURSOR_SOURCE, &safe).await.context("reading the cursor")?;
-            let caught_up = cursor.is_some_and(|c| c.block_number >= block);
-            if caught_up
-                && self.journal.pending().await.context("reading pending intents")?.is_empty()
-                && self.journal.open_manual_triggers().await.context("reading manual triggers")?.is_empty()
-            {
-                return Ok(());
+            let pending = self.journal.pending().await.context("reading pending intents")?;
+            let open = self.journal.open_manual_triggers().await.context("reading manual triggers")?;
+            if cursor.is_some_and(|c| c.block_number >= block) && open.is_empty() {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                for p in pending.iter().filter(|p| p.intent.state == IntentState::AwaitingRoot) {
+                    self.decide(&p.intent).await?;
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -275,36 +294,8 @@ impl<'a> Scenario<'a> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let store = Store::open(&self.r.root_db)
-            .await
-            .with_context(|| format!("opening the root queue {}", self.r.root_db.display()))?;
-        let pending = store.list(Some(RequestState::Pending)).await.context("listing root requests")?;
-        let request = pending.into_iter().next().context("the root service holds no pending request")?;
         let waited = Instant::now();
-        let approve = match self.approval {
-            Approval::Auto => true,
-            Approval::Ask => {
-                let question = format!(
-                    "Root approval needed: intent #{} {} — {}\nRoot request {} ({}). Approve? [y/N] ",
-                    intent.id,
-                    intent.policy,
-                    super::view::describe(&intent.payload),
-                    request.id,
-                    request.requester
-                );
-                ask(&self.shared, question).await
-            }
-        };
-        if approve {
-            store.approve(&request.id, "treasury-dev", now()).await.context("approving the root request")?;
-            self.shared.event(format!("root request {} approved", request.id));
-        } else {
-            store
-                .reject(&request.id, "treasury-dev", "declined at the treasury dev prompt", now())
-                .await
-                .context("rejecting the root request")?;
-            self.shared.event(format!("root request {} rejected", request.id));
-        }
+        let approve = self.decide(&intent).await?.context("the root service holds no pending request")?;
         let head = self.r.deployer.get_block_number().await.context("eth_blockNumber")?;
         self.settle(head).await?;
         let done =
@@ -313,10 +304,65 @@ impl<'a> Scenario<'a> {
             bail!("the approved grant ended {}", done.state.as_str());
         }
         Ok(format!(
-            "{} after approval ({:.1} s waiting for the decision)",
+            "{} after the root's decision ({:.1} s waiting for it)",
             done.state.as_str(),
             waited.elapsed().as_secs_f64()
         ))
+    }
+}
+
+impl Scenario<'_> {
+    /// Decides on the root's pending request(s) for `intent` (in a dev run every request comes
+    /// from this agent): approves with `--yes`/`--once`, else asks. Returns whether it approved,
+    /// or `None` when nothing was pending.
+    async fn decide(&self, intent: &Intent) -> anyhow::Result<Option<bool>> {
+        let store = Store::open(&self.r.root_db)
+            .await
+            .with_context(|| format!("opening the root queue {}", self.r.root_db.display()))?;
+        let pending = store.list(Some(RequestState::Pending)).await.context("listing root requests")?;
+        if pending.is_empty() {
+            // Decided already; the agent has not polled the root since.
+            return Ok(None);
+        }
+        let mut approved = true;
+        for request in pending {
+            let approve = match self.approval {
+                Approval::Auto => true,
+                Approval::Ask => {
+                    let question = format!(
+                        "Root approval needed: intent #{} {} — {}\nRoot request {} from {}. Approve? [y/N] ",
+                        intent.id,
+                        intent.policy,
+                        super::view::describe(&intent.payload),
+                        request.id,
+                        request.requester
+                    );
+                    ask(&self.shared, question).await
+                }
+            };
+            if approve {
+                store
+                    .approve(&request.id, "treasury-dev", now())
+                    .await
+                    .context("approving the root request")?;
+                self.shared.event(format!("root request {} approved", request.id));
+            } else {
+                store
+                    .reject(&request.id, "treasury-dev", "declined at the treasury dev prompt", now())
+                    .await
+                    .context("rejecting the root request")?;
+                self.shared.event(format!("root request {} rejected", request.id));
+                approved = false;
+            }
+        }
+        Ok(Some(approved))
+    }
+
+    /// Waits until the agent passed the head and everything it holds is final.
+    async fn catch_up(&self) -> anyhow::Result<String> {
+        let head = self.r.deployer.get_block_number().await.context("eth_blockNumber")?;
+        self.settle(head).await?;
+        Ok(format!("block {head}, {} intent(s) final", self.finished().await?))
     }
 }
 

@@ -16,6 +16,7 @@ use treasury_chain::deploy::{
 use treasury_signer::quorum::bench::init_nodes;
 use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_signer::quorum::store::{
     COORDINATOR_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrase, create_coordinator_key_with, open_coordinator_key,
 };
@@ -80,19 +81,11 @@ pub struct Running {
 /// Runs every set-up step, registering each child in `procs` as soon as it starts.
 pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyhow::Result<Running> {
     let t = progress.start("anvil");
-    let (anvil, rpc) = procs::anvil(dir, &[]).await?;
-    let pid = anvil.pid;
-    procs.push(anvil);
-    progress.done(t, &format!("{rpc} (pid {pid})"));
+    let rpc = start_anvil(dir, procs).await?;
+    progress.done(t, &rpc);
 
     let t = progress.start("dev accounts");
-    let keys = dev_keys(&dir.join("anvil-accounts.json"))?;
-    if keys.len() < 9 {
-        bail!("anvil lists {} dev accounts; treasury dev needs 9", keys.len());
-    }
-    let deployer_key = keys[0].clone();
-    let owners: Vec<PrivateKeySigner> = keys[1..4].to_vec();
-    let keeper_key = keys[8].clone();
+    let (deployer_key, owners, keeper_key) = accounts(dir)?;
     let deployer = treasury_chain::provider::connect_with_signer(&rpc, deployer_key.clone())
         .context("connecting to anvil")?;
     progress.done(
@@ -124,21 +117,12 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let guard = node_guard(&deployment, root, keeper_key.address());
     let reports = init_nodes(&dir.join("nodes"), 3, &coordinator_key, &guard, NODE_PASS)
         .context("initialising the signer node directories")?;
-    let exe = std::env::current_exe().context("locating the treasury executable")?;
     let mut pinned = Vec::new();
     for (i, r) in reports.iter().enumerate() {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["signer", "serve", "--dir", &r.dir, "--listen", "127.0.0.1:0"])
-            .env(PASSPHRASE_ENV, NODE_PASS);
-        let name = format!("signer node{i}");
-        let log = dir.join(format!("node{i}.log"));
-        let (p, addr) = procs::spawn(&name, cmd, &log, Duration::from_secs(60), |l| {
-            serde_json::from_str::<serde_json::Value>(l).ok()?["listening"].as_str().map(str::to_string)
-        })
-        .await?;
-        procs.push(p);
-        pinned.push(PinnedNode { url: format!("http://{addr}"), fingerprint: r.fingerprint.clone() });
+        let url = start_node(dir, i, procs).await?;
+        pinned.push(PinnedNode { url, fingerprint: r.fingerprint.clone() });
     }
+    let fingerprints: Vec<String> = reports.iter().map(|r| r.fingerprint.clone()).collect();
     progress.done(t, &pinned.iter().map(|p| p.url.as_str()).collect::<Vec<_>>().join(" "));
 
     let t = progress.start("DKG 2-of-3");
@@ -165,14 +149,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let t = progress.start("root service");
     let (root_config, root_db, root_token) =
         hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
-    let mut cmd = hsm.command(&exe);
-    cmd.args(["root", "serve", "--listen", "127.0.0.1:0", "--config"]).arg(&root_config);
-    let (p, root_url) =
-        procs::spawn("root service", cmd, &dir.join("root.log"), Duration::from_secs(30), |l| {
-            l.strip_prefix("listening on ").map(|u| u.trim().to_string())
-        })
-        .await?;
-    procs.push(p);
+    let root_url = start_root(&hsm, &root_config, procs).await?;
     progress.done(t, &root_url);
 
     let t = progress.start("keeper keystore and config");
@@ -191,6 +168,10 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
     write_env_file(dir, &root_token)?;
+    let saved = Saved { root_token: root_token.clone(), fingerprints };
+    let path = dir.join(SAVED);
+    std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     progress.done(t, &config_path.display().to_string());
 
     Ok(Running {
@@ -221,6 +202,167 @@ pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<()> {
     // `treasury run` prints nothing on stdout without an API; the scenario waits for its cursor.
     procs.push(procs::start("agent", cmd, &r.dir.join("agent.log"))?);
     Ok(())
+}
+
+/// What a resumed run needs that no other file holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    /// The agent's requester token at the root service (only its hash is in `root.toml`).
+    root_token: String,
+    /// Fingerprints of node0, node1, node2, to find each in the quorum file.
+    fingerprints: Vec<String>,
+}
+
+const SAVED: &str = "dev.json";
+/// anvil's state file: loaded at start, written every 2 s and on exit.
+const ANVIL_STATE: &str = "anvil-state.json";
+
+async fn start_anvil(dir: &Path, procs: &mut Procs) -> anyhow::Result<String> {
+    let state = dir.join(ANVIL_STATE).display().to_string();
+    let (anvil, rpc) =
+        procs::anvil(dir, &["--state".into(), state, "--state-interval".into(), "2".into()]).await?;
+    procs.push(anvil);
+    Ok(rpc)
+}
+
+/// anvil's dev keys: deployer (0), Safe owners (1–3), keeper (8).
+fn accounts(dir: &Path) -> anyhow::Result<(PrivateKeySigner, Vec<PrivateKeySigner>, PrivateKeySigner)> {
+    let keys = dev_keys(&dir.join("anvil-accounts.json"))?;
+    if keys.len() < 9 {
+        bail!("anvil lists {} dev accounts; treasury dev needs 9", keys.len());
+    }
+    Ok((keys[0].clone(), keys[1..4].to_vec(), keys[8].clone()))
+}
+
+/// Starts `treasury signer serve` for `nodes/node{i}`; returns its URL.
+async fn start_node(dir: &Path, i: usize, procs: &mut Procs) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["signer", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.join("nodes").join(format!("node{i}")))
+        .env(PASSPHRASE_ENV, NODE_PASS);
+    let log = dir.join(format!("node{i}.log"));
+    let (p, addr) = procs::spawn(&format!("signer node{i}"), cmd, &log, Duration::from_secs(60), |l| {
+        serde_json::from_str::<serde_json::Value>(l).ok()?["listening"].as_str().map(str::to_string)
+    })
+    .await?;
+    procs.push(p);
+    Ok(format!("http://{addr}"))
+}
+
+/// Starts `treasury root serve`; returns its URL.
+async fn start_root(hsm: &Hsm, config: &Path, procs: &mut Procs) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let mut cmd = hsm.command(&exe);
+    cmd.args(["root", "serve", "--listen", "127.0.0.1:0", "--config"]).arg(config);
+    let log = hsm.dir.parent().unwrap_or(&hsm.dir).join("root.log");
+    let (p, url) = procs::spawn("root service", cmd, &log, Duration::from_secs(30), |l| {
+        l.strip_prefix("listening on ").map(|u| u.trim().to_string())
+    })
+    .await?;
+    procs.push(p);
+    Ok(url)
+}
+
+/// Restarts everything from a previous run's state directory: anvil from its dumped state (its
+/// clock moved past the last block, which anvil does not keep), the nodes and the root service
+/// from their files (the quorum file and the config get their new URLs). The agent then resumes
+/// from its journal.
+pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyhow::Result<Running> {
+    let saved_path = dir.join(SAVED);
+    let saved: Saved = serde_json::from_str(&std::fs::read_to_string(&saved_path).with_context(|| {
+        format!(
+            "{}: the previous run did not finish its set-up, so there is nothing to resume",
+            saved_path.display()
+        )
+    })?)
+    .with_context(|| format!("parsing {}", saved_path.display()))?;
+    if !dir.join(ANVIL_STATE).exists() {
+        bail!(
+            "{} is missing: anvil never dumped its state, so there is no chain to resume",
+            dir.join(ANVIL_STATE).display()
+        );
+    }
+    let t = progress.start("anvil (from its dumped state)");
+    let rpc = start_anvil(dir, procs).await?;
+    let (deployer_key, _, keeper_key) = accounts(dir)?;
+    let deployer = treasury_chain::provider::connect_with_signer(&rpc, deployer_key.clone())
+        .context("connecting to anvil")?;
+    let deployment = Deployment::read(&dir.join("deployment.json")).context("reading deployment.json")?;
+    use alloy::providers::Provider;
+    let code = deployer.get_code_at(deployment.module).await.context("eth_getCode")?;
+    if code.is_empty() {
+        bail!("the reloaded chain has no module at {}: anvil's state dump is not usable", deployment.module);
+    }
+    let head = deployer
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .context("eth_getBlockByNumber")?
+        .context("no latest block")?;
+    let wall =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if head.header.timestamp >= wall {
+        let _: serde_json::Value = deployer
+            .raw_request("evm_increaseTime".into(), (U256::from(head.header.timestamp + 1 - wall),))
+            .await
+            .context("evm_increaseTime")?;
+    }
+    progress.done(t, &format!("{rpc}, block {}", head.header.number));
+
+    let t = progress.start("signer nodes (3 processes)");
+    let quorum_path = dir.join("quorum.toml");
+    let mut quorum = QuorumFile::load(&quorum_path).context("reading quorum.toml")?;
+    let mut urls = Vec::new();
+    for (i, fingerprint) in saved.fingerprints.iter().enumerate() {
+        let url = start_node(dir, i, procs).await?;
+        let node = quorum
+            .nodes
+            .iter_mut()
+            .find(|n| &n.fingerprint == fingerprint)
+            .with_context(|| format!("node{i} ({fingerprint}) is not in quorum.toml"))?;
+        node.url = url.clone();
+        urls.push(url);
+    }
+    quorum.save(&quorum_path).context("writing quorum.toml")?;
+    progress.done(t, &urls.join(" "));
+
+    let t = progress.start("root service");
+    let hsm = Hsm::new(dir)?;
+    let root_config = hsm.dir.join("root.toml");
+    let root_url = start_root(&hsm, &root_config, procs).await?;
+    progress.done(t, &root_url);
+
+    let t = progress.start("config (new URLs)");
+    let config_path = dir.join("treasury.toml");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    if let Some(toml::Value::Table(chain)) = table.get_mut("chain") {
+        chain.insert("rpc_http".into(), toml::Value::String(rpc.clone()));
+    }
+    if let Some(toml::Value::Table(signing)) = table.get_mut("signing") {
+        signing.insert("root_url".into(), toml::Value::String(root_url.clone()));
+    }
+    std::fs::write(&config_path, toml::to_string(&table)?)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
+    write_env_file(dir, &saved.root_token)?;
+    progress.done(t, &config_path.display().to_string());
+
+    Ok(Running {
+        dir: dir.to_path_buf(),
+        rpc,
+        deployment,
+        deployer,
+        deployer_address: deployer_key.address(),
+        config_path,
+        config,
+        root_db: hsm.dir.join("queue.sqlite"),
+        root_config,
+        keeper: keeper_key.address(),
+        root_token: saved.root_token,
+    })
 }
 
 /// The dev accounts anvil wrote with `--config-out`.
