@@ -1,10 +1,13 @@
 //! The treasury agent: the `treasury` command and the pipeline it runs.
 //!
 //! # Layout
+//! - [`api`]: the agent's HTTP API (status, intents, policies, approvals, OpenAPI, metrics).
 //! - [`cli`]: the command tree; one file per command under [`cmd`].
 //! - [`config`]: the agent's TOML configuration and its validation.
 //! - [`journal`]: the durable record of intents and their state transitions (SQLite by default).
 //! - [`logging`]: `tracing` set-up shared by every command.
+//! - [`metrics`]: stage latencies and gauges in Prometheus text.
+//! - [`notify`]: webhooks (JSON, Slack, Discord) with retries, never blocking the pipeline.
 //! - [`pipeline`]: firing → intents → operation → authorised → submitted → confirmed, resumable.
 //! - [`plan`]: intents to the calls the Safe makes (transfers, approvals, router swaps).
 //! - [`trigger`]: the gap-free watcher turning blocks, logs and manual requests into firings.

@@ -94,7 +94,13 @@ pub async fn run_agent(path: &Path, options: RunOptions, hook: Option<Transition
                 let _ = stop.send(true);
             }
         });
-        run(Arc::new(pipeline), watcher, options, shutdown).await?;
+        let notifier = pipeline.notifier().clone();
+        let outcome = run(Arc::new(pipeline), watcher, options, shutdown).await;
+        // Webhooks of the last steps still queued: give them a moment, never block the exit long.
+        if !notifier.drain(std::time::Duration::from_secs(10)).await {
+            tracing::warn!("some webhook notifications were not delivered before exit");
+        }
+        outcome?;
         Ok(())
     }
 }
