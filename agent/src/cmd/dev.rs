@@ -12,7 +12,8 @@ pub struct DevArgs {
     /// State directory (wiped at start: it must be empty, missing, or a previous run's).
     #[arg(long, default_value = ".state/dev")]
     state_dir: PathBuf,
-    /// Reuse the state directory instead of starting clean (not possible yet: says why).
+    /// Restart from the state directory of a previous run (chain, nodes, root, journal) instead of
+    /// starting clean; the scenario goes on to the next day.
     #[arg(long)]
     resume: bool,
     /// Approve the escalated payment without asking.

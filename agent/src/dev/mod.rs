@@ -3,8 +3,10 @@
 //! the example policies — then a scenario that makes every kind of policy act, shown live.
 //!
 //! - [`procs`]: the child processes (own process group, die with the parent, logs in the state dir).
-//! - [`setup`]: the set-up steps; [`config`]: the agent config written from `config/dev.toml`.
-//! - [`scenario`]: time jumps, a price move, an escalated payment and its approval.
+//! - [`setup`]: the set-up steps (or the restart of a previous run's processes with `--resume`);
+//!   [`config`]: the agent config written from `config/dev.toml`.
+//! - [`scenario`]: time jumps, a price move, an escalated payment and its approval; after
+//!   `--resume`, the next day.
 //! - [`view`]: step lines, the live view, the summary's pieces.
 
 pub mod config;
