@@ -80,6 +80,7 @@ impl RootService {
             }
             let now = now();
             let guard = &self.config.guard;
+            let mut windows = Vec::new();
             let assessment = match &request.payload {
                 Payload::Operation { operation } => {
                     // Only the assets this operation moves are summed (a malformed operation is
@@ -91,10 +92,9 @@ impl RootService {
                     let mut spent = std::collections::BTreeMap::new();
                     for a in guard.assets.iter().filter(|a| moved.contains(&a.token)) {
                         let since = now.saturating_sub(a.period_secs);
-                        spent.insert(
-                            (a.token, a.period_secs),
-                            self.store.committed_since(a.token, since).await?,
-                        );
+                        let read = self.store.window_total(a.token, a.period_secs, since).await?;
+                        spent.insert((a.token, a.period_secs), read.total);
+                        windows.push(read);
                     }
                     guard.check_operation(
                         operation,
@@ -133,6 +133,7 @@ impl RootService {
                 expires_at,
                 auto_approver: auto,
                 signature: signature.as_ref().map(|s| s.as_slice()),
+                windows: &windows,
             };
             let rec = self.store.insert(new).await?;
             tracing::info!(id = %rec.id, %digest, requester, state = %rec.state, "request queued");
@@ -257,4 +258,79 @@ fn new_id() -> String {
     let mut b = [0u8; 8];
     rand_core::OsRng.fill_bytes(&mut b);
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root::config::HsmSection;
+    use crate::root::guard::{AssetLimits, GuardConfig, GuardRule, ServedModule};
+    use alloy::primitives::U256;
+    use treasury_chain::{Call, Operation};
+
+    const MODULE: Address = Address::repeat_byte(0x4d);
+    const TO: Address = Address::repeat_byte(0x01);
+
+    /// A service whose HSM is absent (nothing is signed) with a 100 wei ETH cap per day.
+    async fn service(dir: &std::path::Path) -> Arc<RootService> {
+        let pin = dir.join("pin");
+        std::fs::write(&pin, "1234").unwrap();
+        let config = ServiceConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            db: dir.join("q.sqlite"),
+            approval_ttl_secs: 3600,
+            retry_interval_ms: 1000,
+            hsm: HsmSection {
+                module: dir.join("absent.so"),
+                token: "t".into(),
+                key: "k".into(),
+                pin_file: Some(pin),
+                address: None,
+            },
+            guard: GuardConfig {
+                modules: vec![ServedModule { chain_id: 1, module: MODULE }],
+                recipients: vec![TO],
+                assets: vec![AssetLimits {
+                    token: Address::ZERO,
+                    max_single: U256::from(100),
+                    period_cap: U256::from(100),
+                    period_secs: 86_400,
+                    auto_approve_max: None,
+                }],
+                allowed_calls: vec![],
+                max_deadline_secs: None,
+            },
+            clients: vec![],
+        };
+        RootService::open(config).await.unwrap()
+    }
+
+    fn pay(wei: u64, nonce: u64) -> EscalationRequest {
+        let op = Operation {
+            calls: vec![Call::new(TO, U256::from(wei), Vec::<u8>::new())],
+            nonce: U256::from(nonce),
+            deadline: U256::from(now() + 600),
+        };
+        EscalationRequest::operation(op, 1, MODULE)
+    }
+
+    #[tokio::test]
+    async fn the_period_cap_counts_live_requests_and_frees_rejected_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path()).await;
+        let first = svc.submit(pay(60, 1), "agent").await.unwrap();
+        assert_eq!(first.state, RequestState::Pending);
+        svc.submit(pay(40, 2), "agent").await.unwrap();
+        let err = svc.submit(pay(1, 3), "agent").await.unwrap_err();
+        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+        svc.reject(&first.id, "alice", "no").await.unwrap();
+        svc.submit(pay(60, 4), "agent").await.unwrap();
+        let err = svc.submit(pay(1, 5), "agent").await.unwrap_err();
+        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+        // A restarted service reads the same totals from the file.
+        drop(svc);
+        let svc = service(dir.path()).await;
+        let err = svc.submit(pay(1, 6), "agent").await.unwrap_err();
+        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+    }
 }

@@ -132,6 +132,24 @@ pub struct NewRequest<'a> {
     /// then recorded as signed, with its decisions, in the same transaction (and only returned to
     /// the requester after that commit).
     pub signature: Option<&'a [u8]>,
+    /// The window totals read for the guard ([`Store::window_total`]), advanced in the same
+    /// transaction.
+    pub windows: &'a [WindowRead],
+}
+
+/// A rolling-window total as read for the guard, and what it takes to advance its stored row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRead {
+    /// Asset.
+    pub token: Address,
+    /// Window length, seconds.
+    pub period: u64,
+    /// Start of the window read (exclusive): flows after it count.
+    pub since: u64,
+    /// The total of live flows after `since`.
+    pub total: U256,
+    /// Whether `window_totals` already has a row for (token, period).
+    pub stored: bool,
 }
 
 /// The queue.
@@ -159,9 +177,12 @@ const SCHEMA: &[&str] = &[
 /// Schema version 1 adds to `flows` whether the request still counts (`live`: pending, approved or
 /// signed) and the amount as eight 32-bit limbs (`l0` least significant), so the guard's window sum
 /// is one indexed `SUM` per limb in SQLite instead of reading every row into Rust. Version 2 makes
-/// that index covering (the sum reads the index only, never the table).
+/// that index covering (the sum reads the index only, never the table). Version 3 adds
+/// `window_totals`: per (asset, period) the limb sums of the live flows after `horizon`, kept in the
+/// transactions that add flows or end requests, so a window total is the stored row minus the few
+/// flows that aged out since it was last advanced.
 const LIMBS: usize = 8;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How far a commit is durable before the call that made it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -198,6 +219,73 @@ fn from_limb_sums(sums: [i64; LIMBS]) -> U256 {
         total = total.saturating_add(part << shift);
     }
     total
+}
+
+/// `l0, l1, …, l7`.
+fn limb_list() -> String {
+    (0..LIMBS).map(|i| format!("l{i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `COALESCE(SUM(l0),0), …` over the limbs.
+fn limb_sums() -> String {
+    (0..LIMBS).map(|i| format!("COALESCE(SUM(l{i}),0)")).collect::<Vec<_>>().join(", ")
+}
+
+/// Subtracts from every `window_totals` row the live flows of request `id` inside its window: run
+/// before the request's flows are marked dead.
+async fn drop_from_windows(tx: &mut Transaction<'_, sqlx::Sqlite>, id: &str) -> Result<()> {
+    let sets = (0..LIMBS)
+        .map(|i| {
+            format!(
+                "l{i} = l{i} - (SELECT COALESCE(SUM(f.l{i}),0) FROM flows f WHERE f.request_id = ?1
+                 AND f.token = window_totals.token AND f.live = 1 AND f.at > window_totals.horizon)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE window_totals SET {sets} WHERE token IN (SELECT token FROM flows WHERE request_id = ?1)"
+    )))
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map_err(RootError::store)?;
+    Ok(())
+}
+
+/// Moves a stored window's horizon forward to `w.since`, subtracting the flows that aged out, or
+/// creates the row from the full sum when there was none.
+async fn advance_window(tx: &mut Transaction<'_, sqlx::Sqlite>, w: &WindowRead) -> Result<()> {
+    let token = w.token.to_string();
+    let sql = if w.stored {
+        let sets = (0..LIMBS)
+            .map(|i| {
+                format!(
+                    "l{i} = l{i} - (SELECT COALESCE(SUM(f.l{i}),0) FROM flows f WHERE f.token = ?1 AND f.live = 1
+                     AND f.at > window_totals.horizon AND f.at <= ?3)"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "UPDATE window_totals SET {sets}, horizon = ?3 WHERE token = ?1 AND period = ?2 AND horizon < ?3"
+        )
+    } else {
+        format!(
+            "INSERT OR IGNORE INTO window_totals (token, period, horizon, {}) SELECT ?1, ?2, ?3, {} FROM flows
+             WHERE token = ?1 AND live = 1 AND at > ?3",
+            limb_list(),
+            limb_sums()
+        )
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&token)
+        .bind(to_i64(w.period))
+        .bind(to_i64(w.since))
+        .execute(&mut **tx)
+        .await
+        .map_err(RootError::store)?;
+    Ok(())
 }
 
 const COLUMNS: &str = "id, body, digest, requester, totals, created_at, expires_at, state, signature, decided_by, decided_at, reason";
@@ -317,6 +405,11 @@ impl Store {
                 (0..LIMBS).map(|i| format!("l{i}")).collect::<Vec<_>>().join(", ")
             ),
         ];
+        steps.push(format!(
+            "CREATE TABLE IF NOT EXISTS window_totals (token TEXT NOT NULL, period INTEGER NOT NULL,
+             horizon INTEGER NOT NULL, {}, PRIMARY KEY (token, period))",
+            (0..LIMBS).map(|i| format!("l{i} INTEGER NOT NULL")).collect::<Vec<_>>().join(", ")
+        ));
         steps.push(format!("PRAGMA user_version = {SCHEMA_VERSION}"));
         for stmt in steps {
             sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut *tx).await.map_err(RootError::store)?;
@@ -427,11 +520,59 @@ impl Store {
         Ok(from_limb_sums(sums))
     }
 
+    /// The total of `token` in live requests queued after `since`, for a window of `period`
+    /// seconds: the stored running total minus the flows that aged out since its horizon (few), or
+    /// the full sum when there is no usable row yet.
+    pub async fn window_total(&self, token: Address, period: u64, since: u64) -> Result<WindowRead> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT horizon, {} FROM window_totals WHERE token = ? AND period = ?",
+            limb_list()
+        )))
+        .bind(token.to_string())
+        .bind(to_i64(period))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(RootError::store)?;
+        let stored = row.is_some();
+        let read = |total| WindowRead { token, period, since, total, stored };
+        let Some(row) = row else { return Ok(read(self.committed_since(token, since).await?)) };
+        let horizon = row.try_get::<i64, _>(0).map_err(RootError::store)?.max(0) as u64;
+        if since < horizon {
+            return Ok(read(self.committed_since(token, since).await?));
+        }
+        let aged = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM flows WHERE token = ? AND live = 1 AND at > ? AND at <= ?",
+            limb_sums()
+        )))
+        .bind(token.to_string())
+        .bind(to_i64(horizon))
+        .bind(to_i64(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(RootError::store)?;
+        let mut sums = [0i64; LIMBS];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let kept: i64 = row.try_get(i + 1).map_err(RootError::store)?;
+            let gone: i64 = aged.try_get(i).map_err(RootError::store)?;
+            *sum = kept - gone;
+        }
+        Ok(read(from_limb_sums(sums)))
+    }
+
     /// Queues a request the guard accepted; `auto_approver` approves it at once, and a `signature`
     /// stores it signed. One transaction; the record is returned without reading it back.
     pub async fn insert(&self, new: NewRequest<'_>) -> Result<RequestRecord> {
-        let NewRequest { id, request, requester, assessment, now, expires_at, auto_approver, signature } =
-            new;
+        let NewRequest {
+            id,
+            request,
+            requester,
+            assessment,
+            now,
+            expires_at,
+            auto_approver,
+            signature,
+            windows,
+        } = new;
         if signature.is_some() && auto_approver.is_none() {
             return Err(RootError::Store(format!("request {id}: signed without an approval")));
         }
@@ -465,8 +606,19 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(RootError::store)?;
+        for w in windows {
+            advance_window(&mut tx, w).await?;
+        }
         for (token, amount) in &totals {
             let l = limbs(*amount);
+            let adds = (0..LIMBS).map(|i| format!("l{i} = l{i} + ?")).collect::<Vec<_>>().join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE window_totals SET {adds} WHERE token = ? AND horizon < ?"
+            )));
+            for v in l {
+                q = q.bind(v);
+            }
+            q.bind(token.to_string()).bind(to_i64(now)).execute(&mut *tx).await.map_err(RootError::store)?;
             sqlx::query(
                 "INSERT INTO flows (request_id, token, amount, at, live, l0, l1, l2, l3, l4, l5, l6, l7)
                  VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -550,6 +702,7 @@ impl Store {
         }
         let action = if to == RequestState::Approved { "approve" } else { "reject" };
         if to != RequestState::Approved {
+            drop_from_windows(&mut tx, id).await?;
             sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
                 .bind(id)
                 .execute(&mut *tx)
@@ -588,6 +741,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(RootError::store)?;
+            drop_from_windows(&mut tx, id).await?;
             sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
                 .bind(id)
                 .execute(&mut *tx)
@@ -681,6 +835,7 @@ mod tests {
             expires_at: at + 100,
             auto_approver: None,
             signature: None,
+            windows: &[],
         };
         store.insert(new).await.unwrap();
     }
@@ -713,6 +868,79 @@ mod tests {
         assert_eq!(store.expire_due(2_060).await.unwrap(), ["a"]);
         assert_eq!(store.committed_since(token(), 0).await.unwrap(), U256::from(7));
         assert_eq!(store.committed_since(Address::ZERO, 0).await.unwrap(), U256::ZERO);
+    }
+
+    #[tokio::test]
+    async fn running_window_totals_always_equal_the_full_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_with(&dir.path().join("w.sqlite"), Durability::ProcessCrashOnly).await.unwrap();
+        let period = 100;
+        let (mut t, mut seed, mut ids) = (1_000u64, 0x9e37_79b9_7f4a_7c15u64, Vec::new());
+        let mut kinds = [0usize; 3];
+        for step in 0..300 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            t += seed % 23;
+            let since = t.saturating_sub(period);
+            let read = store.window_total(token(), period, since).await.unwrap();
+            assert_eq!(read.total, store.committed_since(token(), since).await.unwrap(), "step {step}");
+            match seed % 5 {
+                0 if !ids.is_empty() => {
+                    let id: &String = &ids[(seed as usize / 5) % ids.len()];
+                    // Already decided or expired ones are refused; that changes nothing.
+                    let _ = store.reject(id, "alice", "no", t).await;
+                    kinds[0] += 1;
+                }
+                1 => {
+                    store.expire_due(t).await.unwrap();
+                    kinds[1] += 1;
+                }
+                _ => {
+                    let id = format!("r{step}");
+                    let amount = U256::from(seed >> 40) << ((seed % 160) as usize);
+                    let assessment = Assessment { totals: [(token(), amount)].into(), auto_approve: false };
+                    let req = request(step);
+                    let new = NewRequest {
+                        id: &id,
+                        request: &req,
+                        requester: "agent",
+                        assessment: &assessment,
+                        now: t,
+                        expires_at: t + 40,
+                        auto_approver: None,
+                        signature: None,
+                        windows: &[read],
+                    };
+                    store.insert(new).await.unwrap();
+                    ids.push(id);
+                    kinds[2] += 1;
+                }
+            }
+        }
+        assert!(kinds.iter().all(|k| *k > 20), "every kind of change was exercised: {kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn commits_are_flushed_unless_asked_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, durability, want) in
+            [("full", Durability::Flushed, 2), ("normal", Durability::ProcessCrashOnly, 1)]
+        {
+            let store = Store::open_with(&dir.path().join(name), durability).await.unwrap();
+            let mut conns = Vec::new();
+            // Every pooled connection carries the setting.
+            for _ in 0..4 {
+                let mut c = store.pool.acquire().await.unwrap();
+                let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *c).await.unwrap();
+                assert_eq!(sync, want, "{name}");
+                conns.push(c);
+            }
+        }
+        let store = Store::open(&dir.path().join("default")).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(sync, 2, "the service's default is FULL");
     }
 
     #[tokio::test]
