@@ -95,12 +95,26 @@ impl BudgetState {
         }
     }
 
-    /// Records a signed tier-1 operation's outflows (once per digest).
-    pub fn record(&mut self, digest: B256, outflows: &Outflows) {
-        if self.counted.insert(digest) {
+    /// Records a tier-1 operation's outflows (once per digest); true when this call counted them.
+    pub fn record(&mut self, digest: B256, outflows: &Outflows) -> bool {
+        let fresh = self.counted.insert(digest);
+        if fresh {
             for (token, amount) in outflows {
                 let e = self.spent.entry(*token).or_default();
                 *e = e.saturating_add(*amount);
+            }
+        }
+        fresh
+    }
+
+    /// Takes back outflows [`BudgetState::record`] counted for `digest` (a reservation whose
+    /// signature was refused before any share was made).
+    pub fn release(&mut self, digest: B256, outflows: &Outflows) {
+        if self.counted.remove(&digest) {
+            for (token, amount) in outflows {
+                if let Some(e) = self.spent.get_mut(token) {
+                    *e = e.saturating_sub(*amount);
+                }
             }
         }
     }
@@ -306,14 +320,21 @@ mod tests {
         st.roll(10);
         let ok = cfg.check(&o, 31337, module, d, None, &st, 1000).unwrap();
         assert_eq!(ok.outflows[&token], U256::from(600));
-        st.record(d, &ok.outflows);
+        assert!(st.record(d, &ok.outflows), "first count");
         // the same operation again (a coordinator retry) is not a new spend
         assert!(cfg.check(&o, 31337, module, d, None, &st, 1000).is_ok());
+        assert!(!st.record(d, &ok.outflows), "a retry is not counted twice");
         let o2 = op(vec![transfer(token, Address::repeat_byte(3), 600)]);
         let o2 = Operation { nonce: U256::from(2), ..o2 };
         let d2 = operation_digest(&o2, 31337, module);
         let err = cfg.check(&o2, 31337, module, d2, None, &st, 1000).unwrap_err();
         assert_eq!(err.code, RefusalCode::OverBudget);
+        // a reservation given back (its signature was refused) frees the budget; releasing a
+        // digest that is not counted changes nothing
+        st.release(d2, &ok.outflows);
+        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1000).is_err());
+        st.release(d, &ok.outflows);
+        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1000).is_ok());
         // next period: budget is fresh
         assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1100).is_ok());
     }

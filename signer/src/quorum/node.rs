@@ -194,10 +194,10 @@ impl NodeState {
         drop(store);
         let now = now();
         let period = now / guard.period_secs.max(1);
-        let approved = {
+        let (approved, reserved) = {
             let mut budget = self.budget.lock().expect("budget lock");
             budget.roll(period);
-            guard.check(
+            let approved = guard.check(
                 &req.operation,
                 req.chain_id,
                 req.module,
@@ -205,9 +205,22 @@ impl NodeState {
                 req.root_signature.as_ref().map(|b| b.as_ref()),
                 &budget,
                 now,
-            )?
+            )?;
+            // Count a tier-1 operation under the same lock as the check, so that two concurrent
+            // requests cannot both pass against the same remaining budget.
+            let reserved = approved.tier == Tier::One && budget.record(digest, &approved.outflows);
+            (approved, reserved)
         };
-        let nonces = self.nonces.lock().expect("nonce lock").take(&id)?;
+        let nonces = match self.nonces.lock().expect("nonce lock").take(&id) {
+            Ok(n) => n,
+            Err(r) => {
+                // No share can be made: give the reservation back.
+                if reserved {
+                    self.budget.lock().expect("budget lock").release(digest, &approved.outflows);
+                }
+                return Err(r);
+            }
+        };
         let result = frost_secp256k1::round2::sign(&package, &nonces, &share.0);
         drop(nonces);
         let detail = SignedDetail { tier: approved.tier, period, outflows: approved.outflows.clone() };
@@ -228,9 +241,6 @@ impl NodeState {
                 .map_err(|e| bad(format!("cannot record the nonce as used: {e}")))?;
         }
         let share_out = result.map_err(|e| bad(format!("frost sign: {e}")))?;
-        if approved.tier == Tier::One {
-            self.budget.lock().expect("budget lock").record(digest, &approved.outflows);
-        }
         tracing::info!(%digest, tier = ?approved.tier, "signed");
         let bytes = share_out.serialize();
         #[cfg(feature = "fault-injection")]
