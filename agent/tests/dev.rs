@@ -72,6 +72,17 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     // The 30,000 GOV grant went through the root and executed.
     let escalated = of("gov_grant");
     assert_eq!(escalated.len(), 1);
+    let states: Vec<&str> =
+        escalated[0]["states"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let waited = states.iter().position(|s| *s == "awaiting_root").expect("the grant waited for the root");
+    let signed = states.iter().position(|s| *s == "signed").expect("the grant was signed");
+    assert!(waited < signed && states.last() == Some(&"confirmed"), "signed only after the root: {states:?}");
+    for i in intents.iter().filter(|i| i["policy"] != "gov_grant") {
+        assert!(
+            !i["states"].as_array().unwrap().iter().any(|s| s == "awaiting_root"),
+            "tier 1 needs no root: {i}"
+        );
+    }
     assert_eq!(balance(&summary, "grantee", "GOV"), "30000");
     assert_eq!(balance(&summary, "safe", "GOV"), "170000");
     let step = summary["steps"]

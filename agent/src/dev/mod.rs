@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use treasury_chain::contracts::IERC20;
 
-use crate::journal::{IntentFilter, IntentState, Journal};
+use crate::journal::{IntentFilter, Journal};
 use procs::Procs;
 use scenario::{Approval, Scenario};
 use setup::Running;
@@ -76,6 +76,8 @@ pub struct IntentSummary {
     pub intent: serde_json::Value,
     /// Hash of the keeper transaction that carried it, if one was sent.
     pub tx_hash: Option<String>,
+    /// Every state it went through, in order (from the journal's events).
+    pub states: Vec<String>,
 }
 
 /// What `treasury dev --once --json` prints.
@@ -198,7 +200,7 @@ async fn main(
     let journal = Journal::open(&running.config.journal.url).await.context("opening the agent's journal")?;
     progress.done(t, &format!("log {}", running.dir.join("agent.log").display()));
 
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared { dir: running.dir.display().to_string(), ..Default::default() });
     let (stop_view, stop_rx) = tokio::sync::watch::channel(false);
     let spec = crate::pipeline::snapshot_spec(&running.config).context("snapshot spec of the dev config")?;
     let live_tty = !opts.json && progress.is_tty();
@@ -293,6 +295,10 @@ async fn intents(journal: &Journal) -> anyhow::Result<Vec<IntentSummary>> {
     let mut out = Vec::new();
     for i in list {
         let mut tx_hash = None;
+        let states = match journal.intent(i.id).await? {
+            Some((_, events)) => events.iter().map(|e| e.to.as_str().to_string()).collect(),
+            None => Vec::new(),
+        };
         if let Some(op) = journal.operation_of(i.id).await? {
             tx_hash = journal.latest_transaction(&op.operation_id).await?.map(|t| t.tx.tx_hash);
         }
@@ -304,7 +310,8 @@ async fn intents(journal: &Journal) -> anyhow::Result<Vec<IntentSummary>> {
             trigger: i.trigger.clone(),
             description: view::describe(&i.payload),
             intent: i.payload.get("intent").cloned().unwrap_or(serde_json::Value::Null),
-            tx_hash: if i.state == IntentState::Confirmed || tx_hash.is_some() { tx_hash } else { None },
+            tx_hash,
+            states,
         });
     }
     Ok(out)

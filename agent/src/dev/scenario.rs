@@ -20,7 +20,8 @@ use super::view::{Progress, Shared};
 use crate::journal::{Intent, IntentFilter, IntentState, Journal};
 use crate::trigger::CURSOR_SOURCE;
 
-/// How long one scenario step may take before it is reported as failed.
+/// How long one scenario step may take before it is reported as failed, when nobody is asked
+/// anything (with a prompt, the operator may take their time; Ctrl-C stops a stuck run).
 const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 /// The ETH price the scenario moves to (USD, 8 decimals): above the de-risk floor of 2,500.
 const ETH_PRICE_E8: i64 = 3_900 * 100_000_000;
@@ -100,7 +101,8 @@ impl<'a> Scenario<'a> {
         tokio::time::sleep(self.pace).await;
         self.shared.event(format!("… {name}"));
         let t0 = Instant::now();
-        let result = match tokio::time::timeout(STEP_TIMEOUT, fut).await {
+        let limit = if self.approval == Approval::Auto { STEP_TIMEOUT } else { Duration::MAX };
+        let result = match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("timed out after {} s", STEP_TIMEOUT.as_secs())),
         };

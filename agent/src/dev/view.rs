@@ -113,6 +113,8 @@ fn secs(ms: u64) -> String {
 /// What the scenario tells the live view.
 #[derive(Debug, Default)]
 pub struct Shared {
+    /// The state directory, shown in the header.
+    pub dir: String,
     /// Scenario events, oldest first.
     pub events: Mutex<Vec<String>>,
     /// A question for the operator: the view stops redrawing while it is asked.
@@ -196,7 +198,7 @@ fn emit(to_stderr: bool, line: &str) {
 
 async fn render(journal: &Journal, snap: Option<&Snapshot>, shared: &Shared, prompt: Option<&str>) -> String {
     let mut s = String::new();
-    s.push_str("treasury dev — Ctrl-C stops everything\n\n");
+    s.push_str(&format!("treasury dev — Ctrl-C stops everything — state, logs, env.sh: {}\n\n", shared.dir));
     if let Some(snap) = snap {
         let when = chrono_like(snap.timestamp);
         s.push_str(&format!(
