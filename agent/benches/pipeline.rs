@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p treasury-agent --bench pipeline [-- --runs N] [-- --json]`
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};

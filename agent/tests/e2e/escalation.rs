@@ -2,13 +2,11 @@
 //! approval — durably, across the root service going down and the agent being killed — and
 //! executes once approved.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::root::RootEnv;
+use crate::support::{AgentEnv, PolicySpec, numbered};
 use alloy::primitives::U256;
-use support::root::RootEnv;
-use support::{AgentEnv, PolicySpec, numbered};
 use treasury_agent::journal::{IntentFilter, IntentState, Journal};
 
 const GRANT: PolicySpec<'static> = PolicySpec {

@@ -1,10 +1,8 @@
 //! `treasury run` end to end: a manual trigger's payments go through the journal, the DKG quorum
 //! (three node processes) and the keeper onto anvil, exactly once.
 
-mod support;
-
+use crate::support::{AgentEnv, PolicySpec, alice, bob};
 use alloy::primitives::U256;
-use support::{AgentEnv, PolicySpec, alice, bob};
 use treasury_agent::journal::{IntentFilter, IntentState};
 
 const PAY_TWO: PolicySpec<'static> = PolicySpec {

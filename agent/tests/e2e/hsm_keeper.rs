@@ -1,14 +1,12 @@
 //! The keeper's key in a PKCS#11 token (SoftHSM2): `treasury run` signs its transactions in the
 //! token, and a wrong PIN is named.
 
-mod support;
-
+use crate::support::root::RootEnv;
+use crate::support::{AgentEnv, PolicySpec, numbered};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
-use support::root::RootEnv;
-use support::{AgentEnv, PolicySpec, numbered};
 use treasury_agent::journal::{IntentFilter, IntentState};
 
 const PAY: PolicySpec<'static> =

@@ -1,13 +1,11 @@
 //! Faults around the pipeline: a policy that errors, the same tick delivered twice, a signer node
 //! down, an intent that would revert, and the RPC endpoint down for a while.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::proxy::Proxy;
+use crate::support::{AgentEnv, PolicySpec, alice, bob, numbered};
 use alloy::primitives::U256;
-use support::proxy::Proxy;
-use support::{AgentEnv, PolicySpec, alice, bob, numbered};
 use treasury_agent::journal::{IntentFilter, IntentState};
 use treasury_agent::pipeline::intake::FiringInput;
 use treasury_agent::pipeline::lane::LaneStep;

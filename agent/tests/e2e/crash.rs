@@ -1,13 +1,11 @@
 //! kill -9 of the agent at each state of an intent, then a restart on the same journal: every
 //! intent reaches exactly one outcome, and no payment is lost or doubled.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::{AgentEnv, PolicySpec};
 use alloy::primitives::{Address, U256};
-use support::{AgentEnv, PolicySpec};
 use treasury_agent::journal::{IntentFilter, IntentState};
 
 /// The crash helper built from `agent/examples/crash_at.rs` (cargo builds examples for `cargo test`).
@@ -22,7 +20,7 @@ fn crash_helper() -> PathBuf {
 const STATES: [&str; 3] = ["guarded", "authorising", "submitted"];
 
 fn recipient(i: usize) -> Address {
-    support::numbered(i)
+    crate::support::numbered(i)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,13 +2,11 @@
 //! not mined until its fees are bumped, and a reorg that drops a mined transaction. Each payment
 //! executes exactly once, and the journal records every keeper transaction.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{AgentEnv, PolicySpec, numbered};
 use alloy::primitives::U256;
 use alloy::providers::Provider;
-use support::{AgentEnv, PolicySpec, numbered};
 use treasury_agent::journal::{IntentFilter, IntentState, Journal, TransactionRecord, TxState};
 
 const FIRST: PolicySpec<'static> =

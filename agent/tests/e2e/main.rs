@@ -1,0 +1,11 @@
+//! End-to-end tests of `treasury run` on anvil, with signer nodes as processes and SoftHSM2:
+//! one test binary (one link) for all of them. `cargo test -p treasury-agent --test e2e [NAME]`.
+
+mod support;
+
+mod crash;
+mod escalation;
+mod faults;
+mod hsm_keeper;
+mod keeper;
+mod pipeline;
