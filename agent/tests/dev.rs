@@ -43,6 +43,15 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     assert!(out.status.success(), "treasury dev failed: {}\nstderr:\n{stderr}", summary["error"]);
     assert_eq!(summary["ok"], true);
 
+    // Each jump of the clock crosses exactly the schedules it names.
+    let steps = summary["steps"].as_array().unwrap();
+    let detail = |prefix: &str| -> String {
+        let s = steps.iter().find(|s| s["name"].as_str().unwrap().starts_with(prefix)).unwrap();
+        s["detail"].as_str().unwrap().to_string()
+    };
+    assert!(detail("time → 00:00").ends_with(", 1 intent(s) done"), "{}", detail("time → 00:00"));
+    assert!(detail("time → 09:00").ends_with(", 3 intent(s) done"), "{}", detail("time → 09:00"));
+
     let intents = summary["intents"].as_array().unwrap();
     let of = |policy: &str| -> Vec<&Value> { intents.iter().filter(|i| i["policy"] == policy).collect() };
     for i in intents {

@@ -193,6 +193,11 @@ async fn main(
         setup::run(dir, procs, progress).await?
     };
     outcome.deployment = Some(running.deployment.clone());
+    if !opts.resume {
+        let t = progress.start("clock → 23:59 UTC, feeds refreshed");
+        let moved = scenario::set_clock_before_midnight(&running).await?;
+        progress.done(t, &moved);
+    }
 
     let t = progress.start("agent (treasury run)");
     setup::start_agent(&running, procs).await?;

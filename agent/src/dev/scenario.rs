@@ -159,7 +159,7 @@ impl<'a> Scenario<'a> {
         let head = p.get_block_number().await.context("eth_blockNumber")?;
         self.settle(head).await?;
         let n = self.finished().await?.saturating_sub(before);
-        Ok(format!("+{:.1} h, {n} intent(s) done", delta as f64 / 3600.0))
+        Ok(format!("{}, {n} intent(s) done", span(delta)))
     }
 
     async fn mine(&self, blocks: u64) -> anyhow::Result<()> {
@@ -172,27 +172,12 @@ impl<'a> Scenario<'a> {
         Ok(())
     }
 
-    /// Every feed reports its current answer again, so prices are fresh after a jump in time.
     async fn heartbeat(&self) -> anyhow::Result<()> {
-        let d = &self.r.deployment;
-        for feed in std::iter::once(d.eth_feed).chain(d.tokens.iter().map(|t| t.feed)) {
-            let f = PriceFeed::new(feed, &self.r.deployer);
-            let answer = f.latestRoundData().call().await.with_context(|| format!("reading feed {feed}"))?._1;
-            self.set_price(feed, answer).await?;
-        }
-        Ok(())
+        heartbeat(self.r).await
     }
 
     async fn set_price(&self, feed: Address, answer: I256) -> anyhow::Result<()> {
-        PriceFeed::new(feed, &self.r.deployer)
-            .setAnswer(answer)
-            .send()
-            .await
-            .with_context(|| format!("PriceFeed.setAnswer on {feed}"))?
-            .get_receipt()
-            .await
-            .with_context(|| format!("PriceFeed.setAnswer on {feed}: receipt"))?;
-        Ok(())
+        set_price(self.r, feed, answer).await
     }
 
     /// Waits until the agent's cursor passed `block`, no intent is unfinished and no manual
@@ -366,6 +351,56 @@ impl Scenario<'_> {
         self.settle(head).await?;
         Ok(format!("block {head}, {} intent(s) final", self.finished().await?))
     }
+}
+
+/// Before the agent starts: the clock moves to 23:59 UTC (unless it is later already) and the
+/// feeds report again, so each of the scenario's jumps crosses exactly the schedules it names
+/// whatever the time of day the demo starts (the agent's first cursor is the head: what the
+/// clock skipped before it started never fires).
+pub async fn set_clock_before_midnight(r: &Running) -> anyhow::Result<String> {
+    let block = r
+        .deployer
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .context("eth_getBlockByNumber")?
+        .context("no latest block")?;
+    let target = (block.header.timestamp / 86_400 + 1) * 86_400 - 60;
+    let delta = target.saturating_sub(block.header.timestamp);
+    let _: serde_json::Value = r
+        .deployer
+        .raw_request("evm_increaseTime".into(), (U256::from(delta),))
+        .await
+        .context("evm_increaseTime")?;
+    heartbeat(r).await?;
+    Ok(span(delta))
+}
+
+/// A forward jump of the clock, readably (`+90 s`, `+9.0 h`).
+fn span(secs: u64) -> String {
+    if secs < 3600 { format!("+{secs} s") } else { format!("+{:.1} h", secs as f64 / 3600.0) }
+}
+
+/// Every feed reports its current answer again, so prices are fresh after a jump in time.
+async fn heartbeat(r: &Running) -> anyhow::Result<()> {
+    let d = &r.deployment;
+    for feed in std::iter::once(d.eth_feed).chain(d.tokens.iter().map(|t| t.feed)) {
+        let f = PriceFeed::new(feed, &r.deployer);
+        let answer = f.latestRoundData().call().await.with_context(|| format!("reading feed {feed}"))?._1;
+        set_price(r, feed, answer).await?;
+    }
+    Ok(())
+}
+
+async fn set_price(r: &Running, feed: Address, answer: I256) -> anyhow::Result<()> {
+    PriceFeed::new(feed, &r.deployer)
+        .setAnswer(answer)
+        .send()
+        .await
+        .with_context(|| format!("PriceFeed.setAnswer on {feed}"))?
+        .get_receipt()
+        .await
+        .with_context(|| format!("PriceFeed.setAnswer on {feed}: receipt"))?;
+    Ok(())
 }
 
 /// Asks `question` through the live view and reads the answer from stdin on a plain thread (a
