@@ -210,7 +210,12 @@ async fn main(
     let journal = Journal::open(&running.config.journal.url).await.context("opening the agent's journal")?;
     progress.done(t, &format!("log {}", running.dir.join("agent.log").display()));
 
-    let shared = Arc::new(Shared { dir: running.dir.display().to_string(), ..Default::default() });
+    let pids: Vec<String> = procs.pids().iter().map(|(name, pid)| format!("{name} {pid}")).collect();
+    let shared = Arc::new(Shared {
+        dir: running.dir.display().to_string(),
+        procs: pids.join(", "),
+        ..Default::default()
+    });
     let (stop_view, stop_rx) = tokio::sync::watch::channel(false);
     let spec = crate::pipeline::snapshot_spec(&running.config).context("snapshot spec of the dev config")?;
     let live_tty = !opts.json && progress.is_tty();

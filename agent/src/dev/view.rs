@@ -115,6 +115,8 @@ fn secs(ms: u64) -> String {
 pub struct Shared {
     /// The state directory, shown in the header.
     pub dir: String,
+    /// The child processes (`anvil 1234, signer node0 1240, …`), shown in the header.
+    pub procs: String,
     /// Scenario events, oldest first.
     pub events: Mutex<Vec<String>>,
     /// A question for the operator: the view stops redrawing while it is asked.
@@ -198,7 +200,8 @@ fn emit(to_stderr: bool, line: &str) {
 
 async fn render(journal: &Journal, snap: Option<&Snapshot>, shared: &Shared, prompt: Option<&str>) -> String {
     let mut s = String::new();
-    s.push_str(&format!("treasury dev — Ctrl-C stops everything — state, logs, env.sh: {}\n\n", shared.dir));
+    s.push_str(&format!("treasury dev — Ctrl-C stops everything — state, logs, env.sh: {}\n", shared.dir));
+    s.push_str(&format!("processes: {}\n\n", shared.procs));
     if let Some(snap) = snap {
         let when = chrono_like(snap.timestamp);
         s.push_str(&format!(
