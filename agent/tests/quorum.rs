@@ -315,10 +315,10 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     assert!(err.to_string().contains("exceeds the budget"), "{err}");
     // the same through the escalation path's FrostAuthorizer: a policy denial, not a retryable fault
     let frost: &dyn FrostAuthorizer = &c;
-    let err = frost.sign_operation(&big, CHAIN, module()).await.unwrap_err();
+    let err = frost.sign_operation(&big, CHAIN, module(), None).await.unwrap_err();
     assert!(err.is_policy_denial() && !err.is_retryable(), "{err}");
     let small = transfer(1, 5);
-    let sig = frost.sign_operation(&small, CHAIN, module()).await.expect("tier 1 signs");
+    let sig = frost.sign_operation(&small, CHAIN, module(), None).await.expect("tier 1 signs");
     assert_valid(&sig, &c, &small);
     let stranger = Operation {
         calls: vec![Call::new(Address::repeat_byte(0x12), U256::from(1), Vec::new())],

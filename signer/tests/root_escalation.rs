@@ -24,6 +24,7 @@ impl FrostAuthorizer for Quorum {
         op: &Operation,
         chain_id: u64,
         module: Address,
+        _root_sig: Option<&[u8]>,
     ) -> treasury_signer::root::error::Result<FrostSignature> {
         let s = self.0.quorum.sign(operation_digest(op, chain_id, module));
         Ok(FrostSignature { r_x: s.rX, r_y: s.rY, z: s.z })

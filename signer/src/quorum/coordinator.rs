@@ -643,7 +643,7 @@ pub fn root_error(e: QuorumError) -> RootError {
     }
 }
 
-/// The escalation path's FROST side: tier-1 signing by the quorum (no root signature).
+/// The escalation path's FROST side: the quorum signs, with the root's signature for tier 2.
 #[async_trait::async_trait]
 impl FrostAuthorizer for Coordinator {
     async fn sign_operation(
@@ -651,8 +651,9 @@ impl FrostAuthorizer for Coordinator {
         op: &Operation,
         chain_id: u64,
         module: Address,
+        root_sig: Option<&[u8]>,
     ) -> Result<FrostSignature, RootError> {
-        self.sign(op, chain_id, module, None).await.map_err(root_error)
+        self.sign(op, chain_id, module, root_sig).await.map_err(root_error)
     }
 }
 

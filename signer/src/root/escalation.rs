@@ -33,8 +33,15 @@ const INCREASE_ALLOWANCE: [u8; 4] = [0x39, 0x50, 0x93, 0x51];
 /// The FROST side of an authorisation; the quorum coordinator implements it.
 #[async_trait::async_trait]
 pub trait FrostAuthorizer: Send + Sync {
-    /// The quorum's signature over `operation_digest(op, chain_id, module)`.
-    async fn sign_operation(&self, op: &Operation, chain_id: u64, module: Address) -> Result<FrostSignature>;
+    /// The quorum's signature over `operation_digest(op, chain_id, module)`; `root_sig` is the
+    /// root's signature of the same digest, which nodes require for a tier-2 operation.
+    async fn sign_operation(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        root_sig: Option<&[u8]>,
+    ) -> Result<FrostSignature>;
 }
 
 /// A tracked asset's budget as the module reports it.
@@ -212,19 +219,22 @@ impl Escalator {
         self.root.submit(&EscalationRequest::operation(op.clone(), self.chain_id, self.module)).await
     }
 
-    /// Authorises `op`: FROST alone for tier 1; for tier 2 the root request is queued first (a guard
-    /// refusal fails fast), then FROST signs, then this waits for the approval and the signature.
+    /// Authorises `op`: FROST alone for tier 1; for tier 2 the root request is queued (a guard
+    /// refusal fails fast), this waits for the approval and the root's signature, then the quorum
+    /// signs with it (nodes refuse tier 2 without it, and a rejected operation never holds a FROST
+    /// signature).
     pub async fn authorise(&self, op: &Operation) -> Result<Authorisation> {
         match self.tier(op).await? {
             Tier::One => {
-                let frost = self.frost.sign_operation(op, self.chain_id, self.module).await?;
+                let frost = self.frost.sign_operation(op, self.chain_id, self.module, None).await?;
                 Ok(Authorisation { tier: 1, frost, root_sig: Bytes::new(), root_request: None })
             }
             Tier::Two(reasons) => {
                 tracing::info!(?reasons, "escalating to the root signer");
                 let rec = self.submit_to_root(op).await?;
-                let frost = self.frost.sign_operation(op, self.chain_id, self.module).await?;
                 let root_sig = self.root.wait_signed(&rec.id, self.poll).await?;
+                let frost =
+                    self.frost.sign_operation(op, self.chain_id, self.module, Some(&root_sig)).await?;
                 Ok(Authorisation { tier: 2, frost, root_sig, root_request: Some(rec.id) })
             }
         }
