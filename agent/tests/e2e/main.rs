@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli_quorum;
 mod crash;
 mod escalation;
 mod faults;

@@ -13,10 +13,10 @@ use alloy::primitives::{Address, U256};
 use treasury_agent::config::Config;
 use treasury_agent::journal::Journal;
 use treasury_agent::pipeline::{Parts, Pipeline};
-use treasury_chain::AdminAction;
 use treasury_chain::contracts::IERC20;
 use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::sender::Sender;
+use treasury_chain::{AdminAction, Deployment};
 use treasury_policies::PolicySet;
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions};
@@ -68,6 +68,15 @@ impl AgentEnv {
 
     /// Like [`AgentEnv::start`]; with `root`, that key is made the module's root and the nodes'.
     pub async fn start_with_root(policies: &[PolicySpec<'_>], root: Option<Address>) -> anyhow::Result<Self> {
+        Self::start_with(policies, root, QuorumSetup::Library).await
+    }
+
+    /// Like [`AgentEnv::start_with_root`], the quorum set up as `setup` says.
+    pub async fn start_with(
+        policies: &[PolicySpec<'_>],
+        root: Option<Address>,
+        setup: QuorumSetup,
+    ) -> anyhow::Result<Self> {
         let chain = TestChain::start().await?;
         let root = match root {
             Some(root) => {
@@ -84,48 +93,16 @@ impl AgentEnv {
         };
         let d = chain.deployment.clone();
         let dir = tempfile::tempdir()?;
-        let usdc = d.token("USDC").expect("USDC deployed").address;
-        let gov = d.token("GOV").expect("GOV deployed").address;
 
         let coordinator_key_path = dir.path().join("coordinator.key");
-        let pass = Passphrase::new(COORDINATOR_PASS);
-        create_coordinator_key_with(&coordinator_key_path, &pass, true)?;
-        let coordinator_key = open_coordinator_key(&coordinator_key_path, &pass)?;
-        let transfer = Some("0xa9059cbb".to_string());
-        let approve = Some("0x095ea7b3".to_string());
-        let guard = GuardConfig {
-            chain_id: d.chain_id,
-            module: d.module,
-            root: Some(root),
-            period_secs: 86_400,
-            allow: vec![
-                AllowEntry { target: usdc, selector: transfer.clone() },
-                AllowEntry { target: gov, selector: transfer },
-                AllowEntry { target: usdc, selector: approve.clone() },
-                AllowEntry { target: gov, selector: approve },
-                AllowEntry { target: d.router, selector: Some("0x38ed1739".into()) },
-            ],
-            spenders: vec![d.router],
-            budgets: vec![
-                Budget { token: usdc, amount: U256::from(50_000_000_000u64) },
-                Budget { token: gov, amount: U256::from(20_000u64) * U256::from(10u64).pow(U256::from(18)) },
-            ],
-        };
-        let reports = init_nodes(&dir.path().join("nodes"), 3, &coordinator_key, &guard, NODE_PASS)?;
-        let mut nodes = Vec::new();
-        for r in &reports {
-            nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await?);
-        }
-        let pinned: Vec<PinnedNode> = nodes
-            .iter()
-            .zip(&reports)
-            .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
-            .collect();
-        let dkg =
-            run_dkg(coordinator_key, &coordinator_key_path.display().to_string(), &pinned, 2, 5).await?;
         let quorum_path = dir.path().join("quorum.toml");
-        dkg.quorum.save(&quorum_path)?;
-        let key = dkg.group_key;
+        let (nodes, key) = match setup {
+            QuorumSetup::Library => {
+                let guard = node_guard(&d, root);
+                library_quorum(dir.path(), &coordinator_key_path, &quorum_path, &guard).await?
+            }
+            QuorumSetup::Cli => cli_quorum(dir.path(), &coordinator_key_path, &quorum_path, &d, root).await?,
+        };
         configure_as_safe(
             &chain.keeper,
             &d,
@@ -356,4 +333,128 @@ pub fn bob() -> Address {
 /// The address policies know as `r{i}` (i < 8).
 pub fn numbered(i: usize) -> Address {
     Address::with_last_byte(0x40 + i as u8)
+}
+
+/// How the test's quorum is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumSetup {
+    /// Through the signer crate's functions (fast).
+    Library,
+    /// With the `treasury signer coordinator-key|init|serve` and `treasury dkg` commands, as an operator would.
+    Cli,
+}
+
+/// The guard every test node runs: transfers and swaps of the deployed tokens, the router as spender.
+fn node_guard(d: &Deployment, root: Address) -> GuardConfig {
+    let usdc = d.token("USDC").expect("USDC deployed").address;
+    let gov = d.token("GOV").expect("GOV deployed").address;
+    let transfer = Some("0xa9059cbb".to_string());
+    let approve = Some("0x095ea7b3".to_string());
+    GuardConfig {
+        chain_id: d.chain_id,
+        module: d.module,
+        root: Some(root),
+        period_secs: 86_400,
+        allow: vec![
+            AllowEntry { target: usdc, selector: transfer.clone() },
+            AllowEntry { target: gov, selector: transfer },
+            AllowEntry { target: usdc, selector: approve.clone() },
+            AllowEntry { target: gov, selector: approve },
+            AllowEntry { target: d.router, selector: Some("0x38ed1739".into()) },
+        ],
+        spenders: vec![d.router],
+        budgets: vec![
+            Budget { token: usdc, amount: U256::from(50_000_000_000u64) },
+            Budget { token: gov, amount: U256::from(20_000u64) * U256::from(10u64).pow(U256::from(18)) },
+        ],
+    }
+}
+
+async fn library_quorum(
+    dir: &Path,
+    coordinator_key_path: &Path,
+    quorum_path: &Path,
+    guard: &GuardConfig,
+) -> anyhow::Result<(Vec<NodeProcess>, treasury_signer::quorum::GroupKey)> {
+    let pass = Passphrase::new(COORDINATOR_PASS);
+    create_coordinator_key_with(coordinator_key_path, &pass, true)?;
+    let coordinator_key = open_coordinator_key(coordinator_key_path, &pass)?;
+    let reports = init_nodes(&dir.join("nodes"), 3, &coordinator_key, guard, NODE_PASS)?;
+    let mut nodes = Vec::new();
+    for r in &reports {
+        nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await?);
+    }
+    let pinned: Vec<PinnedNode> = nodes
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
+    let dkg = run_dkg(coordinator_key, &coordinator_key_path.display().to_string(), &pinned, 2, 5).await?;
+    dkg.quorum.save(quorum_path)?;
+    Ok((nodes, dkg.group_key))
+}
+
+/// Runs `treasury ARGS` with `envs`, returning its stdout as JSON.
+fn cli_json(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(EXE).args(args).envs(envs.iter().copied()).output()?;
+    anyhow::ensure!(out.status.success(), "treasury {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+async fn cli_quorum(
+    dir: &Path,
+    coordinator_key_path: &Path,
+    quorum_path: &Path,
+    d: &Deployment,
+    root: Address,
+) -> anyhow::Result<(Vec<NodeProcess>, treasury_signer::quorum::GroupKey)> {
+    let coordinator_env = [("TREASURY_COORDINATOR_PASSPHRASE", COORDINATOR_PASS)];
+    let key_file = coordinator_key_path.to_str().unwrap();
+    let coordinator = cli_json(&["signer", "coordinator-key", "--out", key_file], &coordinator_env)?;
+    let coordinator_pub = coordinator["coordinator_key"].as_str().unwrap().to_string();
+    let guard = node_guard(d, root);
+    let mut init: Vec<String> = vec![
+        "signer".into(),
+        "init".into(),
+        "--coordinator".into(),
+        coordinator_pub,
+        "--chain-id".into(),
+        d.chain_id.to_string(),
+        "--module".into(),
+        d.module.to_string(),
+        "--root".into(),
+        root.to_string(),
+    ];
+    for a in &guard.allow {
+        init.extend(["--allow".into(), format!("{}:{}", a.target, a.selector.clone().unwrap_or_default())]);
+    }
+    for s in &guard.spenders {
+        init.extend(["--spender".into(), s.to_string()]);
+    }
+    for b in &guard.budgets {
+        init.extend(["--budget".into(), format!("{}:{}", b.token, b.amount)]);
+    }
+    let mut nodes = Vec::new();
+    let mut signers = Vec::new();
+    for i in 0..3 {
+        let node_dir = dir.join(format!("nodes/node{i}"));
+        let mut args: Vec<&str> = init.iter().map(String::as_str).collect();
+        let node_dir_s = node_dir.display().to_string();
+        args.extend(["--dir", &node_dir_s]);
+        let report = cli_json(&args, &[("TREASURY_SIGNER_PASSPHRASE", NODE_PASS)])?;
+        let node = NodeProcess::spawn(Path::new(EXE), &node_dir, NODE_PASS).await?;
+        signers.push(format!("{}#{}", node.url, report["fingerprint"].as_str().unwrap()));
+        nodes.push(node);
+    }
+    let quorum_file = quorum_path.display().to_string();
+    let mut args =
+        vec!["dkg", "--threshold", "2", "--coordinator-key", key_file, "--out", &quorum_file, "--json"];
+    for s in &signers {
+        args.extend(["--signer", s.as_str()]);
+    }
+    cli_json(&args, &coordinator_env)?;
+    let quorum = QuorumFile::load(quorum_path)?;
+    let key =
+        treasury_signer::quorum::GroupKey::from_verifying_key(quorum.public_key_package()?.verifying_key())?;
+    Ok((nodes, key))
 }
