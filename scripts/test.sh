@@ -11,6 +11,8 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 # A build cache outside the clone keeps repeated runs fast; a fresh machine builds from scratch.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/treasury/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One full build per run: incremental data would only cost time and gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 say "installing the toolchain (npm packages into .tools/, softhsm2 and opensc with apt-get)"
 bash scripts/install.sh
