@@ -556,6 +556,7 @@ quorum_file = "quorum.json"
 url = "{journal_url}"
 [keeper]
 pkcs11_label = "keeper"
+pkcs11_token = "keeper-token"
 [[policies.policy]]
 name = "dca"
 file = "dca.rhai"

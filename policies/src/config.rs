@@ -183,6 +183,20 @@ impl Default for Limits {
 }
 
 impl PoliciesConfig {
+    /// What a snapshot reads for every configured token.
+    pub fn asset_specs(&self) -> Vec<treasury_chain::snapshot::AssetSpec> {
+        self.tokens
+            .iter()
+            .map(|(symbol, t)| treasury_chain::snapshot::AssetSpec {
+                symbol: symbol.clone(),
+                token: t.address,
+                decimals: t.decimals,
+                feed: t.feed,
+                max_price_age_secs: t.max_price_age,
+            })
+            .collect()
+    }
+
     /// Reads a TOML file holding only the policies section.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =

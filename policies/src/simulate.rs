@@ -268,17 +268,7 @@ impl ModuleSnapshotSource {
             .await
             .map_err(|e| PolicyError::Snapshot { block: 0, message: format!("connect {url}: {e}") })?
             .erased();
-        let assets = cfg
-            .tokens
-            .iter()
-            .map(|(symbol, t)| treasury_chain::snapshot::AssetSpec {
-                symbol: symbol.clone(),
-                token: t.address,
-                decimals: t.decimals,
-                feed: t.feed,
-                max_price_age_secs: t.max_price_age,
-            })
-            .collect();
+        let assets = cfg.asset_specs();
         let spec = treasury_chain::snapshot::SnapshotSpec { safe, module, multicall3, assets };
         Ok(Self { provider, spec })
     }

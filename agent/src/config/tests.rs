@@ -98,3 +98,16 @@ fn keeper_needs_exactly_one_key_source() {
     let problems = config.validate();
     assert_eq!(problems, vec![Problem::new("keeper", "set exactly one of keystore and pkcs11_label")]);
 }
+
+#[test]
+fn a_pkcs11_keeper_names_its_token() {
+    let dir = example_dir();
+    let hsm = EXAMPLE
+        .replace("keystore = \"keeper.json\"\n", "")
+        .replace("password_env = \"TREASURY_KEEPER_PASSWORD\"\n", "")
+        .replace("# pkcs11_label = \"treasury-keeper\"", "pkcs11_label = \"treasury-keeper\"");
+    let config = Config::parse(&hsm, dir.path()).unwrap();
+    assert_eq!(config.validate(), vec![Problem::new("keeper.pkcs11_token", "required with pkcs11_label")]);
+    let with_token = hsm.replace("# pkcs11_token = \"keeper-token\"", "pkcs11_token = \"keeper-token\"");
+    assert_eq!(Config::parse(&with_token, dir.path()).unwrap().validate(), vec![]);
+}

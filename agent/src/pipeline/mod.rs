@@ -25,7 +25,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use treasury_chain::contracts::IUniswapV2Router02;
 use treasury_chain::sender::{Sender, SenderConfig, SenderError};
-use treasury_chain::snapshot::{AssetSpec, SnapshotSpec};
+use treasury_chain::snapshot::SnapshotSpec;
 use treasury_policies::PolicySet;
 use treasury_signer::quorum::{Coordinator, QuorumError};
 use treasury_signer::root::{HsmConfig, HsmSigner, Pin, RootClient, RootError};
@@ -285,18 +285,7 @@ pub fn snapshot_spec(config: &Config) -> Result<SnapshotSpec> {
         Some(a) => parse_address("chain.multicall3", a)?,
         None => DEFAULT_MULTICALL3,
     };
-    let assets = config
-        .policies
-        .tokens
-        .iter()
-        .map(|(symbol, t)| AssetSpec {
-            symbol: symbol.clone(),
-            token: t.address,
-            decimals: t.decimals,
-            feed: t.feed,
-            max_price_age_secs: t.max_price_age,
-        })
-        .collect();
+    let assets = config.policies.asset_specs();
     Ok(SnapshotSpec {
         safe: parse_address("safe.address", &config.safe.address)?,
         module: parse_address("safe.module", &config.safe.module)?,
