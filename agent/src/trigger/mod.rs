@@ -1,7 +1,7 @@
 //! Triggers: the gap-free watcher that turns blocks, logs and manual requests into [`Firing`]s.
 //!
-//! # How the pipeline drives it
-//! ```ignore
+//! # How the pipeline drives it (`pipeline::runner`)
+//! ```text
 //! let opts = WatchOptions::from_config(&config);
 //! let mut watcher = Watcher::new(provider, journal, safe, policies, opts).await?;
 //! loop {
