@@ -2,7 +2,6 @@
 //! pause and unpause (immediate), a budget raised (queued behind the timelock, applied after it) and
 //! lowered (immediate), the group key rotated (queued, applied; only the new quorum executes), a
 //! queued change cancelled, and the module's refusals named.
-use std::path::PathBuf;
 use std::process::Command;
 
 use alloy::network::TransactionBuilder;
@@ -18,31 +17,25 @@ use treasury_chain::{AdminAction, Call, Operation, operation_digest};
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_tests::{TestChain, TestQuorum};
 
+#[path = "common/softhsm.rs"]
+mod softhsm;
+use softhsm::SoftHsm;
+
 const PIN: &str = "135790";
 const SO_PIN: &str = "97531086";
-const BIN: &str = env!("CARGO_BIN_EXE_treasury");
 const DAY: u64 = 86_400;
 
 /// A private SoftHSM2 holding the root key, and a deployed treasury whose root it is.
 struct Rig {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+    hsm: SoftHsm,
     root: Address,
     chain: TestChain,
 }
 
 impl Rig {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tokens")).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        let text = format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.path().join("tokens").display()
-        );
-        std::fs::write(&conf, text).unwrap();
         let chain = TestChain::start().await.unwrap();
-        let mut rig = Self { dir, conf, root: Address::ZERO, chain };
+        let mut rig = Self { hsm: SoftHsm::new(), root: Address::ZERO, chain };
         let out = rig.run(&["root", "init", "--token", "admin-token", "--key", "root", "--json"]);
         let v: Value = serde_json::from_str(&out).unwrap();
         rig.root = v["address"].as_str().unwrap().parse().unwrap();
@@ -68,12 +61,8 @@ impl Rig {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .env("TREASURY_HSM_PIN", PIN)
-            .env("TREASURY_HSM_SO_PIN", SO_PIN)
-            .env_remove("TREASURY_RPC_URL");
+        let mut c = self.hsm.command(PIN, SO_PIN, args);
+        c.env_remove("TREASURY_RPC_URL");
         c
     }
 
@@ -270,7 +259,7 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     let kc = c.group_key();
     let mut compressed = vec![2 + kc.parity];
     compressed.extend_from_slice(&kc.x.to_be_bytes::<32>());
-    let quorum_file = rig.dir.path().join("quorum.toml");
+    let quorum_file = rig.hsm.path().join("quorum.toml");
     QuorumFile {
         threshold: 2,
         coordinator_key: "coordinator.key".into(),
@@ -309,14 +298,14 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     // Anyone may apply: here the keeper, from its encrypted keystore (anvil's dev key 7).
     let keeper = treasury_tests::dev_key(7);
     alloy::signers::local::PrivateKeySigner::encrypt_keystore(
-        rig.dir.path(),
+        rig.hsm.path(),
         &mut frost_secp256k1::rand_core::OsRng,
         keeper.to_bytes(),
         "keeper password",
         Some("keeper.json"),
     )
     .unwrap();
-    let keystore = rig.dir.path().join("keeper.json");
+    let keystore = rig.hsm.path().join("keeper.json");
     let args = rig.admin_args(true, &["--from-keystore", keystore.to_str().unwrap(), "apply", "--id", &id_c]);
     let out = rig.command(&[]).args(&args).env("TREASURY_KEEPER_PASSWORD", "wrong").output().unwrap();
     assert!(!out.status.success());

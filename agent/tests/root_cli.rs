@@ -1,8 +1,7 @@
 //! `treasury root` as a process: init against SoftHSM2 checked by `pkcs11-tool`, the service over
 //! HTTP with its guard, approvals from the CLI and the API, expiry, and the HSM unplugged.
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256, keccak256};
@@ -13,10 +12,12 @@ use treasury_signer::root::guard::GuardRule;
 use treasury_signer::root::store::RequestState;
 use treasury_signer::root::{EscalationRequest, RootClient, RootError};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+#[path = "common/softhsm.rs"]
+mod softhsm;
+use softhsm::{MODULE, Service, SoftHsm, serve};
+
 const PIN: &str = "424242";
 const SO_PIN: &str = "87654321";
-const BIN: &str = env!("CARGO_BIN_EXE_treasury");
 const CHAIN: u64 = 31337;
 
 fn module_addr() -> Address {
@@ -31,30 +32,16 @@ fn alice() -> Address {
 
 /// A private SoftHSM2 and working directory.
 struct Env {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+    hsm: SoftHsm,
 }
 
 impl Env {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tokens")).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        let text = format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.path().join("tokens").display()
-        );
-        std::fs::write(&conf, text).unwrap();
-        Self { dir, conf }
+        Self { hsm: SoftHsm::new() }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .env("TREASURY_HSM_PIN", PIN)
-            .env("TREASURY_HSM_SO_PIN", SO_PIN);
-        c
+        self.hsm.command(PIN, SO_PIN, args)
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
@@ -111,44 +98,19 @@ auto_approve_max = "10"
 {agent_entry}
 {alice_entry}
 "#,
-            db = self.dir.path().join("queue.sqlite").display(),
+            db = self.hsm.path().join("queue.sqlite").display(),
             module = module.display(),
             alice = alice(),
             m = module_addr(),
             usdc = usdc(),
         );
-        let path = self.dir.path().join("root.toml");
+        let path = self.hsm.path().join("root.toml");
         std::fs::write(&path, text).unwrap();
         (path, agent, alice_tok)
     }
 
     fn serve(&self, config: &Path) -> Service {
-        let mut child = self
-            .cmd(&["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line}"))
-            .to_owned();
-        Service { child, url }
-    }
-}
-
-struct Service {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        serve(self.cmd(&["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]))
     }
 }
 
@@ -180,9 +142,9 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
     let address = env.init();
     assert_eq!(env.init(), address, "a second init finds the same key");
 
-    let der = env.dir.path().join("pub.der");
+    let der = env.hsm.path().join("pub.der");
     let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &env.conf)
+        .env("SOFTHSM2_CONF", &env.hsm.conf)
         .args([
             "--module",
             MODULE,
@@ -208,7 +170,7 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
     assert_eq!(Address::from_slice(&keccak256(&point[1..])[12..]), address);
 
     let list = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &env.conf)
+        .env("SOFTHSM2_CONF", &env.hsm.conf)
         .args([
             "--module",
             MODULE,
@@ -242,7 +204,7 @@ fn init_names_a_wrong_pin_and_a_non_pkcs11_module() {
     assert!(err.contains("refused the PIN"), "{err}");
     assert!(!err.contains("111111"), "the PIN is never printed: {err}");
 
-    let fake = env.dir.path().join("fake.so");
+    let fake = env.hsm.path().join("fake.so");
     std::fs::write(&fake, "not a library").unwrap();
     let (ok, _, err) =
         env.run(&["root", "init", "--module", fake.to_str().unwrap(), "--token", "root-token"]);
@@ -342,7 +304,7 @@ async fn requests_wait_while_the_hsm_is_unplugged_and_survive_a_restart() {
     let env = Env::new();
     let root = env.init();
     // The service loads the module through a link that does not exist yet: the HSM is unplugged.
-    let link = env.dir.path().join("hsm.so");
+    let link = env.hsm.path().join("hsm.so");
     let (config, agent_tok, alice_tok) = env.config(&link, root, 3600);
     let (small, big) = (pay(5, 1), pay(500, 2));
     let (small_id, big_id) = {

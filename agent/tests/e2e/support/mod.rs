@@ -5,6 +5,8 @@
 
 pub mod proxy;
 pub mod root;
+#[path = "../../common/softhsm.rs"]
+pub mod softhsm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
