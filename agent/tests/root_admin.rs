@@ -241,6 +241,17 @@ async fn pause_unpause_and_budgets_through_the_hsm_root() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("pause the module") && text.contains("digest"), "{text}");
     assert!(!rig.module().paused().call().await.unwrap(), "a dry run sends nothing");
+
+    // Replacing the root is timelocked too; once applied, the old HSM key is no longer the root.
+    let successor = Address::repeat_byte(0x5e);
+    let v = rig.admin(&["set-root", "--address", &successor.to_string()]);
+    let id = queued_id(&v);
+    assert_eq!(rig.module().root().call().await.unwrap(), rig.root, "not before the timelock");
+    rig.wait(2 * DAY + 1).await;
+    assert_eq!(rig.admin(&["apply", "--id", &id])["status"], "applied");
+    assert_eq!(rig.module().root().call().await.unwrap(), successor);
+    let err = rig.admin_fails(&["pause"]);
+    assert!(err.contains("but the module's root is"), "the old key can no longer administer: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
