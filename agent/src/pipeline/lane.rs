@@ -473,6 +473,9 @@ impl Pipeline {
             Err(e) => return Err(e.into()),
         };
         self.metrics.observe_stage(Stage::Sign, started.elapsed());
+        for node in &outcome.signers {
+            self.metrics.set_signer_up(node, true);
+        }
         for (node, _) in &outcome.excluded {
             self.metrics.set_signer_up(node, false);
         }

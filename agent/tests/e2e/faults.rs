@@ -78,6 +78,11 @@ async fn a_failing_policy_a_repeated_tick_a_dead_node_and_a_reverting_swap() {
     assert_eq!(pipeline.drain().await.unwrap(), LaneStep::Idle);
     assert_eq!(state_of(&env, "later").await, [IntentState::Confirmed]);
     assert_eq!(env.balance("USDC", bob()).await, U256::from(7_000_000u64));
+    // The metrics show the two live nodes up: they made the signature.
+    let signers = pipeline.metrics().gauges().signers;
+    for node in &env.nodes[1..] {
+        assert_eq!(signers.get(&node.url), Some(&true), "{signers:?}");
+    }
 }
 
 const TOPUP: PolicySpec<'static> =

@@ -320,6 +320,7 @@ impl Coordinator {
                     Ok(sig) => {
                         return Ok(SignOutcome {
                             signature: FrostSignature::from_frost(&sig)?,
+                            signers: shares.values().map(|(i, _)| self.slots[*i].node.url.clone()).collect(),
                             excluded: faults,
                         });
                     }
@@ -378,6 +379,8 @@ fn parse_share(hex_share: &str) -> Result<SignatureShare, NodeFault> {
 pub struct SignOutcome {
     /// The verified signature.
     pub signature: FrostSignature,
+    /// The nodes whose shares make it up (URLs).
+    pub signers: Vec<String>,
     /// Nodes excluded (URL, why): down, slow, refused or culprits of bad shares.
     pub excluded: Vec<(String, NodeFault)>,
 }
