@@ -769,11 +769,18 @@ impl Sender {
             .with_to(request.to)
             .with_value(request.value)
             .with_input(request.data.clone());
-        let gas = self
-            .provider
-            .estimate_gas(tx)
-            .await
-            .map_err(|source| SenderError::WouldRevert { to: request.to, source })?;
+        // Only a revert condemns the call; a transport error (endpoint down, timeout) or another
+        // refusal (rate limit, keeper out of funds) is retryable.
+        let gas = self.provider.estimate_gas(tx).await.map_err(|source| {
+            let reverts = source.as_error_resp().is_some_and(|p| {
+                p.as_revert_data().is_some() || p.message.to_ascii_lowercase().contains("revert")
+            });
+            if reverts {
+                SenderError::WouldRevert { to: request.to, source }
+            } else {
+                SenderError::Rpc { call: "eth_estimateGas", source }
+            }
+        })?;
         Ok(gas + gas * self.config.gas_margin_percent / 100)
     }
 

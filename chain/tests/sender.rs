@@ -324,6 +324,18 @@ async fn call_that_would_revert_is_refused_before_signing() {
     assert_eq!(sender.next_nonce(), Some(0));
 }
 
+#[tokio::test]
+async fn an_endpoint_down_at_estimation_is_retryable_not_a_revert() {
+    let mut anvil = Anvil::start();
+    let sender = Sender::new(anvil.provider(), keeper(), config(1)).await.unwrap();
+    let _ = anvil.child.kill();
+    let _ = anvil.child.wait();
+    let mut events = Vec::new();
+    let err = sender.send(&transfer(1), &mut events).await.unwrap_err();
+    assert!(err.is_retryable() && !err.is_revert(), "{err}");
+    assert!(events.is_empty(), "nothing signed");
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
