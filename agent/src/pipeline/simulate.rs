@@ -58,9 +58,15 @@ pub async fn simulate(
     let out = match provider.call(tx).await {
         Ok(out) => out,
         Err(e) => {
-            return match e.as_error_resp() {
-                Some(_) => Ok(Simulation::Reverts(reason_of_rpc_error(&e))),
-                None => Err(format!("eth_call: {e}")),
+            // Only a revert fails the operation; an endpoint down or a refusal such as a rate
+            // limit is a fault to retry.
+            let reverts = e.as_error_resp().is_some_and(|p| {
+                p.as_revert_data().is_some() || p.message.to_ascii_lowercase().contains("revert")
+            });
+            return if reverts {
+                Ok(Simulation::Reverts(reason_of_rpc_error(&e)))
+            } else {
+                Err(format!("eth_call: {e}"))
             };
         }
     };
