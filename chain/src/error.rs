@@ -76,3 +76,10 @@ impl ChainError {
 
 /// Result alias for this crate.
 pub type Result<T, E = ChainError> = std::result::Result<T, E>;
+
+/// Whether the node answered that the call reverts (revert data, or an "execution reverted"
+/// message), as opposed to a transport failure or another refusal worth retrying.
+pub fn is_revert(err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>) -> bool {
+    err.as_error_resp()
+        .is_some_and(|p| p.as_revert_data().is_some() || p.message.to_ascii_lowercase().contains("revert"))
+}

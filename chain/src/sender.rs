@@ -772,10 +772,7 @@ impl Sender {
         // Only a revert condemns the call; a transport error (endpoint down, timeout) or another
         // refusal (rate limit, keeper out of funds) is retryable.
         let gas = self.provider.estimate_gas(tx).await.map_err(|source| {
-            let reverts = source.as_error_resp().is_some_and(|p| {
-                p.as_revert_data().is_some() || p.message.to_ascii_lowercase().contains("revert")
-            });
-            if reverts {
+            if crate::error::is_revert(&source) {
                 SenderError::WouldRevert { to: request.to, source }
             } else {
                 SenderError::Rpc { call: "eth_estimateGas", source }

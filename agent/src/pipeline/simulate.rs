@@ -60,10 +60,7 @@ pub async fn simulate(
         Err(e) => {
             // Only a revert fails the operation; an endpoint down or a refusal such as a rate
             // limit is a fault to retry.
-            let reverts = e.as_error_resp().is_some_and(|p| {
-                p.as_revert_data().is_some() || p.message.to_ascii_lowercase().contains("revert")
-            });
-            return if reverts {
+            return if treasury_chain::error::is_revert(&e) {
                 Ok(Simulation::Reverts(reason_of_rpc_error(&e)))
             } else {
                 Err(format!("eth_call: {e}"))
