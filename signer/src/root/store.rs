@@ -503,11 +503,10 @@ impl Store {
     /// The total of `token` in live requests queued after `since` (unix seconds): one indexed
     /// `SUM` per 32-bit limb, independent of how many requests the window holds in Rust terms.
     pub async fn committed_since(&self, token: Address, since: u64) -> Result<U256> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(l0),0), COALESCE(SUM(l1),0), COALESCE(SUM(l2),0), COALESCE(SUM(l3),0),
-                    COALESCE(SUM(l4),0), COALESCE(SUM(l5),0), COALESCE(SUM(l6),0), COALESCE(SUM(l7),0)
-             FROM flows WHERE token = ? AND live = 1 AND at > ?",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM flows WHERE token = ? AND live = 1 AND at > ?",
+            limb_sums()
+        )))
         .bind(token.to_string())
         .bind(to_i64(since))
         .fetch_one(&self.pool)
