@@ -22,6 +22,13 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// `treasury dev FLAGS --state-dir STATE`, with no terminal on stdin.
+fn dev(state: &std::path::Path, flags: &[&str]) -> Command {
+    let mut cmd = Command::new(EXE);
+    cmd.arg("dev").args(flags).arg("--state-dir").arg(state).stdin(Stdio::null());
+    cmd
+}
+
 fn balance(summary: &Value, who: &str, token: &str) -> String {
     summary["balances"][who][token].as_str().unwrap_or_else(|| panic!("no {who} {token} balance")).to_string()
 }
@@ -30,12 +37,7 @@ fn balance(summary: &Value, who: &str, token: &str) -> String {
 fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let out = Command::new(EXE)
-        .args(["dev", "--once", "--json", "--state-dir"])
-        .arg(&state)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = dev(&state, &["--once", "--json"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!("summary is not JSON ({e}):\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(&out.stdout))
@@ -121,12 +123,7 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
         journal.request_manual_trigger("gov_grant", "test").await.unwrap();
         journal.close().await;
     });
-    let out = Command::new(EXE)
-        .args(["dev", "--once", "--json", "--resume", "--state-dir"])
-        .arg(&state)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = dev(&state, &["--once", "--json", "--resume"]).output().unwrap();
     let resumed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!("resumed summary is not JSON ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr))
     });
@@ -156,14 +153,8 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
 fn ctrl_c_during_set_up_stops_every_child_process() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let child = Command::new(EXE)
-        .args(["dev", "--once", "--json", "--state-dir"])
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        dev(&state, &["--once", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until anvil and the signer nodes run (their command lines name the state directory).
     let mut seen = Vec::new();
     for _ in 0..1200 {
@@ -196,14 +187,8 @@ fn ctrl_c_during_the_live_view_stops_every_child_process_and_exits_cleanly() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut child = Command::new(EXE)
-        .args(["dev", "--yes", "--json", "--state-dir"])
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        dev(&state, &["--yes", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Without --once the scenario ends and the agent keeps running under the live view.
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();

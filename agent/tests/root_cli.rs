@@ -136,6 +136,21 @@ fn recovers(sig: &[u8], op: &Operation, root: Address) {
     assert_eq!(s.recover_address_from_prehash(&operation_digest(op, CHAIN, module_addr())).unwrap(), root);
 }
 
+/// `pkcs11-tool` (OpenSC), an independent PKCS#11 client, logged in to the test's root token.
+fn pkcs11_tool(env: &Env) -> Command {
+    let mut cmd = Command::new("pkcs11-tool");
+    cmd.env("SOFTHSM2_CONF", &env.hsm.conf).args([
+        "--module",
+        MODULE,
+        "--token-label",
+        "root-token",
+        "--login",
+        "--pin",
+        PIN,
+    ]);
+    cmd
+}
+
 #[test]
 fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
     let env = Env::new();
@@ -143,23 +158,8 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
     assert_eq!(env.init(), address, "a second init finds the same key");
 
     let der = env.hsm.path().join("pub.der");
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &env.hsm.conf)
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            "root-token",
-            "--login",
-            "--pin",
-            PIN,
-            "--read-object",
-            "--type",
-            "pubkey",
-            "--label",
-            "root",
-            "-o",
-        ])
+    let out = pkcs11_tool(&env)
+        .args(["--read-object", "--type", "pubkey", "--label", "root", "-o"])
         .arg(&der)
         .output()
         .unwrap();
@@ -169,22 +169,7 @@ fn init_creates_a_key_that_pkcs11_tool_sees_with_the_same_address() {
     assert_eq!(point[0], 0x04, "uncompressed point at the end of the SubjectPublicKeyInfo");
     assert_eq!(Address::from_slice(&keccak256(&point[1..])[12..]), address);
 
-    let list = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &env.hsm.conf)
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            "root-token",
-            "--login",
-            "--pin",
-            PIN,
-            "--list-objects",
-            "--type",
-            "privkey",
-        ])
-        .output()
-        .unwrap();
+    let list = pkcs11_tool(&env).args(["--list-objects", "--type", "privkey"]).output().unwrap();
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("label:      root") && text.contains("EC"), "{text}");
     assert!(text.contains("sign"), "the private key can sign: {text}");
