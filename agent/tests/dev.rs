@@ -22,6 +22,45 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// What `grant_stream.rhai` pays for the day its firing `trigger` (`schedule@UNIX_SECONDS`) names,
+/// in micro-USDC: 30,000 USDC / the days of that month on the chain's clock, rounded towards zero
+/// to USDC's 6 decimals. The demo's chain starts at the wall clock, so the month is whatever
+/// it is when the test runs; the rule, not the date, is what is checked.
+fn grant_day_micro_usdc(trigger: &str) -> u64 {
+    use chrono::Datelike;
+    let at = trigger.strip_prefix("schedule@").unwrap_or_else(|| panic!("not a schedule firing: {trigger}"));
+    let secs: i64 = at.parse().unwrap_or_else(|e| panic!("{trigger}: {e}"));
+    let day = chrono::DateTime::from_timestamp(secs, 0).unwrap().date_naive();
+    let first_of_next = if day.month() == 12 {
+        chrono::NaiveDate::from_ymd_opt(day.year() + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(day.year(), day.month() + 1, 1)
+    }
+    .unwrap();
+    let days_in_month = u64::from(first_of_next.pred_opt().unwrap().day());
+    30_000_000_000 / days_in_month
+}
+
+/// Micro-USDC as the summary prints token amounts (`967.741935`, `8000`).
+fn usdc(micro: u64) -> String {
+    let (whole, frac) = (micro / 1_000_000, micro % 1_000_000);
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{}", format!("{frac:06}").trim_end_matches('0'))
+    }
+}
+
+#[test]
+fn the_grant_day_follows_the_month_of_the_firing_and_rounds_towards_zero() {
+    // 31 January 2027, 1 February 2027, 29 February 2028, 30 November 2026, 31 December 2026.
+    assert_eq!(usdc(grant_day_micro_usdc("schedule@1801353600")), "967.741935");
+    assert_eq!(usdc(grant_day_micro_usdc("schedule@1801440000")), "1071.428571");
+    assert_eq!(usdc(grant_day_micro_usdc("schedule@1835395200")), "1034.482758");
+    assert_eq!(usdc(grant_day_micro_usdc("schedule@1795996800")), "1000");
+    assert_eq!(usdc(grant_day_micro_usdc("schedule@1798675200")), "967.741935");
+}
+
 /// `treasury dev FLAGS --state-dir STATE`, with no terminal on stdin.
 fn dev(state: &std::path::Path, flags: &[&str]) -> Command {
     let mut cmd = Command::new(EXE);
@@ -64,13 +103,13 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     assert_eq!(of("payroll").len(), 2, "{intents:?}");
     assert_eq!(balance(&summary, "alice", "USDC"), "8000");
     assert_eq!(balance(&summary, "bob", "USDC"), "6500");
-    // grant_stream.rhai: 30,000 USDC / days in the month, once for the one day that passed.
-    assert_eq!(of("grant_stream").len(), 1);
-    let grant_usdc: f64 = balance(&summary, "grantee", "USDC").parse().unwrap();
-    assert!(
-        (30_000.0 / 31.0..=30_000.0 / 28.0 + 0.01).contains(&grant_usdc),
-        "grant stream paid {grant_usdc}"
-    );
+    // grant_stream.rhai: 30,000 USDC / the days of the month it fired in, once for the one day that
+    // passed; exactly the rule's amount.
+    let grants = of("grant_stream");
+    assert_eq!(grants.len(), 1);
+    let first_day = grant_day_micro_usdc(grants[0]["trigger"].as_str().unwrap());
+    assert_eq!(grants[0]["intent"]["amount"], usdc(first_day), "{}", grants[0]);
+    assert_eq!(balance(&summary, "grantee", "USDC"), usdc(first_day));
     // gas_topup.rhai: 0.5 ETH to the keeper (which had paid nothing this week).
     let topup = of("gas_topup");
     assert_eq!(topup.len(), 1);
@@ -139,8 +178,11 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     assert_eq!(balance(&resumed, "grantee", "GOV"), "30000");
     assert_eq!(of("grant_stream").len(), 2, "{intents:?}");
     assert!(intents.iter().all(|i| i["state"] == "confirmed"), "{intents:?}");
-    let streamed: f64 = balance(&resumed, "grantee", "USDC").parse().unwrap();
-    assert!(streamed > grant_usdc + 30_000.0 / 31.0 - 0.01, "two days paid {streamed} in all");
+    // The next day's grant follows its own month (the resumed run may cross into a new month).
+    let next = of("grant_stream").into_iter().find(|i| i["id"] != grants[0]["id"]).unwrap();
+    let next_day = grant_day_micro_usdc(next["trigger"].as_str().unwrap());
+    assert_eq!(next["intent"]["amount"], usdc(next_day), "{next}");
+    assert_eq!(balance(&resumed, "grantee", "USDC"), usdc(first_day + next_day));
     assert_eq!(
         balance(&resumed, "alice", "USDC"),
         "8000",

@@ -167,8 +167,13 @@ fn positive_amount(run: &RunCtx, token: &str, v: &Dynamic) -> Result<Decimal, Fa
     let decimals = run.view.book.token(token).map_err(bad)?.decimals;
     let raw = amount_from_script(v, "amount").map_err(bad)?;
     let amount = raw.round_dp_with_strategy(decimals.into(), rust_decimal::RoundingStrategy::ToZero);
-    if amount <= Decimal::ZERO {
+    if raw <= Decimal::ZERO {
         return Err(bad(format!("amount must be positive, got {raw} {token}")));
+    }
+    if amount.is_zero() {
+        return Err(bad(format!(
+            "amount must be positive: {raw} {token} rounds to 0 at {token}'s {decimals} decimals (amounts round towards zero)"
+        )));
     }
     Ok(amount.normalize())
 }
