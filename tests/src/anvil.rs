@@ -46,15 +46,18 @@ impl Anvil {
             bail!("anvil not found at {} (run scripts/install.sh)", binary.display());
         }
         let home = tempfile::Builder::new().prefix("treasury-anvil-").tempdir()?;
-        let mut command = Command::new(&binary);
+        // util-linux's `setpriv` makes the kernel kill anvil if the test process dies without
+        // running destructors, then executes anvil in its place.
+        let mut command = Command::new("setpriv");
         command
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&binary)
             .args(["--port", "0", "--host", "127.0.0.1", "--prune-history", "64"])
             .args(extra)
             .env("HOME", home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        kill_with_parent(&mut command);
         let mut child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (port_tx, port_rx) = mpsc::channel();
@@ -104,18 +107,5 @@ impl Anvil {
 impl Drop for Anvil {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Asks the kernel to kill the child if the test process dies without running destructors.
-#[allow(unsafe_code)]
-fn kill_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every child gets its own process group (a Ctrl-C in the terminal reaches `treasury dev` only,
 //! which then stops them in order), is killed by the kernel if `treasury dev` dies without
-//! cleaning up (`PR_SET_PDEATHSIG`), is killed when its handle is dropped, and writes its stderr
+//! cleaning up (started through `setpriv --pdeathsig KILL`), is killed when its handle is dropped,
+//! and writes its stderr
 //! (and whatever stdout follows its first line) to a log file in the state directory.
 
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ impl Proc {
             return;
         }
         if !grace.is_zero() {
-            signal(self.pid, libc::SIGINT);
+            interrupt(self.pid);
             if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
                 return;
             }
@@ -77,13 +78,10 @@ impl Proc {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-    // SAFETY: kill(2) with a pid we own (our child, not yet reaped) has no memory effects.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, sig);
-    }
+/// Sends SIGINT to `pid` (a child not yet reaped); an error means it is gone already.
+fn interrupt(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
 }
 
 /// Starts `cmd` without waiting for it: stderr and stdout go to `log`.
@@ -131,16 +129,16 @@ pub async fn spawn(
 
 type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
 
-fn launch(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<(Proc, Lines)> {
+fn launch(name: &str, cmd: Command, log: &Path) -> anyhow::Result<(Proc, Lines)> {
     // Truncated once, then opened for appending: stderr and the drained stdout share the file.
     std::fs::File::create(log).with_context(|| format!("creating the log {}", log.display()))?;
     let file = std::fs::OpenOptions::new()
         .append(true)
         .open(log)
         .with_context(|| format!("opening the log {}", log.display()))?;
+    let mut cmd = dying_with_parent(&cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(file)).kill_on_drop(true);
     cmd.process_group(0);
-    die_with_parent(&mut cmd);
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     let pid = child.id().context("child has no pid")?;
     let stdout = child.stdout.take().context("child stdout")?;
@@ -161,17 +159,24 @@ fn drain(mut lines: Lines, log: &Path) {
     });
 }
 
-/// Asks the kernel to SIGKILL the child when the thread that started it (a runtime worker, which
-/// lives as long as `treasury dev`) exits, so even a `kill -9` of `treasury dev` leaves no child.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+/// `cmd` run so that the kernel SIGKILLs it when the thread that started it (a runtime worker,
+/// which lives as long as `treasury dev`) exits, so even a `kill -9` of `treasury dev` leaves no
+/// child: util-linux's `setpriv` sets the parent-death signal, then executes the program in its
+/// place (same pid), with `cmd`'s arguments, environment and working directory.
+fn dying_with_parent(cmd: &Command) -> Command {
+    let std = cmd.as_std();
+    let mut wrapped = Command::new("setpriv");
+    wrapped.args(["--pdeathsig", "KILL", "--"]).arg(std.get_program()).args(std.get_args());
+    for (key, value) in std.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
     }
+    if let Some(dir) = std.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }
 
 /// Starts anvil on a free loopback port with its home (and `--config-out` with the dev
@@ -179,7 +184,11 @@ fn die_with_parent(cmd: &mut Command) {
 pub async fn anvil(dir: &Path, extra: &[String]) -> anyhow::Result<(Proc, String)> {
     let binary = treasury_chain::artifacts::foundry_binary("anvil");
     if !binary.exists() {
-        bail!("anvil not found at {}: run scripts/install.sh", binary.display());
+        bail!(
+            "anvil not found at {}: run scripts/install.sh in a treasury checkout and start treasury dev there, or set {}",
+            binary.display(),
+            treasury_chain::artifacts::TOOLS_ENV
+        );
     }
     let home = dir.join("anvil-home");
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
