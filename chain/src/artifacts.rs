@@ -3,7 +3,7 @@
 //! They are not committed: `scripts/install.sh` installs the packages into `.tools/node_modules`.
 //! The project's own contracts are compiled into `chain/artifacts/` and bound in [`crate::contracts`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use alloy::primitives::Bytes;
 
@@ -12,17 +12,32 @@ use crate::error::{ChainError, Result};
 /// Environment variable naming the folder that holds the npm packages (`node_modules`).
 pub const TOOLS_ENV: &str = "TREASURY_TOOLS_DIR";
 
-/// The `node_modules` folder holding the toolchain: `$TREASURY_TOOLS_DIR`, else the checkout's `.tools/node_modules`.
+/// The `node_modules` folder holding the toolchain: `$TREASURY_TOOLS_DIR`, else `.tools/node_modules`
+/// in the current directory or the nearest of its parents that has one (a checkout of treasury).
 pub fn tools_dir() -> PathBuf {
-    match std::env::var_os(TOOLS_ENV) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/node_modules"),
+    if let Some(dir) = std::env::var_os(TOOLS_ENV) {
+        return PathBuf::from(dir);
     }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .map(|dir| dir.join(".tools/node_modules"))
+        .find(|candidate| candidate.is_dir())
+        .unwrap_or_else(|| cwd.join(".tools/node_modules"))
+}
+
+/// The npm platform suffix of foundry's binary packages for this machine (`linux-amd64`, …).
+fn foundry_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("{}-{arch}", std::env::consts::OS)
 }
 
 /// Path of a foundry binary (`anvil`, `forge`, `cast`) installed from npm.
 pub fn foundry_binary(tool: &str) -> PathBuf {
-    tools_dir().join(format!("@foundry-rs/{tool}-linux-amd64/bin/{tool}"))
+    tools_dir().join(format!("@foundry-rs/{tool}-{}/bin/{tool}", foundry_platform()))
 }
 
 /// A contract from an npm package, identified by its artifact path under `node_modules`.
