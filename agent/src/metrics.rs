@@ -1,18 +1,24 @@
 //! Prometheus metrics of the agent: stage latencies, chain head, keeper balance, signer
 //! availability, intents created, policy errors and webhook deliveries.
 //!
-//! The pipeline updates one shared [`Metrics`] (`Arc<Metrics>`); the HTTP API renders it in the
-//! Prometheus text exposition format (version 0.0.4) at `/metrics`, together with the number of
-//! intents in each state, which is read from the journal at scrape time (so it is never stale
-//! and survives restarts). The format is written by hand: a dozen families do not justify a
-//! registry crate, and the output is checked by a real parser in the API test.
+//! The pipeline updates one shared [`Metrics`] (`Arc<Metrics>`), a `prometheus-client` registry;
+//! the HTTP API renders it in the OpenMetrics text format at `/metrics`, together with the number
+//! of intents in each state, which is read from the journal at scrape time (so it is never stale
+//! and survives restarts).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use alloy::primitives::Address;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::journal::IntentState;
 
@@ -98,38 +104,79 @@ impl Delivery {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    /// Per bucket (not cumulative), plus the `+Inf` overflow at the end.
-    buckets: [u64; STAGE_BUCKETS.len() + 1],
-    sum: f64,
-    count: u64,
+/// Labels of the stage histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        let i = STAGE_BUCKETS.iter().position(|&le| secs <= le).unwrap_or(STAGE_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.sum += secs;
-        self.count += 1;
-    }
+/// Labels of the intents-by-state gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
+/// Labels of the keeper balance gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeeperLabel {
+    keeper: String,
+}
+
+/// Labels of the signer availability gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+/// Labels of the per-policy counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: String,
+}
+
+/// Labels of the notification counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    webhook: String,
+    outcome: &'static str,
+}
+
+fn stage_histogram() -> Histogram {
+    Histogram::new(STAGE_BUCKETS)
+}
+
+/// What the status endpoint reads back (the registry's families cannot be iterated).
 #[derive(Debug, Default)]
-struct Inner {
-    stages: BTreeMap<Stage, Histogram>,
+struct Status {
     last_block: Option<u64>,
     keeper: Option<(Address, u128)>,
     signers: BTreeMap<String, bool>,
-    intents_created: BTreeMap<String, u64>,
-    policy_errors: BTreeMap<String, u64>,
-    notifications: BTreeMap<(String, Delivery), u64>,
 }
 
 /// The agent's metrics; thread-safe, shared as `Arc<Metrics>`.
-#[derive(Debug, Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    stages: Family<StageLabel, Histogram, fn() -> Histogram>,
+    intents: Family<StateLabel, Gauge>,
+    last_block: Gauge,
+    keeper_balance: Family<KeeperLabel, Gauge<f64, AtomicU64>>,
+    signer_up: Family<NodeLabel, Gauge>,
+    intents_created: Family<PolicyLabel, Counter>,
+    policy_errors: Family<PolicyLabel, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
+    status: Mutex<Status>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("status", &self.status()).finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A copy of the gauges, for the status endpoint.
@@ -144,198 +191,174 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Empty metrics.
+    /// Every family registered, stages and intent states exposed at zero until they happen.
     pub fn new() -> Self {
-        Self::default()
+        let mut registry = Registry::with_prefix("treasury");
+        let stages =
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram as _);
+        let intents = Family::<StateLabel, Gauge>::default();
+        let last_block = Gauge::default();
+        let keeper_balance = Family::<KeeperLabel, Gauge<f64, AtomicU64>>::default();
+        let signer_up = Family::<NodeLabel, Gauge>::default();
+        let intents_created = Family::<PolicyLabel, Counter>::default();
+        let policy_errors = Family::<PolicyLabel, Counter>::default();
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register("intents", "Intents in the journal, by state", intents.clone());
+        registry.register_with_unit(
+            "stage_duration",
+            "Latency of each pipeline stage",
+            Unit::Seconds,
+            stages.clone(),
+        );
+        registry.register("last_block", "The newest block the agent has seen", last_block.clone());
+        registry.register(
+            "keeper_balance_wei",
+            "Balance of the keeper account, in wei",
+            keeper_balance.clone(),
+        );
+        registry.register("signer_up", "Whether each signer node answered (1) or not (0)", signer_up.clone());
+        registry.register(
+            "intents_created",
+            "Intents newly journaled since start, by policy",
+            intents_created.clone(),
+        );
+        registry.register(
+            "policy_errors",
+            "Policy runs that failed since start, by policy",
+            policy_errors.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Webhook notifications since start, by webhook and outcome",
+            notifications.clone(),
+        );
+        for stage in Stage::ALL {
+            drop(stages.get_or_create(&StageLabel { stage: stage.as_str() }));
+        }
+        Self {
+            registry,
+            stages,
+            intents,
+            last_block,
+            keeper_balance,
+            signer_up,
+            intents_created,
+            policy_errors,
+            notifications,
+            status: Mutex::default(),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every update leaves `Inner` consistent, so a panic elsewhere does not poison the data.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn status(&self) -> MutexGuard<'_, Status> {
+        // Every update leaves `Status` consistent, so a panic elsewhere does not poison the data.
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records how long one run of `stage` took.
     pub fn observe_stage(&self, stage: Stage, elapsed: Duration) {
-        self.lock().stages.entry(stage).or_default().observe(elapsed.as_secs_f64());
+        self.stages.get_or_create(&StageLabel { stage: stage.as_str() }).observe(elapsed.as_secs_f64());
     }
 
     /// Records the newest block seen.
     pub fn set_last_block(&self, block: u64) {
-        self.lock().last_block = Some(block);
+        self.last_block.set(i64::try_from(block).unwrap_or(i64::MAX));
+        self.status().last_block = Some(block);
     }
 
     /// Records the keeper's balance in wei.
     pub fn set_keeper_balance(&self, keeper: Address, wei: u128) {
-        self.lock().keeper = Some((keeper, wei));
+        let mut status = self.status();
+        if let Some((previous, _)) = status.keeper.filter(|(k, _)| *k != keeper) {
+            self.keeper_balance.remove(&KeeperLabel { keeper: previous.to_checksum(None) });
+        }
+        // Prometheus samples are f64: a balance above 2^53 wei keeps its 15–16 leading digits.
+        self.keeper_balance.get_or_create(&KeeperLabel { keeper: keeper.to_checksum(None) }).set(wei as f64);
+        status.keeper = Some((keeper, wei));
     }
 
     /// Records whether signer node `node` answered at the last look.
     pub fn set_signer_up(&self, node: &str, up: bool) {
-        self.lock().signers.insert(node.to_string(), up);
+        self.signer_up.get_or_create(&NodeLabel { node: node.to_string() }).set(i64::from(up));
+        self.status().signers.insert(node.to_string(), up);
     }
 
     /// Counts one intent newly journaled for `policy`.
     pub fn inc_intents_created(&self, policy: &str) {
-        *self.lock().intents_created.entry(policy.to_string()).or_default() += 1;
+        self.intents_created.get_or_create(&PolicyLabel { policy: policy.to_string() }).inc();
     }
 
     /// Counts one failed run (error, limit, timeout) of `policy`.
     pub fn inc_policy_errors(&self, policy: &str) {
-        *self.lock().policy_errors.entry(policy.to_string()).or_default() += 1;
+        self.policy_errors.get_or_create(&PolicyLabel { policy: policy.to_string() }).inc();
     }
 
     /// Counts what became of one notification for the webhook labelled `webhook`.
     pub fn inc_notification(&self, webhook: &str, outcome: Delivery) {
-        *self.lock().notifications.entry((webhook.to_string(), outcome)).or_default() += 1;
+        self.notifications.get_or_create(&notification(webhook, outcome)).inc();
     }
 
     /// How many notifications for `webhook` ended as `outcome`.
     pub fn notifications(&self, webhook: &str, outcome: Delivery) -> u64 {
-        self.lock().notifications.get(&(webhook.to_string(), outcome)).copied().unwrap_or(0)
-    }
-
-    /// How many observations `stage` has.
-    pub fn stage_count(&self, stage: Stage) -> u64 {
-        self.lock().stages.get(&stage).map_or(0, |h| h.count)
+        self.notifications.get(&notification(webhook, outcome)).map_or(0, |c| c.get())
     }
 
     /// The current gauges.
     pub fn gauges(&self) -> Gauges {
-        let inner = self.lock();
-        Gauges { last_block: inner.last_block, keeper: inner.keeper, signers: inner.signers.clone() }
+        let status = self.status();
+        Gauges { last_block: status.last_block, keeper: status.keeper, signers: status.signers.clone() }
     }
 
-    /// Renders every metric in the Prometheus text format, with `intents_by_state` (from
-    /// [`crate::journal::Journal::count_by_state`]) as the `treasury_intents` gauge.
+    /// Renders every metric in the OpenMetrics text format (which Prometheus scrapes), with
+    /// `intents_by_state` (from [`crate::journal::Journal::count_by_state`]) as the
+    /// `treasury_intents` gauge.
     pub fn render(&self, intents_by_state: &BTreeMap<IntentState, u64>) -> String {
-        let inner = self.lock();
-        let mut out = String::with_capacity(4096);
-
-        family(&mut out, "treasury_intents", "gauge", "Intents in the journal, by state.");
         for state in IntentState::ALL {
             let n = intents_by_state.get(&state).copied().unwrap_or(0);
-            sample(&mut out, "treasury_intents", &[("state", state.as_str())], n as f64);
+            self.intents
+                .get_or_create(&StateLabel { state: state.as_str() })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-
-        let name = "treasury_stage_duration_seconds";
-        family(&mut out, name, "histogram", "Latency of each pipeline stage, in seconds.");
-        let empty = Histogram::default();
-        for stage in Stage::ALL {
-            let h = inner.stages.get(&stage).unwrap_or(&empty);
-            let mut cumulative = 0;
-            for (i, le) in STAGE_BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i];
-                let le = fmt_f64(*le);
-                sample(
-                    &mut out,
-                    &format!("{name}_bucket"),
-                    &[("stage", stage.as_str()), ("le", &le)],
-                    cumulative as f64,
-                );
-            }
-            let labels = [("stage", stage.as_str())];
-            let bucket = format!("{name}_bucket");
-            sample(&mut out, &bucket, &[labels[0], ("le", "+Inf")], h.count as f64);
-            sample(&mut out, &format!("{name}_sum"), &labels, h.sum);
-            sample(&mut out, &format!("{name}_count"), &labels, h.count as f64);
-        }
-
-        family(&mut out, "treasury_last_block", "gauge", "The newest block the agent has seen.");
-        if let Some(block) = inner.last_block {
-            sample(&mut out, "treasury_last_block", &[], block as f64);
-        }
-
-        let name = "treasury_keeper_balance_wei";
-        family(&mut out, name, "gauge", "Balance of the keeper account, in wei.");
-        if let Some((keeper, wei)) = inner.keeper {
-            sample(&mut out, name, &[("keeper", &keeper.to_checksum(None))], wei as f64);
-        }
-
-        family(&mut out, "treasury_signer_up", "gauge", "Whether each signer node answered (1) or not (0).");
-        for (node, up) in &inner.signers {
-            sample(&mut out, "treasury_signer_up", &[("node", node)], f64::from(u8::from(*up)));
-        }
-
-        let name = "treasury_intents_created_total";
-        family(&mut out, name, "counter", "Intents newly journaled since start, by policy.");
-        for (policy, n) in &inner.intents_created {
-            sample(&mut out, name, &[("policy", policy)], *n as f64);
-        }
-
-        let name = "treasury_policy_errors_total";
-        family(&mut out, name, "counter", "Policy runs that failed since start, by policy.");
-        for (policy, n) in &inner.policy_errors {
-            sample(&mut out, name, &[("policy", policy)], *n as f64);
-        }
-
-        let name = "treasury_notifications_total";
-        family(&mut out, name, "counter", "Webhook notifications since start, by webhook and outcome.");
-        for ((webhook, outcome), n) in &inner.notifications {
-            sample(&mut out, name, &[("webhook", webhook), ("outcome", outcome.as_str())], *n as f64);
-        }
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (key, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{key}=\"{}\"", escape_label(value));
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {}", fmt_f64(value));
-}
-
-/// Label values escape `\`, `"` and line feeds.
-fn escape_label(value: &str) -> String {
-    let mut s = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// A sample value as Prometheus reads it (Rust never prints exponents for `f64`).
-fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v}")
-    }
+fn notification(webhook: &str, outcome: Delivery) -> NotificationLabels {
+    NotificationLabels { webhook: webhook.to_string(), outcome: outcome.as_str() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lines(text: &str) -> Vec<&str> {
-        text.lines().filter(|l| !l.starts_with('#')).collect()
+    /// The samples of a rendering, as a Prometheus server parses them.
+    fn scrape(text: &str) -> prometheus_parse::Scrape {
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
     }
 
-    fn value(text: &str, series: &str) -> f64 {
-        let line = lines(text)
+    /// The value of the one sample of `metric` whose labels include `labels`.
+    fn value(text: &str, metric: &str, labels: &[(&str, &str)]) -> prometheus_parse::Value {
+        let scrape = scrape(text);
+        let mut found = scrape
+            .samples
             .into_iter()
-            .find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series))
-            .unwrap_or_else(|| panic!("{series} missing from\n{text}"));
-        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+            .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+        let sample = found.next().unwrap_or_else(|| panic!("{metric} {labels:?} missing from\n{text}"));
+        assert!(found.next().is_none(), "{metric} {labels:?} is not one sample");
+        sample.value
+    }
+
+    fn number(v: prometheus_parse::Value) -> f64 {
+        use prometheus_parse::Value::*;
+        match v {
+            Counter(n) | Gauge(n) | Untyped(n) => n,
+            other => panic!("{other:?} is not a number"),
+        }
     }
 
     #[test]
@@ -345,20 +368,21 @@ mod tests {
         m.observe_stage(Stage::Sign, Duration::from_millis(40));
         m.observe_stage(Stage::Sign, Duration::from_secs(7200));
         let text = m.render(&BTreeMap::new());
-        let b = |le: &str| {
-            value(&text, &format!("treasury_stage_duration_seconds_bucket{{stage=\"sign\",le=\"{le}\"}}"))
+        let prometheus_parse::Value::Histogram(buckets) =
+            value(&text, "treasury_stage_duration_seconds", &[("stage", "sign")])
+        else {
+            panic!("not a histogram:\n{text}")
         };
-        assert_eq!(b("0.005"), 1.0);
-        assert_eq!(b("0.025"), 1.0);
-        assert_eq!(b("0.05"), 2.0);
-        assert_eq!(b("3600"), 2.0);
-        assert_eq!(b("+Inf"), 3.0);
-        assert_eq!(value(&text, "treasury_stage_duration_seconds_count{stage=\"sign\"}"), 3.0);
-        let sum = value(&text, "treasury_stage_duration_seconds_sum{stage=\"sign\"}");
+        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
+        assert_eq!(
+            (at(0.005), at(0.025), at(0.05), at(3600.0), at(f64::INFINITY)),
+            (1.0, 1.0, 2.0, 2.0, 3.0)
+        );
+        assert_eq!(number(value(&text, "treasury_stage_duration_seconds_count", &[("stage", "sign")])), 3.0);
+        let sum = number(value(&text, "treasury_stage_duration_seconds_sum", &[("stage", "sign")]));
         assert!((sum - 7200.043).abs() < 1e-6, "{sum}");
         // Stages never observed are still exposed, at zero.
-        assert_eq!(value(&text, "treasury_stage_duration_seconds_count{stage=\"root\"}"), 0.0);
-        assert_eq!(m.stage_count(Stage::Sign), 3);
+        assert_eq!(number(value(&text, "treasury_stage_duration_seconds_count", &[("stage", "root")])), 0.0);
     }
 
     #[test]
@@ -376,56 +400,36 @@ mod tests {
         m.inc_notification("ops", Delivery::Dropped);
         let counts = BTreeMap::from([(IntentState::Confirmed, 4), (IntentState::AwaitingRoot, 1)]);
         let text = m.render(&counts);
-        assert_eq!(value(&text, "treasury_last_block"), 1240.0);
-        let series = format!("treasury_keeper_balance_wei{{keeper=\"{}\"}}", keeper.to_checksum(None));
-        assert_eq!(value(&text, &series), 5e16);
-        assert_eq!(value(&text, "treasury_signer_up{node=\"node-1\"}"), 1.0);
-        assert_eq!(value(&text, "treasury_signer_up{node=\"node-2\"}"), 0.0);
-        assert_eq!(value(&text, "treasury_intents_created_total{policy=\"payroll\"}"), 2.0);
-        assert_eq!(value(&text, "treasury_policy_errors_total{policy=\"dca\"}"), 1.0);
-        assert_eq!(value(&text, "treasury_notifications_total{webhook=\"ops\",outcome=\"dropped\"}"), 1.0);
-        assert_eq!(value(&text, "treasury_intents{state=\"confirmed\"}"), 4.0);
-        assert_eq!(value(&text, "treasury_intents{state=\"awaiting_root\"}"), 1.0);
+        assert_eq!(number(value(&text, "treasury_last_block", &[])), 1240.0);
+        let checksum = keeper.to_checksum(None);
+        assert_eq!(number(value(&text, "treasury_keeper_balance_wei", &[("keeper", &checksum)])), 5e16);
+        assert_eq!(number(value(&text, "treasury_signer_up", &[("node", "node-1")])), 1.0);
+        assert_eq!(number(value(&text, "treasury_signer_up", &[("node", "node-2")])), 0.0);
+        assert_eq!(number(value(&text, "treasury_intents_created_total", &[("policy", "payroll")])), 2.0);
+        assert_eq!(number(value(&text, "treasury_policy_errors_total", &[("policy", "dca")])), 1.0);
+        let ops_dropped = [("webhook", "ops"), ("outcome", "dropped")];
+        assert_eq!(number(value(&text, "treasury_notifications_total", &ops_dropped)), 1.0);
+        assert_eq!(number(value(&text, "treasury_intents", &[("state", "confirmed")])), 4.0);
+        assert_eq!(number(value(&text, "treasury_intents", &[("state", "awaiting_root")])), 1.0);
         for state in IntentState::ALL {
-            value(&text, &format!("treasury_intents{{state=\"{state}\"}}"));
+            value(&text, "treasury_intents", &[("state", state.as_str())]);
         }
         assert_eq!(m.notifications("ops", Delivery::Dropped), 1);
         assert_eq!(m.gauges().last_block, Some(1240));
     }
 
     #[test]
-    fn every_family_is_declared_once_before_its_samples() {
+    fn a_new_keeper_replaces_the_old_one_and_label_values_are_escaped() {
         let m = Metrics::new();
-        m.inc_policy_errors("x");
+        m.set_keeper_balance(Address::ZERO, 1);
+        m.set_keeper_balance(Address::repeat_byte(0x11), u128::MAX);
+        m.inc_policy_errors("we\"ird\\name");
         let text = m.render(&BTreeMap::new());
-        let mut declared = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let name = rest.split(' ').next().unwrap();
-                assert!(declared.insert(name.to_string()), "{name} declared twice");
-            } else if !line.starts_with('#') {
-                let name = line.split(['{', ' ']).next().unwrap();
-                let family = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
-                    .unwrap_or(name);
-                assert!(declared.contains(family), "sample {name} before its TYPE line");
-            }
-        }
-        assert!(text.ends_with('\n'));
-    }
-
-    #[test]
-    fn label_values_are_escaped_and_values_have_no_exponent() {
-        let m = Metrics::new();
-        m.inc_policy_errors("we\"ird\\name\nx");
-        m.set_keeper_balance(Address::ZERO, u128::MAX);
-        let text = m.render(&BTreeMap::new());
-        assert!(text.contains(r#"treasury_policy_errors_total{policy="we\"ird\\name\nx"} 1"#), "{text}");
-        let balance = text.lines().find(|l| l.starts_with("treasury_keeper_balance_wei{")).unwrap();
-        let v = balance.rsplit_once(' ').unwrap().1;
-        assert!(!v.contains('e') && v.parse::<f64>().unwrap() > 3.4e38, "{v}");
-        assert_eq!(fmt_f64(f64::INFINITY), "+Inf");
-        assert_eq!(fmt_f64(0.25), "0.25");
+        let keepers: Vec<_> =
+            scrape(&text).samples.into_iter().filter(|s| s.metric == "treasury_keeper_balance_wei").collect();
+        assert_eq!(keepers.len(), 1, "{text}");
+        assert!(number(keepers[0].value.clone()) > 3.4e38);
+        assert!(text.contains(r#"treasury_policy_errors_total{policy="we\"ird\\name"} 1"#), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -38,11 +38,11 @@ pub async fn openapi(State(s): State<Shared>) -> Json<Value> {
     Json(super::openapi::document(&s.status.version))
 }
 
-/// `GET /metrics`: Prometheus text exposition, intents by state read from the journal now.
+/// `GET /metrics`: OpenMetrics text (Prometheus scrapes it), intents by state read from the journal now.
 pub async fn metrics(State(s): State<Shared>) -> Result<Response> {
     let counts = s.journal.count_by_state().await?;
     let text = s.metrics.render(&counts);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// `GET /v1/status`: chain, Safe, module, keeper, version, gauges and intents by state.

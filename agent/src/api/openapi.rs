@@ -54,13 +54,13 @@ pub fn document(version: &str) -> Value {
             } },
             "/metrics": { "get": {
                 "operationId": "metrics",
-                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "summary": "Prometheus metrics (OpenMetrics text format 1.0.0)",
                 "description": "treasury_intents{state}, treasury_stage_duration_seconds{stage} \
                     (histogram), treasury_last_block, treasury_keeper_balance_wei{keeper}, \
                     treasury_signer_up{node}, treasury_intents_created_total{policy}, \
                     treasury_policy_errors_total{policy}, treasury_notifications_total{webhook,outcome}.",
                 "responses": {
-                    "200": { "description": "Metrics", "content": { "text/plain": { "schema": { "type": "string" } } } },
+                    "200": { "description": "Metrics", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } },
                     "401": unauthorized,
                     "500": error_response("Journal unreadable")
                 }
