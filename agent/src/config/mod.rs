@@ -146,19 +146,19 @@ pub struct KeeperConfig {
     /// Environment variable holding the token's user PIN (default `TREASURY_KEEPER_PIN`).
     #[serde(default)]
     pub pin_env: Option<String>,
-    /// The highest max fee per gas ever offered, in gwei.
-    #[serde(default = "default_max_fee_gwei")]
-    pub max_fee_gwei: f64,
-    /// Priority fee in gwei; the node's suggestion when absent.
-    #[serde(default)]
-    pub priority_fee_gwei: Option<f64>,
+    /// The highest max fee per gas ever offered, in wei (`max_fee_gwei` in the file).
+    #[serde(rename = "max_fee_gwei", with = "units::gwei", default = "default_max_fee_per_gas")]
+    pub max_fee_per_gas: u128,
+    /// Priority fee per gas in wei (`priority_fee_gwei`); the node's suggestion when absent.
+    #[serde(rename = "priority_fee_gwei", with = "units::gwei_opt", default)]
+    pub priority_fee_per_gas: Option<u128>,
     /// Blocks without inclusion after which a transaction is replaced with fees bumped ≥ 10%.
     #[serde(default = "default_bump_after_blocks")]
     pub bump_after_blocks: u64,
 }
 
-fn default_max_fee_gwei() -> f64 {
-    200.0
+fn default_max_fee_per_gas() -> u128 {
+    200_000_000_000
 }
 
 fn default_bump_after_blocks() -> u64 {
@@ -191,8 +191,10 @@ pub struct PipelineConfig {
     pub escalation_ttl_secs: u64,
     /// The most intents carried by one `exec`.
     pub max_batch: usize,
-    /// Keeper balance, in ether, under which a `keeper_low` notification is sent.
-    pub keeper_low_balance_eth: f64,
+    /// Keeper balance in wei (`keeper_low_balance_eth`, in ether, in the file) under which a
+    /// `keeper_low` notification is sent.
+    #[serde(rename = "keeper_low_balance_eth", with = "units::ether")]
+    pub keeper_low_balance_wei: u128,
 }
 
 impl Default for PipelineConfig {
@@ -204,7 +206,7 @@ impl Default for PipelineConfig {
             operation_ttl_secs: 3600,
             escalation_ttl_secs: 86_400,
             max_batch: 16,
-            keeper_low_balance_eth: 0.05,
+            keeper_low_balance_wei: 50_000_000_000_000_000,
         }
     }
 }
@@ -444,9 +446,6 @@ impl Config {
                 p.push(Problem::new(key, "must be at least 1"));
             }
         }
-        if !(c.keeper_low_balance_eth.is_finite() && c.keeper_low_balance_eth >= 0.0) {
-            p.push(Problem::new("pipeline.keeper_low_balance_eth", "must be a number of ether, 0 or more"));
-        }
     }
 
     fn check_chain(&self, p: &mut Vec<Problem>) {
@@ -503,11 +502,11 @@ impl Config {
             }
             _ => p.push(Problem::new("keeper", "set exactly one of keystore and pkcs11_label")),
         }
-        if !(k.max_fee_gwei.is_finite() && k.max_fee_gwei > 0.0) {
-            p.push(Problem::new("keeper.max_fee_gwei", "must be a positive number"));
+        if k.max_fee_per_gas == 0 {
+            p.push(Problem::new("keeper.max_fee_gwei", "must be more than 0"));
         }
-        if let Some(tip) = k.priority_fee_gwei
-            && !(tip.is_finite() && tip >= 0.0 && tip <= k.max_fee_gwei)
+        if let Some(tip) = k.priority_fee_per_gas
+            && tip > k.max_fee_per_gas
         {
             p.push(Problem::new("keeper.priority_fee_gwei", "must be between 0 and max_fee_gwei"));
         }
@@ -581,6 +580,8 @@ fn env_name(p: &mut Vec<Problem>, key: &str, name: &str) {
         p.push(Problem::new(key, "expected the NAME of an environment variable (A-Z, 0-9, _)"));
     }
 }
+
+pub mod units;
 
 #[cfg(test)]
 mod tests;

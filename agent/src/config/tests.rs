@@ -41,7 +41,7 @@ fn the_documented_example_is_valid_and_uses_every_section() {
 fn dev_config_parses_and_takes_defaults() {
     let config = Config::parse(DEV, Path::new("config")).unwrap();
     assert_eq!(config.chain.confirmations, 1);
-    assert_eq!(config.keeper.max_fee_gwei, 200.0);
+    assert_eq!(config.keeper.max_fee_per_gas, 200_000_000_000);
     assert!(config.policies.policies.is_empty());
     let defaults =
         Config::parse(&DEV.replace("[journal]\nurl = \"sqlite://treasury-dev.db\"\n", ""), Path::new(""))

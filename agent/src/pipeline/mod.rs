@@ -306,12 +306,11 @@ pub async fn venue(provider: &DynProvider, safe: Address, router: Address) -> Re
 
 /// The sender settings from `[chain]` and `[keeper]`.
 pub fn sender_config(config: &Config) -> SenderConfig {
-    let gwei = |g: f64| (g * 1e9) as u128;
     SenderConfig {
         confirmations: config.chain.confirmations,
         bump_after_blocks: config.keeper.bump_after_blocks,
-        max_fee_per_gas: gwei(config.keeper.max_fee_gwei),
-        priority_fee_per_gas: config.keeper.priority_fee_gwei.map(gwei),
+        max_fee_per_gas: config.keeper.max_fee_per_gas,
+        priority_fee_per_gas: config.keeper.priority_fee_per_gas,
         poll_interval: Duration::from_millis(config.pipeline.poll_interval_ms.min(250)),
         ..SenderConfig::default()
     }

@@ -185,7 +185,7 @@ impl KeeperWatch {
         };
         let wei = u128::try_from(balance).unwrap_or(u128::MAX);
         pipeline.metrics().set_keeper_balance(keeper, wei);
-        let threshold = (pipeline.settings().keeper_low_balance_eth * 1e18) as u128;
+        let threshold = pipeline.settings().keeper_low_balance_wei;
         let low = wei < threshold;
         if low && !self.low {
             tracing::warn!(%keeper, balance_wei = wei, threshold_wei = threshold, "keeper balance low");
