@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use treasury_chain::operation::{Call, Operation, TIER_QUORUM, operation_digest};
+use treasury_chain::operation::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 use treasury_signer::quorum::bench::{NodeProcess, bench_operation, init_nodes};
 use treasury_signer::quorum::client::NodeClient;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
@@ -56,7 +56,12 @@ fn guard(root: Address) -> GuardConfig {
 }
 
 fn assert_valid(sig: &treasury_signer::quorum::FrostSignature, c: &Coordinator, op: &Operation) {
-    let digest = operation_digest(op, TIER_QUORUM, CHAIN, module());
+    assert_valid_at(sig, c, op, TIER_QUORUM);
+}
+
+/// The signature verifies over the digest of `op` at `tier`, as the module checks it.
+fn assert_valid_at(sig: &treasury_signer::quorum::FrostSignature, c: &Coordinator, op: &Operation, tier: u8) {
+    let digest = operation_digest(op, tier, CHAIN, module());
     assert!(
         verify_module_form(sig, c.group_key(), digest.as_slice()),
         "signature must verify as the module checks it"
@@ -329,12 +334,12 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         c.sign(&stranger, CHAIN, module(), None).await.unwrap_err().to_string().contains("not allow-listed")
     );
     // tier 2: with the root's signature over the same digest it signs; a signature over another digest does not
-    let d = operation_digest(&stranger, TIER_QUORUM, CHAIN, module());
+    let d = operation_digest(&stranger, TIER_ROOT, CHAIN, module());
     let wrong = root.sign_hash_sync(&B256::repeat_byte(1)).unwrap().as_bytes();
     assert!(c.sign(&stranger, CHAIN, module(), Some(&wrong)).await.is_err());
     let rs = root.sign_hash_sync(&d).unwrap().as_bytes();
     let sig = c.sign(&stranger, CHAIN, module(), Some(&rs)).await.expect("tier 2 with the root signature");
-    assert_valid(&sig, &c, &stranger);
+    assert_valid_at(&sig, &c, &stranger, TIER_ROOT);
 
     // unauthenticated: no header, and a header from a key that is not the configured coordinator
     let http = reqwest::Client::new();

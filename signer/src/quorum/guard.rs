@@ -213,11 +213,10 @@ impl GuardConfig {
         Ok(Approved { tier: Tier::One, outflows: flows })
     }
 
-    /// The module's tier-1 rules, as far as a node can judge them without chain access (it does
-    /// not know the Safe's address, so a swap's recipient is left to the module), and the
-    /// operation's valued outflows. An asset the node has no budget for is not tier-1 money: moving
-    /// or approving it, or paying ETH without an ETH budget, is refused, as is any call the outflow
-    /// model cannot value.
+    /// The module's tier-1 rules, as far as a node can judge them without chain access (it knows
+    /// neither the Safe's address nor which assets the module tracks: a swap's recipient and the
+    /// tracking of what moves are left to the module), and the operation's valued outflows. A call
+    /// the outflow model cannot value is refused.
     fn check_tier1(&self, op: &Operation) -> Result<Outflows, Refusal> {
         let refuse = |i: usize, why: String| {
             Err(Refusal::new(
@@ -232,9 +231,6 @@ impl GuardConfig {
             if call.to == self.module {
                 return refuse(i, "a call to the module itself".into());
             }
-            if !call.value.is_zero() && !self.budgeted(Address::ZERO) {
-                return refuse(i, "ETH value with no ETH budget".into());
-            }
             let sel = call.selector();
             if sel.is_none() && !call.data.is_empty() {
                 return refuse(i, "calldata shorter than a selector".into());
@@ -242,51 +238,27 @@ impl GuardConfig {
             if sel == Some([0; 4]) {
                 return refuse(i, "selector 0x00000000 (it stands for empty calldata only)".into());
             }
-            match sel {
-                Some(s)
-                    if self.budgeted(call.to)
-                        && [TRANSFER, APPROVE, INCREASE_ALLOWANCE, DECREASE_ALLOWANCE].contains(&s) =>
-                {
-                    if s == TRANSFER && !self.allows(call.to, sel) {
-                        return refuse(i, format!("transfer of {} is not allow-listed", call.to));
-                    }
-                    if (s == APPROVE || s == INCREASE_ALLOWANCE) && !self.approval_allowed(s, &call.data) {
-                        return refuse(i, "approval to a spender that is not allow-listed".into());
-                    }
-                }
-                Some(s) if rules::moves_assets(s) => {
-                    return refuse(
-                        i,
-                        format!("{} has no budget at this node: its tokens cannot move", call.to),
-                    );
-                }
-                _ => {
-                    if !self.allows(call.to, sel) {
-                        return refuse(
-                            i,
-                            format!("target {} selector {} is not allow-listed", call.to, selector_hex(sel)),
-                        );
-                    }
-                    if let Some(swap) = rules::decode_swap(&call.data) {
-                        let swap = swap
-                            .map_err(|e| Refusal::new(RefusalCode::NotAllowed, format!("call {i}: {e}")))?;
-                        if let Err(why) = self.swap_allowed(&swap) {
-                            return refuse(i, why);
-                        }
-                    }
+            let approval = sel == Some(APPROVE) || sel == Some(INCREASE_ALLOWANCE);
+            // a budgeted token's approvals follow the spender rule alone, as on chain
+            let own = self.budgeted(call.to) && (approval || sel == Some(DECREASE_ALLOWANCE));
+            if !own && !self.allows(call.to, sel) {
+                return refuse(
+                    i,
+                    format!("target {} selector {} is not allow-listed", call.to, selector_hex(sel)),
+                );
+            }
+            if approval && !self.approval_allowed(sel.expect("a selector"), &call.data) {
+                return refuse(i, "approval to a spender that is not allow-listed".into());
+            }
+            if let Some(swap) = rules::decode_swap(&call.data) {
+                let swap =
+                    swap.map_err(|e| Refusal::new(RefusalCode::NotAllowed, format!("call {i}: {e}")))?;
+                if let Err(why) = self.swap_allowed(&swap) {
+                    return refuse(i, why);
                 }
             }
         }
-        let flows = outflows(op).or_else(|(i, why)| refuse(i, format!("{why} at tier 1")))?;
-        if let Some(asset) = flows.keys().find(|a| !self.budgeted(**a)) {
-            return Err(Refusal::new(
-                RefusalCode::NotAllowed,
-                format!(
-                    "outflow of {asset}, which has no budget at this node (tier 2 needs the root signature)"
-                ),
-            ));
-        }
-        Ok(flows)
+        outflows(op).or_else(|(i, why)| refuse(i, format!("{why} at tier 1")))
     }
 
     fn budgeted(&self, asset: Address) -> bool {
@@ -310,20 +282,13 @@ impl GuardConfig {
         self.spenders.contains(&spender) || (sel == APPROVE && zero)
     }
 
-    /// A swap sells a budgeted asset (or ETH, with an ETH budget) for a different budgeted one.
+    /// A swap joins two different assets; an asset this node budgets must not be bought with one it
+    /// does not (the module refuses swaps between untracked assets; the node only knows its budgets).
     fn swap_allowed(&self, swap: &rules::Swap) -> Result<(), String> {
-        let (first, last) = match (swap.path.first(), swap.path.last()) {
-            (Some(f), Some(l)) if swap.path.len() >= 2 && f != l => (*f, *l),
-            _ => return Err("swap path must join two different assets".into()),
-        };
-        if !swap.eth_in && !self.budgeted(first) {
-            return Err(format!("swap sells {first}, which has no budget at this node"));
+        match (swap.path.first(), swap.path.last()) {
+            (Some(f), Some(l)) if swap.path.len() >= 2 && f != l => Ok(()),
+            _ => Err("swap path must join two different assets".into()),
         }
-        let out = if swap.eth_out { Address::ZERO } else { last };
-        if !self.budgeted(out) {
-            return Err(format!("swap buys {out}, which has no budget at this node"));
-        }
-        Ok(())
     }
 }
 
@@ -403,7 +368,7 @@ mod tests {
         let other = op(vec![transfer(Address::repeat_byte(0x44), Address::repeat_byte(3), 1)]);
         let e = cfg.check(&other, 31337, module, d, None, &st, 0).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotAllowed);
-        assert!(e.reason.contains("no budget"), "{}", e.reason);
+        assert!(e.reason.contains("not allow-listed"), "{}", e.reason);
         let mut dc = transfer(token, Address::repeat_byte(3), 1);
         dc.operation = OP_DELEGATECALL;
         assert_eq!(
@@ -463,10 +428,10 @@ mod tests {
             check(&cfg, vec![call(token, APPROVE, router, 1001)]).unwrap_err().code,
             RefusalCode::OverBudget
         );
-        // a token without a budget at this node cannot move nor be approved, allow-listed or not
+        // a token this node does not budget: only what is allow-listed for it, approvals included
         let other = Address::repeat_byte(0x44);
         cfg.allow.push(AllowEntry { target: other, selector: Some("0xa9059cbb".into()) });
-        assert!(check(&cfg, vec![call(other, TRANSFER, router, 1)]).is_err());
+        assert!(check(&cfg, vec![call(other, TRANSFER, router, 1)]).is_ok());
         assert!(check(&cfg, vec![call(other, APPROVE, router, 1)]).is_err());
     }
 
