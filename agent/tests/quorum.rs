@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use treasury_chain::operation::{Call, Operation, operation_digest};
+use treasury_chain::operation::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 use treasury_signer::quorum::bench::{NodeProcess, bench_operation, init_nodes};
 use treasury_signer::quorum::client::NodeClient;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
@@ -56,7 +56,12 @@ fn guard(root: Address) -> GuardConfig {
 }
 
 fn assert_valid(sig: &treasury_signer::quorum::FrostSignature, c: &Coordinator, op: &Operation) {
-    let digest = operation_digest(op, CHAIN, module());
+    assert_valid_at(sig, c, op, TIER_QUORUM);
+}
+
+/// The signature verifies over the digest of `op` at `tier`, as the module checks it.
+fn assert_valid_at(sig: &treasury_signer::quorum::FrostSignature, c: &Coordinator, op: &Operation, tier: u8) {
+    let digest = operation_digest(op, tier, CHAIN, module());
     assert!(
         verify_module_form(sig, c.group_key(), digest.as_slice()),
         "signature must verify as the module checks it"
@@ -253,7 +258,7 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     let ca = commitments(&client, &a.url, &ka, 4).await;
     let cb = commitments(&client, &b.url, &kb, 4).await;
     let op = transfer(5, 1);
-    let digest = operation_digest(&op, CHAIN, module());
+    let digest = operation_digest(&op, TIER_QUORUM, CHAIN, module());
     let pkg = |i: usize, msg: &[u8]| {
         package(
             &[
@@ -277,7 +282,8 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     assert_eq!(refused(sign_raw(&client, &a.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
     // the used commitment under another operation: still refused
     let op2 = transfer(5, 2);
-    let reuse = req(&op2, CHAIN, module(), pkg(0, operation_digest(&op2, CHAIN, module()).as_slice()));
+    let reuse =
+        req(&op2, CHAIN, module(), pkg(0, operation_digest(&op2, TIER_QUORUM, CHAIN, module()).as_slice()));
     assert_eq!(refused(sign_raw(&client, &a.url, &ka, &reuse).await).0, RefusalCode::UsedCommitment);
     // another node's commitment placed under this node's identifier
     let stolen = package(
@@ -295,13 +301,13 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     );
     assert_eq!(code, RefusalCode::DigestMismatch, "{reason}");
     // wrong chain id, wrong module (package message matches what the coordinator claims)
-    let p = pkg(2, operation_digest(&op, 1, module()).as_slice());
+    let p = pkg(2, operation_digest(&op, TIER_QUORUM, 1, module()).as_slice());
     assert_eq!(
         refused(sign_raw(&client, &a.url, &ka, &req(&op, 1, module(), p)).await).0,
         RefusalCode::WrongChain
     );
     let other = Address::repeat_byte(0x99);
-    let p = pkg(3, operation_digest(&op, CHAIN, other).as_slice());
+    let p = pkg(3, operation_digest(&op, TIER_QUORUM, CHAIN, other).as_slice());
     assert_eq!(
         refused(sign_raw(&client, &a.url, &ka, &req(&op, CHAIN, other, p)).await).0,
         RefusalCode::WrongModule
@@ -328,12 +334,12 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         c.sign(&stranger, CHAIN, module(), None).await.unwrap_err().to_string().contains("not allow-listed")
     );
     // tier 2: with the root's signature over the same digest it signs; a signature over another digest does not
-    let d = operation_digest(&stranger, CHAIN, module());
+    let d = operation_digest(&stranger, TIER_ROOT, CHAIN, module());
     let wrong = root.sign_hash_sync(&B256::repeat_byte(1)).unwrap().as_bytes();
     assert!(c.sign(&stranger, CHAIN, module(), Some(&wrong)).await.is_err());
     let rs = root.sign_hash_sync(&d).unwrap().as_bytes();
     let sig = c.sign(&stranger, CHAIN, module(), Some(&rs)).await.expect("tier 2 with the root signature");
-    assert_valid(&sig, &c, &stranger);
+    assert_valid_at(&sig, &c, &stranger, TIER_ROOT);
 
     // unauthenticated: no header, and a header from a key that is not the configured coordinator
     let http = reqwest::Client::new();

@@ -13,7 +13,7 @@ use serde_json::Value;
 use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::contracts::{IERC20, exec_calls};
 use treasury_chain::deploy::configure_as_safe;
-use treasury_chain::{AdminAction, Call, Operation, operation_digest};
+use treasury_chain::{AdminAction, Call, Operation, TIER_QUORUM, operation_digest};
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_tests::{TestChain, TestQuorum};
 
@@ -140,7 +140,7 @@ impl Rig {
     /// Executes `op` signed by `quorum` alone: `Ok` on success, else the module's error.
     async fn exec_with(&self, op: &Operation, quorum: &TestQuorum) -> Result<(), TreasuryModuleErrors> {
         let d = &self.chain.deployment;
-        let sig = quorum.sign(operation_digest(op, d.chain_id, d.module));
+        let sig = quorum.sign(operation_digest(op, TIER_QUORUM, d.chain_id, d.module));
         let module = self.module();
         match module.exec(exec_calls(op), op.nonce, op.deadline, sig.clone(), Bytes::new()).call().await {
             Ok(_) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, U256, keccak256};
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::IERC20;
-use treasury_chain::{Call, Operation, operation_digest};
+use treasury_chain::{Call, Operation, TIER_ROOT, operation_digest};
 use treasury_signer::root::guard::GuardRule;
 use treasury_signer::root::store::RequestState;
 use treasury_signer::root::{EscalationRequest, RootClient, RootError};
@@ -133,7 +133,10 @@ fn recovers(sig: &[u8], op: &Operation, root: Address) {
     assert_eq!(sig.len(), 65);
     assert!(sig[64] == 27 || sig[64] == 28);
     let s = alloy::primitives::Signature::from_raw(sig).unwrap();
-    assert_eq!(s.recover_address_from_prehash(&operation_digest(op, CHAIN, module_addr())).unwrap(), root);
+    assert_eq!(
+        s.recover_address_from_prehash(&operation_digest(op, TIER_ROOT, CHAIN, module_addr())).unwrap(),
+        root
+    );
 }
 
 /// `pkcs11-tool` (OpenSC), an independent PKCS#11 client, logged in to the test's root token.

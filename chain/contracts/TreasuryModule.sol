@@ -24,25 +24,56 @@ interface IMultiSendCallOnly {
 /// @title TreasuryModule
 /// @notice A Safe module executing batches of calls from the Safe when authorised by a FROST
 ///         threshold signature (tier 1, restricted) or by FROST plus the root key (tier 2).
-/// @dev Authorisation tiers:
-///      - Tier 1 (FROST alone): plain calls only; ERC-20 `approve`/`increaseAllowance` only to
-///        allow-listed spenders; every other call must hit an allow-listed (target, selector) pair,
-///        except empty calldata to an address without code (ETH to an EOA). Calldata shorter than 4
-///        bytes has the zero-padded selector (e.g. allow (target, 0x00000000) for ETH to a contract's
-///        `receive`). The Safe's net outflow of each tracked asset (ETH = address(0)), measured as
-///        balance before minus after the whole batch, is charged to that asset's budget for the
-///        current period (fixed windows `block.timestamp / period`). Only the assets the batch can
-///        make the Safe lose are measured (see `_execTier1` for the rule and why it is sound).
-///      - Tier 2 (FROST + root ECDSA signature over the same digest): no restrictions, no budget
-///        charge (the root signer's own guard is the limit).
-///      Admin: root alone may change any setting; changes that widen power are queued behind a
-///      timelock that the root, the FROST quorum or the Safe can cancel; changes that narrow power
-///      apply at once. The FROST quorum alone may pause and cancel. The Safe may change anything at
-///      once through `configure` (its owners can remove the module anyway).
+/// @dev THE PROPERTY (tier 1): with tier-1 signatures alone, in any budget window of an asset (one
+///      period long, see below), the Safe's gross outflow of each tracked asset is at most its
+///      budget, and its balance of every other asset (ETH included when ETH has no budget) does not
+///      decrease. Tracked asset = an asset with a budget (ETH = address(0)). Proven by
+///      chain/test/Attacks.t.sol and the invariant suite chain/test/Invariant.t.sol.
 ///
-///      Execution: a batch of two or more plain calls enters the Safe once, as a DELEGATECALL of
-///      the Safe's own MultiSendCallOnly (an immutable set at deployment, not an input) carrying
-///      exactly the checked calls; otherwise one module transaction per call (see `_execute`).
+///      Tier-1 rules, per call (any refusal reverts the whole batch; DELEGATECALL never; never a
+///      call to the Safe itself or to this module):
+///      - Value: any call may carry ETH only if ETH is tracked; the sum of all values is charged.
+///      - Empty calldata: to an address without code (ETH to an EOA), or to a contract allow-listed
+///        with selector 0x00000000 (selector 0 means exactly empty calldata; 1–3 bytes of calldata,
+///        or 4+ bytes starting with four zero bytes, are always refused).
+///      - A tracked ERC-20 T: `transfer` if (T, transfer) is allow-listed; `approve(x, a)` if x is
+///        an allow-listed spender or a == 0; `increaseAllowance(x, a)` if x is allow-listed;
+///        `decreaseAllowance` always. The call must succeed and return nothing or `true`. T is
+///        measured around the call. Any other selector on T: as a generic entry (below).
+///      - Any other target: approvals and transfers of any token standard (ERC-20/721/1155/777
+///        `approve`, `increaseAllowance`, `transfer`, `transferFrom`, `setApprovalForAll`,
+///        `safeTransferFrom`, `safeBatchTransferFrom`, `send`, `authorizeOperator`) are refused,
+///        allow-listed or not: an untracked asset cannot be moved nor exposed.
+///      - Uniswap V2 router swaps (the nine `swap*` selectors), on an allow-listed (router, selector):
+///        the recipient must be the Safe; the path must start with a tracked token (or the router's
+///        WETH for the ETH-in variants, paying tracked ETH) and end in a different tracked token (or
+///        WETH for the ETH-out variants, with ETH tracked). Every tracked asset is measured.
+///      - Any other allow-listed (target, selector): every tracked asset is measured around the call.
+///        A generic entry is vetted by whoever allow-lists it (root behind the timelock, or the Safe):
+///        it must not be a contract that holds Safe allowances on untracked assets.
+///      Gross charging: each tracked ERC-20 is charged the sum, over the calls that measure it, of
+///      its decreases (balance before minus after that call, increases ignored), so inflow in a
+///      batch never hides outflow. Every charge is checked against the remaining budget.
+///      Budget windows: a window opens at the first charge after the previous one ended and lasts
+///      the period in force when it opened; a budget or period change never ends the current
+///      window early nor resets what it spent (the new period applies from the next window).
+///      Tier 2 (FROST + root ECDSA signature over the same tier-2 digest): no restrictions, no budget
+///      charge (the root signer's own guard is the limit). The tier is part of the signed digest, so
+///      stripping the root signature makes the FROST signature invalid.
+///
+///      Admin: root alone may change any setting; changes that widen tier-1 power (allowing a call or
+///      a spender, raising a limit, shortening a period, tracking a new asset, rotating the root or
+///      the group key, lowering the timelock) are queued behind the timelock; the root or the Safe
+///      can cancel any queued change, the quorum any but a group-key rotation (its own replacement).
+///      A queued change records the version of the setting it changes: any later change of that
+///      setting voids it. Narrowing changes (lowering a limit, removing an entry, untracking) apply
+///      at once. The quorum alone may pause and cancel, under its own admin nonce (the root's nonce
+///      cannot be consumed by the quorum). The Safe may change anything at once through
+///      `configure` (its owners can remove the module anyway).
+///
+///      Execution: tier 1 makes one Safe entry per call (`execTransactionFromModuleReturnData`, to
+///      measure and check each call); tier 2 runs a batch of two or more plain calls as one
+///      DELEGATECALL of the Safe's own MultiSendCallOnly (an immutable set at deployment).
 ///
 ///      Security: all signed messages are EIP-712 digests under the domain
 ///      (name "TreasuryModule", version "1", chainId, this address); nonces are sequential so a
@@ -85,7 +116,7 @@ contract TreasuryModule {
     uint8 public constant SET_TIMELOCK = 7;
     uint8 public constant CANCEL = 8;
 
-    /// @notice At most this many tracked ERC-20s, besides ETH (bounds the gas of a tier-1 `exec`).
+    /// @notice At most this many tracked ERC-20s, besides ETH (bounds the gas of a measured call).
     uint256 public constant MAX_TRACKED_ASSETS = 32;
 
     // ─────────────────────────────────────────────────────────────── errors and events
@@ -98,6 +129,13 @@ contract TreasuryModule {
     error DelegateCallNotAllowed(uint256 index);
     error SpenderNotAllowed(uint256 index, address spender);
     error CallNotAllowed(uint256 index, address target, bytes4 selector);
+    /// @notice A swap whose recipient is not the Safe, or whose path does not start and end in
+    ///         tracked assets.
+    error SwapNotAllowed(uint256 index);
+    /// @notice A call carries ETH while ETH has no budget.
+    error EthNotTracked(uint256 index);
+    /// @notice A tracked token's `transfer`/`approve`/... returned something other than nothing or `true`.
+    error TokenCallRefused(uint256 index, address token);
     error BudgetExceeded(address token, uint256 outflow, uint256 remaining);
     error CallFailed(uint256 index, bytes reason);
     error BalanceQueryFailed(address token);
@@ -107,18 +145,27 @@ contract TreasuryModule {
     error InvalidGroupKey();
     error InvalidParams();
     error TooManyTrackedAssets();
+    /// @notice Tracking needs a contract whose `balanceOf(safe)` answers.
+    error NotAnAsset(address token);
     error ChangeNotQueued(bytes32 id);
     error ChangeNotReady(bytes32 id, uint256 eta);
+    /// @notice The setting a queued change would set has changed since it was queued.
+    error ChangeStale(bytes32 id);
     error Reentrancy();
 
     event Executed(uint256 indexed nonce, bytes32 indexed digest, uint8 tier, uint256 calls);
     event ChangeQueued(bytes32 indexed id, uint8 action, bytes params, uint256 eta);
-    event ChangeApplied(uint8 action, bytes params);
-    event ChangeCancelled(bytes32 indexed id);
+    /// @param id the change id `keccak256(abi.encode(action, params, nonce))` (root or quorum admin
+    ///        nonce; 0 for `configure`).
     /// @param by the root address (root-signed), this module's address (quorum-signed), the Safe
     ///        (`configure`) or the caller of `applyChange`.
+    event ChangeApplied(bytes32 indexed id, uint8 indexed action, bytes params, address by);
+    event ChangeCancelled(bytes32 indexed id, address by);
+    /// @param by as in `ChangeApplied`.
     event Paused(address by);
-    event Unpaused();
+    event Unpaused(address by);
+    event RootChanged(address indexed previous, address indexed root);
+    event GroupKeyChanged(uint256 x, uint8 parity);
 
     // ─────────────────────────────────────────────────────────────── EIP-712
 
@@ -128,7 +175,7 @@ contract TreasuryModule {
     bytes32 private constant VERSION_HASH = keccak256("1");
     bytes32 private constant CALL_TYPEHASH = keccak256("Call(address to,uint256 value,bytes data,uint8 operation)");
     bytes32 private constant OPERATION_TYPEHASH = keccak256(
-        "Operation(Call[] calls,uint256 nonce,uint256 deadline)Call(address to,uint256 value,bytes data,uint8 operation)"
+        "Operation(Call[] calls,uint256 nonce,uint256 deadline,uint8 tier)Call(address to,uint256 value,bytes data,uint8 operation)"
     );
     bytes32 private constant ADMIN_TYPEHASH =
         keccak256("AdminOp(uint8 action,bytes params,uint256 nonce,uint256 deadline)");
@@ -137,33 +184,38 @@ contract TreasuryModule {
     bytes4 private constant TRANSFER = 0xa9059cbb;
     bytes4 private constant APPROVE = 0x095ea7b3;
     bytes4 private constant INCREASE_ALLOWANCE = 0x39509351;
+    bytes4 private constant DECREASE_ALLOWANCE = 0xa457c2d7;
 
     // ─────────────────────────────────────────────────────────────── storage
 
     /// @dev Packed hot state, one slot:
-    ///      bits 0..63 nonce | 64..95 adminNonce | 96..127 timelockDelay | 128..135 group key parity
-    ///      | 136..143 paused | 144..151 number of tracked ERC-20s | 152..199 ETH budget period
-    ///      (0 = ETH untracked) | 200..247 ETH budget window (period index `block.timestamp / period`).
+    ///      bits 0..63 nonce | 64..95 root admin nonce | 96..127 timelockDelay | 128..135 group key
+    ///      parity | 136..143 paused | 144..151 number of tracked ERC-20s | 152..199 ETH budget period
+    ///      (0 = ETH untracked) | 200..247 end of the ETH budget window (timestamp, exclusive).
     uint256 private _state;
     uint256 private _groupKeyX;
     address private _root;
-    mapping(bytes32 id => uint256 eta) private _queued;
+    /// @dev The quorum's admin nonce (PAUSE and CANCEL), separate from the root's.
+    uint256 private _quorumAdminNonce;
+    /// @dev Queued change: eta (bits 0..63) | version of its setting when queued (64..191) | action
+    ///      (192..199). 0 = not queued.
+    mapping(bytes32 id => uint256) private _queued;
+    /// @dev Version of each setting (`_settingKey`), bumped by every applied change of it.
+    mapping(bytes32 setting => uint256) private _version;
     /// @dev Keyed by `_callKey(target, selector)`. The source of truth of the call allow-list; for a
     ///      tracked ERC-20 the (token, transfer) entry is mirrored in its `_tokenConfig` bit.
     mapping(bytes32 key => bool) private _callAllowed;
     mapping(address spender => bool) private _spenderAllowed;
-    /// @dev Tracked ERC-20 number i, in tracking order (a token, once tracked, stays tracked).
+    /// @dev Tracked ERC-20 number i (untracking moves the last one into the freed index).
     mapping(uint256 index => address) private _tokenAt;
-    /// @dev Settings of an ERC-20, read once by a tier-1 batch paying it: limit (bits 0..127) | period
-    ///      (128..175) | 1 + its index in `_tokenAt` (176..183; 0 = untracked, the whole slot is then 0)
-    ///      | (token, transfer) allow-listed (bit 184, a copy of `_callAllowed` kept in sync by
-    ///      `_setCallAllowed` and `_setBudget`: one cold SLOAD per paid token instead of two).
+    /// @dev Settings of a tracked ERC-20: limit (bits 0..127) | period (128..175) | 1 + its index in
+    ///      `_tokenAt` (176..183; 0 = untracked, the whole slot is then 0) | (token, transfer)
+    ///      allow-listed (bit 184, a copy of `_callAllowed` kept in sync).
     mapping(address token => uint256) private _tokenConfig;
-    /// @dev Use of a tracked ERC-20's budget: spent (bits 0..127) in window (128..175) | bit 255 always
-    ///      set, so a charge is never a zero→non-zero write. Rewritten by every charge.
+    /// @dev Use of an ERC-20's budget: spent (bits 0..127) in the window ending at (128..175) | bit
+    ///      255 always set. Kept when the token is untracked (re-tracking never refills a window).
     mapping(address token => uint256) private _tokenSpent;
-    /// @dev ETH budget amounts: limit (bits 0..127) | spent in the window stored in `_state` (128..255).
-    ///      The limit keeps the slot non-zero, so a charge is never a zero→non-zero write.
+    /// @dev ETH budget amounts: limit (bits 0..127) | spent in the window of `_state` (128..255).
     uint256 private _ethAmounts;
 
     uint256 private constant ADMIN_NONCE_SHIFT = 64;
@@ -172,12 +224,14 @@ contract TreasuryModule {
     uint256 private constant PAUSED_SHIFT = 136;
     uint256 private constant COUNT_SHIFT = 144;
     uint256 private constant ETH_PERIOD_SHIFT = 152;
-    uint256 private constant ETH_WINDOW_SHIFT = 200;
+    uint256 private constant ETH_END_SHIFT = 200;
     uint256 private constant CFG_PERIOD_SHIFT = 128;
     uint256 private constant CFG_INDEX_SHIFT = 176;
     uint256 private constant CFG_TRANSFER_BIT = 1 << 184;
-    uint256 private constant SPENT_WINDOW_SHIFT = 128;
+    uint256 private constant SPENT_END_SHIFT = 128;
     uint256 private constant SPENT_MARKER = 1 << 255;
+    uint256 private constant Q_VERSION_SHIFT = 64;
+    uint256 private constant Q_ACTION_SHIFT = 192;
     uint256 private constant U32 = 0xffffffff;
     uint256 private constant U48 = 0xffffffffffff;
     uint256 private constant U64 = 0xffffffffffffffff;
@@ -187,16 +241,15 @@ contract TreasuryModule {
 
     /// @notice The Safe this module executes from.
     address public immutable safe;
-    /// @notice Safe's `MultiSendCallOnly` library (address(0): disabled). Batches of two or more plain
-    ///         calls enter the Safe once, as one DELEGATECALL of `multiSend` made by this module (see
-    ///         `_executeBatch`); set at deployment only, never chosen by a caller.
+    /// @notice Safe's `MultiSendCallOnly` library (address(0): disabled). Tier-2 batches of two or
+    ///         more plain calls enter the Safe once, as one DELEGATECALL of `multiSend` made by this
+    ///         module (see `_executeBatch`); set at deployment only, never chosen by a caller.
     address public immutable multiSendCallOnly;
     uint256 private immutable _deployChainId;
     bytes32 private immutable _deployDomainSeparator;
 
     /// @param multiSendCallOnly_ the Safe deployment's MultiSendCallOnly (1.4.1 / 1.5.0), or
-    ///        address(0) to make every call its own Safe entry (e.g. behind a module guard that refuses
-    ///        DELEGATECALL: batches would still execute, through the per-call fallback, but pay twice).
+    ///        address(0) to make every call its own Safe entry.
     constructor(
         address safe_,
         uint256 groupKeyX,
@@ -224,9 +277,9 @@ contract TreasuryModule {
     /// @param calls the batch, executed in order; any failure reverts the whole batch.
     /// @param nonce must equal `nonce()`; incremented on success.
     /// @param deadline last valid `block.timestamp`.
-    /// @param sig FROST signature over `operationDigest(calls, nonce, deadline)`.
+    /// @param sig FROST signature over `operationDigest(calls, nonce, deadline, tier)`.
     /// @param rootSig empty (tier 1) or the root's 65-byte (r, s, v) ECDSA signature over the same
-    ///        digest, v ∈ {27, 28}, low s (tier 2).
+    ///        tier-2 digest, v ∈ {27, 28}, low s (tier 2).
     function exec(
         Call[] calldata calls,
         uint256 nonce,
@@ -238,15 +291,12 @@ contract TreasuryModule {
         if ((st >> PAUSED_SHIFT) & 0xff != 0) revert ModulePaused();
         if (block.timestamp > deadline) revert Expired(deadline, block.timestamp);
         if (nonce != st & U64) revert BadNonce(st & U64, nonce);
-        bytes32 digest = _operationDigest(calls, nonce, deadline);
+        uint8 tier = rootSig.length != 0 ? 2 : 1;
+        bytes32 digest = _operationDigest(calls, nonce, deadline, tier);
         if (!FrostVerifier.verify(_groupKeyX, uint8(st >> PARITY_SHIFT), digest, sig.rX, sig.rY, sig.z)) {
             revert InvalidFrostSignature();
         }
-        uint8 tier = 1;
-        if (rootSig.length != 0) {
-            if (!_isRootSig(digest, rootSig)) revert InvalidRootSignature();
-            tier = 2;
-        }
+        if (tier == 2 && !_isRootSig(digest, rootSig)) revert InvalidRootSignature();
         _lock();
         _state = st + 1; // nonce: the low 64 bits (2^64 executions will not happen)
         if (tier == 2) {
@@ -258,117 +308,164 @@ contract TreasuryModule {
         emit Executed(nonce, digest, tier, calls.length);
     }
 
-    /// @dev Tier 1: every call checked first (a refused call reverts the whole batch, and the rules
-    ///      are those in force when the batch starts), then the balances of the assets that can lose
-    ///      value, the calls, the balances again, outflows charged.
-    ///
-    ///      Which assets are measured (selective measurement). If every call of the batch is either
-    ///      (a) `transfer`, `approve` or `increaseAllowance` on a tracked ERC-20, with value 0, or
-    ///      (b) empty calldata to an address without code (ETH to an EOA),
-    ///      only the ERC-20s named in (a), and ETH if some call in (b) carries value, are measured.
-    ///      Otherwise (any call to another contract: the router, an untracked token, the Safe, any
-    ///      call with value to a contract) every tracked asset is measured, as before.
-    ///      Why the narrowing is sound: the Safe's balance of a token T can only fall by code that
-    ///      runs in T with the Safe as the owner of the balance, i.e. T called by the Safe or by a
-    ///      holder of a Safe allowance on T; its ETH only by a CALL with value made from the Safe's
-    ///      own context. In a batch of (a)/(b) calls the only code the Safe runs is: the named tokens
-    ///      (a tracked token is vetted by the root or the Safe, and its `transfer`/`approve`/
-    ///      `increaseAllowance` move only that token; the budget already trusts its `balanceOf`), and
-    ///      nothing at all for (b) (no code; ETH leaves only there, and only if value > 0). A third
-    ///      contract reached from a token's hook runs as itself, not as the Safe: it can pull a
-    ///      tracked token only through an allowance the Safe already gave it, which it can use just
-    ///      as well in a transaction of its own, outside any batch, so measuring it inside this batch
-    ///      never bounded it (tier 1 itself can only grant allowances to allow-listed spenders, and
-    ///      the Uniswap router pulls from its caller only). Calls of any other kind keep the full
-    ///      measurement; tests: `test_selective_*`.
+    /// @dev What a tier-1 call may make the Safe lose, hence what is measured around it.
+    uint256 private constant MEASURE_NOTHING = 0;
+    uint256 private constant MEASURE_ALL = 1;
+    /// @dev `MEASURE_TOKEN + j`: tracked ERC-20 number j only (the call's target; its return checked).
+    uint256 private constant MEASURE_TOKEN = 2;
+
+    /// @dev Tier 1: each call checked (rules of `_checkTier1`), executed alone, measured, in order;
+    ///      decreases summed per tracked asset (gross), then charged. ETH leaves the Safe only as the
+    ///      value of its own calls (no call targets the Safe, none is a DELEGATECALL), so the ETH
+    ///      outflow is exactly the sum of the values.
     function _execTier1(Call[] calldata calls, uint256 st) private {
         uint256 n = calls.length;
         uint256 count = (st >> COUNT_SHIFT) & 0xff;
-        address[] memory toks = new address[](count);
-        uint256 k; // entries of `toks` in use
-        uint256 seen; // bit j set: tracked ERC-20 number j is in `toks`
-        bool all; // measure every tracked asset
-        bool eth; // measure ETH
+        uint256[] memory out = new uint256[](count);
+        uint256[] memory before = new uint256[](count);
+        bool ethTracked = (st >> ETH_PERIOD_SHIFT) & U48 != 0;
+        uint256 ethOut;
         for (uint256 i; i < n; ++i) {
-            (address to, uint256 cls) = _checkTier1(calls, i);
-            if (cls == MEASURE_ETH) {
-                eth = true;
-            } else if (cls == MEASURE_ALL) {
-                all = true;
-            } else if (cls != MEASURE_NOTHING) {
-                uint256 bit = 1 << (cls - MEASURE_TOKEN);
-                if (seen & bit == 0) {
-                    seen |= bit;
-                    toks[k++] = to;
+            Call calldata c = calls[i];
+            uint256 value = c.value;
+            if (value != 0) {
+                if (!ethTracked) revert EthNotTracked(i);
+                ethOut += value;
+            }
+            uint256 cls = _checkTier1(c, i);
+            if (cls == MEASURE_ALL) {
+                for (uint256 j; j < count; ++j) {
+                    before[j] = _balance(_tokenAt[j]);
                 }
+                _callChecked(c, i, false);
+                for (uint256 j; j < count; ++j) {
+                    uint256 b = _balance(_tokenAt[j]);
+                    if (b < before[j]) out[j] += before[j] - b;
+                }
+            } else if (cls == MEASURE_NOTHING) {
+                _callChecked(c, i, false);
+            } else {
+                uint256 j = cls - MEASURE_TOKEN;
+                address t = c.to;
+                uint256 b0 = _balance(t);
+                _callChecked(c, i, true);
+                uint256 b1 = _balance(t);
+                if (b1 < b0) out[j] += b0 - b1;
             }
         }
-        if (all) {
-            for (uint256 j; j < count; ++j) {
-                toks[j] = _tokenAt[j];
-            }
-            k = count;
-            eth = true;
-        }
-        eth = eth && (st >> ETH_PERIOD_SHIFT) & U48 != 0;
-        address s = safe;
-        uint256 ethBefore = eth ? s.balance : 0;
-        uint256[] memory before = new uint256[](k);
-        for (uint256 j; j < k; ++j) {
-            before[j] = _balance(toks[j]);
-        }
-        _execute(calls);
-        if (eth) {
-            uint256 ethAfter = s.balance;
-            if (ethAfter < ethBefore) _chargeEth(ethBefore - ethAfter);
-        }
-        for (uint256 j; j < k; ++j) {
-            address t = toks[j];
-            uint256 afterBal = _balance(t);
-            uint256 b = before[j];
-            if (afterBal < b) _chargeToken(t, b - afterBal);
+        if (ethOut != 0) _chargeEth(ethOut);
+        for (uint256 j; j < count; ++j) {
+            if (out[j] != 0) _chargeToken(_tokenAt[j], out[j]);
         }
     }
 
-    uint256 private constant MEASURE_NOTHING = 0;
-    uint256 private constant MEASURE_ETH = 1;
-    uint256 private constant MEASURE_ALL = 2;
-    /// @dev `MEASURE_TOKEN + j`: tracked ERC-20 number j (its address is the call's target).
-    uint256 private constant MEASURE_TOKEN = 3;
-
-    /// @dev The tier-1 rules for `calls[i]` (reverts if refused), and what the call may make the Safe
-    ///      lose (see `_execTier1`): `cls` is one of the MEASURE_* classes.
-    function _checkTier1(Call[] calldata calls, uint256 i) private view returns (address to, uint256 cls) {
-        (address target, uint256 value, uint256 op, uint256 dataOffset, uint256 len) = _field(calls, i);
-        to = target;
-        if (op != 0) revert DelegateCallNotAllowed(i);
-        if (len == 0 && to.code.length == 0) {
-            // empty calldata to an address without code: ETH to an EOA
-            return (to, value != 0 ? MEASURE_ETH : MEASURE_NOTHING);
+    /// @dev The tier-1 rules for one call (reverts if refused) and what to measure around it.
+    function _checkTier1(Call calldata c, uint256 i) private view returns (uint256 cls) {
+        address to = c.to;
+        if (c.operation != 0) revert DelegateCallNotAllowed(i);
+        bytes calldata data = c.data;
+        uint256 len = data.length;
+        if (to == safe || to == address(this)) revert CallNotAllowed(i, to, len >= 4 ? bytes4(data) : bytes4(0));
+        if (len == 0) {
+            if (to.code.length == 0) return MEASURE_NOTHING; // ETH to an EOA (value checked by the caller)
+            if (!_callAllowed[_callKey(to, bytes4(0))]) revert CallNotAllowed(i, to, bytes4(0));
+            return MEASURE_ALL;
         }
-        bytes4 sel;
-        address spender;
-        assembly ("memory-safe") {
-            // bytes4(data): the first min(len, 4) bytes, zero-padded
-            let keep := 4
-            if lt(len, 4) { keep := len }
-            sel := and(calldataload(dataOffset), not(shr(shl(3, keep), not(0))))
-            spender := and(calldataload(add(dataOffset, 4)), 0xffffffffffffffffffffffffffffffffffffffff)
-        }
-        if (sel == TRANSFER || sel == APPROVE || sel == INCREASE_ALLOWANCE) {
-            uint256 cfg = _tokenConfig[to];
+        if (len < 4) revert CallNotAllowed(i, to, bytes4(0));
+        bytes4 sel = bytes4(data);
+        if (sel == bytes4(0)) revert CallNotAllowed(i, to, sel);
+        uint256 cfg = _tokenConfig[to];
+        if (cfg != 0) {
+            uint256 tokenCls = MEASURE_TOKEN - 1 + ((cfg >> CFG_INDEX_SHIFT) & 0xff);
             if (sel == TRANSFER) {
-                bool allowed = cfg != 0 ? cfg & CFG_TRANSFER_BIT != 0 : _callAllowed[_callKey(to, sel)];
-                if (!allowed) revert CallNotAllowed(i, to, sel);
-            } else {
-                if (len < 36) revert CallNotAllowed(i, to, sel);
-                if (!_spenderAllowed[spender]) revert SpenderNotAllowed(i, spender);
+                if (cfg & CFG_TRANSFER_BIT == 0) revert CallNotAllowed(i, to, sel);
+                return tokenCls;
             }
-            if (cfg == 0 || value != 0) return (to, MEASURE_ALL);
-            return (to, MEASURE_TOKEN - 1 + ((cfg >> CFG_INDEX_SHIFT) & 0xff));
+            if (sel == APPROVE || sel == INCREASE_ALLOWANCE) {
+                if (len < 68) revert CallNotAllowed(i, to, sel);
+                (address spender, uint256 amount) = abi.decode(data[4:68], (address, uint256));
+                if (!_spenderAllowed[spender] && !(sel == APPROVE && amount == 0)) {
+                    revert SpenderNotAllowed(i, spender);
+                }
+                return tokenCls;
+            }
+            if (sel == DECREASE_ALLOWANCE) return tokenCls;
+        } else if (_movesAssets(sel)) {
+            revert CallNotAllowed(i, to, sel);
         }
         if (!_callAllowed[_callKey(to, sel)]) revert CallNotAllowed(i, to, sel);
-        return (to, MEASURE_ALL);
+        if (_isSwap(sel)) _checkSwap(data, sel, c.value, i);
+        return MEASURE_ALL;
+    }
+
+    /// @dev Selectors that move or expose a token of any standard (refused on untracked targets).
+    function _movesAssets(bytes4 sel) private pure returns (bool) {
+        return sel == TRANSFER || sel == APPROVE || sel == INCREASE_ALLOWANCE || sel == 0x23b872dd // transferFrom
+            || sel == 0xa22cb465 // setApprovalForAll
+            || sel == 0x42842e0e || sel == 0xb88d4fde // ERC-721 safeTransferFrom
+            || sel == 0xf242432a || sel == 0x2eb2c2d6 // ERC-1155 safeTransferFrom, safeBatchTransferFrom
+            || sel == 0x9bd9bbc6 || sel == 0x959b8c3f; // ERC-777 send, authorizeOperator
+    }
+
+    // Uniswap V2 router swaps: (a, b, path, to, deadline) and, for the ETH-in ones, (a, path, to, deadline).
+    bytes4 private constant SWAP_EXACT_TOKENS_FOR_TOKENS = 0x38ed1739;
+    bytes4 private constant SWAP_TOKENS_FOR_EXACT_TOKENS = 0x8803dbee;
+    bytes4 private constant SWAP_EXACT_TOKENS_FOR_TOKENS_FOT = 0x5c11d795;
+    bytes4 private constant SWAP_TOKENS_FOR_EXACT_ETH = 0x4a25d94a;
+    bytes4 private constant SWAP_EXACT_TOKENS_FOR_ETH = 0x18cbafe5;
+    bytes4 private constant SWAP_EXACT_TOKENS_FOR_ETH_FOT = 0x791ac947;
+    bytes4 private constant SWAP_EXACT_ETH_FOR_TOKENS = 0x7ff36ab5;
+    bytes4 private constant SWAP_ETH_FOR_EXACT_TOKENS = 0xfb3bdb41;
+    bytes4 private constant SWAP_EXACT_ETH_FOR_TOKENS_FOT = 0xb6f9de95;
+
+    function _isSwap(bytes4 sel) private pure returns (bool) {
+        return _isTokenInSwap(sel) || _isEthInSwap(sel);
+    }
+
+    function _isTokenInSwap(bytes4 sel) private pure returns (bool) {
+        return sel == SWAP_EXACT_TOKENS_FOR_TOKENS || sel == SWAP_TOKENS_FOR_EXACT_TOKENS
+            || sel == SWAP_EXACT_TOKENS_FOR_TOKENS_FOT || _isEthOutSwap(sel);
+    }
+
+    function _isEthOutSwap(bytes4 sel) private pure returns (bool) {
+        return sel == SWAP_TOKENS_FOR_EXACT_ETH || sel == SWAP_EXACT_TOKENS_FOR_ETH
+            || sel == SWAP_EXACT_TOKENS_FOR_ETH_FOT;
+    }
+
+    function _isEthInSwap(bytes4 sel) private pure returns (bool) {
+        return sel == SWAP_EXACT_ETH_FOR_TOKENS || sel == SWAP_ETH_FOR_EXACT_TOKENS || sel == SWAP_EXACT_ETH_FOR_TOKENS_FOT;
+    }
+
+    /// @dev Parameter conditions of a Uniswap V2 swap: recipient the Safe; path from a tracked asset
+    ///      to a different tracked asset (WETH standing for ETH on the ETH side, ETH tracked).
+    function _checkSwap(bytes calldata data, bytes4 sel, uint256 value, uint256 i) private view {
+        address[] memory path;
+        address to;
+        bool ethIn = _isEthInSwap(sel);
+        if (ethIn) {
+            (, path, to,) = abi.decode(data[4:], (uint256, address[], address, uint256));
+        } else {
+            (,, path, to,) = abi.decode(data[4:], (uint256, uint256, address[], address, uint256));
+            if (value != 0) revert SwapNotAllowed(i);
+        }
+        uint256 m = path.length;
+        if (to != safe || m < 2 || path[0] == path[m - 1]) revert SwapNotAllowed(i);
+        bool ethTracked = (_state >> ETH_PERIOD_SHIFT) & U48 != 0;
+        // ETH in: the router wraps the call's value (charged as ETH; the caller checked ETH is tracked)
+        if (!ethIn && _tokenConfig[path[0]] == 0) revert SwapNotAllowed(i);
+        if (_isEthOutSwap(sel) ? !ethTracked : _tokenConfig[path[m - 1]] == 0) revert SwapNotAllowed(i);
+    }
+
+    /// @dev Makes the Safe execute one checked call; reverts with `CallFailed(i, reason)` if it fails,
+    ///      and, for a tracked token's own functions (`tokenCall`), with `TokenCallRefused` unless it
+    ///      returned nothing or `true` (ERC-20 `false` means the call did nothing).
+    function _callChecked(Call calldata c, uint256 i, bool tokenCall) private {
+        (bool ok, bytes memory ret) =
+            ISafeModuleTarget(safe).execTransactionFromModuleReturnData(c.to, c.value, c.data, 0);
+        if (!ok) revert CallFailed(i, ret);
+        if (tokenCall && ret.length != 0 && (ret.length < 32 || abi.decode(ret, (uint256)) != 1)) {
+            revert TokenCallRefused(i, c.to);
+        }
     }
 
     /// @dev The fields of `calls[i]`, read from calldata in assembly with the checks the Solidity
@@ -548,28 +645,34 @@ contract TreasuryModule {
         }
     }
 
-    /// @dev Charges an ETH outflow to the current period of the ETH budget.
+    /// @dev Charges an ETH outflow to the ETH budget's current window (opening one if the last ended).
     function _chargeEth(uint256 outflow) private {
         uint256 st = _state;
-        uint256 window = block.timestamp / ((st >> ETH_PERIOD_SHIFT) & U48);
+        uint256 end = (st >> ETH_END_SHIFT) & U48;
         uint256 amounts = _ethAmounts;
-        uint256 storedWindow = (st >> ETH_WINDOW_SHIFT) & U48;
-        uint256 spent = storedWindow == window ? amounts >> 128 : 0;
+        uint256 spent = amounts >> 128;
+        if (block.timestamp >= end) {
+            spent = 0;
+            end = block.timestamp + ((st >> ETH_PERIOD_SHIFT) & U48);
+            _state = (st & ~(U48 << ETH_END_SHIFT)) | (end << ETH_END_SHIFT);
+        }
         _checkBudget(address(0), amounts & U128, spent, outflow);
-        if (storedWindow != window) _state = (st & ~(U48 << ETH_WINDOW_SHIFT)) | (window << ETH_WINDOW_SHIFT);
         _ethAmounts = (amounts & U128) | ((spent + outflow) << 128);
     }
 
-    /// @dev Charges an outflow of tracked ERC-20 `token` to its current period (settings re-read:
-    ///      warm if the batch paid it, and current if the batch changed them).
+    /// @dev Charges an outflow of tracked ERC-20 `token` to its current window.
     function _chargeToken(address token, uint256 outflow) private {
         uint256 cfg = _tokenConfig[token];
-        uint256 window = block.timestamp / ((cfg >> CFG_PERIOD_SHIFT) & U48);
         uint256 used = _tokenSpent[token];
-        uint256 spent = (used >> SPENT_WINDOW_SHIFT) & U48 == window ? used & U128 : 0;
+        uint256 end = (used >> SPENT_END_SHIFT) & U48;
+        uint256 spent = used & U128;
+        if (block.timestamp >= end) {
+            spent = 0;
+            end = block.timestamp + ((cfg >> CFG_PERIOD_SHIFT) & U48);
+        }
         _checkBudget(token, cfg & U128, spent, outflow);
         // spent + outflow ≤ limit < 2^128
-        _tokenSpent[token] = SPENT_MARKER | (window << SPENT_WINDOW_SHIFT) | (spent + outflow);
+        _tokenSpent[token] = SPENT_MARKER | (end << SPENT_END_SHIFT) | (spent + outflow);
     }
 
     function _checkBudget(address token, uint256 limit, uint256 spent, uint256 outflow) private pure {
@@ -578,6 +681,15 @@ contract TreasuryModule {
     }
 
     function _lock() private {
+        _notLocked();
+        uint256 slot = LOCK_SLOT;
+        assembly ("memory-safe") {
+            tstore(slot, 1)
+        }
+    }
+
+    /// @dev Reverts while a batch executes: no exec, admin, applyChange or configure from inside one.
+    function _notLocked() private view {
         uint256 slot = LOCK_SLOT;
         bytes4 err = Reentrancy.selector;
         assembly ("memory-safe") {
@@ -585,7 +697,6 @@ contract TreasuryModule {
                 mstore(0x00, err)
                 revert(0x00, 0x04)
             }
-            tstore(slot, 1)
         }
     }
 
@@ -599,51 +710,81 @@ contract TreasuryModule {
     // ─────────────────────────────────────────────────────────────── admin
 
     /// @notice Applies or queues a change of settings. Authorised by a valid root signature
-    ///         (any action; widening changes are queued behind the timelock) or else by a valid FROST
-    ///         signature for PAUSE and CANCEL. Both signatures are over `adminDigest(op)`.
+    ///         (`rootSig` non-empty: any action, under the root's admin nonce; widening changes are
+    ///         queued behind the timelock) or else by a valid FROST signature for PAUSE and CANCEL
+    ///         (under the quorum's own admin nonce; not the cancel of a group-key rotation). Both
+    ///         signatures are over `adminDigest(op)`.
     function admin(AdminOp calldata op, FrostSig calldata frostSig, bytes calldata rootSig) external {
+        _notLocked();
         uint8 action = op.action;
         if (action > CANCEL) revert UnknownAction(action);
         if (block.timestamp > op.deadline) revert Expired(op.deadline, block.timestamp);
-        uint256 st = _state;
-        uint256 expected = (st >> ADMIN_NONCE_SHIFT) & U32;
-        if (op.nonce != expected) revert BadNonce(expected, op.nonce);
         bytes32 digest = _adminDigest(op);
-        bool byRoot = rootSig.length != 0 && _isRootSig(digest, rootSig);
-        if (!byRoot) {
-            if (action != PAUSE && action != CANCEL) revert Unauthorized();
-            if (!FrostVerifier.verify(_groupKeyX, uint8(st >> PARITY_SHIFT), digest, frostSig.rX, frostSig.rY, frostSig.z))
-            {
-                revert Unauthorized();
-            }
-        }
-        _state = st + (1 << ADMIN_NONCE_SHIFT);
-        if (byRoot && _isWidening(action, op.params)) {
+        uint256 st = _state;
+        if (rootSig.length != 0) {
+            if (!_isRootSig(digest, rootSig)) revert Unauthorized();
+            uint256 expected = (st >> ADMIN_NONCE_SHIFT) & U32;
+            if (op.nonce != expected) revert BadNonce(expected, op.nonce);
+            _state = st + (1 << ADMIN_NONCE_SHIFT);
             bytes32 id = keccak256(abi.encode(action, op.params, op.nonce));
-            uint256 eta = block.timestamp + ((st >> DELAY_SHIFT) & U32);
-            _queued[id] = eta;
-            emit ChangeQueued(id, action, op.params, eta);
-        } else {
-            _apply(action, op.params, byRoot ? _root : address(this));
+            if (_isWidening(action, op.params)) {
+                uint256 eta = block.timestamp + ((st >> DELAY_SHIFT) & U32);
+                uint256 version = _version[_settingKey(action, op.params)];
+                _queued[id] = eta | (version << Q_VERSION_SHIFT) | (uint256(action) << Q_ACTION_SHIFT);
+                emit ChangeQueued(id, action, op.params, eta);
+            } else {
+                _apply(action, op.params, _root, id);
+            }
+            return;
         }
+        if (action != PAUSE && action != CANCEL) revert Unauthorized();
+        if (!FrostVerifier.verify(_groupKeyX, uint8(st >> PARITY_SHIFT), digest, frostSig.rX, frostSig.rY, frostSig.z)) {
+            revert Unauthorized();
+        }
+        uint256 qn = _quorumAdminNonce;
+        if (op.nonce != qn) revert BadNonce(qn, op.nonce);
+        _quorumAdminNonce = qn + 1;
+        if (action == CANCEL && op.params.length >= 32) {
+            bytes32 target = abi.decode(op.params, (bytes32));
+            if ((_queued[target] >> Q_ACTION_SHIFT) & 0xff == SET_GROUP_KEY) revert Unauthorized();
+        }
+        _apply(action, op.params, address(this), keccak256(abi.encode(action, op.params, op.nonce)));
     }
 
-    /// @notice Applies a queued change once its timelock has passed. Callable by anyone.
-    /// @param nonce the admin nonce of the AdminOp that queued it.
+    /// @notice Applies a queued change once its timelock has passed, if no change of the same setting
+    ///         was applied since it was queued. Callable by anyone.
+    /// @param nonce the root admin nonce of the AdminOp that queued it.
     function applyChange(uint8 action, bytes calldata params, uint256 nonce) external {
+        _notLocked();
         bytes32 id = keccak256(abi.encode(action, params, nonce));
-        uint256 eta = _queued[id];
-        if (eta == 0) revert ChangeNotQueued(id);
+        uint256 q = _queued[id];
+        if (q == 0) revert ChangeNotQueued(id);
+        uint256 eta = q & U64;
         if (block.timestamp < eta) revert ChangeNotReady(id, eta);
         delete _queued[id];
-        _apply(action, params, msg.sender);
+        if ((q >> Q_VERSION_SHIFT) & U128 != _version[_settingKey(action, params)]) revert ChangeStale(id);
+        _apply(action, params, msg.sender, id);
     }
 
     /// @notice Applies any action immediately. Only the Safe itself (a Safe transaction).
     function configure(uint8 action, bytes calldata params) external {
+        _notLocked();
         if (msg.sender != safe) revert NotSafe();
         if (action > CANCEL) revert UnknownAction(action);
-        _apply(action, params, msg.sender);
+        _apply(action, params, msg.sender, bytes32(0));
+    }
+
+    /// @dev The setting an action changes (its version counts the applied changes); 0 for PAUSE,
+    ///      UNPAUSE and CANCEL, which are never queued.
+    function _settingKey(uint8 action, bytes calldata params) private pure returns (bytes32) {
+        if (action == SET_BUDGET) return keccak256(abi.encode(action, abi.decode(params, (address))));
+        if (action == SET_CALL_ALLOWED) {
+            (address target, bytes4 selector) = abi.decode(params, (address, bytes4));
+            return keccak256(abi.encode(action, target, selector));
+        }
+        if (action == SET_SPENDER_ALLOWED) return keccak256(abi.encode(action, abi.decode(params, (address))));
+        if (action == SET_GROUP_KEY || action == SET_ROOT || action == SET_TIMELOCK) return bytes32(uint256(action));
+        return bytes32(0);
     }
 
     /// @dev Whether `action` with `params` widens the power of the quorum or the root.
@@ -651,8 +792,9 @@ contract TreasuryModule {
         if (action == SET_GROUP_KEY || action == SET_ROOT) return true;
         if (action == SET_BUDGET) {
             (address token, uint256 limit, uint64 period) = abi.decode(params, (address, uint256, uint64));
+            if (limit == 0 && period == 0) return false; // untracking narrows
             (bool tracked, uint256 oldLimit, uint256 oldPeriod,) = _budgetOf(token);
-            if (!tracked) return false; // a new tracked asset narrows
+            if (!tracked) return true; // a new tracked asset can be spent at tier 1
             return limit > oldLimit || period < oldPeriod;
         }
         if (action == SET_CALL_ALLOWED) {
@@ -670,23 +812,29 @@ contract TreasuryModule {
         return false; // PAUSE, UNPAUSE, CANCEL
     }
 
-    function _apply(uint8 action, bytes calldata params, address by) private {
+    function _apply(uint8 action, bytes calldata params, address by, bytes32 id) private {
+        bytes32 setting = _settingKey(action, params);
+        if (setting != bytes32(0)) ++_version[setting];
         if (action == PAUSE) {
             _state |= 1 << PAUSED_SHIFT;
             emit Paused(by);
         } else if (action == UNPAUSE) {
             _state &= ~(uint256(0xff) << PAUSED_SHIFT);
-            emit Unpaused();
+            emit Unpaused(by);
         } else if (action == SET_GROUP_KEY) {
             (uint256 x, uint8 parity) = abi.decode(params, (uint256, uint8));
             if (!FrostVerifier.isValidKey(x, parity)) revert InvalidGroupKey();
             _groupKeyX = x;
             _state = (_state & ~(uint256(0xff) << PARITY_SHIFT)) | (uint256(parity) << PARITY_SHIFT);
+            emit GroupKeyChanged(x, parity);
         } else if (action == SET_ROOT) {
-            _root = abi.decode(params, (address));
+            address next = abi.decode(params, (address));
+            emit RootChanged(_root, next);
+            _root = next;
         } else if (action == SET_BUDGET) {
             (address token, uint256 limit, uint64 period) = abi.decode(params, (address, uint256, uint64));
-            _setBudget(token, limit, period);
+            if (limit == 0 && period == 0) _untrack(token);
+            else _setBudget(token, limit, period);
         } else if (action == SET_CALL_ALLOWED) {
             (address target, bytes4 selector, bool allowed) = abi.decode(params, (address, bytes4, bool));
             _setCallAllowed(target, selector, allowed);
@@ -698,14 +846,14 @@ contract TreasuryModule {
             if (delay > U32) revert InvalidParams();
             _state = (_state & ~(U32 << DELAY_SHIFT)) | (uint256(delay) << DELAY_SHIFT);
         } else if (action == CANCEL) {
-            bytes32 id = abi.decode(params, (bytes32));
-            if (_queued[id] == 0) revert ChangeNotQueued(id);
-            delete _queued[id];
-            emit ChangeCancelled(id);
+            bytes32 queued = abi.decode(params, (bytes32));
+            if (_queued[queued] == 0) revert ChangeNotQueued(queued);
+            delete _queued[queued];
+            emit ChangeCancelled(queued, by);
         } else {
             revert UnknownAction(action);
         }
-        emit ChangeApplied(action, params);
+        emit ChangeApplied(id, action, params, by);
     }
 
     /// @dev Sets an allow-list entry, and its mirror bit if it is (tracked ERC-20, transfer).
@@ -717,35 +865,61 @@ contract TreasuryModule {
         }
     }
 
-    /// @dev Sets a budget; a new asset starts being tracked. The amount already spent in the current
-    ///      window is carried over when the period changes (a change never refills a budget).
+    /// @dev Sets a budget; a new asset starts being tracked (it must have code and answer
+    ///      `balanceOf(safe)`). The current window (its end and what it spent) is kept: the new limit
+    ///      applies at once, the new period from the next window.
     function _setBudget(address token, uint256 limit, uint256 period) private {
         if (period == 0 || period > U48 || limit > U128) revert InvalidParams();
-        (bool tracked,,, uint256 spent) = _budgetOf(token);
-        uint256 window = block.timestamp / period;
         uint256 st = _state;
         if (token == address(0)) {
-            st &= ~((U48 << ETH_PERIOD_SHIFT) | (U48 << ETH_WINDOW_SHIFT));
-            _state = st | (period << ETH_PERIOD_SHIFT) | (window << ETH_WINDOW_SHIFT);
-            _ethAmounts = limit | (spent << 128);
-        } else {
-            uint256 kept; // index and transfer bit
-            if (tracked) {
-                kept = _tokenConfig[token] & ~(U128 | (U48 << CFG_PERIOD_SHIFT));
-            } else {
-                uint256 count = (st >> COUNT_SHIFT) & 0xff;
-                if (count >= MAX_TRACKED_ASSETS) revert TooManyTrackedAssets();
-                _tokenAt[count] = token;
-                _state = st + (1 << COUNT_SHIFT);
-                kept = (count + 1) << CFG_INDEX_SHIFT;
-                if (_callAllowed[_callKey(token, TRANSFER)]) kept |= CFG_TRANSFER_BIT;
-            }
-            _tokenConfig[token] = kept | limit | (period << CFG_PERIOD_SHIFT);
-            _tokenSpent[token] = SPENT_MARKER | (window << SPENT_WINDOW_SHIFT) | spent;
+            st &= ~(U48 << ETH_PERIOD_SHIFT);
+            _state = st | (period << ETH_PERIOD_SHIFT);
+            _ethAmounts = (_ethAmounts & ~U128) | limit;
+            return;
         }
+        uint256 cfg = _tokenConfig[token];
+        uint256 kept; // index and transfer bit
+        if (cfg != 0) {
+            kept = cfg & ~(U128 | (U48 << CFG_PERIOD_SHIFT));
+        } else {
+            if (token.code.length == 0) revert NotAnAsset(token);
+            (bool ok, bytes memory ret) = token.staticcall(abi.encodeWithSelector(0x70a08231, safe));
+            if (!ok || ret.length < 32) revert NotAnAsset(token);
+            uint256 count = (st >> COUNT_SHIFT) & 0xff;
+            if (count >= MAX_TRACKED_ASSETS) revert TooManyTrackedAssets();
+            _tokenAt[count] = token;
+            _state = st + (1 << COUNT_SHIFT);
+            kept = (count + 1) << CFG_INDEX_SHIFT;
+            if (_callAllowed[_callKey(token, TRANSFER)]) kept |= CFG_TRANSFER_BIT;
+            if (_tokenSpent[token] == 0) _tokenSpent[token] = SPENT_MARKER;
+        }
+        _tokenConfig[token] = kept | limit | (period << CFG_PERIOD_SHIFT);
     }
 
-    /// @dev Budget settings of `token` (address(0) = ETH) and what is spent in the current period.
+    /// @dev Stops tracking an asset: tier 1 can no longer move it. What its window spent is kept.
+    function _untrack(address token) private {
+        uint256 st = _state;
+        if (token == address(0)) {
+            _state = st & ~(U48 << ETH_PERIOD_SHIFT);
+            _ethAmounts &= ~U128;
+            return;
+        }
+        uint256 cfg = _tokenConfig[token];
+        if (cfg == 0) return;
+        uint256 index = ((cfg >> CFG_INDEX_SHIFT) & 0xff) - 1;
+        uint256 last = ((st >> COUNT_SHIFT) & 0xff) - 1;
+        if (index != last) {
+            address moved = _tokenAt[last];
+            _tokenAt[index] = moved;
+            uint256 mcfg = _tokenConfig[moved];
+            _tokenConfig[moved] = (mcfg & ~(uint256(0xff) << CFG_INDEX_SHIFT)) | ((index + 1) << CFG_INDEX_SHIFT);
+        }
+        delete _tokenAt[last];
+        delete _tokenConfig[token];
+        _state = st - (1 << COUNT_SHIFT);
+    }
+
+    /// @dev Budget settings of `token` (address(0) = ETH) and what its current window spent.
     function _budgetOf(address token)
         private
         view
@@ -757,14 +931,14 @@ contract TreasuryModule {
             if (period == 0) return (false, 0, 0, 0);
             uint256 amounts = _ethAmounts;
             limit = amounts & U128;
-            if ((st >> ETH_WINDOW_SHIFT) & U48 == block.timestamp / period) spent = amounts >> 128;
+            if (block.timestamp < (st >> ETH_END_SHIFT) & U48) spent = amounts >> 128;
         } else {
             uint256 cfg = _tokenConfig[token];
             if (cfg == 0) return (false, 0, 0, 0);
             period = (cfg >> CFG_PERIOD_SHIFT) & U48;
             limit = cfg & U128;
             uint256 used = _tokenSpent[token];
-            if ((used >> SPENT_WINDOW_SHIFT) & U48 == block.timestamp / period) spent = used & U128;
+            if (block.timestamp < (used >> SPENT_END_SHIFT) & U48) spent = used & U128;
         }
         tracked = true;
     }
@@ -790,7 +964,7 @@ contract TreasuryModule {
         return block.chainid == _deployChainId ? _deployDomainSeparator : _buildDomainSeparator();
     }
 
-    function _operationDigest(Call[] calldata calls, uint256 nonce_, uint256 deadline)
+    function _operationDigest(Call[] calldata calls, uint256 nonce_, uint256 deadline, uint8 tier)
         private
         view
         returns (bytes32 digest)
@@ -829,7 +1003,8 @@ contract TreasuryModule {
             mstore(add(m, 0x20), keccak256(hashes, shl(5, n)))
             mstore(add(m, 0x40), nonce_)
             mstore(add(m, 0x60), deadline)
-            let structHash := keccak256(m, 0x80)
+            mstore(add(m, 0x80), tier)
+            let structHash := keccak256(m, 0xa0)
             mstore(m, shl(240, 0x1901))
             mstore(add(m, 0x02), sep)
             mstore(add(m, 0x22), structHash)
@@ -850,9 +1025,14 @@ contract TreasuryModule {
         return _state & U64;
     }
 
-    /// @notice The nonce the next `admin` must carry.
+    /// @notice The nonce the next root-signed `admin` must carry.
     function adminNonce() external view returns (uint256) {
         return (_state >> ADMIN_NONCE_SHIFT) & U32;
+    }
+
+    /// @notice The nonce the next quorum-signed `admin` (PAUSE, CANCEL) must carry.
+    function quorumAdminNonce() external view returns (uint256) {
+        return _quorumAdminNonce;
     }
 
     function paused() external view returns (bool) {
@@ -874,7 +1054,7 @@ contract TreasuryModule {
 
     /// @notice The eta of a queued change, 0 if none.
     function queuedChange(bytes32 id) external view returns (uint256 eta) {
-        return _queued[id];
+        return _queued[id] & U64;
     }
 
     function isCallAllowed(address target, bytes4 selector) external view returns (bool) {
@@ -897,7 +1077,7 @@ contract TreasuryModule {
         }
     }
 
-    /// @notice The budget of `token` (address(0) = ETH) and its use in the current period (all zero
+    /// @notice The budget of `token` (address(0) = ETH) and what its current window spent (all zero
     ///         if untracked).
     function budget(address token)
         external
@@ -912,13 +1092,25 @@ contract TreasuryModule {
         return _domainSeparator();
     }
 
-    /// @notice The EIP-712 digest of Operation(calls, nonce, deadline) the signers sign.
-    function operationDigest(Call[] calldata calls, uint256 nonce, uint256 deadline) external view returns (bytes32) {
-        return _operationDigest(calls, nonce, deadline);
+    /// @notice The EIP-712 digest of Operation(calls, nonce, deadline, tier) the signers sign (tier 1:
+    ///         FROST alone; tier 2: FROST and the root).
+    function operationDigest(Call[] calldata calls, uint256 nonce, uint256 deadline, uint8 tier)
+        external
+        view
+        returns (bytes32)
+    {
+        return _operationDigest(calls, nonce, deadline, tier);
     }
 
     /// @notice The EIP-712 digest of an AdminOp.
     function adminDigest(AdminOp calldata op) external view returns (bytes32) {
         return _adminDigest(op);
+    }
+
+    /// @notice When the current budget window of `token` (address(0) = ETH) ends (exclusive); a time
+    ///         in the past means the next charge opens a new window.
+    function budgetWindowEnd(address token) external view returns (uint256) {
+        if (token == address(0)) return (_state >> ETH_END_SHIFT) & U48;
+        return (_tokenSpent[token] >> SPENT_END_SHIFT) & U48;
     }
 }

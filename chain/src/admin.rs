@@ -45,11 +45,13 @@ pub enum AdminAction {
         /// New root address.
         root: Address,
     },
-    /// Set an asset's per-period outflow budget (`Address::ZERO` = ETH); raising it is timelocked.
+    /// Set an asset's per-period outflow budget (`Address::ZERO` = ETH); raising it, shortening the
+    /// period or tracking a new asset is timelocked; `limit` 0 with `period` 0 untracks (at once).
+    /// A change never ends the current window early: the new period applies from the next one.
     SetBudget {
         /// Token, or `Address::ZERO` for ETH.
         token: Address,
-        /// Maximum net outflow per period, smallest unit.
+        /// Maximum gross outflow per window, smallest unit.
         limit: U256,
         /// Period in seconds.
         period: u64,

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`operation`]: the `Operation` type and its EIP-712 digest, shared by agent and signers.
 //! - [`admin`]: typed admin actions of the module and their encoding.
+//! - [`rules`]: the module's tier-1 vocabulary (asset-moving selectors, swaps, valued outflows).
 //! - [`contracts`]: `sol!` bindings (own contracts from `chain/artifacts/`, third-party interfaces).
 //! - [`artifacts`]: third-party bytecode (Safe, Uniswap V2) loaded from the installed npm packages.
 //! - [`provider`]: connecting to an RPC endpoint.
@@ -19,6 +20,7 @@ pub mod deploy;
 pub mod error;
 pub mod operation;
 pub mod provider;
+pub mod rules;
 pub mod safe;
 pub mod sender;
 pub mod snapshot;
@@ -27,5 +29,5 @@ pub mod tx;
 pub use admin::AdminAction;
 pub use deploy::{DeployConfig, Deployment, GroupKey};
 pub use error::ChainError;
-pub use operation::{AdminOp, Call, Operation, admin_digest, operation_digest};
+pub use operation::{AdminOp, Call, Operation, TIER_QUORUM, TIER_ROOT, admin_digest, operation_digest};
 pub use snapshot::{AssetState, BudgetState, PriceReading, Snapshot};

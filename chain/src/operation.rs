@@ -55,14 +55,47 @@ pub fn domain(chain_id: u64, module: Address) -> Eip712Domain {
     }
 }
 
-/// The EIP-712 digest of `op` for the module at `module` on chain `chain_id`.
+/// Tier of an operation signed by the FROST quorum alone (restricted, charged to the budgets).
+pub const TIER_QUORUM: u8 = 1;
+/// Tier of an operation signed by the quorum and the root (unrestricted).
+pub const TIER_ROOT: u8 = 2;
+
+/// The struct the module hashes: the operation and the tier it is authorised at.
+mod signed {
+    alloy::sol! {
+        struct Call {
+            address to;
+            uint256 value;
+            bytes data;
+            uint8 operation;
+        }
+
+        struct Operation {
+            Call[] calls;
+            uint256 nonce;
+            uint256 deadline;
+            uint8 tier;
+        }
+    }
+}
+
+/// The EIP-712 digest of `op` at `tier` ([`TIER_QUORUM`] or [`TIER_ROOT`]) for the module at
+/// `module` on chain `chain_id`.
 ///
 /// # Security
 /// Signers MUST compute this themselves from the structured operation and MUST NOT sign a digest
-/// handed to them. The digest binds chain id, module address, every call, nonce and deadline
-/// (EIP-712, `\x19\x01 ‖ domainSeparator ‖ hashStruct(Operation)`).
-pub fn operation_digest(op: &Operation, chain_id: u64, module: Address) -> B256 {
-    op.eip712_signing_hash(&domain(chain_id, module))
+/// handed to them. The digest binds chain id, module address, every call, nonce, deadline and the
+/// tier (EIP-712, `\x19\x01 ‖ domainSeparator ‖ hashStruct(Operation)` with
+/// `Operation(Call[] calls,uint256 nonce,uint256 deadline,uint8 tier)`): a tier-2 signature is
+/// useless without the root's, so stripping the root signature cannot turn it into tier 1.
+pub fn operation_digest(op: &Operation, tier: u8, chain_id: u64, module: Address) -> B256 {
+    let calls = op
+        .calls
+        .iter()
+        .map(|c| signed::Call { to: c.to, value: c.value, data: c.data.clone(), operation: c.operation })
+        .collect();
+    let typed = signed::Operation { calls, nonce: op.nonce, deadline: op.deadline, tier };
+    typed.eip712_signing_hash(&domain(chain_id, module))
 }
 
 /// The EIP-712 digest of an admin operation, under the same domain as [`operation_digest`].

@@ -27,10 +27,18 @@ contract MockVault is TestToken {
     }
 }
 
-/// @notice A tracked asset whose `balanceOf` reverts: shows which assets a batch measures.
+/// @notice A tracked asset whose `balanceOf` starts reverting once tracked: shows which assets a
+///         call measures.
 contract Unmeasurable {
-    function balanceOf(address) external pure returns (uint256) {
-        revert("measured");
+    bool public broken;
+
+    function breakIt() external {
+        broken = true;
+    }
+
+    function balanceOf(address) external view returns (uint256) {
+        if (broken) revert("measured");
+        return 0;
     }
 }
 
@@ -39,7 +47,8 @@ contract Sink {
     receive() external payable {}
 }
 
-/// @notice Selective balance measurement and the single Safe entry for batches (MultiSendCallOnly).
+/// @notice Which assets a tier-1 call measures, and the single Safe entry for tier-2 batches
+///         (MultiSendCallOnly).
 contract GasPathsTest is ModuleFixture {
     event ExecutionFromModuleSuccess(address indexed module);
 
@@ -54,8 +63,9 @@ contract GasPathsTest is ModuleFixture {
         _configure(module.SET_CALL_ALLOWED(), abi.encode(address(router), MockRouter.swap.selector, true));
         _configure(module.SET_SPENDER_ALLOWED(), abi.encode(address(router), true));
         unm = new Unmeasurable();
-        // tracked: from here on, any batch that measures UNM reverts with BalanceQueryFailed
+        // tracked: from here on, any call that measures UNM reverts with BalanceQueryFailed
         _configure(module.SET_BUDGET(), abi.encode(address(unm), TOKEN_BUDGET, PERIOD));
+        unm.breakIt();
     }
 
     function _spent(address asset) internal view returns (uint256 spent) {
@@ -130,19 +140,24 @@ contract GasPathsTest is ModuleFixture {
         _submit(s);
     }
 
-    function test_conservative_untrackedTokenMeasuresEverything() public {
+    function test_untrackedTokenTransferRefusedEvenIfAllowListed() public {
         TestToken other = new TestToken("Other", "OTH", 18);
         other.mint(address(safe), 10e18);
         _configure(module.SET_CALL_ALLOWED(), abi.encode(address(other), TestToken.transfer.selector, true));
         Signed memory s = _sign(_one(_c(address(other), 0, abi.encodeCall(TestToken.transfer, (alice, 1e18)))));
-        vm.expectRevert(abi.encodeWithSelector(TreasuryModule.BalanceQueryFailed.selector, address(unm)));
+        vm.expectRevert(
+            abi.encodeWithSelector(TreasuryModule.CallNotAllowed.selector, 0, address(other), TestToken.transfer.selector)
+        );
         _submit(s);
     }
 
-    function test_conservative_tokenCallWithValueMeasuresEverything() public {
-        Signed memory s = _sign(_one(_c(address(token), 1, abi.encodeCall(TestToken.transfer, (alice, 1e18)))));
+    function test_safeUntracksABrokenAsset_unbricks() public {
+        Signed memory s = _sign(_two(_approve(address(router), 7e18), _swap(7e18)));
         vm.expectRevert(abi.encodeWithSelector(TreasuryModule.BalanceQueryFailed.selector, address(unm)));
         _submit(s);
+        _configure(module.SET_BUDGET(), abi.encode(address(unm), uint256(0), uint64(0)));
+        _exec(_two(_approve(address(router), 7e18), _swap(7e18)));
+        assertEq(_spent(address(token)), 7e18, "swap charged once the broken asset is untracked");
     }
 
     // ───────────────────────────────────────────── transfer allow-list bit mirrored in the budget slot
@@ -190,9 +205,15 @@ contract GasPathsTest is ModuleFixture {
 
     // ───────────────────────────────────────────── one Safe entry per batch
 
-    function test_batch_oneSafeEntry() public {
+    function test_batch_tier1OneEntryPerCall() public {
         vm.recordLogs();
         _exec(_two(_pay(alice, 1e18), _pay(bob, 2e18)));
+        assertEq(_moduleEntries(vm.getRecordedLogs()), 2, "tier 1: one measured Safe entry per call");
+    }
+
+    function test_batch_oneSafeEntry() public {
+        vm.recordLogs();
+        _submit(_sign2(_two(_pay(alice, 1e18), _pay(bob, 2e18))));
         assertEq(_moduleEntries(vm.getRecordedLogs()), 1, "one Safe entry");
         assertEq(token.balanceOf(alice), 2e18, "alice");
         assertEq(token.balanceOf(bob), 3e18, "bob");
@@ -209,7 +230,7 @@ contract GasPathsTest is ModuleFixture {
         calls[0] = _pay(alice, 1e18);
         calls[1] = _pay(bob, 2_000_000e18);
         calls[2] = _pay(alice, 1e18);
-        Signed memory s = _sign(calls);
+        Signed memory s = _sign2(calls);
         bytes memory reason = abi.encodeWithSelector(
             TestToken.InsufficientBalance.selector, address(safe), 1_000_000e18 - 1e18, 2_000_000e18
         );
@@ -221,7 +242,7 @@ contract GasPathsTest is ModuleFixture {
     function test_batch_zeroTargetFallsBackToPerCall() public {
         // MultiSendCallOnly turns `to == address(0)` into the Safe itself: such batches go per call
         vm.recordLogs();
-        _exec(_two(_pay(alice, 1e18), _c(address(0), 0, "")));
+        _submit(_sign2(_two(_pay(alice, 1e18), _c(address(0), 0, ""))));
         assertEq(_moduleEntries(vm.getRecordedLogs()), 2, "per-call entries");
         assertEq(token.balanceOf(alice), 2e18, "paid");
     }
@@ -248,7 +269,7 @@ contract GasPathsTest is ModuleFixture {
         module = m2;
         _configure(module.SET_CALL_ALLOWED(), abi.encode(address(token), TestToken.transfer.selector, true));
         vm.recordLogs();
-        _exec(_two(_pay(alice, 1e18), _pay(bob, 1e18)));
+        _submit(_sign2(_two(_pay(alice, 1e18), _pay(bob, 1e18))));
         assertEq(_moduleEntries(vm.getRecordedLogs()), 2, "per-call entries");
     }
 
@@ -266,10 +287,9 @@ contract GasPathsTest is ModuleFixture {
             "guard: no delegatecall"
         );
         vm.recordLogs();
-        _exec(_two(_pay(alice, 1e18), _pay(bob, 1e18)));
+        _submit(_sign2(_two(_pay(alice, 1e18), _pay(bob, 1e18))));
         assertEq(_moduleEntries(vm.getRecordedLogs()), 2, "replayed per call");
         assertEq(token.balanceOf(bob), 2e18, "paid once");
-        assertEq(_spent(address(token)), 2e18, "charged once");
     }
 
     // ───────────────────────────────────────────── malformed calldata
@@ -278,9 +298,9 @@ contract GasPathsTest is ModuleFixture {
         TreasuryModule.Call[] memory calls = _one(_pay(alice, 1e18));
         uint256 nonce = module.nonce();
         uint256 deadline = block.timestamp + 1 hours;
-        // operationDigest(calls, nonce, deadline): 3 head words, then calls: length, offset[0], Call.to
-        bytes memory dcd = abi.encodeCall(TreasuryModule.operationDigest, (calls, nonce, deadline));
-        uint256 dPos = 4 + 3 * 32 + 32 + 32;
+        // operationDigest(calls, nonce, deadline, tier): 4 head words, then calls: length, offset[0], Call.to
+        bytes memory dcd = abi.encodeCall(TreasuryModule.operationDigest, (calls, nonce, deadline, uint8(1)));
+        uint256 dPos = 4 + 4 * 32 + 32 + 32;
         assertEq(uint8(dcd[dPos + 12]), uint8(uint160(address(token)) >> 152), "located `to` (digest)");
         dcd[dPos] = 0x01; // dirty upper bits
         (bool ok, bytes memory ret) = address(module).staticcall(dcd);

@@ -8,7 +8,7 @@ use alloy::primitives::{Address, Bytes, U256};
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::contracts::{AggregatorV3Interface, IERC20, exec_calls};
-use treasury_chain::{Call, Operation, operation_digest};
+use treasury_chain::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 use treasury_signer::quorum::FrostSignature;
 use treasury_signer::root::RootClient;
 use treasury_signer::root::escalation::{Escalator, FrostAuthorizer, Tier, classify, read_facts};
@@ -24,9 +24,10 @@ impl FrostAuthorizer for Quorum {
         op: &Operation,
         chain_id: u64,
         module: Address,
-        _root_sig: Option<&[u8]>,
+        root_sig: Option<&[u8]>,
     ) -> treasury_signer::root::error::Result<FrostSignature> {
-        let s = self.0.quorum.sign(operation_digest(op, chain_id, module));
+        let tier = if root_sig.is_some() { TIER_ROOT } else { TIER_QUORUM };
+        let s = self.0.quorum.sign(operation_digest(op, tier, chain_id, module));
         Ok(FrostSignature { r_x: s.rX, r_y: s.rY, z: s.z })
     }
 }
@@ -42,7 +43,7 @@ fn e6(n: u64) -> U256 {
 /// What the module does with `op` signed by the quorum alone: `None` if it would execute.
 async fn module_verdict(chain: &TestChain, op: &Operation) -> Option<TreasuryModuleErrors> {
     let d = &chain.deployment;
-    let sig = chain.quorum.sign(operation_digest(op, d.chain_id, d.module));
+    let sig = chain.quorum.sign(operation_digest(op, TIER_QUORUM, d.chain_id, d.module));
     let module = TreasuryModule::new(d.module, chain.keeper.clone());
     match module.exec(exec_calls(op), op.nonce, op.deadline, sig, Bytes::new()).call().await {
         Ok(_) => None,

@@ -7,7 +7,7 @@ use alloy::primitives::{Address, B256, TxKind, U256, keccak256};
 use alloy::signers::Signer;
 use root_support::token;
 use treasury_chain::operation::domain;
-use treasury_chain::{Call, Operation, operation_digest};
+use treasury_chain::{Call, Operation};
 use treasury_signer::root::hsm::to_ethereum_signature;
 use treasury_signer::root::{Hsm, HsmConfig, HsmSigner, Pin, RootError, RootKey};
 
@@ -71,7 +71,9 @@ async fn the_alloy_signer_signs_eip712_operations_and_transactions() {
     let signer = HsmSigner::connect(cfg).unwrap().with_chain_id(Some(31337));
     let module = Address::repeat_byte(0x4d);
     let sig = signer.sign_typed_data(&op(), &domain(31337, module)).await.unwrap();
-    let digest = operation_digest(&op(), 31337, module);
+    // the EIP-712 hash of the typed data signed (the module's own digest adds the tier:
+    // treasury_chain::operation_digest)
+    let digest = alloy::sol_types::SolStruct::eip712_signing_hash(&op(), &domain(31337, module));
     assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), Signer::address(&signer));
 
     let mut tx = TxEip1559 {

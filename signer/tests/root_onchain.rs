@@ -8,7 +8,7 @@ use alloy::sol_types::SolCall;
 use root_support::token;
 use treasury_chain::contracts::{IERC20, TreasuryModule};
 use treasury_chain::deploy::configure_as_safe;
-use treasury_chain::{AdminAction, Call, Operation, operation_digest};
+use treasury_chain::{AdminAction, Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 use treasury_signer::root::Hsm;
 use treasury_tests::TestChain;
 
@@ -39,12 +39,15 @@ async fn tier_two_payment_needs_the_hsm_root_signature() {
         nonce: module.nonce().call().await.unwrap(),
         deadline: U256::from(u64::MAX),
     };
-    let digest = operation_digest(&op, d.chain_id, d.module);
+    let digest1 = operation_digest(&op, TIER_QUORUM, d.chain_id, d.module);
+    let frost1 = chain.quorum.sign(digest1);
+    // tier 2: the tier is signed, so the quorum signs the tier-2 digest the root signs too
+    let digest = operation_digest(&op, TIER_ROOT, d.chain_id, d.module);
     let frost = chain.quorum.sign(digest);
     let calls = treasury_chain::contracts::exec_calls(&op);
 
     let err = module
-        .exec(calls.clone(), op.nonce, op.deadline, frost.clone(), Bytes::new())
+        .exec(calls.clone(), op.nonce, op.deadline, frost1, Bytes::new())
         .call()
         .await
         .expect_err("FROST alone must not move more than the budget");

@@ -9,7 +9,7 @@ use treasury_chain::contracts::TreasuryModule;
 use treasury_chain::deploy::{DeployConfig, Deployment, deploy};
 use treasury_chain::provider::connect_with_signer;
 use treasury_chain::snapshot::{AssetSpec, SnapshotSpec};
-use treasury_chain::{Operation, operation_digest};
+use treasury_chain::{Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 
 use crate::anvil::{Anvil, DEV_KEYS};
 use crate::quorum::TestQuorum;
@@ -71,7 +71,8 @@ impl TestChain {
     /// Signs `op` with the test quorum (and the root when `tier2`) and executes it through the module.
     pub async fn exec(&self, op: &Operation, tier2: bool) -> anyhow::Result<TransactionReceipt> {
         let d = &self.deployment;
-        let digest = operation_digest(op, d.chain_id, d.module);
+        let tier = if tier2 { TIER_ROOT } else { TIER_QUORUM };
+        let digest = operation_digest(op, tier, d.chain_id, d.module);
         let sig = self.quorum.sign(digest);
         let root_sig = if tier2 {
             Bytes::from(self.root.sign_hash_sync(&digest)?.as_bytes().to_vec())

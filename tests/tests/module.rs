@@ -8,7 +8,9 @@ use alloy::signers::SignerSync;
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
 use treasury_chain::snapshot::read_snapshot;
-use treasury_chain::{AdminAction, AdminOp, Call, Operation, admin_digest, operation_digest};
+use treasury_chain::{
+    AdminAction, AdminOp, Call, Operation, TIER_QUORUM, TIER_ROOT, admin_digest, operation_digest,
+};
 use treasury_tests::TestChain;
 
 fn transfer(token: Address, to: Address, amount: U256) -> Call {
@@ -45,9 +47,19 @@ async fn rust_digest_equals_the_modules_digest() {
         nonce: U256::from(42u64),
         deadline: U256::from(1_900_000_000u64),
     };
-    let on_chain =
-        module(&chain).operationDigest(exec_calls(&op), op.nonce, op.deadline).call().await.unwrap();
-    assert_eq!(on_chain, operation_digest(&op, d.chain_id, d.module));
+    for tier in [TIER_QUORUM, TIER_ROOT] {
+        let on_chain = module(&chain)
+            .operationDigest(exec_calls(&op), op.nonce, op.deadline, tier)
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(on_chain, operation_digest(&op, tier, d.chain_id, d.module), "tier {tier}");
+    }
+    assert_ne!(
+        operation_digest(&op, TIER_QUORUM, d.chain_id, d.module),
+        operation_digest(&op, TIER_ROOT, d.chain_id, d.module),
+        "the tier is signed"
+    );
 
     let admin = AdminOp {
         action: AdminAction::Pause.code(),
@@ -80,7 +92,7 @@ async fn frost_signed_payment_executes_once_and_snapshot_sees_it() {
         nonce: next_nonce(&chain).await,
         deadline: far_deadline(),
     };
-    let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
+    let sig = chain.quorum.sign(operation_digest(&op, TIER_QUORUM, d.chain_id, d.module));
 
     let spec = chain.snapshot_spec();
     let before = read_snapshot(&chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
@@ -125,7 +137,7 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
         nonce,
         deadline: far_deadline(),
     };
-    let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
+    let sig = chain.quorum.sign(operation_digest(&op, TIER_QUORUM, d.chain_id, d.module));
 
     let mut tampered = op.clone();
     tampered.calls[0] = transfer(usdc, Address::repeat_byte(7), U256::from(5_000_000u64));
@@ -139,23 +151,35 @@ async fn tampered_operation_is_rejected_and_tier_two_needs_the_root() {
         Some(TreasuryModule::TreasuryModuleErrors::InvalidFrostSignature(_))
     ));
 
-    // A payment in a token the module does not allow-list needs the root as well.
+    // An approval on an asset without a budget (WETH) needs the root as well.
     let stray = Call::new(
         d.weth,
         U256::ZERO,
         IERC20::approveCall { spender: Address::repeat_byte(9), amount: U256::from(1u64) }.abi_encode(),
     );
     let op = Operation { calls: vec![stray], nonce, deadline: far_deadline() };
-    let digest = operation_digest(&op, d.chain_id, d.module);
+    let sig1 = chain.quorum.sign(operation_digest(&op, TIER_QUORUM, d.chain_id, d.module));
+    let err = module(&chain)
+        .exec(exec_calls(&op), nonce, op.deadline, sig1, Bytes::new())
+        .call()
+        .await
+        .expect_err("tier 1 must refuse an approval on an untracked asset");
+    assert!(matches!(
+        err.as_decoded_interface_error::<TreasuryModule::TreasuryModuleErrors>(),
+        Some(TreasuryModule::TreasuryModuleErrors::CallNotAllowed(_))
+    ));
+    let digest = operation_digest(&op, TIER_ROOT, d.chain_id, d.module);
     let sig = chain.quorum.sign(digest);
+    // Stripping the root signature from a tier-2 operation leaves a FROST signature over the
+    // tier-2 digest: useless at tier 1.
     let err = module(&chain)
         .exec(exec_calls(&op), nonce, op.deadline, sig.clone(), Bytes::new())
         .call()
         .await
-        .expect_err("tier 1 must refuse an approval to a spender not allow-listed");
+        .expect_err("a stripped tier-2 operation must not run as tier 1");
     assert!(matches!(
         err.as_decoded_interface_error::<TreasuryModule::TreasuryModuleErrors>(),
-        Some(TreasuryModule::TreasuryModuleErrors::SpenderNotAllowed(_))
+        Some(TreasuryModule::TreasuryModuleErrors::InvalidFrostSignature(_))
     ));
     let root_sig = chain.root.sign_hash_sync(&digest).unwrap();
     chain

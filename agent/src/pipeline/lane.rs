@@ -237,7 +237,7 @@ impl Pipeline {
             self.move_all(&ids, IntentState::Rejected, json!({ "reason": reason })).await?;
             return Ok(LaneStep::Progressed);
         }
-        let digest = operation_digest(&operation, self.chain_id, self.spec.module);
+        let digest = operation_digest(&operation, tier_no, self.chain_id, self.spec.module);
         let planned = PlannedOperation { operation, tier: tier_no, reasons };
         let record = OperationRecord {
             operation_id: digest.to_string(),

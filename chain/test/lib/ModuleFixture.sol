@@ -198,17 +198,21 @@ abstract contract ModuleFixture is Test {
 
     /// @dev Signs `calls` at the current nonce with the group key (tier 1).
     function _sign(TreasuryModule.Call[] memory calls) internal returns (Signed memory s) {
+        s = _signAt(calls, 1);
+    }
+
+    /// @dev Signs `calls` with the group key and the root (tier 2: the tier is in the digest).
+    function _sign2(TreasuryModule.Call[] memory calls) internal returns (Signed memory s) {
+        s = _signAt(calls, 2);
+        s.rootSig = _rootSig(ROOT_PK, s.digest);
+    }
+
+    function _signAt(TreasuryModule.Call[] memory calls, uint8 tier) internal returns (Signed memory s) {
         s.calls = calls;
         s.nonce = module.nonce();
         s.deadline = block.timestamp + 1 hours;
-        s.digest = module.operationDigest(calls, s.nonce, s.deadline);
+        s.digest = module.operationDigest(calls, s.nonce, s.deadline, tier);
         s.sig = _frost(group, s.digest);
-    }
-
-    /// @dev Signs `calls` with the group key and the root (tier 2).
-    function _sign2(TreasuryModule.Call[] memory calls) internal returns (Signed memory s) {
-        s = _sign(calls);
-        s.rootSig = _rootSig(ROOT_PK, s.digest);
     }
 
     function _submit(Signed memory s) internal {
@@ -237,7 +241,7 @@ abstract contract ModuleFixture is Test {
     }
 
     function _byQuorum(uint8 action, bytes memory params) internal returns (SignedAdmin memory a) {
-        a.op = _adminOp(action, params);
+        a.op = TreasuryModule.AdminOp(action, params, module.quorumAdminNonce(), block.timestamp + 1 hours);
         a.frostSig = _frost(group, module.adminDigest(a.op));
     }
 

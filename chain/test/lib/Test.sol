@@ -32,6 +32,8 @@ interface Vm {
     function split(string calldata input, string calldata delimiter) external pure returns (string[] memory);
     function parseJsonUint(string calldata json, string calldata key) external pure returns (uint256);
     function parseJsonBytes(string calldata json, string calldata key) external pure returns (bytes memory);
+    function parseJsonString(string calldata json, string calldata key) external pure returns (string memory);
+    function parseBytes(string calldata stringifiedValue) external pure returns (bytes memory);
     function parseJsonBytes32(string calldata json, string calldata key) external pure returns (bytes32);
     function eip712HashTypedData(string calldata jsonData) external pure returns (bytes32);
     function toString(uint256 value) external pure returns (string memory);
@@ -101,5 +103,24 @@ abstract contract Test {
 
     function assertLe(uint256 a, uint256 b, string memory why) internal pure {
         if (a > b) revert(string.concat("assertLe failed: ", why, ": ", vm.toString(a), " > ", vm.toString(b)));
+    }
+
+    function assertGe(uint256 a, uint256 b, string memory why) internal pure {
+        if (a < b) revert(string.concat("assertGe failed: ", why, ": ", vm.toString(a), " < ", vm.toString(b)));
+    }
+
+    function assertGt(uint256 a, uint256 b, string memory why) internal pure {
+        if (a <= b) revert(string.concat("assertGt failed: ", why, ": ", vm.toString(a), " <= ", vm.toString(b)));
+    }
+
+    /// @dev forge invariant tests: the contracts whose functions the fuzzer calls.
+    address[] private _targetContracts;
+
+    function targetContract(address a) internal {
+        _targetContracts.push(a);
+    }
+
+    function targetContracts() public view returns (address[] memory) {
+        return _targetContracts;
     }
 }

@@ -17,7 +17,7 @@ use frost_secp256k1::keys::PublicKeyPackage;
 use frost_secp256k1::round1::SigningCommitments;
 use frost_secp256k1::round2::SignatureShare;
 use frost_secp256k1::{CheaterDetection, Identifier};
-use treasury_chain::operation::{Operation, operation_digest};
+use treasury_chain::operation::{Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 
 use super::client::NodeClient;
 use super::dkg::{identifier_hex, parse_identifier};
@@ -235,7 +235,8 @@ impl Coordinator {
         module: Address,
         root_signature: Option<&[u8]>,
     ) -> Result<SignOutcome, QuorumError> {
-        let digest = operation_digest(op, chain_id, module);
+        let tier = if root_signature.is_some_and(|s| !s.is_empty()) { TIER_ROOT } else { TIER_QUORUM };
+        let digest = operation_digest(op, tier, chain_id, module);
         let mut excluded: HashSet<usize> = HashSet::new();
         let mut faults: Vec<(String, NodeFault)> = Vec::new();
         let mut got = 0;

@@ -4,18 +4,13 @@
 //! rebuilt itself and the budget state it tracks; no I/O here.
 use std::collections::{BTreeMap, BTreeSet};
 
-use alloy::primitives::{Address, B256, Bytes, Signature, U256};
+use alloy::primitives::{Address, B256, Signature, U256};
 use serde::{Deserialize, Serialize};
 use treasury_chain::operation::{OP_DELEGATECALL, Operation};
+use treasury_chain::rules::{self, DECREASE_ALLOWANCE, INCREASE_ALLOWANCE};
+pub use treasury_chain::rules::{APPROVE, TRANSFER};
 
 use super::error::{Refusal, RefusalCode};
-
-/// ERC-20 `transfer(address,uint256)`.
-pub const TRANSFER: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
-/// ERC-20 `transferFrom(address,address,uint256)`.
-pub const TRANSFER_FROM: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
-/// ERC-20 `approve(address,uint256)`.
-pub const APPROVE: [u8; 4] = [0x09, 0x5e, 0xa7, 0xb3];
 
 /// One allow-listed (target, selector) pair; `selector` `None` allows calls with empty calldata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,25 +128,11 @@ fn selector_hex(sel: Option<[u8; 4]>) -> String {
     sel.map(|s| format!("0x{}", hex::encode(s))).unwrap_or_else(|| "(empty calldata)".into())
 }
 
-/// Outflows of `op`: native value, ERC-20 `transfer` and `transferFrom` amounts per token.
-pub fn outflows(op: &Operation) -> Outflows {
-    let mut out = Outflows::new();
-    let mut add = |token: Address, amount: U256| {
-        let e = out.entry(token).or_default();
-        *e = e.saturating_add(amount);
-    };
-    for call in &op.calls {
-        if !call.value.is_zero() {
-            add(Address::ZERO, call.value);
-        }
-        let data: &Bytes = &call.data;
-        match call.selector() {
-            Some(TRANSFER) if data.len() >= 68 => add(call.to, U256::from_be_slice(&data[36..68])),
-            Some(TRANSFER_FROM) if data.len() >= 100 => add(call.to, U256::from_be_slice(&data[68..100])),
-            _ => {}
-        }
-    }
-    out
+/// Outflows of `op` as the module's tier-1 rules value them ([`treasury_chain::rules::valued_outflows`]:
+/// values, transfers, and per token the larger of its approvals and its swaps' inputs); `Err` for a
+/// call that model cannot value.
+pub fn outflows(op: &Operation) -> Result<Outflows, (usize, String)> {
+    rules::valued_outflows(op)
 }
 
 impl GuardConfig {
@@ -159,7 +140,7 @@ impl GuardConfig {
     ///
     /// # Security
     /// `digest` MUST be the EIP-712 digest the node computed itself from `op` with
-    /// `operation_digest(op, chain_id, module)`; this check MUST pass before a FROST
+    /// `operation_digest(op, tier, chain_id, module)` (tier 2 when a root signature comes with it); this check MUST pass before a FROST
     /// (RFC 9591) signature share is produced. A root signature, when given, MUST recover the
     /// configured root address over that same digest, else the operation is refused.
     #[allow(clippy::too_many_arguments)]
@@ -209,8 +190,7 @@ impl GuardConfig {
                 None => Err(Refusal::new(RefusalCode::RootSignatureRequired, "root signature is malformed")),
             };
         }
-        self.check_tier1(op)?;
-        let flows = outflows(op);
+        let flows = self.check_tier1(op)?;
         let period = now_unix / self.period_secs.max(1);
         for b in &self.budgets {
             let Some(amount) = flows.get(&b.token) else { continue };
@@ -233,47 +213,82 @@ impl GuardConfig {
         Ok(Approved { tier: Tier::One, outflows: flows })
     }
 
-    fn check_tier1(&self, op: &Operation) -> Result<(), Refusal> {
+    /// The module's tier-1 rules, as far as a node can judge them without chain access (it knows
+    /// neither the Safe's address nor which assets the module tracks: a swap's recipient and the
+    /// tracking of what moves are left to the module), and the operation's valued outflows. A call
+    /// the outflow model cannot value is refused.
+    fn check_tier1(&self, op: &Operation) -> Result<Outflows, Refusal> {
+        let refuse = |i: usize, why: String| {
+            Err(Refusal::new(
+                RefusalCode::NotAllowed,
+                format!("call {i}: {why} (tier 2 needs the root signature)"),
+            ))
+        };
         for (i, call) in op.calls.iter().enumerate() {
             if call.operation == OP_DELEGATECALL {
-                return Err(Refusal::new(
-                    RefusalCode::NotAllowed,
-                    format!("call {i}: delegatecall needs tier 2 (root signature)"),
-                ));
+                return refuse(i, "delegatecall".into());
+            }
+            if call.to == self.module {
+                return refuse(i, "a call to the module itself".into());
             }
             let sel = call.selector();
             if sel.is_none() && !call.data.is_empty() {
-                return Err(Refusal::new(
-                    RefusalCode::NotAllowed,
-                    format!("call {i}: calldata shorter than a selector"),
-                ));
+                return refuse(i, "calldata shorter than a selector".into());
             }
-            let want = sel.map(|s| format!("0x{}", hex::encode(s)));
-            let allowed = self
-                .allow
-                .iter()
-                .any(|e| e.target == call.to && e.selector.as_deref().map(str::to_ascii_lowercase) == want);
-            if !allowed {
-                return Err(Refusal::new(
-                    RefusalCode::NotAllowed,
-                    format!(
-                        "call {i}: target {} selector {} is not allow-listed (tier 2 needs the root signature)",
-                        call.to,
-                        selector_hex(sel)
-                    ),
-                ));
+            if sel == Some([0; 4]) {
+                return refuse(i, "selector 0x00000000 (it stands for empty calldata only)".into());
             }
-            if sel == Some(APPROVE) && call.data.len() >= 36 {
-                let spender = Address::from_slice(&call.data[16..36]);
-                if !self.spenders.contains(&spender) {
-                    return Err(Refusal::new(
-                        RefusalCode::NotAllowed,
-                        format!("call {i}: approval to spender {spender} that is not allow-listed"),
-                    ));
+            let approval = sel == Some(APPROVE) || sel == Some(INCREASE_ALLOWANCE);
+            // a budgeted token's approvals follow the spender rule alone, as on chain
+            let own = self.budgeted(call.to) && (approval || sel == Some(DECREASE_ALLOWANCE));
+            if !own && !self.allows(call.to, sel) {
+                return refuse(
+                    i,
+                    format!("target {} selector {} is not allow-listed", call.to, selector_hex(sel)),
+                );
+            }
+            if approval && !self.approval_allowed(sel.expect("a selector"), &call.data) {
+                return refuse(i, "approval to a spender that is not allow-listed".into());
+            }
+            if let Some(swap) = rules::decode_swap(&call.data) {
+                let swap =
+                    swap.map_err(|e| Refusal::new(RefusalCode::NotAllowed, format!("call {i}: {e}")))?;
+                if let Err(why) = self.swap_allowed(&swap) {
+                    return refuse(i, why);
                 }
             }
         }
-        Ok(())
+        outflows(op).or_else(|(i, why)| refuse(i, format!("{why} at tier 1")))
+    }
+
+    fn budgeted(&self, asset: Address) -> bool {
+        self.budgets.iter().any(|b| b.token == asset)
+    }
+
+    fn allows(&self, target: Address, sel: Option<[u8; 4]>) -> bool {
+        let want = sel.map(|s| format!("0x{}", hex::encode(s)));
+        self.allow
+            .iter()
+            .any(|e| e.target == target && e.selector.as_deref().map(str::to_ascii_lowercase) == want)
+    }
+
+    /// `approve(x, a)`: x allow-listed or a == 0; `increaseAllowance(x, a)`: x allow-listed.
+    fn approval_allowed(&self, sel: [u8; 4], data: &[u8]) -> bool {
+        if data.len() < 68 {
+            return false;
+        }
+        let spender = Address::from_slice(&data[16..36]);
+        let zero = U256::from_be_slice(&data[36..68]).is_zero();
+        self.spenders.contains(&spender) || (sel == APPROVE && zero)
+    }
+
+    /// A swap joins two different assets; an asset this node budgets must not be bought with one it
+    /// does not (the module refuses swaps between untracked assets; the node only knows its budgets).
+    fn swap_allowed(&self, swap: &rules::Swap) -> Result<(), String> {
+        match (swap.path.first(), swap.path.last()) {
+            (Some(f), Some(l)) if swap.path.len() >= 2 && f != l => Ok(()),
+            _ => Err("swap path must join two different assets".into()),
+        }
     }
 }
 
@@ -282,7 +297,7 @@ mod tests {
     use super::*;
     use alloy::signers::SignerSync;
     use alloy::signers::local::PrivateKeySigner;
-    use treasury_chain::operation::{Call, operation_digest};
+    use treasury_chain::operation::{Call, TIER_QUORUM, TIER_ROOT, operation_digest};
 
     fn transfer(token: Address, to: Address, amount: u64) -> Call {
         let mut data = TRANSFER.to_vec();
@@ -315,7 +330,7 @@ mod tests {
     fn budget_is_enforced_per_period_and_retries_are_not_double_counted() {
         let (cfg, token, module) = setup();
         let o = op(vec![transfer(token, Address::repeat_byte(3), 600)]);
-        let d = operation_digest(&o, 31337, module);
+        let d = operation_digest(&o, TIER_QUORUM, 31337, module);
         let mut st = BudgetState::default();
         st.roll(10);
         let ok = cfg.check(&o, 31337, module, d, None, &st, 1000).unwrap();
@@ -326,7 +341,7 @@ mod tests {
         assert!(!st.record(d, &ok.outflows), "a retry is not counted twice");
         let o2 = op(vec![transfer(token, Address::repeat_byte(3), 600)]);
         let o2 = Operation { nonce: U256::from(2), ..o2 };
-        let d2 = operation_digest(&o2, 31337, module);
+        let d2 = operation_digest(&o2, TIER_QUORUM, 31337, module);
         let err = cfg.check(&o2, 31337, module, d2, None, &st, 1000).unwrap_err();
         assert_eq!(err.code, RefusalCode::OverBudget);
         // a reservation given back (its signature was refused) frees the budget; releasing a
@@ -343,7 +358,7 @@ mod tests {
     fn wrong_chain_module_target_and_delegatecall_are_refused_with_reason() {
         let (cfg, token, module) = setup();
         let o = op(vec![transfer(token, Address::repeat_byte(3), 1)]);
-        let d = operation_digest(&o, 31337, module);
+        let d = operation_digest(&o, TIER_QUORUM, 31337, module);
         let st = BudgetState::default();
         assert_eq!(cfg.check(&o, 1, module, d, None, &st, 0).unwrap_err().code, RefusalCode::WrongChain);
         assert_eq!(
@@ -353,7 +368,7 @@ mod tests {
         let other = op(vec![transfer(Address::repeat_byte(0x44), Address::repeat_byte(3), 1)]);
         let e = cfg.check(&other, 31337, module, d, None, &st, 0).unwrap_err();
         assert_eq!(e.code, RefusalCode::NotAllowed);
-        assert!(e.reason.contains("not allow-listed"));
+        assert!(e.reason.contains("not allow-listed"), "{}", e.reason);
         let mut dc = transfer(token, Address::repeat_byte(3), 1);
         dc.operation = OP_DELEGATECALL;
         assert_eq!(
@@ -368,7 +383,7 @@ mod tests {
         let root = PrivateKeySigner::random();
         cfg.root = Some(root.address());
         let o = op(vec![Call::new(Address::repeat_byte(0x55), U256::from(5), Vec::new())]);
-        let d = operation_digest(&o, 31337, module);
+        let d = operation_digest(&o, TIER_ROOT, 31337, module);
         let st = BudgetState::default();
         assert_eq!(cfg.check(&o, 31337, module, d, None, &st, 0).unwrap_err().code, RefusalCode::NotAllowed);
         let good = root.sign_hash_sync(&d).unwrap().as_bytes();
@@ -383,5 +398,57 @@ mod tests {
             cfg.check(&o, 31337, module, d, Some(&stranger), &st, 0).unwrap_err().code,
             RefusalCode::RootSignatureRequired
         );
+    }
+
+    fn call(to: Address, sel: [u8; 4], spender: Address, amount: u64) -> Call {
+        let mut data = sel.to_vec();
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(spender.as_slice());
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        Call::new(to, U256::ZERO, data)
+    }
+
+    #[test]
+    fn approvals_count_as_outflow_and_follow_the_modules_rules() {
+        let (mut cfg, token, module) = setup();
+        let router = Address::repeat_byte(0x77);
+        let st = BudgetState::default();
+        let check = |cfg: &GuardConfig, calls: Vec<Call>| {
+            let o = op(calls);
+            cfg.check(&o, 31337, module, operation_digest(&o, TIER_QUORUM, 31337, module), None, &st, 0)
+        };
+        // an approval to a spender not allow-listed is refused, approve(x, 0) always passes
+        assert!(check(&cfg, vec![call(token, APPROVE, router, 5)]).is_err());
+        assert!(check(&cfg, vec![call(token, APPROVE, router, 0)]).is_ok());
+        cfg.spenders.push(router);
+        // an approval is an outflow the budget bounds
+        let ok = check(&cfg, vec![call(token, APPROVE, router, 900)]).unwrap();
+        assert_eq!(ok.outflows[&token], U256::from(900));
+        assert_eq!(
+            check(&cfg, vec![call(token, APPROVE, router, 1001)]).unwrap_err().code,
+            RefusalCode::OverBudget
+        );
+        // a token this node does not budget: only what is allow-listed for it, approvals included
+        let other = Address::repeat_byte(0x44);
+        cfg.allow.push(AllowEntry { target: other, selector: Some("0xa9059cbb".into()) });
+        assert!(check(&cfg, vec![call(other, TRANSFER, router, 1)]).is_ok());
+        assert!(check(&cfg, vec![call(other, APPROVE, router, 1)]).is_err());
+    }
+
+    #[test]
+    fn calls_the_model_cannot_value_and_selector_zero_are_refused() {
+        let (mut cfg, _, module) = setup();
+        let target = Address::repeat_byte(0x66);
+        cfg.allow.push(AllowEntry { target, selector: Some("0x12345678".into()) });
+        cfg.allow.push(AllowEntry { target, selector: Some("0x00000000".into()) });
+        let st = BudgetState::default();
+        for data in [vec![0x12, 0x34, 0x56, 0x78], vec![0, 0, 0, 0, 1], vec![0]] {
+            let o = op(vec![Call::new(target, U256::ZERO, data)]);
+            let d = operation_digest(&o, TIER_QUORUM, 31337, module);
+            assert_eq!(
+                cfg.check(&o, 31337, module, d, None, &st, 0).unwrap_err().code,
+                RefusalCode::NotAllowed
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use frost_secp256k1::keys::{KeyPackage, PublicKeyPackage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use treasury_chain::operation::operation_digest;
+use treasury_chain::operation::{TIER_QUORUM, TIER_ROOT, operation_digest};
 
 use super::auth::{AUTH_HEADER, NODE_MAC_HEADER, PairKeys, RequestVerifier, sign_response};
 use super::dkg::{DkgSession, identifier_hex};
@@ -173,7 +173,9 @@ impl NodeState {
         let bad = |m: String| Refusal::new(RefusalCode::BadRequest, m);
         let share =
             self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
-        let digest = operation_digest(&req.operation, req.chain_id, req.module);
+        let tier =
+            if req.root_signature.as_ref().is_some_and(|s| !s.is_empty()) { TIER_ROOT } else { TIER_QUORUM };
+        let digest = operation_digest(&req.operation, tier, req.chain_id, req.module);
         let pkg_bytes =
             hex::decode(&req.signing_package).map_err(|e| bad(format!("signing package hex: {e}")))?;
         let package = frost_secp256k1::SigningPackage::deserialize(&pkg_bytes)

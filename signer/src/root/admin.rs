@@ -132,6 +132,9 @@ pub fn describe(action: &AdminAction) -> String {
             format!("rotate the FROST group key to x={x:#066x} parity={parity}")
         }
         AdminAction::SetRoot { root } => format!("make {root} the root"),
+        AdminAction::SetBudget { token, limit, period } if limit.is_zero() && *period == 0 => {
+            format!("untrack {} (tier 1 can no longer move it)", asset(*token))
+        }
         AdminAction::SetBudget { token, limit, period } => {
             format!("set the budget of {} to {limit} per {period} s", asset(*token))
         }
@@ -236,12 +239,14 @@ impl ModuleAdmin {
             }
             AdminAction::SetBudget { token, limit, period } => {
                 let b = m.budget(*token).call().await.map_err(chain("budget"))?;
+                let untrack = limit.is_zero() && *period == 0;
                 if b.period == 0 {
-                    (format!("{} untracked", asset(*token)), false)
+                    // tracking makes an asset spendable at tier 1: it widens (timelocked)
+                    (format!("{} untracked", asset(*token)), !untrack)
                 } else {
                     (
-                        format!("{} per {} s (spent {} this period)", b.limit, b.period, b.spent),
-                        *limit > b.limit || *period < b.period,
+                        format!("{} per {} s (spent {} this window)", b.limit, b.period, b.spent),
+                        !untrack && (*limit > b.limit || *period < b.period),
                     )
                 }
             }

@@ -1,7 +1,7 @@
 //! What a requester asks the root to sign: the structured operation, never a hash.
 use alloy::primitives::{Address, B256, U256};
 use serde::{Deserialize, Serialize};
-use treasury_chain::{AdminOp, Operation, admin_digest, operation_digest};
+use treasury_chain::{AdminOp, Operation, TIER_ROOT, admin_digest, operation_digest};
 
 /// The structured message to sign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,9 @@ impl EscalationRequest {
     /// with the shared `treasury_chain` definitions (EIP-712), never taken from the requester.
     pub fn digest(&self) -> B256 {
         match &self.payload {
-            Payload::Operation { operation } => operation_digest(operation, self.chain_id, self.module),
+            Payload::Operation { operation } => {
+                operation_digest(operation, TIER_ROOT, self.chain_id, self.module)
+            }
             Payload::Admin { admin } => admin_digest(admin, self.chain_id, self.module),
         }
     }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use treasury_chain::contracts::{FrostVerifierHarness, IERC20, IMultiSend, TreasuryModule};
 use treasury_chain::safe::{SafeTx, exec_as_owners};
 use treasury_chain::tx::deploy_code;
-use treasury_chain::{Call, Operation, operation_digest};
+use treasury_chain::{Call, Operation, TIER_QUORUM, operation_digest};
 use treasury_tests::TestChain;
 
 const PAYMENTS: usize = 10;
@@ -77,7 +77,7 @@ async fn exec_module(chain: &TestChain, calls: Vec<Call>) -> anyhow::Result<Tran
     let module = TreasuryModule::new(d.module, chain.keeper.clone());
     let nonce = module.nonce().call().await?;
     let op = Operation { calls, nonce, deadline: U256::from(u64::MAX) };
-    let sig = chain.quorum.sign(operation_digest(&op, d.chain_id, d.module));
+    let sig = chain.quorum.sign(operation_digest(&op, TIER_QUORUM, d.chain_id, d.module));
     chain.exec_signed(&op, sig, Bytes::new()).await
 }
 
