@@ -512,3 +512,128 @@ pub fn parse_allow(s: &str) -> Result<super::guard::AllowEntry, QuorumError> {
         selector: sel,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+    use crate::quorum::store::NodeConfig;
+    use frost_secp256k1::keys::IdentifierList;
+    use treasury_chain::operation::{Call, Operation};
+
+    const CHAIN: u64 = 31337;
+
+    fn token() -> Address {
+        Address::repeat_byte(0x70)
+    }
+    fn module() -> Address {
+        Address::repeat_byte(0x4d)
+    }
+
+    fn transfer(amount: u64, nonce: u64) -> Operation {
+        let mut data = TRANSFER.to_vec();
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        Operation {
+            calls: vec![Call::new(token(), U256::ZERO, data)],
+            nonce: U256::from(nonce),
+            deadline: U256::from(now() + 600),
+        }
+    }
+
+    /// A node (as a value, no HTTP) holding share 1 of a 2-of-2 dealer key, budget 1000 of `token()`.
+    fn node(dir: &Path) -> (NodeState, Vec<KeyPackage>) {
+        // Built from its file form, so that settings this test does not name keep their defaults.
+        let guard: GuardConfig = serde_json::from_value(serde_json::json!({
+            "chain_id": CHAIN,
+            "module": module(),
+            "allow": [AllowEntry { target: token(), selector: Some("0xa9059cbb".into()) }],
+            "budgets": [Budget { token: token(), amount: U256::from(1000) }],
+        }))
+        .unwrap();
+        let coordinator = IdentityKey::generate().public().to_hex();
+        let pass = Passphrase::new("correct horse battery staple");
+        let config = NodeConfig { coordinators: vec![coordinator], guard };
+        crate::quorum::store::NodeStore::init_with(dir, &pass, config, true).unwrap();
+        let (shares, pkp) =
+            frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng).unwrap();
+        let kps: Vec<KeyPackage> = shares.into_values().map(|s| KeyPackage::try_from(s).unwrap()).collect();
+        let mut store = NodeStore::open(dir, &pass).unwrap();
+        store.secrets.set_share(&kps[0], &pkp).unwrap();
+        store.save_secrets().unwrap();
+        (NodeState::open(dir, &pass).unwrap(), kps)
+    }
+
+    /// A sign request for `op` with this node's commitment `mine` and a peer's fresh one.
+    fn request(
+        op: &Operation,
+        mine: &frost_secp256k1::round1::SigningCommitments,
+        peer: &KeyPackage,
+    ) -> SignRequest {
+        let (_, peer_c) = frost_secp256k1::round1::commit(peer.signing_share(), &mut rand_core::OsRng);
+        let digest = operation_digest(op, CHAIN, module());
+        let commitments = [(*peer.identifier(), peer_c), (my_id(), *mine)].into_iter().collect();
+        let package = frost_secp256k1::SigningPackage::new(commitments, digest.as_slice());
+        SignRequest {
+            operation: op.clone(),
+            chain_id: CHAIN,
+            module: module(),
+            root_signature: None,
+            signing_package: hex::encode(package.serialize().unwrap()),
+        }
+    }
+
+    fn my_id() -> frost_secp256k1::Identifier {
+        frost_secp256k1::Identifier::try_from(1u16).unwrap()
+    }
+
+    fn issued(state: &NodeState) -> frost_secp256k1::round1::SigningCommitments {
+        let c = state.commitments(CommitmentsRequest { count: 1 }).unwrap();
+        let bytes = hex::decode(&c.commitments[0].commitments).unwrap();
+        frost_secp256k1::round1::SigningCommitments::deserialize(&bytes).unwrap()
+    }
+
+    /// Attack (issue 13 item 2): while the nonce lock is held (a concurrent `/v1/commitments`),
+    /// the coordinator sends the same operation twice, once with a commitment the node never
+    /// issued and once with a valid one. The failing request must not give back the spend the
+    /// succeeding one made: afterwards the budget still counts it.
+    #[test]
+    fn a_failed_request_does_not_release_the_spend_of_a_concurrent_signed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, kps) = node(dir.path());
+        let state = Arc::new(state);
+        let op = transfer(600, 1);
+        let valid = request(&op, &issued(&state), &kps[1]);
+        let (_, foreign) = frost_secp256k1::round1::commit(kps[0].signing_share(), &mut rand_core::OsRng);
+        let unknown = request(&op, &foreign, &kps[1]);
+        let held = state.nonces.lock().unwrap();
+        let (s1, s2) = (state.clone(), state.clone());
+        let a = std::thread::spawn(move || s1.sign(unknown));
+        // Let the failing request take its budget reservation first, then the valid one.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let b = std::thread::spawn(move || s2.sign(valid));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+        assert_eq!(a.join().unwrap().unwrap_err().code, RefusalCode::UnknownCommitment);
+        b.join().unwrap().expect("the valid request signs");
+        // 600 spent of 1000: another 600 must be over budget.
+        let again = request(&transfer(600, 2), &issued(&state), &kps[1]);
+        let err = state.sign(again).expect_err("a second 600 exceeds the budget of 1000");
+        assert_eq!(err.code, RefusalCode::OverBudget, "{}", err.reason);
+    }
+
+    /// Periods only roll forward: a request that computed an older period never resets the budget.
+    #[test]
+    fn the_budget_period_never_moves_back() {
+        let mut b = BudgetState::default();
+        b.roll(10);
+        b.record(B256::repeat_byte(1), &[(token(), U256::from(5))].into_iter().collect());
+        b.roll(9);
+        assert_eq!(b.period, 10);
+        assert_eq!(b.spent[&token()], U256::from(5));
+        b.roll(11);
+        assert!(b.spent.is_empty());
+    }
+
+}
