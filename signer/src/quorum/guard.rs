@@ -88,9 +88,10 @@ pub struct BudgetState {
 }
 
 impl BudgetState {
-    /// Moves to `period`, forgetting spending of earlier periods.
+    /// Moves forward to `period`, forgetting spending of earlier periods; never moves back (a
+    /// late request that computed an older period does not reset the budget).
     pub fn roll(&mut self, period: u64) {
-        if period != self.period {
+        if period > self.period {
             *self = BudgetState { period, ..Default::default() };
         }
     }
@@ -105,18 +106,6 @@ impl BudgetState {
             }
         }
         fresh
-    }
-
-    /// Takes back outflows [`BudgetState::record`] counted for `digest` (a reservation whose
-    /// signature was refused before any share was made).
-    pub fn release(&mut self, digest: B256, outflows: &Outflows) {
-        if self.counted.remove(&digest) {
-            for (token, amount) in outflows {
-                if let Some(e) = self.spent.get_mut(token) {
-                    *e = e.saturating_sub(*amount);
-                }
-            }
-        }
     }
 }
 
@@ -329,12 +318,6 @@ mod tests {
         let d2 = operation_digest(&o2, 31337, module);
         let err = cfg.check(&o2, 31337, module, d2, None, &st, 1000).unwrap_err();
         assert_eq!(err.code, RefusalCode::OverBudget);
-        // a reservation given back (its signature was refused) frees the budget; releasing a
-        // digest that is not counted changes nothing
-        st.release(d2, &ok.outflows);
-        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1000).is_err());
-        st.release(d, &ok.outflows);
-        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1000).is_ok());
         // next period: budget is fresh
         assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1100).is_ok());
     }

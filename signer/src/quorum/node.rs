@@ -194,10 +194,13 @@ impl NodeState {
         drop(store);
         let now = now();
         let period = now / guard.period_secs.max(1);
-        let (approved, reserved) = {
+        // The nonce is taken first: a request that cannot sign (unknown or used commitment) never
+        // touches the budget, so no spend is ever given back.
+        let nonces = self.nonces.lock().expect("nonce lock").take(&id)?;
+        let checked = {
             let mut budget = self.budget.lock().expect("budget lock");
             budget.roll(period);
-            let approved = guard.check(
+            let checked = guard.check(
                 &req.operation,
                 req.chain_id,
                 req.module,
@@ -205,20 +208,29 @@ impl NodeState {
                 req.root_signature.as_ref().map(|b| b.as_ref()),
                 &budget,
                 now,
-            )?;
-            // Count a tier-1 operation under the same lock as the check, so that two concurrent
-            // requests cannot both pass against the same remaining budget.
-            let reserved = approved.tier == Tier::One && budget.record(digest, &approved.outflows);
-            (approved, reserved)
+            );
+            // Counted under the same lock as the check: two concurrent requests cannot both pass
+            // against the same remaining budget.
+            if let Ok(a) = &checked
+                && a.tier == Tier::One
+            {
+                budget.record(digest, &a.outflows);
+            }
+            checked
         };
-        let nonces = match self.nonces.lock().expect("nonce lock").take(&id) {
-            Ok(n) => n,
-            Err(r) => {
-                // No share can be made: give the reservation back.
-                if reserved {
-                    self.budget.lock().expect("budget lock").release(digest, &approved.outflows);
-                }
-                return Err(r);
+        let approved = match checked {
+            Ok(a) => a,
+            Err(refusal) => {
+                drop(nonces);
+                let entry = LedgerEntry {
+                    commitment: id,
+                    kind: "discarded".into(),
+                    digest: Some(digest.to_string()),
+                    detail: None,
+                    at: now,
+                };
+                self.append_ledger(&entry).map_err(bad)?;
+                return Err(refusal);
             }
         };
         let result = frost_secp256k1::round2::sign(&package, &nonces, &share.0);
@@ -231,15 +243,7 @@ impl NodeState {
             detail: serde_json::to_value(&detail).ok(),
             at: now,
         };
-        {
-            let mut line = serde_json::to_vec(&entry).map_err(|e| bad(e.to_string()))?;
-            line.push(b'\n');
-            let mut ledger = self.ledger.lock().expect("ledger lock");
-            ledger
-                .write_all(&line)
-                .and_then(|()| ledger.sync_data())
-                .map_err(|e| bad(format!("cannot record the nonce as used: {e}")))?;
-        }
+        self.append_ledger(&entry).map_err(bad)?;
         let share_out = result.map_err(|e| bad(format!("frost sign: {e}")))?;
         tracing::info!(%digest, tier = ?approved.tier, "signed");
         let bytes = share_out.serialize();
@@ -250,6 +254,17 @@ impl NodeState {
             b
         };
         Ok(SignResponse { share: hex::encode(bytes) })
+    }
+
+    /// Appends `entry` to the nonce ledger and syncs it to disk.
+    fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), String> {
+        let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        ledger
+            .write_all(&line)
+            .and_then(|()| ledger.sync_data())
+            .map_err(|e| format!("cannot record the nonce as used: {e}"))
     }
 
     fn dkg_round1(&self, req: DkgRound1Request) -> Result<DkgRound1Response, Refusal> {
