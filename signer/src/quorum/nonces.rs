@@ -316,4 +316,81 @@ mod tests {
         let (_, _) = NonceStore::open(dir.path(), key()).unwrap();
         assert!(NonceStore::open(dir.path(), StoreKey::for_tests([6u8; 32])).is_err());
     }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    fn mark(store: &mut NonceStore, id: &str) {
+        store
+            .mark_used(&LedgerEntry {
+                commitment: id.to_string(),
+                kind: "signed".into(),
+                digest: None,
+                detail: None,
+                at: 0,
+            })
+            .unwrap();
+    }
+
+    /// Attack (issue 13 item 3): a backup (or VM snapshot, or cloned directory) taken while a nonce
+    /// was unused is restored after the nonce signed; the restored node must not sign with it again.
+    #[test]
+    fn a_restored_backup_revives_no_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = tempfile::tempdir().unwrap();
+        let s = share();
+        let (mut store, _) = NonceStore::open(dir.path(), key()).unwrap();
+        let issued = store.generate(2, &s).unwrap();
+        copy_dir(dir.path(), backup.path());
+        store.take(&issued[0].0).unwrap();
+        mark(&mut store, &issued[0].0);
+        drop(store);
+        let (mut restored, _) = NonceStore::open(backup.path(), key()).unwrap();
+        for (id, _) in &issued {
+            let err = restored.take(id).expect_err("a nonce made before this start is never handed out");
+            assert_eq!(err.code, RefusalCode::UsedCommitment, "{}", err.reason);
+        }
+        // nothing of the old batch is left on disk to revive at a later start
+        drop(restored);
+        let (mut again, _) = NonceStore::open(backup.path(), key()).unwrap();
+        assert_eq!(again.unused(), 0);
+        assert!(again.take(&issued[1].0).is_err());
+        let fresh = again.generate(1, &s).unwrap();
+        again.take(&fresh[0].0).expect("nonces made after this start sign");
+    }
+
+    /// Attack (issue 13 item 3): two node processes started on one directory would hand out the
+    /// same nonces; the second open is refused.
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = NonceStore::open(dir.path(), key()).unwrap();
+        let err = NonceStore::open(dir.path(), key()).expect_err("the directory is in use");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        NonceStore::open(dir.path(), key()).expect("free again once the first store is closed");
+    }
+
+    /// Attack (issue 13 item 3): a ledger line that cannot be parsed in the middle of the ledger
+    /// (tampering, corruption) must not silently revive the nonce it named; only a torn last line
+    /// (a crash mid-append, before any share left) is tolerated.
+    #[test]
+    fn a_malformed_ledger_line_that_is_not_the_last_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = NonceStore::open(dir.path(), key()).unwrap();
+        drop(store);
+        let ledger = dir.path().join("ledger.jsonl");
+        let good = r#"{"commitment":"aa","kind":"signed","at":1}"#;
+        std::fs::write(&ledger, format!("{good}\n{{\"commitment\":\"bb\",\"ki\n{good}\n")).unwrap();
+        let err = NonceStore::open(dir.path(), key()).expect_err("a corrupt ledger is refused");
+        assert!(err.to_string().contains("ledger.jsonl line 2"), "{err}");
+        std::fs::write(&ledger, format!("{good}\n{{\"commitment\":\"bb\",\"ki")).unwrap();
+        let (_, entries) = NonceStore::open(dir.path(), key()).expect("a torn last line is tolerated");
+        assert_eq!(entries.len(), 1);
+    }
 }
