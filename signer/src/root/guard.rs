@@ -375,4 +375,23 @@ mod tests {
     fn rule_names_are_snake_case() {
         assert_eq!(GuardRule::MaxSingleAmount.to_string(), "max_single_amount");
     }
+
+    /// Attack (issue 13 item 6): an allowed call the guard cannot value (a keeper function, or a
+    /// bare call to a contract) rides along with a 1-wei transfer that turns on auto-approve.
+    /// Auto-approve needs every call decoded and valued.
+    #[test]
+    fn dust_does_not_make_an_unvalued_call_auto_approved() {
+        let keeper = Address::repeat_byte(0x6b);
+        let mut g = config();
+        g.allowed_calls.push(AllowedCall { target: keeper, selector: FixedBytes([0xde, 0xad, 0xbe, 0xef]) });
+        let mut op = pay(alice(), 1);
+        assert!(g.check_operation(&op, 1, module(), NOW, |_, _| U256::ZERO).unwrap().auto_approve);
+        op.calls.push(Call::new(keeper, U256::ZERO, vec![0xde, 0xad, 0xbe, 0xef]));
+        let a = g.check_operation(&op, 1, module(), NOW, |_, _| U256::ZERO).unwrap();
+        assert!(!a.auto_approve, "an allowed but unvalued call needs a human");
+        let mut bare = pay(alice(), 1);
+        bare.calls.push(Call::new(keeper, U256::ZERO, Vec::<u8>::new()));
+        let a = g.check_operation(&bare, 1, module(), NOW, |_, _| U256::ZERO).unwrap();
+        assert!(!a.auto_approve, "a call moving nothing the guard can see needs a human");
+    }
 }
