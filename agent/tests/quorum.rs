@@ -356,14 +356,34 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         assert!(log.contains(code), "refusal {code} recorded");
     }
 
-    // kill -9 and restart node a: the share and the nonce state survive
+    // kill -9 and restart node a: the share survives; no nonce made before the restart signs
+    // again, used or not (a restored backup or a cloned directory revives none)
     q.procs[0].kill().await;
     let restarted = spawn_node(&q.procs[0].dir.display().to_string(), None).await;
     assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
     let unused = req(&op, CHAIN, module(), pkg(1, digest.as_slice()));
-    sign_raw(&client, &restarted.url, &ka, &unused)
+    assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &unused).await).0, RefusalCode::UsedCommitment);
+    // fresh commitments from the restarted node sign
+    let fresh_a = commitments(&client, &restarted.url, &ka, 1).await;
+    let fresh_b = commitments(&client, &b.url, &kb, 1).await;
+    let pkg_fresh = package(
+        &[
+            (&fresh_a.identifier, &fresh_a.commitments[0].commitments),
+            (&fresh_b.identifier, &fresh_b.commitments[0].commitments),
+        ],
+        digest.as_slice(),
+    );
+    sign_raw(&client, &restarted.url, &ka, &req(&op, CHAIN, module(), pkg_fresh))
         .await
-        .expect("an unused commitment issued before the crash still signs");
+        .expect("a nonce made after the restart signs");
+    // a second process on the same directory is refused
+    let out = Command::new(EXE)
+        .args(["signer", "serve", "--dir", &q.procs[0].dir.display().to_string(), "--listen", "127.0.0.1:0"])
+        .env("TREASURY_SIGNER_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another signer process"));
     q.procs[0] = restarted;
 }
 

@@ -21,7 +21,7 @@ use treasury_chain::operation::{Operation, operation_digest};
 
 use super::client::NodeClient;
 use super::dkg::{identifier_hex, parse_identifier};
-use super::error::{NodeFault, QuorumError};
+use super::error::{NodeFault, QuorumError, RefusalCode};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::quorum_file::{QuorumFile, QuorumNode};
 use super::signature::{FrostSignature, GroupKey};
@@ -362,6 +362,12 @@ impl Coordinator {
         let s = &self.slots[i];
         if fault.is_unavailable() {
             s.mark_down();
+        }
+        if let NodeFault::Refused(r) = &fault
+            && matches!(r.code, RefusalCode::UnknownCommitment | RefusalCode::UsedCommitment)
+        {
+            // The node restarted (its nonces die with it): the next signature fetches fresh ones.
+            s.pool.lock().expect("pool lock").clear();
         }
         tracing::warn!(node = %s.node.url, %fault, "node excluded from this signature");
         excluded.insert(i);
