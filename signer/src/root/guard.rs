@@ -171,6 +171,20 @@ pub fn flows(op: &Operation, allowed_calls: &[AllowedCall]) -> Result<Vec<Flow>,
     Ok(out)
 }
 
+/// Whether everything `call` can move is decoded and valued by [`flows`]: a plain ETH payment,
+/// or an ERC-20 transfer, transferFrom, approve or increaseAllowance.
+fn is_valued(call: &treasury_chain::Call) -> bool {
+    match call.selector() {
+        None => call.data.is_empty() && !call.value.is_zero(),
+        Some(sel) => {
+            sel == IERC20::transferCall::SELECTOR
+                || sel == TRANSFER_FROM
+                || sel == IERC20::approveCall::SELECTOR
+                || sel == INCREASE_ALLOWANCE
+        }
+    }
+}
+
 impl GuardConfig {
     fn served(&self, chain_id: u64, module: Address) -> Result<(), Denial> {
         if self.modules.iter().any(|m| m.chain_id == chain_id && m.module == module) {
@@ -251,6 +265,9 @@ impl GuardConfig {
             }
             auto &= limits.auto_approve_max.is_some_and(|m| *total <= m);
         }
+        // Value the guard cannot see (an allowed call, a bare call to a contract) is a human's
+        // decision, however small the rest of the batch.
+        auto &= op.calls.iter().all(is_valued);
         Ok(Assessment { totals, auto_approve: auto })
     }
 
