@@ -568,7 +568,7 @@ mod tests {
         }))
         .unwrap();
         let coordinator = IdentityKey::generate().public().to_hex();
-        let pass = Passphrase::new("correct horse battery staple");
+        let pass = Passphrase::new("tidal ember quartz meadow");
         let config = NodeConfig { coordinators: vec![coordinator], guard };
         crate::quorum::store::NodeStore::init_with(dir, &pass, config, true).unwrap();
         let (shares, pkp) =
@@ -651,4 +651,20 @@ mod tests {
         assert!(b.spent.is_empty());
     }
 
+    /// Attack (issue 13 item 4): a compromised coordinator asks for a tier-1 signature with a
+    /// deadline of 2^256−1 (say for a future module nonce), to keep it usable after its key is
+    /// rotated. Nodes refuse a deadline beyond their maximum TTL.
+    #[test]
+    fn a_deadline_beyond_the_maximum_ttl_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, kps) = node(dir.path());
+        let mut far = transfer(1, 7);
+        far.deadline = U256::MAX;
+        let err = state.sign(request(&far, &issued(&state), &kps[1])).expect_err("a far deadline is refused");
+        assert_eq!(serde_json::to_value(err.code).unwrap(), "deadline_too_far", "{}", err.reason);
+        let mut week_and_a_day = transfer(1, 7);
+        week_and_a_day.deadline = U256::from(now() + 8 * 86_400);
+        assert!(state.sign(request(&week_and_a_day, &issued(&state), &kps[1])).is_err());
+        state.sign(request(&transfer(1, 7), &issued(&state), &kps[1])).expect("a near deadline signs");
+    }
 }
