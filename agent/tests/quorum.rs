@@ -39,7 +39,7 @@ fn transfer(amount: u64, nonce: u64) -> Operation {
     Operation {
         calls: vec![Call::new(token(), U256::ZERO, data)],
         nonce: U256::from(nonce),
-        deadline: U256::MAX,
+        deadline: U256::from(treasury_signer::quorum::nonces::now() + 3600),
     }
 }
 
@@ -52,6 +52,7 @@ fn guard(root: Address) -> GuardConfig {
         allow: vec![AllowEntry { target: token(), selector: Some("0xa9059cbb".into()) }],
         spenders: vec![],
         budgets: vec![Budget { token: token(), amount: U256::from(1_000_000u64) }],
+        max_deadline_secs: None,
     }
 }
 

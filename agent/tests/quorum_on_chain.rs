@@ -35,6 +35,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
         allow: vec![AllowEntry { target: usdc, selector: Some("0xa9059cbb".into()) }],
         spenders: vec![],
         budgets: vec![Budget { token: usdc, amount: U256::from(10_000_000_000u64) }],
+        max_deadline_secs: None,
     };
     let reports = init_nodes(tmp.path(), 3, &coordinator_key, &guard, "pw").unwrap();
     let mut nodes = Vec::new();
@@ -62,7 +63,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     let op = Operation {
         calls: vec![Call::new(usdc, U256::ZERO, transfer)],
         nonce,
-        deadline: U256::from(u64::MAX),
+        deadline: U256::from(treasury_signer::quorum::nonces::now() + 3600),
     };
     let sig = coordinator.sign(&op, d.chain_id, d.module, None).await.unwrap();
     let frost = TreasuryModule::FrostSig { rX: sig.r_x, rY: sig.r_y, z: sig.z };

@@ -55,6 +55,9 @@ pub struct InitArgs {
     /// Budget period in seconds.
     #[arg(long, default_value_t = 86_400)]
     period_secs: u64,
+    /// Longest time to an operation's deadline this node signs for, seconds.
+    #[arg(long, default_value_t = treasury_signer::quorum::guard::DEFAULT_MAX_DEADLINE_SECS)]
+    max_deadline_secs: u64,
 }
 
 /// `treasury signer serve`.
@@ -109,6 +112,7 @@ impl SignerCmd {
                     allow: a.allow.iter().map(|s| parse_allow(s)).collect::<Result<_, _>>()?,
                     spenders: a.spenders,
                     budgets: a.budgets.iter().map(|s| parse_budget(s)).collect::<Result<_, _>>()?,
+                    max_deadline_secs: Some(a.max_deadline_secs),
                 };
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
                 let report =

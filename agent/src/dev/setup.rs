@@ -424,6 +424,7 @@ fn node_guard(d: &Deployment, root: Address, keeper: Address) -> GuardConfig {
         allow,
         spenders,
         budgets,
+        max_deadline_secs: None,
     }
 }
 

@@ -164,7 +164,7 @@ pub fn bench_operation(token: Address, nonce: u64) -> Operation {
     Operation {
         calls: vec![Call::new(token, U256::ZERO, data)],
         nonce: U256::from(nonce),
-        deadline: U256::MAX,
+        deadline: U256::from(super::nonces::now() + 3600),
     }
 }
 

@@ -20,6 +20,8 @@ pub enum RefusalCode {
     WrongModule,
     /// The operation's deadline has passed.
     Expired,
+    /// The operation's deadline is further away than the node's maximum TTL.
+    DeadlineTooFar,
     /// A call is not allowed at tier 1 (target/selector not allow-listed, delegatecall, spender).
     NotAllowed,
     /// The operation would exceed a per-period token budget tracked by this node.
@@ -57,6 +59,7 @@ impl Refusal {
             RefusalCode::WrongChain
                 | RefusalCode::WrongModule
                 | RefusalCode::Expired
+                | RefusalCode::DeadlineTooFar
                 | RefusalCode::NotAllowed
                 | RefusalCode::OverBudget
                 | RefusalCode::RootSignatureRequired

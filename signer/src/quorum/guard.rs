@@ -58,7 +58,14 @@ pub struct GuardConfig {
     /// Per-token budgets tracked by this node.
     #[serde(default)]
     pub budgets: Vec<Budget>,
+    /// Longest time between now and an operation's deadline this node signs for, seconds
+    /// (default [`DEFAULT_MAX_DEADLINE_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deadline_secs: Option<u64>,
 }
+
+/// Default longest time to an operation's deadline a node signs for: one week.
+pub const DEFAULT_MAX_DEADLINE_SECS: u64 = 7 * 86_400;
 
 fn default_period() -> u64 {
     86_400
@@ -177,6 +184,14 @@ impl GuardConfig {
         if op.deadline < U256::from(now_unix) {
             return Err(Refusal::new(RefusalCode::Expired, format!("deadline {} has passed", op.deadline)));
         }
+        // A signature must not outlive a coordinator key rotation by more than this.
+        let max = self.max_deadline_secs.unwrap_or(DEFAULT_MAX_DEADLINE_SECS);
+        if op.deadline > U256::from(now_unix.saturating_add(max)) {
+            return Err(Refusal::new(
+                RefusalCode::DeadlineTooFar,
+                format!("deadline {} is more than {max}s from now ({now_unix})", op.deadline),
+            ));
+        }
         if op.calls.is_empty() {
             return Err(Refusal::new(RefusalCode::BadRequest, "operation has no calls"));
         }
@@ -292,6 +307,7 @@ mod tests {
             allow: vec![AllowEntry { target: token, selector: Some("0xa9059cbb".into()) }],
             spenders: vec![],
             budgets: vec![Budget { token, amount: U256::from(1000) }],
+            max_deadline_secs: None,
         };
         (cfg, token, module)
     }

@@ -369,6 +369,7 @@ fn node_guard(d: &Deployment, root: Address) -> GuardConfig {
             Budget { token: usdc, amount: U256::from(50_000_000_000u64) },
             Budget { token: gov, amount: U256::from(20_000u64) * U256::from(10u64).pow(U256::from(18)) },
         ],
+        max_deadline_secs: None,
     }
 }
 
