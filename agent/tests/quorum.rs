@@ -23,6 +23,9 @@ use treasury_signer::root::escalation::FrostAuthorizer;
 
 const EXE: &str = env!("CARGO_BIN_EXE_treasury");
 const CHAIN: u64 = 31337;
+/// Passphrases of the nodes and of the coordinator key in these tests.
+const NPW: &str = "node passphrase for tests";
+const CPW: &str = "coordinator passphrase for tests";
 
 fn token() -> Address {
     Address::repeat_byte(0x70)
@@ -76,7 +79,7 @@ struct Quorum {
 async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Quorum {
     let tmp = tempfile::tempdir().unwrap();
     let coord_key = IdentityKey::generate();
-    let reports = init_nodes(tmp.path(), n, &coord_key, &guard(root), "pw").unwrap();
+    let reports = init_nodes(tmp.path(), n, &coord_key, &guard(root), NPW).unwrap();
     let mut procs = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         let spec = faults.iter().find(|(j, _)| *j == i).map(|(_, f)| *f);
@@ -96,7 +99,7 @@ async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Qu
 async fn spawn_node(dir: &str, faults: Option<&str>) -> NodeProcess {
     let mut cmd = tokio::process::Command::new(EXE);
     cmd.args(["signer", "serve", "--dir", dir, "--listen", "127.0.0.1:0"])
-        .env("TREASURY_SIGNER_PASSPHRASE", "pw");
+        .env("TREASURY_SIGNER_PASSPHRASE", NPW);
     if let Some(f) = faults {
         cmd.env(FAULTS_ENV, f);
     }
@@ -380,7 +383,7 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
     // a second process on the same directory is refused
     let out = Command::new(EXE)
         .args(["signer", "serve", "--dir", &q.procs[0].dir.display().to_string(), "--listen", "127.0.0.1:0"])
-        .env("TREASURY_SIGNER_PASSPHRASE", "pw")
+        .env("TREASURY_SIGNER_PASSPHRASE", NPW)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -400,11 +403,14 @@ impl Drop for Children {
     }
 }
 
+/// The README's walk-through, run in the working directory with relative file names as written
+/// there (`--out coord.key`, `--dir node1`, `--out quorum.toml`).
 #[test]
 fn cli_dkg_refresh_and_wrong_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str], envs: &[(&str, &str)]| {
-        let out = Command::new(EXE).args(args).envs(envs.iter().copied()).output().unwrap();
+        let out =
+            Command::new(EXE).current_dir(tmp.path()).args(args).envs(envs.iter().copied()).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),
@@ -412,10 +418,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
         )
     };
     let key_file = tmp.path().join("coord.key");
-    let (ok, out, err) = run(
-        &["signer", "coordinator-key", "--out", key_file.to_str().unwrap()],
-        &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")],
-    );
+    let (ok, out, err) =
+        run(&["signer", "coordinator-key", "--out", "coord.key"], &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)]);
     assert!(ok, "{err}");
     let coord: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let coord_pub = coord["coordinator_key"].as_str().unwrap().to_string();
@@ -424,13 +428,14 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let mut nodes = Vec::new();
     let mut children = Children(Vec::new());
     for i in 0..3 {
-        let dir = tmp.path().join(format!("n{i}"));
+        let name = format!("node{}", i + 1);
+        let dir = tmp.path().join(&name);
         let (ok, out, err) = run(
             &[
                 "signer",
                 "init",
                 "--dir",
-                dir.to_str().unwrap(),
+                &name,
                 "--coordinator",
                 &coord_pub,
                 "--chain-id",
@@ -440,13 +445,14 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
                 "--allow",
                 &allow,
             ],
-            &[("TREASURY_SIGNER_PASSPHRASE", "npw")],
+            &[("TREASURY_SIGNER_PASSPHRASE", NPW)],
         );
         assert!(ok, "{err}");
         let rep: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         let mut child = std::process::Command::new(EXE)
-            .args(["signer", "serve", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env("TREASURY_SIGNER_PASSPHRASE", "npw")
+            .current_dir(tmp.path())
+            .args(["signer", "serve", "--dir", &name, "--listen", "127.0.0.1:0"])
+            .env("TREASURY_SIGNER_PASSPHRASE", NPW)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -466,9 +472,9 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
         "--threshold",
         "2",
         "--coordinator-key",
-        key_file.to_str().unwrap(),
+        "coord.key",
         "--out",
-        quorum_path.to_str().unwrap(),
+        "quorum.toml",
         "--json",
     ];
     for (s, _) in &nodes {
@@ -479,17 +485,17 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let pos = args.iter().position(|a| *a == nodes[0].0.as_str()).unwrap();
     let mut bad = args.clone();
     bad[pos] = &tampered;
-    let (ok, _, err) = run(&bad, &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    let (ok, _, err) = run(&bad, &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)]);
     assert!(!ok && err.contains("not the pinned"), "{err}");
-    let (ok, out, err) = run(&args, &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    let (ok, out, err) = run(&args, &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)]);
     assert!(ok, "{err}");
     let dkg: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let q = QuorumFile::load(&quorum_path).unwrap();
     assert_eq!(dkg["group_key"].as_str().unwrap(), q.group_key);
     assert_eq!(q.group_key_parity as u64, dkg["group_key_parity"].as_u64().unwrap());
     let (ok, out, err) = run(
-        &["dkg", "refresh", "--quorum", quorum_path.to_str().unwrap(), "--json"],
-        &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")],
+        &["dkg", "refresh", "--quorum", "quorum.toml", "--json"],
+        &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)],
     );
     assert!(ok, "{err}");
     let refreshed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -500,7 +506,7 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = treasury_signer::quorum::store::open_coordinator_key(
         &key_file,
-        &treasury_signer::quorum::store::Passphrase::new("cpw"),
+        &treasury_signer::quorum::store::Passphrase::new(CPW),
     )
     .unwrap();
     let c = Coordinator::new(q2, key, CoordinatorOptions::default()).unwrap();
@@ -513,7 +519,7 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let before = std::fs::read(&secrets).unwrap();
     let (ok, _, err) = run(
         &["signer", "serve", "--dir", nodes[0].1.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &[("TREASURY_SIGNER_PASSPHRASE", "nope")],
+        &[("TREASURY_SIGNER_PASSPHRASE", "not the node passphrase")],
     );
     assert!(!ok);
     assert!(err.contains("wrong passphrase"), "{err}");

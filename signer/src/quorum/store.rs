@@ -410,4 +410,58 @@ mod tests {
             Err(QuorumError::AlreadyInitialised(_))
         ));
     }
+
+    const STRONG: &str = "tidal ember quartz meadow";
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Attack (issue 13 item 8): another local user (or a backup readable by others) reads the
+    /// node's sealed secrets and configuration; everything the node writes is the owner's alone.
+    #[test]
+    fn node_and_coordinator_files_are_the_owners_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node");
+        NodeStore::init_with(&dir, &Passphrase::new(STRONG), cfg(), true).unwrap();
+        assert_eq!(mode(&dir), 0o700, "node directory");
+        assert_eq!(mode(&dir.join("nonces")), 0o700, "nonce directory");
+        for f in [SECRETS_FILE, CONFIG_FILE, PUBLIC_FILE] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        let key = root.path().join("coord.key");
+        create_coordinator_key_with(&key, &Passphrase::new(STRONG), true).unwrap();
+        assert_eq!(mode(&key), 0o600, "coordinator key");
+    }
+
+    /// Attack (issue 13 item 8): a stolen disk is only as strong as the passphrase; empty, short
+    /// and common passphrases are refused when a store or key is created.
+    #[test]
+    fn weak_passphrases_are_refused_at_creation() {
+        for weak in ["", "a", "hunter2", "password", "password1234", "qwertyuiopasdf", "aaaaaaaaaaaaaaaa"] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = NodeStore::init_with(dir.path(), &Passphrase::new(weak), cfg(), true)
+                .expect_err("a weak passphrase is refused");
+            assert!(err.to_string().contains("passphrase"), "{weak:?}: {err}");
+            let key = dir.path().join("coord.key");
+            assert!(create_coordinator_key_with(&key, &Passphrase::new(weak), true).is_err(), "{weak:?}");
+            assert!(!key.exists());
+        }
+    }
+
+    /// Attack (issue 13 item 8): a file asking for absurd Argon2 parameters must be refused before
+    /// any work is done, and new files ask for at least 64 MiB.
+    #[test]
+    fn kdf_parameters_are_bounded_and_strong_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("coord.key");
+        create_coordinator_key(&key, &Passphrase::new(STRONG)).unwrap();
+        let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+        assert!(file["kdf"]["m_cost"].as_u64().unwrap() >= 64 * 1024, "{file}");
+        file["kdf"]["t_cost"] = 100.into();
+        std::fs::write(&key, serde_json::to_vec(&file).unwrap()).unwrap();
+        let err = open_coordinator_key(&key, &Passphrase::new(STRONG)).unwrap_err();
+        assert!(err.to_string().contains("t_cost 100 is outside"), "{err}");
+    }
 }
