@@ -13,6 +13,9 @@ use treasury_chain::{AdminAction, Call, Operation};
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+
+/// Passphrase of the test's node directories.
+const NODE_PASS: &str = "node passphrase for tests";
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_tests::TestChain;
 
@@ -37,10 +40,10 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
         budgets: vec![Budget { token: usdc, amount: U256::from(10_000_000_000u64) }],
         max_deadline_secs: None,
     };
-    let reports = init_nodes(tmp.path(), 3, &coordinator_key, &guard, "pw").unwrap();
+    let reports = init_nodes(tmp.path(), 3, &coordinator_key, &guard, NODE_PASS).unwrap();
     let mut nodes = Vec::new();
     for r in &reports {
-        nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), "pw").await.unwrap());
+        nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await.unwrap());
     }
     let pinned: Vec<PinnedNode> = nodes
         .iter()

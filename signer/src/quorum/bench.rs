@@ -155,6 +155,9 @@ pub struct BenchOptions {
     pub concurrency: usize,
 }
 
+/// Passphrase of the bench's throw-away node directories.
+const BENCH_PASS: &str = "bench node passphrase";
+
 /// The operation the bench signs: one allow-listed ERC-20 transfer.
 pub fn bench_operation(token: Address, nonce: u64) -> Operation {
     let mut data = TRANSFER.to_vec();
@@ -209,10 +212,10 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         ..Default::default()
     };
     let coord = IdentityKey::generate();
-    let reports = init_nodes(tmp, opts.nodes, &coord, &guard, "bench")?;
+    let reports = init_nodes(tmp, opts.nodes, &coord, &guard, BENCH_PASS)?;
     let mut procs = Vec::new();
     for r in &reports {
-        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), "bench").await?);
+        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), BENCH_PASS).await?);
     }
     let pinned: Vec<PinnedNode> = procs
         .iter()

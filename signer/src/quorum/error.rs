@@ -115,6 +115,9 @@ pub enum QuorumError {
         /// The store file.
         path: String,
     },
+    /// A new passphrase is too weak to protect the files it seals.
+    #[error("weak passphrase: {0}; choose a long passphrase (several random words)")]
+    WeakPassphrase(String),
     /// No passphrase was given in the environment.
     #[error("no passphrase: set {var} (or {var}_FILE to a key file)")]
     NoPassphrase {

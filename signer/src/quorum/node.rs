@@ -98,11 +98,7 @@ impl NodeState {
         }
         let ledger = nonces.ledger_handle()?;
         let rpath = dir.join("refusals.jsonl");
-        let refusals = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&rpath)
-            .map_err(|e| QuorumError::io(&rpath, e))?;
+        let refusals = super::store::private_file(&rpath, false)?;
         Ok(Self {
             verifier: RequestVerifier::new(&identity, allowed),
             identity,

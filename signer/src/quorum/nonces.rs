@@ -92,7 +92,7 @@ impl NonceStore {
     /// holds no nonce this node may hand out again. Refuses a ledger with a malformed line other
     /// than a torn last one (which it truncates: a crash mid-append released no share).
     pub fn open(dir: &Path, key: StoreKey) -> Result<(Self, Vec<LedgerEntry>), QuorumError> {
-        std::fs::create_dir_all(dir).map_err(|e| QuorumError::io(dir, e))?;
+        super::store::private_dir(dir)?;
         let lock = lock_dir(dir)?;
         let ledger_path = dir.join("ledger.jsonl");
         let entries = read_ledger(&ledger_path)?;
@@ -104,11 +104,7 @@ impl NonceStore {
             std::fs::remove_file(&path).map_err(|e| QuorumError::io(&path, e))?;
         }
         sync_dir(dir)?;
-        let ledger = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ledger_path)
-            .map_err(|e| QuorumError::io(&ledger_path, e))?;
+        let ledger = super::store::private_file(&ledger_path, false)?;
         sync_dir(dir)?;
         let store = Self {
             dir: dir.to_path_buf(),
@@ -236,12 +232,7 @@ impl NonceStore {
 /// Takes an exclusive lock on `dir` (held while the returned file is open).
 fn lock_dir(dir: &Path) -> Result<File, QuorumError> {
     let path = dir.join("lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| QuorumError::io(&path, e))?;
+    let f = super::store::private_file(&path, false)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(QuorumError::Config(format!(

@@ -318,6 +318,17 @@ fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
     })
 }
 
+/// Creates the queue file readable and writable by its owner only (0600) when it is absent;
+/// SQLite gives its journal and WAL files the same mode.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RootError::Store(format!("creating {}: {e}", path.display()))),
+    }
+}
+
 /// Who records signatures in the decision log.
 const SIGNER: &str = "root service";
 
@@ -366,6 +377,7 @@ impl Store {
 
     /// Opens the queue at `path` with the given durability of commits.
     pub async fn open_with(path: &Path, durability: Durability) -> Result<Self> {
+        create_private(path)?;
         let sync = match durability {
             Durability::Flushed => SqliteSynchronous::Full,
             Durability::ProcessCrashOnly => SqliteSynchronous::Normal,
@@ -849,6 +861,21 @@ mod tests {
         assert_eq!(from_limb_sums(sum), a + a);
         let lm = limbs(U256::MAX);
         assert_eq!(from_limb_sums(std::array::from_fn(|i| lm[i] * 2)), U256::MAX);
+    }
+
+    /// Attack (issue 13 item 8): another local user reads (or, with a loose umask, writes) the
+    /// root's queue; the file and its WAL are the owner's alone.
+    #[tokio::test]
+    async fn the_queue_file_is_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        let store = Store::open(&path).await.unwrap();
+        queue(&store, "a", U256::from(1), 1_000).await;
+        for p in [path.clone(), dir.path().join("q.sqlite-wal")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 
     #[tokio::test]

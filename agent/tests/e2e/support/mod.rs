@@ -30,7 +30,7 @@ use treasury_tests::{TestChain, dev_key, write_keystore};
 
 /// The `treasury` binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_treasury");
-const NODE_PASS: &str = "node-pass";
+const NODE_PASS: &str = "e2e node passphrase";
 const COORDINATOR_PASS: &str = "coordinator-pass";
 const KEEPER_PASS: &str = "keeper-pass";
 
