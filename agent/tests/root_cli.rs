@@ -328,3 +328,63 @@ async fn requests_wait_while_the_hsm_is_unplugged_and_survive_a_restart() {
     recovers(&wait(big_id).await, &big, root);
     assert!(agent.health().await.unwrap().hsm_connected);
 }
+
+/// Waits until request `id` has left the `pending` and `approved` states, and returns it.
+async fn settled(client: &RootClient, id: &str) -> treasury_signer::root::store::RequestRecord {
+    let wait = async {
+        loop {
+            let rec = client.get(id).await.unwrap();
+            if !matches!(rec.state, RequestState::Pending | RequestState::Approved) {
+                return rec;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("the worker decides the request")
+}
+
+/// Attack (issue 13 item 7): the agent's user can write the root's queue file. It marks its own
+/// pending request approved "by bob" (as the old CLI did, unauthenticated), and rewrites another
+/// pending row into a payment the guard refuses (digest kept consistent), marked approved. The
+/// root signs neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writable_queue_file_yields_no_root_signature() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, _alice_tok) = env.config(Path::new(MODULE), root, 3600);
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    let db = env.hsm.path().join("queue.sqlite");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+
+    // 1. An approval written straight into the file.
+    let forged = agent.submit(&request(&pay(500, 1))).await.unwrap();
+    assert_eq!(forged.state, RequestState::Pending);
+    let file = treasury_signer::root::store::Store::open(&db).await.unwrap();
+    file.approve(&forged.id, "bob", now).await.unwrap();
+
+    // 2. A pending row rewritten to pay a stranger (the guard refuses that recipient), approved.
+    let row = agent.submit(&request(&pay(600, 2))).await.unwrap();
+    let mut evil = pay(600, 2);
+    evil.calls[0] = Call::new(
+        usdc(),
+        U256::ZERO,
+        IERC20::transferCall { to: Address::repeat_byte(0xee), amount: U256::from(600) }.abi_encode(),
+    );
+    let evil = request(&evil);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE requests SET body = ?, digest = ? WHERE id = ?")
+        .bind(serde_json::to_string(&evil).unwrap())
+        .bind(evil.digest().to_string())
+        .bind(&row.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    file.approve(&row.id, "bob", now).await.unwrap();
+
+    for id in [&forged.id, &row.id] {
+        let rec = settled(&agent, id).await;
+        assert_ne!(rec.state, RequestState::Signed, "request {id} must not be signed: {rec:?}");
+        assert!(rec.signature.is_none());
+    }
+}
