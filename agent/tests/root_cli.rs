@@ -45,7 +45,11 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cmd(args).output().unwrap();
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
+        let out = self.cmd(args).envs(envs.iter().copied()).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -232,8 +236,13 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     let (ok, out, err) = env.run(&["root", "pending", "--config", config.to_str().unwrap(), "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains(&rec.id));
-    let (ok, _, err) =
-        env.run(&["root", "approve", &rec.id, "--config", config.to_str().unwrap(), "--as", "bob"]);
+    // Without a token, and with the requester's token: refused, nothing recorded.
+    let approve = ["root", "approve", &rec.id, "--config", config.to_str().unwrap()];
+    let (ok, _, err) = env.run(&approve);
+    assert!(!ok && err.contains("TREASURY_APPROVER_TOKEN"), "{err}");
+    let (ok, _, err) = env.run_with(&approve, &[("TREASURY_APPROVER_TOKEN", &agent_tok)]);
+    assert!(!ok && err.contains("agent may not approve"), "{err}");
+    let (ok, _, err) = env.run_with(&approve, &[("TREASURY_APPROVER_TOKEN", &alice_tok)]);
     assert!(ok, "{err}");
     let sig =
         tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&rec.id, Duration::from_millis(20)))
@@ -243,7 +252,7 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     recovers(&sig, &big, root);
     let decisions = alice_c.decisions(&rec.id).await.unwrap();
     let actions: Vec<(&str, &str)> = decisions.iter().map(|d| (d.action.as_str(), d.by.as_str())).collect();
-    assert_eq!(actions, [("queued", "agent"), ("approve", "bob"), ("sign", "root service")]);
+    assert_eq!(actions, [("queued", "agent"), ("approve", "alice"), ("sign", "root service")]);
     assert!(decisions.iter().all(|d| d.at > 0));
 
     // Rejected over HTTP: the requester learns who and why; a later approval is refused.
@@ -260,8 +269,10 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     }
     assert!(matches!(alice_c.approve(&rec.id).await, Err(RootError::NotPending { .. })));
     assert!(matches!(alice_c.approve("0000000000000000").await, Err(RootError::UnknownRequest(_))));
-    let (ok, _, err) =
-        env.run(&["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()]);
+    let (ok, _, err) = env.run_with(
+        &["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()],
+        &[("TREASURY_APPROVER_TOKEN", &alice_tok)],
+    );
     assert!(!ok && err.contains("unknown request"), "{err}");
 }
 
@@ -382,9 +393,18 @@ async fn a_writable_queue_file_yields_no_root_signature() {
         .unwrap();
     file.approve(&row.id, "bob", now).await.unwrap();
 
-    for id in [&forged.id, &row.id] {
+    // 3. A request above the auto-approve amount marked approved by the auto-approve rule.
+    let above = agent.submit(&request(&pay(700, 3))).await.unwrap();
+    file.approve(&above.id, treasury_signer::root::service::AUTO_APPROVER, now).await.unwrap();
+
+    for id in [&forged.id, &row.id, &above.id] {
         let rec = settled(&agent, id).await;
         assert_ne!(rec.state, RequestState::Signed, "request {id} must not be signed: {rec:?}");
         assert!(rec.signature.is_none());
+        assert_eq!(rec.state, RequestState::Rejected, "{rec:?}");
+        assert!(rec.reason.as_deref().unwrap_or_default().starts_with("refused at signing"), "{rec:?}");
     }
+    // A small payment still signs at once: the service is not wedged by the refusals.
+    let small = agent.submit(&request(&pay(5, 4))).await.unwrap();
+    assert_eq!(small.state, RequestState::Signed);
 }

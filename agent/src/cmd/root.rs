@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use treasury_signer::root::config::{HsmSection, ServiceConfig, new_token};
 use treasury_signer::root::pin::{PIN_ENV, SO_PIN_ENV};
-use treasury_signer::root::service::now;
+use treasury_signer::root::service::{approve_in_queue, reject_in_queue};
 use treasury_signer::root::store::{RequestRecord, RequestState, Store};
 use treasury_signer::root::{Hsm, HsmConfig, Pin, RootService, hsm};
 
@@ -127,9 +127,6 @@ pub struct IdArgs {
     id: String,
     #[command(flatten)]
     queue: QueueArgs,
-    /// Who decides (recorded); defaults to $USER.
-    #[arg(long = "as")]
-    by: Option<String>,
 }
 
 /// `treasury root reject`.
@@ -185,19 +182,19 @@ impl RootCmd {
                 Ok(())
             }
             Self::Approve(a) => {
-                let store = open_store(&a.queue.config).await?;
-                let by = who(a.by);
-                let rec =
-                    store.approve(&a.id, &by, now()).await.with_context(|| format!("approving {}", a.id))?;
+                let (cfg, store) = open_queue(&a.queue.config).await?;
+                let token = approver_token()?;
+                let rec = approve_in_queue(&cfg, &store, &token, &a.id)
+                    .await
+                    .with_context(|| format!("approving {}", a.id))?;
                 print_decision(&rec, a.queue.json)
             }
             Self::Bench(a) => bench(a).await,
             Self::Admin(a) => admin::run(*a).await,
             Self::Reject(a) => {
-                let store = open_store(&a.id.queue.config).await?;
-                let by = who(a.id.by);
-                let rec = store
-                    .reject(&a.id.id, &by, &a.reason, now())
+                let (cfg, store) = open_queue(&a.id.queue.config).await?;
+                let token = approver_token()?;
+                let rec = reject_in_queue(&cfg, &store, &token, &a.id.id, &a.reason)
                     .await
                     .with_context(|| format!("rejecting {}", a.id.id))?;
                 print_decision(&rec, a.id.queue.json)
@@ -293,9 +290,24 @@ async fn open_store(config: &std::path::Path) -> anyhow::Result<Store> {
     Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))
 }
 
-fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into())
+async fn open_queue(config: &std::path::Path) -> anyhow::Result<(ServiceConfig, Store)> {
+    let cfg = ServiceConfig::load(config)?;
+    let store = Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))?;
+    Ok((cfg, store))
 }
+
+/// The approver's bearer token: decisions are recorded under the name it authenticates.
+fn approver_token() -> anyhow::Result<String> {
+    std::env::var(APPROVER_TOKEN_ENV).map_err(|_| {
+        anyhow::anyhow!(
+            "set {APPROVER_TOKEN_ENV} to your approver token (`treasury root new-token --role approver`): \
+             decisions are recorded under the name it authenticates"
+        )
+    })
+}
+
+/// Environment variable holding an approver's bearer token for `treasury root approve|reject`.
+pub const APPROVER_TOKEN_ENV: &str = "TREASURY_APPROVER_TOKEN";
 
 fn row(r: &RequestRecord) -> String {
     let totals: Vec<String> = r.totals.iter().map(|(t, v)| format!("{v}@{t}")).collect();

@@ -172,6 +172,8 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS flows_request ON flows(request_id)",
     "CREATE TABLE IF NOT EXISTS decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
         action TEXT NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL, reason TEXT)",
+    // The service's authentication of a human approval (see `RootService::approve`).
+    "CREATE TABLE IF NOT EXISTS approval_tags (request_id TEXT PRIMARY KEY, tag TEXT NOT NULL)",
 ];
 
 /// Schema version 1 adds to `flows` whether the request still counts (`live`: pending, approved or
@@ -725,9 +727,59 @@ impl Store {
         self.one(id).await
     }
 
-    /// Approves a pending request.
+    /// Approves a pending request (no authentication tag: the service will not sign it on a
+    /// human's behalf; see [`Store::approve_tagged`]).
     pub async fn approve(&self, id: &str, by: &str, now: u64) -> Result<RequestRecord> {
         self.decide(id, RequestState::Approved, by, None, now).await
+    }
+
+    /// Approves a pending request and stores `tag`, the service's authentication of the approval.
+    pub async fn approve_tagged(&self, id: &str, by: &str, now: u64, tag: &str) -> Result<RequestRecord> {
+        let rec = self.decide(id, RequestState::Approved, by, None, now).await?;
+        sqlx::query("INSERT OR REPLACE INTO approval_tags (request_id, tag) VALUES (?, ?)")
+            .bind(id)
+            .bind(tag)
+            .execute(&self.pool)
+            .await
+            .map_err(RootError::store)?;
+        Ok(rec)
+    }
+
+    /// The authentication tag stored with a request's approval, if any.
+    pub async fn approval_tag(&self, id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT tag FROM approval_tags WHERE request_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(RootError::store)
+    }
+
+    /// Ends an approved request that failed the checks made right before signing: it becomes
+    /// `rejected` by the root service with `reason`, and stops counting against the caps.
+    pub async fn refuse_at_signing(&self, id: &str, reason: &str, now: u64) -> Result<RequestRecord> {
+        let mut tx = self.pool.begin().await.map_err(RootError::store)?;
+        let done = sqlx::query(
+            "UPDATE requests SET state = 'rejected', decided_by = ?, decided_at = ?, reason = ?
+             WHERE id = ? AND state = 'approved'",
+        )
+        .bind(SIGNER)
+        .bind(to_i64(now))
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(RootError::store)?;
+        if done.rows_affected() > 0 {
+            drop_from_windows(&mut tx, id).await?;
+            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(RootError::store)?;
+            record(&mut tx, id, "refuse", SIGNER, now, Some(reason)).await?;
+        }
+        tx.commit().await.map_err(RootError::store)?;
+        self.one(id).await
     }
 
     /// Rejects a pending request with a reason.
