@@ -418,8 +418,10 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
         )
     };
     let key_file = tmp.path().join("coord.key");
-    let (ok, out, err) =
-        run(&["signer", "coordinator-key", "--out", "coord.key"], &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)]);
+    let (ok, out, err) = run(
+        &["signer", "coordinator-key", "--out", "coord.key"],
+        &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)],
+    );
     assert!(ok, "{err}");
     let coord: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let coord_pub = coord["coordinator_key"].as_str().unwrap().to_string();
@@ -467,16 +469,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
         children.0.push(child);
     }
     let quorum_path = tmp.path().join("quorum.toml");
-    let mut args = vec![
-        "dkg",
-        "--threshold",
-        "2",
-        "--coordinator-key",
-        "coord.key",
-        "--out",
-        "quorum.toml",
-        "--json",
-    ];
+    let mut args =
+        vec!["dkg", "--threshold", "2", "--coordinator-key", "coord.key", "--out", "quorum.toml", "--json"];
     for (s, _) in &nodes {
         args.extend(["--signer", s.as_str()]);
     }

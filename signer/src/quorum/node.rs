@@ -568,7 +568,8 @@ mod tests {
         let config = NodeConfig { coordinators: vec![coordinator], guard };
         crate::quorum::store::NodeStore::init_with(dir, &pass, config, true).unwrap();
         let (shares, pkp) =
-            frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng).unwrap();
+            frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng)
+                .unwrap();
         let kps: Vec<KeyPackage> = shares.into_values().map(|s| KeyPackage::try_from(s).unwrap()).collect();
         let mut store = NodeStore::open(dir, &pass).unwrap();
         store.secrets.set_share(&kps[0], &pkp).unwrap();

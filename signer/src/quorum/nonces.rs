@@ -235,10 +235,9 @@ fn lock_dir(dir: &Path) -> Result<File, QuorumError> {
     let f = super::store::private_file(&path, false)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(QuorumError::Config(format!(
-            "{} is in use by another signer process",
-            dir.display()
-        ))),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(QuorumError::Config(format!("{} is in use by another signer process", dir.display())))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(QuorumError::io(&path, e)),
     }
 }

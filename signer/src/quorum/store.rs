@@ -68,8 +68,9 @@ impl Passphrase {
             return Err(QuorumError::WeakPassphrase("fewer than four different characters".into()));
         }
         // Compared without case, spaces or punctuation, and without digits tacked on either end.
-        let plain: Zeroizing<String> =
-            Zeroizing::new(text.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect());
+        let plain: Zeroizing<String> = Zeroizing::new(
+            text.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect(),
+        );
         let digit = |c: char| c.is_ascii_digit();
         let forms = [plain.as_str(), plain.trim_end_matches(digit), plain.trim_start_matches(digit)];
         if COMMON_PASSWORDS.lines().any(|w| forms.contains(&w)) {

@@ -158,13 +158,9 @@ impl RootService {
                     spent.insert((a.token, a.period_secs), total);
                     windows.push(read);
                 }
-                guard.check_operation(
-                    operation,
-                    request.chain_id,
-                    request.module,
-                    now,
-                    |t: Address, p| spent.get(&(t, p)).copied().unwrap_or(U256::ZERO),
-                )
+                guard.check_operation(operation, request.chain_id, request.module, now, |t: Address, p| {
+                    spent.get(&(t, p)).copied().unwrap_or(U256::ZERO)
+                })
             }
             Payload::Admin { admin } => guard.check_admin(admin, request.chain_id, request.module, now),
         }
@@ -184,7 +180,9 @@ impl RootService {
         let by = rec.decided_by.as_deref().unwrap_or_default();
         if by == AUTO_APPROVER {
             if !assessment.auto_approve {
-                return Err(RootError::Unauthorized("marked auto-approved, but the guard does not auto-approve it".into()));
+                return Err(RootError::Unauthorized(
+                    "marked auto-approved, but the guard does not auto-approve it".into(),
+                ));
             }
             return Ok(());
         }
@@ -334,7 +332,12 @@ fn approver<'a>(config: &'a ServiceConfig, token: &str) -> Result<&'a str> {
 /// Approves request `id` in the queue of `config` directly (the service may be down), as the
 /// approver whose bearer `token` it is; the approval carries the same tag the service writes,
 /// so it needs read access to the approval key. What `treasury root approve` runs.
-pub async fn approve_in_queue(config: &ServiceConfig, store: &Store, token: &str, id: &str) -> Result<RequestRecord> {
+pub async fn approve_in_queue(
+    config: &ServiceConfig,
+    store: &Store,
+    token: &str,
+    id: &str,
+) -> Result<RequestRecord> {
     let by = approver(config, token)?;
     let key = load_or_create_approval_key(&approval_key_path(&config.db))?;
     let pending = store.get(id).await?;
@@ -380,8 +383,12 @@ fn load_or_create_approval_key(path: &std::path::Path) -> Result<Zeroizing<[u8; 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = Zeroizing::new([0u8; 32]);
             rand_core::OsRng.fill_bytes(&mut key[..]);
-            let mut f =
-                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(bad)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(bad)?;
             f.write_all(&key[..]).and_then(|()| f.sync_all()).map_err(bad)?;
             Ok(key)
         }
