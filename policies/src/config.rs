@@ -295,4 +295,25 @@ mod tests {
         assert!(Trigger::EveryBlocks { blocks: 5 }.fires_at(10, 0, 0));
         assert!(!Trigger::EveryBlocks { blocks: 5 }.fires_at(11, 0, 0));
     }
+
+    /// Attack (issue 13 item 11): to Rhai a limit of 0 means "no limit"; a config setting one
+    /// would let a script run without bound. Refused, naming the limit.
+    #[test]
+    fn a_sandbox_limit_of_zero_is_refused() {
+        for field in [
+            "max_operations",
+            "max_call_depth",
+            "max_string_size",
+            "max_array_size",
+            "max_map_size",
+            "max_intents",
+            "max_variables",
+        ] {
+            let cfg: PoliciesConfig = toml::from_str(&format!("[limits]\n{field} = 0\n")).unwrap();
+            let err = cfg.validate().expect_err("a zero limit is refused");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+        let ok: PoliciesConfig = toml::from_str("[limits]\nmax_operations = 1\n").unwrap();
+        ok.validate().unwrap();
+    }
 }

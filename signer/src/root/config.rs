@@ -132,3 +132,29 @@ impl ServiceConfig {
         self.clients.iter().find(|c| c.matches(token))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attack (issue 13 item 11): a second `[[guard.assets]]` entry for a token was silently
+    /// ignored (the guard used the first), so an operator tightening a cap in a later entry got
+    /// the looser one. Refused, naming the token.
+    #[test]
+    fn a_duplicate_asset_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.toml");
+        let asset = |cap: u32| {
+            format!(
+                "[[guard.assets]]\ntoken = \"0x{}\"\nmax_single = \"{cap}\"\nperiod_cap = \"{cap}\"\nperiod_secs = 86400\n",
+                "aa".repeat(20)
+            )
+        };
+        let head = "db = \"q.sqlite\"\n[hsm]\nmodule = \"m.so\"\ntoken = \"t\"\nkey = \"k\"\n";
+        std::fs::write(&path, format!("{head}{}", asset(1000))).unwrap();
+        ServiceConfig::load(&path).expect("one entry per asset loads");
+        std::fs::write(&path, format!("{head}{}{}", asset(1000), asset(10))).unwrap();
+        let err = ServiceConfig::load(&path).expect_err("two entries for one asset are refused");
+        assert!(err.to_string().to_lowercase().contains(&"aa".repeat(20)), "{err}");
+    }
+}
