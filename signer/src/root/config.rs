@@ -124,7 +124,17 @@ impl ServiceConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RootError::Config(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| RootError::Config(format!("{}: {e}", path.display())))
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| RootError::Config(format!("{}: {e}", path.display())))?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = cfg.guard.assets.iter().find(|a| !seen.insert(a.token)) {
+            return Err(RootError::Config(format!(
+                "{}: [[guard.assets]] names {} twice; give each asset one entry",
+                path.display(),
+                dup.token
+            )));
+        }
+        Ok(cfg)
     }
 
     /// The client whose token this is.
