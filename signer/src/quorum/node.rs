@@ -664,4 +664,38 @@ mod tests {
         assert!(state.sign(request(&week_and_a_day, &issued(&state), &kps[1])).is_err());
         state.sign(request(&transfer(1, 7), &issued(&state), &kps[1])).expect("a near deadline signs");
     }
+
+    /// A DKG round-1 request naming this node and `others` identities (identifiers 1, 2, …).
+    fn round1(state: &NodeState, others: &[String], threshold: u16, refresh: bool) -> DkgRound1Request {
+        let keys = std::iter::once(state.identity.public().to_hex()).chain(others.iter().cloned());
+        let roster = keys
+            .enumerate()
+            .map(|(i, k)| RosterEntry {
+                identifier: identifier_hex(&frost_secp256k1::Identifier::try_from(i as u16 + 1).unwrap()),
+                identity_key: k,
+            })
+            .collect();
+        DkgRound1Request { session: format!("s{}", others.len()), threshold, roster, refresh }
+    }
+
+    /// Attack (issue 13 item 1): a compromised coordinator runs DKG (or a refresh) with this node
+    /// and identities it holds itself, so that it alone holds t shares of the new key. The node
+    /// refuses a roster its operator did not pin.
+    #[test]
+    fn a_roster_of_the_coordinators_own_keys_is_refused_in_dkg_and_refresh() {
+        let rogue = || IdentityKey::generate().public().to_hex();
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = node(dir.path());
+        // refresh of this node's 2-of-2 share with the coordinator's key in place of the peer
+        let err = state.dkg_round1(round1(&state, &[rogue()], 2, true)).expect_err("rogue refresh roster");
+        assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+        // a fresh node asked to run DKG with two coordinator-held identities
+        let fresh = tempfile::tempdir().unwrap();
+        let pass = Passphrase::new("tidal ember quartz meadow");
+        let config = NodeConfig { coordinators: vec![rogue()], guard: GuardConfig::default() };
+        crate::quorum::store::NodeStore::init_with(fresh.path(), &pass, config, true).unwrap();
+        let state = NodeState::open(fresh.path(), &pass).unwrap();
+        let err = state.dkg_round1(round1(&state, &[rogue(), rogue()], 2, false)).expect_err("rogue roster");
+        assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+    }
 }
