@@ -79,7 +79,7 @@ struct Quorum {
 async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Quorum {
     let tmp = tempfile::tempdir().unwrap();
     let coord_key = IdentityKey::generate();
-    let reports = init_nodes(tmp.path(), n, &coord_key, &guard(root), NPW).unwrap();
+    let reports = init_nodes(tmp.path(), n, t, &coord_key, &guard(root), NPW).unwrap();
     let mut procs = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         let spec = faults.iter().find(|(j, _)| *j == i).map(|(_, f)| *f);
@@ -467,6 +467,18 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
             dir,
         ));
         children.0.push(child);
+    }
+    // each operator pins the roster (threshold and the fingerprints confirmed out of band)
+    let fingerprints: Vec<String> =
+        nodes.iter().map(|(s, _)| s.split('#').nth(1).unwrap().to_string()).collect();
+    for i in 0..3 {
+        let name = format!("node{}", i + 1);
+        let mut args = vec!["signer", "pin", "--dir", name.as_str(), "--threshold", "2"];
+        for f in &fingerprints {
+            args.extend(["--peer", f.as_str()]);
+        }
+        let (ok, _, err) = run(&args, &[("TREASURY_SIGNER_PASSPHRASE", NPW)]);
+        assert!(ok, "{err}");
     }
     let quorum_path = tmp.path().join("quorum.toml");
     let mut args =

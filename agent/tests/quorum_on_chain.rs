@@ -40,7 +40,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
         budgets: vec![Budget { token: usdc, amount: U256::from(10_000_000_000u64) }],
         max_deadline_secs: None,
     };
-    let reports = init_nodes(tmp.path(), 3, &coordinator_key, &guard, NODE_PASS).unwrap();
+    let reports = init_nodes(tmp.path(), 3, 2, &coordinator_key, &guard, NODE_PASS).unwrap();
     let mut nodes = Vec::new();
     for r in &reports {
         nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await.unwrap());

@@ -115,7 +115,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let coordinator_key =
         open_coordinator_key(&coordinator_key_path, &pass).context("opening the coordinator key")?;
     let guard = node_guard(&deployment, root, keeper_key.address());
-    let reports = init_nodes(&dir.join("nodes"), 3, &coordinator_key, &guard, NODE_PASS)
+    let reports = init_nodes(&dir.join("nodes"), 3, 2, &coordinator_key, &guard, NODE_PASS)
         .context("initialising the signer node directories")?;
     let mut pinned = Vec::new();
     for (i, r) in reports.iter().enumerate() {

@@ -171,24 +171,32 @@ pub fn bench_operation(token: Address, nonce: u64) -> Operation {
     }
 }
 
-/// Initialises `n` node directories under `root` for `coordinator`, guarding chain 31337 / `module`.
+/// Initialises `n` node directories under `root` for `coordinator` with `guard`, and pins each
+/// to the `threshold`-of-`n` roster of all of them (as their operators would with `signer pin`).
 pub fn init_nodes(
     root: &Path,
     n: usize,
+    threshold: u16,
     coordinator: &IdentityKey,
     guard: &GuardConfig,
     passphrase: &str,
 ) -> Result<Vec<InitReport>, QuorumError> {
-    (0..n)
+    let pass = Passphrase::new(passphrase);
+    let reports = (0..n)
         .map(|i| {
             NodeStore::init_with(
                 &root.join(format!("node{i}")),
-                &Passphrase::new(passphrase),
+                &pass,
                 NodeConfig { coordinators: vec![coordinator.public().to_hex()], guard: guard.clone() },
                 true,
             )
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let all: Vec<String> = reports.iter().map(|r| r.fingerprint.clone()).collect();
+    for r in &reports {
+        super::store::pin_roster(Path::new(&r.dir), &pass, threshold, &all)?;
+    }
+    Ok(reports)
 }
 
 /// Runs the bench.
@@ -212,7 +220,7 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         ..Default::default()
     };
     let coord = IdentityKey::generate();
-    let reports = init_nodes(tmp, opts.nodes, &coord, &guard, BENCH_PASS)?;
+    let reports = init_nodes(tmp, opts.nodes, opts.threshold, &coord, &guard, BENCH_PASS)?;
     let mut procs = Vec::new();
     for r in &reports {
         procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), BENCH_PASS).await?);

@@ -263,7 +263,36 @@ impl NodeState {
             .map_err(|e| format!("cannot record the nonce as used: {e}"))
     }
 
+    /// Refuses a DKG or refresh roster other than the one this node's operator pinned.
+    fn check_pinned_roster(&self, req: &DkgRound1Request) -> Result<(), Refusal> {
+        let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
+        let dir = self.store.lock().expect("store lock").dir().to_path_buf();
+        let pin = super::store::read_roster_pin(&dir, &self.identity.public())
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| {
+                fail("no roster pinned: run `treasury signer pin` with the peers' fingerprints first".into())
+            })?;
+        if req.threshold != pin.threshold || req.roster.len() != pin.fingerprints.len() {
+            return Err(fail(format!(
+                "roster is {}-of-{}, not the pinned {}-of-{}",
+                req.threshold,
+                req.roster.len(),
+                pin.threshold,
+                pin.fingerprints.len()
+            )));
+        }
+        for e in &req.roster {
+            let fp =
+                IdentityPublic::from_hex(&e.identity_key).map_err(|e| fail(e.to_string()))?.fingerprint();
+            if !pin.fingerprints.contains(&fp) {
+                return Err(fail(format!("roster member {fp} is not among the pinned fingerprints")));
+            }
+        }
+        Ok(())
+    }
+
     fn dkg_round1(&self, req: DkgRound1Request) -> Result<DkgRound1Response, Refusal> {
+        self.check_pinned_roster(&req)?;
         let share = self.share();
         let (session, out) = DkgSession::start(&self.identity, &req, share.as_deref())?;
         self.dkg.lock().expect("dkg lock").insert(req.session, session);
@@ -697,5 +726,24 @@ mod tests {
         let state = NodeState::open(fresh.path(), &pass).unwrap();
         let err = state.dkg_round1(round1(&state, &[rogue(), rogue()], 2, false)).expect_err("rogue roster");
         assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+
+        // pinned: the operator's roster runs, any other member, size or threshold is refused
+        let (a, b) = (IdentityKey::generate().public(), IdentityKey::generate().public());
+        let peers = [a.fingerprint(), b.fingerprint()];
+        crate::quorum::store::pin_roster(fresh.path(), &pass, 2, &peers).unwrap();
+        let (a, b) = (a.to_hex(), b.to_hex());
+        state.dkg_round1(round1(&state, &[a.clone(), b.clone()], 2, false)).expect("the pinned roster runs");
+        for (others, t) in
+            [(vec![a.clone(), rogue()], 2), (vec![a.clone(), b.clone()], 3), (vec![a.clone()], 2)]
+        {
+            let err = state.dkg_round1(round1(&state, &others, t, false)).expect_err("not the pinned roster");
+            assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+        }
+        // a pin file rewritten without the node's key is refused
+        let path = fresh.path().join("roster.pin");
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"threshold\": 2", "\"threshold\": 3");
+        std::fs::write(&path, text).unwrap();
+        let err = state.dkg_round1(round1(&state, &[a, b], 3, false)).expect_err("a forged pin");
+        assert!(err.reason.contains("not signed"), "{}", err.reason);
     }
 }

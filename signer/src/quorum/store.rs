@@ -30,6 +30,87 @@ pub const COORDINATOR_PASSPHRASE_ENV: &str = "TREASURY_COORDINATOR_PASSPHRASE";
 const SECRETS_FILE: &str = "secrets.enc";
 const CONFIG_FILE: &str = "node.toml";
 const PUBLIC_FILE: &str = "identity.pub";
+const ROSTER_PIN_FILE: &str = "roster.pin";
+const ROSTER_PIN_DOMAIN: &[u8] = b"treasury-signer-roster-pin-v1";
+
+/// The quorum a node's operator agreed to take part in: (t, n) and every member's fingerprint
+/// (this node's included), pinned out of band with `treasury signer pin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterPin {
+    /// Threshold t.
+    pub threshold: u16,
+    /// Fingerprints of all n members, sorted.
+    pub fingerprints: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignedRosterPin {
+    pin: RosterPin,
+    /// The node's identity signature over the pin, hex.
+    signature: String,
+}
+
+fn pin_message(pin: &RosterPin) -> Result<[u8; 32], QuorumError> {
+    let body = serde_json::to_vec(pin).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+    Ok(super::identity::hash_parts(&[ROSTER_PIN_DOMAIN, &body]))
+}
+
+/// Pins the roster of the node in `dir`: threshold `t` and the fingerprints of its `peers`
+/// (this node's own is added), signed with the node's identity key (so it needs the passphrase).
+pub fn pin_roster(
+    dir: &Path,
+    pass: &Passphrase,
+    threshold: u16,
+    peers: &[String],
+) -> Result<RosterPin, QuorumError> {
+    let store = NodeStore::open(dir, pass)?;
+    let identity = store.secrets.identity()?;
+    let mut fingerprints = vec![identity.public().fingerprint()];
+    for p in peers {
+        let p = p.to_ascii_lowercase();
+        if p.len() != 32 || hex::decode(&p).is_err() {
+            return Err(QuorumError::Config(format!("peer fingerprint {p}: expected 32 hex digits")));
+        }
+        fingerprints.push(p);
+    }
+    fingerprints.sort();
+    fingerprints.dedup();
+    let n = fingerprints.len();
+    if threshold < 2 || usize::from(threshold) > n {
+        return Err(QuorumError::Config(format!("threshold {threshold} does not fit {n} distinct members")));
+    }
+    let pin = RosterPin { threshold, fingerprints };
+    let signature = hex::encode(identity.sign(&pin_message(&pin)?));
+    let text = serde_json::to_vec_pretty(&SignedRosterPin { pin: pin.clone(), signature })
+        .map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+    write_durable(&dir.join(ROSTER_PIN_FILE), &text)?;
+    Ok(pin)
+}
+
+/// The roster pinned in `dir`, checked against the node's own identity signature; `None` when
+/// no roster was pinned.
+pub fn read_roster_pin(
+    dir: &Path,
+    identity: &super::identity::IdentityPublic,
+) -> Result<Option<RosterPin>, QuorumError> {
+    let path = dir.join(ROSTER_PIN_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(QuorumError::io(&path, e)),
+    };
+    let signed: SignedRosterPin = serde_json::from_slice(&text)
+        .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
+    let sig =
+        hex::decode(&signed.signature).map_err(|e| QuorumError::Corrupt(format!("pin signature: {e}")))?;
+    if !identity.verify(&pin_message(&signed.pin)?, &sig) {
+        return Err(QuorumError::Corrupt(format!(
+            "{} is not signed by this node's identity key",
+            path.display()
+        )));
+    }
+    Ok(Some(signed.pin))
+}
 const STORE_AAD: &[u8] = b"treasury-signer-store-v1";
 
 /// A passphrase read from the environment.
