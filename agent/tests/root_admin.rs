@@ -271,7 +271,7 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     let mut compressed = vec![2 + kc.parity];
     compressed.extend_from_slice(&kc.x.to_be_bytes::<32>());
     let quorum_file = rig.hsm.path().join("quorum.toml");
-    QuorumFile {
+    let unattested = QuorumFile {
         threshold: 2,
         coordinator_key: "coordinator.key".into(),
         group_key: hex::encode(&compressed),
@@ -279,9 +279,12 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
         group_key_parity: kc.parity,
         public_key_package: String::new(),
         nodes: Vec::new(),
-    }
-    .save(&quorum_file)
-    .unwrap();
+    };
+    // Attack (issue 13 item 1): a compromised coordinator writes a quorum file for a key it
+    // holds alone; no node attests it, so registering it is refused.
+    unattested.save(&quorum_file).unwrap();
+    let err = rig.admin_fails(&["set-group-key", "--quorum-file", quorum_file.to_str().unwrap()]);
+    assert!(err.contains("attest"), "{err}");
     let v = rig.admin(&["set-group-key", "--quorum-file", quorum_file.to_str().unwrap()]);
     let id_c = queued_id(&v);
     let list = rig.admin(&["pending-changes"]);
@@ -335,3 +338,4 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     assert!(matches!(rig.exec_with(&op, &b).await, Err(TreasuryModuleErrors::InvalidFrostSignature(_))));
     rig.exec_with(&op, &c).await.unwrap();
 }
+
