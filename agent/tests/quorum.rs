@@ -498,6 +498,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let dkg: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let q = QuorumFile::load(&quorum_path).unwrap();
     assert_eq!(dkg["group_key"].as_str().unwrap(), q.group_key);
+    q.verify_attestations(&fingerprints).expect("every node attests the group key and roster");
+    assert!(q.verify_attestations(&fingerprints[..2]).is_err(), "a node the operator did not pin is refused");
     assert_eq!(q.group_key_parity as u64, dkg["group_key_parity"].as_u64().unwrap());
     let (ok, out, err) = run(
         &["dkg", "refresh", "--quorum", "quorum.toml", "--json"],
@@ -508,6 +510,7 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     assert_eq!(refreshed["group_key"], dkg["group_key"], "refresh keeps the group key");
     let q2 = QuorumFile::load(&quorum_path).unwrap();
     assert_ne!(q2.public_key_package, q.public_key_package, "refresh rotates the shares");
+    q2.verify_attestations(&fingerprints).expect("the nodes attest again after refresh");
     // the refreshed quorum signs, verified as the module verifies
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = treasury_signer::quorum::store::open_coordinator_key(

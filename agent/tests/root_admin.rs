@@ -14,6 +14,7 @@ use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::contracts::{IERC20, exec_calls};
 use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::{AdminAction, Call, Operation, operation_digest};
+use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_tests::{TestChain, TestQuorum};
 
@@ -285,7 +286,22 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     unattested.save(&quorum_file).unwrap();
     let err = rig.admin_fails(&["set-group-key", "--quorum-file", quorum_file.to_str().unwrap()]);
     assert!(err.contains("attest"), "{err}");
-    let v = rig.admin(&["set-group-key", "--quorum-file", quorum_file.to_str().unwrap()]);
+    // Attested by three nodes whose fingerprints the operator pinned out of band: registered.
+    let nodes: Vec<IdentityKey> = (0..3).map(|_| IdentityKey::generate()).collect();
+    let attested = attested_quorum(unattested, &nodes);
+    std::fs::remove_file(&quorum_file).unwrap();
+    attested.save(&quorum_file).unwrap();
+    let mut args =
+        vec!["set-group-key".to_string(), "--quorum-file".into(), quorum_file.display().to_string()];
+    for k in &nodes {
+        args.extend(["--node-fingerprint".into(), k.public().fingerprint()]);
+    }
+    // ... but not against pins that name another node
+    let mut wrong = args.clone();
+    wrong[4] = IdentityKey::generate().public().fingerprint();
+    let err = rig.admin_fails(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("pinned"), "{err}");
+    let v = rig.admin(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let id_c = queued_id(&v);
     let list = rig.admin(&["pending-changes"]);
     let ids: Vec<&str> =
@@ -339,3 +355,24 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     rig.exec_with(&op, &c).await.unwrap();
 }
 
+/// `q` with three nodes, each attesting its group key and roster with its identity key, as the
+/// nodes do at the end of DKG.
+fn attested_quorum(mut q: QuorumFile, nodes: &[IdentityKey]) -> QuorumFile {
+    use treasury_signer::quorum::quorum_file::QuorumNode;
+    q.nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, k)| QuorumNode {
+            url: format!("http://node{i}"),
+            identifier: format!("{:064x}", i + 1),
+            identity_key: k.public().to_hex(),
+            fingerprint: k.public().fingerprint(),
+            attestation: String::new(),
+        })
+        .collect();
+    let msg = q.attestation_message();
+    for (n, k) in q.nodes.iter_mut().zip(nodes) {
+        n.attestation = hex::encode(k.sign(&msg));
+    }
+    q
+}

@@ -195,7 +195,7 @@ proptest! {
             group_key_x: U256::from_be_bytes(x),
             group_key_parity: parity,
             public_key_package: hexes[1].clone(),
-            nodes: vec![QuorumNode { url, identifier: hexes[2].clone(), identity_key: hexes[3].clone(), fingerprint: hexes[0].clone() }],
+            nodes: vec![QuorumNode { url, identifier: hexes[2].clone(), identity_key: hexes[3].clone(), fingerprint: hexes[0].clone(), attestation: hexes[1].clone() }],
         };
         std::fs::remove_file(&path).unwrap();
         q.save(&path).unwrap();

@@ -417,9 +417,14 @@ pub mod admin {
             /// Parity of its y coordinate (0 even, 1 odd).
             #[arg(long, requires = "x")]
             parity: Option<u8>,
-            /// Quorum file (from `treasury dkg`) holding the new group key.
+            /// Quorum file (from `treasury dkg`) holding the new group key; every node's
+            /// attestation in it is checked against `--node-fingerprint`.
             #[arg(long)]
             quorum_file: Option<PathBuf>,
+            /// Fingerprint of a quorum node, as its operator confirmed it to you out of band;
+            /// repeat for every node.
+            #[arg(long = "node-fingerprint", requires = "quorum_file")]
+            node_fingerprints: Vec<String>,
         },
         /// Replace the root key (timelocked).
         SetRoot {
@@ -523,8 +528,10 @@ pub mod admin {
         Ok(AdminAction::SetGroupKey { x, parity })
     }
 
-    fn quorum_group_key(path: &std::path::Path) -> anyhow::Result<AdminAction> {
+    fn quorum_group_key(path: &std::path::Path, pinned: &[String]) -> anyhow::Result<AdminAction> {
         let q = QuorumFile::load(path).with_context(|| format!("reading {}", path.display()))?;
+        q.verify_attestations(pinned)
+            .with_context(|| format!("{}: the nodes' attestations do not check out", path.display()))?;
         let bytes = hex::decode(q.group_key.trim_start_matches("0x"))
             .with_context(|| format!("{}: group_key is not hex", path.display()))?;
         let key =
@@ -542,7 +549,9 @@ pub mod admin {
                 Self::Pause => AdminAction::Pause,
                 Self::Unpause => AdminAction::Unpause,
                 Self::SetGroupKey { x: Some(x), parity: Some(p), .. } => group_key(*x, *p)?,
-                Self::SetGroupKey { quorum_file: Some(f), .. } => quorum_group_key(f)?,
+                Self::SetGroupKey { quorum_file: Some(f), node_fingerprints, .. } => {
+                    quorum_group_key(f, node_fingerprints)?
+                }
                 Self::SetGroupKey { .. } => bail!("give --x and --parity, or --quorum-file"),
                 Self::SetRoot { address } => AdminAction::SetRoot { root: *address },
                 Self::SetBudget { token, limit, period } => {

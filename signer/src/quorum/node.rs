@@ -321,7 +321,9 @@ impl NodeState {
             .expect("dkg lock")
             .remove(&req.session)
             .ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        let members = session.roster_entries();
         let (kp, pkp) = session.commit(&req.confirmations)?;
+        let threshold = *kp.min_signers();
         let gk = GroupKey::from_verifying_key(pkp.verifying_key())
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
         let mut store = self.store.lock().expect("store lock");
@@ -334,7 +336,9 @@ impl NodeState {
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
         *self.share.write().expect("share lock") = Some(Arc::new((kp, pkp)));
         tracing::info!(group_key = %gk.compressed, "key share committed");
-        Ok(DkgCommitResponse { group_key: gk.compressed })
+        let msg = super::quorum_file::attestation_message(&gk.compressed, threshold, &members);
+        let attestation = hex::encode(self.identity.sign(&msg));
+        Ok(DkgCommitResponse { group_key: gk.compressed, attestation })
     }
 }
 
