@@ -346,27 +346,69 @@ async fn policies_and_manual_triggers() {
     f.stop().await;
 }
 
-/// A stand-in root service: answers the pending list, after checking the agent's token.
-async fn fake_root() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    use axum::extract::RawQuery;
-    use axum::http::HeaderMap;
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/v1/requests",
-        axum::routing::get(move |headers: HeaderMap, RawQuery(q): RawQuery| {
-            let log = log.clone();
-            async move {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-                log.lock().unwrap().push(format!("{auth} {}", q.unwrap_or_default()));
-                axum::Json(json!([]))
-            }
-        }),
-    );
+/// A real root service (its HSM absent: nothing is signed) on loopback with two clients: the
+/// agent and ops, requesters, and alice, an approver. Returns its URL and the three tokens.
+async fn real_root(dir: &std::path::Path) -> (String, String, String, String) {
+    use treasury_signer::root::config::{ClientEntry, HsmSection, Role, ServiceConfig, new_token};
+    use treasury_signer::root::guard::{AssetLimits, GuardConfig, ServedModule};
+    let pin = dir.join("pin");
+    std::fs::write(&pin, "1234").unwrap();
+    let (agent_token, agent_hash) = new_token();
+    let (alice_token, alice_hash) = new_token();
+    let (ops_token, ops_hash) = new_token();
+    let config = ServiceConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        db: dir.join("queue.sqlite"),
+        approval_ttl_secs: 3600,
+        retry_interval_ms: 1000,
+        hsm: HsmSection {
+            module: dir.join("absent.so"),
+            token: "t".into(),
+            key: "k".into(),
+            pin_file: Some(pin),
+            address: None,
+        },
+        guard: GuardConfig {
+            modules: vec![ServedModule { chain_id: 31337, module: root_module() }],
+            recipients: vec![Address::repeat_byte(0xa1)],
+            assets: vec![AssetLimits {
+                token: Address::ZERO,
+                max_single: alloy::primitives::U256::from(1000),
+                period_cap: alloy::primitives::U256::from(1000),
+                period_secs: 86_400,
+                auto_approve_max: None,
+            }],
+            allowed_calls: vec![],
+            max_deadline_secs: None,
+        },
+        clients: vec![
+            ClientEntry { name: "agent".into(), role: Role::Requester, token_sha256: agent_hash },
+            ClientEntry { name: "alice".into(), role: Role::Approver, token_sha256: alice_hash },
+            ClientEntry { name: "ops".into(), role: Role::Requester, token_sha256: ops_hash },
+        ],
+    };
+    let svc = treasury_signer::root::RootService::open(config).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, seen)
+    tokio::spawn(treasury_signer::root::http::serve(svc, listener));
+    (base, agent_token.to_string(), alice_token.to_string(), ops_token.to_string())
+}
+
+fn root_module() -> Address {
+    Address::repeat_byte(0x22)
+}
+
+/// A payment of `wei` the root's guard accepts but does not auto-approve.
+fn root_payment(wei: u64, nonce: u64) -> treasury_signer::root::EscalationRequest {
+    use alloy::primitives::U256;
+    use treasury_chain::{Call, Operation};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let op = Operation {
+        calls: vec![Call::new(Address::repeat_byte(0xa1), U256::from(wei), Vec::<u8>::new())],
+        nonce: U256::from(nonce),
+        deadline: U256::from(now + 600),
+    };
+    treasury_signer::root::EscalationRequest::operation(op, 31337, root_module())
 }
 
 #[tokio::test]
@@ -387,14 +429,26 @@ async fn approvals_need_a_reachable_root() {
     assert!(body["error"].as_str().unwrap().starts_with("root signer unavailable"), "{body}");
     f.stop().await;
 
-    let (root, seen) = fake_root().await;
-    let f = start(Some(RootClient::new(root, "root-token"))).await;
+    // Against the real root service, holding only a requester token (issue 13 item 9).
+    let dir = tempfile::tempdir().unwrap();
+    let (root, agent_token, alice_token, ops_token) = real_root(dir.path()).await;
+    let agent_root = RootClient::new(root.clone(), agent_token.clone());
+    let mine = agent_root.submit(&root_payment(10, 1)).await.unwrap();
+    RootClient::new(root.clone(), ops_token).submit(&root_payment(20, 2)).await.unwrap();
+    let f = start(Some(RootClient::new(root.clone(), agent_token))).await;
     let body = f.get("/v1/approvals").await;
-    assert_eq!(body["approvals"], json!([]));
+    let listed: Vec<&str> =
+        body["approvals"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [mine.id.as_str()], "{body}");
     assert_eq!(ids_of(&body["awaiting_root"]), vec![f.ids.awaiting.0]);
-    assert_eq!(*seen.lock().unwrap(), ["Bearer root-token state=pending"]);
     assert_eq!(f.get("/v1/status").await["root_configured"], true);
     f.stop().await;
+    // The agent's token lists only what it asked for (an approver sees every request), and it
+    // still cannot approve.
+    let alice = RootClient::new(root.clone(), alice_token);
+    assert_eq!(alice.list(None).await.unwrap().len(), 2);
+    let err = agent_root.approve(&mine.id).await.expect_err("a requester cannot approve");
+    assert!(err.to_string().contains("may not"), "{err}");
 }
 
 #[tokio::test]

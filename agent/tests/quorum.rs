@@ -23,6 +23,9 @@ use treasury_signer::root::escalation::FrostAuthorizer;
 
 const EXE: &str = env!("CARGO_BIN_EXE_treasury");
 const CHAIN: u64 = 31337;
+/// Passphrases of the nodes and of the coordinator key in these tests.
+const NPW: &str = "node passphrase for tests";
+const CPW: &str = "coordinator passphrase for tests";
 
 fn token() -> Address {
     Address::repeat_byte(0x70)
@@ -39,7 +42,7 @@ fn transfer(amount: u64, nonce: u64) -> Operation {
     Operation {
         calls: vec![Call::new(token(), U256::ZERO, data)],
         nonce: U256::from(nonce),
-        deadline: U256::MAX,
+        deadline: U256::from(treasury_signer::quorum::nonces::now() + 3600),
     }
 }
 
@@ -52,6 +55,7 @@ fn guard(root: Address) -> GuardConfig {
         allow: vec![AllowEntry { target: token(), selector: Some("0xa9059cbb".into()) }],
         spenders: vec![],
         budgets: vec![Budget { token: token(), amount: U256::from(1_000_000u64) }],
+        max_deadline_secs: None,
     }
 }
 
@@ -80,7 +84,7 @@ struct Quorum {
 async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Quorum {
     let tmp = tempfile::tempdir().unwrap();
     let coord_key = IdentityKey::generate();
-    let reports = init_nodes(tmp.path(), n, &coord_key, &guard(root), "pw").unwrap();
+    let reports = init_nodes(tmp.path(), n, t, &coord_key, &guard(root), NPW).unwrap();
     let mut procs = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         let spec = faults.iter().find(|(j, _)| *j == i).map(|(_, f)| *f);
@@ -100,7 +104,7 @@ async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Qu
 async fn spawn_node(dir: &str, faults: Option<&str>) -> NodeProcess {
     let mut cmd = tokio::process::Command::new(EXE);
     cmd.args(["signer", "serve", "--dir", dir, "--listen", "127.0.0.1:0"])
-        .env("TREASURY_SIGNER_PASSPHRASE", "pw");
+        .env("TREASURY_SIGNER_PASSPHRASE", NPW);
     if let Some(f) = faults {
         cmd.env(FAULTS_ENV, f);
     }
@@ -362,14 +366,34 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         assert!(log.contains(code), "refusal {code} recorded");
     }
 
-    // kill -9 and restart node a: the share and the nonce state survive
+    // kill -9 and restart node a: the share survives; no nonce made before the restart signs
+    // again, used or not (a restored backup or a cloned directory revives none)
     q.procs[0].kill().await;
     let restarted = spawn_node(&q.procs[0].dir.display().to_string(), None).await;
     assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &good).await).0, RefusalCode::UsedCommitment);
     let unused = req(&op, CHAIN, module(), pkg(1, digest.as_slice()));
-    sign_raw(&client, &restarted.url, &ka, &unused)
+    assert_eq!(refused(sign_raw(&client, &restarted.url, &ka, &unused).await).0, RefusalCode::UsedCommitment);
+    // fresh commitments from the restarted node sign
+    let fresh_a = commitments(&client, &restarted.url, &ka, 1).await;
+    let fresh_b = commitments(&client, &b.url, &kb, 1).await;
+    let pkg_fresh = package(
+        &[
+            (&fresh_a.identifier, &fresh_a.commitments[0].commitments),
+            (&fresh_b.identifier, &fresh_b.commitments[0].commitments),
+        ],
+        digest.as_slice(),
+    );
+    sign_raw(&client, &restarted.url, &ka, &req(&op, CHAIN, module(), pkg_fresh))
         .await
-        .expect("an unused commitment issued before the crash still signs");
+        .expect("a nonce made after the restart signs");
+    // a second process on the same directory is refused
+    let out = Command::new(EXE)
+        .args(["signer", "serve", "--dir", &q.procs[0].dir.display().to_string(), "--listen", "127.0.0.1:0"])
+        .env("TREASURY_SIGNER_PASSPHRASE", NPW)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another signer process"));
     q.procs[0] = restarted;
 }
 
@@ -385,11 +409,14 @@ impl Drop for Children {
     }
 }
 
+/// The README's walk-through, run in the working directory with relative file names as written
+/// there (`--out coord.key`, `--dir node1`, `--out quorum.toml`).
 #[test]
 fn cli_dkg_refresh_and_wrong_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str], envs: &[(&str, &str)]| {
-        let out = Command::new(EXE).args(args).envs(envs.iter().copied()).output().unwrap();
+        let out =
+            Command::new(EXE).current_dir(tmp.path()).args(args).envs(envs.iter().copied()).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),
@@ -398,8 +425,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     };
     let key_file = tmp.path().join("coord.key");
     let (ok, out, err) = run(
-        &["signer", "coordinator-key", "--out", key_file.to_str().unwrap()],
-        &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")],
+        &["signer", "coordinator-key", "--out", "coord.key"],
+        &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)],
     );
     assert!(ok, "{err}");
     let coord: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -409,13 +436,14 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let mut nodes = Vec::new();
     let mut children = Children(Vec::new());
     for i in 0..3 {
-        let dir = tmp.path().join(format!("n{i}"));
+        let name = format!("node{}", i + 1);
+        let dir = tmp.path().join(&name);
         let (ok, out, err) = run(
             &[
                 "signer",
                 "init",
                 "--dir",
-                dir.to_str().unwrap(),
+                &name,
                 "--coordinator",
                 &coord_pub,
                 "--chain-id",
@@ -425,13 +453,14 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
                 "--allow",
                 &allow,
             ],
-            &[("TREASURY_SIGNER_PASSPHRASE", "npw")],
+            &[("TREASURY_SIGNER_PASSPHRASE", NPW)],
         );
         assert!(ok, "{err}");
         let rep: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         let mut child = std::process::Command::new(EXE)
-            .args(["signer", "serve", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env("TREASURY_SIGNER_PASSPHRASE", "npw")
+            .current_dir(tmp.path())
+            .args(["signer", "serve", "--dir", &name, "--listen", "127.0.0.1:0"])
+            .env("TREASURY_SIGNER_PASSPHRASE", NPW)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -445,17 +474,21 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
         ));
         children.0.push(child);
     }
+    // each operator pins the roster (threshold and the fingerprints confirmed out of band)
+    let fingerprints: Vec<String> =
+        nodes.iter().map(|(s, _)| s.split('#').nth(1).unwrap().to_string()).collect();
+    for i in 0..3 {
+        let name = format!("node{}", i + 1);
+        let mut args = vec!["signer", "pin", "--dir", name.as_str(), "--threshold", "2"];
+        for f in &fingerprints {
+            args.extend(["--peer", f.as_str()]);
+        }
+        let (ok, _, err) = run(&args, &[("TREASURY_SIGNER_PASSPHRASE", NPW)]);
+        assert!(ok, "{err}");
+    }
     let quorum_path = tmp.path().join("quorum.toml");
-    let mut args = vec![
-        "dkg",
-        "--threshold",
-        "2",
-        "--coordinator-key",
-        key_file.to_str().unwrap(),
-        "--out",
-        quorum_path.to_str().unwrap(),
-        "--json",
-    ];
+    let mut args =
+        vec!["dkg", "--threshold", "2", "--coordinator-key", "coord.key", "--out", "quorum.toml", "--json"];
     for (s, _) in &nodes {
         args.extend(["--signer", s.as_str()]);
     }
@@ -464,28 +497,31 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let pos = args.iter().position(|a| *a == nodes[0].0.as_str()).unwrap();
     let mut bad = args.clone();
     bad[pos] = &tampered;
-    let (ok, _, err) = run(&bad, &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    let (ok, _, err) = run(&bad, &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)]);
     assert!(!ok && err.contains("not the pinned"), "{err}");
-    let (ok, out, err) = run(&args, &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")]);
+    let (ok, out, err) = run(&args, &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)]);
     assert!(ok, "{err}");
     let dkg: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let q = QuorumFile::load(&quorum_path).unwrap();
     assert_eq!(dkg["group_key"].as_str().unwrap(), q.group_key);
+    q.verify_attestations(&fingerprints).expect("every node attests the group key and roster");
+    assert!(q.verify_attestations(&fingerprints[..2]).is_err(), "a node the operator did not pin is refused");
     assert_eq!(q.group_key_parity as u64, dkg["group_key_parity"].as_u64().unwrap());
     let (ok, out, err) = run(
-        &["dkg", "refresh", "--quorum", quorum_path.to_str().unwrap(), "--json"],
-        &[("TREASURY_COORDINATOR_PASSPHRASE", "cpw")],
+        &["dkg", "refresh", "--quorum", "quorum.toml", "--json"],
+        &[("TREASURY_COORDINATOR_PASSPHRASE", CPW)],
     );
     assert!(ok, "{err}");
     let refreshed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(refreshed["group_key"], dkg["group_key"], "refresh keeps the group key");
     let q2 = QuorumFile::load(&quorum_path).unwrap();
     assert_ne!(q2.public_key_package, q.public_key_package, "refresh rotates the shares");
+    q2.verify_attestations(&fingerprints).expect("the nodes attest again after refresh");
     // the refreshed quorum signs, verified as the module verifies
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = treasury_signer::quorum::store::open_coordinator_key(
         &key_file,
-        &treasury_signer::quorum::store::Passphrase::new("cpw"),
+        &treasury_signer::quorum::store::Passphrase::new(CPW),
     )
     .unwrap();
     let c = Coordinator::new(q2, key, CoordinatorOptions::default()).unwrap();
@@ -498,7 +534,7 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let before = std::fs::read(&secrets).unwrap();
     let (ok, _, err) = run(
         &["signer", "serve", "--dir", nodes[0].1.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        &[("TREASURY_SIGNER_PASSPHRASE", "nope")],
+        &[("TREASURY_SIGNER_PASSPHRASE", "not the node passphrase")],
     );
     assert!(!ok);
     assert!(err.contains("wrong passphrase"), "{err}");

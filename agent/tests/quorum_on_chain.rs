@@ -13,6 +13,9 @@ use treasury_chain::{AdminAction, Call, Operation};
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+
+/// Passphrase of the test's node directories.
+const NODE_PASS: &str = "node passphrase for tests";
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_tests::TestChain;
 
@@ -35,11 +38,12 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
         allow: vec![AllowEntry { target: usdc, selector: Some("0xa9059cbb".into()) }],
         spenders: vec![],
         budgets: vec![Budget { token: usdc, amount: U256::from(10_000_000_000u64) }],
+        max_deadline_secs: None,
     };
-    let reports = init_nodes(tmp.path(), 3, &coordinator_key, &guard, "pw").unwrap();
+    let reports = init_nodes(tmp.path(), 3, 2, &coordinator_key, &guard, NODE_PASS).unwrap();
     let mut nodes = Vec::new();
     for r in &reports {
-        nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), "pw").await.unwrap());
+        nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await.unwrap());
     }
     let pinned: Vec<PinnedNode> = nodes
         .iter()
@@ -62,7 +66,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     let op = Operation {
         calls: vec![Call::new(usdc, U256::ZERO, transfer)],
         nonce,
-        deadline: U256::from(u64::MAX),
+        deadline: U256::from(treasury_signer::quorum::nonces::now() + 3600),
     };
     let sig = coordinator.sign(&op, d.chain_id, d.module, None).await.unwrap();
     let frost = TreasuryModule::FrostSig { rX: sig.r_x, rY: sig.r_y, z: sig.z };

@@ -14,6 +14,7 @@ use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::contracts::{IERC20, exec_calls};
 use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::{AdminAction, Call, Operation, TIER_QUORUM, operation_digest};
+use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_tests::{TestChain, TestQuorum};
 
@@ -271,7 +272,7 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     let mut compressed = vec![2 + kc.parity];
     compressed.extend_from_slice(&kc.x.to_be_bytes::<32>());
     let quorum_file = rig.hsm.path().join("quorum.toml");
-    QuorumFile {
+    let unattested = QuorumFile {
         threshold: 2,
         coordinator_key: "coordinator.key".into(),
         group_key: hex::encode(&compressed),
@@ -279,10 +280,28 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
         group_key_parity: kc.parity,
         public_key_package: String::new(),
         nodes: Vec::new(),
+    };
+    // Attack (issue 13 item 1): a compromised coordinator writes a quorum file for a key it
+    // holds alone; no node attests it, so registering it is refused.
+    unattested.save(&quorum_file).unwrap();
+    let err = rig.admin_fails(&["set-group-key", "--quorum-file", quorum_file.to_str().unwrap()]);
+    assert!(err.contains("attest"), "{err}");
+    // Attested by three nodes whose fingerprints the operator pinned out of band: registered.
+    let nodes: Vec<IdentityKey> = (0..3).map(|_| IdentityKey::generate()).collect();
+    let attested = attested_quorum(unattested, &nodes);
+    std::fs::remove_file(&quorum_file).unwrap();
+    attested.save(&quorum_file).unwrap();
+    let mut args =
+        vec!["set-group-key".to_string(), "--quorum-file".into(), quorum_file.display().to_string()];
+    for k in &nodes {
+        args.extend(["--node-fingerprint".into(), k.public().fingerprint()]);
     }
-    .save(&quorum_file)
-    .unwrap();
-    let v = rig.admin(&["set-group-key", "--quorum-file", quorum_file.to_str().unwrap()]);
+    // ... but not against pins that name another node
+    let mut wrong = args.clone();
+    wrong[4] = IdentityKey::generate().public().fingerprint();
+    let err = rig.admin_fails(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("pinned"), "{err}");
+    let v = rig.admin(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let id_c = queued_id(&v);
     let list = rig.admin(&["pending-changes"]);
     let ids: Vec<&str> =
@@ -334,4 +353,26 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     assert!(matches!(rig.exec_with(&op, old).await, Err(TreasuryModuleErrors::InvalidFrostSignature(_))));
     assert!(matches!(rig.exec_with(&op, &b).await, Err(TreasuryModuleErrors::InvalidFrostSignature(_))));
     rig.exec_with(&op, &c).await.unwrap();
+}
+
+/// `q` with three nodes, each attesting its group key and roster with its identity key, as the
+/// nodes do at the end of DKG.
+fn attested_quorum(mut q: QuorumFile, nodes: &[IdentityKey]) -> QuorumFile {
+    use treasury_signer::quorum::quorum_file::QuorumNode;
+    q.nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, k)| QuorumNode {
+            url: format!("http://node{i}"),
+            identifier: format!("{:064x}", i + 1),
+            identity_key: k.public().to_hex(),
+            fingerprint: k.public().fingerprint(),
+            attestation: String::new(),
+        })
+        .collect();
+    let msg = q.attestation_message();
+    for (n, k) in q.nodes.iter_mut().zip(nodes) {
+        n.attestation = hex::encode(k.sign(&msg));
+    }
+    q
 }

@@ -45,7 +45,11 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cmd(args).output().unwrap();
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
+        let out = self.cmd(args).envs(envs.iter().copied()).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -235,8 +239,13 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     let (ok, out, err) = env.run(&["root", "pending", "--config", config.to_str().unwrap(), "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains(&rec.id));
-    let (ok, _, err) =
-        env.run(&["root", "approve", &rec.id, "--config", config.to_str().unwrap(), "--as", "bob"]);
+    // Without a token, and with the requester's token: refused, nothing recorded.
+    let approve = ["root", "approve", &rec.id, "--config", config.to_str().unwrap()];
+    let (ok, _, err) = env.run(&approve);
+    assert!(!ok && err.contains("TREASURY_APPROVER_TOKEN"), "{err}");
+    let (ok, _, err) = env.run_with(&approve, &[("TREASURY_APPROVER_TOKEN", &agent_tok)]);
+    assert!(!ok && err.contains("agent may not approve"), "{err}");
+    let (ok, _, err) = env.run_with(&approve, &[("TREASURY_APPROVER_TOKEN", &alice_tok)]);
     assert!(ok, "{err}");
     let sig =
         tokio::time::timeout(Duration::from_secs(30), agent.wait_signed(&rec.id, Duration::from_millis(20)))
@@ -246,7 +255,7 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     recovers(&sig, &big, root);
     let decisions = alice_c.decisions(&rec.id).await.unwrap();
     let actions: Vec<(&str, &str)> = decisions.iter().map(|d| (d.action.as_str(), d.by.as_str())).collect();
-    assert_eq!(actions, [("queued", "agent"), ("approve", "bob"), ("sign", "root service")]);
+    assert_eq!(actions, [("queued", "agent"), ("approve", "alice"), ("sign", "root service")]);
     assert!(decisions.iter().all(|d| d.at > 0));
 
     // Rejected over HTTP: the requester learns who and why; a later approval is refused.
@@ -263,8 +272,10 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     }
     assert!(matches!(alice_c.approve(&rec.id).await, Err(RootError::NotPending { .. })));
     assert!(matches!(alice_c.approve("0000000000000000").await, Err(RootError::UnknownRequest(_))));
-    let (ok, _, err) =
-        env.run(&["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()]);
+    let (ok, _, err) = env.run_with(
+        &["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()],
+        &[("TREASURY_APPROVER_TOKEN", &alice_tok)],
+    );
     assert!(!ok && err.contains("unknown request"), "{err}");
 }
 
@@ -330,4 +341,73 @@ async fn requests_wait_while_the_hsm_is_unplugged_and_survive_a_restart() {
     recovers(&wait(small_id).await, &small, root);
     recovers(&wait(big_id).await, &big, root);
     assert!(agent.health().await.unwrap().hsm_connected);
+}
+
+/// Waits until request `id` has left the `pending` and `approved` states, and returns it.
+async fn settled(client: &RootClient, id: &str) -> treasury_signer::root::store::RequestRecord {
+    let wait = async {
+        loop {
+            let rec = client.get(id).await.unwrap();
+            if !matches!(rec.state, RequestState::Pending | RequestState::Approved) {
+                return rec;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("the worker decides the request")
+}
+
+/// Attack (issue 13 item 7): the agent's user can write the root's queue file. It marks its own
+/// pending request approved "by bob" (as the old CLI did, unauthenticated), and rewrites another
+/// pending row into a payment the guard refuses (digest kept consistent), marked approved. The
+/// root signs neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writable_queue_file_yields_no_root_signature() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, _alice_tok) = env.config(Path::new(MODULE), root, 3600);
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    let db = env.hsm.path().join("queue.sqlite");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+
+    // 1. An approval written straight into the file.
+    let forged = agent.submit(&request(&pay(500, 1))).await.unwrap();
+    assert_eq!(forged.state, RequestState::Pending);
+    let file = treasury_signer::root::store::Store::open(&db).await.unwrap();
+    file.approve(&forged.id, "bob", now).await.unwrap();
+
+    // 2. A pending row rewritten to pay a stranger (the guard refuses that recipient), approved.
+    let row = agent.submit(&request(&pay(600, 2))).await.unwrap();
+    let mut evil = pay(600, 2);
+    evil.calls[0] = Call::new(
+        usdc(),
+        U256::ZERO,
+        IERC20::transferCall { to: Address::repeat_byte(0xee), amount: U256::from(600) }.abi_encode(),
+    );
+    let evil = request(&evil);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE requests SET body = ?, digest = ? WHERE id = ?")
+        .bind(serde_json::to_string(&evil).unwrap())
+        .bind(evil.digest().to_string())
+        .bind(&row.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    file.approve(&row.id, "bob", now).await.unwrap();
+
+    // 3. A request above the auto-approve amount marked approved by the auto-approve rule.
+    let above = agent.submit(&request(&pay(700, 3))).await.unwrap();
+    file.approve(&above.id, treasury_signer::root::service::AUTO_APPROVER, now).await.unwrap();
+
+    for id in [&forged.id, &row.id, &above.id] {
+        let rec = settled(&agent, id).await;
+        assert_ne!(rec.state, RequestState::Signed, "request {id} must not be signed: {rec:?}");
+        assert!(rec.signature.is_none());
+        assert_eq!(rec.state, RequestState::Rejected, "{rec:?}");
+        assert!(rec.reason.as_deref().unwrap_or_default().starts_with("refused at signing"), "{rec:?}");
+    }
+    // A small payment still signs at once: the service is not wedged by the refusals.
+    let small = agent.submit(&request(&pay(5, 4))).await.unwrap();
+    assert_eq!(small.state, RequestState::Signed);
 }

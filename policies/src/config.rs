@@ -168,6 +168,28 @@ pub struct Limits {
     pub max_variables: usize,
 }
 
+impl Limits {
+    /// Refuses a limit of 0, which Rhai reads as "no limit".
+    pub fn validate(&self) -> Result<()> {
+        let l = self;
+        let named = [
+            ("max_operations", l.max_operations),
+            ("max_call_depth", l.max_call_depth as u64),
+            ("max_string_size", l.max_string_size as u64),
+            ("max_array_size", l.max_array_size as u64),
+            ("max_map_size", l.max_map_size as u64),
+            ("max_intents", l.max_intents as u64),
+            ("max_variables", l.max_variables as u64),
+        ];
+        match named.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(PolicyError::Config(format!(
+                "limits.{name} = 0 would lift the limit (the sandbox reads 0 as unlimited); set a positive value"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -207,8 +229,10 @@ impl PoliciesConfig {
         Ok(cfg)
     }
 
-    /// Checks names are unique, triggers valid and token decimals representable.
+    /// Checks names are unique, triggers valid, token decimals representable and every sandbox
+    /// limit positive.
     pub fn validate(&self) -> Result<()> {
+        self.limits.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.policies {
             if !seen.insert(&p.name) {
@@ -294,5 +318,26 @@ mod tests {
         assert!(!t.fires_at(11, midnight + 17, midnight + 5));
         assert!(Trigger::EveryBlocks { blocks: 5 }.fires_at(10, 0, 0));
         assert!(!Trigger::EveryBlocks { blocks: 5 }.fires_at(11, 0, 0));
+    }
+
+    /// Attack (issue 13 item 11): to Rhai a limit of 0 means "no limit"; a config setting one
+    /// would let a script run without bound. Refused, naming the limit.
+    #[test]
+    fn a_sandbox_limit_of_zero_is_refused() {
+        for field in [
+            "max_operations",
+            "max_call_depth",
+            "max_string_size",
+            "max_array_size",
+            "max_map_size",
+            "max_intents",
+            "max_variables",
+        ] {
+            let cfg: PoliciesConfig = toml::from_str(&format!("[limits]\n{field} = 0\n")).unwrap();
+            let err = cfg.validate().expect_err("a zero limit is refused");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+        let ok: PoliciesConfig = toml::from_str("[limits]\nmax_operations = 1\n").unwrap();
+        ok.validate().unwrap();
     }
 }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use treasury_signer::root::config::{HsmSection, ServiceConfig, new_token};
 use treasury_signer::root::pin::{PIN_ENV, SO_PIN_ENV};
-use treasury_signer::root::service::now;
+use treasury_signer::root::service::{approve_in_queue, reject_in_queue};
 use treasury_signer::root::store::{RequestRecord, RequestState, Store};
 use treasury_signer::root::{Hsm, HsmConfig, Pin, RootService, hsm};
 
@@ -127,9 +127,6 @@ pub struct IdArgs {
     id: String,
     #[command(flatten)]
     queue: QueueArgs,
-    /// Who decides (recorded); defaults to $USER.
-    #[arg(long = "as")]
-    by: Option<String>,
 }
 
 /// `treasury root reject`.
@@ -185,19 +182,19 @@ impl RootCmd {
                 Ok(())
             }
             Self::Approve(a) => {
-                let store = open_store(&a.queue.config).await?;
-                let by = who(a.by);
-                let rec =
-                    store.approve(&a.id, &by, now()).await.with_context(|| format!("approving {}", a.id))?;
+                let (cfg, store) = open_queue(&a.queue.config).await?;
+                let token = approver_token()?;
+                let rec = approve_in_queue(&cfg, &store, &token, &a.id)
+                    .await
+                    .with_context(|| format!("approving {}", a.id))?;
                 print_decision(&rec, a.queue.json)
             }
             Self::Bench(a) => bench(a).await,
             Self::Admin(a) => admin::run(*a).await,
             Self::Reject(a) => {
-                let store = open_store(&a.id.queue.config).await?;
-                let by = who(a.id.by);
-                let rec = store
-                    .reject(&a.id.id, &by, &a.reason, now())
+                let (cfg, store) = open_queue(&a.id.queue.config).await?;
+                let token = approver_token()?;
+                let rec = reject_in_queue(&cfg, &store, &token, &a.id.id, &a.reason)
                     .await
                     .with_context(|| format!("rejecting {}", a.id.id))?;
                 print_decision(&rec, a.id.queue.json)
@@ -293,9 +290,24 @@ async fn open_store(config: &std::path::Path) -> anyhow::Result<Store> {
     Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))
 }
 
-fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into())
+async fn open_queue(config: &std::path::Path) -> anyhow::Result<(ServiceConfig, Store)> {
+    let cfg = ServiceConfig::load(config)?;
+    let store = Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))?;
+    Ok((cfg, store))
 }
+
+/// The approver's bearer token: decisions are recorded under the name it authenticates.
+fn approver_token() -> anyhow::Result<String> {
+    std::env::var(APPROVER_TOKEN_ENV).map_err(|_| {
+        anyhow::anyhow!(
+            "set {APPROVER_TOKEN_ENV} to your approver token (`treasury root new-token --role approver`): \
+             decisions are recorded under the name it authenticates"
+        )
+    })
+}
+
+/// Environment variable holding an approver's bearer token for `treasury root approve|reject`.
+pub const APPROVER_TOKEN_ENV: &str = "TREASURY_APPROVER_TOKEN";
 
 fn row(r: &RequestRecord) -> String {
     let totals: Vec<String> = r.totals.iter().map(|(t, v)| format!("{v}@{t}")).collect();
@@ -405,9 +417,14 @@ pub mod admin {
             /// Parity of its y coordinate (0 even, 1 odd).
             #[arg(long, requires = "x")]
             parity: Option<u8>,
-            /// Quorum file (from `treasury dkg`) holding the new group key.
+            /// Quorum file (from `treasury dkg`) holding the new group key; every node's
+            /// attestation in it is checked against `--node-fingerprint`.
             #[arg(long)]
             quorum_file: Option<PathBuf>,
+            /// Fingerprint of a quorum node, as its operator confirmed it to you out of band;
+            /// repeat for every node.
+            #[arg(long = "node-fingerprint", requires = "quorum_file")]
+            node_fingerprints: Vec<String>,
         },
         /// Replace the root key (timelocked).
         SetRoot {
@@ -511,8 +528,10 @@ pub mod admin {
         Ok(AdminAction::SetGroupKey { x, parity })
     }
 
-    fn quorum_group_key(path: &std::path::Path) -> anyhow::Result<AdminAction> {
+    fn quorum_group_key(path: &std::path::Path, pinned: &[String]) -> anyhow::Result<AdminAction> {
         let q = QuorumFile::load(path).with_context(|| format!("reading {}", path.display()))?;
+        q.verify_attestations(pinned)
+            .with_context(|| format!("{}: the nodes' attestations do not check out", path.display()))?;
         let bytes = hex::decode(q.group_key.trim_start_matches("0x"))
             .with_context(|| format!("{}: group_key is not hex", path.display()))?;
         let key =
@@ -530,7 +549,9 @@ pub mod admin {
                 Self::Pause => AdminAction::Pause,
                 Self::Unpause => AdminAction::Unpause,
                 Self::SetGroupKey { x: Some(x), parity: Some(p), .. } => group_key(*x, *p)?,
-                Self::SetGroupKey { quorum_file: Some(f), .. } => quorum_group_key(f)?,
+                Self::SetGroupKey { quorum_file: Some(f), node_fingerprints, .. } => {
+                    quorum_group_key(f, node_fingerprints)?
+                }
                 Self::SetGroupKey { .. } => bail!("give --x and --parity, or --quorum-file"),
                 Self::SetRoot { address } => AdminAction::SetRoot { root: *address },
                 Self::SetBudget { token, limit, period } => {

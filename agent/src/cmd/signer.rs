@@ -17,6 +17,9 @@ use treasury_signer::quorum::store::{
 pub enum SignerCmd {
     /// Create a node directory: identity key and encrypted store (passphrase from TREASURY_SIGNER_PASSPHRASE).
     Init(InitArgs),
+    /// Pin the quorum this node takes part in: the threshold and every peer's fingerprint (signed
+    /// with the node's key; DKG and refresh with any other roster are refused).
+    Pin(PinArgs),
     /// Serve a node over HTTP.
     Serve(ServeArgs),
     /// Create the coordinator's key file (passphrase from TREASURY_COORDINATOR_PASSPHRASE).
@@ -55,6 +58,24 @@ pub struct InitArgs {
     /// Budget period in seconds.
     #[arg(long, default_value_t = 86_400)]
     period_secs: u64,
+    /// Longest time to an operation's deadline this node signs for, seconds.
+    #[arg(long, default_value_t = treasury_signer::quorum::guard::DEFAULT_MAX_DEADLINE_SECS)]
+    max_deadline_secs: u64,
+}
+
+/// `treasury signer pin`.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Node directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Threshold t of the quorum.
+    #[arg(long)]
+    threshold: u16,
+    /// Fingerprint of another member, as its operator confirmed it out of band; repeatable
+    /// (this node's own may be listed too).
+    #[arg(long = "peer", required = true)]
+    peers: Vec<String>,
 }
 
 /// `treasury signer serve`.
@@ -109,12 +130,23 @@ impl SignerCmd {
                     allow: a.allow.iter().map(|s| parse_allow(s)).collect::<Result<_, _>>()?,
                     spenders: a.spenders,
                     budgets: a.budgets.iter().map(|s| parse_budget(s)).collect::<Result<_, _>>()?,
+                    max_deadline_secs: Some(a.max_deadline_secs),
                 };
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
                 let report =
                     NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard })
                         .with_context(|| format!("initialising {}", a.dir.display()))?;
                 println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            SignerCmd::Pin(a) => {
+                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pin = treasury_signer::quorum::store::pin_roster(&a.dir, &pass, a.threshold, &a.peers)
+                    .with_context(|| format!("pinning the roster of {}", a.dir.display()))?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "threshold": pin.threshold, "fingerprints": pin.fingerprints })
+                );
                 Ok(())
             }
             SignerCmd::Serve(a) => {

@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use treasury_chain::contracts::{
     IUniswapV2Factory, IUniswapV2Pair, IUniswapV2Router02, PriceFeed, TestToken,
 };
-use treasury_signer::root::service::now;
-use treasury_signer::root::store::{RequestState, Store};
+use treasury_signer::root::client::RootClient;
+use treasury_signer::root::store::RequestState;
 
 use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
 use super::setup::Running;
@@ -303,10 +303,10 @@ impl Scenario<'_> {
     /// from this agent): approves with `--yes`/`--once`, else asks. Returns whether it approved,
     /// or `None` when nothing was pending.
     async fn decide(&self, intent: &Intent) -> anyhow::Result<Option<bool>> {
-        let store = Store::open(&self.r.root_db)
-            .await
-            .with_context(|| format!("opening the root queue {}", self.r.root_db.display()))?;
-        let pending = store.list(Some(RequestState::Pending)).await.context("listing root requests")?;
+        // As the demo's approver, through the root service's API (which authenticates the
+        // approval and re-runs its guard before it signs).
+        let root = RootClient::new(self.r.root_url.clone(), self.r.approver_token.clone());
+        let pending = root.list(Some(RequestState::Pending)).await.context("listing root requests")?;
         if pending.is_empty() {
             // Decided already; the agent has not polled the root since.
             return Ok(None);
@@ -328,14 +328,10 @@ impl Scenario<'_> {
                 }
             };
             if approve {
-                store
-                    .approve(&request.id, "treasury-dev", now())
-                    .await
-                    .context("approving the root request")?;
+                root.approve(&request.id).await.context("approving the root request")?;
                 self.shared.event(format!("root request {} approved", request.id));
             } else {
-                store
-                    .reject(&request.id, "treasury-dev", "declined at the treasury dev prompt", now())
+                root.reject(&request.id, "declined at the treasury dev prompt")
                     .await
                     .context("rejecting the root request")?;
                 self.shared.event(format!("root request {} rejected", request.id));

@@ -76,6 +76,10 @@ pub struct Running {
     pub keeper: Address,
     /// The agent's requester token at the root service.
     pub root_token: String,
+    /// The root service's URL.
+    pub root_url: String,
+    /// The demo operator's approver token at the root service.
+    pub approver_token: String,
 }
 
 /// Runs every set-up step, registering each child in `procs` as soon as it starts.
@@ -115,7 +119,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let coordinator_key =
         open_coordinator_key(&coordinator_key_path, &pass).context("opening the coordinator key")?;
     let guard = node_guard(&deployment, root, keeper_key.address());
-    let reports = init_nodes(&dir.join("nodes"), 3, &coordinator_key, &guard, NODE_PASS)
+    let reports = init_nodes(&dir.join("nodes"), 3, 2, &coordinator_key, &guard, NODE_PASS)
         .context("initialising the signer node directories")?;
     let mut pinned = Vec::new();
     for (i, r) in reports.iter().enumerate() {
@@ -147,7 +151,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     progress.done(t, "group key and HSM root set");
 
     let t = progress.start("root service");
-    let (root_config, root_db, root_token) =
+    let (root_config, root_db, RootTokens { requester: root_token, approver: approver_token }) =
         hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
     let root_url = start_root(&hsm, &root_config, procs).await?;
     progress.done(t, &root_url);
@@ -167,8 +171,9 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
-    write_env_file(dir, &root_token)?;
-    let saved = Saved { root_token: root_token.clone(), fingerprints };
+    write_env_file(dir, &root_token, &approver_token)?;
+    let saved =
+        Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints };
     let path = dir.join(SAVED);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -186,6 +191,8 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
         root_db,
         keeper: keeper_key.address(),
         root_token,
+        root_url,
+        approver_token,
     })
 }
 
@@ -209,6 +216,8 @@ pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<()> {
 struct Saved {
     /// The agent's requester token at the root service (only its hash is in `root.toml`).
     root_token: String,
+    /// The demo operator's approver token at the root service (only its hash is in `root.toml`).
+    approver_token: String,
     /// Fingerprints of node0, node1, node2, to find each in the quorum file.
     fingerprints: Vec<String>,
 }
@@ -347,7 +356,7 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
     std::fs::write(&config_path, toml::to_string(&table)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
-    write_env_file(dir, &saved.root_token)?;
+    write_env_file(dir, &saved.root_token, &saved.approver_token)?;
     progress.done(t, &config_path.display().to_string());
 
     Ok(Running {
@@ -362,6 +371,8 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
         root_config,
         keeper: keeper_key.address(),
         root_token: saved.root_token,
+        root_url,
+        approver_token: saved.approver_token,
     })
 }
 
@@ -424,6 +435,7 @@ fn node_guard(d: &Deployment, root: Address, keeper: Address) -> GuardConfig {
         allow,
         spenders,
         budgets,
+        max_deadline_secs: None,
     }
 }
 
@@ -485,15 +497,15 @@ impl Hsm {
             .context("root address")
     }
 
-    /// Writes the root service's config; returns (config, queue db, the agent's requester token).
+    /// Writes the root service's config; returns (config, queue db, the clients' tokens).
     fn write_service_config(
         &self,
         d: &Deployment,
         root: Address,
         recipients: &[Address],
-    ) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+    ) -> anyhow::Result<(PathBuf, PathBuf, RootTokens)> {
         let (agent_token, agent_hash) = new_token();
-        let (_, approver_hash) = new_token();
+        let (approver_token, approver_hash) = new_token();
         let db = self.dir.join("queue.sqlite");
         let mut text = format!(
             "db = {db:?}\napproval_ttl_secs = 3600\nretry_interval_ms = 100\n\n[hsm]\nmodule = {module:?}\ntoken = {HSM_TOKEN:?}\nkey = \"root\"\naddress = \"{root}\"\n\n[guard]\nrecipients = [{recipients}]\n\n[[guard.modules]]\nchain_id = {chain_id}\nmodule = \"{m}\"\n",
@@ -520,14 +532,23 @@ impl Hsm {
         ));
         let path = self.dir.join("root.toml");
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok((path, db, agent_token.to_string()))
+        let tokens = RootTokens { requester: agent_token.to_string(), approver: approver_token.to_string() };
+        Ok((path, db, tokens))
     }
 }
 
+/// The bearer tokens of the root service's two dev clients.
+struct RootTokens {
+    /// The agent's (role requester).
+    requester: String,
+    /// The demo operator's (role approver).
+    approver: String,
+}
+
 /// `env.sh` in the state directory: the variables the CLI needs to inspect this demo.
-fn write_env_file(dir: &Path, root_token: &str) -> anyhow::Result<()> {
+fn write_env_file(dir: &Path, root_token: &str, approver_token: &str) -> anyhow::Result<()> {
     let text = format!(
-        "# Dev-only secrets of this treasury dev run: `. {dir}/env.sh`, then e.g.\n# treasury status --config {dir}/treasury.toml\nexport {COORDINATOR_PASSPHRASE_ENV}={COORDINATOR_PASS}\nexport TREASURY_KEEPER_PASSWORD={KEEPER_PASS}\nexport TREASURY_ROOT_TOKEN={root_token}\nexport SOFTHSM2_CONF={dir}/root/softhsm2.conf\nexport TREASURY_HSM_PIN={HSM_PIN}\n",
+        "# Dev-only secrets of this treasury dev run: `. {dir}/env.sh`, then e.g.\n# treasury status --config {dir}/treasury.toml\nexport {COORDINATOR_PASSPHRASE_ENV}={COORDINATOR_PASS}\nexport TREASURY_KEEPER_PASSWORD={KEEPER_PASS}\nexport TREASURY_ROOT_TOKEN={root_token}\nexport TREASURY_APPROVER_TOKEN={approver_token}\nexport SOFTHSM2_CONF={dir}/root/softhsm2.conf\nexport TREASURY_HSM_PIN={HSM_PIN}\n",
         dir = dir.display()
     );
     let path = dir.join("env.sh");

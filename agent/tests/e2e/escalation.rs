@@ -43,7 +43,7 @@ async fn a_tier_two_payment_waits_for_the_root_through_outages_and_executes_afte
     let mut env = AgentEnv::start_with_root(&[GRANT], Some(root.address)).await.unwrap();
     let d = env.chain.deployment.clone();
     let gov = d.token("GOV").unwrap().address;
-    let (root_config, agent_token, _) = root.config(
+    let (root_config, agent_token, carol_token) = root.config(
         d.chain_id,
         d.module,
         &[(gov, "50000000000000000000000", "100000000000000000000000")],
@@ -77,7 +77,10 @@ async fn a_tier_two_payment_waits_for_the_root_through_outages_and_executes_afte
     ]))
     .unwrap();
     let id = pending[0]["id"].as_str().expect("the request is still queued at the root").to_string();
-    root.run(&["root", "approve", &id, "--config", root_config.to_str().unwrap(), "--as", "carol"]);
+    root.run_with(
+        &["root", "approve", &id, "--config", root_config.to_str().unwrap()],
+        &[("TREASURY_APPROVER_TOKEN", &carol_token)],
+    );
     assert_eq!(env.balance("GOV", numbered(1)).await, U256::ZERO, "nothing moves before the agent resumes");
 
     // Both come back: the agent resumes the waiting intent and executes it once.

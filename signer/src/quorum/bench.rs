@@ -155,6 +155,9 @@ pub struct BenchOptions {
     pub concurrency: usize,
 }
 
+/// Passphrase of the bench's throw-away node directories.
+const BENCH_PASS: &str = "bench node passphrase";
+
 /// The operation the bench signs: one allow-listed ERC-20 transfer.
 pub fn bench_operation(token: Address, nonce: u64) -> Operation {
     let mut data = TRANSFER.to_vec();
@@ -164,28 +167,36 @@ pub fn bench_operation(token: Address, nonce: u64) -> Operation {
     Operation {
         calls: vec![Call::new(token, U256::ZERO, data)],
         nonce: U256::from(nonce),
-        deadline: U256::MAX,
+        deadline: U256::from(super::nonces::now() + 3600),
     }
 }
 
-/// Initialises `n` node directories under `root` for `coordinator`, guarding chain 31337 / `module`.
+/// Initialises `n` node directories under `root` for `coordinator` with `guard`, and pins each
+/// to the `threshold`-of-`n` roster of all of them (as their operators would with `signer pin`).
 pub fn init_nodes(
     root: &Path,
     n: usize,
+    threshold: u16,
     coordinator: &IdentityKey,
     guard: &GuardConfig,
     passphrase: &str,
 ) -> Result<Vec<InitReport>, QuorumError> {
-    (0..n)
+    let pass = Passphrase::new(passphrase);
+    let reports = (0..n)
         .map(|i| {
             NodeStore::init_with(
                 &root.join(format!("node{i}")),
-                &Passphrase::new(passphrase),
+                &pass,
                 NodeConfig { coordinators: vec![coordinator.public().to_hex()], guard: guard.clone() },
                 true,
             )
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let all: Vec<String> = reports.iter().map(|r| r.fingerprint.clone()).collect();
+    for r in &reports {
+        super::store::pin_roster(Path::new(&r.dir), &pass, threshold, &all)?;
+    }
+    Ok(reports)
 }
 
 /// Runs the bench.
@@ -209,10 +220,10 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         ..Default::default()
     };
     let coord = IdentityKey::generate();
-    let reports = init_nodes(tmp, opts.nodes, &coord, &guard, "bench")?;
+    let reports = init_nodes(tmp, opts.nodes, opts.threshold, &coord, &guard, BENCH_PASS)?;
     let mut procs = Vec::new();
     for r in &reports {
-        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), "bench").await?);
+        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), BENCH_PASS).await?);
     }
     let pinned: Vec<PinnedNode> = procs
         .iter()

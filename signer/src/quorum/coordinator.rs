@@ -21,7 +21,7 @@ use treasury_chain::operation::{Operation, TIER_QUORUM, TIER_ROOT, operation_dig
 
 use super::client::NodeClient;
 use super::dkg::{identifier_hex, parse_identifier};
-use super::error::{NodeFault, QuorumError};
+use super::error::{NodeFault, QuorumError, RefusalCode};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::quorum_file::{QuorumFile, QuorumNode};
 use super::signature::{FrostSignature, GroupKey};
@@ -364,6 +364,12 @@ impl Coordinator {
         if fault.is_unavailable() {
             s.mark_down();
         }
+        if let NodeFault::Refused(r) = &fault
+            && matches!(r.code, RefusalCode::UnknownCommitment | RefusalCode::UsedCommitment)
+        {
+            // The node restarted (its nonces die with it): the next signature fetches fresh ones.
+            s.pool.lock().expect("pool lock").clear();
+        }
         tracing::warn!(node = %s.node.url, %fault, "node excluded from this signature");
         excluded.insert(i);
         faults.push((s.node.url.clone(), fault));
@@ -468,7 +474,7 @@ pub async fn run_dkg(
             abort(&client, nodes, &roster, &session, timeout).await;
             continue;
         }
-        commit(&client, nodes, &roster, &session, &finish, timeout).await?;
+        let attestations = commit(&client, nodes, &roster, &session, &finish, timeout).await?;
         let quorum = QuorumFile {
             threshold,
             coordinator_key: coordinator_key_file.to_string(),
@@ -479,11 +485,13 @@ pub async fn run_dkg(
             nodes: nodes
                 .iter()
                 .zip(&roster)
-                .map(|(n, r)| QuorumNode {
+                .zip(attestations)
+                .map(|((n, r), attestation)| QuorumNode {
                     url: n.url.clone(),
                     identifier: r.identifier.clone(),
                     identity_key: r.identity_key.clone(),
                     fingerprint: n.fingerprint.clone(),
+                    attestation,
                 })
                 .collect(),
         };
@@ -517,12 +525,15 @@ pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOut
         abort(&client, &nodes, &roster, &session, timeout).await;
         return Err(QuorumError::Dkg("refresh produced a different group key".into()));
     }
-    commit(&client, &nodes, &roster, &session, &finish, timeout).await?;
+    let attestations = commit(&client, &nodes, &roster, &session, &finish, timeout).await?;
     let group_key = GroupKey::from_compressed(
         &hex::decode(&quorum.group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?,
     )?;
     let mut q = quorum.clone();
     q.public_key_package = finish[0].public_key_package.clone();
+    for (n, a) in q.nodes.iter_mut().zip(attestations) {
+        n.attestation = a;
+    }
     Ok(DkgOutcome { quorum: q, group_key, attempts: 1 })
 }
 
@@ -600,7 +611,7 @@ async fn commit(
     session: &str,
     finish: &[DkgFinishResponse],
     timeout: Duration,
-) -> Result<(), QuorumError> {
+) -> Result<Vec<String>, QuorumError> {
     let confirmations: BTreeMap<String, String> =
         roster.iter().zip(finish).map(|(e, f)| (e.identifier.clone(), f.confirmation.clone())).collect();
     let req = DkgCommitRequest { session: session.to_string(), confirmations };
@@ -613,10 +624,11 @@ async fn commit(
         }
     }))
     .await;
+    let mut attestations = Vec::with_capacity(nodes.len());
     for (n, r) in nodes.iter().zip(res) {
-        r.map_err(|f| node_err(&n.url, f))?;
+        attestations.push(r.map_err(|f| node_err(&n.url, f))?.attestation);
     }
-    Ok(())
+    Ok(attestations)
 }
 
 async fn abort(

@@ -308,6 +308,11 @@ impl DkgSession {
         Ok((*key_package, *public))
     }
 
+    /// The roster as (identifier, identity key) in hex.
+    pub fn roster_entries(&self) -> Vec<(String, String)> {
+        self.roster.iter().map(|(i, k)| (identifier_hex(i), k.to_hex())).collect()
+    }
+
     fn key_of(&self, id: &Identifier) -> Result<IdentityPublic, Refusal> {
         self.roster.iter().find(|(i, _)| i == id).map(|(_, k)| *k).ok_or_else(|| fail("unknown participant"))
     }

@@ -20,6 +20,8 @@ pub enum RefusalCode {
     WrongModule,
     /// The operation's deadline has passed.
     Expired,
+    /// The operation's deadline is further away than the node's maximum TTL.
+    DeadlineTooFar,
     /// A call is not allowed at tier 1 (target/selector not allow-listed, delegatecall, spender).
     NotAllowed,
     /// The operation would exceed a per-period token budget tracked by this node.
@@ -57,6 +59,7 @@ impl Refusal {
             RefusalCode::WrongChain
                 | RefusalCode::WrongModule
                 | RefusalCode::Expired
+                | RefusalCode::DeadlineTooFar
                 | RefusalCode::NotAllowed
                 | RefusalCode::OverBudget
                 | RefusalCode::RootSignatureRequired
@@ -112,6 +115,9 @@ pub enum QuorumError {
         /// The store file.
         path: String,
     },
+    /// A new passphrase is too weak to protect the files it seals.
+    #[error("weak passphrase: {0}; choose a long passphrase (several random words)")]
+    WeakPassphrase(String),
     /// No passphrase was given in the environment.
     #[error("no passphrase: set {var} (or {var}_FILE to a key file)")]
     NoPassphrase {

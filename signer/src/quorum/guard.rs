@@ -53,7 +53,14 @@ pub struct GuardConfig {
     /// Per-token budgets tracked by this node.
     #[serde(default)]
     pub budgets: Vec<Budget>,
+    /// Longest time between now and an operation's deadline this node signs for, seconds
+    /// (default [`DEFAULT_MAX_DEADLINE_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deadline_secs: Option<u64>,
 }
+
+/// Default longest time to an operation's deadline a node signs for: one week.
+pub const DEFAULT_MAX_DEADLINE_SECS: u64 = 7 * 86_400;
 
 fn default_period() -> u64 {
     86_400
@@ -83,9 +90,10 @@ pub struct BudgetState {
 }
 
 impl BudgetState {
-    /// Moves to `period`, forgetting spending of earlier periods.
+    /// Moves forward to `period`, forgetting spending of earlier periods; never moves back (a
+    /// late request that computed an older period does not reset the budget).
     pub fn roll(&mut self, period: u64) {
-        if period != self.period {
+        if period > self.period {
             *self = BudgetState { period, ..Default::default() };
         }
     }
@@ -100,18 +108,6 @@ impl BudgetState {
             }
         }
         fresh
-    }
-
-    /// Takes back outflows [`BudgetState::record`] counted for `digest` (a reservation whose
-    /// signature was refused before any share was made).
-    pub fn release(&mut self, digest: B256, outflows: &Outflows) {
-        if self.counted.remove(&digest) {
-            for (token, amount) in outflows {
-                if let Some(e) = self.spent.get_mut(token) {
-                    *e = e.saturating_sub(*amount);
-                }
-            }
-        }
     }
 }
 
@@ -168,6 +164,14 @@ impl GuardConfig {
         }
         if op.deadline < U256::from(now_unix) {
             return Err(Refusal::new(RefusalCode::Expired, format!("deadline {} has passed", op.deadline)));
+        }
+        // A signature must not outlive a coordinator key rotation by more than this.
+        let max = self.max_deadline_secs.unwrap_or(DEFAULT_MAX_DEADLINE_SECS);
+        if op.deadline > U256::from(now_unix.saturating_add(max)) {
+            return Err(Refusal::new(
+                RefusalCode::DeadlineTooFar,
+                format!("deadline {} is more than {max}s from now ({now_unix})", op.deadline),
+            ));
         }
         if op.calls.is_empty() {
             return Err(Refusal::new(RefusalCode::BadRequest, "operation has no calls"));
@@ -318,6 +322,7 @@ mod tests {
             allow: vec![AllowEntry { target: token, selector: Some("0xa9059cbb".into()) }],
             spenders: vec![],
             budgets: vec![Budget { token, amount: U256::from(1000) }],
+            max_deadline_secs: None,
         };
         (cfg, token, module)
     }
@@ -344,12 +349,6 @@ mod tests {
         let d2 = operation_digest(&o2, TIER_QUORUM, 31337, module);
         let err = cfg.check(&o2, 31337, module, d2, None, &st, 1000).unwrap_err();
         assert_eq!(err.code, RefusalCode::OverBudget);
-        // a reservation given back (its signature was refused) frees the budget; releasing a
-        // digest that is not counted changes nothing
-        st.release(d2, &ok.outflows);
-        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1000).is_err());
-        st.release(d, &ok.outflows);
-        assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1000).is_ok());
         // next period: budget is fresh
         assert!(cfg.check(&o2, 31337, module, d2, None, &st, 1100).is_ok());
     }

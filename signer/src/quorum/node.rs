@@ -98,11 +98,7 @@ impl NodeState {
         }
         let ledger = nonces.ledger_handle()?;
         let rpath = dir.join("refusals.jsonl");
-        let refusals = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&rpath)
-            .map_err(|e| QuorumError::io(&rpath, e))?;
+        let refusals = super::store::private_file(&rpath, false)?;
         Ok(Self {
             verifier: RequestVerifier::new(&identity, allowed),
             identity,
@@ -196,10 +192,13 @@ impl NodeState {
         drop(store);
         let now = now();
         let period = now / guard.period_secs.max(1);
-        let (approved, reserved) = {
+        // The nonce is taken first: a request that cannot sign (unknown or used commitment) never
+        // touches the budget, so no spend is ever given back.
+        let nonces = self.nonces.lock().expect("nonce lock").take(&id)?;
+        let checked = {
             let mut budget = self.budget.lock().expect("budget lock");
             budget.roll(period);
-            let approved = guard.check(
+            let checked = guard.check(
                 &req.operation,
                 req.chain_id,
                 req.module,
@@ -207,20 +206,29 @@ impl NodeState {
                 req.root_signature.as_ref().map(|b| b.as_ref()),
                 &budget,
                 now,
-            )?;
-            // Count a tier-1 operation under the same lock as the check, so that two concurrent
-            // requests cannot both pass against the same remaining budget.
-            let reserved = approved.tier == Tier::One && budget.record(digest, &approved.outflows);
-            (approved, reserved)
+            );
+            // Counted under the same lock as the check: two concurrent requests cannot both pass
+            // against the same remaining budget.
+            if let Ok(a) = &checked
+                && a.tier == Tier::One
+            {
+                budget.record(digest, &a.outflows);
+            }
+            checked
         };
-        let nonces = match self.nonces.lock().expect("nonce lock").take(&id) {
-            Ok(n) => n,
-            Err(r) => {
-                // No share can be made: give the reservation back.
-                if reserved {
-                    self.budget.lock().expect("budget lock").release(digest, &approved.outflows);
-                }
-                return Err(r);
+        let approved = match checked {
+            Ok(a) => a,
+            Err(refusal) => {
+                drop(nonces);
+                let entry = LedgerEntry {
+                    commitment: id,
+                    kind: "discarded".into(),
+                    digest: Some(digest.to_string()),
+                    detail: None,
+                    at: now,
+                };
+                self.append_ledger(&entry).map_err(bad)?;
+                return Err(refusal);
             }
         };
         let result = frost_secp256k1::round2::sign(&package, &nonces, &share.0);
@@ -233,15 +241,7 @@ impl NodeState {
             detail: serde_json::to_value(&detail).ok(),
             at: now,
         };
-        {
-            let mut line = serde_json::to_vec(&entry).map_err(|e| bad(e.to_string()))?;
-            line.push(b'\n');
-            let mut ledger = self.ledger.lock().expect("ledger lock");
-            ledger
-                .write_all(&line)
-                .and_then(|()| ledger.sync_data())
-                .map_err(|e| bad(format!("cannot record the nonce as used: {e}")))?;
-        }
+        self.append_ledger(&entry).map_err(bad)?;
         let share_out = result.map_err(|e| bad(format!("frost sign: {e}")))?;
         tracing::info!(%digest, tier = ?approved.tier, "signed");
         let bytes = share_out.serialize();
@@ -254,7 +254,47 @@ impl NodeState {
         Ok(SignResponse { share: hex::encode(bytes) })
     }
 
+    /// Appends `entry` to the nonce ledger and syncs it to disk.
+    fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), String> {
+        let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        ledger
+            .write_all(&line)
+            .and_then(|()| ledger.sync_data())
+            .map_err(|e| format!("cannot record the nonce as used: {e}"))
+    }
+
+    /// Refuses a DKG or refresh roster other than the one this node's operator pinned.
+    fn check_pinned_roster(&self, req: &DkgRound1Request) -> Result<(), Refusal> {
+        let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
+        let dir = self.store.lock().expect("store lock").dir().to_path_buf();
+        let pin = super::store::read_roster_pin(&dir, &self.identity.public())
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| {
+                fail("no roster pinned: run `treasury signer pin` with the peers' fingerprints first".into())
+            })?;
+        if req.threshold != pin.threshold || req.roster.len() != pin.fingerprints.len() {
+            return Err(fail(format!(
+                "roster is {}-of-{}, not the pinned {}-of-{}",
+                req.threshold,
+                req.roster.len(),
+                pin.threshold,
+                pin.fingerprints.len()
+            )));
+        }
+        for e in &req.roster {
+            let fp =
+                IdentityPublic::from_hex(&e.identity_key).map_err(|e| fail(e.to_string()))?.fingerprint();
+            if !pin.fingerprints.contains(&fp) {
+                return Err(fail(format!("roster member {fp} is not among the pinned fingerprints")));
+            }
+        }
+        Ok(())
+    }
+
     fn dkg_round1(&self, req: DkgRound1Request) -> Result<DkgRound1Response, Refusal> {
+        self.check_pinned_roster(&req)?;
         let share = self.share();
         let (session, out) = DkgSession::start(&self.identity, &req, share.as_deref())?;
         self.dkg.lock().expect("dkg lock").insert(req.session, session);
@@ -283,7 +323,9 @@ impl NodeState {
             .expect("dkg lock")
             .remove(&req.session)
             .ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        let members = session.roster_entries();
         let (kp, pkp) = session.commit(&req.confirmations)?;
+        let threshold = *kp.min_signers();
         let gk = GroupKey::from_verifying_key(pkp.verifying_key())
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
         let mut store = self.store.lock().expect("store lock");
@@ -296,7 +338,9 @@ impl NodeState {
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
         *self.share.write().expect("share lock") = Some(Arc::new((kp, pkp)));
         tracing::info!(group_key = %gk.compressed, "key share committed");
-        Ok(DkgCommitResponse { group_key: gk.compressed })
+        let msg = super::quorum_file::attestation_message(&gk.compressed, threshold, &members);
+        let attestation = hex::encode(self.identity.sign(&msg));
+        Ok(DkgCommitResponse { group_key: gk.compressed, attestation })
     }
 }
 
@@ -513,4 +557,199 @@ pub fn parse_allow(s: &str) -> Result<super::guard::AllowEntry, QuorumError> {
         target: t.parse::<Address>().map_err(|e| QuorumError::Config(format!("target {t}: {e}")))?,
         selector: sel,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+    use crate::quorum::store::NodeConfig;
+    use frost_secp256k1::keys::IdentifierList;
+    use treasury_chain::operation::{Call, Operation};
+
+    const CHAIN: u64 = 31337;
+
+    fn token() -> Address {
+        Address::repeat_byte(0x70)
+    }
+    fn module() -> Address {
+        Address::repeat_byte(0x4d)
+    }
+
+    fn transfer(amount: u64, nonce: u64) -> Operation {
+        let mut data = TRANSFER.to_vec();
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        Operation {
+            calls: vec![Call::new(token(), U256::ZERO, data)],
+            nonce: U256::from(nonce),
+            deadline: U256::from(now() + 600),
+        }
+    }
+
+    /// A node (as a value, no HTTP) holding share 1 of a 2-of-2 dealer key, budget 1000 of `token()`.
+    fn node(dir: &Path) -> (NodeState, Vec<KeyPackage>) {
+        // Built from its file form, so that settings this test does not name keep their defaults.
+        let guard: GuardConfig = serde_json::from_value(serde_json::json!({
+            "chain_id": CHAIN,
+            "module": module(),
+            "allow": [AllowEntry { target: token(), selector: Some("0xa9059cbb".into()) }],
+            "budgets": [Budget { token: token(), amount: U256::from(1000) }],
+        }))
+        .unwrap();
+        let coordinator = IdentityKey::generate().public().to_hex();
+        let pass = Passphrase::new("tidal ember quartz meadow");
+        let config = NodeConfig { coordinators: vec![coordinator], guard };
+        crate::quorum::store::NodeStore::init_with(dir, &pass, config, true).unwrap();
+        let (shares, pkp) =
+            frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng)
+                .unwrap();
+        let kps: Vec<KeyPackage> = shares.into_values().map(|s| KeyPackage::try_from(s).unwrap()).collect();
+        let mut store = NodeStore::open(dir, &pass).unwrap();
+        store.secrets.set_share(&kps[0], &pkp).unwrap();
+        store.save_secrets().unwrap();
+        (NodeState::open(dir, &pass).unwrap(), kps)
+    }
+
+    /// A sign request for `op` with this node's commitment `mine` and a peer's fresh one.
+    fn request(
+        op: &Operation,
+        mine: &frost_secp256k1::round1::SigningCommitments,
+        peer: &KeyPackage,
+    ) -> SignRequest {
+        let (_, peer_c) = frost_secp256k1::round1::commit(peer.signing_share(), &mut rand_core::OsRng);
+        let digest = operation_digest(op, treasury_chain::TIER_QUORUM, CHAIN, module());
+        let commitments = [(*peer.identifier(), peer_c), (my_id(), *mine)].into_iter().collect();
+        let package = frost_secp256k1::SigningPackage::new(commitments, digest.as_slice());
+        SignRequest {
+            operation: op.clone(),
+            chain_id: CHAIN,
+            module: module(),
+            root_signature: None,
+            signing_package: hex::encode(package.serialize().unwrap()),
+        }
+    }
+
+    fn my_id() -> frost_secp256k1::Identifier {
+        frost_secp256k1::Identifier::try_from(1u16).unwrap()
+    }
+
+    fn issued(state: &NodeState) -> frost_secp256k1::round1::SigningCommitments {
+        let c = state.commitments(CommitmentsRequest { count: 1 }).unwrap();
+        let bytes = hex::decode(&c.commitments[0].commitments).unwrap();
+        frost_secp256k1::round1::SigningCommitments::deserialize(&bytes).unwrap()
+    }
+
+    /// Attack (issue 13 item 2): while the nonce lock is held (a concurrent `/v1/commitments`),
+    /// the coordinator sends the same operation twice, once with a commitment the node never
+    /// issued and once with a valid one. The failing request must not give back the spend the
+    /// succeeding one made: afterwards the budget still counts it.
+    #[test]
+    fn a_failed_request_does_not_release_the_spend_of_a_concurrent_signed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, kps) = node(dir.path());
+        let state = Arc::new(state);
+        let op = transfer(600, 1);
+        let valid = request(&op, &issued(&state), &kps[1]);
+        let (_, foreign) = frost_secp256k1::round1::commit(kps[0].signing_share(), &mut rand_core::OsRng);
+        let unknown = request(&op, &foreign, &kps[1]);
+        let held = state.nonces.lock().unwrap();
+        let (s1, s2) = (state.clone(), state.clone());
+        let a = std::thread::spawn(move || s1.sign(unknown));
+        // Let the failing request take its budget reservation first, then the valid one.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let b = std::thread::spawn(move || s2.sign(valid));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+        assert_eq!(a.join().unwrap().unwrap_err().code, RefusalCode::UnknownCommitment);
+        b.join().unwrap().expect("the valid request signs");
+        // 600 spent of 1000: another 600 must be over budget.
+        let again = request(&transfer(600, 2), &issued(&state), &kps[1]);
+        let err = state.sign(again).expect_err("a second 600 exceeds the budget of 1000");
+        assert_eq!(err.code, RefusalCode::OverBudget, "{}", err.reason);
+    }
+
+    /// Periods only roll forward: a request that computed an older period never resets the budget.
+    #[test]
+    fn the_budget_period_never_moves_back() {
+        let mut b = BudgetState::default();
+        b.roll(10);
+        b.record(B256::repeat_byte(1), &[(token(), U256::from(5))].into_iter().collect());
+        b.roll(9);
+        assert_eq!(b.period, 10);
+        assert_eq!(b.spent[&token()], U256::from(5));
+        b.roll(11);
+        assert!(b.spent.is_empty());
+    }
+
+    /// Attack (issue 13 item 4): a compromised coordinator asks for a tier-1 signature with a
+    /// deadline of 2^256−1 (say for a future module nonce), to keep it usable after its key is
+    /// rotated. Nodes refuse a deadline beyond their maximum TTL.
+    #[test]
+    fn a_deadline_beyond_the_maximum_ttl_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, kps) = node(dir.path());
+        let mut far = transfer(1, 7);
+        far.deadline = U256::MAX;
+        let err = state.sign(request(&far, &issued(&state), &kps[1])).expect_err("a far deadline is refused");
+        assert_eq!(serde_json::to_value(err.code).unwrap(), "deadline_too_far", "{}", err.reason);
+        let mut week_and_a_day = transfer(1, 7);
+        week_and_a_day.deadline = U256::from(now() + 8 * 86_400);
+        assert!(state.sign(request(&week_and_a_day, &issued(&state), &kps[1])).is_err());
+        state.sign(request(&transfer(1, 7), &issued(&state), &kps[1])).expect("a near deadline signs");
+    }
+
+    /// A DKG round-1 request naming this node and `others` identities (identifiers 1, 2, …).
+    fn round1(state: &NodeState, others: &[String], threshold: u16, refresh: bool) -> DkgRound1Request {
+        let keys = std::iter::once(state.identity.public().to_hex()).chain(others.iter().cloned());
+        let roster = keys
+            .enumerate()
+            .map(|(i, k)| RosterEntry {
+                identifier: identifier_hex(&frost_secp256k1::Identifier::try_from(i as u16 + 1).unwrap()),
+                identity_key: k,
+            })
+            .collect();
+        DkgRound1Request { session: format!("s{}", others.len()), threshold, roster, refresh }
+    }
+
+    /// Attack (issue 13 item 1): a compromised coordinator runs DKG (or a refresh) with this node
+    /// and identities it holds itself, so that it alone holds t shares of the new key. The node
+    /// refuses a roster its operator did not pin.
+    #[test]
+    fn a_roster_of_the_coordinators_own_keys_is_refused_in_dkg_and_refresh() {
+        let rogue = || IdentityKey::generate().public().to_hex();
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = node(dir.path());
+        // refresh of this node's 2-of-2 share with the coordinator's key in place of the peer
+        let err = state.dkg_round1(round1(&state, &[rogue()], 2, true)).expect_err("rogue refresh roster");
+        assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+        // a fresh node asked to run DKG with two coordinator-held identities
+        let fresh = tempfile::tempdir().unwrap();
+        let pass = Passphrase::new("tidal ember quartz meadow");
+        let config = NodeConfig { coordinators: vec![rogue()], guard: GuardConfig::default() };
+        crate::quorum::store::NodeStore::init_with(fresh.path(), &pass, config, true).unwrap();
+        let state = NodeState::open(fresh.path(), &pass).unwrap();
+        let err = state.dkg_round1(round1(&state, &[rogue(), rogue()], 2, false)).expect_err("rogue roster");
+        assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+
+        // pinned: the operator's roster runs, any other member, size or threshold is refused
+        let (a, b) = (IdentityKey::generate().public(), IdentityKey::generate().public());
+        let peers = [a.fingerprint(), b.fingerprint()];
+        crate::quorum::store::pin_roster(fresh.path(), &pass, 2, &peers).unwrap();
+        let (a, b) = (a.to_hex(), b.to_hex());
+        state.dkg_round1(round1(&state, &[a.clone(), b.clone()], 2, false)).expect("the pinned roster runs");
+        for (others, t) in
+            [(vec![a.clone(), rogue()], 2), (vec![a.clone(), b.clone()], 3), (vec![a.clone()], 2)]
+        {
+            let err = state.dkg_round1(round1(&state, &others, t, false)).expect_err("not the pinned roster");
+            assert_eq!(err.code, RefusalCode::DkgFailure, "{}", err.reason);
+        }
+        // a pin file rewritten without the node's key is refused
+        let path = fresh.path().join("roster.pin");
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"threshold\": 2", "\"threshold\": 3");
+        std::fs::write(&path, text).unwrap();
+        let err = state.dkg_round1(round1(&state, &[a, b], 3, false)).expect_err("a forged pin");
+        assert!(err.reason.contains("not signed"), "{}", err.reason);
+    }
 }

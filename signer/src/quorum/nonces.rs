@@ -6,11 +6,12 @@
 //! nonces/ledger.jsonl    one line per consumed nonce (signed or discarded), fdatasynced
 //!                        before the signature share leaves the node
 //! ```
-//! On open, every id named in the ledger is dead: a restart revives no used nonce, and every
-//! batch entry not in the ledger is alive again: a restart loses no unused nonce.
+//! On open, the directory is locked and every batch on disk is discarded durably: only nonces made
+//! by this process are ever handed out, so a restart, a restored backup or a cloned directory
+//! revives no nonce (the coordinator fetches fresh commitments).
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use frost_secp256k1::keys::SigningShare;
@@ -70,6 +71,7 @@ pub struct NonceStore {
     used: HashSet<String>,
     next_batch: u64,
     ledger: File,
+    _lock: File,
 }
 
 impl std::fmt::Debug for NonceStore {
@@ -83,69 +85,39 @@ impl std::fmt::Debug for NonceStore {
 
 impl NonceStore {
     /// Opens (or creates) the store under `dir`, replaying the ledger.
+    ///
+    /// # Security
+    /// Locks the directory (a second process on it is refused) and durably discards every nonce
+    /// made before this start: a restored backup, a rolled-back VM disk or a cloned directory
+    /// holds no nonce this node may hand out again. Refuses a ledger with a malformed line other
+    /// than a torn last one (which it truncates: a crash mid-append released no share).
     pub fn open(dir: &Path, key: StoreKey) -> Result<(Self, Vec<LedgerEntry>), QuorumError> {
-        std::fs::create_dir_all(dir).map_err(|e| QuorumError::io(dir, e))?;
+        super::store::private_dir(dir)?;
+        let lock = lock_dir(dir)?;
         let ledger_path = dir.join("ledger.jsonl");
-        let mut entries = Vec::new();
-        let mut used = HashSet::new();
-        if ledger_path.exists() {
-            let f = File::open(&ledger_path).map_err(|e| QuorumError::io(&ledger_path, e))?;
-            for line in BufReader::new(f).lines() {
-                let line = line.map_err(|e| QuorumError::io(&ledger_path, e))?;
-                // A torn last line (crash mid-write, before fsync returned) never released a share.
-                let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) else { continue };
-                used.insert(entry.commitment.clone());
-                entries.push(entry);
-            }
-        }
-        let mut live = HashMap::new();
-        let mut order = std::collections::VecDeque::new();
-        let mut batch_left = HashMap::new();
+        let entries = read_ledger(&ledger_path)?;
+        let mut used: HashSet<String> = entries.iter().map(|e| e.commitment.clone()).collect();
         let mut next_batch = 0;
-        let mut batches: Vec<(u64, PathBuf)> = Vec::new();
-        for e in std::fs::read_dir(dir).map_err(|e| QuorumError::io(dir, e))? {
-            let e = e.map_err(|e| QuorumError::io(dir, e))?;
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(n) = name.strip_prefix("batch-").and_then(|s| s.strip_suffix(".enc"))
-                && let Ok(n) = n.parse::<u64>()
-            {
-                batches.push((n, e.path()));
-            }
-        }
-        batches.sort();
-        for (n, path) in batches {
+        for (n, path) in batch_files(dir)? {
             next_batch = next_batch.max(n + 1);
-            let sealed = std::fs::read(&path).map_err(|e| QuorumError::io(&path, e))?;
-            let plain = open(key.bytes(), BATCH_AAD, &sealed).ok_or_else(|| {
-                QuorumError::Corrupt(format!("{} does not open with the store key", path.display()))
-            })?;
-            let list: Vec<BatchEntry> = serde_json::from_slice(&plain)
-                .map_err(|e| QuorumError::Corrupt(format!("nonce batch: {e}")))?;
-            let mut left = 0;
-            for b in list {
-                if used.contains(&b.id) {
-                    continue;
-                }
-                let bytes =
-                    Zeroizing::new(hex::decode(&b.nonces).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
-                let nonces = SigningNonces::deserialize(&bytes).map_err(QuorumError::frost)?;
-                order.push_back(b.id.clone());
-                live.insert(b.id, (n, nonces));
-                left += 1;
-            }
-            if left == 0 {
-                std::fs::remove_file(&path).map_err(|e| QuorumError::io(&path, e))?;
-            } else {
-                batch_left.insert(n, left);
-            }
+            used.extend(batch_ids(&path, &key)?);
+            std::fs::remove_file(&path).map_err(|e| QuorumError::io(&path, e))?;
         }
-        let ledger = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ledger_path)
-            .map_err(|e| QuorumError::io(&ledger_path, e))?;
         sync_dir(dir)?;
-        Ok((Self { dir: dir.to_path_buf(), key, live, order, batch_left, used, next_batch, ledger }, entries))
+        let ledger = super::store::private_file(&ledger_path, false)?;
+        sync_dir(dir)?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            key,
+            live: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            batch_left: HashMap::new(),
+            used,
+            next_batch,
+            ledger,
+            _lock: lock,
+        };
+        Ok((store, entries))
     }
 
     /// Number of unused nonces.
@@ -228,7 +200,9 @@ impl NonceStore {
             }
             None if self.used.contains(id) => Err(Refusal::new(
                 RefusalCode::UsedCommitment,
-                format!("commitment {id} was already used; a nonce is never used twice"),
+                format!(
+                    "commitment {id} was already used or made before this node's last start; a nonce is never used twice"
+                ),
             )),
             None => Err(Refusal::new(
                 RefusalCode::UnknownCommitment,
@@ -253,6 +227,86 @@ impl NonceStore {
     pub fn ledger_handle(&self) -> Result<File, QuorumError> {
         self.ledger.try_clone().map_err(|e| QuorumError::io(&self.dir, e))
     }
+}
+
+/// Takes an exclusive lock on `dir` (held while the returned file is open).
+fn lock_dir(dir: &Path) -> Result<File, QuorumError> {
+    let path = dir.join("lock");
+    let f = super::store::private_file(&path, false)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(QuorumError::Config(format!("{} is in use by another signer process", dir.display())))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(QuorumError::io(&path, e)),
+    }
+}
+
+/// Reads the ledger; a malformed line is refused unless it is a torn last line, which is cut off.
+fn read_ledger(path: &Path) -> Result<Vec<LedgerEntry>, QuorumError> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(QuorumError::io(path, e)),
+    };
+    let mut entries = Vec::new();
+    let mut start = 0;
+    for (i, line) in text.split_inclusive(|b| *b == b'\n').enumerate() {
+        if !line.ends_with(b"\n") {
+            // A torn last line (a crash mid-append, before the fsync returned): its share never
+            // left. Cut it off so that the next append starts on a line of its own.
+            let f = OpenOptions::new().write(true).open(path).map_err(|e| QuorumError::io(path, e))?;
+            f.set_len(start as u64).and_then(|()| f.sync_all()).map_err(|e| QuorumError::io(path, e))?;
+            tracing::warn!(path = %path.display(), "cut off a torn last ledger line");
+            break;
+        }
+        start += line.len();
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_slice::<LedgerEntry>(line).map_err(|e| {
+            QuorumError::Corrupt(format!(
+                "{} line {}: {e}; refusing to guess which nonces it consumed",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// The sealed nonce batches in `dir`, by number.
+fn batch_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, QuorumError> {
+    let mut batches = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| QuorumError::io(dir, e))? {
+        let e = e.map_err(|e| QuorumError::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(n) = name.strip_prefix("batch-").and_then(|s| s.strip_suffix(".enc"))
+            && let Ok(n) = n.parse::<u64>()
+        {
+            batches.push((n, e.path()));
+        }
+    }
+    batches.sort();
+    Ok(batches)
+}
+
+/// The commitment ids of a sealed batch (its nonces are not decoded).
+fn batch_ids(path: &Path, key: &StoreKey) -> Result<Vec<String>, QuorumError> {
+    let sealed = std::fs::read(path).map_err(|e| QuorumError::io(path, e))?;
+    let plain = Zeroizing::new(open(key.bytes(), BATCH_AAD, &sealed).ok_or_else(|| {
+        QuorumError::Corrupt(format!("{} does not open with the store key", path.display()))
+    })?);
+    let list: Vec<BatchEntry> =
+        serde_json::from_slice(&plain).map_err(|e| QuorumError::Corrupt(format!("nonce batch: {e}")))?;
+    Ok(list
+        .into_iter()
+        .map(|mut b| {
+            zeroize::Zeroize::zeroize(&mut b.nonces);
+            b.id.clone()
+        })
+        .collect())
 }
 
 /// Seconds since the Unix epoch.
@@ -280,30 +334,20 @@ mod tests {
     }
 
     #[test]
-    fn restart_keeps_unused_and_never_revives_used() {
+    fn restart_revives_no_nonce_used_or_unused() {
         let dir = tempfile::tempdir().unwrap();
         let s = share();
         let (mut store, _) = NonceStore::open(dir.path(), key()).unwrap();
         let issued = store.generate(4, &s).unwrap();
         let used_id = issued[0].0.clone();
         store.take(&used_id).unwrap();
-        store
-            .mark_used(&LedgerEntry {
-                commitment: used_id.clone(),
-                kind: "signed".into(),
-                digest: None,
-                detail: None,
-                at: 0,
-            })
-            .unwrap();
+        mark(&mut store, &used_id);
         drop(store);
         let (mut store, ledger) = NonceStore::open(dir.path(), key()).unwrap();
         assert_eq!(ledger.len(), 1);
-        assert_eq!(store.unused(), 3);
-        assert_eq!(store.take(&used_id).unwrap_err().code, RefusalCode::UsedCommitment);
+        assert_eq!(store.unused(), 0);
         assert_eq!(store.take("00").unwrap_err().code, RefusalCode::UnknownCommitment);
-        for (id, _) in &issued[1..] {
-            store.take(id).unwrap();
+        for (id, _) in &issued {
             assert_eq!(store.take(id).unwrap_err().code, RefusalCode::UsedCommitment);
         }
     }
@@ -313,7 +357,84 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = NonceStore::open(dir.path(), key()).unwrap();
         store.generate(2, &share()).unwrap();
-        let (_, _) = NonceStore::open(dir.path(), key()).unwrap();
+        drop(store);
         assert!(NonceStore::open(dir.path(), StoreKey::for_tests([6u8; 32])).is_err());
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    fn mark(store: &mut NonceStore, id: &str) {
+        store
+            .mark_used(&LedgerEntry {
+                commitment: id.to_string(),
+                kind: "signed".into(),
+                digest: None,
+                detail: None,
+                at: 0,
+            })
+            .unwrap();
+    }
+
+    /// Attack (issue 13 item 3): a backup (or VM snapshot, or cloned directory) taken while a nonce
+    /// was unused is restored after the nonce signed; the restored node must not sign with it again.
+    #[test]
+    fn a_restored_backup_revives_no_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = tempfile::tempdir().unwrap();
+        let s = share();
+        let (mut store, _) = NonceStore::open(dir.path(), key()).unwrap();
+        let issued = store.generate(2, &s).unwrap();
+        copy_dir(dir.path(), backup.path());
+        store.take(&issued[0].0).unwrap();
+        mark(&mut store, &issued[0].0);
+        drop(store);
+        let (mut restored, _) = NonceStore::open(backup.path(), key()).unwrap();
+        for (id, _) in &issued {
+            let err = restored.take(id).expect_err("a nonce made before this start is never handed out");
+            assert_eq!(err.code, RefusalCode::UsedCommitment, "{}", err.reason);
+        }
+        // nothing of the old batch is left on disk to revive at a later start
+        drop(restored);
+        let (mut again, _) = NonceStore::open(backup.path(), key()).unwrap();
+        assert_eq!(again.unused(), 0);
+        assert!(again.take(&issued[1].0).is_err());
+        let fresh = again.generate(1, &s).unwrap();
+        again.take(&fresh[0].0).expect("nonces made after this start sign");
+    }
+
+    /// Attack (issue 13 item 3): two node processes started on one directory would hand out the
+    /// same nonces; the second open is refused.
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = NonceStore::open(dir.path(), key()).unwrap();
+        let err = NonceStore::open(dir.path(), key()).expect_err("the directory is in use");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        NonceStore::open(dir.path(), key()).expect("free again once the first store is closed");
+    }
+
+    /// Attack (issue 13 item 3): a ledger line that cannot be parsed in the middle of the ledger
+    /// (tampering, corruption) must not silently revive the nonce it named; only a torn last line
+    /// (a crash mid-append, before any share left) is tolerated.
+    #[test]
+    fn a_malformed_ledger_line_that_is_not_the_last_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = NonceStore::open(dir.path(), key()).unwrap();
+        drop(store);
+        let ledger = dir.path().join("ledger.jsonl");
+        let good = r#"{"commitment":"aa","kind":"signed","at":1}"#;
+        std::fs::write(&ledger, format!("{good}\n{{\"commitment\":\"bb\",\"ki\n{good}\n")).unwrap();
+        let err = NonceStore::open(dir.path(), key()).expect_err("a corrupt ledger is refused");
+        assert!(err.to_string().contains("ledger.jsonl line 2"), "{err}");
+        std::fs::write(&ledger, format!("{good}\n{{\"commitment\":\"bb\",\"ki")).unwrap();
+        let (_, entries) = NonceStore::open(dir.path(), key()).expect("a torn last line is tolerated");
+        assert_eq!(entries.len(), 1);
     }
 }

@@ -32,6 +32,24 @@ pub struct QuorumNode {
     pub identity_key: String,
     /// Fingerprint of the identity key, pinned out of band.
     pub fingerprint: String,
+    /// The node's signature (identity key, hex) over the group key and roster
+    /// ([`attestation_message`]), made when it committed its share.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attestation: String,
+}
+
+/// What a node signs to attest a DKG's outcome: the group key, the threshold and every member's
+/// (identifier, identity key), in identifier order.
+pub fn attestation_message(group_key: &str, threshold: u16, members: &[(String, String)]) -> [u8; 32] {
+    let mut members = members.to_vec();
+    members.sort();
+    let t = threshold.to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![b"treasury-group-key-attestation-v1", group_key.as_bytes(), &t];
+    for (id, key) in &members {
+        parts.push(id.as_bytes());
+        parts.push(key.as_bytes());
+    }
+    super::identity::hash_parts(&parts)
 }
 
 /// The quorum file.
@@ -71,6 +89,51 @@ impl QuorumFile {
     pub fn coordinator_key_path(&self, quorum_path: &Path) -> PathBuf {
         let p = PathBuf::from(&self.coordinator_key);
         if p.is_absolute() { p } else { quorum_path.parent().unwrap_or(Path::new(".")).join(p) }
+    }
+
+    /// The message each node of this file attests.
+    pub fn attestation_message(&self) -> [u8; 32] {
+        let members: Vec<(String, String)> =
+            self.nodes.iter().map(|n| (n.identifier.clone(), n.identity_key.clone())).collect();
+        attestation_message(&self.group_key, self.threshold, &members)
+    }
+
+    /// Checks that every node the operator `pinned` (fingerprints confirmed out of band) is a
+    /// member, that no other node is, and that each attested this group key and roster.
+    pub fn verify_attestations(&self, pinned: &[String]) -> Result<(), QuorumError> {
+        if self.nodes.is_empty() || self.nodes.iter().all(|n| n.attestation.is_empty()) {
+            return Err(QuorumError::Config(
+                "no node attests this group key (not a file from `treasury dkg`)".into(),
+            ));
+        }
+        if pinned.is_empty() {
+            return Err(QuorumError::Config(
+                "name the nodes' fingerprints you confirmed out of band (--node-fingerprint) to check their attestations".into(),
+            ));
+        }
+        let pinned: Vec<String> = pinned.iter().map(|p| p.to_ascii_lowercase()).collect();
+        let msg = self.attestation_message();
+        for n in &self.nodes {
+            let key = super::identity::IdentityPublic::from_hex(&n.identity_key)?;
+            if key.fingerprint() != n.fingerprint || !pinned.contains(&n.fingerprint) {
+                return Err(QuorumError::Config(format!(
+                    "{}: fingerprint {} is not one you pinned",
+                    n.url,
+                    key.fingerprint()
+                )));
+            }
+            let sig = hex::decode(&n.attestation).unwrap_or_default();
+            if !key.verify(&msg, &sig) {
+                return Err(QuorumError::Config(format!(
+                    "{}: does not attest this group key and roster",
+                    n.url
+                )));
+            }
+        }
+        if let Some(missing) = pinned.iter().find(|p| !self.nodes.iter().any(|n| &n.fingerprint == *p)) {
+            return Err(QuorumError::Config(format!("pinned node {missing} is not in the quorum")));
+        }
+        Ok(())
     }
 
     /// The frost public key package.

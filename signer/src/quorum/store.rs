@@ -10,6 +10,7 @@
 //! The passphrase comes from `TREASURY_SIGNER_PASSPHRASE`, or from the file named by
 //! `TREASURY_SIGNER_PASSPHRASE_FILE` (a key file).
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -29,6 +30,87 @@ pub const COORDINATOR_PASSPHRASE_ENV: &str = "TREASURY_COORDINATOR_PASSPHRASE";
 const SECRETS_FILE: &str = "secrets.enc";
 const CONFIG_FILE: &str = "node.toml";
 const PUBLIC_FILE: &str = "identity.pub";
+const ROSTER_PIN_FILE: &str = "roster.pin";
+const ROSTER_PIN_DOMAIN: &[u8] = b"treasury-signer-roster-pin-v1";
+
+/// The quorum a node's operator agreed to take part in: (t, n) and every member's fingerprint
+/// (this node's included), pinned out of band with `treasury signer pin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterPin {
+    /// Threshold t.
+    pub threshold: u16,
+    /// Fingerprints of all n members, sorted.
+    pub fingerprints: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignedRosterPin {
+    pin: RosterPin,
+    /// The node's identity signature over the pin, hex.
+    signature: String,
+}
+
+fn pin_message(pin: &RosterPin) -> Result<[u8; 32], QuorumError> {
+    let body = serde_json::to_vec(pin).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+    Ok(super::identity::hash_parts(&[ROSTER_PIN_DOMAIN, &body]))
+}
+
+/// Pins the roster of the node in `dir`: threshold `t` and the fingerprints of its `peers`
+/// (this node's own is added), signed with the node's identity key (so it needs the passphrase).
+pub fn pin_roster(
+    dir: &Path,
+    pass: &Passphrase,
+    threshold: u16,
+    peers: &[String],
+) -> Result<RosterPin, QuorumError> {
+    let store = NodeStore::open(dir, pass)?;
+    let identity = store.secrets.identity()?;
+    let mut fingerprints = vec![identity.public().fingerprint()];
+    for p in peers {
+        let p = p.to_ascii_lowercase();
+        if p.len() != 32 || hex::decode(&p).is_err() {
+            return Err(QuorumError::Config(format!("peer fingerprint {p}: expected 32 hex digits")));
+        }
+        fingerprints.push(p);
+    }
+    fingerprints.sort();
+    fingerprints.dedup();
+    let n = fingerprints.len();
+    if threshold < 2 || usize::from(threshold) > n {
+        return Err(QuorumError::Config(format!("threshold {threshold} does not fit {n} distinct members")));
+    }
+    let pin = RosterPin { threshold, fingerprints };
+    let signature = hex::encode(identity.sign(&pin_message(&pin)?));
+    let text = serde_json::to_vec_pretty(&SignedRosterPin { pin: pin.clone(), signature })
+        .map_err(|e| QuorumError::Corrupt(e.to_string()))?;
+    write_durable(&dir.join(ROSTER_PIN_FILE), &text)?;
+    Ok(pin)
+}
+
+/// The roster pinned in `dir`, checked against the node's own identity signature; `None` when
+/// no roster was pinned.
+pub fn read_roster_pin(
+    dir: &Path,
+    identity: &super::identity::IdentityPublic,
+) -> Result<Option<RosterPin>, QuorumError> {
+    let path = dir.join(ROSTER_PIN_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(QuorumError::io(&path, e)),
+    };
+    let signed: SignedRosterPin = serde_json::from_slice(&text)
+        .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
+    let sig =
+        hex::decode(&signed.signature).map_err(|e| QuorumError::Corrupt(format!("pin signature: {e}")))?;
+    if !identity.verify(&pin_message(&signed.pin)?, &sig) {
+        return Err(QuorumError::Corrupt(format!(
+            "{} is not signed by this node's identity key",
+            path.display()
+        )));
+    }
+    Ok(Some(signed.pin))
+}
 const STORE_AAD: &[u8] = b"treasury-signer-store-v1";
 
 /// A passphrase read from the environment.
@@ -50,6 +132,34 @@ impl Passphrase {
         Self(bytes.into())
     }
 
+    /// Refuses a passphrase too weak to protect a stolen disk: shorter than
+    /// [`MIN_PASSPHRASE_CHARS`] characters, one character repeated, or a common password.
+    pub fn check_strength(&self) -> Result<(), QuorumError> {
+        let text = String::from_utf8_lossy(&self.0);
+        let chars = text.chars().count();
+        if chars < MIN_PASSPHRASE_CHARS {
+            return Err(QuorumError::WeakPassphrase(format!(
+                "{chars} characters; at least {MIN_PASSPHRASE_CHARS} are needed"
+            )));
+        }
+        let mut distinct: Vec<char> = text.chars().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 4 {
+            return Err(QuorumError::WeakPassphrase("fewer than four different characters".into()));
+        }
+        // Compared without case, spaces or punctuation, and without digits tacked on either end.
+        let plain: Zeroizing<String> = Zeroizing::new(
+            text.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect(),
+        );
+        let digit = |c: char| c.is_ascii_digit();
+        let forms = [plain.as_str(), plain.trim_end_matches(digit), plain.trim_start_matches(digit)];
+        if COMMON_PASSWORDS.lines().any(|w| forms.contains(&w)) {
+            return Err(QuorumError::WeakPassphrase("it is a common password".into()));
+        }
+        Ok(())
+    }
+
     /// Reads `var`, or the key file named by `{var}_FILE`.
     pub fn from_env(var: &'static str) -> Result<Self, QuorumError> {
         if let Some(v) = std::env::var_os(var) {
@@ -66,6 +176,22 @@ impl Passphrase {
         Err(QuorumError::NoPassphrase { var })
     }
 }
+
+/// Fewest characters a new passphrase may have.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+
+/// Common passwords (lower case), refused inside any new passphrase.
+const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
+
+/// Argon2id memory of new files, KiB (64 MiB).
+const KDF_M_COST: u32 = 64 * 1024;
+/// Argon2id passes of new files.
+const KDF_T_COST: u32 = 3;
+/// Bounds a sealed file's KDF parameters must lie within (memory in KiB: 8 MiB to 1 GiB, the
+/// lower end for the cheap parameters of tests and benches only); checked before any work.
+const KDF_M_BOUNDS: (u32, u32) = (8 * 1024, 1024 * 1024);
+const KDF_T_BOUNDS: (u32, u32) = (1, 10);
+const KDF_P_BOUNDS: (u32, u32) = (1, 8);
 
 /// Key-derivation parameters stored beside the ciphertext.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +227,15 @@ impl StoreKey {
 }
 
 fn derive(pass: &Passphrase, kdf: &KdfParams) -> Result<StoreKey, QuorumError> {
+    for (name, v, (lo, hi)) in [
+        ("m_cost", kdf.m_cost, KDF_M_BOUNDS),
+        ("t_cost", kdf.t_cost, KDF_T_BOUNDS),
+        ("p_cost", kdf.p_cost, KDF_P_BOUNDS),
+    ] {
+        if !(lo..=hi).contains(&v) {
+            return Err(QuorumError::Corrupt(format!("kdf {name} {v} is outside {lo}..={hi}")));
+        }
+    }
     let salt = hex::decode(&kdf.salt).map_err(|e| QuorumError::Corrupt(format!("salt: {e}")))?;
     let params = Params::new(kdf.m_cost, kdf.t_cost, kdf.p_cost, Some(32))
         .map_err(|e| QuorumError::Corrupt(format!("kdf params: {e}")))?;
@@ -187,20 +322,49 @@ pub struct NodeConfig {
     pub guard: GuardConfig,
 }
 
-/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync of the dir).
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync of the dir),
+/// readable and writable by the owner only (0600).
 pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), QuorumError> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| QuorumError::io(&tmp, e))?;
+        let mut f = private_file(&tmp, true)?;
+        // An old temp file keeps its mode: make sure it is the owner's alone.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| QuorumError::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| QuorumError::io(&tmp, e))?;
         f.sync_all().map_err(|e| QuorumError::io(&tmp, e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| QuorumError::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path))
+}
+
+/// Opens (creating it 0600 when absent) `path` for writing: truncated, or for appending.
+pub(crate) fn private_file(path: &Path, truncate: bool) -> Result<std::fs::File, QuorumError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(truncate)
+        .append(!truncate)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| QuorumError::io(path, e))
+}
+
+/// Creates `dir` and missing parents, each it creates with mode 0700.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), QuorumError> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| QuorumError::io(dir, e))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Fsyncs a directory so that renames and unlinks in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), QuorumError> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| QuorumError::io(dir, e))
 }
 
@@ -211,7 +375,7 @@ fn seal_file(path: &Path, pass: &Passphrase, plain: &[u8], fast_kdf: bool) -> Re
     let kdf = if fast_kdf {
         KdfParams { salt: hex::encode(salt), m_cost: 8 * 1024, t_cost: 1, p_cost: 1 }
     } else {
-        KdfParams { salt: hex::encode(salt), m_cost: 19 * 1024, t_cost: 2, p_cost: 1 }
+        KdfParams { salt: hex::encode(salt), m_cost: KDF_M_COST, t_cost: KDF_T_COST, p_cost: 1 }
     };
     let key = derive(pass, &kdf)?;
     write_sealed(path, &key, &kdf, plain)?;
@@ -284,7 +448,8 @@ impl NodeStore {
         if secrets_path.exists() {
             return Err(QuorumError::AlreadyInitialised(dir.display().to_string()));
         }
-        std::fs::create_dir_all(dir.join("nonces")).map_err(|e| QuorumError::io(dir, e))?;
+        pass.check_strength()?;
+        private_dir(&dir.join("nonces"))?;
         let identity = IdentityKey::generate();
         let secrets = NodeSecrets {
             identity: hex::encode(&*identity.to_bytes()),
@@ -359,6 +524,7 @@ pub fn create_coordinator_key_with(
     if path.exists() {
         return Err(QuorumError::AlreadyInitialised(path.display().to_string()));
     }
+    pass.check_strength()?;
     let key = IdentityKey::generate();
     seal_file(path, pass, &key.to_bytes(), fast_kdf)?;
     Ok(key.public())
@@ -388,26 +554,80 @@ mod tests {
     #[test]
     fn wrong_passphrase_is_clear_and_leaves_store_untouched() {
         let dir = tempfile::tempdir().unwrap();
-        let report = NodeStore::init_with(dir.path(), &Passphrase::new("right"), cfg(), true).unwrap();
+        let report = NodeStore::init_with(dir.path(), &Passphrase::new(STRONG), cfg(), true).unwrap();
         let before = std::fs::read(dir.path().join(SECRETS_FILE)).unwrap();
         let err = NodeStore::open(dir.path(), &Passphrase::new("wrong")).unwrap_err();
         assert!(matches!(err, QuorumError::WrongPassphrase { .. }), "{err}");
         assert!(err.to_string().contains("wrong passphrase"));
         assert_eq!(before, std::fs::read(dir.path().join(SECRETS_FILE)).unwrap());
-        let store = NodeStore::open(dir.path(), &Passphrase::new("right")).unwrap();
+        let store = NodeStore::open(dir.path(), &Passphrase::new(STRONG)).unwrap();
         assert_eq!(store.secrets.identity().unwrap().public().fingerprint(), report.fingerprint);
     }
 
     #[test]
     fn secrets_are_not_in_clear_on_disk_and_init_refuses_overwrite() {
         let dir = tempfile::tempdir().unwrap();
-        NodeStore::init_with(dir.path(), &Passphrase::new("p"), cfg(), true).unwrap();
-        let store = NodeStore::open(dir.path(), &Passphrase::new("p")).unwrap();
+        NodeStore::init_with(dir.path(), &Passphrase::new(STRONG), cfg(), true).unwrap();
+        let store = NodeStore::open(dir.path(), &Passphrase::new(STRONG)).unwrap();
         let on_disk = std::fs::read_to_string(dir.path().join(SECRETS_FILE)).unwrap();
         assert!(!on_disk.contains(&store.secrets.identity));
         assert!(matches!(
-            NodeStore::init_with(dir.path(), &Passphrase::new("p"), cfg(), true),
+            NodeStore::init_with(dir.path(), &Passphrase::new(STRONG), cfg(), true),
             Err(QuorumError::AlreadyInitialised(_))
         ));
+    }
+
+    const STRONG: &str = "tidal ember quartz meadow";
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Attack (issue 13 item 8): another local user (or a backup readable by others) reads the
+    /// node's sealed secrets and configuration; everything the node writes is the owner's alone.
+    #[test]
+    fn node_and_coordinator_files_are_the_owners_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node");
+        NodeStore::init_with(&dir, &Passphrase::new(STRONG), cfg(), true).unwrap();
+        assert_eq!(mode(&dir), 0o700, "node directory");
+        assert_eq!(mode(&dir.join("nonces")), 0o700, "nonce directory");
+        for f in [SECRETS_FILE, CONFIG_FILE, PUBLIC_FILE] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        let key = root.path().join("coord.key");
+        create_coordinator_key_with(&key, &Passphrase::new(STRONG), true).unwrap();
+        assert_eq!(mode(&key), 0o600, "coordinator key");
+    }
+
+    /// Attack (issue 13 item 8): a stolen disk is only as strong as the passphrase; empty, short
+    /// and common passphrases are refused when a store or key is created.
+    #[test]
+    fn weak_passphrases_are_refused_at_creation() {
+        for weak in ["", "a", "hunter2", "password", "password1234", "qwertyuiopasdf", "aaaaaaaaaaaaaaaa"] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = NodeStore::init_with(dir.path(), &Passphrase::new(weak), cfg(), true)
+                .expect_err("a weak passphrase is refused");
+            assert!(err.to_string().contains("passphrase"), "{weak:?}: {err}");
+            let key = dir.path().join("coord.key");
+            assert!(create_coordinator_key_with(&key, &Passphrase::new(weak), true).is_err(), "{weak:?}");
+            assert!(!key.exists());
+        }
+    }
+
+    /// Attack (issue 13 item 8): a file asking for absurd Argon2 parameters must be refused before
+    /// any work is done, and new files ask for at least 64 MiB.
+    #[test]
+    fn kdf_parameters_are_bounded_and_strong_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("coord.key");
+        create_coordinator_key(&key, &Passphrase::new(STRONG)).unwrap();
+        let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+        assert!(file["kdf"]["m_cost"].as_u64().unwrap() >= 64 * 1024, "{file}");
+        file["kdf"]["t_cost"] = 100.into();
+        std::fs::write(&key, serde_json::to_vec(&file).unwrap()).unwrap();
+        let err = open_coordinator_key(&key, &Passphrase::new(STRONG)).unwrap_err();
+        assert!(err.to_string().contains("t_cost 100 is outside"), "{err}");
     }
 }

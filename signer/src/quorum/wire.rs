@@ -176,6 +176,9 @@ pub struct DkgCommitRequest {
 pub struct DkgCommitResponse {
     /// Group key now held.
     pub group_key: String,
+    /// The node's attestation of the group key and roster (see `quorum_file::attestation_message`).
+    #[serde(default)]
+    pub attestation: String,
 }
 
 /// Abandon a session (e.g. a group key with x ≥ n).

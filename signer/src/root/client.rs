@@ -81,7 +81,7 @@ impl RootClient {
         self.call(self.http.get(self.url(&format!("/v1/requests/{id}")))).await
     }
 
-    /// Requests, optionally in one state (approver).
+    /// Requests, optionally in one state: all of them for an approver, its own for a requester.
     pub async fn list(&self, state: Option<RequestState>) -> Result<Vec<RequestRecord>> {
         let path = match state {
             Some(s) => format!("/v1/requests?state={}", s.as_str()),

@@ -124,11 +124,47 @@ impl ServiceConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RootError::Config(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| RootError::Config(format!("{}: {e}", path.display())))
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| RootError::Config(format!("{}: {e}", path.display())))?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = cfg.guard.assets.iter().find(|a| !seen.insert(a.token)) {
+            return Err(RootError::Config(format!(
+                "{}: [[guard.assets]] names {} twice; give each asset one entry",
+                path.display(),
+                dup.token
+            )));
+        }
+        Ok(cfg)
     }
 
     /// The client whose token this is.
     pub fn client(&self, token: &str) -> Option<&ClientEntry> {
         self.clients.iter().find(|c| c.matches(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attack (issue 13 item 11): a second `[[guard.assets]]` entry for a token was silently
+    /// ignored (the guard used the first), so an operator tightening a cap in a later entry got
+    /// the looser one. Refused, naming the token.
+    #[test]
+    fn a_duplicate_asset_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.toml");
+        let asset = |cap: u32| {
+            format!(
+                "[[guard.assets]]\ntoken = \"0x{}\"\nmax_single = \"{cap}\"\nperiod_cap = \"{cap}\"\nperiod_secs = 86400\n",
+                "aa".repeat(20)
+            )
+        };
+        let head = "db = \"q.sqlite\"\n[hsm]\nmodule = \"m.so\"\ntoken = \"t\"\nkey = \"k\"\n";
+        std::fs::write(&path, format!("{head}{}", asset(1000))).unwrap();
+        ServiceConfig::load(&path).expect("one entry per asset loads");
+        std::fs::write(&path, format!("{head}{}{}", asset(1000), asset(10))).unwrap();
+        let err = ServiceConfig::load(&path).expect_err("two entries for one asset are refused");
+        assert!(err.to_string().to_lowercase().contains(&"aa".repeat(20)), "{err}");
     }
 }

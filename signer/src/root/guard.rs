@@ -171,6 +171,20 @@ pub fn flows(op: &Operation, allowed_calls: &[AllowedCall]) -> Result<Vec<Flow>,
     Ok(out)
 }
 
+/// Whether everything `call` can move is decoded and valued by [`flows`]: a plain ETH payment,
+/// or an ERC-20 transfer, transferFrom, approve or increaseAllowance.
+fn is_valued(call: &treasury_chain::Call) -> bool {
+    match call.selector() {
+        None => call.data.is_empty() && !call.value.is_zero(),
+        Some(sel) => {
+            sel == IERC20::transferCall::SELECTOR
+                || sel == TRANSFER_FROM
+                || sel == IERC20::approveCall::SELECTOR
+                || sel == INCREASE_ALLOWANCE
+        }
+    }
+}
+
 impl GuardConfig {
     fn served(&self, chain_id: u64, module: Address) -> Result<(), Denial> {
         if self.modules.iter().any(|m| m.chain_id == chain_id && m.module == module) {
@@ -251,6 +265,9 @@ impl GuardConfig {
             }
             auto &= limits.auto_approve_max.is_some_and(|m| *total <= m);
         }
+        // Value the guard cannot see (an allowed call, a bare call to a contract) is a human's
+        // decision, however small the rest of the batch.
+        auto &= op.calls.iter().all(is_valued);
         Ok(Assessment { totals, auto_approve: auto })
     }
 
@@ -374,5 +391,24 @@ mod tests {
     #[test]
     fn rule_names_are_snake_case() {
         assert_eq!(GuardRule::MaxSingleAmount.to_string(), "max_single_amount");
+    }
+
+    /// Attack (issue 13 item 6): an allowed call the guard cannot value (a keeper function, or a
+    /// bare call to a contract) rides along with a 1-wei transfer that turns on auto-approve.
+    /// Auto-approve needs every call decoded and valued.
+    #[test]
+    fn dust_does_not_make_an_unvalued_call_auto_approved() {
+        let keeper = Address::repeat_byte(0x6b);
+        let mut g = config();
+        g.allowed_calls.push(AllowedCall { target: keeper, selector: FixedBytes([0xde, 0xad, 0xbe, 0xef]) });
+        let mut op = pay(alice(), 1);
+        assert!(g.check_operation(&op, 1, module(), NOW, |_, _| U256::ZERO).unwrap().auto_approve);
+        op.calls.push(Call::new(keeper, U256::ZERO, vec![0xde, 0xad, 0xbe, 0xef]));
+        let a = g.check_operation(&op, 1, module(), NOW, |_, _| U256::ZERO).unwrap();
+        assert!(!a.auto_approve, "an allowed but unvalued call needs a human");
+        let mut bare = pay(alice(), 1);
+        bare.calls.push(Call::new(keeper, U256::ZERO, Vec::<u8>::new()));
+        let a = g.check_operation(&bare, 1, module(), NOW, |_, _| U256::ZERO).unwrap();
+        assert!(!a.auto_approve, "a call moving nothing the guard can see needs a human");
     }
 }

@@ -4,7 +4,8 @@
 //! - `GET  /v1/health` (any client): root address and whether the HSM session is open.
 //! - `POST /v1/requests` (requester): body [`EscalationRequest`] → [`RequestRecord`] (202).
 //! - `GET  /v1/requests/{id}` (any client) → [`RequestRecord`].
-//! - `GET  /v1/requests?state=pending` (approver) → list.
+//! - `GET  /v1/requests?state=pending` (any client) → list: an approver sees every request, a
+//!   requester only the ones it submitted.
 //! - `POST /v1/requests/{id}/approve` (approver) → [`RequestRecord`].
 //! - `POST /v1/requests/{id}/reject` (approver), body `{"reason": …}` → [`RequestRecord`].
 //! - `GET  /v1/requests/{id}/decisions` (approver) → every decision with who and when.
@@ -148,8 +149,13 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    client(&svc, &headers, Some(Role::Approver))?;
-    Ok(Json(svc.store().list(q.state).await?))
+    let c = client(&svc, &headers, None)?;
+    let mut list = svc.store().list(q.state).await?;
+    // A requester (the agent) follows its own requests without ever holding approver rights.
+    if c.role != Role::Approver {
+        list.retain(|r| r.requester == c.name);
+    }
+    Ok(Json(list))
 }
 
 async fn approve(

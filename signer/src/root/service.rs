@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, U256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::sync::{Mutex, Notify};
+use zeroize::Zeroizing;
 
 use super::config::ServiceConfig;
 use super::error::{Result, RootError};
@@ -28,6 +31,7 @@ pub struct RootService {
     pub config: ServiceConfig,
     store: Store,
     key: Arc<RootKey>,
+    approval_key: Zeroizing<[u8; 32]>,
     submit_lock: Mutex<()>,
     sign_lock: Mutex<()>,
     wake: Notify,
@@ -46,10 +50,12 @@ impl RootService {
         let hsm = config.hsm.resolve()?;
         let key = Arc::new(RootKey::new(hsm, config.hsm.address));
         let store = Store::open_with(&config.db, durability).await?;
+        let approval_key = load_or_create_approval_key(&approval_key_path(&config.db))?;
         Ok(Arc::new(Self {
             config,
             store,
             key,
+            approval_key,
             submit_lock: Mutex::new(()),
             sign_lock: Mutex::new(()),
             wake: Notify::new(),
@@ -79,34 +85,7 @@ impl RootService {
                 return Ok(existing);
             }
             let now = now();
-            let guard = &self.config.guard;
-            let mut windows = Vec::new();
-            let assessment = match &request.payload {
-                Payload::Operation { operation } => {
-                    // Only the assets this operation moves are summed (a malformed operation is
-                    // refused by `check_operation` below, with the same rule).
-                    let moved: std::collections::BTreeSet<Address> =
-                        guard::flows(operation, &guard.allowed_calls)
-                            .map(|f| f.iter().map(|f| f.token).collect())
-                            .unwrap_or_default();
-                    let mut spent = std::collections::BTreeMap::new();
-                    for a in guard.assets.iter().filter(|a| moved.contains(&a.token)) {
-                        let since = now.saturating_sub(a.period_secs);
-                        let read = self.store.window_total(a.token, a.period_secs, since).await?;
-                        spent.insert((a.token, a.period_secs), read.total);
-                        windows.push(read);
-                    }
-                    guard.check_operation(
-                        operation,
-                        request.chain_id,
-                        request.module,
-                        now,
-                        |t: Address, p| spent.get(&(t, p)).copied().unwrap_or(U256::ZERO),
-                    )
-                }
-                Payload::Admin { admin } => guard.check_admin(admin, request.chain_id, request.module, now),
-            }
-            .map_err(|(rule, detail)| RootError::GuardDenied { rule, detail })?;
+            let (assessment, windows) = self.assess(&request, now, None).await?;
             let deadline = u64::try_from(request.deadline()).unwrap_or(u64::MAX);
             let expires_at = now.saturating_add(self.config.approval_ttl_secs).min(deadline);
             let id = new_id();
@@ -151,9 +130,78 @@ impl RootService {
         Ok(record)
     }
 
-    /// Approves a pending request as `by`, then signs it when the HSM is there.
+    /// Runs the guard over `request` at `now`; `own` is the stored request itself when it is
+    /// re-checked before signing (its own flows are then not counted twice against the caps).
+    async fn assess(
+        &self,
+        request: &EscalationRequest,
+        now: u64,
+        own: Option<&RequestRecord>,
+    ) -> Result<(guard::Assessment, Vec<super::store::WindowRead>)> {
+        let guard = &self.config.guard;
+        let mut windows = Vec::new();
+        let assessment = match &request.payload {
+            Payload::Operation { operation } => {
+                // Only the assets this operation moves are summed (a malformed operation is
+                // refused by `check_operation` below, with the same rule).
+                let flows = guard::flows(operation, &guard.allowed_calls).unwrap_or_default();
+                let moved: std::collections::BTreeSet<Address> = flows.iter().map(|f| f.token).collect();
+                let mut spent = std::collections::BTreeMap::new();
+                for a in guard.assets.iter().filter(|a| moved.contains(&a.token)) {
+                    let since = now.saturating_sub(a.period_secs);
+                    let read = self.store.window_total(a.token, a.period_secs, since).await?;
+                    let mut total = read.total;
+                    if own.is_some_and(|r| r.created_at > since) {
+                        let mine = flows.iter().filter(|f| f.token == a.token).map(|f| f.amount);
+                        total = total.saturating_sub(mine.fold(U256::ZERO, |t, x| t.saturating_add(x)));
+                    }
+                    spent.insert((a.token, a.period_secs), total);
+                    windows.push(read);
+                }
+                guard.check_operation(operation, request.chain_id, request.module, now, |t: Address, p| {
+                    spent.get(&(t, p)).copied().unwrap_or(U256::ZERO)
+                })
+            }
+            Payload::Admin { admin } => guard.check_admin(admin, request.chain_id, request.module, now),
+        }
+        .map_err(|(rule, detail)| RootError::GuardDenied { rule, detail })?;
+        Ok((assessment, windows))
+    }
+
+    fn approval_tag(&self, id: &str, digest: alloy::primitives::B256, by: &str) -> String {
+        approval_tag(&self.approval_key, id, digest, by)
+    }
+
+    /// Checks made right before the HSM signs a stored, approved request: the approval is the
+    /// service's own (an authenticated human approval, or the auto-approve rule, which the guard
+    /// must still grant), and the guard passes again.
+    async fn verify_before_signing(&self, rec: &RequestRecord) -> Result<()> {
+        let (assessment, _) = self.assess(&rec.request, now(), Some(rec)).await?;
+        let by = rec.decided_by.as_deref().unwrap_or_default();
+        if by == AUTO_APPROVER {
+            if !assessment.auto_approve {
+                return Err(RootError::Unauthorized(
+                    "marked auto-approved, but the guard does not auto-approve it".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let want = self.approval_tag(&rec.id, rec.digest, by);
+        let stored = self.store.approval_tag(&rec.id).await?.unwrap_or_default();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_bytes(), stored.as_bytes())) {
+            return Err(RootError::Unauthorized(format!(
+                "the approval by {by:?} was not made through the service (no valid approval tag)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Approves a pending request as `by` (an authenticated approver), then signs it when the
+    /// HSM is there.
     pub async fn approve(&self, id: &str, by: &str) -> Result<RequestRecord> {
-        let rec = self.store.approve(id, by, now()).await?;
+        let pending = self.store.get(id).await?;
+        let tag = self.approval_tag(id, pending.digest, by);
+        let rec = self.store.approve_tagged(id, by, now(), &tag).await?;
         tracing::info!(id, by, "request approved");
         match self.sign(&rec).await {
             Ok(signed) => Ok(signed),
@@ -204,6 +252,14 @@ impl RootService {
                 rec.id
             )));
         }
+        if let Err(e) = self.verify_before_signing(rec).await {
+            if !e.is_retryable() {
+                let reason = format!("refused at signing: {e}");
+                tracing::warn!(id = %rec.id, %reason, "approved request not signed");
+                self.store.refuse_at_signing(&rec.id, &reason, now()).await?;
+            }
+            return Err(e);
+        }
         let key = self.key.clone();
         let sig = tokio::task::spawn_blocking(move || key.sign_digest(&digest))
             .await
@@ -250,6 +306,93 @@ impl RootService {
                 }
             }
         })
+    }
+}
+
+/// The tag authenticating `by`'s approval of request `id` over `digest`: HMAC-SHA256 under the
+/// approval key, which only the service's user can read.
+fn approval_tag(key: &[u8; 32], id: &str, digest: alloy::primitives::B256, by: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in [b"treasury-root-approval-v1".as_slice(), id.as_bytes(), digest.as_slice(), by.as_bytes()] {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The approver client whose bearer `token` this is, or why not.
+fn approver<'a>(config: &'a ServiceConfig, token: &str) -> Result<&'a str> {
+    let c = config.client(token).ok_or_else(|| RootError::Unauthorized("unknown approver token".into()))?;
+    if c.role != super::config::Role::Approver {
+        return Err(RootError::Unauthorized(format!("{} may not approve", c.name)));
+    }
+    Ok(&c.name)
+}
+
+/// Approves request `id` in the queue of `config` directly (the service may be down), as the
+/// approver whose bearer `token` it is; the approval carries the same tag the service writes,
+/// so it needs read access to the approval key. What `treasury root approve` runs.
+pub async fn approve_in_queue(
+    config: &ServiceConfig,
+    store: &Store,
+    token: &str,
+    id: &str,
+) -> Result<RequestRecord> {
+    let by = approver(config, token)?;
+    let key = load_or_create_approval_key(&approval_key_path(&config.db))?;
+    let pending = store.get(id).await?;
+    let tag = approval_tag(&key, id, pending.digest, by);
+    store.approve_tagged(id, by, now(), &tag).await
+}
+
+/// Rejects request `id` in the queue of `config` directly, as the approver whose bearer `token`
+/// it is. What `treasury root reject` runs.
+pub async fn reject_in_queue(
+    config: &ServiceConfig,
+    store: &Store,
+    token: &str,
+    id: &str,
+    reason: &str,
+) -> Result<RequestRecord> {
+    let by = approver(config, token)?;
+    store.reject(id, by, reason, now()).await
+}
+
+/// Where the key authenticating approvals is kept: beside the queue, `<queue>.approval-key`.
+pub fn approval_key_path(db: &std::path::Path) -> std::path::PathBuf {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".approval-key");
+    db.with_file_name(name)
+}
+
+/// Reads the approval key, or creates it (random, mode 0600) when absent.
+fn load_or_create_approval_key(path: &std::path::Path) -> Result<Zeroizing<[u8; 32]>> {
+    use rand_core::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |e: std::io::Error| RootError::Config(format!("approval key {}: {e}", path.display()));
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let key: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| RootError::Config(format!("approval key {}: not 32 bytes", path.display())))?;
+            Ok(Zeroizing::new(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = Zeroizing::new([0u8; 32]);
+            rand_core::OsRng.fill_bytes(&mut key[..]);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(bad)?;
+            f.write_all(&key[..]).and_then(|()| f.sync_all()).map_err(bad)?;
+            Ok(key)
+        }
+        Err(e) => Err(bad(e)),
     }
 }
 

@@ -172,6 +172,8 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS flows_request ON flows(request_id)",
     "CREATE TABLE IF NOT EXISTS decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL,
         action TEXT NOT NULL, by TEXT NOT NULL, at INTEGER NOT NULL, reason TEXT)",
+    // The service's authentication of a human approval (see `RootService::approve`).
+    "CREATE TABLE IF NOT EXISTS approval_tags (request_id TEXT PRIMARY KEY, tag TEXT NOT NULL)",
 ];
 
 /// Schema version 1 adds to `flows` whether the request still counts (`live`: pending, approved or
@@ -318,6 +320,17 @@ fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
     })
 }
 
+/// Creates the queue file readable and writable by its owner only (0600) when it is absent;
+/// SQLite gives its journal and WAL files the same mode.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RootError::Store(format!("creating {}: {e}", path.display()))),
+    }
+}
+
 /// Who records signatures in the decision log.
 const SIGNER: &str = "root service";
 
@@ -366,6 +379,7 @@ impl Store {
 
     /// Opens the queue at `path` with the given durability of commits.
     pub async fn open_with(path: &Path, durability: Durability) -> Result<Self> {
+        create_private(path)?;
         let sync = match durability {
             Durability::Flushed => SqliteSynchronous::Full,
             Durability::ProcessCrashOnly => SqliteSynchronous::Normal,
@@ -713,9 +727,59 @@ impl Store {
         self.one(id).await
     }
 
-    /// Approves a pending request.
+    /// Approves a pending request (no authentication tag: the service will not sign it on a
+    /// human's behalf; see [`Store::approve_tagged`]).
     pub async fn approve(&self, id: &str, by: &str, now: u64) -> Result<RequestRecord> {
         self.decide(id, RequestState::Approved, by, None, now).await
+    }
+
+    /// Approves a pending request and stores `tag`, the service's authentication of the approval.
+    pub async fn approve_tagged(&self, id: &str, by: &str, now: u64, tag: &str) -> Result<RequestRecord> {
+        let rec = self.decide(id, RequestState::Approved, by, None, now).await?;
+        sqlx::query("INSERT OR REPLACE INTO approval_tags (request_id, tag) VALUES (?, ?)")
+            .bind(id)
+            .bind(tag)
+            .execute(&self.pool)
+            .await
+            .map_err(RootError::store)?;
+        Ok(rec)
+    }
+
+    /// The authentication tag stored with a request's approval, if any.
+    pub async fn approval_tag(&self, id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT tag FROM approval_tags WHERE request_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(RootError::store)
+    }
+
+    /// Ends an approved request that failed the checks made right before signing: it becomes
+    /// `rejected` by the root service with `reason`, and stops counting against the caps.
+    pub async fn refuse_at_signing(&self, id: &str, reason: &str, now: u64) -> Result<RequestRecord> {
+        let mut tx = self.pool.begin().await.map_err(RootError::store)?;
+        let done = sqlx::query(
+            "UPDATE requests SET state = 'rejected', decided_by = ?, decided_at = ?, reason = ?
+             WHERE id = ? AND state = 'approved'",
+        )
+        .bind(SIGNER)
+        .bind(to_i64(now))
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(RootError::store)?;
+        if done.rows_affected() > 0 {
+            drop_from_windows(&mut tx, id).await?;
+            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(RootError::store)?;
+            record(&mut tx, id, "refuse", SIGNER, now, Some(reason)).await?;
+        }
+        tx.commit().await.map_err(RootError::store)?;
+        self.one(id).await
     }
 
     /// Rejects a pending request with a reason.
@@ -849,6 +913,21 @@ mod tests {
         assert_eq!(from_limb_sums(sum), a + a);
         let lm = limbs(U256::MAX);
         assert_eq!(from_limb_sums(std::array::from_fn(|i| lm[i] * 2)), U256::MAX);
+    }
+
+    /// Attack (issue 13 item 8): another local user reads (or, with a loose umask, writes) the
+    /// root's queue; the file and its WAL are the owner's alone.
+    #[tokio::test]
+    async fn the_queue_file_is_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        let store = Store::open(&path).await.unwrap();
+        queue(&store, "a", U256::from(1), 1_000).await;
+        for p in [path.clone(), dir.path().join("q.sqlite-wal")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use treasury_tests::{TestChain, dev_key, write_keystore};
 
 /// The `treasury` binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_treasury");
-const NODE_PASS: &str = "node-pass";
+const NODE_PASS: &str = "e2e node passphrase";
 const COORDINATOR_PASS: &str = "coordinator-pass";
 const KEEPER_PASS: &str = "keeper-pass";
 
@@ -369,6 +369,7 @@ fn node_guard(d: &Deployment, root: Address) -> GuardConfig {
             Budget { token: usdc, amount: U256::from(50_000_000_000u64) },
             Budget { token: gov, amount: U256::from(20_000u64) * U256::from(10u64).pow(U256::from(18)) },
         ],
+        max_deadline_secs: None,
     }
 }
 
@@ -381,7 +382,7 @@ async fn library_quorum(
     let pass = Passphrase::new(COORDINATOR_PASS);
     create_coordinator_key_with(coordinator_key_path, &pass, true)?;
     let coordinator_key = open_coordinator_key(coordinator_key_path, &pass)?;
-    let reports = init_nodes(&dir.join("nodes"), 3, &coordinator_key, guard, NODE_PASS)?;
+    let reports = init_nodes(&dir.join("nodes"), 3, 2, &coordinator_key, guard, NODE_PASS)?;
     let mut nodes = Vec::new();
     for r in &reports {
         nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await?);
@@ -447,6 +448,16 @@ async fn cli_quorum(
         let node = NodeProcess::spawn(Path::new(EXE), &node_dir, NODE_PASS).await?;
         signers.push(format!("{}#{}", node.url, report["fingerprint"].as_str().unwrap()));
         nodes.push(node);
+    }
+    // Each operator pins the roster out of band: t and the other members' fingerprints.
+    let fingerprints: Vec<&str> = signers.iter().map(|s| s.split('#').nth(1).unwrap()).collect();
+    for i in 0..3 {
+        let node_dir_s = dir.join(format!("nodes/node{i}")).display().to_string();
+        let mut args = vec!["signer", "pin", "--dir", node_dir_s.as_str(), "--threshold", "2"];
+        for f in &fingerprints {
+            args.extend(["--peer", f]);
+        }
+        cli_json(&args, &[("TREASURY_SIGNER_PASSPHRASE", NODE_PASS)])?;
     }
     let quorum_file = quorum_path.display().to_string();
     let mut args =

@@ -47,7 +47,12 @@ impl RootEnv {
 
     /// Runs `treasury ARGS` with the HSM's environment; returns stdout, panicking on failure.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
+        self.run_with(args, &[])
+    }
+
+    /// Like [`RootEnv::run`], with extra environment variables.
+    pub fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> String {
+        let out = self.cmd(args).envs(envs.iter().copied()).output().unwrap();
         assert!(out.status.success(), "treasury {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
