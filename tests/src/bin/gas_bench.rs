@@ -1,6 +1,10 @@
 //! Gas benchmark on one anvil, in one run: FROST verification on chain, and payments through the
 //! treasury module against the same payments through the Safe's own 3-of-5 ECDSA `execTransaction`.
 //!
+//! Policy peers, compiled at bench time from `<repo>/../shared/anchors` by
+//! `scripts/compile-peers.mjs` (LGPL-3.0 sources, never part of this repository): Safe's
+//! AllowanceModule (`executeAllowanceTransfer` with a delegate signature, a daily allowance).
+//!
 //! `cargo run -p treasury-tests --release --bin gas-bench [-- --json]`
 
 use alloy::network::TransactionBuilder;
@@ -14,6 +18,23 @@ use treasury_chain::safe::{SafeTx, exec_as_owners};
 use treasury_chain::tx::deploy_code;
 use treasury_chain::{Call, Operation, TIER_QUORUM, operation_digest};
 use treasury_tests::TestChain;
+
+/// The peers' interfaces (their functions take more arguments than clippy likes).
+#[allow(clippy::too_many_arguments)]
+mod peers {
+    alloy::sol! {
+        /// Safe's AllowanceModule (LGPL-3.0, compiled at bench time; see the crate doc).
+        #[sol(rpc)]
+        interface IAllowanceModule {
+            function addDelegate(address delegate) external;
+            function setAllowance(address delegate, address token, uint96 allowanceAmount, uint16 resetTimeMin, uint32 resetBaseMin) external;
+            function executeAllowanceTransfer(address safe, address token, address to, uint96 amount, address paymentToken, uint96 payment, address delegate, bytes signature) external;
+            function generateTransferHash(address safe, address token, address to, uint96 amount, address paymentToken, uint96 payment, uint16 nonce) external view returns (bytes32);
+            function getTokenAllowance(address safe, address delegate, address token) external view returns (uint256[5] memory);
+        }
+    }
+}
+use peers::IAllowanceModule;
 
 const PAYMENTS: usize = 10;
 
@@ -37,12 +58,18 @@ async fn main() -> anyhow::Result<()> {
     let safe_ten = exec_safe_multisend(&chain, recipients.iter().map(|r| pay(usdc, *r, amount)).collect())
         .await?
         .gas_used;
+    let allowance_one = allowance_module_payment(&chain, usdc, recipients[0], amount).await?;
 
     let report = serde_json::json!({
         "anvil": "1.7.1",
         "frost_verify_execution_gas": verify,
         "frost_verify_library_gas": verify_library,
-        "one_payment": { "module_exec_tier1": module_one, "safe_exec_3_of_5": safe_one, "ratio": ratio(module_one, safe_one) },
+        "one_payment": {
+            "module_exec_tier1": module_one,
+            "safe_exec_3_of_5": safe_one,
+            "safe_allowance_module": allowance_one,
+            "ratio": ratio(module_one, safe_one),
+        },
         "ten_payments": { "module_exec_tier1": module_ten, "safe_multisend_3_of_5": safe_ten, "ratio": ratio(module_ten, safe_ten) },
     });
     if json {
@@ -56,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             "one ERC-20 payment:  module exec tier 1 {module_one:>7}  Safe 3-of-5 execTransaction {safe_one:>7}  ratio {:.3}",
             ratio(module_one, safe_one)
         );
+        println!("one ERC-20 payment:  Safe AllowanceModule executeAllowanceTransfer {allowance_one:>7}");
         println!(
             "ten ERC-20 payments: module exec tier 1 {module_ten:>7}  Safe 3-of-5 MultiSendCallOnly {safe_ten:>7}  ratio {:.3}",
             ratio(module_ten, safe_ten)
@@ -133,4 +161,96 @@ async fn verify_gas(chain: &TestChain) -> anyhow::Result<(u64, u64)> {
         .await?;
     anyhow::ensure!(measured.ok, "the bench signature must verify (verifyGasUsed)");
     Ok((execution, u64::try_from(measured.gasUsed)?))
+}
+
+/// Compiles the policy peers into a temporary folder (`scripts/compile-peers.mjs`, solc-js from
+/// `.tools`) and returns it with the bytecode of `name`.
+fn peer_bytecode(dir: &std::path::Path, name: &str) -> anyhow::Result<Bytes> {
+    let file = dir.join(format!("{name}.json"));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    let hex = json["bytecode"].as_str().context("peer artifact without bytecode")?;
+    Ok(alloy::hex::decode(hex)?.into())
+}
+
+fn compile_peers() -> anyhow::Result<tempfile::TempDir> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir()?;
+    let status = std::process::Command::new("node")
+        .arg(root.join("scripts/compile-peers.mjs"))
+        .arg(dir.path())
+        .status()
+        .context("running node scripts/compile-peers.mjs")?;
+    anyhow::ensure!(status.success(), "compile-peers failed (are ../shared/anchors and .tools installed?)");
+    Ok(dir)
+}
+
+/// One payment through Safe's AllowanceModule: the Safe (its owners) enables the module, adds a
+/// delegate and gives it a daily allowance on `token`; the delegate signs the transfer hash and the
+/// keeper submits `executeAllowanceTransfer`. The first transfer warms the allowance slot (steady
+/// state, as for the module); the second is measured.
+async fn allowance_module_payment(
+    chain: &TestChain,
+    token: Address,
+    to: Address,
+    amount: U256,
+) -> anyhow::Result<u64> {
+    let peers = compile_peers()?;
+    let code = peer_bytecode(peers.path(), "AllowanceModule")?;
+    let provider = &chain.keeper;
+    let module = deploy_code(provider, "AllowanceModule", code).await?;
+    let safe = chain.deployment.safe;
+    let delegate = treasury_tests::dev_key(7);
+    let owners = chain.signing_owners();
+    let as_safe =
+        |to: Address, data: Vec<u8>| SafeTx { to, value: U256::ZERO, data: data.into(), operation: 0 };
+    let enable = treasury_chain::contracts::ISafe::enableModuleCall { module }.abi_encode();
+    exec_as_owners(provider, safe, owners, &as_safe(safe, enable)).await?;
+    let add = IAllowanceModule::addDelegateCall { delegate: delegate.address() }.abi_encode();
+    exec_as_owners(provider, safe, owners, &as_safe(module, add)).await?;
+    let limit = amount * U256::from(100u64);
+    let set = IAllowanceModule::setAllowanceCall {
+        delegate: delegate.address(),
+        token,
+        allowanceAmount: limit.to(),
+        resetTimeMin: 24 * 60,
+        resetBaseMin: 0,
+    }
+    .abi_encode();
+    exec_as_owners(provider, safe, owners, &as_safe(module, set)).await?;
+    let m = IAllowanceModule::new(module, provider.clone());
+    let mut gas = 0;
+    for _ in 0..2 {
+        let nonce = m.getTokenAllowance(safe, delegate.address(), token).call().await?[4];
+        let hash = m
+            .generateTransferHash(
+                safe,
+                token,
+                to,
+                amount.to(),
+                Address::ZERO,
+                alloy::primitives::aliases::U96::ZERO,
+                nonce.to(),
+            )
+            .call()
+            .await?;
+        let sig = alloy::signers::SignerSync::sign_hash_sync(&delegate, &hash)?;
+        let receipt = m
+            .executeAllowanceTransfer(
+                safe,
+                token,
+                to,
+                amount.to(),
+                Address::ZERO,
+                alloy::primitives::aliases::U96::ZERO,
+                delegate.address(),
+                Bytes::from(sig.as_bytes().to_vec()),
+            )
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "executeAllowanceTransfer reverted");
+        gas = receipt.gas_used;
+    }
+    Ok(gas)
 }
