@@ -27,7 +27,7 @@ install_npm_tools() {
     say "npm tools already installed in .tools/node_modules"
     return
   fi
-  say "installing pinned npm packages into .tools/node_modules: @foundry-rs/{anvil,forge,cast} 1.7.1, solc 0.8.35, @safe-global/safe-smart-account 1.5.0, @uniswap/v2-core, @uniswap/v2-periphery"
+  say "installing pinned npm packages into .tools/node_modules: @foundry-rs/{anvil,forge,cast} 1.7.1, solc 0.8.35, solc 0.7.6 (gas-bench peers), @safe-global/safe-smart-account 1.5.0, @uniswap/v2-core, @uniswap/v2-periphery"
   if ! (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error); then
     die "npm could not install the toolchain (is the npm registry reachable? try: npm ping)"
   fi

@@ -35,7 +35,7 @@ pub struct GroupKey {
 /// A per-period outflow budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
-    /// Maximum net outflow per period, smallest unit.
+    /// Maximum gross outflow per budget window, smallest unit.
     pub limit: U256,
     /// Period in seconds.
     pub period_secs: u64,

@@ -71,11 +71,11 @@ pub struct PriceReading {
 /// A tracked asset's per-period outflow budget in the module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetState {
-    /// Maximum net outflow per period, in the smallest unit.
+    /// Maximum gross outflow per budget window (one period long), in the smallest unit.
     pub limit: U256,
     /// Period length in seconds.
     pub period_secs: u64,
-    /// Net outflow so far in the current period.
+    /// Outflow charged so far in the current window.
     pub spent: U256,
     /// What tier 1 may still move this period.
     pub remaining: U256,

@@ -37,7 +37,12 @@ pub struct TestChain {
 impl TestChain {
     /// Starts anvil and deploys the demo treasury.
     pub async fn start() -> anyhow::Result<Self> {
-        let anvil = Anvil::start()?;
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`TestChain::start`], with extra anvil arguments (e.g. `--disable-code-size-limit`).
+    pub async fn start_with(anvil_args: &[&str]) -> anyhow::Result<Self> {
+        let anvil = if anvil_args.is_empty() { Anvil::start()? } else { Anvil::start_with(anvil_args)? };
         let keeper_key = dev_key(0);
         let keeper = connect_with_signer(anvil.url(), keeper_key.clone())?;
         let owners: Vec<_> = (1..=5).map(dev_key).collect();

@@ -437,7 +437,7 @@ pub mod admin {
             /// Token address, or `ETH`.
             #[arg(long, value_parser = parse_asset)]
             token: Address,
-            /// Maximum net outflow per period, in the token's smallest unit.
+            /// Maximum gross outflow per budget window, in the token's smallest unit (0 with period 0 untracks).
             #[arg(long)]
             limit: U256,
             /// Period in seconds.
