@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use treasury_chain::contracts::{
     IUniswapV2Factory, IUniswapV2Pair, IUniswapV2Router02, PriceFeed, TestToken,
 };
-use treasury_signer::root::service::now;
+use treasury_signer::root::config::ServiceConfig;
+use treasury_signer::root::service::{approve_in_queue, reject_in_queue};
 use treasury_signer::root::store::{RequestState, Store};
 
 use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
@@ -303,6 +304,8 @@ impl Scenario<'_> {
     /// from this agent): approves with `--yes`/`--once`, else asks. Returns whether it approved,
     /// or `None` when nothing was pending.
     async fn decide(&self, intent: &Intent) -> anyhow::Result<Option<bool>> {
+        let root = ServiceConfig::load(&self.r.root_config)
+            .with_context(|| format!("reading {}", self.r.root_config.display()))?;
         let store = Store::open(&self.r.root_db)
             .await
             .with_context(|| format!("opening the root queue {}", self.r.root_db.display()))?;
@@ -328,16 +331,20 @@ impl Scenario<'_> {
                 }
             };
             if approve {
-                store
-                    .approve(&request.id, "treasury-dev", now())
+                approve_in_queue(&root, &store, &self.r.approver_token, &request.id)
                     .await
                     .context("approving the root request")?;
                 self.shared.event(format!("root request {} approved", request.id));
             } else {
-                store
-                    .reject(&request.id, "treasury-dev", "declined at the treasury dev prompt", now())
-                    .await
-                    .context("rejecting the root request")?;
+                reject_in_queue(
+                    &root,
+                    &store,
+                    &self.r.approver_token,
+                    &request.id,
+                    "declined at the treasury dev prompt",
+                )
+                .await
+                .context("rejecting the root request")?;
                 self.shared.event(format!("root request {} rejected", request.id));
                 approved = false;
             }

@@ -76,6 +76,8 @@ pub struct Running {
     pub keeper: Address,
     /// The agent's requester token at the root service.
     pub root_token: String,
+    /// The dev operator's approver token at the root service.
+    pub approver_token: String,
 }
 
 /// Runs every set-up step, registering each child in `procs` as soon as it starts.
@@ -147,7 +149,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     progress.done(t, "group key and HSM root set");
 
     let t = progress.start("root service");
-    let (root_config, root_db, root_token) =
+    let (root_config, root_db, root_token, approver_token) =
         hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
     let root_url = start_root(&hsm, &root_config, procs).await?;
     progress.done(t, &root_url);
@@ -167,8 +169,9 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
-    write_env_file(dir, &root_token)?;
-    let saved = Saved { root_token: root_token.clone(), fingerprints };
+    write_env_file(dir, &root_token, &approver_token)?;
+    let saved =
+        Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints };
     let path = dir.join(SAVED);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -186,6 +189,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
         root_db,
         keeper: keeper_key.address(),
         root_token,
+        approver_token,
     })
 }
 
@@ -209,6 +213,9 @@ pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<()> {
 struct Saved {
     /// The agent's requester token at the root service (only its hash is in `root.toml`).
     root_token: String,
+    /// The dev operator's approver token at the root service.
+    #[serde(default)]
+    approver_token: String,
     /// Fingerprints of node0, node1, node2, to find each in the quorum file.
     fingerprints: Vec<String>,
 }
@@ -347,7 +354,7 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
     std::fs::write(&config_path, toml::to_string(&table)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
-    write_env_file(dir, &saved.root_token)?;
+    write_env_file(dir, &saved.root_token, &saved.approver_token)?;
     progress.done(t, &config_path.display().to_string());
 
     Ok(Running {
@@ -362,6 +369,7 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
         root_config,
         keeper: keeper_key.address(),
         root_token: saved.root_token,
+        approver_token: saved.approver_token,
     })
 }
 
@@ -486,15 +494,16 @@ impl Hsm {
             .context("root address")
     }
 
-    /// Writes the root service's config; returns (config, queue db, the agent's requester token).
+    /// Writes the root service's config; returns (config, queue db, the agent's requester token,
+    /// the dev operator's approver token).
     fn write_service_config(
         &self,
         d: &Deployment,
         root: Address,
         recipients: &[Address],
-    ) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+    ) -> anyhow::Result<(PathBuf, PathBuf, String, String)> {
         let (agent_token, agent_hash) = new_token();
-        let (_, approver_hash) = new_token();
+        let (approver_token, approver_hash) = new_token();
         let db = self.dir.join("queue.sqlite");
         let mut text = format!(
             "db = {db:?}\napproval_ttl_secs = 3600\nretry_interval_ms = 100\n\n[hsm]\nmodule = {module:?}\ntoken = {HSM_TOKEN:?}\nkey = \"root\"\naddress = \"{root}\"\n\n[guard]\nrecipients = [{recipients}]\n\n[[guard.modules]]\nchain_id = {chain_id}\nmodule = \"{m}\"\n",
@@ -521,14 +530,14 @@ impl Hsm {
         ));
         let path = self.dir.join("root.toml");
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok((path, db, agent_token.to_string()))
+        Ok((path, db, agent_token.to_string(), approver_token.to_string()))
     }
 }
 
 /// `env.sh` in the state directory: the variables the CLI needs to inspect this demo.
-fn write_env_file(dir: &Path, root_token: &str) -> anyhow::Result<()> {
+fn write_env_file(dir: &Path, root_token: &str, approver_token: &str) -> anyhow::Result<()> {
     let text = format!(
-        "# Dev-only secrets of this treasury dev run: `. {dir}/env.sh`, then e.g.\n# treasury status --config {dir}/treasury.toml\nexport {COORDINATOR_PASSPHRASE_ENV}={COORDINATOR_PASS}\nexport TREASURY_KEEPER_PASSWORD={KEEPER_PASS}\nexport TREASURY_ROOT_TOKEN={root_token}\nexport SOFTHSM2_CONF={dir}/root/softhsm2.conf\nexport TREASURY_HSM_PIN={HSM_PIN}\n",
+        "# Dev-only secrets of this treasury dev run: `. {dir}/env.sh`, then e.g.\n# treasury status --config {dir}/treasury.toml\nexport {COORDINATOR_PASSPHRASE_ENV}={COORDINATOR_PASS}\nexport TREASURY_KEEPER_PASSWORD={KEEPER_PASS}\nexport TREASURY_ROOT_TOKEN={root_token}\nexport TREASURY_APPROVER_TOKEN={approver_token}\nexport SOFTHSM2_CONF={dir}/root/softhsm2.conf\nexport TREASURY_HSM_PIN={HSM_PIN}\n",
         dir = dir.display()
     );
     let path = dir.join("env.sh");
