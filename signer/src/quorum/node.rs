@@ -321,6 +321,10 @@ impl NodeState {
             .expect("dkg lock")
             .remove(&req.session)
             .ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        #[cfg(feature = "fault-injection")]
+        if self.faults.refuse_refresh_commit && session.is_refresh() {
+            return Err(Refusal::new(RefusalCode::DkgFailure, "test fault: refresh commit refused"));
+        }
         let members = session.roster_entries();
         let (kp, pkp) = session.commit(&req.confirmations)?;
         let threshold = *kp.min_signers();
