@@ -32,6 +32,9 @@ use super::identity::{IdentityKey, IdentityPublic, hash_parts};
 pub const AUTH_HEADER: &str = "x-treasury-auth";
 /// Answer authentication header.
 pub const NODE_MAC_HEADER: &str = "x-treasury-node-mac";
+/// Most refusals per minute a node tags for keys that are not configured coordinators (each costs
+/// a static ECDH); beyond it such refusals go out untagged.
+pub const UNKNOWN_KEY_TAGS_PER_MINUTE: usize = 64;
 /// Largest accepted clock difference between coordinator and node.
 pub const MAX_SKEW_MS: u64 = 120_000;
 
@@ -317,5 +320,25 @@ mod tests {
         let (h, rid) = sign_request(&coord.public(), &at_coord, "POST", "/", b"");
         let req_tag = h.rsplit('.').next().unwrap();
         assert!(!verify_response(&at_coord, &rid, 200, b"", req_tag));
+    }
+
+    /// Attack (issue 13 item 11): an unauthenticated client sends requests naming a fresh random
+    /// key each time, and the node runs static ECDH for every one of them to tag its refusal. The
+    /// work spent on keys that are not configured is capped.
+    #[test]
+    fn ecdh_work_for_unknown_keys_is_capped() {
+        let node = IdentityKey::generate();
+        let v = RequestVerifier::new(&node, vec![IdentityKey::generate().public()]);
+        let mut tagged = 0;
+        for _ in 0..300 {
+            let stranger = IdentityKey::generate();
+            let keys = PairKeys::for_coordinator(&stranger, &node.public());
+            let (h, _) = sign_request(&stranger.public(), &keys, "POST", "/v1/sign", b"{}");
+            let refused = v.verify(Some(&h), "POST", "/v1/sign", b"{}");
+            assert!(refused.verdict.is_err());
+            tagged += usize::from(refused.keys.is_some());
+        }
+        assert!(tagged <= 2 * UNKNOWN_KEY_TAGS_PER_MINUTE, "{tagged} refusals to unknown keys were tagged");
+        assert!(tagged > 0, "the first unknown keys still get a tagged refusal");
     }
 }
