@@ -178,6 +178,8 @@ pub struct RequestVerifier {
     me: IdentityKey,
     allowed: Vec<(IdentityPublic, PairKeys)>,
     seen: Mutex<HashMap<String, u64>>,
+    /// (minute, refusals tagged for unknown keys in it).
+    unknown_tags: Mutex<(u64, usize)>,
 }
 
 impl std::fmt::Debug for RequestVerifier {
@@ -190,7 +192,7 @@ impl RequestVerifier {
     /// A verifier for node `me` accepting the given coordinator keys (pair keys derived once here).
     pub fn new(me: &IdentityKey, allowed: Vec<IdentityPublic>) -> Self {
         let allowed = allowed.into_iter().map(|k| (k, PairKeys::for_node(me, &k))).collect();
-        Self { me: me.clone(), allowed, seen: Mutex::new(HashMap::new()) }
+        Self { me: me.clone(), allowed, seen: Mutex::new(HashMap::new()), unknown_tags: Mutex::new((0, 0)) }
     }
 
     /// Checks a request's auth header.
@@ -201,6 +203,17 @@ impl RequestVerifier {
         let mut out = Checked { rid: String::new(), keys: None, verdict: Ok(()) };
         out.verdict = self.check(header, method, path, body, &mut out.rid, &mut out.keys);
         out
+    }
+
+    /// Whether one more refusal to an unknown key may be tagged this minute.
+    fn may_tag_unknown(&self) -> bool {
+        let minute = now_ms() / 60_000;
+        let mut w = self.unknown_tags.lock().expect("unknown tags lock");
+        if w.0 != minute {
+            *w = (minute, 0);
+        }
+        w.1 += 1;
+        w.1 <= UNKNOWN_KEY_TAGS_PER_MINUTE
     }
 
     fn check(
@@ -219,8 +232,11 @@ impl RequestVerifier {
         *rid_out = (*rid).to_string();
         let key = IdentityPublic::from_hex(key).map_err(|_| deny("malformed coordinator key"))?;
         let Some((_, keys)) = self.allowed.iter().find(|(k, _)| *k == key) else {
-            // Tag the refusal for whoever holds that key; derived here, on this path only.
-            *keys_out = Some(PairKeys::for_node(&self.me, &key));
+            // Tag the refusal for whoever holds that key (derived here, on this path only), within
+            // a budget of ECDH work per minute: anyone can name a fresh key.
+            if self.may_tag_unknown() {
+                *keys_out = Some(PairKeys::for_node(&self.me, &key));
+            }
             return Err(deny("request signed by a key that is not a configured coordinator"));
         };
         *keys_out = Some(keys.clone());
