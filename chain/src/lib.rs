@@ -19,6 +19,7 @@ pub mod deploy;
 pub mod error;
 pub mod operation;
 pub mod provider;
+pub mod redact;
 pub mod safe;
 pub mod sender;
 pub mod snapshot;

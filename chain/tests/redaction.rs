@@ -23,12 +23,13 @@ async fn rpc_errors_do_not_reveal_the_urls_key() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let provider = connect(&format!("http://user:{SECRET}@127.0.0.1:{port}/v3/{SECRET}?key={SECRET}")).unwrap();
+    let provider =
+        connect(&format!("http://user:{SECRET}@127.0.0.1:{port}/v3/{SECRET}?key={SECRET}")).unwrap();
     let err = chain_id(&provider).await.expect_err("nothing listens there");
     let text = whole_chain(&err);
     assert!(!text.contains(SECRET), "{text}");
     assert!(text.contains("127.0.0.1"), "the host is still named: {text}");
-    let bad = connect(&format!("https://rpc.example:notaport/v3/{SECRET}")).err().expect("not a URL");
+    let bad = connect(&format!("https://rpc.example:notaport/v3/{SECRET}")).expect_err("not a URL");
     let text = whole_chain(&bad);
     assert!(!text.contains(SECRET), "{text}");
 }
