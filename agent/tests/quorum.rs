@@ -10,7 +10,9 @@ use alloy::signers::local::PrivateKeySigner;
 use treasury_chain::operation::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
 use treasury_signer::quorum::bench::{NodeProcess, bench_operation, init_nodes};
 use treasury_signer::quorum::client::NodeClient;
-use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use treasury_signer::quorum::coordinator::{
+    Coordinator, CoordinatorOptions, PinnedNode, run_dkg, run_refresh,
+};
 use treasury_signer::quorum::faults::SIGN_DELAYED_EVENT;
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
 use treasury_signer::quorum::identity::{IdentityKey, IdentityPublic};
@@ -539,4 +541,30 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     assert!(!ok);
     assert!(err.contains("wrong passphrase"), "{err}");
     assert_eq!(before, std::fs::read(&secrets).unwrap());
+}
+
+/// Attack (issue 13 item 10): a refresh whose commit fails on one node (its disk fails, or a
+/// coordinator stops half-way) must not leave the nodes on different share generations: the
+/// quorum still signs with the shares of its quorum file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_fails_part_way_leaves_every_node_on_the_old_shares() {
+    let q = quorum(3, 2, Address::ZERO, &[(2, "refuse-refresh-commit")]).await;
+    let err =
+        run_refresh(q.coord_key.clone(), &q.quorum).await.expect_err("node 2 refuses the refresh commit");
+    assert!(err.to_string().contains("refresh commit refused"), "{err}");
+    // The coordinator keeps the old quorum file: every pair of nodes still signs under it.
+    for skip in 0..3 {
+        let mut only = q.quorum.clone();
+        only.nodes.remove(skip);
+        let c = Coordinator::new(
+            only,
+            q.coord_key.clone(),
+            CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4 },
+        )
+        .unwrap();
+        let op = transfer(1, 100 + skip as u64);
+        let sig =
+            c.sign(&op, CHAIN, module(), None).await.unwrap_or_else(|e| panic!("nodes without {skip}: {e}"));
+        assert_valid(&sig, &c, &op);
+    }
 }

@@ -65,7 +65,8 @@ impl ChainError {
         address: Option<Address>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Rpc { call: call.into(), address, source: Box::new(source) }
+        // The transport's text names the endpoint URL, which may carry an API key.
+        Self::Rpc { call: call.into(), address, source: Box::new(crate::redact::Redacted::of(&source)) }
     }
 
     /// Whether trying the same request again later may succeed (endpoint down, timeout).

@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod error;
 pub mod operation;
 pub mod provider;
+pub mod redact;
 pub mod rules;
 pub mod safe;
 pub mod sender;

@@ -20,7 +20,8 @@ pub fn connect_with_signer(url: &str, signer: PrivateKeySigner) -> Result<DynPro
 }
 
 fn parse_url(url: &str) -> Result<alloy::transports::http::reqwest::Url> {
-    url.parse().map_err(|e| ChainError::InvalidInput(format!("RPC URL {url:?}: {e}")))
+    url.parse()
+        .map_err(|e| ChainError::InvalidInput(format!("RPC URL {:?}: {e}", crate::redact::redact_urls(url))))
 }
 
 /// The chain id the endpoint reports.

@@ -643,8 +643,10 @@ pub mod admin {
         admin: &ModuleAdmin,
         key: Option<Arc<RootKey>>,
     ) -> anyhow::Result<(DynProvider, Address)> {
-        let url: alloy::transports::http::reqwest::Url =
-            a.rpc.parse().with_context(|| format!("RPC URL {:?}", a.rpc))?;
+        let url: alloy::transports::http::reqwest::Url = a
+            .rpc
+            .parse()
+            .with_context(|| format!("RPC URL {:?}", treasury_chain::redact::redact_urls(&a.rpc)))?;
         let wallet = match &a.from_keystore {
             Some(file) => {
                 let var = &a.password_env;

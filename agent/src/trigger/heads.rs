@@ -53,9 +53,11 @@ impl Heads {
         match &first {
             Ok(_) => {
                 heads.ws_up.store(true, Ordering::SeqCst);
-                tracing::info!(%url, "watching new heads over WebSocket");
+                tracing::info!(url = %treasury_chain::redact::redact_urls(&url), "watching new heads over WebSocket");
             }
-            Err(e) => tracing::warn!(%url, error = %e, "WebSocket unavailable: polling over HTTP"),
+            Err(e) => {
+                tracing::warn!(url = %treasury_chain::redact::redact_urls(&url), error = %treasury_chain::redact::redact_urls(&e.to_string()), "WebSocket unavailable: polling over HTTP")
+            }
         }
         let (notify, ws_up) = (heads.notify.clone(), heads.ws_up.clone());
         let task = tokio::spawn(async move {
@@ -73,15 +75,17 @@ impl Heads {
                     ws_up.store(false, Ordering::SeqCst);
                     // Wake the watcher so it polls now rather than after a missed head.
                     notify.notify_one();
-                    tracing::warn!(%url, "WebSocket subscription dropped: polling over HTTP");
+                    tracing::warn!(url = %treasury_chain::redact::redact_urls(&url), "WebSocket subscription dropped: polling over HTTP");
                 }
                 tokio::time::sleep(reconnect).await;
                 match subscribe(&url).await {
                     Ok(sub) => {
-                        tracing::info!(%url, "WebSocket reconnected");
+                        tracing::info!(url = %treasury_chain::redact::redact_urls(&url), "WebSocket reconnected");
                         current = Some(sub);
                     }
-                    Err(e) => tracing::debug!(%url, error = %e, "WebSocket still unavailable"),
+                    Err(e) => {
+                        tracing::debug!(url = %treasury_chain::redact::redact_urls(&url), error = %treasury_chain::redact::redact_urls(&e.to_string()), "WebSocket still unavailable")
+                    }
                 }
             }
         });

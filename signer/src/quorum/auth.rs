@@ -32,6 +32,9 @@ use super::identity::{IdentityKey, IdentityPublic, hash_parts};
 pub const AUTH_HEADER: &str = "x-treasury-auth";
 /// Answer authentication header.
 pub const NODE_MAC_HEADER: &str = "x-treasury-node-mac";
+/// Most refusals per minute a node tags for keys that are not configured coordinators (each costs
+/// a static ECDH); beyond it such refusals go out untagged.
+pub const UNKNOWN_KEY_TAGS_PER_MINUTE: usize = 64;
 /// Largest accepted clock difference between coordinator and node.
 pub const MAX_SKEW_MS: u64 = 120_000;
 
@@ -175,6 +178,8 @@ pub struct RequestVerifier {
     me: IdentityKey,
     allowed: Vec<(IdentityPublic, PairKeys)>,
     seen: Mutex<HashMap<String, u64>>,
+    /// (minute, refusals tagged for unknown keys in it).
+    unknown_tags: Mutex<(u64, usize)>,
 }
 
 impl std::fmt::Debug for RequestVerifier {
@@ -187,7 +192,7 @@ impl RequestVerifier {
     /// A verifier for node `me` accepting the given coordinator keys (pair keys derived once here).
     pub fn new(me: &IdentityKey, allowed: Vec<IdentityPublic>) -> Self {
         let allowed = allowed.into_iter().map(|k| (k, PairKeys::for_node(me, &k))).collect();
-        Self { me: me.clone(), allowed, seen: Mutex::new(HashMap::new()) }
+        Self { me: me.clone(), allowed, seen: Mutex::new(HashMap::new()), unknown_tags: Mutex::new((0, 0)) }
     }
 
     /// Checks a request's auth header.
@@ -198,6 +203,17 @@ impl RequestVerifier {
         let mut out = Checked { rid: String::new(), keys: None, verdict: Ok(()) };
         out.verdict = self.check(header, method, path, body, &mut out.rid, &mut out.keys);
         out
+    }
+
+    /// Whether one more refusal to an unknown key may be tagged this minute.
+    fn may_tag_unknown(&self) -> bool {
+        let minute = now_ms() / 60_000;
+        let mut w = self.unknown_tags.lock().expect("unknown tags lock");
+        if w.0 != minute {
+            *w = (minute, 0);
+        }
+        w.1 += 1;
+        w.1 <= UNKNOWN_KEY_TAGS_PER_MINUTE
     }
 
     fn check(
@@ -216,8 +232,11 @@ impl RequestVerifier {
         *rid_out = (*rid).to_string();
         let key = IdentityPublic::from_hex(key).map_err(|_| deny("malformed coordinator key"))?;
         let Some((_, keys)) = self.allowed.iter().find(|(k, _)| *k == key) else {
-            // Tag the refusal for whoever holds that key; derived here, on this path only.
-            *keys_out = Some(PairKeys::for_node(&self.me, &key));
+            // Tag the refusal for whoever holds that key (derived here, on this path only), within
+            // a budget of ECDH work per minute: anyone can name a fresh key.
+            if self.may_tag_unknown() {
+                *keys_out = Some(PairKeys::for_node(&self.me, &key));
+            }
             return Err(deny("request signed by a key that is not a configured coordinator"));
         };
         *keys_out = Some(keys.clone());
@@ -317,5 +336,25 @@ mod tests {
         let (h, rid) = sign_request(&coord.public(), &at_coord, "POST", "/", b"");
         let req_tag = h.rsplit('.').next().unwrap();
         assert!(!verify_response(&at_coord, &rid, 200, b"", req_tag));
+    }
+
+    /// Attack (issue 13 item 11): an unauthenticated client sends requests naming a fresh random
+    /// key each time, and the node runs static ECDH for every one of them to tag its refusal. The
+    /// work spent on keys that are not configured is capped.
+    #[test]
+    fn ecdh_work_for_unknown_keys_is_capped() {
+        let node = IdentityKey::generate();
+        let v = RequestVerifier::new(&node, vec![IdentityKey::generate().public()]);
+        let mut tagged = 0;
+        for _ in 0..300 {
+            let stranger = IdentityKey::generate();
+            let keys = PairKeys::for_coordinator(&stranger, &node.public());
+            let (h, _) = sign_request(&stranger.public(), &keys, "POST", "/v1/sign", b"{}");
+            let refused = v.verify(Some(&h), "POST", "/v1/sign", b"{}");
+            assert!(refused.verdict.is_err());
+            tagged += usize::from(refused.keys.is_some());
+        }
+        assert!(tagged <= 2 * UNKNOWN_KEY_TAGS_PER_MINUTE, "{tagged} refusals to unknown keys were tagged");
+        assert!(tagged > 0, "the first unknown keys still get a tagged refusal");
     }
 }

@@ -525,7 +525,16 @@ pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOut
         abort(&client, &nodes, &roster, &session, timeout).await;
         return Err(QuorumError::Dkg("refresh produced a different group key".into()));
     }
-    let attestations = commit(&client, &nodes, &roster, &session, &finish, timeout).await?;
+    // Two phases: every node stages its new share (the old one keeps signing); only when all
+    // staged are they activated. A node failing to stage makes every node drop its staged share.
+    let attestations = match commit(&client, &nodes, &roster, &session, &finish, timeout).await {
+        Ok(a) => a,
+        Err(e) => {
+            abort(&client, &nodes, &roster, &session, timeout).await;
+            return Err(e);
+        }
+    };
+    activate(&client, &nodes, &roster, &session, timeout).await?;
     let group_key = GroupKey::from_compressed(
         &hex::decode(&quorum.group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?,
     )?;
@@ -629,6 +638,36 @@ async fn commit(
         attestations.push(r.map_err(|f| node_err(&n.url, f))?.attestation);
     }
     Ok(attestations)
+}
+
+/// Phase 2 of a refresh commit: asks every node to make its staged share current.
+async fn activate(
+    client: &NodeClient,
+    nodes: &[PinnedNode],
+    roster: &[RosterEntry],
+    session: &str,
+    timeout: Duration,
+) -> Result<(), QuorumError> {
+    let req = DkgActivateRequest { session: session.to_string() };
+    let res = futures::future::join_all(nodes.iter().zip(roster).map(|(n, e)| {
+        let req = &req;
+        async move {
+            let k =
+                IdentityPublic::from_hex(&e.identity_key).map_err(|_| NodeFault::Malformed("key".into()))?;
+            client.post::<_, serde_json::Value>(&n.url, &k, "/v1/dkg/activate", req, timeout).await
+        }
+    }))
+    .await;
+    let failed: Vec<String> =
+        nodes.iter().zip(res).filter_map(|(n, r)| r.err().map(|f| format!("{}: {f}", n.url))).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(QuorumError::Dkg(format!(
+            "refresh staged on every node but not activated on: {} (their staged share waits; they keep signing with the old one)",
+            failed.join("; ")
+        )))
+    }
 }
 
 async fn abort(

@@ -308,6 +308,11 @@ impl DkgSession {
         Ok((*key_package, *public))
     }
 
+    /// Whether this session refreshes existing shares.
+    pub fn is_refresh(&self) -> bool {
+        self.refresh
+    }
+
     /// The roster as (identifier, identity key) in hex.
     pub fn roster_entries(&self) -> Vec<(String, String)> {
         self.roster.iter().map(|(i, k)| (identifier_hex(i), k.to_hex())).collect()

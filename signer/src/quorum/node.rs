@@ -323,12 +323,32 @@ impl NodeState {
             .expect("dkg lock")
             .remove(&req.session)
             .ok_or_else(|| Refusal::new(RefusalCode::DkgFailure, "unknown DKG session"))?;
+        #[cfg(feature = "fault-injection")]
+        if self.faults.refuse_refresh_commit && session.is_refresh() {
+            return Err(Refusal::new(RefusalCode::DkgFailure, "test fault: refresh commit refused"));
+        }
         let members = session.roster_entries();
+        let refresh = session.is_refresh();
         let (kp, pkp) = session.commit(&req.confirmations)?;
         let threshold = *kp.min_signers();
         let gk = GroupKey::from_verifying_key(pkp.verifying_key())
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+        let msg = super::quorum_file::attestation_message(&gk.compressed, threshold, &members);
+        let attestation = hex::encode(self.identity.sign(&msg));
         let mut store = self.store.lock().expect("store lock");
+        if refresh {
+            // Phase 1 of a refresh: the new share is staged durably; the current one keeps
+            // signing until the coordinator activates the new one on every node.
+            store
+                .secrets
+                .stage_share(&req.session, &kp, &pkp)
+                .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+            store
+                .save_secrets()
+                .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot stage share: {e}")))?;
+            tracing::info!(group_key = %gk.compressed, "refreshed key share staged");
+            return Ok(DkgCommitResponse { group_key: gk.compressed, attestation });
+        }
         store
             .secrets
             .set_share(&kp, &pkp)
@@ -338,9 +358,21 @@ impl NodeState {
             .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
         *self.share.write().expect("share lock") = Some(Arc::new((kp, pkp)));
         tracing::info!(group_key = %gk.compressed, "key share committed");
-        let msg = super::quorum_file::attestation_message(&gk.compressed, threshold, &members);
-        let attestation = hex::encode(self.identity.sign(&msg));
         Ok(DkgCommitResponse { group_key: gk.compressed, attestation })
+    }
+
+    /// Phase 2 of a refresh: the share staged for the session becomes current.
+    fn dkg_activate(&self, req: DkgActivateRequest) -> Result<serde_json::Value, Refusal> {
+        let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
+        let mut store = self.store.lock().expect("store lock");
+        if !store.secrets.activate_staged(&req.session).map_err(|e| fail(e.to_string()))? {
+            return Err(fail("no share staged for this session".into()));
+        }
+        store.save_secrets().map_err(|e| fail(format!("cannot save share: {e}")))?;
+        let share = store.secrets.share().map_err(|e| fail(e.to_string()))?.map(Arc::new);
+        *self.share.write().expect("share lock") = share;
+        tracing::info!("refreshed key share activated");
+        Ok(serde_json::json!({}))
     }
 }
 
@@ -465,10 +497,22 @@ pub fn router(state: Arc<NodeState>) -> Router {
             }),
         )
         .route(
+            "/v1/dkg/activate",
+            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+                handle(s, "POST", "/v1/dkg/activate", h, b, NodeState::dkg_activate).await
+            }),
+        )
+        .route(
             "/v1/dkg/abort",
             post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
                 handle(s, "POST", "/v1/dkg/abort", h, b, |s: &NodeState, r: DkgAbortRequest| {
                     s.dkg.lock().expect("dkg lock").remove(&r.session);
+                    let mut store = s.store.lock().expect("store lock");
+                    if store.secrets.drop_staged(&r.session) {
+                        store
+                            .save_secrets()
+                            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+                    }
                     Ok(serde_json::json!({}))
                 })
                 .await

@@ -261,6 +261,15 @@ pub struct NodeSecrets {
     /// Serialized FROST `PublicKeyPackage`, hex; empty before DKG.
     #[serde(default)]
     pub(crate) public_key_package: String,
+    /// A refresh's new share, staged until the coordinator activates it (every node staged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) staged_session: String,
+    /// Staged `KeyPackage`, hex.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) staged_key_package: String,
+    /// Staged `PublicKeyPackage`, hex.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) staged_public_key_package: String,
 }
 
 impl std::fmt::Debug for NodeSecrets {
@@ -297,6 +306,45 @@ impl NodeSecrets {
             frost_secp256k1::keys::KeyPackage::deserialize(&kp).map_err(QuorumError::frost)?,
             frost_secp256k1::keys::PublicKeyPackage::deserialize(&pkp).map_err(QuorumError::frost)?,
         )))
+    }
+
+    /// Stages a refresh's new share for `session`; the current share stays in use.
+    pub fn stage_share(
+        &mut self,
+        session: &str,
+        kp: &frost_secp256k1::keys::KeyPackage,
+        pkp: &frost_secp256k1::keys::PublicKeyPackage,
+    ) -> Result<(), QuorumError> {
+        let kp_bytes = Zeroizing::new(kp.serialize().map_err(QuorumError::frost)?);
+        self.staged_key_package.zeroize();
+        self.staged_key_package = hex::encode(&*kp_bytes);
+        self.staged_public_key_package = hex::encode(pkp.serialize().map_err(QuorumError::frost)?);
+        self.staged_session = session.to_string();
+        Ok(())
+    }
+
+    /// Drops the share staged for `session`; true when there was one.
+    pub fn drop_staged(&mut self, session: &str) -> bool {
+        if self.staged_session.is_empty() || self.staged_session != session {
+            return false;
+        }
+        self.staged_key_package.zeroize();
+        self.staged_key_package.clear();
+        self.staged_public_key_package.clear();
+        self.staged_session.clear();
+        true
+    }
+
+    /// Makes the share staged for `session` the current one; false when none is staged for it.
+    pub fn activate_staged(&mut self, session: &str) -> Result<bool, QuorumError> {
+        if self.staged_session.is_empty() || self.staged_session != session {
+            return Ok(false);
+        }
+        self.key_package.zeroize();
+        self.key_package = std::mem::take(&mut self.staged_key_package);
+        self.public_key_package = std::mem::take(&mut self.staged_public_key_package);
+        self.staged_session.clear();
+        Ok(true)
     }
 
     /// Replaces the share.
@@ -451,11 +499,8 @@ impl NodeStore {
         pass.check_strength()?;
         private_dir(&dir.join("nonces"))?;
         let identity = IdentityKey::generate();
-        let secrets = NodeSecrets {
-            identity: hex::encode(&*identity.to_bytes()),
-            key_package: String::new(),
-            public_key_package: String::new(),
-        };
+        let mut secrets = NodeSecrets::default();
+        secrets.identity = hex::encode(&*identity.to_bytes());
         let plain =
             Zeroizing::new(serde_json::to_vec(&secrets).map_err(|e| QuorumError::Corrupt(e.to_string()))?);
         seal_file(&secrets_path, pass, &plain, fast_kdf)?;

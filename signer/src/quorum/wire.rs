@@ -9,6 +9,7 @@
 //! | `POST /v1/dkg/round2` | [`DkgRound2Request`] | [`DkgRound2Response`] |
 //! | `POST /v1/dkg/finish` | [`DkgFinishRequest`] | [`DkgFinishResponse`] |
 //! | `POST /v1/dkg/commit` | [`DkgCommitRequest`] | [`DkgCommitResponse`] |
+//! | `POST /v1/dkg/activate` | [`DkgActivateRequest`] | `{}` |
 //! | `POST /v1/dkg/abort` | [`DkgAbortRequest`] | `{}` |
 //!
 //! A refusal answers with a 4xx status and [`RefusalBody`].
@@ -179,6 +180,13 @@ pub struct DkgCommitResponse {
     /// The node's attestation of the group key and roster (see `quorum_file::attestation_message`).
     #[serde(default)]
     pub attestation: String,
+}
+
+/// Make a refresh's staged share current (phase 2 of the refresh commit).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkgActivateRequest {
+    /// Session id.
+    pub session: String,
 }
 
 /// Abandon a session (e.g. a group key with x ≥ n).
