@@ -199,7 +199,7 @@ fn init_names_a_wrong_pin_and_a_non_pkcs11_module() {
     let fake = env.hsm.path().join("fake.so");
     std::fs::write(&fake, "not a library").unwrap();
     let (ok, _, err) =
-        env.run(&["root", "init", "--module", fake.to_str().unwrap(), "--token", "root-token"]);
+        env.run(&["root", "init", "--pkcs11-module", fake.to_str().unwrap(), "--token", "root-token"]);
     assert!(!ok && err.contains("cannot load PKCS#11 module"), "{err}");
 }
 

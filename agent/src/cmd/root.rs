@@ -48,9 +48,9 @@ pub struct BenchArgs {
 /// Where the key lives.
 #[derive(Debug, Clone, Args)]
 pub struct HsmArgs {
-    /// PKCS#11 module.
+    /// The PKCS#11 module (shared library) of the HSM.
     #[arg(long, env = "TREASURY_HSM_MODULE", default_value = "/usr/lib/softhsm/libsofthsm2.so")]
-    module: PathBuf,
+    pkcs11_module: PathBuf,
     /// Token label.
     #[arg(long, default_value = "treasury-root")]
     token: String,
@@ -66,7 +66,7 @@ impl HsmArgs {
     pub(crate) fn config(&self) -> anyhow::Result<HsmConfig> {
         let pin = Pin::resolve(self.pin_file.as_deref(), PIN_ENV).context("reading the user PIN")?;
         Ok(HsmConfig {
-            module: self.module.clone(),
+            module: self.pkcs11_module.clone(),
             token_label: self.token.clone(),
             key_label: self.key.clone(),
             pin,
@@ -258,7 +258,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let section = HsmSection {
-        module: a.hsm.module.clone(),
+        module: a.hsm.pkcs11_module.clone(),
         token: a.hsm.token.clone(),
         key: a.hsm.key.clone(),
         pin_file: a.hsm.pin_file.clone(),
