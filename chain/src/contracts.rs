@@ -69,6 +69,7 @@ sol! {
         function nonce() external view returns (uint256);
         function enableModule(address module) external;
         function isModuleEnabled(address module) external view returns (bool);
+        function execTransactionFromModuleReturnData(address to, uint256 value, bytes calldata data, uint8 operation) external returns (bool success, bytes memory returnData);
         function getOwners() external view returns (address[] memory);
         function getThreshold() external view returns (uint256);
     }

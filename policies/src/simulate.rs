@@ -8,6 +8,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use serde::Serialize;
+use treasury_chain::contracts::{AggregatorV3Interface, IERC20};
 use treasury_chain::{AssetState, PriceReading, Snapshot};
 
 use crate::config::{PoliciesConfig, Trigger};
@@ -116,21 +117,6 @@ pub async fn simulate<S: SnapshotSource>(
     Ok(out)
 }
 
-alloy::sol! {
-    #[sol(rpc)]
-    interface IErc20Balance {
-        function balanceOf(address owner) external view returns (uint256);
-    }
-
-    #[sol(rpc)]
-    interface IAggregatorV3 {
-        function decimals() external view returns (uint8);
-        function latestRoundData() external view returns (
-            uint80 roundId, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound
-        );
-    }
-}
-
 /// Reads snapshots over JSON-RPC (any node, or anvil): balances of the config's tokens and their
 /// price feeds, at the requested block.
 ///
@@ -168,7 +154,7 @@ impl RpcSnapshotSource {
         let balance = if entry.address == Address::ZERO {
             self.provider.get_balance(self.safe).number(block).await.map_err(|e| err(e.to_string()))?
         } else {
-            IErc20Balance::new(entry.address, &self.provider)
+            IERC20::new(entry.address, &self.provider)
                 .balanceOf(self.safe)
                 .block(block.into())
                 .call()
@@ -196,7 +182,7 @@ impl RpcSnapshotSource {
         max_age: u64,
         timestamp: u64,
     ) -> std::result::Result<PriceReading, String> {
-        let agg = IAggregatorV3::new(feed, &self.provider);
+        let agg = AggregatorV3Interface::new(feed, &self.provider);
         let decimals = agg.decimals().block(block.into()).call().await.map_err(|e| e.to_string())?;
         let round = agg.latestRoundData().block(block.into()).call().await.map_err(|e| e.to_string())?;
         let updated_at = u64::try_from(round.updatedAt).unwrap_or(u64::MAX);

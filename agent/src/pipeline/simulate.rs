@@ -13,20 +13,7 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::{SolCall, SolError, SolInterface};
 use alloy::transports::{RpcError, TransportErrorKind};
 use treasury_chain::Operation;
-use treasury_chain::contracts::{IMultiSend, TreasuryModule};
-
-alloy::sol! {
-    /// The Safe's module entry point that returns the call's data.
-    interface ISafeModuleExec {
-        function execTransactionFromModuleReturnData(address to, uint256 value, bytes data, uint8 operation)
-            external returns (bool success, bytes returnData);
-    }
-
-    /// The module's MultiSendCallOnly address.
-    interface IModuleMultiSend {
-        function multiSendCallOnly() external view returns (address);
-    }
-}
+use treasury_chain::contracts::{IMultiSend, ISafe, TreasuryModule};
 
 /// How a simulation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +40,7 @@ pub async fn simulate(
             (multisend, U256::ZERO, Bytes::from(packed), 1)
         }
     };
-    let call = ISafeModuleExec::execTransactionFromModuleReturnDataCall { to, value, data, operation };
+    let call = ISafe::execTransactionFromModuleReturnDataCall { to, value, data, operation };
     let tx = TransactionRequest::default().with_from(module).with_to(safe).with_input(call.abi_encode());
     let out = match provider.call(tx).await {
         Ok(out) => out,
@@ -67,16 +54,16 @@ pub async fn simulate(
             };
         }
     };
-    let ret = ISafeModuleExec::execTransactionFromModuleReturnDataCall::abi_decode_returns(&out)
+    let ret = ISafe::execTransactionFromModuleReturnDataCall::abi_decode_returns(&out)
         .map_err(|e| format!("decode simulation result: {e}"))?;
     Ok(if ret.success { Simulation::Ok } else { Simulation::Reverts(revert_reason(&ret.returnData)) })
 }
 
 async fn multisend_of(provider: &DynProvider, module: Address) -> Result<Address, String> {
-    let call = IModuleMultiSend::multiSendCallOnlyCall {}.abi_encode();
+    let call = TreasuryModule::multiSendCallOnlyCall {}.abi_encode();
     let tx = TransactionRequest::default().with_to(module).with_input(call);
     let out = provider.call(tx).await.map_err(|e| format!("multiSendCallOnly(): {e}"))?;
-    let addr = IModuleMultiSend::multiSendCallOnlyCall::abi_decode_returns(&out)
+    let addr = TreasuryModule::multiSendCallOnlyCall::abi_decode_returns(&out)
         .map_err(|e| format!("multiSendCallOnly(): {e}"))?;
     if addr == Address::ZERO {
         return Err("the module has no MultiSendCallOnly: batches cannot be simulated".into());

@@ -8,25 +8,18 @@
 use alloy::primitives::{Address, B256, Bytes, Signature, U256, keccak256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{Filter, TransactionReceipt};
-use alloy::sol_types::{SolCall, SolEvent};
+use alloy::sol_types::{SolEvent, SolValue};
 use serde::{Deserialize, Serialize};
 use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::{AdminAction, AdminOp, admin_digest};
 
 use super::error::{Result, RootError};
 
-alloy::sol! {
-    /// The id of a queued change is `keccak256(abi.encode(action, params, nonce))`.
-    interface ChangeKey {
-        function changeId(uint8 action, bytes params, uint256 nonce);
-    }
-}
-
-/// The id the module gives the change `(action, params)` queued by the admin op with `nonce`.
+/// The id the module gives the change `(action, params)` queued by the admin op with `nonce`:
+/// `keccak256(abi.encode(action, params, nonce))`.
 pub fn change_id(action: u8, params: &Bytes, nonce: U256) -> B256 {
-    let mut out = Vec::new();
-    ChangeKey::changeIdCall { action, params: params.clone(), nonce }.abi_encode_raw(&mut out);
-    keccak256(out)
+    // A uint8 is encoded as its 32-byte word, like a uint256 of the same value.
+    keccak256((U256::from(action), params.clone(), nonce).abi_encode_params())
 }
 
 /// Whether a change applies at once or waits out the timelock.

@@ -8,6 +8,7 @@ use alloy::primitives::{Address, Bytes, FixedBytes, U256};
 use alloy::providers::{DynProvider, Provider};
 use serde::{Deserialize, Serialize};
 use treasury_chain::Operation;
+use treasury_chain::contracts::TreasuryModule;
 use treasury_chain::operation::OP_CALL;
 use treasury_chain::rules::{self, APPROVE, DECREASE_ALLOWANCE, INCREASE_ALLOWANCE, TRANSFER};
 
@@ -16,17 +17,6 @@ use super::error::{Result, RootError};
 use super::request::EscalationRequest;
 use super::store::RequestRecord;
 use crate::quorum::FrostSignature;
-
-alloy::sol! {
-    /// The module's views the classification reads.
-    #[sol(rpc)]
-    interface IModuleTiers {
-        function isCallAllowed(address target, bytes4 selector) external view returns (bool);
-        function isSpenderAllowed(address spender) external view returns (bool);
-        function budget(address token) external view returns (uint256 limit, uint64 period, uint256 spent, uint256 remaining);
-        function safe() external view returns (address);
-    }
-}
 
 /// The FROST side of an authorisation; the quorum coordinator implements it.
 #[async_trait::async_trait]
@@ -200,7 +190,7 @@ fn assets_of(op: &Operation) -> BTreeSet<Address> {
 
 /// Reads the facts `classify` needs from the module at `module`.
 pub async fn read_facts(provider: &DynProvider, module: Address, op: &Operation) -> Result<ModuleFacts> {
-    let m = IModuleTiers::new(module, provider.clone());
+    let m = TreasuryModule::new(module, provider.clone());
     let chain = |e: alloy::contract::Error| RootError::Chain(e.to_string());
     let mut facts = ModuleFacts { module, safe: m.safe().call().await.map_err(chain)?, ..Default::default() };
     for c in &op.calls {
