@@ -25,6 +25,7 @@ pub mod rules;
 pub mod safe;
 pub mod sender;
 pub mod snapshot;
+pub mod tiers;
 pub mod tx;
 
 pub use admin::AdminAction;

@@ -18,10 +18,10 @@ use serde_json::json;
 use treasury_chain::contracts::TreasuryModule;
 use treasury_chain::sender::{SenderError, Sent, TxRequest};
 use treasury_chain::snapshot::{Snapshot, read_snapshot};
+use treasury_chain::tiers::{Tier, classify, read_facts};
 use treasury_chain::{Operation, operation_digest};
 use treasury_policies::Intent;
 use treasury_signer::quorum::{FrostSignature, NodeFault, QuorumError};
-use treasury_signer::root::escalation::{Tier, classify, read_facts};
 use treasury_signer::root::store::RequestState;
 use treasury_signer::root::{EscalationRequest, RootError};
 
