@@ -55,7 +55,8 @@ interface IMultiSendCallOnly {
 ///      its decreases (balance before minus after that call, increases ignored), so inflow in a
 ///      batch never hides outflow. Every charge is checked against the remaining budget.
 ///      Budget windows: a window opens at the first charge after the previous one ended and lasts
-///      the period in force when it opened; a budget or period change never ends the current
+///      the period in force when it opened (its end saturates at 2^48 − 1, never wraps into the
+///      past); a budget or period change never ends the current
 ///      window early nor resets what it spent (the new period applies from the next window).
 ///      Tier 2 (FROST + root ECDSA signature over the same tier-2 digest): no restrictions, no budget
 ///      charge (the root signer's own guard is the limit). The tier is part of the signed digest, so
@@ -653,7 +654,7 @@ contract TreasuryModule {
         uint256 spent = amounts >> 128;
         if (block.timestamp >= end) {
             spent = 0;
-            end = block.timestamp + ((st >> ETH_PERIOD_SHIFT) & U48);
+            end = _windowEnd((st >> ETH_PERIOD_SHIFT) & U48);
             _state = (st & ~(U48 << ETH_END_SHIFT)) | (end << ETH_END_SHIFT);
         }
         _checkBudget(address(0), amounts & U128, spent, outflow);
@@ -668,11 +669,18 @@ contract TreasuryModule {
         uint256 spent = used & U128;
         if (block.timestamp >= end) {
             spent = 0;
-            end = block.timestamp + ((cfg >> CFG_PERIOD_SHIFT) & U48);
+            end = _windowEnd((cfg >> CFG_PERIOD_SHIFT) & U48);
         }
         _checkBudget(token, cfg & U128, spent, outflow);
         // spent + outflow ≤ limit < 2^128
         _tokenSpent[token] = SPENT_MARKER | (end << SPENT_END_SHIFT) | (spent + outflow);
+    }
+
+    /// @dev The end of a window opening now: now + period, saturated at the largest 48-bit timestamp
+    ///      (a longer period must not wrap the stored end into the past and refill the budget).
+    function _windowEnd(uint256 period) private view returns (uint256 end) {
+        end = block.timestamp + period;
+        if (end > U48) end = U48;
     }
 
     function _checkBudget(address token, uint256 limit, uint256 spent, uint256 outflow) private pure {

@@ -200,6 +200,22 @@ contract AttacksTest is UniswapFixture {
         assertEq(token.balanceOf(alice), before, "a period change ended the window early: budget refilled");
     }
 
+    function test_attack_hugePeriodOverflowsWindowEnd() public {
+        // lengthening a period narrows, so the root applies it at once; a period so long that
+        // now + period no longer fits the 48-bit window end must not open windows already over
+        uint64 huge = type(uint48).max;
+        _rootAdmin(module.SET_BUDGET(), abi.encode(address(token), TOKEN_BUDGET, huge));
+        _rootAdmin(module.SET_BUDGET(), abi.encode(address(0), ETH_BUDGET, huge));
+        (, uint64 period,,) = module.budget(address(token));
+        assertEq(period, huge, "the longer period applied at once");
+        uint256 before = token.balanceOf(attacker);
+        for (uint256 i; i < 5; ++i) {
+            _try(_calls2(_pay(attacker, TOKEN_BUDGET), _c(attacker, ETH_BUDGET, "")));
+        }
+        assertLe(token.balanceOf(attacker) - before, TOKEN_BUDGET, "tracked token outflow above its budget");
+        assertLe(attacker.balance, ETH_BUDGET, "ETH outflow above its budget");
+    }
+
     function test_attack_trackingCodelessBricksTier1() public {
         _rootTrack(address(0xDEAD0001));
         // a swap and a payment must still work
