@@ -48,7 +48,9 @@ interface IMultiSendCallOnly {
 ///        the recipient must be the Safe; the path must start with a tracked token (or the router's
 ///        WETH for the ETH-in variants, paying tracked ETH) and end in a different tracked token (or
 ///        WETH for the ETH-out variants, with ETH tracked). Every tracked asset is measured.
-///      - Any other allow-listed (target, selector): every tracked asset is measured around the call.
+///      - Any other allow-listed (target, selector): every tracked asset is measured around the call,
+///        and so is the target itself when untracked and answering `balanceOf(safe)`: a decrease of
+///        it reverts (an untracked asset's own functions, such as WETH `withdraw`, cannot spend it).
 ///        A generic entry is vetted by whoever allow-lists it (root behind the timelock, or the Safe):
 ///        it must not be a contract that holds Safe allowances on untracked assets.
 ///      Gross charging: each tracked ERC-20 is charged the sum, over the calls that measure it, of
@@ -153,6 +155,8 @@ contract TreasuryModule {
     /// @notice The setting a queued change would set has changed since it was queued.
     error ChangeStale(bytes32 id);
     error Reentrancy();
+    /// @notice A generic call made the Safe's balance of its untracked target (an asset) decrease.
+    error UntrackedAssetDecreased(uint256 index, address target);
 
     event Executed(uint256 indexed nonce, bytes32 indexed digest, uint8 tier, uint256 calls);
     event ChangeQueued(bytes32 indexed id, uint8 action, bytes params, uint256 eta);
@@ -338,11 +342,13 @@ contract TreasuryModule {
                 for (uint256 j; j < count; ++j) {
                     before[j] = _balance(_tokenAt[j]);
                 }
+                (bool own, uint256 ownBefore) = _untrackedTargetBalance(c.to);
                 _callChecked(c, i, false);
                 for (uint256 j; j < count; ++j) {
                     uint256 b = _balance(_tokenAt[j]);
                     if (b < before[j]) out[j] += before[j] - b;
                 }
+                if (own) _checkTargetKept(c.to, ownBefore, i);
             } else if (cls == MEASURE_NOTHING) {
                 _callChecked(c, i, false);
             } else {
@@ -644,6 +650,31 @@ contract TreasuryModule {
             }
             b := mload(0x00)
         }
+    }
+
+    /// @dev The Safe's balance of an untracked generic-call target that answers `balanceOf` (an
+    ///      untracked asset's own contract: WETH's `withdraw`, a vault's `redeem`...); `own` false if
+    ///      the target is tracked (measured with the others) or does not answer.
+    function _untrackedTargetBalance(address target) private view returns (bool own, uint256 b) {
+        if (_tokenConfig[target] != 0) return (false, 0);
+        address s = safe;
+        assembly ("memory-safe") {
+            mstore(0x00, shl(224, 0x70a08231)) // balanceOf(address)
+            mstore(0x04, s)
+            // bounded gas: a target whose fallback writes would burn all it gets in a static call
+            own := and(staticcall(TARGET_BALANCE_GAS, target, 0x00, 0x24, 0x00, 0x20), gt(returndatasize(), 0x1f))
+            if own { b := mload(0x00) }
+        }
+    }
+
+    /// @dev Gas for `balanceOf` on an untracked generic-call target (a proxied ERC-20 needs ~10k).
+    uint256 private constant TARGET_BALANCE_GAS = 50_000;
+
+    /// @dev Reverts if the Safe's balance of the untracked target fell (or stopped answering) across
+    ///      call `i`: a generic entry must not make an untracked asset decrease.
+    function _checkTargetKept(address target, uint256 before, uint256 i) private view {
+        (bool own, uint256 b) = _untrackedTargetBalance(target);
+        if (!own || b < before) revert UntrackedAssetDecreased(i, target);
     }
 
     /// @dev Charges an ETH outflow to the ETH budget's current window (opening one if the last ended).

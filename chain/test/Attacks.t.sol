@@ -216,6 +216,22 @@ contract AttacksTest is UniswapFixture {
         assertLe(attacker.balance, ETH_BUDGET, "ETH outflow above its budget");
     }
 
+    function test_attack_genericEntryOnUntrackedTokenItself() public {
+        // A generic entry on an untracked asset's own contract holds no Safe allowance, so the stated
+        // vetting rule admits it; unwrapping WETH (untracked) is such an entry, and it makes an
+        // untracked balance decrease. The same shape drains ERC-4626 shares (`redeem` to anyone).
+        vm.deal(address(this), 10 ether);
+        (bool ok,) = weth.call{value: 10 ether}(abi.encodeWithSignature("deposit()"));
+        assertTrue(ok, "deposit");
+        (ok,) = weth.call(abi.encodeWithSignature("transfer(address,uint256)", address(safe), 10 ether));
+        assertTrue(ok, "fund");
+        bytes4 withdraw = bytes4(keccak256("withdraw(uint256)"));
+        _configure(module.SET_CALL_ALLOWED(), abi.encode(weth, withdraw, true));
+        uint256 before = TestToken(weth).balanceOf(address(safe));
+        _try(_one(_c(weth, 0, abi.encodeWithSelector(withdraw, 10 ether))));
+        assertEq(TestToken(weth).balanceOf(address(safe)), before, "an untracked asset decreased at tier 1");
+    }
+
     function test_attack_trackingCodelessBricksTier1() public {
         _rootTrack(address(0xDEAD0001));
         // a swap and a payment must still work
