@@ -69,7 +69,8 @@ interface IMultiSendCallOnly {
 ///      the group key, lowering the timelock) are queued behind the timelock; the root or the Safe
 ///      can cancel any queued change, the quorum any but a group-key rotation (its own replacement).
 ///      A queued change records the version of the setting it changes: any later change of that
-///      setting voids it. Narrowing changes (lowering a limit, removing an entry, untracking) apply
+///      setting voids it, and so does any later change of the root (a replaced root's queue dies
+///      with it). Narrowing changes (lowering a limit, removing an entry, untracking) apply
 ///      at once. The quorum alone may pause and cancel, under its own admin nonce (the root's nonce
 ///      cannot be consumed by the quorum). The Safe may change anything at once through
 ///      `configure` (its owners can remove the module anyway).
@@ -203,7 +204,7 @@ contract TreasuryModule {
     /// @dev The quorum's admin nonce (PAUSE and CANCEL), separate from the root's.
     uint256 private _quorumAdminNonce;
     /// @dev Queued change: eta (bits 0..63) | version of its setting when queued (64..191) | action
-    ///      (192..199). 0 = not queued.
+    ///      (192..199) | root epoch when queued (200..247, `_rootEpoch`). 0 = not queued.
     mapping(bytes32 id => uint256) private _queued;
     /// @dev Version of each setting (`_settingKey`), bumped by every applied change of it.
     mapping(bytes32 setting => uint256) private _version;
@@ -237,6 +238,7 @@ contract TreasuryModule {
     uint256 private constant SPENT_MARKER = 1 << 255;
     uint256 private constant Q_VERSION_SHIFT = 64;
     uint256 private constant Q_ACTION_SHIFT = 192;
+    uint256 private constant Q_ROOT_EPOCH_SHIFT = 200;
     uint256 private constant U32 = 0xffffffff;
     uint256 private constant U48 = 0xffffffffffff;
     uint256 private constant U64 = 0xffffffffffffffff;
@@ -769,7 +771,8 @@ contract TreasuryModule {
             if (_isWidening(action, op.params)) {
                 uint256 eta = block.timestamp + ((st >> DELAY_SHIFT) & U32);
                 uint256 version = _version[_settingKey(action, op.params)];
-                _queued[id] = eta | (version << Q_VERSION_SHIFT) | (uint256(action) << Q_ACTION_SHIFT);
+                _queued[id] = eta | (version << Q_VERSION_SHIFT) | (uint256(action) << Q_ACTION_SHIFT)
+                    | ((_rootEpoch() & U48) << Q_ROOT_EPOCH_SHIFT);
                 emit ChangeQueued(id, action, op.params, eta);
             } else {
                 _apply(action, op.params, _root, id);
@@ -802,6 +805,8 @@ contract TreasuryModule {
         if (block.timestamp < eta) revert ChangeNotReady(id, eta);
         delete _queued[id];
         if ((q >> Q_VERSION_SHIFT) & U128 != _version[_settingKey(action, params)]) revert ChangeStale(id);
+        // queued by a root that has since been replaced (compromised keys are why roots rotate)
+        if (q >> Q_ROOT_EPOCH_SHIFT != _rootEpoch() & U48) revert ChangeStale(id);
         _apply(action, params, msg.sender, id);
     }
 
@@ -824,6 +829,11 @@ contract TreasuryModule {
         if (action == SET_SPENDER_ALLOWED) return keccak256(abi.encode(action, abi.decode(params, (address))));
         if (action == SET_GROUP_KEY || action == SET_ROOT || action == SET_TIMELOCK) return bytes32(uint256(action));
         return bytes32(0);
+    }
+
+    /// @dev How many times the root was replaced: a change queued under an earlier root is stale.
+    function _rootEpoch() private view returns (uint256) {
+        return _version[bytes32(uint256(SET_ROOT))];
     }
 
     /// @dev Whether `action` with `params` widens the power of the quorum or the root.

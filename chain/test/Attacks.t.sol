@@ -232,6 +232,19 @@ contract AttacksTest is UniswapFixture {
         assertEq(TestToken(weth).balanceOf(address(safe)), before, "an untracked asset decreased at tier 1");
     }
 
+    function test_attack_replacedRootsQueuedWideningStillApplies() public {
+        // a compromised root queues a spender; the Safe replaces the root at once, but anyone could
+        // still apply the old root's widening once its timelock passed
+        address evil = address(0xE71);
+        bytes memory widen = abi.encode(evil, true);
+        uint256 n = module.adminNonce();
+        _rootAdmin(module.SET_SPENDER_ALLOWED(), widen);
+        _configure(module.SET_ROOT(), abi.encode(vm.addr(0xC0FFEE)));
+        vm.warp(block.timestamp + DELAY);
+        try module.applyChange(6, widen, n) {} catch {}
+        assertFalse(module.isSpenderAllowed(evil), "a widening queued by the replaced root applied");
+    }
+
     function test_attack_trackingCodelessBricksTier1() public {
         _rootTrack(address(0xDEAD0001));
         // a swap and a payment must still work
