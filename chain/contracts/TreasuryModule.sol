@@ -48,14 +48,17 @@ interface IMultiSendCallOnly {
 ///        the recipient must be the Safe; the path must start with a tracked token (or the router's
 ///        WETH for the ETH-in variants, paying tracked ETH) and end in a different tracked token (or
 ///        WETH for the ETH-out variants, with ETH tracked). Every tracked asset is measured.
-///      - Any other allow-listed (target, selector): every tracked asset is measured around the call.
+///      - Any other allow-listed (target, selector): every tracked asset is measured around the call,
+///        and so is the target itself when untracked and answering `balanceOf(safe)`: a decrease of
+///        it reverts (an untracked asset's own functions, such as WETH `withdraw`, cannot spend it).
 ///        A generic entry is vetted by whoever allow-lists it (root behind the timelock, or the Safe):
 ///        it must not be a contract that holds Safe allowances on untracked assets.
 ///      Gross charging: each tracked ERC-20 is charged the sum, over the calls that measure it, of
 ///      its decreases (balance before minus after that call, increases ignored), so inflow in a
 ///      batch never hides outflow. Every charge is checked against the remaining budget.
 ///      Budget windows: a window opens at the first charge after the previous one ended and lasts
-///      the period in force when it opened; a budget or period change never ends the current
+///      the period in force when it opened (its end saturates at 2^48 − 1, never wraps into the
+///      past); a budget or period change never ends the current
 ///      window early nor resets what it spent (the new period applies from the next window).
 ///      Tier 2 (FROST + root ECDSA signature over the same tier-2 digest): no restrictions, no budget
 ///      charge (the root signer's own guard is the limit). The tier is part of the signed digest, so
@@ -66,7 +69,8 @@ interface IMultiSendCallOnly {
 ///      the group key, lowering the timelock) are queued behind the timelock; the root or the Safe
 ///      can cancel any queued change, the quorum any but a group-key rotation (its own replacement).
 ///      A queued change records the version of the setting it changes: any later change of that
-///      setting voids it. Narrowing changes (lowering a limit, removing an entry, untracking) apply
+///      setting voids it, and so does any later change of the root (a replaced root's queue dies
+///      with it). Narrowing changes (lowering a limit, removing an entry, untracking) apply
 ///      at once. The quorum alone may pause and cancel, under its own admin nonce (the root's nonce
 ///      cannot be consumed by the quorum). The Safe may change anything at once through
 ///      `configure` (its owners can remove the module anyway).
@@ -152,6 +156,8 @@ contract TreasuryModule {
     /// @notice The setting a queued change would set has changed since it was queued.
     error ChangeStale(bytes32 id);
     error Reentrancy();
+    /// @notice A generic call made the Safe's balance of its untracked target (an asset) decrease.
+    error UntrackedAssetDecreased(uint256 index, address target);
 
     event Executed(uint256 indexed nonce, bytes32 indexed digest, uint8 tier, uint256 calls);
     event ChangeQueued(bytes32 indexed id, uint8 action, bytes params, uint256 eta);
@@ -198,7 +204,7 @@ contract TreasuryModule {
     /// @dev The quorum's admin nonce (PAUSE and CANCEL), separate from the root's.
     uint256 private _quorumAdminNonce;
     /// @dev Queued change: eta (bits 0..63) | version of its setting when queued (64..191) | action
-    ///      (192..199). 0 = not queued.
+    ///      (192..199) | root epoch when queued (200..247, `_rootEpoch`). 0 = not queued.
     mapping(bytes32 id => uint256) private _queued;
     /// @dev Version of each setting (`_settingKey`), bumped by every applied change of it.
     mapping(bytes32 setting => uint256) private _version;
@@ -232,6 +238,7 @@ contract TreasuryModule {
     uint256 private constant SPENT_MARKER = 1 << 255;
     uint256 private constant Q_VERSION_SHIFT = 64;
     uint256 private constant Q_ACTION_SHIFT = 192;
+    uint256 private constant Q_ROOT_EPOCH_SHIFT = 200;
     uint256 private constant U32 = 0xffffffff;
     uint256 private constant U48 = 0xffffffffffff;
     uint256 private constant U64 = 0xffffffffffffffff;
@@ -337,11 +344,13 @@ contract TreasuryModule {
                 for (uint256 j; j < count; ++j) {
                     before[j] = _balance(_tokenAt[j]);
                 }
+                (bool own, uint256 ownBefore) = _untrackedTargetBalance(c.to);
                 _callChecked(c, i, false);
                 for (uint256 j; j < count; ++j) {
                     uint256 b = _balance(_tokenAt[j]);
                     if (b < before[j]) out[j] += before[j] - b;
                 }
+                if (own) _checkTargetKept(c.to, ownBefore, i);
             } else if (cls == MEASURE_NOTHING) {
                 _callChecked(c, i, false);
             } else {
@@ -645,6 +654,31 @@ contract TreasuryModule {
         }
     }
 
+    /// @dev The Safe's balance of an untracked generic-call target that answers `balanceOf` (an
+    ///      untracked asset's own contract: WETH's `withdraw`, a vault's `redeem`...); `own` false if
+    ///      the target is tracked (measured with the others) or does not answer.
+    function _untrackedTargetBalance(address target) private view returns (bool own, uint256 b) {
+        if (_tokenConfig[target] != 0) return (false, 0);
+        address s = safe;
+        assembly ("memory-safe") {
+            mstore(0x00, shl(224, 0x70a08231)) // balanceOf(address)
+            mstore(0x04, s)
+            // bounded gas: a target whose fallback writes would burn all it gets in a static call
+            own := and(staticcall(TARGET_BALANCE_GAS, target, 0x00, 0x24, 0x00, 0x20), gt(returndatasize(), 0x1f))
+            if own { b := mload(0x00) }
+        }
+    }
+
+    /// @dev Gas for `balanceOf` on an untracked generic-call target (a proxied ERC-20 needs ~10k).
+    uint256 private constant TARGET_BALANCE_GAS = 50_000;
+
+    /// @dev Reverts if the Safe's balance of the untracked target fell (or stopped answering) across
+    ///      call `i`: a generic entry must not make an untracked asset decrease.
+    function _checkTargetKept(address target, uint256 before, uint256 i) private view {
+        (bool own, uint256 b) = _untrackedTargetBalance(target);
+        if (!own || b < before) revert UntrackedAssetDecreased(i, target);
+    }
+
     /// @dev Charges an ETH outflow to the ETH budget's current window (opening one if the last ended).
     function _chargeEth(uint256 outflow) private {
         uint256 st = _state;
@@ -653,7 +687,7 @@ contract TreasuryModule {
         uint256 spent = amounts >> 128;
         if (block.timestamp >= end) {
             spent = 0;
-            end = block.timestamp + ((st >> ETH_PERIOD_SHIFT) & U48);
+            end = _windowEnd((st >> ETH_PERIOD_SHIFT) & U48);
             _state = (st & ~(U48 << ETH_END_SHIFT)) | (end << ETH_END_SHIFT);
         }
         _checkBudget(address(0), amounts & U128, spent, outflow);
@@ -668,11 +702,18 @@ contract TreasuryModule {
         uint256 spent = used & U128;
         if (block.timestamp >= end) {
             spent = 0;
-            end = block.timestamp + ((cfg >> CFG_PERIOD_SHIFT) & U48);
+            end = _windowEnd((cfg >> CFG_PERIOD_SHIFT) & U48);
         }
         _checkBudget(token, cfg & U128, spent, outflow);
         // spent + outflow ≤ limit < 2^128
         _tokenSpent[token] = SPENT_MARKER | (end << SPENT_END_SHIFT) | (spent + outflow);
+    }
+
+    /// @dev The end of a window opening now: now + period, saturated at the largest 48-bit timestamp
+    ///      (a longer period must not wrap the stored end into the past and refill the budget).
+    function _windowEnd(uint256 period) private view returns (uint256 end) {
+        end = block.timestamp + period;
+        if (end > U48) end = U48;
     }
 
     function _checkBudget(address token, uint256 limit, uint256 spent, uint256 outflow) private pure {
@@ -730,7 +771,8 @@ contract TreasuryModule {
             if (_isWidening(action, op.params)) {
                 uint256 eta = block.timestamp + ((st >> DELAY_SHIFT) & U32);
                 uint256 version = _version[_settingKey(action, op.params)];
-                _queued[id] = eta | (version << Q_VERSION_SHIFT) | (uint256(action) << Q_ACTION_SHIFT);
+                _queued[id] = eta | (version << Q_VERSION_SHIFT) | (uint256(action) << Q_ACTION_SHIFT)
+                    | ((_rootEpoch() & U48) << Q_ROOT_EPOCH_SHIFT);
                 emit ChangeQueued(id, action, op.params, eta);
             } else {
                 _apply(action, op.params, _root, id);
@@ -763,6 +805,8 @@ contract TreasuryModule {
         if (block.timestamp < eta) revert ChangeNotReady(id, eta);
         delete _queued[id];
         if ((q >> Q_VERSION_SHIFT) & U128 != _version[_settingKey(action, params)]) revert ChangeStale(id);
+        // queued by a root that has since been replaced (compromised keys are why roots rotate)
+        if (q >> Q_ROOT_EPOCH_SHIFT != _rootEpoch() & U48) revert ChangeStale(id);
         _apply(action, params, msg.sender, id);
     }
 
@@ -785,6 +829,11 @@ contract TreasuryModule {
         if (action == SET_SPENDER_ALLOWED) return keccak256(abi.encode(action, abi.decode(params, (address))));
         if (action == SET_GROUP_KEY || action == SET_ROOT || action == SET_TIMELOCK) return bytes32(uint256(action));
         return bytes32(0);
+    }
+
+    /// @dev How many times the root was replaced: a change queued under an earlier root is stale.
+    function _rootEpoch() private view returns (uint256) {
+        return _version[bytes32(uint256(SET_ROOT))];
     }
 
     /// @dev Whether `action` with `params` widens the power of the quorum or the root.

@@ -200,6 +200,51 @@ contract AttacksTest is UniswapFixture {
         assertEq(token.balanceOf(alice), before, "a period change ended the window early: budget refilled");
     }
 
+    function test_attack_hugePeriodOverflowsWindowEnd() public {
+        // lengthening a period narrows, so the root applies it at once; a period so long that
+        // now + period no longer fits the 48-bit window end must not open windows already over
+        uint64 huge = type(uint48).max;
+        _rootAdmin(module.SET_BUDGET(), abi.encode(address(token), TOKEN_BUDGET, huge));
+        _rootAdmin(module.SET_BUDGET(), abi.encode(address(0), ETH_BUDGET, huge));
+        (, uint64 period,,) = module.budget(address(token));
+        assertEq(period, huge, "the longer period applied at once");
+        uint256 before = token.balanceOf(attacker);
+        for (uint256 i; i < 5; ++i) {
+            _try(_calls2(_pay(attacker, TOKEN_BUDGET), _c(attacker, ETH_BUDGET, "")));
+        }
+        assertLe(token.balanceOf(attacker) - before, TOKEN_BUDGET, "tracked token outflow above its budget");
+        assertLe(attacker.balance, ETH_BUDGET, "ETH outflow above its budget");
+    }
+
+    function test_attack_genericEntryOnUntrackedTokenItself() public {
+        // A generic entry on an untracked asset's own contract holds no Safe allowance, so the stated
+        // vetting rule admits it; unwrapping WETH (untracked) is such an entry, and it makes an
+        // untracked balance decrease. The same shape drains ERC-4626 shares (`redeem` to anyone).
+        vm.deal(address(this), 10 ether);
+        (bool ok,) = weth.call{value: 10 ether}(abi.encodeWithSignature("deposit()"));
+        assertTrue(ok, "deposit");
+        (ok,) = weth.call(abi.encodeWithSignature("transfer(address,uint256)", address(safe), 10 ether));
+        assertTrue(ok, "fund");
+        bytes4 withdraw = bytes4(keccak256("withdraw(uint256)"));
+        _configure(module.SET_CALL_ALLOWED(), abi.encode(weth, withdraw, true));
+        uint256 before = TestToken(weth).balanceOf(address(safe));
+        _try(_one(_c(weth, 0, abi.encodeWithSelector(withdraw, 10 ether))));
+        assertEq(TestToken(weth).balanceOf(address(safe)), before, "an untracked asset decreased at tier 1");
+    }
+
+    function test_attack_replacedRootsQueuedWideningStillApplies() public {
+        // a compromised root queues a spender; the Safe replaces the root at once, but anyone could
+        // still apply the old root's widening once its timelock passed
+        address evil = address(0xE71);
+        bytes memory widen = abi.encode(evil, true);
+        uint256 n = module.adminNonce();
+        _rootAdmin(module.SET_SPENDER_ALLOWED(), widen);
+        _configure(module.SET_ROOT(), abi.encode(vm.addr(0xC0FFEE)));
+        vm.warp(block.timestamp + DELAY);
+        try module.applyChange(6, widen, n) {} catch {}
+        assertFalse(module.isSpenderAllowed(evil), "a widening queued by the replaced root applied");
+    }
+
     function test_attack_trackingCodelessBricksTier1() public {
         _rootTrack(address(0xDEAD0001));
         // a swap and a payment must still work

@@ -195,6 +195,15 @@ impl GuardConfig {
             };
         }
         let flows = self.check_tier1(op)?;
+        // What moves an asset this node keeps no budget for would be signed without being counted.
+        if let Some((asset, amount)) = flows.iter().find(|(a, v)| !v.is_zero() && !self.budgeted(**a)) {
+            return Err(Refusal::new(
+                RefusalCode::NotAllowed,
+                format!(
+                    "asset {asset}: an outflow of {amount} at tier 1, but this node has no budget for it (tier 2 needs the root signature)"
+                ),
+            ));
+        }
         let period = now_unix / self.period_secs.max(1);
         for b in &self.budgets {
             let Some(amount) = flows.get(&b.token) else { continue };
@@ -301,6 +310,7 @@ mod tests {
     use super::*;
     use alloy::signers::SignerSync;
     use alloy::signers::local::PrivateKeySigner;
+    use alloy::sol_types::SolCall;
     use treasury_chain::operation::{Call, TIER_QUORUM, TIER_ROOT, operation_digest};
 
     fn transfer(token: Address, to: Address, amount: u64) -> Call {
@@ -427,11 +437,54 @@ mod tests {
             check(&cfg, vec![call(token, APPROVE, router, 1001)]).unwrap_err().code,
             RefusalCode::OverBudget
         );
-        // a token this node does not budget: only what is allow-listed for it, approvals included
+        // a token this node does not budget: no outflow of it at tier 1, even allow-listed
         let other = Address::repeat_byte(0x44);
         cfg.allow.push(AllowEntry { target: other, selector: Some("0xa9059cbb".into()) });
-        assert!(check(&cfg, vec![call(other, TRANSFER, router, 1)]).is_ok());
+        assert!(check(&cfg, vec![call(other, TRANSFER, router, 1)]).is_err());
         assert!(check(&cfg, vec![call(other, APPROVE, router, 1)]).is_err());
+    }
+
+    #[test]
+    fn an_outflow_in_an_asset_without_a_node_budget_is_refused_at_tier_one() {
+        // The module tracks what the root tracked; a node whose budgets do not name an asset must
+        // not sign its outflow unbounded (it would sign more than it accounts for).
+        let (mut cfg, token, module) = setup();
+        let other = Address::repeat_byte(0x44);
+        let router = Address::repeat_byte(0x77);
+        let keeper = Address::repeat_byte(0x55);
+        cfg.allow.push(AllowEntry { target: other, selector: Some("0xa9059cbb".into()) });
+        cfg.allow.push(AllowEntry { target: keeper, selector: None });
+        cfg.allow.push(AllowEntry { target: router, selector: Some("0x38ed1739".into()) });
+        let st = BudgetState::default();
+        let check = |cfg: &GuardConfig, calls: Vec<Call>| {
+            let o = op(calls);
+            cfg.check(&o, 31337, module, operation_digest(&o, TIER_QUORUM, 31337, module), None, &st, 0)
+        };
+        let sell_other = Call::new(
+            router,
+            U256::ZERO,
+            rules::IUniswapV2Swaps::swapExactTokensForTokensCall {
+                amountIn: U256::from(1_000_000u64),
+                amountOutMin: U256::ZERO,
+                path: vec![other, token],
+                to: Address::repeat_byte(0x99),
+                deadline: U256::MAX,
+            }
+            .abi_encode(),
+        );
+        for calls in [
+            vec![transfer(other, Address::repeat_byte(3), 1_000_000)],
+            vec![Call::new(keeper, U256::from(1_000_000u64), Vec::new())],
+            vec![sell_other],
+        ] {
+            let e = check(&cfg, calls).unwrap_err();
+            assert_eq!(e.code, RefusalCode::NotAllowed, "{}", e.reason);
+            assert!(e.reason.contains("no budget"), "{}", e.reason);
+        }
+        // a budgeted asset still passes, and so does revoking an allowance on an unbudgeted one
+        assert!(check(&cfg, vec![transfer(token, Address::repeat_byte(3), 10)]).is_ok());
+        cfg.allow.push(AllowEntry { target: other, selector: Some("0x095ea7b3".into()) });
+        assert!(check(&cfg, vec![call(other, APPROVE, router, 0)]).is_ok());
     }
 
     #[test]
