@@ -435,6 +435,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
     let coord_pub = coord["coordinator_key"].as_str().unwrap().to_string();
     let module_s = module().to_string();
     let allow = format!("{}:0xa9059cbb", token());
+    // Nodes sign a tier-1 outflow only of an asset they budget themselves.
+    let budget = format!("{}:1000000", token());
     let mut nodes = Vec::new();
     let mut children = Children(Vec::new());
     for i in 0..3 {
@@ -454,6 +456,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
                 &module_s,
                 "--allow",
                 &allow,
+                "--budget",
+                &budget,
             ],
             &[("TREASURY_SIGNER_PASSPHRASE", NPW)],
         );
