@@ -4,6 +4,11 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 /// Limits an HTTP server holds every client to, so that a slow or oversized client cannot hold a
 /// connection or memory for long.
@@ -21,6 +26,8 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            // Above the coordinator's longest wait (30 s for a DKG round), so that a legitimate
+            // slow round is not cut by the node first.
             request_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
         }
@@ -28,14 +35,36 @@ impl Default for HttpLimits {
 }
 
 /// Serves `router` on `listener` under `limits` until the process ends.
+///
+/// HTTP/1.1 only (every client of the signer speaks it): hyper closes a connection whose headers
+/// take longer than `header_read_timeout`; the body limit and the request timeout wrap the router.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    _limits: HttpLimits,
+    limits: HttpLimits,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    let router = router
+        .layer(RequestBodyLimitLayer::new(limits.body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors and similar: back off instead of spinning, as axum does.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Answers are small and latency-bound: send them without waiting on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router).await
+        let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
