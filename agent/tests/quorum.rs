@@ -706,3 +706,34 @@ async fn a_network_attacker_reordering_and_replaying_requests_gets_nothing_and_t
     let op_c = transfer(3, 3);
     assert_valid(&c.sign(&op_c, CHAIN, module(), None).await.expect("the quorum still signs"), &c, &op_c);
 }
+
+/// Compromise matrix, one malicious node: in DKG it sends one peer a round-2 share meant for
+/// another (not the one its round-1 commitment promises that peer). DKG fails, the refusal names
+/// the equivocating node's identifier, and no node keeps a share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_equivocating_in_dkg_is_named_and_no_node_keeps_a_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord_key = IdentityKey::generate();
+    let reports = init_nodes(tmp.path(), 3, 2, &coord_key, &guard(Address::ZERO), NPW).unwrap();
+    let mut procs = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        procs.push(spawn_node(&r.dir, (i == 2).then_some("dkg-equivocate")).await);
+    }
+    let pinned: Vec<PinnedNode> = procs
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
+    let Err(err) = run_dkg(coord_key.clone(), "unused.key", &pinned, 2, 5).await else {
+        panic!("DKG with an equivocating node completed");
+    };
+    let culprit =
+        treasury_signer::quorum::dkg::identifier_hex(&frost_secp256k1::Identifier::try_from(3u16).unwrap());
+    let text = format!("{err:#}");
+    assert!(text.contains(&format!("round-2 share from {culprit}")), "{text}");
+    let client = NodeClient::new(coord_key);
+    for p in &procs {
+        let info = client.identity(&p.url, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(info.group_key, None, "{} kept a share", p.url);
+    }
+}

@@ -1,7 +1,7 @@
 //! Test-only fault injection for signer nodes, compiled only with the `fault-injection` feature.
 //!
 //! The process tests start `treasury signer serve` with [`FAULTS_ENV`] set, e.g.
-//! `corrupt-shares`, `refuse-refresh-commit` or `sign-delay-ms=600000`, to get a node that answers invalid signature
+//! `corrupt-shares`, `refuse-refresh-commit`, `dkg-equivocate` or `sign-delay-ms=600000`, to get a node that answers invalid signature
 //! shares or holds every signing request before handling it. A build without the feature has no
 //! such behaviour: a node started with the variable set refuses to start (see
 //! [`super::node::BoundNode::bind`]).
@@ -23,6 +23,8 @@ pub struct Faults {
     pub sign_delay: Option<Duration>,
     /// Refuse to commit the shares of a refresh (as a node whose disk fails at that moment).
     pub refuse_refresh_commit: bool,
+    /// In DKG round 2, send the first peer the share meant for the second (equivocation).
+    pub dkg_equivocate: bool,
 }
 
 impl Faults {
@@ -33,6 +35,7 @@ impl Faults {
             match item.split_once('=') {
                 None if item == "corrupt-shares" => f.corrupt_shares = true,
                 None if item == "refuse-refresh-commit" => f.refuse_refresh_commit = true,
+                None if item == "dkg-equivocate" => f.dkg_equivocate = true,
                 Some(("sign-delay-ms", ms)) => {
                     let ms: u64 =
                         ms.parse().map_err(|e| QuorumError::Config(format!("{FAULTS_ENV} {item}: {e}")))?;

@@ -361,6 +361,14 @@ impl NodeState {
         Ok(DkgCommitResponse { group_key: gk.compressed, attestation })
     }
 
+    /// Whether this node equivocates in DKG round 2 (test fault injection only).
+    fn equivocates(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.dkg_equivocate;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
     /// Phase 2 of a refresh: the share staged for the session becomes current.
     fn dkg_activate(&self, req: DkgActivateRequest) -> Result<serde_json::Value, Refusal> {
         let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
@@ -475,7 +483,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
             "/v1/dkg/round2",
             post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
                 handle(s, "POST", "/v1/dkg/round2", h, b, |s: &NodeState, r: DkgRound2Request| {
-                    s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r))
+                    s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r, s.equivocates()))
                 })
                 .await
             }),
