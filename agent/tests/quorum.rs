@@ -737,3 +737,27 @@ async fn a_node_equivocating_in_dkg_is_named_and_no_node_keeps_a_share() {
         assert_eq!(info.group_key, None, "{} kept a share", p.url);
     }
 }
+
+/// A refresh whose activation fails on one node (refused once, as a node briefly unreachable):
+/// the coordinator retries that node, the refresh completes, and every pair of nodes signs under
+/// the refreshed quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_activation_failing_once_is_retried_and_completes() {
+    let q = quorum(3, 2, Address::ZERO, &[(2, "refuse-activate-once")]).await;
+    let refreshed = run_refresh(q.coord_key.clone(), &q.quorum).await.expect("activation is retried");
+    assert_eq!(refreshed.quorum.group_key, q.quorum.group_key);
+    for skip in 0..3 {
+        let mut only = refreshed.quorum.clone();
+        only.nodes.remove(skip);
+        let c = Coordinator::new(
+            only,
+            q.coord_key.clone(),
+            CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4 },
+        )
+        .unwrap();
+        let op = transfer(1, 200 + skip as u64);
+        let sig =
+            c.sign(&op, CHAIN, module(), None).await.unwrap_or_else(|e| panic!("nodes without {skip}: {e}"));
+        assert_valid(&sig, &c, &op);
+    }
+}

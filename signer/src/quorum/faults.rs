@@ -25,7 +25,12 @@ pub struct Faults {
     pub refuse_refresh_commit: bool,
     /// In DKG round 2, send the first peer the share meant for the second (equivocation).
     pub dkg_equivocate: bool,
+    /// Refuse the first refresh activation request (as a node unreachable at that moment).
+    pub refuse_activate_once: bool,
 }
+
+/// Whether this process already refused an activation under `refuse-activate-once`.
+static ACTIVATION_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Faults {
     /// Parses a comma-separated list: `corrupt-shares`, `sign-delay-ms=N`.
@@ -36,6 +41,7 @@ impl Faults {
                 None if item == "corrupt-shares" => f.corrupt_shares = true,
                 None if item == "refuse-refresh-commit" => f.refuse_refresh_commit = true,
                 None if item == "dkg-equivocate" => f.dkg_equivocate = true,
+                None if item == "refuse-activate-once" => f.refuse_activate_once = true,
                 Some(("sign-delay-ms", ms)) => {
                     let ms: u64 =
                         ms.parse().map_err(|e| QuorumError::Config(format!("{FAULTS_ENV} {item}: {e}")))?;
@@ -65,6 +71,11 @@ impl Faults {
             );
             tokio::time::sleep(d).await;
         }
+    }
+
+    /// True exactly once per process when `refuse_activate_once` is on: the activation to refuse.
+    pub(crate) fn refuses_activation(&self) -> bool {
+        self.refuse_activate_once && !ACTIVATION_REFUSED.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Flips a bit of a serialized signature share when `corrupt_shares` is on.

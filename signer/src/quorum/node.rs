@@ -372,7 +372,15 @@ impl NodeState {
     /// Phase 2 of a refresh: the share staged for the session becomes current.
     fn dkg_activate(&self, req: DkgActivateRequest) -> Result<serde_json::Value, Refusal> {
         let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
+        #[cfg(feature = "fault-injection")]
+        if self.faults.refuses_activation() {
+            return Err(fail("test fault: refresh activation refused once".into()));
+        }
         let mut store = self.store.lock().expect("store lock");
+        if !req.session.is_empty() && store.secrets.activated_session == req.session {
+            // A repeat (the coordinator lost the answer, or re-runs activation): already done.
+            return Ok(serde_json::json!({}));
+        }
         if !store.secrets.activate_staged(&req.session).map_err(|e| fail(e.to_string()))? {
             return Err(fail("no share staged for this session".into()));
         }
