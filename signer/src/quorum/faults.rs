@@ -98,6 +98,8 @@ mod tests {
         let f = Faults::parse("corrupt-shares, sign-delay-ms=250").unwrap();
         assert!(f.corrupt_shares);
         assert_eq!(f.sign_delay, Some(Duration::from_millis(250)));
+        let f = Faults::parse("dkg-equivocate,refuse-activate-once").unwrap();
+        assert!(f.dkg_equivocate && f.refuse_activate_once && !f.corrupt_shares);
         assert!(Faults::parse("sign-delay-ms=soon").is_err());
         assert!(Faults::parse("explode").is_err());
     }
