@@ -572,3 +572,196 @@ async fn a_refresh_that_fails_part_way_leaves_every_node_on_the_old_shares() {
         assert_valid(&sig, &c, &op);
     }
 }
+
+/// A request as a man in the middle between coordinator and node saw it.
+#[derive(Clone)]
+struct Intercepted {
+    path: String,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+}
+
+/// A man in the middle in front of one node: it records every request, and delivers the first two
+/// `/v1/sign` requests in swapped order (the first is held until the second has been answered).
+struct Mitm {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Intercepted>>>,
+    /// Arrival indices of the `/v1/sign` requests, in the order they were delivered.
+    delivered: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[derive(Clone)]
+struct MitmState {
+    node: String,
+    http: reqwest::Client,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Intercepted>>>,
+    delivered: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    signs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    second_answered: std::sync::Arc<tokio::sync::Notify>,
+}
+
+async fn mitm(node: &str) -> Mitm {
+    let state = MitmState {
+        node: node.to_string(),
+        http: reqwest::Client::new(),
+        seen: Default::default(),
+        delivered: Default::default(),
+        signs: Default::default(),
+        second_answered: Default::default(),
+    };
+    let (seen, delivered) = (state.seen.clone(), state.delivered.clone());
+    let app = axum::Router::new().fallback(relay).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Mitm { url, seen, delivered }
+}
+
+/// `headers` without those that describe one hop (host, length, connection), which the next hop sets.
+fn hop_free(headers: &axum::http::HeaderMap) -> axum::http::HeaderMap {
+    let mut h = headers.clone();
+    for name in [
+        axum::http::header::HOST,
+        axum::http::header::CONTENT_LENGTH,
+        axum::http::header::TRANSFER_ENCODING,
+        axum::http::header::CONNECTION,
+    ] {
+        h.remove(name);
+    }
+    h
+}
+
+async fn relay(
+    axum::extract::State(s): axum::extract::State<MitmState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, axum::http::HeaderMap, axum::body::Bytes) {
+    let path = uri.path().to_string();
+    s.seen.lock().unwrap().push(Intercepted {
+        path: path.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    let sign_index = (path == "/v1/sign").then(|| s.signs.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    if sign_index == Some(0) {
+        s.second_answered.notified().await;
+    }
+    if let Some(i) = sign_index {
+        s.delivered.lock().unwrap().push(i);
+    }
+    let forwarded = hop_free(&headers);
+    let res = s
+        .http
+        .request(method, format!("{}{}", s.node, path))
+        .headers(forwarded)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = hop_free(res.headers());
+    let body = res.bytes().await.unwrap();
+    if sign_index == Some(1) {
+        s.second_answered.notify_one();
+    }
+    (status, headers, body)
+}
+
+/// Compromise matrix, network attacker between coordinator and nodes: it delivers two signing
+/// requests to a node in swapped order, then replays every request it recorded. Both signatures
+/// complete and verify, every replay is refused as such, and the quorum keeps signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_attacker_reordering_and_replaying_requests_gets_nothing_and_the_quorum_completes() {
+    let mut q = quorum(3, 3, Address::ZERO, &[]).await;
+    let node0 = q.quorum.nodes[0].url.clone();
+    let attacker = mitm(&node0).await;
+    q.quorum.nodes[0].url = attacker.url.clone();
+    let c = coordinator(&q);
+
+    // Every signature needs all three nodes, so both go through the man in the middle.
+    let (op_a, op_b) = (transfer(1, 1), transfer(2, 2));
+    let (a, b) = tokio::join!(c.sign(&op_a, CHAIN, module(), None), c.sign(&op_b, CHAIN, module(), None));
+    assert_valid(&a.expect("the first signing completes although delivered second"), &c, &op_a);
+    assert_valid(&b.expect("the second signing completes"), &c, &op_b);
+    assert_eq!(*attacker.delivered.lock().unwrap(), vec![1, 0], "the two sign requests were swapped");
+
+    // Replays of everything recorded, straight to the node: refused as replays.
+    let recorded = attacker.seen.lock().unwrap().clone();
+    assert!(recorded.iter().filter(|r| r.path == "/v1/sign").count() >= 2, "signing went through");
+    let http = reqwest::Client::new();
+    for r in recorded.iter().filter(|r| r.path != "/v1/health") {
+        let headers = hop_free(&r.headers);
+        let method = if r.path == "/v1/identity" { reqwest::Method::GET } else { reqwest::Method::POST };
+        let res = http
+            .request(method, format!("{node0}{}", r.path))
+            .headers(headers)
+            .body(r.body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(!status.is_success() && text.contains("replayed"), "replay of {}: {status} {text}", r.path);
+    }
+
+    // The quorum still signs, through the same node.
+    let op_c = transfer(3, 3);
+    assert_valid(&c.sign(&op_c, CHAIN, module(), None).await.expect("the quorum still signs"), &c, &op_c);
+}
+
+/// Compromise matrix, one malicious node: in DKG it sends one peer a round-2 share meant for
+/// another (not the one its round-1 commitment promises that peer). DKG fails, the refusal names
+/// the equivocating node's identifier, and no node keeps a share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_equivocating_in_dkg_is_named_and_no_node_keeps_a_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord_key = IdentityKey::generate();
+    let reports = init_nodes(tmp.path(), 3, 2, &coord_key, &guard(Address::ZERO), NPW).unwrap();
+    let mut procs = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        procs.push(spawn_node(&r.dir, (i == 2).then_some("dkg-equivocate")).await);
+    }
+    let pinned: Vec<PinnedNode> = procs
+        .iter()
+        .zip(&reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
+    let Err(err) = run_dkg(coord_key.clone(), "unused.key", &pinned, 2, 5).await else {
+        panic!("DKG with an equivocating node completed");
+    };
+    let culprit =
+        treasury_signer::quorum::dkg::identifier_hex(&frost_secp256k1::Identifier::try_from(3u16).unwrap());
+    let text = format!("{err:#}");
+    assert!(text.contains(&format!("round-2 share from {culprit}")), "{text}");
+    let client = NodeClient::new(coord_key);
+    for p in &procs {
+        let info = client.identity(&p.url, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(info.group_key, None, "{} kept a share", p.url);
+    }
+}
+
+/// A refresh whose activation fails on one node (refused once, as a node briefly unreachable):
+/// the coordinator retries that node, the refresh completes, and every pair of nodes signs under
+/// the refreshed quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_activation_failing_once_is_retried_and_completes() {
+    let q = quorum(3, 2, Address::ZERO, &[(2, "refuse-activate-once")]).await;
+    let refreshed = run_refresh(q.coord_key.clone(), &q.quorum).await.expect("activation is retried");
+    assert_eq!(refreshed.quorum.group_key, q.quorum.group_key);
+    for skip in 0..3 {
+        let mut only = refreshed.quorum.clone();
+        only.nodes.remove(skip);
+        let c = Coordinator::new(
+            only,
+            q.coord_key.clone(),
+            CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4 },
+        )
+        .unwrap();
+        let op = transfer(1, 200 + skip as u64);
+        let sig =
+            c.sign(&op, CHAIN, module(), None).await.unwrap_or_else(|e| panic!("nodes without {skip}: {e}"));
+        assert_valid(&sig, &c, &op);
+    }
+}

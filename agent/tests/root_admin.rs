@@ -266,7 +266,11 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     // Rotation to B by --x/--parity, to C by its quorum file: both widening, both queued.
     let kb = b.group_key();
     let x = format!("{:#x}", kb.x);
-    let v = rig.admin(&["set-group-key", "--x", &x, "--parity", &kb.parity.to_string()]);
+    // Attack (issue 13): a raw key carries no node's attestation; registering it without saying
+    // so (--unattested) is refused, naming the flag.
+    let err = rig.admin_fails(&["set-group-key", "--x", &x, "--parity", &kb.parity.to_string()]);
+    assert!(err.contains("--unattested") && err.contains("attest"), "{err}");
+    let v = rig.admin(&["set-group-key", "--x", &x, "--parity", &kb.parity.to_string(), "--unattested"]);
     let id_b = queued_id(&v);
     let kc = c.group_key();
     let mut compressed = vec![2 + kc.parity];

@@ -411,3 +411,30 @@ async fn a_writable_queue_file_yields_no_root_signature() {
     let small = agent.submit(&request(&pay(5, 4))).await.unwrap();
     assert_eq!(small.state, RequestState::Signed);
 }
+
+/// Attack (issue 13 item 11): a client holding a token posts a body far larger than any request
+/// to make the service buffer it. The service refuses it unread (413) and keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_is_refused_and_the_service_keeps_serving() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, _) = env.config(Path::new(MODULE), root, 3600);
+    let svc = env.serve(&config);
+    let huge = format!("{{\"pad\":\"{}\"}}", " ".repeat(1536 * 1024));
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/requests", svc.url))
+        .bearer_auth(&agent_tok)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let rec = RootClient::new(&svc.url, &agent_tok).submit(&request(&pay(5, 1))).await.unwrap();
+    assert_eq!(rec.state, RequestState::Signed, "{rec:?}");
+}

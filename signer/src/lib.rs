@@ -5,3 +5,4 @@
 //! - [`root`]: the PKCS#11 root signer, its guard, approval queue and service.
 pub mod quorum;
 pub mod root;
+pub mod serve;

@@ -425,6 +425,10 @@ pub mod admin {
             /// repeat for every node.
             #[arg(long = "node-fingerprint", requires = "quorum_file")]
             node_fingerprints: Vec<String>,
+            /// Register `--x/--parity` although no node attests it: whoever gave you the key could
+            /// hold every share of it alone (a compromised coordinator can).
+            #[arg(long, requires = "x")]
+            unattested: bool,
         },
         /// Replace the root key (timelocked).
         SetRoot {
@@ -548,7 +552,12 @@ pub mod admin {
             Ok(Some(match self {
                 Self::Pause => AdminAction::Pause,
                 Self::Unpause => AdminAction::Unpause,
-                Self::SetGroupKey { x: Some(x), parity: Some(p), .. } => group_key(*x, *p)?,
+                Self::SetGroupKey { x: Some(_), unattested: false, .. } => bail!(
+                    "--x/--parity is a raw key no node attests: whoever produced it (a compromised \
+                     coordinator, say) may hold every share alone. Register the quorum file with \
+                     --quorum-file and --node-fingerprint, or pass --unattested to take that risk"
+                ),
+                Self::SetGroupKey { x: Some(x), parity: Some(p), unattested: true, .. } => group_key(*x, *p)?,
                 Self::SetGroupKey { quorum_file: Some(f), node_fingerprints, .. } => {
                     quorum_group_key(f, node_fingerprints)?
                 }

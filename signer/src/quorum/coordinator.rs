@@ -640,7 +640,12 @@ async fn commit(
     Ok(attestations)
 }
 
-/// Phase 2 of a refresh commit: asks every node to make its staged share current.
+/// Attempts at activating a refreshed share on a node before the refresh is reported incomplete.
+const ACTIVATION_ATTEMPTS: u32 = 5;
+
+/// Phase 2 of a refresh commit: asks every node to make its staged share current, retrying the
+/// nodes that failed (activation is idempotent at the node) until all activated or the attempts
+/// run out; then names the nodes that did not.
 async fn activate(
     client: &NodeClient,
     nodes: &[PinnedNode],
@@ -649,25 +654,39 @@ async fn activate(
     timeout: Duration,
 ) -> Result<(), QuorumError> {
     let req = DkgActivateRequest { session: session.to_string() };
-    let res = futures::future::join_all(nodes.iter().zip(roster).map(|(n, e)| {
-        let req = &req;
-        async move {
-            let k =
-                IdentityPublic::from_hex(&e.identity_key).map_err(|_| NodeFault::Malformed("key".into()))?;
-            client.post::<_, serde_json::Value>(&n.url, &k, "/v1/dkg/activate", req, timeout).await
+    let mut pending: Vec<usize> = (0..nodes.len()).collect();
+    let mut failed: Vec<String> = Vec::new();
+    for attempt in 1..=ACTIVATION_ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt - 1))).await;
         }
-    }))
-    .await;
-    let failed: Vec<String> =
-        nodes.iter().zip(res).filter_map(|(n, r)| r.err().map(|f| format!("{}: {f}", n.url))).collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(QuorumError::Dkg(format!(
-            "refresh staged on every node but not activated on: {} (their staged share waits; they keep signing with the old one)",
-            failed.join("; ")
-        )))
+        let res = futures::future::join_all(pending.iter().map(|&i| {
+            let (n, e, req) = (&nodes[i], &roster[i], &req);
+            async move {
+                let k = IdentityPublic::from_hex(&e.identity_key)
+                    .map_err(|_| NodeFault::Malformed("key".into()))?;
+                client.post::<_, serde_json::Value>(&n.url, &k, "/v1/dkg/activate", req, timeout).await
+            }
+        }))
+        .await;
+        failed.clear();
+        let mut still = Vec::new();
+        for (i, r) in pending.iter().zip(res) {
+            if let Err(f) = r {
+                tracing::warn!(node = %nodes[*i].url, attempt, fault = %f, "refresh activation failed");
+                failed.push(format!("{}: {f}", nodes[*i].url));
+                still.push(*i);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            return Ok(());
+        }
     }
+    Err(QuorumError::Dkg(format!(
+        "refresh staged on every node but not activated on: {} after {ACTIVATION_ATTEMPTS} attempts (their staged share waits; they keep signing with the old one)",
+        failed.join("; ")
+    )))
 }
 
 async fn abort(

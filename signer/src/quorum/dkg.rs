@@ -68,6 +68,27 @@ pub fn roster_hash(roster: &[RosterEntry], threshold: u16, refresh: bool) -> [u8
     hash_parts(&refs)
 }
 
+/// A round-3 failure, naming the participant whose round-2 share does not match its round-1
+/// commitment when FROST identifies one.
+fn share_refusal(step: &str, e: frost_secp256k1::Error) -> Refusal {
+    match e {
+        frost_core::Error::InvalidSecretShare { culprit: Some(id) } => fail(format!(
+            "round-2 share from {} does not match its round-1 commitment (equivocation or corruption)",
+            identifier_hex(&id)
+        )),
+        e => fail(format!("{step}: {e}")),
+    }
+}
+
+/// Gives the first recipient the package meant for the second (test fault injection).
+fn equivocate_round2(outgoing: &mut BTreeMap<Identifier, round2::Package>) {
+    let ids: Vec<Identifier> = outgoing.keys().copied().take(2).collect();
+    if let [first, second] = ids[..] {
+        let other = outgoing[&second].clone();
+        outgoing.insert(first, other);
+    }
+}
+
 fn seal_context(session: &str, from: &Identifier, to: &Identifier) -> [u8; 32] {
     hash_parts(&[b"treasury-dkg-r2-v1", session.as_bytes(), &from.serialize(), &to.serialize()])
 }
@@ -175,10 +196,13 @@ impl DkgSession {
     }
 
     /// Round 2: verifies every signed round-1 package and seals this node's round-2 packages.
+    ///
+    /// `equivocate` (test fault injection only) sends the first peer the share meant for the second.
     pub fn round2(
         &mut self,
         identity: &IdentityKey,
         req: &DkgRound2Request,
+        equivocate: bool,
     ) -> Result<DkgRound2Response, Refusal> {
         let Stage::Round1 { secret, package: own } = std::mem::replace(&mut self.stage, Stage::Spent) else {
             return Err(fail("round 2 out of order"));
@@ -217,6 +241,10 @@ impl DkgSession {
             frost_secp256k1::keys::dkg::part2(secret, &received)
         }
         .map_err(|e| fail(format!("part2: {e}")))?;
+        let mut outgoing = outgoing;
+        if equivocate {
+            equivocate_round2(&mut outgoing);
+        }
         let mut sealed = BTreeMap::new();
         for (to, pkg) in outgoing {
             let key = self.key_of(&to)?;
@@ -261,14 +289,14 @@ impl DkgSession {
                 old_pkp.clone(),
                 old_kp.clone(),
             )
-            .map_err(|e| fail(format!("refresh: {e}")))?;
+            .map_err(|e| share_refusal("refresh", e))?;
             if res.1.verifying_key() != old_pkp.verifying_key() {
                 return Err(fail("refresh changed the group key"));
             }
             res
         } else {
             frost_secp256k1::keys::dkg::part3(&secret, &round1, &packages)
-                .map_err(|e| fail(format!("part3: {e}")))?
+                .map_err(|e| share_refusal("part3", e))?
         };
         let group_key = pkp.verifying_key().serialize().map_err(|e| fail(e.to_string()))?;
         let pkp_bytes = pkp.serialize().map_err(|e| fail(e.to_string()))?;
@@ -362,7 +390,8 @@ mod tests {
         }
         let mut sealed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (i, s) in sessions.iter_mut().enumerate() {
-            let out = s.round2(&keys[i], &DkgRound2Request { session: "s".into(), round1: r1.clone() })?;
+            let out =
+                s.round2(&keys[i], &DkgRound2Request { session: "s".into(), round1: r1.clone() }, false)?;
             for (to, c) in out.sealed {
                 sealed.entry(to).or_default().insert(req.roster[i].identifier.clone(), c);
             }

@@ -1,7 +1,7 @@
 //! Test-only fault injection for signer nodes, compiled only with the `fault-injection` feature.
 //!
 //! The process tests start `treasury signer serve` with [`FAULTS_ENV`] set, e.g.
-//! `corrupt-shares`, `refuse-refresh-commit` or `sign-delay-ms=600000`, to get a node that answers invalid signature
+//! `corrupt-shares`, `refuse-refresh-commit`, `dkg-equivocate` or `sign-delay-ms=600000`, to get a node that answers invalid signature
 //! shares or holds every signing request before handling it. A build without the feature has no
 //! such behaviour: a node started with the variable set refuses to start (see
 //! [`super::node::BoundNode::bind`]).
@@ -23,7 +23,14 @@ pub struct Faults {
     pub sign_delay: Option<Duration>,
     /// Refuse to commit the shares of a refresh (as a node whose disk fails at that moment).
     pub refuse_refresh_commit: bool,
+    /// In DKG round 2, send the first peer the share meant for the second (equivocation).
+    pub dkg_equivocate: bool,
+    /// Refuse the first refresh activation request (as a node unreachable at that moment).
+    pub refuse_activate_once: bool,
 }
+
+/// Whether this process already refused an activation under `refuse-activate-once`.
+static ACTIVATION_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Faults {
     /// Parses a comma-separated list: `corrupt-shares`, `sign-delay-ms=N`.
@@ -33,6 +40,8 @@ impl Faults {
             match item.split_once('=') {
                 None if item == "corrupt-shares" => f.corrupt_shares = true,
                 None if item == "refuse-refresh-commit" => f.refuse_refresh_commit = true,
+                None if item == "dkg-equivocate" => f.dkg_equivocate = true,
+                None if item == "refuse-activate-once" => f.refuse_activate_once = true,
                 Some(("sign-delay-ms", ms)) => {
                     let ms: u64 =
                         ms.parse().map_err(|e| QuorumError::Config(format!("{FAULTS_ENV} {item}: {e}")))?;
@@ -64,6 +73,11 @@ impl Faults {
         }
     }
 
+    /// True exactly once per process when `refuse_activate_once` is on: the activation to refuse.
+    pub(crate) fn refuses_activation(&self) -> bool {
+        self.refuse_activate_once && !ACTIVATION_REFUSED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Flips a bit of a serialized signature share when `corrupt_shares` is on.
     pub(crate) fn corrupt(&self, share: &mut [u8]) {
         if self.corrupt_shares
@@ -84,6 +98,8 @@ mod tests {
         let f = Faults::parse("corrupt-shares, sign-delay-ms=250").unwrap();
         assert!(f.corrupt_shares);
         assert_eq!(f.sign_delay, Some(Duration::from_millis(250)));
+        let f = Faults::parse("dkg-equivocate,refuse-activate-once").unwrap();
+        assert!(f.dkg_equivocate && f.refuse_activate_once && !f.corrupt_shares);
         assert!(Faults::parse("sign-delay-ms=soon").is_err());
         assert!(Faults::parse("explode").is_err());
     }

@@ -361,10 +361,26 @@ impl NodeState {
         Ok(DkgCommitResponse { group_key: gk.compressed, attestation })
     }
 
+    /// Whether this node equivocates in DKG round 2 (test fault injection only).
+    fn equivocates(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.dkg_equivocate;
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
     /// Phase 2 of a refresh: the share staged for the session becomes current.
     fn dkg_activate(&self, req: DkgActivateRequest) -> Result<serde_json::Value, Refusal> {
         let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
+        #[cfg(feature = "fault-injection")]
+        if self.faults.refuses_activation() {
+            return Err(fail("test fault: refresh activation refused once".into()));
+        }
         let mut store = self.store.lock().expect("store lock");
+        if !req.session.is_empty() && store.secrets.activated_session == req.session {
+            // A repeat (the coordinator lost the answer, or re-runs activation): already done.
+            return Ok(serde_json::json!({}));
+        }
         if !store.secrets.activate_staged(&req.session).map_err(|e| fail(e.to_string()))? {
             return Err(fail("no share staged for this session".into()));
         }
@@ -475,7 +491,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
             "/v1/dkg/round2",
             post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
                 handle(s, "POST", "/v1/dkg/round2", h, b, |s: &NodeState, r: DkgRound2Request| {
-                    s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r))
+                    s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r, s.equivocates()))
                 })
                 .await
             }),
@@ -556,12 +572,7 @@ impl BoundNode {
 
     /// Serves until the process ends.
     pub async fn serve(self) -> Result<(), QuorumError> {
-        use axum::serve::ListenerExt;
-        // Answers are small and latency-bound: send them without waiting on Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router(self.state))
+        crate::serve::serve(self.listener, router(self.state), crate::serve::HttpLimits::default())
             .await
             .map_err(|e| QuorumError::Io { path: "http server".into(), source: e })
     }
@@ -795,5 +806,78 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = state.dkg_round1(round1(&state, &[a, b], 3, false)).expect_err("a forged pin");
         assert!(err.reason.contains("not signed"), "{}", err.reason);
+    }
+
+    /// Sends raw bytes to `addr` and returns everything the server answers until it closes the
+    /// connection (or the generous safety bound passes: then the node never cut the client off).
+    async fn raw_exchange(addr: SocketAddr, sent: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        tcp
+    }
+
+    async fn read_until_closed(mut tcp: tokio::net::TcpStream, what: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(30), tcp.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "{what}: the node kept the connection open (never cut the client off)");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Attack (issue 13 item 11): a client sends its headers or its body slowly, or a huge body,
+    /// to hold the node's connections and memory. The node cuts each one off (connection closed,
+    /// 408, 413) and keeps answering a normal client meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_and_oversized_clients_are_cut_off_and_others_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = node(dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = crate::serve::HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(300),
+            request_timeout: std::time::Duration::from_millis(300),
+            body_limit: 64 * 1024,
+        };
+        tokio::spawn(crate::serve::serve(listener, router(Arc::new(state)), limits));
+
+        // Headers that never end, and a body that never completes.
+        let slow_headers = raw_exchange(addr, b"POST /v1/sign HTTP/1.1\r\nhost: node\r\n").await;
+        let slow_body = raw_exchange(
+            addr,
+            b"POST /v1/sign HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\"",
+        )
+        .await;
+
+        // Meanwhile a normal client is served.
+        let health = read_until_closed(
+            raw_exchange(addr, b"GET /v1/health HTTP/1.1\r\nhost: node\r\nconnection: close\r\n\r\n").await,
+            "health",
+        )
+        .await;
+        assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
+
+        let answer = read_until_closed(slow_headers, "slow headers").await;
+        assert!(!answer.contains("200 OK"), "slow headers were served: {answer}");
+        let answer = read_until_closed(slow_body, "slow body").await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "slow body: {answer}");
+
+        // A body over the limit, announced by its length and sent in full, is refused unread.
+        let mut huge = format!(
+            "POST /v1/sign HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            1024 * 1024
+        )
+        .into_bytes();
+        huge.extend(std::iter::repeat_n(b' ', 1024 * 1024));
+        let answer = read_until_closed(raw_exchange(addr, &huge).await, "huge body").await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "huge body: {answer}");
+
+        let health = read_until_closed(
+            raw_exchange(addr, b"GET /v1/health HTTP/1.1\r\nhost: node\r\nconnection: close\r\n\r\n").await,
+            "health after",
+        )
+        .await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     }
 }

@@ -270,6 +270,9 @@ pub struct NodeSecrets {
     /// Staged `PublicKeyPackage`, hex.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) staged_public_key_package: String,
+    /// The refresh session whose share was activated last, so that a repeated activation succeeds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) activated_session: String,
 }
 
 impl std::fmt::Debug for NodeSecrets {
@@ -343,7 +346,7 @@ impl NodeSecrets {
         self.key_package.zeroize();
         self.key_package = std::mem::take(&mut self.staged_key_package);
         self.public_key_package = std::mem::take(&mut self.staged_public_key_package);
-        self.staged_session.clear();
+        self.activated_session = std::mem::take(&mut self.staged_session);
         Ok(true)
     }
 

@@ -190,5 +190,5 @@ async fn decisions(
 /// Serves the API on `listener` with the signing worker running, until the process ends.
 pub async fn serve(svc: Arc<RootService>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let _worker = svc.spawn_worker();
-    axum::serve(listener, router(svc)).await
+    crate::serve::serve(listener, router(svc), crate::serve::HttpLimits::default()).await
 }
