@@ -233,6 +233,18 @@ fn limb_sums() -> String {
     (0..LIMBS).map(|i| format!("COALESCE(SUM(l{i}),0)")).collect::<Vec<_>>().join(", ")
 }
 
+/// A request that will not be signed stops counting against the caps: out of the running window
+/// totals, its flows no longer live.
+async fn stop_counting(tx: &mut Transaction<'_, sqlx::Sqlite>, id: &str) -> Result<()> {
+    drop_from_windows(tx, id).await?;
+    sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(RootError::store)?;
+    Ok(())
+}
+
 /// Subtracts from every `window_totals` row the live flows of request `id` inside its window: run
 /// before the request's flows are marked dead.
 async fn drop_from_windows(tx: &mut Transaction<'_, sqlx::Sqlite>, id: &str) -> Result<()> {
@@ -679,12 +691,14 @@ impl Store {
 
     /// Moves a pending request to `to` (approved or rejected), recording who and when. An expired
     /// request is marked expired and refused with [`RootError::Expired`].
+    /// An approval's authentication `tag` is stored in the same transaction.
     async fn decide(
         &self,
         id: &str,
         to: RequestState,
         by: &str,
         reason: Option<&str>,
+        tag: Option<&str>,
         now: u64,
     ) -> Result<RequestRecord> {
         let current = self.one(id).await?;
@@ -715,9 +729,12 @@ impl Store {
         }
         let action = if to == RequestState::Approved { "approve" } else { "reject" };
         if to != RequestState::Approved {
-            drop_from_windows(&mut tx, id).await?;
-            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
+            stop_counting(&mut tx, id).await?;
+        }
+        if let Some(tag) = tag {
+            sqlx::query("INSERT OR REPLACE INTO approval_tags (request_id, tag) VALUES (?, ?)")
                 .bind(id)
+                .bind(tag)
                 .execute(&mut *tx)
                 .await
                 .map_err(RootError::store)?;
@@ -730,19 +747,13 @@ impl Store {
     /// Approves a pending request (no authentication tag: the service will not sign it on a
     /// human's behalf; see [`Store::approve_tagged`]).
     pub async fn approve(&self, id: &str, by: &str, now: u64) -> Result<RequestRecord> {
-        self.decide(id, RequestState::Approved, by, None, now).await
+        self.decide(id, RequestState::Approved, by, None, None, now).await
     }
 
-    /// Approves a pending request and stores `tag`, the service's authentication of the approval.
+    /// Approves a pending request and stores `tag`, the service's authentication of the approval,
+    /// in the same transaction.
     pub async fn approve_tagged(&self, id: &str, by: &str, now: u64, tag: &str) -> Result<RequestRecord> {
-        let rec = self.decide(id, RequestState::Approved, by, None, now).await?;
-        sqlx::query("INSERT OR REPLACE INTO approval_tags (request_id, tag) VALUES (?, ?)")
-            .bind(id)
-            .bind(tag)
-            .execute(&self.pool)
-            .await
-            .map_err(RootError::store)?;
-        Ok(rec)
+        self.decide(id, RequestState::Approved, by, None, Some(tag), now).await
     }
 
     /// The authentication tag stored with a request's approval, if any.
@@ -770,12 +781,7 @@ impl Store {
         .await
         .map_err(RootError::store)?;
         if done.rows_affected() > 0 {
-            drop_from_windows(&mut tx, id).await?;
-            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(RootError::store)?;
+            stop_counting(&mut tx, id).await?;
             record(&mut tx, id, "refuse", SIGNER, now, Some(reason)).await?;
         }
         tx.commit().await.map_err(RootError::store)?;
@@ -784,7 +790,7 @@ impl Store {
 
     /// Rejects a pending request with a reason.
     pub async fn reject(&self, id: &str, by: &str, reason: &str, now: u64) -> Result<RequestRecord> {
-        self.decide(id, RequestState::Rejected, by, Some(reason), now).await
+        self.decide(id, RequestState::Rejected, by, Some(reason), None, now).await
     }
 
     /// Expires pending requests past their approval window and approved ones past their deadline.
@@ -804,12 +810,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(RootError::store)?;
-            drop_from_windows(&mut tx, id).await?;
-            sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(RootError::store)?;
+            stop_counting(&mut tx, id).await?;
             record(&mut tx, id, "expire", "root service", now, None).await?;
         }
         tx.commit().await.map_err(RootError::store)?;
