@@ -557,20 +557,7 @@ async fn a_refresh_that_fails_part_way_leaves_every_node_on_the_old_shares() {
         run_refresh(q.coord_key.clone(), &q.quorum).await.expect_err("node 2 refuses the refresh commit");
     assert!(err.to_string().contains("refresh commit refused"), "{err}");
     // The coordinator keeps the old quorum file: every pair of nodes still signs under it.
-    for skip in 0..3 {
-        let mut only = q.quorum.clone();
-        only.nodes.remove(skip);
-        let c = Coordinator::new(
-            only,
-            q.coord_key.clone(),
-            CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4 },
-        )
-        .unwrap();
-        let op = transfer(1, 100 + skip as u64);
-        let sig =
-            c.sign(&op, CHAIN, module(), None).await.unwrap_or_else(|e| panic!("nodes without {skip}: {e}"));
-        assert_valid(&sig, &c, &op);
-    }
+    every_pair_signs(&q.quorum, &q.coord_key, 100).await;
 }
 
 /// A request as a man in the middle between coordinator and node saw it.
@@ -750,16 +737,22 @@ async fn a_refresh_activation_failing_once_is_retried_and_completes() {
     let q = quorum(3, 2, Address::ZERO, &[(2, "refuse-activate-once")]).await;
     let refreshed = run_refresh(q.coord_key.clone(), &q.quorum).await.expect("activation is retried");
     assert_eq!(refreshed.quorum.group_key, q.quorum.group_key);
+    every_pair_signs(&refreshed.quorum, &q.coord_key, 200).await;
+}
+
+/// Each pair of a 3-node `quorum` signs (module nonces from `first_nonce`), verified as the module
+/// verifies.
+async fn every_pair_signs(quorum: &QuorumFile, coord_key: &IdentityKey, first_nonce: u64) {
     for skip in 0..3 {
-        let mut only = refreshed.quorum.clone();
+        let mut only = quorum.clone();
         only.nodes.remove(skip);
         let c = Coordinator::new(
             only,
-            q.coord_key.clone(),
+            coord_key.clone(),
             CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4 },
         )
         .unwrap();
-        let op = transfer(1, 200 + skip as u64);
+        let op = transfer(1, first_nonce + skip as u64);
         let sig =
             c.sign(&op, CHAIN, module(), None).await.unwrap_or_else(|e| panic!("nodes without {skip}: {e}"));
         assert_valid(&sig, &c, &op);
