@@ -6,7 +6,7 @@ use alloy::providers::Provider;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use crate::config::{Config, Problem};
+use treasury_agent::config::{Config, Problem};
 
 /// `treasury config` subcommands.
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@
 //! and writes its stderr
 //! (and whatever stdout follows its first line) to a log file in the state directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,8 +21,6 @@ pub struct Proc {
     pub name: String,
     /// Its process id.
     pub pid: u32,
-    /// Its log file.
-    pub log: PathBuf,
     child: Child,
 }
 
@@ -142,7 +140,7 @@ fn launch(name: &str, cmd: Command, log: &Path) -> anyhow::Result<(Proc, Lines)>
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     let pid = child.id().context("child has no pid")?;
     let stdout = child.stdout.take().context("child stdout")?;
-    let p = Proc { name: name.to_string(), pid, log: log.to_path_buf(), child };
+    let p = Proc { name: name.to_string(), pid, child };
     Ok((p, BufReader::new(stdout).lines()))
 }
 

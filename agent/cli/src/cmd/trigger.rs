@@ -6,8 +6,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use treasury_policies::Trigger;
 
-use crate::config::Config;
-use crate::journal::{Journal, ManualTrigger};
+use treasury_agent::config::Config;
+use treasury_agent::journal::{Journal, ManualTrigger};
 
 /// How often `--wait` looks at the journal.
 const WAIT_POLL: Duration = Duration::from_millis(200);

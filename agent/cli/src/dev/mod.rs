@@ -26,10 +26,10 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use treasury_chain::contracts::IERC20;
 
-use crate::journal::{IntentFilter, Journal};
 use procs::Procs;
 use scenario::{Approval, Scenario};
 use setup::Running;
+use treasury_agent::journal::{IntentFilter, Journal};
 use view::{Progress, Shared, StepRecord};
 
 /// 10^18 (ETH, GOV).
@@ -217,7 +217,8 @@ async fn main(
         ..Default::default()
     });
     let (stop_view, stop_rx) = tokio::sync::watch::channel(false);
-    let spec = crate::pipeline::snapshot_spec(&running.config).context("snapshot spec of the dev config")?;
+    let spec = treasury_agent::pipeline::snapshot_spec(&running.config)
+        .context("snapshot spec of the dev config")?;
     let live_tty = !opts.json && progress.is_tty();
     if !live_tty {
         progress.line("scenario (intent states as they change):");

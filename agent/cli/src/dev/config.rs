@@ -10,7 +10,7 @@ use treasury_chain::deploy::Deployment;
 use super::setup::{ALICE, BOB, GRANTEE};
 
 /// The base config (`config/dev.toml`).
-const BASE: &str = include_str!("../../../config/dev.toml");
+const BASE: &str = include_str!("../../../../config/dev.toml");
 
 /// The manual policy whose payment is too large for tier 1 and escalates to the root.
 pub const ESCALATED_POLICY: &str = "gov_grant";
@@ -20,37 +20,37 @@ pub const ESCALATED_POLICY: &str = "gov_grant";
 const POLICIES: &[(&str, &str, &str, Option<&str>)] = &[
     (
         "payroll",
-        include_str!("../../../policies/examples/payroll.rhai"),
+        include_str!("../../../../policies/examples/payroll.rhai"),
         "month",
         Some(r#"{ kind = "schedule", cron = "0 0 9 * * *" }"#),
     ),
     (
         "grant_stream",
-        include_str!("../../../policies/examples/grant_stream.rhai"),
+        include_str!("../../../../policies/examples/grant_stream.rhai"),
         "day",
         Some(r#"{ kind = "schedule", cron = "0 0 0 * * *" }"#),
     ),
     (
         "gas_topup",
-        include_str!("../../../policies/examples/gas_topup.rhai"),
+        include_str!("../../../../policies/examples/gas_topup.rhai"),
         "week",
         Some(r#"{ kind = "schedule", cron = "0 0 9 * * *" }"#),
     ),
     (
         "rebalance",
-        include_str!("../../../policies/examples/rebalance.rhai"),
+        include_str!("../../../../policies/examples/rebalance.rhai"),
         "day",
         Some(r#"{ kind = "every_blocks", blocks = 20 }"#),
     ),
     (
         "dca",
-        include_str!("../../../policies/examples/dca.rhai"),
+        include_str!("../../../../policies/examples/dca.rhai"),
         "week",
         Some(r#"{ kind = "schedule", cron = "0 0 12 * * Mon" }"#),
     ),
     // De-risk sells half of the ETH when the ETH feed reports under 2,500 USD; it runs on every
     // update of that feed (the scenario's price moves stay above the floor).
-    ("derisk", include_str!("../../../policies/examples/derisk.rhai"), "day", None),
+    ("derisk", include_str!("../../../../policies/examples/derisk.rhai"), "day", None),
     (ESCALATED_POLICY, GOV_GRANT, "day", Some(r#"{ kind = "manual" }"#)),
 ];
 

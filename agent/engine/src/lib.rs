@@ -1,8 +1,9 @@
-//! The treasury agent: the `treasury` command and the pipeline it runs.
+//! The treasury agent's engine: triggers, the policies' pipeline, the journal and the HTTP API,
+//! run by the `treasury` command (`agent/cli`).
 //!
 //! # Layout
 //! - [`api`]: the agent's HTTP API (status, intents, policies, approvals, OpenAPI, metrics).
-//! - [`cli`]: the command tree; one file per command under [`cmd`].
+//! - [`agent`]: the running agent ([`Agent`]): pipeline, watcher and API started from a config.
 //! - [`config`]: the agent's TOML configuration and its validation.
 //! - [`journal`]: the durable record of intents and their state transitions (SQLite by default).
 //! - [`logging`]: `tracing` set-up shared by every command.
@@ -11,11 +12,9 @@
 //! - [`pipeline`]: firing → intents → operation → authorised → submitted → confirmed, resumable.
 //! - [`plan`]: intents to the calls the Safe makes (transfers, approvals, router swaps).
 //! - [`trigger`]: the gap-free watcher turning blocks, logs and manual requests into firings.
+pub mod agent;
 pub mod api;
-pub mod cli;
-pub mod cmd;
 pub mod config;
-pub mod dev;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
@@ -23,3 +22,5 @@ pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod trigger;
+
+pub use agent::{Agent, AgentError};

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::config::Config;
-use crate::journal::{IntentFilter, IntentId, IntentState, Journal};
+use treasury_agent::config::Config;
+use treasury_agent::journal::{IntentFilter, IntentId, IntentState, Journal};
 
 /// `treasury intents` subcommands.
 #[derive(Debug, Subcommand)]

@@ -25,7 +25,7 @@ use treasury_signer::root::config::new_token;
 use super::procs::{self, Procs};
 use super::view::Progress;
 use super::{ETH_E18, GOV_E18, USDC_E6};
-use crate::config::Config;
+use treasury_agent::config::Config;
 
 /// Dev-only secrets: they protect nothing but files in the state directory of a local demo.
 pub const NODE_PASS: &str = "treasury-dev-node";
@@ -56,8 +56,6 @@ const PLACEHOLDER_GROUP_KEY_X: U256 = U256::from_be_bytes(alloy::primitives::hex
 pub struct Running {
     /// The state directory (absolute).
     pub dir: PathBuf,
-    /// anvil's HTTP URL.
-    pub rpc: String,
     /// Addresses of the deployment.
     pub deployment: Deployment,
     /// Sends from anvil's first dev account (deployer, owner of feeds and tokens).
@@ -68,10 +66,6 @@ pub struct Running {
     pub config_path: PathBuf,
     /// The agent's config.
     pub config: Config,
-    /// The root service's config file.
-    pub root_config: PathBuf,
-    /// The root service's approval queue.
-    pub root_db: PathBuf,
     /// The keeper's address.
     pub keeper: Address,
     /// The agent's requester token at the root service.
@@ -151,7 +145,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     progress.done(t, "group key and HSM root set");
 
     let t = progress.start("root service");
-    let (root_config, root_db, RootTokens { requester: root_token, approver: approver_token }) =
+    let (root_config, _root_db, RootTokens { requester: root_token, approver: approver_token }) =
         hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
     let root_url = start_root(&hsm, &root_config, procs).await?;
     progress.done(t, &root_url);
@@ -181,14 +175,11 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
 
     Ok(Running {
         dir: dir.to_path_buf(),
-        rpc,
         deployment,
         deployer,
         deployer_address: deployer_key.address(),
         config_path,
         config,
-        root_config,
-        root_db,
         keeper: keeper_key.address(),
         root_token,
         root_url,
@@ -361,14 +352,11 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
 
     Ok(Running {
         dir: dir.to_path_buf(),
-        rpc,
         deployment,
         deployer,
         deployer_address: deployer_key.address(),
         config_path,
         config,
-        root_db: hsm.dir.join("queue.sqlite"),
-        root_config,
         keeper: keeper_key.address(),
         root_token: saved.root_token,
         root_url,

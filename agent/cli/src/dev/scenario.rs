@@ -17,8 +17,8 @@ use treasury_signer::root::store::RequestState;
 use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
 use super::setup::Running;
 use super::view::{Progress, Shared};
-use crate::journal::{Intent, IntentFilter, IntentState, Journal};
-use crate::trigger::CURSOR_SOURCE;
+use treasury_agent::journal::{Intent, IntentFilter, IntentState, Journal};
+use treasury_agent::trigger::CURSOR_SOURCE;
 
 /// How long one scenario step may take before it is reported as failed, when nobody is asked
 /// anything (with a prompt, the operator may take their time; Ctrl-C stops a stuck run).

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use super::*;
 
-const EXAMPLE: &str = include_str!("../../../config/example.toml");
-const DEV: &str = include_str!("../../../config/dev.toml");
+const EXAMPLE: &str = include_str!("../../../../config/example.toml");
+const DEV: &str = include_str!("../../../../config/dev.toml");
 
 /// Creates every file `example.toml` refers to, so only its values are judged.
 fn example_dir() -> tempfile::TempDir {

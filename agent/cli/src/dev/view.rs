@@ -12,7 +12,7 @@ use alloy::primitives::U256;
 use serde::Serialize;
 use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot};
 
-use crate::journal::{IntentFilter, Journal};
+use treasury_agent::journal::{IntentFilter, Journal};
 
 /// One step of the set-up or the scenario.
 #[derive(Debug, Clone, Serialize)]

@@ -8,8 +8,8 @@ use clap::Args;
 use serde_json::json;
 use treasury_chain::contracts::TreasuryModule;
 
-use crate::config::Config;
-use crate::journal::Journal;
+use treasury_agent::config::Config;
+use treasury_agent::journal::Journal;
 
 /// Arguments of `treasury status`.
 #[derive(Debug, Args)]
@@ -32,7 +32,7 @@ impl StatusArgs {
             .with_context(|| format!("journal {}", config.journal.url))?;
         let counts = journal.count_by_state().await?;
         let safe: Address = config.safe.address.parse().context("safe.address")?;
-        let cursor = journal.cursor(crate::trigger::CURSOR_SOURCE, &format!("{safe:#x}")).await?;
+        let cursor = journal.cursor(treasury_agent::trigger::CURSOR_SOURCE, &format!("{safe:#x}")).await?;
         let alerts = journal.alerts(5).await?;
         let waiting_manual = journal.open_manual_triggers().await?.len();
         let chain = chain_status(&config).await;

@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use treasury_agent::cmd::run::run_agent;
+use tokio::sync::watch;
+use treasury_agent::Agent;
+use treasury_agent::config::Config;
 use treasury_agent::journal::IntentState;
 use treasury_agent::pipeline::runner::RunOptions;
 
@@ -24,5 +26,9 @@ async fn main() -> anyhow::Result<()> {
             std::thread::sleep(std::time::Duration::from_secs(60));
         }
     });
-    run_agent(&config, RunOptions { once: true }, Some(hook)).await
+    let config = Config::load(&config)?;
+    let agent = Agent::start(&config, Some(hook)).await?;
+    let (_stop, shutdown) = watch::channel(false);
+    agent.run(RunOptions { once: true }, shutdown).await?;
+    Ok(())
 }

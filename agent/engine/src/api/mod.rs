@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn status_info_from_the_example_config() {
-        let text = include_str!("../../../config/example.toml");
+        let text = include_str!("../../../../config/example.toml");
         let config = Config::parse(text, std::path::Path::new("")).unwrap();
         let info = StatusInfo::from_config(&config, Address::repeat_byte(7)).unwrap();
         assert_eq!(info.chain_id, 31337);

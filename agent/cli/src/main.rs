@@ -1,8 +1,16 @@
-//! The `treasury` binary: parses the command line, sets up logging and hands over to the library.
+//! The `treasury` binary: the command tree over the agent's engine, the signer nodes, the root
+//! service, the policies and the local devnet.
+// A binary has no public API: `pub` marks what a module offers the rest of the command tree.
+#![allow(unreachable_pub)]
+
 use clap::Parser;
 
+mod cli;
+mod cmd;
+mod dev;
+
 fn main() -> std::process::ExitCode {
-    let cli = treasury_agent::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     treasury_agent::logging::init(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,0 +1,44 @@
+//! `treasury run`: the autonomous operator — triggers, policies, quorum, root, keeper.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::watch;
+use treasury_agent::Agent;
+use treasury_agent::config::Config;
+use treasury_agent::pipeline::runner::RunOptions;
+
+/// Arguments of `treasury run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent's config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Handle what is due now, finish every intent that can be finished, then exit.
+    #[arg(long)]
+    once: bool,
+}
+
+impl RunArgs {
+    /// Runs the agent until Ctrl-C (or, with `--once`, until the work due is done).
+    pub async fn run(self) -> anyhow::Result<()> {
+        let config =
+            Config::load(&self.config).with_context(|| format!("config {}", self.config.display()))?;
+        let agent = Agent::start(&config, None).await?;
+        if let Some(addr) = agent.api_addr() {
+            // The address actually bound, for scripts and tests.
+            println!("api listening on http://{addr}");
+        }
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!(
+                    "Ctrl-C: stopping after the current step (every intent keeps its journaled state)"
+                );
+                let _ = stop.send(true);
+            }
+        });
+        agent.run(RunOptions { once: self.once }, shutdown).await?;
+        Ok(())
+    }
+}
