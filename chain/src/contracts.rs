@@ -5,7 +5,11 @@
 //! subset of their interfaces that treasury uses.
 #![allow(missing_docs, clippy::too_many_arguments)]
 
+use alloy::primitives::{Address, address};
 use alloy::sol;
+
+/// Where Multicall3 lives on most chains.
+pub const CANONICAL_MULTICALL3: Address = address!("0xcA11bde05977b3631167028862bE2a173976CA11");
 
 sol!(
     #[sol(rpc)]

@@ -5,18 +5,15 @@
 //! - [`admin`]: typed admin actions of the module and their encoding.
 //! - [`rules`]: the module's tier-1 vocabulary (asset-moving selectors, swaps, valued outflows).
 //! - [`contracts`]: `sol!` bindings (own contracts from `chain/artifacts/`, third-party interfaces).
-//! - [`artifacts`]: third-party bytecode (Safe, Uniswap V2) loaded from the installed npm packages.
+//! - [`tools`]: where the foundry tools and npm packages are found at run time.
 //! - [`provider`]: connecting to an RPC endpoint.
 //! - [`tx`]: sending transactions with errors that name what was sent.
 //! - [`safe`]: Safe transactions signed by owners.
-//! - [`deploy`]: deploying a complete treasury (Safe, module, Uniswap V2, tokens, feeds).
 //! - [`sender`]: the keeper's transaction sender (nonces, fees, replacement, confirmation, reorgs).
 //! - [`snapshot`]: the state of a Safe at one pinned block, read in one `eth_call`.
 //! - [`error`]: the crate's error type.
 pub mod admin;
-pub mod artifacts;
 pub mod contracts;
-pub mod deploy;
 pub mod error;
 pub mod operation;
 pub mod provider;
@@ -26,10 +23,10 @@ pub mod safe;
 pub mod sender;
 pub mod snapshot;
 pub mod tiers;
+pub mod tools;
 pub mod tx;
 
 pub use admin::AdminAction;
-pub use deploy::{DeployConfig, Deployment, GroupKey};
 pub use error::ChainError;
 pub use operation::{AdminOp, Call, Operation, TIER_QUORUM, TIER_ROOT, admin_digest, operation_digest};
 pub use snapshot::{AssetState, BudgetState, PriceReading, Snapshot};

@@ -1,55 +1,19 @@
 //! `simulate` against a real node: anvil on a loopback port, read over JSON-RPC.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use alloy::primitives::{U256, address};
 use alloy::providers::{Provider, ProviderBuilder};
+use treasury_devnet::Anvil;
 use treasury_policies::simulate::{Simulation, simulate};
 use treasury_policies::{Book, PoliciesConfig, PolicyEngine, RpcSnapshotSource, Trigger};
 
-struct Anvil(Child, String);
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn anvil() -> Anvil {
-    // The platform binary itself, not npm's node wrapper: killing the wrapper would orphan anvil.
-    let pkgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/node_modules/@foundry-rs");
-    let bin = std::fs::read_dir(&pkgs)
-        .expect("anvil installed by the project's npm tools")
-        .map(|e| e.unwrap().path().join("bin/anvil"))
-        .find(|p| p.is_file())
-        .expect("a platform package of @foundry-rs/anvil");
-    let mut child = Command::new(bin)
-        // No --prune-history: simulate reads state at past blocks.
-        .args(["--port", "0", "--host", "127.0.0.1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("anvil from the project's npm tools");
-    let stdout = child.stdout.take().unwrap();
-    let line = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("Listening on"))
-        .expect("anvil prints its address");
-    let addr = line.rsplit(' ').next().unwrap().to_owned();
-    Anvil(child, format!("http://{addr}"))
-}
-
 #[tokio::test]
 async fn simulate_reads_each_block_and_drops_repeated_keys() {
-    let node = anvil();
+    let node = Anvil::start().unwrap();
     let safe = address!("0x00000000000000000000000000000000000005af");
-    let provider = ProviderBuilder::new().connect(&node.1).await.unwrap();
+    let provider = ProviderBuilder::new().connect(node.url()).await.unwrap();
     let twelve_eth = U256::from(12u64) * U256::from(10u64).pow(U256::from(18u64));
     provider.raw_request::<_, ()>("anvil_setBalance".into(), (safe, twelve_eth)).await.unwrap();
     provider.raw_request::<_, ()>("anvil_mine".into(), (U256::from(3u64),)).await.unwrap();
@@ -69,7 +33,7 @@ async fn simulate_reads_each_block_and_drops_repeated_keys() {
     let policy = engine
         .compile("gas_topup", Path::new("gas_topup.rhai"), &src, treasury_policies::Period::Week, &book)
         .unwrap();
-    let source = RpcSnapshotSource::connect(&node.1, safe, cfg).await.unwrap();
+    let source = RpcSnapshotSource::connect(node.url(), safe, cfg).await.unwrap();
     let trigger = Trigger::Manual;
     let sim =
         Simulation { policy: &policy, trigger: &trigger, only_when_fired: false, from: last - 2, to: last };

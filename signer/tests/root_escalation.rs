@@ -10,10 +10,10 @@ use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::contracts::{AggregatorV3Interface, IERC20, exec_calls};
 use treasury_chain::tiers::{Tier, classify, read_facts};
 use treasury_chain::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
+use treasury_devnet::TestChain;
 use treasury_signer::quorum::FrostSignature;
 use treasury_signer::root::RootClient;
 use treasury_signer::root::escalation::{Escalator, FrostAuthorizer};
-use treasury_tests::TestChain;
 
 /// The test chain's quorum as the Escalator's FROST side.
 struct Quorum(Arc<TestChain>);

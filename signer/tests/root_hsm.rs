@@ -8,6 +8,7 @@ use alloy::signers::Signer;
 use root_support::token;
 use treasury_chain::operation::domain;
 use treasury_chain::{Call, Operation};
+use treasury_devnet::softhsm::in_own_process;
 use treasury_signer::root::hsm::to_ethereum_signature;
 use treasury_signer::root::{Hsm, HsmConfig, HsmSigner, Pin, RootError, RootKey};
 
@@ -28,6 +29,9 @@ fn op() -> Operation {
 
 #[test]
 fn generates_once_then_finds_the_key_and_signs_recoverable_low_s() {
+    if !in_own_process() {
+        return;
+    }
     let cfg = token("gen", "root");
     let (hsm, created) = Hsm::open_or_generate(&cfg).unwrap();
     assert!(created);
@@ -48,6 +52,9 @@ fn generates_once_then_finds_the_key_and_signs_recoverable_low_s() {
 
 #[test]
 fn high_s_from_the_hsm_is_normalised() {
+    if !in_own_process() {
+        return;
+    }
     let cfg = token("highs", "root");
     let (hsm, _) = Hsm::open_or_generate(&cfg).unwrap();
     // About half of raw ECDSA signatures have a high s; 128 tries all low is 2^-128.
@@ -66,6 +73,9 @@ fn high_s_from_the_hsm_is_normalised() {
 
 #[tokio::test]
 async fn the_alloy_signer_signs_eip712_operations_and_transactions() {
+    if !in_own_process() {
+        return;
+    }
     let cfg = token("alloy", "root");
     Hsm::open_or_generate(&cfg).unwrap();
     let signer = HsmSigner::connect(cfg).unwrap().with_chain_id(Some(31337));
@@ -92,6 +102,9 @@ async fn the_alloy_signer_signs_eip712_operations_and_transactions() {
 
 #[test]
 fn a_wrong_pin_is_refused() {
+    if !in_own_process() {
+        return;
+    }
     let cfg = token("pin", "root");
     Hsm::open_or_generate(&cfg).unwrap();
     // A separate module session logs in afresh only after logout; use a second token so no session is logged in.
@@ -102,6 +115,9 @@ fn a_wrong_pin_is_refused() {
 
 #[test]
 fn missing_token_and_key_labels_are_named() {
+    if !in_own_process() {
+        return;
+    }
     let cfg = token("labels", "root");
     Hsm::open_or_generate(&cfg).unwrap();
     let no_token = HsmConfig { token_label: "no-such-token".into(), ..cfg.clone() };
@@ -112,7 +128,9 @@ fn missing_token_and_key_labels_are_named() {
 
 #[test]
 fn a_file_that_is_not_a_pkcs11_module_is_refused() {
-    root_support::shared();
+    if !in_own_process() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("not-a-module.so");
     std::fs::write(&text, "hello").unwrap();
@@ -133,6 +151,9 @@ fn a_file_that_is_not_a_pkcs11_module_is_refused() {
 
 #[test]
 fn the_root_key_reconnects_after_its_session_is_dropped() {
+    if !in_own_process() {
+        return;
+    }
     let cfg = token("reconnect", "root");
     let (hsm, _) = Hsm::open_or_generate(&cfg).unwrap();
     let address = hsm.address();

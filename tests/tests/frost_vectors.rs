@@ -7,8 +7,8 @@ use alloy::primitives::{Bytes, U256};
 use serde::Deserialize;
 use treasury_chain::contracts::FrostVerifierHarness;
 use treasury_chain::tx::deploy_code;
-use treasury_tests::quorum::secp256k1_order;
-use treasury_tests::{Anvil, TestQuorum, dev_key};
+use treasury_devnet::quorum::secp256k1_order;
+use treasury_devnet::{Anvil, TestQuorum, dev_key};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -11,7 +11,7 @@ use treasury_chain::snapshot::read_snapshot;
 use treasury_chain::{
     AdminAction, AdminOp, Call, Operation, TIER_QUORUM, TIER_ROOT, admin_digest, operation_digest,
 };
-use treasury_tests::TestChain;
+use treasury_devnet::TestChain;
 
 fn transfer(token: Address, to: Address, amount: U256) -> Call {
     Call::new(token, U256::ZERO, IERC20::transferCall { to, amount }.abi_encode())
@@ -210,7 +210,7 @@ async fn snapshot_flags_a_stale_price_and_the_deployment_file_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deployment.json");
     d.write(&path).unwrap();
-    assert_eq!(treasury_chain::Deployment::read(&path).unwrap(), d);
-    let missing = treasury_chain::Deployment::read(&dir.path().join("nope.json")).unwrap_err();
+    assert_eq!(treasury_devnet::Deployment::read(&path).unwrap(), d);
+    let missing = treasury_devnet::Deployment::read(&dir.path().join("nope.json")).unwrap_err();
     assert!(missing.to_string().contains("nope.json"), "{missing}");
 }

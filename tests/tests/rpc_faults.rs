@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use treasury_chain::ChainError;
 use treasury_chain::snapshot::{AssetSpec, SnapshotSpec, read_snapshot};
-use treasury_tests::TestChain;
+use treasury_devnet::TestChain;
 
 fn spec(module: Address, multicall3: Address, safe: Address) -> SnapshotSpec {
     SnapshotSpec {

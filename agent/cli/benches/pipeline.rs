@@ -20,7 +20,7 @@ use treasury_agent::pipeline::intake::FiringInput;
 use treasury_agent::pipeline::lane::LaneStep;
 use treasury_chain::sender::{Ignore, Sender, TxRequest};
 use treasury_chain::{Call, Operation};
-use treasury_tests::dev_key;
+use treasury_devnet::dev_key;
 
 const PAY: PolicySpec<'static> = PolicySpec {
     name: "bench",

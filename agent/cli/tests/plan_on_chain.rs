@@ -6,8 +6,8 @@ use rust_decimal::Decimal;
 use treasury_agent::plan::{Venue, plan_batch};
 use treasury_chain::Operation;
 use treasury_chain::snapshot::read_snapshot;
+use treasury_devnet::TestChain;
 use treasury_policies::{Action, Intent};
-use treasury_tests::TestChain;
 
 fn intent(key: &str, action: Action) -> Intent {
     Intent { policy: "test".into(), key: key.into(), memo: None, action }

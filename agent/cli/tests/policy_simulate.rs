@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use alloy::providers::Provider;
-use treasury_tests::TestChain;
+use treasury_devnet::TestChain;
 
 const EXE: &str = env!("CARGO_BIN_EXE_treasury");
 

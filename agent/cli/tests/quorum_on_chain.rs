@@ -8,16 +8,16 @@ use std::time::Duration;
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
-use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::{AdminAction, Call, Operation};
+use treasury_devnet::world::configure_as_safe;
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 
 /// Passphrase of the test's node directories.
 const NODE_PASS: &str = "node passphrase for tests";
+use treasury_devnet::TestChain;
 use treasury_signer::quorum::identity::IdentityKey;
-use treasury_tests::TestChain;
 
 const EXE: &str = env!("CARGO_BIN_EXE_treasury");
 

@@ -12,11 +12,11 @@ use alloy::sol_types::SolCall;
 use serde_json::Value;
 use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
 use treasury_chain::contracts::{IERC20, exec_calls};
-use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::{AdminAction, Call, Operation, TIER_QUORUM, operation_digest};
+use treasury_devnet::world::configure_as_safe;
+use treasury_devnet::{TestChain, TestQuorum};
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::quorum_file::QuorumFile;
-use treasury_tests::{TestChain, TestQuorum};
 
 #[path = "common/softhsm.rs"]
 mod softhsm;
@@ -330,7 +330,7 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
     rig.wait(2 * DAY + 1).await;
     assert!(rig.admin_fails(&["apply", "--id", &id_b]).contains("is queued"));
     // Anyone may apply: here the keeper, from its encrypted keystore (anvil's dev key 7).
-    let keeper = treasury_tests::dev_key(7);
+    let keeper = treasury_devnet::dev_key(7);
     alloy::signers::local::PrivateKeySigner::encrypt_keystore(
         rig.hsm.path(),
         &mut frost_secp256k1::rand_core::OsRng,

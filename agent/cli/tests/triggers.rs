@@ -12,8 +12,8 @@ use alloy::sol_types::SolConstructor;
 use treasury_agent::journal::Journal;
 use treasury_agent::trigger::{Cause, Firing, Transport, WatchOptions, Watcher};
 use treasury_chain::contracts::PriceFeed;
+use treasury_devnet::{Anvil, dev_key};
 use treasury_policies::{Period, PolicyEntry, Trigger};
-use treasury_tests::{Anvil, dev_key};
 
 const EVENT: &str = "AnswerUpdated(int256,uint256,uint256)";
 const BIN: &str = env!("CARGO_BIN_EXE_treasury");

@@ -21,7 +21,7 @@ use treasury_chain::contracts::{FrostVerifierHarness, IERC20, IMultiSend, Treasu
 use treasury_chain::safe::{SafeTx, exec_as_owners};
 use treasury_chain::tx::deploy_code;
 use treasury_chain::{Call, Operation, TIER_QUORUM, operation_digest};
-use treasury_tests::TestChain;
+use treasury_devnet::TestChain;
 
 /// The peers' interfaces (their functions take more arguments than clippy likes).
 #[allow(clippy::too_many_arguments)]
@@ -233,7 +233,7 @@ async fn allowance_module_payment(
     let provider = &chain.keeper;
     let module = deploy_code(provider, "AllowanceModule", code).await?;
     let safe = chain.deployment.safe;
-    let delegate = treasury_tests::dev_key(7);
+    let delegate = treasury_devnet::dev_key(7);
     let owners = chain.signing_owners();
     let as_safe =
         |to: Address, data: Vec<u8>| SafeTx { to, value: U256::ZERO, data: data.into(), operation: 0 };
@@ -323,7 +323,7 @@ async fn roles_payments(
     let tx = SafeTx { to: safe, value: U256::ZERO, data: enable.into(), operation: 0 };
     exec_as_owners(provider, safe, chain.signing_owners(), &tx).await.context("enabling Roles")?;
 
-    let member_key = treasury_tests::dev_key(8);
+    let member_key = treasury_devnet::dev_key(8);
     let member = treasury_chain::provider::connect_with_signer(chain.anvil.url(), member_key.clone())?;
     let role = keccak256(b"payments");
     let key = keccak256(b"payments allowance");

@@ -68,7 +68,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub module: Option<Address>,
     /// Multicall3 on this chain (used with --module).
-    #[arg(long, default_value_t = treasury_chain::deploy::CANONICAL_MULTICALL3)]
+    #[arg(long, default_value_t = treasury_chain::contracts::CANONICAL_MULTICALL3)]
     pub multicall3: Address,
     /// First block (inclusive).
     #[arg(long)]

@@ -354,7 +354,7 @@ pub mod admin {
     use anyhow::{Context, bail};
     use clap::{ArgGroup, Args, Subcommand};
     use treasury_chain::AdminAction;
-    use treasury_chain::deploy::Deployment;
+    use treasury_devnet::world::Deployment;
     use treasury_signer::quorum::quorum_file::QuorumFile;
     use treasury_signer::quorum::signature::GroupKey;
     use treasury_signer::root::admin::{AdminOutcome, AdminPlan, Effect, ModuleAdmin, QueuedChange};

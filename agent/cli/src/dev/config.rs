@@ -5,7 +5,7 @@ use std::path::Path;
 
 use alloy::primitives::Address;
 use anyhow::Context;
-use treasury_chain::deploy::Deployment;
+use treasury_devnet::world::Deployment;
 
 use super::setup::{ALICE, BOB, GRANTEE};
 

@@ -2,7 +2,6 @@
 //! in SoftHSM2, three signer nodes with a DKG 2-of-3 quorum, the root service and the agent with
 //! the example policies — then a scenario that makes every kind of policy act, shown live.
 //!
-//! - [`procs`]: the child processes (own process group, die with the parent, logs in the state dir).
 //! - [`setup`]: the set-up steps (or the restart of a previous run's processes with `--resume`);
 //!   [`config`]: the agent config written from `config/dev.toml`.
 //! - [`scenario`]: time jumps, a price move, an escalated payment and its approval; after
@@ -10,7 +9,6 @@
 //! - [`view`]: step lines, the live view, the summary's pieces.
 
 pub mod config;
-pub mod procs;
 pub mod scenario;
 pub mod setup;
 pub mod view;
@@ -26,10 +24,10 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use treasury_chain::contracts::IERC20;
 
-use procs::Procs;
 use scenario::{Approval, Scenario};
 use setup::Running;
 use treasury_agent::journal::{IntentFilter, Journal};
+use treasury_devnet::procs::Procs;
 use view::{Progress, Shared, StepRecord};
 
 /// 10^18 (ETH, GOV).
@@ -92,7 +90,7 @@ pub struct Summary {
     pub state_dir: String,
     /// Addresses of the deployment, once deployed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub deployment: Option<treasury_chain::deploy::Deployment>,
+    pub deployment: Option<treasury_devnet::world::Deployment>,
     /// Set-up and scenario steps.
     pub steps: Vec<StepRecord>,
     /// Every intent, oldest first.
@@ -176,7 +174,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<Summary> {
 #[derive(Debug, Default)]
 struct Outcome {
     error: Option<String>,
-    deployment: Option<treasury_chain::deploy::Deployment>,
+    deployment: Option<treasury_devnet::world::Deployment>,
     intents: Vec<IntentSummary>,
     balances: serde_json::Value,
     view: Option<tokio::task::JoinHandle<()>>,

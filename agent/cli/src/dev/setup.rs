@@ -10,7 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 use treasury_chain::AdminAction;
-use treasury_chain::deploy::{
+use treasury_devnet::world::{
     DeployConfig, Deployment, GroupKey, configure_as_safe, default_allow_list, deploy,
 };
 use treasury_signer::quorum::bench::init_nodes;
@@ -22,10 +22,11 @@ use treasury_signer::quorum::store::{
 };
 use treasury_signer::root::config::new_token;
 
-use super::procs::{self, Procs};
 use super::view::Progress;
 use super::{ETH_E18, GOV_E18, USDC_E6};
 use treasury_agent::config::Config;
+use treasury_devnet::procs::{self, Procs};
+use treasury_devnet::softhsm::{self, SoftHsm};
 
 /// Dev-only secrets: they protect nothing but files in the state directory of a local demo.
 pub const NODE_PASS: &str = "treasury-dev-node";
@@ -36,7 +37,6 @@ pub const KEEPER_PASS: &str = "treasury-dev-keeper";
 const HSM_PIN: &str = "1234";
 const HSM_SO_PIN: &str = "12345678";
 const HSM_TOKEN: &str = "treasury-dev-root";
-const DEFAULT_HSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// The named payees of the example policies.
 pub const ALICE: Address = address!("0x00000000000000000000000000000000000000a1");
@@ -431,39 +431,29 @@ fn node_guard(d: &Deployment, root: Address, keeper: Address) -> GuardConfig {
 #[derive(Debug)]
 struct Hsm {
     dir: PathBuf,
-    conf: PathBuf,
-    module: PathBuf,
+    softhsm: SoftHsm,
 }
 
 impl Hsm {
     fn new(state: &Path) -> anyhow::Result<Self> {
-        let module =
-            std::env::var_os("TREASURY_HSM_MODULE").map(PathBuf::from).unwrap_or(DEFAULT_HSM_MODULE.into());
+        let module = softhsm::module();
         if !module.exists() {
             bail!(
-                "SoftHSM2 not found at {}: run scripts/install.sh (it installs softhsm2), or set TREASURY_HSM_MODULE",
-                module.display()
+                "SoftHSM2 not found at {}: run scripts/install.sh (it installs softhsm2), or set {}",
+                module.display(),
+                softhsm::MODULE_ENV
             );
         }
         let dir = state.join("root");
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).with_context(|| format!("creating {}", tokens.display()))?;
-        let conf = dir.join("softhsm2.conf");
-        let text = format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        );
-        std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
-        Ok(Self { dir, conf, module })
+        let softhsm = SoftHsm::create(&dir)
+            .with_context(|| format!("writing a SoftHSM2 configuration in {}", dir.display()))?;
+        Ok(Self { dir, softhsm })
     }
 
     /// A `treasury` command with this token's environment (SoftHSM reads its config once per process).
     fn command(&self, exe: &Path) -> Command {
         let mut c = Command::new(exe);
-        c.env("SOFTHSM2_CONF", &self.conf)
-            .env("TREASURY_HSM_PIN", HSM_PIN)
-            .env("TREASURY_HSM_SO_PIN", HSM_SO_PIN)
-            .env("TREASURY_HSM_MODULE", &self.module);
+        c.envs(self.softhsm.env(HSM_PIN, HSM_SO_PIN));
         c
     }
 
@@ -498,7 +488,7 @@ impl Hsm {
         let mut text = format!(
             "db = {db:?}\napproval_ttl_secs = 3600\nretry_interval_ms = 100\n\n[hsm]\nmodule = {module:?}\ntoken = {HSM_TOKEN:?}\nkey = \"root\"\naddress = \"{root}\"\n\n[guard]\nrecipients = [{recipients}]\n\n[[guard.modules]]\nchain_id = {chain_id}\nmodule = \"{m}\"\n",
             db = db.display().to_string(),
-            module = self.module.display().to_string(),
+            module = self.softhsm.module.display().to_string(),
             recipients = recipients.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", "),
             chain_id = d.chain_id,
             m = d.module,

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The SoftHSM2 PKCS#11 module installed by the Debian package `softhsm2`.
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const MODULE: &str = treasury_devnet::softhsm::DEFAULT_MODULE;
 
 /// A SoftHSM2 configuration and token folder of its own, removed on drop.
 pub struct SoftHsm {
     dir: tempfile::TempDir,
+    hsm: treasury_devnet::softhsm::SoftHsm,
     /// Path of its `softhsm2.conf` (for `SOFTHSM2_CONF`).
     pub conf: PathBuf,
 }
@@ -20,14 +21,9 @@ impl SoftHsm {
     /// Creates the configuration and an empty token folder in a fresh temporary folder.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tokens")).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        let text = format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.path().join("tokens").display()
-        );
-        std::fs::write(&conf, text).unwrap();
-        Self { dir, conf }
+        let hsm = treasury_devnet::softhsm::SoftHsm::create(dir.path()).unwrap();
+        let conf = hsm.conf.clone();
+        Self { dir, hsm, conf }
     }
 
     /// The temporary folder (free for the test's other files).
@@ -38,11 +34,7 @@ impl SoftHsm {
     /// `treasury ARGS` using this SoftHSM2, with the user and SO PINs in the environment.
     pub fn command(&self, pin: &str, so_pin: &str, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_treasury"));
-        c.args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .env("TREASURY_HSM_PIN", pin)
-            .env("TREASURY_HSM_SO_PIN", so_pin)
-            .env("TREASURY_HSM_MODULE", MODULE);
+        c.args(args).envs(self.hsm.env(pin, so_pin));
         c
     }
 }

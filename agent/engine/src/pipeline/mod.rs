@@ -37,7 +37,7 @@ use crate::notify::Notifier;
 use crate::plan::Venue;
 
 /// Multicall3's address on every chain that has it (and on the local demo chain).
-pub const DEFAULT_MULTICALL3: Address = treasury_chain::deploy::CANONICAL_MULTICALL3;
+pub const DEFAULT_MULTICALL3: Address = treasury_chain::contracts::CANONICAL_MULTICALL3;
 
 /// What can stop a pipeline step; the intents concerned keep their journaled state.
 #[derive(Debug, thiserror::Error)]

@@ -15,10 +15,12 @@ use alloy::primitives::{Address, U256};
 use treasury_agent::config::Config;
 use treasury_agent::journal::Journal;
 use treasury_agent::pipeline::{Parts, Pipeline};
+use treasury_chain::AdminAction;
 use treasury_chain::contracts::IERC20;
-use treasury_chain::deploy::configure_as_safe;
 use treasury_chain::sender::Sender;
-use treasury_chain::{AdminAction, Deployment};
+use treasury_devnet::Deployment;
+use treasury_devnet::world::configure_as_safe;
+use treasury_devnet::{TestChain, dev_key, write_keystore};
 use treasury_policies::PolicySet;
 use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions};
@@ -26,7 +28,6 @@ use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_signer::quorum::store::{Passphrase, create_coordinator_key_with, open_coordinator_key};
-use treasury_tests::{TestChain, dev_key, write_keystore};
 
 /// The `treasury` binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_treasury");

@@ -1,4 +1,4 @@
-//! The child processes of `treasury dev`: anvil, signer nodes, the root service and the agent.
+//! Child processes of the devnet (anvil, signer nodes, the root service, the agent), each with a log.
 //!
 //! Every child gets its own process group (a Ctrl-C in the terminal reaches `treasury dev` only,
 //! which then stops them in order), is killed by the kernel if `treasury dev` dies without
@@ -180,24 +180,17 @@ fn dying_with_parent(cmd: &Command) -> Command {
 /// Starts anvil on a free loopback port with its home (and `--config-out` with the dev
 /// accounts) in `dir`; returns the process and its URL.
 pub async fn anvil(dir: &Path, extra: &[String]) -> anyhow::Result<(Proc, String)> {
-    let binary = treasury_chain::artifacts::foundry_binary("anvil");
-    if !binary.exists() {
-        bail!(
-            "anvil not found at {}: run scripts/install.sh in a treasury checkout and start treasury dev there, or set {}",
-            binary.display(),
-            treasury_chain::artifacts::TOOLS_ENV
-        );
-    }
+    let binary = crate::anvil::binary()?;
     let home = dir.join("anvil-home");
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let mut cmd = Command::new(&binary);
-    cmd.args(["--port", "0", "--host", "127.0.0.1", "--prune-history", "64", "--config-out"])
+    cmd.args(crate::anvil::ARGS)
+        .arg("--config-out")
         .arg(dir.join("anvil-accounts.json"))
         .args(extra)
         .env("HOME", &home);
-    let (p, addr) = spawn("anvil", cmd, &dir.join("anvil.log"), Duration::from_secs(30), |l| {
-        l.strip_prefix("Listening on ").map(|a| a.trim().to_string())
-    })
-    .await?;
+    let (p, addr) =
+        spawn("anvil", cmd, &dir.join("anvil.log"), Duration::from_secs(30), crate::anvil::listening_addr)
+            .await?;
     Ok((p, format!("http://{addr}")))
 }

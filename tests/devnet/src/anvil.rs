@@ -23,6 +23,27 @@ pub const DEV_KEYS: [&str; 10] = [
     "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
 ];
 
+/// anvil's arguments for a private chain: a free loopback port, the last 64 states in memory.
+pub const ARGS: [&str; 6] = ["--port", "0", "--host", "127.0.0.1", "--prune-history", "64"];
+
+/// The installed anvil binary, or an error saying how to install it.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let binary = treasury_chain::tools::foundry_binary("anvil");
+    if !binary.exists() {
+        bail!(
+            "anvil not found at {}: run scripts/install.sh in a treasury checkout and start there, or set {}",
+            binary.display(),
+            treasury_chain::tools::TOOLS_ENV
+        );
+    }
+    Ok(binary)
+}
+
+/// The address in anvil's `Listening on ADDR` line.
+pub fn listening_addr(line: &str) -> Option<String> {
+    line.strip_prefix("Listening on ").map(|a| a.trim().to_string())
+}
+
 /// A running anvil keeping the last 64 states in memory and none on disk (`--prune-history 64`, so
 /// recent past blocks stay readable). Dropping it kills the process and removes its private home folder
 /// (where anvil keeps state files that would otherwise pile up under `~/.foundry`).
@@ -41,10 +62,7 @@ impl Anvil {
 
     /// Starts anvil with extra arguments (e.g. `["--no-mining"]`).
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
-        let binary = treasury_chain::artifacts::foundry_binary("anvil");
-        if !binary.exists() {
-            bail!("anvil not found at {} (run scripts/install.sh)", binary.display());
-        }
+        let binary = binary()?;
         let home = tempfile::Builder::new().prefix("treasury-anvil-").tempdir()?;
         // util-linux's `setpriv` makes the kernel kill anvil if the test process dies without
         // running destructors, then executes anvil in its place.
@@ -52,7 +70,7 @@ impl Anvil {
         command
             .args(["--pdeathsig", "KILL", "--"])
             .arg(&binary)
-            .args(["--port", "0", "--host", "127.0.0.1", "--prune-history", "64"])
+            .args(ARGS)
             .args(extra)
             .env("HOME", home.path())
             .stdin(Stdio::null())
@@ -65,10 +83,10 @@ impl Anvil {
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("Listening on ")
+                if let Some(addr) = listening_addr(&line)
                     && let Some(tx) = port_tx.take()
                 {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.send(addr);
                 }
             }
         });

@@ -1,44 +1,11 @@
-//! Compiled contracts that come from npm packages (Safe 1.5.0, Uniswap V2), loaded at run time.
-//!
-//! They are not committed: `scripts/install.sh` installs the packages into `.tools/node_modules`.
-//! The project's own contracts are compiled into `chain/artifacts/` and bound in [`crate::contracts`].
-
+//! Third-party contracts (Safe, Uniswap V2, WETH) loaded from the installed npm packages.
 use std::path::PathBuf;
 
 use alloy::primitives::Bytes;
+use treasury_chain::ChainError;
+use treasury_chain::tools::tools_dir;
 
-use crate::error::{ChainError, Result};
-
-/// Environment variable naming the folder that holds the npm packages (`node_modules`).
-pub const TOOLS_ENV: &str = "TREASURY_TOOLS_DIR";
-
-/// The `node_modules` folder holding the toolchain: `$TREASURY_TOOLS_DIR`, else `.tools/node_modules`
-/// in the current directory or the nearest of its parents that has one (a checkout of treasury).
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(TOOLS_ENV) {
-        return PathBuf::from(dir);
-    }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    cwd.ancestors()
-        .map(|dir| dir.join(".tools/node_modules"))
-        .find(|candidate| candidate.is_dir())
-        .unwrap_or_else(|| cwd.join(".tools/node_modules"))
-}
-
-/// The npm platform suffix of foundry's binary packages for this machine (`linux-amd64`, …).
-fn foundry_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    format!("{}-{arch}", std::env::consts::OS)
-}
-
-/// Path of a foundry binary (`anvil`, `forge`, `cast`) installed from npm.
-pub fn foundry_binary(tool: &str) -> PathBuf {
-    tools_dir().join(format!("@foundry-rs/{tool}-{}/bin/{tool}", foundry_platform()))
-}
+type Result<T> = std::result::Result<T, ChainError>;
 
 /// A contract from an npm package, identified by its artifact path under `node_modules`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,27 +1,28 @@
-//! Deploying a complete treasury on any RPC endpoint: a Safe 1.5.0 with the treasury module enabled,
-//! Uniswap V2 with liquidity, test tokens and price feeds, and Multicall3 where the chain lacks it.
+//! The devnet's world: a Safe 1.5.0 with the treasury module enabled, Uniswap V2 with liquidity,
+//! test tokens and price feeds, and Multicall3 where the chain lacks it, deployed on any endpoint.
 
 use std::path::Path;
 
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, Bytes, FixedBytes, I256, U256, address};
+use alloy::primitives::{Address, Bytes, FixedBytes, I256, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolConstructor};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::AdminAction;
-use crate::artifacts::External;
-use crate::contracts::{
-    IERC20, ISafe, ISafeProxyFactory, IUniswapV2Router02, Multicall3, PriceFeed, TestToken, TreasuryModule,
+use treasury_chain::AdminAction;
+use treasury_chain::ChainError;
+use treasury_chain::contracts::{
+    CANONICAL_MULTICALL3, IERC20, ISafe, ISafeProxyFactory, IUniswapV2Router02, Multicall3, PriceFeed,
+    TestToken, TreasuryModule,
 };
-use crate::error::{ChainError, Result};
-use crate::safe::{SafeTx, exec_as_owners};
-use crate::tx::{deploy_code, send_call, send_tx};
+use treasury_chain::safe::{SafeTx, exec_as_owners};
+use treasury_chain::tx::{deploy_code, send_call, send_tx};
 
-/// Where Multicall3 lives on most chains.
-pub const CANONICAL_MULTICALL3: Address = address!("0xcA11bde05977b3631167028862bE2a173976CA11");
+use crate::artifacts::External;
+
+type Result<T> = std::result::Result<T, ChainError>;
 
 /// The FROST group public key as the module stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,7 +206,7 @@ pub async fn deploy(deployer: &DynProvider, me: Address, config: &DeployConfig) 
             config.owners.len()
         )));
     }
-    let chain_id = crate::provider::chain_id(deployer).await?;
+    let chain_id = treasury_chain::provider::chain_id(deployer).await?;
     let multicall3 = ensure_multicall3(deployer).await?;
     let (safe_singleton, safe_factory, multisend_call_only, fallback) =
         deploy_safe_contracts(deployer).await?;

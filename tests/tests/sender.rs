@@ -1,8 +1,5 @@
 //! The keeper's sender against a real anvil: confirmations, replacement, reorgs, nonce resync, resume.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use alloy::consensus::TxEnvelope;
@@ -16,59 +13,14 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use treasury_chain::sender::{
     ObserverError, SendEvent, SendObserver, Sender, SenderConfig, SenderError, TxRequest,
 };
+use treasury_devnet::Anvil;
 
 const KEEPER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const RECIPIENT: Address = address!("0x00000000000000000000000000000000000000a1");
 const GWEI: u128 = 1_000_000_000;
 
-/// A private anvil on a free port, killed on drop.
-struct Anvil {
-    child: Child,
-    url: String,
-    _home: tempfile::TempDir,
-}
-
-impl Anvil {
-    fn start() -> Self {
-        let binary = treasury_chain::artifacts::foundry_binary("anvil");
-        assert!(binary.exists(), "anvil not found at {} (run scripts/install.sh)", binary.display());
-        let home = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&binary)
-            // A bounded in-memory history (no state files on disk) that still allows `anvil_reorg`.
-            .args(["--port", "0", "--host", "127.0.0.1", "--prune-history", "64"])
-            .env("HOME", home.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // anvil logs to stdout as long as it runs: keep draining it so it never blocks.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("Listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("anvil listening");
-        Self { child, url: format!("http://{addr}"), _home: home }
-    }
-
-    fn provider(&self) -> DynProvider {
-        ProviderBuilder::new().connect_http(self.url.parse().unwrap()).erased()
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn provider(anvil: &Anvil) -> DynProvider {
+    ProviderBuilder::new().connect_http(anvil.url().parse().unwrap()).erased()
 }
 
 fn keeper() -> PrivateKeySigner {
@@ -142,8 +94,8 @@ fn signed_hashes(events: &[SendEvent]) -> Vec<TxHash> {
 
 #[tokio::test]
 async fn send_waits_for_confirmations_and_reports_each_step_first() {
-    let anvil = Anvil::start();
-    let provider = anvil.provider();
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
     let sender = Sender::new(provider.clone(), keeper(), config(3)).await.unwrap();
     let mut events = Vec::new();
 
@@ -170,8 +122,8 @@ async fn send_waits_for_confirmations_and_reports_each_step_first() {
 
 #[tokio::test]
 async fn stuck_transaction_is_replaced_with_bumped_fees_and_same_nonce() {
-    let anvil = Anvil::start();
-    let provider = anvil.provider();
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
     rpc(&provider, "evm_setAutomine", serde_json::json!([false])).await;
     let sender = Sender::new(provider.clone(), keeper(), config(2)).await.unwrap();
     let (tx, mut rx) = unbounded_channel();
@@ -212,8 +164,8 @@ async fn stuck_transaction_is_replaced_with_bumped_fees_and_same_nonce() {
 
 #[tokio::test]
 async fn reorg_that_drops_the_transaction_leads_to_resubmission_of_the_same_payload() {
-    let anvil = Anvil::start();
-    let provider = anvil.provider();
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
     rpc(&provider, "evm_setAutomine", serde_json::json!([false])).await;
     let sender = Sender::new(provider.clone(), keeper(), config(3)).await.unwrap();
     let (tx, mut rx) = unbounded_channel();
@@ -246,13 +198,13 @@ async fn reorg_that_drops_the_transaction_leads_to_resubmission_of_the_same_payl
 
 #[tokio::test]
 async fn nonce_is_resynced_after_an_external_transaction_from_the_same_key() {
-    let anvil = Anvil::start();
-    let provider = anvil.provider();
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
     let sender = Sender::new(provider.clone(), keeper(), config(1)).await.unwrap();
     assert_eq!(sender.next_nonce(), Some(0));
 
     // Someone else uses the keeper key behind the sender's back.
-    let external = treasury_chain::provider::connect_with_signer(&anvil.url, keeper()).unwrap();
+    let external = treasury_chain::provider::connect_with_signer(anvil.url(), keeper()).unwrap();
     let tx = TransactionRequest::default().with_to(RECIPIENT).with_value(U256::from(1));
     external.send_transaction_sync(tx).await.unwrap();
 
@@ -284,8 +236,8 @@ impl SendObserver for CrashBeforeBroadcast {
 
 #[tokio::test]
 async fn resume_from_the_journaled_raw_transaction_after_a_crash() {
-    let anvil = Anvil::start();
-    let provider = anvil.provider();
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
     let first = Sender::new(provider.clone(), keeper(), config(1)).await.unwrap();
     let mut crash = CrashBeforeBroadcast(Vec::new());
     let err = first.send(&transfer(5), &mut crash).await.unwrap_err();
@@ -310,8 +262,8 @@ async fn resume_from_the_journaled_raw_transaction_after_a_crash() {
 
 #[tokio::test]
 async fn call_that_would_revert_is_refused_before_signing() {
-    let anvil = Anvil::start();
-    let provider = anvil.provider();
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
     let sender = Sender::new(provider.clone(), keeper(), config(1)).await.unwrap();
     // A contract whose code is `revert(0, 0)`: estimation fails, nothing is signed, the nonce is untouched.
     let reverter = address!("0x00000000000000000000000000000000000000bb");
@@ -326,10 +278,9 @@ async fn call_that_would_revert_is_refused_before_signing() {
 
 #[tokio::test]
 async fn an_endpoint_down_at_estimation_is_retryable_not_a_revert() {
-    let mut anvil = Anvil::start();
-    let sender = Sender::new(anvil.provider(), keeper(), config(1)).await.unwrap();
-    let _ = anvil.child.kill();
-    let _ = anvil.child.wait();
+    let mut anvil = Anvil::start().unwrap();
+    let sender = Sender::new(provider(&anvil), keeper(), config(1)).await.unwrap();
+    anvil.kill();
     let mut events = Vec::new();
     let err = sender.send(&transfer(1), &mut events).await.unwrap_err();
     assert!(err.is_retryable() && !err.is_revert(), "{err}");
@@ -357,11 +308,11 @@ async fn time_sends(sender: &Sender, n: usize) -> Vec<Duration> {
 #[tokio::test]
 async fn latency_to_receipt_over_http_and_ws() {
     const N: usize = 200;
-    let anvil = Anvil::start();
-    let http = Sender::new(anvil.provider(), keeper(), config(1)).await.unwrap();
+    let anvil = Anvil::start().unwrap();
+    let http = Sender::new(provider(&anvil), keeper(), config(1)).await.unwrap();
     let http_samples = time_sends(&http, N).await;
 
-    let ws_url = anvil.url.replacen("http://", "ws://", 1);
+    let ws_url = anvil.ws_url();
     let ws_provider = ProviderBuilder::new().connect_ws(WsConnect::new(ws_url)).await.unwrap().erased();
     let other: PrivateKeySigner =
         "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a".parse().unwrap();
@@ -377,6 +328,6 @@ async fn latency_to_receipt_over_http_and_ws() {
             s[s.len() - 1]
         );
     }
-    let provider = anvil.provider();
+    let provider = provider(&anvil);
     assert_eq!(provider.get_balance(RECIPIENT).await.unwrap(), U256::from(2 * N));
 }

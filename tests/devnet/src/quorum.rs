@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::world::GroupKey;
 use alloy::primitives::{B256, U256};
 use frost_secp256k1 as frost;
 use treasury_chain::contracts::TreasuryModule::FrostSig;
-use treasury_chain::deploy::GroupKey;
 
 /// Test quorum of `n` key shares with threshold `t`, all held in this process.
 pub struct TestQuorum {

@@ -1,12 +1,12 @@
 //! A fresh anvil with a complete treasury deployed on it.
 
+use crate::world::{DeployConfig, Deployment, deploy};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::DynProvider;
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use treasury_chain::contracts::TreasuryModule;
-use treasury_chain::deploy::{DeployConfig, Deployment, deploy};
 use treasury_chain::provider::connect_with_signer;
 use treasury_chain::snapshot::{AssetSpec, SnapshotSpec};
 use treasury_chain::{Operation, TIER_QUORUM, TIER_ROOT, operation_digest};

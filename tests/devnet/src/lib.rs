@@ -1,0 +1,23 @@
+//! The local devnet and every test fixture of treasury, used by `treasury dev`, the benches and
+//! the tests: anvil, the deployed world, SoftHSM2 tokens, child processes and a test quorum.
+//!
+//! # Layout
+//! - [`anvil`]: a private anvil on a free port, and anvil's development keys.
+//! - [`artifacts`]: third-party contracts (Safe, Uniswap V2, WETH) from the npm packages.
+//! - [`world`]: deploying the world (Safe + module, Uniswap V2, tokens, feeds) and configuring it.
+//! - [`fixture`]: a deployed world on a private anvil, for tests ([`fixture::TestChain`]).
+//! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
+//! - [`procs`]: child processes with logs that die with their parent.
+//! - [`softhsm`]: a private SoftHSM2 configuration and token folder.
+pub mod anvil;
+pub mod artifacts;
+pub mod fixture;
+pub mod procs;
+pub mod quorum;
+pub mod softhsm;
+pub mod world;
+
+pub use anvil::Anvil;
+pub use fixture::{TestChain, dev_key, write_keystore};
+pub use quorum::TestQuorum;
+pub use world::{DeployConfig, Deployment, GroupKey};
