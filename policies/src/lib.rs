@@ -15,6 +15,7 @@
 //! - [`engine`]: compile once, evaluate in the sandbox (`engine::sandbox`: limits, error mapping).
 //! - [`loader`]: policies from config, hot reload that keeps the last good version.
 //! - [`fixture`]: fixture files and the `policy test` harness.
+//! - [`examples`]: the example policies, embedded.
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
@@ -22,6 +23,7 @@ pub mod check;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod examples;
 pub mod fixture;
 pub mod intent;
 pub mod loader;

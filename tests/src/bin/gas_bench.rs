@@ -17,40 +17,12 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::sol_types::SolCall;
 use anyhow::Context;
+use treasury_chain::contracts::peers::{IAllowanceModule, IRoles};
 use treasury_chain::contracts::{FrostVerifierHarness, IERC20, IMultiSend, TreasuryModule};
 use treasury_chain::safe::{SafeTx, exec_as_owners};
 use treasury_chain::tx::deploy_code;
 use treasury_chain::{Call, Operation, TIER_QUORUM, operation_digest};
 use treasury_devnet::TestChain;
-
-/// The peers' interfaces (their functions take more arguments than clippy likes).
-#[allow(clippy::too_many_arguments)]
-mod peers {
-    alloy::sol! {
-        /// Safe's AllowanceModule (LGPL-3.0, compiled at bench time; see the crate doc).
-        #[sol(rpc)]
-        interface IAllowanceModule {
-            function addDelegate(address delegate) external;
-            function setAllowance(address delegate, address token, uint96 allowanceAmount, uint16 resetTimeMin, uint32 resetBaseMin) external;
-            function executeAllowanceTransfer(address safe, address token, address to, uint96 amount, address paymentToken, uint96 payment, address delegate, bytes signature) external;
-            function generateTransferHash(address safe, address token, address to, uint96 amount, address paymentToken, uint96 payment, uint16 nonce) external view returns (bytes32);
-            function getTokenAllowance(address safe, address delegate, address token) external view returns (uint256[5] memory);
-        }
-
-        /// Zodiac Roles v2 (LGPL-3.0, compiled at bench time); enums as uint8.
-        #[sol(rpc)]
-        interface IRoles {
-            struct ConditionFlat { uint8 parent; uint8 paramType; uint8 operator; bytes compValue; }
-            function assignRoles(address module, bytes32[] roleKeys, bool[] memberOf) external;
-            function scopeTarget(bytes32 roleKey, address targetAddress) external;
-            function scopeFunction(bytes32 roleKey, address targetAddress, bytes4 selector, ConditionFlat[] conditions, uint8 options) external;
-            function setAllowance(bytes32 key, uint128 balance, uint128 maxRefill, uint128 refill, uint64 period, uint64 timestamp) external;
-            function setTransactionUnwrapper(address to, bytes4 selector, address adapter) external;
-            function execTransactionWithRole(address to, uint256 value, bytes data, uint8 operation, bytes32 roleKey, bool shouldRevert) external returns (bool);
-        }
-    }
-}
-use peers::{IAllowanceModule, IRoles};
 
 const PAYMENTS: usize = 10;
 

@@ -1,4 +1,4 @@
-//! The agent config `treasury dev` writes: `config/dev.toml` (embedded) filled in with the
+//! The agent config `treasury dev` writes: `treasury.toml` beside this file (embedded) filled in with the
 //! deployment, plus the example policies (embedded too, so an installed binary needs no checkout).
 
 use std::path::Path;
@@ -9,49 +9,24 @@ use treasury_devnet::world::Deployment;
 
 use super::setup::{ALICE, BOB, GRANTEE};
 
-/// The base config (`config/dev.toml`).
-const BASE: &str = include_str!("../../../../config/dev.toml");
+/// The base config (`treasury.toml` beside this file).
+const BASE: &str = include_str!("treasury.toml");
 
 /// The manual policy whose payment is too large for tier 1 and escalates to the root.
 pub const ESCALATED_POLICY: &str = "gov_grant";
 
-/// Policies of the demo: (name, script, period, trigger as inline TOML; `None` for the ETH
+/// Policies of the demo: (name, period, trigger as inline TOML; `None` for the ETH
 /// feed's `AnswerUpdated` log, whose address is known only after deployment).
-const POLICIES: &[(&str, &str, &str, Option<&str>)] = &[
-    (
-        "payroll",
-        include_str!("../../../../policies/examples/payroll.rhai"),
-        "month",
-        Some(r#"{ kind = "schedule", cron = "0 0 9 * * *" }"#),
-    ),
-    (
-        "grant_stream",
-        include_str!("../../../../policies/examples/grant_stream.rhai"),
-        "day",
-        Some(r#"{ kind = "schedule", cron = "0 0 0 * * *" }"#),
-    ),
-    (
-        "gas_topup",
-        include_str!("../../../../policies/examples/gas_topup.rhai"),
-        "week",
-        Some(r#"{ kind = "schedule", cron = "0 0 9 * * *" }"#),
-    ),
-    (
-        "rebalance",
-        include_str!("../../../../policies/examples/rebalance.rhai"),
-        "day",
-        Some(r#"{ kind = "every_blocks", blocks = 20 }"#),
-    ),
-    (
-        "dca",
-        include_str!("../../../../policies/examples/dca.rhai"),
-        "week",
-        Some(r#"{ kind = "schedule", cron = "0 0 12 * * Mon" }"#),
-    ),
+const POLICIES: &[(&str, &str, Option<&str>)] = &[
+    ("payroll", "month", Some(r#"{ kind = "schedule", cron = "0 0 9 * * *" }"#)),
+    ("grant_stream", "day", Some(r#"{ kind = "schedule", cron = "0 0 0 * * *" }"#)),
+    ("gas_topup", "week", Some(r#"{ kind = "schedule", cron = "0 0 9 * * *" }"#)),
+    ("rebalance", "day", Some(r#"{ kind = "every_blocks", blocks = 20 }"#)),
+    ("dca", "week", Some(r#"{ kind = "schedule", cron = "0 0 12 * * Mon" }"#)),
     // De-risk sells half of the ETH when the ETH feed reports under 2,500 USD; it runs on every
     // update of that feed (the scenario's price moves stay above the floor).
-    ("derisk", include_str!("../../../../policies/examples/derisk.rhai"), "day", None),
-    (ESCALATED_POLICY, GOV_GRANT, "day", Some(r#"{ kind = "manual" }"#)),
+    ("derisk", "day", None),
+    (ESCALATED_POLICY, "day", Some(r#"{ kind = "manual" }"#)),
 ];
 
 /// Blocks between two runs of the rebalance policy (as in its trigger above).
@@ -67,7 +42,13 @@ pay("grantee", "GOV", 30000, #{ memo: "community grant" });
 pub fn write_policies(dir: &Path) -> anyhow::Result<()> {
     let folder = dir.join("policies");
     std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
-    for (name, script, _, _) in POLICIES {
+    for (name, _, _) in POLICIES {
+        let script = if *name == ESCALATED_POLICY {
+            GOV_GRANT
+        } else {
+            treasury_policies::examples::script(name)
+                .with_context(|| format!("no example policy `{name}`"))?
+        };
         let path = folder.join(format!("{name}.rhai"));
         std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -82,7 +63,8 @@ pub fn render(
     root_url: &str,
     keeper: Address,
 ) -> anyhow::Result<String> {
-    let mut t: toml::Table = toml::from_str(BASE).context("config/dev.toml (embedded) does not parse")?;
+    let mut t: toml::Table = toml::from_str(BASE)
+        .context("the embedded dev config (agent/cli/src/dev/treasury.toml) does not parse")?;
     let mut set = |section: &str, key: &str, value: toml::Value| {
         let entry = t.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if let toml::Value::Table(s) = entry {
@@ -121,11 +103,45 @@ pub fn render(
         "{{ kind = \"on_log\", address = \"{}\", event = \"AnswerUpdated(int256,uint256,uint256)\" }}",
         d.eth_feed
     );
-    for (name, _, period, trigger) in POLICIES {
+    for (name, period, trigger) in POLICIES {
         let trigger = trigger.unwrap_or(&on_feed);
         text.push_str(&format!(
             "\n[[policies.policy]]\nname = \"{name}\"\nfile = \"policies/{name}.rhai\"\nperiod = \"{period}\"\ntrigger = {trigger}\n"
         ));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use treasury_agent::config::Config;
+
+    use super::*;
+
+    #[test]
+    fn the_base_config_parses_and_takes_defaults() {
+        let config = Config::parse(BASE, Path::new("config")).unwrap();
+        assert_eq!(config.chain.confirmations, 1);
+        assert_eq!(config.keeper.max_fee_per_gas, 200_000_000_000);
+        assert!(config.policies.policies.is_empty());
+        let defaults = Config::parse(
+            &BASE.replace("[journal]\nurl = \"sqlite://treasury-dev.db\"\n", ""),
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!(defaults.journal.url, "sqlite://treasury.db");
+    }
+
+    #[test]
+    fn every_demo_policy_has_a_script() {
+        let dir = tempfile::tempdir().unwrap();
+        write_policies(dir.path()).unwrap();
+        for (name, _, _) in POLICIES {
+            let script =
+                std::fs::read_to_string(dir.path().join("policies").join(format!("{name}.rhai"))).unwrap();
+            assert!(!script.trim().is_empty(), "{name}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! the example policies — then a scenario that makes every kind of policy act, shown live.
 //!
 //! - [`setup`]: the set-up steps (or the restart of a previous run's processes with `--resume`);
-//!   [`config`]: the agent config written from `config/dev.toml`.
+//!   [`config`]: the agent config written from `treasury.toml` beside it.
 //! - [`scenario`]: time jumps, a price move, an escalated payment and its approval; after
 //!   `--resume`, the next day.
 //! - [`view`]: step lines, the live view, the summary's pieces.

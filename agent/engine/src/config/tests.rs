@@ -5,7 +5,6 @@ use std::path::Path;
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../../../config/example.toml");
-const DEV: &str = include_str!("../../../../config/dev.toml");
 
 /// Creates every file `example.toml` refers to, so only its values are judged.
 fn example_dir() -> tempfile::TempDir {
@@ -35,18 +34,6 @@ fn the_documented_example_is_valid_and_uses_every_section() {
     assert_eq!(config.notify.webhooks.len(), 1);
     assert!(config.api.is_some() && config.dex.is_some());
     assert_eq!(config.resolve(Path::new("quorum.json")), dir.path().join("quorum.json"));
-}
-
-#[test]
-fn dev_config_parses_and_takes_defaults() {
-    let config = Config::parse(DEV, Path::new("config")).unwrap();
-    assert_eq!(config.chain.confirmations, 1);
-    assert_eq!(config.keeper.max_fee_per_gas, 200_000_000_000);
-    assert!(config.policies.policies.is_empty());
-    let defaults =
-        Config::parse(&DEV.replace("[journal]\nurl = \"sqlite://treasury-dev.db\"\n", ""), Path::new(""))
-            .unwrap();
-    assert_eq!(defaults.journal.url, "sqlite://treasury.db");
 }
 
 #[test]
