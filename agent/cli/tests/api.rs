@@ -349,44 +349,53 @@ async fn policies_and_manual_triggers() {
 /// A real root service (its HSM absent: nothing is signed) on loopback with two clients: the
 /// agent and ops, requesters, and alice, an approver. Returns its URL and the three tokens.
 async fn real_root(dir: &std::path::Path) -> (String, String, String, String) {
-    use treasury_signer::root::config::{ClientEntry, HsmSection, Role, ServiceConfig, new_token};
-    use treasury_signer::root::guard::{AssetLimits, GuardConfig, ServedModule};
+    use treasury_signer::root::config::{ServiceConfig, new_token};
     let pin = dir.join("pin");
     std::fs::write(&pin, "1234").unwrap();
     let (agent_token, agent_hash) = new_token();
     let (alice_token, alice_hash) = new_token();
     let (ops_token, ops_hash) = new_token();
-    let config = ServiceConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        db: dir.join("queue.sqlite"),
-        approval_ttl_secs: 3600,
-        retry_interval_ms: 1000,
-        hsm: HsmSection {
-            module: dir.join("absent.so"),
-            token: "t".into(),
-            key: "k".into(),
-            pin_file: Some(pin),
-            address: None,
-        },
-        guard: GuardConfig {
-            modules: vec![ServedModule { chain_id: 31337, module: root_module() }],
-            recipients: vec![Address::repeat_byte(0xa1)],
-            assets: vec![AssetLimits {
-                token: Address::ZERO,
-                max_single: alloy::primitives::U256::from(1000),
-                period_cap: alloy::primitives::U256::from(1000),
-                period_secs: 86_400,
-                auto_approve_max: None,
-            }],
-            allowed_calls: vec![],
-            max_deadline_secs: None,
-        },
-        clients: vec![
-            ClientEntry { name: "agent".into(), role: Role::Requester, token_sha256: agent_hash },
-            ClientEntry { name: "alice".into(), role: Role::Approver, token_sha256: alice_hash },
-            ClientEntry { name: "ops".into(), role: Role::Requester, token_sha256: ops_hash },
-        ],
-    };
+    let text = format!(
+        r#"
+        db = {db:?}
+        approval_ttl_secs = 3600
+        retry_interval_ms = 1000
+        [hsm]
+        module = {absent:?}
+        token = "t"
+        key = "k"
+        pin_file = {pin:?}
+        [guard]
+        recipients = ["{recipient}"]
+        [[guard.modules]]
+        chain_id = 31337
+        module = "{module}"
+        [[guard.assets]]
+        token = "{eth}"
+        max_single = "1000"
+        period_cap = "1000"
+        period_secs = 86400
+        [[clients]]
+        name = "agent"
+        role = "requester"
+        token_sha256 = "{agent_hash}"
+        [[clients]]
+        name = "alice"
+        role = "approver"
+        token_sha256 = "{alice_hash}"
+        [[clients]]
+        name = "ops"
+        role = "requester"
+        token_sha256 = "{ops_hash}"
+        "#,
+        db = dir.join("queue.sqlite"),
+        absent = dir.join("absent.so"),
+        recipient = Address::repeat_byte(0xa1),
+        module = root_module(),
+        eth = Address::ZERO,
+    );
+    let mut config: ServiceConfig = toml::from_str(&text).unwrap();
+    config.listen = ([127, 0, 0, 1], 0).into();
     let svc = treasury_signer::root::RootService::open(config).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -8,13 +8,14 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use treasury_chain::operation::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
+use treasury_devnet::ops::erc20_transfer;
 use treasury_signer::quorum::bench::{NodeProcess, bench_operation, init_nodes};
 use treasury_signer::quorum::client::NodeClient;
 use treasury_signer::quorum::coordinator::{
     Coordinator, CoordinatorOptions, PinnedNode, run_dkg, run_refresh,
 };
 use treasury_signer::quorum::faults::SIGN_DELAYED_EVENT;
-use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::identity::{IdentityKey, IdentityPublic};
 use treasury_signer::quorum::node::FAULTS_ENV;
 use treasury_signer::quorum::quorum_file::QuorumFile;
@@ -37,15 +38,8 @@ fn module() -> Address {
 }
 
 fn transfer(amount: u64, nonce: u64) -> Operation {
-    let mut data = TRANSFER.to_vec();
-    data.extend_from_slice(&[0u8; 12]);
-    data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
-    data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
-    Operation {
-        calls: vec![Call::new(token(), U256::ZERO, data)],
-        nonce: U256::from(nonce),
-        deadline: U256::from(treasury_signer::quorum::nonces::now() + 3600),
-    }
+    let deadline = treasury_signer::quorum::nonces::now() + 3600;
+    erc20_transfer(token(), Address::repeat_byte(0xbe), U256::from(amount), nonce, deadline)
 }
 
 fn guard(root: Address) -> GuardConfig {

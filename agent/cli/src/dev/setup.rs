@@ -164,27 +164,44 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let config_path = dir.join("treasury.toml");
     let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
-    let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
-    write_env_file(dir, &root_token, &approver_token)?;
     let saved =
         Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints };
     let path = dir.join(SAVED);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    progress.done(t, &config_path.display().to_string());
+    let running = Running::assemble(dir, deployment, deployer, &deployer_key, &keeper_key, root_url, saved)?;
+    progress.done(t, &running.config_path.display().to_string());
+    Ok(running)
+}
 
-    Ok(Running {
-        dir: dir.to_path_buf(),
-        deployment,
-        deployer,
-        deployer_address: deployer_key.address(),
-        config_path,
-        config,
-        keeper: keeper_key.address(),
-        root_token,
-        root_url,
-        approver_token,
-    })
+impl Running {
+    /// Loads the config written in `dir` and writes `env.sh` for the CLI.
+    fn assemble(
+        dir: &Path,
+        deployment: Deployment,
+        deployer: DynProvider,
+        deployer_key: &PrivateKeySigner,
+        keeper_key: &PrivateKeySigner,
+        root_url: String,
+        saved: Saved,
+    ) -> anyhow::Result<Self> {
+        let config_path = dir.join("treasury.toml");
+        let config =
+            Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
+        write_env_file(dir, &saved.root_token, &saved.approver_token)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            deployment,
+            deployer,
+            deployer_address: deployer_key.address(),
+            config_path,
+            config,
+            keeper: keeper_key.address(),
+            root_token: saved.root_token,
+            root_url,
+            approver_token: saved.approver_token,
+        })
+    }
 }
 
 /// Starts `treasury run` on the written config; its log goes to `agent.log`.
@@ -346,22 +363,9 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
     }
     std::fs::write(&config_path, toml::to_string(&table)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let config = Config::load(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
-    write_env_file(dir, &saved.root_token, &saved.approver_token)?;
-    progress.done(t, &config_path.display().to_string());
-
-    Ok(Running {
-        dir: dir.to_path_buf(),
-        deployment,
-        deployer,
-        deployer_address: deployer_key.address(),
-        config_path,
-        config,
-        keeper: keeper_key.address(),
-        root_token: saved.root_token,
-        root_url,
-        approver_token: saved.approver_token,
-    })
+    let running = Running::assemble(dir, deployment, deployer, &deployer_key, &keeper_key, root_url, saved)?;
+    progress.done(t, &running.config_path.display().to_string());
+    Ok(running)
 }
 
 /// The dev accounts anvil wrote with `--config-out`.
