@@ -63,6 +63,21 @@ sol! {
         function withdraw(uint256 amount) external;
     }
 
+    /// A Safe transaction as its owners sign it (EIP-712, domain: chain id and the Safe's address).
+    #[derive(Debug)]
+    struct SafeTx {
+        address to;
+        uint256 value;
+        bytes data;
+        uint8 operation;
+        uint256 safeTxGas;
+        uint256 baseGas;
+        uint256 gasPrice;
+        address gasToken;
+        address refundReceiver;
+        uint256 nonce;
+    }
+
     /// The subset of Safe 1.5.0 treasury uses.
     #[sol(rpc)]
     #[derive(Debug)]

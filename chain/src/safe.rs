@@ -6,7 +6,9 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 
-use crate::contracts::ISafe;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+
+use crate::contracts::{self, ISafe};
 use crate::error::{ChainError, Result};
 use crate::tx::send_call;
 
@@ -34,33 +36,35 @@ pub async fn exec_as_owners(
 ) -> Result<TransactionReceipt> {
     let contract = ISafe::new(safe, provider);
     let nonce = contract.nonce().call().await.map_err(|e| ChainError::rpc("Safe.nonce", Some(safe), e))?;
-    let hash = contract
-        .getTransactionHash(
-            tx.to,
-            tx.value,
-            tx.data.clone(),
-            tx.operation,
-            U256::ZERO,
-            U256::ZERO,
-            U256::ZERO,
-            Address::ZERO,
-            Address::ZERO,
-            nonce,
-        )
-        .call()
-        .await
-        .map_err(|e| ChainError::rpc("Safe.getTransactionHash", Some(safe), e))?;
-    let signatures = owner_signatures(owners, hash)?;
+    let chain_id = crate::provider::chain_id(provider).await?;
+    let signed = contracts::SafeTx {
+        to: tx.to,
+        value: tx.value,
+        data: tx.data.clone(),
+        operation: tx.operation,
+        safeTxGas: U256::ZERO,
+        baseGas: U256::ZERO,
+        gasPrice: U256::ZERO,
+        gasToken: Address::ZERO,
+        refundReceiver: Address::ZERO,
+        nonce,
+    };
+    let domain = Eip712Domain {
+        chain_id: Some(U256::from(chain_id)),
+        verifying_contract: Some(safe),
+        ..Eip712Domain::default()
+    };
+    let signatures = owner_signatures(owners, signed.eip712_signing_hash(&domain))?;
     let call = contract.execTransaction(
-        tx.to,
-        tx.value,
-        tx.data.clone(),
-        tx.operation,
-        U256::ZERO,
-        U256::ZERO,
-        U256::ZERO,
-        Address::ZERO,
-        Address::ZERO,
+        signed.to,
+        signed.value,
+        signed.data,
+        signed.operation,
+        signed.safeTxGas,
+        signed.baseGas,
+        signed.gasPrice,
+        signed.gasToken,
+        signed.refundReceiver,
         signatures,
     );
     send_call("Safe.execTransaction", safe, call).await
