@@ -98,9 +98,9 @@ fn config(webhooks: Vec<Webhook>) -> NotifyConfig {
         webhooks,
         queue_size: 64,
         max_attempts: 4,
-        timeout_ms: 120_000,
-        backoff_initial_ms: 10,
-        backoff_max_ms: 40,
+        timeout: std::time::Duration::from_secs(120),
+        backoff_initial: std::time::Duration::from_millis(10),
+        backoff_max: std::time::Duration::from_millis(40),
     }
 }
 

@@ -38,7 +38,7 @@ pub enum AgentError {
     #[error("api.listen: cannot listen on {listen}")]
     Listen {
         /// The configured address.
-        listen: String,
+        listen: std::net::SocketAddr,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -90,7 +90,7 @@ impl Agent {
                 };
                 let listener = TcpListener::bind(&api.listen)
                     .await
-                    .map_err(|source| AgentError::Listen { listen: api.listen.clone(), source })?;
+                    .map_err(|source| AgentError::Listen { listen: api.listen, source })?;
                 Some((listener, state))
             }
         };

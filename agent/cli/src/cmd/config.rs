@@ -68,7 +68,7 @@ impl CheckArgs {
 
 /// What the chain says about the configuration: the chain id, and code where contracts should be.
 async fn online_problems(config: &Config) -> Vec<Problem> {
-    let provider = match treasury_chain::provider::connect(&config.chain.rpc_http) {
+    let provider = match treasury_chain::provider::connect(config.chain.rpc_http.as_str()) {
         Ok(p) => p,
         Err(e) => return vec![Problem::new("chain.rpc_http", e.to_string())],
     };
@@ -83,24 +83,22 @@ async fn online_problems(config: &Config) -> Vec<Problem> {
         Err(e) => return vec![Problem::new("chain.rpc_http", format!("unreachable: {e}"))],
     }
     let mut contracts = vec![
-        ("safe.address".to_string(), config.safe.address.clone()),
-        ("safe.module".to_string(), config.safe.module.clone()),
+        ("safe.address".to_string(), config.safe.address),
+        ("safe.module".to_string(), config.safe.module),
     ];
     if let Some(dex) = &config.dex {
-        contracts.push(("dex.router".into(), dex.router.clone()));
+        contracts.push(("dex.router".into(), dex.router));
     }
     for (symbol, token) in &config.policies.tokens {
         if token.address != Address::ZERO {
-            contracts.push((format!("policies.tokens.{symbol}.address"), token.address.to_string()));
+            contracts.push((format!("policies.tokens.{symbol}.address"), token.address));
         }
         if let Some(feed) = token.feed {
-            contracts.push((format!("policies.tokens.{symbol}.feed"), feed.to_string()));
+            contracts.push((format!("policies.tokens.{symbol}.feed"), feed));
         }
     }
     let mut problems = Vec::new();
     for (key, address) in contracts {
-        // Validation already parsed every address.
-        let Ok(address) = address.parse::<Address>() else { continue };
         match provider.get_code_at(address).await {
             Ok(code) if code.is_empty() => {
                 problems.push(Problem::new(key, format!("no contract at {address}")));

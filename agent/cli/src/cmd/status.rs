@@ -1,7 +1,6 @@
 //! `treasury status`: the journal's counts by state, the trigger cursor, alerts, and the chain's view.
 use std::path::PathBuf;
 
-use alloy::primitives::Address;
 use alloy::providers::Provider;
 use anyhow::Context;
 use clap::Args;
@@ -31,7 +30,7 @@ impl StatusArgs {
             .await
             .with_context(|| format!("journal {}", config.journal.url))?;
         let counts = journal.count_by_state().await?;
-        let safe: Address = config.safe.address.parse().context("safe.address")?;
+        let safe = config.safe.address;
         let cursor = journal.cursor(treasury_agent::trigger::CURSOR_SOURCE, &format!("{safe:#x}")).await?;
         let alerts = journal.alerts(5).await?;
         let waiting_manual = journal.open_manual_triggers().await?.len();
@@ -75,10 +74,10 @@ impl StatusArgs {
 
 async fn chain_status(config: &Config) -> serde_json::Value {
     let read = async {
-        let provider = treasury_chain::provider::connect(&config.chain.rpc_http)?;
+        let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
         let chain_id = provider.get_chain_id().await?;
         let head = provider.get_block_number().await?;
-        let module = TreasuryModule::new(config.safe.module.parse()?, &provider);
+        let module = TreasuryModule::new(config.safe.module, &provider);
         let nonce = module.nonce().call().await?;
         let paused = module.paused().call().await?;
         anyhow::Ok(

@@ -114,24 +114,28 @@ pub fn render(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use treasury_agent::config::Config;
 
     use super::*;
 
     #[test]
     fn the_base_config_parses_and_takes_defaults() {
-        let config = Config::parse(BASE, Path::new("config")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["quorum.toml", "keeper.json"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        let config = Config::from_toml(BASE, dir.path()).unwrap();
         assert_eq!(config.chain.confirmations, 1);
         assert_eq!(config.keeper.max_fee_per_gas, 200_000_000_000);
+        assert_eq!(config.pipeline.poll_interval, std::time::Duration::from_millis(200));
         assert!(config.policies.policies.is_empty());
-        let defaults = Config::parse(
+        assert_eq!(config.journal.url, format!("sqlite://{}", dir.path().join("treasury-dev.db").display()));
+        let defaults = Config::from_toml(
             &BASE.replace("[journal]\nurl = \"sqlite://treasury-dev.db\"\n", ""),
-            Path::new(""),
+            dir.path(),
         )
         .unwrap();
-        assert_eq!(defaults.journal.url, "sqlite://treasury.db");
+        assert_eq!(defaults.journal.url, format!("sqlite://{}", dir.path().join("treasury.db").display()));
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Parsing and validation of agent configurations.
 
-use std::path::Path;
-
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../../../config/example.toml");
@@ -24,6 +22,13 @@ fn example_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The documented example, checked against a folder holding every file it names.
+pub(crate) fn example_config() -> (tempfile::TempDir, Config) {
+    let dir = example_dir();
+    let config = Config::load(&dir.path().join("treasury.toml")).unwrap();
+    (dir, config)
+}
+
 #[test]
 fn the_documented_example_is_valid_and_uses_every_section() {
     let dir = example_dir();
@@ -33,7 +38,8 @@ fn the_documented_example_is_valid_and_uses_every_section() {
     assert_eq!(config.policies.tokens["USDC"].decimals, 6);
     assert_eq!(config.notify.webhooks.len(), 1);
     assert!(config.api.is_some() && config.dex.is_some());
-    assert_eq!(config.resolve(Path::new("quorum.json")), dir.path().join("quorum.json"));
+    assert_eq!(config.signing.quorum_file, dir.path().join("quorum.json"));
+    assert_eq!(config.journal.url, format!("sqlite://{}", dir.path().join("treasury.db").display()));
 }
 
 #[test]
@@ -73,7 +79,7 @@ fn validation_reports_every_problem_with_its_key() {
 #[test]
 fn unknown_keys_are_refused_naming_the_key() {
     let text = EXAMPLE.replace("[safe]\n", "[safe]\nowner = \"0x01\"\n");
-    let err = Config::parse(&text, Path::new("")).unwrap_err();
+    let err = ConfigFile::parse(&text).unwrap_err();
     assert!(err.contains("owner"), "{err}");
 }
 
@@ -81,8 +87,7 @@ fn unknown_keys_are_refused_naming_the_key() {
 fn keeper_needs_exactly_one_key_source() {
     let dir = example_dir();
     let both = EXAMPLE.replace("# pkcs11_label = \"treasury-keeper\"", "pkcs11_label = \"treasury-keeper\"");
-    let config = Config::parse(&both, dir.path()).unwrap();
-    let problems = config.validate();
+    let problems = ConfigFile::parse(&both).unwrap().check(dir.path()).unwrap_err();
     assert_eq!(problems, vec![Problem::new("keeper", "set exactly one of keystore and pkcs11_label")]);
 }
 
@@ -93,8 +98,8 @@ fn a_pkcs11_keeper_names_its_token() {
         .replace("keystore = \"keeper.json\"\n", "")
         .replace("password_env = \"TREASURY_KEEPER_PASSWORD\"\n", "")
         .replace("# pkcs11_label = \"treasury-keeper\"", "pkcs11_label = \"treasury-keeper\"");
-    let config = Config::parse(&hsm, dir.path()).unwrap();
-    assert_eq!(config.validate(), vec![Problem::new("keeper.pkcs11_token", "required with pkcs11_label")]);
+    let problems = ConfigFile::parse(&hsm).unwrap().check(dir.path()).unwrap_err();
+    assert_eq!(problems, vec![Problem::new("keeper.pkcs11_token", "required with pkcs11_label")]);
     let with_token = hsm.replace("# pkcs11_token = \"keeper-token\"", "pkcs11_token = \"keeper-token\"");
-    assert_eq!(Config::parse(&with_token, dir.path()).unwrap().validate(), vec![]);
+    assert!(ConfigFile::parse(&with_token).unwrap().check(dir.path()).is_ok());
 }

@@ -235,9 +235,9 @@ impl Notifier {
     pub fn spawn(cfg: &NotifyConfig, metrics: Arc<Metrics>) -> Result<Self, NotifyError> {
         let retry = Retry {
             max_attempts: cfg.max_attempts.max(1),
-            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
-            initial: Duration::from_millis(cfg.backoff_initial_ms),
-            max: Duration::from_millis(cfg.backoff_max_ms.max(cfg.backoff_initial_ms)),
+            timeout: cfg.timeout.max(Duration::from_millis(1)),
+            initial: cfg.backoff_initial,
+            max: cfg.backoff_max.max(cfg.backoff_initial),
         };
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -287,13 +287,13 @@ impl Pipeline {
                 .map_err(|e| Refusal::Reject(e.to_string()))?;
             Ok(Operation { calls, nonce: snapshot.module_nonce, deadline: U256::from(deadline) })
         };
-        let mut operation = build(self.settings.operation_ttl_secs)?;
+        let mut operation = build(self.settings.operation_ttl.as_secs())?;
         let facts = read_facts(&self.provider, self.spec.module, &operation)
             .await
             .map_err(|e| Refusal::Error(PipelineError::chain("module tiers", e)))?;
         let tier = classify(&operation, &facts);
         if matches!(tier, Tier::Two(_)) {
-            operation = build(self.settings.escalation_ttl_secs)?;
+            operation = build(self.settings.escalation_ttl.as_secs())?;
         }
         match simulate(&self.provider, self.spec.safe, self.spec.module, &operation).await {
             Ok(Simulation::Ok) => Ok((operation, tier)),

@@ -16,7 +16,6 @@ mod observer;
 pub mod runner;
 pub mod simulate;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,14 +29,11 @@ use treasury_policies::PolicySet;
 use treasury_signer::quorum::{Coordinator, QuorumError};
 use treasury_signer::root::{HsmConfig, HsmSigner, Pin, RootClient, RootError};
 
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, KeeperKeyConfig, PipelineConfig};
 use crate::journal::{IntentState, Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::plan::Venue;
-
-/// Multicall3's address on every chain that has it (and on the local demo chain).
-pub const DEFAULT_MULTICALL3: Address = treasury_chain::contracts::CANONICAL_MULTICALL3;
 
 /// What can stop a pipeline step; the intents concerned keep their journaled state.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +158,7 @@ impl Pipeline {
     /// the coordinator passphrase (`TREASURY_COORDINATOR_PASSPHRASE`), the root token.
     pub async fn connect(config: &Config) -> Result<Self> {
         let journal = Journal::open(&config.journal.url).await?;
-        let provider = treasury_chain::provider::connect(&config.chain.rpc_http)
+        let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())
             .map_err(|e| PipelineError::chain("connect", e))?;
         let chain_id = provider.get_chain_id().await.map_err(|e| PipelineError::chain("eth_chainId", e))?;
         if chain_id != config.chain.chain_id {
@@ -174,20 +170,21 @@ impl Pipeline {
         let policies = PolicySet::load(&config.policies, &config.base_dir)?;
         let spec = snapshot_spec(config)?;
         let venue = match &config.dex {
-            Some(dex) => Some(venue(&provider, spec.safe, parse_address("dex.router", &dex.router)?).await?),
+            Some(dex) => Some(venue(&provider, spec.safe, dex.router).await?),
             None => None,
         };
-        let coordinator = Coordinator::from_quorum_file(&config.resolve(&config.signing.quorum_file))?;
-        let root = match (&config.signing.root_url, &config.signing.root_token_env) {
-            (Some(url), Some(env)) => {
+        let coordinator = Coordinator::from_quorum_file(&config.signing.quorum_file)?;
+        let root = match &config.signing.root {
+            Some(root) => {
+                let env = &root.token_env;
                 let token = std::env::var(env).map_err(|_| {
                     PipelineError::Config(format!(
                         "signing.root_token_env: environment variable {env} is not set"
                     ))
                 })?;
-                Some(RootClient::new(url.clone(), token))
+                Some(RootClient::new(root.url.to_string(), token))
             }
-            _ => None,
+            None => None,
         };
         let sender = keeper_sender(provider.clone(), keeper_key(config)?, sender_config(config)).await?;
         Self::new(Parts {
@@ -281,16 +278,11 @@ impl Pipeline {
 
 /// What a snapshot reads for `config`: the Safe, its module and every configured token.
 pub fn snapshot_spec(config: &Config) -> Result<SnapshotSpec> {
-    let multicall3 = match &config.chain.multicall3 {
-        Some(a) => parse_address("chain.multicall3", a)?,
-        None => DEFAULT_MULTICALL3,
-    };
-    let assets = config.policies.asset_specs();
     Ok(SnapshotSpec {
-        safe: parse_address("safe.address", &config.safe.address)?,
-        module: parse_address("safe.module", &config.safe.module)?,
-        multicall3,
-        assets,
+        safe: config.safe.address,
+        module: config.safe.module,
+        multicall3: config.chain.multicall3,
+        assets: config.policies.asset_specs(),
     })
 }
 
@@ -311,7 +303,7 @@ pub fn sender_config(config: &Config) -> SenderConfig {
         bump_after_blocks: config.keeper.bump_after_blocks,
         max_fee_per_gas: config.keeper.max_fee_per_gas,
         priority_fee_per_gas: config.keeper.priority_fee_per_gas,
-        poll_interval: Duration::from_millis(config.pipeline.poll_interval_ms.min(250)),
+        poll_interval: config.pipeline.poll_interval.min(Duration::from_millis(250)),
         ..SenderConfig::default()
     }
 }
@@ -328,38 +320,27 @@ pub enum KeeperKey {
 /// Opens the keeper's key: the keystore decrypted with `keeper.password_env`, or the PKCS#11 key
 /// `keeper.pkcs11_label` in token `keeper.pkcs11_token` with the PIN from `keeper.pin_env`.
 pub fn keeper_key(config: &Config) -> Result<KeeperKey> {
-    let k = &config.keeper;
-    if let (Some(path), Some(env)) = (&k.keystore, &k.password_env) {
-        let password = std::env::var(env).map_err(|_| {
-            PipelineError::Config(format!("keeper.password_env: environment variable {env} is not set"))
-        })?;
-        let path = config.resolve(path);
-        let key = PrivateKeySigner::decrypt_keystore(&path, password).map_err(|e| {
-            PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
-        })?;
-        return Ok(KeeperKey::Local(key));
-    }
-    let (Some(label), Some(token)) = (&k.pkcs11_label, &k.pkcs11_token) else {
-        return Err(PipelineError::Config(
-            "keeper: set keystore and password_env, or pkcs11_label and pkcs11_token".into(),
-        ));
+    let (label, token, module, pin_env) = match &config.keeper.key {
+        KeeperKeyConfig::Keystore { path, password_env } => {
+            let password = std::env::var(password_env).map_err(|_| {
+                PipelineError::Config(format!(
+                    "keeper.password_env: environment variable {password_env} is not set"
+                ))
+            })?;
+            let key = PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
+                PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
+            })?;
+            return Ok(KeeperKey::Local(key));
+        }
+        KeeperKeyConfig::Pkcs11 { label, token, module, pin_env } => (label, token, module, pin_env),
     };
-    let pin_env = k.pin_env.as_deref().unwrap_or(KEEPER_PIN_ENV);
     let pin = Pin::from_env(pin_env).map_err(|e| PipelineError::Config(format!("keeper.pin_env: {e}")))?;
-    let module = match &k.pkcs11_module {
-        Some(m) => config.resolve(m),
-        None => std::env::var_os("TREASURY_HSM_MODULE")
-            .map_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"), PathBuf::from),
-    };
-    let hsm = HsmConfig { module, token_label: token.clone(), key_label: label.clone(), pin };
+    let hsm = HsmConfig { module: module.clone(), token_label: token.clone(), key_label: label.clone(), pin };
     let signer = HsmSigner::connect(hsm).map_err(|e| {
         PipelineError::Config(format!("keeper.pkcs11_label `{label}` in token `{token}`: {e}"))
     })?;
     Ok(KeeperKey::Hsm(signer))
 }
-
-/// The environment variable holding the keeper token's PIN when `keeper.pin_env` is absent.
-pub const KEEPER_PIN_ENV: &str = "TREASURY_KEEPER_PIN";
 
 /// A sender signing with `key`.
 pub async fn keeper_sender(provider: DynProvider, key: KeeperKey, config: SenderConfig) -> Result<Sender> {
@@ -367,8 +348,4 @@ pub async fn keeper_sender(provider: DynProvider, key: KeeperKey, config: Sender
         KeeperKey::Local(k) => Sender::new(provider, k, config).await?,
         KeeperKey::Hsm(h) => Sender::new(provider, h, config).await?,
     })
-}
-
-fn parse_address(key: &str, value: &str) -> Result<Address> {
-    value.parse().map_err(|e| PipelineError::Config(format!("{key}: not a valid address: {e}")))
 }

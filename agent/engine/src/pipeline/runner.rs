@@ -126,7 +126,7 @@ async fn run_lane(
     mut intake_done: watch::Receiver<bool>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let poll = Duration::from_millis(pipeline.settings().poll_interval_ms);
+    let poll = pipeline.settings().poll_interval;
     let mut backoff = poll;
     let mut keeper = KeeperWatch::default();
     loop {

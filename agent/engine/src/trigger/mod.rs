@@ -106,8 +106,8 @@ impl WatchOptions {
     pub fn from_config(config: &Config) -> Self {
         let p = &config.pipeline;
         Self {
-            ws_url: config.chain.rpc_ws.clone(),
-            poll_interval: Duration::from_millis(p.poll_interval_ms),
+            ws_url: config.chain.rpc_ws.as_ref().map(ToString::to_string),
+            poll_interval: p.poll_interval,
             max_catch_up_blocks: p.max_catch_up_blocks,
             log_range_blocks: p.log_range_blocks,
             ws_reconnect: RECONNECT_DELAY,

@@ -163,10 +163,10 @@ impl AgentEnv {
     pub async fn pipeline(&self) -> anyhow::Result<Pipeline> {
         let config = Config::load(&self.config)?;
         let journal = Journal::open(&config.journal.url).await?;
-        let provider = treasury_chain::provider::connect(&config.chain.rpc_http)?;
+        let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
         let policies = PolicySet::load(&config.policies, &config.base_dir)?;
         let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
-        let router = config.dex.as_ref().expect("test config has a router").router.parse()?;
+        let router = config.dex.as_ref().expect("test config has a router").router;
         let venue = treasury_agent::pipeline::venue(&provider, spec.safe, router).await?;
         let coordinator = self.coordinator()?;
         let sender =
@@ -288,7 +288,7 @@ keystore = "keeper.json"
 password_env = "TREASURY_KEEPER_PASSWORD"
 
 [pipeline]
-poll_interval_ms = 100
+poll_interval = "100ms"
 
 [policies.tokens.ETH]
 address = "0x0000000000000000000000000000000000000000"
