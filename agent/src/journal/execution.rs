@@ -3,18 +3,20 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use utoipa::ToSchema;
 
 use super::intents::IntentId;
 use super::{Journal, JournalError, Result, corrupt, db, now_ms};
 
 /// A planned module operation (one `exec`) and the intents it carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OperationRecord {
     /// Stable id of the operation (e.g. its EIP-712 digest in hex).
     pub operation_id: String,
     /// The module nonce it was planned with.
     pub module_nonce: u64,
     /// The operation itself (calls, nonce, deadline).
+    #[schema(value_type = Object)]
     pub operation: serde_json::Value,
     /// The intents it carries.
     pub intents: Vec<IntentId>,
@@ -76,13 +78,14 @@ pub struct SigningRequest {
 }
 
 /// A keeper transaction, journaled before broadcast.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NewTransaction {
     /// The operation it carries.
     pub operation_id: String,
     /// The module nonce of that operation.
     pub module_nonce: u64,
     /// The authorised operation (calls, nonce, deadline, signatures).
+    #[schema(value_type = Object)]
     pub signed_operation: serde_json::Value,
     /// The keeper account nonce.
     pub keeper_nonce: u64,
@@ -93,7 +96,7 @@ pub struct NewTransaction {
 }
 
 /// Where a keeper transaction stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TxState {
     /// Signed and stored, maybe not broadcast yet.
@@ -142,7 +145,7 @@ impl TxState {
 }
 
 /// A journaled keeper transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransactionRecord {
     /// What was stored before broadcast.
     pub tx: NewTransaction,
