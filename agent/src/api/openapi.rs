@@ -31,7 +31,7 @@ struct ApiDoc;
 
 /// Every route (without state, authentication or layers) and the document describing exactly them,
 /// with `version` as the API's version.
-pub(super) fn routes_and_document(version: &str) -> (Router<Shared>, utoipa::openapi::OpenApi) {
+pub fn routes_and_document(version: &str) -> (Router<Shared>, utoipa::openapi::OpenApi) {
     let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(h::health))
         .routes(routes!(h::openapi))
