@@ -189,8 +189,8 @@ fn ids_of(list: &Value) -> Vec<i64> {
 #[tokio::test]
 async fn every_route_but_health_needs_the_token() {
     let f = start(None).await;
-    for (method, path) in api::ROUTES {
-        let path = concrete(path);
+    for (method, path) in api::routes() {
+        let (method, path) = (method.as_str(), concrete(&path));
         if api::PUBLIC_ROUTES.contains(&path.as_str()) {
             let (status, _) = f.call(method, &path, None).await;
             assert_eq!(status, StatusCode::OK, "{method} {path} is public");
@@ -527,6 +527,17 @@ async fn metrics_parse_as_prometheus_text_and_match_the_journal() {
     f.stop().await;
 }
 
+/// `schema` with the document's components beside it, so that its `#/components/...` refs resolve.
+fn with_components(schema: &Value, doc: &Value) -> Value {
+    let mut schema = schema.clone();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("components".into(), doc["components"].clone());
+    } else {
+        schema = json!({ "allOf": [schema], "components": doc["components"] });
+    }
+    schema
+}
+
 #[tokio::test]
 async fn openapi_describes_every_route() {
     let f = start(None).await;
@@ -534,10 +545,13 @@ async fn openapi_describes_every_route() {
     assert_eq!(status, StatusCode::OK);
     let text = resp.text().await.unwrap();
     let spec = oas3::from_json(&text).expect("a valid OpenAPI 3.1 document");
+    let doc: Value = serde_json::from_str(&text).unwrap();
     let version = spec.validate_version().unwrap();
     assert_eq!((version.major, version.minor), (3, 1));
     assert_eq!(spec.info.version, "9.9.9");
-    for (method, path) in api::ROUTES {
+    let routes = api::routes();
+    assert_eq!(spec.operations().count(), routes.len());
+    for (method, path) in &routes {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let op =
             spec.operation(&m, path).unwrap_or_else(|| panic!("{method} {path} missing from /openapi.json"));
@@ -556,20 +570,62 @@ async fn openapi_describes_every_route() {
                 media.schema(&spec).unwrap_or_else(|e| panic!("{method} {path} {code}: {e}"));
             }
         }
-        // The route is served, and its answer (here 200, 202 or 503) is documented.
-        let (status, _) = f.call(method, &concrete(path), Some(TOKEN)).await;
+        // The route is served by its handler (not the fallback), its answer is documented, and
+        // the JSON it answers with matches the documented schema.
+        let (status, resp) = f.call(method, &concrete(path), Some(TOKEN)).await;
         assert!(
             responses.contains_key(status.as_str()),
             "{method} {path} answered {status}, documented {:?}",
             responses.keys().collect::<Vec<_>>()
         );
+        let content_type = resp.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let documented = &doc["paths"][path][method.to_lowercase()]["responses"][status.as_str()]["content"];
+        if content_type.starts_with("application/json") {
+            let body: Value = resp.json().await.unwrap();
+            let schema = with_components(&documented["application/json"]["schema"], &doc);
+            let validator = jsonschema::validator_for(&schema).expect("the documented schema compiles");
+            let errors: Vec<String> =
+                validator.iter_errors(&body).map(|e| format!("{e} at {}", e.instance_path())).collect();
+            assert!(errors.is_empty(), "{method} {path} {status}: {errors:?}\n{body:#}");
+        } else {
+            let media = content_type.split(';').next().unwrap();
+            assert!(documented.get(media).is_some(), "{method} {path}: {content_type} undocumented");
+        }
         // So is the 401 of a request without a token (except the public routes).
-        if !api::PUBLIC_ROUTES.contains(&path) {
+        if !api::PUBLIC_ROUTES.contains(&path.as_str()) {
             assert!(responses.contains_key("401"), "{method} {path} does not document 401");
         }
+        // No method but the documented ones is served on the path: the others are refused.
+        let served: Vec<&String> = routes.iter().filter(|(_, p)| p == path).map(|(m, _)| m).collect();
+        for other in ["GET", "POST", "DELETE"].into_iter().filter(|m| !served.iter().any(|s| s == m)) {
+            let (status, _) = f.call(other, &concrete(path), Some(TOKEN)).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{other} {path} is served but undocumented");
+        }
     }
-    let documented = spec.operations().count();
-    assert_eq!(documented, api::ROUTES.len(), "nothing documented that is not served");
+    f.stop().await;
+}
+
+/// A route's answer that drifted from its documented schema fails the check above: here, a
+/// status whose `intents` counts are strings, and an intent list missing its `intents`.
+#[tokio::test]
+async fn the_schema_check_catches_a_drifted_answer() {
+    let doc = serde_json::to_value(api::openapi::document("9.9.9")).unwrap();
+    let schema_of = |path: &str| {
+        let schema = &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        jsonschema::validator_for(&with_components(schema, &doc)).unwrap()
+    };
+    let f = start(None).await;
+    let mut status = f.get("/v1/status").await;
+    assert!(schema_of("/v1/status").is_valid(&status));
+    status["intents"]["confirmed"] = json!("1");
+    assert!(!schema_of("/v1/status").is_valid(&status));
+    let list = f.get("/v1/intents").await;
+    assert!(schema_of("/v1/intents").is_valid(&list));
+    assert!(!schema_of("/v1/intents").is_valid(&json!({ "items": list["intents"] })));
+    let mut one = f.get(&format!("/v1/intents/{}", f.ids.confirmed.0)).await;
+    assert!(schema_of("/v1/intents/{id}").is_valid(&one));
+    one["intent"]["state"] = json!("teleported");
+    assert!(!schema_of("/v1/intents/{id}").is_valid(&one));
     f.stop().await;
 }
 
@@ -613,9 +669,9 @@ async fn requests_are_logged_without_tokens() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     f.stop().await;
     let text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
-    let line = |needle: &str| text.lines().any(|l| l.contains(needle));
-    assert!(line("HTTP API request method=GET path=/v1/intents/424242 status=404"), "{text}");
-    assert!(line("HTTP API request refused method=GET path=/v1/intents/434343"), "{text}");
+    let line = |needles: &[&str]| text.lines().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(line(&["HTTP API request{method=GET path=/v1/intents/424242}", "status=404"]), "{text}");
+    assert!(line(&["HTTP API request refused method=GET path=/v1/intents/434343"]), "{text}");
     // Neither the token nor any wrong one presented by the tests of this file was logged.
     for secret in [TOKEN, "not-the-token-4242", "wrong-token"] {
         assert!(!text.contains(secret), "{secret} was logged");
@@ -632,5 +688,34 @@ async fn a_journal_failure_is_a_json_500_and_health_still_answers() {
         assert!(body["error"].as_str().unwrap().starts_with("journal: "), "{path}: {body}");
     }
     assert_eq!(f.get("/health").await["status"], "ok");
+    f.stop().await;
+}
+
+/// A client holding the token announces a body far above any request (1.5 MiB) to make the agent
+/// buffer it: refused unread with 413, nothing queued, and the API keeps serving.
+#[tokio::test]
+async fn an_oversized_body_is_refused_and_the_api_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = start(None).await;
+    let addr = f.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Only the headers: the answer comes before any of the body is read (a body written after
+    // it would race the server closing the connection).
+    let head = format!(
+        "POST /v1/policies/rebalance/trigger HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        1536 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut answer))
+        .await
+        .expect("the API answers before reading the body")
+        .unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_string();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    assert!(f.journal.open_manual_triggers().await.unwrap().is_empty(), "nothing queued");
+    let (status, queued) = f.json("POST", "/v1/policies/rebalance/trigger").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     f.stop().await;
 }

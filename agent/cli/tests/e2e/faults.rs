@@ -116,3 +116,58 @@ async fn the_agent_rides_out_an_rpc_outage() {
     assert!(paid, "the payment must go through once the RPC is back: {:?}", state_of(&env, "topup").await);
     assert_eq!(env.balance("USDC", numbered(2)).await, U256::from(5_000_000u64));
 }
+
+const MENDED: PolicySpec<'static> =
+    PolicySpec { name: "mended", script: r#"pay("alice", "USDC", 3);"#, trigger: r#"{ kind = "manual" }"# };
+
+/// The quorum's signature rests in the journal alone when sending fails (RPC down right after
+/// signing); its `root_signature` is then corrupted in the file. The resume stops with an error
+/// naming the intent and what is wrong, and sends nothing (it once sent `exec` with an empty root
+/// signature in its place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_journaled_signature_stops_the_resume_naming_the_intent() {
+    let env = AgentEnv::start(&[MENDED]).await.unwrap();
+    let proxy = std::sync::Arc::new(Proxy::start(env.chain.anvil.url()).await);
+    env.use_rpc(&proxy.url);
+    let cut = proxy.clone();
+    let pipeline = env.pipeline().await.unwrap().with_transition_hook(std::sync::Arc::new(move |to| {
+        if to == IntentState::Authorising {
+            cut.set_up(false);
+        }
+    }));
+    let block = alloy::providers::Provider::get_block_number(pipeline.provider()).await.unwrap();
+    let report = pipeline.intake(&firing(block, &["mended"], "manual#mended")).await.unwrap();
+    let id = report.created[0];
+    assert_eq!(pipeline.step().await.unwrap(), LaneStep::Progressed, "planned, then the RPC goes down");
+    let down = pipeline.step().await.unwrap_err().to_string();
+    assert_eq!(state_of(&env, "mended").await, [IntentState::Signed], "signed, not sent: {down}");
+    proxy.set_up(true);
+
+    let nonce_before = env.chain.module_nonce().await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&env.journal_url).await.unwrap();
+    let changed = sqlx::query(
+        "UPDATE signing_requests SET response = json_set(response, '$.root_signature', '0xnot-hex')
+         WHERE signer = 'quorum' AND state = 'signed'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+    pool.close().await;
+
+    for _ in 0..2 {
+        let err = pipeline.step().await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("intent {id}: operation 0x")), "{err}");
+        assert!(err.contains("the journaled quorum answer is unreadable"), "{err}");
+        assert!(err.contains("invalid") || err.contains("Invalid"), "says what does not parse: {err}");
+    }
+    assert_eq!(state_of(&env, "mended").await, [IntentState::Signed]);
+    let operation = pipeline.journal().operation_of(id).await.unwrap().unwrap();
+    assert!(
+        pipeline.journal().transactions(&operation.operation_id).await.unwrap().is_empty(),
+        "nothing sent"
+    );
+    assert_eq!(env.chain.module_nonce().await.unwrap(), nonce_before, "nothing executed");
+    assert_eq!(env.balance("USDC", alice()).await, U256::ZERO);
+}

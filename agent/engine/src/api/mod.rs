@@ -3,12 +3,14 @@
 //! Every route but `/health` needs `Authorization: Bearer TOKEN`; the token is compared in
 //! constant time and never logged. `/metrics` is behind the token too (Prometheus sends it with
 //! `authorization: { credentials_file: … }`): it names policies, signer nodes and the keeper's
-//! balance. Errors are JSON `{"error": "..."}`. The routes are listed once, in [`ROUTES`]: the
-//! router is built from that table and `/openapi.json` must describe each entry (tested).
+//! balance. Errors are JSON `{"error": "..."}`. The routes are listed once, in
+//! [`openapi::routes_and_document`]: the router and the OpenAPI document served at
+//! `/openapi.json` are built together from the handlers' `#[utoipa::path]` attributes and types.
+//! Requests are traced, and held to a body limit and a timeout, by `tower-http` layers.
 //!
 //! # Layout
-//! - [`handlers`]: one function per route.
-//! - [`openapi`]: the OpenAPI 3.1 document served at `/openapi.json`.
+//! - [`handlers`]: one function per route, and the types it answers with.
+//! - [`openapi`]: the routes and the OpenAPI 3.1 document generated from them.
 
 pub mod handlers;
 pub mod openapi;
@@ -23,29 +25,19 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 use treasury_policies::PolicyEntry;
 use treasury_signer::root::RootClient;
+use treasury_signer::serve::HttpLimits;
 
 use crate::config::Config;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
-
-/// Every route, as (method, path in OpenAPI/axum syntax); the router is built from this table.
-pub const ROUTES: [(&str, &str); 9] = [
-    ("GET", "/health"),
-    ("GET", "/openapi.json"),
-    ("GET", "/metrics"),
-    ("GET", "/v1/status"),
-    ("GET", "/v1/intents"),
-    ("GET", "/v1/intents/{id}"),
-    ("GET", "/v1/policies"),
-    ("POST", "/v1/policies/{name}/trigger"),
-    ("GET", "/v1/approvals"),
-];
 
 /// Routes served without a token.
 pub const PUBLIC_ROUTES: [&str; 1] = ["/health"];
@@ -129,6 +121,8 @@ pub struct ApiState {
 pub struct Shared {
     state: Arc<ApiState>,
     started: SystemTime,
+    /// The OpenAPI document of these routes, as served.
+    document: Arc<serde_json::Value>,
 }
 
 impl std::ops::Deref for Shared {
@@ -157,6 +151,13 @@ pub enum ApiError {
     Serve(#[from] std::io::Error),
 }
 
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
 /// An error answered as JSON `{"error": "..."}`.
 #[derive(Debug)]
 pub struct HttpError {
@@ -173,7 +174,7 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+        (self.status, axum::Json(ErrorBody { error: self.message })).into_response()
     }
 }
 
@@ -184,37 +185,44 @@ impl From<JournalError> for HttpError {
     }
 }
 
-fn method_router(method: &str, path: &str) -> MethodRouter<Shared> {
-    use handlers as h;
-    match (method, path) {
-        ("GET", "/health") => get(h::health),
-        ("GET", "/openapi.json") => get(h::openapi),
-        ("GET", "/metrics") => get(h::metrics),
-        ("GET", "/v1/status") => get(h::status),
-        ("GET", "/v1/intents") => get(h::list_intents),
-        ("GET", "/v1/intents/{id}") => get(h::show_intent),
-        ("GET", "/v1/policies") => get(h::list_policies),
-        ("POST", "/v1/policies/{name}/trigger") => post(h::trigger_policy),
-        ("GET", "/v1/approvals") => get(h::approvals),
-        _ => unreachable!("route {method} {path} has no handler"),
+/// Every route served, as (method, path in OpenAPI/axum syntax): the operations of the document.
+pub fn routes() -> Vec<(String, String)> {
+    let document = serde_json::to_value(openapi::document("")).expect("the document serialises");
+    let mut routes = Vec::new();
+    for (path, item) in document["paths"].as_object().into_iter().flatten() {
+        for (method, _) in item.as_object().into_iter().flatten() {
+            routes.push((method.to_uppercase(), path.clone()));
+        }
     }
+    routes
 }
 
-/// The API's router (with authentication), for [`serve`] or embedding.
+/// The API's router (with authentication, tracing and limits), for [`serve`] or embedding.
 pub fn router(state: ApiState) -> Router {
-    let shared = Shared { state: Arc::new(state), started: SystemTime::now() };
-    let mut router = Router::new();
-    for (method, path) in ROUTES {
-        router = router.route(path, method_router(method, path));
-    }
+    let (router, document) = openapi::routes_and_document(&state.status.version);
+    let document = serde_json::to_value(&document).expect("the document serialises");
+    let shared = Shared { state: Arc::new(state), started: SystemTime::now(), document: Arc::new(document) };
+    let limits = HttpLimits::default();
     router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .layer(RequestBodyLimitLayer::new(limits.body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(shared)
 }
 
+/// The span of one request: method and path only (never a header, so never the token).
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::debug_span!("HTTP API request", method = %req.method(), path = %req.uri().path())
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then lets requests in flight finish.
+///
+/// Every request is held to the signer services' [`HttpLimits`] (body 1 MiB → 413, 30 s → 408),
+/// applied by [`router`]; the headers' read timeout of those services is not (`axum::serve`
+/// has no such setting).
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
@@ -227,8 +235,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Lets public routes through; everything else needs the bearer token. Logs each request's
-/// method, path and status at debug level, refusals at info (never a header or the token).
+/// Lets public routes through; everything else needs the bearer token. Logs refusals at info
+/// (method and path, never a header or the token); [`TraceLayer`] logs every request at debug.
 async fn authenticate(State(shared): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -250,9 +258,7 @@ async fn authenticate(State(shared): State<Shared>, req: Request, next: Next) ->
     if !allowed {
         return unauthorized(&method, &path, "invalid bearer token");
     }
-    let resp = next.run(req).await;
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "HTTP API request");
-    resp
+    next.run(req).await
 }
 
 fn unauthorized(method: &axum::http::Method, path: &str, error: &'static str) -> Response {
@@ -267,10 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_has_a_handler_and_tokens_compare_exactly() {
-        for (method, path) in ROUTES {
-            let _ = method_router(method, path);
-        }
+    fn tokens_compare_exactly() {
         let token = ApiToken::new("s3cret-token").unwrap();
         assert!(token.matches("s3cret-token"));
         assert!(!token.matches("s3cret-tokem"));
@@ -291,21 +294,43 @@ mod tests {
     }
 
     #[test]
-    fn the_openapi_document_describes_exactly_the_routes() {
-        let doc = openapi::document("1.2.3");
+    fn the_document_describes_the_routes_and_who_may_call_them() {
+        let doc = serde_json::to_value(openapi::document("1.2.3")).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let paths = doc["paths"].as_object().unwrap();
-        let mut described = Vec::new();
-        for (path, item) in paths {
-            for method in item.as_object().unwrap().keys() {
-                described.push((method.to_uppercase(), path.clone()));
+        assert_eq!(doc["info"]["version"], "1.2.3");
+        let mut routes = routes();
+        routes.sort();
+        let expected = [
+            ("GET", "/health"),
+            ("GET", "/metrics"),
+            ("GET", "/openapi.json"),
+            ("GET", "/v1/approvals"),
+            ("GET", "/v1/intents"),
+            ("GET", "/v1/intents/{id}"),
+            ("GET", "/v1/policies"),
+            ("GET", "/v1/status"),
+            ("POST", "/v1/policies/{name}/trigger"),
+        ];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        assert_eq!(routes, expected);
+        assert_eq!(doc["security"], serde_json::json!([{ "bearerAuth": [] }]));
+        assert_eq!(doc["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+        for (method, path) in &routes {
+            let op = &doc["paths"][path][method.to_lowercase()];
+            if PUBLIC_ROUTES.contains(&path.as_str()) {
+                assert_eq!(op["security"], serde_json::json!([]), "{path} is public");
+            } else {
+                assert!(op.get("security").is_none(), "{path} inherits the token requirement");
+                assert!(op["responses"]["401"].is_object(), "{path} documents its 401");
             }
         }
-        let mut routes: Vec<(String, String)> =
-            ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-        described.sort();
-        routes.sort();
-        assert_eq!(described, routes);
-        assert_eq!(doc["paths"]["/health"]["get"]["security"], serde_json::json!([]));
+        let limit = &doc["paths"]["/v1/intents"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()["schema"];
+        assert_eq!(limit["maximum"], handlers::MAX_LIMIT, "{limit}");
     }
 }

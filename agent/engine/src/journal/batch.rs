@@ -2,7 +2,7 @@
 //! steps with no action between them (e.g. planned → authorising, signed → submitted).
 
 use super::execution::{
-    NewSigningRequest, NewTransaction, OperationRecord, SigningState, TxState, insert_operation,
+    NewSigningRequest, NewTransaction, OperationRecord, SigningAnswer, TxState, insert_operation,
     insert_signing_request, insert_transaction, update_signing_request, update_transaction_state,
 };
 use super::intents::{Intent, IntentId, transition_in};
@@ -31,10 +31,8 @@ pub enum Write {
         operation_id: String,
         /// `quorum` or `root`.
         signer: String,
-        /// Signed or refused.
-        state: SigningState,
         /// The signature or the refusal.
-        response: serde_json::Value,
+        answer: SigningAnswer,
     },
     /// Store a signed keeper transaction (idempotent on its hash).
     Transaction(NewTransaction),
@@ -64,8 +62,8 @@ impl Journal {
                     }
                 }
                 Write::SigningRequest(req) => insert_signing_request(&mut tx, req, now).await?,
-                Write::SigningAnswer { operation_id, signer, state, response } => {
-                    update_signing_request(&mut tx, operation_id, signer, *state, response, now).await?
+                Write::SigningAnswer { operation_id, signer, answer } => {
+                    update_signing_request(&mut tx, operation_id, signer, answer, now).await?
                 }
                 Write::Transaction(new) => insert_transaction(&mut tx, new, now).await?,
                 Write::TransactionState { tx_hash, state, block } => {

@@ -1,20 +1,24 @@
 //! What follows planning: the operation, its signing requests and the keeper transactions carrying it.
 
+use alloy::primitives::Bytes;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use treasury_signer::quorum::FrostSignature;
+use utoipa::ToSchema;
 
 use super::intents::IntentId;
 use super::{Journal, JournalError, Result, corrupt, db, now_ms};
 
 /// A planned module operation (one `exec`) and the intents it carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OperationRecord {
     /// Stable id of the operation (e.g. its EIP-712 digest in hex).
     pub operation_id: String,
     /// The module nonce it was planned with.
     pub module_nonce: u64,
     /// The operation itself (calls, nonce, deadline).
+    #[schema(value_type = Object)]
     pub operation: serde_json::Value,
     /// The intents it carries.
     pub intents: Vec<IntentId>,
@@ -64,25 +68,87 @@ impl SigningState {
     }
 }
 
+/// The quorum's signature of an operation, with the root's signature it was given (tier 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumSignature {
+    /// The FROST signature `exec` checks.
+    pub signature: FrostSignature,
+    /// The root's signature, passed to `exec` as `rootSig`; `None` for tier 1.
+    pub root_signature: Option<Bytes>,
+}
+
+/// The root service's signature of an operation (tier 2), before the quorum signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootSignature {
+    /// The 65-byte signature (r ‖ s ‖ v).
+    pub signature: Bytes,
+}
+
+/// A signer's answer to a signing request, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningAnswer {
+    /// Signed by the quorum (signer `quorum`).
+    Quorum(QuorumSignature),
+    /// Signed by the root service (signer `root`).
+    Root(RootSignature),
+    /// Refused, and why.
+    Refused(String),
+}
+
+impl SigningAnswer {
+    /// The state of a request answered so.
+    pub fn state(&self) -> SigningState {
+        match self {
+            Self::Quorum(_) | Self::Root(_) => SigningState::Signed,
+            Self::Refused(_) => SigningState::Refused,
+        }
+    }
+
+    /// The stored JSON: the signature object, or the reason as a string.
+    fn to_json(&self) -> String {
+        let value = match self {
+            Self::Quorum(q) => serde_json::to_value(q),
+            Self::Root(r) => serde_json::to_value(r),
+            Self::Refused(reason) => serde_json::to_value(reason),
+        };
+        value.expect("signatures serialise").to_string()
+    }
+
+    /// Reads back what [`Self::to_json`] stored for `signer` in `state`; why not if it does not parse.
+    fn from_json(signer: &str, state: SigningState, text: &str) -> std::result::Result<Self, String> {
+        let answer = match (state, signer) {
+            (SigningState::Pending, _) => return Err("a pending request holds an answer".into()),
+            (SigningState::Refused, _) => serde_json::from_str(text).map(Self::Refused),
+            (SigningState::Signed, "quorum") => serde_json::from_str(text).map(Self::Quorum),
+            (SigningState::Signed, "root") => serde_json::from_str(text).map(Self::Root),
+            (SigningState::Signed, other) => return Err(format!("signed by unknown signer `{other}`")),
+        };
+        answer.map_err(|e| e.to_string())
+    }
+}
+
 /// A journaled signing request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SigningRequest {
     /// The request.
     pub request: NewSigningRequest,
     /// Where it stands.
     pub state: SigningState,
     /// The signature or the refusal, once answered.
-    pub response: Option<serde_json::Value>,
+    pub answer: Option<SigningAnswer>,
 }
 
 /// A keeper transaction, journaled before broadcast.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NewTransaction {
     /// The operation it carries.
     pub operation_id: String,
     /// The module nonce of that operation.
     pub module_nonce: u64,
     /// The authorised operation (calls, nonce, deadline, signatures).
+    #[schema(value_type = Object)]
     pub signed_operation: serde_json::Value,
     /// The keeper account nonce.
     pub keeper_nonce: u64,
@@ -93,7 +159,7 @@ pub struct NewTransaction {
 }
 
 /// Where a keeper transaction stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TxState {
     /// Signed and stored, maybe not broadcast yet.
@@ -142,7 +208,7 @@ impl TxState {
 }
 
 /// A journaled keeper transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransactionRecord {
     /// What was stored before broadcast.
     pub tx: NewTransaction,
@@ -238,19 +304,18 @@ impl Journal {
         &self,
         operation_id: &str,
         signer: &str,
-        state: SigningState,
-        response: &serde_json::Value,
+        answer: &SigningAnswer,
     ) -> Result<()> {
         let answer = super::batch::Write::SigningAnswer {
             operation_id: operation_id.to_string(),
             signer: signer.to_string(),
-            state,
-            response: response.clone(),
+            answer: answer.clone(),
         };
         self.apply(&[answer]).await.map(drop)
     }
 
-    /// The signing request of `operation_id` addressed to `signer`.
+    /// The signing request of `operation_id` addressed to `signer`; a stored answer that does not
+    /// parse is [`JournalError::CorruptAnswer`], never an empty one.
     pub async fn signing_request(&self, operation_id: &str, signer: &str) -> Result<Option<SigningRequest>> {
         let row = sqlx::query(
             "SELECT operation_id, signer, digest, request, state, response FROM signing_requests
@@ -262,8 +327,20 @@ impl Journal {
         .await
         .map_err(db("read signing request"))?;
         let Some(row) = row else { return Ok(None) };
-        let state: String = row.try_get("state").map_err(read_err)?;
+        let state = SigningState::parse(&row.try_get::<String, _>("state").map_err(read_err)?)?;
         let response: Option<String> = row.try_get("response").map_err(read_err)?;
+        let corrupt_answer = |reason: String| JournalError::CorruptAnswer {
+            operation_id: operation_id.to_string(),
+            signer: signer.to_string(),
+            reason,
+        };
+        let answer = match (state, response) {
+            (SigningState::Pending, None) => None,
+            (_, None) => return Err(corrupt_answer(format!("{} without an answer", state.as_str()))),
+            (state, Some(text)) => {
+                Some(SigningAnswer::from_json(signer, state, &text).map_err(corrupt_answer)?)
+            }
+        };
         Ok(Some(SigningRequest {
             request: NewSigningRequest {
                 operation_id: row.try_get("operation_id").map_err(read_err)?,
@@ -271,11 +348,8 @@ impl Journal {
                 digest: row.try_get("digest").map_err(read_err)?,
                 request: json_col(&row, "request")?,
             },
-            state: SigningState::parse(&state)?,
-            response: response
-                .map(|r| serde_json::from_str(&r))
-                .transpose()
-                .map_err(|e| corrupt("signing response", e))?,
+            state,
+            answer,
         }))
     }
 
@@ -399,13 +473,12 @@ pub(super) async fn update_signing_request(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     operation_id: &str,
     signer: &str,
-    state: SigningState,
-    response: &serde_json::Value,
+    answer: &SigningAnswer,
     now: i64,
 ) -> Result<()> {
     sqlx::query("UPDATE signing_requests SET state = ?, response = ?, updated_at = ? WHERE operation_id = ? AND signer = ?")
-        .bind(state.as_str())
-        .bind(response.to_string())
+        .bind(answer.state().as_str())
+        .bind(answer.to_json())
         .bind(now)
         .bind(operation_id)
         .bind(signer)

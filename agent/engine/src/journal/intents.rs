@@ -5,13 +5,14 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use utoipa::ToSchema;
 
 use super::execution::{OperationRecord, TransactionRecord};
 use super::{Journal, JournalError, Result, corrupt, db, now_ms};
 use crate::journal::state::IntentState;
 
 /// The journal's id of an intent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct IntentId(pub i64);
 
@@ -37,7 +38,7 @@ pub struct NewIntent {
 }
 
 /// A journaled intent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Intent {
     /// Journal id.
     pub id: IntentId,
@@ -50,6 +51,7 @@ pub struct Intent {
     /// `pay`, `swap`, `rebalance`, `alert`.
     pub kind: String,
     /// The intent itself.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// Where it stands.
     pub state: IntentState,
@@ -60,13 +62,14 @@ pub struct Intent {
 }
 
 /// One state change of an intent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct IntentEvent {
     /// The state left; `None` for the creation.
     pub from: Option<IntentState>,
     /// The state entered.
     pub to: IntentState,
     /// What the transition is about (reason, operation id, error); `null` if nothing.
+    #[schema(value_type = Value)]
     pub detail: serde_json::Value,
     /// When, unix milliseconds.
     pub at: i64,

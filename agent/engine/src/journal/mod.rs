@@ -29,8 +29,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use batch::Write;
 pub use cursors::Cursor;
 pub use execution::{
-    NewSigningRequest, NewTransaction, OperationRecord, SigningRequest, SigningState, TransactionRecord,
-    TxState,
+    NewSigningRequest, NewTransaction, OperationRecord, QuorumSignature, RootSignature, SigningAnswer,
+    SigningRequest, SigningState, TransactionRecord, TxState,
 };
 pub use intents::{Inserted, Intent, IntentEvent, IntentFilter, IntentId, NewIntent, PendingIntent};
 pub use state::IntentState;
@@ -80,6 +80,16 @@ pub enum JournalError {
     /// No intent has this id.
     #[error("intent {0} not found")]
     NotFound(IntentId),
+    /// A signer's stored answer (signature or refusal) could not be read back.
+    #[error("journal holds an unreadable {signer} answer for operation {operation_id}: {reason}")]
+    CorruptAnswer {
+        /// The operation signed.
+        operation_id: String,
+        /// `quorum` or `root`.
+        signer: String,
+        /// Why it does not parse.
+        reason: String,
+    },
     /// A stored value could not be read back (edited by hand, or written by a newer version).
     #[error("journal holds an unreadable {what}: {reason}")]
     Corrupt {

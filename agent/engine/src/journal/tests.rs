@@ -133,10 +133,7 @@ async fn a_restart_finds_everything_and_the_work_to_resume() {
             request: json!({"tier": 1}),
         };
         journal.record_signing_request(&request).await.unwrap();
-        journal
-            .answer_signing_request("0xop1", "quorum", SigningState::Signed, &json!({"sig": "0xabc"}))
-            .await
-            .unwrap();
+        journal.answer_signing_request("0xop1", "quorum", &quorum_answer()).await.unwrap();
         walk(&journal, submitted, &[Signed]).await;
         journal
             .record_transaction(&NewTransaction {
@@ -178,7 +175,7 @@ async fn a_restart_finds_everything_and_the_work_to_resume() {
 
     let signing = journal.signing_request("0xop1", "quorum").await.unwrap().unwrap();
     assert_eq!(signing.state, SigningState::Signed);
-    assert_eq!(signing.response, Some(json!({"sig": "0xabc"})));
+    assert_eq!(signing.answer, Some(quorum_answer()));
     let (_, events) = journal.intent(submitted).await.unwrap().unwrap();
     assert_eq!(events.len(), 6);
     assert_eq!(
@@ -256,4 +253,79 @@ async fn concurrent_transitions_from_one_state_let_exactly_one_through() {
 async fn unsupported_url_is_a_typed_error() {
     let err = Journal::open("postgres://localhost/treasury").await.unwrap_err();
     assert!(matches!(err, JournalError::UnsupportedUrl(_)));
+}
+
+fn quorum_answer() -> SigningAnswer {
+    use alloy::primitives::U256;
+    let signature = treasury_signer::quorum::FrostSignature {
+        r_x: U256::from(1u64),
+        r_y: U256::from(2u64),
+        z: U256::from(3u64),
+    };
+    SigningAnswer::Quorum(QuorumSignature { signature, root_signature: Some(vec![0xab; 65].into()) })
+}
+
+/// A signature edited in the file (or written by another version) is an error naming the
+/// operation, the signer and what does not parse, never an empty signature.
+#[tokio::test]
+async fn signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&url(&dir)).await.unwrap();
+    for (op, signer) in [("0xq", "quorum"), ("0xr", "root"), ("0xn", "quorum")] {
+        let request = NewSigningRequest {
+            operation_id: op.into(),
+            signer: signer.into(),
+            digest: op.into(),
+            request: json!({}),
+        };
+        journal.record_signing_request(&request).await.unwrap();
+    }
+    let root = SigningAnswer::Root(RootSignature { signature: vec![0xcd; 65].into() });
+    let refused = SigningAnswer::Refused("node-1: over the limit".into());
+    journal.answer_signing_request("0xq", "quorum", &quorum_answer()).await.unwrap();
+    journal.answer_signing_request("0xr", "root", &root).await.unwrap();
+    journal.answer_signing_request("0xn", "quorum", &refused).await.unwrap();
+    let answer = |op: &'static str, signer: &'static str| {
+        let journal = journal.clone();
+        async move { journal.signing_request(op, signer).await.map(|r| r.unwrap().answer) }
+    };
+    assert_eq!(answer("0xq", "quorum").await.unwrap(), Some(quorum_answer()));
+    assert_eq!(answer("0xr", "root").await.unwrap(), Some(root));
+    assert_eq!(answer("0xn", "quorum").await.unwrap(), Some(refused));
+    let pending = NewSigningRequest {
+        operation_id: "0xp".into(),
+        signer: "quorum".into(),
+        digest: "0xp".into(),
+        request: json!({}),
+    };
+    let stored = journal.record_signing_request(&pending).await.unwrap();
+    assert_eq!((stored.state, stored.answer), (SigningState::Pending, None));
+
+    let corrupt = [
+        (
+            r#"{"signature": {"r_x": "0x1", "r_y": "0x2", "z": "0x3"}, "root_signature": "0xnothex"}"#,
+            "Invalid",
+        ),
+        (r#"{"signature": {"r_x": "0x1", "r_y": "0x2"}, "root_signature": null}"#, "missing field `z`"),
+        (r#"{"sig": "0xabc"}"#, "unknown field `sig`"),
+        ("", "EOF"),
+    ];
+    for (text, why) in corrupt {
+        sqlx::query("UPDATE signing_requests SET response = ? WHERE operation_id = '0xq'")
+            .bind(text)
+            .execute(&journal.pool)
+            .await
+            .unwrap();
+        let err = answer("0xq", "quorum").await.unwrap_err();
+        assert!(matches!(err, JournalError::CorruptAnswer { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("quorum answer for operation 0xq"), "{message}");
+        assert!(message.to_lowercase().contains(&why.to_lowercase()), "{text}: {message}");
+    }
+    sqlx::query("UPDATE signing_requests SET response = NULL WHERE operation_id = '0xr'")
+        .execute(&journal.pool)
+        .await
+        .unwrap();
+    let err = answer("0xr", "root").await.unwrap_err().to_string();
+    assert!(err.contains("root answer for operation 0xr: signed without an answer"), "{err}");
 }

@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use utoipa::ToSchema;
 
 use super::{Journal, JournalError, Result, db, now_ms};
 
 /// A request to run a manual policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManualTrigger {
     /// Journal id.
     pub id: i64,

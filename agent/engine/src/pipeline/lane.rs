@@ -21,7 +21,7 @@ use treasury_chain::snapshot::{Snapshot, read_snapshot};
 use treasury_chain::tiers::{Tier, classify, read_facts};
 use treasury_chain::{Operation, operation_digest};
 use treasury_policies::Intent;
-use treasury_signer::quorum::{FrostSignature, NodeFault, QuorumError};
+use treasury_signer::quorum::{NodeFault, QuorumError};
 use treasury_signer::root::store::RequestState;
 use treasury_signer::root::{EscalationRequest, RootError};
 
@@ -30,8 +30,8 @@ use super::observer::JournalObserver;
 use super::simulate::{Simulation, reason_of_rpc_error, simulate};
 use super::{Pipeline, PipelineError, Result};
 use crate::journal::{
-    IntentId, IntentState, NewSigningRequest, OperationRecord, PendingIntent, SigningState,
-    TransactionRecord, TxState, Write,
+    IntentId, IntentState, JournalError, NewSigningRequest, OperationRecord, PendingIntent, QuorumSignature,
+    RootSignature, SigningAnswer, TransactionRecord, TxState, Write,
 };
 use crate::metrics::Stage;
 use crate::notify::Notification;
@@ -78,8 +78,8 @@ struct InFlight {
 
 /// A quorum signature obtained but not journaled yet.
 struct Signed {
-    /// The quorum's answer (`signature`, `root_signature`).
-    response: serde_json::Value,
+    /// The quorum's answer.
+    signature: QuorumSignature,
     /// The `signed` event's detail.
     detail: serde_json::Value,
 }
@@ -380,8 +380,12 @@ impl Pipeline {
     async fn await_root(&self, flight: &InFlight) -> Result<LaneStep> {
         let root =
             self.root.as_ref().ok_or_else(|| PipelineError::Config("no root service configured".into()))?;
-        let request =
-            self.journal.signing_request(&flight.record.operation_id, ROOT).await?.ok_or_else(|| {
+        let request = self
+            .journal
+            .signing_request(&flight.record.operation_id, ROOT)
+            .await
+            .map_err(|e| flight.unreadable_answer(e))?
+            .ok_or_else(|| {
                 PipelineError::Config("awaiting the root but no root request is journaled".into())
             })?;
         let id = request.request.request["root_request"].as_str().unwrap_or_default().to_string();
@@ -408,8 +412,7 @@ impl Pipeline {
                     .answer_signing_request(
                         &flight.record.operation_id,
                         ROOT,
-                        SigningState::Refused,
-                        &json!(reason),
+                        &SigningAnswer::Refused(reason.clone()),
                     )
                     .await?;
                 self.move_all(&flight.intents, IntentState::Rejected, json!({ "reason": reason })).await?;
@@ -424,14 +427,8 @@ impl Pipeline {
                 let sig = record.signature.ok_or_else(|| {
                     PipelineError::Root(RootError::Transport("signed without signature".into()))
                 })?;
-                self.journal
-                    .answer_signing_request(
-                        &flight.record.operation_id,
-                        ROOT,
-                        SigningState::Signed,
-                        &json!({ "signature": sig }),
-                    )
-                    .await?;
+                let answer = SigningAnswer::Root(RootSignature { signature: sig.clone() });
+                self.journal.answer_signing_request(&flight.record.operation_id, ROOT, &answer).await?;
                 self.sign_with_quorum(flight, Some(sig)).await
             }
         }
@@ -463,8 +460,7 @@ impl Pipeline {
                     .answer_signing_request(
                         &flight.record.operation_id,
                         QUORUM,
-                        SigningState::Refused,
-                        &json!(reason),
+                        &SigningAnswer::Refused(reason.clone()),
                     )
                     .await?;
                 self.move_all(&flight.intents, IntentState::Rejected, json!({ "reason": reason })).await?;
@@ -481,35 +477,40 @@ impl Pipeline {
         }
         let excluded: Vec<String> = outcome.excluded.iter().map(|(n, f)| format!("{n}: {f}")).collect();
         let signature = Signed {
-            response: json!({ "signature": outcome.signature, "root_signature": root_sig }),
+            signature: QuorumSignature { signature: outcome.signature, root_signature: root_sig },
             detail: json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 }),
         };
         self.submit(flight, Some(signature)).await
     }
 
-    /// The quorum's journaled answer for the operation in flight.
-    async fn journaled_signature(&self, flight: &InFlight) -> Result<serde_json::Value> {
+    /// The quorum's journaled signature of the operation in flight; an error naming the intents
+    /// if it is missing or unreadable.
+    async fn journaled_signature(&self, flight: &InFlight) -> Result<QuorumSignature> {
         let request = self
             .journal
             .signing_request(&flight.record.operation_id, QUORUM)
-            .await?
-            .filter(|r| r.state == SigningState::Signed)
-            .ok_or_else(|| {
-                PipelineError::Config("signed, but the quorum's signature is not journaled".into())
-            })?;
-        Ok(request.response.unwrap_or_default())
+            .await
+            .map_err(|e| flight.unreadable_answer(e))?;
+        let reason = match request.and_then(|r| r.answer) {
+            Some(SigningAnswer::Quorum(signature)) => return Ok(signature),
+            None => "no quorum signature is journaled".to_string(),
+            Some(SigningAnswer::Refused(why)) => format!("the quorum refused: {why}"),
+            Some(other) => format!("the quorum's row holds {other:?}"),
+        };
+        Err(flight.unusable_signature(reason))
     }
 
-    /// The `exec` calldata of the signed operation, from the quorum's answer.
+    /// The `exec` calldata of the signed operation, from the quorum's answer; refuses a tier-2
+    /// operation whose answer lacks the root's signature (`exec` would revert).
     fn exec_request(
         &self,
         flight: &InFlight,
-        response: &serde_json::Value,
+        signature: &QuorumSignature,
     ) -> Result<(TxRequest, serde_json::Value)> {
-        let frost: FrostSignature = serde_json::from_value(response["signature"].clone())
-            .map_err(|e| PipelineError::Config(format!("journaled FROST signature unreadable: {e}")))?;
-        let root_sig: Option<Bytes> =
-            serde_json::from_value(response["root_signature"].clone()).unwrap_or_default();
+        let QuorumSignature { signature: frost, root_signature: root_sig } = signature.clone();
+        if flight.planned.tier == 2 && root_sig.as_ref().is_none_or(|s| s.is_empty()) {
+            return Err(flight.unusable_signature("tier 2, but no root signature is journaled".into()));
+        }
         let op = &flight.planned.operation;
         let call = TreasuryModule::execCall {
             calls: treasury_chain::contracts::exec_calls(op),
@@ -525,14 +526,14 @@ impl Pipeline {
     /// Sends the signed operation; `fresh` is a signature not journaled yet (it is written with
     /// the first keeper transaction, or before handling a failure to send).
     async fn submit(&self, flight: &InFlight, fresh: Option<Signed>) -> Result<LaneStep> {
-        let response = match &fresh {
-            Some(s) => s.response.clone(),
+        let signature = match &fresh {
+            Some(s) => s.signature.clone(),
             None => self.journaled_signature(flight).await?,
         };
-        let (request, signed) = self.exec_request(flight, &response)?;
+        let (request, signed) = self.exec_request(flight, &signature)?;
         let mut observer = JournalObserver::new(self, flight.operation(), signed, false);
         if let Some(fresh) = &fresh {
-            observer = observer.with_fresh_signature(fresh.response.clone(), fresh.detail.clone());
+            observer = observer.with_fresh_signature(fresh.signature.clone(), fresh.detail.clone());
         }
         let started = Instant::now();
         let sent = self.sender.send(&request, &mut observer).await;
@@ -563,8 +564,8 @@ impl Pipeline {
                 if let Some(step) = self.executed_elsewhere(flight).await? {
                     return Ok(step);
                 }
-                let response = self.journaled_signature(flight).await?;
-                let (request, _) = self.exec_request(flight, &response)?;
+                let signature = self.journaled_signature(flight).await?;
+                let (request, _) = self.exec_request(flight, &signature)?;
                 let sent = self.sender.send(&request, &mut observer).await;
                 self.settle_send(flight, sent, true).await
             }
@@ -669,6 +670,26 @@ impl Pipeline {
 impl InFlight {
     fn operation(&self) -> (&str, u64, &[IntentId]) {
         (&self.record.operation_id, self.record.module_nonce, &self.intents)
+    }
+
+    /// A journal error reading a signer's answer, naming this operation's intents when the
+    /// answer is unreadable.
+    fn unreadable_answer(&self, e: JournalError) -> PipelineError {
+        match e {
+            JournalError::CorruptAnswer { signer, reason, .. } => {
+                self.unusable_signature(format!("the journaled {signer} answer is unreadable: {reason}"))
+            }
+            other => other.into(),
+        }
+    }
+
+    /// This operation's journaled signature cannot be used, for `reason`.
+    fn unusable_signature(&self, reason: String) -> PipelineError {
+        PipelineError::UnusableSignature {
+            intents: self.intents.clone(),
+            operation_id: self.record.operation_id.clone(),
+            reason,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use treasury_signer::quorum::{Coordinator, QuorumError};
 use treasury_signer::root::{HsmConfig, HsmSigner, Pin, RootClient, RootError};
 
 use crate::config::{Config, KeeperKeyConfig, PipelineConfig};
-use crate::journal::{IntentState, Journal, JournalError};
+use crate::journal::{IntentId, IntentState, Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::plan::Venue;
@@ -60,6 +60,23 @@ pub enum PipelineError {
     /// Something in the configuration cannot work.
     #[error("config: {0}")]
     Config(String),
+    /// The journaled signature of an operation cannot be used: nothing is sent for it.
+    #[error("{}: operation {operation_id} cannot be sent: {reason}", intent_list(intents))]
+    UnusableSignature {
+        /// The intents the operation carries.
+        intents: Vec<IntentId>,
+        /// The operation.
+        operation_id: String,
+        /// What is wrong with its signature.
+        reason: String,
+    },
+}
+
+/// `intent 4` or `intents 4, 5`.
+fn intent_list(ids: &[IntentId]) -> String {
+    let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let noun = if ids.len() == 1 { "intent" } else { "intents" };
+    format!("{noun} {}", list.join(", "))
 }
 
 impl PipelineError {

@@ -3,7 +3,9 @@
 use treasury_chain::sender::{ObserverError, SendEvent, SendObserver};
 
 use super::Pipeline;
-use crate::journal::{IntentId, IntentState, Journal, NewTransaction, SigningState, TxState, Write};
+use crate::journal::{
+    IntentId, IntentState, Journal, NewTransaction, QuorumSignature, SigningAnswer, TxState, Write,
+};
 
 /// Writes the keeper's transactions to the journal; the first signed one moves the intents to `submitted`.
 pub(super) struct JournalObserver<'a> {
@@ -17,7 +19,7 @@ pub(super) struct JournalObserver<'a> {
     started: std::time::Instant,
     broadcast_after: Option<std::time::Duration>,
     /// A quorum signature to journal with the first transaction: (answer, `signed` event detail).
-    fresh_signature: Option<(serde_json::Value, serde_json::Value)>,
+    fresh_signature: Option<(QuorumSignature, serde_json::Value)>,
 }
 
 impl<'a> JournalObserver<'a> {
@@ -45,26 +47,25 @@ impl<'a> JournalObserver<'a> {
     /// Journals this quorum answer (and the `signed` transition) with the first transaction.
     pub(super) fn with_fresh_signature(
         mut self,
-        response: serde_json::Value,
+        signature: QuorumSignature,
         detail: serde_json::Value,
     ) -> Self {
-        self.fresh_signature = Some((response, detail));
+        self.fresh_signature = Some((signature, detail));
         self
     }
 
     /// The writes that journal the fresh signature, if no transaction carried it.
     pub(super) fn unwritten_signature(&mut self) -> Option<Vec<Write>> {
-        let (response, detail) = self.fresh_signature.take()?;
-        Some(self.signature_writes(response, detail))
+        let (signature, detail) = self.fresh_signature.take()?;
+        Some(self.signature_writes(signature, detail))
     }
 
-    fn signature_writes(&self, response: serde_json::Value, detail: serde_json::Value) -> Vec<Write> {
+    fn signature_writes(&self, signature: QuorumSignature, detail: serde_json::Value) -> Vec<Write> {
         vec![
             Write::SigningAnswer {
                 operation_id: self.operation_id.clone(),
                 signer: "quorum".into(),
-                state: SigningState::Signed,
-                response,
+                answer: SigningAnswer::Quorum(signature),
             },
             Write::Transition { intents: self.intents.clone(), to: IntentState::Signed, detail },
         ]
