@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use super::guard::GuardRule;
+use crate::quorum::error::QuorumError;
 
 /// An error of the root signer.
 #[derive(Debug, thiserror::Error)]
@@ -144,5 +145,50 @@ impl RootError {
     }
 }
 
+/// A quorum failure as the escalation path reports it: a node guard's refusal is a policy denial
+/// ([`RootError::Rejected`]), too few nodes up or in time is retryable
+/// ([`RootError::QuorumUnavailable`]), anything else is [`RootError::Quorum`].
+impl From<QuorumError> for RootError {
+    fn from(e: QuorumError) -> Self {
+        if e.is_policy_denial() {
+            RootError::Rejected { by: "the signer quorum".into(), reason: e.to_string() }
+        } else if e.is_retryable() {
+            RootError::QuorumUnavailable(e.to_string())
+        } else {
+            RootError::Quorum(e.to_string())
+        }
+    }
+}
+
 /// Result with [`RootError`].
 pub type Result<T, E = RootError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::quorum::error::{NodeFault, Refusal, RefusalCode};
+
+    fn not_enough(fault: NodeFault) -> QuorumError {
+        QuorumError::NotEnoughSigners { needed: 2, got: 1, faults: vec![("http://n1".into(), fault)] }
+    }
+
+    #[test]
+    fn quorum_failures_map_to_root_errors_by_what_the_caller_should_do() {
+        let denied =
+            RootError::from(not_enough(NodeFault::Refused(Refusal::new(RefusalCode::OverBudget, "over"))));
+        assert!(denied.is_policy_denial() && !denied.is_retryable(), "{denied}");
+        assert!(denied.to_string().contains("over"), "{denied}");
+        let down = RootError::from(not_enough(NodeFault::TimedOut(Duration::from_secs(1))));
+        assert!(down.is_retryable() && !down.is_policy_denial(), "{down}");
+        assert!(matches!(
+            RootError::from(not_enough(NodeFault::Unreachable("refused".into()))),
+            RootError::QuorumUnavailable(_)
+        ));
+        let broken = RootError::from(QuorumError::Frost("bad package".into()));
+        assert!(
+            matches!(broken, RootError::Quorum(_)) && !broken.is_retryable() && !broken.is_policy_denial()
+        );
+    }
+}
