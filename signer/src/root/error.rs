@@ -87,9 +87,44 @@ pub enum RootError {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
-    /// The durable queue (SQLite) failed.
-    #[error("queue store: {0}")]
-    Store(String),
+    /// A statement on the durable queue (SQLite) failed.
+    #[error("queue store: cannot {op}")]
+    Store {
+        /// What the statement was for.
+        op: &'static str,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The queue file could not be created.
+    #[error("cannot create the queue file {path}")]
+    StoreFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The queue file could not be brought to the current schema.
+    #[error("cannot migrate the queue {path} to the current schema")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// The migrator's error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A stored request cannot be read back as it was written.
+    #[error("queue record {id}: unreadable {field}")]
+    CorruptRecord {
+        /// Request id.
+        id: String,
+        /// The column or value that does not decode.
+        field: &'static str,
+        /// Why it does not decode.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Talking to the root service failed.
     #[error("root service: {0}")]
     Transport(String),
@@ -121,7 +156,10 @@ impl RootError {
             self,
             Self::HsmUnavailable(_)
                 | Self::Transport(_)
-                | Self::Store(_)
+                | Self::Store { .. }
+                | Self::StoreFile { .. }
+                | Self::Migrate { .. }
+                | Self::CorruptRecord { .. }
                 | Self::Chain(_)
                 | Self::QuorumUnavailable(_)
         )
@@ -140,8 +178,17 @@ impl RootError {
         }
     }
 
-    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
-        Self::Store(e.to_string())
+    /// A failed queue statement, named by what it was for.
+    pub(crate) fn store(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Store { op, source }
+    }
+
+    /// A stored value of request `id` that does not decode.
+    pub(crate) fn corrupt<'a, E>(id: &'a str, field: &'static str) -> impl FnOnce(E) -> Self + 'a
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        move |e| Self::CorruptRecord { id: id.to_owned(), field, source: e.into() }
     }
 }
 

@@ -247,10 +247,11 @@ impl RootService {
         }
         let digest = rec.request.digest();
         if digest != rec.digest {
-            return Err(RootError::Store(format!(
-                "request {}: stored digest does not match its payload",
-                rec.id
-            )));
+            return Err(RootError::CorruptRecord {
+                id: rec.id.clone(),
+                field: "digest",
+                source: "the stored digest is not the digest of the stored payload".into(),
+            });
         }
         if let Err(e) = self.verify_before_signing(rec).await {
             if !e.is_retryable() {
