@@ -137,16 +137,6 @@ pub enum RootError {
     /// Too few quorum nodes were reachable or answered in time; retrying later may succeed.
     #[error("quorum unavailable: {0}")]
     QuorumUnavailable(String),
-    /// The treasury module refused a call with one of its custom errors.
-    #[error("the module refused {call}: {name}{detail}")]
-    ModuleRevert {
-        /// What was called (`admin`, `applyChange`).
-        call: String,
-        /// The custom error's name, e.g. `ChangeNotReady`.
-        name: String,
-        /// Its fields, as ` { field: value, … }` (may be empty).
-        detail: String,
-    },
 }
 
 impl RootError {
