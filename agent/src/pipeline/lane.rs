@@ -422,7 +422,7 @@ impl Pipeline {
             }
             RequestState::Signed => {
                 let sig = record.signature.ok_or_else(|| {
-                    PipelineError::Root(RootError::Transport("signed without signature".into()))
+                    PipelineError::Root(RootError::SignedWithoutSignature { id: id.clone() })
                 })?;
                 self.journal
                     .answer_signing_request(

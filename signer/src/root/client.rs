@@ -34,21 +34,22 @@ impl RootClient {
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        let resp = req
-            .bearer_auth(self.token.as_str())
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| RootError::Transport(e.to_string()))?;
+        let req = req.bearer_auth(self.token.as_str()).timeout(Duration::from_secs(30));
+        let req = req
+            .build()
+            .map_err(|source| RootError::Transport { what: "building a request".into(), source })?;
+        let what = format!("{} {}", req.method(), req.url().path());
+        let transport = |source| RootError::Transport { what: what.clone(), source };
+        let resp = self.http.execute(req).await.map_err(transport)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| RootError::Transport(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(transport)?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| RootError::Transport(format!("bad answer: {e}")));
+            return serde_json::from_slice(&bytes).map_err(|source| RootError::BadAnswer { what, source });
         }
-        let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
-            RootError::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
-        })?;
+        let Ok(body) = serde_json::from_slice::<ErrorBody>(&bytes) else {
+            let message = String::from_utf8_lossy(&bytes).into_owned();
+            return Err(RootError::Status { what, status: status.as_u16(), message });
+        };
         Err(match (body.code.as_str(), body.rule) {
             ("guard_denied", Some(rule)) => {
                 RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() }
@@ -58,7 +59,7 @@ impl RootClient {
             ("expired", _) => RootError::Expired(body.error),
             ("not_pending", _) => RootError::NotPending { id: String::new(), state: body.error },
             ("invalid_input", _) => RootError::InvalidInput(body.error),
-            _ => RootError::Transport(format!("HTTP {status}: {}", body.error)),
+            _ => RootError::Status { what, status: status.as_u16(), message: body.error },
         })
     }
 
@@ -115,7 +116,7 @@ impl RootClient {
                     RequestState::Signed => {
                         return rec
                             .signature
-                            .ok_or_else(|| RootError::Transport("signed without signature".into()));
+                            .ok_or_else(|| RootError::SignedWithoutSignature { id: id.to_owned() });
                     }
                     RequestState::Rejected => {
                         return Err(RootError::Rejected {
@@ -127,7 +128,7 @@ impl RootClient {
                     RequestState::Pending | RequestState::Approved => {}
                 },
                 Err(e) if e.is_retryable() => {
-                    tracing::debug!(error = %e, "root service unreachable, retrying")
+                    tracing::debug!(error = crate::error_chain(&e), "root service unreachable, retrying")
                 }
                 Err(e) => return Err(e),
             }

@@ -5,16 +5,29 @@ use super::guard::GuardRule;
 use crate::quorum::error::QuorumError;
 
 /// An error of the root signer.
+///
+/// Each message names what failed; why is its [`source`](std::error::Error::source), never
+/// repeated in the message: print the whole chain with [`crate::error_chain`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RootError {
-    /// The file at the module path could not be loaded as a PKCS#11 library.
-    #[error("cannot load PKCS#11 module {path}: {reason}")]
+    /// The file at the module path could not be found.
+    #[error("cannot find the PKCS#11 module {path}")]
+    ModuleMissing {
+        /// Path given.
+        path: PathBuf,
+        /// Why it cannot be resolved.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file at the module path could not be loaded or initialised as a PKCS#11 library.
+    #[error("cannot load the PKCS#11 module {path}")]
     ModuleLoad {
         /// Path given.
         path: PathBuf,
         /// What the loader said.
-        reason: String,
+        #[source]
+        source: cryptoki::error::Error,
     },
     /// No initialised token carries this label.
     #[error("no PKCS#11 token labelled {0:?}")]
@@ -31,19 +44,41 @@ pub enum RootError {
     /// The token's user PIN is locked after too many failures.
     #[error("the token's user PIN is locked")]
     PinLocked,
-    /// The PIN could not be read from its environment variable or file.
-    #[error("no PIN: {0}")]
-    PinUnavailable(String),
+    /// The PIN's environment variable is unset or empty.
+    #[error("no PIN: environment variable {var} is not set")]
+    PinNotSet {
+        /// The variable.
+        var: String,
+    },
+    /// The PIN file could not be read, or is empty.
+    #[error("no PIN: cannot read a PIN from {path}")]
+    PinFile {
+        /// The file.
+        path: PathBuf,
+        /// Why (none: the file is empty).
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// The HSM is unreachable (module missing, token removed, device error); retry later.
-    #[error("HSM unavailable: {0}")]
-    HsmUnavailable(String),
+    #[error("HSM unavailable: {op} failed")]
+    HsmUnavailable {
+        /// The PKCS#11 call.
+        op: &'static str,
+        /// The library's error.
+        #[source]
+        source: cryptoki::error::Error,
+    },
+    /// The blocking task that talks to the HSM ended without an answer (panicked or cancelled).
+    #[error("HSM unavailable: the signing task ended without an answer")]
+    HsmTask(#[source] tokio::task::JoinError),
     /// A PKCS#11 call failed for another reason.
-    #[error("PKCS#11 {op} failed: {reason}")]
+    #[error("PKCS#11 {op} failed")]
     Pkcs11 {
         /// The operation attempted.
         op: &'static str,
         /// The library's error.
-        reason: String,
+        #[source]
+        source: cryptoki::error::Error,
     },
     /// The HSM returned something that is not a valid secp256k1 key or signature.
     #[error("malformed HSM output: {0}")]
@@ -87,6 +122,24 @@ pub enum RootError {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// A configuration or key file could not be read or written.
+    #[error("configuration: cannot read or write {path}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for the service.
+    #[error("configuration: {path} is not a valid service configuration")]
+    ConfigSyntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
+    },
     /// A statement on the durable queue (SQLite) failed.
     #[error("queue store: cannot {op}")]
     Store {
@@ -125,18 +178,58 @@ pub enum RootError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Talking to the root service failed.
-    #[error("root service: {0}")]
-    Transport(String),
+    /// The root service could not be reached, or the connection failed before it answered.
+    #[error("root service: {what} failed")]
+    Transport {
+        /// The request (method and path).
+        what: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The root service (or the listener of a bench) could not be started.
+    #[error("root service: cannot {what}")]
+    Listen {
+        /// What was attempted.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The root service answered something that does not decode.
+    #[error("root service: the answer to {what} does not decode")]
+    BadAnswer {
+        /// The request (method and path).
+        what: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The root service answered an HTTP error this client does not classify.
+    #[error("root service: {what} answered HTTP {status}: {message}")]
+    Status {
+        /// The request (method and path).
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The service's message (its error chain) or body.
+        message: String,
+    },
+    /// A request is recorded as signed but carries no signature.
+    #[error("root request {id} is signed but carries no signature")]
+    SignedWithoutSignature {
+        /// Request id.
+        id: String,
+    },
     /// Reading the module's state from chain failed.
-    #[error("chain: {0}")]
-    Chain(String),
+    #[error("cannot read the module's state from chain")]
+    Chain(#[source] treasury_chain::ChainError),
     /// The FROST quorum failed to sign.
-    #[error("quorum: {0}")]
-    Quorum(String),
+    #[error("the signer quorum failed to sign")]
+    Quorum(#[source] QuorumError),
     /// Too few quorum nodes were reachable or answered in time; retrying later may succeed.
-    #[error("quorum unavailable: {0}")]
-    QuorumUnavailable(String),
+    #[error("the signer quorum is unavailable")]
+    QuorumUnavailable(#[source] QuorumError),
 }
 
 impl RootError {
@@ -144,8 +237,12 @@ impl RootError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::HsmUnavailable(_)
-                | Self::Transport(_)
+            Self::HsmUnavailable { .. }
+                | Self::HsmTask(_)
+                | Self::Transport { .. }
+                | Self::BadAnswer { .. }
+                | Self::Status { .. }
+                | Self::SignedWithoutSignature { .. }
                 | Self::Store { .. }
                 | Self::StoreFile { .. }
                 | Self::Migrate { .. }
@@ -190,9 +287,9 @@ impl From<QuorumError> for RootError {
         if e.is_policy_denial() {
             RootError::Rejected { by: "the signer quorum".into(), reason: e.to_string() }
         } else if e.is_retryable() {
-            RootError::QuorumUnavailable(e.to_string())
+            RootError::QuorumUnavailable(e)
         } else {
-            RootError::Quorum(e.to_string())
+            RootError::Quorum(e)
         }
     }
 }

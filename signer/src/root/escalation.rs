@@ -86,8 +86,7 @@ impl std::fmt::Debug for Escalator {
 impl Escalator {
     /// The tier `op` needs, read from the module now.
     pub async fn tier(&self, op: &Operation) -> Result<Tier> {
-        let facts =
-            read_facts(&self.provider, self.module, op).await.map_err(|e| RootError::Chain(e.to_string()))?;
+        let facts = read_facts(&self.provider, self.module, op).await.map_err(RootError::Chain)?;
         Ok(classify(op, &facts))
     }
 

@@ -88,7 +88,8 @@ impl IntoResponse for ApiError {
             RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone())),
             _ => (None, None),
         };
-        (status, Json(ErrorBody { code: code.into(), error: e.to_string(), rule, detail })).into_response()
+        (status, Json(ErrorBody { code: code.into(), error: crate::error_chain(&e), rule, detail }))
+            .into_response()
     }
 }
 
