@@ -106,6 +106,9 @@ impl std::fmt::Display for NodeFault {
 }
 
 /// Errors of the FROST quorum: store, nodes, coordinator, DKG.
+///
+/// Each message names what failed; a typed cause is its [`source`](std::error::Error::source), not
+/// repeated in the message: print the whole chain with [`crate::error_chain`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QuorumError {
@@ -125,7 +128,7 @@ pub enum QuorumError {
         var: &'static str,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: String,
