@@ -12,7 +12,7 @@ use crate::quorum::error::QuorumError;
 #[non_exhaustive]
 pub enum RootError {
     /// The file at the module path could not be found.
-    #[error("cannot find the PKCS#11 module {path}")]
+    #[error("cannot find PKCS#11 module {path}")]
     ModuleMissing {
         /// Path given.
         path: PathBuf,
@@ -21,7 +21,7 @@ pub enum RootError {
         source: std::io::Error,
     },
     /// The file at the module path could not be loaded or initialised as a PKCS#11 library.
-    #[error("cannot load the PKCS#11 module {path}")]
+    #[error("cannot load PKCS#11 module {path}")]
     ModuleLoad {
         /// Path given.
         path: PathBuf,
