@@ -145,9 +145,9 @@ pub enum QuorumError {
     /// The configuration is inconsistent.
     #[error("configuration: {0}")]
     Config(String),
-    /// A FROST operation failed.
-    #[error("frost: {0}")]
-    Frost(String),
+    /// A FROST operation (serialising, deserialising, signing, aggregating) failed.
+    #[error("a FROST operation failed")]
+    Frost(#[source] frost_secp256k1::Error),
     /// A node refused.
     #[error("node {node} refused: {refusal}")]
     Refused {
@@ -228,7 +228,7 @@ impl QuorumError {
         QuorumError::Io { path: path.display().to_string(), source }
     }
 
-    pub(crate) fn frost(e: impl std::fmt::Display) -> Self {
-        QuorumError::Frost(e.to_string())
+    pub(crate) fn frost(e: frost_secp256k1::Error) -> Self {
+        QuorumError::Frost(e)
     }
 }

@@ -320,7 +320,7 @@ mod tests {
             RootError::from(not_enough(NodeFault::Unreachable("refused".into()))),
             RootError::QuorumUnavailable(_)
         ));
-        let broken = RootError::from(QuorumError::Frost("bad package".into()));
+        let broken = RootError::from(QuorumError::Frost(frost_secp256k1::Error::MalformedSignature));
         assert!(
             matches!(broken, RootError::Quorum(_)) && !broken.is_retryable() && !broken.is_policy_denial()
         );
