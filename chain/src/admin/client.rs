@@ -5,15 +5,16 @@
 //! The module decides whether a change widens power (queued behind the timelock) or narrows it
 //! (applied at once); [`ModuleAdmin::plan`] predicts it from the same views, and the outcome is read
 //! back from the transaction's events, never assumed.
-use super::actions::AdminAction;
-use crate::contracts::TreasuryModule::{self, TreasuryModuleErrors};
-use crate::error::{ChainError, Result};
-use crate::operation::{AdminOp, admin_digest};
 use alloy::primitives::{Address, B256, Bytes, Signature, U256, keccak256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{Filter, TransactionReceipt};
 use alloy::sol_types::{SolEvent, SolValue};
 use serde::{Deserialize, Serialize};
+
+use super::actions::AdminAction;
+use crate::contracts::TreasuryModule::{self, TreasuryModuleErrors};
+use crate::error::{ChainError, Result};
+use crate::operation::{AdminOp, admin_digest};
 
 /// The id the module gives the change `(action, params)` queued by the admin op with `nonce`:
 /// `keccak256(abi.encode(action, params, nonce))`.
