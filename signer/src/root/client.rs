@@ -9,6 +9,21 @@ use super::http::{ErrorBody, Health, RejectBody};
 use super::request::EscalationRequest;
 use super::store::{Decision, RequestRecord, RequestState};
 
+/// The service's error answer to `what` as the error the service had.
+fn remote_error(what: String, status: u16, body: ErrorBody) -> RootError {
+    match (body.code.as_str(), body.rule) {
+        ("guard_denied", Some(rule)) => {
+            RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() }
+        }
+        ("unauthorized", _) => RootError::Unauthorized(body.error),
+        ("unknown_request", _) => RootError::UnknownRequest(body.error),
+        ("expired", _) => RootError::Expired(body.error),
+        ("not_pending", _) => RootError::NotPending { id: String::new(), state: body.error },
+        ("invalid_input", _) => RootError::InvalidInput(body.error),
+        _ => RootError::Status { what, status, message: body.error },
+    }
+}
+
 /// Environment variable conventionally holding a client's bearer token.
 pub const TOKEN_ENV: &str = "TREASURY_ROOT_TOKEN";
 
@@ -50,17 +65,7 @@ impl RootClient {
             let message = String::from_utf8_lossy(&bytes).into_owned();
             return Err(RootError::Status { what, status: status.as_u16(), message });
         };
-        Err(match (body.code.as_str(), body.rule) {
-            ("guard_denied", Some(rule)) => {
-                RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() }
-            }
-            ("unauthorized", _) => RootError::Unauthorized(body.error),
-            ("unknown_request", _) => RootError::UnknownRequest(body.error),
-            ("expired", _) => RootError::Expired(body.error),
-            ("not_pending", _) => RootError::NotPending { id: String::new(), state: body.error },
-            ("invalid_input", _) => RootError::InvalidInput(body.error),
-            _ => RootError::Status { what, status: status.as_u16(), message: body.error },
-        })
+        Err(remote_error(what, status.as_u16(), body))
     }
 
     fn url(&self, path: &str) -> String {
@@ -133,6 +138,32 @@ impl RootClient {
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root::guard::GuardRule;
+    use crate::root::http::error_body;
+
+    /// What an approver or the agent sees is the service's own message, each part once.
+    #[test]
+    fn a_service_error_reads_the_same_at_the_client() {
+        let errors = [
+            RootError::Unauthorized("unknown token".into()),
+            RootError::UnknownRequest("00ab".into()),
+            RootError::Expired("00ab".into()),
+            RootError::NotPending { id: "00ab".into(), state: "signed".into() },
+            RootError::InvalidInput("missing field `calls`".into()),
+            RootError::GuardDenied { rule: GuardRule::PeriodCap, detail: "over the cap".into() },
+        ];
+        for e in errors {
+            let (status, body) = error_body(&e);
+            let back = remote_error("POST /v1/requests".into(), status.as_u16(), body);
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&e), "{e}");
         }
     }
 }

@@ -73,24 +73,28 @@ impl From<RootError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let e = self.0;
-        let (status, code) = match &e {
-            RootError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            RootError::GuardDenied { .. } => (StatusCode::FORBIDDEN, "guard_denied"),
-            RootError::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
-            RootError::Expired(_) => (StatusCode::CONFLICT, "expired"),
-            RootError::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
-            RootError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-            e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        let (rule, detail) = match &e {
-            RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone())),
-            _ => (None, None),
-        };
-        (status, Json(ErrorBody { code: code.into(), error: crate::error_chain(&e), rule, detail }))
-            .into_response()
+        let (status, body) = error_body(&self.0);
+        (status, Json(body)).into_response()
     }
+}
+
+/// The HTTP status and JSON body answering `e`.
+pub(crate) fn error_body(e: &RootError) -> (StatusCode, ErrorBody) {
+    let (status, code) = match e {
+        RootError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        RootError::GuardDenied { .. } => (StatusCode::FORBIDDEN, "guard_denied"),
+        RootError::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
+        RootError::Expired(_) => (StatusCode::CONFLICT, "expired"),
+        RootError::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
+        RootError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+        e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let (rule, detail) = match e {
+        RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone())),
+        _ => (None, None),
+    };
+    (status, ErrorBody { code: code.into(), error: crate::error_chain(e), rule, detail })
 }
 
 type ApiResult<T> = Result<T, ApiError>;
