@@ -11,16 +11,17 @@ use super::store::{Decision, RequestRecord, RequestState};
 
 /// The service's error answer to `what` as the error the service had.
 fn remote_error(what: String, status: u16, body: ErrorBody) -> RootError {
-    match (body.code.as_str(), body.rule) {
-        ("guard_denied", Some(rule)) => {
-            RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() }
-        }
-        ("unauthorized", _) => RootError::Unauthorized(body.error),
-        ("unknown_request", _) => RootError::UnknownRequest(body.error),
-        ("expired", _) => RootError::Expired(body.error),
-        ("not_pending", _) => RootError::NotPending { id: String::new(), state: body.error },
-        ("invalid_input", _) => RootError::InvalidInput(body.error),
-        _ => RootError::Status { what, status, message: body.error },
+    let ErrorBody { code, error, rule, detail, id } = body;
+    // The variant's own text; a service that sends none leaves the whole message.
+    let text = detail.unwrap_or(error);
+    match (code.as_str(), rule) {
+        ("guard_denied", Some(rule)) => RootError::GuardDenied { rule, detail: text },
+        ("unauthorized", _) => RootError::Unauthorized(text),
+        ("unknown_request", _) => RootError::UnknownRequest(text),
+        ("expired", _) => RootError::Expired(text),
+        ("not_pending", _) => RootError::NotPending { id: id.unwrap_or_default(), state: text },
+        ("invalid_input", _) => RootError::InvalidInput(text),
+        _ => RootError::Status { what, status, message: text },
     }
 }
 

@@ -35,9 +35,14 @@ pub struct ErrorBody {
     /// The guard rule, for `guard_denied`.
     #[serde(default)]
     pub rule: Option<GuardRule>,
-    /// The detail, for `guard_denied`.
+    /// The error's own text without its prefix: the guard's detail, the message of `unauthorized`
+    /// and `invalid_input`, the request id of `unknown_request` and `expired`, the state of
+    /// `not_pending`.
     #[serde(default)]
     pub detail: Option<String>,
+    /// The request id, for `not_pending`.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// Health answer.
@@ -90,11 +95,16 @@ pub(crate) fn error_body(e: &RootError) -> (StatusCode, ErrorBody) {
         e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
-    let (rule, detail) = match e {
-        RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone())),
-        _ => (None, None),
+    let (rule, detail, id) = match e {
+        RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone()), None),
+        RootError::Unauthorized(text)
+        | RootError::UnknownRequest(text)
+        | RootError::Expired(text)
+        | RootError::InvalidInput(text) => (None, Some(text.clone()), None),
+        RootError::NotPending { id, state } => (None, Some(state.clone()), Some(id.clone())),
+        _ => (None, None, None),
     };
-    (status, ErrorBody { code: code.into(), error: crate::error_chain(e), rule, detail })
+    (status, ErrorBody { code: code.into(), error: crate::error_chain(e), rule, detail, id })
 }
 
 type ApiResult<T> = Result<T, ApiError>;
