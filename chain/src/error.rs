@@ -49,6 +49,27 @@ pub enum ChainError {
         /// What was wrong.
         reason: String,
     },
+    /// The treasury module refused a call with one of its custom errors.
+    #[error("the module refused {call}: {name}{detail}")]
+    ModuleRevert {
+        /// What was called (`admin`, `applyChange`).
+        call: String,
+        /// The custom error's name, e.g. `ChangeNotReady`.
+        name: String,
+        /// Its fields, as ` { field: value, … }` (may be empty).
+        detail: String,
+    },
+    /// A signature meant to be the module root's does not recover to any address.
+    #[error("the root signature does not recover to an address")]
+    BadSignature(#[source] alloy::primitives::SignatureError),
+    /// An admin op was signed by a key that is not the module's root.
+    #[error("the signing key is {signer}, but the module's root is {root}")]
+    WrongSigner {
+        /// The address the signature recovers to.
+        signer: Address,
+        /// The module's registered root.
+        root: Address,
+    },
     /// The caller asked for something inconsistent.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`operation`]: the `Operation` type and its EIP-712 digest, shared by agent and signers.
-//! - [`admin`]: typed admin actions of the module and their encoding.
+//! - [`admin`]: typed admin actions of the module, their encoding, and the admin client
+//!   (plan, send `admin(op, sig)`, apply queued changes, list what is queued).
 //! - [`rules`]: the module's tier-1 vocabulary (asset-moving selectors, swaps, valued outflows).
 //! - [`contracts`]: `sol!` bindings (own contracts from `chain/artifacts/`, third-party interfaces).
 //! - [`tools`]: where the foundry tools and npm packages are found at run time.

@@ -13,9 +13,10 @@ use super::error::{NodeFault, Refusal};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::wire::{IdentityInfo, RefusalBody};
 
-/// A timeout is [`NodeFault::TimedOut`]; any other transport failure is [`NodeFault::Unreachable`].
+/// A timeout is [`NodeFault::TimedOut`]; any other transport failure is [`NodeFault::Unreachable`]
+/// with the whole chain (reqwest's own message leaves out why, e.g. "connection refused").
 fn transport_fault(e: reqwest::Error, timeout: Duration) -> NodeFault {
-    if e.is_timeout() { NodeFault::TimedOut(timeout) } else { NodeFault::Unreachable(e.to_string()) }
+    if e.is_timeout() { NodeFault::TimedOut(timeout) } else { NodeFault::Unreachable(crate::error_chain(&e)) }
 }
 
 /// An authenticated client (one per coordinator; cheap to clone).

@@ -27,8 +27,6 @@ use super::quorum_file::{QuorumFile, QuorumNode};
 use super::signature::{FrostSignature, GroupKey};
 use super::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
 use super::wire::*;
-use crate::root::error::RootError;
-use crate::root::escalation::FrostAuthorizer;
 
 /// How long a node that failed to answer is skipped.
 const DOWN_FOR: Duration = Duration::from_secs(10);
@@ -701,60 +699,5 @@ async fn abort(
         if let Ok(k) = IdentityPublic::from_hex(&e.identity_key) {
             let _ = client.post::<_, serde_json::Value>(&n.url, &k, "/v1/dkg/abort", &req, timeout).await;
         }
-    }
-}
-
-/// The root error for a quorum failure: a node guard's refusal is a policy denial
-/// ([`RootError::Rejected`]), too few nodes up or in time is retryable
-/// ([`RootError::QuorumUnavailable`]), anything else is [`RootError::Quorum`].
-pub fn root_error(e: QuorumError) -> RootError {
-    if e.is_policy_denial() {
-        RootError::Rejected { by: "the signer quorum".into(), reason: e.to_string() }
-    } else if e.is_retryable() {
-        RootError::QuorumUnavailable(e.to_string())
-    } else {
-        RootError::Quorum(e.to_string())
-    }
-}
-
-/// The escalation path's FROST side: the quorum signs, with the root's signature for tier 2.
-#[async_trait::async_trait]
-impl FrostAuthorizer for Coordinator {
-    async fn sign_operation(
-        &self,
-        op: &Operation,
-        chain_id: u64,
-        module: Address,
-        root_sig: Option<&[u8]>,
-    ) -> Result<FrostSignature, RootError> {
-        self.sign(op, chain_id, module, root_sig).await.map_err(root_error)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::quorum::error::{Refusal, RefusalCode};
-
-    fn not_enough(fault: NodeFault) -> QuorumError {
-        QuorumError::NotEnoughSigners { needed: 2, got: 1, faults: vec![("http://n1".into(), fault)] }
-    }
-
-    #[test]
-    fn quorum_failures_map_to_root_errors_by_what_the_caller_should_do() {
-        let denied =
-            root_error(not_enough(NodeFault::Refused(Refusal::new(RefusalCode::OverBudget, "over"))));
-        assert!(denied.is_policy_denial() && !denied.is_retryable(), "{denied}");
-        assert!(denied.to_string().contains("over"), "{denied}");
-        let down = root_error(not_enough(NodeFault::TimedOut(Duration::from_secs(1))));
-        assert!(down.is_retryable() && !down.is_policy_denial(), "{down}");
-        assert!(matches!(
-            root_error(not_enough(NodeFault::Unreachable("refused".into()))),
-            RootError::QuorumUnavailable(_)
-        ));
-        let broken = root_error(QuorumError::Frost("bad package".into()));
-        assert!(
-            matches!(broken, RootError::Quorum(_)) && !broken.is_retryable() && !broken.is_policy_denial()
-        );
     }
 }

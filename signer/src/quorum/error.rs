@@ -106,6 +106,9 @@ impl std::fmt::Display for NodeFault {
 }
 
 /// Errors of the FROST quorum: store, nodes, coordinator, DKG.
+///
+/// Each message names what failed; a typed cause is its [`source`](std::error::Error::source), not
+/// repeated in the message: print the whole chain with [`crate::error_chain`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QuorumError {
@@ -125,7 +128,7 @@ pub enum QuorumError {
         var: &'static str,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: String,
@@ -142,9 +145,9 @@ pub enum QuorumError {
     /// The configuration is inconsistent.
     #[error("configuration: {0}")]
     Config(String),
-    /// A FROST operation failed.
-    #[error("frost: {0}")]
-    Frost(String),
+    /// A FROST operation (serialising, deserialising, signing, aggregating) failed.
+    #[error("a FROST operation failed")]
+    Frost(#[source] frost_secp256k1::Error),
     /// A node refused.
     #[error("node {node} refused: {refusal}")]
     Refused {
@@ -225,7 +228,7 @@ impl QuorumError {
         QuorumError::Io { path: path.display().to_string(), source }
     }
 
-    pub(crate) fn frost(e: impl std::fmt::Display) -> Self {
-        QuorumError::Frost(e.to_string())
+    pub(crate) fn frost(e: frost_secp256k1::Error) -> Self {
+        QuorumError::Frost(e)
     }
 }

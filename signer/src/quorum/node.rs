@@ -150,7 +150,12 @@ impl NodeState {
             .lock()
             .expect("nonce lock")
             .generate(req.count as usize, share.0.signing_share())
-            .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("cannot store nonces: {e}")))?;
+            .map_err(|e| {
+                Refusal::new(
+                    RefusalCode::BadRequest,
+                    format!("cannot store nonces: {}", crate::error_chain(&e)),
+                )
+            })?;
         let mut commitments = Vec::with_capacity(issued.len());
         for (id, c) in issued {
             let bytes = c.serialize().map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))?;
@@ -270,7 +275,7 @@ impl NodeState {
         let fail = |m: String| Refusal::new(RefusalCode::DkgFailure, m);
         let dir = self.store.lock().expect("store lock").dir().to_path_buf();
         let pin = super::store::read_roster_pin(&dir, &self.identity.public())
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(crate::error_chain(&e)))?
             .ok_or_else(|| {
                 fail("no roster pinned: run `treasury signer pin` with the peers' fingerprints first".into())
             })?;
@@ -332,7 +337,7 @@ impl NodeState {
         let (kp, pkp) = session.commit(&req.confirmations)?;
         let threshold = *kp.min_signers();
         let gk = GroupKey::from_verifying_key(pkp.verifying_key())
-            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, crate::error_chain(&e)))?;
         let msg = super::quorum_file::attestation_message(&gk.compressed, threshold, &members);
         let attestation = hex::encode(self.identity.sign(&msg));
         let mut store = self.store.lock().expect("store lock");
@@ -342,20 +347,23 @@ impl NodeState {
             store
                 .secrets
                 .stage_share(&req.session, &kp, &pkp)
-                .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
-            store
-                .save_secrets()
-                .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot stage share: {e}")))?;
+                .map_err(|e| Refusal::new(RefusalCode::DkgFailure, crate::error_chain(&e)))?;
+            store.save_secrets().map_err(|e| {
+                Refusal::new(
+                    RefusalCode::DkgFailure,
+                    format!("cannot stage share: {}", crate::error_chain(&e)),
+                )
+            })?;
             tracing::info!(group_key = %gk.compressed, "refreshed key share staged");
             return Ok(DkgCommitResponse { group_key: gk.compressed, attestation });
         }
         store
             .secrets
             .set_share(&kp, &pkp)
-            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
-        store
-            .save_secrets()
-            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {e}")))?;
+            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, crate::error_chain(&e)))?;
+        store.save_secrets().map_err(|e| {
+            Refusal::new(RefusalCode::DkgFailure, format!("cannot save share: {}", crate::error_chain(&e)))
+        })?;
         *self.share.write().expect("share lock") = Some(Arc::new((kp, pkp)));
         tracing::info!(group_key = %gk.compressed, "key share committed");
         Ok(DkgCommitResponse { group_key: gk.compressed, attestation })
@@ -381,11 +389,11 @@ impl NodeState {
             // A repeat (the coordinator lost the answer, or re-runs activation): already done.
             return Ok(serde_json::json!({}));
         }
-        if !store.secrets.activate_staged(&req.session).map_err(|e| fail(e.to_string()))? {
+        if !store.secrets.activate_staged(&req.session).map_err(|e| fail(crate::error_chain(&e)))? {
             return Err(fail("no share staged for this session".into()));
         }
-        store.save_secrets().map_err(|e| fail(format!("cannot save share: {e}")))?;
-        let share = store.secrets.share().map_err(|e| fail(e.to_string()))?.map(Arc::new);
+        store.save_secrets().map_err(|e| fail(format!("cannot save share: {}", crate::error_chain(&e))))?;
+        let share = store.secrets.share().map_err(|e| fail(crate::error_chain(&e)))?.map(Arc::new);
         *self.share.write().expect("share lock") = share;
         tracing::info!("refreshed key share activated");
         Ok(serde_json::json!({}))
@@ -527,7 +535,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
                     if store.secrets.drop_staged(&r.session) {
                         store
                             .save_secrets()
-                            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, e.to_string()))?;
+                            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, crate::error_chain(&e)))?;
                     }
                     Ok(serde_json::json!({}))
                 })

@@ -112,8 +112,11 @@ async fn through_service(hsm: &HsmSection, dir: &Path, n: usize, durability: Dur
     let svc = RootService::open_with(config, durability).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| RootError::Transport(e.to_string()))?;
-    let url = format!("http://{}", listener.local_addr().map_err(|e| RootError::Transport(e.to_string()))?);
+        .map_err(|source| RootError::Listen { what: "bind 127.0.0.1", source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| RootError::Listen { what: "read the bound address", source })?;
+    let url = format!("http://{addr}");
     let server = tokio::spawn(super::http::serve(svc, listener));
     let client = RootClient::new(url, token.as_str());
     let deadline = U256::from(now() + 3600);
@@ -128,7 +131,7 @@ async fn through_service(hsm: &HsmSection, dir: &Path, n: usize, durability: Dur
         let rec = client.submit(&EscalationRequest::operation(op, 1, module)).await?;
         service.push(t.elapsed());
         if rec.state != RequestState::Signed {
-            return Err(RootError::Transport(format!("request {} ended {}", rec.id, rec.state)));
+            return Err(RootError::NotPending { id: rec.id, state: rec.state.to_string() });
         }
     }
     server.abort();

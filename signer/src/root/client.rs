@@ -9,6 +9,22 @@ use super::http::{ErrorBody, Health, RejectBody};
 use super::request::EscalationRequest;
 use super::store::{Decision, RequestRecord, RequestState};
 
+/// The service's error answer to `what` as the error the service had.
+fn remote_error(what: String, status: u16, body: ErrorBody) -> RootError {
+    let ErrorBody { code, error, rule, detail, id } = body;
+    // The variant's own text; a service that sends none leaves the whole message.
+    let text = detail.unwrap_or(error);
+    match (code.as_str(), rule) {
+        ("guard_denied", Some(rule)) => RootError::GuardDenied { rule, detail: text },
+        ("unauthorized", _) => RootError::Unauthorized(text),
+        ("unknown_request", _) => RootError::UnknownRequest(text),
+        ("expired", _) => RootError::Expired(text),
+        ("not_pending", _) => RootError::NotPending { id: id.unwrap_or_default(), state: text },
+        ("invalid_input", _) => RootError::InvalidInput(text),
+        _ => RootError::Status { what, status, message: text },
+    }
+}
+
 /// Environment variable conventionally holding a client's bearer token.
 pub const TOKEN_ENV: &str = "TREASURY_ROOT_TOKEN";
 
@@ -34,32 +50,23 @@ impl RootClient {
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        let resp = req
-            .bearer_auth(self.token.as_str())
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| RootError::Transport(e.to_string()))?;
+        let req = req.bearer_auth(self.token.as_str()).timeout(Duration::from_secs(30));
+        let req = req
+            .build()
+            .map_err(|source| RootError::Transport { what: "building a request".into(), source })?;
+        let what = format!("{} {}", req.method(), req.url().path());
+        let transport = |source| RootError::Transport { what: what.clone(), source };
+        let resp = self.http.execute(req).await.map_err(transport)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| RootError::Transport(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(transport)?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| RootError::Transport(format!("bad answer: {e}")));
+            return serde_json::from_slice(&bytes).map_err(|source| RootError::BadAnswer { what, source });
         }
-        let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
-            RootError::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
-        })?;
-        Err(match (body.code.as_str(), body.rule) {
-            ("guard_denied", Some(rule)) => {
-                RootError::GuardDenied { rule, detail: body.detail.unwrap_or_default() }
-            }
-            ("unauthorized", _) => RootError::Unauthorized(body.error),
-            ("unknown_request", _) => RootError::UnknownRequest(body.error),
-            ("expired", _) => RootError::Expired(body.error),
-            ("not_pending", _) => RootError::NotPending { id: String::new(), state: body.error },
-            ("invalid_input", _) => RootError::InvalidInput(body.error),
-            _ => RootError::Transport(format!("HTTP {status}: {}", body.error)),
-        })
+        let Ok(body) = serde_json::from_slice::<ErrorBody>(&bytes) else {
+            let message = String::from_utf8_lossy(&bytes).into_owned();
+            return Err(RootError::Status { what, status: status.as_u16(), message });
+        };
+        Err(remote_error(what, status.as_u16(), body))
     }
 
     fn url(&self, path: &str) -> String {
@@ -115,7 +122,7 @@ impl RootClient {
                     RequestState::Signed => {
                         return rec
                             .signature
-                            .ok_or_else(|| RootError::Transport("signed without signature".into()));
+                            .ok_or_else(|| RootError::SignedWithoutSignature { id: id.to_owned() });
                     }
                     RequestState::Rejected => {
                         return Err(RootError::Rejected {
@@ -127,11 +134,37 @@ impl RootClient {
                     RequestState::Pending | RequestState::Approved => {}
                 },
                 Err(e) if e.is_retryable() => {
-                    tracing::debug!(error = %e, "root service unreachable, retrying")
+                    tracing::debug!(error = crate::error_chain(&e), "root service unreachable, retrying")
                 }
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root::guard::GuardRule;
+    use crate::root::http::error_body;
+
+    /// What an approver or the agent sees is the service's own message, each part once.
+    #[test]
+    fn a_service_error_reads_the_same_at_the_client() {
+        let errors = [
+            RootError::Unauthorized("unknown token".into()),
+            RootError::UnknownRequest("00ab".into()),
+            RootError::Expired("00ab".into()),
+            RootError::NotPending { id: "00ab".into(), state: "signed".into() },
+            RootError::InvalidInput("missing field `calls`".into()),
+            RootError::GuardDenied { rule: GuardRule::PeriodCap, detail: "over the cap".into() },
+        ];
+        for e in errors {
+            let (status, body) = error_body(&e);
+            let back = remote_error("POST /v1/requests".into(), status.as_u16(), body);
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(&e), "{e}");
         }
     }
 }

@@ -123,9 +123,9 @@ impl ServiceConfig {
     /// Reads the configuration file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| RootError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| RootError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|source| RootError::ConfigFile { path: path.to_owned(), source })?;
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|source| RootError::ConfigSyntax { path: path.to_owned(), source })?;
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = cfg.guard.assets.iter().find(|a| !seen.insert(a.token)) {
             return Err(RootError::Config(format!(

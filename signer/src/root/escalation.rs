@@ -14,6 +14,7 @@ use super::error::{Result, RootError};
 use super::request::EscalationRequest;
 use super::store::RequestRecord;
 use crate::quorum::FrostSignature;
+use crate::quorum::coordinator::Coordinator;
 
 /// The FROST side of an authorisation; the quorum coordinator implements it.
 #[async_trait::async_trait]
@@ -27,6 +28,20 @@ pub trait FrostAuthorizer: Send + Sync {
         module: Address,
         root_sig: Option<&[u8]>,
     ) -> Result<FrostSignature>;
+}
+
+/// The escalation path's FROST side: the quorum signs, with the root's signature for tier 2.
+#[async_trait::async_trait]
+impl FrostAuthorizer for Coordinator {
+    async fn sign_operation(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        root_sig: Option<&[u8]>,
+    ) -> Result<FrostSignature> {
+        Ok(self.sign(op, chain_id, module, root_sig).await?)
+    }
 }
 
 /// What `exec(calls, nonce, deadline, frostSig, rootSig)` takes besides the operation.
@@ -71,8 +86,7 @@ impl std::fmt::Debug for Escalator {
 impl Escalator {
     /// The tier `op` needs, read from the module now.
     pub async fn tier(&self, op: &Operation) -> Result<Tier> {
-        let facts =
-            read_facts(&self.provider, self.module, op).await.map_err(|e| RootError::Chain(e.to_string()))?;
+        let facts = read_facts(&self.provider, self.module, op).await.map_err(RootError::Chain)?;
         Ok(classify(op, &facts))
     }
 

@@ -55,16 +55,17 @@ fn contexts() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
 
 /// Loads and initialises the PKCS#11 module at `path` (once per process).
 pub fn load_module(path: &Path) -> Result<Pkcs11> {
-    let load_err = |reason: String| RootError::ModuleLoad { path: path.to_owned(), reason };
-    let canonical = path.canonicalize().map_err(|e| load_err(e.to_string()))?;
+    let load_err = |source| RootError::ModuleLoad { path: path.to_owned(), source };
+    let canonical =
+        path.canonicalize().map_err(|source| RootError::ModuleMissing { path: path.to_owned(), source })?;
     let mut map = contexts().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(ctx) = map.get(&canonical) {
         return Ok(ctx.clone());
     }
-    let ctx = Pkcs11::new(&canonical).map_err(|e| load_err(e.to_string()))?;
+    let ctx = Pkcs11::new(&canonical).map_err(load_err)?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(load_err(e.to_string())),
+        Err(e) => return Err(load_err(e)),
     }
     map.insert(canonical, ctx.clone());
     Ok(ctx)
@@ -328,13 +329,13 @@ fn device(op: &'static str, e: CkError) -> RootError {
             | RvError::CryptokiNotInitialized
             | RvError::UserNotLoggedIn,
             _,
-        ) => RootError::HsmUnavailable(format!("{op}: {e}")),
+        ) => RootError::HsmUnavailable { op, source: e },
         other => pkcs11(op, other),
     }
 }
 
 fn pkcs11(op: &'static str, e: CkError) -> RootError {
-    RootError::Pkcs11 { op, reason: e.to_string() }
+    RootError::Pkcs11 { op, source: e }
 }
 
 #[cfg(test)]

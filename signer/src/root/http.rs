@@ -35,9 +35,14 @@ pub struct ErrorBody {
     /// The guard rule, for `guard_denied`.
     #[serde(default)]
     pub rule: Option<GuardRule>,
-    /// The detail, for `guard_denied`.
+    /// The error's own text without its prefix: the guard's detail, the message of `unauthorized`
+    /// and `invalid_input`, the request id of `unknown_request` and `expired`, the state of
+    /// `not_pending`.
     #[serde(default)]
     pub detail: Option<String>,
+    /// The request id, for `not_pending`.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// Health answer.
@@ -73,23 +78,33 @@ impl From<RootError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let e = self.0;
-        let (status, code) = match &e {
-            RootError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            RootError::GuardDenied { .. } => (StatusCode::FORBIDDEN, "guard_denied"),
-            RootError::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
-            RootError::Expired(_) => (StatusCode::CONFLICT, "expired"),
-            RootError::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
-            RootError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-            e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        let (rule, detail) = match &e {
-            RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone())),
-            _ => (None, None),
-        };
-        (status, Json(ErrorBody { code: code.into(), error: e.to_string(), rule, detail })).into_response()
+        let (status, body) = error_body(&self.0);
+        (status, Json(body)).into_response()
     }
+}
+
+/// The HTTP status and JSON body answering `e`.
+pub(crate) fn error_body(e: &RootError) -> (StatusCode, ErrorBody) {
+    let (status, code) = match e {
+        RootError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        RootError::GuardDenied { .. } => (StatusCode::FORBIDDEN, "guard_denied"),
+        RootError::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
+        RootError::Expired(_) => (StatusCode::CONFLICT, "expired"),
+        RootError::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
+        RootError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+        e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let (rule, detail, id) = match e {
+        RootError::GuardDenied { rule, detail } => (Some(*rule), Some(detail.clone()), None),
+        RootError::Unauthorized(text)
+        | RootError::UnknownRequest(text)
+        | RootError::Expired(text)
+        | RootError::InvalidInput(text) => (None, Some(text.clone()), None),
+        RootError::NotPending { id, state } => (None, Some(state.clone()), Some(id.clone())),
+        _ => (None, None, None),
+    };
+    (status, ErrorBody { code: code.into(), error: crate::error_chain(e), rule, detail, id })
 }
 
 type ApiResult<T> = Result<T, ApiError>;

@@ -12,10 +12,8 @@
 //! - [`config`]: the service's config file and client credentials.
 //! - [`service`]: guard, queue, approvals, signing worker.
 //! - [`http`]: the authenticated HTTP API; [`client`]: its client.
-//! - [`admin`]: root-signed admin operations of the module (plan, send, apply, list queued).
 //! - [`bench`]: latency through the service against the bare `C_Sign`.
 //! - [`escalation`]: tier classification from chain and the FROST + root authorisation the agent calls.
-pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -27,7 +27,7 @@ impl Pin {
     pub fn from_env(var: &str) -> Result<Self> {
         match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(Self::new(v)),
-            _ => Err(RootError::PinUnavailable(format!("environment variable {var} is not set"))),
+            _ => Err(RootError::PinNotSet { var: var.to_owned() }),
         }
     }
 
@@ -35,11 +35,11 @@ impl Pin {
     pub fn from_file(path: &Path) -> Result<Self> {
         let raw = Zeroizing::new(
             std::fs::read_to_string(path)
-                .map_err(|e| RootError::PinUnavailable(format!("cannot read {}: {e}", path.display())))?,
+                .map_err(|e| RootError::PinFile { path: path.to_owned(), source: Some(e) })?,
         );
         let line = raw.lines().next().unwrap_or("");
         if line.is_empty() {
-            return Err(RootError::PinUnavailable(format!("{} is empty", path.display())));
+            return Err(RootError::PinFile { path: path.to_owned(), source: None });
         }
         Ok(Self::new(line))
     }

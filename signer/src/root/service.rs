@@ -97,7 +97,7 @@ impl RootService {
                 Some(_) => match self.sign_new(digest).await {
                     Ok(sig) => Some(sig.as_bytes()),
                     Err(e) => {
-                        tracing::warn!(%digest, error = %e, "signing deferred");
+                        tracing::warn!(%digest, error = crate::error_chain(&e), "signing deferred");
                         None
                     }
                 },
@@ -122,7 +122,7 @@ impl RootService {
             return Ok(match self.sign(&record).await {
                 Ok(signed) => signed,
                 Err(e) => {
-                    tracing::warn!(id = %record.id, error = %e, "signing deferred");
+                    tracing::warn!(id = %record.id, error = crate::error_chain(&e), "signing deferred");
                     record
                 }
             });
@@ -206,7 +206,7 @@ impl RootService {
         match self.sign(&rec).await {
             Ok(signed) => Ok(signed),
             Err(e) => {
-                tracing::warn!(id, error = %e, "signing deferred");
+                tracing::warn!(id, error = crate::error_chain(&e), "signing deferred");
                 self.wake.notify_one();
                 Ok(rec)
             }
@@ -224,9 +224,7 @@ impl RootService {
     async fn sign_new(&self, digest: alloy::primitives::B256) -> Result<alloy::primitives::Signature> {
         let _one = self.sign_lock.lock().await;
         let key = self.key.clone();
-        tokio::task::spawn_blocking(move || key.sign_digest(&digest))
-            .await
-            .map_err(|e| RootError::HsmUnavailable(e.to_string()))?
+        tokio::task::spawn_blocking(move || key.sign_digest(&digest)).await.map_err(RootError::HsmTask)?
     }
 
     /// Signs an approved request with the HSM and stores the signature.
@@ -247,14 +245,15 @@ impl RootService {
         }
         let digest = rec.request.digest();
         if digest != rec.digest {
-            return Err(RootError::Store(format!(
-                "request {}: stored digest does not match its payload",
-                rec.id
-            )));
+            return Err(RootError::CorruptRecord {
+                id: rec.id.clone(),
+                field: "digest",
+                source: "the stored digest is not the digest of the stored payload".into(),
+            });
         }
         if let Err(e) = self.verify_before_signing(rec).await {
             if !e.is_retryable() {
-                let reason = format!("refused at signing: {e}");
+                let reason = format!("refused at signing: {}", crate::error_chain(&e));
                 tracing::warn!(id = %rec.id, %reason, "approved request not signed");
                 self.store.refuse_at_signing(&rec.id, &reason, now()).await?;
             }
@@ -263,7 +262,7 @@ impl RootService {
         let key = self.key.clone();
         let sig = tokio::task::spawn_blocking(move || key.sign_digest(&digest))
             .await
-            .map_err(|e| RootError::HsmUnavailable(e.to_string()))??;
+            .map_err(RootError::HsmTask)??;
         self.store.set_signed(&rec.id, &sig.as_bytes(), now()).await
     }
 
@@ -271,12 +270,12 @@ impl RootService {
     /// requests were signed.
     pub async fn sign_pass(&self) -> usize {
         if let Err(e) = self.store.expire_due(now()).await {
-            tracing::warn!(error = %e, "expiry pass failed");
+            tracing::warn!(error = crate::error_chain(&e), "expiry pass failed");
         }
         let waiting = match self.store.awaiting_signature().await {
             Ok(w) => w,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the queue");
+                tracing::warn!(error = crate::error_chain(&e), "cannot read the queue");
                 return 0;
             }
         };
@@ -285,7 +284,7 @@ impl RootService {
             match self.sign(&rec).await {
                 Ok(_) => signed += 1,
                 Err(e) => {
-                    tracing::warn!(id = %rec.id, error = %e, "cannot sign yet");
+                    tracing::warn!(id = %rec.id, error = crate::error_chain(&e), "cannot sign yet");
                     break;
                 }
             }
@@ -370,7 +369,7 @@ fn load_or_create_approval_key(path: &std::path::Path) -> Result<Zeroizing<[u8; 
     use rand_core::RngCore;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let bad = |e: std::io::Error| RootError::Config(format!("approval key {}: {e}", path.display()));
+    let bad = |source| RootError::ConfigFile { path: path.to_owned(), source };
     match std::fs::read(path) {
         Ok(bytes) => {
             let bytes = Zeroizing::new(bytes);

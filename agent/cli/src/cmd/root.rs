@@ -354,10 +354,10 @@ pub mod admin {
     use anyhow::{Context, bail};
     use clap::{ArgGroup, Args, Subcommand};
     use treasury_chain::AdminAction;
+    use treasury_chain::admin::{AdminOutcome, AdminPlan, Effect, ModuleAdmin, QueuedChange};
     use treasury_devnet::world::Deployment;
     use treasury_signer::quorum::quorum_file::QuorumFile;
     use treasury_signer::quorum::signature::GroupKey;
-    use treasury_signer::root::admin::{AdminOutcome, AdminPlan, Effect, ModuleAdmin, QueuedChange};
     use treasury_signer::root::{HsmSigner, RootKey};
 
     use super::HsmArgs;
@@ -718,7 +718,7 @@ pub mod admin {
         }
         println!("sent      {} from {from} (block {})", outcome.tx_hash, outcome.block.unwrap_or_default());
         for applied in &outcome.applied {
-            println!("applied   {}", treasury_signer::root::admin::describe(applied));
+            println!("applied   {}", treasury_chain::admin::describe(applied));
         }
         if let Some(q) = &outcome.queued {
             println!("queued    {}", queued_line(q, now));

@@ -425,7 +425,7 @@ impl Pipeline {
             }
             RequestState::Signed => {
                 let sig = record.signature.ok_or_else(|| {
-                    PipelineError::Root(RootError::Transport("signed without signature".into()))
+                    PipelineError::Root(RootError::SignedWithoutSignature { id: id.clone() })
                 })?;
                 let answer = SigningAnswer::Root(RootSignature { signature: sig.clone() });
                 self.journal.answer_signing_request(&flight.record.operation_id, ROOT, &answer).await?;

@@ -1,4 +1,4 @@
-//! Root admin: build the module's admin operations, describe them against the module's current
+//! The module's admin client: build the admin operations, describe them against the module's current
 //! settings, check the root signature, send `admin(op, sig)`, apply queued changes after the
 //! timelock, and list what is queued.
 //!
@@ -10,10 +10,11 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{Filter, TransactionReceipt};
 use alloy::sol_types::{SolEvent, SolValue};
 use serde::{Deserialize, Serialize};
-use treasury_chain::contracts::TreasuryModule::{self, TreasuryModuleErrors};
-use treasury_chain::{AdminAction, AdminOp, admin_digest};
 
-use super::error::{Result, RootError};
+use super::actions::AdminAction;
+use crate::contracts::TreasuryModule::{self, TreasuryModuleErrors};
+use crate::error::{ChainError, Result};
+use crate::operation::{AdminOp, admin_digest};
 
 /// The id the module gives the change `(action, params)` queued by the admin op with `nonce`:
 /// `keccak256(abi.encode(action, params, nonce))`.
@@ -96,12 +97,28 @@ pub struct ModuleAdmin {
     chain_id: u64,
 }
 
-fn chain(what: &str) -> impl Fn(alloy::contract::Error) -> RootError + '_ {
-    move |e| RootError::Chain(format!("{what}: {e}"))
+impl ModuleAdmin {
+    /// A failed read of the module's view `call`.
+    fn view(&self, call: &'static str) -> impl Fn(alloy::contract::Error) -> ChainError + '_ {
+        move |e| ChainError::rpc(call, Some(self.module), e)
+    }
+
+    /// A failed RPC request about the module.
+    fn rpc<E>(&self, call: &'static str) -> impl FnOnce(E) -> ChainError + '_
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| ChainError::rpc(call, Some(self.module), e)
+    }
+
+    /// A failed module call: its custom error when it reverted with one, else the RPC failure.
+    fn call_error(&self, call: &'static str) -> impl Fn(alloy::contract::Error) -> ChainError + '_ {
+        move |e| module_error(call, &e).unwrap_or_else(|| ChainError::rpc(call, Some(self.module), e))
+    }
 }
 
-/// Turns a failed module call into [`RootError::ModuleRevert`] naming the module's custom error.
-pub fn module_error(call: &str, e: &alloy::contract::Error) -> Option<RootError> {
+/// Turns a failed module call into [`ChainError::ModuleRevert`] naming the module's custom error.
+pub fn module_error(call: &str, e: &alloy::contract::Error) -> Option<ChainError> {
     let decoded = e.as_decoded_interface_error::<TreasuryModuleErrors>()?;
     let text = format!("{decoded:?}");
     let (name, inner) = match text.split_once('(') {
@@ -109,11 +126,7 @@ pub fn module_error(call: &str, e: &alloy::contract::Error) -> Option<RootError>
         None => (text.clone(), ""),
     };
     let detail = inner.strip_prefix(name.as_str()).unwrap_or(inner).to_owned();
-    Some(RootError::ModuleRevert { call: call.to_owned(), name, detail })
-}
-
-fn call_error(call: &str, e: alloy::contract::Error) -> RootError {
-    module_error(call, &e).unwrap_or_else(|| RootError::Chain(format!("{call}: {e}")))
+    Some(ChainError::ModuleRevert { call: call.to_owned(), name, detail })
 }
 
 /// A one-line description of `action`.
@@ -149,12 +162,13 @@ fn asset(token: Address) -> String {
 impl ModuleAdmin {
     /// The module at `module`, read through `provider`; fails if no contract is there.
     pub async fn connect(provider: DynProvider, module: Address) -> Result<Self> {
-        let chain_id =
-            provider.get_chain_id().await.map_err(|e| RootError::Chain(format!("eth_chainId: {e}")))?;
-        let code =
-            provider.get_code_at(module).await.map_err(|e| RootError::Chain(format!("eth_getCode: {e}")))?;
+        let chain_id = provider.get_chain_id().await.map_err(|e| ChainError::rpc("eth_chainId", None, e))?;
+        let code = provider
+            .get_code_at(module)
+            .await
+            .map_err(|e| ChainError::rpc("eth_getCode", Some(module), e))?;
         if code.is_empty() {
-            return Err(RootError::InvalidInput(format!("no contract at {module} on chain {chain_id}")));
+            return Err(ChainError::InvalidInput(format!("no contract at {module} on chain {chain_id}")));
         }
         Ok(Self { provider, module, chain_id })
     }
@@ -179,8 +193,11 @@ impl ModuleAdmin {
             .provider
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await
-            .map_err(|e| RootError::Chain(format!("eth_getBlockByNumber: {e}")))?
-            .ok_or_else(|| RootError::Chain("no latest block".into()))?;
+            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
+            .ok_or_else(|| ChainError::InvalidAnswer {
+                call: "eth_getBlockByNumber".into(),
+                reason: "no latest block".into(),
+            })?;
         Ok(block.header.timestamp)
     }
 
@@ -188,9 +205,9 @@ impl ModuleAdmin {
     /// past the chain's current time, and describes it against the current settings.
     pub async fn plan(&self, action: AdminAction, ttl_secs: u64) -> Result<AdminPlan> {
         let m = self.contract();
-        let nonce = m.adminNonce().call().await.map_err(chain("adminNonce"))?;
-        let root = m.root().call().await.map_err(chain("root"))?;
-        let delay = m.timelockDelay().call().await.map_err(chain("timelockDelay"))?;
+        let nonce = m.adminNonce().call().await.map_err(self.view("adminNonce"))?;
+        let root = m.root().call().await.map_err(self.view("root"))?;
+        let delay = m.timelockDelay().call().await.map_err(self.view("timelockDelay"))?;
         let now = self.chain_time().await?;
         let (current, widening) = self.current(&action, delay).await?;
         let op = AdminOp {
@@ -219,19 +236,19 @@ impl ModuleAdmin {
         let m = self.contract();
         Ok(match action {
             AdminAction::Pause | AdminAction::Unpause => {
-                let paused = m.paused().call().await.map_err(chain("paused"))?;
+                let paused = m.paused().call().await.map_err(self.view("paused"))?;
                 (if paused { "paused" } else { "running" }.into(), false)
             }
             AdminAction::SetGroupKey { .. } => {
-                let k = m.groupKey().call().await.map_err(chain("groupKey"))?;
+                let k = m.groupKey().call().await.map_err(self.view("groupKey"))?;
                 (format!("group key x={:#066x} parity={}", k.x, k.parity), true)
             }
             AdminAction::SetRoot { .. } => {
-                let r = m.root().call().await.map_err(chain("root"))?;
+                let r = m.root().call().await.map_err(self.view("root"))?;
                 (format!("root {r}"), true)
             }
             AdminAction::SetBudget { token, limit, period } => {
-                let b = m.budget(*token).call().await.map_err(chain("budget"))?;
+                let b = m.budget(*token).call().await.map_err(self.view("budget"))?;
                 let untrack = limit.is_zero() && *period == 0;
                 if b.period == 0 {
                     // tracking makes an asset spendable at tier 1: it widens (timelocked)
@@ -244,16 +261,17 @@ impl ModuleAdmin {
                 }
             }
             AdminAction::SetCallAllowed { target, selector, allowed } => {
-                let now = m.isCallAllowed(*target, *selector).call().await.map_err(chain("isCallAllowed"))?;
+                let now =
+                    m.isCallAllowed(*target, *selector).call().await.map_err(self.view("isCallAllowed"))?;
                 (if now { "allowed" } else { "not allowed" }.into(), *allowed)
             }
             AdminAction::SetSpenderAllowed { spender, allowed } => {
-                let now = m.isSpenderAllowed(*spender).call().await.map_err(chain("isSpenderAllowed"))?;
+                let now = m.isSpenderAllowed(*spender).call().await.map_err(self.view("isSpenderAllowed"))?;
                 (if now { "allowed" } else { "not allowed" }.into(), *allowed)
             }
             AdminAction::SetTimelock { delay: new } => (format!("{delay} s"), *new < delay),
             AdminAction::Cancel { change_id } => {
-                let eta = m.queuedChange(*change_id).call().await.map_err(chain("queuedChange"))?;
+                let eta = m.queuedChange(*change_id).call().await.map_err(self.view("queuedChange"))?;
                 (if eta.is_zero() { "not queued".into() } else { format!("queued, eta {eta}") }, false)
             }
         })
@@ -268,14 +286,9 @@ impl ModuleAdmin {
         plan: &AdminPlan,
         sig: &Signature,
     ) -> Result<AdminOutcome> {
-        let signer = sig
-            .recover_address_from_prehash(&plan.digest)
-            .map_err(|e| RootError::Malformed(format!("root signature does not recover: {e}")))?;
+        let signer = sig.recover_address_from_prehash(&plan.digest).map_err(ChainError::BadSignature)?;
         if signer != plan.root {
-            return Err(RootError::InvalidInput(format!(
-                "the signing key is {signer}, but the module's root is {}",
-                plan.root
-            )));
+            return Err(ChainError::WrongSigner { signer, root: plan.root });
         }
         let m = TreasuryModule::new(self.module, sender.clone());
         let op = TreasuryModule::AdminOp {
@@ -287,10 +300,9 @@ impl ModuleAdmin {
         let no_frost = TreasuryModule::FrostSig { rX: U256::ZERO, rY: U256::ZERO, z: U256::ZERO };
         let root_sig = Bytes::from(sig.as_bytes().to_vec());
         let call = m.admin(op, no_frost, root_sig);
-        call.call().await.map_err(|e| call_error("admin", e))?;
-        let receipt = call.send().await.map_err(|e| call_error("admin", e))?;
-        let receipt =
-            receipt.get_receipt().await.map_err(|e| RootError::Chain(format!("admin receipt: {e}")))?;
+        call.call().await.map_err(self.call_error("admin"))?;
+        let receipt = call.send().await.map_err(self.call_error("admin"))?;
+        let receipt = receipt.get_receipt().await.map_err(self.rpc("admin receipt"))?;
         self.outcome("admin", &receipt, Some(plan.op.nonce))
     }
 
@@ -298,19 +310,15 @@ impl ModuleAdmin {
     pub async fn apply(&self, sender: &DynProvider, change: &QueuedChange) -> Result<AdminOutcome> {
         let m = TreasuryModule::new(self.module, sender.clone());
         let call = m.applyChange(change.action.code(), change.params.clone(), change.nonce);
-        call.call().await.map_err(|e| call_error("applyChange", e))?;
-        let pending = call.send().await.map_err(|e| call_error("applyChange", e))?;
-        let receipt =
-            pending.get_receipt().await.map_err(|e| RootError::Chain(format!("applyChange receipt: {e}")))?;
+        call.call().await.map_err(self.call_error("applyChange"))?;
+        let pending = call.send().await.map_err(self.call_error("applyChange"))?;
+        let receipt = pending.get_receipt().await.map_err(self.rpc("applyChange receipt"))?;
         self.outcome("applyChange", &receipt, None)
     }
 
     fn outcome(&self, call: &str, receipt: &TransactionReceipt, nonce: Option<U256>) -> Result<AdminOutcome> {
         if !receipt.status() {
-            return Err(RootError::Chain(format!(
-                "{call} reverted on chain (tx {})",
-                receipt.transaction_hash
-            )));
+            return Err(ChainError::Reverted { what: call.to_owned(), tx_hash: receipt.transaction_hash });
         }
         let mut out = AdminOutcome {
             tx_hash: receipt.transaction_hash,
@@ -324,14 +332,14 @@ impl ModuleAdmin {
             }
             if let Ok(e) = log.log_decode::<TreasuryModule::ChangeApplied>() {
                 let e = e.inner.data;
-                out.applied.push(
-                    AdminAction::decode(e.action, &e.params).map_err(|e| RootError::Chain(e.to_string()))?,
-                );
+                out.applied.push(AdminAction::decode(e.action, &e.params)?);
             } else if let Ok(e) = log.log_decode::<TreasuryModule::ChangeQueued>() {
                 let e = e.inner.data;
-                let action =
-                    AdminAction::decode(e.action, &e.params).map_err(|e| RootError::Chain(e.to_string()))?;
-                let nonce = nonce.ok_or_else(|| RootError::Chain(format!("{call} queued a change")))?;
+                let action = AdminAction::decode(e.action, &e.params)?;
+                let nonce = nonce.ok_or_else(|| ChainError::InvalidAnswer {
+                    call: call.to_owned(),
+                    reason: "it queued a change".into(),
+                })?;
                 out.queued = Some(QueuedChange {
                     id: e.id,
                     summary: describe(&action),
@@ -353,17 +361,13 @@ impl ModuleAdmin {
             .address(self.module)
             .event_signature(TreasuryModule::ChangeQueued::SIGNATURE_HASH)
             .from_block(from_block);
-        let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| RootError::Chain(format!("eth_getLogs: {e}")))?;
-        let admin_nonce = m.adminNonce().call().await.map_err(chain("adminNonce"))?;
+        let logs = self.provider.get_logs(&filter).await.map_err(self.rpc("eth_getLogs"))?;
+        let admin_nonce = m.adminNonce().call().await.map_err(self.view("adminNonce"))?;
         let mut out = Vec::new();
         for log in logs {
             let Ok(e) = log.log_decode::<TreasuryModule::ChangeQueued>() else { continue };
             let e = e.inner.data;
-            let eta = m.queuedChange(e.id).call().await.map_err(chain("queuedChange"))?;
+            let eta = m.queuedChange(e.id).call().await.map_err(self.view("queuedChange"))?;
             if eta.is_zero() {
                 continue;
             }
@@ -374,8 +378,7 @@ impl ModuleAdmin {
             else {
                 continue;
             };
-            let action =
-                AdminAction::decode(e.action, &e.params).map_err(|e| RootError::Chain(e.to_string()))?;
+            let action = AdminAction::decode(e.action, &e.params)?;
             out.push(QueuedChange {
                 id: e.id,
                 summary: describe(&action),
@@ -388,10 +391,10 @@ impl ModuleAdmin {
         Ok(out)
     }
 
-    /// The queued change `id`, or [`RootError::InvalidInput`] when nothing with this id is queued.
+    /// The queued change `id`, or [`ChainError::InvalidInput`] when nothing with this id is queued.
     pub async fn find_queued(&self, id: B256, from_block: u64) -> Result<QueuedChange> {
         self.queued_changes(from_block).await?.into_iter().find(|c| c.id == id).ok_or_else(|| {
-            RootError::InvalidInput(format!("no change {id} is queued in module {}", self.module))
+            ChainError::InvalidInput(format!("no change {id} is queued in module {}", self.module))
         })
     }
 }
