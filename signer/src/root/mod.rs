@@ -28,6 +28,7 @@ pub mod pin;
 pub mod request;
 pub mod service;
 pub mod signer;
+mod sql_batch;
 pub mod store;
 
 pub use client::RootClient;

@@ -12,6 +12,7 @@ use sqlx::{Row, Transaction};
 use super::error::{Result, RootError};
 use super::guard::Assessment;
 use super::request::EscalationRequest;
+use super::sql_batch::Batch;
 
 /// The state of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,37 +270,53 @@ async fn drop_from_windows(tx: &mut Transaction<'_, sqlx::Sqlite>, id: &str) -> 
 
 /// Moves a stored window's horizon forward to `w.since`, subtracting the flows that aged out, or
 /// creates the row from the full sum when there was none.
-async fn advance_window(tx: &mut Transaction<'_, sqlx::Sqlite>, w: &WindowRead) -> Result<()> {
+fn advance_window(batch: &mut Batch, w: &WindowRead) -> Result<()> {
     let token = w.token.to_string();
+    let (period, since) = (to_i64(w.period), to_i64(w.since));
+    let mut arg = |v: Arg| {
+        let placeholder = match v {
+            Arg::Text(t) => batch.arg(t),
+            Arg::Int(i) => batch.arg(i),
+        };
+        placeholder.map_err(RootError::store)
+    };
     let sql = if w.stored {
-        let sets = (0..LIMBS)
-            .map(|i| {
-                format!(
-                    "l{i} = l{i} - (SELECT COALESCE(SUM(f.l{i}),0) FROM flows f WHERE f.token = ?1 AND f.live = 1
-                     AND f.at > window_totals.horizon AND f.at <= ?3)"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut sets = Vec::with_capacity(LIMBS);
+        for i in 0..LIMBS {
+            let (t, s) = (arg(Arg::Text(token.clone()))?, arg(Arg::Int(since))?);
+            sets.push(format!(
+                "l{i} = l{i} - (SELECT COALESCE(SUM(f.l{i}),0) FROM flows f WHERE f.token = {t} AND f.live = 1
+                 AND f.at > window_totals.horizon AND f.at <= {s})"
+            ));
+        }
+        let (h, t, p, s) = (
+            arg(Arg::Int(since))?,
+            arg(Arg::Text(token.clone()))?,
+            arg(Arg::Int(period))?,
+            arg(Arg::Int(since))?,
+        );
         format!(
-            "UPDATE window_totals SET {sets}, horizon = ?3 WHERE token = ?1 AND period = ?2 AND horizon < ?3"
+            "UPDATE window_totals SET {}, horizon = {h} WHERE token = {t} AND period = {p} AND horizon < {s}",
+            sets.join(", ")
         )
     } else {
+        let (t, p, s) = (arg(Arg::Text(token.clone()))?, arg(Arg::Int(period))?, arg(Arg::Int(since))?);
+        let (t2, s2) = (arg(Arg::Text(token))?, arg(Arg::Int(since))?);
         format!(
-            "INSERT OR IGNORE INTO window_totals (token, period, horizon, {}) SELECT ?1, ?2, ?3, {} FROM flows
-             WHERE token = ?1 AND live = 1 AND at > ?3",
+            "INSERT OR IGNORE INTO window_totals (token, period, horizon, {}) SELECT {t}, {p}, {s}, {} FROM flows
+             WHERE token = {t2} AND live = 1 AND at > {s2}",
             limb_list(),
             limb_sums()
         )
     };
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&token)
-        .bind(to_i64(w.period))
-        .bind(to_i64(w.since))
-        .execute(&mut **tx)
-        .await
-        .map_err(RootError::store)?;
+    batch.push(&sql);
     Ok(())
+}
+
+/// A parameter of [`advance_window`].
+enum Arg {
+    Text(String),
+    Int(i64),
 }
 
 const COLUMNS: &str = "id, body, digest, requester, totals, created_at, expires_at, state, signature, decided_by, decided_at, reason";
@@ -347,19 +364,24 @@ fn create_private(path: &Path) -> Result<()> {
 const SIGNER: &str = "root service";
 
 /// Records several decisions on `id` at `at` (no reason) in one statement.
-async fn record_all(
-    tx: &mut Transaction<'_, sqlx::Sqlite>,
-    id: &str,
-    decisions: &[(&str, &str)],
-    at: u64,
-) -> Result<()> {
-    let rows = vec!["(?, ?, ?, ?, NULL)"; decisions.len()].join(", ");
-    let sql = format!("INSERT INTO decisions (request_id, action, by, at, reason) VALUES {rows}");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+fn record_all(batch: &mut Batch, id: &str, decisions: &[(&str, &str)], at: u64) -> Result<()> {
+    let mut rows = Vec::with_capacity(decisions.len());
     for (action, by) in decisions {
-        q = q.bind(id).bind(*action).bind(*by).bind(to_i64(at));
+        let values = [
+            batch.arg(id.to_owned()),
+            batch.arg(action.to_string()),
+            batch.arg(by.to_string()),
+            batch.arg(to_i64(at)),
+        ]
+        .into_iter()
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(RootError::store)?;
+        rows.push(format!("({}, NULL)", values.join(", ")));
     }
-    q.execute(&mut **tx).await.map_err(RootError::store)?;
+    batch.push(&format!(
+        "INSERT INTO decisions (request_id, action, by, at, reason) VALUES {}",
+        rows.join(", ")
+    ));
     Ok(())
 }
 
@@ -402,8 +424,14 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sync)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool =
-            SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(RootError::store)?;
+        // No liveness ping when a connection is taken from the pool: an SQLite connection is a
+        // file in this process, and the ping is a round trip to its thread on every query.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await
+            .map_err(RootError::store)?;
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(RootError::store)?;
         }
@@ -549,12 +577,23 @@ impl Store {
     /// seconds: the stored running total minus the flows that aged out since its horizon (few), or
     /// the full sum when there is no usable row yet.
     pub async fn window_total(&self, token: Address, period: u64, since: u64) -> Result<WindowRead> {
+        // One statement (one round trip): the stored row and, per limb, the flows aged out since
+        // its horizon subtracted.
+        let kept = (0..LIMBS)
+            .map(|i| {
+                format!(
+                    "w.l{i} - (SELECT COALESCE(SUM(f.l{i}),0) FROM flows f WHERE f.token = w.token AND f.live = 1
+                     AND f.at > w.horizon AND f.at <= ?3)"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT horizon, {} FROM window_totals WHERE token = ? AND period = ?",
-            limb_list()
+            "SELECT w.horizon, {kept} FROM window_totals w WHERE w.token = ?1 AND w.period = ?2"
         )))
         .bind(token.to_string())
         .bind(to_i64(period))
+        .bind(to_i64(since))
         .fetch_optional(&self.pool)
         .await
         .map_err(RootError::store)?;
@@ -565,21 +604,9 @@ impl Store {
         if since < horizon {
             return Ok(read(self.committed_since(token, since).await?));
         }
-        let aged = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM flows WHERE token = ? AND live = 1 AND at > ? AND at <= ?",
-            limb_sums()
-        )))
-        .bind(token.to_string())
-        .bind(to_i64(horizon))
-        .bind(to_i64(since))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(RootError::store)?;
         let mut sums = [0i64; LIMBS];
         for (i, sum) in sums.iter_mut().enumerate() {
-            let kept: i64 = row.try_get(i + 1).map_err(RootError::store)?;
-            let gone: i64 = aged.try_get(i).map_err(RootError::store)?;
-            *sum = kept - gone;
+            *sum = row.try_get(i + 1).map_err(RootError::store)?;
         }
         Ok(read(from_limb_sums(sums)))
     }
@@ -610,59 +637,61 @@ impl Store {
         };
         let signature = signature.map(Bytes::copy_from_slice);
         let digest = request.digest();
-        let mut tx = self.pool.begin().await.map_err(RootError::store)?;
-        sqlx::query(
-            "INSERT INTO requests (id, kind, body, digest, requester, totals, created_at, expires_at, deadline, state,
-             signature, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(request.kind())
-        .bind(serde_json::to_string(request).map_err(RootError::store)?)
-        .bind(digest.to_string())
-        .bind(requester)
-        .bind(serde_json::to_string(&totals).map_err(RootError::store)?)
-        .bind(to_i64(now))
-        .bind(to_i64(expires_at))
-        .bind(to_i64(deadline))
-        .bind(state.as_str())
-        .bind(signature.as_ref().map(|s| s.to_string()))
-        .bind(auto_approver)
-        .bind(auto_approver.map(|_| to_i64(now)))
-        .execute(&mut *tx)
-        .await
+        // Every statement of the insert goes to SQLite in one batch: one round trip to the
+        // connection's thread instead of one per statement, inside the same transaction.
+        let mut batch = Batch::default();
+        let values = [
+            batch.arg(id.to_owned()),
+            batch.arg(request.kind().to_owned()),
+            batch.arg(serde_json::to_string(request).map_err(RootError::store)?),
+            batch.arg(digest.to_string()),
+            batch.arg(requester.to_owned()),
+            batch.arg(serde_json::to_string(&totals).map_err(RootError::store)?),
+            batch.arg(to_i64(now)),
+            batch.arg(to_i64(expires_at)),
+            batch.arg(to_i64(deadline)),
+            batch.arg(state.as_str()),
+            batch.arg(signature.as_ref().map(|s| s.to_string())),
+            batch.arg(auto_approver.map(str::to_owned)),
+            batch.arg(auto_approver.map(|_| to_i64(now))),
+        ]
+        .into_iter()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(RootError::store)?;
+        batch.push(&format!(
+            "INSERT INTO requests (id, kind, body, digest, requester, totals, created_at, expires_at, deadline, state,
+             signature, decided_by, decided_at) VALUES ({})",
+            values.join(", ")
+        ));
         for w in windows {
-            advance_window(&mut tx, w).await?;
+            advance_window(&mut batch, w)?;
         }
         for (token, amount) in &totals {
             let l = limbs(*amount);
-            let adds = (0..LIMBS).map(|i| format!("l{i} = l{i} + ?")).collect::<Vec<_>>().join(", ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE window_totals SET {adds} WHERE token = ? AND horizon < ?"
-            )));
-            for v in l {
-                q = q.bind(v);
+            let int = |batch: &mut Batch, v: i64| batch.arg(v).map_err(RootError::store);
+            let text = |batch: &mut Batch, v: String| batch.arg(v).map_err(RootError::store);
+            let mut adds = Vec::with_capacity(LIMBS);
+            for (i, v) in l.iter().enumerate() {
+                adds.push(format!("l{i} = l{i} + {}", int(&mut batch, *v)?));
             }
-            q.bind(token.to_string()).bind(to_i64(now)).execute(&mut *tx).await.map_err(RootError::store)?;
-            sqlx::query(
+            let (t, n) = (text(&mut batch, token.to_string())?, int(&mut batch, to_i64(now))?);
+            batch.push(&format!(
+                "UPDATE window_totals SET {} WHERE token = {t} AND horizon < {n}",
+                adds.join(", ")
+            ));
+            let row = [
+                text(&mut batch, id.to_owned())?,
+                text(&mut batch, token.to_string())?,
+                text(&mut batch, amount.to_string())?,
+                int(&mut batch, to_i64(now))?,
+            ];
+            let limb_args = l.iter().map(|v| int(&mut batch, *v)).collect::<Result<Vec<_>>>()?;
+            batch.push(&format!(
                 "INSERT INTO flows (request_id, token, amount, at, live, l0, l1, l2, l3, l4, l5, l6, l7)
-                 VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(token.to_string())
-            .bind(amount.to_string())
-            .bind(to_i64(now))
-            .bind(l[0])
-            .bind(l[1])
-            .bind(l[2])
-            .bind(l[3])
-            .bind(l[4])
-            .bind(l[5])
-            .bind(l[6])
-            .bind(l[7])
-            .execute(&mut *tx)
-            .await
-            .map_err(RootError::store)?;
+                 VALUES ({}, 1, {})",
+                row.join(", "),
+                limb_args.join(", ")
+            ));
         }
         let mut decisions = vec![("queued", requester)];
         if let Some(by) = auto_approver {
@@ -671,7 +700,9 @@ impl Store {
         if signature.is_some() {
             decisions.push(("sign", SIGNER));
         }
-        record_all(&mut tx, id, &decisions, now).await?;
+        record_all(&mut batch, id, &decisions, now)?;
+        let mut tx = self.pool.begin().await.map_err(RootError::store)?;
+        batch.execute(&mut *tx).await.map_err(RootError::store)?;
         tx.commit().await.map_err(RootError::store)?;
         Ok(RequestRecord {
             id: id.to_owned(),
