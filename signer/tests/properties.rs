@@ -8,7 +8,7 @@ use treasury_chain::operation::{Call, Operation, TIER_QUORUM, operation_digest};
 use treasury_signer::quorum::guard::{
     AllowEntry, Budget, BudgetState, GuardConfig as NodeGuard, TRANSFER, Tier,
 };
-use treasury_signer::quorum::quorum_file::{QuorumFile, QuorumNode};
+use treasury_signer::quorum::quorum_file::{QuorumFile, QuorumNode, RefreshRecord};
 use treasury_signer::quorum::wire::{CommitmentsRequest, DkgRound1Request, SignRequest};
 use treasury_signer::root::guard::{AllowedCall, AssetLimits, GuardConfig as RootGuard, ServedModule};
 
@@ -183,6 +183,7 @@ proptest! {
         hexes in proptest::collection::vec("[0-9a-f]{0,66}", 4),
         x in any::<[u8; 32]>(),
         parity in 0u8..2,
+        refreshed in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quorum.toml");
@@ -195,6 +196,7 @@ proptest! {
             group_key_x: U256::from_be_bytes(x),
             group_key_parity: parity,
             public_key_package: hexes[1].clone(),
+            refresh: refreshed.then(|| RefreshRecord { id: hexes[3].clone(), pending: vec![url.clone()] }),
             nodes: vec![QuorumNode { url, identifier: hexes[2].clone(), identity_key: hexes[3].clone(), fingerprint: hexes[0].clone(), attestation: hexes[1].clone() }],
         };
         std::fs::remove_file(&path).unwrap();

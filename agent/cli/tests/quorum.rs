@@ -78,8 +78,18 @@ struct Quorum {
 /// Starts `n` node processes, node `i` with the test-only faults `spec` for each `(i, spec)` in
 /// `faults` (fault injection is compiled into test builds of `treasury` only), and runs DKG.
 async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Quorum {
+    quorum_of(IdentityKey::generate(), n, t, root, faults).await
+}
+
+/// Like [`quorum`], with the nodes accepting `coord_key` as their coordinator.
+async fn quorum_of(
+    coord_key: IdentityKey,
+    n: usize,
+    t: u16,
+    root: Address,
+    faults: &[(usize, &str)],
+) -> Quorum {
     let tmp = tempfile::tempdir().unwrap();
-    let coord_key = IdentityKey::generate();
     let reports = init_nodes(tmp.path(), n, t, &coord_key, &guard(root), NPW).unwrap();
     let mut procs = Vec::new();
     for (i, r) in reports.iter().enumerate() {
@@ -98,9 +108,13 @@ async fn quorum(n: usize, t: u16, root: Address, faults: &[(usize, &str)]) -> Qu
 
 /// `treasury signer serve` on a free port for the node in `dir`, with test-only `faults` if any.
 async fn spawn_node(dir: &str, faults: Option<&str>) -> NodeProcess {
+    spawn_node_at(dir, "127.0.0.1:0", faults).await
+}
+
+/// `treasury signer serve` for the node in `dir` on `listen`.
+async fn spawn_node_at(dir: &str, listen: &str, faults: Option<&str>) -> NodeProcess {
     let mut cmd = tokio::process::Command::new(EXE);
-    cmd.args(["signer", "serve", "--dir", dir, "--listen", "127.0.0.1:0"])
-        .env("TREASURY_SIGNER_PASSPHRASE", NPW);
+    cmd.args(["signer", "serve", "--dir", dir, "--listen", listen]).env("TREASURY_SIGNER_PASSPHRASE", NPW);
     if let Some(f) = faults {
         cmd.env(FAULTS_ENV, f);
     }
@@ -732,6 +746,75 @@ async fn a_refresh_activation_failing_once_is_retried_and_completes() {
     let refreshed = run_refresh(q.coord_key.clone(), &q.quorum).await.expect("activation is retried");
     assert_eq!(refreshed.quorum.group_key, q.quorum.group_key);
     every_pair_signs(&refreshed.quorum, &q.coord_key, 200).await;
+}
+
+/// A node that goes down between staging and activation (it exits as its activation arrives):
+/// `treasury dkg refresh` names it and saves the refreshed quorum file with it pending; then
+/// `treasury dkg refresh --activate ID` refuses an unknown id, names the node while it is still
+/// down, activates it once it is up again, and succeeds again as a no-op. Afterwards every pair
+/// of nodes signs with the new shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_at_refresh_activation_is_activated_later_by_the_command() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("coord.key");
+    let pass = treasury_signer::quorum::store::Passphrase::new(CPW);
+    treasury_signer::quorum::store::create_coordinator_key(&key_file, &pass).unwrap();
+    let coord_key = treasury_signer::quorum::store::open_coordinator_key(&key_file, &pass).unwrap();
+    let mut q = quorum_of(coord_key, 3, 2, Address::ZERO, &[(2, "exit-at-activate")]).await;
+    let quorum_path = keys.path().join("quorum.toml");
+    let mut file = q.quorum.clone();
+    file.coordinator_key = key_file.display().to_string();
+    file.save(&quorum_path).unwrap();
+    let down = file.nodes[2].url.clone();
+    let dkg = |args: &[&str]| {
+        let out = Command::new(EXE)
+            .arg("dkg")
+            .args(args)
+            .args(["--quorum", quorum_path.to_str().unwrap()])
+            .env("TREASURY_COORDINATOR_PASSPHRASE", CPW)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let (ok, _, err) = tokio::task::block_in_place(|| dkg(&["refresh"]));
+    assert!(!ok, "the refresh cannot activate the node that went down");
+    let refreshed = QuorumFile::load(&quorum_path).unwrap();
+    let record = refreshed.refresh.clone().expect("the refresh is recorded");
+    assert_eq!(record.pending, vec![down.clone()], "{err}");
+    assert!(err.contains(&down) && err.contains(&format!("--activate {}", record.id)), "{err}");
+    assert_ne!(
+        refreshed.public_key_package, file.public_key_package,
+        "the activated nodes' new shares are kept"
+    );
+    assert!(q.procs[2].wait_for_line("never printed").await.is_none(), "node 2 exited");
+
+    let (ok, _, err) = tokio::task::block_in_place(|| dkg(&["refresh", "--activate", "00ff"]));
+    assert!(!ok && err.contains("unknown refresh id 00ff") && err.contains(&record.id), "{err}");
+    let (ok, _, err) = tokio::task::block_in_place(|| dkg(&["refresh", "--activate", &record.id]));
+    assert!(!ok && err.contains(&down) && err.contains("not activated on"), "{err}");
+    assert_eq!(QuorumFile::load(&quorum_path).unwrap().refresh.unwrap().pending, vec![down.clone()]);
+
+    let dir = q.procs[2].dir.display().to_string();
+    q.procs[2] = spawn_node_at(&dir, down.trim_start_matches("http://"), None).await;
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| dkg(&["refresh", "--activate", &record.id, "--json"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["activated"], serde_json::json!([down]), "{out}");
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| dkg(&["refresh", "--activate", &record.id, "--json"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["status"], "already active on every node", "{out}");
+
+    let done = QuorumFile::load(&quorum_path).unwrap();
+    assert!(done.refresh.as_ref().is_some_and(|r| r.id == record.id && r.pending.is_empty()));
+    every_pair_signs(&done, &q.coord_key, 300).await;
 }
 
 /// Each pair of a 3-node `quorum` signs (module nonces from `first_nonce`), verified as the module

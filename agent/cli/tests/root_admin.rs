@@ -284,6 +284,7 @@ async fn group_key_rotation_is_timelocked_and_cancellable() {
         group_key_parity: kc.parity,
         public_key_package: String::new(),
         nodes: Vec::new(),
+        refresh: None,
     };
     // Attack (issue 13 item 1): a compromised coordinator writes a quorum file for a key it
     // holds alone; no node attests it, so registering it is refused.

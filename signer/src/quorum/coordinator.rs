@@ -23,7 +23,7 @@ use super::client::NodeClient;
 use super::dkg::{identifier_hex, parse_identifier};
 use super::error::{NodeFault, QuorumError, RefusalCode};
 use super::identity::{IdentityKey, IdentityPublic};
-use super::quorum_file::{QuorumFile, QuorumNode};
+use super::quorum_file::{QuorumFile, QuorumNode, RefreshRecord};
 use super::signature::{FrostSignature, GroupKey};
 use super::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
 use super::wire::*;
@@ -492,17 +492,32 @@ pub async fn run_dkg(
                     attestation,
                 })
                 .collect(),
+            refresh: None,
         };
         return Ok(DkgOutcome { quorum, group_key, attempts: attempt });
     }
     Err(QuorumError::GroupKeyOutOfRange)
 }
 
-/// Refreshes every share of the quorum; the group key stays. Returns the updated quorum file.
+/// Refreshes every share of the quorum; the group key stays. Returns the updated quorum file,
+/// which records the refresh's id.
+///
+/// When some nodes staged but did not activate their new share, fails with
+/// [`QuorumError::ActivationIncomplete`], which carries the refreshed quorum file (to be saved:
+/// the nodes that activated sign only under it) naming those nodes as pending; see
+/// [`activate_refresh`]. A refresh is refused while an earlier one is still pending somewhere.
 ///
 /// # Security
 /// Same guarantees as [`run_dkg`]; every node checks the group key is unchanged before committing.
 pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOutcome, QuorumError> {
+    if let Some(r) = quorum.refresh.as_ref().filter(|r| !r.pending.is_empty()) {
+        return Err(QuorumError::Dkg(format!(
+            "refresh {} is not activated on {} yet: run `treasury dkg refresh --activate {}` first",
+            r.id,
+            r.pending.join(", "),
+            r.id
+        )));
+    }
     let client = NodeClient::new(key);
     let timeout = Duration::from_secs(30);
     let nodes: Vec<PinnedNode> = quorum
@@ -532,7 +547,7 @@ pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOut
             return Err(e);
         }
     };
-    activate(&client, &nodes, &roster, &session, timeout).await?;
+    let failed = activate(&client, &nodes, &roster, &session, timeout).await;
     let group_key = GroupKey::from_compressed(
         &hex::decode(&quorum.group_key).map_err(|e| QuorumError::Corrupt(e.to_string()))?,
     )?;
@@ -541,7 +556,73 @@ pub async fn run_refresh(key: IdentityKey, quorum: &QuorumFile) -> Result<DkgOut
     for (n, a) in q.nodes.iter_mut().zip(attestations) {
         n.attestation = a;
     }
+    q.refresh = Some(RefreshRecord {
+        id: session.clone(),
+        pending: failed.iter().map(|(url, _)| url.clone()).collect(),
+    });
+    if !failed.is_empty() {
+        return Err(QuorumError::ActivationIncomplete {
+            refresh: session,
+            nodes: failed,
+            quorum: Box::new(q),
+        });
+    }
     Ok(DkgOutcome { quorum: q, group_key, attempts: 1 })
+}
+
+/// What [`activate_refresh`] did.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    /// The quorum file with the activated nodes no longer pending.
+    pub quorum: QuorumFile,
+    /// URLs of the nodes activated now; empty when every node had already activated.
+    pub activated: Vec<String>,
+}
+
+/// Re-runs phase 2 of refresh `refresh` on the nodes the quorum file names as pending (activation
+/// is idempotent at the node, so a node that activated but whose answer was lost answers the
+/// same). Fails with [`QuorumError::UnknownRefresh`] when `refresh` is not the file's last
+/// refresh, and with [`QuorumError::ActivationIncomplete`] (carrying the updated file) naming the
+/// nodes still not activated.
+pub async fn activate_refresh(
+    key: IdentityKey,
+    quorum: &QuorumFile,
+    refresh: &str,
+) -> Result<Activation, QuorumError> {
+    let record = match &quorum.refresh {
+        Some(r) if r.id == refresh => r,
+        other => {
+            return Err(QuorumError::UnknownRefresh {
+                id: refresh.to_string(),
+                last: other.as_ref().map_or_else(|| "none".to_string(), |r| r.id.clone()),
+            });
+        }
+    };
+    let mut nodes = Vec::new();
+    let mut roster = Vec::new();
+    for url in &record.pending {
+        let n = quorum.nodes.iter().find(|n| &n.url == url).ok_or_else(|| {
+            QuorumError::Config(format!("refresh {refresh}: pending node {url} is not in the quorum file"))
+        })?;
+        nodes.push(PinnedNode { url: n.url.clone(), fingerprint: n.fingerprint.clone() });
+        roster.push(RosterEntry { identifier: n.identifier.clone(), identity_key: n.identity_key.clone() });
+    }
+    let client = NodeClient::new(key);
+    let failed = activate(&client, &nodes, &roster, refresh, Duration::from_secs(30)).await;
+    let mut q = quorum.clone();
+    q.refresh = Some(RefreshRecord {
+        id: refresh.to_string(),
+        pending: failed.iter().map(|(url, _)| url.clone()).collect(),
+    });
+    if !failed.is_empty() {
+        return Err(QuorumError::ActivationIncomplete {
+            refresh: refresh.to_string(),
+            nodes: failed,
+            quorum: Box::new(q),
+        });
+    }
+    let activated = nodes.into_iter().map(|n| n.url).collect();
+    Ok(Activation { quorum: q, activated })
 }
 
 async fn run_rounds(
@@ -643,18 +724,21 @@ const ACTIVATION_ATTEMPTS: u32 = 5;
 
 /// Phase 2 of a refresh commit: asks every node to make its staged share current, retrying the
 /// nodes that failed (activation is idempotent at the node) until all activated or the attempts
-/// run out; then names the nodes that did not.
+/// run out. Returns the nodes that did not activate, with the last failure of each.
 async fn activate(
     client: &NodeClient,
     nodes: &[PinnedNode],
     roster: &[RosterEntry],
     session: &str,
     timeout: Duration,
-) -> Result<(), QuorumError> {
+) -> Vec<(String, NodeFault)> {
     let req = DkgActivateRequest { session: session.to_string() };
     let mut pending: Vec<usize> = (0..nodes.len()).collect();
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed = Vec::new();
     for attempt in 1..=ACTIVATION_ATTEMPTS {
+        if pending.is_empty() {
+            break;
+        }
         if attempt > 1 {
             tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt - 1))).await;
         }
@@ -672,19 +756,13 @@ async fn activate(
         for (i, r) in pending.iter().zip(res) {
             if let Err(f) = r {
                 tracing::warn!(node = %nodes[*i].url, attempt, fault = %f, "refresh activation failed");
-                failed.push(format!("{}: {f}", nodes[*i].url));
+                failed.push((nodes[*i].url.clone(), f));
                 still.push(*i);
             }
         }
         pending = still;
-        if pending.is_empty() {
-            return Ok(());
-        }
     }
-    Err(QuorumError::Dkg(format!(
-        "refresh staged on every node but not activated on: {} after {ACTIVATION_ATTEMPTS} attempts (their staged share waits; they keep signing with the old one)",
-        failed.join("; ")
-    )))
+    failed
 }
 
 async fn abort(

@@ -180,6 +180,29 @@ pub enum QuorumError {
         /// What went wrong.
         fault: NodeFault,
     },
+    /// A refresh staged its shares on every node, but some nodes did not activate theirs; they
+    /// keep signing with the old share until the activation is re-run.
+    #[error(
+        "refresh {refresh} staged on every node but not activated on: {}; they keep signing with the old share until `treasury dkg refresh --activate {refresh}` activates them",
+        fmt_faults(.nodes)
+    )]
+    ActivationIncomplete {
+        /// The refresh id.
+        refresh: String,
+        /// Every node not activated, with why.
+        nodes: Vec<(String, NodeFault)>,
+        /// The refreshed quorum file (current on the nodes that activated; the others listed as
+        /// pending), to be saved in place of the old one.
+        quorum: Box<super::quorum_file::QuorumFile>,
+    },
+    /// An activation named a refresh the quorum file does not record as its last one.
+    #[error("unknown refresh id {id}: the quorum file's last refresh is {last}")]
+    UnknownRefresh {
+        /// The id asked for.
+        id: String,
+        /// The last refresh the file records (`none` when there was none).
+        last: String,
+    },
 }
 
 fn fmt_faults(faults: &[(String, NodeFault)]) -> String {

@@ -1,7 +1,7 @@
 //! Test-only fault injection for signer nodes, compiled only with the `fault-injection` feature.
 //!
 //! The process tests start `treasury signer serve` with [`FAULTS_ENV`] set, e.g.
-//! `corrupt-shares`, `refuse-refresh-commit`, `dkg-equivocate` or `sign-delay-ms=600000`, to get a node that answers invalid signature
+//! `corrupt-shares`, `refuse-refresh-commit`, `dkg-equivocate`, `exit-at-activate` or `sign-delay-ms=600000`, to get a node that answers invalid signature
 //! shares or holds every signing request before handling it. A build without the feature has no
 //! such behaviour: a node started with the variable set refuses to start (see
 //! [`super::node::BoundNode::bind`]).
@@ -27,6 +27,9 @@ pub struct Faults {
     pub dkg_equivocate: bool,
     /// Refuse the first refresh activation request (as a node unreachable at that moment).
     pub refuse_activate_once: bool,
+    /// Exit the process when a refresh activation request arrives, before activating (a node
+    /// that goes down between staging and activation).
+    pub exit_at_activate: bool,
 }
 
 /// Whether this process already refused an activation under `refuse-activate-once`.
@@ -42,6 +45,7 @@ impl Faults {
                 None if item == "refuse-refresh-commit" => f.refuse_refresh_commit = true,
                 None if item == "dkg-equivocate" => f.dkg_equivocate = true,
                 None if item == "refuse-activate-once" => f.refuse_activate_once = true,
+                None if item == "exit-at-activate" => f.exit_at_activate = true,
                 Some(("sign-delay-ms", ms)) => {
                     let ms: u64 =
                         ms.parse().map_err(|e| QuorumError::Config(format!("{FAULTS_ENV} {item}: {e}")))?;
@@ -100,6 +104,7 @@ mod tests {
         assert_eq!(f.sign_delay, Some(Duration::from_millis(250)));
         let f = Faults::parse("dkg-equivocate,refuse-activate-once").unwrap();
         assert!(f.dkg_equivocate && f.refuse_activate_once && !f.corrupt_shares);
+        assert!(Faults::parse("exit-at-activate").unwrap().exit_at_activate);
         assert!(Faults::parse("sign-delay-ms=soon").is_err());
         assert!(Faults::parse("explode").is_err());
     }

@@ -384,6 +384,11 @@ impl NodeState {
         if self.faults.refuses_activation() {
             return Err(fail("test fault: refresh activation refused once".into()));
         }
+        #[cfg(feature = "fault-injection")]
+        if self.faults.exit_at_activate {
+            tracing::warn!("test fault: exiting at refresh activation");
+            std::process::exit(3);
+        }
         let mut store = self.store.lock().expect("store lock");
         if !req.session.is_empty() && store.secrets.activated_session == req.session {
             // A repeat (the coordinator lost the answer, or re-runs activation): already done.

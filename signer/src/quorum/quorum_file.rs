@@ -12,6 +12,9 @@
 //! identifier = "…"
 //! identity_key = "02…"
 //! fingerprint = "…"                     # pinned out of band
+//! [refresh]                             # the last share refresh, once there was one
+//! id = "…"
+//! pending = ["http://127.0.0.1:7003"]   # nodes not yet activated (`treasury dkg refresh --activate`)
 //! ```
 use std::path::{Path, PathBuf};
 
@@ -70,6 +73,20 @@ pub struct QuorumFile {
     /// The nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<QuorumNode>,
+    /// The last share refresh, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshRecord>,
+}
+
+/// A share refresh as the quorum file records it: its id and the nodes that have not activated
+/// its shares yet (they keep signing with the old share until they do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// The refresh id (the session the nodes staged their new shares under).
+    pub id: String,
+    /// URLs of the nodes still on the old share; empty once every node activated.
+    #[serde(default)]
+    pub pending: Vec<String>,
 }
 
 impl QuorumFile {

@@ -224,7 +224,7 @@ impl RootService {
     async fn sign_new(&self, digest: alloy::primitives::B256) -> Result<alloy::primitives::Signature> {
         let _one = self.sign_lock.lock().await;
         let key = self.key.clone();
-        tokio::task::spawn_blocking(move || key.sign_digest(&digest)).await.map_err(RootError::HsmTask)?
+        on_hsm(move || key.sign_digest(&digest)).await?
     }
 
     /// Signs an approved request with the HSM and stores the signature.
@@ -260,9 +260,7 @@ impl RootService {
             return Err(e);
         }
         let key = self.key.clone();
-        let sig = tokio::task::spawn_blocking(move || key.sign_digest(&digest))
-            .await
-            .map_err(RootError::HsmTask)??;
+        let sig = on_hsm(move || key.sign_digest(&digest)).await??;
         self.store.set_signed(&rec.id, &sig.as_bytes(), now()).await
     }
 
@@ -306,6 +304,17 @@ impl RootService {
             }
         })
     }
+}
+
+/// Runs the blocking HSM call `f`: on this thread when the runtime is multi-threaded (it moves its
+/// other tasks to another worker meanwhile), else on the blocking pool. Handing the call to a pool
+/// thread and waiting to be woken costs about as much as the signature itself on an idle machine.
+async fn on_hsm<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return Ok(tokio::task::block_in_place(f));
+    }
+    tokio::task::spawn_blocking(f).await.map_err(RootError::HsmTask)
 }
 
 /// The tag authenticating `by`'s approval of request `id` over `digest`: HMAC-SHA256 under the

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg, run_refresh};
+use treasury_signer::quorum::QuorumError;
+use treasury_signer::quorum::coordinator::{PinnedNode, activate_refresh, run_dkg, run_refresh};
 use treasury_signer::quorum::quorum_file::QuorumFile;
 use treasury_signer::quorum::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
 
@@ -34,11 +35,16 @@ pub struct DkgArgs {
 /// `treasury dkg` subcommands.
 #[derive(Debug, Subcommand)]
 enum DkgAction {
-    /// Rotate every share; the group key stays.
+    /// Rotate every share; the group key stays. With `--activate`, finish an earlier refresh on
+    /// the nodes that did not activate it.
     Refresh {
         /// Quorum file to refresh (updated in place).
         #[arg(long, default_value = "quorum.toml")]
         quorum: PathBuf,
+        /// Only activate refresh REFRESH_ID (named by the refresh that could not) on the nodes
+        /// the quorum file lists as pending; idempotent.
+        #[arg(long, value_name = "REFRESH_ID")]
+        activate: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -49,11 +55,15 @@ impl DkgArgs {
     /// Runs DKG.
     pub async fn run(self) -> anyhow::Result<()> {
         let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
-        if let Some(DkgAction::Refresh { quorum, json }) = self.action {
+        if let Some(DkgAction::Refresh { quorum, activate, json }) = self.action {
             let q = QuorumFile::load(&quorum)?;
             let key = open_coordinator_key(&q.coordinator_key_path(&quorum), &pass)
                 .context("opening the coordinator key")?;
-            let outcome = run_refresh(key, &q).await.context("share refresh")?;
+            if let Some(id) = activate {
+                return activate_pending(key, &q, &quorum, &id, json).await;
+            }
+            let outcome = run_refresh(key, &q).await.map_err(|e| saving_incomplete(e, &quorum));
+            let outcome = outcome.context("share refresh")?;
             outcome.quorum.save(&quorum)?;
             print(&outcome.group_key, &quorum, json, "refreshed");
             return Ok(());
@@ -69,6 +79,45 @@ impl DkgArgs {
         outcome.quorum.save(&self.out)?;
         print(&outcome.group_key, &self.out, self.json, "created");
         Ok(())
+    }
+}
+
+/// `treasury dkg refresh --activate ID`: activates refresh `id` on the nodes still pending and
+/// records the outcome in the quorum file.
+async fn activate_pending(
+    key: treasury_signer::quorum::identity::IdentityKey,
+    q: &QuorumFile,
+    path: &std::path::Path,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let done = activate_refresh(key, q, id).await.map_err(|e| saving_incomplete(e, path));
+    let done = done.with_context(|| format!("activating refresh {id}"))?;
+    done.quorum.save(path)?;
+    let status = if done.activated.is_empty() { "already active on every node" } else { "activated" };
+    if json {
+        println!("{}", serde_json::json!({ "refresh": id, "status": status, "activated": done.activated }));
+    } else if done.activated.is_empty() {
+        println!("refresh {id}: {status}");
+    } else {
+        println!(
+            "refresh {id}: activated on {}; every node now signs with the new shares",
+            done.activated.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Saves the refreshed quorum file an incomplete activation carries (the nodes that activated
+/// sign only under it), and passes the error on.
+fn saving_incomplete(e: QuorumError, path: &std::path::Path) -> anyhow::Error {
+    let QuorumError::ActivationIncomplete { quorum, .. } = &e else { return e.into() };
+    match quorum.save(path) {
+        Ok(()) => anyhow::Error::new(e)
+            .context(format!("{} updated (the nodes that activated sign only under it)", path.display())),
+        Err(save) => {
+            anyhow::anyhow!("{e}; saving the refreshed quorum file {} failed: {save}", path.display())
+        }
     }
 }
 

@@ -86,8 +86,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sync)
             .busy_timeout(std::time::Duration::from_secs(10));
+        // No liveness ping when a connection is taken from the pool: an SQLite connection is a
+        // file in this process, and the ping is a round trip to its thread on every query.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(RootError::store("open the queue"))?;
