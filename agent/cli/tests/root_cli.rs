@@ -236,11 +236,12 @@ async fn the_service_guards_queues_and_signs_after_approval() {
         matches!(agent.approve(&rec.id).await, Err(RootError::Unauthorized(_))),
         "a requester cannot approve"
     );
-    let (ok, out, err) = env.run(&["root", "pending", "--config", config.to_str().unwrap(), "--json"]);
+    let (ok, out, err) =
+        env.run_with(&["root", "pending", "--url", &svc.url, "--json"], &[("TREASURY_APPROVER_TOKEN", &alice_tok)]);
     assert!(ok, "{err}");
     assert!(out.contains(&rec.id));
     // Without a token, and with the requester's token: refused, nothing recorded.
-    let approve = ["root", "approve", &rec.id, "--config", config.to_str().unwrap()];
+    let approve = ["root", "approve", &rec.id, "--url", &svc.url];
     let (ok, _, err) = env.run(&approve);
     assert!(!ok && err.contains("TREASURY_APPROVER_TOKEN"), "{err}");
     let (ok, _, err) = env.run_with(&approve, &[("TREASURY_APPROVER_TOKEN", &agent_tok)]);
@@ -273,7 +274,7 @@ async fn the_service_guards_queues_and_signs_after_approval() {
     assert!(matches!(alice_c.approve(&rec.id).await, Err(RootError::NotPending { .. })));
     assert!(matches!(alice_c.approve("0000000000000000").await, Err(RootError::UnknownRequest(_))));
     let (ok, _, err) = env.run_with(
-        &["root", "approve", "0000000000000000", "--config", config.to_str().unwrap()],
+        &["root", "approve", "0000000000000000", "--url", &svc.url],
         &[("TREASURY_APPROVER_TOKEN", &alice_tok)],
     );
     assert!(!ok && err.contains("unknown request"), "{err}");

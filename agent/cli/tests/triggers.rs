@@ -537,8 +537,35 @@ async fn endpoint_down_for_a_while_loses_no_block() {
     assert_eq!(every_blocks_at(&batch), (start + 3..=start + 6).collect::<Vec<_>>());
 }
 
-/// A config whose journal is `journal_url`, with a manual policy `dca` and an every_blocks `gas`.
-fn write_config(dir: &Path, journal_url: &str) -> PathBuf {
+/// The agent API's token in the CLI tests (the config names this variable).
+const API_TOKEN: &str = "trigger-test-token";
+
+/// The agent's HTTP API over `journal` with the policies of [`write_config`], on a free port.
+async fn serve_api(journal: Journal) -> std::net::SocketAddr {
+    use treasury_agent::api::{self, ApiState, ApiToken, StatusInfo};
+    let state = ApiState {
+        journal,
+        policies: vec![policy("dca", Trigger::Manual), every("gas", 10)],
+        metrics: std::sync::Arc::new(treasury_agent::metrics::Metrics::new()),
+        root: None,
+        status: StatusInfo {
+            chain_id: 31337,
+            safe: safe(),
+            module: Address::repeat_byte(0x4d),
+            keeper: Address::ZERO,
+            version: "test".into(),
+        },
+        token: ApiToken::new(API_TOKEN).unwrap(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(api::serve(listener, state, std::future::pending()));
+    addr
+}
+
+/// A config whose journal is `journal_url` and whose agent API listens on `api`, with a manual
+/// policy `dca` and an every_blocks `gas`.
+fn write_config(dir: &Path, journal_url: &str, api: std::net::SocketAddr) -> PathBuf {
     for f in ["quorum.json", "dca.rhai", "gas.rhai"] {
         std::fs::write(dir.join(f), "").unwrap();
     }
@@ -557,6 +584,9 @@ url = "{journal_url}"
 [keeper]
 pkcs11_label = "keeper"
 pkcs11_token = "keeper-token"
+[api]
+listen = "{api}"
+token_env = "TREASURY_TEST_API_TOKEN"
 [[policies.policy]]
 name = "dca"
 file = "dca.rhai"
@@ -573,7 +603,7 @@ trigger = {{ kind = "every_blocks", blocks = 10 }}
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(BIN).args(args).env("TREASURY_TEST_API_TOKEN", API_TOKEN).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -585,7 +615,8 @@ fn run(args: &[&str]) -> (bool, String, String) {
 async fn cli_queues_a_manual_trigger_and_waits_for_its_outcome() {
     let env = Env::new();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &env.journal_url);
+    let api = serve_api(env.journal().await).await;
+    let config = write_config(dir.path(), &env.journal_url, api);
     let config = config.to_str().unwrap();
 
     let (ok, out, err) = run(&["trigger", "dca", "--config", config, "--json"]);
@@ -595,14 +626,22 @@ async fn cli_queues_a_manual_trigger_and_waits_for_its_outcome() {
     assert_eq!(queued["policy"], "dca");
     assert!(queued["handled_at"].is_null());
     let open = env.journal().await.open_manual_triggers().await.unwrap();
-    assert_eq!(open.iter().map(|t| (t.id, t.requested_by.as_str())).collect::<Vec<_>>(), vec![(id, "cli")]);
+    assert_eq!(open.iter().map(|t| (t.id, t.requested_by.as_str())).collect::<Vec<_>>(), vec![(id, "api")]);
 
     let (ok, _, err) = run(&["trigger", "nope", "--config", config]);
     assert!(!ok);
-    assert!(err.contains("no policy named `nope`"), "{err}");
+    assert!(err.contains("unknown policy `nope` (HTTP 404 Not Found)"), "{err}");
     let (ok, _, err) = run(&["trigger", "gas", "--config", config]);
     assert!(!ok);
-    assert!(err.contains("`gas` is triggered by every_blocks, not manual"), "{err}");
+    assert!(err.contains("`gas` is triggered by every_blocks, not manually"), "{err}");
+    // A wrong token is refused by the agent, and the refusal says so.
+    let out = Command::new(BIN)
+        .args(["trigger", "dca", "--config", config])
+        .env("TREASURY_TEST_API_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Nobody handles it: --wait gives up and says so.
     let (ok, out, err) = run(&["trigger", "dca", "--config", config, "--wait", "1"]);
@@ -613,6 +652,7 @@ async fn cli_queues_a_manual_trigger_and_waits_for_its_outcome() {
     // A watcher handles the requests while `--wait` waits.
     let child = std::process::Command::new(BIN)
         .args(["trigger", "dca", "--config", config, "--wait", "120", "--json"])
+        .env("TREASURY_TEST_API_TOKEN", API_TOKEN)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -337,35 +337,6 @@ fn approver<'a>(config: &'a ServiceConfig, token: &str) -> Result<&'a str> {
     Ok(&c.name)
 }
 
-/// Approves request `id` in the queue of `config` directly (the service may be down), as the
-/// approver whose bearer `token` it is; the approval carries the same tag the service writes,
-/// so it needs read access to the approval key. What `treasury root approve` runs.
-pub async fn approve_in_queue(
-    config: &ServiceConfig,
-    store: &Store,
-    token: &str,
-    id: &str,
-) -> Result<RequestRecord> {
-    let by = approver(config, token)?;
-    let key = load_or_create_approval_key(&approval_key_path(&config.db))?;
-    let pending = store.get(id).await?;
-    let tag = approval_tag(&key, id, pending.digest, by);
-    store.approve_tagged(id, by, now(), &tag).await
-}
-
-/// Rejects request `id` in the queue of `config` directly, as the approver whose bearer `token`
-/// it is. What `treasury root reject` runs.
-pub async fn reject_in_queue(
-    config: &ServiceConfig,
-    store: &Store,
-    token: &str,
-    id: &str,
-    reason: &str,
-) -> Result<RequestRecord> {
-    let by = approver(config, token)?;
-    store.reject(id, by, reason, now()).await
-}
-
 /// Where the key authenticating approvals is kept: beside the queue, `<queue>.approval-key`.
 pub fn approval_key_path(db: &std::path::Path) -> std::path::PathBuf {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();

@@ -5,9 +5,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use treasury_signer::root::config::{HsmSection, ServiceConfig, new_token};
 use treasury_signer::root::pin::{PIN_ENV, SO_PIN_ENV};
-use treasury_signer::root::service::{approve_in_queue, reject_in_queue};
-use treasury_signer::root::store::{RequestRecord, RequestState, Store};
-use treasury_signer::root::{Hsm, HsmConfig, Pin, RootService, hsm};
+use treasury_signer::root::store::{RequestRecord, RequestState};
+use treasury_signer::root::{Hsm, HsmConfig, Pin, RootClient, RootService, hsm};
 
 /// `treasury root` subcommands.
 #[derive(Debug, Subcommand)]
@@ -109,16 +108,26 @@ pub struct NewTokenArgs {
     role: String,
 }
 
-/// The queue of a config file.
+/// The running root service whose queue to use, as an approver.
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// Config file of the service whose queue to use.
-    #[arg(long)]
-    config: PathBuf,
+    /// The root service's base URL.
+    #[arg(long, env = ROOT_URL_ENV, value_name = "URL")]
+    url: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
+
+impl QueueArgs {
+    /// A client of the service with the approver's token.
+    fn client(&self) -> anyhow::Result<RootClient> {
+        Ok(RootClient::new(self.url.trim_end_matches('/'), approver_token()?))
+    }
+}
+
+/// Environment variable holding the root service's URL for `treasury root pending|show|approve|reject`.
+pub const ROOT_URL_ENV: &str = "TREASURY_ROOT_URL";
 
 /// One request of the queue.
 #[derive(Debug, Args)]
@@ -152,8 +161,7 @@ impl RootCmd {
                 Ok(())
             }
             Self::Pending(a) => {
-                let store = open_store(&a.config).await?;
-                let list = store.list(Some(RequestState::Pending)).await?;
+                let list = a.client()?.list(Some(RequestState::Pending)).await.context("listing pending requests")?;
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else if list.is_empty() {
@@ -170,9 +178,10 @@ impl RootCmd {
                 Ok(())
             }
             Self::Show(a) => {
-                let store = open_store(&a.queue.config).await?;
-                let rec = store.get(&a.id).await?;
-                let decisions = store.decisions(&a.id).await?;
+                let client = a.queue.client()?;
+                let rec = client.get(&a.id).await.with_context(|| format!("reading request {}", a.id))?;
+                let decisions =
+                    client.decisions(&a.id).await.with_context(|| format!("reading decisions on {}", a.id))?;
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
@@ -182,19 +191,17 @@ impl RootCmd {
                 Ok(())
             }
             Self::Approve(a) => {
-                let (cfg, store) = open_queue(&a.queue.config).await?;
-                let token = approver_token()?;
-                let rec = approve_in_queue(&cfg, &store, &token, &a.id)
-                    .await
-                    .with_context(|| format!("approving {}", a.id))?;
+                let rec = a.queue.client()?.approve(&a.id).await.with_context(|| format!("approving {}", a.id))?;
                 print_decision(&rec, a.queue.json)
             }
             Self::Bench(a) => bench(a).await,
             Self::Admin(a) => admin::run(*a).await,
             Self::Reject(a) => {
-                let (cfg, store) = open_queue(&a.id.queue.config).await?;
-                let token = approver_token()?;
-                let rec = reject_in_queue(&cfg, &store, &token, &a.id.id, &a.reason)
+                let rec = a
+                    .id
+                    .queue
+                    .client()?
+                    .reject(&a.id.id, &a.reason)
                     .await
                     .with_context(|| format!("rejecting {}", a.id.id))?;
                 print_decision(&rec, a.id.queue.json)
@@ -283,17 +290,6 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn open_store(config: &std::path::Path) -> anyhow::Result<Store> {
-    let cfg = ServiceConfig::load(config)?;
-    Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))
-}
-
-async fn open_queue(config: &std::path::Path) -> anyhow::Result<(ServiceConfig, Store)> {
-    let cfg = ServiceConfig::load(config)?;
-    let store = Store::open(&cfg.db).await.with_context(|| format!("opening {}", cfg.db.display()))?;
-    Ok((cfg, store))
 }
 
 /// The approver's bearer token: decisions are recorded under the name it authenticates.

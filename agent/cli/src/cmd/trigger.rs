@@ -1,15 +1,15 @@
-//! `treasury trigger NAME`: queues a run of a manual policy for the running agent.
+//! `treasury trigger NAME`: asks the running agent, through its HTTP API, to run a manual policy.
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use treasury_policies::Trigger;
-
+use serde::de::DeserializeOwned;
 use treasury_agent::config::Config;
-use treasury_agent::journal::{Journal, ManualTrigger};
+use treasury_agent::journal::ManualTrigger;
 
-/// How often `--wait` looks at the journal.
+/// How often `--wait` asks the agent.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// Arguments of `treasury trigger`.
@@ -17,9 +17,13 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 pub struct TriggerArgs {
     /// The policy to run (its trigger must be `manual`).
     name: String,
-    /// The agent's config file (its journal receives the request).
+    /// The agent's config file: its `[api]` section says where the agent listens and which
+    /// environment variable holds the API token.
     #[arg(long, short)]
     config: PathBuf,
+    /// The agent API's base URL, when it is not `http://` + `api.listen` (a proxy, port 0).
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
     /// Wait up to SECS for the agent to handle the request, and print what came of it.
     #[arg(long, value_name = "SECS")]
     wait: Option<u64>,
@@ -33,32 +37,21 @@ impl TriggerArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let config =
             Config::load(&self.config).with_context(|| format!("loading {}", self.config.display()))?;
-        match config.policies.policy(&self.name) {
-            None => bail!("no policy named `{}` in {}", self.name, self.config.display()),
-            Some(p) if p.trigger != Trigger::Manual => bail!(
-                "policy `{}` is triggered by {}, not manual: only manual policies can be triggered by hand",
-                self.name,
-                p.trigger.kind()
-            ),
-            Some(_) => {}
-        }
-        let journal = Journal::open(&config.journal.url)
+        let api = AgentApi::from_config(&config, self.api.as_deref())
+            .with_context(|| format!("reaching the agent of {}", self.config.display()))?;
+        let request: ManualTrigger = api
+            .send(api.http.post(api.url(&format!("/v1/policies/{}/trigger", self.name))))
             .await
-            .with_context(|| format!("opening the journal {}", config.journal.url))?;
-        let request =
-            journal.request_manual_trigger(&self.name, "cli").await.context("queueing the manual trigger")?;
+            .with_context(|| format!("queueing a run of `{}`", self.name))?;
         let request = match self.wait {
             None => request,
-            Some(secs) => wait_handled(&journal, request.id, Duration::from_secs(secs)).await?,
+            Some(secs) => api.wait_handled(request.id, Duration::from_secs(secs)).await?,
         };
-        journal.close().await;
         self.print(&request)?;
-        if self.wait.is_some() && request.handled_at.is_none() {
-            bail!(
-                "manual trigger #{} not handled within {} s (is the agent running?)",
-                request.id,
-                self.wait.unwrap_or(0)
-            );
+        if let Some(secs) = self.wait
+            && request.handled_at.is_none()
+        {
+            bail!("manual trigger #{} not handled within {secs} s (is the agent running?)", request.id);
         }
         Ok(())
     }
@@ -76,18 +69,75 @@ impl TriggerArgs {
     }
 }
 
-/// The request `id` once handled, or as it stands after `timeout`.
-async fn wait_handled(journal: &Journal, id: i64, timeout: Duration) -> anyhow::Result<ManualTrigger> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let request = journal
-            .manual_trigger(id)
+/// The running agent's HTTP API, with its bearer token.
+struct AgentApi {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AgentApi {
+    /// The API `config` describes (or at `base`), with the token from `api.token_env`.
+    fn from_config(config: &Config, base: Option<&str>) -> anyhow::Result<Self> {
+        let Some(api) = &config.api else {
+            bail!("the config has no [api] section: the agent takes manual triggers through its HTTP API");
+        };
+        let token = std::env::var(&api.token_env)
+            .with_context(|| format!("set {} (api.token_env) to the agent API's token", api.token_env))?;
+        let base = match base {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None => format!("http://{}", reachable(api.listen)),
+        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(Self { base, token, http })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `request` with the token; the JSON answer, or the API's error message.
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
             .await
-            .context("reading the manual trigger")?
-            .with_context(|| format!("manual trigger #{id} vanished from the journal"))?;
-        if request.handled_at.is_some() || tokio::time::Instant::now() >= deadline {
-            return Ok(request);
+            .with_context(|| format!("the agent API at {} does not answer (is the agent running?)", self.base))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.context("the agent API answered no JSON")?;
+        if !status.is_success() {
+            let message = body["error"].as_str().unwrap_or("no error message");
+            bail!("{message} (HTTP {status})");
         }
-        tokio::time::sleep(WAIT_POLL).await;
+        serde_json::from_value(body).context("the agent API's answer has an unexpected shape")
+    }
+
+    /// The request `id` once handled, or as it stands after `timeout`.
+    async fn wait_handled(&self, id: i64, timeout: Duration) -> anyhow::Result<ManualTrigger> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let request: ManualTrigger = self
+                .send(self.http.get(self.url(&format!("/v1/triggers/{id}"))))
+                .await
+                .with_context(|| format!("reading manual trigger #{id}"))?;
+            if request.handled_at.is_some() || tokio::time::Instant::now() >= deadline {
+                return Ok(request);
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+}
+
+/// `listen` as a client reaches it: an unspecified address (0.0.0.0, ::) means this machine.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        let loopback = if listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, listen.port())
+    } else {
+        listen
     }
 }

@@ -65,26 +65,20 @@ async fn a_tier_two_payment_waits_for_the_root_through_outages_and_executes_afte
     assert!(agent.try_wait().unwrap().is_none(), "the agent must survive the root service being down");
     assert_eq!(state_of(&journal, "grant").await, Some(IntentState::AwaitingRoot));
 
-    // kill -9 the agent while it waits; an approver approves from the CLI meanwhile.
+    // kill -9 the agent while it waits; the root service comes back and an approver approves
+    // from the CLI, through the service's API.
     agent.kill().unwrap();
     agent.wait().unwrap();
-    let pending: serde_json::Value = serde_json::from_str(&root.run(&[
-        "root",
-        "pending",
-        "--config",
-        root_config.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let service = root.serve(&root_config, &listen);
+    let carol = [("TREASURY_APPROVER_TOKEN", carol_token.as_str())];
+    let pending: serde_json::Value =
+        serde_json::from_str(&root.run_with(&["root", "pending", "--url", &service.url, "--json"], &carol))
+            .unwrap();
     let id = pending[0]["id"].as_str().expect("the request is still queued at the root").to_string();
-    root.run_with(
-        &["root", "approve", &id, "--config", root_config.to_str().unwrap()],
-        &[("TREASURY_APPROVER_TOKEN", &carol_token)],
-    );
+    root.run_with(&["root", "approve", &id, "--url", &service.url], &carol);
     assert_eq!(env.balance("GOV", numbered(1)).await, U256::ZERO, "nothing moves before the agent resumes");
 
-    // Both come back: the agent resumes the waiting intent and executes it once.
-    let _service = root.serve(&root_config, &listen);
+    // The agent comes back: it resumes the waiting intent and executes it once.
     env.run_once();
     assert_eq!(state_of(&journal, "grant").await, Some(IntentState::Confirmed));
     let whole = U256::from(10u64).pow(U256::from(18));

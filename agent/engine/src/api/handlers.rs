@@ -296,6 +296,26 @@ pub async fn trigger_policy(
     Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
 }
 
+/// A manual trigger request and, once the agent handled it, what came of it.
+#[utoipa::path(get, path = "/v1/triggers/{id}", operation_id = "showTrigger",
+    params(("id" = i64, Path, description = "The request's id, as `POST /v1/policies/{name}/trigger` answered")),
+    responses(
+        (status = 200, description = "The request", body = ManualTrigger),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+        (status = 500, description = "Journal unreadable", body = ErrorBody),
+    ))]
+pub async fn show_trigger(
+    State(s): State<Shared>,
+    id: std::result::Result<Path<i64>, PathRejection>,
+) -> Result<Json<ManualTrigger>> {
+    let Path(id) = id.map_err(|_| bad_request("trigger id must be an integer"))?;
+    match s.journal.manual_trigger(id).await? {
+        Some(request) => Ok(Json(request)),
+        None => Err(HttpError::new(StatusCode::NOT_FOUND, format!("manual trigger #{id} not found"))),
+    }
+}
+
 /// The answer of `GET /v1/approvals`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Approvals {

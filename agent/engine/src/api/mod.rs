@@ -309,6 +309,7 @@ mod tests {
             ("GET", "/v1/intents/{id}"),
             ("GET", "/v1/policies"),
             ("GET", "/v1/status"),
+            ("GET", "/v1/triggers/{id}"),
             ("POST", "/v1/policies/{name}/trigger"),
         ];
         let expected: Vec<(String, String)> =

@@ -41,6 +41,7 @@ pub fn routes_and_document(version: &str) -> (Router<Shared>, utoipa::openapi::O
         .routes(routes!(h::show_intent))
         .routes(routes!(h::list_policies))
         .routes(routes!(h::trigger_policy))
+        .routes(routes!(h::show_trigger))
         .routes(routes!(h::approvals))
         .split_for_parts();
     document.info.version = version.to_string();
