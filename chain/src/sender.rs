@@ -59,10 +59,10 @@ pub enum SenderError {
         source: RpcError<TransportErrorKind>,
     },
     /// The observer refused an event; nothing after it was done.
-    #[error("the observer failed: {0}")]
+    #[error("the observer failed")]
     Observer(#[source] ObserverError),
     /// Signing the transaction failed.
-    #[error("signing failed: {0}")]
+    #[error("signing the transaction failed")]
     Sign(#[from] alloy::signers::Error),
     /// A raw transaction handed to [`Sender::resume`] is not a signed EIP-1559 transaction of this keeper.
     #[error("invalid raw transaction: {0}")]

@@ -28,19 +28,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The error and its causes joined by `: `, each cause once: a cause whose text the message
-/// before it already carries (libraries' errors often name their source) is not repeated.
+/// The error and its causes joined by `: `, each once (libraries keep a cause as `source()`,
+/// not in their message).
 fn report(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
+    treasury_signer::error_chain(err.as_ref())
 }

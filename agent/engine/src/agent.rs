@@ -119,7 +119,7 @@ impl Agent {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
                 if let Err(e) = api::serve(listener, state, until).await {
-                    tracing::error!(error = %e, "HTTP API stopped");
+                    tracing::error!(error = %treasury_signer::error_chain(&e), "HTTP API stopped");
                 }
             });
         }

@@ -15,9 +15,7 @@
 //! - [`coordinator`]: signing with t of n nodes, and driving DKG/refresh.
 //! - [`quorum_file`]: the quorum file DKG writes and the coordinator reads.
 //! - [`signature`]: signature and group key in the form `TreasuryModule` takes.
-//! - [`bench`]: the `treasury signer bench` harness.
 pub mod auth;
-pub mod bench;
 pub mod client;
 pub mod coordinator;
 pub mod dkg;

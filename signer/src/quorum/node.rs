@@ -480,12 +480,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 handle(s, "GET", "/v1/identity", h, Bytes::new(), |s, ()| Ok(s.identity_info())).await
             }),
         )
-        .route(
-            "/v1/commitments",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/commitments", h, b, NodeState::commitments).await
-            }),
-        )
+        .route("/v1/commitments", signed_post("/v1/commitments", NodeState::commitments))
         .route(
             "/v1/sign",
             post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
@@ -494,60 +489,50 @@ pub fn router(state: Arc<NodeState>) -> Router {
                 handle(s, "POST", "/v1/sign", h, b, NodeState::sign).await
             }),
         )
-        .route(
-            "/v1/dkg/round1",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/dkg/round1", h, b, NodeState::dkg_round1).await
-            }),
-        )
+        .route("/v1/dkg/round1", signed_post("/v1/dkg/round1", NodeState::dkg_round1))
         .route(
             "/v1/dkg/round2",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/dkg/round2", h, b, |s: &NodeState, r: DkgRound2Request| {
-                    s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r, s.equivocates()))
-                })
-                .await
+            signed_post("/v1/dkg/round2", |s: &NodeState, r: DkgRound2Request| {
+                s.with_session(&r.session.clone(), |sess| sess.round2(&s.identity, &r, s.equivocates()))
             }),
         )
         .route(
             "/v1/dkg/finish",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/dkg/finish", h, b, |s: &NodeState, r: DkgFinishRequest| {
-                    let share = s.share();
-                    s.with_session(&r.session.clone(), |sess| sess.finish(&s.identity, &r, share.as_deref()))
-                })
-                .await
+            signed_post("/v1/dkg/finish", |s: &NodeState, r: DkgFinishRequest| {
+                let share = s.share();
+                s.with_session(&r.session.clone(), |sess| sess.finish(&s.identity, &r, share.as_deref()))
             }),
         )
-        .route(
-            "/v1/dkg/commit",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/dkg/commit", h, b, NodeState::dkg_commit).await
-            }),
-        )
-        .route(
-            "/v1/dkg/activate",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/dkg/activate", h, b, NodeState::dkg_activate).await
-            }),
-        )
+        .route("/v1/dkg/commit", signed_post("/v1/dkg/commit", NodeState::dkg_commit))
+        .route("/v1/dkg/activate", signed_post("/v1/dkg/activate", NodeState::dkg_activate))
         .route(
             "/v1/dkg/abort",
-            post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
-                handle(s, "POST", "/v1/dkg/abort", h, b, |s: &NodeState, r: DkgAbortRequest| {
-                    s.dkg.lock().expect("dkg lock").remove(&r.session);
-                    let mut store = s.store.lock().expect("store lock");
-                    if store.secrets.drop_staged(&r.session) {
-                        store
-                            .save_secrets()
-                            .map_err(|e| Refusal::new(RefusalCode::DkgFailure, crate::error_chain(&e)))?;
-                    }
-                    Ok(serde_json::json!({}))
-                })
-                .await
+            signed_post("/v1/dkg/abort", |s: &NodeState, r: DkgAbortRequest| {
+                s.dkg.lock().expect("dkg lock").remove(&r.session);
+                let mut store = s.store.lock().expect("store lock");
+                if store.secrets.drop_staged(&r.session) {
+                    store
+                        .save_secrets()
+                        .map_err(|e| Refusal::new(RefusalCode::DkgFailure, crate::error_chain(&e)))?;
+                }
+                Ok(serde_json::json!({}))
             }),
         )
         .with_state(state)
+}
+
+/// A `POST path` route whose authenticated JSON body `f` answers.
+fn signed_post<Req, Resp>(
+    path: &'static str,
+    f: fn(&NodeState, Req) -> Result<Resp, Refusal>,
+) -> axum::routing::MethodRouter<Arc<NodeState>>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    post(move |State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
+        handle(s, "POST", path, h, b, f).await
+    })
 }
 
 /// A node bound to its address, ready to serve.
@@ -645,15 +630,13 @@ mod tests {
     }
 
     fn transfer(amount: u64, nonce: u64) -> Operation {
-        let mut data = TRANSFER.to_vec();
-        data.extend_from_slice(&[0u8; 12]);
-        data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
-        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
-        Operation {
-            calls: vec![Call::new(token(), U256::ZERO, data)],
-            nonce: U256::from(nonce),
-            deadline: U256::from(now() + 600),
-        }
+        treasury_devnet::ops::erc20_transfer(
+            token(),
+            Address::repeat_byte(0xbe),
+            U256::from(amount),
+            nonce,
+            now() + 600,
+        )
     }
 
     /// A node (as a value, no HTTP) holding share 1 of a 2-of-2 dealer key, budget 1000 of `token()`.

@@ -6,6 +6,7 @@
 //! - [`artifacts`]: third-party contracts (Safe, Uniswap V2, WETH) from the npm packages.
 //! - [`world`]: deploying the world (Safe + module, Uniswap V2, tokens, feeds) and configuring it.
 //! - [`fixture`]: a deployed world on a private anvil, for tests ([`fixture::TestChain`]).
+//! - [`nodes`]: signer nodes as processes, their directories, and the quorum latency bench.
 //! - [`ops`]: operations the tests ask signers to sign.
 //! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
 //! - [`procs`]: child processes with logs that die with their parent.
@@ -13,6 +14,7 @@
 pub mod anvil;
 pub mod artifacts;
 pub mod fixture;
+pub mod nodes;
 pub mod ops;
 pub mod procs;
 pub mod quorum;

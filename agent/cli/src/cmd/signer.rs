@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use alloy::primitives::Address;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use treasury_signer::quorum::bench::{BenchOptions, run as run_bench};
+use treasury_devnet::nodes::{BenchOptions, run as run_bench};
 use treasury_signer::quorum::guard::GuardConfig;
 use treasury_signer::quorum::node::{BoundNode, parse_allow, parse_budget};
 use treasury_signer::quorum::store::{

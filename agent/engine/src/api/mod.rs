@@ -147,7 +147,7 @@ pub enum ApiError {
     #[error("config: {0}")]
     Config(String),
     /// Serving failed.
-    #[error("HTTP API: {0}")]
+    #[error("the HTTP API stopped serving")]
     Serve(#[from] std::io::Error),
 }
 
@@ -180,8 +180,8 @@ impl IntoResponse for HttpError {
 
 impl From<JournalError> for HttpError {
     fn from(e: JournalError) -> Self {
-        tracing::error!(error = %e, "HTTP API: journal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("journal: {e}"))
+        tracing::error!(error = %treasury_signer::error_chain(&e), "HTTP API: journal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("journal: {}", treasury_signer::error_chain(&e)))
     }
 }
 

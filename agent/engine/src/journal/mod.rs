@@ -47,7 +47,7 @@ pub enum JournalError {
     #[error("journal URL {0:?} is not supported (use sqlite://PATH)")]
     UnsupportedUrl(String),
     /// The database could not be opened.
-    #[error("cannot open journal {url}: {source}")]
+    #[error("cannot open journal {url}")]
     Open {
         /// The journal URL.
         url: String,
@@ -56,10 +56,10 @@ pub enum JournalError {
         source: sqlx::Error,
     },
     /// The embedded migrations could not be applied.
-    #[error("cannot migrate the journal: {0}")]
+    #[error("cannot migrate the journal")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A query failed.
-    #[error("journal query {what} failed: {source}")]
+    #[error("journal query {what} failed")]
     Database {
         /// What the query was for.
         what: &'static str,

@@ -161,7 +161,7 @@ mod wei {
 #[non_exhaustive]
 pub enum NotifyError {
     /// The HTTP client could not be built (TLS set-up).
-    #[error("cannot build the webhook HTTP client: {0}")]
+    #[error("cannot build the webhook HTTP client")]
     Client(#[source] reqwest::Error),
     /// The variable named by a webhook's `url_env` is unset or empty.
     #[error("{webhook}: environment variable {var} (url_env) is unset or empty")]

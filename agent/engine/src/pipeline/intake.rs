@@ -99,7 +99,7 @@ impl Pipeline {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(policy = %outcome.policy, error = %e, "policy failed");
+                    tracing::warn!(policy = %outcome.policy, error = %treasury_signer::error_chain(&e), "policy failed");
                     let alert = Alert {
                         idempotency_key: format!(
                             "{}:error:{}:{}",

@@ -43,7 +43,7 @@ pub async fn run(
                 match intake_round(&pipeline, &mut watcher).await {
                     Ok(n) if n > 0 => wake_lane.notify_one(),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "trigger round failed; retrying from the cursor"),
+                    Err(e) => tracing::warn!(error = %treasury_signer::error_chain(&e), "trigger round failed; retrying from the cursor"),
                 }
                 if options.once {
                     let _ = intake_done_tx.send(true);
@@ -150,7 +150,7 @@ async fn run_lane(
                 poll
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "lane step failed; the intent keeps its state");
+                tracing::warn!(error = %treasury_signer::error_chain(&e), retry_in_ms = backoff.as_millis() as u64, "lane step failed; the intent keeps its state");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 backoff
             }

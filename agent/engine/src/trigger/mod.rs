@@ -120,7 +120,7 @@ impl WatchOptions {
 #[non_exhaustive]
 pub enum TriggerError {
     /// A JSON-RPC call failed.
-    #[error("RPC {call} failed: {source}")]
+    #[error("RPC {call} failed")]
     Rpc {
         /// The call.
         call: String,

@@ -22,7 +22,7 @@ use treasury_devnet::Deployment;
 use treasury_devnet::world::configure_as_safe;
 use treasury_devnet::{TestChain, dev_key, write_keystore};
 use treasury_policies::PolicySet;
-use treasury_signer::quorum::bench::{NodeProcess, init_nodes};
+use treasury_devnet::nodes::{NodeProcess, init_nodes};
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions};
 use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};

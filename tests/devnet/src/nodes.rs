@@ -1,5 +1,6 @@
-//! `treasury signer bench`: a quorum of node processes on loopback, timed end to end, with the
-//! in-process cost of the same signature as the floor.
+//! Signer nodes as processes (`treasury signer serve`), their directories, and `treasury signer
+//! bench`: a quorum of node processes on loopback, timed end to end, with the in-process cost of the
+//! same signature as the floor.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,11 +12,13 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use treasury_chain::operation::{Call, Operation};
 
-use super::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
-use super::error::QuorumError;
-use super::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
-use super::identity::IdentityKey;
-use super::store::{InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase};
+use anyhow::{Context, anyhow};
+use treasury_signer::quorum::QuorumError;
+use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+use treasury_signer::quorum::identity::IdentityKey;
+use treasury_signer::quorum::nonces::now;
+use treasury_signer::quorum::store::{InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, pin_roster};
 
 /// A `treasury signer serve` child process.
 #[derive(Debug)]
@@ -30,7 +33,7 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `exe signer serve --dir dir --listen 127.0.0.1:0` and waits for its address.
-    pub async fn spawn(exe: &Path, dir: &Path, passphrase: &str) -> Result<Self, QuorumError> {
+    pub async fn spawn(exe: &Path, dir: &Path, passphrase: &str) -> anyhow::Result<Self> {
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(["signer", "serve", "--dir"])
             .arg(dir)
@@ -40,21 +43,21 @@ impl NodeProcess {
     }
 
     /// Starts a prepared `signer serve` command and waits for the address it prints.
-    pub async fn from_command(mut cmd: tokio::process::Command, dir: &Path) -> Result<Self, QuorumError> {
+    pub async fn from_command(mut cmd: tokio::process::Command, dir: &Path) -> anyhow::Result<Self> {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| QuorumError::io(dir, e))?;
-        let stdout = child.stdout.take().ok_or_else(|| QuorumError::Config("no stdout".into()))?;
+            .with_context(|| format!("starting the node of {}", dir.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("the node has no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next_line().await.map_err(|e| QuorumError::io(dir, e))?.ok_or_else(|| {
-            QuorumError::Config(format!("node in {} exited before listening", dir.display()))
+        let line = lines.next_line().await.with_context(|| format!("reading the node of {}", dir.display()))?.ok_or_else(|| {
+            anyhow!("node in {} exited before listening", dir.display())
         })?;
         let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| QuorumError::Corrupt(format!("serve output {line}: {e}")))?;
-        let addr = v["listening"].as_str().ok_or_else(|| QuorumError::Corrupt(line.clone()))?;
+            .with_context(|| format!("the node printed {line}, not its address"))?;
+        let addr = v["listening"].as_str().ok_or_else(|| anyhow!("the node printed {line}, not its address"))?;
         let (tx, output) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
@@ -160,15 +163,7 @@ const BENCH_PASS: &str = "bench node passphrase";
 
 /// The operation the bench signs: one allow-listed ERC-20 transfer.
 pub fn bench_operation(token: Address, nonce: u64) -> Operation {
-    let mut data = TRANSFER.to_vec();
-    data.extend_from_slice(&[0u8; 12]);
-    data.extend_from_slice(Address::repeat_byte(0xbe).as_slice());
-    data.extend_from_slice(&U256::from(1u64).to_be_bytes::<32>());
-    Operation {
-        calls: vec![Call::new(token, U256::ZERO, data)],
-        nonce: U256::from(nonce),
-        deadline: U256::from(super::nonces::now() + 3600),
-    }
+    crate::ops::erc20_transfer(token, Address::repeat_byte(0xbe), U256::from(1u64), nonce, now() + 3600)
 }
 
 /// Initialises `n` node directories under `root` for `coordinator` with `guard`, and pins each
@@ -180,7 +175,7 @@ pub fn init_nodes(
     coordinator: &IdentityKey,
     guard: &GuardConfig,
     passphrase: &str,
-) -> Result<Vec<InitReport>, QuorumError> {
+) -> anyhow::Result<Vec<InitReport>> {
     let pass = Passphrase::new(passphrase);
     let reports = (0..n)
         .map(|i| {
@@ -194,22 +189,22 @@ pub fn init_nodes(
         .collect::<Result<Vec<_>, _>>()?;
     let all: Vec<String> = reports.iter().map(|r| r.fingerprint.clone()).collect();
     for r in &reports {
-        super::store::pin_roster(Path::new(&r.dir), &pass, threshold, &all)?;
+        pin_roster(Path::new(&r.dir), &pass, threshold, &all)?;
     }
     Ok(reports)
 }
 
 /// Runs the bench.
-pub async fn run(opts: BenchOptions) -> Result<BenchReport, QuorumError> {
+pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     let tmp = std::env::temp_dir().join(format!("treasury-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| QuorumError::io(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = run_in(&tmp, &opts).await;
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
 
-async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumError> {
+async fn run_in(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let token = Address::repeat_byte(0x70);
     let module = Address::repeat_byte(0x4d);
     let guard = GuardConfig {
@@ -243,7 +238,7 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
     let total = (opts.signatures * 2 + 20) as u32;
     let faults = coordinator.preprocess(total).await;
     if let Some((n, f)) = faults.first() {
-        return Err(QuorumError::Node { node: n.clone(), fault: f.clone() });
+        return Err(QuorumError::Node { node: n.clone(), fault: f.clone() }.into());
     }
     for i in 0..10u64 {
         coordinator.sign(&bench_operation(token, i), 31337, module, None).await?;
@@ -270,7 +265,7 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| QuorumError::Config(e.to_string()))??;
+        t.await??;
     }
     let conc = conc_start.elapsed();
     let http = http_round_trips(&procs[0].url, opts.signatures).await?;
@@ -298,14 +293,14 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> Result<BenchReport, QuorumEr
 }
 
 /// The durability floor: appending one ledger-sized line and `fdatasync`, `count` times, in `dir`.
-fn fdatasync(dir: &Path, count: usize) -> Result<Vec<Duration>, QuorumError> {
+fn fdatasync(dir: &Path, count: usize) -> anyhow::Result<Vec<Duration>> {
     use std::io::Write;
     let path = dir.join("fdatasync-probe");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|e| QuorumError::io(&path, e))?;
+        .with_context(|| format!("opening {}", path.display()))?;
     let line = [b'x'; 255];
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
@@ -313,18 +308,18 @@ fn fdatasync(dir: &Path, count: usize) -> Result<Vec<Duration>, QuorumError> {
         f.write_all(&line)
             .and_then(|()| f.write_all(b"\n"))
             .and_then(|()| f.sync_data())
-            .map_err(|e| QuorumError::io(&path, e))?;
+            .with_context(|| format!("writing {}", path.display()))?;
         out.push(t.elapsed());
     }
     Ok(out)
 }
 
 /// The transport floor: `count` `GET /v1/health` round trips to `url` on one kept-alive connection.
-async fn http_round_trips(url: &str, count: usize) -> Result<Vec<Duration>, QuorumError> {
+async fn http_round_trips(url: &str, count: usize) -> anyhow::Result<Vec<Duration>> {
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .build()
-        .map_err(|e| QuorumError::Config(format!("http client: {e}")))?;
+        .context("building the HTTP client")?;
     let health = format!("{url}/v1/health");
     let mut out = Vec::with_capacity(count);
     for _ in 0..count + 10 {
@@ -334,7 +329,7 @@ async fn http_round_trips(url: &str, count: usize) -> Result<Vec<Duration>, Quor
             Ok(r) => r.bytes().await,
             Err(e) => Err(e),
         };
-        body.map_err(|e| QuorumError::Config(format!("{health}: {e}")))?;
+        body.with_context(|| health.clone())?;
         out.push(t.elapsed());
     }
     Ok(out.split_off(10))
@@ -348,17 +343,17 @@ fn in_process(
     n: u16,
     t: u16,
     count: usize,
-) -> Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>), QuorumError> {
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>)> {
     use frost_secp256k1 as frost;
     let (shares, pkp) =
         frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng)
-            .map_err(QuorumError::frost)?;
+            ?;
     let kps: Vec<frost::keys::KeyPackage> = shares
         .into_values()
         .take(usize::from(t))
         .map(frost::keys::KeyPackage::try_from)
         .collect::<Result<_, _>>()
-        .map_err(QuorumError::frost)?;
+        ?;
     let mut full = Vec::with_capacity(count);
     let mut pre = Vec::with_capacity(count);
     let mut critical = Vec::with_capacity(count);
@@ -387,11 +382,11 @@ fn in_process(
             for kp in &kps {
                 sig_shares.insert(
                     *kp.identifier(),
-                    frost::round2::sign(&pkg, &nonces[kp.identifier()], kp).map_err(QuorumError::frost)?,
+                    frost::round2::sign(&pkg, &nonces[kp.identifier()], kp)?,
                 );
             }
-            let sig = frost::aggregate(&pkg, &sig_shares, &pkp).map_err(QuorumError::frost)?;
-            pkp.verifying_key().verify(msg.as_slice(), &sig).map_err(QuorumError::frost)?;
+            let sig = frost::aggregate(&pkg, &sig_shares, &pkp)?;
+            pkp.verifying_key().verify(msg.as_slice(), &sig)?;
             if preprocessed {
                 pre.push(t0.elapsed())
             } else {
@@ -400,13 +395,13 @@ fn in_process(
             if preprocessed {
                 // The other t-1 shares are computed above (in parallel, in the real system).
                 let t0 = Instant::now();
-                let bytes = pkg.serialize().map_err(QuorumError::frost)?;
-                let at_node = frost::SigningPackage::deserialize(&bytes).map_err(QuorumError::frost)?;
+                let bytes = pkg.serialize()?;
+                let at_node = frost::SigningPackage::deserialize(&bytes)?;
                 let kp = &kps[0];
                 let mine = frost::round2::sign(&at_node, &nonces[kp.identifier()], kp)
-                    .map_err(QuorumError::frost)?;
+                    ?;
                 sig_shares.insert(*kp.identifier(), mine);
-                frost::aggregate(&pkg, &sig_shares, &pkp).map_err(QuorumError::frost)?;
+                frost::aggregate(&pkg, &sig_shares, &pkp)?;
                 critical.push(t0.elapsed());
             }
         }
