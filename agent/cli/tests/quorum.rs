@@ -8,8 +8,8 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use treasury_chain::operation::{Call, Operation, TIER_QUORUM, TIER_ROOT, operation_digest};
-use treasury_devnet::ops::erc20_transfer;
 use treasury_devnet::nodes::{NodeProcess, bench_operation, init_nodes};
+use treasury_devnet::ops::erc20_transfer;
 use treasury_signer::quorum::client::NodeClient;
 use treasury_signer::quorum::coordinator::{
     Coordinator, CoordinatorOptions, PinnedNode, run_dkg, run_refresh,

@@ -9,8 +9,8 @@ use alloy::primitives::{Address, Bytes, U256};
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
 use treasury_chain::{AdminAction, Call, Operation};
-use treasury_devnet::world::configure_as_safe;
 use treasury_devnet::nodes::{NodeProcess, init_nodes};
+use treasury_devnet::world::configure_as_safe;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 

@@ -236,8 +236,10 @@ async fn the_service_guards_queues_and_signs_after_approval() {
         matches!(agent.approve(&rec.id).await, Err(RootError::Unauthorized(_))),
         "a requester cannot approve"
     );
-    let (ok, out, err) =
-        env.run_with(&["root", "pending", "--url", &svc.url, "--json"], &[("TREASURY_APPROVER_TOKEN", &alice_tok)]);
+    let (ok, out, err) = env.run_with(
+        &["root", "pending", "--url", &svc.url, "--json"],
+        &[("TREASURY_APPROVER_TOKEN", &alice_tok)],
+    );
     assert!(ok, "{err}");
     assert!(out.contains(&rec.id));
     // Without a token, and with the requester's token: refused, nothing recorded.

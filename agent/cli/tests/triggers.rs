@@ -641,7 +641,11 @@ async fn cli_queues_a_manual_trigger_and_waits_for_its_outcome() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Nobody handles it: --wait gives up and says so.
     let (ok, out, err) = run(&["trigger", "dca", "--config", config, "--wait", "1"]);

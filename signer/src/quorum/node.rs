@@ -615,10 +615,10 @@ pub fn parse_allow(s: &str) -> Result<super::guard::AllowEntry, QuorumError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+    use crate::quorum::guard::{AllowEntry, Budget, GuardConfig};
     use crate::quorum::store::NodeConfig;
     use frost_secp256k1::keys::IdentifierList;
-    use treasury_chain::operation::{Call, Operation};
+    use treasury_chain::operation::Operation;
 
     const CHAIN: u64 = 31337;
 

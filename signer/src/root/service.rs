@@ -328,15 +328,6 @@ fn approval_tag(key: &[u8; 32], id: &str, digest: alloy::primitives::B256, by: &
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The approver client whose bearer `token` this is, or why not.
-fn approver<'a>(config: &'a ServiceConfig, token: &str) -> Result<&'a str> {
-    let c = config.client(token).ok_or_else(|| RootError::Unauthorized("unknown approver token".into()))?;
-    if c.role != super::config::Role::Approver {
-        return Err(RootError::Unauthorized(format!("{} may not approve", c.name)));
-    }
-    Ok(&c.name)
-}
-
 /// Where the key authenticating approvals is kept: beside the queue, `<queue>.approval-key`.
 pub fn approval_key_path(db: &std::path::Path) -> std::path::PathBuf {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();

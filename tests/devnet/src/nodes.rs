@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, U256};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use treasury_chain::operation::{Call, Operation};
+use treasury_chain::operation::Operation;
 
 use anyhow::{Context, anyhow};
 use treasury_signer::quorum::QuorumError;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
-use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig, TRANSFER};
+use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::nonces::now;
-use treasury_signer::quorum::store::{InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, pin_roster};
+use treasury_signer::quorum::store::{
+    InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, pin_roster,
+};
 
 /// A `treasury signer serve` child process.
 #[derive(Debug)]
@@ -52,12 +54,15 @@ impl NodeProcess {
             .with_context(|| format!("starting the node of {}", dir.display()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("the node has no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next_line().await.with_context(|| format!("reading the node of {}", dir.display()))?.ok_or_else(|| {
-            anyhow!("node in {} exited before listening", dir.display())
-        })?;
+        let line = lines
+            .next_line()
+            .await
+            .with_context(|| format!("reading the node of {}", dir.display()))?
+            .ok_or_else(|| anyhow!("node in {} exited before listening", dir.display()))?;
         let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("the node printed {line}, not its address"))?;
-        let addr = v["listening"].as_str().ok_or_else(|| anyhow!("the node printed {line}, not its address"))?;
+        let addr =
+            v["listening"].as_str().ok_or_else(|| anyhow!("the node printed {line}, not its address"))?;
         let (tx, output) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
@@ -316,10 +321,7 @@ fn fdatasync(dir: &Path, count: usize) -> anyhow::Result<Vec<Duration>> {
 
 /// The transport floor: `count` `GET /v1/health` round trips to `url` on one kept-alive connection.
 async fn http_round_trips(url: &str, count: usize) -> anyhow::Result<Vec<Duration>> {
-    let http = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .build()
-        .context("building the HTTP client")?;
+    let http = reqwest::Client::builder().tcp_nodelay(true).build().context("building the HTTP client")?;
     let health = format!("{url}/v1/health");
     let mut out = Vec::with_capacity(count);
     for _ in 0..count + 10 {
@@ -339,21 +341,15 @@ async fn http_round_trips(url: &str, count: usize) -> anyhow::Result<Vec<Duratio
 /// of commit + sign + aggregate, of sign + aggregate (preprocessed), and of the critical path
 /// (package serialized, then deserialized and signed by one node, then aggregated).
 #[allow(clippy::type_complexity)]
-fn in_process(
-    n: u16,
-    t: u16,
-    count: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>)> {
+fn in_process(n: u16, t: u16, count: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>)> {
     use frost_secp256k1 as frost;
     let (shares, pkp) =
-        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng)
-            ?;
+        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, rand_core::OsRng)?;
     let kps: Vec<frost::keys::KeyPackage> = shares
         .into_values()
         .take(usize::from(t))
         .map(frost::keys::KeyPackage::try_from)
-        .collect::<Result<_, _>>()
-        ?;
+        .collect::<Result<_, _>>()?;
     let mut full = Vec::with_capacity(count);
     let mut pre = Vec::with_capacity(count);
     let mut critical = Vec::with_capacity(count);
@@ -380,10 +376,7 @@ fn in_process(
             let pkg = frost::SigningPackage::new(comms, msg.as_slice());
             let mut sig_shares = BTreeMap::new();
             for kp in &kps {
-                sig_shares.insert(
-                    *kp.identifier(),
-                    frost::round2::sign(&pkg, &nonces[kp.identifier()], kp)?,
-                );
+                sig_shares.insert(*kp.identifier(), frost::round2::sign(&pkg, &nonces[kp.identifier()], kp)?);
             }
             let sig = frost::aggregate(&pkg, &sig_shares, &pkp)?;
             pkp.verifying_key().verify(msg.as_slice(), &sig)?;
@@ -398,8 +391,7 @@ fn in_process(
                 let bytes = pkg.serialize()?;
                 let at_node = frost::SigningPackage::deserialize(&bytes)?;
                 let kp = &kps[0];
-                let mine = frost::round2::sign(&at_node, &nonces[kp.identifier()], kp)
-                    ?;
+                let mine = frost::round2::sign(&at_node, &nonces[kp.identifier()], kp)?;
                 sig_shares.insert(*kp.identifier(), mine);
                 frost::aggregate(&pkg, &sig_shares, &pkp)?;
                 critical.push(t0.elapsed());

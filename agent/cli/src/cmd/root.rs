@@ -161,7 +161,11 @@ impl RootCmd {
                 Ok(())
             }
             Self::Pending(a) => {
-                let list = a.client()?.list(Some(RequestState::Pending)).await.context("listing pending requests")?;
+                let list = a
+                    .client()?
+                    .list(Some(RequestState::Pending))
+                    .await
+                    .context("listing pending requests")?;
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else if list.is_empty() {
@@ -180,8 +184,10 @@ impl RootCmd {
             Self::Show(a) => {
                 let client = a.queue.client()?;
                 let rec = client.get(&a.id).await.with_context(|| format!("reading request {}", a.id))?;
-                let decisions =
-                    client.decisions(&a.id).await.with_context(|| format!("reading decisions on {}", a.id))?;
+                let decisions = client
+                    .decisions(&a.id)
+                    .await
+                    .with_context(|| format!("reading decisions on {}", a.id))?;
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
@@ -191,19 +197,19 @@ impl RootCmd {
                 Ok(())
             }
             Self::Approve(a) => {
-                let rec = a.queue.client()?.approve(&a.id).await.with_context(|| format!("approving {}", a.id))?;
+                let rec =
+                    a.queue.client()?.approve(&a.id).await.with_context(|| format!("approving {}", a.id))?;
                 print_decision(&rec, a.queue.json)
             }
             Self::Bench(a) => bench(a).await,
             Self::Admin(a) => admin::run(*a).await,
             Self::Reject(a) => {
-                let rec = a
-                    .id
-                    .queue
-                    .client()?
-                    .reject(&a.id.id, &a.reason)
-                    .await
-                    .with_context(|| format!("rejecting {}", a.id.id))?;
+                let rec =
+                    a.id.queue
+                        .client()?
+                        .reject(&a.id.id, &a.reason)
+                        .await
+                        .with_context(|| format!("rejecting {}", a.id.id))?;
                 print_decision(&rec, a.id.queue.json)
             }
         }

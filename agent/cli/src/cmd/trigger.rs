@@ -98,11 +98,9 @@ impl AgentApi {
 
     /// Sends `request` with the token; the JSON answer, or the API's error message.
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("the agent API at {} does not answer (is the agent running?)", self.base))?;
+        let response = request.bearer_auth(&self.token).send().await.with_context(|| {
+            format!("the agent API at {} does not answer (is the agent running?)", self.base)
+        })?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.context("the agent API answered no JSON")?;
         if !status.is_success() {

@@ -10,10 +10,10 @@ use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 use treasury_chain::AdminAction;
+use treasury_devnet::nodes::init_nodes;
 use treasury_devnet::world::{
     DeployConfig, Deployment, GroupKey, configure_as_safe, default_allow_list, deploy,
 };
-use treasury_devnet::nodes::init_nodes;
 use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::quorum_file::QuorumFile;

@@ -342,7 +342,10 @@ pub async fn approvals(State(s): State<Shared>) -> Result<Json<Approvals>> {
     };
     let pending = root.list(Some(RequestState::Pending)).await.map_err(|e| {
         tracing::warn!(error = %treasury_signer::error_chain(&e), "HTTP API: root signer unavailable");
-        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, format!("root signer unavailable: {}", treasury_signer::error_chain(&e)))
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("root signer unavailable: {}", treasury_signer::error_chain(&e)),
+        )
     })?;
     let filter =
         IntentFilter { state: Some(IntentState::AwaitingRoot), policy: None, limit: Some(MAX_LIMIT) };

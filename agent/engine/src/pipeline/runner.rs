@@ -43,7 +43,9 @@ pub async fn run(
                 match intake_round(&pipeline, &mut watcher).await {
                     Ok(n) if n > 0 => wake_lane.notify_one(),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %treasury_signer::error_chain(&e), "trigger round failed; retrying from the cursor"),
+                    Err(e) => {
+                        tracing::warn!(error = %treasury_signer::error_chain(&e), "trigger round failed; retrying from the cursor")
+                    }
                 }
                 if options.once {
                     let _ = intake_done_tx.send(true);
