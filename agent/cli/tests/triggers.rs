@@ -611,7 +611,8 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[tokio::test]
+// Multi-threaded: the API this test serves keeps answering while the CLI runs (a blocking wait).
+#[tokio::test(flavor = "multi_thread")]
 async fn cli_queues_a_manual_trigger_and_waits_for_its_outcome() {
     let env = Env::new();
     let dir = tempfile::tempdir().unwrap();

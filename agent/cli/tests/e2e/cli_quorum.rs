@@ -13,7 +13,7 @@ const PAY: PolicySpec<'static> =
 async fn a_quorum_built_from_the_cli_pays_through_treasury_run() {
     let env = AgentEnv::start_with(&[PAY], None, QuorumSetup::Cli).await.unwrap();
     env.run_once();
-    env.trigger("vendor");
+    env.trigger("vendor").await;
     env.run_once();
     let intents = env.journal().await.list(&IntentFilter::default()).await.unwrap();
     assert_eq!(intents.len(), 1);

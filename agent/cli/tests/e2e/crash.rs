@@ -38,14 +38,14 @@ async fn a_kill_at_any_state_resumes_to_exactly_one_payment() {
     let helper = crash_helper();
     assert!(
         helper.is_file(),
-        "crash helper not built at {} (`cargo test --workspace` builds it; alone: cargo build -p treasury-agent --example crash_at)",
+        "crash helper not built at {} (`cargo test --workspace` builds it; alone: cargo build -p treasury --example crash_at)",
         helper.display()
     );
     let journal = env.journal().await;
 
     for (i, state) in STATES.iter().enumerate() {
         let nonce_before = env.chain.module_nonce().await.unwrap();
-        env.trigger(&names[i]);
+        env.trigger(&names[i]).await;
         let out = Command::new(&helper)
             .arg(&env.config)
             .env("TREASURY_CRASH_AT", state)

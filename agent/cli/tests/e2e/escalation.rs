@@ -55,7 +55,7 @@ async fn a_tier_two_payment_waits_for_the_root_through_outages_and_executes_afte
     env.run_once();
     let journal = env.journal().await;
 
-    env.trigger("grant");
+    env.trigger("grant").await;
     let mut agent = env.spawn_run(&[]);
     wait_for(&journal, "grant", IntentState::AwaitingRoot).await;
 

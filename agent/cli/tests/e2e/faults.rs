@@ -98,7 +98,7 @@ async fn the_agent_rides_out_an_rpc_outage() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     proxy.set_up(false);
-    env.trigger("topup");
+    env.trigger("topup").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(agent.try_wait().unwrap().is_none(), "the agent must keep running while the RPC is down");
     assert_eq!(env.balance("USDC", numbered(2)).await, U256::ZERO);

@@ -40,7 +40,7 @@ async fn the_keeper_signs_in_the_hsm() {
     assert!(!out.status.success() && err.contains("keeper.pkcs11_label") && err.contains("PIN"), "{err}");
 
     env.run_once_with(&hsm_env);
-    env.trigger("pay");
+    env.trigger("pay").await;
     env.run_once_with(&hsm_env);
     let journal = env.journal().await;
     let intents = journal.list(&IntentFilter::default()).await.unwrap();

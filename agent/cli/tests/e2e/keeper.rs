@@ -63,7 +63,7 @@ async fn a_stuck_transaction_is_bumped_and_a_reorged_one_resent_each_paying_once
     let mut agent = env.spawn_run(&[]);
 
     // Not mined while the base fee is far above what was offered: replaced with bumped fees.
-    env.trigger("first");
+    env.trigger("first").await;
     mine_until(&env, None, || async {
         intent_state(&journal, "first").await == Some(IntentState::Submitted)
     })
@@ -81,7 +81,7 @@ async fn a_stuck_transaction_is_bumped_and_a_reorged_one_resent_each_paying_once
     assert_eq!(env.balance("USDC", numbered(3)).await, U256::from(3_000_000u64), "paid once");
 
     // Mined, then reorged out before its confirmations: the same signed transaction is sent again.
-    env.trigger("second");
+    env.trigger("second").await;
     mine_until(&env, None, || async {
         transactions(&journal, "second").await.first().is_some_and(|t| t.state == TxState::Included)
     })

@@ -20,7 +20,7 @@ async fn a_manual_trigger_pays_once_through_quorum_and_keeper() {
     let env = AgentEnv::start(&[PAY_TWO]).await.unwrap();
     // First run: no cursor yet, nothing due.
     env.run_once();
-    env.trigger("payouts");
+    env.trigger("payouts").await;
     env.run_once();
 
     assert_eq!(env.balance("USDC", alice()).await, usdc(100.0));
@@ -35,7 +35,7 @@ async fn a_manual_trigger_pays_once_through_quorum_and_keeper() {
     assert_eq!(journal.transactions(&op.operation_id).await.unwrap().len(), 1);
 
     // The same trigger again the same day: same idempotency keys, nothing paid twice.
-    env.trigger("payouts");
+    env.trigger("payouts").await;
     env.run_once();
     assert_eq!(env.balance("USDC", alice()).await, usdc(100.0));
     assert_eq!(journal.list(&IntentFilter::default()).await.unwrap().len(), 2);

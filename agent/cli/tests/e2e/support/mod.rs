@@ -243,10 +243,13 @@ impl AgentEnv {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("treasury run starts")
     }
 
-    /// Queues a manual trigger with `treasury trigger NAME`.
-    pub fn trigger(&self, policy: &str) {
-        let out = self.treasury(&["trigger", policy]);
-        assert!(out.status.success(), "treasury trigger failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    /// Queues a manual trigger in the journal, as the agent's API does for `treasury trigger`
+    /// (which needs a running agent; it is tested against the API in `tests/triggers.rs`): the
+    /// next `treasury run` fires it.
+    pub async fn trigger(&self, policy: &str) {
+        let journal = self.journal().await;
+        journal.request_manual_trigger(policy, "test").await.expect("manual trigger queued");
+        journal.close().await;
     }
 
     /// The journal, opened read-write (as the agent opens it).
