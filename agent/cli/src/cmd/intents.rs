@@ -66,25 +66,12 @@ pub(crate) async fn open_journal(path: &std::path::Path) -> anyhow::Result<Journ
     Journal::open(&config.journal.url).await.with_context(|| format!("journal {}", config.journal.url))
 }
 
+/// `YYYY-MM-DD hh:mm:ssZ` from unix milliseconds.
 fn time(ms: i64) -> String {
-    let secs = ms / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let days = secs / 86_400;
-    let (y, mo, d) = civil(days);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}Z")
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        None => format!("{ms} ms"),
+    }
 }
 
 impl ListArgs {

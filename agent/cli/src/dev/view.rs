@@ -203,7 +203,7 @@ async fn render(journal: &Journal, snap: Option<&Snapshot>, shared: &Shared, pro
     s.push_str(&format!("treasury dev — Ctrl-C stops everything — state, logs, env.sh: {}\n", shared.dir));
     s.push_str(&format!("processes: {}\n\n", shared.procs));
     if let Some(snap) = snap {
-        let when = chrono_like(snap.timestamp);
+        let when = utc_time(snap.timestamp);
         s.push_str(&format!(
             "chain   block {}  time {when}  module nonce {}\n",
             snap.block_number, snap.module_nonce
@@ -301,20 +301,11 @@ pub fn units(raw: U256, decimals: u8) -> f64 {
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` from unix seconds.
-pub fn chrono_like(ts: u64) -> String {
-    let days = (ts / 86_400) as i64;
-    let rem = ts % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+pub fn utc_time(ts: u64) -> String {
+    match i64::try_from(ts).ok().and_then(|t| chrono::DateTime::from_timestamp(t, 0)) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{ts} s"),
+    }
 }
 
 #[cfg(test)]
@@ -323,8 +314,8 @@ mod tests {
 
     #[test]
     fn dates_read_as_utc_calendar_dates() {
-        assert_eq!(chrono_like(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(chrono_like(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(chrono_like(1_795_900_000), "2026-11-28 21:06:40 UTC");
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_795_900_000), "2026-11-28 21:06:40 UTC");
     }
 }
