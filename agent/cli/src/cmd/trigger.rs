@@ -22,7 +22,7 @@ pub struct TriggerArgs {
     #[arg(long, short)]
     config: PathBuf,
     /// The agent API's base URL, when it is not `http://` + `api.listen` (a proxy, port 0).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "TREASURY_API_URL")]
     api: Option<String>,
     /// Wait up to SECS for the agent to handle the request, and print what came of it.
     #[arg(long, value_name = "SECS")]

@@ -203,7 +203,7 @@ async fn main(
     }
 
     let t = progress.start("agent (treasury run)");
-    setup::start_agent(&running, procs).await?;
+    let api = setup::start_agent(&running, procs).await?;
     wait_for_agent_start(&running, procs).await?;
     let journal = Journal::open(&running.config.journal.url).await.context("opening the agent's journal")?;
     progress.done(t, &format!("log {}", running.dir.join("agent.log").display()));
@@ -234,7 +234,7 @@ async fn main(
 
     let approval = if opts.yes || opts.once { Approval::Auto } else { Approval::Ask };
     let pace = if opts.once { Duration::ZERO } else { Duration::from_secs(3) };
-    let scenario = Scenario::new(&running, journal.clone(), shared.clone(), approval, pace);
+    let scenario = Scenario::new(&running, api, journal.clone(), shared.clone(), approval, pace);
     let result = if opts.resume { scenario.resume(progress).await } else { scenario.run(progress).await };
     // Whatever happened, the summary reads the journal and the chain while anvil still runs.
     outcome.intents = intents(&journal).await.unwrap_or_default();

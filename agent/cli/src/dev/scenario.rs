@@ -15,7 +15,7 @@ use treasury_signer::root::client::RootClient;
 use treasury_signer::root::store::RequestState;
 
 use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
-use super::setup::Running;
+use super::setup::{AgentApi, Running};
 use super::view::{Progress, Shared};
 use treasury_agent::journal::{Intent, IntentFilter, IntentState, Journal};
 use treasury_agent::trigger::CURSOR_SOURCE;
@@ -39,6 +39,7 @@ pub enum Approval {
 #[derive(Debug)]
 pub struct Scenario<'a> {
     r: &'a Running,
+    api: AgentApi,
     journal: Journal,
     shared: Arc<Shared>,
     approval: Approval,
@@ -50,12 +51,13 @@ impl<'a> Scenario<'a> {
     /// person watching the live view can follow (zero with `--once`).
     pub fn new(
         r: &'a Running,
+        api: AgentApi,
         journal: Journal,
         shared: Arc<Shared>,
         approval: Approval,
         pace: Duration,
     ) -> Self {
-        Self { r, journal, shared, approval, pace }
+        Self { r, api, journal, shared, approval, pace }
     }
 
     /// Runs every step, recording each in `progress` (steps are shown by the live view).
@@ -265,10 +267,15 @@ impl<'a> Scenario<'a> {
     /// Queues the manual grant, waits for it to reach the root, approves (or asks), and waits
     /// for the execution.
     async fn escalate(&self) -> anyhow::Result<String> {
-        self.journal
-            .request_manual_trigger(ESCALATED_POLICY, "treasury dev")
+        // Through the agent's API, as `treasury trigger` does.
+        let url = format!("{}/v1/policies/{ESCALATED_POLICY}/trigger", self.api.url);
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&self.api.token)
+            .send()
             .await
-            .context("queueing the manual grant")?;
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("queueing the manual grant: POST {url}"))?;
         let filter = IntentFilter { policy: Some(ESCALATED_POLICY.into()), ..Default::default() };
         let intent = loop {
             if let Some(i) = self.journal.list(&filter).await?.into_iter().next() {

@@ -205,18 +205,50 @@ impl Running {
 }
 
 /// Starts `treasury run` on the written config; its log goes to `agent.log`.
-pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<()> {
+pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<AgentApi> {
     let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let token = hex::encode(rand::random::<[u8; 32]>());
     let mut cmd = Command::new(&exe);
     cmd.args(["run", "--config"])
         .arg(&r.config_path)
         .env(COORDINATOR_PASSPHRASE_ENV, COORDINATOR_PASS)
         .env("TREASURY_KEEPER_PASSWORD", KEEPER_PASS)
         .env("TREASURY_ROOT_TOKEN", &r.root_token)
+        .env(API_TOKEN_ENV, &token)
         .env("RUST_LOG", "info");
-    // `treasury run` prints nothing on stdout without an API; the scenario waits for its cursor.
-    procs.push(procs::start("agent", cmd, &r.dir.join("agent.log"))?);
-    Ok(())
+    let log = r.dir.join("agent.log");
+    let (p, url) = procs::spawn("agent", cmd, &log, Duration::from_secs(120), |l| {
+        l.strip_prefix("api listening on ").map(|u| u.trim().to_string())
+    })
+    .await?;
+    procs.push(p);
+    let api = AgentApi { url, token };
+    append_api_env(&r.dir, &api)?;
+    Ok(api)
+}
+
+/// The environment variable the dev config names for the agent API's token.
+const API_TOKEN_ENV: &str = "TREASURY_API_TOKEN";
+
+/// The running agent's HTTP API: where it listens and its bearer token (new at each start).
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// Adds the agent API's URL and token to `env.sh`, for `treasury trigger`.
+fn append_api_env(dir: &Path, api: &AgentApi) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = dir.join("env.sh");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "export TREASURY_API_URL={}\nexport {API_TOKEN_ENV}={}", api.url, api.token)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// What a resumed run needs that no other file holds.
