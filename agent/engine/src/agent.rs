@@ -85,7 +85,7 @@ impl Agent {
                     policies: pipeline.policies().entries().cloned().collect(),
                     metrics,
                     root: pipeline.root().cloned(),
-                    status: StatusInfo::from_config(config, pipeline.keeper()).map_err(AgentError::Api)?,
+                    status: StatusInfo::from_config(config, pipeline.keeper()),
                     token: ApiToken::from_env(&api.token_env).map_err(AgentError::Api)?,
                 };
                 let listener = TcpListener::bind(&api.listen)

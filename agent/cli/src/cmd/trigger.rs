@@ -39,10 +39,7 @@ impl TriggerArgs {
             Config::load(&self.config).with_context(|| format!("loading {}", self.config.display()))?;
         let api = AgentApi::from_config(&config, self.api.as_deref())
             .with_context(|| format!("reaching the agent of {}", self.config.display()))?;
-        let request: ManualTrigger = api
-            .send(api.http.post(api.url(&format!("/v1/policies/{}/trigger", self.name))))
-            .await
-            .with_context(|| format!("queueing a run of `{}`", self.name))?;
+        let request = api.queue(&self.name).await?;
         let request = match self.wait {
             None => request,
             Some(secs) => api.wait_handled(request.id, Duration::from_secs(secs)).await?,
@@ -70,7 +67,8 @@ impl TriggerArgs {
 }
 
 /// The running agent's HTTP API, with its bearer token.
-struct AgentApi {
+#[derive(Debug, Clone)]
+pub struct AgentApi {
     base: String,
     token: String,
     http: reqwest::Client,
@@ -85,11 +83,23 @@ impl AgentApi {
         let token = std::env::var(&api.token_env)
             .with_context(|| format!("set {} (api.token_env) to the agent API's token", api.token_env))?;
         let base = match base {
-            Some(b) => b.trim_end_matches('/').to_string(),
+            Some(b) => b.to_string(),
             None => format!("http://{}", reachable(api.listen)),
         };
+        Self::new(&base, token)
+    }
+
+    /// The API at `base` (e.g. `http://127.0.0.1:8080`) with the bearer `token`.
+    pub fn new(base: &str, token: String) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { base, token, http })
+        Ok(Self { base: base.trim_end_matches('/').to_string(), token, http })
+    }
+
+    /// Queues a run of the manual policy `name` (`POST /v1/policies/{name}/trigger`).
+    pub async fn queue(&self, name: &str) -> anyhow::Result<ManualTrigger> {
+        self.send(self.http.post(self.url(&format!("/v1/policies/{name}/trigger"))))
+            .await
+            .with_context(|| format!("queueing a run of `{name}`"))
     }
 
     fn url(&self, path: &str) -> String {

@@ -15,8 +15,9 @@ use treasury_signer::root::client::RootClient;
 use treasury_signer::root::store::RequestState;
 
 use super::config::{ESCALATED_POLICY, REBALANCE_EVERY};
-use super::setup::{AgentApi, Running};
+use super::setup::Running;
 use super::view::{Progress, Shared};
+use crate::cmd::trigger::AgentApi;
 use treasury_agent::journal::{Intent, IntentFilter, IntentState, Journal};
 use treasury_agent::trigger::CURSOR_SOURCE;
 
@@ -63,7 +64,7 @@ impl<'a> Scenario<'a> {
     /// Runs every step, recording each in `progress` (steps are shown by the live view).
     pub async fn run(&self, progress: &mut Progress) -> anyhow::Result<()> {
         self.step(progress, "agent watching the chain", self.wait_for_agent()).await?;
-        let ts = self.latest_timestamp().await?;
+        let ts = latest_timestamp(&self.r.deployer).await?;
         let midnight = (ts / 86_400 + 1) * 86_400;
         self.step(progress, "time → 00:00 UTC: grant_stream (daily)", self.jump_and_settle(midnight + 30))
             .await?;
@@ -84,7 +85,7 @@ impl<'a> Scenario<'a> {
     pub async fn resume(&self, progress: &mut Progress) -> anyhow::Result<()> {
         self.step(progress, "agent watching the chain", self.wait_for_agent()).await?;
         self.step(progress, "agent caught up (journal resumed)", self.catch_up()).await?;
-        let ts = self.latest_timestamp().await?;
+        let ts = latest_timestamp(&self.r.deployer).await?;
         let midnight = (ts / 86_400 + 1) * 86_400;
         self.step(
             progress,
@@ -134,21 +135,10 @@ impl<'a> Scenario<'a> {
         }
     }
 
-    async fn latest_timestamp(&self) -> anyhow::Result<u64> {
-        let block = self
-            .r
-            .deployer
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-            .await
-            .context("eth_getBlockByNumber")?
-            .context("no latest block")?;
-        Ok(block.header.timestamp)
-    }
-
     /// Moves the chain's clock to `target` (`evm_increaseTime` + `anvil_mine`), refreshes the
     /// price feeds (as their keepers would), and waits for the agent to finish what fired.
     async fn jump_and_settle(&self, target: u64) -> anyhow::Result<String> {
-        let now = self.latest_timestamp().await?;
+        let now = latest_timestamp(&self.r.deployer).await?;
         let delta = target.saturating_sub(now);
         let p = &self.r.deployer;
         let before = self.finished().await?;
@@ -268,14 +258,7 @@ impl<'a> Scenario<'a> {
     /// for the execution.
     async fn escalate(&self) -> anyhow::Result<String> {
         // Through the agent's API, as `treasury trigger` does.
-        let url = format!("{}/v1/policies/{ESCALATED_POLICY}/trigger", self.api.url);
-        reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&self.api.token)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("queueing the manual grant: POST {url}"))?;
+        self.api.queue(ESCALATED_POLICY).await?;
         let filter = IntentFilter { policy: Some(ESCALATED_POLICY.into()), ..Default::default() };
         let intent = loop {
             if let Some(i) = self.journal.list(&filter).await?.into_iter().next() {
@@ -361,14 +344,9 @@ impl Scenario<'_> {
 /// whatever the time of day the demo starts (the agent's first cursor is the head: what the
 /// clock skipped before it started never fires).
 pub async fn set_clock_before_midnight(r: &Running) -> anyhow::Result<String> {
-    let block = r
-        .deployer
-        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-        .await
-        .context("eth_getBlockByNumber")?
-        .context("no latest block")?;
-    let target = (block.header.timestamp / 86_400 + 1) * 86_400 - 60;
-    let delta = target.saturating_sub(block.header.timestamp);
+    let now = latest_timestamp(&r.deployer).await?;
+    let target = (now / 86_400 + 1) * 86_400 - 60;
+    let delta = target.saturating_sub(now);
     let _: serde_json::Value = r
         .deployer
         .raw_request("evm_increaseTime".into(), (U256::from(delta),))
@@ -376,6 +354,16 @@ pub async fn set_clock_before_midnight(r: &Running) -> anyhow::Result<String> {
         .context("evm_increaseTime")?;
     heartbeat(r).await?;
     Ok(span(delta))
+}
+
+/// The timestamp of the chain's latest block.
+async fn latest_timestamp(provider: &alloy::providers::DynProvider) -> anyhow::Result<u64> {
+    let block = provider
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .context("eth_getBlockByNumber")?
+        .context("no latest block")?;
+    Ok(block.header.timestamp)
 }
 
 /// A forward jump of the clock, readably (`+90 s`, `+9.0 h`).

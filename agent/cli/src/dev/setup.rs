@@ -26,6 +26,8 @@ use super::view::Progress;
 use super::{ETH_E18, GOV_E18, USDC_E6};
 use treasury_agent::config::Config;
 use treasury_devnet::procs::{self, Procs};
+
+use crate::cmd::trigger::AgentApi;
 use treasury_devnet::softhsm::{self, SoftHsm};
 
 /// Dev-only secrets: they protect nothing but files in the state directory of a local demo.
@@ -204,7 +206,8 @@ impl Running {
     }
 }
 
-/// Starts `treasury run` on the written config; its log goes to `agent.log`.
+/// Starts `treasury run` on the written config (its log goes to `agent.log`); its API, with a
+/// token new at each start.
 pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<AgentApi> {
     let exe = std::env::current_exe().context("locating the treasury executable")?;
     let token = hex::encode(rand::random::<[u8; 32]>());
@@ -222,32 +225,22 @@ pub async fn start_agent(r: &Running, procs: &mut Procs) -> anyhow::Result<Agent
     })
     .await?;
     procs.push(p);
-    let api = AgentApi { url, token };
-    append_api_env(&r.dir, &api)?;
-    Ok(api)
+    append_api_env(&r.dir, &url, &token)?;
+    AgentApi::new(&url, token)
 }
 
 /// The environment variable the dev config names for the agent API's token.
 const API_TOKEN_ENV: &str = "TREASURY_API_TOKEN";
 
-/// The running agent's HTTP API: where it listens and its bearer token (new at each start).
-#[derive(Debug, Clone)]
-pub struct AgentApi {
-    /// Base URL, e.g. `http://127.0.0.1:40123`.
-    pub url: String,
-    /// The bearer token.
-    pub token: String,
-}
-
 /// Adds the agent API's URL and token to `env.sh`, for `treasury trigger`.
-fn append_api_env(dir: &Path, api: &AgentApi) -> anyhow::Result<()> {
+fn append_api_env(dir: &Path, url: &str, token: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let path = dir.join("env.sh");
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(file, "export TREASURY_API_URL={}\nexport {API_TOKEN_ENV}={}", api.url, api.token)
+    writeln!(file, "export TREASURY_API_URL={url}\nexport {API_TOKEN_ENV}={token}")
         .with_context(|| format!("writing {}", path.display()))
 }
 

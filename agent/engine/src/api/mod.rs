@@ -58,15 +58,15 @@ pub struct StatusInfo {
 }
 
 impl StatusInfo {
-    /// From a validated config and the keeper's address; the version is this build's.
-    pub fn from_config(config: &Config, keeper: Address) -> Result<Self, ApiError> {
-        Ok(Self {
+    /// From a checked config and the keeper's address; the version is this build's.
+    pub fn from_config(config: &Config, keeper: Address) -> Self {
+        Self {
             chain_id: config.chain.chain_id,
             safe: config.safe.address,
             module: config.safe.module,
             keeper,
             version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+        }
     }
 }
 
@@ -143,9 +143,6 @@ pub enum ApiError {
     /// The environment variable naming the token is unset or empty (its value is never shown).
     #[error("environment variable {0} (api.token_env) is unset or empty")]
     TokenEnv(String),
-    /// A config value the API needs does not parse (run `treasury config check`).
-    #[error("config: {0}")]
-    Config(String),
     /// Serving failed.
     #[error("the HTTP API stopped serving")]
     Serve(#[from] std::io::Error),
@@ -180,8 +177,9 @@ impl IntoResponse for HttpError {
 
 impl From<JournalError> for HttpError {
     fn from(e: JournalError) -> Self {
-        tracing::error!(error = %treasury_signer::error_chain(&e), "HTTP API: journal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("journal: {}", treasury_signer::error_chain(&e)))
+        let chain = treasury_signer::error_chain(&e);
+        tracing::error!(error = %chain, "HTTP API: journal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("journal: {chain}"))
     }
 }
 
@@ -286,7 +284,7 @@ mod tests {
     #[test]
     fn status_info_from_the_example_config() {
         let (_dir, config) = crate::config::tests::example_config();
-        let info = StatusInfo::from_config(&config, Address::repeat_byte(7)).unwrap();
+        let info = StatusInfo::from_config(&config, Address::repeat_byte(7));
         assert_eq!(info.chain_id, 31337);
         assert_eq!(info.safe, Address::repeat_byte(0x11));
         assert_eq!(info.module, Address::repeat_byte(0x22));
