@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::de::DeserializeOwned;
-use treasury_agent::config::Config;
+use treasury_agent::config::{ApiConfig, Config};
 use treasury_agent::journal::ManualTrigger;
 
 /// How often `--wait` asks the agent.
@@ -35,9 +35,9 @@ pub struct TriggerArgs {
 impl TriggerArgs {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        let config =
-            Config::load(&self.config).with_context(|| format!("loading {}", self.config.display()))?;
-        let api = AgentApi::from_config(&config, self.api.as_deref())
+        let api = Config::load_api(&self.config)
+            .with_context(|| format!("loading the [api] section of {}", self.config.display()))?;
+        let api = AgentApi::from_config(api.as_ref(), self.api.as_deref())
             .with_context(|| format!("reaching the agent of {}", self.config.display()))?;
         let request = api.queue(&self.name).await?;
         let request = match self.wait {
@@ -76,8 +76,8 @@ pub struct AgentApi {
 
 impl AgentApi {
     /// The API `config` describes (or at `base`), with the token from `api.token_env`.
-    fn from_config(config: &Config, base: Option<&str>) -> anyhow::Result<Self> {
-        let Some(api) = &config.api else {
+    fn from_config(api: Option<&ApiConfig>, base: Option<&str>) -> anyhow::Result<Self> {
+        let Some(api) = api else {
             bail!("the config has no [api] section: the agent takes manual triggers through its HTTP API");
         };
         let token = std::env::var(&api.token_env)

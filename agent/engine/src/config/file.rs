@@ -10,8 +10,9 @@ use serde::Deserialize;
 use treasury_policies::PoliciesConfig;
 
 use super::{
-    ApiConfig, ChainConfig, Config, DexConfig, JournalConfig, KEEPER_PIN_ENV, KeeperConfig, KeeperKeyConfig,
-    NotifyConfig, PipelineConfig, Problem, RootAccess, SafeConfig, SigningConfig, WEBHOOK_EVENTS, units,
+    ApiConfig, ChainConfig, Config, ConfigError, DexConfig, JournalConfig, KEEPER_PIN_ENV, KeeperConfig,
+    KeeperKeyConfig, NotifyConfig, PipelineConfig, Problem, RootAccess, SafeConfig, SigningConfig,
+    WEBHOOK_EVENTS, units,
 };
 
 /// The whole file.
@@ -135,6 +136,23 @@ impl ConfigFile {
     /// Parses TOML text (unknown keys and wrong types refused, naming the key and line).
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    /// Checks only the `[api]` section (absent: `None`).
+    pub fn check_api(self) -> Result<Option<ApiConfig>, Vec<Problem>> {
+        let mut p = Vec::new();
+        match self.api.map(|a| a.check(&mut p)) {
+            None => Ok(None),
+            Some(Some(api)) => Ok(Some(api)),
+            Some(None) => Err(p),
+        }
     }
 
     /// Checks every value, relative paths resolved against `base_dir`; every problem found, each

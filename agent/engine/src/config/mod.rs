@@ -334,13 +334,14 @@ impl ConfigError {
 impl Config {
     /// Reads, parses and checks the file at `path`; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_toml(&text, &base).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
-            other => other,
-        })
+        ConfigFile::read(path)?.check(&base).map_err(ConfigError::Invalid)
+    }
+
+    /// Only the checked `[api]` section of the file at `path`: what a client of the running agent
+    /// needs, on a machine that may not hold the agent's keystore, quorum file or policies.
+    pub fn load_api(path: &Path) -> Result<Option<ApiConfig>, ConfigError> {
+        ConfigFile::read(path)?.check_api().map_err(ConfigError::Invalid)
     }
 
     /// Parses and checks TOML text; relative paths resolve against `base_dir`.
