@@ -378,7 +378,7 @@ async fn a_writable_queue_file_yields_no_root_signature() {
     let forged = agent.submit(&request(&pay(500, 1))).await.unwrap();
     assert_eq!(forged.state, RequestState::Pending);
     let file = treasury_signer::root::store::Store::open(&db).await.unwrap();
-    file.approve(&forged.id, "bob", now).await.unwrap();
+    file.approve(&forged.id, "bob", now).unwrap();
 
     // 2. A pending row rewritten to pay a stranger (the guard refuses that recipient), approved.
     let row = agent.submit(&request(&pay(600, 2))).await.unwrap();

@@ -68,9 +68,6 @@ pub enum RootError {
         #[source]
         source: cryptoki::error::Error,
     },
-    /// The blocking task that talks to the HSM ended without an answer (panicked or cancelled).
-    #[error("HSM unavailable: the signing task ended without an answer")]
-    HsmTask(#[source] tokio::task::JoinError),
     /// A PKCS#11 call failed for another reason.
     #[error("PKCS#11 {op} failed")]
     Pkcs11 {
@@ -147,7 +144,7 @@ pub enum RootError {
         op: &'static str,
         /// The database's error.
         #[source]
-        source: sqlx::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The queue file could not be created.
     #[error("cannot create the queue file {path}")]
@@ -238,7 +235,6 @@ impl RootError {
         matches!(
             self,
             Self::HsmUnavailable { .. }
-                | Self::HsmTask(_)
                 | Self::Transport { .. }
                 | Self::BadAnswer { .. }
                 | Self::Status { .. }
@@ -266,8 +262,11 @@ impl RootError {
     }
 
     /// A failed queue statement, named by what it was for.
-    pub(crate) fn store(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
-        move |source| Self::Store { op, source }
+    pub(crate) fn store<E>(op: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        move |source| Self::Store { op, source: source.into() }
     }
 
     /// A stored value of request `id` that does not decode.

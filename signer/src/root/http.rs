@@ -156,7 +156,7 @@ async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     client(&svc, &headers, None)?;
-    Ok(Json(svc.store().get(&id).await?))
+    Ok(Json(svc.get(&id).await?))
 }
 
 async fn list(
@@ -165,7 +165,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let c = client(&svc, &headers, None)?;
-    let mut list = svc.store().list(q.state).await?;
+    let mut list = svc.list(q.state).await?;
     // A requester (the agent) follows its own requests without ever holding approver rights.
     if c.role != Role::Approver {
         list.retain(|r| r.requester == c.name);
@@ -198,8 +198,7 @@ async fn decisions(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     client(&svc, &headers, Some(Role::Approver))?;
-    svc.store().get(&id).await?;
-    Ok(Json(svc.store().decisions(&id).await?))
+    Ok(Json(svc.decisions(&id).await?))
 }
 
 /// Serves the API on `listener` with the signing worker running, until the process ends.

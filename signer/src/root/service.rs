@@ -1,12 +1,12 @@
 //! The root service: guard, durable queue, approvals and signing; `treasury root serve` runs it
 //! behind the HTTP API of [`super::http`].
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, U256};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use zeroize::Zeroizing;
 
 use super::config::ServiceConfig;
@@ -14,7 +14,7 @@ use super::error::{Result, RootError};
 use super::guard;
 use super::request::{EscalationRequest, Payload};
 use super::signer::RootKey;
-use super::store::{Durability, NewRequest, RequestRecord, RequestState, Store};
+use super::store::{Decision, Durability, NewRequest, RequestRecord, RequestState, Store};
 
 /// Name recorded for decisions made by the auto-approve rule.
 pub const AUTO_APPROVER: &str = "auto-approve rule";
@@ -35,6 +35,12 @@ pub struct RootService {
     submit_lock: Mutex<()>,
     sign_lock: Mutex<()>,
     wake: Notify,
+}
+
+/// Takes a lock guarding no data of its own (only the order of queue and HSM calls), over a panic
+/// of a previous holder.
+fn hold(lock: &Mutex<()>) -> MutexGuard<'_, ()> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RootService {
@@ -62,7 +68,8 @@ impl RootService {
         }))
     }
 
-    /// The queue.
+    /// The queue. Its calls block until their commit: from async code, go through the service's
+    /// own methods ([`RootService::get`], [`RootService::list`], ...), which run them in place.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -72,20 +79,45 @@ impl RootService {
         &self.key
     }
 
+    /// The request `id`.
+    pub async fn get(&self, id: &str) -> Result<RequestRecord> {
+        in_place(|| self.store.get(id))
+    }
+
+    /// Requests, newest first, optionally only in `state`.
+    pub async fn list(&self, state: Option<RequestState>) -> Result<Vec<RequestRecord>> {
+        in_place(|| self.store.list(state))
+    }
+
+    /// Every decision on request `id`, oldest first.
+    pub async fn decisions(&self, id: &str) -> Result<Vec<Decision>> {
+        in_place(|| {
+            self.store.get(id)?;
+            self.store.decisions(id)
+        })
+    }
+
     /// Checks a request against the guard and queues it; auto-approved requests are signed at once
     /// when the HSM is there. Resubmitting a live request returns it unchanged (idempotent).
+    ///
+    /// The whole request (queue reads, guard, HSM, the commit) runs as one blocking call on this
+    /// thread: a round trip to another thread per statement cost more than the statements.
     ///
     /// # Security
     /// The digest MUST be rebuilt from the structured payload (EIP-712); a requester never supplies it.
     pub async fn submit(&self, request: EscalationRequest, requester: &str) -> Result<RequestRecord> {
+        in_place(|| self.submit_now(&request, requester))
+    }
+
+    fn submit_now(&self, request: &EscalationRequest, requester: &str) -> Result<RequestRecord> {
         let digest = request.digest();
         let record = {
-            let _one = self.submit_lock.lock().await;
-            if let Some(existing) = self.store.live_by_digest(digest).await? {
+            let _one = hold(&self.submit_lock);
+            if let Some(existing) = self.store.live_by_digest(digest)? {
                 return Ok(existing);
             }
             let now = now();
-            let (assessment, windows) = self.assess(&request, now, None).await?;
+            let (assessment, windows) = self.assess(request, now, None)?;
             let deadline = u64::try_from(request.deadline()).unwrap_or(u64::MAX);
             let expires_at = now.saturating_add(self.config.approval_ttl_secs).min(deadline);
             let id = new_id();
@@ -94,7 +126,7 @@ impl RootService {
             // transaction; the signature leaves only after that commit. If the HSM is away it is
             // stored approved and the worker signs it later.
             let signature = match auto {
-                Some(_) => match self.sign_new(digest).await {
+                Some(_) => match self.sign_new(digest) {
                     Ok(sig) => Some(sig.as_bytes()),
                     Err(e) => {
                         tracing::warn!(%digest, error = crate::error_chain(&e), "signing deferred");
@@ -105,7 +137,7 @@ impl RootService {
             };
             let new = NewRequest {
                 id: &id,
-                request: &request,
+                request,
                 requester,
                 assessment: &assessment,
                 now,
@@ -114,12 +146,12 @@ impl RootService {
                 signature: signature.as_ref().map(|s| s.as_slice()),
                 windows: &windows,
             };
-            let rec = self.store.insert(new).await?;
+            let rec = self.store.insert(new)?;
             tracing::info!(id = %rec.id, %digest, requester, state = %rec.state, "request queued");
             rec
         };
         if record.state == RequestState::Approved {
-            return Ok(match self.sign(&record).await {
+            return Ok(match self.sign(&record) {
                 Ok(signed) => signed,
                 Err(e) => {
                     tracing::warn!(id = %record.id, error = crate::error_chain(&e), "signing deferred");
@@ -132,7 +164,7 @@ impl RootService {
 
     /// Runs the guard over `request` at `now`; `own` is the stored request itself when it is
     /// re-checked before signing (its own flows are then not counted twice against the caps).
-    async fn assess(
+    fn assess(
         &self,
         request: &EscalationRequest,
         now: u64,
@@ -149,7 +181,7 @@ impl RootService {
                 let mut spent = std::collections::BTreeMap::new();
                 for a in guard.assets.iter().filter(|a| moved.contains(&a.token)) {
                     let since = now.saturating_sub(a.period_secs);
-                    let read = self.store.window_total(a.token, a.period_secs, since).await?;
+                    let read = self.store.window_total(a.token, a.period_secs, since)?;
                     let mut total = read.total;
                     if own.is_some_and(|r| r.created_at > since) {
                         let mine = flows.iter().filter(|f| f.token == a.token).map(|f| f.amount);
@@ -175,8 +207,8 @@ impl RootService {
     /// Checks made right before the HSM signs a stored, approved request: the approval is the
     /// service's own (an authenticated human approval, or the auto-approve rule, which the guard
     /// must still grant), and the guard passes again.
-    async fn verify_before_signing(&self, rec: &RequestRecord) -> Result<()> {
-        let (assessment, _) = self.assess(&rec.request, now(), Some(rec)).await?;
+    fn verify_before_signing(&self, rec: &RequestRecord) -> Result<()> {
+        let (assessment, _) = self.assess(&rec.request, now(), Some(rec))?;
         let by = rec.decided_by.as_deref().unwrap_or_default();
         if by == AUTO_APPROVER {
             if !assessment.auto_approve {
@@ -187,7 +219,7 @@ impl RootService {
             return Ok(());
         }
         let want = self.approval_tag(&rec.id, rec.digest, by);
-        let stored = self.store.approval_tag(&rec.id).await?.unwrap_or_default();
+        let stored = self.store.approval_tag(&rec.id)?.unwrap_or_default();
         if !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_bytes(), stored.as_bytes())) {
             return Err(RootError::Unauthorized(format!(
                 "the approval by {by:?} was not made through the service (no valid approval tag)"
@@ -199,11 +231,15 @@ impl RootService {
     /// Approves a pending request as `by` (an authenticated approver), then signs it when the
     /// HSM is there.
     pub async fn approve(&self, id: &str, by: &str) -> Result<RequestRecord> {
-        let pending = self.store.get(id).await?;
-        let tag = self.approval_tag(id, pending.digest, by);
-        let rec = self.store.approve_tagged(id, by, now(), &tag).await?;
-        tracing::info!(id, by, "request approved");
-        match self.sign(&rec).await {
+        let (rec, signed) = in_place(|| -> Result<_> {
+            let pending = self.store.get(id)?;
+            let tag = self.approval_tag(id, pending.digest, by);
+            let rec = self.store.approve_tagged(id, by, now(), &tag)?;
+            tracing::info!(id, by, "request approved");
+            let signed = self.sign(&rec);
+            Ok((rec, signed))
+        })?;
+        match signed {
             Ok(signed) => Ok(signed),
             Err(e) => {
                 tracing::warn!(id, error = crate::error_chain(&e), "signing deferred");
@@ -215,16 +251,15 @@ impl RootService {
 
     /// Rejects a pending request as `by` with `reason`.
     pub async fn reject(&self, id: &str, by: &str, reason: &str) -> Result<RequestRecord> {
-        let rec = self.store.reject(id, by, reason, now()).await?;
+        let rec = in_place(|| self.store.reject(id, by, reason, now()))?;
         tracing::info!(id, by, reason, "request rejected");
         Ok(rec)
     }
 
     /// Signs the digest of a request not stored yet (auto-approved), under the signing lock.
-    async fn sign_new(&self, digest: alloy::primitives::B256) -> Result<alloy::primitives::Signature> {
-        let _one = self.sign_lock.lock().await;
-        let key = self.key.clone();
-        on_hsm(move || key.sign_digest(&digest)).await?
+    fn sign_new(&self, digest: alloy::primitives::B256) -> Result<alloy::primitives::Signature> {
+        let _one = hold(&self.sign_lock);
+        self.key.sign_digest(&digest)
     }
 
     /// Signs an approved request with the HSM and stores the signature.
@@ -232,11 +267,11 @@ impl RootService {
     /// # Security
     /// The digest signed is rebuilt from the stored payload; a row whose stored digest differs is
     /// refused. Only requests in state `approved` are signed.
-    async fn sign(&self, rec: &RequestRecord) -> Result<RequestRecord> {
+    fn sign(&self, rec: &RequestRecord) -> Result<RequestRecord> {
         // One signing at a time, re-reading the row under the lock: the worker and an inline
         // approval never sign the same request twice.
-        let _one = self.sign_lock.lock().await;
-        let rec = &self.store.get(&rec.id).await?;
+        let _one = hold(&self.sign_lock);
+        let rec = &self.store.get(&rec.id)?;
         if rec.state == RequestState::Signed {
             return Ok(rec.clone());
         }
@@ -251,26 +286,29 @@ impl RootService {
                 source: "the stored digest is not the digest of the stored payload".into(),
             });
         }
-        if let Err(e) = self.verify_before_signing(rec).await {
+        if let Err(e) = self.verify_before_signing(rec) {
             if !e.is_retryable() {
                 let reason = format!("refused at signing: {}", crate::error_chain(&e));
                 tracing::warn!(id = %rec.id, %reason, "approved request not signed");
-                self.store.refuse_at_signing(&rec.id, &reason, now()).await?;
+                self.store.refuse_at_signing(&rec.id, &reason, now())?;
             }
             return Err(e);
         }
-        let key = self.key.clone();
-        let sig = on_hsm(move || key.sign_digest(&digest)).await??;
-        self.store.set_signed(&rec.id, &sig.as_bytes(), now()).await
+        let sig = self.key.sign_digest(&digest)?;
+        self.store.set_signed(&rec.id, &sig.as_bytes(), now())
     }
 
     /// One pass of the worker: expires what is due and signs what is approved. Returns how many
     /// requests were signed.
     pub async fn sign_pass(&self) -> usize {
-        if let Err(e) = self.store.expire_due(now()).await {
+        in_place(|| self.sign_pass_now())
+    }
+
+    fn sign_pass_now(&self) -> usize {
+        if let Err(e) = self.store.expire_due(now()) {
             tracing::warn!(error = crate::error_chain(&e), "expiry pass failed");
         }
-        let waiting = match self.store.awaiting_signature().await {
+        let waiting = match self.store.awaiting_signature() {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = crate::error_chain(&e), "cannot read the queue");
@@ -279,7 +317,7 @@ impl RootService {
         };
         let mut signed = 0;
         for rec in waiting {
-            match self.sign(&rec).await {
+            match self.sign(&rec) {
                 Ok(_) => signed += 1,
                 Err(e) => {
                     tracing::warn!(id = %rec.id, error = crate::error_chain(&e), "cannot sign yet");
@@ -306,15 +344,16 @@ impl RootService {
     }
 }
 
-/// Runs the blocking HSM call `f`: on this thread when the runtime is multi-threaded (it moves its
-/// other tasks to another worker meanwhile), else on the blocking pool. Handing the call to a pool
-/// thread and waiting to be woken costs about as much as the signature itself on an idle machine.
-async fn on_hsm<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+/// Runs `f`, which blocks on the queue's disk writes and the HSM, on this thread: on a
+/// multi-threaded runtime the thread's other tasks move to another worker meanwhile; on a
+/// current-thread runtime (tests, one-shot CLI commands) it simply blocks. Handing each call to a
+/// pool thread and waiting to be woken cost about as much as the work itself.
+fn in_place<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        return Ok(tokio::task::block_in_place(f));
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
-    tokio::task::spawn_blocking(f).await.map_err(RootError::HsmTask)
 }
 
 /// The tag authenticating `by`'s approval of request `id` over `digest`: HMAC-SHA256 under the

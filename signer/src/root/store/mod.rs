@@ -5,13 +5,18 @@
 //! - `windows`: the period caps' running window totals.
 //!
 //! The schema is `signer/migrations/root/`, applied with `sqlx::migrate!` when the queue is opened.
+//! After that the queue is one synchronous SQLite connection (rusqlite) that the caller uses in
+//! place: every method blocks until its transaction is committed, so the root service runs a
+//! request's reads, guard, HSM call and write as one blocking call instead of a thread round trip
+//! per statement (see docs/ARCHITECTURE.md, "The root's queue").
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use alloy::primitives::B256;
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use super::error::{Result, RootError};
 
@@ -27,10 +32,13 @@ use records::{COLUMNS, from_row};
 /// The queue's schema migrations.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/root");
 
-/// The queue.
+/// How long a statement waits for another process (a CLI, a second service) holding the file's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The queue: one connection, used by one caller at a time.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Arc<Mutex<Connection>>,
 }
 
 /// How far a commit is durable before the call that made it returns.
@@ -60,11 +68,35 @@ fn create_private(path: &Path) -> Result<()> {
 /// migrations run inside one `BEGIN IMMEDIATE` transaction (each a savepoint in it): a service and
 /// a CLI opening the same queue migrate one after the other, and a failed step leaves the file as
 /// it was.
-async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
+async fn migrate(path: &Path) -> Result<()> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(RootError::store("open the queue to migrate it"))?;
     let mut tx =
         pool.begin_with("BEGIN IMMEDIATE").await.map_err(RootError::store("lock the queue to migrate it"))?;
     MIGRATOR.run(&mut *tx).await.map_err(|source| RootError::Migrate { path: path.to_owned(), source })?;
-    tx.commit().await.map_err(RootError::store("commit the queue's migration"))
+    tx.commit().await.map_err(RootError::store("commit the queue's migration"))?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Opens the migrated queue's connection with the WAL and the chosen flush.
+fn connect(path: &Path, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(RootError::store("open the queue"))?;
+    let sync = match durability {
+        Durability::Flushed => "FULL",
+        Durability::ProcessCrashOnly => "NORMAL",
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(RootError::store("set the queue's busy timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(RootError::store("use the queue's WAL"))?;
+    conn.pragma_update(None, "synchronous", sync).map_err(RootError::store("set the queue's flush"))?;
+    Ok(conn)
 }
 
 impl Store {
@@ -76,68 +108,60 @@ impl Store {
     /// Opens the queue at `path` with the given durability of commits.
     pub async fn open_with(path: &Path, durability: Durability) -> Result<Self> {
         create_private(path)?;
-        let sync = match durability {
-            Durability::Flushed => SqliteSynchronous::Full,
-            Durability::ProcessCrashOnly => SqliteSynchronous::Normal,
-        };
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        // No liveness ping when a connection is taken from the pool: an SQLite connection is a
-        // file in this process, and the ping is a round trip to its thread on every query.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .connect_with(opts)
-            .await
-            .map_err(RootError::store("open the queue"))?;
-        migrate(&pool, path).await?;
-        Ok(Self { pool })
+        migrate(path).await?;
+        Ok(Self { db: Arc::new(Mutex::new(connect(path, durability)?)) })
     }
 
-    async fn one(&self, id: &str) -> Result<RequestRecord> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM requests WHERE id = ?"));
-        let row = sqlx::query(sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(RootError::store("read a request"))?;
-        from_row(&row.ok_or_else(|| RootError::UnknownRequest(id.to_owned()))?)
+    /// The connection, waiting for the caller using it. A caller that panicked mid-transaction
+    /// left nothing half-written (the transaction rolled back when dropped), so the lock is taken
+    /// over.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The request `id`.
-    pub async fn get(&self, id: &str) -> Result<RequestRecord> {
-        self.one(id).await
+    pub fn get(&self, id: &str) -> Result<RequestRecord> {
+        one(&self.conn(), id)
     }
 
     /// A request for the same digest that is still live (pending, approved or signed).
-    pub async fn live_by_digest(&self, digest: B256) -> Result<Option<RequestRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!(
+    pub fn live_by_digest(&self, digest: B256) -> Result<Option<RequestRecord>> {
+        let sql = format!(
             "SELECT {COLUMNS} FROM requests WHERE digest = ? AND state IN ('pending','approved','signed') LIMIT 1"
-        ));
-        let row = sqlx::query(sql)
-            .bind(digest.to_string())
-            .fetch_optional(&self.pool)
-            .await
+        );
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&sql).map_err(RootError::store("find a live request by digest"))?;
+        let row = stmt
+            .query_row(params![digest.to_string()], |row| Ok(from_row(row)))
+            .optional()
             .map_err(RootError::store("find a live request by digest"))?;
-        row.as_ref().map(from_row).transpose()
+        row.transpose()
     }
 
     /// Requests, newest first, optionally only in `state`.
-    pub async fn list(&self, state: Option<RequestState>) -> Result<Vec<RequestRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!(
+    pub fn list(&self, state: Option<RequestState>) -> Result<Vec<RequestRecord>> {
+        let sql = format!(
             "SELECT {COLUMNS} FROM requests WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(state.map(|s| s.as_str()))
-            .fetch_all(&self.pool)
-            .await
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(RootError::store("list requests"))?;
+        let rows = stmt
+            .query_map(params![state.map(|s| s.as_str())], |row| Ok(from_row(row)))
             .map_err(RootError::store("list requests"))?;
-        rows.iter().map(from_row).collect()
+        rows.map(|r| r.map_err(RootError::store("list requests"))?).collect()
     }
+}
+
+/// The request `id`, read on `conn`.
+fn one(conn: &Connection, id: &str) -> Result<RequestRecord> {
+    let sql = format!("SELECT {COLUMNS} FROM requests WHERE id = ?");
+    let mut stmt = conn.prepare_cached(&sql).map_err(RootError::store("read a request"))?;
+    let row = stmt
+        .query_row(params![id], |row| Ok(from_row(row)))
+        .optional()
+        .map_err(RootError::store("read a request"))?;
+    row.ok_or_else(|| RootError::UnknownRequest(id.to_owned()))?
 }
 
 /// What the tests of the queue share: a request, an asset, queueing an amount.
@@ -163,7 +187,7 @@ mod testing {
         EscalationRequest::operation(op, 1, Address::repeat_byte(0x4d))
     }
 
-    pub(super) async fn queue(store: &Store, id: &str, amount: U256, at: u64) {
+    pub(super) fn queue(store: &Store, id: &str, amount: U256, at: u64) {
         let assessment = Assessment { totals: [(token(), amount)].into(), auto_approve: false };
         let req = request(at);
         let new = NewRequest {
@@ -177,7 +201,7 @@ mod testing {
             signature: None,
             windows: &[],
         };
-        store.insert(new).await.unwrap();
+        store.insert(new).unwrap();
     }
 }
 

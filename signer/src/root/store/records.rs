@@ -2,9 +2,8 @@
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
+use rusqlite::Row;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::super::error::{Result, RootError};
 use super::super::guard::Assessment;
@@ -153,17 +152,15 @@ fn to_u64(v: i64) -> u64 {
 }
 
 /// A `requests` row selected with [`COLUMNS`].
-pub(super) fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
-    let read = RootError::store("read a request row");
-    let id: String = row.try_get("id").map_err(read)?;
-    let column = |c: &'static str| -> Result<String> {
-        row.try_get::<String, _>(c).map_err(RootError::corrupt(&id, c))
-    };
+pub(super) fn from_row(row: &Row<'_>) -> Result<RequestRecord> {
+    let id: String = row.get("id").map_err(RootError::store("read a request row"))?;
+    let column =
+        |c: &'static str| -> Result<String> { row.get::<_, String>(c).map_err(RootError::corrupt(&id, c)) };
     let optional = |c: &'static str| -> Result<Option<String>> {
-        row.try_get::<Option<String>, _>(c).map_err(RootError::corrupt(&id, c))
+        row.get::<_, Option<String>>(c).map_err(RootError::corrupt(&id, c))
     };
     let seconds = |c: &'static str| -> Result<u64> {
-        row.try_get::<i64, _>(c).map(to_u64).map_err(RootError::corrupt(&id, c))
+        row.get::<_, i64>(c).map(to_u64).map_err(RootError::corrupt(&id, c))
     };
     Ok(RequestRecord {
         request: serde_json::from_str(&column("body")?).map_err(RootError::corrupt(&id, "body"))?,
@@ -179,7 +176,7 @@ pub(super) fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
             .map_err(RootError::corrupt(&id, "signature"))?,
         decided_by: optional("decided_by")?,
         decided_at: row
-            .try_get::<Option<i64>, _>("decided_at")
+            .get::<_, Option<i64>>("decided_at")
             .map_err(RootError::corrupt(&id, "decided_at"))?
             .map(to_u64),
         reason: optional("reason")?,
@@ -188,13 +185,12 @@ pub(super) fn from_row(row: &SqliteRow) -> Result<RequestRecord> {
 }
 
 /// A `decisions` row.
-pub(super) fn decision_from_row(row: &SqliteRow) -> Result<Decision> {
-    let read = RootError::store;
+pub(super) fn decision_from_row(row: &Row<'_>) -> rusqlite::Result<Decision> {
     Ok(Decision {
-        request_id: row.try_get("request_id").map_err(read("read a decision"))?,
-        action: row.try_get("action").map_err(read("read a decision"))?,
-        by: row.try_get("by").map_err(read("read a decision"))?,
-        at: to_u64(row.try_get("at").map_err(read("read a decision"))?),
-        reason: row.try_get("reason").map_err(read("read a decision"))?,
+        request_id: row.get("request_id")?,
+        action: row.get("action")?,
+        by: row.get("by")?,
+        at: to_u64(row.get("at")?),
+        reason: row.get("reason")?,
     })
 }

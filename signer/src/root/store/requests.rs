@@ -1,54 +1,42 @@
 //! Queueing requests and moving them through their states, each change in one transaction with
 //! its decision rows.
 use alloy::primitives::{Address, Bytes, U256};
-use sqlx::sqlite::SqliteConnection;
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::super::error::{Result, RootError};
-use super::Store;
 use super::records::{
     COLUMNS, Decision, NewRequest, RequestRecord, RequestState, decision_from_row, from_row, to_i64,
 };
 use super::windows::{add_flow, advance, amount_text, stop_counting};
+use super::{Store, one};
 
 /// Who records signatures in the decision log.
 const SIGNER: &str = "root service";
 
-/// Records several decisions on `id` at `at` (no reason) in one statement.
-async fn record_all(tx: &mut SqliteConnection, id: &str, decisions: &[(&str, &str)], at: u64) -> Result<()> {
-    let rows = vec!["(?, ?, ?, ?, NULL)"; decisions.len()].join(", ");
-    let sql = format!("INSERT INTO decisions (request_id, action, by, at, reason) VALUES {rows}");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (action, by) in decisions {
-        q = q.bind(id).bind(*action).bind(*by).bind(to_i64(at));
-    }
-    q.execute(&mut *tx).await.map_err(RootError::store("record decisions"))?;
+/// Records a decision on `id` at `at`.
+fn record(tx: &Connection, id: &str, action: &str, by: &str, at: u64, reason: Option<&str>) -> Result<()> {
+    tx.prepare_cached("INSERT INTO decisions (request_id, action, by, at, reason) VALUES (?, ?, ?, ?, ?)")
+        .and_then(|mut s| s.execute(params![id, action, by, to_i64(at), reason]))
+        .map_err(RootError::store("record a decision"))?;
     Ok(())
 }
 
-async fn record(
-    tx: &mut SqliteConnection,
-    id: &str,
-    action: &str,
-    by: &str,
-    at: u64,
-    reason: Option<&str>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO decisions (request_id, action, by, at, reason) VALUES (?, ?, ?, ?, ?)")
-        .bind(id)
-        .bind(action)
-        .bind(by)
-        .bind(to_i64(at))
-        .bind(reason)
-        .execute(&mut *tx)
-        .await
-        .map_err(RootError::store("record a decision"))?;
-    Ok(())
+/// Starts a write transaction, taking the file's write lock at once (`BEGIN IMMEDIATE`): a second
+/// process writing the queue waits here, never half-way through.
+fn begin<'c>(conn: &'c mut Connection, op: &'static str) -> Result<rusqlite::Transaction<'c>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(RootError::store(op))
+}
+
+/// The state of request `id`, after a conditional update changed nothing.
+fn not_pending(conn: &Connection, id: &str) -> Result<RootError> {
+    let state = one(conn, id)?.state;
+    Ok(RootError::NotPending { id: id.to_owned(), state: state.to_string() })
 }
 
 impl Store {
     /// Queues a request the guard accepted; `auto_approver` approves it at once, and a `signature`
     /// stores it signed. One transaction; the record is returned without reading it back.
-    pub async fn insert(&self, new: NewRequest<'_>) -> Result<RequestRecord> {
+    pub fn insert(&self, new: NewRequest<'_>) -> Result<RequestRecord> {
         let NewRequest {
             id,
             request,
@@ -75,51 +63,50 @@ impl Store {
         let body = serde_json::to_string(request).map_err(|e| RootError::InvalidInput(e.to_string()))?;
         let totals_json =
             serde_json::to_string(&totals).map_err(|e| RootError::InvalidInput(e.to_string()))?;
-        let mut tx = self.pool.begin().await.map_err(RootError::store("begin queueing a request"))?;
-        sqlx::query(
+        let mut conn = self.conn();
+        let tx = begin(&mut conn, "begin queueing a request")?;
+        tx.prepare_cached(
             "INSERT INTO requests (id, kind, body, digest, requester, totals, created_at, expires_at, deadline, state,
              signature, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id)
-        .bind(request.kind())
-        .bind(body)
-        .bind(digest.to_string())
-        .bind(requester)
-        .bind(totals_json)
-        .bind(to_i64(now))
-        .bind(to_i64(expires_at))
-        .bind(to_i64(deadline))
-        .bind(state.as_str())
-        .bind(signature.as_ref().map(|s| s.to_string()))
-        .bind(auto_approver)
-        .bind(auto_approver.map(|_| to_i64(now)))
-        .execute(&mut *tx)
-        .await
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                request.kind(),
+                body,
+                digest.to_string(),
+                requester,
+                totals_json,
+                to_i64(now),
+                to_i64(expires_at),
+                to_i64(deadline),
+                state.as_str(),
+                signature.as_ref().map(|s| s.to_string()),
+                auto_approver,
+                auto_approver.map(|_| to_i64(now)),
+            ])
+        })
         .map_err(RootError::store("insert a request"))?;
         for w in windows {
-            advance(&mut tx, w).await?;
+            advance(&tx, w)?;
         }
         for (token, amount) in &totals {
             let token = token.to_string();
-            add_flow(&mut tx, &token, *amount, now).await?;
-            sqlx::query("INSERT INTO flows (request_id, token, amount, at, live) VALUES (?, ?, ?, ?, 1)")
-                .bind(id)
-                .bind(&token)
-                .bind(amount_text(*amount))
-                .bind(to_i64(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(RootError::store("insert a flow"))?;
+            add_flow(&tx, &token, *amount, now)?;
+            tx.prepare_cached(
+                "INSERT INTO flows (request_id, token, amount, at, live) VALUES (?, ?, ?, ?, 1)",
+            )
+            .and_then(|mut s| s.execute(params![id, token, amount_text(*amount), to_i64(now)]))
+            .map_err(RootError::store("insert a flow"))?;
         }
-        let mut decisions = vec![("queued", requester)];
+        record(&tx, id, "queued", requester, now, None)?;
         if let Some(by) = auto_approver {
-            decisions.push(("auto_approve", by));
+            record(&tx, id, "auto_approve", by, now, None)?;
         }
         if signature.is_some() {
-            decisions.push(("sign", SIGNER));
+            record(&tx, id, "sign", SIGNER, now, None)?;
         }
-        record_all(&mut tx, id, &decisions, now).await?;
-        tx.commit().await.map_err(RootError::store("commit a queued request"))?;
+        tx.commit().map_err(RootError::store("commit a queued request"))?;
         Ok(RequestRecord {
             id: id.to_owned(),
             request: request.clone(),
@@ -139,7 +126,7 @@ impl Store {
     /// Moves a pending request to `to` (approved or rejected), recording who and when. An expired
     /// request is marked expired and refused with [`RootError::Expired`].
     /// An approval's authentication `tag` is stored in the same transaction.
-    async fn decide(
+    fn decide(
         &self,
         id: &str,
         to: RequestState,
@@ -148,162 +135,153 @@ impl Store {
         tag: Option<&str>,
         now: u64,
     ) -> Result<RequestRecord> {
-        let current = self.one(id).await?;
+        let mut conn = self.conn();
+        let current = one(&conn, id)?;
         if current.state == RequestState::Pending && current.expires_at <= now {
-            self.expire_due(now).await?;
+            drop(conn);
+            self.expire_due(now)?;
             return Err(RootError::Expired(id.to_owned()));
         }
         if current.state == RequestState::Expired {
             return Err(RootError::Expired(id.to_owned()));
         }
-        let mut tx = self.pool.begin().await.map_err(RootError::store("begin a decision"))?;
-        let done = sqlx::query(
-            "UPDATE requests SET state = ?, decided_by = ?, decided_at = ?, reason = ?
-             WHERE id = ? AND state = 'pending' AND expires_at > ?",
-        )
-        .bind(to.as_str())
-        .bind(by)
-        .bind(to_i64(now))
-        .bind(reason)
-        .bind(id)
-        .bind(to_i64(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(RootError::store("record a decision on a request"))?;
-        if done.rows_affected() == 0 {
-            let state = self.one(id).await?.state;
-            return Err(RootError::NotPending { id: id.to_owned(), state: state.to_string() });
+        let tx = begin(&mut conn, "begin a decision")?;
+        let done = tx
+            .prepare_cached(
+                "UPDATE requests SET state = ?, decided_by = ?, decided_at = ?, reason = ?
+                 WHERE id = ? AND state = 'pending' AND expires_at > ?",
+            )
+            .and_then(|mut s| s.execute(params![to.as_str(), by, to_i64(now), reason, id, to_i64(now)]))
+            .map_err(RootError::store("record a decision on a request"))?;
+        if done == 0 {
+            return Err(not_pending(&tx, id)?);
         }
         let action = if to == RequestState::Approved { "approve" } else { "reject" };
         if to != RequestState::Approved {
-            stop_counting(&mut tx, id).await?;
+            stop_counting(&tx, id)?;
         }
         if let Some(tag) = tag {
-            sqlx::query("INSERT OR REPLACE INTO approval_tags (request_id, tag) VALUES (?, ?)")
-                .bind(id)
-                .bind(tag)
-                .execute(&mut *tx)
-                .await
+            tx.prepare_cached("INSERT OR REPLACE INTO approval_tags (request_id, tag) VALUES (?, ?)")
+                .and_then(|mut s| s.execute(params![id, tag]))
                 .map_err(RootError::store("store an approval tag"))?;
         }
-        record(&mut tx, id, action, by, now, reason).await?;
-        tx.commit().await.map_err(RootError::store("commit a decision"))?;
-        self.one(id).await
+        record(&tx, id, action, by, now, reason)?;
+        tx.commit().map_err(RootError::store("commit a decision"))?;
+        one(&conn, id)
     }
 
     /// Approves a pending request (no authentication tag: the service will not sign it on a
     /// human's behalf; see [`Store::approve_tagged`]).
-    pub async fn approve(&self, id: &str, by: &str, now: u64) -> Result<RequestRecord> {
-        self.decide(id, RequestState::Approved, by, None, None, now).await
+    pub fn approve(&self, id: &str, by: &str, now: u64) -> Result<RequestRecord> {
+        self.decide(id, RequestState::Approved, by, None, None, now)
     }
 
     /// Approves a pending request and stores `tag`, the service's authentication of the approval,
     /// in the same transaction.
-    pub async fn approve_tagged(&self, id: &str, by: &str, now: u64, tag: &str) -> Result<RequestRecord> {
-        self.decide(id, RequestState::Approved, by, None, Some(tag), now).await
+    pub fn approve_tagged(&self, id: &str, by: &str, now: u64, tag: &str) -> Result<RequestRecord> {
+        self.decide(id, RequestState::Approved, by, None, Some(tag), now)
     }
 
     /// The authentication tag stored with a request's approval, if any.
-    pub async fn approval_tag(&self, id: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT tag FROM approval_tags WHERE request_id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+    pub fn approval_tag(&self, id: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        let conn = self.conn();
+        conn.prepare_cached("SELECT tag FROM approval_tags WHERE request_id = ?")
+            .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
             .map_err(RootError::store("read an approval tag"))
     }
 
     /// Ends an approved request that failed the checks made right before signing: it becomes
     /// `rejected` by the root service with `reason`, and stops counting against the caps.
-    pub async fn refuse_at_signing(&self, id: &str, reason: &str, now: u64) -> Result<RequestRecord> {
-        let mut tx = self.pool.begin().await.map_err(RootError::store("begin a refusal"))?;
-        let done = sqlx::query(
-            "UPDATE requests SET state = 'rejected', decided_by = ?, decided_at = ?, reason = ?
-             WHERE id = ? AND state = 'approved'",
-        )
-        .bind(SIGNER)
-        .bind(to_i64(now))
-        .bind(reason)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(RootError::store("refuse an approved request"))?;
-        if done.rows_affected() > 0 {
-            stop_counting(&mut tx, id).await?;
-            record(&mut tx, id, "refuse", SIGNER, now, Some(reason)).await?;
+    pub fn refuse_at_signing(&self, id: &str, reason: &str, now: u64) -> Result<RequestRecord> {
+        let mut conn = self.conn();
+        let tx = begin(&mut conn, "begin a refusal")?;
+        let done = tx
+            .prepare_cached(
+                "UPDATE requests SET state = 'rejected', decided_by = ?, decided_at = ?, reason = ?
+                 WHERE id = ? AND state = 'approved'",
+            )
+            .and_then(|mut s| s.execute(params![SIGNER, to_i64(now), reason, id]))
+            .map_err(RootError::store("refuse an approved request"))?;
+        if done > 0 {
+            stop_counting(&tx, id)?;
+            record(&tx, id, "refuse", SIGNER, now, Some(reason))?;
         }
-        tx.commit().await.map_err(RootError::store("commit a refusal"))?;
-        self.one(id).await
+        tx.commit().map_err(RootError::store("commit a refusal"))?;
+        one(&conn, id)
     }
 
     /// Rejects a pending request with a reason.
-    pub async fn reject(&self, id: &str, by: &str, reason: &str, now: u64) -> Result<RequestRecord> {
-        self.decide(id, RequestState::Rejected, by, Some(reason), None, now).await
+    pub fn reject(&self, id: &str, by: &str, reason: &str, now: u64) -> Result<RequestRecord> {
+        self.decide(id, RequestState::Rejected, by, Some(reason), None, now)
     }
 
     /// Expires pending requests past their approval window and approved ones past their deadline.
-    pub async fn expire_due(&self, now: u64) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await.map_err(RootError::store("begin expiring requests"))?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE (state = 'pending' AND expires_at <= ?1) OR (state = 'approved' AND deadline < ?1)",
-        )
-        .bind(to_i64(now))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(RootError::store("find requests due to expire"))?;
+    pub fn expire_due(&self, now: u64) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = begin(&mut conn, "begin expiring requests")?;
+        let ids: Vec<String> = {
+            let fail = || RootError::store("find requests due to expire");
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id FROM requests WHERE (state = 'pending' AND expires_at <= ?1) OR (state = 'approved' AND deadline < ?1)",
+                )
+                .map_err(fail())?;
+            let rows = stmt.query_map(params![to_i64(now)], |r| r.get(0)).map_err(fail())?;
+            rows.collect::<rusqlite::Result<_>>().map_err(fail())?
+        };
         for id in &ids {
-            sqlx::query("UPDATE requests SET state = 'expired' WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
+            tx.prepare_cached("UPDATE requests SET state = 'expired' WHERE id = ?")
+                .and_then(|mut s| s.execute(params![id]))
                 .map_err(RootError::store("expire a request"))?;
-            stop_counting(&mut tx, id).await?;
-            record(&mut tx, id, "expire", SIGNER, now, None).await?;
+            stop_counting(&tx, id)?;
+            record(&tx, id, "expire", SIGNER, now, None)?;
         }
-        tx.commit().await.map_err(RootError::store("commit expiries"))?;
+        tx.commit().map_err(RootError::store("commit expiries"))?;
         Ok(ids)
     }
 
     /// Approved requests still waiting for their signature.
-    pub async fn awaiting_signature(&self) -> Result<Vec<RequestRecord>> {
-        let sql = sqlx::AssertSqlSafe(format!(
+    pub fn awaiting_signature(&self) -> Result<Vec<RequestRecord>> {
+        let sql = format!(
             "SELECT {COLUMNS} FROM requests WHERE state = 'approved' AND signature IS NULL ORDER BY created_at"
-        ));
-        let rows = sqlx::query(sql)
-            .fetch_all(&self.pool)
-            .await
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(RootError::store("list approved requests"))?;
+        let rows = stmt
+            .query_map([], |row| Ok(from_row(row)))
             .map_err(RootError::store("list approved requests"))?;
-        rows.iter().map(from_row).collect()
+        rows.map(|r| r.map_err(RootError::store("list approved requests"))?).collect()
     }
 
     /// Stores the root signature of an approved request.
-    pub async fn set_signed(&self, id: &str, signature: &[u8], now: u64) -> Result<RequestRecord> {
-        let mut tx = self.pool.begin().await.map_err(RootError::store("begin storing a signature"))?;
-        let done = sqlx::query(
-            "UPDATE requests SET state = 'signed', signature = ? WHERE id = ? AND state = 'approved'",
-        )
-        .bind(Bytes::copy_from_slice(signature).to_string())
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(RootError::store("store a signature"))?;
-        if done.rows_affected() == 0 {
-            let state = self.one(id).await?.state;
-            return Err(RootError::NotPending { id: id.to_owned(), state: state.to_string() });
+    pub fn set_signed(&self, id: &str, signature: &[u8], now: u64) -> Result<RequestRecord> {
+        let mut conn = self.conn();
+        let tx = begin(&mut conn, "begin storing a signature")?;
+        let done = tx
+            .prepare_cached(
+                "UPDATE requests SET state = 'signed', signature = ? WHERE id = ? AND state = 'approved'",
+            )
+            .and_then(|mut s| s.execute(params![Bytes::copy_from_slice(signature).to_string(), id]))
+            .map_err(RootError::store("store a signature"))?;
+        if done == 0 {
+            return Err(not_pending(&tx, id)?);
         }
-        record(&mut tx, id, "sign", SIGNER, now, None).await?;
-        tx.commit().await.map_err(RootError::store("commit a signature"))?;
-        self.one(id).await
+        record(&tx, id, "sign", SIGNER, now, None)?;
+        tx.commit().map_err(RootError::store("commit a signature"))?;
+        one(&conn, id)
     }
 
     /// Every decision on `id`, oldest first.
-    pub async fn decisions(&self, id: &str) -> Result<Vec<Decision>> {
-        let rows = sqlx::query(
-            "SELECT request_id, action, by, at, reason FROM decisions WHERE request_id = ? ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(RootError::store("read the decisions on a request"))?;
-        rows.iter().map(decision_from_row).collect()
+    pub fn decisions(&self, id: &str) -> Result<Vec<Decision>> {
+        let fail = || RootError::store("read the decisions on a request");
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT request_id, action, by, at, reason FROM decisions WHERE request_id = ? ORDER BY seq",
+            )
+            .map_err(fail())?;
+        let rows = stmt.query_map(params![id], decision_from_row).map_err(fail())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(fail())
     }
 }

@@ -12,7 +12,7 @@ async fn the_queue_file_is_the_owners_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.sqlite");
     let store = Store::open(&path).await.unwrap();
-    queue(&store, "a", U256::from(1), 1_000).await;
+    queue(&store, "a", U256::from(1), 1_000);
     for p in [path.clone(), dir.path().join("q.sqlite-wal")] {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", p.display());
@@ -26,17 +26,11 @@ async fn commits_are_flushed_unless_asked_otherwise() {
         [("full", Durability::Flushed, 2), ("normal", Durability::ProcessCrashOnly, 1)]
     {
         let store = Store::open_with(&dir.path().join(name), durability).await.unwrap();
-        let mut conns = Vec::new();
-        // Every pooled connection carries the setting.
-        for _ in 0..4 {
-            let mut c = store.pool.acquire().await.unwrap();
-            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *c).await.unwrap();
-            assert_eq!(sync, want, "{name}");
-            conns.push(c);
-        }
+        let sync: i64 = store.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, want, "{name}");
     }
     let store = Store::open(&dir.path().join("default")).await.unwrap();
-    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap();
+    let sync: i64 = store.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
     assert_eq!(sync, 2, "the service's default is FULL");
 }
 
@@ -157,26 +151,26 @@ async fn write_old_queue(path: &std::path::Path, schema: &[&str], limbs: bool) {
 async fn assert_old_queue_intact(path: &std::path::Path) {
     let store = Store::open(path).await.unwrap();
     for (i, (id, state, amount, sig)) in OLD_REQUESTS.iter().enumerate() {
-        let rec = store.get(id).await.unwrap();
+        let rec = store.get(id).unwrap();
         assert_eq!(rec.state.as_str(), *state);
         assert_eq!(rec.request, request(i as u64));
         assert_eq!(rec.digest, request(i as u64).digest());
         assert_eq!(rec.totals, [(token(), U256::from(*amount))]);
         assert_eq!(rec.signature.map(|s| s.to_string()).as_deref(), *sig);
-        assert_eq!(store.decisions(id).await.unwrap().len(), 1, "{id}");
+        assert_eq!(store.decisions(id).unwrap().len(), 1, "{id}");
     }
-    assert_eq!(store.approval_tag("approved").await.unwrap().as_deref(), Some("tag-1"));
+    assert_eq!(store.approval_tag("approved").unwrap().as_deref(), Some("tag-1"));
     // pending + approved + signed count; rejected does not.
     let live = U256::from(300u64 + 5) + U256::from(1u128 << 70);
-    assert_eq!(store.committed_since(token(), 0).await.unwrap(), live);
-    assert_eq!(store.window_total(token(), 100, 0).await.unwrap().total, live);
+    assert_eq!(store.committed_since(token(), 0).unwrap(), live);
+    assert_eq!(store.window_total(token(), 100, 0).unwrap().total, live);
     // The migrated file takes new requests and decisions.
-    queue(&store, "new", U256::from(1), 50).await;
-    store.reject("pending", "bob", "no", 60).await.unwrap();
-    assert_eq!(store.committed_since(token(), 0).await.unwrap(), live - U256::from(300) + U256::from(1));
+    queue(&store, "new", U256::from(1), 50);
+    store.reject("pending", "bob", "no", 60).unwrap();
+    assert_eq!(store.committed_since(token(), 0).unwrap(), live - U256::from(300) + U256::from(1));
     drop(store);
     let again = Store::open(path).await.unwrap();
-    assert_eq!(again.list(None).await.unwrap().len(), OLD_REQUESTS.len() + 1, "reopening changes nothing");
+    assert_eq!(again.list(None).unwrap().len(), OLD_REQUESTS.len() + 1, "reopening changes nothing");
 }
 
 #[tokio::test]
@@ -211,9 +205,9 @@ async fn queues_opened_at_once_migrate_one_after_the_other() {
 async fn a_corrupt_amount_is_named_with_its_table() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("q.sqlite")).await.unwrap();
-    queue(&store, "a", U256::from(1), 10).await;
-    sqlx::query("UPDATE flows SET amount = 'lots'").execute(&store.pool).await.unwrap();
-    let err = store.committed_since(token(), 0).await.unwrap_err();
+    queue(&store, "a", U256::from(1), 10);
+    store.conn().execute("UPDATE flows SET amount = 'lots'", []).unwrap();
+    let err = store.committed_since(token(), 0).unwrap_err();
     assert!(matches!(err, RootError::CorruptRecord { field: "amount", .. }), "{err:?}");
     assert!(std::error::Error::source(&err).is_some(), "the parse error is kept");
     let _ = Address::ZERO;

@@ -4,8 +4,7 @@
 //!
 //! Amounts are alloy's [`U256`], stored as decimal text (SQLite integers are 64-bit).
 use alloy::primitives::{Address, U256};
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Row, SqliteExecutor};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::error::{Result, RootError};
 use super::Store;
@@ -42,50 +41,54 @@ fn parse_amount(text: &str, table: &'static str) -> Result<U256> {
 }
 
 /// The live flows of `token` at `after < at <= until`, summed (saturating at `U256::MAX`).
-async fn sum_flows<'c>(db: impl SqliteExecutor<'c>, token: &str, after: u64, until: u64) -> Result<U256> {
-    let amounts: Vec<String> =
-        sqlx::query_scalar("SELECT amount FROM flows WHERE token = ? AND live = 1 AND at > ? AND at <= ?")
-            .bind(token)
-            .bind(to_i64(after))
-            .bind(to_i64(until))
-            .fetch_all(db)
-            .await
-            .map_err(RootError::store("sum the flows of a window"))?;
-    amounts.iter().try_fold(U256::ZERO, |sum, a| Ok(sum.saturating_add(parse_amount(a, "flows")?)))
+fn sum_flows(db: &Connection, token: &str, after: u64, until: u64) -> Result<U256> {
+    let fail = || RootError::store("sum the flows of a window");
+    let mut stmt = db
+        .prepare_cached("SELECT amount FROM flows WHERE token = ? AND live = 1 AND at > ? AND at <= ?")
+        .map_err(fail())?;
+    let mut rows = stmt.query(params![token, to_i64(after), to_i64(until)]).map_err(fail())?;
+    let mut sum = U256::ZERO;
+    while let Some(row) = rows.next().map_err(fail())? {
+        let amount: String = row.get(0).map_err(fail())?;
+        sum = sum.saturating_add(parse_amount(&amount, "flows")?);
+    }
+    Ok(sum)
 }
 
-async fn running<'c>(db: impl SqliteExecutor<'c>, token: &str, period: u64) -> Result<Option<Running>> {
-    let row = sqlx::query("SELECT horizon, total FROM window_totals WHERE token = ? AND period = ?")
-        .bind(token)
-        .bind(to_i64(period))
-        .fetch_optional(db)
-        .await
-        .map_err(RootError::store("read a window total"))?;
-    let Some(row) = row else { return Ok(None) };
-    let read = RootError::store("read a window total");
-    let horizon: i64 = row.try_get("horizon").map_err(read)?;
-    let total: String = row.try_get("total").map_err(RootError::store("read a window total"))?;
+fn running(db: &Connection, token: &str, period: u64) -> Result<Option<Running>> {
+    let fail = || RootError::store("read a window total");
+    let mut stmt = db
+        .prepare_cached("SELECT horizon, total FROM window_totals WHERE token = ? AND period = ?")
+        .map_err(fail())?;
+    let row = stmt
+        .query_row(params![token, to_i64(period)], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()
+        .map_err(fail())?;
+    let Some((horizon, total)) = row else { return Ok(None) };
     Ok(Some(Running { horizon: horizon.max(0) as u64, total: parse_amount(&total, "window_totals")? }))
 }
 
 impl Store {
     /// The total of `token` in live requests queued after `since` (unix seconds), summed over
     /// every flow of the window.
-    pub async fn committed_since(&self, token: Address, since: u64) -> Result<U256> {
-        sum_flows(&self.pool, &token.to_string(), since, u64::MAX).await
+    pub fn committed_since(&self, token: Address, since: u64) -> Result<U256> {
+        sum_flows(&self.conn(), &token.to_string(), since, u64::MAX)
     }
 
     /// The total of `token` in live requests queued after `since`, for a window of `period`
     /// seconds: the stored running total minus the flows that aged out since its horizon (few), or
     /// the full sum when there is no usable row yet.
-    pub async fn window_total(&self, token: Address, period: u64, since: u64) -> Result<WindowRead> {
+    pub fn window_total(&self, token: Address, period: u64, since: u64) -> Result<WindowRead> {
+        let conn = self.conn();
         let key = token.to_string();
-        let stored = running(&self.pool, &key, period).await?;
+        let stored = running(&conn, &key, period)?;
         let total = match &stored {
             Some(r) if since >= r.horizon => {
-                r.total.saturating_sub(sum_flows(&self.pool, &key, r.horizon, since).await?)
+                r.total.saturating_sub(sum_flows(&conn, &key, r.horizon, since)?)
             }
-            _ => self.committed_since(token, since).await?,
+            _ => sum_flows(&conn, &key, since, u64::MAX)?,
         };
         Ok(WindowRead { token, period, since, total, stored: stored.is_some() })
     }
@@ -93,74 +96,67 @@ impl Store {
 
 /// Moves a stored window's horizon forward to `w.since`, subtracting the flows that aged out, or
 /// creates the row from the full sum when there is none. Re-read inside the transaction: another
-/// request may have changed the row since `w` was read.
-pub(super) async fn advance(tx: &mut SqliteConnection, w: &WindowRead) -> Result<()> {
+/// process may have changed the row since `w` was read.
+pub(super) fn advance(tx: &Connection, w: &WindowRead) -> Result<()> {
     let token = w.token.to_string();
-    let total = match running(&mut *tx, &token, w.period).await? {
-        Some(r) if r.horizon < w.since => {
-            r.total.saturating_sub(sum_flows(&mut *tx, &token, r.horizon, w.since).await?)
-        }
+    let total = match running(tx, &token, w.period)? {
+        Some(r) if r.horizon < w.since => r.total.saturating_sub(sum_flows(tx, &token, r.horizon, w.since)?),
         Some(_) => return Ok(()),
-        None => sum_flows(&mut *tx, &token, w.since, u64::MAX).await?,
+        None => sum_flows(tx, &token, w.since, u64::MAX)?,
     };
-    sqlx::query("INSERT OR REPLACE INTO window_totals (token, period, horizon, total) VALUES (?, ?, ?, ?)")
-        .bind(&token)
-        .bind(to_i64(w.period))
-        .bind(to_i64(w.since))
-        .bind(amount_text(total))
-        .execute(&mut *tx)
-        .await
-        .map_err(RootError::store("advance a window total"))?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO window_totals (token, period, horizon, total) VALUES (?, ?, ?, ?)",
+    )
+    .and_then(|mut s| s.execute(params![token, to_i64(w.period), to_i64(w.since), amount_text(total)]))
+    .map_err(RootError::store("advance a window total"))?;
     Ok(())
 }
 
 /// Applies `change` to every running total of `token` whose window holds a flow at `at`.
-async fn shift(tx: &mut SqliteConnection, token: &str, at: u64, change: impl Fn(U256) -> U256) -> Result<()> {
-    let rows = sqlx::query("SELECT period, total FROM window_totals WHERE token = ? AND horizon < ?")
-        .bind(token)
-        .bind(to_i64(at))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(RootError::store("read the window totals of a flow"))?;
-    for row in rows {
-        let period: i64 = row.try_get("period").map_err(RootError::store("read a window total"))?;
-        let total: String = row.try_get("total").map_err(RootError::store("read a window total"))?;
+fn shift(tx: &Connection, token: &str, at: u64, change: impl Fn(U256) -> U256) -> Result<()> {
+    let rows: Vec<(i64, String)> = {
+        let fail = || RootError::store("read the window totals of a flow");
+        let mut stmt = tx
+            .prepare_cached("SELECT period, total FROM window_totals WHERE token = ? AND horizon < ?")
+            .map_err(fail())?;
+        let rows =
+            stmt.query_map(params![token, to_i64(at)], |r| Ok((r.get(0)?, r.get(1)?))).map_err(fail())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(fail())?
+    };
+    let mut update = tx
+        .prepare_cached("UPDATE window_totals SET total = ? WHERE token = ? AND period = ?")
+        .map_err(RootError::store("update a window total"))?;
+    for (period, total) in rows {
         let total = change(parse_amount(&total, "window_totals")?);
-        sqlx::query("UPDATE window_totals SET total = ? WHERE token = ? AND period = ?")
-            .bind(amount_text(total))
-            .bind(token)
-            .bind(period)
-            .execute(&mut *tx)
-            .await
+        update
+            .execute(params![amount_text(total), token, period])
             .map_err(RootError::store("update a window total"))?;
     }
     Ok(())
 }
 
 /// Adds a new flow of `amount` at `at` to the running totals of `token`.
-pub(super) async fn add_flow(tx: &mut SqliteConnection, token: &str, amount: U256, at: u64) -> Result<()> {
-    shift(tx, token, at, |total| total.saturating_add(amount)).await
+pub(super) fn add_flow(tx: &Connection, token: &str, amount: U256, at: u64) -> Result<()> {
+    shift(tx, token, at, |total| total.saturating_add(amount))
 }
 
 /// A request that will not be signed stops counting against the caps: out of the running window
 /// totals, its flows no longer live.
-pub(super) async fn stop_counting(tx: &mut SqliteConnection, id: &str) -> Result<()> {
-    let flows = sqlx::query("SELECT token, amount, at FROM flows WHERE request_id = ? AND live = 1")
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(RootError::store("read the flows of a request"))?;
-    for flow in flows {
-        let read = || RootError::store("read a flow");
-        let token: String = flow.try_get("token").map_err(read())?;
-        let amount = parse_amount(&flow.try_get::<String, _>("amount").map_err(read())?, "flows")?;
-        let at: i64 = flow.try_get("at").map_err(read())?;
-        shift(tx, &token, at.max(0) as u64, |total| total.saturating_sub(amount)).await?;
+pub(super) fn stop_counting(tx: &Connection, id: &str) -> Result<()> {
+    let flows: Vec<(String, String, i64)> = {
+        let fail = || RootError::store("read the flows of a request");
+        let mut stmt = tx
+            .prepare_cached("SELECT token, amount, at FROM flows WHERE request_id = ? AND live = 1")
+            .map_err(fail())?;
+        let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(fail())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(fail())?
+    };
+    for (token, amount, at) in flows {
+        let amount = parse_amount(&amount, "flows")?;
+        shift(tx, &token, at.max(0) as u64, |total| total.saturating_sub(amount))?;
     }
-    sqlx::query("UPDATE flows SET live = 0 WHERE request_id = ?")
-        .bind(id)
-        .execute(&mut *tx)
-        .await
+    tx.prepare_cached("UPDATE flows SET live = 0 WHERE request_id = ?")
+        .and_then(|mut s| s.execute(params![id]))
         .map_err(RootError::store("stop counting a request's flows"))?;
     Ok(())
 }
@@ -178,26 +174,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.sqlite")).await.unwrap();
         let huge = U256::MAX - U256::from(100);
-        queue(&store, "a", huge, 1_000).await;
-        queue(&store, "b", U256::from(5), 2_000).await;
-        queue(&store, "c", U256::from(7), 2_050).await;
-        assert_eq!(store.committed_since(token(), 999).await.unwrap(), huge + U256::from(12));
-        assert_eq!(store.committed_since(token(), 1_000).await.unwrap(), U256::from(12));
-        store.reject("b", "alice", "no", 2_010).await.unwrap();
-        assert_eq!(store.committed_since(token(), 1_000).await.unwrap(), U256::from(7));
+        queue(&store, "a", huge, 1_000);
+        queue(&store, "b", U256::from(5), 2_000);
+        queue(&store, "c", U256::from(7), 2_050);
+        assert_eq!(store.committed_since(token(), 999).unwrap(), huge + U256::from(12));
+        assert_eq!(store.committed_since(token(), 1_000).unwrap(), U256::from(12));
+        store.reject("b", "alice", "no", 2_010).unwrap();
+        assert_eq!(store.committed_since(token(), 1_000).unwrap(), U256::from(7));
         // "a" expired unapproved: no longer counted.
-        assert_eq!(store.expire_due(2_060).await.unwrap(), ["a"]);
-        assert_eq!(store.committed_since(token(), 0).await.unwrap(), U256::from(7));
-        assert_eq!(store.committed_since(Address::ZERO, 0).await.unwrap(), U256::ZERO);
+        assert_eq!(store.expire_due(2_060).unwrap(), ["a"]);
+        assert_eq!(store.committed_since(token(), 0).unwrap(), U256::from(7));
+        assert_eq!(store.committed_since(Address::ZERO, 0).unwrap(), U256::ZERO);
     }
 
     #[tokio::test]
     async fn a_window_saturates_at_the_largest_amount() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.sqlite")).await.unwrap();
-        queue(&store, "a", U256::MAX, 1_000).await;
-        queue(&store, "b", U256::MAX, 1_001).await;
-        assert_eq!(store.committed_since(token(), 0).await.unwrap(), U256::MAX);
+        queue(&store, "a", U256::MAX, 1_000);
+        queue(&store, "b", U256::MAX, 1_001);
+        assert_eq!(store.committed_since(token(), 0).unwrap(), U256::MAX);
     }
 
     #[tokio::test]
@@ -214,17 +210,17 @@ mod tests {
             seed ^= seed << 17;
             t += seed % 23;
             let since = t.saturating_sub(period);
-            let read = store.window_total(token(), period, since).await.unwrap();
-            assert_eq!(read.total, store.committed_since(token(), since).await.unwrap(), "step {step}");
+            let read = store.window_total(token(), period, since).unwrap();
+            assert_eq!(read.total, store.committed_since(token(), since).unwrap(), "step {step}");
             match seed % 5 {
                 0 if !ids.is_empty() => {
                     let id: &String = &ids[(seed as usize / 5) % ids.len()];
                     // Already decided or expired ones are refused; that changes nothing.
-                    let _ = store.reject(id, "alice", "no", t).await;
+                    let _ = store.reject(id, "alice", "no", t);
                     kinds[0] += 1;
                 }
                 1 => {
-                    store.expire_due(t).await.unwrap();
+                    store.expire_due(t).unwrap();
                     kinds[1] += 1;
                 }
                 _ => {
@@ -243,7 +239,7 @@ mod tests {
                         signature: None,
                         windows: &[read],
                     };
-                    store.insert(new).await.unwrap();
+                    store.insert(new).unwrap();
                     ids.push(id);
                     kinds[2] += 1;
                 }
