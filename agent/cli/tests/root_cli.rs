@@ -397,11 +397,11 @@ async fn a_writable_queue_file_yields_no_root_signature() {
         .execute(&pool)
         .await
         .unwrap();
-    file.approve(&row.id, "bob", now).await.unwrap();
+    file.approve(&row.id, "bob", now).unwrap();
 
     // 3. A request above the auto-approve amount marked approved by the auto-approve rule.
     let above = agent.submit(&request(&pay(700, 3))).await.unwrap();
-    file.approve(&above.id, treasury_signer::root::service::AUTO_APPROVER, now).await.unwrap();
+    file.approve(&above.id, treasury_signer::root::service::AUTO_APPROVER, now).unwrap();
 
     for id in [&forged.id, &row.id, &above.id] {
         let rec = settled(&agent, id).await;
