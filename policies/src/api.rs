@@ -16,6 +16,7 @@ use crate::intent::{Action, Intent};
 use crate::money::amount_from_script;
 use crate::period::{Calendar, Period};
 use crate::rebalance;
+use crate::reference::{FnDoc, Section};
 use crate::view::{Payment, SnapshotView};
 
 /// Why a registered function refused to go on; carried through Rhai as a runtime error value.
@@ -203,37 +204,141 @@ pub(crate) fn register(engine: &mut Engine) {
     });
 }
 
+/// Documentation of a function of `section` taking `params` and returning `returns`.
+const fn doc(
+    section: Section,
+    params: &'static [&'static str],
+    returns: &'static str,
+    text: &'static str,
+    errors: &'static str,
+    example: &'static str,
+) -> FnDoc {
+    FnDoc { section, params, returns, text, errors, example }
+}
+
+const UNKNOWN_TOKEN: &str =
+    "`sym` is not in the config's token table (the message names the closest symbol).";
+
 fn register_view(engine: &mut Engine) {
-    engine.register_fn("block_number", |ctx: NativeCallContext| {
+    use Section::{Block, History, Money, Treasury};
+    doc(
+        Block,
+        &[],
+        "int",
+        "The number of the block the policy runs at (the pinned block).",
+        "none.",
+        "let n = block_number();",
+    )
+    .register(engine, "block_number", |ctx: NativeCallContext| {
         with_ctx(&ctx, |r| Ok(r.view.block_number as INT))
     });
-    engine.register_fn("timestamp", |ctx: NativeCallContext| with_ctx(&ctx, |r| Ok(r.view.timestamp as INT)));
-    engine.register_fn("chain_id", |ctx: NativeCallContext| with_ctx(&ctx, |r| Ok(r.view.chain_id as INT)));
-    engine.register_fn("balance", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Block,
+        &[],
+        "int",
+        "The pinned block's timestamp, Unix seconds (UTC).",
+        "none.",
+        "let t = timestamp();",
+    )
+    .register(engine, "timestamp", |ctx: NativeCallContext| with_ctx(&ctx, |r| Ok(r.view.timestamp as INT)));
+    doc(
+        Block,
+        &[],
+        "int",
+        "The chain's id (1 for Ethereum mainnet).",
+        "none.",
+        "if chain_id() != 1 { return; }",
+    )
+    .register(engine, "chain_id", |ctx: NativeCallContext| with_ctx(&ctx, |r| Ok(r.view.chain_id as INT)));
+    doc(
+        Treasury,
+        &["sym: String"],
+        "Decimal",
+        "The Safe's balance of `sym` at the pinned block, in whole tokens: the on-chain integer\ndivided by 10^decimals, exact (no rounding).",
+        UNKNOWN_TOKEN,
+        "if balance(\"USDC\") < dec(\"1000\") { alert(\"low USDC\"); }",
+    )
+    .register(engine, "balance", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| Ok(r.view.asset(sym).map_err(bad)?.balance))
     });
-    engine.register_fn("has_price", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "bool",
+        "Whether `sym` has a price feed in the config.",
+        UNKNOWN_TOKEN,
+        "if has_price(\"WETH\") { … }",
+    )
+    .register(engine, "has_price", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| Ok(r.view.asset(sym).map_err(bad)?.price.is_some()))
     });
-    engine.register_fn("price", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "Decimal",
+        "The USD price of one whole `sym` from its feed at the pinned block: the feed's answer\ndivided by 10^(feed decimals), exact.",
+        "`sym` is unknown, or has no price feed.",
+        "let eth_usd = price(\"WETH\");",
+    )
+    .register(engine, "price", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| price_of(r, sym).map(|p| p.price))
     });
-    engine.register_fn("price_age", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "int",
+        "Seconds between the feed's last update and the pinned block's timestamp.",
+        "`sym` is unknown, or has no price feed.",
+        "if price_age(\"WETH\") > 600 { return; }",
+    )
+    .register(engine, "price_age", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| price_of(r, sym).map(|p| p.age_secs as INT))
     });
-    engine.register_fn("price_stale", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "bool",
+        "Whether the feed's price is older than the token's `max_price_age` (default 3600 s).",
+        "`sym` is unknown, or has no price feed.",
+        "if price_stale(\"WETH\") { alert(\"stale WETH price\"); return; }",
+    )
+    .register(engine, "price_stale", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| price_of(r, sym).map(|p| p.stale))
     });
-    engine.register_fn("value", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "Decimal",
+        "The USD value of the Safe's `sym`: balance × price, exact.",
+        "`sym` is unknown or has no price feed; the product overflows (beyond ~7.9e28).",
+        "let usd = value(\"WETH\");",
+    )
+    .register(engine, "value", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| {
             price_of(r, sym)?;
             r.view.asset(sym).map_err(bad)?.value().ok_or_else(|| bad("value overflows"))
         })
     });
-    engine.register_fn("portfolio_value", |ctx: NativeCallContext| {
+    doc(
+        Treasury,
+        &[],
+        "Decimal",
+        "The USD value of every priced asset of the Safe, summed (unpriced assets count 0).",
+        "none.",
+        "let total = portfolio_value();",
+    )
+    .register(engine, "portfolio_value", |ctx: NativeCallContext| {
         with_ctx(&ctx, |r| Ok(r.view.portfolio_value()))
     });
-    engine.register_fn("weight", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "Decimal",
+        "`value(sym) / portfolio_value()`, between 0 and 1 (0 when the portfolio is worth 0); the\ndivision keeps 28 significant digits.",
+        "`sym` is unknown, or has no price feed.",
+        "if weight(\"WETH\") > dec(\"0.6\") { … }",
+    )
+    .register(engine, "weight", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| {
             price_of(r, sym)?;
             let value = r.view.asset(sym).map_err(bad)?.value().unwrap_or_default();
@@ -241,10 +346,26 @@ fn register_view(engine: &mut Engine) {
             Ok(if total.is_zero() { Decimal::ZERO } else { value / total })
         })
     });
-    engine.register_fn("has_budget", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "bool",
+        "Whether the module has a tier-1 budget for `sym`.",
+        UNKNOWN_TOKEN,
+        "if has_budget(\"USDC\") { … }",
+    )
+    .register(engine, "has_budget", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| Ok(r.view.asset(sym).map_err(bad)?.budget_remaining.is_some()))
     });
-    engine.register_fn("budget_remaining", |ctx: NativeCallContext, sym: &str| {
+    doc(
+        Treasury,
+        &["sym: String"],
+        "Decimal",
+        "What tier 1 may still move of `sym` in the module's current budget period, whole tokens,\nexact. A payment above it escalates to the root.",
+        "`sym` is unknown, or has no budget in the module.",
+        "let room = budget_remaining(\"USDC\");",
+    )
+    .register(engine, "budget_remaining", |ctx: NativeCallContext, sym: &str| {
         with_ctx(&ctx, |r| {
             r.view
                 .asset(sym)
@@ -253,20 +374,44 @@ fn register_view(engine: &mut Engine) {
                 .ok_or_else(|| bad(format!("{sym} has no budget in the module")))
         })
     });
-    engine.register_fn("paid", |ctx: NativeCallContext, to: &str, token: &str, period: &str| {
+    doc(
+        History,
+        &["to: String", "token: String", "period: String"],
+        "Decimal",
+        "What this policy already paid `to` (a name or address-book address) in `token` during the\ncurrent `period` (`block`, `day`, `week` or `month`, UTC), in whole tokens, exact.",
+        "unknown recipient or token; unknown period.",
+        "if paid(\"alice\", \"USDC\", \"month\") == 0 { pay(\"alice\", \"USDC\", 5000); }",
+    )
+    .register(engine, "paid", |ctx: NativeCallContext, to: &str, token: &str, period: &str| {
         with_ctx(&ctx, |r| {
             let (addr, _) = r.view.book.recipient(to).map_err(bad)?;
             r.view.book.token(token).map_err(bad)?;
             Ok(r.paid(Some(addr), token, period_arg(period)?))
         })
     });
-    engine.register_fn("paid_total", |ctx: NativeCallContext, token: &str, period: &str| {
+    doc(
+        History,
+        &["token: String", "period: String"],
+        "Decimal",
+        "What this policy already paid anyone in `token` during the current `period`, whole tokens.",
+        "unknown token; unknown period.",
+        "let left = dec(\"20000\") - paid_total(\"USDC\", \"month\");",
+    )
+    .register(engine, "paid_total", |ctx: NativeCallContext, token: &str, period: &str| {
         with_ctx(&ctx, |r| {
             r.view.book.token(token).map_err(bad)?;
             Ok(r.paid(None, token, period_arg(period)?))
         })
     });
-    engine.register_fn("dec", |ctx: NativeCallContext, v: Dynamic| {
+    doc(
+        Money,
+        &["v: Dynamic"],
+        "Decimal",
+        "A money value from an integer, a decimal or a decimal string (`dec(\"0.1\")`), exact; up\nto 28 significant digits.",
+        "a float (`0.1` is not money: write `dec(\"0.1\")`), or text that is not a number.",
+        "pay(\"alice\", \"USDC\", dec(\"1250.50\"));",
+    )
+    .register(engine, "dec", |ctx: NativeCallContext, v: Dynamic| {
         with_ctx(&ctx, |_| amount_from_script(&v, "dec() argument").map_err(bad))
     });
 }
@@ -276,21 +421,111 @@ fn price_of(r: &RunCtx, sym: &str) -> Result<crate::view::PriceView, Fault> {
 }
 
 fn register_calendar(engine: &mut Engine) {
-    engine.register_fn("period_key", |ctx: NativeCallContext, p: &str| {
+    doc(
+        Section::Calendar,
+        &["period: String"],
+        "String",
+        "The key of the current `period` at the pinned block: `2025-01-31` (day), `2025-W05`\n(ISO week), `2025-01` (month) or `block-123`.",
+        "unknown period (not `block`, `day`, `week` or `month`).",
+        "let k = period_key(\"month\");",
+    )
+    .register(engine, "period_key", |ctx: NativeCallContext, p: &str| {
         with_ctx(&ctx, |r| Ok(r.period_key(period_arg(p)?)))
     });
     type Field = fn(Calendar) -> INT;
-    let fields: [(&str, Field); 6] = [
-        ("year", Calendar::year),
-        ("month", Calendar::month),
-        ("day_of_month", Calendar::day_of_month),
-        ("days_in_month", Calendar::days_in_month),
-        ("weekday", Calendar::weekday),
-        ("hour", Calendar::hour),
+    let fields: [(&str, Field, &str, &str); 6] = [
+        ("year", Calendar::year, "The year of the pinned block's time (UTC).", "if year() < 2027 { … }"),
+        (
+            "month",
+            Calendar::month,
+            "The month of the pinned block's time, 1–12 (UTC).",
+            "if month() == 12 { … }",
+        ),
+        (
+            "day_of_month",
+            Calendar::day_of_month,
+            "The day of the month of the pinned block's time, 1–31 (UTC).",
+            "if day_of_month() == 1 { … }",
+        ),
+        (
+            "days_in_month",
+            Calendar::days_in_month,
+            "How many days the pinned block's month has, 28–31.",
+            "if day_of_month() == days_in_month() { … }",
+        ),
+        (
+            "weekday",
+            Calendar::weekday,
+            "The ISO weekday of the pinned block's time: Monday = 1 … Sunday = 7 (UTC).",
+            "if weekday() == 5 { … }",
+        ),
+        (
+            "hour",
+            Calendar::hour,
+            "The hour of the pinned block's time, 0–23 (UTC).",
+            "if hour() < 9 { return; }",
+        ),
     ];
-    for (name, field) in fields {
-        engine.register_fn(name, move |ctx: NativeCallContext| with_ctx(&ctx, |r| Ok(field(r.calendar()))));
+    for (name, field, text, example) in fields {
+        doc(Section::Calendar, &[], "int", text, "none.", example).register(
+            engine,
+            name,
+            move |ctx: NativeCallContext| with_ctx(&ctx, |r| Ok(field(r.calendar()))),
+        );
     }
+}
+
+const PAY: FnDoc = doc(
+    Section::Intents,
+    &["to: String", "token: String", "amount: Decimal"],
+    "()",
+    "Asks for a payment of `amount` `token` to `to` (an address-book name, or an address in the\n\
+     book). The amount is rounded toward zero to the token's decimals. The intent's idempotency key\n\
+     is `POLICY:TRIGGER:PERIOD_KEY:pay:TOKEN:0xADDRESS` (a second identical payment in one run gets\n\
+     `#2`), so a policy paying once per period pays once however often it runs. Options\n\
+     `#{ memo: \"…\", key: \"…\" }`: a memo for the journal, and a key of your own (`POLICY:key`).",
+    "unknown recipient or token; an amount ≤ 0, one that rounds to 0, or a float; the same key twice;\n\
+     an unknown option; more than `max_intents` intents.",
+    "pay(\"alice\", \"USDC\", 5000, #{ memo: \"salary\" });",
+);
+
+const SWAP: FnDoc = doc(
+    Section::Intents,
+    &["sell: String", "buy: String", "amount: Decimal", "max_slippage: Decimal"],
+    "()",
+    "Asks to sell `amount` of `sell` for `buy` through the configured router. The planner sets the\n\
+     minimum received from the oracle prices at the pinned block, less `max_slippage` (a fraction\n\
+     between 0 and 1, e.g. `dec(\"0.005\")`). Amount rounding, keys and options as for `pay`.",
+    "unknown token; selling and buying the same token; a bad amount; `max_slippage` outside (0, 1);\n\
+     as for `pay`.",
+    "swap(\"WETH\", \"USDC\", dec(\"2.5\"), dec(\"0.01\"));",
+);
+
+const REBALANCE: FnDoc = doc(
+    Section::Intents,
+    &["targets: Map", "band: Decimal", "max_slippage: Decimal"],
+    "()",
+    "Asks for the swaps that bring the Safe's priced assets to `targets` (symbol → weight, e.g.\n\
+     `#{ USDC: dec(\"0.6\"), WETH: dec(\"0.4\") }`) when an asset's weight is off by more than `band`.\n\
+     One swap intent per leg, memo `rebalance SELL → BUY`; with a `key` option each leg's key is\n\
+     `KEY:SELL-BUY`.",
+    "an unknown token or an unpriced asset in `targets`; weights that are not numbers; as for `swap`.",
+    "rebalance(#{ USDC: dec(\"0.6\"), WETH: dec(\"0.4\") }, dec(\"0.05\"), dec(\"0.01\"));",
+);
+
+const ALERT: FnDoc = doc(
+    Section::Intents,
+    &["message: String"],
+    "()",
+    "Raises an alert: journaled and sent to the webhooks; moves no funds. Key and options as for\n\
+     `pay` (`#{ key: \"…\" }` to raise it once per key).",
+    "more than `max_intents` intents; an unknown option.",
+    "alert(\"USDC runway under 3 months\");",
+);
+
+/// The same documentation for the overload that takes an options map last.
+const fn with_opts(d: FnDoc, params: &'static [&'static str]) -> FnDoc {
+    FnDoc { params, ..d }
 }
 
 fn register_intents(engine: &mut Engine) {
@@ -303,10 +538,11 @@ fn register_intents(engine: &mut Engine) {
             r.push(action, Opts::parse(opts)?, disc)
         })
     };
-    engine.register_fn("pay", move |ctx: NativeCallContext, to: &str, token: &str, amount: Dynamic| {
+    PAY.register(engine, "pay", move |ctx: NativeCallContext, to: &str, token: &str, amount: Dynamic| {
         pay(&ctx, to, token, &amount, &Map::new())
     });
-    engine.register_fn(
+    with_opts(PAY, &["to: String", "token: String", "amount: Decimal", "opts: Map"]).register(
+        engine,
         "pay",
         move |ctx: NativeCallContext, to: &str, token: &str, amount: Dynamic, opts: Map| {
             pay(&ctx, to, token, &amount, &opts)
@@ -326,35 +562,50 @@ fn register_intents(engine: &mut Engine) {
                 r.push(action, Opts::parse(opts)?, format!("swap:{sell}-{buy}"))
             })
         };
-    engine.register_fn(
+    SWAP.register(
+        engine,
         "swap",
         move |ctx: NativeCallContext, sell: &str, buy: &str, amount: Dynamic, slip: Dynamic| {
             swap(&ctx, sell, buy, &amount, &slip, &Map::new())
         },
     );
-    engine.register_fn(
+    with_opts(
+        SWAP,
+        &["sell: String", "buy: String", "amount: Decimal", "max_slippage: Decimal", "opts: Map"],
+    )
+    .register(
+        engine,
         "swap",
         move |ctx: NativeCallContext, sell: &str, buy: &str, amount: Dynamic, slip: Dynamic, opts: Map| {
             swap(&ctx, sell, buy, &amount, &slip, &opts)
         },
     );
 
-    engine.register_fn("rebalance", |ctx: NativeCallContext, t: Map, band: Dynamic, slip: Dynamic| {
-        with_ctx(&ctx, |r| rebalance_intents(r, &t, &band, &slip, &Map::new()))
-    });
-    engine.register_fn(
+    REBALANCE.register(
+        engine,
+        "rebalance",
+        |ctx: NativeCallContext, t: Map, band: Dynamic, slip: Dynamic| {
+            with_ctx(&ctx, |r| rebalance_intents(r, &t, &band, &slip, &Map::new()))
+        },
+    );
+    with_opts(REBALANCE, &["targets: Map", "band: Decimal", "max_slippage: Decimal", "opts: Map"]).register(
+        engine,
         "rebalance",
         |ctx: NativeCallContext, t: Map, band: Dynamic, slip: Dynamic, opts: Map| {
             with_ctx(&ctx, |r| rebalance_intents(r, &t, &band, &slip, &opts))
         },
     );
 
-    engine.register_fn("alert", |ctx: NativeCallContext, msg: &str| {
+    ALERT.register(engine, "alert", |ctx: NativeCallContext, msg: &str| {
         with_ctx(&ctx, |r| r.push(alert(msg), Opts::default(), "alert".into()))
     });
-    engine.register_fn("alert", |ctx: NativeCallContext, msg: &str, opts: Map| {
-        with_ctx(&ctx, |r| r.push(alert(msg), Opts::parse(&opts)?, "alert".into()))
-    });
+    with_opts(ALERT, &["message: String", "opts: Map"]).register(
+        engine,
+        "alert",
+        |ctx: NativeCallContext, msg: &str, opts: Map| {
+            with_ctx(&ctx, |r| r.push(alert(msg), Opts::parse(&opts)?, "alert".into()))
+        },
+    );
 }
 
 fn alert(msg: &str) -> Action {
@@ -403,8 +654,26 @@ fn register_float_guards(engine: &mut Engine) {
     fn refuse(op: &str) -> RhaiResult<Dynamic> {
         Err(bad(format!("float in money arithmetic (`{op}`): write dec(\"…\") or an integer instead")).into())
     }
+    let text = "Arithmetic and comparison between money (Decimal) and a float is refused, never\nconverted: `0.1` is not money.";
+    let errors = "always: write `dec(\"0.1\")` or an integer instead of the float.";
     for op in ["+", "-", "*", "/", "<", ">", "<=", ">=", "==", "!="] {
-        engine.register_fn(op, move |_: Decimal, _: rhai::FLOAT| refuse(op));
-        engine.register_fn(op, move |_: rhai::FLOAT, _: Decimal| refuse(op));
+        doc(
+            Section::Money,
+            &["a: Decimal", "b: float"],
+            "Decimal",
+            text,
+            errors,
+            "balance(\"USDC\") * dec(\"0.1\")",
+        )
+        .register(engine, op, move |_: Decimal, _: rhai::FLOAT| refuse(op));
+        doc(
+            Section::Money,
+            &["a: float", "b: Decimal"],
+            "Decimal",
+            text,
+            errors,
+            "balance(\"USDC\") * dec(\"0.1\")",
+        )
+        .register(engine, op, move |_: rhai::FLOAT, _: Decimal| refuse(op));
     }
 }

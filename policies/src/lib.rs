@@ -16,6 +16,7 @@
 //! - [`loader`]: policies from config, hot reload that keeps the last good version.
 //! - [`fixture`]: fixture files and the `policy test` harness.
 //! - [`examples`]: the example policies, embedded.
+//! - [`reference`]: the script API's reference and Rhai definitions, generated from the engine.
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
@@ -30,6 +31,7 @@ pub mod loader;
 pub mod money;
 pub mod period;
 mod rebalance;
+pub mod reference;
 pub mod simulate;
 pub mod view;
 

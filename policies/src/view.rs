@@ -56,6 +56,11 @@ impl Book {
     pub fn symbols(&self) -> impl Iterator<Item = &str> {
         self.tokens.keys().map(String::as_str)
     }
+
+    /// Address-book names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.keys().map(String::as_str)
+    }
 }
 
 /// Parses a hex address, checking the EIP-55 checksum when the hex is mixed-case.

@@ -64,6 +64,11 @@ impl PolicyEngine {
         &self.limits
     }
 
+    /// The Rhai engine itself (its metadata feeds the reference).
+    pub(crate) fn rhai(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compiles `source` and checks every literal token symbol and recipient against `book`.
     pub fn compile(
         &self,

@@ -1,4 +1,4 @@
-//! `treasury policy check|test|simulate`: parse arguments, call the policies crate, print.
+//! `treasury policy check|test|simulate|docs|definitions`: parse arguments, call the policies crate, print.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +20,26 @@ pub enum PolicyCmd {
     Test(TestArgs),
     /// Run a script at every block of a range against a live RPC endpoint and print its intents.
     Simulate(SimulateArgs),
+    /// Print the script API's reference (Markdown), generated from the engine.
+    Docs(DocsArgs),
+    /// Print Rhai definitions of the script API for editors (`> treasury.d.rhai`).
+    Definitions(DefinitionsArgs),
+}
+
+/// Arguments of `treasury policy docs`.
+#[derive(Debug, Args)]
+pub struct DocsArgs {
+    /// Instead of printing, compare with this file and fail when it differs from the engine.
+    #[arg(long)]
+    pub check: Option<PathBuf>,
+}
+
+/// Arguments of `treasury policy definitions`.
+#[derive(Debug, Args)]
+pub struct DefinitionsArgs {
+    /// Config whose token symbols and address-book names the definitions list.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `treasury policy check`.
@@ -94,6 +114,8 @@ impl PolicyCmd {
             PolicyCmd::Check(args) => check(args),
             PolicyCmd::Test(args) => test(args),
             PolicyCmd::Simulate(args) => run_simulate(args).await,
+            PolicyCmd::Docs(args) => docs(args),
+            PolicyCmd::Definitions(args) => definitions(args),
         }
     }
 }
@@ -107,6 +129,40 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(problems.is_empty(), "{} problem(s) in {} file(s)", problems.len(), files.len());
     println!("{} file(s) ok", files.len());
+    Ok(())
+}
+
+fn docs(args: DocsArgs) -> anyhow::Result<()> {
+    let engine = PolicyEngine::new(treasury_policies::Limits::default());
+    let reference = treasury_policies::reference::markdown(&engine).context("cannot build the reference")?;
+    let Some(file) = args.check else {
+        print!("{reference}");
+        return Ok(());
+    };
+    let written =
+        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    if written != reference {
+        let line = written.lines().zip(reference.lines()).position(|(a, b)| a != b);
+        let at = line.unwrap_or_else(|| written.lines().count().min(reference.lines().count())) + 1;
+        anyhow::bail!(
+            "{} differs from the engine's reference from line {at}: regenerate it with `treasury policy docs > {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    println!("{} matches the engine", file.display());
+    Ok(())
+}
+
+fn definitions(args: DefinitionsArgs) -> anyhow::Result<()> {
+    let engine = PolicyEngine::new(treasury_policies::Limits::default());
+    let book = match &args.config {
+        Some(path) => {
+            Some(Book::from_config(&PoliciesConfig::from_file(path).context("cannot read the config")?))
+        }
+        None => None,
+    };
+    print!("{}", treasury_policies::reference::definitions(&engine, book.as_ref()));
     Ok(())
 }
 
