@@ -17,11 +17,13 @@
 //! - [`fixture`]: fixture files and the `policy test` harness.
 //! - [`examples`]: the example policies, embedded.
 //! - [`reference`]: the script API's reference and Rhai definitions, generated from the engine.
+//! - [`diff`]: two versions of a policy over the same blocks or fixtures, and where they differ.
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
 pub mod check;
 pub mod config;
+pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod examples;

@@ -1,4 +1,4 @@
-//! `treasury policy check|test|simulate|docs|definitions`: parse arguments, call the policies crate, print.
+//! `treasury policy check|test|simulate|diff|docs|definitions`: parse arguments, call the policies crate, print.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,10 +20,55 @@ pub enum PolicyCmd {
     Test(TestArgs),
     /// Run a script at every block of a range against a live RPC endpoint and print its intents.
     Simulate(SimulateArgs),
+    /// Replay two versions of a policy over the same blocks (or fixtures) and show where their
+    /// intents differ, with totals per token and recipient.
+    Diff(DiffArgs),
     /// Print the script API's reference (Markdown), generated from the engine.
     Docs(DocsArgs),
     /// Print Rhai definitions of the script API for editors (`> treasury.d.rhai`).
     Definitions(DefinitionsArgs),
+}
+
+/// Arguments of `treasury policy diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The version running today.
+    pub old: PathBuf,
+    /// The proposed version.
+    pub new: PathBuf,
+    /// Config with the token table, address book and, optionally, this policy's trigger and period.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Policy name in the config (default: the new script's file stem).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Fixtures to evaluate both versions on, instead of a chain.
+    #[arg(long = "fixture", conflicts_with_all = ["rpc", "safe", "from", "to", "module"])]
+    pub fixtures: Vec<PathBuf>,
+    /// JSON-RPC endpoint to replay past blocks from.
+    #[arg(long, env = "TREASURY_RPC_URL", required_unless_present = "fixtures")]
+    pub rpc: Option<String>,
+    /// The Safe whose balances the policy reads.
+    #[arg(long, required_unless_present = "fixtures")]
+    pub safe: Option<Address>,
+    /// The Safe's treasury module (snapshots then carry budgets, for `budget_remaining()`).
+    #[arg(long)]
+    pub module: Option<Address>,
+    /// Multicall3 on this chain (used with --module).
+    #[arg(long, default_value_t = treasury_chain::contracts::CANONICAL_MULTICALL3)]
+    pub multicall3: Address,
+    /// First block (inclusive).
+    #[arg(long, required_unless_present = "fixtures")]
+    pub from: Option<u64>,
+    /// Last block (inclusive; default: latest).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Only compare blocks where the policy's configured trigger fires.
+    #[arg(long)]
+    pub only_when_fired: bool,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `treasury policy docs`.
@@ -114,6 +159,7 @@ impl PolicyCmd {
             PolicyCmd::Check(args) => check(args),
             PolicyCmd::Test(args) => test(args),
             PolicyCmd::Simulate(args) => run_simulate(args).await,
+            PolicyCmd::Diff(args) => run_diff(args).await,
             PolicyCmd::Docs(args) => docs(args),
             PolicyCmd::Definitions(args) => definitions(args),
         }
@@ -129,6 +175,59 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(problems.is_empty(), "{} problem(s) in {} file(s)", problems.len(), files.len());
     println!("{} file(s) ok", files.len());
+    Ok(())
+}
+
+async fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
+    use treasury_policies::diff::{RangeDiff, diff_fixtures, diff_range};
+    let cfg = PoliciesConfig::from_file(&args.config).context("cannot read config")?;
+    let stem = args.new.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = args.policy.clone().unwrap_or(stem);
+    let entry = cfg.policy(&name);
+    let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
+    let period = entry.map_or(Period::default(), |e| e.period);
+    let engine = PolicyEngine::new(cfg.limits);
+    let book = Arc::new(Book::from_config(&cfg));
+    let compile = |file: &Path| -> anyhow::Result<_> {
+        let source =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        Ok(engine.compile(&name, file, &source, period, &book)?)
+    };
+    let (old, new) = (compile(&args.old)?, compile(&args.new)?);
+    let diff = if args.fixtures.is_empty() {
+        let (rpc_url, safe, from) = match (&args.rpc, args.safe, args.from) {
+            (Some(r), Some(s), Some(f)) => (r, s, f),
+            _ => anyhow::bail!("give --rpc, --safe and --from, or --fixture"),
+        };
+        let rpc = RpcSnapshotSource::connect(rpc_url, safe, cfg.clone()).await?;
+        let to = match args.to {
+            Some(to) => to,
+            None => rpc.latest_block().await?,
+        };
+        anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+        let sim =
+            Simulation { policy: &new, trigger: &trigger, only_when_fired: args.only_when_fired, from, to };
+        let run = RangeDiff { old: &old, new: &new, sim: &sim };
+        match args.module {
+            Some(module) => {
+                let source = ModuleSnapshotSource::connect(rpc_url, safe, module, args.multicall3, &cfg)
+                    .await
+                    .context("cannot connect to the RPC endpoint")?;
+                diff_range(&engine, &book, &source, run).await
+            }
+            None => diff_range(&engine, &book, &rpc, run).await,
+        }
+        .context("replay failed")?
+    } else {
+        let fixtures: Vec<&Path> = args.fixtures.iter().map(PathBuf::as_path).collect();
+        diff_fixtures(&engine, &book, &old, &new, trigger.kind(), &fixtures)
+            .context("cannot run the fixtures")?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&diff).context("cannot encode the comparison")?);
+    } else {
+        println!("{diff}");
+    }
     Ok(())
 }
 
