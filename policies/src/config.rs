@@ -61,6 +61,10 @@ pub struct PolicyEntry {
     /// The period default idempotency keys are scoped to (default: `day`).
     #[serde(default)]
     pub period: Period,
+    /// Fixture files (relative to the config file's directory) a new version of the script must
+    /// pass before `treasury run` loads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixtures: Vec<PathBuf>,
 }
 
 /// What makes a policy run.

@@ -141,6 +141,16 @@ pub enum PolicyError {
         /// What is wrong.
         message: String,
     },
+    /// A version of a policy does not do what one of its own fixtures expects.
+    #[error("policy `{policy}` fails its fixture {}: {diff}", fixture.display())]
+    FixtureFailed {
+        /// Policy name.
+        policy: String,
+        /// The fixture it fails.
+        fixture: PathBuf,
+        /// What differed.
+        diff: String,
+    },
     /// A snapshot could not be read from the chain.
     #[error("snapshot at block {block}: {message}")]
     Snapshot {
@@ -193,7 +203,8 @@ impl PolicyError {
             | PolicyError::LimitExceeded { policy, .. }
             | PolicyError::BadInput { policy, .. }
             | PolicyError::Runtime { policy, .. }
-            | PolicyError::Panicked { policy, .. } => Some(policy),
+            | PolicyError::Panicked { policy, .. }
+            | PolicyError::FixtureFailed { policy, .. } => Some(policy),
             _ => None,
         }
     }

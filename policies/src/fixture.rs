@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use treasury_chain::{AssetState, BudgetState, PriceReading, Snapshot};
 
 use crate::config::PoliciesConfig;
-use crate::engine::{PolicyEngine, Run};
+use crate::engine::{CompiledPolicy, PolicyEngine, Run};
 use crate::error::{PolicyError, Result};
 use crate::intent::{Action, Intent};
 use crate::money;
@@ -305,19 +305,32 @@ pub fn run_fixture(script: &Path, fixture_path: &Path, config: Option<&Path>) ->
     let name = fx.policy.clone().unwrap_or(stem);
     let entry = cfg.policy(&name);
     let period = fx.period.or(entry.map(|e| e.period)).unwrap_or_default();
-    let trigger =
-        fx.trigger.clone().unwrap_or_else(|| entry.map_or("manual", |e| e.trigger.kind()).to_owned());
+    let trigger = entry.map_or("manual", |e| e.trigger.kind());
 
     let engine = PolicyEngine::new(cfg.limits);
     let source =
         std::fs::read_to_string(script).map_err(|source| PolicyError::Io { path: script.into(), source })?;
     let compiled = engine.compile(&name, script, &source, period, &book)?;
-    let view = Arc::new(SnapshotView::new(&fx.snapshot(&book, fixture_path)?, Arc::clone(&book))?);
-    let history = fx.payments(&name, &book, fixture_path)?;
-    let outcome = engine.evaluate(&compiled, &view, Run { trigger: &trigger, history: &history });
+    check_fixture(&engine, &book, &compiled, trigger, fixture_path)
+}
+
+/// Evaluates an already compiled policy on the fixture at `fixture_path` (with the fixture's
+/// trigger, else `trigger`) and compares the outcome with what the fixture expects.
+pub fn check_fixture(
+    engine: &PolicyEngine,
+    book: &Arc<Book>,
+    compiled: &CompiledPolicy,
+    trigger: &str,
+    fixture_path: &Path,
+) -> Result<FixtureReport> {
+    let fx = Fixture::from_file(fixture_path)?;
+    let trigger = fx.trigger.as_deref().unwrap_or(trigger);
+    let view = Arc::new(SnapshotView::new(&fx.snapshot(book, fixture_path)?, Arc::clone(book))?);
+    let history = fx.payments(&compiled.name, book, fixture_path)?;
+    let outcome = engine.evaluate(compiled, &view, Run { trigger, history: &history });
 
     let mut report = FixtureReport {
-        script: script.to_owned(),
+        script: compiled.file.clone(),
         fixture: fixture_path.to_owned(),
         passed: false,
         actual: Vec::new(),
@@ -326,7 +339,7 @@ pub fn run_fixture(script: &Path, fixture_path: &Path, config: Option<&Path>) ->
     };
     match (outcome, &fx.expect_error) {
         (Ok(actual), None) => {
-            report.diff = diff(fx.expect.as_deref().unwrap_or_default(), &actual, &book);
+            report.diff = diff(fx.expect.as_deref().unwrap_or_default(), &actual, book);
             report.actual = actual;
         }
         (Ok(actual), Some(want)) => {

@@ -17,6 +17,14 @@ struct Loaded {
     path: PathBuf,
     compiled: CompiledPolicy,
     source: String,
+    /// The entry's fixtures, resolved against the config's directory.
+    fixtures: Vec<PathBuf>,
+}
+
+/// The version of a script: the first 16 hex digits of the SHA-256 of its source.
+pub fn version_of(source: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(source.as_bytes())[..8])
 }
 
 /// Every configured policy, compiled, with the engine that runs them.
@@ -86,10 +94,17 @@ impl PolicySet {
             let path = base_dir.join(&entry.file);
             let source = read(&path)?;
             let compiled = engine.compile(&entry.name, &path, &source, entry.period, &book)?;
-            let loaded = Loaded { entry: entry.clone(), path, compiled, source };
+            let fixtures = entry.fixtures.iter().map(|f| base_dir.join(f)).collect();
+            let loaded = Loaded { entry: entry.clone(), path, compiled, source, fixtures };
+            passes_fixtures(&engine, &book, &loaded, &loaded.compiled)?;
             policies.insert(entry.name.clone(), loaded);
         }
         Ok(Self { engine, book, policies })
+    }
+
+    /// The version (source hash, [`version_of`]) of the script policy `name` runs now.
+    pub fn version(&self, name: &str) -> Option<String> {
+        self.policies.get(name).map(|l| version_of(&l.source))
     }
 
     /// Re-reads every script; a changed one that compiles replaces the old, one that does not is
@@ -106,9 +121,13 @@ impl PolicySet {
                 }
             };
             let entry = &loaded.entry;
-            match self.engine.compile(name, &loaded.path, &source, entry.period, &self.book) {
+            let candidate = self
+                .engine
+                .compile(name, &loaded.path, &source, entry.period, &self.book)
+                .and_then(|c| passes_fixtures(&self.engine, &self.book, loaded, &c).map(|()| c));
+            match candidate {
                 Ok(compiled) => {
-                    tracing::info!(policy = %name, "policy reloaded");
+                    tracing::info!(policy = %name, version = %version_of(&source), "policy reloaded");
                     loaded.compiled = compiled;
                     loaded.source = source;
                     report.reloaded.push(name.clone());
@@ -163,6 +182,28 @@ impl PolicySet {
             })
             .collect()
     }
+}
+
+/// Runs `compiled` (a version of `loaded`'s policy) on the policy's own fixtures; the first one it
+/// fails is the error, naming the fixture and what differed.
+fn passes_fixtures(
+    engine: &PolicyEngine,
+    book: &Arc<Book>,
+    loaded: &Loaded,
+    compiled: &CompiledPolicy,
+) -> Result<()> {
+    for fixture in &loaded.fixtures {
+        let report =
+            crate::fixture::check_fixture(engine, book, compiled, loaded.entry.trigger.kind(), fixture)?;
+        if !report.passed {
+            return Err(PolicyError::FixtureFailed {
+                policy: loaded.entry.name.clone(),
+                fixture: fixture.clone(),
+                diff: report.diff.join("; "),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String> {

@@ -218,6 +218,50 @@ fn broken_reload_keeps_the_previous_version_and_raises_an_alert() {
     assert!(set.reload().reloaded.is_empty());
 }
 
+/// A reload that compiles but no longer does what the policy's own fixture expects (pays alice
+/// 10 USDC) keeps the running version, raises an alert naming the fixture, and keeps the version hash.
+#[test]
+fn a_reload_that_fails_the_policys_fixtures_keeps_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.rhai");
+    std::fs::write(&file, "pay(\"alice\", \"USDC\", 10);").unwrap();
+    std::fs::write(dir.path().join("treasury.toml"), CONFIG).unwrap();
+    std::fs::write(
+        dir.path().join("p-pays-10.toml"),
+        "config = \"treasury.toml\"\npolicy = \"p\"\n[block]\nnumber = 1\ntime = \"2026-01-01T00:00:00Z\"\n\
+         [assets.USDC]\nbalance = \"1000\"\nprice = \"1\"\n\
+         [[expect]]\nkind = \"pay\"\nto = \"alice\"\ntoken = \"USDC\"\namount = \"10\"\n",
+    )
+    .unwrap();
+    let cfg: PoliciesConfig = toml::from_str(&format!(
+        "{CONFIG}\n[[policy]]\nname = \"p\"\nfile = \"p.rhai\"\ntrigger = {{ kind = \"manual\" }}\nfixtures = [\"p-pays-10.toml\"]\n"
+    ))
+    .unwrap();
+    let mut set = PolicySet::load(&cfg, dir.path()).unwrap();
+    let first = set.version("p").unwrap();
+
+    std::fs::write(&file, "pay(\"alice\", \"USDC\", 99);").unwrap();
+    let report = set.reload();
+    assert!(report.reloaded.is_empty());
+    let alerts = report.alerts();
+    assert_eq!(alerts.len(), 1);
+    let message = alerts[0].action.to_string();
+    assert!(message.contains("p-pays-10.toml") && message.contains("previous one still runs"), "{message}");
+    assert_eq!(set.version("p").unwrap(), first, "the running version is unchanged");
+    let paid = set.evaluate("p", &view(false), &[]).unwrap()[0].action.to_string();
+    assert!(paid.starts_with("pay 10 USDC"), "{paid}");
+
+    // A change that still passes (a memo) is loaded, under a new version hash.
+    std::fs::write(&file, "pay(\"alice\", \"USDC\", 10, #{ memo: \"monthly\" });").unwrap();
+    assert_eq!(set.reload().reloaded, vec!["p".to_string()]);
+    assert_ne!(set.version("p").unwrap(), first);
+
+    // At start, a script failing its own fixture is refused.
+    std::fs::write(&file, "pay(\"alice\", \"USDC\", 99);").unwrap();
+    let err = PolicySet::load(&cfg, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("fails its fixture"), "{err}");
+}
+
 #[test]
 fn amounts_keep_decimal_precision() {
     let intents = run("pay(\"alice\", \"USDC\", dec(\"10\") / 3);").unwrap();

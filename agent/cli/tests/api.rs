@@ -98,6 +98,7 @@ fn policies() -> Vec<PolicyEntry> {
         file: PathBuf::from(format!("policies/{name}.rhai")),
         trigger,
         period: Period::Month,
+        fixtures: vec![],
     };
     vec![
         entry("payroll", Trigger::Schedule { cron: "0 0 9 1 * *".into() }),

@@ -23,7 +23,13 @@ fn safe() -> Address {
 }
 
 fn policy(name: &str, trigger: Trigger) -> PolicyEntry {
-    PolicyEntry { name: name.into(), file: format!("{name}.rhai").into(), trigger, period: Period::Day }
+    PolicyEntry {
+        name: name.into(),
+        file: format!("{name}.rhai").into(),
+        trigger,
+        period: Period::Day,
+        fixtures: vec![],
+    }
 }
 
 fn every(name: &str, blocks: u64) -> PolicyEntry {

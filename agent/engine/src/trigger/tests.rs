@@ -5,7 +5,13 @@ use super::scan::{SeenLog, block_firings, log_filter_parts, log_firing, manual_r
 use super::{BlockRef, Cause, Firing};
 
 fn policy(name: &str, trigger: Trigger) -> PolicyEntry {
-    PolicyEntry { name: name.into(), file: format!("{name}.rhai").into(), trigger, period: Period::Day }
+    PolicyEntry {
+        name: name.into(),
+        file: format!("{name}.rhai").into(),
+        trigger,
+        period: Period::Day,
+        fixtures: vec![],
+    }
 }
 
 fn block(number: u64, timestamp: u64) -> BlockRef {
