@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use treasury_chain::Snapshot;
 
+use crate::budget::{self, BudgetWindow};
 use crate::engine::{CompiledPolicy, PolicyEngine, Run};
 use crate::error::Result;
 use crate::fixture::Fixture;
@@ -79,6 +80,10 @@ pub struct PolicyDiff {
     pub snapshot_reads: usize,
     /// Totals per token and recipient where the versions differ.
     pub totals: Vec<Total>,
+    /// The old version's tier-1 budget windows (replays with a module snapshot source).
+    pub old_budget: Vec<BudgetWindow>,
+    /// The new version's.
+    pub new_budget: Vec<BudgetWindow>,
 }
 
 /// The changes between two runs' intents, matched by idempotency key.
@@ -192,7 +197,14 @@ pub async fn diff_range<S: SnapshotSource + Sync>(
         }
     }
     let totals = totals(old.iter().flat_map(|b| &b.intents), new.iter().flat_map(|b| &b.intents));
-    Ok(PolicyDiff { points, evaluated, snapshot_reads: shared.reads.into_inner(), totals })
+    Ok(PolicyDiff {
+        points,
+        evaluated,
+        snapshot_reads: shared.reads.into_inner(),
+        totals,
+        old_budget: budget::windows(old.iter().flat_map(|b| &b.budget)),
+        new_budget: budget::windows(new.iter().flat_map(|b| &b.budget)),
+    })
 }
 
 /// Evaluates both versions on each fixture (its snapshot and history) and compares them.
@@ -228,7 +240,14 @@ pub fn diff_fixtures(
         all_new.extend(n_intents);
     }
     let totals = totals(all_old.iter(), all_new.iter());
-    Ok(PolicyDiff { points, evaluated: fixtures.len(), snapshot_reads: 0, totals })
+    Ok(PolicyDiff {
+        points,
+        evaluated: fixtures.len(),
+        snapshot_reads: 0,
+        totals,
+        old_budget: Vec::new(),
+        new_budget: Vec::new(),
+    })
 }
 
 fn split(outcome: Result<Vec<Intent>>) -> (Vec<Intent>, Option<String>) {
@@ -274,6 +293,19 @@ impl std::fmt::Display for PolicyDiff {
                 t.new,
                 (t.new - t.old).normalize()
             )?;
+        }
+        for (version, windows) in [("old", &self.old_budget), ("new", &self.new_budget)] {
+            for w in windows {
+                write!(
+                    f,
+                    "{version} budget {} window from {}: {} of {} used at tier 1",
+                    w.token, w.start, w.used, w.room
+                )?;
+                if w.escalations > 0 {
+                    write!(f, ", {} escalation(s) to the root ({} {})", w.escalations, w.escalated, w.token)?;
+                }
+                writeln!(f)?;
+            }
         }
         write!(f, "{} evaluated, {} with differences", self.evaluated, self.points.len())
     }

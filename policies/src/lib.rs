@@ -5,6 +5,7 @@
 //! (rebalance becomes swaps) and alert, each with an idempotency key.
 //!
 //! # Layout
+//! - [`budget`]: the tier-1 budget a replay uses per window, and what would escalate.
 //! - [`check`]: `policy check`: compile and resolve names without running.
 //! - [`config`]: the policies section of the agent's config: tokens, addresses, policies, triggers,
 //!   limits.
@@ -21,6 +22,7 @@
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod diff;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use treasury_chain::contracts::{AggregatorV3Interface, IERC20};
 use treasury_chain::{AssetState, PriceReading, Snapshot};
 
+use crate::budget::{BudgetCharge, BudgetTracker};
 use crate::config::{PoliciesConfig, Trigger};
 use crate::engine::{CompiledPolicy, PolicyEngine, Run};
 use crate::error::{PolicyError, Result};
@@ -36,6 +37,9 @@ pub struct SimulatedBlock {
     pub intents: Vec<Intent>,
     /// Intents dropped because their key was already produced.
     pub duplicates: usize,
+    /// What the new intents charge against the module's tier-1 budgets (with a module snapshot
+    /// source), and which would have needed the root.
+    pub budget: Vec<BudgetCharge>,
     /// The error the script stopped with, if any.
     pub error: Option<String>,
 }
@@ -70,6 +74,7 @@ pub async fn simulate<S: SnapshotSource>(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut prev_timestamp = None;
+    let mut budgets = BudgetTracker::default();
     for block in sim.from..=sim.to {
         let snap = source.snapshot_at(block).await?;
         let fired = match prev_timestamp {
@@ -83,6 +88,7 @@ pub async fn simulate<S: SnapshotSource>(
             fired,
             intents: Vec::new(),
             duplicates: 0,
+            budget: Vec::new(),
             error: None,
         };
         if sim.only_when_fired && !fired {
@@ -109,6 +115,7 @@ pub async fn simulate<S: SnapshotSource>(
                     }
                     row.intents.push(intent);
                 }
+                row.budget = budgets.charge(&snap, &row.intents);
             }
             Err(e) => row.error = Some(e.to_string()),
         }

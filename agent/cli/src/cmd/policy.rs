@@ -334,6 +334,20 @@ async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         if b.duplicates > 0 {
             println!("block {}: {} repeat(s) of earlier intents (same key)", b.block, b.duplicates);
         }
+        for c in b.budget.iter().filter(|c| c.tier == 2) {
+            println!(
+                "block {}: needs the root: {} {} is over the tier-1 budget left [{}]",
+                b.block, c.amount, c.token, c.key
+            );
+        }
+    }
+    if !args.json {
+        for w in treasury_policies::budget::windows(blocks.iter().flat_map(|b| &b.budget)) {
+            println!(
+                "budget {} window from {}: {} of {} used at tier 1, {} escalation(s) ({} {})",
+                w.token, w.start, w.used, w.room, w.escalations, w.escalated, w.token
+            );
+        }
     }
     let total: usize = blocks.iter().map(|b| b.intents.len()).sum();
     eprintln!("{} block(s), {total} intent(s)", blocks.len());
