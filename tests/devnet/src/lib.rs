@@ -11,6 +11,7 @@
 //! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
 //! - [`procs`]: child processes with logs that die with their parent.
 //! - [`softhsm`]: a private SoftHSM2 configuration and token folder.
+//! - [`wan`]: a TCP proxy that puts a wide-area link (delay, jitter, stalls, resets) on loopback.
 pub mod anvil;
 pub mod artifacts;
 pub mod fixture;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod procs;
 pub mod quorum;
 pub mod softhsm;
+pub mod wan;
 pub mod world;
 
 pub use anvil::Anvil;
