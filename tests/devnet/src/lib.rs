@@ -12,6 +12,7 @@
 //! - [`procs`]: child processes with logs that die with their parent.
 //! - [`softhsm`]: a private SoftHSM2 configuration and token folder.
 //! - [`wan`]: a TCP proxy that puts a wide-area link (delay, jitter, stalls, resets) on loopback.
+//! - [`wan_bench`]: the quorum bench with each node behind such a link (`signer bench --rtt-ms`).
 pub mod anvil;
 pub mod artifacts;
 pub mod fixture;
@@ -21,6 +22,7 @@ pub mod procs;
 pub mod quorum;
 pub mod softhsm;
 pub mod wan;
+pub mod wan_bench;
 pub mod world;
 
 pub use anvil::Anvil;

@@ -101,7 +101,7 @@ pub struct Latency {
     pub mean_ms: f64,
 }
 
-fn latency(mut v: Vec<Duration>) -> Latency {
+pub(crate) fn latency(mut v: Vec<Duration>) -> Latency {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let pick = |q: f64| ms(v[((v.len() as f64 - 1.0) * q).round() as usize]);
@@ -164,7 +164,7 @@ pub struct BenchOptions {
 }
 
 /// Passphrase of the bench's throw-away node directories.
-const BENCH_PASS: &str = "bench node passphrase";
+pub(crate) const BENCH_PASS: &str = "bench node passphrase";
 
 /// The operation the bench signs: one allow-listed ERC-20 transfer.
 pub fn bench_operation(token: Address, nonce: u64) -> Operation {
@@ -209,18 +209,26 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     result
 }
 
-async fn run_in(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
-    let token = Address::repeat_byte(0x70);
-    let module = Address::repeat_byte(0x4d);
-    let guard = GuardConfig {
+/// The token and module the benches sign for.
+pub(crate) const BENCH_TOKEN: Address = Address::repeat_byte(0x70);
+/// See [`BENCH_TOKEN`].
+pub(crate) const BENCH_MODULE: Address = Address::repeat_byte(0x4d);
+
+/// The nodes' rules in the benches: transfers of [`BENCH_TOKEN`] allowed, under a budget never reached.
+pub(crate) fn bench_guard() -> GuardConfig {
+    GuardConfig {
         chain_id: 31337,
-        module,
+        module: BENCH_MODULE,
         period_secs: 86_400,
-        allow: vec![AllowEntry { target: token, selector: Some("0xa9059cbb".into()) }],
+        allow: vec![AllowEntry { target: BENCH_TOKEN, selector: Some("0xa9059cbb".into()) }],
         // a node signs no outflow it does not count: the bench's token has a budget it never reaches
-        budgets: vec![Budget { token, amount: U256::MAX }],
+        budgets: vec![Budget { token: BENCH_TOKEN, amount: U256::MAX }],
         ..Default::default()
-    };
+    }
+}
+
+async fn run_in(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let (token, module, guard) = (BENCH_TOKEN, BENCH_MODULE, bench_guard());
     let coord = IdentityKey::generate();
     let reports = init_nodes(tmp, opts.nodes, opts.threshold, &coord, &guard, BENCH_PASS)?;
     let mut procs = Vec::new();

@@ -112,6 +112,13 @@ pub struct BenchArgs {
     /// Requests in flight in the concurrent run.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Put each node behind a wide-area link with these round-trip times (ms, one per node, e.g.
+    /// `20,60,90,140,200`; overrides --nodes): signatures with all nodes up and with the fastest down.
+    #[arg(long, value_delimiter = ',')]
+    rtt_ms: Vec<u64>,
+    /// The coordinator's per-request timeout in the wide-area bench, ms.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -174,6 +181,7 @@ impl SignerCmd {
                 );
                 Ok(())
             }
+            SignerCmd::Bench(a) if !a.rtt_ms.is_empty() => wan_bench(a).await,
             SignerCmd::Bench(a) => {
                 let exe = std::env::current_exe().context("locating the treasury executable")?;
                 let report = run_bench(BenchOptions {
@@ -212,4 +220,37 @@ impl SignerCmd {
             }
         }
     }
+}
+
+/// `treasury signer bench --rtt-ms …`: the quorum behind wide-area links.
+async fn wan_bench(a: BenchArgs) -> anyhow::Result<()> {
+    use treasury_devnet::wan_bench::{WanBenchOptions, WanRun, run};
+    let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let report = run(WanBenchOptions {
+        exe,
+        threshold: a.threshold,
+        rtts: a.rtt_ms.iter().map(|ms| std::time::Duration::from_millis(*ms)).collect(),
+        signatures: a.signatures,
+        timeout: std::time::Duration::from_millis(a.timeout_ms),
+    })
+    .await
+    .context("running the wide-area bench")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let line = |name: &str, r: &WanRun| match &r.latency {
+        Some(l) => println!(
+            "{name}: p50 {:.1} ms, p99 {:.1} ms (floor: t-th smallest RTT {:.0} ms), {} lost",
+            l.p50_ms, l.p99_ms, r.floor_ms, r.lost
+        ),
+        None => println!("{name}: every signature failed ({} lost)", r.lost),
+    };
+    println!(
+        "{}-of-{} with RTTs {:?} ms ({} build), DKG {:.0} ms",
+        report.threshold, report.nodes, report.rtt_ms, report.profile, report.dkg_ms
+    );
+    line("all up", &report.all_up);
+    line("fastest down", &report.fastest_down);
+    Ok(())
 }
