@@ -190,13 +190,18 @@ async fn a_slow_node_is_excluded_as_timed_out_and_the_signature_completes() {
     assert!(c.preprocess(8).await.is_empty(), "commitments are not delayed");
     let slow = q.quorum.nodes[2].url.clone();
     let mut named = false;
-    for i in 0..4u64 {
+    // Signers are chosen by measured round trip: the slow node, unmeasured at signing, is asked
+    // once the others' sign round trips are known (within a few signatures).
+    for i in 0..10u64 {
         let op = transfer(1, i);
         let out = c.sign_detailed(&op, CHAIN, module(), None).await.expect("three prompt nodes remain");
         assert_valid(&out.signature, &c, &op);
         for (url, fault) in &out.excluded {
             assert_eq!(url, &slow, "only the slow node is excluded");
-            assert_eq!(fault, &NodeFault::TimedOut(timeout), "reported as timed out");
+            assert!(
+                matches!(fault, NodeFault::TimedOut(d) if *d <= timeout),
+                "reported as timed out: {fault}"
+            );
             named = true;
         }
     }

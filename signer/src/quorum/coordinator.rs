@@ -6,6 +6,10 @@
 //! not verify, each share is checked with `verify_signature_share` to name the culprits. A node
 //! that is down, slow (timeout), refuses, or sends a bad share is excluded and the signature is
 //! retried with fresh commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
+//!
+//! Signers are chosen by a moving estimate of each node's round trip (the t fastest healthy
+//! nodes), and each sign request has a deadline derived from its node's estimate: a node that
+//! stalls costs one more round trip to the next fastest, not the configured timeout.
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
@@ -31,6 +35,20 @@ use super::wire::*;
 /// How long a node that failed to answer is skipped.
 const DOWN_FOR: Duration = Duration::from_secs(10);
 
+/// Weight of the newest round trip in a node's moving estimate.
+const RTT_WEIGHT: f64 = 0.2;
+
+/// Round trips shorter than this rank equal when choosing signers.
+const NEAR: Duration = Duration::from_millis(5);
+
+/// A sign request may take this many times a node's estimated round trip (plus [`DEADLINE_SLACK`])
+/// before the node is dropped from the signature and the next fastest asked instead.
+const DEADLINE_FACTOR: u32 = 4;
+
+/// Added to every per-node deadline: the node's own work (a signature share and an `fdatasync`,
+/// whose tail on a busy disk reaches tens of milliseconds) must not get a healthy node dropped.
+const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+
 struct Slot {
     node: QuorumNode,
     id: Identifier,
@@ -38,6 +56,8 @@ struct Slot {
     pool: Mutex<VecDeque<(String, SigningCommitments)>>,
     down_until: Mutex<Option<Instant>>,
     refill: tokio::sync::Mutex<()>,
+    /// Moving estimate of a sign round trip to this node (none before the first).
+    rtt: Mutex<Option<Duration>>,
 }
 
 impl Slot {
@@ -46,6 +66,31 @@ impl Slot {
     }
     fn mark_down(&self) {
         *self.down_until.lock().expect("down lock") = Some(Instant::now() + DOWN_FOR);
+    }
+    /// The estimated round trip as a rank: nodes under [`NEAR`] rank equal (on a LAN the
+    /// difference is noise, and the rotation spreads the load), farther ones by 25 % steps. An
+    /// unmeasured node ranks first, so it gets measured.
+    fn rank(&self) -> u32 {
+        let rtt = self.rtt.lock().expect("rtt lock").unwrap_or(Duration::ZERO);
+        if rtt < NEAR {
+            return 0;
+        }
+        1 + ((rtt.as_secs_f64() / NEAR.as_secs_f64()).ln() / 1.25f64.ln()) as u32
+    }
+    fn observe(&self, took: Duration) {
+        let mut rtt = self.rtt.lock().expect("rtt lock");
+        *rtt = Some(match *rtt {
+            Some(old) => old.mul_f64(1.0 - RTT_WEIGHT) + took.mul_f64(RTT_WEIGHT),
+            None => took,
+        });
+    }
+    /// How long a sign request to this node may take: a multiple of its estimate, capped by the
+    /// configured timeout (which also applies while it is unmeasured).
+    fn deadline(&self, cap: Duration) -> Duration {
+        match *self.rtt.lock().expect("rtt lock") {
+            Some(rtt) => (rtt * DEADLINE_FACTOR + DEADLINE_SLACK).min(cap),
+            None => cap,
+        }
     }
 }
 
@@ -124,6 +169,7 @@ impl Coordinator {
                 pool: Mutex::new(VecDeque::new()),
                 down_until: Mutex::new(None),
                 refill: tokio::sync::Mutex::new(()),
+                rtt: Mutex::new(None),
             });
         }
         let threshold = usize::from(quorum.threshold);
@@ -163,6 +209,7 @@ impl Coordinator {
         let mut left = count;
         while left > 0 {
             let batch = left.min(super::node::MAX_COMMITMENTS_PER_REQUEST);
+            let sent = Instant::now();
             let resp: CommitmentsResponse = self
                 .client
                 .post(
@@ -175,6 +222,10 @@ impl Coordinator {
                 .await?;
             if resp.identifier != s.node.identifier {
                 return Err(NodeFault::Malformed("commitments for another identifier".into()));
+            }
+            // A first estimate of the node's round trip, before it ever signs.
+            if s.rtt.lock().expect("rtt lock").is_none() {
+                s.observe(sent.elapsed());
             }
             let mut parsed = Vec::with_capacity(resp.commitments.len());
             for c in resp.commitments {
@@ -243,8 +294,10 @@ impl Coordinator {
             let start = self.next.fetch_add(1, Ordering::Relaxed);
             let mut order: Vec<usize> =
                 (0..n).map(|i| (start + i) % n).filter(|i| !excluded.contains(i)).collect();
-            // healthy nodes first, nodes recently down last (they may be back)
-            order.sort_by_key(|i| !self.slots[*i].healthy());
+            // Healthy nodes first, nodes recently down last (they may be back); among them the
+            // fastest by measured round trip, so a signature waits for the t-th fastest node (the
+            // stable sort keeps the rotation among equals).
+            order.sort_by_key(|i| (!self.slots[*i].healthy(), self.slots[*i].rank()));
             if order.len() < self.threshold {
                 return Err(QuorumError::NotEnoughSigners { needed: self.threshold, got, faults });
             }
@@ -288,8 +341,17 @@ impl Coordinator {
                 let s = &self.slots[*i];
                 let req = &req;
                 async move {
-                    let r: Result<SignResponse, NodeFault> =
-                        self.client.post(&s.node.url, &s.key, "/v1/sign", req, self.opts.timeout).await;
+                    let sent = Instant::now();
+                    let r: Result<SignResponse, NodeFault> = self
+                        .client
+                        .post(&s.node.url, &s.key, "/v1/sign", req, s.deadline(self.opts.timeout))
+                        .await;
+                    match &r {
+                        Ok(_) => s.observe(sent.elapsed()),
+                        // Too slow for its own estimate: next time it is judged by a longer one.
+                        Err(NodeFault::TimedOut(_)) => s.observe(sent.elapsed()),
+                        Err(_) => {}
+                    }
                     r
                 }
             }))

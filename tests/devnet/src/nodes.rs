@@ -210,9 +210,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
 }
 
 /// The token and module the benches sign for.
-pub(crate) const BENCH_TOKEN: Address = Address::repeat_byte(0x70);
+pub const BENCH_TOKEN: Address = Address::repeat_byte(0x70);
 /// See [`BENCH_TOKEN`].
-pub(crate) const BENCH_MODULE: Address = Address::repeat_byte(0x4d);
+pub const BENCH_MODULE: Address = Address::repeat_byte(0x4d);
 
 /// The nodes' rules in the benches: transfers of [`BENCH_TOKEN`] allowed, under a budget never reached.
 pub(crate) fn bench_guard() -> GuardConfig {

@@ -68,52 +68,83 @@ fn floor_ms(rtts: &[Duration], t: usize) -> f64 {
     v.get(t.saturating_sub(1)).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
-/// Runs the bench in a temporary folder.
-pub async fn run(opts: WanBenchOptions) -> anyhow::Result<WanBenchReport> {
-    let tmp = tempfile::tempdir().context("creating the bench folder")?;
-    run_in(tmp.path(), &opts).await
+/// A quorum of node processes, each behind its own [`LatencyProxy`], and a coordinator over them.
+pub struct WanQuorum {
+    /// The coordinator (its pools preprocessed).
+    pub coordinator: Arc<Coordinator>,
+    /// The link in front of each node, in node order.
+    pub links: Vec<LatencyProxy>,
+    /// Each node's base URL as the coordinator reaches it (through its link).
+    pub urls: Vec<String>,
+    /// DKG wall time through the links, ms.
+    pub dkg_ms: f64,
+    procs: Vec<NodeProcess>,
+    _dir: tempfile::TempDir,
 }
 
-async fn run_in(tmp: &Path, opts: &WanBenchOptions) -> anyhow::Result<WanBenchReport> {
-    let n = opts.rtts.len();
-    anyhow::ensure!(n >= usize::from(opts.threshold) && opts.threshold >= 2, "need at least t ≥ 2 nodes");
-    let coord = IdentityKey::generate();
-    let reports = init_nodes(tmp, n, opts.threshold, &coord, &bench_guard(), BENCH_PASS)?;
-    let mut procs = Vec::new();
-    let mut proxies = Vec::new();
-    for (r, rtt) in reports.iter().zip(&opts.rtts) {
-        let node = NodeProcess::spawn(&opts.exe, Path::new(&r.dir), BENCH_PASS).await?;
-        let upstream = node.url.trim_start_matches("http://").parse().context("node address")?;
-        proxies.push(LatencyProxy::start(upstream, LinkProfile::rtt(*rtt)).await?);
-        procs.push(node);
+impl WanQuorum {
+    /// Starts one node process per link profile (the bench's guard), runs DKG through the links,
+    /// and preprocesses `commitments` per node.
+    pub async fn start(
+        exe: &Path,
+        threshold: u16,
+        links: &[LinkProfile],
+        timeout: Duration,
+        commitments: u32,
+    ) -> anyhow::Result<Self> {
+        let n = links.len();
+        anyhow::ensure!(n >= usize::from(threshold) && threshold >= 2, "need at least t ≥ 2 nodes");
+        let dir = tempfile::tempdir().context("creating the quorum folder")?;
+        let coord = IdentityKey::generate();
+        let reports = init_nodes(dir.path(), n, threshold, &coord, &bench_guard(), BENCH_PASS)?;
+        let (mut procs, mut proxies) = (Vec::new(), Vec::new());
+        for (r, link) in reports.iter().zip(links) {
+            let node = NodeProcess::spawn(exe, Path::new(&r.dir), BENCH_PASS).await?;
+            let upstream = node.url.trim_start_matches("http://").parse().context("node address")?;
+            proxies.push(LatencyProxy::start(upstream, *link).await?);
+            procs.push(node);
+        }
+        let pinned: Vec<PinnedNode> = proxies
+            .iter()
+            .zip(&reports)
+            .map(|(p, r)| PinnedNode { url: p.url(), fingerprint: r.fingerprint.clone() })
+            .collect();
+        let t0 = Instant::now();
+        let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, threshold, 5).await?;
+        let dkg_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let coordinator =
+            Arc::new(Coordinator::new(dkg.quorum, coord, CoordinatorOptions { timeout, refill: 256 })?);
+        let faults = coordinator.preprocess(commitments).await;
+        anyhow::ensure!(faults.is_empty(), "preprocessing failed: {faults:?}");
+        let urls = pinned.into_iter().map(|p| p.url).collect();
+        Ok(Self { coordinator, links: proxies, urls, dkg_ms, procs, _dir: dir })
     }
-    let pinned: Vec<PinnedNode> = proxies
-        .iter()
-        .zip(&reports)
-        .map(|(p, r)| PinnedNode { url: p.url(), fingerprint: r.fingerprint.clone() })
-        .collect();
-    let t0 = Instant::now();
-    let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, opts.threshold, 5).await?;
-    let dkg_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let coordinator = Arc::new(Coordinator::new(
-        dkg.quorum,
-        coord,
-        CoordinatorOptions { timeout: opts.timeout, refill: 256 },
-    )?);
-    let faults = coordinator.preprocess((opts.signatures * 2 + 10) as u32).await;
-    anyhow::ensure!(faults.is_empty(), "preprocessing failed: {faults:?}");
+
+    /// Stops the node processes.
+    pub async fn stop(mut self) {
+        for p in &mut self.procs {
+            p.kill().await;
+        }
+    }
+}
+
+/// Runs the bench.
+pub async fn run(opts: WanBenchOptions) -> anyhow::Result<WanBenchReport> {
+    let links: Vec<LinkProfile> = opts.rtts.iter().map(|rtt| LinkProfile::rtt(*rtt)).collect();
+    let commitments = (opts.signatures * 2 + 10) as u32;
+    let q = WanQuorum::start(&opts.exe, opts.threshold, &links, opts.timeout, commitments).await?;
     for i in 0..3u64 {
-        coordinator.sign(&bench_operation(BENCH_TOKEN, i), 31337, BENCH_MODULE, None).await?;
+        q.coordinator.sign(&bench_operation(BENCH_TOKEN, i), 31337, BENCH_MODULE, None).await?;
     }
+    let n = opts.rtts.len();
     let t = usize::from(opts.threshold);
-    let all_up = measure(&coordinator, 1_000, opts.signatures, floor_ms(&opts.rtts, t)).await;
+    let all_up = measure(&q.coordinator, 1_000, opts.signatures, floor_ms(&opts.rtts, t)).await;
     let fastest = (0..n).min_by_key(|i| opts.rtts[*i]).expect("nodes");
-    proxies[fastest].set_profile(LinkProfile { down: true, ..proxies[fastest].profile() });
+    q.links[fastest].set_profile(LinkProfile { down: true, ..q.links[fastest].profile() });
     let rest: Vec<Duration> = (0..n).filter(|i| *i != fastest).map(|i| opts.rtts[i]).collect();
-    let fastest_down = measure(&coordinator, 100_000, opts.signatures, floor_ms(&rest, t)).await;
-    for p in &mut procs {
-        p.kill().await;
-    }
+    let fastest_down = measure(&q.coordinator, 100_000, opts.signatures, floor_ms(&rest, t)).await;
+    let dkg_ms = q.dkg_ms;
+    q.stop().await;
     Ok(WanBenchReport {
         nodes: n,
         threshold: opts.threshold,
