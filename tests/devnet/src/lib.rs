@@ -9,6 +9,7 @@
 //! - [`nodes`]: signer nodes as processes, their directories, and the quorum latency bench.
 //! - [`ops`]: operations the tests ask signers to sign.
 //! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
+//! - [`postgres`]: a private PostgreSQL cluster in a temporary folder.
 //! - [`procs`]: child processes with logs that die with their parent.
 //! - [`softhsm`]: a private SoftHSM2 configuration and token folder.
 pub mod anvil;
@@ -16,6 +17,7 @@ pub mod artifacts;
 pub mod fixture;
 pub mod nodes;
 pub mod ops;
+pub mod postgres;
 pub mod procs;
 pub mod quorum;
 pub mod softhsm;
@@ -23,5 +25,6 @@ pub mod world;
 
 pub use anvil::Anvil;
 pub use fixture::{TestChain, dev_key, write_keystore};
+pub use postgres::Postgres;
 pub use quorum::TestQuorum;
 pub use world::{DeployConfig, Deployment, GroupKey};
