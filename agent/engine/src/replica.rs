@@ -6,6 +6,8 @@
 //! journal where it stood (as after a kill -9) and its keeper sender reads the keeper's nonce from
 //! the chain, so nothing the previous holder did is assumed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -57,26 +59,35 @@ pub async fn run(
         tracing::info!(%treasury, replica, term = lease.term, "took the lease: this replica leads");
         on_event(ReplicaEvent::Leading { term: lease.term });
         let (stop, stopped) = watch::channel(false);
-        let renewal = tokio::spawn(keep_lease(journal.clone(), lease.clone(), ttl, shutdown.clone(), stop));
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewal = tokio::spawn(keep_lease(
+            journal.clone(),
+            lease.clone(),
+            ttl,
+            shutdown.clone(),
+            stop,
+            lost.clone(),
+        ));
         let agent = Agent::start_with(config, journal.fenced(lease.clone()), hook.clone()).await;
         let outcome = match agent {
-            Ok(agent) => agent.run(options.clone(), stopped).await,
+            Ok(agent) => agent.run(options, stopped).await,
             Err(e) => Err(e),
         };
         renewal.abort();
-        if *shutdown.borrow() || options.once {
-            let _ = journal.release_lease(&lease).await;
-            return outcome;
+        let deposed = lost.load(Ordering::SeqCst) || outcome.as_ref().is_err_and(is_fenced);
+        if deposed {
+            tracing::warn!(%treasury, replica, term = lease.term, "lost the lease: standing by");
+            on_event(ReplicaEvent::Deposed { term: lease.term });
+            if *shutdown.borrow() || options.once {
+                // The new leader carries the work on.
+                return Ok(());
+            }
+            continue;
         }
-        match outcome {
-            Err(e) if !is_fenced(&e) => {
-                let _ = journal.release_lease(&lease).await;
-                return Err(e);
-            }
-            _ => {
-                tracing::warn!(%treasury, replica, term = lease.term, "lost the lease: standing by");
-                on_event(ReplicaEvent::Deposed { term: lease.term });
-            }
+        // Shut down, done (`--once`) or failed: let a standby take over at once.
+        let _ = journal.release_lease(&lease).await;
+        if outcome.is_err() || *shutdown.borrow() || options.once {
+            return outcome;
         }
     }
 }
@@ -114,13 +125,15 @@ async fn wait_for_lease(
 
 /// Renews the lease every third of its time to live; stops the agent (`stop`) once it is taken
 /// over, or once a whole time to live passed since the last renewal that succeeded (by this
-/// process's monotonic clock: the lease may have expired and been taken in the meantime).
+/// process's monotonic clock: the lease may have expired and been taken in the meantime); then
+/// `lost` is set.
 async fn keep_lease(
     journal: Journal,
     mut lease: Lease,
     ttl: Duration,
     mut shutdown: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
+    lost: Arc<AtomicBool>,
 ) {
     let mut renewed_at = Instant::now();
     loop {
@@ -139,12 +152,14 @@ async fn keep_lease(
             }
             Err(e) if e.is_fenced() => {
                 tracing::warn!(error = %treasury_signer::error_chain(&e), "lease taken over");
+                lost.store(true, Ordering::SeqCst);
                 let _ = stop.send(true);
                 return;
             }
             Err(e) => {
                 tracing::warn!(error = %treasury_signer::error_chain(&e), "cannot renew the lease");
                 if renewed_at.elapsed() >= ttl {
+                    lost.store(true, Ordering::SeqCst);
                     let _ = stop.send(true);
                     return;
                 }
