@@ -15,9 +15,9 @@ use tokio::time::Instant;
 
 use crate::agent::{Agent, AgentError};
 use crate::config::Config;
-use crate::journal::{Journal, JournalError, Lease};
-use crate::pipeline::TransitionHook;
+use crate::journal::{Journal, Lease};
 use crate::pipeline::runner::RunOptions;
+use crate::pipeline::{PipelineError, TransitionHook};
 
 /// The lease name of the treasury a config serves: `CHAIN_ID:MODULE`.
 pub fn treasury_id(config: &Config) -> String {
@@ -74,7 +74,19 @@ pub async fn run(
             Err(e) => Err(e),
         };
         renewal.abort();
-        let deposed = lost.load(Ordering::SeqCst) || outcome.as_ref().is_err_and(is_fenced);
+        // However the agent stopped (even `--once` with nothing left to do), a term that moved on
+        // means this replica was deposed.
+        let moved_on = match journal.fenced(lease.clone()).check_fence().await {
+            Ok(()) => false,
+            Err(e) if e.is_fenced() => true,
+            Err(e) => {
+                // Cannot tell: behave as deposed (stand by, leave the lease alone).
+                tracing::warn!(error = %treasury_signer::error_chain(&e), "cannot read the lease after the agent stopped");
+                true
+            }
+        };
+        tracing::info!(moved_on, outcome = ?outcome.as_ref().err(), "agent stopped");
+        let deposed = moved_on || lost.load(Ordering::SeqCst) || outcome.as_ref().is_err_and(is_fenced);
         if deposed {
             tracing::warn!(%treasury, replica, term = lease.term, "lost the lease: standing by");
             on_event(ReplicaEvent::Deposed { term: lease.term });
@@ -169,12 +181,5 @@ async fn keep_lease(
 }
 
 fn is_fenced(e: &AgentError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<JournalError>().is_some_and(JournalError::is_fenced) {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    matches!(e, AgentError::Run(PipelineError::Journal(j)) | AgentError::Start(PipelineError::Journal(j)) if j.is_fenced())
 }
