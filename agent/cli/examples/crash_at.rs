@@ -1,34 +1,66 @@
 //! Test helper: `treasury run --once` that kills itself with SIGKILL right after the journal
-//! commits the state named by `TREASURY_CRASH_AT` (e.g. `submitted`), the first time it does.
+//! commits the state named by `TREASURY_CRASH_AT` (e.g. `submitted`), the first time it does; or,
+//! with `TREASURY_PAUSE_AT`, holds its step there (printing `crash_at: paused after entering
+//! STATE`) until the file named by `TREASURY_RESUME_FILE` exists, so a test can SIGSTOP the whole
+//! process at that point (a replica paused past its lease) and later SIGCONT it and let it go on.
 //!
 //! Crash-safety tests run it, then run the real `treasury run --once` on the same journal and
-//! check every intent reaches exactly one outcome. It is an example, not part of the `treasury`
-//! binary, so no fault injection ships.
+//! check every intent reaches exactly one outcome. On a PostgreSQL journal it runs as a replica
+//! (it waits for the lease and prints `leading term N` / `deposed from term N`, as `treasury run`
+//! does). It is an example, not part of the `treasury` binary, so no fault injection ships.
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 use treasury_agent::Agent;
 use treasury_agent::config::Config;
 use treasury_agent::journal::IntentState;
 use treasury_agent::pipeline::runner::RunOptions;
+use treasury_agent::replica::{self, ReplicaEvent};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     treasury_agent::logging::init(1);
     let config: PathBuf = std::env::args().nth(1).expect("usage: crash_at CONFIG").into();
-    let crash_at: IntentState = std::env::var("TREASURY_CRASH_AT")?.parse()?;
+    let (at, pause) = match (std::env::var("TREASURY_CRASH_AT"), std::env::var("TREASURY_PAUSE_AT")) {
+        (Ok(state), _) => (state, None),
+        (_, Ok(state)) => (state, Some(PathBuf::from(std::env::var("TREASURY_RESUME_FILE")?))),
+        _ => anyhow::bail!("set TREASURY_CRASH_AT or TREASURY_PAUSE_AT to an intent state"),
+    };
+    let at: IntentState = at.parse()?;
+    let fired = AtomicBool::new(false);
     let hook = Arc::new(move |state: IntentState| {
-        if state == crash_at {
-            eprintln!("crash_at: SIGKILL after entering {state}");
-            let pid = std::process::id().to_string();
-            let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
-            std::thread::sleep(std::time::Duration::from_secs(60));
+        if state != at || fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match &pause {
+            None => {
+                eprintln!("crash_at: SIGKILL after entering {state}");
+                let pid = std::process::id().to_string();
+                let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+            Some(resume) => {
+                eprintln!("crash_at: paused after entering {state}");
+                while !resume.exists() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
         }
     });
     let config = Config::load(&config)?;
-    let agent = Agent::start(&config, Some(hook)).await?;
     let (_stop, shutdown) = watch::channel(false);
-    agent.run(RunOptions { once: true }, shutdown).await?;
+    let options = RunOptions { once: true };
+    if config.journal.is_replicated() {
+        replica::run(&config, Some(hook), options, shutdown, |event| match event {
+            ReplicaEvent::Leading { term } => println!("leading term {term}"),
+            ReplicaEvent::Deposed { term } => println!("deposed from term {term}"),
+        })
+        .await?;
+        return Ok(());
+    }
+    let agent = Agent::start(&config, Some(hook)).await?;
+    agent.run(options, shutdown).await?;
     Ok(())
 }

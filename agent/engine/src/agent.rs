@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiError, ApiState, ApiToken, StatusInfo};
 use crate::config::Config;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyError};
 use crate::pipeline::runner::{self, RunOptions};
@@ -59,9 +60,19 @@ impl Agent {
     /// Connects the pipeline, the watcher and the API listener of `config`; `hook` sees every
     /// committed transition.
     pub async fn start(config: &Config, hook: Option<TransitionHook>) -> Result<Self, AgentError> {
+        let journal = Journal::open(&config.journal.url).await.map_err(|e| AgentError::Start(e.into()))?;
+        Self::start_with(config, journal, hook).await
+    }
+
+    /// Like [`Agent::start`], on an already opened journal (a replica's fenced handle).
+    pub async fn start_with(
+        config: &Config,
+        journal: Journal,
+        hook: Option<TransitionHook>,
+    ) -> Result<Self, AgentError> {
         let metrics = Arc::new(Metrics::new());
         let notifier = Notifier::spawn(&config.notify, metrics.clone()).map_err(AgentError::Notify)?;
-        let mut pipeline = Pipeline::connect(config)
+        let mut pipeline = Pipeline::connect_with(config, journal)
             .await
             .map_err(AgentError::Start)?
             .with_telemetry(metrics.clone(), notifier);

@@ -9,6 +9,7 @@
 //! - [`nodes`]: signer nodes as processes, their directories, and the quorum latency bench.
 //! - [`ops`]: operations the tests ask signers to sign.
 //! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
+//! - [`postgres`]: a private PostgreSQL cluster in a temporary folder.
 //! - [`procs`]: child processes with logs that die with their parent.
 //! - [`softhsm`]: a private SoftHSM2 configuration and token folder.
 //! - [`wan`]: a TCP proxy that puts a wide-area link (delay, jitter, stalls, resets) on loopback.
@@ -18,6 +19,7 @@ pub mod artifacts;
 pub mod fixture;
 pub mod nodes;
 pub mod ops;
+pub mod postgres;
 pub mod procs;
 pub mod quorum;
 pub mod softhsm;
@@ -27,5 +29,6 @@ pub mod world;
 
 pub use anvil::Anvil;
 pub use fixture::{TestChain, dev_key, write_keystore};
+pub use postgres::Postgres;
 pub use quorum::TestQuorum;
 pub use world::{DeployConfig, Deployment, GroupKey};

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use treasury_agent::Agent;
 use treasury_agent::config::Config;
 use treasury_agent::pipeline::runner::RunOptions;
+use treasury_agent::replica::{self, ReplicaEvent};
 
 /// Arguments of `treasury run`.
 #[derive(Debug, Args)]
@@ -24,11 +25,6 @@ impl RunArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let config =
             Config::load(&self.config).with_context(|| format!("config {}", self.config.display()))?;
-        let agent = Agent::start(&config, None).await?;
-        if let Some(addr) = agent.api_addr() {
-            // The address actually bound, for scripts and tests.
-            println!("api listening on http://{addr}");
-        }
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -38,7 +34,23 @@ impl RunArgs {
                 let _ = stop.send(true);
             }
         });
-        agent.run(RunOptions { once: self.once }, shutdown).await?;
+        let options = RunOptions { once: self.once };
+        if config.journal.is_replicated() {
+            // One replica of several on a shared journal: it acts only while it holds the lease.
+            replica::run(&config, None, options, shutdown, |event| match event {
+                // For scripts and tests: the role this process has now.
+                ReplicaEvent::Leading { term } => println!("leading term {term}"),
+                ReplicaEvent::Deposed { term } => println!("deposed from term {term}"),
+            })
+            .await?;
+            return Ok(());
+        }
+        let agent = Agent::start(&config, None).await?;
+        if let Some(addr) = agent.api_addr() {
+            // The address actually bound, for scripts and tests.
+            println!("api listening on http://{addr}");
+        }
+        agent.run(options, shutdown).await?;
         Ok(())
     }
 }

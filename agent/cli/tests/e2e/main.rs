@@ -1,5 +1,6 @@
 //! End-to-end tests of `treasury run` on anvil, with signer nodes as processes and SoftHSM2:
-//! one test binary (one link) for all of them. `cargo test -p treasury-agent --test e2e [NAME]`.
+//! one test binary (one link) for all of them; `replicas` runs two of them on a private PostgreSQL
+//! cluster. `cargo test -p treasury-agent --test e2e [NAME]`.
 
 mod support;
 
@@ -10,3 +11,4 @@ mod faults;
 mod hsm_keeper;
 mod keeper;
 mod pipeline;
+mod replicas;

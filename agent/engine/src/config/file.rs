@@ -82,6 +82,14 @@ struct SigningSection {
 struct JournalSection {
     #[serde(default = "default_journal_url")]
     url: String,
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    lease_ttl: std::time::Duration,
+    #[serde(default)]
+    replica: Option<String>,
+}
+
+fn default_lease_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
 
 fn default_journal_url() -> String {
@@ -90,7 +98,7 @@ fn default_journal_url() -> String {
 
 impl Default for JournalSection {
     fn default() -> Self {
-        Self { url: default_journal_url() }
+        Self { url: default_journal_url(), lease_ttl: default_lease_ttl(), replica: None }
     }
 }
 
@@ -165,7 +173,7 @@ impl ConfigFile {
         let dex =
             self.dex.map(|d| address(&mut p, "dex.router", &d.router).map(|router| DexConfig { router }));
         let signing = self.signing.check(&mut p, &resolve);
-        let journal = journal(&mut p, &self.journal.url, base_dir);
+        let journal = self.journal.check(&mut p, base_dir);
         let keeper = self.keeper.check(&mut p, &resolve);
         let api = self.api.map(|a| a.check(&mut p));
         check_notify(&mut p, &self.notify);
@@ -336,13 +344,42 @@ impl ApiSection {
     }
 }
 
-/// `sqlite://PATH` with a relative PATH resolved against the config file's folder.
-fn journal(p: &mut Vec<Problem>, url: &str, base_dir: &Path) -> Option<JournalConfig> {
+impl JournalSection {
+    fn check(self, p: &mut Vec<Problem>, base_dir: &Path) -> Option<JournalConfig> {
+        if self.lease_ttl < std::time::Duration::from_secs(1) {
+            p.push(Problem::new(
+                "journal.lease_ttl",
+                "must be at least 1s (it is renewed every third of it)",
+            ));
+        }
+        if self.replica.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            p.push(Problem::new("journal.replica", "must not be empty (leave it out for HOSTNAME:PID)"));
+        }
+        let url = journal_url(p, &self.url, base_dir)?;
+        let replica = self.replica.unwrap_or_else(default_replica_name);
+        Some(JournalConfig { url, lease_ttl: self.lease_ttl, replica })
+    }
+}
+
+/// This process's replica name when the config gives none: `HOSTNAME:PID`.
+fn default_replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// `sqlite://PATH` with a relative PATH resolved against the config file's folder, or a
+/// `postgres://` URL as given.
+fn journal_url(p: &mut Vec<Problem>, url: &str, base_dir: &Path) -> Option<String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Some(url.to_string());
+    }
     let Some(path) = url.strip_prefix("sqlite://") else {
         if url.starts_with("sqlite:") {
-            return Some(JournalConfig { url: url.to_string() });
+            return Some(url.to_string());
         }
-        p.push(Problem::new("journal.url", "only sqlite://PATH is supported by this build"));
+        p.push(Problem::new("journal.url", "use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"));
         return None;
     };
     let path = Path::new(path);
@@ -351,7 +388,7 @@ fn journal(p: &mut Vec<Problem>, url: &str, base_dir: &Path) -> Option<JournalCo
     } else {
         format!("sqlite://{}", base_dir.join(path).display())
     };
-    Some(JournalConfig { url })
+    Some(url)
 }
 
 fn check_notify(p: &mut Vec<Problem>, n: &NotifyConfig) {

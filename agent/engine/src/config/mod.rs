@@ -106,8 +106,21 @@ pub struct RootAccess {
 /// `[journal]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
-    /// `sqlite://PATH`, a relative PATH resolved against the config file's folder.
+    /// `sqlite://PATH` (a relative PATH resolved against the config file's folder), or
+    /// `postgres://…`: then `treasury run` is a replica and acts only while it holds the lease.
     pub url: String,
+    /// How long a replica's lease lasts unless renewed (`lease_ttl`, default 10 s; renewed every
+    /// third of it). PostgreSQL only.
+    pub lease_ttl: std::time::Duration,
+    /// This replica's name in the lease table (`replica`, default `HOSTNAME:PID`).
+    pub replica: String,
+}
+
+impl JournalConfig {
+    /// Whether the journal is shared by replicas that take turns by lease (PostgreSQL).
+    pub fn is_replicated(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
 }
 
 /// `[keeper]`.

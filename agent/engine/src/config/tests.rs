@@ -103,3 +103,30 @@ fn a_pkcs11_keeper_names_its_token() {
     let with_token = hsm.replace("# pkcs11_token = \"keeper-token\"", "pkcs11_token = \"keeper-token\"");
     assert!(ConfigFile::parse(&with_token).unwrap().check(dir.path()).is_ok());
 }
+
+#[test]
+fn a_postgres_journal_makes_a_replica_with_its_lease_settings() {
+    let dir = example_dir();
+    let (_, sqlite) = example_config();
+    assert!(!sqlite.journal.is_replicated());
+    assert_eq!(sqlite.journal.lease_ttl, std::time::Duration::from_secs(10));
+    assert!(sqlite.journal.replica.ends_with(&format!(":{}", std::process::id())), "HOSTNAME:PID by default");
+
+    let pg = EXAMPLE
+        .replace("url = \"sqlite://treasury.db\"", "url = \"postgres://treasury@db:5432/treasury\"")
+        .replace("lease_ttl = \"10s\"", "lease_ttl = \"3s\"")
+        .replace("# replica = \"agent-a\"", "replica = \"agent-a\"");
+    let config = ConfigFile::parse(&pg).unwrap().check(dir.path()).unwrap();
+    assert!(config.journal.is_replicated());
+    assert_eq!(config.journal.url, "postgres://treasury@db:5432/treasury", "kept as written");
+    assert_eq!(config.journal.lease_ttl, std::time::Duration::from_secs(3));
+    assert_eq!(config.journal.replica, "agent-a");
+
+    let bad = pg
+        .replace("lease_ttl = \"3s\"", "lease_ttl = \"200ms\"")
+        .replace("replica = \"agent-a\"", "replica = \" \"")
+        .replace("url = \"postgres://treasury@db:5432/treasury\"", "url = \"mysql://db/treasury\"");
+    let problems = ConfigFile::parse(&bad).unwrap().check(dir.path()).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["journal.lease_ttl", "journal.replica", "journal.url"], "{problems:?}");
+}

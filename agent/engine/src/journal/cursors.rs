@@ -17,7 +17,7 @@ pub struct Cursor {
 impl Journal {
     /// The cursor of `source` for `safe`, if one was stored.
     pub async fn cursor(&self, source: &str, safe: &str) -> Result<Option<Cursor>> {
-        let row = sqlx::query("SELECT block_number, block_hash FROM cursors WHERE source = ? AND safe = ?")
+        let row = sqlx::query("SELECT block_number, block_hash FROM cursors WHERE source = $1 AND safe = $2")
             .bind(source)
             .bind(safe)
             .fetch_optional(&self.pool)
@@ -34,8 +34,9 @@ impl Journal {
 
     /// Stores the cursor of `source` for `safe`, replacing the previous one.
     pub async fn set_cursor(&self, source: &str, safe: &str, cursor: &Cursor) -> Result<()> {
+        let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (source, safe) DO UPDATE SET
                block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
         )
@@ -44,9 +45,9 @@ impl Journal {
         .bind(cursor.block_number as i64)
         .bind(&cursor.block_hash)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("write cursor"))?;
-        Ok(())
+        tx.commit().await.map_err(db("commit cursor"))
     }
 }

@@ -3,12 +3,12 @@
 use alloy::primitives::Bytes;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use treasury_signer::quorum::FrostSignature;
 use utoipa::ToSchema;
 
 use super::intents::IntentId;
-use super::{Journal, JournalError, Result, corrupt, db, now_ms};
+use super::{Journal, JournalError, Result, WriteTx, corrupt, db, now_ms};
 
 /// A planned module operation (one `exec`) and the intents it carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -222,17 +222,17 @@ fn read_err(e: sqlx::Error) -> JournalError {
     JournalError::Database { what: "read row", source: e }
 }
 
-fn u64_col(row: &SqliteRow, col: &str) -> Result<u64> {
+fn u64_col(row: &AnyRow, col: &str) -> Result<u64> {
     let v: i64 = row.try_get(col).map_err(read_err)?;
     u64::try_from(v).map_err(|e| corrupt("unsigned column", e))
 }
 
-fn json_col(row: &SqliteRow, col: &str) -> Result<serde_json::Value> {
+fn json_col(row: &AnyRow, col: &str) -> Result<serde_json::Value> {
     let text: String = row.try_get(col).map_err(read_err)?;
     serde_json::from_str(&text).map_err(|e| corrupt("JSON column", e))
 }
 
-fn transaction_from_row(row: &SqliteRow) -> Result<TransactionRecord> {
+fn transaction_from_row(row: &AnyRow) -> Result<TransactionRecord> {
     let state: String = row.try_get("state").map_err(read_err)?;
     let block: Option<i64> = row.try_get("block_number").map_err(read_err)?;
     Ok(TransactionRecord {
@@ -265,7 +265,7 @@ impl Journal {
         let row = sqlx::query(
             "SELECT o.operation_id, o.module_nonce, o.operation FROM operations o
              JOIN operation_intents l ON l.operation_id = o.operation_id
-             WHERE l.intent_id = ? ORDER BY o.created_at DESC, o.operation_id LIMIT 1",
+             WHERE l.intent_id = $1 ORDER BY o.created_at DESC, o.operation_id LIMIT 1",
         )
         .bind(id.0)
         .fetch_optional(&self.pool)
@@ -274,7 +274,7 @@ impl Journal {
         let Some(row) = row else { return Ok(None) };
         let operation_id: String = row.try_get("operation_id").map_err(read_err)?;
         let intents = sqlx::query_scalar(
-            "SELECT intent_id FROM operation_intents WHERE operation_id = ? ORDER BY intent_id",
+            "SELECT intent_id FROM operation_intents WHERE operation_id = $1 ORDER BY intent_id",
         )
         .bind(&operation_id)
         .fetch_all(&self.pool)
@@ -319,7 +319,7 @@ impl Journal {
     pub async fn signing_request(&self, operation_id: &str, signer: &str) -> Result<Option<SigningRequest>> {
         let row = sqlx::query(
             "SELECT operation_id, signer, digest, request, state, response FROM signing_requests
-             WHERE operation_id = ? AND signer = ?",
+             WHERE operation_id = $1 AND signer = $2",
         )
         .bind(operation_id)
         .bind(signer)
@@ -369,7 +369,7 @@ impl Journal {
         state: TxState,
         block_number: Option<u64>,
     ) -> Result<()> {
-        let mut tx = self.relaxed.begin_with("BEGIN IMMEDIATE").await.map_err(db("begin"))?;
+        let mut tx = self.write_relaxed().await?;
         update_transaction_state(&mut tx, tx_hash, state, block_number, now_ms()).await?;
         tx.commit().await.map_err(db("commit transaction state"))
     }
@@ -377,7 +377,7 @@ impl Journal {
     /// Every keeper transaction carrying `operation_id`, oldest first.
     pub async fn transactions(&self, operation_id: &str) -> Result<Vec<TransactionRecord>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TX_COLUMNS} FROM transactions WHERE operation_id = ? ORDER BY id"
+            "SELECT {TX_COLUMNS} FROM transactions WHERE operation_id = $1 ORDER BY id"
         )))
         .bind(operation_id)
         .fetch_all(&self.pool)
@@ -394,12 +394,9 @@ impl Journal {
     }
 }
 
-pub(super) async fn insert_operation(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    op: &OperationRecord,
-) -> Result<()> {
+pub(super) async fn insert_operation(tx: &mut WriteTx, op: &OperationRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO operations (operation_id, module_nonce, operation, created_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO operations (operation_id, module_nonce, operation, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (operation_id) DO NOTHING",
     )
     .bind(&op.operation_id)
@@ -411,7 +408,7 @@ pub(super) async fn insert_operation(
     .map_err(db("insert operation"))?;
     for intent in &op.intents {
         sqlx::query(
-            "INSERT INTO operation_intents (operation_id, intent_id) VALUES (?, ?)
+            "INSERT INTO operation_intents (operation_id, intent_id) VALUES ($1, $2)
              ON CONFLICT (operation_id, intent_id) DO NOTHING",
         )
         .bind(&op.operation_id)
@@ -423,14 +420,10 @@ pub(super) async fn insert_operation(
     Ok(())
 }
 
-pub(super) async fn insert_transaction(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    new: &NewTransaction,
-    now: i64,
-) -> Result<()> {
+pub(super) async fn insert_transaction(tx: &mut WriteTx, new: &NewTransaction, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO transactions (operation_id, module_nonce, signed_operation, keeper_nonce, tx_hash, raw_tx, state, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tx_hash) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tx_hash) DO NOTHING",
     )
     .bind(&new.operation_id)
     .bind(new.module_nonce as i64)
@@ -448,13 +441,13 @@ pub(super) async fn insert_transaction(
 }
 
 pub(super) async fn insert_signing_request(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut WriteTx,
     req: &NewSigningRequest,
     now: i64,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO signing_requests (operation_id, signer, digest, request, state, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id, signer) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (operation_id, signer) DO NOTHING",
     )
     .bind(&req.operation_id)
     .bind(&req.signer)
@@ -470,13 +463,13 @@ pub(super) async fn insert_signing_request(
 }
 
 pub(super) async fn update_signing_request(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut WriteTx,
     operation_id: &str,
     signer: &str,
     answer: &SigningAnswer,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE signing_requests SET state = ?, response = ?, updated_at = ? WHERE operation_id = ? AND signer = ?")
+    sqlx::query("UPDATE signing_requests SET state = $1, response = $2, updated_at = $3 WHERE operation_id = $4 AND signer = $5")
         .bind(answer.state().as_str())
         .bind(answer.to_json())
         .bind(now)
@@ -489,13 +482,13 @@ pub(super) async fn update_signing_request(
 }
 
 pub(super) async fn update_transaction_state(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut WriteTx,
     tx_hash: &str,
     state: TxState,
     block_number: Option<u64>,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE transactions SET state = ?, block_number = ?, updated_at = ? WHERE tx_hash = ?")
+    sqlx::query("UPDATE transactions SET state = $1, block_number = $2, updated_at = $3 WHERE tx_hash = $4")
         .bind(state.as_str())
         .bind(block_number.map(|b| b as i64))
         .bind(now)

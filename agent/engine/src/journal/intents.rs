@@ -4,11 +4,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
 use super::execution::{OperationRecord, TransactionRecord};
-use super::{Journal, JournalError, Result, corrupt, db, now_ms};
+use super::{Journal, JournalError, Result, WriteTx, corrupt, db, now_ms};
 use crate::journal::state::IntentState;
 
 /// The journal's id of an intent.
@@ -109,7 +109,7 @@ pub struct PendingIntent {
 const INTENT_COLUMNS: &str =
     "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at";
 
-fn intent_from_row(row: &SqliteRow) -> Result<Intent> {
+fn intent_from_row(row: &AnyRow) -> Result<Intent> {
     let get = |e| JournalError::Database { what: "read intent", source: e };
     let payload: String = row.try_get("payload").map_err(get)?;
     let state: String = row.try_get("state").map_err(get)?;
@@ -126,7 +126,7 @@ fn intent_from_row(row: &SqliteRow) -> Result<Intent> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<IntentEvent> {
+fn event_from_row(row: &AnyRow) -> Result<IntentEvent> {
     let get = |e| JournalError::Database { what: "read intent event", source: e };
     let from: Option<String> = row.try_get("from_state").map_err(get)?;
     let to: String = row.try_get("to_state").map_err(get)?;
@@ -156,7 +156,7 @@ impl Journal {
         let mut tx = self.write().await?;
         let inserted = sqlx::query(
             "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&new.idempotency_key)
@@ -173,7 +173,7 @@ impl Journal {
         .rows_affected()
             == 1;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = ?"
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
         )))
         .bind(&new.idempotency_key)
         .fetch_one(&mut *tx)
@@ -224,7 +224,7 @@ impl Journal {
     /// The intent `id` and all its events, oldest first.
     pub async fn intent(&self, id: IntentId) -> Result<Option<(Intent, Vec<IntentEvent>)>> {
         let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?")))
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1")))
                 .bind(id.0)
                 .fetch_optional(&self.pool)
                 .await
@@ -232,7 +232,7 @@ impl Journal {
         let Some(row) = row else { return Ok(None) };
         let intent = intent_from_row(&row)?;
         let events = sqlx::query(
-            "SELECT from_state, to_state, detail, at FROM intent_events WHERE intent_id = ? ORDER BY id",
+            "SELECT from_state, to_state, detail, at FROM intent_events WHERE intent_id = $1 ORDER BY id",
         )
         .bind(id.0)
         .fetch_all(&self.pool)
@@ -247,7 +247,7 @@ impl Journal {
     /// The intent with this idempotency key, if journaled.
     pub async fn intent_by_key(&self, key: &str) -> Result<Option<Intent>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = ?"
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
         )))
         .bind(key)
         .fetch_optional(&self.pool)
@@ -262,8 +262,8 @@ impl Journal {
     pub async fn list(&self, filter: &IntentFilter) -> Result<Vec<Intent>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {INTENT_COLUMNS} FROM intents
-             WHERE (? IS NULL OR state = ?) AND (? IS NULL OR policy = ?)
-             ORDER BY id DESC LIMIT ?"
+             WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR policy = $4)
+             ORDER BY id DESC LIMIT $5"
         )))
         .bind(filter.state.map(IntentState::as_str))
         .bind(filter.state.map(IntentState::as_str))
@@ -303,13 +303,13 @@ impl Journal {
 
 /// Moves one intent inside an open write transaction (see [`Journal::transition`]).
 pub(super) async fn transition_in(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut WriteTx,
     id: IntentId,
     to: IntentState,
     detail: &serde_json::Value,
     now: i64,
 ) -> Result<Intent> {
-    let current: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = ?")
+    let current: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
         .bind(id.0)
         .fetch_optional(&mut **tx)
         .await
@@ -319,15 +319,29 @@ pub(super) async fn transition_in(
     if !from.can_become(to) {
         return Err(JournalError::IllegalTransition { id, from, to });
     }
-    sqlx::query("UPDATE intents SET state = ?, updated_at = ? WHERE id = ?")
+    // Conditional on the state just read: on PostgreSQL a concurrent writer may have moved the
+    // intent in between (SQLite's write lock excludes that); then nothing is written.
+    let moved = sqlx::query("UPDATE intents SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
         .bind(to.as_str())
         .bind(now)
         .bind(id.0)
+        .bind(from.as_str())
         .execute(&mut **tx)
         .await
-        .map_err(db("update intent state"))?;
+        .map_err(db("update intent state"))?
+        .rows_affected();
+    if moved != 1 {
+        let now_in: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("read intent state"))?;
+        let from =
+            now_in.ok_or(JournalError::NotFound(id))?.parse().map_err(|e| corrupt("intent state", e))?;
+        return Err(JournalError::IllegalTransition { id, from, to });
+    }
     insert_event(tx, id, Some(from), to, detail, now).await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = ?")))
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1")))
         .bind(id.0)
         .fetch_one(&mut **tx)
         .await
@@ -336,7 +350,7 @@ pub(super) async fn transition_in(
 }
 
 async fn insert_event(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut WriteTx,
     id: IntentId,
     from: Option<IntentState>,
     to: IntentState,
@@ -344,7 +358,7 @@ async fn insert_event(
     at: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id.0)
     .bind(from.map(IntentState::as_str))

@@ -1,5 +1,12 @@
 //! The journal: intents, their state machine and event rows, operations, signing requests,
-//! keeper transactions and block cursors (sqlx; SQLite in WAL mode by default).
+//! keeper transactions and block cursors (sqlx; SQLite in WAL mode by default, PostgreSQL for
+//! replicas).
+//!
+//! One [`Journal`] type serves both backends through sqlx's `Any` driver: every statement is
+//! written once in the SQL both accept (`$N` parameters, `ON CONFLICT`, `RETURNING`), each backend
+//! has its own migrations (`migrations/sqlite`, `migrations/postgres`: the same tables), and the
+//! pipeline never knows which it has. Where they differ (how a write transaction begins, the
+//! database's clock, durability of relaxed writes) [`Backend`] says so.
 //!
 //! Every state change of an intent is written together with its event row, in one database
 //! transaction, *before* the action it describes; after a crash [`Journal::pending`] lists what is
@@ -12,19 +19,22 @@
 //! - [`batch`]: several writes in one transaction.
 //! - [`cursors`]: the last block processed per source and Safe.
 //! - [`triggers`]: manual trigger requests and alerts.
+//! - [`lease`]: which replica acts for a treasury, and the fence every write checks.
 pub mod batch;
 pub mod cursors;
 pub mod execution;
 pub mod intents;
+pub mod lease;
 pub mod state;
 pub mod stats;
 pub mod triggers;
 
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::SqliteSynchronous;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, Executor};
 
 pub use batch::Write;
 pub use cursors::Cursor;
@@ -33,6 +43,7 @@ pub use execution::{
     SigningRequest, SigningState, TransactionRecord, TxState,
 };
 pub use intents::{Inserted, Intent, IntentEvent, IntentFilter, IntentId, NewIntent, PendingIntent};
+pub use lease::Lease;
 pub use state::IntentState;
 pub use triggers::{Alert, ManualTrigger};
 
@@ -44,7 +55,7 @@ pub const DEFAULT_URL: &str = "sqlite://treasury.db";
 #[non_exhaustive]
 pub enum JournalError {
     /// The journal URL names a database this build cannot open.
-    #[error("journal URL {0:?} is not supported (use sqlite://PATH)")]
+    #[error("journal URL {0:?} is not supported (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
     /// The database could not be opened.
     #[error("cannot open journal {url}")]
@@ -90,6 +101,19 @@ pub enum JournalError {
         /// Why it does not parse.
         reason: String,
     },
+    /// This replica's lease was taken over (or released): it may no longer write for the treasury.
+    #[error(
+        "treasury {treasury}: this replica's lease (term {term}) is no longer held \
+         (the lease is now term {current:?}); write refused"
+    )]
+    Fenced {
+        /// The treasury.
+        treasury: String,
+        /// The term this replica held.
+        term: i64,
+        /// The term in the database, if the lease row exists.
+        current: Option<i64>,
+    },
     /// A stored value could not be read back (edited by hand, or written by a newer version).
     #[error("journal holds an unreadable {what}: {reason}")]
     Corrupt {
@@ -109,6 +133,11 @@ impl JournalError {
             }
             _ => false,
         }
+    }
+
+    /// Whether the write was refused because another replica took over the lease.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
     }
 
     /// Whether the error is a refused state transition (the caller's logic is at fault).
@@ -133,49 +162,123 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The database behind a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (`sqlite://PATH`): one host.
+    Sqlite,
+    /// A PostgreSQL server (`postgres://…`): any number of replicas.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a journal URL names.
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(JournalError::UnsupportedUrl(url.to_string()))
+        }
+    }
+
+    /// The statement that begins a write transaction. SQLite's `BEGIN IMMEDIATE` takes the write
+    /// lock from the first statement, so concurrent writers wait for each other (busy timeout)
+    /// instead of failing to upgrade a read lock; PostgreSQL locks rows as it writes them.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
+        }
+    }
+
+    /// An SQL expression for the database's clock in unix milliseconds (leases are timed by the
+    /// database, so replicas on different hosts never compare their clocks).
+    fn now_ms_sql(self) -> &'static str {
+        match self {
+            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// What a fenced write appends to its read of the lease row: on PostgreSQL a share lock, so a
+    /// takeover (an update of that row) waits until the write commits or rolls back; SQLite's
+    /// write lock already serialises them.
+    fn lock_for_share(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR SHARE",
+        }
+    }
+}
+
+/// A write transaction on either backend.
+pub(crate) type WriteTx = sqlx::Transaction<'static, Any>;
+
 /// A handle on the journal database; cheap to clone, safe to share between tasks.
 #[derive(Debug, Clone)]
 pub struct Journal {
-    pool: SqlitePool,
-    /// One connection with `synchronous = NORMAL`, for observations the chain can tell again.
-    relaxed: SqlitePool,
+    pool: AnyPool,
+    /// SQLite: one connection with `synchronous = NORMAL`, for observations the chain can tell
+    /// again. PostgreSQL: the same pool (those writes turn `synchronous_commit` off instead).
+    relaxed: AnyPool,
+    backend: Backend,
+    /// When set, every write first checks that this lease is still the treasury's (fencing).
+    fence: Option<Arc<Lease>>,
 }
 
 impl Journal {
-    /// Opens (creating if missing) the journal at `url` and applies the embedded migrations.
+    /// Opens (creating if missing) the journal at `url` and applies the embedded migrations of its
+    /// backend.
     ///
     /// SQLite runs in WAL mode with `synchronous = FULL`: a committed transition survives a power
     /// loss, not only a crash of the process, because actions follow it that cannot be undone.
+    /// PostgreSQL keeps its default `synchronous_commit = on` for the same reason.
     pub async fn open(url: &str) -> Result<Self> {
-        if !url.starts_with("sqlite:") {
-            return Err(JournalError::UnsupportedUrl(url.to_string()));
-        }
+        let backend = Backend::of_url(url)?;
+        sqlx::any::install_default_drivers();
         let open_err = |source| JournalError::Open { url: url.to_string(), source };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await
-            .map_err(open_err)?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let relaxed = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
-            .await
-            .map_err(open_err)?;
-        Ok(Self { pool, relaxed })
+        let (pool, relaxed) = match backend {
+            Backend::Sqlite => {
+                let url = sqlite_url_creating(url);
+                let pool = sqlite_pool(4, "FULL").connect(&url).await.map_err(open_err)?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                let relaxed = sqlite_pool(1, "NORMAL").connect(&url).await.map_err(open_err)?;
+                (pool, relaxed)
+            }
+            Backend::Postgres => {
+                let pool = postgres_pool().connect(url).await.map_err(open_err)?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                (pool.clone(), pool)
+            }
+        };
+        Ok(Self { pool, relaxed, backend, fence: None })
     }
 
-    /// Begins a transaction that holds SQLite's write lock from its first statement, so concurrent
-    /// writers wait for each other (busy timeout) instead of failing to upgrade a read lock.
-    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("begin"))
+    /// The database this journal is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a write transaction; with a fence, first checks (and on PostgreSQL share-locks) the
+    /// lease row, so a replica whose lease was taken over writes nothing.
+    async fn write(&self) -> Result<WriteTx> {
+        let mut tx = self.pool.begin_with(self.backend.begin_write()).await.map_err(db("begin"))?;
+        self.check_fence_in(&mut tx).await?;
+        Ok(tx)
+    }
+
+    /// Begins a write transaction for an observation the chain can tell again: it survives a crash
+    /// of the process, not necessarily a power loss (SQLite `synchronous = NORMAL`, PostgreSQL
+    /// `synchronous_commit = off`). Fenced like [`Journal::write`].
+    async fn write_relaxed(&self) -> Result<WriteTx> {
+        let mut tx = self.relaxed.begin_with(self.backend.begin_write()).await.map_err(db("begin"))?;
+        if self.backend == Backend::Postgres {
+            tx.execute("SET LOCAL synchronous_commit TO OFF").await.map_err(db("relax commit"))?;
+        }
+        self.check_fence_in(&mut tx).await?;
+        Ok(tx)
     }
 
     /// Closes every connection, flushing the WAL.
@@ -183,6 +286,46 @@ impl Journal {
         self.relaxed.close().await;
         self.pool.close().await;
     }
+}
+
+/// `url` with `mode=rwc`, so sqlx creates a missing SQLite file (the `Any` driver takes options
+/// only from the URL).
+fn sqlite_url_creating(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}mode=rwc")
+}
+
+/// How long PostgreSQL lets a transaction of ours sit idle before aborting it (and releasing its
+/// locks). The journal's transactions run their statements back to back; one left idle belongs to
+/// a replica that was paused or cut off mid-write, and its share lock on the lease row must not
+/// hold a takeover back for longer than this.
+const PG_IDLE_IN_TRANSACTION_MS: u32 = 5_000;
+
+/// A pool of PostgreSQL connections whose idle transactions the server aborts.
+fn postgres_pool() -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(8).after_connect(|conn, _| {
+        Box::pin(async move {
+            let set = format!("SET idle_in_transaction_session_timeout = {PG_IDLE_IN_TRANSACTION_MS}");
+            conn.execute(sqlx::AssertSqlSafe(set)).await.map(drop)
+        })
+    })
+}
+
+/// A pool of SQLite connections in WAL mode with foreign keys, a 10 s busy timeout and the given
+/// `synchronous` level, set on each new connection.
+fn sqlite_pool(max: u32, synchronous: &'static str) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(max).after_connect(move |conn, _| {
+        Box::pin(async move {
+            let pragmas = format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+            );
+            conn.execute(sqlx::AssertSqlSafe(pragmas)).await.map(drop)
+        })
+    })
 }
 
 #[cfg(test)]

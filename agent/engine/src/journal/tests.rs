@@ -1,13 +1,70 @@
-//! The journal on real SQLite files.
+//! The journal on both backends: every test runs against a real SQLite file and against a
+//! private PostgreSQL cluster (`treasury_devnet::Postgres`, one per test).
 
 use serde_json::json;
 use tempfile::TempDir;
+use treasury_devnet::Postgres;
 
 use super::*;
 
-fn url(dir: &TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("journal.db").display())
+/// A fresh, empty journal database on one backend; its folder or cluster lives as long as this.
+enum Db {
+    Sqlite(TempDir),
+    Postgres(Postgres),
 }
+
+impl Db {
+    fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::Sqlite(TempDir::new().unwrap()),
+            Backend::Postgres => {
+                let cluster = Postgres::start().unwrap();
+                cluster.create_database("journal").unwrap();
+                Self::Postgres(cluster)
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("journal.db").display()),
+            Self::Postgres(cluster) => cluster.url("journal"),
+        }
+    }
+
+    async fn open(&self) -> Journal {
+        Journal::open(&self.url()).await.unwrap()
+    }
+}
+
+/// Runs each named `async fn(Db)` as two tests, `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::{Backend, Db};
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Db::new(Backend::Sqlite)).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(Db::new(Backend::Postgres)).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    same_idempotency_key_twice_returns_the_existing_intent,
+    every_transition_is_an_event_and_illegal_ones_are_refused,
+    list_filters_by_state_and_policy,
+    a_restart_finds_everything_and_the_work_to_resume,
+    concurrent_inserts_of_one_key_make_one_intent,
+    concurrent_transitions_from_one_state_let_exactly_one_through,
+    signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error,
+);
 
 fn pay(key: &str, policy: &str) -> NewIntent {
     NewIntent {
@@ -25,10 +82,8 @@ async fn walk(journal: &Journal, id: IntentId, path: &[IntentState]) {
     }
 }
 
-#[tokio::test]
-async fn same_idempotency_key_twice_returns_the_existing_intent() {
-    let dir = TempDir::new().unwrap();
-    let journal = Journal::open(&url(&dir)).await.unwrap();
+async fn same_idempotency_key_twice_returns_the_existing_intent(db: Db) {
+    let journal = db.open().await;
     let first = journal.insert_intent(&pay("payroll:2024-03:alice", "payroll")).await.unwrap();
     let mut again = pay("payroll:2024-03:alice", "payroll");
     again.payload = json!({"amount": "9999"});
@@ -43,11 +98,9 @@ async fn same_idempotency_key_twice_returns_the_existing_intent() {
     assert_eq!((events[0].from, events[0].to), (None, IntentState::Proposed));
 }
 
-#[tokio::test]
-async fn every_transition_is_an_event_and_illegal_ones_are_refused() {
+async fn every_transition_is_an_event_and_illegal_ones_are_refused(db: Db) {
     use IntentState::*;
-    let dir = TempDir::new().unwrap();
-    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let journal = db.open().await;
     let id = journal.insert_intent(&pay("k1", "grants")).await.unwrap().intent.id;
 
     let err = journal.transition(id, Signed, json!(null)).await.unwrap_err();
@@ -83,11 +136,9 @@ async fn every_transition_is_an_event_and_illegal_ones_are_refused() {
     ));
 }
 
-#[tokio::test]
-async fn list_filters_by_state_and_policy() {
+async fn list_filters_by_state_and_policy(db: Db) {
     use IntentState::*;
-    let dir = TempDir::new().unwrap();
-    let journal = Journal::open(&url(&dir)).await.unwrap();
+    let journal = db.open().await;
     let a = journal.insert_intent(&pay("a", "payroll")).await.unwrap().intent.id;
     let _b = journal.insert_intent(&pay("b", "payroll")).await.unwrap().intent.id;
     let c = journal.insert_intent(&pay("c", "grants")).await.unwrap().intent.id;
@@ -105,13 +156,11 @@ async fn list_filters_by_state_and_policy() {
     assert_eq!(ids(journal.list(&limited).await.unwrap()), ["c"]);
 }
 
-#[tokio::test]
-async fn a_restart_finds_everything_and_the_work_to_resume() {
+async fn a_restart_finds_everything_and_the_work_to_resume(db: Db) {
     use IntentState::*;
-    let dir = TempDir::new().unwrap();
     let (submitted, planned, done);
     {
-        let journal = Journal::open(&url(&dir)).await.unwrap();
+        let journal = db.open().await;
         submitted = journal.insert_intent(&pay("s", "payroll")).await.unwrap().intent.id;
         planned = journal.insert_intent(&pay("p", "payroll")).await.unwrap().intent.id;
         done = journal.insert_intent(&pay("d", "payroll")).await.unwrap().intent.id;
@@ -156,9 +205,11 @@ async fn a_restart_finds_everything_and_the_work_to_resume() {
         // Dropped without anything else: a kill after the last commit.
     }
 
-    let journal = Journal::open(&url(&dir)).await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&journal.pool).await.unwrap();
-    assert_eq!(mode, "wal");
+    let journal = db.open().await;
+    if journal.backend() == Backend::Sqlite {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&journal.pool).await.unwrap();
+        assert_eq!(mode, "wal");
+    }
 
     let pending = journal.pending().await.unwrap();
     let keys: Vec<_> = pending.iter().map(|p| p.intent.idempotency_key.as_str()).collect();
@@ -201,12 +252,10 @@ async fn a_restart_finds_everything_and_the_work_to_resume() {
     assert_eq!(txs[0].tx.raw_tx, "0x02f8aa");
 }
 
-#[tokio::test]
-async fn concurrent_inserts_of_one_key_make_one_intent() {
-    let dir = TempDir::new().unwrap();
+async fn concurrent_inserts_of_one_key_make_one_intent(db: Db) {
     // Two handles on one file, as two agent processes would have.
-    let a = Journal::open(&url(&dir)).await.unwrap();
-    let b = Journal::open(&url(&dir)).await.unwrap();
+    let a = db.open().await;
+    let b = db.open().await;
     let mut tasks = Vec::new();
     for i in 0..8 {
         let journal = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -225,10 +274,8 @@ async fn concurrent_inserts_of_one_key_make_one_intent() {
     assert_eq!(events.len(), 1);
 }
 
-#[tokio::test]
-async fn concurrent_transitions_from_one_state_let_exactly_one_through() {
-    let dir = TempDir::new().unwrap();
-    let journal = Journal::open(&url(&dir)).await.unwrap();
+async fn concurrent_transitions_from_one_state_let_exactly_one_through(db: Db) {
+    let journal = db.open().await;
     let id = journal.insert_intent(&pay("k", "payroll")).await.unwrap().intent.id;
     walk(&journal, id, &[IntentState::Guarded]).await;
     let tasks: Vec<_> = (0..4)
@@ -251,7 +298,7 @@ async fn concurrent_transitions_from_one_state_let_exactly_one_through() {
 
 #[tokio::test]
 async fn unsupported_url_is_a_typed_error() {
-    let err = Journal::open("postgres://localhost/treasury").await.unwrap_err();
+    let err = Journal::open("mysql://localhost/treasury").await.unwrap_err();
     assert!(matches!(err, JournalError::UnsupportedUrl(_)));
 }
 
@@ -267,10 +314,8 @@ fn quorum_answer() -> SigningAnswer {
 
 /// A signature edited in the file (or written by another version) is an error naming the
 /// operation, the signer and what does not parse, never an empty signature.
-#[tokio::test]
-async fn signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(&url(&dir)).await.unwrap();
+async fn signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error(db: Db) {
+    let journal = db.open().await;
     for (op, signer) in [("0xq", "quorum"), ("0xr", "root"), ("0xn", "quorum")] {
         let request = NewSigningRequest {
             operation_id: op.into(),
@@ -311,7 +356,7 @@ async fn signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error() {
         ("", "EOF"),
     ];
     for (text, why) in corrupt {
-        sqlx::query("UPDATE signing_requests SET response = ? WHERE operation_id = '0xq'")
+        sqlx::query("UPDATE signing_requests SET response = $1 WHERE operation_id = '0xq'")
             .bind(text)
             .execute(&journal.pool)
             .await
@@ -328,4 +373,59 @@ async fn signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error() {
         .unwrap();
     let err = answer("0xr", "root").await.unwrap_err().to_string();
     assert!(err.contains("root answer for operation 0xr: signed without an answer"), "{err}");
+}
+
+on_both_backends!(a_lease_has_one_holder_and_a_takeover_fences_the_old_one);
+
+/// Two replicas on one database: while A's lease runs B cannot take it; once it expired B takes it
+/// with a new term, and from then on every write of A's fenced handle is refused (and its renewal),
+/// while B writes.
+async fn a_lease_has_one_holder_and_a_takeover_fences_the_old_one(db: Db) {
+    use std::time::Duration;
+    let journal = db.open().await;
+    let long = Duration::from_secs(3600);
+    let a = journal.try_acquire_lease("1:0xmodule", "replica-a", long).await.unwrap().unwrap();
+    assert_eq!(a.term, 1);
+    assert_eq!(journal.try_acquire_lease("1:0xmodule", "replica-b", long).await.unwrap(), None);
+    let other = journal.try_acquire_lease("1:0xother", "replica-b", long).await.unwrap().unwrap();
+    assert_eq!(other.holder, "replica-b", "leases are per treasury");
+
+    let as_a = journal.fenced(a.clone());
+    let id = as_a.insert_intent(&pay("k", "payroll")).await.unwrap().intent.id;
+    as_a.check_fence().await.unwrap();
+    // A's lease lapses (a zero time to live: it expires now), B takes over with the next term.
+    as_a.renew_lease(&a, Duration::ZERO).await.unwrap();
+    let b = journal.try_acquire_lease("1:0xmodule", "replica-b", long).await.unwrap().unwrap();
+    assert_eq!((b.holder.as_str(), b.term), ("replica-b", 2));
+    let as_b = journal.fenced(b.clone());
+
+    let refused = [
+        as_a.transition(id, IntentState::Guarded, json!(null)).await.map(drop),
+        as_a.insert_intent(&pay("k2", "payroll")).await.map(drop),
+        as_a.set_cursor("blocks", "0xsafe", &Cursor { block_number: 1, block_hash: "0x1".into() }).await,
+        as_a.set_transaction_state("0xt", TxState::Included, Some(1)).await,
+        as_a.record_alert(&Alert {
+            idempotency_key: "a".into(),
+            policy: "p".into(),
+            trigger: "t".into(),
+            message: "m".into(),
+        })
+        .await
+        .map(drop),
+        as_a.check_fence().await,
+        as_a.renew_lease(&a, long).await.map(drop),
+    ];
+    for outcome in refused {
+        let err = outcome.unwrap_err();
+        assert!(err.is_fenced(), "{err}");
+        assert!(matches!(err, JournalError::Fenced { term: 1, current: Some(2), .. }), "{err:?}");
+    }
+    assert_eq!(journal.intent_by_key("k2").await.unwrap(), None, "nothing of a refused write is left");
+    assert_eq!(journal.intent(id).await.unwrap().unwrap().0.state, IntentState::Proposed);
+
+    as_b.transition(id, IntentState::Guarded, json!(null)).await.unwrap();
+    as_b.release_lease(&b).await.unwrap();
+    let again = journal.try_acquire_lease("1:0xmodule", "replica-a", long).await.unwrap().unwrap();
+    assert_eq!(again.term, 3, "a released lease is taken at once, with a new term");
+    assert!(as_b.check_fence().await.unwrap_err().is_fenced());
 }

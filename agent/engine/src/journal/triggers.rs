@@ -36,7 +36,7 @@ pub struct Alert {
     pub message: String,
 }
 
-fn trigger_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManualTrigger> {
+fn trigger_from_row(row: &sqlx::any::AnyRow) -> Result<ManualTrigger> {
     let get = |e| JournalError::Database { what: "read manual trigger", source: e };
     Ok(ManualTrigger {
         id: row.try_get("id").map_err(get)?,
@@ -49,10 +49,11 @@ fn trigger_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManualTrigger> {
 }
 
 impl Journal {
-    /// Queues a run of the manual policy `policy`; the running agent picks it up.
+    /// Queues a run of the manual policy `policy`; the running agent picks it up. A request, not
+    /// an action: it is accepted from any handle, fenced or not.
     pub async fn request_manual_trigger(&self, policy: &str, requested_by: &str) -> Result<ManualTrigger> {
         let row = sqlx::query(
-            "INSERT INTO manual_triggers (policy, requested_by, requested_at) VALUES (?, ?, ?)
+            "INSERT INTO manual_triggers (policy, requested_by, requested_at) VALUES ($1, $2, $3)
              RETURNING id, policy, requested_by, requested_at, handled_at, outcome",
         )
         .bind(policy)
@@ -79,7 +80,7 @@ impl Journal {
     /// The manual trigger request `id`.
     pub async fn manual_trigger(&self, id: i64) -> Result<Option<ManualTrigger>> {
         let row = sqlx::query(
-            "SELECT id, policy, requested_by, requested_at, handled_at, outcome FROM manual_triggers WHERE id = ?",
+            "SELECT id, policy, requested_by, requested_at, handled_at, outcome FROM manual_triggers WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -90,22 +91,24 @@ impl Journal {
 
     /// Marks a manual trigger request handled, with what came of it.
     pub async fn finish_manual_trigger(&self, id: i64, outcome: &str) -> Result<()> {
+        let mut tx = self.write().await?;
         sqlx::query(
-            "UPDATE manual_triggers SET handled_at = ?, outcome = ? WHERE id = ? AND handled_at IS NULL",
+            "UPDATE manual_triggers SET handled_at = $1, outcome = $2 WHERE id = $3 AND handled_at IS NULL",
         )
         .bind(now_ms())
         .bind(outcome)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("finish manual trigger"))?;
-        Ok(())
+        tx.commit().await.map_err(db("commit manual trigger"))
     }
 
     /// Stores an alert; returns `false` if one with the same key was already stored.
     pub async fn record_alert(&self, alert: &Alert) -> Result<bool> {
+        let mut tx = self.write().await?;
         let done = sqlx::query(
-            "INSERT INTO alerts (idempotency_key, policy, trigger_name, message, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO alerts (idempotency_key, policy, trigger_name, message, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&alert.idempotency_key)
@@ -113,16 +116,17 @@ impl Journal {
         .bind(&alert.trigger)
         .bind(&alert.message)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("insert alert"))?;
+        tx.commit().await.map_err(db("commit alert"))?;
         Ok(done.rows_affected() == 1)
     }
 
     /// The newest alerts, at most `limit`.
     pub async fn alerts(&self, limit: u32) -> Result<Vec<Alert>> {
         let rows = sqlx::query(
-            "SELECT idempotency_key, policy, trigger_name, message FROM alerts ORDER BY id DESC LIMIT ?",
+            "SELECT idempotency_key, policy, trigger_name, message FROM alerts ORDER BY id DESC LIMIT $1",
         )
         .bind(limit as i64)
         .fetch_all(&self.pool)

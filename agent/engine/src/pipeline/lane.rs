@@ -558,6 +558,8 @@ impl Pipeline {
             .map_err(|e| PipelineError::Config(format!("journaled raw transaction unreadable: {e}")))?;
         let mut observer =
             JournalObserver::new(self, flight.operation(), tx.tx.signed_operation.clone(), true);
+        // A rebroadcast writes nothing first: check the lease (a replica that lost it sends nothing).
+        self.journal.check_fence().await?;
         match self.sender.resume(&raw, &mut observer).await {
             Err(SenderError::InvalidRaw(why)) => {
                 tracing::warn!(%why, "journaled keeper transaction can no longer be mined");

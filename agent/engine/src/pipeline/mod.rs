@@ -175,6 +175,12 @@ impl Pipeline {
     /// the coordinator passphrase (`TREASURY_COORDINATOR_PASSPHRASE`), the root token.
     pub async fn connect(config: &Config) -> Result<Self> {
         let journal = Journal::open(&config.journal.url).await?;
+        Self::connect_with(config, journal).await
+    }
+
+    /// Like [`Pipeline::connect`], on an already opened journal (e.g. a replica's
+    /// [`Journal::fenced`] handle, so every step it takes checks the lease).
+    pub async fn connect_with(config: &Config, journal: Journal) -> Result<Self> {
         let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())
             .map_err(|e| PipelineError::chain("connect", e))?;
         let chain_id = provider.get_chain_id().await.map_err(|e| PipelineError::chain("eth_chainId", e))?;
