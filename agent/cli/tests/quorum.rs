@@ -835,3 +835,31 @@ async fn every_pair_signs(quorum: &QuorumFile, coord_key: &IdentityKey, first_no
         assert_valid(&sig, &c, &op);
     }
 }
+
+/// Issue 17: systemd stops a node with SIGTERM. A signing request in flight at that moment is
+/// answered (a valid share, its nonce erased) before the node exits, and the exit is clean (0),
+/// not a death by signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_signing_request_in_flight_finish_then_exits_zero() {
+    // 2-of-2: node 0 takes part in every signature, and holds each request 1.5 s first.
+    let mut q = quorum(2, 2, Address::ZERO, &[(0, "sign-delay-ms=1500")]).await;
+    let c = std::sync::Arc::new(
+        Coordinator::new(
+            q.quorum.clone(),
+            q.coord_key.clone(),
+            CoordinatorOptions { timeout: Duration::from_secs(3600), refill: 16 },
+        )
+        .unwrap(),
+    );
+    let op = transfer(1, 0);
+    let signing = {
+        let (c, op) = (c.clone(), op.clone());
+        tokio::spawn(async move { c.sign_detailed(&op, CHAIN, module(), None).await })
+    };
+    assert!(q.procs[0].wait_for_line(SIGN_DELAYED_EVENT).await.is_some(), "node 0 holds the request");
+    let status = q.procs[0].terminate().await.unwrap();
+    let out = signing.await.unwrap().expect("the request in flight is answered before the node exits");
+    assert_valid(&out.signature, &c, &op);
+    assert!(out.excluded.is_empty(), "{:?}", out.excluded);
+    assert_eq!(status.code(), Some(0), "SIGTERM ends the node cleanly: {status:?}");
+}

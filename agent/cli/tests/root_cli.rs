@@ -444,3 +444,29 @@ async fn an_oversized_body_is_refused_and_the_service_keeps_serving() {
     let rec = RootClient::new(&svc.url, &agent_tok).submit(&request(&pay(5, 1))).await.unwrap();
     assert_eq!(rec.state, RequestState::Signed, "{rec:?}");
 }
+
+/// Issue 17: systemd stops the service with SIGTERM. It finishes what is under way and exits 0
+/// (it died by the signal); what it queued and signed is all there after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_service_cleanly_and_its_queue_survives() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, alice_tok) = env.config(Path::new(MODULE), root, 3600);
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    let waiting = agent.submit(&request(&pay(500, 1))).await.unwrap();
+    let approved = agent.submit(&request(&pay(600, 2))).await.unwrap();
+    RootClient::new(&svc.url, &alice_tok).approve(&approved.id).await.unwrap();
+    let signed = settled(&agent, &approved.id).await;
+    assert_eq!(signed.state, RequestState::Signed);
+
+    let status = svc.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends the service cleanly: {status:?}");
+
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    assert_eq!(agent.get(&waiting.id).await.unwrap().state, RequestState::Pending);
+    let after = agent.get(&approved.id).await.unwrap();
+    assert_eq!(after.state, RequestState::Signed);
+    assert_eq!(after.signature, signed.signature);
+}

@@ -1,18 +1,16 @@
 //! `treasury run`: the autonomous operator — triggers, policies, quorum, root, keeper.
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 use treasury_agent::Agent;
-use treasury_agent::config::Config;
 use treasury_agent::pipeline::runner::RunOptions;
 
 /// Arguments of `treasury run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The agent's config file.
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
     /// Handle what is due now, finish every intent that can be finished, then exit.
     #[arg(long)]
@@ -20,10 +18,9 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Runs the agent until Ctrl-C (or, with `--once`, until the work due is done).
+    /// Runs the agent until SIGINT or SIGTERM (or, with `--once`, until the work due is done).
     pub async fn run(self) -> anyhow::Result<()> {
-        let config =
-            Config::load(&self.config).with_context(|| format!("config {}", self.config.display()))?;
+        let config = super::load_agent_config(&self.config)?;
         let agent = Agent::start(&config, None).await?;
         if let Some(addr) = agent.api_addr() {
             // The address actually bound, for scripts and tests.
@@ -31,14 +28,15 @@ impl RunArgs {
         }
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!(
-                    "Ctrl-C: stopping after the current step (every intent keeps its journaled state)"
-                );
-                let _ = stop.send(true);
-            }
+            let signal = super::shutdown_signal().await;
+            tracing::info!(
+                %signal,
+                "stopping after the current step (every intent keeps its journaled state)"
+            );
+            let _ = stop.send(true);
         });
         agent.run(RunOptions { once: self.once }, shutdown).await?;
+        tracing::info!("stopped");
         Ok(())
     }
 }

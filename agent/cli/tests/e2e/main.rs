@@ -4,9 +4,11 @@
 mod support;
 
 mod cli_quorum;
+mod config_online;
 mod crash;
 mod escalation;
 mod faults;
 mod hsm_keeper;
 mod keeper;
 mod pipeline;
+mod service;
