@@ -24,7 +24,7 @@ const SENTINEL: Address = Address::new([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 /// `config check --online`: whether it passed, and what it printed.
 fn check(env: &AgentEnv) -> (Option<i32>, String) {
     let out = env.treasury(&["config", "check", "--online"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)
 }
 

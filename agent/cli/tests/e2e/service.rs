@@ -16,15 +16,21 @@ async fn sigterm_stops_treasury_run_cleanly_after_its_current_step() {
     let env = AgentEnv::start(&[PAY]).await.unwrap();
     env.run_once();
     env.trigger("pay").await;
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{text}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_API_TOKEN\"\n"))
+        .unwrap();
     // At the default log level (no RUST_LOG, no -v), as a service runs.
     let config = env.config.display().to_string();
     let mut agent = env
         .command(&["run", "--config", &config])
         .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
+        .env("TEST_API_TOKEN", "service-test-token")
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdout = BufReader::new(agent.stdout.take().unwrap()).lines();
+    let api = stdout.next().unwrap().unwrap().trim_start_matches("api listening on ").to_string();
     let mut stderr = BufReader::new(agent.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     // The payment is confirmed (logged at info), then systemd's stop arrives.
@@ -37,6 +43,19 @@ async fn sigterm_stops_treasury_run_cleanly_after_its_current_step() {
     }
     assert!(seen.iter().any(|l| l.contains("signed by the quorum")), "signing is logged: {seen:#?}");
     assert!(seen.iter().any(|l| l.contains("submitted")), "submission is logged: {seen:#?}");
+    // Every configured node is listed (probed), not only the two that signed.
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("{api}/v1/status"))
+        .bearer_auth("service-test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let signers = status["signers"].as_object().expect("signers in the status");
+    assert_eq!(signers.len(), env.nodes.len(), "{status}");
+    assert!(signers.values().all(|up| up == &serde_json::Value::Bool(true)), "{status}");
     treasury_devnet::procs::send_sigterm(agent.id()).unwrap();
     let rest: Vec<String> = stderr.map(Result::unwrap).collect();
     let status = agent.wait().unwrap();
