@@ -340,8 +340,14 @@ mod tests {
         assert_eq!(cfg.policies[0].name, "payroll");
         assert!(cfg.addresses.contains_key("alice"));
 
-        std::fs::write(&path, format!("[api]\nlisten = \"x\"\n[policies.tokens.USDC]\naddress = \"0x{}\"\ndecimalz = 6\n", "01".repeat(20)))
-            .unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[api]\nlisten = \"x\"\n[policies.tokens.USDC]\naddress = \"0x{}\"\ndecimalz = 6\n",
+                "01".repeat(20)
+            ),
+        )
+        .unwrap();
         let err = PoliciesConfig::from_file(&path).expect_err("a typo inside [policies] is still refused");
         assert!(err.to_string().contains("decimalz"), "{err}");
     }

@@ -17,8 +17,11 @@ async fn sigterm_stops_treasury_run_cleanly_after_its_current_step() {
     env.run_once();
     env.trigger("pay").await;
     let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, format!("{text}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_API_TOKEN\"\n"))
-        .unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_API_TOKEN\"\n"),
+    )
+    .unwrap();
     // At the default log level (no RUST_LOG, no -v), as a service runs.
     let config = env.config.display().to_string();
     let mut agent = env
