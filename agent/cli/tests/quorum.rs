@@ -863,3 +863,44 @@ async fn sigterm_lets_a_signing_request_in_flight_finish_then_exits_zero() {
     assert!(out.excluded.is_empty(), "{:?}", out.excluded);
     assert_eq!(status.code(), Some(0), "SIGTERM ends the node cleanly: {status:?}");
 }
+
+/// Issue 17: a node serves Prometheus metrics on its own listener (`--metrics-listen`): the
+/// signatures it answered, its refusals by route and reason, and the nonces it has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_its_signatures_refusals_and_nonces_as_metrics() {
+    use tokio::io::AsyncBufReadExt;
+    let mut q = quorum(2, 2, Address::ZERO, &[]).await;
+    // Restart node 1 at the same address with a metrics listener.
+    let dir = q.procs[1].dir.clone();
+    let listen = q.procs[1].url.trim_start_matches("http://").to_string();
+    q.procs[1].kill().await;
+    let mut child = tokio::process::Command::new(EXE)
+        .args(["signer", "serve", "--dir", dir.to_str().unwrap(), "--listen", &listen])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("TREASURY_SIGNER_PASSPHRASE", NPW)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let metrics_url = format!("http://{}/metrics", first["metrics"].as_str().expect("the metrics address"));
+
+    let c = coordinator(&q);
+    let op = transfer(1, 0);
+    assert_valid(&c.sign_detailed(&op, CHAIN, module(), None).await.unwrap().signature, &c, &op);
+    let over_budget = transfer(2_000_000, 1);
+    assert!(c.sign_detailed(&over_budget, CHAIN, module(), None).await.is_err(), "over the nodes' budget");
+
+    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert!(text.contains("treasury_node_signatures_total 1\n"), "{text}");
+    let refusal = text
+        .lines()
+        .find(|l| l.starts_with("treasury_node_refusals_total{") && l.contains(r#"route="/v1/sign""#))
+        .unwrap_or_else(|| panic!("a refusal on /v1/sign: {text}"));
+    assert!(refusal.ends_with(" 1"), "{refusal}");
+    let left = text.lines().find(|l| l.starts_with("treasury_node_nonces_left ")).expect("nonces left");
+    let left: i64 = left.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(left > 0, "the coordinator's refill left nonces: {text}");
+    assert!(text.contains("treasury_node_sign_duration_seconds_count 1\n"), "{text}");
+}
