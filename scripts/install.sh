@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what treasury needs to build, test and run its demo, pinned and idempotent:
 #   - npm packages into .tools/node_modules (anvil, forge, cast, solc-js, Safe 1.5.0, Uniswap V2),
-#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests), opensc (pkcs11-tool)
-#     and faketime (the test script runs the demo's scenario at fixed dates with it), and
+#   - Debian packages softhsm2 (the PKCS#11 HSM used by the demo and tests), opensc (pkcs11-tool),
+#     faketime (the test script runs the demo's scenario at fixed dates with it), systemd
+#     (systemd-analyze verifies the shipped units), prometheus (promtool checks the alert rules) and
 #     postgresql (its server binaries initdb/postgres/pg_ctl and createdb: the journal's tests and the
 #     replica tests start a private cluster in a temporary folder; no system service is used — the
 #     package's default cluster service, if Debian started one, is left as it is),
@@ -48,8 +49,12 @@ install_debian_packages() {
   command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  # The test script checks the shipped systemd units (systemd-analyze verify) and Prometheus
+  # alert rules (promtool check rules, from Debian's prometheus package).
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc, faketime and postgresql already installed"
+    say "softhsm2, opensc, faketime, postgresql, systemd and prometheus (promtool) already installed"
     return
   fi
   local sudo=()

@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # One full build per run: incremental data would only cost time and gigabytes of disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-say "installing the toolchain (npm packages into .tools/, softhsm2, opensc and faketime with apt-get)"
+say "installing the toolchain (npm packages into .tools/; softhsm2, opensc, faketime, systemd and prometheus with apt-get)"
 bash scripts/install.sh
 
 if [ -f scripts/compile-contracts.mjs ]; then
@@ -36,6 +36,9 @@ if [ -d "$advisory_db" ] && [ -n "$(ls -A "$advisory_db" 2>/dev/null)" ]; then
 else
   say "advisories not checked: no local RustSec database in $advisory_db (only package registries are reachable here)"
 fi
+
+say "checking the systemd units (systemd-analyze verify) and the Prometheus rules (promtool check/test rules)"
+bash scripts/check-ops.sh
 
 say "checking formatting (cargo fmt) and lints (cargo clippy -D warnings)"
 cargo fmt --all -- --check

@@ -223,12 +223,17 @@ impl PoliciesConfig {
             .collect()
     }
 
-    /// Reads a TOML file holding only the policies section.
+    /// Reads a TOML file holding either only the policies section, or the agent's whole config
+    /// (whose `[policies]` table is then read and every other section ignored).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.into(), source })?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
+        let config_error = |e: toml::de::Error| PolicyError::Config(format!("{}: {e}", path.display()));
+        let mut table: toml::Table = toml::from_str(&text).map_err(config_error)?;
+        let cfg: Self = match table.remove("policies") {
+            Some(toml::Value::Table(section)) => section.try_into().map_err(config_error)?,
+            _ => toml::from_str(&text).map_err(config_error)?,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -305,6 +310,50 @@ mod tests {
             cfg.policies[2].trigger.topic0(),
             Some(keccak256("AnswerUpdated(int256,uint256,uint256)"))
         );
+    }
+
+    /// Issue 17: `treasury policy check --config treasury.toml` refused the agent's own config
+    /// (`unknown field 'api'`); its `[policies]` section is read and the rest ignored.
+    #[test]
+    fn the_agents_whole_config_is_read_for_its_policies_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("treasury.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [chain]
+            rpc_http = "http://127.0.0.1:8545"
+            chain_id = 31337
+            [api]
+            listen = "127.0.0.1:8080"
+            token_env = "TREASURY_API_TOKEN"
+            [policies.tokens.USDC]
+            address = "0x0000000000000000000000000000000000000001"
+            decimals = 6
+            [policies.addresses]
+            alice = "0x00000000000000000000000000000000000000a1"
+            [[policies.policy]]
+            name = "payroll"
+            file = "payroll.rhai"
+            trigger = { kind = "manual" }
+            "#,
+        )
+        .unwrap();
+        let cfg = PoliciesConfig::from_file(&path).expect("the agent's config is accepted");
+        assert_eq!(cfg.tokens["USDC"].decimals, 6);
+        assert_eq!(cfg.policies[0].name, "payroll");
+        assert!(cfg.addresses.contains_key("alice"));
+
+        std::fs::write(
+            &path,
+            format!(
+                "[api]\nlisten = \"x\"\n[policies.tokens.USDC]\naddress = \"0x{}\"\ndecimalz = 6\n",
+                "01".repeat(20)
+            ),
+        )
+        .unwrap();
+        let err = PoliciesConfig::from_file(&path).expect_err("a typo inside [policies] is still refused");
+        assert!(err.to_string().contains("decimalz"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`quorum`]: FROST signer nodes (server), the coordinator (client), DKG, refresh, nonce store.
 //! - [`root`]: the PKCS#11 root signer, its guard, approval queue and service.
+pub mod metrics;
 pub mod quorum;
 pub mod root;
 pub mod serve;

@@ -35,21 +35,38 @@ impl Default for HttpLimits {
 }
 
 /// Serves `router` on `listener` under `limits` until the process ends.
-///
-/// HTTP/1.1 only (every client of the signer speaks it): hyper closes a connection whose headers
-/// take longer than `header_read_timeout`; the body limit and the request timeout wrap the router.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: HttpLimits,
+) -> std::io::Result<()> {
+    serve_until(listener, router, limits, std::future::pending()).await
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown` completes; then stops accepting,
+/// lets every request in flight finish (idle connections are closed) and returns.
+///
+/// HTTP/1.1 only (every client of the signer speaks it): hyper closes a connection whose headers
+/// take longer than `header_read_timeout`; the body limit and the request timeout wrap the router.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let router = router
         .layer(RequestBodyLimitLayer::new(limits.body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors and similar: back off instead of spinning, as axum does.
@@ -61,10 +78,15 @@ pub async fn serve(
         // Answers are small and latency-bound: send them without waiting on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    tracing::info!("shutting down: finishing the requests in flight");
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -3,6 +3,10 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd;
 
+/// Environment variable standing for `--config` (the agent's config file) in every command
+/// that reads it.
+pub const CONFIG_ENV: &str = "TREASURY_CONFIG";
+
 /// Autonomous operator of a Safe treasury, authorised by a FROST quorum and an HSM root key.
 #[derive(Debug, Parser)]
 #[command(name = "treasury", version, about)]
@@ -10,6 +14,9 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as `text` (coloured only on a terminal, never under NO_COLOR) or `json`.
+    #[arg(long, global = true, default_value = "text", env = "TREASURY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: treasury_agent::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +50,8 @@ pub enum Command {
     Trigger(cmd::trigger::TriggerArgs),
     /// The whole system locally (anvil, HSM root, signer quorum, agent) with a live demo scenario.
     Dev(cmd::dev::DevArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(cmd::completions::CompletionsArgs),
 }
 
 impl Command {
@@ -59,6 +68,17 @@ impl Command {
             Command::Intents(cmd) => cmd.run().await,
             Command::Trigger(args) => args.run().await,
             Command::Dev(args) => args.run().await,
+            Command::Completions(args) => args.run(),
         }
+    }
+
+    /// Whether this is a long-running service, whose info lines are shown by default.
+    pub fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_)
+                | Command::Signer(cmd::signer::SignerCmd::Serve(_))
+                | Command::Root(cmd::root::RootCmd::Serve(_))
+        )
     }
 }

@@ -840,3 +840,72 @@ async fn every_pair_signs(quorum: &QuorumFile, coord_key: &IdentityKey, first_no
         assert_valid(&sig, &c, &op);
     }
 }
+
+/// Issue 17: systemd stops a node with SIGTERM. A signing request in flight at that moment is
+/// answered (a valid share, its nonce erased) before the node exits, and the exit is clean (0),
+/// not a death by signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_signing_request_in_flight_finish_then_exits_zero() {
+    // 2-of-2: node 0 takes part in every signature, and holds each request 1.5 s first.
+    let mut q = quorum(2, 2, Address::ZERO, &[(0, "sign-delay-ms=1500")]).await;
+    let c = std::sync::Arc::new(
+        Coordinator::new(
+            q.quorum.clone(),
+            q.coord_key.clone(),
+            CoordinatorOptions { timeout: Duration::from_secs(3600), refill: 16 },
+        )
+        .unwrap(),
+    );
+    let op = transfer(1, 0);
+    let signing = {
+        let (c, op) = (c.clone(), op.clone());
+        tokio::spawn(async move { c.sign_detailed(&op, CHAIN, module(), None).await })
+    };
+    assert!(q.procs[0].wait_for_line(SIGN_DELAYED_EVENT).await.is_some(), "node 0 holds the request");
+    let status = q.procs[0].terminate().await.unwrap();
+    let out = signing.await.unwrap().expect("the request in flight is answered before the node exits");
+    assert_valid(&out.signature, &c, &op);
+    assert!(out.excluded.is_empty(), "{:?}", out.excluded);
+    assert_eq!(status.code(), Some(0), "SIGTERM ends the node cleanly: {status:?}");
+}
+
+/// Issue 17: a node serves Prometheus metrics on its own listener (`--metrics-listen`): the
+/// signatures it answered, its refusals by route and reason, and the nonces it has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_its_signatures_refusals_and_nonces_as_metrics() {
+    use tokio::io::AsyncBufReadExt;
+    let mut q = quorum(2, 2, Address::ZERO, &[]).await;
+    // Restart node 1 at the same address with a metrics listener.
+    let dir = q.procs[1].dir.clone();
+    let listen = q.procs[1].url.trim_start_matches("http://").to_string();
+    q.procs[1].kill().await;
+    let mut child = tokio::process::Command::new(EXE)
+        .args(["signer", "serve", "--dir", dir.to_str().unwrap(), "--listen", &listen])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("TREASURY_SIGNER_PASSPHRASE", NPW)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let metrics_url = format!("http://{}/metrics", first["metrics"].as_str().expect("the metrics address"));
+
+    let c = coordinator(&q);
+    let op = transfer(1, 0);
+    assert_valid(&c.sign_detailed(&op, CHAIN, module(), None).await.unwrap().signature, &c, &op);
+    let over_budget = transfer(2_000_000, 1);
+    assert!(c.sign_detailed(&over_budget, CHAIN, module(), None).await.is_err(), "over the nodes' budget");
+
+    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert!(text.contains("treasury_node_signatures_total 1\n"), "{text}");
+    let refusal = text
+        .lines()
+        .find(|l| l.starts_with("treasury_node_refusals_total{") && l.contains(r#"route="/v1/sign""#))
+        .unwrap_or_else(|| panic!("a refusal on /v1/sign: {text}"));
+    assert!(refusal.ends_with(" 1"), "{refusal}");
+    let left = text.lines().find(|l| l.starts_with("treasury_node_nonces_left ")).expect("nonces left");
+    let left: i64 = left.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(left > 0, "the coordinator's refill left nonces: {text}");
+    assert!(text.contains("treasury_node_sign_duration_seconds_count 1\n"), "{text}");
+}

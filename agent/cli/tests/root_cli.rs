@@ -444,3 +444,70 @@ async fn an_oversized_body_is_refused_and_the_service_keeps_serving() {
     let rec = RootClient::new(&svc.url, &agent_tok).submit(&request(&pay(5, 1))).await.unwrap();
     assert_eq!(rec.state, RequestState::Signed, "{rec:?}");
 }
+
+/// Issue 17: systemd stops the service with SIGTERM. It finishes what is under way and exits 0
+/// (it died by the signal); what it queued and signed is all there after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_service_cleanly_and_its_queue_survives() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, alice_tok) = env.config(Path::new(MODULE), root, 3600);
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    let waiting = agent.submit(&request(&pay(500, 1))).await.unwrap();
+    let approved = agent.submit(&request(&pay(600, 2))).await.unwrap();
+    RootClient::new(&svc.url, &alice_tok).approve(&approved.id).await.unwrap();
+    let signed = settled(&agent, &approved.id).await;
+    assert_eq!(signed.state, RequestState::Signed);
+
+    let status = svc.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends the service cleanly: {status:?}");
+
+    let svc = env.serve(&config);
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    assert_eq!(agent.get(&waiting.id).await.unwrap().state, RequestState::Pending);
+    let after = agent.get(&approved.id).await.unwrap();
+    assert_eq!(after.state, RequestState::Signed);
+    assert_eq!(after.signature, signed.signature);
+}
+
+/// Issue 17: the root service serves Prometheus metrics on its own listener
+/// (`--metrics-listen`): the queue's depth, its decisions and the HSM's signing latency.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_serves_its_queue_decisions_and_hsm_latency_as_metrics() {
+    let env = Env::new();
+    let root = env.init();
+    let (config, agent_tok, _) = env.config(Path::new(MODULE), root, 3600);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
+    let svc = serve(env.cmd(&[
+        "root",
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &metrics,
+    ]));
+    let agent = RootClient::new(&svc.url, &agent_tok);
+    assert_eq!(
+        agent.submit(&request(&pay(5, 1))).await.unwrap().state,
+        RequestState::Signed,
+        "auto-approved"
+    );
+    assert_eq!(agent.submit(&request(&pay(500, 2))).await.unwrap().state, RequestState::Pending);
+    assert!(agent.submit(&request(&pay(5000, 3))).await.is_err(), "over the maximum single amount");
+
+    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    for line in [
+        "treasury_root_queue_depth 1\n",
+        "treasury_root_decisions_total{decision=\"auto_approved\"} 1\n",
+        "treasury_root_decisions_total{decision=\"refused\"} 1\n",
+        "treasury_root_decisions_total{decision=\"signed\"} 1\n",
+        "treasury_root_decisions_total{decision=\"approved\"} 0\n",
+        "treasury_root_hsm_sign_duration_seconds_count 1\n",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+}

@@ -128,6 +128,12 @@ struct NodeLabel {
     node: String,
 }
 
+/// Labels of the budget gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AssetLabel {
+    asset: String,
+}
+
 /// Labels of the per-policy counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
@@ -161,6 +167,7 @@ pub struct Metrics {
     last_block: Gauge,
     keeper_balance: Family<KeeperLabel, Gauge<f64, AtomicU64>>,
     signer_up: Family<NodeLabel, Gauge>,
+    budget_used: Family<AssetLabel, Gauge<f64, AtomicU64>>,
     intents_created: Family<PolicyLabel, Counter>,
     policy_errors: Family<PolicyLabel, Counter>,
     notifications: Family<NotificationLabels, Counter>,
@@ -200,6 +207,7 @@ impl Metrics {
         let last_block = Gauge::default();
         let keeper_balance = Family::<KeeperLabel, Gauge<f64, AtomicU64>>::default();
         let signer_up = Family::<NodeLabel, Gauge>::default();
+        let budget_used = Family::<AssetLabel, Gauge<f64, AtomicU64>>::default();
         let intents_created = Family::<PolicyLabel, Counter>::default();
         let policy_errors = Family::<PolicyLabel, Counter>::default();
         let notifications = Family::<NotificationLabels, Counter>::default();
@@ -217,6 +225,11 @@ impl Metrics {
             keeper_balance.clone(),
         );
         registry.register("signer_up", "Whether each signer node answered (1) or not (0)", signer_up.clone());
+        registry.register(
+            "budget_used_ratio",
+            "Share of each tracked asset's module budget spent in the current window (0 to 1), at the last snapshot",
+            budget_used.clone(),
+        );
         registry.register(
             "intents_created",
             "Intents newly journaled since start, by policy",
@@ -242,6 +255,7 @@ impl Metrics {
             last_block,
             keeper_balance,
             signer_up,
+            budget_used,
             intents_created,
             policy_errors,
             notifications,
@@ -274,6 +288,18 @@ impl Metrics {
         // Prometheus samples are f64: a balance above 2^53 wei keeps its 15–16 leading digits.
         self.keeper_balance.get_or_create(&KeeperLabel { keeper: keeper.to_checksum(None) }).set(wei as f64);
         status.keeper = Some((keeper, wei));
+    }
+
+    /// Records the share of `asset`'s budget spent in the current window (`spent / limit`).
+    pub fn set_budget_used(
+        &self,
+        asset: &str,
+        spent: alloy::primitives::U256,
+        limit: alloy::primitives::U256,
+    ) {
+        let float = |v: alloy::primitives::U256| v.to_string().parse::<f64>().unwrap_or(f64::MAX);
+        let ratio = if limit.is_zero() { 1.0 } else { float(spent) / float(limit) };
+        self.budget_used.get_or_create(&AssetLabel { asset: asset.to_string() }).set(ratio.clamp(0.0, 1.0));
     }
 
     /// Records whether signer node `node` answered at the last look.

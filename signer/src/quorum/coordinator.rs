@@ -192,6 +192,17 @@ impl Coordinator {
         &self.group_key
     }
 
+    /// Every configured node's URL and whether it answers now, authenticated under its pinned
+    /// identity key (the URL of a node that answers with another identity counts as down).
+    pub async fn probe(&self) -> Vec<(String, bool)> {
+        let probes = self.slots.iter().map(|slot| async move {
+            let answer = self.client.identity(&slot.node.url, self.opts.timeout).await;
+            let up = answer.is_ok_and(|info| info.fingerprint == slot.node.fingerprint);
+            (slot.node.url.clone(), up)
+        });
+        futures::future::join_all(probes).await
+    }
+
     /// Fetches `per_node` commitments from every reachable node ahead of signing.
     pub async fn preprocess(&self, per_node: u32) -> Vec<(String, NodeFault)> {
         let futs = self.slots.iter().map(|s| async move { (s, self.fetch(s, per_node).await) });

@@ -50,6 +50,7 @@ pub struct NodeState {
     budget: Mutex<BudgetState>,
     dkg: Mutex<HashMap<String, DkgSession>>,
     refusals: Mutex<std::fs::File>,
+    metrics: crate::metrics::NodeMetrics,
     #[cfg(feature = "fault-injection")]
     faults: super::faults::Faults,
 }
@@ -109,6 +110,7 @@ impl NodeState {
             budget: Mutex::new(budget),
             dkg: Mutex::new(HashMap::new()),
             refusals: Mutex::new(refusals),
+            metrics: crate::metrics::NodeMetrics::new(),
             #[cfg(feature = "fault-injection")]
             faults: super::faults::Faults::from_env()?,
         })
@@ -123,6 +125,8 @@ impl NodeState {
         let mut f = self.refusals.lock().expect("refusals lock");
         let _ = writeln!(f, "{line}");
         tracing::warn!(route = path, code = ?r.code, reason = %r.reason, "refused");
+        let code = serde_json::to_value(r.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        self.metrics.refused(path, code.as_deref().unwrap_or("unknown"));
     }
 
     fn identity_info(&self) -> IdentityInfo {
@@ -486,7 +490,12 @@ pub fn router(state: Arc<NodeState>) -> Router {
             post(|State(s): State<Arc<NodeState>>, h: HeaderMap, b: Bytes| async move {
                 #[cfg(feature = "fault-injection")]
                 s.faults.before_sign().await;
-                handle(s, "POST", "/v1/sign", h, b, NodeState::sign).await
+                let started = std::time::Instant::now();
+                let answer = handle(s.clone(), "POST", "/v1/sign", h, b, NodeState::sign).await;
+                if answer.status() == StatusCode::OK {
+                    s.metrics.signed(started.elapsed());
+                }
+                answer
             }),
         )
         .route("/v1/dkg/round1", signed_post("/v1/dkg/round1", NodeState::dkg_round1))
@@ -568,11 +577,43 @@ impl BoundNode {
         self.state.identity_info()
     }
 
+    /// Serves the node's Prometheus metrics at `GET /metrics` on `listen` (apart from its API)
+    /// until `shutdown` completes; returns the bound address.
+    pub async fn serve_metrics(
+        &self,
+        listen: SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<SocketAddr> {
+        let state = self.state.clone();
+        let render = move || {
+            let state = state.clone();
+            async move {
+                let left = state.nonces.lock().expect("nonce lock").unused();
+                state.metrics.render(left)
+            }
+        };
+        crate::metrics::serve_metrics(listen, render, shutdown).await
+    }
+
     /// Serves until the process ends.
     pub async fn serve(self) -> Result<(), QuorumError> {
-        crate::serve::serve(self.listener, router(self.state), crate::serve::HttpLimits::default())
-            .await
-            .map_err(|e| QuorumError::Io { path: "http server".into(), source: e })
+        self.serve_until(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight (a signing round
+    /// under way completes and its nonce's erasure is durable) and returns.
+    pub async fn serve_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), QuorumError> {
+        crate::serve::serve_until(
+            self.listener,
+            router(self.state),
+            crate::serve::HttpLimits::default(),
+            shutdown,
+        )
+        .await
+        .map_err(|e| QuorumError::Io { path: "http server".into(), source: e })
     }
 }
 

@@ -85,8 +85,12 @@ pub fn new_token() -> (Zeroizing<String>, String) {
     (token, hash)
 }
 
+/// The root service's default port: distinct from a signer node's (7400), so both may run on
+/// one host with their defaults.
+pub const DEFAULT_PORT: u16 = 7410;
+
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7400))
+    SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))
 }
 fn default_ttl() -> u64 {
     3600
@@ -101,7 +105,7 @@ pub struct ServiceConfig {
     /// Listen address (loopback by default).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// SQLite file of the approval queue.
+    /// SQLite file of the approval queue (relative: to the config file's folder).
     pub db: PathBuf,
     /// Seconds a pending request waits for approval before it expires.
     #[serde(default = "default_ttl")]
@@ -120,12 +124,16 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Reads the configuration file.
+    /// Reads the configuration file; relative `db` and `hsm.pin_file` paths are resolved against
+    /// the file's folder (a service's working directory is often `/`).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| RootError::ConfigFile { path: path.to_owned(), source })?;
-        let cfg: Self = toml::from_str(&text)
+        let mut cfg: Self = toml::from_str(&text)
             .map_err(|source| RootError::ConfigSyntax { path: path.to_owned(), source })?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        cfg.db = folder.join(&cfg.db);
+        cfg.hsm.pin_file = cfg.hsm.pin_file.map(|f| folder.join(f));
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = cfg.guard.assets.iter().find(|a| !seen.insert(a.token)) {
             return Err(RootError::Config(format!(
@@ -146,6 +154,37 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: `root.toml` was documented nowhere. The shipped, commented example loads, its
+    /// relative queue file lands beside it, and its default port is not a signer node's.
+    #[test]
+    fn the_documented_example_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.toml");
+        std::fs::write(&path, include_str!("../../../config/root.example.toml")).unwrap();
+        let cfg = ServiceConfig::load(&path).expect("config/root.example.toml loads");
+        assert_eq!(cfg.db, dir.path().join("root-queue.sqlite"));
+        assert_eq!(cfg.listen.port(), DEFAULT_PORT);
+        assert_ne!(DEFAULT_PORT, 7400, "a signer node listens on 7400 by default");
+        assert!(!cfg.guard.modules.is_empty() && !cfg.guard.assets.is_empty());
+        assert_eq!(cfg.clients.len(), 2);
+        assert!(cfg.guard.assets.iter().any(|a| a.auto_approve_max.is_some()));
+        assert!(!cfg.guard.allowed_calls.is_empty());
+    }
+
+    #[test]
+    fn an_absolute_queue_path_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.toml");
+        std::fs::write(
+            &path,
+            "db = \"/var/lib/q.sqlite\"\n[hsm]\nmodule = \"m.so\"\ntoken = \"t\"\nkey = \"k\"\n",
+        )
+        .unwrap();
+        let cfg = ServiceConfig::load(&path).unwrap();
+        assert_eq!(cfg.db, PathBuf::from("/var/lib/q.sqlite"));
+        assert_eq!(cfg.listen, SocketAddr::from(([127, 0, 0, 1], 7410)));
+    }
 
     /// Attack (issue 13 item 11): a second `[[guard.assets]]` entry for a token was silently
     /// ignored (the guard used the first), so an operator tightening a cap in a later entry got

@@ -203,6 +203,23 @@ async fn decisions(
 
 /// Serves the API on `listener` with the signing worker running, until the process ends.
 pub async fn serve(svc: Arc<RootService>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    let _worker = svc.spawn_worker();
-    crate::serve::serve(listener, router(svc), crate::serve::HttpLimits::default()).await
+    serve_until(svc, listener, std::future::pending()).await
+}
+
+/// Serves the API with the signing worker running until `shutdown` completes; then finishes the
+/// requests in flight and the worker's current signing pass, and returns.
+pub async fn serve_until(
+    svc: Arc<RootService>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = svc.spawn_worker_until(stopped);
+    let served =
+        crate::serve::serve_until(listener, router(svc), crate::serve::HttpLimits::default(), shutdown).await;
+    let _ = stop.send(true);
+    if let Err(e) = worker.await {
+        tracing::warn!(error = %e, "the signing worker ended abnormally");
+    }
+    served
 }

@@ -35,6 +35,7 @@ pub struct RootService {
     submit_lock: Mutex<()>,
     sign_lock: Mutex<()>,
     wake: Notify,
+    metrics: crate::metrics::RootMetrics,
 }
 
 /// Takes a lock guarding no data of its own (only the order of queue and HSM calls), over a panic
@@ -65,7 +66,20 @@ impl RootService {
             submit_lock: Mutex::new(()),
             sign_lock: Mutex::new(()),
             wake: Notify::new(),
+            metrics: crate::metrics::RootMetrics::new(),
         }))
+    }
+
+    /// The service's Prometheus metrics, with the queue depth (pending requests) read now.
+    pub async fn render_metrics(&self) -> String {
+        let pending = match self.list(Some(RequestState::Pending)).await {
+            Ok(list) => list.len(),
+            Err(e) => {
+                tracing::warn!(error = crate::error_chain(&e), "metrics: cannot read the queue");
+                0
+            }
+        };
+        self.metrics.render(pending)
     }
 
     /// The queue. Its calls block until their commit: from async code, go through the service's
@@ -117,7 +131,11 @@ impl RootService {
                 return Ok(existing);
             }
             let now = now();
-            let (assessment, windows) = self.assess(request, now, None)?;
+            let (assessment, windows) = self.assess(request, now, None).inspect_err(|e| {
+                if matches!(e, RootError::GuardDenied { .. }) {
+                    self.metrics.decided("refused");
+                }
+            })?;
             let deadline = u64::try_from(request.deadline()).unwrap_or(u64::MAX);
             let expires_at = now.saturating_add(self.config.approval_ttl_secs).min(deadline);
             let id = new_id();
@@ -147,6 +165,9 @@ impl RootService {
                 windows: &windows,
             };
             let rec = self.store.insert(new)?;
+            if auto.is_some() {
+                self.metrics.decided("auto_approved");
+            }
             tracing::info!(id = %rec.id, %digest, requester, state = %rec.state, "request queued");
             rec
         };
@@ -236,6 +257,7 @@ impl RootService {
             let tag = self.approval_tag(id, pending.digest, by);
             let rec = self.store.approve_tagged(id, by, now(), &tag)?;
             tracing::info!(id, by, "request approved");
+            self.metrics.decided("approved");
             let signed = self.sign(&rec);
             Ok((rec, signed))
         })?;
@@ -253,13 +275,20 @@ impl RootService {
     pub async fn reject(&self, id: &str, by: &str, reason: &str) -> Result<RequestRecord> {
         let rec = in_place(|| self.store.reject(id, by, reason, now()))?;
         tracing::info!(id, by, reason, "request rejected");
+        self.metrics.decided("rejected");
         Ok(rec)
     }
 
     /// Signs the digest of a request not stored yet (auto-approved), under the signing lock.
     fn sign_new(&self, digest: alloy::primitives::B256) -> Result<alloy::primitives::Signature> {
         let _one = hold(&self.sign_lock);
-        self.key.sign_digest(&digest)
+        let started = std::time::Instant::now();
+        let sig = self.key.sign_digest(&digest);
+        if sig.is_ok() {
+            self.metrics.hsm_signed(started.elapsed());
+            self.metrics.decided("signed");
+        }
+        sig
     }
 
     /// Signs an approved request with the HSM and stores the signature.
@@ -294,7 +323,10 @@ impl RootService {
             }
             return Err(e);
         }
+        let started = std::time::Instant::now();
         let sig = self.key.sign_digest(&digest)?;
+        self.metrics.hsm_signed(started.elapsed());
+        self.metrics.decided("signed");
         self.store.set_signed(&rec.id, &sig.as_bytes(), now())
     }
 
@@ -330,17 +362,34 @@ impl RootService {
 
     /// Runs the worker forever: a pass every `retry_interval_ms`, or sooner when woken.
     pub fn spawn_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let (keep, stop) = tokio::sync::watch::channel(false);
         let this = self.clone();
         tokio::spawn(async move {
-            let every = Duration::from_millis(this.config.retry_interval_ms.max(10));
-            loop {
-                this.sign_pass().await;
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = this.wake.notified() => {}
-                }
-            }
+            // The sender lives with the task, so `stop` never changes.
+            let _keep = keep;
+            this.work_until(stop).await;
         })
+    }
+
+    /// Like [`RootService::spawn_worker`], ending after the pass under way once `stop` turns true.
+    pub fn spawn_worker_until(
+        self: &Arc<Self>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move { this.work_until(stop).await })
+    }
+
+    async fn work_until(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let every = Duration::from_millis(self.config.retry_interval_ms.max(10));
+        while !*stop.borrow() {
+            self.sign_pass().await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
     }
 }
 

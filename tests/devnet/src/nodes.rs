@@ -88,6 +88,13 @@ impl NodeProcess {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends SIGTERM (as systemd stops a service) and waits for the process to exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().ok_or_else(|| anyhow!("the node has already exited"))?;
+        crate::procs::send_sigterm(pid)?;
+        Ok(self.child.wait().await?)
+    }
 }
 
 /// Latency figures in milliseconds.

@@ -82,6 +82,13 @@ fn interrupt(pid: u32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGINT);
 }
 
+/// Sends SIGTERM to `pid` (a child not yet reaped), as systemd stops a service.
+pub fn send_sigterm(pid: u32) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)?;
+    Ok(())
+}
+
 /// Starts `cmd` without waiting for it: stderr and stdout go to `log`.
 pub fn start(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Proc> {
     let (p, lines) = launch(name, cmd, log)?;

@@ -1,12 +1,17 @@
 //! `treasury config check`: validates a configuration without moving funds.
 use std::path::PathBuf;
 
-use alloy::primitives::Address;
-use alloy::providers::Provider;
-use anyhow::bail;
+use alloy::primitives::utils::format_ether;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::signers::Signer;
 use clap::{Args, Subcommand};
+use treasury_chain::contracts::{ISafe, TreasuryModule};
+use treasury_signer::quorum::quorum_file::QuorumFile;
+use treasury_signer::root::RootClient;
 
 use treasury_agent::config::{Config, Problem};
+use treasury_agent::pipeline::{KeeperKey, keeper_key};
 
 /// `treasury config` subcommands.
 #[derive(Debug, Subcommand)]
@@ -19,9 +24,11 @@ pub enum ConfigCmd {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The config file.
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
-    /// Also connect to the RPC endpoint: chain id, and code at the Safe, module, router and tokens.
+    /// Also check against the chain: chain id; code at the Safe, module, Multicall3, router, tokens
+    /// and feeds; the module enabled on the Safe and serving it; its group key the quorum file's;
+    /// its root the root service's key; the keeper's key opening and holding gas money.
     #[arg(long)]
     online: bool,
     /// Print the result as JSON.
@@ -60,7 +67,11 @@ impl CheckArgs {
             }
         }
         if !problems.is_empty() {
-            bail!("{}: {} problem(s)", self.config.display(), problems.len());
+            return Err(anyhow::Error::msg(super::ConfigProblem(format!(
+                "{}: {} problem(s)",
+                self.config.display(),
+                problems.len()
+            ))));
         }
         Ok(())
     }
@@ -97,6 +108,7 @@ async fn online_problems(config: &Config) -> Vec<Problem> {
             contracts.push((format!("policies.tokens.{symbol}.feed"), feed));
         }
     }
+    contracts.push(("chain.multicall3".into(), config.chain.multicall3));
     let mut problems = Vec::new();
     for (key, address) in contracts {
         match provider.get_code_at(address).await {
@@ -107,5 +119,112 @@ async fn online_problems(config: &Config) -> Vec<Problem> {
             Err(e) => problems.push(Problem::new(key, format!("cannot read code: {e}"))),
         }
     }
+    if problems.iter().any(|p| p.key == "safe.address" || p.key == "safe.module") {
+        // The facts below are read from those two contracts.
+        return problems;
+    }
+    problems.extend(module_problems(config, &provider).await);
+    problems.extend(keeper_problems(config, &provider).await);
     problems
+}
+
+/// The module and the Safe agree with each other, with the quorum file and with the root service.
+async fn module_problems(config: &Config, provider: &DynProvider) -> Vec<Problem> {
+    let (safe, module) = (config.safe.address, config.safe.module);
+    let mut problems = Vec::new();
+    match ISafe::new(safe, provider).isModuleEnabled(module).call().await {
+        Ok(true) => {}
+        Ok(false) => problems.push(Problem::new(
+            "safe.module",
+            format!("{module} is not enabled on the Safe {safe} (its owners must call enableModule)"),
+        )),
+        Err(e) => problems.push(Problem::new("safe.address", format!("isModuleEnabled failed: {e}"))),
+    }
+    let m = TreasuryModule::new(module, provider);
+    match m.safe().call().await {
+        Ok(s) if s == safe => {}
+        Ok(s) => {
+            problems.push(Problem::new("safe.module", format!("the module serves the Safe {s}, not {safe}")))
+        }
+        Err(e) => {
+            problems.push(Problem::new("safe.module", format!("not a TreasuryModule: safe() failed: {e}")))
+        }
+    }
+    problems.extend(group_key_problem(config, &m).await);
+    problems.extend(root_problem(config, &m).await);
+    problems
+}
+
+/// The module's group key is the quorum file's.
+async fn group_key_problem(
+    config: &Config,
+    module: &TreasuryModule::TreasuryModuleInstance<&DynProvider>,
+) -> Option<Problem> {
+    let path = &config.signing.quorum_file;
+    let quorum = match QuorumFile::load(path) {
+        Ok(q) => q,
+        Err(e) => return Some(Problem::new("signing.quorum_file", format!("{}: {e}", path.display()))),
+    };
+    let (x, parity) = (quorum.group_key_x, quorum.group_key_parity);
+    match module.groupKey().call().await {
+        Ok(k) if k.x == x && k.parity == parity => None,
+        Ok(k) => Some(Problem::new(
+            "signing.quorum_file",
+            format!(
+                "the quorum's group key (x {:#x}, parity {}) is not the module's (x {:#x}, parity {}): register it, or name the right quorum file",
+                x, parity, k.x, k.parity
+            ),
+        )),
+        Err(e) => Some(Problem::new("safe.module", format!("groupKey() failed: {e}"))),
+    }
+}
+
+/// The module's root is the key the root service signs with.
+async fn root_problem(
+    config: &Config,
+    module: &TreasuryModule::TreasuryModuleInstance<&DynProvider>,
+) -> Option<Problem> {
+    let access = config.signing.root.as_ref()?;
+    let token = std::env::var(&access.token_env).unwrap_or_default();
+    let client = RootClient::new(access.url.as_str().trim_end_matches('/'), token);
+    let served = match client.health().await {
+        Ok(h) => h.address,
+        Err(e) => return Some(Problem::new("signing.root_url", format!("root service unreachable: {e}"))),
+    };
+    let Some(served) = served else {
+        return Some(Problem::new(
+            "signing.root_url",
+            "the root service does not know its key's address (HSM away and no hsm.address)",
+        ));
+    };
+    match module.root().call().await {
+        Ok(r) if r == served => None,
+        Ok(r) => Some(Problem::new(
+            "signing.root_url",
+            format!("the root service signs as {served}, but the module's root is {r}"),
+        )),
+        Err(e) => Some(Problem::new("safe.module", format!("root() failed: {e}"))),
+    }
+}
+
+/// The keeper's key opens and its account holds at least `pipeline.keeper_low_balance_eth`.
+async fn keeper_problems(config: &Config, provider: &DynProvider) -> Option<Problem> {
+    let keeper = match keeper_key(config) {
+        Ok(KeeperKey::Local(k)) => k.address(),
+        Ok(KeeperKey::Hsm(h)) => h.address(),
+        Err(e) => return Some(Problem::new("keeper", format!("cannot open the keeper's key: {e}"))),
+    };
+    let threshold = config.pipeline.keeper_low_balance_wei;
+    match provider.get_balance(keeper).await {
+        Ok(b) if b >= U256::from(threshold) => None,
+        Ok(b) => Some(Problem::new(
+            "keeper",
+            format!(
+                "the keeper {keeper} holds {} ETH, under pipeline.keeper_low_balance_eth ({} ETH): send it gas money",
+                format_ether(b),
+                format_ether(U256::from(threshold))
+            ),
+        )),
+        Err(e) => Some(Problem::new("keeper", format!("cannot read the keeper's balance: {e}"))),
+    }
 }

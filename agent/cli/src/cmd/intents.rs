@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use treasury_agent::config::Config;
 use treasury_agent::journal::{IntentFilter, IntentId, IntentState, Journal};
 
 /// `treasury intents` subcommands.
@@ -20,7 +19,7 @@ pub enum IntentsCmd {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// The agent's config file (for the journal URL).
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
     /// Only intents in this state (proposed, guarded, planned, authorising, awaiting_root, signed,
     /// submitted, confirmed, failed, rejected, expired).
@@ -43,7 +42,7 @@ pub struct ShowArgs {
     /// The intent's id.
     id: i64,
     /// The agent's config file (for the journal URL).
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -62,7 +61,7 @@ impl IntentsCmd {
 
 /// Opens the journal named by the config at `path`.
 pub(crate) async fn open_journal(path: &std::path::Path) -> anyhow::Result<Journal> {
-    let config = Config::load(path).with_context(|| format!("config {}", path.display()))?;
+    let config = super::load_agent_config(path)?;
     Journal::open(&config.journal.url).await.with_context(|| format!("journal {}", config.journal.url))
 }
 

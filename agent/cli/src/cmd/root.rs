@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Listen address, overriding the config's (`127.0.0.1:0` picks a free port).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Also serve Prometheus metrics at GET /metrics on this address (e.g. 127.0.0.1:9410;
+    /// unauthenticated, so keep it where only the scraper reaches it).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `treasury root new-token`.
@@ -251,7 +255,9 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let mut config = ServiceConfig::load(&a.config)?;
+    let mut config = ServiceConfig::load(&a.config)
+        .map_err(anyhow::Error::new)
+        .map_err(|e| e.context(super::ConfigProblem(format!("root config {}", a.config.display()))))?;
     if let Some(l) = a.listen {
         config.listen = l;
     }
@@ -264,8 +270,31 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(listen) = a.metrics_listen {
+        let svc = svc.clone();
+        let mut stopped = stopped.clone();
+        let until = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let render = move || {
+            let svc = svc.clone();
+            async move { svc.render_metrics().await }
+        };
+        let bound = treasury_signer::metrics::serve_metrics(listen, render, until)
+            .await
+            .with_context(|| format!("binding the metrics listener {listen}"))?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
+    // The first line on stdout is the address, for scripts and tests.
     println!("listening on http://{local}");
-    treasury_signer::root::http::serve(svc, listener).await.context("serving")?;
+    let shutdown = async move {
+        let signal = super::shutdown_signal().await;
+        tracing::info!(%signal, "stopping: finishing the requests in flight and the signing pass");
+        let _ = stop.send(true);
+    };
+    treasury_signer::root::http::serve_until(svc, listener, shutdown).await.context("serving")?;
+    tracing::info!("stopped");
     Ok(())
 }
 

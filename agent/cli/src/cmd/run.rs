@@ -1,11 +1,9 @@
 //! `treasury run`: the autonomous operator — triggers, policies, quorum, root, keeper.
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 use treasury_agent::Agent;
-use treasury_agent::config::Config;
 use treasury_agent::pipeline::runner::RunOptions;
 use treasury_agent::replica::{self, ReplicaEvent};
 
@@ -13,7 +11,7 @@ use treasury_agent::replica::{self, ReplicaEvent};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The agent's config file.
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
     /// Handle what is due now, finish every intent that can be finished, then exit.
     #[arg(long)]
@@ -21,18 +19,17 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Runs the agent until Ctrl-C (or, with `--once`, until the work due is done).
+    /// Runs the agent until SIGINT or SIGTERM (or, with `--once`, until the work due is done).
     pub async fn run(self) -> anyhow::Result<()> {
-        let config =
-            Config::load(&self.config).with_context(|| format!("config {}", self.config.display()))?;
+        let config = super::load_agent_config(&self.config)?;
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!(
-                    "Ctrl-C: stopping after the current step (every intent keeps its journaled state)"
-                );
-                let _ = stop.send(true);
-            }
+            let signal = super::shutdown_signal().await;
+            tracing::info!(
+                %signal,
+                "stopping after the current step (every intent keeps its journaled state)"
+            );
+            let _ = stop.send(true);
         });
         let options = RunOptions { once: self.once };
         if config.journal.is_replicated() {
@@ -51,6 +48,7 @@ impl RunArgs {
             println!("api listening on http://{addr}");
         }
         agent.run(options, shutdown).await?;
+        tracing::info!("stopped");
         Ok(())
     }
 }

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
+    /// Also serve Prometheus metrics at GET /metrics on this address (e.g. 127.0.0.1:9400;
+    /// unauthenticated, so keep it where only the scraper reaches it).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// `treasury signer coordinator-key`.
@@ -164,11 +168,33 @@ impl SignerCmd {
                 drop(pass);
                 let addr = node.local_addr()?;
                 let info = node.info();
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let metrics = match a.metrics_listen {
+                    Some(listen) => {
+                        let mut stopped = stopped.clone();
+                        let until = async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        };
+                        let bound = node
+                            .serve_metrics(listen, until)
+                            .await
+                            .with_context(|| format!("binding the metrics listener {listen}"))?;
+                        Some(bound.to_string())
+                    }
+                    None => None,
+                };
                 println!(
                     "{}",
-                    serde_json::json!({ "listening": addr.to_string(), "fingerprint": info.fingerprint, "group_key": info.group_key })
+                    serde_json::json!({ "listening": addr.to_string(), "fingerprint": info.fingerprint, "group_key": info.group_key, "metrics": metrics })
                 );
-                node.serve().await.context("serving")?;
+                node.serve_until(async move {
+                    let signal = super::shutdown_signal().await;
+                    tracing::info!(%signal, "stopping: finishing the requests in flight");
+                    let _ = stop.send(true);
+                })
+                .await
+                .context("serving")?;
+                tracing::info!("stopped");
                 Ok(())
             }
             SignerCmd::CoordinatorKey(a) => {

@@ -14,7 +14,7 @@ use treasury_agent::journal::Journal;
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The agent's config file.
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -24,8 +24,7 @@ pub struct StatusArgs {
 impl StatusArgs {
     /// Prints the status; the chain part is reported as unreachable rather than failing.
     pub async fn run(self) -> anyhow::Result<()> {
-        let config =
-            Config::load(&self.config).with_context(|| format!("config {}", self.config.display()))?;
+        let config = super::load_agent_config(&self.config)?;
         let journal = Journal::open(&config.journal.url)
             .await
             .with_context(|| format!("journal {}", config.journal.url))?;

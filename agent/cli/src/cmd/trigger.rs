@@ -19,7 +19,7 @@ pub struct TriggerArgs {
     name: String,
     /// The agent's config file: its `[api]` section says where the agent listens and which
     /// environment variable holds the API token.
-    #[arg(long, short)]
+    #[arg(long, short, env = crate::cli::CONFIG_ENV)]
     config: PathBuf,
     /// The agent API's base URL, when it is not `http://` + `api.listen` (a proxy, port 0).
     #[arg(long, value_name = "URL", env = "TREASURY_API_URL")]
@@ -35,8 +35,9 @@ pub struct TriggerArgs {
 impl TriggerArgs {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        let api = Config::load_api(&self.config)
-            .with_context(|| format!("loading the [api] section of {}", self.config.display()))?;
+        let api = Config::load_api(&self.config).map_err(anyhow::Error::new).map_err(|e| {
+            e.context(super::ConfigProblem(format!("loading the [api] section of {}", self.config.display())))
+        })?;
         let api = AgentApi::from_config(api.as_ref(), self.api.as_deref())
             .with_context(|| format!("reaching the agent of {}", self.config.display()))?;
         let request = api.queue(&self.name).await?;

@@ -46,6 +46,14 @@ pub struct Service {
     pub url: String,
 }
 
+impl Service {
+    /// Sends SIGTERM (as systemd stops a service) and waits for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        treasury_devnet::procs::send_sigterm(self.child.id()).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();

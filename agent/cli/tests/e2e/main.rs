@@ -5,6 +5,7 @@
 mod support;
 
 mod cli_quorum;
+mod config_online;
 mod crash;
 mod escalation;
 mod faults;
@@ -12,3 +13,4 @@ mod hsm_keeper;
 mod keeper;
 mod pipeline;
 mod replicas;
+mod service;

@@ -9,7 +9,7 @@ fn example_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     for f in [
-        "quorum.json",
+        "quorum.toml",
         "keeper.json",
         "policies/payroll.rhai",
         "policies/gas-topup.rhai",
@@ -29,6 +29,21 @@ pub(crate) fn example_config() -> (tempfile::TempDir, Config) {
     (dir, config)
 }
 
+/// The example with its first (commented) webhook in force.
+fn uncomment_webhook(example: &str) -> String {
+    let commented = "# [[notify.webhook]]\n# name = \"ops\"\n# url = \"https://hooks.example.org/treasury\"\n# events = [\"escalation\", \"failure\"]\n# format = \"json\"\n";
+    assert!(example.contains(commented), "the example documents a webhook");
+    example.replace(commented, &commented.replace("# ", ""))
+}
+
+#[test]
+fn the_documented_webhook_is_valid_once_uncommented() {
+    let dir = example_dir();
+    std::fs::write(dir.path().join("treasury.toml"), uncomment_webhook(EXAMPLE)).unwrap();
+    let config = Config::load(&dir.path().join("treasury.toml")).unwrap();
+    assert_eq!(config.notify.webhooks.len(), 1);
+}
+
 #[test]
 fn the_documented_example_is_valid_and_uses_every_section() {
     let dir = example_dir();
@@ -36,16 +51,16 @@ fn the_documented_example_is_valid_and_uses_every_section() {
     assert_eq!(config.chain.chain_id, 31337);
     assert_eq!(config.policies.policies.len(), 4);
     assert_eq!(config.policies.tokens["USDC"].decimals, 6);
-    assert_eq!(config.notify.webhooks.len(), 1);
+    assert!(config.notify.webhooks.is_empty(), "the example's webhooks are commented out, to copy it as is");
     assert!(config.api.is_some() && config.dex.is_some());
-    assert_eq!(config.signing.quorum_file, dir.path().join("quorum.json"));
+    assert_eq!(config.signing.quorum_file, dir.path().join("quorum.toml"), "DKG writes a TOML quorum file");
     assert_eq!(config.journal.url, format!("sqlite://{}", dir.path().join("treasury.db").display()));
 }
 
 #[test]
 fn validation_reports_every_problem_with_its_key() {
     let dir = example_dir();
-    let broken = EXAMPLE
+    let broken = uncomment_webhook(EXAMPLE)
         .replace("module = \"0x2222222222222222222222222222222222222222\"", "module = \"0x22\"")
         .replace("rpc_http = \"http://127.0.0.1:8545\"", "rpc_http = \"127.0.0.1:8545\"")
         .replace("confirmations = 2", "confirmations = 0")

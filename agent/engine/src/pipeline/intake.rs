@@ -82,6 +82,11 @@ impl Pipeline {
             .map_err(|e| PipelineError::chain(&format!("snapshot at block {}", firing.block), e))?;
         report.snapshot_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Snapshot, started.elapsed());
+        for asset in &snapshot.assets {
+            if let Some(budget) = &asset.budget {
+                self.metrics.set_budget_used(&asset.symbol, budget.spent, budget.limit);
+            }
+        }
 
         let started = Instant::now();
         let view = Arc::new(SnapshotView::new(&snapshot, self.policies.book().clone())?);

@@ -157,6 +157,19 @@ impl Pipeline {
         let Some(first) = moved.first() else { return };
         let text =
             |key: &str| detail[key].as_str().map(str::to_string).unwrap_or_else(|| detail[key].to_string());
+        let ids: Vec<i64> = moved.iter().map(|i| i.id.0).collect();
+        match to {
+            IntentState::Confirmed => {
+                tracing::info!(intents = ?ids, policy = %first.policy, tx_hash = %text("tx_hash"), block = %detail["block"], "confirmed")
+            }
+            IntentState::AwaitingRoot => {
+                tracing::info!(intents = ?ids, policy = %first.policy, root_request = %text("root_request"), "escalated: awaiting the root's approval")
+            }
+            IntentState::Failed | IntentState::Rejected | IntentState::Expired => {
+                tracing::warn!(intents = ?ids, policy = %first.policy, reason = %text("reason"), "{to}")
+            }
+            _ => {}
+        }
         match to {
             IntentState::Confirmed => {
                 let now = crate::journal::now_ms();
@@ -268,6 +281,13 @@ impl Pipeline {
         self.journal.apply(&writes).await?;
         self.transitioned(IntentState::Planned);
         self.transitioned(IntentState::Authorising);
+        tracing::info!(
+            operation = %record.operation_id,
+            module_nonce = record.module_nonce,
+            tier = planned.tier,
+            intents = ?record.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
+            "planned: authorising"
+        );
         self.metrics.observe_stage(Stage::Plan, started.elapsed());
         Ok(LaneStep::Progressed)
     }
@@ -476,6 +496,12 @@ impl Pipeline {
             self.metrics.set_signer_up(node, false);
         }
         let excluded: Vec<String> = outcome.excluded.iter().map(|(n, f)| format!("{n}: {f}")).collect();
+        tracing::info!(
+            operation = %flight.record.operation_id,
+            signers = ?outcome.signers,
+            excluded = ?excluded,
+            "signed by the quorum"
+        );
         let signature = Signed {
             signature: QuorumSignature { signature: outcome.signature, root_signature: root_sig },
             detail: json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 }),

@@ -237,6 +237,11 @@ impl Pipeline {
         self
     }
 
+    /// The quorum coordinator.
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
     /// The metrics this pipeline updates.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

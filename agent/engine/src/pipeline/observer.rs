@@ -123,6 +123,7 @@ impl<'a> JournalObserver<'a> {
                 }
             }
             SendEvent::Broadcast { tx_hash } => {
+                tracing::info!(operation = %self.operation_id, module_nonce = self.module_nonce, %tx_hash, "submitted: exec transaction broadcast");
                 self.broadcast_after.get_or_insert(self.started.elapsed());
                 self.journal.set_transaction_state(&tx_hash.to_string(), TxState::Broadcast, None).await?;
             }

@@ -40,27 +40,39 @@ pub async fn run(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
-                match intake_round(&pipeline, &mut watcher).await {
-                    Ok(n) if n > 0 => wake_lane.notify_one(),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %treasury_signer::error_chain(&e), "trigger round failed; retrying from the cursor")
+                let failure = match intake_round(&pipeline, &mut watcher).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            wake_lane.notify_one();
+                        }
+                        None
                     }
-                }
+                    Err(e) => {
+                        tracing::warn!(error = %treasury_signer::error_chain(&e), "trigger round failed; retrying from the cursor");
+                        Some(e)
+                    }
+                };
                 if options.once {
                     let _ = intake_done_tx.send(true);
                     wake_lane.notify_one();
-                    return;
+                    return failure;
                 }
                 tokio::select! {
                     _ = watcher.wait_for_new_block() => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => return None,
                 }
             }
         })
     };
     let lane = run_lane(&pipeline, &wake_lane, options, intake_done, &mut shutdown).await;
-    intake.abort();
+    if options.once {
+        // The round's outcome decides the exit status: a failed trigger round is a failed run.
+        if let Ok(Some(failure)) = intake.await {
+            return Err(failure);
+        }
+    } else {
+        intake.abort();
+    }
     lane
 }
 
@@ -131,8 +143,10 @@ async fn run_lane(
     let poll = pipeline.settings().poll_interval;
     let mut backoff = poll;
     let mut keeper = KeeperWatch::default();
+    let mut signers = SignerWatch::default();
     loop {
         keeper.check(pipeline).await;
+        signers.check(pipeline).await;
         if *shutdown.borrow() {
             return Ok(());
         }
@@ -162,6 +176,30 @@ async fn run_lane(
             _ = tokio::time::sleep(pause) => {}
             _ = intake_done.changed(), if options.once && !*intake_done.borrow() => {}
             _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Probes every configured signer node now and then, so that the status and the
+/// `treasury_signer_up` gauge list each one, not only those that took part in a signature.
+#[derive(Debug, Default)]
+struct SignerWatch {
+    last: Option<std::time::Instant>,
+}
+
+impl SignerWatch {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    async fn check(&mut self, pipeline: &Pipeline) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        for (node, up) in pipeline.coordinator().probe().await {
+            if !up {
+                tracing::warn!(%node, "signer node does not answer under its pinned identity");
+            }
+            pipeline.metrics().set_signer_up(&node, up);
         }
     }
 }
