@@ -17,6 +17,8 @@
 //! - [`fixture`]: fixture files and the `policy test` harness.
 //! - [`examples`]: the example policies, embedded.
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
+//! - [`plan`]: intents into the calls the Safe makes (deterministic; the agent and every
+//!   replaying signer node run this one implementation).
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
 pub mod check;
@@ -29,6 +31,7 @@ pub mod intent;
 pub mod loader;
 pub mod money;
 pub mod period;
+pub mod plan;
 mod rebalance;
 pub mod simulate;
 pub mod view;

@@ -3,7 +3,7 @@ use alloy::sol_types::SolCall;
 use rust_decimal::Decimal;
 use treasury_chain::contracts::{IERC20, IUniswapV2Router02};
 use treasury_chain::snapshot::{AssetState, PriceReading, Snapshot};
-use treasury_policies::{Action, Intent};
+use crate::{Action, Intent};
 
 use super::*;
 
