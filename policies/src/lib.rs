@@ -19,6 +19,7 @@
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
 //! - [`plan`]: intents into the calls the Safe makes (deterministic; the agent and every
 //!   replaying signer node run this one implementation).
+//! - [`replay`]: a signer node's check that an operation is what the pinned policies produce.
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
 pub mod check;
@@ -33,6 +34,7 @@ pub mod money;
 pub mod period;
 pub mod plan;
 mod rebalance;
+pub mod replay;
 pub mod simulate;
 pub mod view;
 

@@ -92,6 +92,24 @@ impl PolicySet {
         Ok(Self { engine, book, policies })
     }
 
+    /// Compiles every policy of `cfg` from `sources` (policy name → script) instead of files.
+    pub fn from_sources(cfg: &PoliciesConfig, sources: &BTreeMap<String, String>) -> Result<Self> {
+        cfg.validate()?;
+        let engine = PolicyEngine::new(cfg.limits);
+        let book = Arc::new(Book::from_config(cfg));
+        let mut policies = BTreeMap::new();
+        for entry in &cfg.policies {
+            let source = sources
+                .get(&entry.name)
+                .ok_or_else(|| PolicyError::Config(format!("policy `{}`: no script given", entry.name)))?
+                .clone();
+            let path = PathBuf::from(format!("{}.rhai", entry.name));
+            let compiled = engine.compile(&entry.name, &path, &source, entry.period, &book)?;
+            policies.insert(entry.name.clone(), Loaded { entry: entry.clone(), path, compiled, source });
+        }
+        Ok(Self { engine, book, policies })
+    }
+
     /// Re-reads every script; a changed one that compiles replaces the old, one that does not is
     /// reported and the old version stays in use.
     pub fn reload(&mut self) -> ReloadReport {

@@ -5,13 +5,13 @@
 //! output is the oracle price less the intent's slippage bound, paid to the Safe itself. Planning is
 //! pure: it reads the snapshot it is given and does no I/O.
 
+use crate::{Action, Intent};
 use alloy::primitives::{Address, U256};
 use alloy::sol_types::SolCall;
 use rust_decimal::Decimal;
 use treasury_chain::Call;
 use treasury_chain::contracts::{IERC20, IUniswapV2Router02};
 use treasury_chain::snapshot::{AssetState, Snapshot};
-use crate::{Action, Intent};
 
 /// Where swaps go and who receives their output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
