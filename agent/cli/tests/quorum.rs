@@ -288,6 +288,7 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         module,
         root_signature: None,
         signing_package,
+        decision: None,
     };
 
     // a valid request is answered; the same package replayed is refused (commitment used)

@@ -187,7 +187,11 @@ pub fn init_nodes(
             NodeStore::init_with(
                 &root.join(format!("node{i}")),
                 &pass,
-                NodeConfig { coordinators: vec![coordinator.public().to_hex()], guard: guard.clone() },
+                NodeConfig {
+                    coordinators: vec![coordinator.public().to_hex()],
+                    guard: guard.clone(),
+                    replay: Default::default(),
+                },
                 true,
             )
         })

@@ -134,7 +134,7 @@ impl SignerCmd {
                 };
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
                 let report =
-                    NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard })
+                    NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard, replay: Default::default() })
                         .with_context(|| format!("initialising {}", a.dir.display()))?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
