@@ -25,6 +25,7 @@ pub struct PolicySet {
     engine: PolicyEngine,
     book: Arc<Book>,
     policies: BTreeMap<String, Loaded>,
+    config: PoliciesConfig,
 }
 
 /// The result of one policy's evaluation in [`PolicySet::evaluate_all`].
@@ -89,7 +90,7 @@ impl PolicySet {
             let loaded = Loaded { entry: entry.clone(), path, compiled, source };
             policies.insert(entry.name.clone(), loaded);
         }
-        Ok(Self { engine, book, policies })
+        Ok(Self { engine, book, policies, config: cfg.clone() })
     }
 
     /// Compiles every policy of `cfg` from `sources` (policy name → script) instead of files.
@@ -107,7 +108,7 @@ impl PolicySet {
             let compiled = engine.compile(&entry.name, &path, &source, entry.period, &book)?;
             policies.insert(entry.name.clone(), Loaded { entry: entry.clone(), path, compiled, source });
         }
-        Ok(Self { engine, book, policies })
+        Ok(Self { engine, book, policies, config: cfg.clone() })
     }
 
     /// Re-reads every script; a changed one that compiles replaces the old, one that does not is
@@ -138,6 +139,16 @@ impl PolicySet {
             }
         }
         report
+    }
+
+    /// The source of every policy in use, by name (what a [`crate::replay::PolicyBundle`] pins).
+    pub fn sources(&self) -> BTreeMap<String, String> {
+        self.policies.iter().map(|(name, l)| (name.clone(), l.source.clone())).collect()
+    }
+
+    /// The policies section this set was loaded from.
+    pub fn config(&self) -> &PoliciesConfig {
+        &self.config
     }
 
     /// The engine, for building views and running ad-hoc scripts.

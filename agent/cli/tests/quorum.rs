@@ -467,6 +467,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
                 &allow,
                 "--budget",
                 &budget,
+                "--replay",
+                "off",
             ],
             &[("TREASURY_SIGNER_PASSPHRASE", NPW)],
         );

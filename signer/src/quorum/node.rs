@@ -27,10 +27,10 @@ use super::error::{QuorumError, Refusal, RefusalCode};
 use super::guard::{BudgetState, Outflows, Tier};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::nonces::{LedgerEntry, NonceStore, commitment_id, now};
+use super::replay::{IntentLedger, LedgerRecord, ReplayMode, Replayed};
 use super::signature::GroupKey;
 use super::store::{NodeStore, Passphrase};
 use super::wire::*;
-use super::replay::{IntentLedger, LedgerRecord, ReplayMode, Replayed};
 use alloy::providers::DynProvider;
 use treasury_policies::replay::Replayer;
 
@@ -62,7 +62,8 @@ pub struct NodeState {
 /// What a node replays with: its mode, pinned policies and own RPC endpoint.
 struct NodeReplay {
     mode: ReplayMode,
-    replayer: Option<Replayer>,
+    /// Loaded at start, or at the first request after a first `pin-policy` while serving.
+    replayer: RwLock<Option<Arc<Replayer>>>,
     provider: Option<DynProvider>,
 }
 
@@ -111,7 +112,7 @@ impl NodeState {
         let ledger = nonces.ledger_handle()?;
         let replay = NodeReplay {
             mode: store.config.replay.mode,
-            replayer: super::replay::load_pinned(dir, &identity.public())?,
+            replayer: RwLock::new(super::replay::load_pinned(dir, &identity.public())?.map(Arc::new)),
             provider: match &store.config.replay.rpc {
                 Some(url) => Some(treasury_chain::provider::connect(url).map_err(|e| {
                     QuorumError::Config(format!("replay.rpc {url}: {}", crate::error_chain(&e)))
@@ -303,16 +304,43 @@ impl NodeState {
         let decision = req.decision.as_ref().ok_or_else(|| {
             required("replay is required: a tier-1 request must carry the decision that produced it")
         })?;
-        let replayer = self.replay.replayer.as_ref().ok_or_else(|| {
+        let replayer = self.pinned_replayer()?.ok_or_else(|| {
             required("replay is required but no policy set is pinned (treasury signer pin-policy)")
         })?;
-        let provider =
-            self.replay.provider.as_ref().ok_or_else(|| required("replay is required but replay.rpc is not set"))?;
+        let provider = self
+            .replay
+            .provider
+            .as_ref()
+            .ok_or_else(|| required("replay is required but replay.rpc is not set"))?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("replay needs the runtime: {e}")))?;
         handle
-            .block_on(super::replay::check(replayer, provider, decision, &req.operation, digest, &self.intents))
+            .block_on(super::replay::check(
+                &replayer,
+                provider,
+                decision,
+                &req.operation,
+                digest,
+                &self.intents,
+            ))
             .map(Some)
+    }
+
+    /// The pinned policy set: the one loaded at start, else one pinned since (a first pin takes
+    /// effect at once; a changed pin at the next start).
+    fn pinned_replayer(&self) -> Result<Option<Arc<Replayer>>, Refusal> {
+        if let Some(r) = self.replay.replayer.read().expect("replayer lock").clone() {
+            return Ok(Some(r));
+        }
+        let dir = self.store.lock().expect("store lock").dir().to_path_buf();
+        let loaded = super::replay::load_pinned(&dir, &self.identity.public())
+            .map_err(|e| Refusal::new(RefusalCode::ReplayRequired, crate::error_chain(&e)))?
+            .map(Arc::new);
+        let mut slot = self.replay.replayer.write().expect("replayer lock");
+        if slot.is_none() {
+            slot.clone_from(&loaded);
+        }
+        Ok(slot.clone())
     }
 
     /// Appends `entry` to the nonce ledger and syncs it to disk.
@@ -485,10 +513,16 @@ fn ledger_records(
         }
     };
     if let Some(r) = replayed {
-        return r.intents.iter().map(|(i, ts)| record(i.key.clone(), i.policy.clone(), Some(i.clone()), *ts)).collect();
+        return r
+            .intents
+            .iter()
+            .map(|(i, ts)| record(i.key.clone(), i.policy.clone(), Some(i.clone()), *ts))
+            .collect();
     }
     match &req.decision {
-        Some(d) => d.intents.iter().map(|i| record(i.key.clone(), i.policy.clone(), Some(i.clone()), now)).collect(),
+        Some(d) => {
+            d.intents.iter().map(|i| record(i.key.clone(), i.policy.clone(), Some(i.clone()), now)).collect()
+        }
         None if tier == TIER_ROOT => vec![record(format!("tier2:{digest}"), String::new(), None, now)],
         None => Vec::new(),
     }
@@ -872,7 +906,11 @@ mod tests {
         // a fresh node asked to run DKG with two coordinator-held identities
         let fresh = tempfile::tempdir().unwrap();
         let pass = Passphrase::new("tidal ember quartz meadow");
-        let config = NodeConfig { coordinators: vec![rogue()], guard: GuardConfig::default(), replay: Default::default() };
+        let config = NodeConfig {
+            coordinators: vec![rogue()],
+            guard: GuardConfig::default(),
+            replay: Default::default(),
+        };
         crate::quorum::store::NodeStore::init_with(fresh.path(), &pass, config, true).unwrap();
         let state = NodeState::open(fresh.path(), &pass).unwrap();
         let err = state.dkg_round1(round1(&state, &[rogue(), rogue()], 2, false)).expect_err("rogue roster");

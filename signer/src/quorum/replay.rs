@@ -94,12 +94,15 @@ pub fn load_pinned(dir: &Path, identity: &IdentityPublic) -> Result<Option<Repla
         .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", pin_path.display())))?;
     let sig = hex::decode(&pin.signature).map_err(|e| QuorumError::Corrupt(format!("policy pin: {e}")))?;
     if !identity.verify(&pin_message(&pin.hash), &sig) {
-        return Err(QuorumError::Corrupt(format!("{} is not signed by this node's identity key", pin_path.display())));
+        return Err(QuorumError::Corrupt(format!(
+            "{} is not signed by this node's identity key",
+            pin_path.display()
+        )));
     }
     let path = dir.join(BUNDLE_FILE);
     let text = std::fs::read(&path).map_err(|e| QuorumError::io(&path, e))?;
-    let bundle: PolicyBundle =
-        serde_json::from_slice(&text).map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
+    let bundle: PolicyBundle = serde_json::from_slice(&text)
+        .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
     if bundle.hash() != pin.hash {
         return Err(QuorumError::Corrupt(format!(
             "{} hashes to {}, the pin names {}",
@@ -153,7 +156,20 @@ impl IntentLedger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(QuorumError::io(&path, e)),
         };
-        let records = parse_lines(&text, &path)?;
+        // A last line without its newline was never synced whole, so never acknowledged: it is
+        // cut off before appending (else the next record would be glued to it).
+        let whole = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        let records = parse_lines(whole, &path)?;
+        if whole.len() != text.len() {
+            let f =
+                std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| QuorumError::io(&path, e))?;
+            f.set_len(whole.len() as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| QuorumError::io(&path, e))?;
+        }
         let file = super::store::private_file(&path, false)?;
         let mut ledger = Self { file, by_key: BTreeMap::new() };
         for r in records {
@@ -233,10 +249,13 @@ fn parse_lines(text: &str, path: &Path) -> Result<Vec<LedgerRecord>, QuorumError
     for (i, line) in lines.iter().enumerate() {
         match serde_json::from_str::<LedgerRecord>(line) {
             Ok(r) if r.v == 1 => out.push(r),
-            // A torn last line (crash mid-append) was never acknowledged: nothing was signed.
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
             Ok(r) => {
-                return Err(QuorumError::Corrupt(format!("{} line {}: version {}", path.display(), i + 1, r.v)));
+                return Err(QuorumError::Corrupt(format!(
+                    "{} line {}: version {}",
+                    path.display(),
+                    i + 1,
+                    r.v
+                )));
             }
             Err(e) => return Err(QuorumError::Corrupt(format!("{} line {}: {e}", path.display(), i + 1))),
         }
@@ -286,7 +305,12 @@ pub async fn check(
 ) -> Result<Replayed, Refusal> {
     let earlier: Vec<LedgerRecord> = {
         let l = ledger.lock().expect("intent ledger lock");
-        decision.intents.iter().flat_map(|i| l.records(&i.key).to_vec()).filter(|r| r.digest != digest).collect()
+        decision
+            .intents
+            .iter()
+            .flat_map(|i| l.records(&i.key).to_vec())
+            .filter(|r| r.digest != digest)
+            .collect()
     };
     let mut dead = BTreeSet::new();
     for r in earlier {
@@ -326,7 +350,9 @@ async fn can_no_longer_execute(
     module: alloy::primitives::Address,
     r: &LedgerRecord,
 ) -> Result<bool, Refusal> {
-    let rpc = |what: &str, e: String| refuse(RefusalCode::ReplayMismatch, format!("{what} from this node's RPC: {e}"));
+    let rpc = |what: &str, e: String| {
+        refuse(RefusalCode::ReplayMismatch, format!("{what} from this node's RPC: {e}"))
+    };
     let head = provider
         .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
         .await
@@ -350,4 +376,56 @@ async fn can_no_longer_execute(
         .from_block(0);
     let logs = provider.get_logs(&filter).await.map_err(|e| rpc("Executed logs", e.to_string()))?;
     Ok(logs.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, digest: u8, at: u64) -> LedgerRecord {
+        LedgerRecord {
+            v: 1,
+            key: key.into(),
+            policy: "grants".into(),
+            intent: None,
+            timestamp: at,
+            digest: B256::repeat_byte(digest),
+            module_nonce: U256::from(digest),
+            deadline: U256::from(at + 600),
+            tier: 1,
+            at,
+        }
+    }
+
+    /// A node moving hosts exports its ledger and imports it on the new host: every key signed
+    /// there is known afterwards, a repeated import adds nothing, and a torn last line (a crash
+    /// mid-append, never acknowledged) is dropped while a malformed earlier line is refused.
+    #[test]
+    fn the_ledger_survives_export_import_and_a_torn_last_line() {
+        let old = tempfile::tempdir().unwrap();
+        let mut ledger = IntentLedger::open(old.path()).unwrap();
+        ledger.append(&[record("grants:a", 1, 10), record("grants:b", 2, 11)]).unwrap();
+        let exported = ledger.export();
+
+        let new = tempfile::tempdir().unwrap();
+        let mut moved = IntentLedger::open(new.path()).unwrap();
+        assert_eq!(moved.import(&exported).unwrap(), 2);
+        assert_eq!(moved.import(&exported).unwrap(), 0, "a repeated import adds nothing");
+        drop(moved);
+        let reopened = IntentLedger::open(new.path()).unwrap();
+        assert_eq!(reopened.records("grants:a")[0].digest, B256::repeat_byte(1));
+        assert_eq!(reopened.records("grants:b").len(), 1);
+
+        let path = new.path().join(LEDGER_FILE);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"v\":1,\"key\":\"grants:c\"");
+        std::fs::write(&path, &text).unwrap();
+        let mut after_crash = IntentLedger::open(new.path()).unwrap();
+        assert!(after_crash.records("grants:c").is_empty());
+        after_crash.append(&[record("grants:d", 4, 12)]).unwrap();
+        drop(after_crash);
+        assert_eq!(IntentLedger::open(new.path()).unwrap().records("grants:d").len(), 1);
+        std::fs::write(&path, format!("garbage\n{}", ledger.export())).unwrap();
+        assert!(IntentLedger::open(new.path()).is_err(), "a malformed line before the end is refused");
+    }
 }

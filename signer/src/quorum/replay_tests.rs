@@ -78,8 +78,7 @@ fn replaying_node(dir: &std::path::Path, w: &World, mode: ReplayMode) -> (Arc<No
     .unwrap();
     let pass = Passphrase::new("tidal ember quartz meadow");
     let replay = ReplayConfig { mode, rpc: Some(w.chain.anvil.url().to_string()) };
-    let config =
-        NodeConfig { coordinators: vec![IdentityKey::generate().public().to_hex()], guard, replay };
+    let config = NodeConfig { coordinators: vec![IdentityKey::generate().public().to_hex()], guard, replay };
     NodeStore::init_with(dir, &pass, config, true).unwrap();
     let (shares, pkp) =
         frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng).unwrap();
@@ -109,12 +108,7 @@ async fn decide(w: &World, policy: &str, history: &[treasury_policies::Payment])
     ask_for(w, policy, snapshot, intents)
 }
 
-fn ask_for(
-    w: &World,
-    policy: &str,
-    snapshot: treasury_chain::Snapshot,
-    intents: Vec<Intent>,
-) -> Ask {
+fn ask_for(w: &World, policy: &str, snapshot: treasury_chain::Snapshot, intents: Vec<Intent>) -> Ask {
     let block = PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash };
     let deadline = snapshot.timestamp + 3600;
     let calls =
@@ -130,7 +124,12 @@ fn ask_for(
 }
 
 /// Asks `node` to sign `ask` (as the coordinator would, with a fresh commitment).
-async fn sign(node: &Arc<NodeState>, peer: &KeyPackage, w: &World, ask: &Ask) -> Result<SignResponse, Refusal> {
+async fn sign(
+    node: &Arc<NodeState>,
+    peer: &KeyPackage,
+    w: &World,
+    ask: &Ask,
+) -> Result<SignResponse, Refusal> {
     let d = &w.chain.deployment;
     let c = node.commitments(CommitmentsRequest { count: 1 }).unwrap();
     let mine = frost_secp256k1::round1::SigningCommitments::deserialize(
@@ -157,7 +156,8 @@ async fn sign(node: &Arc<NodeState>, peer: &KeyPackage, w: &World, ask: &Ask) ->
 }
 
 fn refused(r: Result<SignResponse, Refusal>, code: RefusalCode, names: &str) {
-    let err = r.err().unwrap_or_else(|| panic!("the node signed; expected a {code:?} refusal naming {names}"));
+    let err =
+        r.err().unwrap_or_else(|| panic!("the node signed; expected a {code:?} refusal naming {names}"));
     assert_eq!(err.code, code, "{}", err.reason);
     assert!(err.reason.contains(names), "the refusal should name `{names}`: {}", err.reason);
 }
@@ -309,7 +309,11 @@ async fn an_old_firing_replayed_after_it_was_paid_is_refused() {
     let again = decide(&w, "grants", &[]).await;
     assert_eq!(again.decision.intents[0].key, first.decision.intents[0].key);
     assert_ne!(again.op.nonce, first.op.nonce);
-    refused(sign(&node, &kps[1], &w, &again).await, RefusalCode::AlreadySigned, &first.decision.intents[0].key);
+    refused(
+        sign(&node, &kps[1], &w, &again).await,
+        RefusalCode::AlreadySigned,
+        &first.decision.intents[0].key,
+    );
 }
 
 /// A reorg between the agent's snapshot and the node's replay: the block hash the agent saw is

@@ -18,6 +18,7 @@ use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, Pinn
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::nonces::now;
+use treasury_signer::quorum::replay::ReplayConfig;
 use treasury_signer::quorum::store::{
     InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, pin_roster,
 };
@@ -181,6 +182,19 @@ pub fn init_nodes(
     guard: &GuardConfig,
     passphrase: &str,
 ) -> anyhow::Result<Vec<InitReport>> {
+    init_nodes_with(root, n, threshold, coordinator, guard, passphrase, &ReplayConfig::default())
+}
+
+/// Like [`init_nodes`], every node with `replay` in its `node.toml`.
+pub fn init_nodes_with(
+    root: &Path,
+    n: usize,
+    threshold: u16,
+    coordinator: &IdentityKey,
+    guard: &GuardConfig,
+    passphrase: &str,
+    replay: &ReplayConfig,
+) -> anyhow::Result<Vec<InitReport>> {
     let pass = Passphrase::new(passphrase);
     let reports = (0..n)
         .map(|i| {
@@ -190,7 +204,7 @@ pub fn init_nodes(
                 NodeConfig {
                     coordinators: vec![coordinator.public().to_hex()],
                     guard: guard.clone(),
-                    replay: Default::default(),
+                    replay: replay.clone(),
                 },
                 true,
             )
