@@ -20,6 +20,9 @@
 //! - [`reference`]: the script API's reference and Rhai definitions, generated from the engine.
 //! - [`diff`]: two versions of a policy over the same blocks or fixtures, and where they differ.
 //! - [`simulate`]: replay a policy over a block range from a [`SnapshotSource`].
+//! - [`plan`]: intents into the calls the Safe makes (deterministic; the agent and every
+//!   replaying signer node run this one implementation).
+//! - [`replay`]: a signer node's check that an operation is what the pinned policies produce.
 //! - [`money`], [`period`]: decimal units and UTC calendar periods.
 mod api;
 pub mod budget;
@@ -34,8 +37,10 @@ pub mod intent;
 pub mod loader;
 pub mod money;
 pub mod period;
+pub mod plan;
 mod rebalance;
 pub mod reference;
+pub mod replay;
 pub mod simulate;
 pub mod view;
 

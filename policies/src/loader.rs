@@ -33,6 +33,7 @@ pub struct PolicySet {
     engine: PolicyEngine,
     book: Arc<Book>,
     policies: BTreeMap<String, Loaded>,
+    config: PoliciesConfig,
 }
 
 /// The result of one policy's evaluation in [`PolicySet::evaluate_all`].
@@ -99,7 +100,27 @@ impl PolicySet {
             passes_fixtures(&engine, &book, &loaded, &loaded.compiled)?;
             policies.insert(entry.name.clone(), loaded);
         }
-        Ok(Self { engine, book, policies })
+        Ok(Self { engine, book, policies, config: cfg.clone() })
+    }
+
+    /// Compiles every policy of `cfg` from `sources` (policy name → script) instead of files.
+    pub fn from_sources(cfg: &PoliciesConfig, sources: &BTreeMap<String, String>) -> Result<Self> {
+        cfg.validate()?;
+        let engine = PolicyEngine::new(cfg.limits);
+        let book = Arc::new(Book::from_config(cfg));
+        let mut policies = BTreeMap::new();
+        for entry in &cfg.policies {
+            let source = sources
+                .get(&entry.name)
+                .ok_or_else(|| PolicyError::Config(format!("policy `{}`: no script given", entry.name)))?
+                .clone();
+            let path = PathBuf::from(format!("{}.rhai", entry.name));
+            let compiled = engine.compile(&entry.name, &path, &source, entry.period, &book)?;
+            // A pinned set is replayed as pinned: its fixtures were checked where it was made.
+            let loaded = Loaded { entry: entry.clone(), path, compiled, source, fixtures: Vec::new() };
+            policies.insert(entry.name.clone(), loaded);
+        }
+        Ok(Self { engine, book, policies, config: cfg.clone() })
     }
 
     /// The version (source hash, [`version_of`]) of the script policy `name` runs now.
@@ -139,6 +160,16 @@ impl PolicySet {
             }
         }
         report
+    }
+
+    /// The source of every policy in use, by name (what a [`crate::replay::PolicyBundle`] pins).
+    pub fn sources(&self) -> BTreeMap<String, String> {
+        self.policies.iter().map(|(name, l)| (name.clone(), l.source.clone())).collect()
+    }
+
+    /// The policies section this set was loaded from.
+    pub fn config(&self) -> &PoliciesConfig {
+        &self.config
     }
 
     /// The engine, for building views and running ad-hoc scripts.

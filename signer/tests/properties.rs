@@ -169,7 +169,7 @@ proptest! {
     /// the node rebuilds is the coordinator's).
     #[test]
     fn a_sign_request_round_trips_with_its_digest(op in any_operation(), pkg in "[0-9a-f]{0,64}") {
-        let req = SignRequest { operation: op.clone(), chain_id: CHAIN, module: module(), root_signature: None, signing_package: pkg };
+        let req = SignRequest { operation: op.clone(), chain_id: CHAIN, module: module(), root_signature: None, signing_package: pkg, decision: None };
         let back: SignRequest = serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
         prop_assert_eq!(operation_digest(&back.operation, TIER_QUORUM, back.chain_id, back.module), operation_digest(&op, TIER_QUORUM, CHAIN, module()));
     }

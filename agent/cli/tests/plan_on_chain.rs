@@ -3,10 +3,10 @@
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, U256};
 use rust_decimal::Decimal;
-use treasury_agent::plan::{Venue, plan_batch};
 use treasury_chain::Operation;
 use treasury_chain::snapshot::read_snapshot;
 use treasury_devnet::TestChain;
+use treasury_policies::plan::{Venue, plan_batch};
 use treasury_policies::{Action, Intent};
 
 fn intent(key: &str, action: Action) -> Intent {

@@ -293,6 +293,7 @@ async fn nodes_refuse_bad_requests_with_reasons_and_survive_restart() {
         module,
         root_signature: None,
         signing_package,
+        decision: None,
     };
 
     // a valid request is answered; the same package replayed is refused (commitment used)
@@ -471,6 +472,8 @@ fn cli_dkg_refresh_and_wrong_passphrase() {
                 &allow,
                 "--budget",
                 &budget,
+                "--replay",
+                "off",
             ],
             &[("TREASURY_SIGNER_PASSPHRASE", NPW)],
         );

@@ -295,6 +295,19 @@ impl Coordinator {
         module: Address,
         root_signature: Option<&[u8]>,
     ) -> Result<SignOutcome, QuorumError> {
+        self.sign_decided(op, chain_id, module, root_signature, None).await
+    }
+
+    /// Like [`Coordinator::sign_detailed`], sending `decision` (the firings and intents that
+    /// produced `op`) for nodes that replay it before signing.
+    pub async fn sign_decided(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        root_signature: Option<&[u8]>,
+        decision: Option<&treasury_policies::replay::Decision>,
+    ) -> Result<SignOutcome, QuorumError> {
         let tier = if root_signature.is_some_and(|s| !s.is_empty()) { TIER_ROOT } else { TIER_QUORUM };
         let digest = operation_digest(op, tier, chain_id, module);
         let mut excluded: HashSet<usize> = HashSet::new();
@@ -347,6 +360,7 @@ impl Coordinator {
                 module,
                 root_signature: root_signature.map(|b| b.to_vec().into()),
                 signing_package: pkg_hex,
+                decision: decision.cloned(),
             };
             let answers = futures::future::join_all(chosen.iter().map(|(i, _, _)| {
                 let s = &self.slots[*i];

@@ -34,6 +34,14 @@ pub enum RefusalCode {
     BadRequest,
     /// A DKG step failed verification (bad package, inconsistent transcript, swapped key).
     DkgFailure,
+    /// Replay is required and the tier-1 request carries no decision, or no policy set is pinned.
+    ReplayRequired,
+    /// The decision names another policy set than the one the node pinned.
+    PolicyMismatch,
+    /// The node's replay (own RPC, pinned policies, same planner) does not give this operation.
+    ReplayMismatch,
+    /// An intent's idempotency key was signed before in an operation that can still execute.
+    AlreadySigned,
 }
 
 /// A reasoned refusal: what a node answers instead of a signature share.

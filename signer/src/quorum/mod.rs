@@ -13,6 +13,7 @@
 //! - [`node`]: the node's HTTP server (`treasury signer serve`).
 //! - [`client`]: the coordinator's authenticated HTTP client for one node.
 //! - [`coordinator`]: signing with t of n nodes, and driving DKG/refresh.
+//! - [`replay`]: the pinned policy set, the signed-intent ledger, replaying a decision.
 //! - [`quorum_file`]: the quorum file DKG writes and the coordinator reads.
 //! - [`signature`]: signature and group key in the form `TreasuryModule` takes.
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod node;
 pub mod nonces;
 pub mod quorum_file;
+pub mod replay;
 pub mod signature;
 pub mod store;
 pub mod wire;

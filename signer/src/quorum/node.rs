@@ -27,9 +27,12 @@ use super::error::{QuorumError, Refusal, RefusalCode};
 use super::guard::{BudgetState, Outflows, Tier};
 use super::identity::{IdentityKey, IdentityPublic};
 use super::nonces::{LedgerEntry, NonceStore, commitment_id, now};
+use super::replay::{IntentLedger, LedgerRecord, ReplayMode, Replayed};
 use super::signature::GroupKey;
 use super::store::{NodeStore, Passphrase};
 use super::wire::*;
+use alloy::providers::DynProvider;
+use treasury_policies::replay::Replayer;
 
 /// Most commitments handed out per request.
 pub const MAX_COMMITMENTS_PER_REQUEST: u32 = 1000;
@@ -51,8 +54,18 @@ pub struct NodeState {
     dkg: Mutex<HashMap<String, DkgSession>>,
     refusals: Mutex<std::fs::File>,
     metrics: crate::metrics::NodeMetrics,
+    replay: NodeReplay,
+    intents: Mutex<IntentLedger>,
     #[cfg(feature = "fault-injection")]
     faults: super::faults::Faults,
+}
+
+/// What a node replays with: its mode, pinned policies and own RPC endpoint.
+struct NodeReplay {
+    mode: ReplayMode,
+    /// Loaded at start, or at the first request after a first `pin-policy` while serving.
+    replayer: RwLock<Option<Arc<Replayer>>>,
+    provider: Option<DynProvider>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -98,6 +111,17 @@ impl NodeState {
             }
         }
         let ledger = nonces.ledger_handle()?;
+        let replay = NodeReplay {
+            mode: store.config.replay.mode,
+            replayer: RwLock::new(super::replay::load_pinned(dir, &identity.public())?.map(Arc::new)),
+            provider: match &store.config.replay.rpc {
+                Some(url) => Some(treasury_chain::provider::connect(url).map_err(|e| {
+                    QuorumError::Config(format!("replay.rpc {url}: {}", crate::error_chain(&e)))
+                })?),
+                None => None,
+            },
+        };
+        let intents = IntentLedger::open(dir)?;
         let rpath = dir.join("refusals.jsonl");
         let refusals = super::store::private_file(&rpath, false)?;
         Ok(Self {
@@ -111,6 +135,8 @@ impl NodeState {
             dkg: Mutex::new(HashMap::new()),
             refusals: Mutex::new(refusals),
             metrics: crate::metrics::NodeMetrics::new(),
+            replay,
+            intents: Mutex::new(intents),
             #[cfg(feature = "fault-injection")]
             faults: super::faults::Faults::from_env()?,
         })
@@ -199,6 +225,12 @@ impl NodeState {
         let store = self.store.lock().expect("store lock");
         let guard = store.config.guard.clone();
         drop(store);
+        let replayed = self.replay_request(&req, tier, digest)?;
+        // Held until the share is answered: no two requests sign one idempotency key at once.
+        let mut intents = self.intents.lock().expect("intent ledger lock");
+        if let Some(r) = &replayed {
+            super::replay::recheck(&intents, r, digest)?;
+        }
         let now = now();
         let period = now / guard.period_secs.max(1);
         // The nonce is taken first: a request that cannot sign (unknown or used commitment) never
@@ -252,6 +284,9 @@ impl NodeState {
         };
         self.append_ledger(&entry).map_err(bad)?;
         let share_out = result.map_err(|e| bad(format!("frost sign: {e}")))?;
+        let records = ledger_records(&req, tier, digest, replayed.as_ref(), now);
+        intents.append(&records).map_err(bad)?;
+        drop(intents);
         tracing::info!(%digest, tier = ?approved.tier, "signed");
         let bytes = share_out.serialize();
         #[cfg(feature = "fault-injection")]
@@ -261,6 +296,55 @@ impl NodeState {
             b
         };
         Ok(SignResponse { share: hex::encode(bytes) })
+    }
+
+    /// With replay required, re-derives a tier-1 request's decision through the node's own RPC
+    /// endpoint and pinned policies; `None` when nothing is replayed (tier 2, replay off).
+    fn replay_request(&self, req: &SignRequest, tier: u8, digest: B256) -> Result<Option<Replayed>, Refusal> {
+        if tier == TIER_ROOT || self.replay.mode == ReplayMode::Off {
+            return Ok(None);
+        }
+        let required = |m: &str| Refusal::new(RefusalCode::ReplayRequired, m);
+        let decision = req.decision.as_ref().ok_or_else(|| {
+            required("replay is required: a tier-1 request must carry the decision that produced it")
+        })?;
+        let replayer = self.pinned_replayer()?.ok_or_else(|| {
+            required("replay is required but no policy set is pinned (treasury signer pin-policy)")
+        })?;
+        let provider = self
+            .replay
+            .provider
+            .as_ref()
+            .ok_or_else(|| required("replay is required but replay.rpc is not set"))?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("replay needs the runtime: {e}")))?;
+        handle
+            .block_on(super::replay::check(
+                &replayer,
+                provider,
+                decision,
+                &req.operation,
+                digest,
+                &self.intents,
+            ))
+            .map(Some)
+    }
+
+    /// The pinned policy set: the one loaded at start, else one pinned since (a first pin takes
+    /// effect at once; a changed pin at the next start).
+    fn pinned_replayer(&self) -> Result<Option<Arc<Replayer>>, Refusal> {
+        if let Some(r) = self.replay.replayer.read().expect("replayer lock").clone() {
+            return Ok(Some(r));
+        }
+        let dir = self.store.lock().expect("store lock").dir().to_path_buf();
+        let loaded = super::replay::load_pinned(&dir, &self.identity.public())
+            .map_err(|e| Refusal::new(RefusalCode::ReplayRequired, crate::error_chain(&e)))?
+            .map(Arc::new);
+        let mut slot = self.replay.replayer.write().expect("replayer lock");
+        if slot.is_none() {
+            slot.clone_from(&loaded);
+        }
+        Ok(slot.clone())
     }
 
     /// Appends `entry` to the nonce ledger and syncs it to disk.
@@ -406,6 +490,45 @@ impl NodeState {
         *self.share.write().expect("share lock") = share;
         tracing::info!("refreshed key share activated");
         Ok(serde_json::json!({}))
+    }
+}
+
+/// The ledger lines a signature adds: each intent of the decision (replayed ones with their
+/// decision block's time), or for a tier-2 request without one, its digest as the key.
+fn ledger_records(
+    req: &SignRequest,
+    tier: u8,
+    digest: B256,
+    replayed: Option<&Replayed>,
+    now: u64,
+) -> Vec<LedgerRecord> {
+    let record = |key: String, policy: String, intent: Option<treasury_policies::Intent>, timestamp: u64| {
+        LedgerRecord {
+            v: 1,
+            key,
+            policy,
+            intent,
+            timestamp,
+            digest,
+            module_nonce: req.operation.nonce,
+            deadline: req.operation.deadline,
+            tier,
+            at: now,
+        }
+    };
+    if let Some(r) = replayed {
+        return r
+            .intents
+            .iter()
+            .map(|(i, ts)| record(i.key.clone(), i.policy.clone(), Some(i.clone()), *ts))
+            .collect();
+    }
+    match &req.decision {
+        Some(d) => {
+            d.intents.iter().map(|i| record(i.key.clone(), i.policy.clone(), Some(i.clone()), now)).collect()
+        }
+        None if tier == TIER_ROOT => vec![record(format!("tier2:{digest}"), String::new(), None, now)],
+        None => Vec::new(),
     }
 }
 
@@ -654,6 +777,10 @@ pub fn parse_allow(s: &str) -> Result<super::guard::AllowEntry, QuorumError> {
 }
 
 #[cfg(test)]
+#[path = "replay_tests.rs"]
+mod replay_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::quorum::guard::{AllowEntry, Budget, GuardConfig};
@@ -692,7 +819,7 @@ mod tests {
         .unwrap();
         let coordinator = IdentityKey::generate().public().to_hex();
         let pass = Passphrase::new("tidal ember quartz meadow");
-        let config = NodeConfig { coordinators: vec![coordinator], guard };
+        let config = NodeConfig { coordinators: vec![coordinator], guard, replay: Default::default() };
         crate::quorum::store::NodeStore::init_with(dir, &pass, config, true).unwrap();
         let (shares, pkp) =
             frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng)
@@ -720,6 +847,7 @@ mod tests {
             module: module(),
             root_signature: None,
             signing_package: hex::encode(package.serialize().unwrap()),
+            decision: None,
         }
     }
 
@@ -819,7 +947,11 @@ mod tests {
         // a fresh node asked to run DKG with two coordinator-held identities
         let fresh = tempfile::tempdir().unwrap();
         let pass = Passphrase::new("tidal ember quartz meadow");
-        let config = NodeConfig { coordinators: vec![rogue()], guard: GuardConfig::default() };
+        let config = NodeConfig {
+            coordinators: vec![rogue()],
+            guard: GuardConfig::default(),
+            replay: Default::default(),
+        };
         crate::quorum::store::NodeStore::init_with(fresh.path(), &pass, config, true).unwrap();
         let state = NodeState::open(fresh.path(), &pass).unwrap();
         let err = state.dkg_round1(round1(&state, &[rogue(), rogue()], 2, false)).expect_err("rogue roster");

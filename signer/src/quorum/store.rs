@@ -371,6 +371,9 @@ pub struct NodeConfig {
     pub coordinators: Vec<String>,
     /// The guard checked before every signature.
     pub guard: GuardConfig,
+    /// Whether tier-1 decisions are replayed, and through which RPC endpoint.
+    #[serde(default)]
+    pub replay: super::replay::ReplayConfig,
 }
 
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync of the dir),
@@ -596,7 +599,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> NodeConfig {
-        NodeConfig { coordinators: vec![], guard: GuardConfig::default() }
+        NodeConfig { coordinators: vec![], guard: GuardConfig::default(), replay: Default::default() }
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct SignRequest {
     pub root_signature: Option<Bytes>,
     /// Serialized FROST `SigningPackage`, hex; its message must be the operation's digest.
     pub signing_package: String,
+    /// The decision that produced the operation (firings, intents, plan block), which a node
+    /// with replay required re-derives before it signs a tier-1 operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<treasury_policies::replay::Decision>,
 }
 
 /// A signature share.

@@ -18,6 +18,7 @@ use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, Pinn
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::nonces::now;
+use treasury_signer::quorum::replay::ReplayConfig;
 use treasury_signer::quorum::store::{
     InitReport, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, pin_roster,
 };
@@ -188,13 +189,30 @@ pub fn init_nodes(
     guard: &GuardConfig,
     passphrase: &str,
 ) -> anyhow::Result<Vec<InitReport>> {
+    init_nodes_with(root, n, threshold, coordinator, guard, passphrase, &ReplayConfig::default())
+}
+
+/// Like [`init_nodes`], every node with `replay` in its `node.toml`.
+pub fn init_nodes_with(
+    root: &Path,
+    n: usize,
+    threshold: u16,
+    coordinator: &IdentityKey,
+    guard: &GuardConfig,
+    passphrase: &str,
+    replay: &ReplayConfig,
+) -> anyhow::Result<Vec<InitReport>> {
     let pass = Passphrase::new(passphrase);
     let reports = (0..n)
         .map(|i| {
             NodeStore::init_with(
                 &root.join(format!("node{i}")),
                 &pass,
-                NodeConfig { coordinators: vec![coordinator.public().to_hex()], guard: guard.clone() },
+                NodeConfig {
+                    coordinators: vec![coordinator.public().to_hex()],
+                    guard: guard.clone(),
+                    replay: replay.clone(),
+                },
                 true,
             )
         })

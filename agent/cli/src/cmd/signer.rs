@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use treasury_devnet::nodes::{BenchOptions, run as run_bench};
 use treasury_signer::quorum::guard::GuardConfig;
 use treasury_signer::quorum::node::{BoundNode, parse_allow, parse_budget};
+use treasury_signer::quorum::replay::{IntentLedger, ReplayConfig, ReplayMode, pin_policy};
 use treasury_signer::quorum::store::{
     COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, create_coordinator_key,
 };
@@ -20,6 +21,12 @@ pub enum SignerCmd {
     /// Pin the quorum this node takes part in: the threshold and every peer's fingerprint (signed
     /// with the node's key; DKG and refresh with any other roster are refused).
     Pin(PinArgs),
+    /// Pin the policy set this node replays (the agent config's policies, scripts, Safe, module
+    /// and venue), signed with the node's key; prints its hash.
+    PinPolicy(PinPolicyArgs),
+    /// Export or import the node's signed-intent ledger (JSON lines, see docs/ARCHITECTURE.md),
+    /// to move a node to another host without losing it; run with the node stopped.
+    Ledger(LedgerArgs),
     /// Serve a node over HTTP.
     Serve(ServeArgs),
     /// Create the coordinator's key file (passphrase from TREASURY_COORDINATOR_PASSPHRASE).
@@ -61,6 +68,36 @@ pub struct InitArgs {
     /// Longest time to an operation's deadline this node signs for, seconds.
     #[arg(long, default_value_t = treasury_signer::quorum::guard::DEFAULT_MAX_DEADLINE_SECS)]
     max_deadline_secs: u64,
+    /// `required`: sign a tier-1 operation only after re-deriving it from the pinned policies
+    /// through `--rpc`; `off`: the guard's static rules only.
+    #[arg(long, default_value = "required", value_parser = ["required", "off"])]
+    replay: String,
+    /// This node's own JSON-RPC endpoint (HTTP) for replays; never the agent's.
+    #[arg(long)]
+    rpc: Option<String>,
+}
+
+/// `treasury signer ledger`.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Node directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Append the records of this file (interchange format) that the node does not hold;
+    /// without it, print every record.
+    #[arg(long)]
+    import: Option<PathBuf>,
+}
+
+/// `treasury signer pin-policy`.
+#[derive(Debug, Args)]
+pub struct PinPolicyArgs {
+    /// Node directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The agent's config file whose policies (and scripts) the node will enforce.
+    #[arg(long)]
+    config: PathBuf,
 }
 
 /// `treasury signer pin`.
@@ -143,10 +180,17 @@ impl SignerCmd {
                     budgets: a.budgets.iter().map(|s| parse_budget(s)).collect::<Result<_, _>>()?,
                     max_deadline_secs: Some(a.max_deadline_secs),
                 };
+                let mode = if a.replay == "off" { ReplayMode::Off } else { ReplayMode::Required };
+                if mode == ReplayMode::Required && a.rpc.is_none() {
+                    anyhow::bail!(
+                        "--replay required (the default) needs --rpc, this node's own RPC endpoint"
+                    );
+                }
+                let replay = ReplayConfig { mode, rpc: a.rpc };
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
-                let report =
-                    NodeStore::init(&a.dir, &pass, NodeConfig { coordinators: a.coordinators, guard })
-                        .with_context(|| format!("initialising {}", a.dir.display()))?;
+                let config = NodeConfig { coordinators: a.coordinators, guard, replay };
+                let report = NodeStore::init(&a.dir, &pass, config)
+                    .with_context(|| format!("initialising {}", a.dir.display()))?;
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }
@@ -158,6 +202,40 @@ impl SignerCmd {
                     "{}",
                     serde_json::json!({ "threshold": pin.threshold, "fingerprints": pin.fingerprints })
                 );
+                Ok(())
+            }
+            SignerCmd::PinPolicy(a) => {
+                let config = treasury_agent::config::Config::load(&a.config)
+                    .with_context(|| format!("reading {}", a.config.display()))?;
+                let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
+                let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
+                let venue = match &config.dex {
+                    Some(dex) => {
+                        Some(treasury_agent::pipeline::venue(&provider, spec.safe, dex.router).await?)
+                    }
+                    None => None,
+                };
+                let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
+                let bundle =
+                    treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies);
+                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let store = NodeStore::open(&a.dir, &pass)?;
+                let hash = pin_policy(&a.dir, &store.secrets.identity()?, &bundle)
+                    .with_context(|| format!("pinning the policy set of {}", a.dir.display()))?;
+                println!("{}", serde_json::json!({ "policy_hash": hash }));
+                Ok(())
+            }
+            SignerCmd::Ledger(a) => {
+                let mut ledger = IntentLedger::open(&a.dir)?;
+                match a.import {
+                    Some(file) => {
+                        let text = std::fs::read_to_string(&file)
+                            .with_context(|| format!("reading {}", file.display()))?;
+                        let added = ledger.import(&text)?;
+                        println!("{}", serde_json::json!({ "imported": added }));
+                    }
+                    None => print!("{}", ledger.export()),
+                }
                 Ok(())
             }
             SignerCmd::Serve(a) => {

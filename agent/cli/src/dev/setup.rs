@@ -10,15 +10,17 @@ use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 use treasury_chain::AdminAction;
-use treasury_devnet::nodes::init_nodes;
+use treasury_devnet::nodes::init_nodes_with;
 use treasury_devnet::world::{
     DeployConfig, Deployment, GroupKey, configure_as_safe, default_allow_list, deploy,
 };
 use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::quorum_file::QuorumFile;
+use treasury_signer::quorum::replay::{ReplayConfig, ReplayMode, pin_policy};
 use treasury_signer::quorum::store::{
-    COORDINATOR_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrase, create_coordinator_key_with, open_coordinator_key,
+    COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase,
+    create_coordinator_key_with, open_coordinator_key,
 };
 use treasury_signer::root::config::new_token;
 
@@ -115,7 +117,9 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let coordinator_key =
         open_coordinator_key(&coordinator_key_path, &pass).context("opening the coordinator key")?;
     let guard = node_guard(&deployment, root, keeper_key.address());
-    let reports = init_nodes(&dir.join("nodes"), 3, 2, &coordinator_key, &guard, NODE_PASS)
+    // Each node replays tier-1 decisions through its own connection to the chain.
+    let replay = ReplayConfig { mode: ReplayMode::Required, rpc: Some(rpc.clone()) };
+    let reports = init_nodes_with(&dir.join("nodes"), 3, 2, &coordinator_key, &guard, NODE_PASS, &replay)
         .context("initialising the signer node directories")?;
     let mut pinned = Vec::new();
     for (i, r) in reports.iter().enumerate() {
@@ -166,6 +170,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let config_path = dir.join("treasury.toml");
     let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    pin_policies(dir, &config_path, reports.len()).await?;
     let saved =
         Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints };
     let path = dir.join(SAVED);
@@ -276,6 +281,39 @@ fn accounts(dir: &Path) -> anyhow::Result<(PrivateKeySigner, Vec<PrivateKeySigne
     Ok((keys[0].clone(), keys[1..4].to_vec(), keys[8].clone()))
 }
 
+/// Pins the policy set of the config at `config_path` in every node, as each operator would with
+/// `treasury signer pin-policy` (the running nodes pick it up at their first request).
+async fn pin_policies(dir: &Path, config_path: &Path, nodes: usize) -> anyhow::Result<()> {
+    let config = Config::load(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
+    let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
+    let venue = match &config.dex {
+        Some(dex) => Some(treasury_agent::pipeline::venue(&provider, spec.safe, dex.router).await?),
+        None => None,
+    };
+    let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
+    let bundle = treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies);
+    for i in 0..nodes {
+        let node_dir = dir.join("nodes").join(format!("node{i}"));
+        let store = NodeStore::open(&node_dir, &Passphrase::new(NODE_PASS))
+            .with_context(|| format!("opening {}", node_dir.display()))?;
+        pin_policy(&node_dir, &store.secrets.identity()?, &bundle)
+            .with_context(|| format!("pinning the policy set of {}", node_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Points `nodes/node{i}`'s replay at `rpc` (anvil's port changes when a run is resumed).
+fn set_node_rpc(dir: &Path, i: usize, rpc: &str) -> anyhow::Result<()> {
+    let path = dir.join("nodes").join(format!("node{i}")).join("node.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: NodeConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    config.replay.rpc = Some(rpc.to_string());
+    std::fs::write(&path, toml::to_string_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Starts `treasury signer serve` for `nodes/node{i}`; returns its URL.
 async fn start_node(dir: &Path, i: usize, procs: &mut Procs) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("locating the treasury executable")?;
@@ -356,6 +394,7 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
     let mut quorum = QuorumFile::load(&quorum_path).context("reading quorum.toml")?;
     let mut urls = Vec::new();
     for (i, fingerprint) in saved.fingerprints.iter().enumerate() {
+        set_node_rpc(dir, i, &rpc)?;
         let url = start_node(dir, i, procs).await?;
         let node = quorum
             .nodes

@@ -61,6 +61,9 @@ pub struct StoredIntent {
     pub block: u64,
     /// That block's timestamp.
     pub timestamp: u64,
+    /// That block's hash (absent in intents journaled before replaying signers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<alloy::primitives::B256>,
 }
 
 impl StoredIntent {
@@ -150,7 +153,12 @@ impl Pipeline {
             }
             return Ok(());
         }
-        let stored = StoredIntent { intent, block: snapshot.block_number, timestamp: snapshot.timestamp };
+        let stored = StoredIntent {
+            intent,
+            block: snapshot.block_number,
+            timestamp: snapshot.timestamp,
+            block_hash: Some(snapshot.block_hash),
+        };
         let new = NewIntent {
             idempotency_key: stored.intent.key.clone(),
             policy: stored.intent.policy.clone(),

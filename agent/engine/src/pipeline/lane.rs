@@ -36,6 +36,7 @@ use crate::journal::{
 use crate::metrics::Stage;
 use crate::notify::Notification;
 use crate::plan::{Venue, plan_batch};
+use treasury_policies::replay::{DecidedFiring, Decision, PinnedBlock};
 
 /// Signer name of the quorum's signing request in the journal.
 const QUORUM: &str = "quorum";
@@ -63,6 +64,10 @@ pub struct PlannedOperation {
     /// Why tier 1 does not suffice (empty for tier 1).
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// The block whose snapshot it was planned on (absent in operations planned before
+    /// replaying signers), sent to the nodes in the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_block: Option<PinnedBlock>,
 }
 
 /// The operation in flight: its record, intents and where they stand.
@@ -251,7 +256,8 @@ impl Pipeline {
             return Ok(LaneStep::Progressed);
         }
         let digest = operation_digest(&operation, tier_no, self.chain_id, self.spec.module);
-        let planned = PlannedOperation { operation, tier: tier_no, reasons };
+        let plan_block = Some(PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash });
+        let planned = PlannedOperation { operation, tier: tier_no, reasons, plan_block };
         let record = OperationRecord {
             operation_id: digest.to_string(),
             module_nonce: u64::try_from(planned.operation.nonce).unwrap_or(u64::MAX),
@@ -454,6 +460,32 @@ impl Pipeline {
         }
     }
 
+    /// The decision that produced `flight`, for signer nodes that replay it: the firing of each
+    /// intent (policy, trigger, block number and hash), the intents, the plan block. `None` for an
+    /// operation planned before decisions were recorded.
+    async fn decision(&self, flight: &InFlight) -> Result<Option<Decision>> {
+        let Some(plan_block) = flight.planned.plan_block else { return Ok(None) };
+        let mut intents = Vec::new();
+        let mut firings: Vec<DecidedFiring> = Vec::new();
+        for id in &flight.intents {
+            let Some((row, _)) = self.journal.intent(*id).await? else { return Ok(None) };
+            let stored = StoredIntent::from_payload(&row.payload)?;
+            let Some(hash) = stored.block_hash else { return Ok(None) };
+            let block = PinnedBlock { number: stored.block, hash };
+            match firings.iter_mut().find(|f| f.trigger == row.trigger && f.block == block) {
+                Some(f) if f.policies.contains(&stored.intent.policy) => {}
+                Some(f) => f.policies.push(stored.intent.policy.clone()),
+                None => firings.push(DecidedFiring {
+                    policies: vec![stored.intent.policy.clone()],
+                    trigger: row.trigger.clone(),
+                    block,
+                }),
+            }
+            intents.push(stored.intent);
+        }
+        Ok(Some(Decision { policy_hash: self.policy_hash, firings, intents, plan_block }))
+    }
+
     /// Asks the quorum (with the root's signature for tier 2), then submits at once: the
     /// signature is journaled in the same commit as the keeper transaction that carries it (a
     /// crash before that commit only costs a new signature of the same operation).
@@ -463,9 +495,16 @@ impl Pipeline {
         if flight.planned.tier == 2 {
             self.journal.record_signing_request(&quorum_request(&flight.record.operation_id, 2)).await?;
         }
+        let decision = if flight.planned.tier == 1 { self.decision(flight).await? } else { None };
         let outcome = match self
             .coordinator
-            .sign_detailed(op, self.chain_id, self.spec.module, root_sig.as_ref().map(|b| b.as_ref()))
+            .sign_decided(
+                op,
+                self.chain_id,
+                self.spec.module,
+                root_sig.as_ref().map(|b| b.as_ref()),
+                decision.as_ref(),
+            )
             .await
         {
             Ok(outcome) => outcome,

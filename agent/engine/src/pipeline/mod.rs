@@ -100,6 +100,7 @@ pub struct Pipeline {
     spec: SnapshotSpec,
     venue: Option<Venue>,
     chain_id: u64,
+    policy_hash: alloy::primitives::B256,
     coordinator: Arc<Coordinator>,
     root: Option<RootClient>,
     sender: Sender,
@@ -152,7 +153,9 @@ impl Pipeline {
                 parts.sender.chain_id()
             )));
         }
+        let policy_hash = policy_bundle(chain_id, &parts.spec, parts.venue, &parts.policies).hash();
         Ok(Self {
+            policy_hash,
             journal: parts.journal,
             provider: parts.provider,
             policies: parts.policies,
@@ -312,6 +315,23 @@ pub fn snapshot_spec(config: &Config) -> Result<SnapshotSpec> {
         multicall3: config.chain.multicall3,
         assets: config.policies.asset_specs(),
     })
+}
+
+/// The policy bundle a pipeline decides with, which replaying signer nodes pin (its hash goes
+/// into every decision).
+pub fn policy_bundle(
+    chain_id: u64,
+    spec: &SnapshotSpec,
+    venue: Option<Venue>,
+    policies: &PolicySet,
+) -> treasury_policies::replay::PolicyBundle {
+    treasury_policies::replay::PolicyBundle::new(
+        chain_id,
+        spec,
+        venue,
+        policies.config().clone(),
+        policies.sources(),
+    )
 }
 
 /// The swap venue behind `router` (its WETH read from the router).

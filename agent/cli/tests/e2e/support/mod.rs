@@ -19,7 +19,7 @@ use treasury_chain::AdminAction;
 use treasury_chain::contracts::IERC20;
 use treasury_chain::sender::Sender;
 use treasury_devnet::Deployment;
-use treasury_devnet::nodes::{NodeProcess, init_nodes};
+use treasury_devnet::nodes::{NodeProcess, init_nodes_with};
 use treasury_devnet::world::configure_as_safe;
 use treasury_devnet::{TestChain, dev_key, write_keystore};
 use treasury_policies::PolicySet;
@@ -27,6 +27,7 @@ use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions};
 use treasury_signer::quorum::coordinator::{PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::quorum_file::QuorumFile;
+use treasury_signer::quorum::replay::{ReplayConfig, ReplayMode};
 use treasury_signer::quorum::store::{Passphrase, create_coordinator_key_with, open_coordinator_key};
 
 /// The `treasury` binary under test.
@@ -99,12 +100,17 @@ impl AgentEnv {
 
         let coordinator_key_path = dir.path().join("coordinator.key");
         let quorum_path = dir.path().join("quorum.toml");
+        // Every node replays tier-1 decisions through its own connection to anvil.
+        let rpc = chain.anvil.url().to_string();
         let (nodes, key) = match setup {
             QuorumSetup::Library => {
                 let guard = node_guard(&d, root);
-                library_quorum(dir.path(), &coordinator_key_path, &quorum_path, &guard).await?
+                let replay = ReplayConfig { mode: ReplayMode::Required, rpc: Some(rpc) };
+                library_quorum(dir.path(), &coordinator_key_path, &quorum_path, &guard, &replay).await?
             }
-            QuorumSetup::Cli => cli_quorum(dir.path(), &coordinator_key_path, &quorum_path, &d, root).await?,
+            QuorumSetup::Cli => {
+                cli_quorum(dir.path(), &coordinator_key_path, &quorum_path, &d, root, &rpc).await?
+            }
         };
         configure_as_safe(
             &chain.keeper,
@@ -122,6 +128,15 @@ impl AgentEnv {
         let journal_url = format!("sqlite://{}", dir.path().join("journal.db").display());
         let config = dir.path().join("treasury.toml");
         std::fs::write(&config, config_text(&chain, &journal_url, policies))?;
+        // Each operator pins the policy set its node replays (the nodes pick it up while serving).
+        let config_s = config.display().to_string();
+        for node in &nodes {
+            let node_dir = node.dir.display().to_string();
+            cli_json(
+                &["signer", "pin-policy", "--dir", &node_dir, "--config", &config_s],
+                &[("TREASURY_SIGNER_PASSPHRASE", NODE_PASS)],
+            )?;
+        }
         Ok(Self { chain, nodes, dir, config, keeper: keeper.address(), journal_url, root_token: None })
     }
 
@@ -382,11 +397,12 @@ async fn library_quorum(
     coordinator_key_path: &Path,
     quorum_path: &Path,
     guard: &GuardConfig,
+    replay: &ReplayConfig,
 ) -> anyhow::Result<(Vec<NodeProcess>, treasury_signer::quorum::GroupKey)> {
     let pass = Passphrase::new(COORDINATOR_PASS);
     create_coordinator_key_with(coordinator_key_path, &pass, true)?;
     let coordinator_key = open_coordinator_key(coordinator_key_path, &pass)?;
-    let reports = init_nodes(&dir.join("nodes"), 3, 2, &coordinator_key, guard, NODE_PASS)?;
+    let reports = init_nodes_with(&dir.join("nodes"), 3, 2, &coordinator_key, guard, NODE_PASS, replay)?;
     let mut nodes = Vec::new();
     for r in &reports {
         nodes.push(NodeProcess::spawn(Path::new(EXE), Path::new(&r.dir), NODE_PASS).await?);
@@ -414,6 +430,7 @@ async fn cli_quorum(
     quorum_path: &Path,
     d: &Deployment,
     root: Address,
+    rpc: &str,
 ) -> anyhow::Result<(Vec<NodeProcess>, treasury_signer::quorum::GroupKey)> {
     let coordinator_env = [("TREASURY_COORDINATOR_PASSPHRASE", COORDINATOR_PASS)];
     let key_file = coordinator_key_path.to_str().unwrap();
@@ -431,6 +448,10 @@ async fn cli_quorum(
         d.module.to_string(),
         "--root".into(),
         root.to_string(),
+        "--replay".into(),
+        "required".into(),
+        "--rpc".into(),
+        rpc.to_string(),
     ];
     for a in &guard.allow {
         init.extend(["--allow".into(), format!("{}:{}", a.target, a.selector.clone().unwrap_or_default())]);

@@ -1,9 +1,9 @@
+use crate::{Action, Intent};
 use alloy::primitives::{Address, B256, I256, U256};
 use alloy::sol_types::SolCall;
 use rust_decimal::Decimal;
 use treasury_chain::contracts::{IERC20, IUniswapV2Router02};
 use treasury_chain::snapshot::{AssetState, PriceReading, Snapshot};
-use treasury_policies::{Action, Intent};
 
 use super::*;
 

@@ -5,13 +5,13 @@
 //! output is the oracle price less the intent's slippage bound, paid to the Safe itself. Planning is
 //! pure: it reads the snapshot it is given and does no I/O.
 
+use crate::{Action, Intent};
 use alloy::primitives::{Address, U256};
 use alloy::sol_types::SolCall;
 use rust_decimal::Decimal;
 use treasury_chain::Call;
 use treasury_chain::contracts::{IERC20, IUniswapV2Router02};
 use treasury_chain::snapshot::{AssetState, Snapshot};
-use treasury_policies::{Action, Intent};
 
 /// Where swaps go and who receives their output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,6 @@ pub fn plan_intent(
             SwapSides { sell, buy, amount: *amount, max_slippage: *max_slippage },
         ),
         Action::Alert { .. } => Ok(Vec::new()),
-        _ => Ok(Vec::new()),
     }
 }
 
@@ -195,13 +194,13 @@ fn min_out(
     let expected = amount * sell_price / buy_price;
     let floor = expected * (Decimal::ONE - slippage);
     // Rounding toward zero only lowers the minimum by less than one unit.
-    Ok(treasury_policies::money::to_units(floor, buy.decimals).unwrap_or(U256::ZERO))
+    Ok(crate::money::to_units(floor, buy.decimals).unwrap_or(U256::ZERO))
 }
 
 fn fresh_price(intent: &Intent, asset: &AssetState) -> Result<Decimal, PlanError> {
     let no_price = || PlanError::NoFreshPrice { key: intent.key.clone(), symbol: asset.symbol.clone() };
     let reading = asset.price.as_ref().filter(|p| !p.stale).ok_or_else(no_price)?;
-    treasury_policies::money::from_signed_units(reading.answer, reading.decimals)
+    crate::money::from_signed_units(reading.answer, reading.decimals)
         .filter(|p| *p > Decimal::ZERO)
         .ok_or_else(no_price)
 }
@@ -219,8 +218,8 @@ fn units(intent: &Intent, asset: &AssetState, amount: Decimal) -> Result<U256, P
         symbol: asset.symbol.clone(),
         decimals: asset.decimals,
     };
-    let raw = treasury_policies::money::to_units(amount, asset.decimals).ok_or_else(bad)?;
-    let exact = treasury_policies::money::from_units(raw, asset.decimals) == Some(amount.normalize());
+    let raw = crate::money::to_units(amount, asset.decimals).ok_or_else(bad)?;
+    let exact = crate::money::from_units(raw, asset.decimals) == Some(amount.normalize());
     if raw.is_zero() || !exact {
         return Err(bad());
     }

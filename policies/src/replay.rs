@@ -1,0 +1,404 @@
+//! Replaying a decision: what a signer node runs to check that an operation is exactly what the
+//! pinned policies produce at the pinned blocks, through its own RPC endpoint.
+//!
+//! The agent and the node run the same code for each step: [`read_snapshot`] at a block,
+//! [`PolicySet::evaluate_all`] in the sandbox, [`plan_batch`]. What the node does not take from
+//! the agent: the snapshot (it reads its own, and checks the block hash), the history (its own
+//! ledger) and the policy set (its pinned [`PolicyBundle`], named by hash).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::providers::DynProvider;
+use serde::{Deserialize, Serialize};
+use treasury_chain::operation::Operation;
+use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot};
+
+use crate::config::PoliciesConfig;
+use crate::intent::{Action, Intent};
+use crate::loader::PolicySet;
+use crate::plan::{PlanError, Venue, plan_batch};
+use crate::view::{Payment, SnapshotView};
+
+/// A block as a decision names it: number and hash, so a reorg is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedBlock {
+    /// Block number.
+    pub number: u64,
+    /// Its hash on the chain the decision was taken on.
+    pub hash: B256,
+}
+
+/// One firing of a decision: which policies ran, why, and at which block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedFiring {
+    /// Policies run (those whose intents the operation carries).
+    pub policies: Vec<String>,
+    /// What fired them (the firing's label, e.g. `manual#3`).
+    pub trigger: String,
+    /// The block whose snapshot they read.
+    pub block: PinnedBlock,
+}
+
+/// What a tier-1 sign request carries besides the operation: the decision that produced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Hash of the policy bundle the agent ran ([`PolicyBundle::hash`]).
+    pub policy_hash: B256,
+    /// The firings the intents come from.
+    pub firings: Vec<DecidedFiring>,
+    /// The intents, in the order the operation carries them.
+    pub intents: Vec<Intent>,
+    /// The block whose snapshot the operation was planned on (nonce, oracle prices).
+    pub plan_block: PinnedBlock,
+}
+
+/// Why a replay refuses the operation; each names the first thing that differs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The decision names another policy bundle than the one pinned.
+    #[error("the decision was taken with policy set {got}, this node enforces {expected}")]
+    PolicyHash {
+        /// The pinned bundle's hash.
+        expected: B256,
+        /// The hash the request named.
+        got: B256,
+    },
+    /// A pinned block is not on this node's chain.
+    #[error("block {number} is {actual} on this node's chain, not {claimed} (reorg or lying RPC)")]
+    BlockHash {
+        /// Block number.
+        number: u64,
+        /// The hash the request named.
+        claimed: B256,
+        /// The hash this node's endpoint reports.
+        actual: B256,
+    },
+    /// Reading a snapshot from this node's endpoint failed.
+    #[error("snapshot at block {block} from this node's RPC endpoint")]
+    Snapshot {
+        /// Block number.
+        block: u64,
+        /// The chain error.
+        #[source]
+        source: treasury_chain::ChainError,
+    },
+    /// The decision is malformed (no intents, an intent of no firing, an unknown policy).
+    #[error("malformed decision: {0}")]
+    Malformed(String),
+    /// An intent the policies do not produce at its firing's block.
+    #[error("intent {key}: not produced by policy `{policy}` at block {block} ({why})")]
+    NotDerived {
+        /// Idempotency key.
+        key: String,
+        /// The policy the intent names.
+        policy: String,
+        /// The firing's block.
+        block: u64,
+        /// What the replay produced instead.
+        why: String,
+    },
+    /// The replayed intent with this key differs from the one asked.
+    #[error("intent {key}: the policy produces `{derived}`, the request asks `{asked}`")]
+    IntentDiffers {
+        /// Idempotency key.
+        key: String,
+        /// What the node derived.
+        derived: String,
+        /// What the request carried.
+        asked: String,
+    },
+    /// Planning the intents failed.
+    #[error("planning the intents at block {block}")]
+    Plan {
+        /// The plan block.
+        block: u64,
+        /// Why.
+        #[source]
+        source: PlanError,
+    },
+    /// The operation's nonce is not the module's at the plan block.
+    #[error("operation nonce {got} is not the module's nonce {expected} at block {block}")]
+    Nonce {
+        /// The plan block.
+        block: u64,
+        /// The module's nonce there.
+        expected: U256,
+        /// The operation's.
+        got: U256,
+    },
+    /// A call differs from the planned one (or one side has more calls).
+    #[error("call {index}: the plan gives {derived}, the operation has {asked}")]
+    CallDiffers {
+        /// Index of the first differing call.
+        index: usize,
+        /// The planned call (or `nothing`).
+        derived: String,
+        /// The operation's call (or `nothing`).
+        asked: String,
+    },
+}
+
+/// The policy set a node enforces, as one value with one hash: chain, Safe, module, venue, the
+/// policies section (token table, address book, feeds, limits, triggers) and every script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBundle {
+    /// Chain id.
+    pub chain_id: u64,
+    /// The Safe.
+    pub safe: Address,
+    /// The treasury module.
+    pub module: Address,
+    /// Multicall3 on this chain.
+    pub multicall3: Address,
+    /// Uniswap V2 router and its WETH, when swaps are planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue: Option<(Address, Address)>,
+    /// The policies section; each entry's `file` is normalised to `<name>.rhai`.
+    pub policies: PoliciesConfig,
+    /// Script source by policy name.
+    pub scripts: BTreeMap<String, String>,
+}
+
+impl PolicyBundle {
+    /// A bundle of `policies` with `scripts` (policy name → source); file names are normalised so
+    /// the hash does not depend on where the scripts live.
+    pub fn new(
+        chain_id: u64,
+        spec: &SnapshotSpec,
+        venue: Option<Venue>,
+        mut policies: PoliciesConfig,
+        scripts: BTreeMap<String, String>,
+    ) -> Self {
+        for p in &mut policies.policies {
+            p.file = PathBuf::from(format!("{}.rhai", p.name));
+        }
+        Self {
+            chain_id,
+            safe: spec.safe,
+            module: spec.module,
+            multicall3: spec.multicall3,
+            venue: venue.map(|v| (v.router, v.weth)),
+            policies,
+            scripts,
+        }
+    }
+
+    /// A bundle whose scripts are read from `policies`' files, resolved against `base_dir`.
+    pub fn from_files(
+        chain_id: u64,
+        spec: &SnapshotSpec,
+        venue: Option<Venue>,
+        policies: PoliciesConfig,
+        base_dir: &Path,
+    ) -> crate::Result<Self> {
+        let mut scripts = BTreeMap::new();
+        for p in &policies.policies {
+            let path = base_dir.join(&p.file);
+            let source = std::fs::read_to_string(&path)
+                .map_err(|source| crate::PolicyError::Io { path: path.clone(), source })?;
+            scripts.insert(p.name.clone(), source);
+        }
+        Ok(Self::new(chain_id, spec, venue, policies, scripts))
+    }
+
+    /// keccak256 of the bundle's canonical JSON (maps sorted, fields in declaration order).
+    pub fn hash(&self) -> B256 {
+        keccak256(serde_json::to_vec(self).expect("a bundle serialises"))
+    }
+
+    /// What a snapshot reads for this bundle.
+    pub fn snapshot_spec(&self) -> SnapshotSpec {
+        SnapshotSpec {
+            safe: self.safe,
+            module: self.module,
+            multicall3: self.multicall3,
+            assets: self.policies.asset_specs(),
+        }
+    }
+
+    /// Where swaps go (router zero when no venue is configured: swaps then fail to plan).
+    pub fn venue(&self) -> Venue {
+        let (router, weth) = self.venue.unwrap_or_default();
+        Venue { safe: self.safe, router, weth }
+    }
+}
+
+/// A pinned bundle, compiled once, ready to replay decisions.
+#[derive(Debug)]
+pub struct Replayer {
+    bundle: PolicyBundle,
+    hash: B256,
+    set: PolicySet,
+    spec: SnapshotSpec,
+}
+
+impl Replayer {
+    /// Compiles every policy of `bundle` (all must compile).
+    pub fn new(bundle: PolicyBundle) -> crate::Result<Self> {
+        let set = PolicySet::from_sources(&bundle.policies, &bundle.scripts)?;
+        Ok(Self { hash: bundle.hash(), spec: bundle.snapshot_spec(), set, bundle })
+    }
+
+    /// The pinned bundle's hash.
+    pub fn hash(&self) -> B256 {
+        self.hash
+    }
+
+    /// The pinned bundle.
+    pub fn bundle(&self) -> &PolicyBundle {
+        &self.bundle
+    }
+
+    /// Checks that `op` is exactly what the pinned policies produce for `decision`, reading every
+    /// snapshot from `provider` and the history from `history` (the caller's own record).
+    /// Returns the intents checked, with the timestamp of the block each was decided at.
+    pub async fn replay(
+        &self,
+        provider: &DynProvider,
+        decision: &Decision,
+        op: &Operation,
+        history: &[Payment],
+    ) -> Result<Vec<(Intent, u64)>, ReplayError> {
+        if decision.policy_hash != self.hash {
+            return Err(ReplayError::PolicyHash { expected: self.hash, got: decision.policy_hash });
+        }
+        if decision.intents.is_empty() {
+            return Err(ReplayError::Malformed("no intents".into()));
+        }
+        let mut derived: BTreeMap<String, (Intent, u64, u64)> = BTreeMap::new();
+        for firing in &decision.firings {
+            let snapshot = self.snapshot_at(provider, firing.block).await?;
+            for name in &firing.policies {
+                if !self.set.entries().any(|e| &e.name == name) {
+                    return Err(ReplayError::Malformed(format!(
+                        "no policy named `{name}` in the pinned set"
+                    )));
+                }
+            }
+            let view = Arc::new(SnapshotView::new(&snapshot, self.set.book().clone()).map_err(|e| {
+                ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
+            })?);
+            for outcome in self.set.evaluate_all(&view, history, |e| firing.policies.contains(&e.name)) {
+                // A policy that fails produces nothing: its intents are then "not derived".
+                for intent in outcome.result.unwrap_or_default() {
+                    if intent.action.moves_funds() {
+                        derived.insert(intent.key.clone(), (intent, firing.block.number, snapshot.timestamp));
+                    }
+                }
+            }
+        }
+        let mut checked = Vec::with_capacity(decision.intents.len());
+        for asked in &decision.intents {
+            let block = decision
+                .firings
+                .iter()
+                .find(|f| f.policies.contains(&asked.policy))
+                .map(|f| f.block.number)
+                .ok_or_else(|| {
+                    ReplayError::Malformed(format!(
+                        "intent {} names no firing of `{}`",
+                        asked.key, asked.policy
+                    ))
+                })?;
+            let Some((mine, _, timestamp)) = derived.get(&asked.key) else {
+                let produced: Vec<String> = derived
+                    .values()
+                    .filter(|(i, ..)| i.policy == asked.policy)
+                    .map(|(i, ..)| i.to_string())
+                    .collect();
+                let why = if produced.is_empty() {
+                    "it produces nothing there".to_string()
+                } else {
+                    format!("it produces {}", produced.join(", "))
+                };
+                return Err(ReplayError::NotDerived {
+                    key: asked.key.clone(),
+                    policy: asked.policy.clone(),
+                    block,
+                    why,
+                });
+            };
+            if mine != asked {
+                return Err(ReplayError::IntentDiffers {
+                    key: asked.key.clone(),
+                    derived: mine.to_string(),
+                    asked: asked.to_string(),
+                });
+            }
+            checked.push((asked.clone(), *timestamp));
+        }
+        self.check_plan(provider, decision, op).await?;
+        Ok(checked)
+    }
+
+    /// Plans the decision's intents at its plan block and compares with `op`, call by call.
+    async fn check_plan(
+        &self,
+        provider: &DynProvider,
+        decision: &Decision,
+        op: &Operation,
+    ) -> Result<(), ReplayError> {
+        let snapshot = self.snapshot_at(provider, decision.plan_block).await?;
+        if op.nonce != snapshot.module_nonce {
+            return Err(ReplayError::Nonce {
+                block: snapshot.block_number,
+                expected: snapshot.module_nonce,
+                got: op.nonce,
+            });
+        }
+        let deadline = u64::try_from(op.deadline).unwrap_or(u64::MAX);
+        let calls = plan_batch(&decision.intents, &snapshot, &self.bundle.venue(), deadline)
+            .map_err(|source| ReplayError::Plan { block: snapshot.block_number, source })?;
+        let show = |c: Option<&treasury_chain::Call>| match c {
+            None => "nothing".to_string(),
+            Some(c) => format!(
+                "{{to {}, value {}, data 0x{}, operation {}}}",
+                c.to,
+                c.value,
+                alloy::primitives::hex::encode(&c.data),
+                c.operation
+            ),
+        };
+        for index in 0..calls.len().max(op.calls.len()) {
+            let (mine, asked) = (calls.get(index), op.calls.get(index));
+            if mine != asked {
+                return Err(ReplayError::CallDiffers { index, derived: show(mine), asked: show(asked) });
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot_at(&self, provider: &DynProvider, block: PinnedBlock) -> Result<Snapshot, ReplayError> {
+        let snapshot = read_snapshot(provider, &self.spec, BlockNumberOrTag::Number(block.number))
+            .await
+            .map_err(|source| ReplayError::Snapshot { block: block.number, source })?;
+        if snapshot.block_hash != block.hash {
+            return Err(ReplayError::BlockHash {
+                number: block.number,
+                claimed: block.hash,
+                actual: snapshot.block_hash,
+            });
+        }
+        Ok(snapshot)
+    }
+}
+
+/// The payment a signed intent adds to the history (none for a swap).
+pub fn payment_of(intent: &Intent, timestamp: u64) -> Option<Payment> {
+    match &intent.action {
+        Action::Pay { to, token, amount, .. } => Some(Payment {
+            policy: intent.policy.clone(),
+            recipient: *to,
+            token: token.clone(),
+            amount: *amount,
+            timestamp,
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,340 @@
+//! Issue 15: a compromised agent host drives the node. The node holds the pinned policies and
+//! reads the chain through its own RPC endpoint (anvil); the "agent" below builds its requests
+//! with the same public functions an honest agent uses, then lies.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use frost_secp256k1::keys::{IdentifierList, KeyPackage};
+use rust_decimal::Decimal;
+use treasury_chain::operation::{Operation, TIER_QUORUM, operation_digest};
+use treasury_chain::snapshot::read_snapshot;
+use treasury_devnet::TestChain;
+use treasury_policies::replay::{DecidedFiring, Decision, PinnedBlock, PolicyBundle};
+use treasury_policies::{Action, Intent, PoliciesConfig, PolicySet, SnapshotView};
+
+use super::super::guard::{AllowEntry, Budget, GuardConfig};
+use super::super::replay::{ReplayConfig, ReplayMode, pin_policy};
+use super::super::store::{NodeConfig, NodeStore, Passphrase};
+use super::*;
+
+const GRANTS: &str = r#"if paid("alice", "USDC", "day") == 0 { pay("alice", "USDC", 100); }"#;
+const TITHE: &str = r#"pay("bob", "USDC", balance("USDC") / 1000);"#;
+
+struct World {
+    chain: TestChain,
+    bundle: PolicyBundle,
+    usdc: Address,
+}
+
+fn policies_config(chain: &TestChain) -> PoliciesConfig {
+    let d = &chain.deployment;
+    let usdc = d.token("USDC").unwrap();
+    let text = format!(
+        r#"
+[tokens.USDC]
+address = "{}"
+decimals = {}
+feed = "{}"
+[addresses]
+alice = "0x00000000000000000000000000000000000000a1"
+bob = "0x00000000000000000000000000000000000000b2"
+[[policy]]
+name = "grants"
+file = "grants.rhai"
+trigger = {{ kind = "manual" }}
+[[policy]]
+name = "tithe"
+file = "tithe.rhai"
+trigger = {{ kind = "manual" }}
+"#,
+        usdc.address, usdc.decimals, usdc.feed
+    );
+    toml::from_str(&text).unwrap()
+}
+
+async fn world() -> World {
+    let chain = TestChain::start().await.unwrap();
+    let mut spec = chain.snapshot_spec();
+    spec.assets.retain(|a| a.symbol == "USDC");
+    let scripts: BTreeMap<String, String> =
+        [("grants".into(), GRANTS.into()), ("tithe".into(), TITHE.into())].into_iter().collect();
+    let bundle = PolicyBundle::new(chain.deployment.chain_id, &spec, None, policies_config(&chain), scripts);
+    let usdc = chain.deployment.token("USDC").unwrap().address;
+    World { chain, bundle, usdc }
+}
+
+/// A node with replay `mode` through anvil, `bundle` pinned, share 1 of a 2-of-2 dealer key.
+fn replaying_node(dir: &std::path::Path, w: &World, mode: ReplayMode) -> (Arc<NodeState>, Vec<KeyPackage>) {
+    let d = &w.chain.deployment;
+    let guard: GuardConfig = serde_json::from_value(serde_json::json!({
+        "chain_id": d.chain_id,
+        "module": d.module,
+        "allow": [AllowEntry { target: w.usdc, selector: Some("0xa9059cbb".into()) }],
+        "budgets": [Budget { token: w.usdc, amount: U256::from(10u64).pow(U256::from(15)) }],
+    }))
+    .unwrap();
+    let pass = Passphrase::new("tidal ember quartz meadow");
+    let replay = ReplayConfig { mode, rpc: Some(w.chain.anvil.url().to_string()) };
+    let config = NodeConfig { coordinators: vec![IdentityKey::generate().public().to_hex()], guard, replay };
+    NodeStore::init_with(dir, &pass, config, true).unwrap();
+    let (shares, pkp) =
+        frost_secp256k1::keys::generate_with_dealer(2, 2, IdentifierList::Default, rand_core::OsRng).unwrap();
+    let kps: Vec<KeyPackage> = shares.into_values().map(|s| KeyPackage::try_from(s).unwrap()).collect();
+    let mut store = NodeStore::open(dir, &pass).unwrap();
+    store.secrets.set_share(&kps[0], &pkp).unwrap();
+    store.save_secrets().unwrap();
+    pin_policy(dir, &store.secrets.identity().unwrap(), &w.bundle).unwrap();
+    (Arc::new(NodeState::open(dir, &pass).unwrap()), kps)
+}
+
+/// What the agent decided: the decision and the operation it asks the node to sign.
+#[derive(Clone)]
+struct Ask {
+    decision: Decision,
+    op: Operation,
+}
+
+/// The honest agent's decision for `policy` at the head: snapshot, evaluation, plan.
+async fn decide(w: &World, policy: &str, history: &[treasury_policies::Payment]) -> Ask {
+    let provider = &w.chain.keeper;
+    let spec = w.bundle.snapshot_spec();
+    let snapshot = read_snapshot(provider, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
+    let view = Arc::new(SnapshotView::new(&snapshot, set.book().clone()).unwrap());
+    let intents = set.evaluate(policy, &view, history).unwrap();
+    ask_for(w, policy, snapshot, intents)
+}
+
+fn ask_for(w: &World, policy: &str, snapshot: treasury_chain::Snapshot, intents: Vec<Intent>) -> Ask {
+    let block = PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash };
+    let deadline = snapshot.timestamp + 3600;
+    let calls =
+        treasury_policies::plan::plan_batch(&intents, &snapshot, &w.bundle.venue(), deadline).unwrap();
+    let op = Operation { calls, nonce: snapshot.module_nonce, deadline: U256::from(deadline) };
+    let decision = Decision {
+        policy_hash: w.bundle.hash(),
+        firings: vec![DecidedFiring { policies: vec![policy.into()], trigger: "manual#1".into(), block }],
+        intents,
+        plan_block: block,
+    };
+    Ask { decision, op }
+}
+
+/// Asks `node` to sign `ask` (as the coordinator would, with a fresh commitment).
+async fn sign(
+    node: &Arc<NodeState>,
+    peer: &KeyPackage,
+    w: &World,
+    ask: &Ask,
+) -> Result<SignResponse, Refusal> {
+    let d = &w.chain.deployment;
+    let c = node.commitments(CommitmentsRequest { count: 1 }).unwrap();
+    let mine = frost_secp256k1::round1::SigningCommitments::deserialize(
+        &hex::decode(&c.commitments[0].commitments).unwrap(),
+    )
+    .unwrap();
+    let (_, peer_c) = frost_secp256k1::round1::commit(peer.signing_share(), &mut rand_core::OsRng);
+    let digest = operation_digest(&ask.op, TIER_QUORUM, d.chain_id, d.module);
+    let me = frost_secp256k1::Identifier::try_from(1u16).unwrap();
+    let package = frost_secp256k1::SigningPackage::new(
+        [(*peer.identifier(), peer_c), (me, mine)].into_iter().collect(),
+        digest.as_slice(),
+    );
+    let req = SignRequest {
+        operation: ask.op.clone(),
+        chain_id: d.chain_id,
+        module: d.module,
+        root_signature: None,
+        signing_package: hex::encode(package.serialize().unwrap()),
+        decision: Some(ask.decision.clone()),
+    };
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || node.sign(req)).await.unwrap()
+}
+
+fn refused(r: Result<SignResponse, Refusal>, code: RefusalCode, names: &str) {
+    let err =
+        r.err().unwrap_or_else(|| panic!("the node signed; expected a {code:?} refusal naming {names}"));
+    assert_eq!(err.code, code, "{}", err.reason);
+    assert!(err.reason.contains(names), "the refusal should name `{names}`: {}", err.reason);
+}
+
+fn with_amount(intent: &Intent, amount: Decimal) -> Intent {
+    let mut i = intent.clone();
+    if let Action::Pay { amount: a, .. } = &mut i.action {
+        *a = amount;
+    }
+    i
+}
+
+/// The honest path: the node re-derives and signs, and signs the same operation again (a
+/// coordinator retry with fresh commitments) without counting it as a second payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_decision_is_replayed_and_signed() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let ask = decide(&w, "grants", &[]).await;
+    assert_eq!(ask.decision.intents.len(), 1);
+    sign(&node, &kps[1], &w, &ask).await.expect("the honest decision signs");
+    sign(&node, &kps[1], &w, &ask).await.expect("a retry of the same operation signs");
+    let ledger = std::fs::read_to_string(dir.path().join("intents.jsonl")).unwrap();
+    assert!(ledger.contains(&ask.decision.intents[0].key), "{ledger}");
+}
+
+/// Attack: payments no policy produced, or a policy's payment with the amount or recipient
+/// changed, or a decision under another policy set, or none at all: every one refused, naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_decisions_are_refused_naming_what_differs() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let honest = decide(&w, "grants", &[]).await;
+    let pay = honest.decision.intents[0].clone();
+
+    // a payment no policy produced (its own key), to the attacker
+    let snapshot =
+        read_snapshot(&w.chain.keeper, &w.bundle.snapshot_spec(), BlockNumberOrTag::Latest).await.unwrap();
+    let invented = Intent {
+        policy: "grants".into(),
+        key: "grants:drain".into(),
+        memo: None,
+        action: Action::Pay {
+            to: Address::repeat_byte(0xee),
+            recipient: None,
+            token: "USDC".into(),
+            amount: Decimal::from(50_000),
+        },
+    };
+    let ask = ask_for(&w, "grants", snapshot.clone(), vec![invented]);
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, "grants:drain");
+
+    // the policy's payment with the amount raised (intent and call both changed)
+    let ask = ask_for(&w, "grants", snapshot.clone(), vec![with_amount(&pay, Decimal::from(100_000))]);
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, &pay.key);
+
+    // the honest decision, but the call pays someone else
+    let mut ask = honest.clone();
+    let redirected = treasury_policies::plan::plan_batch(
+        &[Intent {
+            action: Action::Pay {
+                to: Address::repeat_byte(0xee),
+                recipient: None,
+                token: "USDC".into(),
+                amount: Decimal::from(100),
+            },
+            ..pay.clone()
+        }],
+        &snapshot,
+        &w.bundle.venue(),
+        u64::try_from(ask.op.deadline).unwrap(),
+    )
+    .unwrap();
+    ask.op.calls = redirected;
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, "call 0");
+
+    // a decision taken with another script (another bundle hash): the expected hash is named
+    let mut ask = honest.clone();
+    let mut other = w.bundle.clone();
+    other.scripts.insert("grants".into(), r#"pay("alice", "USDC", 100000);"#.into());
+    ask.decision.policy_hash = other.hash();
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::PolicyMismatch, &w.bundle.hash().to_string());
+
+    // no decision at all
+    let d = &w.chain.deployment;
+    let c = node.commitments(CommitmentsRequest { count: 1 }).unwrap();
+    let mine = frost_secp256k1::round1::SigningCommitments::deserialize(
+        &hex::decode(&c.commitments[0].commitments).unwrap(),
+    )
+    .unwrap();
+    let (_, peer_c) = frost_secp256k1::round1::commit(kps[1].signing_share(), &mut rand_core::OsRng);
+    let digest = operation_digest(&honest.op, TIER_QUORUM, d.chain_id, d.module);
+    let me = frost_secp256k1::Identifier::try_from(1u16).unwrap();
+    let package = frost_secp256k1::SigningPackage::new(
+        [(*kps[1].identifier(), peer_c), (me, mine)].into_iter().collect(),
+        digest.as_slice(),
+    );
+    let bare = SignRequest {
+        operation: honest.op.clone(),
+        chain_id: d.chain_id,
+        module: d.module,
+        root_signature: None,
+        signing_package: hex::encode(package.serialize().unwrap()),
+        decision: None,
+    };
+    let n = node.clone();
+    let r = tokio::task::spawn_blocking(move || n.sign(bare)).await.unwrap();
+    refused(r, RefusalCode::ReplayRequired, "decision");
+
+    // nothing was signed: the ledger holds no intent
+    let ledger = std::fs::read_to_string(dir.path().join("intents.jsonl")).unwrap_or_default();
+    assert!(ledger.is_empty(), "{ledger}");
+}
+
+/// Attack: the agent's RPC endpoint lies (the Safe's USDC balance doubled, as a rewriting proxy
+/// would answer `balanceOf`), so its policy pays a tithe twice too large; the node reads its own
+/// endpoint and refuses, naming the intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_a_lying_rpc_snapshot_is_refused() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let mut snapshot =
+        read_snapshot(&w.chain.keeper, &w.bundle.snapshot_spec(), BlockNumberOrTag::Latest).await.unwrap();
+    snapshot.assets[0].balance *= U256::from(2);
+    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
+    let view = Arc::new(SnapshotView::new(&snapshot, set.book().clone()).unwrap());
+    let intents = set.evaluate("tithe", &view, &[]).unwrap();
+    let ask = ask_for(&w, "tithe", snapshot, intents);
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, &ask.decision.intents[0].key);
+    // the same policy on the honest chain signs
+    let honest = decide(&w, "tithe", &[]).await;
+    sign(&node, &kps[1], &w, &honest).await.expect("the honest tithe signs");
+}
+
+/// Attack: an old firing replayed after it was paid. The grant executes on chain; the agent
+/// asks again (new nonce, history omitting the payment): the node refuses, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_firing_replayed_after_it_was_paid_is_refused() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let first = decide(&w, "grants", &[]).await;
+    sign(&node, &kps[1], &w, &first).await.expect("the first grant signs");
+    w.chain.exec(&first.op, false).await.expect("the grant executes");
+    // The agent, omitting the payment from its history, decides the same grant again.
+    let again = decide(&w, "grants", &[]).await;
+    assert_eq!(again.decision.intents[0].key, first.decision.intents[0].key);
+    assert_ne!(again.op.nonce, first.op.nonce);
+    refused(
+        sign(&node, &kps[1], &w, &again).await,
+        RefusalCode::AlreadySigned,
+        &first.decision.intents[0].key,
+    );
+}
+
+/// A reorg between the agent's snapshot and the node's replay: the block hash the agent saw is
+/// not on the node's chain; refused naming both hashes, then decided again on the new block and signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let provider = &w.chain.keeper;
+    let id: U256 = provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    let stale = decide(&w, "grants", &[]).await;
+    let _: bool = provider.raw_request("evm_revert".into(), (id,)).await.unwrap();
+    // another block at the same height (a later timestamp gives it another hash)
+    let head = provider.get_block_by_number(BlockNumberOrTag::Latest).await.unwrap().unwrap();
+    let _: String = provider.raw_request("evm_mine".into(), (head.header.timestamp + 7,)).await.unwrap();
+    let block = stale.decision.firings[0].block;
+    let now = provider.get_block_by_number(BlockNumberOrTag::Number(block.number)).await.unwrap().unwrap();
+    assert_ne!(now.header.hash, block.hash, "the block was replaced");
+    refused(sign(&node, &kps[1], &w, &stale).await, RefusalCode::ReplayMismatch, &block.hash.to_string());
+    let retry = decide(&w, "grants", &[]).await;
+    sign(&node, &kps[1], &w, &retry).await.expect("the retry on the new block signs");
+}
