@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # One full build per run: incremental data would only cost time and gigabytes of disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-say "installing the toolchain (npm packages into .tools/; softhsm2, opensc, faketime, systemd and prometheus with apt-get)"
+say "installing the toolchain (npm packages into .tools/; softhsm2, opensc, faketime, postgresql, systemd and prometheus with apt-get)"
 bash scripts/install.sh
 
 if [ -f scripts/compile-contracts.mjs ]; then
