@@ -8,8 +8,9 @@
 //! retried with fresh commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
 //!
 //! Signers are chosen by a moving estimate of each node's round trip (the t fastest healthy
-//! nodes), and each sign request has a deadline derived from its node's estimate: a node that
-//! stalls costs one more round trip to the next fastest, not the configured timeout.
+//! nodes), and while a spare node remains each sign request has a deadline derived from its node's
+//! estimate: a node that stalls costs one more round trip to the next fastest, not the configured
+//! timeout.
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
@@ -325,6 +326,9 @@ impl Coordinator {
             if order.len() < self.threshold {
                 return Err(QuorumError::NotEnoughSigners { needed: self.threshold, got, faults });
             }
+            // With no node to retry with, a slow answer is still better than none: the per-node
+            // deadlines apply only while a spare node remains.
+            let spare = order.len() > self.threshold;
             // pick t nodes that can give a commitment
             let mut chosen: Vec<(usize, String, SigningCommitments)> = Vec::new();
             let mut idx = 0;
@@ -367,10 +371,10 @@ impl Coordinator {
                 let req = &req;
                 async move {
                     let sent = Instant::now();
-                    let r: Result<SignResponse, NodeFault> = self
-                        .client
-                        .post(&s.node.url, &s.key, "/v1/sign", req, s.deadline(self.opts.timeout))
-                        .await;
+                    // Only a node that can be replaced is held to its own estimate.
+                    let deadline = if spare { s.deadline(self.opts.timeout) } else { self.opts.timeout };
+                    let r: Result<SignResponse, NodeFault> =
+                        self.client.post(&s.node.url, &s.key, "/v1/sign", req, deadline).await;
                     match &r {
                         Ok(_) => s.observe(sent.elapsed()),
                         // Too slow for its own estimate: next time it is judged by a longer one.

@@ -129,6 +129,12 @@ impl ShowArgs {
             intent.id, intent.state, intent.kind, intent.policy, intent.trigger
         );
         println!("key      {}", intent.idempotency_key);
+        if let Some(version) = intent.payload.get("policy_version").and_then(|v| v.as_str()) {
+            println!(
+                "policy   {} version {version} (SHA-256 of its script, first 16 hex digits)",
+                intent.policy
+            );
+        }
         println!("payload  {}", intent.payload);
         println!("events:");
         for e in &events {

@@ -53,6 +53,12 @@ async fn a_manual_trigger_pays_once_through_quorum_and_keeper() {
         shown["events"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
     assert_eq!(states, ["proposed", "guarded", "planned", "authorising", "signed", "submitted", "confirmed"]);
     assert!(shown["transactions"][0]["tx"]["tx_hash"].as_str().unwrap().starts_with("0x"));
+    // The intent names the version of the script that produced it.
+    let version = treasury_policies::loader::version_of(PAY_TWO.script);
+    assert_eq!(shown["intent"]["payload"]["policy_version"], version.as_str());
+    let text = env.treasury(&["intents", "show", &id]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains(&format!("policy   payouts version {version}")), "{text}");
     let out = env.treasury(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["intents_by_state"]["confirmed"], 2);

@@ -64,6 +64,10 @@ pub struct StoredIntent {
     /// That block's hash (absent in intents journaled before replaying signers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_hash: Option<alloy::primitives::B256>,
+    /// The version of the policy script that produced it (`PolicySet::version`: its SHA-256,
+    /// first 16 hex digits); absent in intents journaled before versions were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 impl StoredIntent {
@@ -153,11 +157,13 @@ impl Pipeline {
             }
             return Ok(());
         }
+        let policy_version = self.policies.version(&intent.policy);
         let stored = StoredIntent {
             intent,
             block: snapshot.block_number,
             timestamp: snapshot.timestamp,
             block_hash: Some(snapshot.block_hash),
+            policy_version,
         };
         let new = NewIntent {
             idempotency_key: stored.intent.key.clone(),
