@@ -8,6 +8,29 @@ use treasury_devnet::TestChain;
 
 const EXE: &str = env!("CARGO_BIN_EXE_treasury");
 
+/// The arguments naming the deployment's chain, Safe, module and Multicall3 and the blocks
+/// `from..=to`, with JSON output.
+fn replay_range(chain: &TestChain, from: u64, to: u64) -> Vec<String> {
+    let d = &chain.deployment;
+    [
+        "--rpc",
+        chain.anvil.url(),
+        "--safe",
+        &d.safe.to_string(),
+        "--module",
+        &d.module.to_string(),
+        "--multicall3",
+        &d.multicall3.to_string(),
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+        "--json",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 #[tokio::test]
 async fn simulate_reads_module_budgets_at_each_block() {
     let chain = TestChain::start().await.unwrap();
@@ -48,9 +71,7 @@ if room > 0 { pay("alice", "USDC", room / 10); }
         .arg(dir.path().join("spend.rhai"))
         .arg("--config")
         .arg(dir.path().join("treasury.toml"))
-        .args(["--rpc", chain.anvil.url(), "--safe", &d.safe.to_string(), "--module", &d.module.to_string()])
-        .args(["--multicall3", &d.multicall3.to_string()])
-        .args(["--from", &(latest - 2).to_string(), "--to", &latest.to_string(), "--json"])
+        .args(replay_range(&chain, latest - 2, latest))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -96,9 +117,7 @@ async fn diff_reports_each_versions_budget_use_and_escalations() {
         .arg(dir.path().join("new.rhai"))
         .args(["--policy", "stipend", "--config"])
         .arg(dir.path().join("treasury.toml"))
-        .args(["--rpc", chain.anvil.url(), "--safe", &d.safe.to_string(), "--module", &d.module.to_string()])
-        .args(["--multicall3", &d.multicall3.to_string()])
-        .args(["--from", &(latest - 2).to_string(), "--to", &latest.to_string(), "--json"])
+        .args(replay_range(&chain, latest - 2, latest))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use treasury_policies::fixture::run_fixture;
 use treasury_policies::simulate::{Simulation, simulate};
 use treasury_policies::{
-    Book, ModuleSnapshotSource, Period, PoliciesConfig, PolicyEngine, RpcSnapshotSource, Trigger,
+    Book, CompiledPolicy, ModuleSnapshotSource, Period, PoliciesConfig, PolicyEngine, RpcSnapshotSource,
+    Trigger,
 };
 
 /// `treasury policy` subcommands.
@@ -178,49 +179,86 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
-    use treasury_policies::diff::{RangeDiff, diff_fixtures, diff_range};
-    let cfg = PoliciesConfig::from_file(&args.config).context("cannot read config")?;
-    let stem = args.new.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = args.policy.clone().unwrap_or(stem);
-    let entry = cfg.policy(&name);
-    let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
-    let period = entry.map_or(Period::default(), |e| e.period);
-    let engine = PolicyEngine::new(cfg.limits);
-    let book = Arc::new(Book::from_config(&cfg));
-    let compile = |file: &Path| -> anyhow::Result<_> {
+/// What `simulate` and `diff` share: the config, the policy's name, trigger and period as the
+/// config sets them, and the engine and names to compile and run it with.
+struct PolicyRun {
+    cfg: PoliciesConfig,
+    name: String,
+    trigger: Trigger,
+    period: Period,
+    engine: PolicyEngine,
+    book: Arc<Book>,
+}
+
+impl PolicyRun {
+    /// Reads `config`; the policy is `policy`, else the stem of `script`.
+    fn load(config: &Path, policy: Option<&str>, script: &Path) -> anyhow::Result<Self> {
+        let cfg = PoliciesConfig::from_file(config).context("cannot read config")?;
+        let stem = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = policy.map_or(stem, str::to_owned);
+        let entry = cfg.policy(&name);
+        let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
+        let period = entry.map_or(Period::default(), |e| e.period);
+        let engine = PolicyEngine::new(cfg.limits);
+        let book = Arc::new(Book::from_config(&cfg));
+        Ok(Self { cfg, name, trigger, period, engine, book })
+    }
+
+    /// Compiles `file` as this policy.
+    fn compile(&self, file: &Path) -> anyhow::Result<CompiledPolicy> {
         let source =
             std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        Ok(engine.compile(&name, file, &source, period, &book)?)
+        Ok(self.engine.compile(&self.name, file, &source, self.period, &self.book)?)
+    }
+}
+
+/// The last block of a range: `to`, else the endpoint's latest; refuses one before `from`.
+async fn range_end(rpc: &RpcSnapshotSource, from: u64, to: Option<u64>) -> anyhow::Result<u64> {
+    let to = match to {
+        Some(to) => to,
+        None => rpc.latest_block().await?,
     };
-    let (old, new) = (compile(&args.old)?, compile(&args.new)?);
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    Ok(to)
+}
+
+/// The module's snapshot source when `module` is given (budgets, nonce, pause flag).
+async fn module_source(
+    rpc_url: &str,
+    safe: Address,
+    module: Option<Address>,
+    multicall3: Address,
+    cfg: &PoliciesConfig,
+) -> anyhow::Result<Option<ModuleSnapshotSource>> {
+    let Some(module) = module else { return Ok(None) };
+    let source = ModuleSnapshotSource::connect(rpc_url, safe, module, multicall3, cfg)
+        .await
+        .context("cannot connect to the RPC endpoint")?;
+    Ok(Some(source))
+}
+
+async fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
+    use treasury_policies::diff::{RangeDiff, diff_fixtures, diff_range};
+    let p = PolicyRun::load(&args.config, args.policy.as_deref(), &args.new)?;
+    let (old, new) = (p.compile(&args.old)?, p.compile(&args.new)?);
     let diff = if args.fixtures.is_empty() {
         let (rpc_url, safe, from) = match (&args.rpc, args.safe, args.from) {
             (Some(r), Some(s), Some(f)) => (r, s, f),
             _ => anyhow::bail!("give --rpc, --safe and --from, or --fixture"),
         };
-        let rpc = RpcSnapshotSource::connect(rpc_url, safe, cfg.clone()).await?;
-        let to = match args.to {
-            Some(to) => to,
-            None => rpc.latest_block().await?,
-        };
-        anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+        let rpc = RpcSnapshotSource::connect(rpc_url, safe, p.cfg.clone()).await?;
+        let to = range_end(&rpc, from, args.to).await?;
         let sim =
-            Simulation { policy: &new, trigger: &trigger, only_when_fired: args.only_when_fired, from, to };
+            Simulation { policy: &new, trigger: &p.trigger, only_when_fired: args.only_when_fired, from, to };
         let run = RangeDiff { old: &old, new: &new, sim: &sim };
-        match args.module {
-            Some(module) => {
-                let source = ModuleSnapshotSource::connect(rpc_url, safe, module, args.multicall3, &cfg)
-                    .await
-                    .context("cannot connect to the RPC endpoint")?;
-                diff_range(&engine, &book, &source, run).await
-            }
-            None => diff_range(&engine, &book, &rpc, run).await,
+        match module_source(rpc_url, safe, args.module, args.multicall3, &p.cfg).await? {
+            Some(source) => diff_range(&p.engine, &p.book, &source, run).await,
+            None => diff_range(&p.engine, &p.book, &rpc, run).await,
         }
         .context("replay failed")?
     } else {
         let fixtures: Vec<&Path> = args.fixtures.iter().map(PathBuf::as_path).collect();
-        diff_fixtures(&engine, &book, &old, &new, trigger.kind(), &fixtures)
+        diff_fixtures(&p.engine, &p.book, &old, &new, p.trigger.kind(), &fixtures)
             .context("cannot run the fixtures")?
     };
     if args.json {
@@ -282,42 +320,21 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
 }
 
 async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let cfg = PoliciesConfig::from_file(&args.config).context("cannot read config")?;
-    let stem = args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = args.policy.clone().unwrap_or(stem);
-    let entry = cfg.policy(&name);
-    let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
-    let period = entry.map_or(Period::default(), |e| e.period);
-
-    let engine = PolicyEngine::new(cfg.limits);
-    let book = Arc::new(Book::from_config(&cfg));
-    let source = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let compiled = engine.compile(&name, &args.file, &source, period, &book)?;
-    let rpc = RpcSnapshotSource::connect(&args.rpc, args.safe, cfg.clone()).await?;
-    let to = match args.to {
-        Some(to) => to,
-        None => rpc.latest_block().await?,
-    };
-    anyhow::ensure!(args.from <= to, "--from {} is after --to {to}", args.from);
-    let module_source = match args.module {
-        Some(module) => Some(
-            ModuleSnapshotSource::connect(&args.rpc, args.safe, module, args.multicall3, &cfg)
-                .await
-                .context("cannot connect to the RPC endpoint")?,
-        ),
-        None => None,
-    };
+    let p = PolicyRun::load(&args.config, args.policy.as_deref(), &args.file)?;
+    let compiled = p.compile(&args.file)?;
+    let rpc = RpcSnapshotSource::connect(&args.rpc, args.safe, p.cfg.clone()).await?;
+    let to = range_end(&rpc, args.from, args.to).await?;
+    let module_source = module_source(&args.rpc, args.safe, args.module, args.multicall3, &p.cfg).await?;
     let sim = Simulation {
         policy: &compiled,
-        trigger: &trigger,
+        trigger: &p.trigger,
         only_when_fired: args.only_when_fired,
         from: args.from,
         to,
     };
     let blocks = match &module_source {
-        Some(source) => simulate(&engine, &book, source, sim).await,
-        None => simulate(&engine, &book, &rpc, sim).await,
+        Some(source) => simulate(&p.engine, &p.book, source, sim).await,
+        None => simulate(&p.engine, &p.book, &rpc, sim).await,
     }
     .context("simulation failed")?;
     for b in &blocks {
