@@ -72,8 +72,8 @@ impl RootService {
 
     /// The service's Prometheus metrics, with the queue depth (pending requests) read now.
     pub async fn render_metrics(&self) -> String {
-        let pending = match self.list(Some(RequestState::Pending)).await {
-            Ok(list) => list.len(),
+        let pending = match in_place(|| self.store.count(RequestState::Pending)) {
+            Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = crate::error_chain(&e), "metrics: cannot read the queue");
                 0

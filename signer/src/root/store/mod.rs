@@ -139,6 +139,16 @@ impl Store {
         row.transpose()
     }
 
+    /// How many requests are in `state`.
+    pub fn count(&self, state: RequestState) -> Result<usize> {
+        let conn = self.conn();
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM requests WHERE state = ?")
+            .and_then(|mut s| s.query_row(params![state.as_str()], |r| r.get(0)))
+            .map_err(RootError::store("count requests"))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Requests, newest first, optionally only in `state`.
     pub fn list(&self, state: Option<RequestState>) -> Result<Vec<RequestRecord>> {
         let sql = format!(

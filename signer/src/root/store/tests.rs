@@ -160,6 +160,8 @@ async fn assert_old_queue_intact(path: &std::path::Path) {
         assert_eq!(store.decisions(id).unwrap().len(), 1, "{id}");
     }
     assert_eq!(store.approval_tag("approved").unwrap().as_deref(), Some("tag-1"));
+    assert_eq!(store.count(RequestState::Pending).unwrap(), 1);
+    assert_eq!(store.count(RequestState::Expired).unwrap(), 0);
     // pending + approved + signed count; rejected does not.
     let live = U256::from(300u64 + 5) + U256::from(1u128 << 70);
     assert_eq!(store.committed_since(token(), 0).unwrap(), live);
