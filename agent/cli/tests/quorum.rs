@@ -122,12 +122,13 @@ async fn spawn_node_at(dir: &str, listen: &str, faults: Option<&str>) -> NodePro
 }
 
 fn coordinator(q: &Quorum) -> Coordinator {
-    Coordinator::new(
-        q.quorum.clone(),
-        q.coord_key.clone(),
-        CoordinatorOptions { timeout: Duration::from_secs(3), refill: 16 },
-    )
-    .unwrap()
+    coordinator_with(q, Duration::from_secs(3))
+}
+
+/// A coordinator for `q` whose requests time out after `timeout`.
+fn coordinator_with(q: &Quorum, timeout: Duration) -> Coordinator {
+    Coordinator::new(q.quorum.clone(), q.coord_key.clone(), CoordinatorOptions { timeout, refill: 16 })
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +139,7 @@ async fn signature_completes_with_n_minus_t_nodes_killed_mid_signing() {
     let mut q = quorum(5, 3, Address::ZERO, &[(0, hold), (3, hold)]).await;
     // A timeout far beyond the test: the killed nodes are excluded because their connections
     // break, not because the coordinator gave up on them.
-    let c = std::sync::Arc::new(
-        Coordinator::new(
-            q.quorum.clone(),
-            q.coord_key.clone(),
-            CoordinatorOptions { timeout: Duration::from_secs(3600), refill: 16 },
-        )
-        .unwrap(),
-    );
+    let c = std::sync::Arc::new(coordinator_with(&q, Duration::from_secs(3600)));
     assert!(c.preprocess(8).await.is_empty());
     let mut tasks = Vec::new();
     for i in 0..12u64 {
@@ -184,9 +178,7 @@ async fn a_slow_node_is_excluded_as_timed_out_and_the_signature_completes() {
     // Node 2 accepts the connection and the request but answers an hour later.
     let q = quorum(4, 3, Address::ZERO, &[(2, "sign-delay-ms=3600000")]).await;
     let timeout = Duration::from_secs(5);
-    let c =
-        Coordinator::new(q.quorum.clone(), q.coord_key.clone(), CoordinatorOptions { timeout, refill: 16 })
-            .unwrap();
+    let c = coordinator_with(&q, timeout);
     assert!(c.preprocess(8).await.is_empty(), "commitments are not delayed");
     let slow = q.quorum.nodes[2].url.clone();
     let mut named = false;
@@ -851,14 +843,7 @@ async fn every_pair_signs(quorum: &QuorumFile, coord_key: &IdentityKey, first_no
 async fn sigterm_lets_a_signing_request_in_flight_finish_then_exits_zero() {
     // 2-of-2: node 0 takes part in every signature, and holds each request 1.5 s first.
     let mut q = quorum(2, 2, Address::ZERO, &[(0, "sign-delay-ms=1500")]).await;
-    let c = std::sync::Arc::new(
-        Coordinator::new(
-            q.quorum.clone(),
-            q.coord_key.clone(),
-            CoordinatorOptions { timeout: Duration::from_secs(3600), refill: 16 },
-        )
-        .unwrap(),
-    );
+    let c = std::sync::Arc::new(coordinator_with(&q, Duration::from_secs(3600)));
     let op = transfer(1, 0);
     let signing = {
         let (c, op) = (c.clone(), op.clone());
