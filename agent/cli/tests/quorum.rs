@@ -122,13 +122,15 @@ async fn spawn_node_at(dir: &str, listen: &str, faults: Option<&str>) -> NodePro
 }
 
 fn coordinator(q: &Quorum) -> Coordinator {
-    coordinator_with(q, Duration::from_secs(3))
+    let opts = CoordinatorOptions { timeout: Duration::from_secs(3), refill: 16, ..Default::default() };
+    Coordinator::new(q.quorum.clone(), q.coord_key.clone(), opts).unwrap()
 }
 
-/// A coordinator for `q` whose requests time out after `timeout`.
+/// A coordinator for `q` whose requests time out after `timeout` only: signers rotate and no
+/// per-node deadline applies, for tests of how a node that breaks or stalls is excluded.
 fn coordinator_with(q: &Quorum, timeout: Duration) -> Coordinator {
-    Coordinator::new(q.quorum.clone(), q.coord_key.clone(), CoordinatorOptions { timeout, refill: 16 })
-        .unwrap()
+    let opts = CoordinatorOptions { timeout, refill: 16, by_latency: false };
+    Coordinator::new(q.quorum.clone(), q.coord_key.clone(), opts).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -826,7 +828,7 @@ async fn every_pair_signs(quorum: &QuorumFile, coord_key: &IdentityKey, first_no
         let c = Coordinator::new(
             only,
             coord_key.clone(),
-            CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4 },
+            CoordinatorOptions { timeout: Duration::from_secs(5), refill: 4, ..Default::default() },
         )
         .unwrap();
         let op = transfer(1, first_nonce + skip as u64);

@@ -54,7 +54,7 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     let coordinator = Coordinator::new(
         dkg.quorum.clone(),
         coordinator_key,
-        CoordinatorOptions { timeout: Duration::from_secs(5), refill: 8 },
+        CoordinatorOptions { timeout: Duration::from_secs(5), refill: 8, ..Default::default() },
     )
     .unwrap();
 

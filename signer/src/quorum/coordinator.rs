@@ -102,11 +102,14 @@ pub struct CoordinatorOptions {
     pub timeout: Duration,
     /// Commitments fetched per node when its pool runs dry.
     pub refill: u32,
+    /// Choose signers by measured round trip and hold each to a deadline from its own estimate
+    /// (the default); off, signers rotate and only `timeout` bounds a request.
+    pub by_latency: bool,
 }
 
 impl Default for CoordinatorOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(5), refill: 64 }
+        Self { timeout: Duration::from_secs(5), refill: 64, by_latency: true }
     }
 }
 
@@ -322,13 +325,16 @@ impl Coordinator {
             // Healthy nodes first, nodes recently down last (they may be back); among them the
             // fastest by measured round trip, so a signature waits for the t-th fastest node (the
             // stable sort keeps the rotation among equals).
-            order.sort_by_key(|i| (!self.slots[*i].healthy(), self.slots[*i].rank()));
+            let by_latency = self.opts.by_latency;
+            order.sort_by_key(|i| {
+                (!self.slots[*i].healthy(), if by_latency { self.slots[*i].rank() } else { 0 })
+            });
             if order.len() < self.threshold {
                 return Err(QuorumError::NotEnoughSigners { needed: self.threshold, got, faults });
             }
             // With no node to retry with, a slow answer is still better than none: the per-node
             // deadlines apply only while a spare node remains.
-            let spare = order.len() > self.threshold;
+            let spare = self.opts.by_latency && order.len() > self.threshold;
             // pick t nodes that can give a commitment
             let mut chosen: Vec<(usize, String, SigningCommitments)> = Vec::new();
             let mut idx = 0;

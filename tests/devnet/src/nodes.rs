@@ -271,7 +271,7 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> 
     let coordinator = Arc::new(Coordinator::new(
         dkg.quorum,
         coord,
-        CoordinatorOptions { timeout: Duration::from_secs(5), refill: 256 },
+        CoordinatorOptions { timeout: Duration::from_secs(5), refill: 256, ..Default::default() },
     )?);
     let total = (opts.signatures * 2 + 20) as u32;
     let faults = coordinator.preprocess(total).await;

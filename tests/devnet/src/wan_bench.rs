@@ -112,8 +112,11 @@ impl WanQuorum {
         let t0 = Instant::now();
         let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, threshold, 5).await?;
         let dkg_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let coordinator =
-            Arc::new(Coordinator::new(dkg.quorum, coord, CoordinatorOptions { timeout, refill: 256 })?);
+        let coordinator = Arc::new(Coordinator::new(
+            dkg.quorum,
+            coord,
+            CoordinatorOptions { timeout, refill: 256, ..Default::default() },
+        )?);
         let faults = coordinator.preprocess(commitments).await;
         anyhow::ensure!(faults.is_empty(), "preprocessing failed: {faults:?}");
         let urls = pinned.into_iter().map(|p| p.url).collect();
