@@ -50,6 +50,11 @@ pub struct Location {
 }
 
 impl Location {
+    /// `LINE:COL` as editors read it (0 where unknown).
+    pub fn line_col(&self) -> String {
+        format!("{}:{}", self.line.unwrap_or(0), self.column.unwrap_or(0))
+    }
+
     /// The location of a Rhai position.
     pub(crate) fn of(pos: rhai::Position) -> Self {
         Self { line: pos.line(), column: pos.position() }
@@ -71,7 +76,7 @@ impl fmt::Display for Location {
 #[non_exhaustive]
 pub enum PolicyError {
     /// The script does not compile, or names a token or address the config does not know.
-    #[error("{}:{}:{}: policy `{policy}`: {message}", file.display(), at.line.unwrap_or(0), at.column.unwrap_or(0))]
+    #[error("{}:{}: policy `{policy}`: {message}", file.display(), at.line_col())]
     Compile {
         /// Policy name.
         policy: String,
@@ -83,40 +88,48 @@ pub enum PolicyError {
         message: String,
     },
     /// The script broke a sandbox limit and was stopped.
-    #[error("policy `{policy}` stopped at {at}: limit {limit} exceeded")]
+    #[error("{}:{}: policy `{policy}` stopped: limit {limit} exceeded", file.display(), at.line_col())]
     LimitExceeded {
         /// Policy name.
         policy: String,
+        /// Script file.
+        file: PathBuf,
         /// The limit broken.
         limit: Limit,
         /// Where the script was when stopped.
         at: Location,
     },
     /// The script gave a registered function bad input (unknown token, float amount, …).
-    #[error("policy `{policy}` at {at}: {message}")]
+    #[error("{}:{}: policy `{policy}`: {message}", file.display(), at.line_col())]
     BadInput {
         /// Policy name.
         policy: String,
+        /// Script file.
+        file: PathBuf,
         /// The offending call.
         at: Location,
         /// What is wrong.
         message: String,
     },
     /// The script failed at run time (a type error, `throw`, a division by zero, …).
-    #[error("policy `{policy}` at {at}: {message}")]
+    #[error("{}:{}: policy `{policy}`: {message}", file.display(), at.line_col())]
     Runtime {
         /// Policy name.
         policy: String,
+        /// Script file.
+        file: PathBuf,
         /// Where it failed.
         at: Location,
         /// Rhai's description.
         message: String,
     },
     /// A registered function or the engine panicked; the panic was contained.
-    #[error("policy `{policy}` at {at}: internal panic contained: {message}")]
+    #[error("{}:{}: policy `{policy}`: internal panic contained: {message}", file.display(), at.line_col())]
     Panicked {
         /// Policy name.
         policy: String,
+        /// Script file.
+        file: PathBuf,
         /// Where the script was, if known.
         at: Location,
         /// The panic payload.

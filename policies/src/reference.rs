@@ -240,7 +240,7 @@ fn limits_section(l: &Limits) -> String {
     let mut out = String::from(
         "## Limits\n\nSet in `[policies.limits]`; 0 is refused (Rhai reads it as no limit). A script that \
          hits one is stopped, returns no intents for that block, and the error names the limit and the \
-         line: `policy `NAME` stopped at FILE:LINE:COL: limit max_operations exceeded`.\n\n\
+         line: ``FILE:LINE:COL: policy `NAME` stopped: limit max_operations exceeded``.\n\n\
          | limit | default | bounds |\n|---|---:|---|\n",
     );
     for (name, default, what) in rows {

@@ -52,7 +52,7 @@ fn assert_limit(err: PolicyError, limit: Limit, line: usize) {
     assert_eq!(err.policy(), Some("p"));
     assert_eq!(err.line(), Some(line), "{err}");
     let text = err.to_string();
-    assert!(text.contains(&limit.to_string()) && text.contains(&format!("line {line}")), "{text}");
+    assert!(text.starts_with(&format!("p.rhai:{line}:")) && text.contains(&limit.to_string()), "{text}");
 }
 
 #[test]
@@ -137,6 +137,7 @@ fn script_errors_are_runtime_errors_with_line() {
     let err = run("let a = 1;\nthrow \"boom\";").unwrap_err();
     assert!(matches!(err, PolicyError::Runtime { .. }), "{err}");
     assert_eq!(err.line(), Some(2));
+    assert!(err.to_string().starts_with("p.rhai:2:1: policy `p`:"), "{err}");
 }
 
 #[test]
@@ -279,4 +280,5 @@ fn check_names_a_misspelt_function_before_running() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     let text = problems[0].to_string();
     assert!(text.contains("blance") && text.contains(":2:"), "{text}");
+    assert!(text.contains("did you mean `balance`?"), "{text}");
 }

@@ -54,4 +54,8 @@ fn definitions_list_the_api_and_the_configs_names() {
     for name in cfg.addresses.keys() {
         assert!(defs.contains(&format!("`\"{name}\"`")), "recipient {name} not listed");
     }
+    // The Rhai language server treats a workspace file as definitions only when, after plain `//`
+    // comments and `///` docs, its first statement is a `module` declaration.
+    let first = defs.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("//"));
+    assert_eq!(first, Some("module static;"), "definitions must open with a module header");
 }

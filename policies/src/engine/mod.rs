@@ -141,10 +141,11 @@ impl PolicyEngine {
         }));
         match result {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(sandbox::classify(&policy.name, &e)),
+            Ok(Err(e)) => return Err(sandbox::classify(&policy.name, &policy.file, &e)),
             Err(payload) => {
                 return Err(PolicyError::Panicked {
                     policy: policy.name.clone(),
+                    file: policy.file.clone(),
                     at: Location::default(),
                     message: panic_message(&payload),
                 });
@@ -204,7 +205,8 @@ fn unknown_functions(engine: &Engine, ast: &AST) -> Vec<(Location, String)> {
             && call.namespace.is_empty()
             && !known.contains(call.name.as_str())
         {
-            errors.push((Location::of(*pos), format!("unknown function `{}`", call.name)));
+            let hint = crate::view::suggest(call.name.as_str(), known.iter());
+            errors.push((Location::of(*pos), format!("unknown function `{}`{hint}", call.name)));
         }
         true
     });

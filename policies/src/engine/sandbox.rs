@@ -1,5 +1,7 @@
 //! The sandbox: an engine with no I/O, no clock, no randomness, and limits on everything.
 
+use std::path::Path;
+
 use rhai::{Engine, EvalAltResult, OptimizationLevel};
 
 use crate::api::Fault;
@@ -37,23 +39,23 @@ pub(crate) fn engine(limits: &Limits) -> Engine {
 ///
 /// Errors raised inside script functions are unwrapped to the innermost one, whose position is
 /// the line that actually failed.
-pub(crate) fn classify(policy: &str, err: &EvalAltResult) -> PolicyError {
-    let policy = policy.to_owned();
+pub(crate) fn classify(policy: &str, file: &Path, err: &EvalAltResult) -> PolicyError {
+    let (policy, file) = (policy.to_owned(), file.to_owned());
     let at = Location::of(err.position());
-    let limit = |limit| PolicyError::LimitExceeded { policy: policy.clone(), limit, at };
+    let limit = |limit| PolicyError::LimitExceeded { policy: policy.clone(), file: file.clone(), limit, at };
     match err {
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => classify(&policy, inner),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => classify(&policy, &file, inner),
         EvalAltResult::ErrorTooManyOperations(_) => limit(Limit::Operations),
         EvalAltResult::ErrorStackOverflow(_) => limit(Limit::CallDepth),
         EvalAltResult::ErrorTooManyVariables(_) => limit(Limit::Variables),
         EvalAltResult::ErrorDataTooLarge(what, _) => limit(data_limit(what)),
         EvalAltResult::ErrorRuntime(value, _) => match value.clone().try_cast::<Fault>() {
-            Some(Fault::BadInput(message)) => PolicyError::BadInput { policy, at, message },
+            Some(Fault::BadInput(message)) => PolicyError::BadInput { policy, file, at, message },
             Some(Fault::Limit(l)) => limit(l),
-            Some(Fault::Panic(message)) => PolicyError::Panicked { policy, at, message },
-            None => PolicyError::Runtime { policy, at, message: err.to_string() },
+            Some(Fault::Panic(message)) => PolicyError::Panicked { policy, file, at, message },
+            None => PolicyError::Runtime { policy, file, at, message: err.to_string() },
         },
-        other => PolicyError::Runtime { policy, at, message: other.to_string() },
+        other => PolicyError::Runtime { policy, file, at, message: other.to_string() },
     }
 }
 
