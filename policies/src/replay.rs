@@ -3,8 +3,10 @@
 //!
 //! The agent and the node run the same code for each step: [`read_snapshot`] at a block,
 //! [`PolicySet::evaluate_all`] in the sandbox, [`plan_batch`]. What the node does not take from
-//! the agent: the snapshot (it reads its own, and checks the block hash), the history (its own
-//! ledger) and the policy set (its pinned [`PolicyBundle`], named by hash).
+//! the agent: the snapshot (it reads its own, and checks the block hash), the policy set (its
+//! pinned [`PolicyBundle`], named by hash) and the history on trust: the decision lists the
+//! payments its history counted ([`Decision::history`]) and the node checks them against the
+//! chain and its own ledger before replaying with them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::providers::DynProvider;
+use alloy::providers::{DynProvider, Provider};
 use serde::{Deserialize, Serialize};
 use treasury_chain::operation::Operation;
 use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot};
@@ -54,6 +56,26 @@ pub struct Decision {
     pub intents: Vec<Intent>,
     /// The block whose snapshot the operation was planned on (nonce, oracle prices).
     pub plan_block: PinnedBlock,
+    /// The first block of the history window: the first block of the calendar month (UTC) of the
+    /// earliest firing, so every payment a policy's `paid` can count was decided in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<PinnedBlock>,
+    /// Every fund-moving intent decided in the window that the policies' history counted, with
+    /// the operation that carries it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PastIntent>,
+}
+
+/// One intent of a decision's history: what the agent counted, and the operation carrying it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastIntent {
+    /// The intent (policy, key, action).
+    pub intent: Intent,
+    /// Timestamp of the block it was decided at.
+    pub timestamp: u64,
+    /// EIP-712 digest of the operation that carries it, once planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<B256>,
 }
 
 /// Why a replay refuses the operation; each names the first thing that differs.
@@ -256,14 +278,15 @@ impl Replayer {
     }
 
     /// Checks that `op` is exactly what the pinned policies produce for `decision`, reading every
-    /// snapshot from `provider` and the history from `history` (the caller's own record).
+    /// snapshot from `provider` and the history from `history` (checked by the caller). Each
+    /// firing sees the payments decided before its block, less the decision's own intents.
     /// Returns the intents checked, with the timestamp of the block each was decided at.
     pub async fn replay(
         &self,
         provider: &DynProvider,
         decision: &Decision,
         op: &Operation,
-        history: &[Payment],
+        history: &[PastIntent],
     ) -> Result<Vec<(Intent, u64)>, ReplayError> {
         if decision.policy_hash != self.hash {
             return Err(ReplayError::PolicyHash { expected: self.hash, got: decision.policy_hash });
@@ -284,7 +307,8 @@ impl Replayer {
             let view = Arc::new(SnapshotView::new(&snapshot, self.set.book().clone()).map_err(|e| {
                 ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
             })?);
-            for outcome in self.set.evaluate_all(&view, history, |e| firing.policies.contains(&e.name)) {
+            let seen = history_at(history, decision, snapshot.timestamp);
+            for outcome in self.set.evaluate_all(&view, &seen, |e| firing.policies.contains(&e.name)) {
                 // A policy that fails produces nothing: its intents are then "not derived".
                 for intent in outcome.result.unwrap_or_default() {
                     if intent.action.moves_funds() {
@@ -387,6 +411,59 @@ impl Replayer {
         }
         Ok(snapshot)
     }
+}
+
+/// The payments a firing at `timestamp` counts: those of `history` decided before it, or at its
+/// block but not among the decision's own intents.
+fn history_at(history: &[PastIntent], decision: &Decision, timestamp: u64) -> Vec<Payment> {
+    let own = |key: &str| decision.intents.iter().any(|i| i.key == key);
+    history
+        .iter()
+        .filter(|p| p.timestamp < timestamp || (p.timestamp == timestamp && !own(&p.intent.key)))
+        .filter_map(|p| payment_of(&p.intent, p.timestamp))
+        .collect()
+}
+
+/// The first block of the calendar month (UTC) of the block `to`: the history window of a
+/// decision whose earliest firing is `to` (binary search over block timestamps).
+pub async fn history_window(provider: &DynProvider, to: u64) -> Result<PinnedBlock, ReplayError> {
+    let header = |n: u64| async move {
+        provider
+            .get_block_by_number(BlockNumberOrTag::Number(n))
+            .await
+            .ok()
+            .flatten()
+            .map(|b| (b.header.timestamp, b.header.hash))
+            .ok_or_else(|| {
+                ReplayError::Malformed(format!("block {n} is not available from the RPC endpoint"))
+            })
+    };
+    let (end, _) = header(to).await?;
+    let (mut lo, mut hi) = (0u64, to);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if crate::period::Period::Month.same(header(mid).await?.0, end) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let (_, hash) = header(lo).await?;
+    Ok(PinnedBlock { number: lo, hash })
+}
+
+/// The transfer call that carries a payment of `intent` under `policies`' token table (`None` for
+/// a swap, an alert, or an amount the token cannot represent).
+pub fn transfer_of(intent: &Intent, policies: &PoliciesConfig) -> Option<treasury_chain::Call> {
+    let Action::Pay { to, token, amount, .. } = &intent.action else { return None };
+    let t = policies.tokens.get(token)?;
+    let raw = crate::money::to_units(*amount, t.decimals)?;
+    Some(if t.address.is_zero() {
+        treasury_chain::Call::new(*to, raw, Vec::new())
+    } else {
+        let data = treasury_chain::contracts::IERC20::transferCall { to: *to, amount: raw };
+        treasury_chain::Call::new(t.address, U256::ZERO, alloy::sol_types::SolCall::abi_encode(&data))
+    })
 }
 
 /// The payment a signed intent adds to the history (none for a swap).

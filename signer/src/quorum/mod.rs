@@ -24,6 +24,7 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod guard;
+mod history;
 pub mod identity;
 pub mod node;
 pub mod nonces;

@@ -23,8 +23,8 @@ use alloy::sol_types::SolEvent;
 use serde::{Deserialize, Serialize};
 use treasury_chain::contracts::{ITreasuryModuleViews, TreasuryModule};
 use treasury_chain::operation::Operation;
-use treasury_policies::replay::{Decision, PolicyBundle, Replayer, payment_of};
-use treasury_policies::{Intent, Payment};
+use treasury_policies::Intent;
+use treasury_policies::replay::{Decision, PolicyBundle, Replayer};
 
 use super::error::{QuorumError, Refusal, RefusalCode};
 use super::identity::{IdentityKey, IdentityPublic};
@@ -200,14 +200,9 @@ impl IntentLedger {
         self.by_key.get(key).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Payments this node signed (the newest record of each key, operations in `skip` left
-    /// out), the history replays read.
-    pub fn history(&self, skip: &BTreeSet<B256>) -> Vec<Payment> {
-        self.by_key
-            .values()
-            .filter_map(|rs| rs.iter().rev().find(|r| !skip.contains(&r.digest)))
-            .filter_map(|r| r.intent.as_ref().and_then(|i| payment_of(i, r.timestamp)))
-            .collect()
+    /// Every record.
+    pub fn all(&self) -> impl Iterator<Item = &LedgerRecord> {
+        self.by_key.values().flatten()
     }
 
     /// Every record, in the interchange format.
@@ -328,11 +323,8 @@ pub async fn check(
         }
         dead.insert(r.digest);
     }
-    // The history leaves out this very operation (a coordinator retry signs it again) and the
-    // operations that can no longer execute.
-    let mut skip = dead.clone();
-    skip.insert(digest);
-    let history = ledger.lock().expect("intent ledger lock").history(&skip);
+    let history =
+        super::history::trusted_history(replayer.bundle(), provider, decision, digest, ledger).await?;
     let intents = replayer.replay(provider, decision, op, &history).await.map_err(|e| {
         let code = match e {
             treasury_policies::replay::ReplayError::PolicyHash { .. } => RefusalCode::PolicyMismatch,

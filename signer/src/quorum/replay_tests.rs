@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use treasury_chain::operation::{Operation, TIER_QUORUM, operation_digest};
 use treasury_chain::snapshot::read_snapshot;
 use treasury_devnet::TestChain;
-use treasury_policies::replay::{DecidedFiring, Decision, PinnedBlock, PolicyBundle};
+use treasury_policies::replay::{DecidedFiring, Decision, PastIntent, PinnedBlock, PolicyBundle, payment_of};
 use treasury_policies::{Action, Intent, PoliciesConfig, PolicySet, SnapshotView};
 
 use super::super::guard::{AllowEntry, Budget, GuardConfig};
@@ -27,6 +27,8 @@ struct World {
     chain: TestChain,
     bundle: PolicyBundle,
     usdc: Address,
+    /// The history window of every decision here: the chain starts in the current month.
+    genesis: PinnedBlock,
 }
 
 fn policies_config(chain: &TestChain) -> PoliciesConfig {
@@ -63,7 +65,9 @@ async fn world() -> World {
         [("grants".into(), GRANTS.into()), ("tithe".into(), TITHE.into())].into_iter().collect();
     let bundle = PolicyBundle::new(chain.deployment.chain_id, &spec, None, policies_config(&chain), scripts);
     let usdc = chain.deployment.token("USDC").unwrap().address;
-    World { chain, bundle, usdc }
+    let block0 = chain.keeper.get_block_by_number(BlockNumberOrTag::Number(0)).await.unwrap().unwrap();
+    let genesis = PinnedBlock { number: 0, hash: block0.header.hash };
+    World { chain, bundle, usdc, genesis }
 }
 
 /// A node with replay `mode` through anvil, `bundle` pinned, share 1 of a 2-of-2 dealer key.
@@ -99,13 +103,25 @@ struct Ask {
 
 /// The honest agent's decision for `policy` at the head: snapshot, evaluation, plan.
 async fn decide(w: &World, policy: &str, history: &[treasury_policies::Payment]) -> Ask {
+    decide_with(w, policy, history, Vec::new()).await
+}
+
+/// [`decide`], with the history the decision presents to the node.
+async fn decide_with(
+    w: &World,
+    policy: &str,
+    history: &[treasury_policies::Payment],
+    presented: Vec<PastIntent>,
+) -> Ask {
     let provider = &w.chain.keeper;
     let spec = w.bundle.snapshot_spec();
     let snapshot = read_snapshot(provider, &spec, BlockNumberOrTag::Latest).await.unwrap();
     let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
     let view = Arc::new(SnapshotView::new(&snapshot, set.book().clone()).unwrap());
     let intents = set.evaluate(policy, &view, history).unwrap();
-    ask_for(w, policy, snapshot, intents)
+    let mut ask = ask_for(w, policy, snapshot, intents);
+    ask.decision.history = presented;
+    ask
 }
 
 fn ask_for(w: &World, policy: &str, snapshot: treasury_chain::Snapshot, intents: Vec<Intent>) -> Ask {
@@ -119,6 +135,8 @@ fn ask_for(w: &World, policy: &str, snapshot: treasury_chain::Snapshot, intents:
         firings: vec![DecidedFiring { policies: vec![policy.into()], trigger: "manual#1".into(), block }],
         intents,
         plan_block: block,
+        history_from: Some(w.genesis),
+        history: Vec::new(),
     };
     Ask { decision, op }
 }
@@ -337,4 +355,57 @@ async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
     refused(sign(&node, &kps[1], &w, &stale).await, RefusalCode::ReplayMismatch, &block.hash.to_string());
     let retry = decide(&w, "grants", &[]).await;
     sign(&node, &kps[1], &w, &retry).await.expect("the retry on the new block signs");
+}
+
+/// Attack: a grant executed without this node (the other signers signed it); the agent then
+/// leaves it out of the history it presents, invents a payment, or misstates one. The node reads
+/// the module's `Executed` events and the executed calls from its own endpoint and refuses each,
+/// naming what is wrong; the honest history (the grant as executed) signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omitted_invented_or_misstated_past_payment_is_refused() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let grant = decide(&w, "grants", &[]).await;
+    w.chain.exec(&grant.op, false).await.expect("the grant executes, signed by other nodes");
+    let grant_digest = operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module);
+    let paid = PastIntent {
+        intent: grant.decision.intents[0].clone(),
+        timestamp: read_snapshot(
+            &w.chain.keeper,
+            &w.bundle.snapshot_spec(),
+            BlockNumberOrTag::Number(grant.decision.plan_block.number),
+        )
+        .await
+        .unwrap()
+        .timestamp,
+        digest: Some(grant_digest),
+    };
+
+    // omitted: the agent's history leaves the grant out, so the policy pays alice again
+    let again = decide(&w, "grants", &[]).await;
+    assert_eq!(again.decision.intents.len(), 1, "without the grant in its history the policy pays again");
+    refused(sign(&node, &kps[1], &w, &again).await, RefusalCode::ReplayMismatch, &grant_digest.to_string());
+
+    // invented: a payment in an operation that never executed
+    let mut invented = paid.clone();
+    invented.digest = Some(alloy::primitives::B256::repeat_byte(0x77));
+    invented.intent.key = "grants:invented".into();
+    let ask = decide_with(&w, "tithe", &[], vec![paid.clone(), invented]).await;
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, "has not executed");
+
+    // misstated: the grant claimed as 50 USDC where 100 were sent
+    let mut halved = paid.clone();
+    halved.intent = with_amount(&paid.intent, Decimal::from(50));
+    let ask = decide_with(&w, "tithe", &[], vec![halved]).await;
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, "no such transfer");
+
+    // honest: with the grant in its history the policy pays nothing more, and another policy's
+    // decision presenting that history signs
+    let history = [payment_of(&paid.intent, paid.timestamp).unwrap()];
+    let done = decide_with(&w, "grants", &history, vec![paid.clone()]).await;
+    assert!(done.decision.intents.is_empty(), "the grant was paid once today");
+    let tithe = decide_with(&w, "tithe", &history, vec![paid]).await;
+    sign(&node, &kps[1], &w, &tithe).await.expect("the honest history checks out");
 }

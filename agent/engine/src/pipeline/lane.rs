@@ -30,13 +30,13 @@ use super::observer::JournalObserver;
 use super::simulate::{Simulation, reason_of_rpc_error, simulate};
 use super::{Pipeline, PipelineError, Result};
 use crate::journal::{
-    IntentId, IntentState, JournalError, NewSigningRequest, OperationRecord, PendingIntent, QuorumSignature,
-    RootSignature, SigningAnswer, TransactionRecord, TxState, Write,
+    IntentFilter, IntentId, IntentState, JournalError, NewSigningRequest, OperationRecord, PendingIntent,
+    QuorumSignature, RootSignature, SigningAnswer, TransactionRecord, TxState, Write,
 };
 use crate::metrics::Stage;
 use crate::notify::Notification;
 use crate::plan::{Venue, plan_batch};
-use treasury_policies::replay::{DecidedFiring, Decision, PinnedBlock};
+use treasury_policies::replay::{DecidedFiring, Decision, PastIntent, PinnedBlock};
 
 /// Signer name of the quorum's signing request in the journal.
 const QUORUM: &str = "quorum";
@@ -467,6 +467,7 @@ impl Pipeline {
         let Some(plan_block) = flight.planned.plan_block else { return Ok(None) };
         let mut intents = Vec::new();
         let mut firings: Vec<DecidedFiring> = Vec::new();
+        let mut latest = 0;
         for id in &flight.intents {
             let Some((row, _)) = self.journal.intent(*id).await? else { return Ok(None) };
             let stored = StoredIntent::from_payload(&row.payload)?;
@@ -482,8 +483,47 @@ impl Pipeline {
                 }),
             }
             intents.push(stored.intent);
+            latest = latest.max(stored.timestamp);
         }
-        Ok(Some(Decision { policy_hash: self.policy_hash, firings, intents, plan_block }))
+        let earliest = firings.iter().map(|f| f.block.number).min().unwrap_or(plan_block.number);
+        let from = treasury_policies::replay::history_window(&self.provider, earliest)
+            .await
+            .map_err(|e| PipelineError::chain("history window", e))?;
+        let history = self.decided_history(from, latest).await?;
+        Ok(Some(Decision {
+            policy_hash: self.policy_hash,
+            firings,
+            intents,
+            plan_block,
+            history_from: Some(from),
+            history,
+        }))
+    }
+
+    /// The fund-moving intents decided from block `from` up to timestamp `latest` that the
+    /// policies' history counted, each with the operation that carries it, for replaying nodes.
+    async fn decided_history(&self, from: PinnedBlock, latest: u64) -> Result<Vec<PastIntent>> {
+        let start = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(from.number))
+            .await
+            .map_err(|e| PipelineError::chain("history window block", e))?
+            .map(|b| b.header.timestamp)
+            .ok_or_else(|| PipelineError::Chain(format!("block {} not found", from.number)))?;
+        let rows = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
+        let mut history = Vec::new();
+        for row in rows {
+            if matches!(row.state, IntentState::Failed | IntentState::Rejected | IntentState::Expired) {
+                continue;
+            }
+            let stored = StoredIntent::from_payload(&row.payload)?;
+            if !stored.intent.action.moves_funds() || stored.timestamp < start || stored.timestamp > latest {
+                continue;
+            }
+            let digest = self.journal.operation_of(row.id).await?.and_then(|o| o.operation_id.parse().ok());
+            history.push(PastIntent { intent: stored.intent, timestamp: stored.timestamp, digest });
+        }
+        Ok(history)
     }
 
     /// Asks the quorum (with the root's signature for tier 2), then submits at once: the
