@@ -109,6 +109,14 @@ pub enum ReplayError {
         #[source]
         source: treasury_chain::ChainError,
     },
+    /// A block header could not be read from the RPC endpoint.
+    #[error("block {number} from the RPC endpoint: {message}")]
+    Header {
+        /// Block number.
+        number: u64,
+        /// What went wrong.
+        message: String,
+    },
     /// The decision is malformed (no intents, an intent of no firing, an unknown policy).
     #[error("malformed decision: {0}")]
     Malformed(String),
@@ -424,19 +432,24 @@ fn history_at(history: &[PastIntent], decision: &Decision, timestamp: u64) -> Ve
         .collect()
 }
 
+/// Where a decision's history starts: the first block of a calendar month, and its timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryWindow {
+    /// The window's first block.
+    pub from: PinnedBlock,
+    /// Its timestamp: intents decided before it are outside the window.
+    pub since: u64,
+}
+
 /// The first block of the calendar month (UTC) of the block `to`: the history window of a
 /// decision whose earliest firing is `to` (binary search over block timestamps).
-pub async fn history_window(provider: &DynProvider, to: u64) -> Result<PinnedBlock, ReplayError> {
+pub async fn history_window(provider: &DynProvider, to: u64) -> Result<HistoryWindow, ReplayError> {
     let header = |n: u64| async move {
-        provider
-            .get_block_by_number(BlockNumberOrTag::Number(n))
-            .await
-            .ok()
-            .flatten()
-            .map(|b| (b.header.timestamp, b.header.hash))
-            .ok_or_else(|| {
-                ReplayError::Malformed(format!("block {n} is not available from the RPC endpoint"))
-            })
+        match provider.get_block_by_number(BlockNumberOrTag::Number(n)).await {
+            Ok(Some(b)) => Ok((b.header.timestamp, b.header.hash)),
+            Ok(None) => Err(ReplayError::Header { number: n, message: "no such block".into() }),
+            Err(e) => Err(ReplayError::Header { number: n, message: e.to_string() }),
+        }
     };
     let (end, _) = header(to).await?;
     let (mut lo, mut hi) = (0u64, to);
@@ -448,8 +461,8 @@ pub async fn history_window(provider: &DynProvider, to: u64) -> Result<PinnedBlo
             lo = mid + 1;
         }
     }
-    let (_, hash) = header(lo).await?;
-    Ok(PinnedBlock { number: lo, hash })
+    let (since, hash) = header(lo).await?;
+    Ok(HistoryWindow { from: PinnedBlock { number: lo, hash }, since })
 }
 
 /// The transfer call that carries a payment of `intent` under `policies`' token table (`None` for

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod postgres;
 pub mod procs;
 pub mod quorum;
+pub mod replay_bench;
 pub mod softhsm;
 pub mod wan;
 pub mod wan_bench;

@@ -157,6 +157,10 @@ pub struct BenchArgs {
     /// `20,60,90,140,200`; overrides --nodes): signatures with all nodes up and with the fastest down.
     #[arg(long, value_delimiter = ',')]
     rtt_ms: Vec<u64>,
+    /// Also measure the round with every node replaying a policy decision on anvil (pinned
+    /// policy, own snapshot, plan, history), beside the plain round of the same run.
+    #[arg(long, conflicts_with = "rtt_ms")]
+    replay: bool,
     /// The coordinator's per-request timeout in the wide-area bench, ms.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
@@ -286,6 +290,7 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::Bench(a) if !a.rtt_ms.is_empty() => wan_bench(a).await,
+            SignerCmd::Bench(a) if a.replay => replay_bench(a).await,
             SignerCmd::Bench(a) => {
                 let exe = std::env::current_exe().context("locating the treasury executable")?;
                 let report = run_bench(BenchOptions {
@@ -324,6 +329,37 @@ impl SignerCmd {
             }
         }
     }
+}
+
+/// `treasury signer bench --replay`: the plain round and the round with replay, one run.
+async fn replay_bench(a: BenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the treasury executable")?;
+    let report = treasury_devnet::replay_bench::run(BenchOptions {
+        exe,
+        nodes: a.nodes,
+        threshold: a.threshold,
+        signatures: a.signatures,
+        concurrency: a.concurrency,
+    })
+    .await
+    .context("running the replay bench")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}-of-{} over loopback processes ({} build): plain p50 {:.3} ms, p99 {:.3} ms; \
+             with replay p50 {:.3} ms, p99 {:.3} ms (one node's replay alone p50 {:.3} ms)",
+            report.plain.threshold,
+            report.plain.nodes,
+            report.plain.profile,
+            report.plain.latency.p50_ms,
+            report.plain.latency.p99_ms,
+            report.replay.p50_ms,
+            report.replay.p99_ms,
+            report.replay_check.p50_ms
+        );
+    }
+    Ok(())
 }
 
 /// `treasury signer bench --rtt-ms …`: the quorum behind wide-area links.

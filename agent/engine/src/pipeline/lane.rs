@@ -36,7 +36,7 @@ use crate::journal::{
 use crate::metrics::Stage;
 use crate::notify::Notification;
 use crate::plan::{Venue, plan_batch};
-use treasury_policies::replay::{DecidedFiring, Decision, PastIntent, PinnedBlock};
+use treasury_policies::replay::{DecidedFiring, Decision, HistoryWindow, PastIntent, PinnedBlock};
 
 /// Signer name of the quorum's signing request in the journal.
 const QUORUM: &str = "quorum";
@@ -68,6 +68,10 @@ pub struct PlannedOperation {
     /// replaying signers), sent to the nodes in the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_block: Option<PinnedBlock>,
+    /// Where the history sent with a tier-1 decision starts (found while the chain was read
+    /// for planning, so authorising needs no chain read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_window: Option<HistoryWindow>,
 }
 
 /// The operation in flight: its record, intents and where they stand.
@@ -257,7 +261,8 @@ impl Pipeline {
         }
         let digest = operation_digest(&operation, tier_no, self.chain_id, self.spec.module);
         let plan_block = Some(PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash });
-        let planned = PlannedOperation { operation, tier: tier_no, reasons, plan_block };
+        let history_window = if tier_no == 1 { Some(self.history_window_of(&group).await?) } else { None };
+        let planned = PlannedOperation { operation, tier: tier_no, reasons, plan_block, history_window };
         let record = OperationRecord {
             operation_id: digest.to_string(),
             module_nonce: u64::try_from(planned.operation.nonce).unwrap_or(u64::MAX),
@@ -464,7 +469,10 @@ impl Pipeline {
     /// intent (policy, trigger, block number and hash), the intents, the plan block. `None` for an
     /// operation planned before decisions were recorded.
     async fn decision(&self, flight: &InFlight) -> Result<Option<Decision>> {
-        let Some(plan_block) = flight.planned.plan_block else { return Ok(None) };
+        let (Some(plan_block), Some(window)) = (flight.planned.plan_block, flight.planned.history_window)
+        else {
+            return Ok(None);
+        };
         let mut intents = Vec::new();
         let mut firings: Vec<DecidedFiring> = Vec::new();
         let mut latest = 0;
@@ -485,31 +493,46 @@ impl Pipeline {
             intents.push(stored.intent);
             latest = latest.max(stored.timestamp);
         }
-        let earliest = firings.iter().map(|f| f.block.number).min().unwrap_or(plan_block.number);
-        let from = treasury_policies::replay::history_window(&self.provider, earliest)
-            .await
-            .map_err(|e| PipelineError::chain("history window", e))?;
-        let history = self.decided_history(from, latest).await?;
+        let history = self.decided_history(window.since, latest).await?;
         Ok(Some(Decision {
             policy_hash: self.policy_hash,
             firings,
             intents,
             plan_block,
-            history_from: Some(from),
+            history_from: Some(window.from),
             history,
         }))
     }
 
-    /// The fund-moving intents decided from block `from` up to timestamp `latest` that the
-    /// policies' history counted, each with the operation that carries it, for replaying nodes.
-    async fn decided_history(&self, from: PinnedBlock, latest: u64) -> Result<Vec<PastIntent>> {
-        let start = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Number(from.number))
+    /// The history window of an operation carrying `group`: the first block of the month of its
+    /// earliest firing, remembered for the month.
+    async fn history_window_of(&self, group: &[(IntentId, Intent)]) -> Result<HistoryWindow> {
+        let mut earliest: Option<(u64, u64)> = None;
+        for (id, _) in group {
+            let Some((row, _)) = self.journal.intent(*id).await? else { continue };
+            let stored = StoredIntent::from_payload(&row.payload)?;
+            if earliest.is_none_or(|(b, _)| stored.block < b) {
+                earliest = Some((stored.block, stored.timestamp));
+            }
+        }
+        let (block, timestamp) = earliest.unwrap_or_default();
+        let cached = *self.window_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = cached
+            && w.from.number <= block
+            && treasury_policies::Period::Month.same(w.since, timestamp)
+        {
+            return Ok(w);
+        }
+        let window = treasury_policies::replay::history_window(&self.provider, block)
             .await
-            .map_err(|e| PipelineError::chain("history window block", e))?
-            .map(|b| b.header.timestamp)
-            .ok_or_else(|| PipelineError::Chain(format!("block {} not found", from.number)))?;
+            .map_err(|e| PipelineError::chain("history window", e))?;
+        *self.window_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(window);
+        Ok(window)
+    }
+
+    /// The fund-moving intents decided from timestamp `start` up to `latest` that the policies'
+    /// history counted, each with the operation that carries it, for replaying nodes.
+    async fn decided_history(&self, start: u64, latest: u64) -> Result<Vec<PastIntent>> {
         let rows = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
         let mut history = Vec::new();
         for row in rows {

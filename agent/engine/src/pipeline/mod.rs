@@ -108,6 +108,8 @@ pub struct Pipeline {
     hook: Option<TransitionHook>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    /// The history window last found (a month's first block does not move).
+    window_cache: std::sync::Mutex<Option<treasury_policies::replay::HistoryWindow>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -169,6 +171,7 @@ impl Pipeline {
             hook: None,
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
+            window_cache: std::sync::Mutex::new(None),
         })
     }
 
