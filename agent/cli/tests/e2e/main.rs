@@ -12,5 +12,6 @@ mod faults;
 mod hsm_keeper;
 mod keeper;
 mod pipeline;
+mod replay;
 mod replicas;
 mod service;

@@ -3,6 +3,7 @@
 //! keystore, policies, and a config file — everything `treasury run --config FILE` needs.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod lying_rpc;
 pub mod proxy;
 pub mod root;
 #[path = "../../common/softhsm.rs"]
@@ -163,6 +164,26 @@ impl AgentEnv {
             &format!("rpc_http = \"{}\"", self.chain.anvil.url()),
             &format!("rpc_http = \"{url}\""),
         );
+    }
+
+    /// Restarts signer node `i` at the same address with its replay reading `rpc` (e.g. a lying
+    /// endpoint): its operator's endpoint, not the agent's.
+    pub async fn restart_node_with_rpc(&mut self, i: usize, rpc: &str) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        node.kill().await;
+        let path = node.dir.join("node.toml");
+        let mut config: treasury_signer::quorum::store::NodeConfig =
+            toml::from_str(&std::fs::read_to_string(&path)?)?;
+        config.replay.rpc = Some(rpc.to_string());
+        std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+        let addr = node.url.trim_start_matches("http://").to_string();
+        let mut cmd = tokio::process::Command::new(EXE);
+        cmd.args(["signer", "serve", "--listen", &addr, "--dir"])
+            .arg(&node.dir)
+            .env("TREASURY_SIGNER_PASSPHRASE", NODE_PASS);
+        let dir = node.dir.clone();
+        *node = NodeProcess::from_command(cmd, &dir).await?;
+        Ok(())
     }
 
     /// A quorum coordinator over this set-up's signer nodes, as the agent builds it.
