@@ -242,6 +242,29 @@ impl PolicyBundle {
         keccak256(serde_json::to_vec(self).expect("a bundle serialises"))
     }
 
+    /// Whether this bundle only narrows `old`: same chain, Safe, module and venue; every policy
+    /// kept unchanged (entry and script) or removed; tokens and addresses kept or removed; the
+    /// same limits. Anything else may widen what the nodes sign, and waits out the delay.
+    pub fn narrows(&self, old: &PolicyBundle) -> bool {
+        let same_place = self.chain_id == old.chain_id
+            && self.safe == old.safe
+            && self.module == old.module
+            && self.multicall3 == old.multicall3
+            && self.venue == old.venue;
+        let policies_kept = self.policies.policies.iter().all(|p| {
+            old.policies.policies.iter().any(|o| json(o) == json(p))
+                && self.scripts.get(&p.name) == old.scripts.get(&p.name)
+        });
+        let tokens_kept = self.policies.tokens.iter().all(|(k, t)| old.policies.tokens.get(k) == Some(t));
+        let names_kept =
+            self.policies.addresses.iter().all(|(k, a)| old.policies.addresses.get(k) == Some(a));
+        same_place
+            && policies_kept
+            && tokens_kept
+            && names_kept
+            && json(&self.policies.limits) == json(&old.policies.limits)
+    }
+
     /// What a snapshot reads for this bundle.
     pub fn snapshot_spec(&self) -> SnapshotSpec {
         SnapshotSpec {
@@ -491,4 +514,9 @@ pub fn payment_of(intent: &Intent, timestamp: u64) -> Option<Payment> {
         }),
         _ => None,
     }
+}
+
+/// A config value as JSON, to compare values whose types are not all `PartialEq`.
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }

@@ -63,7 +63,10 @@ pub struct NodeState {
 /// What a node replays with: its mode, pinned policies and own RPC endpoint.
 struct NodeReplay {
     mode: ReplayMode,
-    /// Loaded at start, or at the first request after a first `pin-policy` while serving.
+    /// `[replay]`: approvers, threshold, widening delay.
+    config: super::replay::ReplayConfig,
+    /// Loaded at start, at the first request after a first `pin-policy` while serving, or
+    /// when a staged change's delay has passed.
     replayer: RwLock<Option<Arc<Replayer>>>,
     provider: Option<DynProvider>,
 }
@@ -111,9 +114,13 @@ impl NodeState {
             }
         }
         let ledger = nonces.ledger_handle()?;
+        let replay_config = store.config.replay.clone();
+        let replayer = super::replay::load_pinned(dir, &identity.public(), &replay_config, now())?;
         let replay = NodeReplay {
             mode: store.config.replay.mode,
-            replayer: RwLock::new(super::replay::load_pinned(dir, &identity.public())?.map(Arc::new)),
+            config: replay_config,
+            replayer: RwLock::new(replayer.map(Arc::new)),
+
             provider: match &store.config.replay.rpc {
                 Some(url) => Some(treasury_chain::provider::connect(url).map_err(|e| {
                     QuorumError::Config(format!("replay.rpc {url}: {}", crate::error_chain(&e)))
@@ -311,6 +318,22 @@ impl NodeState {
         let replayer = self.pinned_replayer()?.ok_or_else(|| {
             required("replay is required but no policy set is pinned (treasury signer pin-policy)")
         })?;
+        if decision.policy_hash != replayer.hash() {
+            let dir = self.store.lock().expect("store lock").dir().to_path_buf();
+            if let Ok(Some(staged)) = super::replay::staged_pin(&dir)
+                && staged.policy_hash == decision.policy_hash
+            {
+                return Err(Refusal::new(
+                    RefusalCode::PolicyMismatch,
+                    format!(
+                        "policy set {} is staged on this node and enforced from unix time {} (a widening change waits [replay] widening_delay_secs); this node enforces {}",
+                        staged.policy_hash,
+                        staged.active_from,
+                        replayer.hash()
+                    ),
+                ));
+            }
+        }
         let provider = self
             .replay
             .provider
@@ -333,15 +356,18 @@ impl NodeState {
     /// The pinned policy set: the one loaded at start, else one pinned since (a first pin takes
     /// effect at once; a changed pin at the next start).
     fn pinned_replayer(&self) -> Result<Option<Arc<Replayer>>, Refusal> {
-        if let Some(r) = self.replay.replayer.read().expect("replayer lock").clone() {
+        let refusal = |e: QuorumError| Refusal::new(RefusalCode::ReplayRequired, crate::error_chain(&e));
+        let dir = self.store.lock().expect("store lock").dir().to_path_buf();
+        // A staged change is looked for at each request (a missing file costs one failed open).
+        let due = super::replay::staged_pin(&dir).map_err(refusal)?.is_some_and(|p| now() >= p.active_from);
+        if !due && let Some(r) = self.replay.replayer.read().expect("replayer lock").clone() {
             return Ok(Some(r));
         }
-        let dir = self.store.lock().expect("store lock").dir().to_path_buf();
-        let loaded = super::replay::load_pinned(&dir, &self.identity.public())
-            .map_err(|e| Refusal::new(RefusalCode::ReplayRequired, crate::error_chain(&e)))?
+        let loaded = super::replay::load_pinned(&dir, &self.identity.public(), &self.replay.config, now())
+            .map_err(refusal)?
             .map(Arc::new);
         let mut slot = self.replay.replayer.write().expect("replayer lock");
-        if slot.is_none() {
+        if due || slot.is_none() {
             slot.clone_from(&loaded);
         }
         Ok(slot.clone())

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! D/policy.json    the pinned PolicyBundle (policies section, scripts, Safe, module, venue)
-//! D/policy.pin     its hash, signed by the node's identity key (`treasury signer pin-policy`)
+//! D/policy.pin     its hash and the operators' approvals (`treasury signer pin-policy`)
+//! D/policy.pending.json  a widening change, staged until its delay has passed
 //! D/intents.jsonl  the signed-intent ledger (one JSON line per intent signed, fsync'd)
 //! ```
 //!
@@ -31,6 +32,7 @@ use super::identity::{IdentityKey, IdentityPublic};
 
 const BUNDLE_FILE: &str = "policy.json";
 const PIN_FILE: &str = "policy.pin";
+const PENDING_FILE: &str = "policy.pending.json";
 const LEDGER_FILE: &str = "intents.jsonl";
 const PIN_DOMAIN: &[u8] = b"treasury-signer-policy-pin-v1";
 
@@ -46,7 +48,7 @@ pub enum ReplayMode {
 }
 
 /// `[replay]` in `node.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
     /// `required` or `off`.
@@ -55,48 +57,228 @@ pub struct ReplayConfig {
     /// The node's own JSON-RPC endpoint (HTTP), never the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpc: Option<String>,
+    /// Identity keys (hex) of the other node operators whose approvals of a policy set count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pin_approvers: Vec<String>,
+    /// Approvals a policy set needs before this node enforces it (its own operator's counts).
+    #[serde(default = "default_pin_threshold")]
+    pub pin_threshold: u16,
+    /// Seconds a widening change of the policy set waits, staged and visible, before it is enforced.
+    #[serde(default = "default_widening_delay")]
+    pub widening_delay_secs: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            mode: ReplayMode::default(),
+            rpc: None,
+            pin_approvers: Vec::new(),
+            pin_threshold: default_pin_threshold(),
+            widening_delay_secs: default_widening_delay(),
+        }
+    }
+}
+
+fn default_pin_threshold() -> u16 {
+    1
+}
+
+fn default_widening_delay() -> u64 {
+    86_400
+}
+
+/// One node operator's approval of a policy set: their identity key and signature over its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinApproval {
+    /// The bundle hash approved.
+    pub policy_hash: B256,
+    /// The operator's node identity key (hex).
+    pub signer: String,
+    /// Signature over the pin message of `policy_hash` (hex).
+    pub signature: String,
+}
+
+/// `D/policy.pin`: the hash of the enforced bundle and the approvals that pinned it.
+#[derive(Debug, Serialize, Deserialize)]
 struct SignedPin {
     hash: B256,
-    signature: String,
+    #[serde(default)]
+    approvals: Vec<PinApproval>,
+    /// Pins written before approvals: signed by the node's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+}
+
+/// `D/policy.pending.json`: a widening change, staged until `active_from`.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingPin {
+    bundle: PolicyBundle,
+    approvals: Vec<PinApproval>,
+    staged_at: u64,
+    active_from: u64,
+}
+
+/// What pinning a policy set did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinOutcome {
+    /// The bundle's hash.
+    pub policy_hash: B256,
+    /// Whether it may widen what the node signs (then it waits out the delay).
+    pub widening: bool,
+    /// Unix time from which the node enforces it.
+    pub active_from: u64,
+    /// Approvals counted.
+    pub approvals: usize,
+}
+
+/// A staged change, for the node's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StagedPin {
+    /// The staged bundle's hash.
+    pub policy_hash: B256,
+    /// Unix time from which it is enforced.
+    pub active_from: u64,
 }
 
 fn pin_message(hash: &B256) -> [u8; 32] {
     super::identity::hash_parts(&[PIN_DOMAIN, hash.as_slice()])
 }
 
-/// Pins `bundle` in the node directory `dir`: writes it and its hash signed with the node's
-/// identity key (the operator's act: it needs the passphrase). Returns the hash.
-pub fn pin_policy(dir: &Path, identity: &IdentityKey, bundle: &PolicyBundle) -> Result<B256, QuorumError> {
-    Replayer::new(bundle.clone()).map_err(|e| QuorumError::Config(format!("policy bundle: {e}")))?;
-    let text = serde_json::to_vec_pretty(bundle).map_err(|e| QuorumError::Corrupt(e.to_string()))?;
-    super::store::write_durable(&dir.join(BUNDLE_FILE), &text)?;
-    let hash = bundle.hash();
-    let signature = hex::encode(identity.sign(&pin_message(&hash)));
-    let pin = serde_json::to_vec_pretty(&SignedPin { hash, signature })
-        .map_err(|e| QuorumError::Corrupt(e.to_string()))?;
-    super::store::write_durable(&dir.join(PIN_FILE), &pin)?;
-    Ok(hash)
+/// This operator's approval of `bundle`, signed with the node's identity key.
+pub fn approve_policy(identity: &IdentityKey, bundle: &PolicyBundle) -> PinApproval {
+    let policy_hash = bundle.hash();
+    PinApproval {
+        policy_hash,
+        signer: identity.public().to_hex(),
+        signature: hex::encode(identity.sign(&pin_message(&policy_hash))),
+    }
 }
 
-/// The pinned bundle of `dir`, compiled, after checking it hashes to the pin the node signed;
-/// `None` when nothing is pinned.
-pub fn load_pinned(dir: &Path, identity: &IdentityPublic) -> Result<Option<Replayer>, QuorumError> {
+/// Distinct approvers of `hash` among `approvals` whose key this node accepts and whose
+/// signature checks; an approval that fails is an error naming it.
+fn counted_approvals(
+    hash: B256,
+    approvals: &[PinApproval],
+    own: &IdentityPublic,
+    config: &ReplayConfig,
+) -> Result<usize, QuorumError> {
+    let mut seen = BTreeSet::new();
+    for a in approvals {
+        if a.policy_hash != hash {
+            return Err(QuorumError::Config(format!(
+                "an approval by {} is for policy set {}, not {hash}",
+                a.signer, a.policy_hash
+            )));
+        }
+        let allowed = a.signer == own.to_hex() || config.pin_approvers.contains(&a.signer);
+        if !allowed {
+            return Err(QuorumError::Config(format!(
+                "{} is not a policy approver of this node ([replay] pin_approvers)",
+                a.signer
+            )));
+        }
+        let key = IdentityPublic::from_hex(&a.signer)?;
+        let sig =
+            hex::decode(&a.signature).map_err(|e| QuorumError::Config(format!("approval signature: {e}")))?;
+        if !key.verify(&pin_message(&hash), &sig) {
+            return Err(QuorumError::Config(format!("the approval by {} does not verify", a.signer)));
+        }
+        seen.insert(a.signer.clone());
+    }
+    Ok(seen.len())
+}
+
+/// Pins `bundle` in the node directory `dir` with this operator's approval and `others`': at
+/// once when it is the first or only narrows the enforced one, else staged for the widening
+/// delay. Needs `pin_threshold` approvals.
+pub fn pin_policy(
+    dir: &Path,
+    identity: &IdentityKey,
+    config: &ReplayConfig,
+    bundle: &PolicyBundle,
+    others: &[PinApproval],
+    now: u64,
+) -> Result<PinOutcome, QuorumError> {
+    Replayer::new(bundle.clone()).map_err(|e| QuorumError::Config(format!("policy bundle: {e}")))?;
+    let hash = bundle.hash();
+    let mut approvals = vec![approve_policy(identity, bundle)];
+    approvals.extend(others.iter().filter(|a| a.signer != identity.public().to_hex()).cloned());
+    let count = counted_approvals(hash, &approvals, &identity.public(), config)?;
+    if count < usize::from(config.pin_threshold) {
+        return Err(QuorumError::Config(format!(
+            "policy set {hash} has {count} of the {} approvals it needs (treasury signer approve-policy on the other operators' nodes, then --approval FILE)",
+            config.pin_threshold
+        )));
+    }
+    let current = load_bundle(dir, &identity.public(), config)?;
+    let widening = current.as_ref().is_some_and(|c| !bundle.narrows(c));
+    let active_from = if widening { now + config.widening_delay_secs } else { now };
+    if widening {
+        let pending = PendingPin { bundle: bundle.clone(), approvals, staged_at: now, active_from };
+        super::store::write_durable(&dir.join(PENDING_FILE), &to_json(&pending)?)?;
+    } else {
+        enforce(dir, bundle, approvals)?;
+    }
+    Ok(PinOutcome { policy_hash: hash, widening, active_from, approvals: count })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, QuorumError> {
+    serde_json::to_vec_pretty(value).map_err(|e| QuorumError::Corrupt(e.to_string()))
+}
+
+/// Writes `bundle` and its pin as the enforced set, and drops a staged change.
+fn enforce(dir: &Path, bundle: &PolicyBundle, approvals: Vec<PinApproval>) -> Result<(), QuorumError> {
+    super::store::write_durable(&dir.join(BUNDLE_FILE), &to_json(bundle)?)?;
+    let pin = SignedPin { hash: bundle.hash(), approvals, signature: None };
+    super::store::write_durable(&dir.join(PIN_FILE), &to_json(&pin)?)?;
+    match std::fs::remove_file(dir.join(PENDING_FILE)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(QuorumError::io(&dir.join(PENDING_FILE), e)),
+    }
+}
+
+/// The staged change of `dir`, if any.
+pub fn staged_pin(dir: &Path) -> Result<Option<StagedPin>, QuorumError> {
+    Ok(read_pending(dir)?.map(|p| StagedPin { policy_hash: p.bundle.hash(), active_from: p.active_from }))
+}
+
+fn read_pending(dir: &Path) -> Result<Option<PendingPin>, QuorumError> {
+    let path = dir.join(PENDING_FILE);
+    match std::fs::read(&path) {
+        Ok(t) => serde_json::from_slice(&t)
+            .map(Some)
+            .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(QuorumError::io(&path, e)),
+    }
+}
+
+/// The enforced bundle of `dir` after checking its pin's approvals; `None` when nothing is pinned.
+fn load_bundle(
+    dir: &Path,
+    identity: &IdentityPublic,
+    config: &ReplayConfig,
+) -> Result<Option<PolicyBundle>, QuorumError> {
     let pin_path = dir.join(PIN_FILE);
     let pin = match std::fs::read(&pin_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(QuorumError::io(&pin_path, e)),
     };
-    let pin: SignedPin = serde_json::from_slice(&pin)
+    let mut pin: SignedPin = serde_json::from_slice(&pin)
         .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", pin_path.display())))?;
-    let sig = hex::decode(&pin.signature).map_err(|e| QuorumError::Corrupt(format!("policy pin: {e}")))?;
-    if !identity.verify(&pin_message(&pin.hash), &sig) {
+    if let Some(signature) = pin.signature.take() {
+        pin.approvals.push(PinApproval { policy_hash: pin.hash, signer: identity.to_hex(), signature });
+    }
+    let count = counted_approvals(pin.hash, &pin.approvals, identity, config)
+        .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", pin_path.display())))?;
+    if count < usize::from(config.pin_threshold) {
         return Err(QuorumError::Corrupt(format!(
-            "{} is not signed by this node's identity key",
-            pin_path.display()
+            "{} carries {count} of the {} approvals [replay] pin_threshold asks",
+            pin_path.display(),
+            config.pin_threshold
         )));
     }
     let path = dir.join(BUNDLE_FILE);
@@ -111,7 +293,36 @@ pub fn load_pinned(dir: &Path, identity: &IdentityPublic) -> Result<Option<Repla
             pin.hash
         )));
     }
-    Replayer::new(bundle).map(Some).map_err(|e| QuorumError::Config(format!("{}: {e}", path.display())))
+    Ok(Some(bundle))
+}
+
+/// The bundle `dir` enforces at `now`, compiled: a staged change whose delay has passed is
+/// enforced first. `None` when nothing is pinned.
+pub fn load_pinned(
+    dir: &Path,
+    identity: &IdentityPublic,
+    config: &ReplayConfig,
+    now: u64,
+) -> Result<Option<Replayer>, QuorumError> {
+    if let Some(p) = read_pending(dir)?
+        && now >= p.active_from
+    {
+        let count = counted_approvals(p.bundle.hash(), &p.approvals, identity, config)?;
+        if count < usize::from(config.pin_threshold) {
+            return Err(QuorumError::Corrupt(format!(
+                "the staged policy set {} carries {count} of the {} approvals it needs",
+                p.bundle.hash(),
+                config.pin_threshold
+            )));
+        }
+        enforce(dir, &p.bundle, p.approvals)?;
+    }
+    match load_bundle(dir, identity, config)? {
+        Some(bundle) => Replayer::new(bundle)
+            .map(Some)
+            .map_err(|e| QuorumError::Config(format!("{}: {e}", dir.join(BUNDLE_FILE).display()))),
+        None => Ok(None),
+    }
 }
 
 /// One signed intent in the ledger (the interchange format's line).
@@ -419,5 +630,92 @@ mod tests {
         assert_eq!(IntentLedger::open(new.path()).unwrap().records("grants:d").len(), 1);
         std::fs::write(&path, format!("garbage\n{}", ledger.export())).unwrap();
         assert!(IntentLedger::open(new.path()).is_err(), "a malformed line before the end is refused");
+    }
+
+    fn bundle(scripts: &[(&str, &str)]) -> PolicyBundle {
+        let mut text = String::from(
+            "[tokens.USDC]\naddress = \"0x00000000000000000000000000000000000000c1\"\ndecimals = 6\n\
+             [addresses]\nalice = \"0x00000000000000000000000000000000000000a1\"\n",
+        );
+        for (name, _) in scripts {
+            text += &format!(
+                "[[policy]]\nname = \"{name}\"\nfile = \"{name}.rhai\"\ntrigger = {{ kind = \"manual\" }}\n"
+            );
+        }
+        let policies: treasury_policies::PoliciesConfig = toml::from_str(&text).unwrap();
+        let spec = treasury_chain::snapshot::SnapshotSpec {
+            safe: alloy::primitives::Address::repeat_byte(0x5a),
+            module: alloy::primitives::Address::repeat_byte(0x4d),
+            multicall3: alloy::primitives::Address::repeat_byte(0x3c),
+            assets: policies.asset_specs(),
+        };
+        let scripts = scripts.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+        PolicyBundle::new(31337, &spec, None, policies, scripts)
+    }
+
+    fn enforced(dir: &Path, own: &IdentityKey, config: &ReplayConfig, now: u64) -> B256 {
+        load_pinned(dir, &own.public(), config, now).unwrap().expect("a pinned set").hash()
+    }
+
+    /// Attack: one operator (or an agent host that feeds one operator a config) changes what a
+    /// node signs. With `pin_threshold = 2`, its approval alone, or with a stranger's, pins
+    /// nothing; with a second listed operator's it pins. A change that may widen (a script
+    /// changed) is staged and enforced only once the delay has passed; one that only narrows (a
+    /// policy removed) is enforced at once.
+    #[test]
+    fn a_policy_change_needs_the_approvals_and_a_widening_one_waits_its_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (own, other, stranger) =
+            (IdentityKey::generate(), IdentityKey::generate(), IdentityKey::generate());
+        let config = ReplayConfig {
+            pin_approvers: vec![other.public().to_hex()],
+            pin_threshold: 2,
+            widening_delay_secs: 3600,
+            ..Default::default()
+        };
+        let first =
+            bundle(&[("grants", r#"pay("alice", "USDC", 1);"#), ("tithe", r#"pay("alice", "USDC", 2);"#)]);
+        let err = pin_policy(dir.path(), &own, &config, &first, &[], 1000).unwrap_err();
+        assert!(err.to_string().contains("1 of the 2 approvals"), "{err}");
+        let err = pin_policy(dir.path(), &own, &config, &first, &[approve_policy(&stranger, &first)], 1000)
+            .unwrap_err();
+        assert!(err.to_string().contains("is not a policy approver"), "{err}");
+        assert!(load_pinned(dir.path(), &own.public(), &config, 1000).unwrap().is_none(), "nothing pinned");
+
+        let out =
+            pin_policy(dir.path(), &own, &config, &first, &[approve_policy(&other, &first)], 1000).unwrap();
+        assert_eq!((out.widening, out.active_from), (false, 1000), "a first pin is enforced at once");
+        assert_eq!(enforced(dir.path(), &own, &config, 1000), first.hash());
+
+        // widening: the grant raised a thousandfold
+        let raised =
+            bundle(&[("grants", r#"pay("alice", "USDC", 1000);"#), ("tithe", r#"pay("alice", "USDC", 2);"#)]);
+        let out =
+            pin_policy(dir.path(), &own, &config, &raised, &[approve_policy(&other, &raised)], 2000).unwrap();
+        assert_eq!((out.widening, out.active_from), (true, 5600));
+        let staged = staged_pin(dir.path()).unwrap().unwrap();
+        assert_eq!((staged.policy_hash, staged.active_from), (raised.hash(), 5600), "visible while staged");
+        assert_eq!(
+            enforced(dir.path(), &own, &config, 5599),
+            first.hash(),
+            "the old set until the delay ends"
+        );
+        assert_eq!(enforced(dir.path(), &own, &config, 5600), raised.hash(), "the new one after");
+        assert!(staged_pin(dir.path()).unwrap().is_none());
+
+        // narrowing: the tithe removed
+        let fewer = bundle(&[("grants", r#"pay("alice", "USDC", 1000);"#)]);
+        let out =
+            pin_policy(dir.path(), &own, &config, &fewer, &[approve_policy(&other, &fewer)], 6000).unwrap();
+        assert!(!out.widening);
+        assert_eq!(enforced(dir.path(), &own, &config, 6000), fewer.hash(), "a narrowing change at once");
+
+        // a pin file whose approvals fall short of the threshold (e.g. edited by hand) stops the node
+        let pin = dir.path().join(PIN_FILE);
+        let mut signed: SignedPin = serde_json::from_slice(&std::fs::read(&pin).unwrap()).unwrap();
+        signed.approvals.retain(|a| a.signer == own.public().to_hex());
+        std::fs::write(&pin, serde_json::to_vec(&signed).unwrap()).unwrap();
+        let err = load_pinned(dir.path(), &own.public(), &config, 6000).unwrap_err();
+        assert!(err.to_string().contains("1 of the 2 approvals"), "{err}");
     }
 }

@@ -81,7 +81,7 @@ fn replaying_node(dir: &std::path::Path, w: &World, mode: ReplayMode) -> (Arc<No
     }))
     .unwrap();
     let pass = Passphrase::new("tidal ember quartz meadow");
-    let replay = ReplayConfig { mode, rpc: Some(w.chain.anvil.url().to_string()) };
+    let replay = ReplayConfig { mode, rpc: Some(w.chain.anvil.url().to_string()), ..Default::default() };
     let config = NodeConfig { coordinators: vec![IdentityKey::generate().public().to_hex()], guard, replay };
     NodeStore::init_with(dir, &pass, config, true).unwrap();
     let (shares, pkp) =
@@ -90,7 +90,7 @@ fn replaying_node(dir: &std::path::Path, w: &World, mode: ReplayMode) -> (Arc<No
     let mut store = NodeStore::open(dir, &pass).unwrap();
     store.secrets.set_share(&kps[0], &pkp).unwrap();
     store.save_secrets().unwrap();
-    pin_policy(dir, &store.secrets.identity().unwrap(), &w.bundle).unwrap();
+    pin_policy(dir, &store.secrets.identity().unwrap(), &store.config.replay, &w.bundle, &[], now()).unwrap();
     (Arc::new(NodeState::open(dir, &pass).unwrap()), kps)
 }
 
@@ -408,4 +408,28 @@ async fn an_omitted_invented_or_misstated_past_payment_is_refused() {
     assert!(done.decision.intents.is_empty(), "the grant was paid once today");
     let tithe = decide_with(&w, "tithe", &history, vec![paid]).await;
     sign(&node, &kps[1], &w, &tithe).await.expect("the honest history checks out");
+}
+
+/// Attack: a widened policy set (the grant raised a thousandfold) is approved and staged on the
+/// node, and the agent asks under it at once: refused, naming the staged set and when it will be
+/// enforced; decisions under the enforced set still sign meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_widening_change_is_not_enforced_before_its_delay() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let mut raised = w.bundle.clone();
+    raised.scripts.insert("grants".into(), r#"pay("alice", "USDC", 100000);"#.into());
+    let store = NodeStore::open(dir.path(), &Passphrase::new("tidal ember quartz meadow")).unwrap();
+    let identity = store.secrets.identity().unwrap();
+    let out =
+        super::super::replay::pin_policy(dir.path(), &identity, &store.config.replay, &raised, &[], now())
+            .unwrap();
+    assert!(out.widening && out.active_from >= now() + 86_000, "{out:?}");
+
+    let mut ask = decide(&w, "grants", &[]).await;
+    ask.decision.policy_hash = raised.hash();
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::PolicyMismatch, "staged");
+    let honest = decide(&w, "grants", &[]).await;
+    sign(&node, &kps[1], &w, &honest).await.expect("the enforced set still signs");
 }

@@ -19,6 +19,7 @@ use treasury_signer::quorum::QuorumError;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::identity::IdentityKey;
+use treasury_signer::quorum::nonces::now;
 use treasury_signer::quorum::replay::{ReplayConfig, ReplayMode, pin_policy};
 use treasury_signer::quorum::store::{NodeStore, Passphrase};
 
@@ -59,12 +60,16 @@ async fn replay_round(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<(Latenc
         budgets: vec![Budget { token: usdc.address, amount: U256::MAX }],
         ..Default::default()
     };
-    let replay = ReplayConfig { mode: ReplayMode::Required, rpc: Some(chain.anvil.url().to_string()) };
+    let replay = ReplayConfig {
+        mode: ReplayMode::Required,
+        rpc: Some(chain.anvil.url().to_string()),
+        ..Default::default()
+    };
     let coord = IdentityKey::generate();
     let reports = init_nodes_with(tmp, opts.nodes, opts.threshold, &coord, &guard, BENCH_PASS, &replay)?;
     for r in &reports {
         let store = NodeStore::open(Path::new(&r.dir), &Passphrase::new(BENCH_PASS))?;
-        pin_policy(Path::new(&r.dir), &store.secrets.identity()?, &bundle)?;
+        pin_policy(Path::new(&r.dir), &store.secrets.identity()?, &store.config.replay, &bundle, &[], now())?;
     }
     let mut procs = Vec::new();
     for r in &reports {

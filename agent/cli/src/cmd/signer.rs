@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 use treasury_devnet::nodes::{BenchOptions, run as run_bench};
 use treasury_signer::quorum::guard::GuardConfig;
 use treasury_signer::quorum::node::{BoundNode, parse_allow, parse_budget};
-use treasury_signer::quorum::replay::{IntentLedger, ReplayConfig, ReplayMode, pin_policy};
+use treasury_signer::quorum::replay::{
+    IntentLedger, PinApproval, ReplayConfig, ReplayMode, approve_policy, pin_policy,
+};
 use treasury_signer::quorum::store::{
     COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, create_coordinator_key,
 };
@@ -24,6 +26,9 @@ pub enum SignerCmd {
     /// Pin the policy set this node replays (the agent config's policies, scripts, Safe, module
     /// and venue), signed with the node's key; prints its hash.
     PinPolicy(PinPolicyArgs),
+    /// Approve a policy set as this node's operator, for another node that needs several
+    /// operators' approvals ([replay] pin_threshold); prints the approval as JSON.
+    ApprovePolicy(ApprovePolicyArgs),
     /// Export or import the node's signed-intent ledger (JSON lines, see docs/ARCHITECTURE.md),
     /// to move a node to another host without losing it; run with the node stopped.
     Ledger(LedgerArgs),
@@ -96,6 +101,20 @@ pub struct PinPolicyArgs {
     #[arg(long)]
     dir: PathBuf,
     /// The agent's config file whose policies (and scripts) the node will enforce.
+    #[arg(long)]
+    config: PathBuf,
+    /// Another operator's approval (the JSON `treasury signer approve-policy` prints); repeatable.
+    #[arg(long = "approval")]
+    approvals: Vec<PathBuf>,
+}
+
+/// `treasury signer approve-policy`.
+#[derive(Debug, Args)]
+pub struct ApprovePolicyArgs {
+    /// This operator's node directory (its identity key signs the approval).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The agent's config file whose policy set is approved.
     #[arg(long)]
     config: PathBuf,
 }
@@ -190,7 +209,7 @@ impl SignerCmd {
                         "--replay required (the default) needs --rpc, this node's own RPC endpoint"
                     );
                 }
-                let replay = ReplayConfig { mode, rpc: a.rpc };
+                let replay = ReplayConfig { mode, rpc: a.rpc, ..Default::default() };
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
                 let config = NodeConfig { coordinators: a.coordinators, guard, replay };
                 let report = NodeStore::init(&a.dir, &pass, config)
@@ -209,24 +228,33 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::PinPolicy(a) => {
-                let config = treasury_agent::config::Config::load(&a.config)
-                    .with_context(|| format!("reading {}", a.config.display()))?;
-                let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
-                let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
-                let venue = match &config.dex {
-                    Some(dex) => {
-                        Some(treasury_agent::pipeline::venue(&provider, spec.safe, dex.router).await?)
-                    }
-                    None => None,
-                };
-                let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
-                let bundle =
-                    treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies);
+                let bundle = bundle_of(&a.config).await?;
+                let mut approvals = Vec::new();
+                for file in &a.approvals {
+                    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    let approval: PinApproval = serde_json::from_slice(&text)
+                        .with_context(|| format!("{} is not an approval", file.display()))?;
+                    approvals.push(approval);
+                }
                 let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
                 let store = NodeStore::open(&a.dir, &pass)?;
-                let hash = pin_policy(&a.dir, &store.secrets.identity()?, &bundle)
-                    .with_context(|| format!("pinning the policy set of {}", a.dir.display()))?;
-                println!("{}", serde_json::json!({ "policy_hash": hash }));
+                let outcome = pin_policy(
+                    &a.dir,
+                    &store.secrets.identity()?,
+                    &store.config.replay,
+                    &bundle,
+                    &approvals,
+                    treasury_signer::quorum::nonces::now(),
+                )
+                .with_context(|| format!("pinning the policy set of {}", a.dir.display()))?;
+                println!("{}", serde_json::to_string(&outcome)?);
+                Ok(())
+            }
+            SignerCmd::ApprovePolicy(a) => {
+                let bundle = bundle_of(&a.config).await?;
+                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let store = NodeStore::open(&a.dir, &pass)?;
+                println!("{}", serde_json::to_string(&approve_policy(&store.secrets.identity()?, &bundle))?);
                 Ok(())
             }
             SignerCmd::Ledger(a) => {
@@ -329,6 +357,20 @@ impl SignerCmd {
             }
         }
     }
+}
+
+/// The policy bundle the agent running `config` enforces (what a node pins).
+async fn bundle_of(config: &std::path::Path) -> anyhow::Result<treasury_policies::replay::PolicyBundle> {
+    let config = treasury_agent::config::Config::load(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
+    let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
+    let venue = match &config.dex {
+        Some(dex) => Some(treasury_agent::pipeline::venue(&provider, spec.safe, dex.router).await?),
+        None => None,
+    };
+    let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
+    Ok(treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies))
 }
 
 /// `treasury signer bench --replay`: the plain round and the round with replay, one run.

@@ -118,7 +118,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
         open_coordinator_key(&coordinator_key_path, &pass).context("opening the coordinator key")?;
     let guard = node_guard(&deployment, root, keeper_key.address());
     // Each node replays tier-1 decisions through its own connection to the chain.
-    let replay = ReplayConfig { mode: ReplayMode::Required, rpc: Some(rpc.clone()) };
+    let replay = ReplayConfig { mode: ReplayMode::Required, rpc: Some(rpc.clone()), ..Default::default() };
     let reports = init_nodes_with(&dir.join("nodes"), 3, 2, &coordinator_key, &guard, NODE_PASS, &replay)
         .context("initialising the signer node directories")?;
     let mut pinned = Vec::new();
@@ -297,8 +297,15 @@ async fn pin_policies(dir: &Path, config_path: &Path, nodes: usize) -> anyhow::R
         let node_dir = dir.join("nodes").join(format!("node{i}"));
         let store = NodeStore::open(&node_dir, &Passphrase::new(NODE_PASS))
             .with_context(|| format!("opening {}", node_dir.display()))?;
-        pin_policy(&node_dir, &store.secrets.identity()?, &bundle)
-            .with_context(|| format!("pinning the policy set of {}", node_dir.display()))?;
+        pin_policy(
+            &node_dir,
+            &store.secrets.identity()?,
+            &store.config.replay,
+            &bundle,
+            &[],
+            treasury_signer::quorum::nonces::now(),
+        )
+        .with_context(|| format!("pinning the policy set of {}", node_dir.display()))?;
     }
     Ok(())
 }

@@ -106,7 +106,8 @@ impl AgentEnv {
         let (nodes, key) = match setup {
             QuorumSetup::Library => {
                 let guard = node_guard(&d, root);
-                let replay = ReplayConfig { mode: ReplayMode::Required, rpc: Some(rpc) };
+                let replay =
+                    ReplayConfig { mode: ReplayMode::Required, rpc: Some(rpc), ..Default::default() };
                 library_quorum(dir.path(), &coordinator_key_path, &quorum_path, &guard, &replay).await?
             }
             QuorumSetup::Cli => {
