@@ -56,8 +56,9 @@ pub struct Decision {
     pub intents: Vec<Intent>,
     /// The block whose snapshot the operation was planned on (nonce, oracle prices).
     pub plan_block: PinnedBlock,
-    /// The first block of the history window: the first block of the calendar month (UTC) of the
-    /// earliest firing, so every payment a policy's `paid` can count was decided in it.
+    /// The first block of the history window: the first block of the calendar month or ISO week
+    /// (UTC) of the earliest firing, whichever began first, so every payment a policy's `paid`
+    /// can count was decided in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_from: Option<PinnedBlock>,
     /// Every fund-moving intent decided in the window that the policies' history counted, with
@@ -325,9 +326,10 @@ impl Replayer {
         if decision.intents.is_empty() {
             return Err(ReplayError::Malformed("no intents".into()));
         }
+        let snapshots = self.snapshots(provider, decision).await?;
         let mut derived: BTreeMap<String, (Intent, u64, u64)> = BTreeMap::new();
         for firing in &decision.firings {
-            let snapshot = self.snapshot_at(provider, firing.block).await?;
+            let snapshot = &snapshots[&firing.block.number];
             for name in &firing.policies {
                 if !self.set.entries().any(|e| &e.name == name) {
                     return Err(ReplayError::Malformed(format!(
@@ -335,7 +337,7 @@ impl Replayer {
                     )));
                 }
             }
-            let view = Arc::new(SnapshotView::new(&snapshot, self.set.book().clone()).map_err(|e| {
+            let view = Arc::new(SnapshotView::new(snapshot, self.set.book().clone()).map_err(|e| {
                 ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
             })?);
             let seen = history_at(history, decision, snapshot.timestamp);
@@ -388,18 +390,33 @@ impl Replayer {
             }
             checked.push((asked.clone(), *timestamp));
         }
-        self.check_plan(provider, decision, op).await?;
+        self.check_plan(&snapshots[&decision.plan_block.number], decision, op)?;
         Ok(checked)
     }
 
-    /// Plans the decision's intents at its plan block and compares with `op`, call by call.
-    async fn check_plan(
+    /// The snapshot of every block the decision names (its firings' and the plan block), each
+    /// read once, all at the same time.
+    async fn snapshots(
         &self,
         provider: &DynProvider,
         decision: &Decision,
+    ) -> Result<BTreeMap<u64, Snapshot>, ReplayError> {
+        let mut blocks: Vec<PinnedBlock> = decision.firings.iter().map(|f| f.block).collect();
+        blocks.push(decision.plan_block);
+        blocks.sort_by_key(|b| (b.number, b.hash));
+        blocks.dedup();
+        let read = blocks.iter().map(|b| self.snapshot_at(provider, *b));
+        let snapshots = futures::future::try_join_all(read).await?;
+        Ok(snapshots.into_iter().map(|s| (s.block_number, s)).collect())
+    }
+
+    /// Plans the decision's intents on the plan block's `snapshot` and compares with `op`, call by call.
+    fn check_plan(
+        &self,
+        snapshot: &Snapshot,
+        decision: &Decision,
         op: &Operation,
     ) -> Result<(), ReplayError> {
-        let snapshot = self.snapshot_at(provider, decision.plan_block).await?;
         if op.nonce != snapshot.module_nonce {
             return Err(ReplayError::Nonce {
                 block: snapshot.block_number,
@@ -408,7 +425,7 @@ impl Replayer {
             });
         }
         let deadline = u64::try_from(op.deadline).unwrap_or(u64::MAX);
-        let calls = plan_batch(&decision.intents, &snapshot, &self.bundle.venue(), deadline)
+        let calls = plan_batch(&decision.intents, snapshot, &self.bundle.venue(), deadline)
             .map_err(|source| ReplayError::Plan { block: snapshot.block_number, source })?;
         let show = |c: Option<&treasury_chain::Call>| match c {
             None => "nothing".to_string(),
@@ -464,8 +481,15 @@ pub struct HistoryWindow {
     pub since: u64,
 }
 
-/// The first block of the calendar month (UTC) of the block `to`: the history window of a
-/// decision whose earliest firing is `to` (binary search over block timestamps).
+/// Whether timestamps `a` and `b` share a calendar month or an ISO week: every period a script's
+/// `paid` can ask for (block, day, week, month) starting at or after `b`'s window.
+pub fn same_window(a: u64, b: u64) -> bool {
+    crate::period::Period::Month.same(a, b) || crate::period::Period::Week.same(a, b)
+}
+
+/// The first block of the calendar month or ISO week (UTC), whichever began first, of the block
+/// `to`: the history window of a decision whose earliest firing is `to` (binary search over
+/// block timestamps).
 pub async fn history_window(provider: &DynProvider, to: u64) -> Result<HistoryWindow, ReplayError> {
     let header = |n: u64| async move {
         match provider.get_block_by_number(BlockNumberOrTag::Number(n)).await {
@@ -478,7 +502,7 @@ pub async fn history_window(provider: &DynProvider, to: u64) -> Result<HistoryWi
     let (mut lo, mut hi) = (0u64, to);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if crate::period::Period::Month.same(header(mid).await?.0, end) {
+        if same_window(header(mid).await?.0, end) {
             hi = mid;
         } else {
             lo = mid + 1;

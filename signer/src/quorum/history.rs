@@ -37,17 +37,23 @@ pub(crate) async fn trusted_history(
     digest: B256,
     ledger: &std::sync::Mutex<IntentLedger>,
 ) -> Result<Vec<PastIntent>, Refusal> {
-    let from = check_window(provider, decision).await?;
-    let executed = executed_since(provider, bundle.module, from.0).await?;
+    // The window's headers, the executed operations and the module nonce in one round of requests.
+    let start = decision.history_from.map(|b| b.number).unwrap_or_default();
+    let (from, executed, module_nonce) = futures::try_join!(
+        check_window(provider, decision),
+        executed_since(provider, bundle.module, start),
+        async {
+            ITreasuryModuleViews::new(bundle.module, provider)
+                .nonce()
+                .call()
+                .await
+                .map_err(|e| rpc_refusal("module nonce", e))
+        }
+    )?;
     let own: Vec<LedgerRecord> = {
         let l = ledger.lock().expect("intent ledger lock");
         l.all().filter(|r| r.timestamp >= from.1 || executed.contains_key(&r.digest)).cloned().collect()
     };
-    let module_nonce = ITreasuryModuleViews::new(bundle.module, provider)
-        .nonce()
-        .call()
-        .await
-        .map_err(|e| rpc_refusal("module nonce", e))?;
     let mut decoded: BTreeMap<B256, Vec<Call>> = BTreeMap::new();
     for entry in &decision.history {
         let key = &entry.intent.key;
@@ -144,7 +150,8 @@ async fn check_complete(
 }
 
 /// Checks the decision's history window on this node's chain: its block hash, and that it starts
-/// no later than the first block of the earliest firing's month. Returns its number and timestamp.
+/// no later than the first block of the earliest firing's month or week. Returns its number and
+/// timestamp.
 async fn check_window(provider: &DynProvider, decision: &Decision) -> Result<(u64, u64), Refusal> {
     let Some(from) = decision.history_from else {
         return Err(misstated("the decision names no history window".into()));
@@ -164,11 +171,11 @@ async fn check_window(provider: &DynProvider, decision: &Decision) -> Result<(u6
         )));
     }
     if from.number > 0 {
-        let (firing_ts, _) = header(provider, earliest).await?;
-        let (before, _) = header(provider, from.number - 1).await?;
-        if treasury_policies::Period::Month.same(before, firing_ts) {
+        let ((firing_ts, _), (before, _)) =
+            futures::try_join!(header(provider, earliest), header(provider, from.number - 1))?;
+        if treasury_policies::replay::same_window(before, firing_ts) {
             return Err(misstated(format!(
-                "the history window starts at block {}, after the month of block {earliest} began",
+                "the history window starts at block {}, after the month or week of block {earliest} began",
                 from.number
             )));
         }

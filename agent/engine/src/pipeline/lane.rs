@@ -97,6 +97,10 @@ struct Signed {
 const STALE_CHECK_AFTER_MS: i64 = 2_000;
 
 /// The quorum's signing request for an operation.
+/// How long before its history window an intent may have been decided and still be listed,
+/// when its operation was mined in the window (an escalation approved late, a stuck send).
+const STRAGGLER_LOOKBACK_SECS: u64 = 45 * 86_400;
+
 fn quorum_request(operation_id: &str, tier: u8) -> NewSigningRequest {
     NewSigningRequest {
         operation_id: operation_id.to_string(),
@@ -493,7 +497,7 @@ impl Pipeline {
             intents.push(stored.intent);
             latest = latest.max(stored.timestamp);
         }
-        let history = self.decided_history(window.since, latest).await?;
+        let history = self.decided_history(window, latest).await?;
         Ok(Some(Decision {
             policy_hash: self.policy_hash,
             firings,
@@ -519,7 +523,7 @@ impl Pipeline {
         let cached = *self.window_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(w) = cached
             && w.from.number <= block
-            && treasury_policies::Period::Month.same(w.since, timestamp)
+            && treasury_policies::replay::same_window(w.since, timestamp)
         {
             return Ok(w);
         }
@@ -530,9 +534,11 @@ impl Pipeline {
         Ok(window)
     }
 
-    /// The fund-moving intents decided from timestamp `start` up to `latest` that the policies'
-    /// history counted, each with the operation that carries it, for replaying nodes.
-    async fn decided_history(&self, start: u64, latest: u64) -> Result<Vec<PastIntent>> {
+    /// The fund-moving intents the policies' history counted, for replaying nodes, each with the
+    /// operation that carries it: those decided in `window` up to timestamp `latest`, and those
+    /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
+    /// every operation a node finds executed in the window is accounted for.
+    async fn decided_history(&self, window: HistoryWindow, latest: u64) -> Result<Vec<PastIntent>> {
         let rows = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
         let mut history = Vec::new();
         for row in rows {
@@ -540,10 +546,22 @@ impl Pipeline {
                 continue;
             }
             let stored = StoredIntent::from_payload(&row.payload)?;
-            if !stored.intent.action.moves_funds() || stored.timestamp < start || stored.timestamp > latest {
+            if !stored.intent.action.moves_funds()
+                || stored.timestamp > latest
+                || stored.timestamp + STRAGGLER_LOOKBACK_SECS < window.since
+            {
                 continue;
             }
-            let digest = self.journal.operation_of(row.id).await?.and_then(|o| o.operation_id.parse().ok());
+            let operation = self.journal.operation_of(row.id).await?;
+            if stored.timestamp < window.since {
+                let Some(op) = &operation else { continue };
+                let mined =
+                    self.journal.latest_transaction(&op.operation_id).await?.and_then(|t| t.block_number);
+                if mined.is_none_or(|b| b < window.from.number) {
+                    continue;
+                }
+            }
+            let digest = operation.and_then(|o| o.operation_id.parse().ok());
             history.push(PastIntent { intent: stored.intent, timestamp: stored.timestamp, digest });
         }
         Ok(history)
