@@ -21,6 +21,11 @@ fn links(rtts_ms: &[u64]) -> Vec<LinkProfile> {
 #[tokio::test]
 async fn signatures_use_the_fastest_nodes_and_a_stalled_one_is_dropped_by_its_own_deadline() {
     let q = WanQuorum::start(EXE.as_ref(), 3, &links(&[120, 2, 160, 2, 2]), TIMEOUT, 64).await.unwrap();
+    // Each node listens in its own network namespace, at its namespace's address (CI runs as root).
+    assert_eq!(q.namespaces.len(), 5, "the nodes run in network namespaces");
+    for (p, ns) in q.procs.iter().zip(&q.namespaces) {
+        assert!(p.url.starts_with(&format!("http://{}:", ns.addr())), "{} in {}", p.url, ns.name());
+    }
     let sign = |nonce| {
         let c = q.coordinator.clone();
         async move { c.sign_detailed(&bench_operation(BENCH_TOKEN, nonce), 31337, BENCH_MODULE, None).await }

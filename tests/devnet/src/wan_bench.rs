@@ -10,6 +10,7 @@ use serde::Serialize;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::identity::IdentityKey;
 
+use crate::netns::NetNamespace;
 use crate::nodes::{
     BENCH_MODULE, BENCH_PASS, BENCH_TOKEN, Latency, NodeProcess, bench_guard, bench_operation, init_nodes,
     latency,
@@ -78,7 +79,11 @@ pub struct WanQuorum {
     pub urls: Vec<String>,
     /// DKG wall time through the links, ms.
     pub dkg_ms: f64,
-    procs: Vec<NodeProcess>,
+    /// The node processes, in node order.
+    pub procs: Vec<NodeProcess>,
+    /// Each node's network namespace, in node order; empty when namespaces could not be made and
+    /// the nodes run on the host's loopback (a message on stderr says why).
+    pub namespaces: Vec<NetNamespace>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,9 +102,10 @@ impl WanQuorum {
         let dir = tempfile::tempdir().context("creating the quorum folder")?;
         let coord = IdentityKey::generate();
         let reports = init_nodes(dir.path(), n, threshold, &coord, &bench_guard(), BENCH_PASS)?;
+        let namespaces = namespaces_or_loopback(n);
         let (mut procs, mut proxies) = (Vec::new(), Vec::new());
-        for (r, link) in reports.iter().zip(links) {
-            let node = NodeProcess::spawn(exe, Path::new(&r.dir), BENCH_PASS).await?;
+        for (i, (r, link)) in reports.iter().zip(links).enumerate() {
+            let node = spawn_node(exe, Path::new(&r.dir), namespaces.get(i)).await?;
             let upstream = node.url.trim_start_matches("http://").parse().context("node address")?;
             proxies.push(LatencyProxy::start(upstream, *link).await?);
             procs.push(node);
@@ -120,7 +126,7 @@ impl WanQuorum {
         let faults = coordinator.preprocess(commitments).await;
         anyhow::ensure!(faults.is_empty(), "preprocessing failed: {faults:?}");
         let urls = pinned.into_iter().map(|p| p.url).collect();
-        Ok(Self { coordinator, links: proxies, urls, dkg_ms, procs, _dir: dir })
+        Ok(Self { coordinator, links: proxies, urls, dkg_ms, procs, namespaces, _dir: dir })
     }
 
     /// Stops the node processes.
@@ -129,6 +135,33 @@ impl WanQuorum {
             p.kill().await;
         }
     }
+}
+
+/// One namespace per node, or none (with the reason on stderr) when this process cannot make them.
+fn namespaces_or_loopback(n: usize) -> Vec<NetNamespace> {
+    let made: Result<Vec<NetNamespace>, _> = (0..n).map(|_| NetNamespace::create()).collect();
+    match made {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "wide-area harness: cannot make network namespaces ({}); the nodes run on the host's \
+                 loopback, still behind their latency proxies (namespaces need root and iproute2)",
+                treasury_signer::error_chain(&e)
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Starts a node listening in `ns` (at its namespace address), or on loopback without one.
+async fn spawn_node(exe: &Path, dir: &Path, ns: Option<&NetNamespace>) -> anyhow::Result<NodeProcess> {
+    let Some(ns) = ns else { return NodeProcess::spawn(exe, dir, BENCH_PASS).await };
+    let mut cmd = ns.command(exe);
+    cmd.args(["signer", "serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", &format!("{}:0", ns.addr())])
+        .env(treasury_signer::quorum::store::PASSPHRASE_ENV, BENCH_PASS);
+    NodeProcess::from_command(cmd, dir).await
 }
 
 /// Runs the bench.
