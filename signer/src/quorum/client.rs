@@ -33,6 +33,9 @@ impl NodeClient {
     pub fn new(key: IdentityKey) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            // Nodes close a connection idle for their 10 s header timeout: let it go first, so a
+            // request never lands on a connection the node is closing.
+            .pool_idle_timeout(Duration::from_secs(8))
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with default TLS settings");
@@ -92,6 +95,20 @@ impl NodeClient {
                 .map_err(|e| NodeFault::Malformed(format!("status {status}: {e}")))?;
             Err(NodeFault::Refused(r))
         }
+    }
+
+    /// `GET /v1/health`: keeps a pooled connection to the node warm (its answer proves nothing and
+    /// is not authenticated; only whether it came).
+    pub async fn health(&self, url: &str, timeout: Duration) -> Result<(), NodeFault> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/health", url.trim_end_matches('/')))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_fault(e, timeout))?;
+        resp.bytes().await.map_err(|e| transport_fault(e, timeout))?;
+        Ok(())
     }
 
     /// Fetches a node's identity; the answer must be tagged by the holder of the key it announces.

@@ -7,14 +7,18 @@
 //! that is down, slow (timeout), refuses, or sends a bad share is excluded and the signature is
 //! retried with fresh commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
 //!
+//! Commitments are kept topped up per node in the background (a node's pool falling under half a
+//! refill batch starts a fetch that no signature waits for), and an idle connection to each node
+//! is kept warm by a health request, so a signature never pays a fetch or a TCP handshake.
+//!
 //! Signers are chosen by a moving estimate of each node's round trip (the t fastest healthy
 //! nodes), and while a spare node remains each sign request has a deadline derived from its node's
 //! estimate: a node that stalls costs one more round trip to the next fastest, not the configured
 //! timeout.
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
@@ -50,6 +54,17 @@ const DEADLINE_FACTOR: u32 = 4;
 /// whose tail on a busy disk reaches tens of milliseconds) must not get a healthy node dropped.
 const DEADLINE_SLACK: Duration = Duration::from_millis(250);
 
+/// A connection to a node idle this long gets a health request (nodes close connections idle for
+/// 10 s; reopening one would cost a signature a TCP handshake, one more round trip).
+const WARM_AFTER: Duration = Duration::from_secs(4);
+
+/// How often the keeper looks at every node's connection and commitment pool.
+const KEEPER_TICK: Duration = Duration::from_secs(1);
+
+/// Rounds in which the nodes a signature lost to a transient fault (a reset connection, a
+/// timeout) are asked again when too few others remain, before the signature fails.
+const READMIT_ROUNDS: u32 = 2;
+
 struct Slot {
     node: QuorumNode,
     id: Identifier,
@@ -59,6 +74,12 @@ struct Slot {
     refill: tokio::sync::Mutex<()>,
     /// Moving estimate of a sign round trip to this node (none before the first).
     rtt: Mutex<Option<Duration>>,
+    /// A background fetch of commitments is running.
+    topping_up: AtomicBool,
+    /// A keep-warm health request is running.
+    warming: AtomicBool,
+    /// When a request to this node last completed.
+    last_used: Mutex<Instant>,
 }
 
 impl Slot {
@@ -77,6 +98,15 @@ impl Slot {
             return 0;
         }
         1 + ((rtt.as_secs_f64() / NEAR.as_secs_f64()).ln() / 1.25f64.ln()) as u32
+    }
+    fn pooled(&self) -> usize {
+        self.pool.lock().expect("pool lock").len()
+    }
+    fn used_now(&self) {
+        *self.last_used.lock().expect("last-used lock") = Instant::now();
+    }
+    fn idle_for(&self) -> Duration {
+        self.last_used.lock().expect("last-used lock").elapsed()
     }
     fn observe(&self, took: Duration) {
         let mut rtt = self.rtt.lock().expect("rtt lock");
@@ -100,7 +130,8 @@ impl Slot {
 pub struct CoordinatorOptions {
     /// Per-request timeout (a slower node is treated as down).
     pub timeout: Duration,
-    /// Commitments fetched per node when its pool runs dry.
+    /// Commitments fetched per node at a time: in the background when its pool falls under half
+    /// of this, while signing only when it is empty.
     pub refill: u32,
     /// Choose signers by measured round trip and hold each to a deadline from its own estimate
     /// (the default); off, signers rotate and only `timeout` bounds a request.
@@ -116,12 +147,22 @@ impl Default for CoordinatorOptions {
 /// Signs operations with the quorum.
 pub struct Coordinator {
     client: NodeClient,
-    slots: Vec<Slot>,
+    slots: Arc<[Slot]>,
     pkp: PublicKeyPackage,
     group_key: GroupKey,
     threshold: usize,
     opts: CoordinatorOptions,
     next: AtomicUsize,
+    /// The background task keeping connections warm and pools topped up.
+    keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            k.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -174,21 +215,39 @@ impl Coordinator {
                 down_until: Mutex::new(None),
                 refill: tokio::sync::Mutex::new(()),
                 rtt: Mutex::new(None),
+                topping_up: AtomicBool::new(false),
+                warming: AtomicBool::new(false),
+                last_used: Mutex::new(Instant::now()),
             });
         }
         let threshold = usize::from(quorum.threshold);
         if slots.len() < threshold {
             return Err(QuorumError::Config("fewer nodes than the threshold".into()));
         }
-        Ok(Self {
+        let coordinator = Self {
             client: NodeClient::new(key),
-            slots,
+            slots: slots.into(),
             pkp,
             group_key,
             threshold,
             opts,
             next: AtomicUsize::new(0),
-        })
+            keeper: Mutex::new(None),
+        };
+        coordinator.start_keeper();
+        Ok(coordinator)
+    }
+
+    /// Starts the keeper (once, and only inside a tokio runtime; otherwise at the first
+    /// `preprocess` or `sign`).
+    fn start_keeper(&self) {
+        let mut keeper = self.keeper.lock().expect("keeper lock");
+        if keeper.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (slots, client, opts) = (Arc::downgrade(&self.slots), self.client.clone(), self.opts);
+        *keeper = Some(runtime.spawn(keep(slots, client, opts)));
     }
 
     /// The group key.
@@ -209,7 +268,10 @@ impl Coordinator {
 
     /// Fetches `per_node` commitments from every reachable node ahead of signing.
     pub async fn preprocess(&self, per_node: u32) -> Vec<(String, NodeFault)> {
-        let futs = self.slots.iter().map(|s| async move { (s, self.fetch(s, per_node).await) });
+        self.start_keeper();
+        let timeout = self.opts.timeout;
+        let futs =
+            self.slots.iter().map(|s| async move { (s, fetch(&self.client, s, per_node, timeout).await) });
         let mut faults = Vec::new();
         for (s, r) in futures::future::join_all(futs).await {
             if let Err(f) = r {
@@ -220,50 +282,20 @@ impl Coordinator {
         faults
     }
 
-    async fn fetch(&self, s: &Slot, count: u32) -> Result<(), NodeFault> {
-        let mut left = count;
-        while left > 0 {
-            let batch = left.min(super::node::MAX_COMMITMENTS_PER_REQUEST);
-            let sent = Instant::now();
-            let resp: CommitmentsResponse = self
-                .client
-                .post(
-                    &s.node.url,
-                    &s.key,
-                    "/v1/commitments",
-                    &CommitmentsRequest { count: batch },
-                    self.opts.timeout,
-                )
-                .await?;
-            if resp.identifier != s.node.identifier {
-                return Err(NodeFault::Malformed("commitments for another identifier".into()));
-            }
-            // A first estimate of the node's round trip, before it ever signs.
-            if s.rtt.lock().expect("rtt lock").is_none() {
-                s.observe(sent.elapsed());
-            }
-            let mut parsed = Vec::with_capacity(resp.commitments.len());
-            for c in resp.commitments {
-                let bytes = hex::decode(&c.commitments).map_err(|e| NodeFault::Malformed(e.to_string()))?;
-                let sc = SigningCommitments::deserialize(&bytes)
-                    .map_err(|e| NodeFault::Malformed(e.to_string()))?;
-                parsed.push((c.id, sc));
-            }
-            s.pool.lock().expect("pool lock").extend(parsed);
-            left -= batch;
-        }
-        Ok(())
-    }
-
-    async fn take_commitment(&self, s: &Slot) -> Result<(String, SigningCommitments), NodeFault> {
-        if let Some(c) = s.pool.lock().expect("pool lock").pop_front() {
+    /// A commitment of node `i` from its pool, which is then topped up in the background; only an
+    /// empty pool is fetched into while the signature waits (or waits for the fetch running).
+    async fn take_commitment(&self, i: usize) -> Result<(String, SigningCommitments), NodeFault> {
+        let s = &self.slots[i];
+        let popped = s.pool.lock().expect("pool lock").pop_front();
+        if let Some(c) = popped {
+            top_up(&self.slots, i, &self.client, self.opts);
             return Ok(c);
         }
         let _guard = s.refill.lock().await;
         if let Some(c) = s.pool.lock().expect("pool lock").pop_front() {
             return Ok(c);
         }
-        self.fetch(s, self.opts.refill).await?;
+        fetch(&self.client, s, self.opts.refill, self.opts.timeout).await?;
         s.pool
             .lock()
             .expect("pool lock")
@@ -314,11 +346,25 @@ impl Coordinator {
     ) -> Result<SignOutcome, QuorumError> {
         let tier = if root_signature.is_some_and(|s| !s.is_empty()) { TIER_ROOT } else { TIER_QUORUM };
         let digest = operation_digest(op, tier, chain_id, module);
+        self.start_keeper();
         let mut excluded: HashSet<usize> = HashSet::new();
+        // Excluded for a fault that may pass (a reset connection, a timeout): asked again, in a
+        // later round, rather than fail the signature.
+        let mut transient: HashSet<usize> = HashSet::new();
+        let mut readmitted = 0;
         let mut faults: Vec<(String, NodeFault)> = Vec::new();
         let mut got = 0;
         let n = self.slots.len();
         loop {
+            if n - excluded.len() < self.threshold
+                && readmitted < READMIT_ROUNDS
+                && n - excluded.len() + transient.len() >= self.threshold
+            {
+                readmitted += 1;
+                for i in transient.drain() {
+                    excluded.remove(&i);
+                }
+            }
             let start = self.next.fetch_add(1, Ordering::Relaxed);
             let mut order: Vec<usize> =
                 (0..n).map(|i| (start + i) % n).filter(|i| !excluded.contains(i)).collect();
@@ -342,15 +388,16 @@ impl Coordinator {
                 let want = self.threshold - chosen.len();
                 let batch: Vec<usize> = order[idx..(idx + want).min(order.len())].to_vec();
                 idx += batch.len();
-                let res =
-                    futures::future::join_all(batch.iter().map(|i| self.take_commitment(&self.slots[*i])))
-                        .await;
+                let res = futures::future::join_all(batch.iter().map(|i| self.take_commitment(*i))).await;
                 for (i, r) in batch.into_iter().zip(res) {
                     match r {
                         Ok((cid, c)) => chosen.push((i, cid, c)),
                         Err(f) => {
                             // A node that cannot hand out commitments is skipped for a while.
                             self.slots[i].mark_down();
+                            if f.is_unavailable() {
+                                transient.insert(i);
+                            }
                             excluded.insert(i);
                             faults.push((self.slots[i].node.url.clone(), f));
                         }
@@ -358,7 +405,9 @@ impl Coordinator {
                 }
             }
             if chosen.len() < self.threshold {
-                return Err(QuorumError::NotEnoughSigners { needed: self.threshold, got: 0, faults });
+                // Every node left failed to hand out a commitment: next round, or fail.
+                got = 0;
+                continue;
             }
             let commitments: BTreeMap<Identifier, SigningCommitments> =
                 chosen.iter().map(|(i, _, c)| (self.slots[*i].id, *c)).collect();
@@ -377,11 +426,19 @@ impl Coordinator {
                 let req = &req;
                 async move {
                     let sent = Instant::now();
+                    let busy_before = s.topping_up.load(Ordering::Acquire);
                     // Only a node that can be replaced is held to its own estimate.
                     let deadline = if spare { s.deadline(self.opts.timeout) } else { self.opts.timeout };
                     let r: Result<SignResponse, NodeFault> =
                         self.client.post(&s.node.url, &s.key, "/v1/sign", req, deadline).await;
+                    if !matches!(r, Err(NodeFault::Unreachable(_))) {
+                        s.used_now();
+                    }
+                    // A node making a batch of nonces for us answers late: that says nothing of
+                    // its link, so such a round trip does not move its estimate.
+                    let busy = busy_before || s.topping_up.load(Ordering::Acquire);
                     match &r {
+                        Ok(_) if busy => {}
                         Ok(_) => s.observe(sent.elapsed()),
                         // Too slow for its own estimate: next time it is judged by a longer one.
                         Err(NodeFault::TimedOut(_)) => s.observe(sent.elapsed()),
@@ -398,7 +455,12 @@ impl Coordinator {
                     Ok(share) => {
                         shares.insert(self.slots[*i].id, (*i, share));
                     }
-                    Err(f) => self.exclude(*i, f, &mut excluded, &mut faults),
+                    Err(f) => {
+                        if f.is_unavailable() {
+                            transient.insert(*i);
+                        }
+                        self.exclude(*i, f, &mut excluded, &mut faults)
+                    }
                 }
             }
             got = shares.len();
@@ -468,6 +530,100 @@ impl Coordinator {
         tracing::warn!(node = %s.node.url, %fault, "node excluded from this signature");
         excluded.insert(i);
         faults.push((s.node.url.clone(), fault));
+    }
+}
+
+/// Fetches `count` commitments from node `s` into its pool.
+async fn fetch(client: &NodeClient, s: &Slot, count: u32, timeout: Duration) -> Result<(), NodeFault> {
+    let mut left = count;
+    while left > 0 {
+        let batch = left.min(super::node::MAX_COMMITMENTS_PER_REQUEST);
+        let sent = Instant::now();
+        let resp: CommitmentsResponse = client
+            .post(&s.node.url, &s.key, "/v1/commitments", &CommitmentsRequest { count: batch }, timeout)
+            .await?;
+        s.used_now();
+        if resp.identifier != s.node.identifier {
+            return Err(NodeFault::Malformed("commitments for another identifier".into()));
+        }
+        // A first estimate of the node's round trip, before it ever signs.
+        if s.rtt.lock().expect("rtt lock").is_none() {
+            s.observe(sent.elapsed());
+        }
+        let mut parsed = Vec::with_capacity(resp.commitments.len());
+        for c in resp.commitments {
+            let bytes = hex::decode(&c.commitments).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+            let sc =
+                SigningCommitments::deserialize(&bytes).map_err(|e| NodeFault::Malformed(e.to_string()))?;
+            parsed.push((c.id, sc));
+        }
+        s.pool.lock().expect("pool lock").extend(parsed);
+        left -= batch;
+    }
+    Ok(())
+}
+
+/// Starts a background fetch into node `i`'s pool when it holds under half a refill batch and no
+/// fetch is running (outside a tokio runtime, none: the next empty pool is fetched into inline).
+fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorOptions) {
+    let s = &slots[i];
+    let low = (opts.refill / 2).max(1) as usize;
+    if s.pooled() >= low || s.topping_up.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        s.topping_up.store(false, Ordering::Release);
+        return;
+    };
+    let (slots, client) = (Arc::clone(slots), client.clone());
+    runtime.spawn(async move {
+        let s = &slots[i];
+        {
+            let _guard = s.refill.lock().await;
+            if s.pooled() < low
+                && let Err(fault) = fetch(&client, s, opts.refill, opts.timeout).await
+            {
+                tracing::debug!(node = %s.node.url, %fault, "topping up commitments failed");
+                if fault.is_unavailable() {
+                    s.mark_down();
+                }
+            }
+        }
+        s.topping_up.store(false, Ordering::Release);
+    });
+}
+
+/// The keeper: every [`KEEPER_TICK`], each healthy node whose connection has been idle for
+/// [`WARM_AFTER`] gets a health request on the pooled connection, and each pool under half a
+/// refill batch is topped up. Ends when the coordinator is dropped.
+async fn keep(slots: Weak<[Slot]>, client: NodeClient, opts: CoordinatorOptions) {
+    // The first look one tick after start: a `preprocess` right after construction goes first.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPER_TICK, KEEPER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(slots) = slots.upgrade() else { return };
+        for i in 0..slots.len() {
+            let s = &slots[i];
+            if !s.healthy() {
+                continue;
+            }
+            top_up(&slots, i, &client, opts);
+            if s.idle_for() >= WARM_AFTER && !s.warming.swap(true, Ordering::AcqRel) {
+                let (slots, client) = (Arc::clone(&slots), client.clone());
+                tokio::spawn(async move {
+                    let s = &slots[i];
+                    match client.health(&s.node.url, opts.timeout).await {
+                        Ok(()) => s.used_now(),
+                        Err(fault) => {
+                            tracing::debug!(node = %s.node.url, %fault, "keep-warm request failed");
+                            s.mark_down();
+                        }
+                    }
+                    s.warming.store(false, Ordering::Release);
+                });
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`artifacts`]: third-party contracts (Safe, Uniswap V2, WETH) from the npm packages.
 //! - [`world`]: deploying the world (Safe + module, Uniswap V2, tokens, feeds) and configuring it.
 //! - [`fixture`]: a deployed world on a private anvil, for tests ([`fixture::TestChain`]).
+//! - [`netns`]: Linux network namespaces (a veth pair each) for nodes "in other regions".
 //! - [`nodes`]: signer nodes as processes, their directories, and the quorum latency bench.
 //! - [`ops`]: operations the tests ask signers to sign.
 //! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
@@ -17,6 +18,7 @@
 pub mod anvil;
 pub mod artifacts;
 pub mod fixture;
+pub mod netns;
 pub mod nodes;
 pub mod ops;
 pub mod postgres;

@@ -423,14 +423,20 @@ async fn wan_bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let line = |name: &str, r: &WanRun| match &r.latency {
         Some(l) => println!(
-            "{name}: p50 {:.1} ms, p99 {:.1} ms (floor: t-th smallest RTT {:.0} ms), {} lost",
-            l.p50_ms, l.p99_ms, r.floor_ms, r.lost
+            "{name}: p50 {:.1} ms, p99 {:.1} ms (floor: t-th smallest RTT {:.0} ms; goal {:.0} ms), {} lost",
+            l.p50_ms, l.p99_ms, r.floor_ms, r.goal_ms, r.lost
         ),
         None => println!("{name}: every signature failed ({} lost)", r.lost),
     };
     println!(
-        "{}-of-{} with RTTs {:?} ms ({} build), DKG {:.0} ms",
-        report.threshold, report.nodes, report.rtt_ms, report.profile, report.dkg_ms
+        "{}-of-{} with RTTs {:?} ms ({} build, {}), DKG {:.0} ms, refresh {:.0} ms",
+        report.threshold,
+        report.nodes,
+        report.rtt_ms,
+        report.profile,
+        if report.namespaces { "nodes in network namespaces" } else { "nodes on loopback" },
+        report.dkg_ms,
+        report.refresh_ms
     );
     line("all up", &report.all_up);
     line("fastest down", &report.fastest_down);
