@@ -40,7 +40,7 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChainSection {
-    rpc_http: String,
+    rpc_http: Endpoints,
     #[serde(default)]
     rpc_ws: Option<String>,
     chain_id: u64,
@@ -48,6 +48,23 @@ struct ChainSection {
     confirmations: u64,
     #[serde(default)]
     multicall3: Option<String>,
+}
+
+/// `rpc_http`: one URL, or several of the same chain (tried in turn when one fails).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Endpoints {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl Endpoints {
+    fn urls(&self) -> &[String] {
+        match self {
+            Self::One(u) => std::slice::from_ref(u),
+            Self::Several(list) => list,
+        }
+    }
 }
 
 fn default_confirmations() -> u64 {
@@ -210,7 +227,30 @@ impl ConfigFile {
 
 impl ChainSection {
     fn check(self, p: &mut Vec<Problem>) -> Option<ChainConfig> {
-        let rpc_http = url(p, "chain.rpc_http", &self.rpc_http, &["http", "https"]);
+        let urls = self.rpc_http.urls();
+        if urls.is_empty() {
+            p.push(Problem::new("chain.rpc_http", "name at least one endpoint"));
+        }
+        let mut endpoints: Vec<Option<Url>> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let key = if urls.len() == 1 {
+                    "chain.rpc_http".to_string()
+                } else {
+                    format!("chain.rpc_http[{i}]")
+                };
+                url(p, &key, u, &["http", "https"])
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for u in endpoints.iter().flatten() {
+            if !seen.insert(u.as_str()) {
+                p.push(Problem::new("chain.rpc_http", format!("{} is listed twice", redact(u))));
+            }
+        }
+        let rpc_http = if endpoints.is_empty() { None } else { endpoints.remove(0) };
+        let rpc_fallbacks: Option<Vec<Url>> = endpoints.into_iter().collect();
         let rpc_ws = match &self.rpc_ws {
             Some(ws) => url(p, "chain.rpc_ws", ws, &["ws", "wss"]).map(Some),
             None => Some(None),
@@ -227,6 +267,7 @@ impl ChainSection {
         }
         Some(ChainConfig {
             rpc_http: rpc_http?,
+            rpc_fallbacks: rpc_fallbacks?,
             rpc_ws: rpc_ws?,
             chain_id: self.chain_id,
             confirmations: self.confirmations,
@@ -519,6 +560,12 @@ fn url(p: &mut Vec<Problem>, key: &str, value: &str, schemes: &[&str]) -> Option
             None
         }
     }
+}
+
+/// A URL as it may be shown: an endpoint's path or query can carry an API key.
+fn redact(u: &Url) -> String {
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or("?"))
 }
 
 fn file(p: &mut Vec<Problem>, key: &str, path: &Path) {

@@ -57,8 +57,10 @@ pub struct Config {
 /// `[chain]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainConfig {
-    /// HTTP(S) JSON-RPC endpoint: reads and transaction submission.
+    /// HTTP(S) JSON-RPC endpoint: reads and transaction submission (the first of `rpc_http`).
     pub rpc_http: Url,
+    /// Further endpoints of the same chain, used in turn when one fails (`rpc_http = [A, B, …]`).
+    pub rpc_fallbacks: Vec<Url>,
     /// WebSocket endpoint for new blocks and logs; polling over HTTP when absent.
     pub rpc_ws: Option<Url>,
     /// The chain id the endpoints must report.
@@ -67,6 +69,13 @@ pub struct ChainConfig {
     pub confirmations: u64,
     /// Multicall3 used for snapshots (the canonical `0xcA11…CA11` unless configured).
     pub multicall3: Address,
+}
+
+impl ChainConfig {
+    /// Every HTTP endpoint, the preferred first.
+    pub fn endpoints(&self) -> Vec<Url> {
+        std::iter::once(self.rpc_http.clone()).chain(self.rpc_fallbacks.iter().cloned()).collect()
+    }
 }
 
 /// `[safe]`.

@@ -145,3 +145,19 @@ fn a_postgres_journal_makes_a_replica_with_its_lease_settings() {
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["journal.lease_ttl", "journal.replica", "journal.url"], "{problems:?}");
 }
+
+#[test]
+fn several_rpc_endpoints_are_tried_in_order_and_each_checked() {
+    let dir = example_dir();
+    let one = "rpc_http = \"http://127.0.0.1:8545\"";
+    let two = "rpc_http = [\"http://127.0.0.1:8545\", \"https://rpc.example.org/KEY\"]";
+    let config = Config::from_toml(&EXAMPLE.replace(one, two), dir.path()).unwrap();
+    let urls: Vec<String> = config.chain.endpoints().iter().map(ToString::to_string).collect();
+    assert_eq!(urls, ["http://127.0.0.1:8545/", "https://rpc.example.org/KEY"]);
+    let bad = "rpc_http = [\"http://127.0.0.1:8545\", \"ftp://x\", \"http://127.0.0.1:8545\"]";
+    let problems = Config::from_toml(&EXAMPLE.replace(one, bad), dir.path()).unwrap_err().problems();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["chain.rpc_http[1]", "chain.rpc_http"], "{problems:?}");
+    let none = Config::from_toml(&EXAMPLE.replace(one, "rpc_http = []"), dir.path()).unwrap_err();
+    assert_eq!(none.problems()[0].key, "chain.rpc_http");
+}

@@ -120,6 +120,37 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// A provider over every endpoint of `chain`, each checked to serve `chain.chain_id` when it
+/// answers (one that is down at start is only logged: the others carry the chain meanwhile).
+pub async fn connect_chain(chain: &crate::config::ChainConfig) -> Result<DynProvider> {
+    let endpoints = chain.endpoints();
+    let mut reachable = 0;
+    for (i, url) in endpoints.iter().enumerate() {
+        let one = treasury_chain::provider::connect_endpoints_with(
+            std::slice::from_ref(url),
+            treasury_chain::failover::FailoverOptions { rounds: 1, ..Default::default() },
+        )
+        .map_err(|e| PipelineError::chain("connect", e))?;
+        match one.get_chain_id().await {
+            Ok(id) if id == chain.chain_id => reachable += 1,
+            Ok(id) => {
+                return Err(PipelineError::Config(format!(
+                    "chain.chain_id is {} but RPC endpoint {i} serves chain {id}",
+                    chain.chain_id
+                )));
+            }
+            Err(e) => tracing::warn!(endpoint = i, error = %e, "RPC endpoint unreachable at start"),
+        }
+    }
+    if reachable == 0 {
+        return Err(PipelineError::Chain(format!(
+            "eth_chainId: none of the {} RPC endpoints answers",
+            endpoints.len()
+        )));
+    }
+    treasury_chain::provider::connect_endpoints(&endpoints).map_err(|e| PipelineError::chain("connect", e))
+}
+
 /// The parts [`Pipeline::new`] takes, already opened.
 pub struct Parts {
     /// The journal.
@@ -184,15 +215,7 @@ impl Pipeline {
     /// Like [`Pipeline::connect`], on an already opened journal (e.g. a replica's
     /// [`Journal::fenced`] handle, so every step it takes checks the lease).
     pub async fn connect_with(config: &Config, journal: Journal) -> Result<Self> {
-        let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())
-            .map_err(|e| PipelineError::chain("connect", e))?;
-        let chain_id = provider.get_chain_id().await.map_err(|e| PipelineError::chain("eth_chainId", e))?;
-        if chain_id != config.chain.chain_id {
-            return Err(PipelineError::Config(format!(
-                "chain.chain_id is {} but {} serves chain {chain_id}",
-                config.chain.chain_id, config.chain.rpc_http
-            )));
-        }
+        let provider = connect_chain(&config.chain).await?;
         let policies = PolicySet::load(&config.policies, &config.base_dir)?;
         let spec = snapshot_spec(config)?;
         let venue = match &config.dex {
