@@ -10,23 +10,27 @@ use serde::Deserialize;
 use treasury_policies::PoliciesConfig;
 
 use super::{
-    ApiConfig, ChainConfig, Config, ConfigError, DexConfig, JournalConfig, KEEPER_PIN_ENV, KeeperConfig,
-    KeeperKeyConfig, NotifyConfig, PipelineConfig, Problem, RootAccess, SafeConfig, SigningConfig,
-    WEBHOOK_EVENTS, units,
+    ApiConfig, ChainConfig, Config, ConfigError, DEFAULT_NAME, DexConfig, JournalConfig, KEEPER_PIN_ENV,
+    KeeperConfig, KeeperKeyConfig, NotifyConfig, PipelineConfig, Problem, RootAccess, SafeConfig,
+    SigningConfig, WEBHOOK_EVENTS, units,
 };
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    chain: ChainSection,
-    safe: SafeSection,
+    #[serde(default)]
+    chain: Option<ChainSection>,
+    #[serde(default)]
+    safe: Option<SafeSection>,
     #[serde(default)]
     dex: Option<DexSection>,
-    signing: SigningSection,
     #[serde(default)]
-    journal: JournalSection,
-    keeper: KeeperSection,
+    signing: Option<SigningSection>,
+    #[serde(default)]
+    journal: Option<JournalSection>,
+    #[serde(default)]
+    keeper: Option<KeeperSection>,
     #[serde(default)]
     api: Option<ApiSection>,
     #[serde(default)]
@@ -35,7 +39,13 @@ pub struct ConfigFile {
     pipeline: PipelineConfig,
     #[serde(default)]
     policies: PoliciesConfig,
+    /// Several treasuries in one file (`[[treasury]]`), instead of the sections above.
+    #[serde(default, rename = "treasury")]
+    treasuries: Vec<many::TreasurySection>,
 }
+
+#[path = "many.rs"]
+mod many;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,18 +190,57 @@ impl ConfigFile {
         }
     }
 
+    /// Checks every treasury the file declares: the single-treasury form's one, or each
+    /// `[[treasury]]`'s; every problem found, each naming its key, when the file cannot be used.
+    pub fn check_all(self, base_dir: &Path) -> Result<Vec<Config>, Vec<Problem>> {
+        if self.treasuries.is_empty() {
+            self.check(base_dir).map(|c| vec![c])
+        } else {
+            many::check_all(self, base_dir)
+        }
+    }
+
     /// Checks every value, relative paths resolved against `base_dir`; every problem found, each
-    /// naming its key, when the file cannot be used.
+    /// naming its key, when the file cannot be used. A file of several `[[treasury]]` is refused
+    /// here (see [`ConfigFile::check_all`]); one `[[treasury]]` is that treasury.
     pub fn check(self, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+        if !self.treasuries.is_empty() {
+            let mut all = many::check_all(self, base_dir)?;
+            if all.len() != 1 {
+                let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+                return Err(vec![Problem::new(
+                    "treasury",
+                    format!(
+                        "the file declares {} treasuries ({}); this command serves one",
+                        all.len(),
+                        names.join(", ")
+                    ),
+                )]);
+            }
+            return Ok(all.remove(0));
+        }
         let mut p = Vec::new();
         let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) };
-        let chain = self.chain.check(&mut p);
-        let safe = self.safe.check(&mut p);
+        for (key, present) in [
+            ("chain", self.chain.is_some()),
+            ("safe", self.safe.is_some()),
+            ("signing", self.signing.is_some()),
+            ("keeper", self.keeper.is_some()),
+        ] {
+            if !present {
+                p.push(Problem::new(
+                    key,
+                    format!("missing section [{key}] (or declare [[treasury]] sections)"),
+                ));
+            }
+        }
+        let chain = self.chain.and_then(|c| c.check(&mut p));
+        let safe = self.safe.and_then(|s| s.check(&mut p));
         let dex =
             self.dex.map(|d| address(&mut p, "dex.router", &d.router).map(|router| DexConfig { router }));
-        let signing = self.signing.check(&mut p, &resolve);
-        let journal = self.journal.check(&mut p, base_dir);
-        let keeper = self.keeper.check(&mut p, &resolve);
+        let signing = self.signing.and_then(|s| s.check(&mut p, &resolve));
+        let journal = self.journal.unwrap_or_default().check(&mut p, base_dir);
+        let keeper = self.keeper.and_then(|k| k.check(&mut p, &resolve));
         let api = self.api.map(|a| a.check(&mut p));
         check_notify(&mut p, &self.notify);
         check_pipeline(&mut p, &self.pipeline);
@@ -210,6 +259,7 @@ impl ConfigFile {
             return Err(p);
         }
         Ok(Config {
+            name: DEFAULT_NAME.to_string(),
             chain,
             safe,
             dex,

@@ -27,9 +27,14 @@ pub use file::ConfigFile;
 /// The environment variable holding the keeper token's PIN when `keeper.pin_env` is absent.
 pub const KEEPER_PIN_ENV: &str = "TREASURY_KEEPER_PIN";
 
-/// The whole agent configuration, checked.
+/// The name of the treasury a file without `[[treasury]]` sections describes.
+pub const DEFAULT_NAME: &str = "default";
+
+/// The whole agent configuration of one treasury, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The treasury's name (`[[treasury]] name`; [`DEFAULT_NAME`] in the single-treasury form).
+    pub name: String,
     /// The chain and how to reach it.
     pub chain: ChainConfig,
     /// The Safe and its treasury module.
@@ -358,6 +363,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         ConfigFile::read(path)?.check(&base).map_err(ConfigError::Invalid)
+    }
+
+    /// Every treasury the file at `path` declares (one in the single-treasury form), checked.
+    pub fn load_all(path: &Path) -> Result<Vec<Self>, ConfigError> {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        ConfigFile::read(path)?.check_all(&base).map_err(ConfigError::Invalid)
     }
 
     /// Only the checked `[api]` section of the file at `path`: what a client of the running agent
