@@ -14,3 +14,4 @@ mod keeper;
 mod pipeline;
 mod replicas;
 mod service;
+mod treasuries;
