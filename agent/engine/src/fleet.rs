@@ -22,6 +22,12 @@ pub enum LaneEvent {
     Replica(ReplicaEvent),
 }
 
+/// Gives each treasury (by name) its transition hook, if any.
+pub type HookFor = std::sync::Arc<dyn Fn(&str) -> Option<TransitionHook> + Send + Sync>;
+
+/// Sees each lane's events, with the treasury's name.
+pub type OnLaneEvent = std::sync::Arc<dyn Fn(&str, LaneEvent) + Send + Sync>;
+
 /// How one treasury's lane ended.
 #[derive(Debug)]
 pub struct LaneOutcome {
@@ -36,10 +42,10 @@ pub struct LaneOutcome {
 /// sees every committed transition, `on_event` every lane's events.
 pub async fn run_all(
     configs: Vec<Config>,
-    hook: Option<std::sync::Arc<dyn Fn(&str) -> Option<TransitionHook> + Send + Sync>>,
+    hook: Option<HookFor>,
     options: RunOptions,
     shutdown: watch::Receiver<bool>,
-    on_event: std::sync::Arc<dyn Fn(&str, LaneEvent) + Send + Sync>,
+    on_event: OnLaneEvent,
 ) -> Vec<LaneOutcome> {
     let mut lanes = tokio::task::JoinSet::new();
     for config in configs {

@@ -15,6 +15,7 @@ pub mod lane;
 mod observer;
 pub mod runner;
 pub mod simulate;
+pub mod snapshots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,8 @@ pub struct Pipeline {
     hook: Option<TransitionHook>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    /// The chain's shared snapshot reader (lanes of one process on one chain read together).
+    snapshots: Option<snapshots::SnapshotReader>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -200,6 +203,7 @@ impl Pipeline {
             hook: None,
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
+            snapshots: None,
         })
     }
 
@@ -236,7 +240,9 @@ impl Pipeline {
             None => None,
         };
         let sender = keeper_sender(provider.clone(), keeper_key(config)?, sender_config(config)).await?;
-        Self::new(Parts {
+        let snapshots =
+            snapshots::SnapshotReader::for_chain(config.chain.chain_id, config.chain.endpoints(), &provider);
+        let mut pipeline = Self::new(Parts {
             journal,
             provider,
             policies,
@@ -247,7 +253,9 @@ impl Pipeline {
             sender,
             settings: config.pipeline.clone(),
         })
-        .await
+        .await?;
+        pipeline.snapshots = Some(snapshots);
+        Ok(pipeline)
     }
 
     /// Calls `hook` after every transition this pipeline commits.
