@@ -64,6 +64,24 @@ async fn one_process_runs_two_treasuries_on_two_chains_each_paying_once() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    // The file checks against both chains; an endpoint of another chain among grants' is named.
+    let check =
+        |path: &str| grants.command(&["config", "check", "--online", "--config", path]).output().unwrap();
+    let out = check(&config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (a, b) = (grants.chain.anvil.url(), ops.chain.anvil.url());
+    let mixed = text.replacen(&format!("rpc_http = \"{a}\""), &format!("rpc_http = [\"{a}\", \"{b}\"]"), 1);
+    let mixed_path = dir.path().join("mixed.toml");
+    std::fs::write(&mixed_path, mixed).unwrap();
+    let out = check(&mixed_path.display().to_string());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    assert!(
+        stdout.contains("treasury[0].chain.rpc_http[1]: the endpoint reports chain id 10, not 31337"),
+        "{stdout}"
+    );
+
     // First run: each lane sets its cursor; nothing due.
     let first = run_once();
     assert!(first.contains("grants: running") && first.contains("ops: running"), "{first}");
