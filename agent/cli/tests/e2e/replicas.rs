@@ -305,10 +305,10 @@ async fn postgres_restarted_under_load_loses_and_doubles_nothing_and_the_replica
 
     // Nothing lost, nothing doubled: each payment once, one operation per trigger.
     assert_eq!(intents.len(), 9);
-    for i in 0..6usize {
+    for (i, before) in paid_before.iter().enumerate() {
         let t = i / 2;
         let expected: u64 = (0..3).filter(|k| t * 2 + k % 2 == i).map(|k| 1 + t as u64 * 3 + k as u64).sum();
-        let got = env.balance("USDC", numbered(i)).await - paid_before[i];
+        let got = env.balance("USDC", numbered(i)).await - *before;
         assert_eq!(got, U256::from(expected * 1_000_000), "recipient r{i}");
     }
     assert_eq!(env.chain.module_nonce().await.unwrap(), nonce_before + U256::from(3), "three operations");
