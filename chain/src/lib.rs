@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod contracts;
 pub mod error;
+pub mod failover;
 pub mod operation;
 pub mod provider;
 pub mod redact;

@@ -128,6 +128,10 @@ impl Probe {
     }
 }
 
+/// The most calls one `aggregate3` carries when [`read_snapshots`] reads many treasuries: about
+/// 10k gas each, well inside the 30M gas nodes allow an `eth_call` by default.
+pub const MAX_CALLS_PER_AGGREGATE: usize = 1_500;
+
 /// Reads the snapshot at `block` (e.g. `BlockNumberOrTag::Latest`) with one `eth_getBlockByNumber`
 /// and one `eth_call` to Multicall3, pinned to that block's hash.
 pub async fn read_snapshot(
@@ -135,6 +139,22 @@ pub async fn read_snapshot(
     spec: &SnapshotSpec,
     block: BlockNumberOrTag,
 ) -> Result<Snapshot> {
+    let mut all = read_snapshots(provider, std::slice::from_ref(spec), block).await?;
+    all.pop().ok_or_else(|| ChainError::InvalidAnswer {
+        call: "snapshot".into(),
+        reason: "no snapshot read".into(),
+    })
+}
+
+/// Reads the snapshots of many treasuries of one chain at one `block`: one `eth_getBlockByNumber`
+/// and as few `aggregate3` calls as fit ([`MAX_CALLS_PER_AGGREGATE`] calls each, a treasury's
+/// calls never split, sent concurrently), all pinned to that block's hash. Each snapshot is the
+/// one [`read_snapshot`] would read.
+pub async fn read_snapshots(
+    provider: &DynProvider,
+    specs: &[SnapshotSpec],
+    block: BlockNumberOrTag,
+) -> Result<Vec<Snapshot>> {
     let header = provider
         .get_block_by_number(block)
         .await
@@ -145,8 +165,51 @@ pub async fn read_snapshot(
         })?
         .header;
     let chain_id = crate::provider::chain_id(provider).await?;
-    let probes = probes(spec);
-    let results = aggregate(provider, spec.multicall3, &probes, BlockId::hash(header.hash)).await?;
+    let probes: Vec<Vec<Probe>> = specs.iter().map(probes).collect();
+    let pinned = BlockId::hash(header.hash);
+    let reads = chunks(specs, &probes).into_iter().map(|range| {
+        let multicall3 = specs[range.start].multicall3;
+        let batch: Vec<&Probe> = probes[range.clone()].iter().flatten().collect();
+        async move { aggregate(provider, multicall3, &batch, pinned).await }
+    });
+    // Sent together: each aggregate is one HTTP request, so they overlap on the wire.
+    let results = futures::future::try_join_all(reads).await?;
+    let mut results = results.into_iter().flatten();
+    let mut snapshots = Vec::with_capacity(specs.len());
+    for (spec, probes) in specs.iter().zip(&probes) {
+        let mine: Vec<_> = results.by_ref().take(probes.len()).collect();
+        snapshots.push(decode_snapshot(spec, probes, mine, chain_id, &header)?);
+    }
+    Ok(snapshots)
+}
+
+/// Consecutive ranges of `specs` sharing a Multicall3, each of at most
+/// [`MAX_CALLS_PER_AGGREGATE`] calls (or one treasury, if it alone has more).
+fn chunks(specs: &[SnapshotSpec], probes: &[Vec<Probe>]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut calls) = (0, 0);
+    for (i, p) in probes.iter().enumerate() {
+        let other_multicall = i > start && specs[i].multicall3 != specs[start].multicall3;
+        if i > start && (other_multicall || calls + p.len() > MAX_CALLS_PER_AGGREGATE) {
+            ranges.push(start..i);
+            (start, calls) = (i, 0);
+        }
+        calls += p.len();
+    }
+    if start < probes.len() {
+        ranges.push(start..probes.len());
+    }
+    ranges
+}
+
+/// One treasury's snapshot from the results of its probes.
+fn decode_snapshot(
+    spec: &SnapshotSpec,
+    probes: &[Probe],
+    results: Vec<std::result::Result<Bytes, ()>>,
+    chain_id: u64,
+    header: &alloy::rpc::types::Header,
+) -> Result<Snapshot> {
     let mut results = probes.iter().zip(results);
     let mut next = || results.next().expect("one result per probe");
 
@@ -247,7 +310,7 @@ fn probes(spec: &SnapshotSpec) -> Vec<Probe> {
 async fn aggregate(
     provider: &DynProvider,
     multicall3: Address,
-    probes: &[Probe],
+    probes: &[&Probe],
     block: BlockId,
 ) -> Result<Vec<std::result::Result<Bytes, ()>>> {
     let calls = probes
@@ -298,4 +361,45 @@ fn price_reading(
     let age_secs = now.saturating_sub(updated_at);
     let stale = age_secs > max_age || updated_at > now || answer <= I256::ZERO;
     PriceReading { feed, answer, decimals, updated_at, age_secs, stale }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(tokens: usize, multicall3: u8) -> SnapshotSpec {
+        let asset = |i: usize| AssetSpec {
+            symbol: format!("T{i}"),
+            token: Address::with_last_byte((i % 100) as u8 + 1),
+            decimals: 18,
+            feed: Some(Address::with_last_byte((i % 100) as u8 + 101)),
+            max_price_age_secs: 60,
+        };
+        SnapshotSpec {
+            safe: Address::with_last_byte(200),
+            module: Address::with_last_byte(201),
+            multicall3: Address::with_last_byte(multicall3),
+            assets: (0..tokens).map(asset).collect(),
+        }
+    }
+
+    #[test]
+    fn many_treasuries_fill_each_aggregate_without_splitting_one() {
+        // 1,000 Safes × 10 tokens: 42 calls each, 35 treasuries (1,470 calls) per aggregate.
+        let specs: Vec<_> = (0..1000).map(|_| spec(10, 1)).collect();
+        let calls: Vec<_> = specs.iter().map(probes).collect();
+        assert_eq!(calls[0].len(), 42);
+        let ranges = chunks(&specs, &calls);
+        assert_eq!(ranges.len(), 1000usize.div_ceil(MAX_CALLS_PER_AGGREGATE / 42));
+        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start) && ranges[0].start == 0);
+        assert_eq!(ranges.last().unwrap().end, 1000);
+        for r in &ranges {
+            let n: usize = calls[r.clone()].iter().map(Vec::len).sum();
+            assert!(n <= MAX_CALLS_PER_AGGREGATE, "{r:?}: {n}");
+        }
+        // Another Multicall3 starts another call; one treasury over the cap still goes alone.
+        let mixed = vec![spec(1, 1), spec(1, 2), spec(400, 2), spec(1, 2)];
+        let calls: Vec<_> = mixed.iter().map(probes).collect();
+        assert_eq!(chunks(&mixed, &calls), vec![0..1, 1..2, 2..3, 3..4]);
+    }
 }

@@ -4,6 +4,7 @@
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::Provider;
 use alloy::signers::SignerSync;
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
@@ -213,4 +214,31 @@ async fn snapshot_flags_a_stale_price_and_the_deployment_file_round_trips() {
     assert_eq!(treasury_devnet::Deployment::read(&path).unwrap(), d);
     let missing = treasury_devnet::Deployment::read(&dir.path().join("nope.json")).unwrap_err();
     assert!(missing.to_string().contains("nope.json"), "{missing}");
+}
+
+#[tokio::test]
+async fn many_treasuries_read_together_see_what_each_reads_alone() {
+    use treasury_chain::snapshot::{MAX_CALLS_PER_AGGREGATE, read_snapshots};
+    let chain = TestChain::start().await.unwrap();
+    let spec = chain.snapshot_spec();
+    // Enough treasuries (the same module, other holders) to need several aggregate calls.
+    let per_spec = 2 + spec.assets.len() * 4;
+    let count = MAX_CALLS_PER_AGGREGATE / per_spec * 2 + 3;
+    let specs: Vec<_> = (0..count)
+        .map(|i| {
+            let mut s = spec.clone();
+            if i > 0 {
+                s.safe = Address::with_last_byte(i as u8);
+            }
+            s
+        })
+        .collect();
+    let block = BlockNumberOrTag::Number(chain.keeper.get_block_number().await.unwrap());
+    let together = read_snapshots(&chain.keeper, &specs, block).await.unwrap();
+    assert_eq!(together.len(), count);
+    for i in [0, 1, count / 2, count - 1] {
+        let alone = read_snapshot(&chain.keeper, &specs[i], block).await.unwrap();
+        assert_eq!(together[i], alone, "treasury {i}");
+    }
+    assert!(together[0].assets.iter().any(|a| !a.balance.is_zero()), "the deployed Safe holds funds");
 }

@@ -12,6 +12,8 @@ use alloy::sol_types::SolConstructor;
 use treasury_agent::journal::Journal;
 use treasury_agent::trigger::{Cause, Firing, Transport, WatchOptions, Watcher};
 use treasury_chain::contracts::PriceFeed;
+use treasury_chain::failover::FailoverOptions;
+use treasury_devnet::wan::{LatencyProxy, LinkProfile};
 use treasury_devnet::{Anvil, dev_key};
 use treasury_policies::{Period, PolicyEntry, Trigger};
 
@@ -541,6 +543,51 @@ async fn endpoint_down_for_a_while_loses_no_block() {
     }
     w.ack_idle().await.unwrap();
     assert_eq!(every_blocks_at(&batch), (start + 3..=start + 6).collect::<Vec<_>>());
+}
+
+/// Two endpoints in front of one anvil, each behind a proxy that can go down.
+async fn two_endpoints(env: &Env) -> (LatencyProxy, LatencyProxy, DynProvider) {
+    let upstream = env.anvil.url().trim_start_matches("http://").parse().unwrap();
+    let a = LatencyProxy::start(upstream, LinkProfile::rtt(Duration::ZERO)).await.unwrap();
+    let b = LatencyProxy::start(upstream, LinkProfile::rtt(Duration::ZERO)).await.unwrap();
+    let urls = [a.url().parse().unwrap(), b.url().parse().unwrap()];
+    let options = FailoverOptions {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        ..FailoverOptions::default()
+    };
+    (a, b, treasury_chain::provider::connect_endpoints_with(&urls, options).unwrap())
+}
+
+fn down(proxy: &LatencyProxy, down: bool) {
+    proxy.set_profile(LinkProfile { down, ..proxy.profile() });
+}
+
+#[tokio::test]
+async fn one_endpoint_of_two_down_leaves_no_gap_in_triggers() {
+    let env = Env::new();
+    let (a, b, provider) = two_endpoints(&env).await;
+    let mut w =
+        Watcher::new(provider, env.journal().await, safe(), vec![every("gas", 1)], opts()).await.unwrap();
+    let start = w.cursor().0;
+    let mut fired = Vec::new();
+    env.mine(2).await;
+    fired.extend(every_blocks_at(&drain(&mut w).await));
+    // The endpoint in use goes down: every poll still succeeds, through the other one.
+    down(&a, true);
+    for _ in 0..3 {
+        env.mine(1).await;
+        fired.extend(every_blocks_at(&drain(&mut w).await));
+    }
+    // It comes back and the other one goes down.
+    down(&a, false);
+    down(&b, true);
+    for _ in 0..3 {
+        env.mine(1).await;
+        fired.extend(every_blocks_at(&drain(&mut w).await));
+    }
+    assert_eq!(fired, (start + 1..=start + 8).collect::<Vec<_>>(), "every block fired once, in order");
+    assert_eq!(w.cursor().0, start + 8);
 }
 
 /// The agent API's token in the CLI tests (the config names this variable).

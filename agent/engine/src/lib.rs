@@ -5,6 +5,7 @@
 //! - [`api`]: the agent's HTTP API (status, intents, policies, approvals, OpenAPI, metrics).
 //! - [`agent`]: the running agent ([`Agent`]): pipeline, watcher and API started from a config.
 //! - [`config`]: the agent's TOML configuration and its validation.
+//! - [`fleet`]: several treasuries in one process, one lane each.
 //! - [`journal`]: the durable record of intents and their state transitions (SQLite by default,
 //!   PostgreSQL for replicas).
 //! - [`logging`]: `tracing` set-up shared by every command.
@@ -17,6 +18,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod fleet;
 pub mod journal;
 pub mod logging;
 pub mod metrics;

@@ -86,48 +86,22 @@ impl Postgres {
             bail!("initdb failed: {}", String::from_utf8_lossy(&initdb.stderr).trim());
         }
         let port = free_port()?;
-        let mut child = as_cluster_user(&bindir.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting postgres")?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        // The server logs to stderr for as long as it runs: keep draining it so it never blocks.
-        std::thread::spawn(move || {
-            let mut ready_tx = Some(ready_tx);
-            let mut last = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to accept connections")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(Ok(()));
-                }
-                last = line;
-            }
-            if let Some(tx) = ready_tx.take() {
-                let _ = tx.send(Err(last));
-            }
-        });
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => Ok(Self { child, port, bindir, dir }),
-            Ok(Err(last)) => {
-                let _ = child.wait();
-                bail!("postgres exited before accepting connections: {last}")
-            }
-            Err(_) => {
-                let _ = child.kill();
-                bail!("postgres did not accept connections within 30 s")
-            }
-        }
+        let child = serve(&bindir, dir.path(), port)?;
+        Ok(Self { child, port, bindir, dir })
+    }
+
+    /// Stops the server at once (as [`Postgres::stop`]: what a crash leaves) and starts it again
+    /// on the same data and port; returns once it accepts connections. Call it from the thread
+    /// that started the cluster (the parent-death signal follows the thread).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.start_again()
+    }
+
+    /// Starts a server stopped with [`Postgres::stop`] again, on the same data and port.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.child = serve(&self.bindir, self.dir.path(), self.port)?;
+        Ok(())
     }
 
     /// Creates database `name` and returns its URL (`postgres://treasury@127.0.0.1:PORT/name`).
@@ -175,6 +149,53 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Starts `postgres` on the cluster in `dir` (data in `dir/data`, socket in `dir`) on `port`;
+/// returns once it accepts connections.
+fn serve(bindir: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let mut child = as_cluster_user(&bindir.join("postgres"))
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting postgres")?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    // The server logs to stderr for as long as it runs: keep draining it so it never blocks.
+    std::thread::spawn(move || {
+        let mut ready_tx = Some(ready_tx);
+        let mut last = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ready to accept connections")
+                && let Some(tx) = ready_tx.take()
+            {
+                let _ = tx.send(Ok(()));
+            }
+            last = line;
+        }
+        if let Some(tx) = ready_tx.take() {
+            let _ = tx.send(Err(last));
+        }
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(child),
+        Ok(Err(last)) => {
+            let _ = child.wait();
+            bail!("postgres exited before accepting connections: {last}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!("postgres did not accept connections within 30 s")
+        }
     }
 }
 

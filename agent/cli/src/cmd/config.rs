@@ -47,8 +47,20 @@ impl ConfigCmd {
 
 impl CheckArgs {
     async fn run(self) -> anyhow::Result<()> {
-        let problems = match Config::load(&self.config) {
-            Ok(config) if self.online => online_problems(&config).await,
+        let problems = match Config::load_all(&self.config) {
+            Ok(configs) if self.online => {
+                let several = configs.len() > 1;
+                let mut all = Vec::new();
+                for (i, config) in configs.iter().enumerate() {
+                    let found = online_problems(config).await;
+                    // With [[treasury]] sections, each problem names its treasury's key path.
+                    all.extend(found.into_iter().map(|p| match several {
+                        true => Problem::new(format!("treasury[{i}].{}", p.key), p.message),
+                        false => p,
+                    }));
+                }
+                all
+            }
             Ok(_) => Vec::new(),
             Err(e) => e.problems(),
         };
@@ -77,6 +89,27 @@ impl CheckArgs {
     }
 }
 
+/// Each further `rpc_http` endpoint must answer and report the configured chain id.
+async fn fallback_problems(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, url) in config.chain.rpc_fallbacks.iter().enumerate() {
+        let key = format!("chain.rpc_http[{}]", i + 1);
+        let answer = match treasury_chain::provider::connect(url.as_str()) {
+            Ok(provider) => provider.get_chain_id().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(id) if id == config.chain.chain_id => {}
+            Ok(id) => problems.push(Problem::new(
+                key,
+                format!("the endpoint reports chain id {id}, not {}", config.chain.chain_id),
+            )),
+            Err(e) => problems.push(Problem::new(key, format!("unreachable: {e}"))),
+        }
+    }
+    problems
+}
+
 /// What the chain says about the configuration: the chain id, and code where contracts should be.
 async fn online_problems(config: &Config) -> Vec<Problem> {
     let provider = match treasury_chain::provider::connect(config.chain.rpc_http.as_str()) {
@@ -93,6 +126,7 @@ async fn online_problems(config: &Config) -> Vec<Problem> {
         }
         Err(e) => return vec![Problem::new("chain.rpc_http", format!("unreachable: {e}"))],
     }
+    let mut problems = fallback_problems(config).await;
     let mut contracts = vec![
         ("safe.address".to_string(), config.safe.address),
         ("safe.module".to_string(), config.safe.module),
@@ -109,7 +143,6 @@ async fn online_problems(config: &Config) -> Vec<Problem> {
         }
     }
     contracts.push(("chain.multicall3".into(), config.chain.multicall3));
-    let mut problems = Vec::new();
     for (key, address) in contracts {
         match provider.get_code_at(address).await {
             Ok(code) if code.is_empty() => {

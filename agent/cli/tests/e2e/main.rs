@@ -15,3 +15,4 @@ mod pipeline;
 mod replay;
 mod replicas;
 mod service;
+mod treasuries;

@@ -248,3 +248,68 @@ async fn a_paused_leader_that_wakes_after_the_takeover_can_neither_write_nor_sen
     let (_, events_after) = journal.intent(intent.id).await.unwrap().unwrap();
     assert_eq!(events_after, events_before, "the woken leader wrote no event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_loses_and_doubles_nothing_and_the_replica_resumes() {
+    // Three triggers of three payments each: three operations, one after the other.
+    let scripts: Vec<String> = (0..3)
+        .map(|t| {
+            (0..3).map(|k| format!(r#"pay("r{}", "USDC", {});"#, t * 2 + k % 2, 1 + t * 3 + k)).collect()
+        })
+        .collect();
+    let names = ["load-a", "load-b", "load-c"];
+    let policies: Vec<PolicySpec<'_>> = names
+        .iter()
+        .zip(&scripts)
+        .map(|(name, script)| PolicySpec { name, script, trigger: r#"{ kind = "manual" }"# })
+        .collect();
+    let mut env = AgentEnv::start(&policies).await.unwrap();
+    let mut cluster = Postgres::start().unwrap();
+    use_postgres(&mut env, &cluster);
+    let nonce_before = env.chain.module_nonce().await.unwrap();
+    let mut paid_before = Vec::new();
+    for i in 0..6 {
+        paid_before.push(env.balance("USDC", numbered(i)).await);
+    }
+    for name in names {
+        env.trigger(name).await;
+    }
+
+    let config = env.config.display().to_string();
+    let mut replica = Replica::spawn(env.command(&["run", "--config", &config]));
+    assert_eq!(replica.leading_term(), 1);
+    // Mid-scenario the database goes away (immediate shutdown, as a crash) until the replica
+    // notices it cannot keep its lease, then comes back on the same data.
+    cluster.stop();
+    replica.expect_line("deposed from term 1");
+    cluster.start_again().unwrap();
+    replica.expect_line("leading term 2");
+
+    // Every intent reaches its outcome on the restarted database.
+    let journal = env.journal().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let intents = loop {
+        let intents = journal.list(&IntentFilter::default()).await.unwrap();
+        if intents.len() == 9 && intents.iter().all(|i| i.state == IntentState::Confirmed) {
+            break intents;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && replica.child.try_wait().unwrap().is_none(),
+            "not all confirmed: {intents:?}\n{}",
+            replica.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    replica.signal("TERM");
+    assert!(replica.wait().success(), "the replica stops cleanly:\n{}", replica.output());
+
+    // Nothing lost, nothing doubled: each payment once, one operation per trigger.
+    assert_eq!(intents.len(), 9);
+    for (i, before) in paid_before.iter().enumerate() {
+        let t = i / 2;
+        let expected: u64 = (0..3).filter(|k| t * 2 + k % 2 == i).map(|k| 1 + t as u64 * 3 + k as u64).sum();
+        let got = env.balance("USDC", numbered(i)).await - *before;
+        assert_eq!(got, U256::from(expected * 1_000_000), "recipient r{i}");
+    }
+    assert_eq!(env.chain.module_nonce().await.unwrap(), nonce_before + U256::from(3), "three operations");
+}

@@ -10,23 +10,27 @@ use serde::Deserialize;
 use treasury_policies::PoliciesConfig;
 
 use super::{
-    ApiConfig, ChainConfig, Config, ConfigError, DexConfig, JournalConfig, KEEPER_PIN_ENV, KeeperConfig,
-    KeeperKeyConfig, NotifyConfig, PipelineConfig, Problem, RootAccess, SafeConfig, SigningConfig,
-    WEBHOOK_EVENTS, units,
+    ApiConfig, ChainConfig, Config, ConfigError, DEFAULT_NAME, DexConfig, JournalConfig, KEEPER_PIN_ENV,
+    KeeperConfig, KeeperKeyConfig, NotifyConfig, PipelineConfig, Problem, RootAccess, SafeConfig,
+    SigningConfig, WEBHOOK_EVENTS, units,
 };
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    chain: ChainSection,
-    safe: SafeSection,
+    #[serde(default)]
+    chain: Option<ChainSection>,
+    #[serde(default)]
+    safe: Option<SafeSection>,
     #[serde(default)]
     dex: Option<DexSection>,
-    signing: SigningSection,
     #[serde(default)]
-    journal: JournalSection,
-    keeper: KeeperSection,
+    signing: Option<SigningSection>,
+    #[serde(default)]
+    journal: Option<JournalSection>,
+    #[serde(default)]
+    keeper: Option<KeeperSection>,
     #[serde(default)]
     api: Option<ApiSection>,
     #[serde(default)]
@@ -35,12 +39,18 @@ pub struct ConfigFile {
     pipeline: PipelineConfig,
     #[serde(default)]
     policies: PoliciesConfig,
+    /// Several treasuries in one file (`[[treasury]]`), instead of the sections above.
+    #[serde(default, rename = "treasury")]
+    treasuries: Vec<many::TreasurySection>,
 }
+
+#[path = "many.rs"]
+mod many;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChainSection {
-    rpc_http: String,
+    rpc_http: Endpoints,
     #[serde(default)]
     rpc_ws: Option<String>,
     chain_id: u64,
@@ -48,6 +58,23 @@ struct ChainSection {
     confirmations: u64,
     #[serde(default)]
     multicall3: Option<String>,
+}
+
+/// `rpc_http`: one URL, or several of the same chain (tried in turn when one fails).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Endpoints {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl Endpoints {
+    fn urls(&self) -> &[String] {
+        match self {
+            Self::One(u) => std::slice::from_ref(u),
+            Self::Several(list) => list,
+        }
+    }
 }
 
 fn default_confirmations() -> u64 {
@@ -163,18 +190,57 @@ impl ConfigFile {
         }
     }
 
+    /// Checks every treasury the file declares: the single-treasury form's one, or each
+    /// `[[treasury]]`'s; every problem found, each naming its key, when the file cannot be used.
+    pub fn check_all(self, base_dir: &Path) -> Result<Vec<Config>, Vec<Problem>> {
+        if self.treasuries.is_empty() {
+            self.check(base_dir).map(|c| vec![c])
+        } else {
+            many::check_all(self, base_dir)
+        }
+    }
+
     /// Checks every value, relative paths resolved against `base_dir`; every problem found, each
-    /// naming its key, when the file cannot be used.
+    /// naming its key, when the file cannot be used. A file of several `[[treasury]]` is refused
+    /// here (see [`ConfigFile::check_all`]); one `[[treasury]]` is that treasury.
     pub fn check(self, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+        if !self.treasuries.is_empty() {
+            let mut all = many::check_all(self, base_dir)?;
+            if all.len() != 1 {
+                let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+                return Err(vec![Problem::new(
+                    "treasury",
+                    format!(
+                        "the file declares {} treasuries ({}); this command serves one",
+                        all.len(),
+                        names.join(", ")
+                    ),
+                )]);
+            }
+            return Ok(all.remove(0));
+        }
         let mut p = Vec::new();
         let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) };
-        let chain = self.chain.check(&mut p);
-        let safe = self.safe.check(&mut p);
+        for (key, present) in [
+            ("chain", self.chain.is_some()),
+            ("safe", self.safe.is_some()),
+            ("signing", self.signing.is_some()),
+            ("keeper", self.keeper.is_some()),
+        ] {
+            if !present {
+                p.push(Problem::new(
+                    key,
+                    format!("missing section [{key}] (or declare [[treasury]] sections)"),
+                ));
+            }
+        }
+        let chain = self.chain.and_then(|c| c.check(&mut p));
+        let safe = self.safe.and_then(|s| s.check(&mut p));
         let dex =
             self.dex.map(|d| address(&mut p, "dex.router", &d.router).map(|router| DexConfig { router }));
-        let signing = self.signing.check(&mut p, &resolve);
-        let journal = self.journal.check(&mut p, base_dir);
-        let keeper = self.keeper.check(&mut p, &resolve);
+        let signing = self.signing.and_then(|s| s.check(&mut p, &resolve));
+        let journal = self.journal.unwrap_or_default().check(&mut p, base_dir);
+        let keeper = self.keeper.and_then(|k| k.check(&mut p, &resolve));
         let api = self.api.map(|a| a.check(&mut p));
         check_notify(&mut p, &self.notify);
         check_pipeline(&mut p, &self.pipeline);
@@ -193,6 +259,7 @@ impl ConfigFile {
             return Err(p);
         }
         Ok(Config {
+            name: DEFAULT_NAME.to_string(),
             chain,
             safe,
             dex,
@@ -210,7 +277,30 @@ impl ConfigFile {
 
 impl ChainSection {
     fn check(self, p: &mut Vec<Problem>) -> Option<ChainConfig> {
-        let rpc_http = url(p, "chain.rpc_http", &self.rpc_http, &["http", "https"]);
+        let urls = self.rpc_http.urls();
+        if urls.is_empty() {
+            p.push(Problem::new("chain.rpc_http", "name at least one endpoint"));
+        }
+        let mut endpoints: Vec<Option<Url>> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let key = if urls.len() == 1 {
+                    "chain.rpc_http".to_string()
+                } else {
+                    format!("chain.rpc_http[{i}]")
+                };
+                url(p, &key, u, &["http", "https"])
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for u in endpoints.iter().flatten() {
+            if !seen.insert(u.as_str()) {
+                p.push(Problem::new("chain.rpc_http", format!("{} is listed twice", redact(u))));
+            }
+        }
+        let rpc_http = if endpoints.is_empty() { None } else { endpoints.remove(0) };
+        let rpc_fallbacks: Option<Vec<Url>> = endpoints.into_iter().collect();
         let rpc_ws = match &self.rpc_ws {
             Some(ws) => url(p, "chain.rpc_ws", ws, &["ws", "wss"]).map(Some),
             None => Some(None),
@@ -227,6 +317,7 @@ impl ChainSection {
         }
         Some(ChainConfig {
             rpc_http: rpc_http?,
+            rpc_fallbacks: rpc_fallbacks?,
             rpc_ws: rpc_ws?,
             chain_id: self.chain_id,
             confirmations: self.confirmations,
@@ -519,6 +610,12 @@ fn url(p: &mut Vec<Problem>, key: &str, value: &str, schemes: &[&str]) -> Option
             None
         }
     }
+}
+
+/// A URL as it may be shown: an endpoint's path or query can carry an API key.
+fn redact(u: &Url) -> String {
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or("?"))
 }
 
 fn file(p: &mut Vec<Problem>, key: &str, path: &Path) {

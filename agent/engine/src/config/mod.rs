@@ -27,9 +27,14 @@ pub use file::ConfigFile;
 /// The environment variable holding the keeper token's PIN when `keeper.pin_env` is absent.
 pub const KEEPER_PIN_ENV: &str = "TREASURY_KEEPER_PIN";
 
-/// The whole agent configuration, checked.
+/// The name of the treasury a file without `[[treasury]]` sections describes.
+pub const DEFAULT_NAME: &str = "default";
+
+/// The whole agent configuration of one treasury, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The treasury's name (`[[treasury]] name`; [`DEFAULT_NAME`] in the single-treasury form).
+    pub name: String,
     /// The chain and how to reach it.
     pub chain: ChainConfig,
     /// The Safe and its treasury module.
@@ -57,8 +62,10 @@ pub struct Config {
 /// `[chain]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainConfig {
-    /// HTTP(S) JSON-RPC endpoint: reads and transaction submission.
+    /// HTTP(S) JSON-RPC endpoint: reads and transaction submission (the first of `rpc_http`).
     pub rpc_http: Url,
+    /// Further endpoints of the same chain, used in turn when one fails (`rpc_http = [A, B, …]`).
+    pub rpc_fallbacks: Vec<Url>,
     /// WebSocket endpoint for new blocks and logs; polling over HTTP when absent.
     pub rpc_ws: Option<Url>,
     /// The chain id the endpoints must report.
@@ -67,6 +74,13 @@ pub struct ChainConfig {
     pub confirmations: u64,
     /// Multicall3 used for snapshots (the canonical `0xcA11…CA11` unless configured).
     pub multicall3: Address,
+}
+
+impl ChainConfig {
+    /// Every HTTP endpoint, the preferred first.
+    pub fn endpoints(&self) -> Vec<Url> {
+        std::iter::once(self.rpc_http.clone()).chain(self.rpc_fallbacks.iter().cloned()).collect()
+    }
 }
 
 /// `[safe]`.
@@ -349,6 +363,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         ConfigFile::read(path)?.check(&base).map_err(ConfigError::Invalid)
+    }
+
+    /// Every treasury the file at `path` declares (one in the single-treasury form), checked.
+    pub fn load_all(path: &Path) -> Result<Vec<Self>, ConfigError> {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        ConfigFile::read(path)?.check_all(&base).map_err(ConfigError::Invalid)
     }
 
     /// Only the checked `[api]` section of the file at `path`: what a client of the running agent

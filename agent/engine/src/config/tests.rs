@@ -145,3 +145,99 @@ fn a_postgres_journal_makes_a_replica_with_its_lease_settings() {
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["journal.lease_ttl", "journal.replica", "journal.url"], "{problems:?}");
 }
+
+#[test]
+fn several_rpc_endpoints_are_tried_in_order_and_each_checked() {
+    let dir = example_dir();
+    let one = "rpc_http = \"http://127.0.0.1:8545\"";
+    let two = "rpc_http = [\"http://127.0.0.1:8545\", \"https://rpc.example.org/KEY\"]";
+    let config = Config::from_toml(&EXAMPLE.replace(one, two), dir.path()).unwrap();
+    let urls: Vec<String> = config.chain.endpoints().iter().map(ToString::to_string).collect();
+    assert_eq!(urls, ["http://127.0.0.1:8545/", "https://rpc.example.org/KEY"]);
+    let bad = "rpc_http = [\"http://127.0.0.1:8545\", \"ftp://x\", \"http://127.0.0.1:8545\"]";
+    let problems = Config::from_toml(&EXAMPLE.replace(one, bad), dir.path()).unwrap_err().problems();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["chain.rpc_http[1]", "chain.rpc_http"], "{problems:?}");
+    let none = Config::from_toml(&EXAMPLE.replace(one, "rpc_http = []"), dir.path()).unwrap_err();
+    assert_eq!(none.problems()[0].key, "chain.rpc_http");
+}
+
+/// `text` (a single-treasury config) as one `[[treasury]]` named `name`.
+fn as_treasury(text: &str, name: &str) -> String {
+    let body: String = text
+        .lines()
+        .map(|line| {
+            if let Some(rest) = line.strip_prefix("[[") {
+                format!("[[treasury.{rest}\n")
+            } else if let Some(rest) = line.strip_prefix('[') {
+                format!("[treasury.{rest}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    format!("[[treasury]]\nname = \"{name}\"\n{body}")
+}
+
+#[test]
+fn several_treasuries_are_each_a_whole_config_with_their_own_journal() {
+    let dir = example_dir();
+    let ops = EXAMPLE
+        .replace("chain_id = 31337", "chain_id = 10")
+        .replace("url = \"sqlite://treasury.db\"", "url = \"sqlite://ops.db\"")
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8081\"");
+    let text = format!("{}\n{}", as_treasury(EXAMPLE, "grants"), as_treasury(&ops, "ops"));
+    std::fs::write(dir.path().join("many.toml"), &text).unwrap();
+    let all = Config::load_all(&dir.path().join("many.toml")).unwrap();
+    let names: Vec<(&str, u64)> = all.iter().map(|c| (c.name.as_str(), c.chain.chain_id)).collect();
+    assert_eq!(names, [("grants", 31337), ("ops", 10)]);
+    assert_eq!(all[1].journal.url, format!("sqlite://{}", dir.path().join("ops.db").display()));
+    assert_eq!(all[0].policies.policies.len(), 4);
+    // A command that serves one treasury names them instead of picking one.
+    let one = Config::load(&dir.path().join("many.toml")).unwrap_err().problems();
+    assert!(one[0].message.contains("2 treasuries (grants, ops)"), "{one:?}");
+    // The single form still loads, named `default`.
+    assert_eq!(Config::from_toml(EXAMPLE, dir.path()).unwrap().name, DEFAULT_NAME);
+}
+
+#[test]
+fn several_treasuries_never_share_a_journal_a_lease_or_a_name_and_problems_name_the_treasury() {
+    let dir = example_dir();
+    let bad = EXAMPLE.replace("confirmations = 2", "confirmations = 0");
+    let text =
+        format!("[pipeline]\nmax_batch = 4\n\n{}\n{}", as_treasury(EXAMPLE, "a"), as_treasury(&bad, "a"));
+    let problems = Config::from_toml(&text, dir.path()).unwrap_err().problems();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"treasury[1].name"), "{problems:?}");
+    assert!(keys.contains(&"treasury[1].chain.confirmations"), "{problems:?}");
+    let twin = format!("{}\n{}", as_treasury(EXAMPLE, "a"), as_treasury(EXAMPLE, "b"));
+    let problems = Config::from_toml(&twin, dir.path()).unwrap_err().problems();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["treasury[1].journal.url", "treasury[1].safe.module", "treasury[1].api.listen"]);
+    // Sections of a treasury at the top are refused, not silently ignored.
+    let stray = format!("[safe]\naddress = \"0x01\"\nmodule = \"0x02\"\n\n{}", as_treasury(EXAMPLE, "a"));
+    let problems = Config::from_toml(&stray, dir.path()).unwrap_err().problems();
+    assert_eq!(problems[0].key, "safe", "{problems:?}");
+}
+
+#[test]
+fn top_level_pipeline_is_the_default_of_every_treasury_without_its_own() {
+    let dir = example_dir();
+    let start = EXAMPLE.find("\n[pipeline]\n").unwrap();
+    let end = start + EXAMPLE[start..].find("\n# The policy section").unwrap();
+    let without = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+    let own = EXAMPLE.replace("max_batch = 16", "max_batch = 8");
+    let text = format!(
+        "[pipeline]\nmax_batch = 4\n\n{}\n{}",
+        as_treasury(&without, "a"),
+        as_treasury(
+            &own.replace("chain_id = 31337", "chain_id = 5")
+                .replace("127.0.0.1:8080", "127.0.0.1:8081")
+                .replace("sqlite://treasury.db", "sqlite://b.db"),
+            "b"
+        )
+    );
+    let all = ConfigFile::parse(&text).unwrap().check_all(dir.path()).unwrap();
+    let batches: Vec<usize> = all.iter().map(|c| c.pipeline.max_batch).collect();
+    assert_eq!(batches, [4, 8]);
+}

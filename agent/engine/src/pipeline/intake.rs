@@ -84,9 +84,15 @@ impl Pipeline {
     pub async fn intake(&self, firing: &FiringInput) -> Result<IntakeReport> {
         let mut report = IntakeReport::default();
         let started = Instant::now();
-        let snapshot = read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(firing.block))
-            .await
-            .map_err(|e| PipelineError::chain(&format!("snapshot at block {}", firing.block), e))?;
+        let what = format!("snapshot at block {}", firing.block);
+        let snapshot = match &self.snapshots {
+            Some(shared) => {
+                shared.read(&self.spec, firing.block).await.map_err(|e| PipelineError::chain(&what, e))?
+            }
+            None => read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(firing.block))
+                .await
+                .map_err(|e| PipelineError::chain(&what, e))?,
+        };
         report.snapshot_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Snapshot, started.elapsed());
         for asset in &snapshot.assets {

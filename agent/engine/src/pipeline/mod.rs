@@ -15,6 +15,7 @@ pub mod lane;
 mod observer;
 pub mod runner;
 pub mod simulate;
+pub mod snapshots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +111,8 @@ pub struct Pipeline {
     notifier: Notifier,
     /// The history window last found (a month's first block does not move).
     window_cache: std::sync::Mutex<Option<treasury_policies::replay::HistoryWindow>>,
+    /// The chain's shared snapshot reader (lanes of one process on one chain read together).
+    snapshots: Option<snapshots::SnapshotReader>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -120,6 +123,37 @@ impl std::fmt::Debug for Pipeline {
             .field("module", &self.spec.module)
             .finish_non_exhaustive()
     }
+}
+
+/// A provider over every endpoint of `chain`, each checked to serve `chain.chain_id` when it
+/// answers (one that is down at start is only logged: the others carry the chain meanwhile).
+pub async fn connect_chain(chain: &crate::config::ChainConfig) -> Result<DynProvider> {
+    let endpoints = chain.endpoints();
+    let mut reachable = 0;
+    for (i, url) in endpoints.iter().enumerate() {
+        let one = treasury_chain::provider::connect_endpoints_with(
+            std::slice::from_ref(url),
+            treasury_chain::failover::FailoverOptions { rounds: 1, ..Default::default() },
+        )
+        .map_err(|e| PipelineError::chain("connect", e))?;
+        match one.get_chain_id().await {
+            Ok(id) if id == chain.chain_id => reachable += 1,
+            Ok(id) => {
+                return Err(PipelineError::Config(format!(
+                    "chain.chain_id is {} but RPC endpoint {i} serves chain {id}",
+                    chain.chain_id
+                )));
+            }
+            Err(e) => tracing::warn!(endpoint = i, error = %e, "RPC endpoint unreachable at start"),
+        }
+    }
+    if reachable == 0 {
+        return Err(PipelineError::Chain(format!(
+            "eth_chainId: none of the {} RPC endpoints answers",
+            endpoints.len()
+        )));
+    }
+    treasury_chain::provider::connect_endpoints(&endpoints).map_err(|e| PipelineError::chain("connect", e))
 }
 
 /// The parts [`Pipeline::new`] takes, already opened.
@@ -172,6 +206,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
             window_cache: std::sync::Mutex::new(None),
+            snapshots: None,
         })
     }
 
@@ -187,15 +222,7 @@ impl Pipeline {
     /// Like [`Pipeline::connect`], on an already opened journal (e.g. a replica's
     /// [`Journal::fenced`] handle, so every step it takes checks the lease).
     pub async fn connect_with(config: &Config, journal: Journal) -> Result<Self> {
-        let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())
-            .map_err(|e| PipelineError::chain("connect", e))?;
-        let chain_id = provider.get_chain_id().await.map_err(|e| PipelineError::chain("eth_chainId", e))?;
-        if chain_id != config.chain.chain_id {
-            return Err(PipelineError::Config(format!(
-                "chain.chain_id is {} but {} serves chain {chain_id}",
-                config.chain.chain_id, config.chain.rpc_http
-            )));
-        }
+        let provider = connect_chain(&config.chain).await?;
         let policies = PolicySet::load(&config.policies, &config.base_dir)?;
         let spec = snapshot_spec(config)?;
         let venue = match &config.dex {
@@ -216,7 +243,9 @@ impl Pipeline {
             None => None,
         };
         let sender = keeper_sender(provider.clone(), keeper_key(config)?, sender_config(config)).await?;
-        Self::new(Parts {
+        let snapshots =
+            snapshots::SnapshotReader::for_chain(config.chain.chain_id, config.chain.endpoints(), &provider);
+        let mut pipeline = Self::new(Parts {
             journal,
             provider,
             policies,
@@ -227,7 +256,9 @@ impl Pipeline {
             sender,
             settings: config.pipeline.clone(),
         })
-        .await
+        .await?;
+        pipeline.snapshots = Some(snapshots);
+        Ok(pipeline)
     }
 
     /// Calls `hook` after every transition this pipeline commits.

@@ -82,7 +82,21 @@ impl AgentEnv {
         root: Option<Address>,
         setup: QuorumSetup,
     ) -> anyhow::Result<Self> {
-        let chain = TestChain::start().await?;
+        Self::start_on(policies, root, setup, &[]).await
+    }
+
+    /// Like [`AgentEnv::start`], on an anvil started with `anvil_args` (e.g. `--chain-id 10`).
+    pub async fn start_on_chain(policies: &[PolicySpec<'_>], anvil_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(policies, None, QuorumSetup::Library, anvil_args).await
+    }
+
+    async fn start_on(
+        policies: &[PolicySpec<'_>],
+        root: Option<Address>,
+        setup: QuorumSetup,
+        anvil_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let chain = TestChain::start_with(anvil_args).await?;
         let root = match root {
             Some(root) => {
                 configure_as_safe(
