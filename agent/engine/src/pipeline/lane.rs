@@ -535,7 +535,7 @@ impl Pipeline {
     }
 
     /// The fund-moving intents the policies' history counted, for replaying nodes, each with the
-    /// operation that carries it: those decided in `window` up to timestamp `latest`, and those
+    /// operation that carries it: those planned and decided in `window` up to timestamp `latest`, and those
     /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
     /// every operation a node finds executed in the window is accounted for.
     async fn decided_history(&self, window: HistoryWindow, latest: u64) -> Result<Vec<PastIntent>> {
@@ -561,8 +561,14 @@ impl Pipeline {
                     continue;
                 }
             }
-            let digest = operation.and_then(|o| o.operation_id.parse().ok());
-            history.push(PastIntent { intent: stored.intent, timestamp: stored.timestamp, digest });
+            // An intent not yet planned was decided alongside or after this operation's firings
+            // (a firing of the same round): it is not in their history.
+            let Some(digest) = operation.and_then(|o| o.operation_id.parse().ok()) else { continue };
+            history.push(PastIntent {
+                intent: stored.intent,
+                timestamp: stored.timestamp,
+                digest: Some(digest),
+            });
         }
         Ok(history)
     }
