@@ -239,6 +239,36 @@ pub mod automation {
             function performUpkeep(bytes calldata performData) external;
         }
 
+        /// The view functions of a Chainlink Automation registry (2.1 and later,
+        /// `IAutomationV21PlusCommon`) that describe one upkeep.
+        #[sol(rpc)]
+        #[derive(Debug)]
+        interface IAutomationRegistryViews {
+            struct UpkeepInfoLegacy {
+                address target;
+                uint32 performGas;
+                bytes checkData;
+                uint96 balance;
+                address admin;
+                uint64 maxValidBlocknumber;
+                uint32 lastPerformedBlockNumber;
+                uint96 amountSpent;
+                bool paused;
+                bytes offchainConfig;
+            }
+            struct LogTriggerConfig {
+                address contractAddress;
+                uint8 filterSelector;
+                bytes32 topic0;
+                bytes32 topic1;
+                bytes32 topic2;
+                bytes32 topic3;
+            }
+            function getUpkeep(uint256 id) external view returns (UpkeepInfoLegacy memory upkeepInfo);
+            function getTriggerType(uint256 upkeepId) external view returns (uint8);
+            function getUpkeepTriggerConfig(uint256 upkeepId) external view returns (bytes memory);
+        }
+
         /// A Gelato resolver: `checker()` answers whether to execute and the payload to send.
         #[sol(rpc)]
         #[derive(Debug)]

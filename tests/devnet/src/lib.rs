@@ -17,6 +17,7 @@
 pub mod anvil;
 pub mod artifacts;
 pub mod fixture;
+pub mod keeper;
 pub mod nodes;
 pub mod ops;
 pub mod postgres;

@@ -175,7 +175,21 @@ pub struct KeeperJob {
     pub spend_cap_wei: Option<u128>,
 }
 
+/// A log trigger's `event` given as its topic0 hash (`0x` + 64 hex digits, as `treasury keeper
+/// import chainlink` writes it when the registry holds only the hash).
+fn raw_topic(event: &str) -> Option<alloy::primitives::B256> {
+    (event.len() == 66 && event.starts_with("0x")).then(|| event.parse().ok()).flatten()
+}
+
 impl KeeperJob {
+    /// The topic0 a log-triggered job listens to (from the event signature or its hash).
+    pub fn topic0(&self) -> Option<alloy::primitives::B256> {
+        match &self.trigger {
+            Trigger::OnLog { event, .. } => raw_topic(event).or_else(|| self.trigger.topic0()),
+            _ => None,
+        }
+    }
+
     /// The most a single perform can cost: gas limit × fee ceiling, in wei.
     pub fn worst_case_wei(&self) -> u128 {
         u128::from(self.gas_limit).saturating_mul(self.max_fee_per_gas)
@@ -260,6 +274,7 @@ fn check_job(p: &mut Vec<Problem>, label: &str, job: JobSection, keeper_max_fee:
             key("trigger"),
             "`manual` is not a job trigger (use every_blocks, schedule or on_log)",
         )),
+        Trigger::OnLog { event, .. } if raw_topic(event).is_some() => {}
         t => {
             if let Err(e) = t.validate() {
                 p.push(Problem::new(key("trigger"), e.to_string()));

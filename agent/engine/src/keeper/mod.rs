@@ -21,10 +21,10 @@ pub mod metrics;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use alloy::eips::{BlockId, BlockNumberOrTag};
+use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::Provider;
-use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::rpc::types::Filter;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use treasury_chain::sender::{ObserverError, SendEvent, SendObserver, Sent, TxRequest};
@@ -35,7 +35,6 @@ use crate::journal::keeper::{KeeperRun, NewRun, RunState};
 use crate::journal::{Alert, Cursor, Journal};
 use crate::notify::Notification;
 use crate::pipeline::Pipeline;
-use crate::pipeline::simulate::reason_of_rpc_error;
 use check::{BlockRef, CheckOutcome, Work};
 
 /// The journal cursor of the keeper jobs.
@@ -83,6 +82,9 @@ struct JobState {
     pending: Option<String>,
 }
 
+/// The runs in flight, by job.
+type Busy = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
+
 /// The keeper jobs of one agent.
 pub struct JobRunner {
     pipeline: Arc<Pipeline>,
@@ -90,7 +92,7 @@ pub struct JobRunner {
     settings: AutomationConfig,
     multicall3: Address,
     hook: Option<JobHook>,
-    busy: Arc<Mutex<HashSet<String>>>,
+    busy: Busy,
     states: HashMap<String, JobState>,
     sends: JoinSet<()>,
     low_balance: bool,
@@ -259,7 +261,7 @@ impl JobRunner {
     async fn due_work(&mut self, from: u64, head: BlockRef) -> Result<Vec<Work>> {
         let prev_ts =
             if from == 0 { 0 } else { self.block_at(BlockNumberOrTag::Number(from - 1)).await?.timestamp };
-        let busy = self.busy.lock().expect("busy lock").clone();
+        let busy: HashSet<String> = self.busy.lock().expect("busy lock").keys().cloned().collect();
         let mut work = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let tick = match &job.trigger {
@@ -297,7 +299,7 @@ impl JobRunner {
         let mut out = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {
             let Trigger::OnLog { address, .. } = &job.trigger else { continue };
-            let Some(topic0) = job.trigger.topic0() else { continue };
+            let Some(topic0) = job.topic0() else { continue };
             let filter =
                 Filter::new().address(*address).event_signature(topic0).from_block(from).to_block(to);
             let logs =
@@ -476,29 +478,11 @@ impl JobRunner {
         target: Address,
         calldata: &Bytes,
     ) -> Result<std::result::Result<(), String>> {
-        let request = TransactionRequest::default()
-            .from(self.pipeline.keeper())
-            .to(target)
-            .input(calldata.clone().into());
         let provider = self.pipeline.provider();
-        let at = BlockId::hash(work.block.hash);
-        match provider.call(request.clone().gas_limit(job.gas_limit)).block(at).await {
-            Ok(_) => Ok(Ok(())),
-            Err(e) if e.as_error_resp().is_none() => Err(chain("eth_call (perform simulation)", e)),
-            Err(e) => {
-                let reason = reason_of_rpc_error(&e);
-                // Out of gas under the job's limit, or a revert whatever the gas?
-                if let Ok(needed) = provider.estimate_gas(request).block(at).await
-                    && needed > job.gas_limit
-                {
-                    return Ok(Err(format!(
-                        "perform needs {needed} gas, above the job's gas_limit {}",
-                        job.gas_limit
-                    )));
-                }
-                Ok(Err(format!("perform would fail: {reason}")))
-            }
-        }
+        check::simulate_perform(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
+            .await
+            .map(|r| r.map(drop))
+            .map_err(KeeperError::Chain)
     }
 
     /// Why the job's or the keeper's spending cap leaves no room for one more perform (at its
@@ -530,9 +514,10 @@ impl JobRunner {
     /// transaction; `sending` ones signed nothing, so they are dropped and checked again.
     async fn resume_open(&mut self) -> Result<()> {
         let open = self.journal().open_keeper_runs().await?;
-        let busy = self.busy.lock().expect("busy lock").clone();
+        let in_flight: HashSet<i64> =
+            self.busy.lock().expect("busy lock").values().flatten().copied().collect();
         for run in open {
-            if busy.contains(&run.job) {
+            if in_flight.contains(&run.id) {
                 continue;
             }
             let Some(job) = self.jobs.iter().find(|j| j.name == run.job).cloned() else {
@@ -564,7 +549,7 @@ impl JobRunner {
     }
 
     fn spawn_send(&mut self, job: KeeperJob, id: i64, send: Dispatch, log: Option<(B256, u64)>) {
-        self.busy.lock().expect("busy lock").insert(job.name.clone());
+        self.busy.lock().expect("busy lock").entry(job.name.clone()).or_default().insert(id);
         let ctx = SendTask {
             pipeline: self.pipeline.clone(),
             job,
@@ -635,7 +620,7 @@ struct SendTask {
     id: i64,
     log: Option<(B256, u64)>,
     hook: Option<JobHook>,
-    busy: Arc<Mutex<HashSet<String>>>,
+    busy: Busy,
 }
 
 impl SendTask {
@@ -644,7 +629,13 @@ impl SendTask {
         if let Err(e) = self.finish(outcome).await {
             tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; resumed next round");
         }
-        self.busy.lock().expect("busy lock").remove(&self.job.name);
+        let mut busy = self.busy.lock().expect("busy lock");
+        if let Some(runs) = busy.get_mut(&self.job.name) {
+            runs.remove(&self.id);
+            if runs.is_empty() {
+                busy.remove(&self.job.name);
+            }
+        }
     }
 
     async fn send(&self, send: Dispatch) -> std::result::Result<Sent, treasury_chain::sender::SenderError> {

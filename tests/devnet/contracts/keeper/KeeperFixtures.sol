@@ -102,3 +102,50 @@ contract GelatoStyleResolver {
         return (true, abi.encodeCall(ResolverCounter.increment, (counter.count())));
     }
 }
+
+import {IAutomationV21PlusCommon} from "@chainlink/contracts/src/v0.8/automation/interfaces/IAutomationV21PlusCommon.sol";
+
+/// A stand-in for a Chainlink Automation registry (2.1+): only the view functions
+/// `treasury keeper import chainlink` reads, with the published interface's types
+/// (`IAutomationV21PlusCommon.UpkeepInfoLegacy`, `LogTriggerConfig`, trigger type 0/1).
+contract UpkeepRegistryViews {
+    mapping(uint256 => IAutomationV21PlusCommon.UpkeepInfoLegacy) internal upkeeps;
+    mapping(uint256 => uint8) internal triggerTypes;
+    mapping(uint256 => bytes) internal triggerConfigs;
+
+    function registerConditional(uint256 id, address target, uint32 performGas, bytes calldata checkData) external {
+        upkeeps[id].target = target;
+        upkeeps[id].performGas = performGas;
+        upkeeps[id].checkData = checkData;
+        triggerTypes[id] = 0;
+    }
+
+    function registerLog(uint256 id, address target, uint32 performGas, address source, bytes32 topic0) external {
+        upkeeps[id].target = target;
+        upkeeps[id].performGas = performGas;
+        triggerTypes[id] = 1;
+        triggerConfigs[id] = abi.encode(
+            IAutomationV21PlusCommon.LogTriggerConfig({
+                contractAddress: source,
+                filterSelector: 0,
+                topic0: topic0,
+                topic1: bytes32(0),
+                topic2: bytes32(0),
+                topic3: bytes32(0)
+            })
+        );
+    }
+
+    function getUpkeep(uint256 id) external view returns (IAutomationV21PlusCommon.UpkeepInfoLegacy memory) {
+        require(upkeeps[id].target != address(0), "unknown upkeep");
+        return upkeeps[id];
+    }
+
+    function getTriggerType(uint256 id) external view returns (uint8) {
+        return triggerTypes[id];
+    }
+
+    function getUpkeepTriggerConfig(uint256 id) external view returns (bytes memory) {
+        return triggerConfigs[id];
+    }
+}
