@@ -204,12 +204,16 @@ async fn wait_for_cursor(journal: &Journal, env: &AgentEnv, block: u64) {
     panic!("the agent's keeper cursor did not reach block {block}");
 }
 
-/// Waits until `job` has `n` runs in a final state.
-async fn wait_for_final(journal: &Journal, job: &str, n: usize) -> Vec<KeeperRun> {
-    for _ in 0..600 {
+/// Waits until `job` has `n` runs in a final state, mining a block now and then so that sent
+/// performs reach their confirmations.
+async fn wait_for_final(env: &AgentEnv, journal: &Journal, job: &str, n: usize) -> Vec<KeeperRun> {
+    for i in 0..600 {
         let all = runs(journal, job).await;
         if all.iter().filter(|r| r.state.is_final()).count() >= n {
             return all;
+        }
+        if i % 4 == 3 {
+            mine(env, 1).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -239,10 +243,7 @@ async fn a_log_upkeep_performs_once_per_log_and_not_for_a_log_a_reorg_removed() 
     // Two logs, two performs; more blocks bring no third.
     c.ping().send().await.unwrap().get_receipt().await.unwrap();
     c.ping().send().await.unwrap().get_receipt().await.unwrap();
-    for done in 1..=2 {
-        mine(&env, 1).await;
-        wait_for_final(&journal, "pings", done).await;
-    }
+    wait_for_final(&env, &journal, "pings", 2).await;
     mine(&env, 3).await;
     wait_for_cursor(&journal, &env, p.get_block_number().await.unwrap()).await;
     assert_eq!(c.performed().call().await.unwrap(), U256::from(2));
@@ -262,8 +263,10 @@ async fn a_log_upkeep_performs_once_per_log_and_not_for_a_log_a_reorg_removed() 
     assert_eq!(c.performed().call().await.unwrap(), U256::from(3), "the third log's perform was mined");
     let reverted: bool = p.raw_request("evm_revert".into(), (snapshot,)).await.unwrap();
     assert!(reverted);
-    mine(&env, 3).await;
-    let after = wait_for_final(&journal, "pings", 3).await;
+    // Enough blocks past the perform's old height that the sender either sees the reorg or
+    // replaces the vanished transaction: both stop at the missing log.
+    mine(&env, 8).await;
+    let after = wait_for_final(&env, &journal, "pings", 3).await;
     let dropped: Vec<&KeeperRun> = after.iter().filter(|r| r.state == RunState::Dropped).collect();
     assert_eq!(dropped.len(), 1, "the reorged log's run is dropped: {after:?}");
     assert!(dropped[0].reason.as_deref().unwrap_or_default().contains("reorged away"), "{dropped:?}");
@@ -271,10 +274,13 @@ async fn a_log_upkeep_performs_once_per_log_and_not_for_a_log_a_reorg_removed() 
     wait_for_cursor(&journal, &env, p.get_block_number().await.unwrap()).await;
     assert_eq!(c.performed().call().await.unwrap(), U256::from(2), "no perform for the removed log");
 
-    // A new log after the reorg is performed once.
-    c.ping().send().await.unwrap().get_receipt().await.unwrap();
-    mine(&env, 1).await;
-    let last = wait_for_final(&journal, "pings", 4).await;
+    // A new log after the reorg is performed once (from a fresh provider: the old one cached
+    // the deployer's nonce from before the revert).
+    let fresh =
+        treasury_chain::provider::connect_with_signer(env.chain.anvil.url(), treasury_devnet::dev_key(0))
+            .unwrap();
+    ILogTriggeredCounter::new(counter, fresh).ping().send().await.unwrap().get_receipt().await.unwrap();
+    let last = wait_for_final(&env, &journal, "pings", 4).await;
     mine(&env, 3).await;
     wait_for_cursor(&journal, &env, p.get_block_number().await.unwrap()).await;
     agent.kill().unwrap();

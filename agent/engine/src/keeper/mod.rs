@@ -703,6 +703,26 @@ impl SendTask {
 
 const LOG_REORGED: &str = "the triggering log was reorged away";
 
+impl SendTask {
+    /// For a log-triggered run: an error (which stops the send before the step) when the log's
+    /// block is no longer on the chain.
+    async fn ensure_log_canonical(&self) -> std::result::Result<(), ObserverError> {
+        let Some((hash, number)) = self.log else { return Ok(()) };
+        let canonical = self
+            .pipeline
+            .provider()
+            .get_block_by_number(number.into())
+            .await
+            .map_err(|e| Box::new(e) as ObserverError)?
+            .map(|b| b.header.hash);
+        if canonical == Some(hash) {
+            Ok(())
+        } else {
+            Err(format!("{LOG_REORGED} (block {number} {hash}); not sent again").into())
+        }
+    }
+}
+
 /// Journals a run's transactions before they go out, and stops a log-triggered run whose log a
 /// reorg removed.
 struct RunObserver<'a> {
@@ -714,6 +734,8 @@ impl SendObserver for RunObserver<'_> {
         let task = self.task;
         match event {
             SendEvent::Signed { tx_hash, raw, .. } => {
+                // Before every signature (first send or replacement): the log must still be there.
+                task.ensure_log_canonical().await?;
                 task.pipeline
                     .journal()
                     .keeper_run_signed(task.id, &tx_hash.to_string(), &alloy::hex::encode_prefixed(raw))
@@ -727,20 +749,7 @@ impl SendObserver for RunObserver<'_> {
                     hook("keeper_broadcast");
                 }
             }
-            SendEvent::Reorged { .. } => {
-                if let Some((hash, number)) = task.log {
-                    let canonical = task
-                        .pipeline
-                        .provider()
-                        .get_block_by_number(number.into())
-                        .await
-                        .map_err(|e| Box::new(e) as ObserverError)?
-                        .map(|b| b.header.hash);
-                    if canonical != Some(hash) {
-                        return Err(format!("{LOG_REORGED} (block {number} {hash}); not sent again").into());
-                    }
-                }
-            }
+            SendEvent::Reorged { .. } => task.ensure_log_canonical().await?,
             _ => {}
         }
         Ok(())
