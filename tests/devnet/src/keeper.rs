@@ -68,6 +68,13 @@ alloy::sol! {
         function performed() external view returns (uint256);
     }
 
+    /// `UpkeepRegistryViews`: a registry stand-in with Chainlink's 2.1+ upkeep views.
+    #[sol(rpc)]
+    interface IUpkeepRegistryViews {
+        function registerConditional(uint256 id, address target, uint32 performGas, bytes calldata checkData) external;
+        function registerLog(uint256 id, address target, uint32 performGas, address source, bytes32 topic0) external;
+    }
+
     /// `ResolverCounter`, the target of `GelatoStyleResolver`.
     #[sol(rpc)]
     interface IResolverCounter {

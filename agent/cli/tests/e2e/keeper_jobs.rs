@@ -316,3 +316,111 @@ async fn a_gelato_resolver_job_sends_its_payload_once_per_interval() {
     let journal = env.journal().await;
     assert_eq!(count(&runs(&journal, "resolver").await, RunState::Confirmed), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeper_check_shows_the_decoded_check_and_simulated_perform_and_imports_print_their_jobs() {
+    let env = AgentEnv::start(&[]).await.unwrap();
+    let p = &env.chain.keeper;
+    let counter = fixtures::deploy(
+        p,
+        "UpkeepCounter",
+        &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
+    )
+    .await
+    .unwrap();
+    let reverter = fixtures::deploy(p, "UpkeepReverter", &[]).await.unwrap();
+    let every = r#"{ kind = "every_blocks", blocks = 1 }"#;
+    add_jobs(
+        &env,
+        &[
+            job(
+                "counter",
+                &format!("kind = \"chainlink_upkeep\"\ntarget = \"{counter}\"\ncheck_data = \"0xbeef\""),
+                200_000,
+                every,
+            ),
+            job("broken", &format!("kind = \"chainlink_upkeep\"\ntarget = \"{reverter}\""), 200_000, every),
+        ]
+        .concat(),
+    );
+    let nonce = keeper_nonce(&env).await;
+    let out = env.treasury(&["keeper", "check", "counter", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reports[0]["outcome"], "needed", "{reports}");
+    assert_eq!(reports[0]["perform_data"], "0xbeef", "UpkeepCounter echoes its checkData: {reports}");
+    assert!(reports[0]["simulated_gas"].as_u64().unwrap() > 21_000, "{reports}");
+    let out = env.treasury(&["keeper", "check", "broken"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("failed") && text.contains("!working"), "{text}");
+    assert_eq!(keeper_nonce(&env).await, nonce, "keeper check sends nothing");
+    assert_eq!(IUpkeepCounter::new(counter, p.clone()).counter().call().await.unwrap(), U256::ZERO);
+
+    // A registry exposing Chainlink's 2.1+ views: one conditional upkeep, one log upkeep.
+    let registry = fixtures::deploy(p, "UpkeepRegistryViews", &[]).await.unwrap();
+    let views = fixtures::IUpkeepRegistryViews::new(registry, p.clone());
+    views
+        .registerConditional(U256::from(7), counter, 300_000, vec![0xbe, 0xef].into())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let topic0 = alloy::primitives::keccak256("Ping(uint256)");
+    views
+        .registerLog(U256::from(8), counter, 250_000, reverter, topic0)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let registry_s = registry.to_string();
+    let out = env.treasury(&[
+        "keeper",
+        "import",
+        "chainlink",
+        "--registry",
+        &registry_s,
+        "--upkeep",
+        "7",
+        "--write",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml_text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(toml_text.contains("[[keeper.job]]") && toml_text.contains("name = \"upkeep-7\""), "{toml_text}");
+    assert!(toml_text.contains(&format!("target = \"{counter}\"")), "{toml_text}");
+    assert!(
+        toml_text.contains("check_data = \"0xbeef\"") && toml_text.contains("gas_limit = 300000"),
+        "{toml_text}"
+    );
+    let out = env.treasury(&["keeper", "import", "chainlink", "--registry", &registry_s, "--upkeep", "8"]);
+    let log_job = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(log_job.contains("kind = \"on_log\"") && log_job.contains(&format!("{topic0}")), "{log_job}");
+    // The written job loads and checks like any other.
+    let out = env.treasury(&["keeper", "check", "upkeep-7", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(written[0]["perform_data"], "0xbeef");
+
+    let rc = fixtures::deploy(p, "ResolverCounter", &[]).await.unwrap();
+    let resolver =
+        fixtures::deploy(p, "GelatoStyleResolver", &(rc, U256::from(60)).abi_encode_params()).await.unwrap();
+    let out = env.treasury(&[
+        "keeper",
+        "import",
+        "gelato",
+        "--resolver",
+        &resolver.to_string(),
+        "--target",
+        &rc.to_string(),
+        "--name",
+        "resolver",
+    ]);
+    let gelato = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        gelato.contains("kind = \"gelato_resolver\"") && gelato.contains("checker_data = \"0xcf5303cf\""),
+        "{gelato}"
+    );
+}

@@ -405,3 +405,115 @@ fn hex_field(p: &mut Vec<Problem>, key: &str, value: &str) -> Option<Bytes> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ConfigFile;
+
+    const BASE: &str = r#"
+[chain]
+rpc_http = "http://127.0.0.1:8545"
+chain_id = 31337
+[safe]
+address = "0x1111111111111111111111111111111111111111"
+module = "0x2222222222222222222222222222222222222222"
+[signing]
+quorum_file = "quorum.toml"
+[keeper]
+keystore = "keeper.json"
+password_env = "KEEPER_PASSWORD"
+max_fee_gwei = 100
+"#;
+
+    fn problems(jobs: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("quorum.toml"), "").unwrap();
+        std::fs::write(dir.path().join("keeper.json"), "").unwrap();
+        let file = ConfigFile::parse(&format!("{BASE}{jobs}")).unwrap();
+        match file.check(dir.path()) {
+            Ok(config) => {
+                assert!(!config.keeper.jobs.is_empty());
+                Vec::new()
+            }
+            Err(p) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_job_of_each_kind_loads() {
+        let jobs = r#"
+[[keeper.job]]
+name = "counter"
+kind = "chainlink_upkeep"
+target = "0x3333333333333333333333333333333333333333"
+check_data = "0xbeef"
+gas_limit = 200000
+trigger = { kind = "every_blocks", blocks = 1 }
+[[keeper.job]]
+name = "resolver"
+kind = "gelato_resolver"
+resolver = "0x4444444444444444444444444444444444444444"
+target = "0x5555555555555555555555555555555555555555"
+gas_limit = 300000
+trigger = { kind = "schedule", cron = "0 */5 * * * *" }
+max_fee_gwei = 20
+spend_cap_eth = "0.5"
+[[keeper.job]]
+name = "poke"
+kind = "call"
+target = "0x5555555555555555555555555555555555555555"
+data = "0x12345678"
+gas_limit = 50000
+trigger = { kind = "every_blocks", blocks = 10 }
+execute = "module"
+[keeper.automation]
+spend_cap_eth = 1
+spend_period = "1day"
+"#;
+        assert_eq!(problems(jobs), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_mistake_names_the_job_and_the_field() {
+        let jobs = r#"
+[[keeper.job]]
+name = "counter"
+kind = "chainlink_upkeep"
+check_data = "0xzz"
+gas_limit = 100
+trigger = { kind = "manual" }
+execute = "safe"
+max_fee_gwei = 500
+[[keeper.job]]
+name = "counter"
+kind = "gelato_resolver"
+resolver = "0x4444444444444444444444444444444444444444"
+target = "not an address"
+data = "0x00"
+gas_limit = 100000
+trigger = { kind = "on_log", address = "0x4444444444444444444444444444444444444444", event = "Ping(uint256)" }
+[[keeper.job]]
+name = "x"
+kind = "cron_job"
+gas_limit = 100000
+trigger = { kind = "every_blocks", blocks = 0 }
+"#;
+        let found = problems(jobs);
+        let expect = [
+            "keeper.job[counter].target: required for kind = \"chainlink_upkeep\"",
+            "keeper.job[counter].check_data: not hex bytes",
+            "keeper.job[counter].trigger: `manual` is not a job trigger",
+            "keeper.job[counter].execute: `safe`",
+            "keeper.job[counter].gas_limit: must be between 21000 and 30000000",
+            "keeper.job[counter].max_fee_gwei: must not be above keeper.max_fee_gwei",
+            "keeper.job[counter].name: is defined twice",
+            "keeper.job[counter].target: not a valid address",
+            "keeper.job[counter].data: not used by kind = \"gelato_resolver\"",
+            "keeper.job[counter].trigger: on_log needs kind = \"chainlink_upkeep\"",
+            "keeper.job[x].kind: `cron_job`",
+        ];
+        for e in expect {
+            assert!(found.iter().any(|p| p.starts_with(e)), "missing `{e}` in {found:#?}");
+        }
+    }
+}
