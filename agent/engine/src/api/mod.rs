@@ -13,6 +13,7 @@
 //! - [`openapi`]: the routes and the OpenAPI 3.1 document generated from them.
 
 pub mod handlers;
+pub mod jobs;
 pub mod openapi;
 
 use std::future::Future;
