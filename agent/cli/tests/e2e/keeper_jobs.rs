@@ -424,3 +424,43 @@ async fn keeper_check_shows_the_decoded_check_and_simulated_perform_and_imports_
         "{gelato}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_perform_that_could_overrun_the_spending_cap_is_skipped() {
+    let env = AgentEnv::start(&[]).await.unwrap();
+    let p = &env.chain.keeper;
+    let counter = fixtures::deploy(
+        p,
+        "UpkeepCounter",
+        &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
+    )
+    .await
+    .unwrap();
+    // Worst case 100,000 gas x 10 gwei = 0.001 ETH, above the job's cap of 0.0005 ETH per day.
+    add_jobs(
+        &env,
+        &format!(
+            "{}max_fee_gwei = 10\nspend_cap_eth = \"0.0005\"\n",
+            job(
+                "capped",
+                &format!("kind = \"chainlink_upkeep\"\ntarget = \"{counter}\""),
+                100_000,
+                r#"{ kind = "every_blocks", blocks = 1 }"#
+            )
+        ),
+    );
+    let nonce = keeper_nonce(&env).await;
+    env.run_once();
+    let journal = env.journal().await;
+    let rows = runs(&journal, "capped").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].state, RunState::Skipped);
+    assert!(rows[0].reason.as_deref().unwrap_or_default().contains("spending cap of job capped"), "{rows:?}");
+    assert_eq!(keeper_nonce(&env).await, nonce, "nothing sent");
+    assert_eq!(IUpkeepCounter::new(counter, p.clone()).counter().call().await.unwrap(), U256::ZERO);
+    // The same job with room under its cap performs.
+    env.edit_config("spend_cap_eth = \"0.0005\"", "spend_cap_eth = \"0.002\"");
+    mine(&env, 1).await;
+    env.run_once();
+    assert_eq!(IUpkeepCounter::new(counter, p.clone()).counter().call().await.unwrap(), U256::from(1));
+}
