@@ -103,7 +103,35 @@ PY
   "$bin" --version >/dev/null || die "cargo-deny does not run after install ($bin)"
 }
 
+# Chainlink's contracts (keeper jobs' tests, issue 18): npm @chainlink/contracts' install scripts
+# fail, so the tarball is fetched with `npm pack`, checked against its registry integrity, and
+# unpacked into .tools/chainlink/package; scripts/compile-keeper-fixtures.mjs then compiles its
+# UpkeepCounter/UpkeepReverter examples and our fixtures into .tools/chainlink/artifacts.
+CHAINLINK_VERSION=1.5.0
+CHAINLINK_INTEGRITY=sha512-1fGJwjvivqAxvVOTqZUEXGR54CATtg0vjcXgSIk4Cfoad2nUhSG/qaWHXjLg1CkNTeOoteoxGQcpP/HiA5HsUA==
+
+install_chainlink() {
+  local dir="$tools/chainlink" marker="$tools/chainlink/.installed-$CHAINLINK_VERSION"
+  if [ ! -f "$marker" ]; then
+    say "fetching @chainlink/contracts $CHAINLINK_VERSION with npm pack into .tools/chainlink"
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "@chainlink/contracts@$CHAINLINK_VERSION" >/dev/null) \
+      || die "npm pack @chainlink/contracts@$CHAINLINK_VERSION failed (is the npm registry reachable?)"
+    local tgz="$tmp/chainlink-contracts-$CHAINLINK_VERSION.tgz"
+    local got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+    [ "$got" = "$CHAINLINK_INTEGRITY" ] || die "@chainlink/contracts tarball integrity $got, expected $CHAINLINK_INTEGRITY"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    tar -xzf "$tgz" -C "$dir"
+    rm -rf "$tmp"
+    touch "$marker"
+  fi
+  node "$root/scripts/compile-keeper-fixtures.mjs" >&2 || die "compiling the keeper fixtures failed"
+}
+
 install_npm_tools
 install_debian_packages
 install_cargo_deny
+install_chainlink
 say "toolchain ready: $(tool_path anvil) ($("$(tool_path anvil)" --version | head -1))"

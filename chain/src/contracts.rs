@@ -205,3 +205,75 @@ pub mod peers {
         }
     }
 }
+
+/// Keeper jobs (issue 18): the interfaces of Chainlink Automation upkeeps (as published in npm
+/// `@chainlink/contracts`, MIT-licensed interface files) and of Gelato resolvers.
+pub mod automation {
+    alloy::sol! {
+        /// Chainlink's `AutomationCompatibleInterface`.
+        #[sol(rpc)]
+        #[derive(Debug)]
+        interface AutomationCompatibleInterface {
+            function checkUpkeep(bytes calldata checkData) external returns (bool upkeepNeeded, bytes memory performData);
+            function performUpkeep(bytes calldata performData) external;
+        }
+
+        /// The log Chainlink's `ILogAutomation.checkLog` receives.
+        #[derive(Debug)]
+        struct Log {
+            uint256 index;
+            uint256 timestamp;
+            bytes32 txHash;
+            uint256 blockNumber;
+            bytes32 blockHash;
+            address source;
+            bytes32[] topics;
+            bytes data;
+        }
+
+        /// Chainlink's `ILogAutomation` (log-triggered upkeeps).
+        #[sol(rpc)]
+        #[derive(Debug)]
+        interface ILogAutomation {
+            function checkLog(Log calldata log, bytes memory checkData) external returns (bool upkeepNeeded, bytes memory performData);
+            function performUpkeep(bytes calldata performData) external;
+        }
+
+        /// The view functions of a Chainlink Automation registry (2.1 and later,
+        /// `IAutomationV21PlusCommon`) that describe one upkeep.
+        #[sol(rpc)]
+        #[derive(Debug)]
+        interface IAutomationRegistryViews {
+            struct UpkeepInfoLegacy {
+                address target;
+                uint32 performGas;
+                bytes checkData;
+                uint96 balance;
+                address admin;
+                uint64 maxValidBlocknumber;
+                uint32 lastPerformedBlockNumber;
+                uint96 amountSpent;
+                bool paused;
+                bytes offchainConfig;
+            }
+            struct LogTriggerConfig {
+                address contractAddress;
+                uint8 filterSelector;
+                bytes32 topic0;
+                bytes32 topic1;
+                bytes32 topic2;
+                bytes32 topic3;
+            }
+            function getUpkeep(uint256 id) external view returns (UpkeepInfoLegacy memory upkeepInfo);
+            function getTriggerType(uint256 upkeepId) external view returns (uint8);
+            function getUpkeepTriggerConfig(uint256 upkeepId) external view returns (bytes memory);
+        }
+
+        /// A Gelato resolver: `checker()` answers whether to execute and the payload to send.
+        #[sol(rpc)]
+        #[derive(Debug)]
+        interface IGelatoResolver {
+            function checker() external view returns (bool canExec, bytes memory execPayload);
+        }
+    }
+}

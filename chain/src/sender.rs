@@ -128,6 +128,8 @@ pub struct TxRequest {
     pub data: Bytes,
     /// Gas limit, or `None` to estimate.
     pub gas_limit: Option<u64>,
+    /// A lower fee cap for this call than the sender's own (a keeper job's ceiling), in wei.
+    pub max_fee_per_gas: Option<u128>,
 }
 
 /// One step of a send, reported before it is taken (or, for observations, as it is seen).
@@ -331,6 +333,8 @@ enum Watch {
 /// The transactions signed for one nonce.
 struct Attempts {
     txs: Vec<TxEnvelope>,
+    /// The highest max fee per gas these attempts may offer.
+    cap: u128,
     /// Block number when the newest one was broadcast.
     broadcast_at: u64,
 }
@@ -417,6 +421,17 @@ impl Sender {
     /// Continues a send from a signed raw transaction stored before a crash: broadcasts it again if
     /// needed, then replaces, confirms and handles reorgs as [`Sender::send`] does.
     pub async fn resume(&self, raw: &[u8], observer: &mut impl SendObserver) -> Result<Sent> {
+        self.resume_capped(raw, None, observer).await
+    }
+
+    /// [`Sender::resume`] with a fee cap lower than the sender's for the replacements (a keeper
+    /// job's ceiling).
+    pub async fn resume_capped(
+        &self,
+        raw: &[u8],
+        max_fee_per_gas: Option<u128>,
+        observer: &mut impl SendObserver,
+    ) -> Result<Sent> {
         let tx =
             TxEnvelope::decode_2718(&mut &raw[..]).map_err(|e| SenderError::InvalidRaw(e.to_string()))?;
         let signed =
@@ -436,7 +451,8 @@ impl Sender {
         let nonce = tx.nonce();
         self.broadcast_tolerant(&tx).await?;
         let broadcast_at = self.block_number().await?;
-        let mut attempts = Attempts { txs: vec![tx], broadcast_at };
+        let cap = self.cap_for(&TxRequest { max_fee_per_gas, ..TxRequest::default() });
+        let mut attempts = Attempts { txs: vec![tx], broadcast_at, cap };
         {
             let mut nonces = self.nonces.lock().expect("nonce lock");
             if nonces.next.is_none_or(|n| n <= nonce) {
@@ -484,7 +500,7 @@ impl Sender {
     ) -> Result<(TxEnvelope, Attempts)> {
         loop {
             let nonce = self.reserve().await?;
-            let (max_fee, tip) = match self.fees().await {
+            let (max_fee, tip) = match self.fees(self.cap_for(request)).await {
                 Ok(fees) => fees,
                 Err(e) => {
                     self.nonces.lock().expect("nonce lock").unused(nonce);
@@ -530,7 +546,7 @@ impl Sender {
                 .await
                 .map_err(SenderError::Observer)?;
             let broadcast_at = self.block_number().await?;
-            let attempts = Attempts { txs: vec![tx.clone()], broadcast_at };
+            let attempts = Attempts { txs: vec![tx.clone()], broadcast_at, cap: self.cap_for(request) };
             return Ok((tx, attempts));
         }
     }
@@ -612,10 +628,10 @@ impl Sender {
         let Some(old) = previous.as_eip1559().map(|s| s.tx().clone()) else {
             return Ok(());
         };
-        let (market_fee, market_tip) = self.fees().await?;
+        let (market_fee, market_tip) = self.fees(attempts.cap).await?;
         let max_fee = bumped(old.max_fee_per_gas).max(market_fee);
         let tip = bumped(old.max_priority_fee_per_gas).max(market_tip);
-        let cap = self.config.max_fee_per_gas;
+        let cap = attempts.cap;
         if max_fee > cap || tip > cap {
             observer
                 .observe(&SendEvent::FeeCapReached { tx_hash: *previous.tx_hash() })
@@ -651,7 +667,7 @@ impl Sender {
         }
         let mined = self.chain_nonce(true).await?;
         for nonce in gaps.into_iter().filter(|&n| n >= mined) {
-            let (max_fee, tip) = self.fees().await?;
+            let (max_fee, tip) = self.fees(self.config.max_fee_per_gas).await?;
             let filler = self
                 .sign(TxEip1559 {
                     chain_id: self.chain_id,
@@ -782,7 +798,12 @@ impl Sender {
     }
 
     /// `(maxFeePerGas, maxPriorityFeePerGas)`: twice the latest base fee plus the tip, within the cap.
-    async fn fees(&self) -> Result<(u128, u128)> {
+    /// The fee cap of `request`: its own when lower than the sender's.
+    fn cap_for(&self, request: &TxRequest) -> u128 {
+        request.max_fee_per_gas.map_or(self.config.max_fee_per_gas, |c| c.min(self.config.max_fee_per_gas))
+    }
+
+    async fn fees(&self, cap: u128) -> Result<(u128, u128)> {
         let tip = match self.config.priority_fee_per_gas {
             Some(tip) => tip,
             None => {
@@ -795,7 +816,6 @@ impl Sender {
             .await
             .map_err(rpc("eth_getBlockByNumber"))?;
         let base = block.and_then(|b| b.header.base_fee_per_gas).unwrap_or_default() as u128;
-        let cap = self.config.max_fee_per_gas;
         let max_fee = (2 * base + tip).min(cap);
         Ok((max_fee, tip.min(max_fee)))
     }

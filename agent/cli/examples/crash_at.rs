@@ -28,6 +28,9 @@ async fn main() -> anyhow::Result<()> {
         (_, Ok(state)) => (state, Some(PathBuf::from(std::env::var("TREASURY_RESUME_FILE")?))),
         _ => anyhow::bail!("set TREASURY_CRASH_AT or TREASURY_PAUSE_AT to an intent state"),
     };
+    if at.starts_with("keeper_") {
+        return crash_in_keeper_job(&config, at).await;
+    }
     let at: IntentState = at.parse()?;
     let fired = AtomicBool::new(false);
     let hook = Arc::new(move |state: IntentState| {
@@ -62,5 +65,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let agent = Agent::start(&config, Some(hook)).await?;
     agent.run(options, shutdown).await?;
+    Ok(())
+}
+
+/// `TREASURY_CRASH_AT=keeper_submitted` or `keeper_broadcast`: SIGKILL right after a keeper job's
+/// perform reaches that step (stored before its broadcast; accepted by the node), the first time.
+async fn crash_in_keeper_job(config: &std::path::Path, at: String) -> anyhow::Result<()> {
+    let fired = AtomicBool::new(false);
+    let hook = Arc::new(move |step: &str| {
+        if step != at || fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        eprintln!("crash_at: SIGKILL after keeper step {step}");
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    });
+    let config = Config::load(config)?;
+    let (_stop, shutdown) = watch::channel(false);
+    let agent = Agent::start(&config, None).await?.with_job_hook(hook);
+    agent.run(RunOptions { once: true }, shutdown).await?;
     Ok(())
 }

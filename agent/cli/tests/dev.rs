@@ -92,6 +92,8 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     };
     assert!(detail("time → 00:00").ends_with(", 1 intent(s) done"), "{}", detail("time → 00:00"));
     assert!(detail("time → 09:00").ends_with(", 3 intent(s) done"), "{}", detail("time → 09:00"));
+    // The demo's keeper job (Chainlink's UpkeepCounter) was performed by the agent.
+    assert!(detail("keeper job: Chainlink's UpkeepCounter performed").starts_with("performUpkeep in tx 0x"));
 
     let intents = summary["intents"].as_array().unwrap();
     let of = |policy: &str| -> Vec<&Value> { intents.iter().filter(|i| i["policy"] == policy).collect() };

@@ -47,6 +47,9 @@ pub enum AgentError {
     /// A pipeline step failed; every intent keeps its journaled state.
     #[error(transparent)]
     Run(PipelineError),
+    /// The keeper jobs could not start or stopped (fenced).
+    #[error("keeper jobs")]
+    Keeper(#[source] crate::keeper::KeeperError),
 }
 
 /// An agent started from its config, not yet running.
@@ -54,6 +57,7 @@ pub struct Agent {
     pipeline: Arc<Pipeline>,
     watcher: Watcher,
     api: Option<(TcpListener, ApiState)>,
+    jobs: Option<crate::keeper::JobRunner>,
 }
 
 impl Agent {
@@ -112,7 +116,26 @@ impl Agent {
             chain_id = pipeline.chain_id(),
             "treasury agent running"
         );
-        Ok(Self { pipeline: Arc::new(pipeline), watcher, api })
+        let pipeline = Arc::new(pipeline);
+        let jobs = match config.keeper.jobs.is_empty() {
+            true => None,
+            false => Some(
+                crate::keeper::JobRunner::new(
+                    pipeline.clone(),
+                    config.keeper.jobs.clone(),
+                    config.keeper.automation.clone(),
+                    config.chain.multicall3,
+                )
+                .map_err(AgentError::Keeper)?,
+            ),
+        };
+        Ok(Self { pipeline, watcher, api, jobs })
+    }
+
+    /// Calls `hook` after each journaled step of a keeper job's perform (crash tests).
+    pub fn with_job_hook(mut self, hook: crate::keeper::JobHook) -> Self {
+        self.jobs = self.jobs.map(|j| j.with_hook(hook));
+        self
     }
 
     /// The address the HTTP API listens on (port 0 in the config picks one), if it has one.
@@ -135,7 +158,21 @@ impl Agent {
             });
         }
         let notifier = self.pipeline.notifier().clone();
+        let jobs = self.jobs.map(|jobs| tokio::spawn(jobs.run(options.once, shutdown.clone())));
         let outcome = runner::run(self.pipeline, self.watcher, options, shutdown).await;
+        if let Some(jobs) = jobs {
+            let jobs = if options.once {
+                jobs.await
+            } else {
+                jobs.abort();
+                Ok(Ok(()))
+            };
+            if let Ok(Err(e)) = jobs
+                && outcome.is_ok()
+            {
+                return Err(AgentError::Keeper(e));
+            }
+        }
         if !notifier.drain(WEBHOOK_DRAIN).await {
             tracing::warn!("some webhook notifications were not delivered before exit");
         }

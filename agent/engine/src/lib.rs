@@ -8,6 +8,7 @@
 //! - [`fleet`]: several treasuries in one process, one lane each.
 //! - [`journal`]: the durable record of intents and their state transitions (SQLite by default,
 //!   PostgreSQL for replicas).
+//! - [`keeper`]: keeper jobs (Chainlink upkeeps, Gelato resolvers, fixed calls) run by the agent.
 //! - [`logging`]: `tracing` set-up shared by every command.
 //! - [`metrics`]: stage latencies and gauges in Prometheus text.
 //! - [`notify`]: webhooks (JSON, Slack, Discord) with retries, never blocking the pipeline.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod config;
 pub mod fleet;
 pub mod journal;
+pub mod keeper;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

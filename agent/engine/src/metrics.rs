@@ -171,6 +171,8 @@ pub struct Metrics {
     intents_created: Family<PolicyLabel, Counter>,
     policy_errors: Family<PolicyLabel, Counter>,
     notifications: Family<NotificationLabels, Counter>,
+    /// The keeper jobs' counters.
+    pub jobs: crate::keeper::metrics::JobMetrics,
     status: Mutex<Status>,
 }
 
@@ -248,6 +250,7 @@ impl Metrics {
         for stage in Stage::ALL {
             drop(stages.get_or_create(&StageLabel { stage: stage.as_str() }));
         }
+        let jobs = crate::keeper::metrics::JobMetrics::register(&mut registry);
         Self {
             registry,
             stages,
@@ -259,6 +262,7 @@ impl Metrics {
             intents_created,
             policy_errors,
             notifications,
+            jobs,
             status: Mutex::default(),
         }
     }

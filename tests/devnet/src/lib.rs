@@ -18,6 +18,7 @@
 pub mod anvil;
 pub mod artifacts;
 pub mod fixture;
+pub mod keeper;
 pub mod netns;
 pub mod nodes;
 pub mod ops;

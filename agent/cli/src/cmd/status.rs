@@ -34,6 +34,7 @@ impl StatusArgs {
         let alerts = journal.alerts(5).await?;
         let waiting_manual = journal.open_manual_triggers().await?.len();
         let chain = chain_status(&config).await;
+        let jobs = job_status(&config, &journal).await?;
         let report = json!({
             "safe": config.safe.address,
             "module": config.safe.module,
@@ -43,6 +44,7 @@ impl StatusArgs {
             "manual_triggers_waiting": waiting_manual,
             "recent_alerts": alerts,
             "chain": chain,
+            "keeper_jobs": jobs,
         });
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -64,11 +66,56 @@ impl StatusArgs {
                 chain["chain_id"], chain["head"], chain["module_nonce"], chain["paused"]
             ),
         }
+        for job in jobs.as_array().into_iter().flatten() {
+            println!(
+                "job      {} ({}): {}",
+                job["name"].as_str().unwrap_or_default(),
+                job["kind"].as_str().unwrap_or_default(),
+                job["runs"].as_object().map_or_else(String::new, |runs| runs
+                    .iter()
+                    .map(|(state, n)| format!("{state} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            );
+        }
         for a in alerts {
             println!("alert    [{}] {}", a.policy, a.message);
         }
         Ok(())
     }
+}
+
+/// Each configured keeper job with its runs by state and the gas they used.
+async fn job_status(config: &Config, journal: &Journal) -> anyhow::Result<serde_json::Value> {
+    let counts = journal.keeper_counts().await?;
+    let jobs: Vec<serde_json::Value> = config
+        .keeper
+        .jobs
+        .iter()
+        .map(|job| {
+            let mine: Vec<_> = counts.iter().filter(|c| c.job == job.name).collect();
+            let runs: std::collections::BTreeMap<String, u64> = mine
+                .iter()
+                .map(|c| {
+                    (
+                        serde_json::to_value(c.state)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        c.count,
+                    )
+                })
+                .collect();
+            json!({
+                "name": job.name,
+                "kind": job.kind.name(),
+                "runs": runs,
+                "gas_used": mine.iter().map(|c| c.gas_used).sum::<u64>(),
+            })
+        })
+        .collect();
+    Ok(json!(jobs))
 }
 
 async fn chain_status(config: &Config) -> serde_json::Value {

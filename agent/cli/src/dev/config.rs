@@ -38,6 +38,27 @@ const GOV_GRANT: &str = r#"// A one-off grant of 30,000 GOV: over the module's 2
 pay("grantee", "GOV", 30000, #{ memo: "community grant" });
 "#;
 
+/// The keeper job of the demo: Chainlink's `UpkeepCounter` example, checked every block.
+pub const DEMO_UPKEEP: &str = "chainlink_counter";
+
+/// Deploys Chainlink's `UpkeepCounter` example (due at once, then hourly) and returns its
+/// `[[keeper.job]]`; nothing when the keeper fixtures are not installed (scripts/install.sh).
+pub async fn demo_upkeep(deployer: &alloy::providers::DynProvider) -> anyhow::Result<String> {
+    use alloy::sol_types::SolValue;
+    if !treasury_devnet::keeper::artifacts_dir().join("UpkeepCounter.json").is_file() {
+        return Ok(String::new());
+    }
+    let args = (alloy::primitives::U256::from(315_360_000u64), alloy::primitives::U256::from(3600))
+        .abi_encode_params();
+    let counter = treasury_devnet::keeper::deploy(deployer, "UpkeepCounter", &args)
+        .await
+        .context("deploying Chainlink's UpkeepCounter")?;
+    Ok(format!(
+        "\n[[keeper.job]]\nname = \"{DEMO_UPKEEP}\"\nkind = \"chainlink_upkeep\"\ntarget = \"{counter}\"\n\
+         gas_limit = 200000\ntrigger = {{ kind = \"every_blocks\", blocks = 1 }}\n"
+    ))
+}
+
 /// Writes the policy scripts into `dir/policies/`.
 pub fn write_policies(dir: &Path) -> anyhow::Result<()> {
     let folder = dir.join("policies");

@@ -64,6 +64,10 @@ impl<'a> Scenario<'a> {
     /// Runs every step, recording each in `progress` (steps are shown by the live view).
     pub async fn run(&self, progress: &mut Progress) -> anyhow::Result<()> {
         self.step(progress, "agent watching the chain", self.wait_for_agent()).await?;
+        if self.r.config.keeper.jobs.iter().any(|j| j.name == super::config::DEMO_UPKEEP) {
+            self.step(progress, "keeper job: Chainlink's UpkeepCounter performed", self.upkeep_performed())
+                .await?;
+        }
         let ts = latest_timestamp(&self.r.deployer).await?;
         let midnight = (ts / 86_400 + 1) * 86_400;
         self.step(progress, "time → 00:00 UTC: grant_stream (daily)", self.jump_and_settle(midnight + 30))
@@ -122,6 +126,30 @@ impl<'a> Scenario<'a> {
                 progress.record(name, t0, &text, false);
                 Err(e.context(format!("scenario step {name:?}")))
             }
+        }
+    }
+
+    /// Waits until the demo upkeep's first perform is confirmed: the agent checks it at the head
+    /// when it starts, and the perform's own block confirms it (the dev chain needs 1).
+    async fn upkeep_performed(&self) -> anyhow::Result<String> {
+        use treasury_agent::journal::keeper::RunState;
+        loop {
+            let runs = self
+                .journal
+                .keeper_runs(Some(super::config::DEMO_UPKEEP), 10)
+                .await
+                .context("reading keeper runs")?;
+            if let Some(run) = runs.iter().find(|r| r.state == RunState::Confirmed) {
+                return Ok(format!(
+                    "performUpkeep in tx {} (block {})",
+                    run.tx_hash.as_deref().unwrap_or_default(),
+                    run.block_number
+                ));
+            }
+            if let Some(run) = runs.iter().find(|r| r.state == RunState::Skipped) {
+                anyhow::bail!("the upkeep was skipped: {}", run.reason.as_deref().unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -168,7 +168,8 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     .context("writing the keeper keystore")?;
     super::config::write_policies(dir)?;
     let config_path = dir.join("treasury.toml");
-    let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
+    let mut text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
+    text.push_str(&super::config::demo_upkeep(&deployer).await?);
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     pin_policies(dir, &config_path, reports.len()).await?;
     let saved =

@@ -11,6 +11,7 @@ mod escalation;
 mod faults;
 mod hsm_keeper;
 mod keeper;
+mod keeper_jobs;
 mod pipeline;
 mod replay;
 mod replicas;

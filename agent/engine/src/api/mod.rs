@@ -13,6 +13,7 @@
 //! - [`openapi`]: the routes and the OpenAPI 3.1 document generated from them.
 
 pub mod handlers;
+pub mod jobs;
 pub mod openapi;
 
 use std::future::Future;
@@ -305,6 +306,8 @@ mod tests {
             ("GET", "/v1/approvals"),
             ("GET", "/v1/intents"),
             ("GET", "/v1/intents/{id}"),
+            ("GET", "/v1/jobs"),
+            ("GET", "/v1/jobs/{name}"),
             ("GET", "/v1/policies"),
             ("GET", "/v1/status"),
             ("GET", "/v1/triggers/{id}"),

@@ -43,6 +43,8 @@ pub fn routes_and_document(version: &str) -> (Router<Shared>, utoipa::openapi::O
         .routes(routes!(h::trigger_policy))
         .routes(routes!(h::show_trigger))
         .routes(routes!(h::approvals))
+        .routes(routes!(super::jobs::list_jobs))
+        .routes(routes!(super::jobs::job_history))
         .split_for_parts();
     document.info.version = version.to_string();
     document_authentication(&mut document);

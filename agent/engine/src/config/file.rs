@@ -150,6 +150,10 @@ struct KeeperSection {
     priority_fee_per_gas: Option<u128>,
     #[serde(default = "default_bump_after_blocks")]
     bump_after_blocks: u64,
+    #[serde(default, rename = "job")]
+    jobs: Vec<super::jobs::JobSection>,
+    #[serde(default)]
+    automation: super::jobs::AutomationSection,
 }
 
 fn default_max_fee_per_gas() -> u128 {
@@ -412,11 +416,15 @@ impl KeeperSection {
         if self.bump_after_blocks == 0 {
             p.push(Problem::new("keeper.bump_after_blocks", "must be at least 1"));
         }
+        let jobs = super::jobs::check_jobs(p, self.jobs, self.max_fee_per_gas);
+        let automation = super::jobs::check_automation(p, self.automation);
         Some(KeeperConfig {
             key: key?,
             max_fee_per_gas: self.max_fee_per_gas,
             priority_fee_per_gas: self.priority_fee_per_gas,
             bump_after_blocks: self.bump_after_blocks,
+            jobs,
+            automation,
         })
     }
 }
@@ -581,7 +589,7 @@ fn check_policies(p: &mut Vec<Problem>, pol: &PoliciesConfig, resolve: &impl Fn(
     }
 }
 
-fn address(p: &mut Vec<Problem>, key: &str, value: &str) -> Option<Address> {
+pub(super) fn address(p: &mut Vec<Problem>, key: &str, value: &str) -> Option<Address> {
     match value.parse::<Address>() {
         Ok(a) if a == Address::ZERO => {
             p.push(Problem::new(key, "must not be the zero address"));

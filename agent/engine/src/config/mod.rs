@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use treasury_policies::PoliciesConfig;
 
 pub mod file;
+pub mod jobs;
 pub mod units;
 
 pub use file::ConfigFile;
@@ -148,6 +149,10 @@ pub struct KeeperConfig {
     pub priority_fee_per_gas: Option<u128>,
     /// Blocks without inclusion after which a transaction is replaced with fees bumped ≥ 10%.
     pub bump_after_blocks: u64,
+    /// The upkeeps the keeper runs (`[[keeper.job]]`).
+    pub jobs: Vec<jobs::KeeperJob>,
+    /// Settings shared by the jobs (`[keeper.automation]`).
+    pub automation: jobs::AutomationConfig,
 }
 
 /// The keeper's key: exactly one of a keystore and a PKCS#11 key.
@@ -292,8 +297,16 @@ pub enum WebhookFormat {
 }
 
 /// The events a webhook can subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 6] =
-    ["escalation", "failure", "execution", "policy_error", "keeper_low", "alert"];
+pub const WEBHOOK_EVENTS: [&str; 8] = [
+    "escalation",
+    "failure",
+    "execution",
+    "policy_error",
+    "keeper_low",
+    "alert",
+    "job_performed",
+    "job_skipped",
+];
 
 /// One thing wrong with a configuration, at one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

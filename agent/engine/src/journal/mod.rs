@@ -24,6 +24,7 @@ pub mod batch;
 pub mod cursors;
 pub mod execution;
 pub mod intents;
+pub mod keeper;
 pub mod lease;
 pub mod state;
 pub mod stats;

@@ -429,3 +429,54 @@ async fn a_lease_has_one_holder_and_a_takeover_fences_the_old_one(db: Db) {
     assert_eq!(again.term, 3, "a released lease is taken at once, with a new term");
     assert!(as_b.check_fence().await.unwrap_err().is_fenced());
 }
+
+on_both_backends!(a_keeper_run_is_claimed_once_and_spending_counts_only_what_may_be_paid);
+
+/// Keeper jobs (issue 18): the same (job, work, perform hash) is claimed once, by whichever
+/// handle comes first; a fenced replica claims nothing; caps sum what is in flight or paid.
+async fn a_keeper_run_is_claimed_once_and_spending_counts_only_what_may_be_paid(db: Db) {
+    use super::keeper::{NewRun, RunState};
+    let journal = db.open().await;
+    let other_replica = db.open().await;
+    let run = NewRun {
+        job: "counter".into(),
+        work_key: "block:7".into(),
+        perform_hash: "0xabc".into(),
+        block_number: 7,
+        block_hash: "0x07".into(),
+        target: "0x01".into(),
+        calldata: "0x".into(),
+        spent_wei: 1_000,
+        period: 3,
+    };
+    let id = journal.claim_keeper_run(&run, RunState::Sending, None).await.unwrap().expect("first claim");
+    assert_eq!(other_replica.claim_keeper_run(&run, RunState::Sending, None).await.unwrap(), None);
+    assert_eq!(journal.claim_keeper_run(&run, RunState::Skipped, Some("x")).await.unwrap(), None);
+    journal.keeper_run_signed(id, "0xdead", "0x02f0").await.unwrap();
+    let open = journal.open_keeper_runs().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].state, open[0].raw_tx.as_deref()), (RunState::Submitted, Some("0x02f0")));
+    let skipped = NewRun { work_key: "block:8".into(), ..run.clone() };
+    journal.claim_keeper_run(&skipped, RunState::Skipped, Some("check reverted")).await.unwrap().unwrap();
+    assert_eq!(
+        journal.keeper_spent(Some("counter"), 3).await.unwrap(),
+        1_000,
+        "in flight counts, skipped not"
+    );
+    journal.finish_keeper_run(id, RunState::Confirmed, None, Some(50_000), 400).await.unwrap();
+    assert_eq!(journal.keeper_spent(None, 3).await.unwrap(), 400, "what was paid once confirmed");
+    assert_eq!(journal.keeper_spent(None, 4).await.unwrap(), 0, "another period");
+    assert!(journal.open_keeper_runs().await.unwrap().is_empty());
+    let counts = journal.keeper_counts().await.unwrap();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // A replica whose lease was taken over claims nothing.
+    let first =
+        journal.try_acquire_lease("t", "a", std::time::Duration::from_millis(1)).await.unwrap().unwrap();
+    let fenced = journal.fenced(first);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    journal.try_acquire_lease("t", "b", std::time::Duration::from_secs(60)).await.unwrap().unwrap();
+    let late = NewRun { work_key: "block:9".into(), ..run };
+    let refused = fenced.claim_keeper_run(&late, RunState::Sending, None).await.unwrap_err();
+    assert!(refused.is_fenced(), "{refused}");
+}

@@ -90,6 +90,26 @@ pub enum Notification {
         /// The message.
         message: String,
     },
+    /// A keeper job's perform was mined and confirmed.
+    #[serde(rename = "job_performed")]
+    JobPerformed {
+        /// The job.
+        job: String,
+        /// The transaction, hex.
+        tx_hash: String,
+        /// The block it was mined in.
+        block: u64,
+        /// Whether it succeeded (false: it reverted on chain).
+        success: bool,
+    },
+    /// A keeper job was due but not performed (its check or perform would revert, a cap).
+    #[serde(rename = "job_skipped")]
+    JobSkipped {
+        /// The job.
+        job: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Notification {
@@ -103,6 +123,8 @@ impl Notification {
             Self::PolicyError { .. } => "policy_error",
             Self::KeeperBalanceLow { .. } => "keeper_low",
             Self::Alert { .. } => "alert",
+            Self::JobPerformed { .. } => "job_performed",
+            Self::JobSkipped { .. } => "job_skipped",
         }
     }
 
@@ -131,6 +153,11 @@ impl Notification {
                 ether(*threshold_wei)
             ),
             Self::Alert { policy, message } => format!("treasury alert from policy `{policy}`: {message}"),
+            Self::JobPerformed { job, tx_hash, block, success } => format!(
+                "treasury keeper job `{job}` performed in tx {tx_hash} (block {block}){}",
+                if *success { "" } else { ", which reverted" }
+            ),
+            Self::JobSkipped { job, reason } => format!("treasury keeper job `{job}` skipped: {reason}"),
         }
     }
 }
@@ -467,6 +494,8 @@ mod tests {
             Notification::PolicyError { policy: "p".into(), error: "e".into() },
             Notification::KeeperBalanceLow { keeper: Address::ZERO, balance_wei: 1, threshold_wei: 2 },
             Notification::Alert { policy: "p".into(), message: "m".into() },
+            Notification::JobPerformed { job: "j".into(), tx_hash: "0x".into(), block: 1, success: true },
+            Notification::JobSkipped { job: "j".into(), reason: "r".into() },
         ];
         let mut events: Vec<&str> = all.iter().map(Notification::event).collect();
         let mut names = crate::config::WEBHOOK_EVENTS.to_vec();

@@ -324,6 +324,11 @@ impl Pipeline {
         self.chain_id
     }
 
+    /// The keeper's sender (shared with the keeper jobs: one account, one nonce sequence).
+    pub fn sender(&self) -> &Sender {
+        &self.sender
+    }
+
     /// The keeper's address.
     pub fn keeper(&self) -> Address {
         self.sender.address()

@@ -1,0 +1,757 @@
+//! Keeper jobs (issue 18): the upkeeps Chainlink Automation and Gelato used to run, run by the
+//! agent itself with the pipeline's keeper account, journal and telemetry.
+//!
+//! Each round reads the head, works out what every job is due for since the keeper cursor (a tick
+//! of `every_blocks` or `schedule` at the head, each matching log at its own block), runs all the
+//! checks pinned to one block in one Multicall3 `aggregate3`, simulates each perform at that block
+//! from the keeper with the job's gas limit, applies the caps, then claims the run in the journal
+//! (`keeper_runs`, unique per job, work and perform hash) *before* anything is signed, and sends it
+//! with the pipeline's sender (fee ceiling per job, bumping, reorgs), storing the signed
+//! transaction before its broadcast. A restart resumes the runs left open from their stored
+//! transaction; a second replica runs nothing until it holds the lease, and a deposed one cannot
+//! claim (the journal's writes are fenced). A job with a run in flight is not checked again until
+//! the run ends, so a check never sees the state its own pending perform is about to change.
+//!
+//! - [`check`]: check calldata, the batched `aggregate3`, decoding.
+//! - [`metrics`]: the counters.
+
+pub mod check;
+pub mod metrics;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use treasury_chain::sender::{ObserverError, SendEvent, SendObserver, Sent, TxRequest};
+use treasury_policies::Trigger;
+
+use crate::config::jobs::{AutomationConfig, Execute, KeeperJob};
+use crate::journal::keeper::{KeeperRun, NewRun, RunState};
+use crate::journal::{Alert, Cursor, Journal};
+use crate::notify::Notification;
+use crate::pipeline::Pipeline;
+use check::{BlockRef, CheckOutcome, Work};
+
+/// The journal cursor of the keeper jobs.
+pub const CURSOR_SOURCE: &str = "keeper_jobs";
+
+/// How far a restart that finds its cursor's block replaced rewinds (the watcher's bound too).
+const MAX_REORG_DEPTH: u64 = 64;
+
+/// Called with a step name after the journal records it (`keeper_submitted`, `keeper_broadcast`);
+/// tests use it to kill the agent there.
+pub type JobHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What can stop a keeper round; the runs keep their journaled state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeeperError {
+    /// The journal failed (or this replica was fenced).
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// A chain read failed.
+    #[error("keeper jobs: {0}")]
+    Chain(String),
+    /// A job cannot run as configured.
+    #[error("keeper.job[{job}]: {reason}")]
+    Config {
+        /// The job.
+        job: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+type Result<T, E = KeeperError> = std::result::Result<T, E>;
+
+fn chain(what: &str, e: impl std::fmt::Display) -> KeeperError {
+    KeeperError::Chain(format!("{what}: {e}"))
+}
+
+/// Per job: blocks to rest after a reverting check or perform (doubling), and the work it was due
+/// for while busy.
+#[derive(Debug, Default, Clone)]
+struct JobState {
+    rest_until: u64,
+    rest_level: u32,
+    pending: Option<String>,
+}
+
+/// The runs in flight, by job.
+type Busy = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
+
+/// The keeper jobs of one agent.
+pub struct JobRunner {
+    pipeline: Arc<Pipeline>,
+    jobs: Arc<Vec<KeeperJob>>,
+    settings: AutomationConfig,
+    multicall3: Address,
+    hook: Option<JobHook>,
+    busy: Busy,
+    states: HashMap<String, JobState>,
+    sends: JoinSet<()>,
+    low_balance: bool,
+}
+
+impl std::fmt::Debug for JobRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRunner").field("jobs", &self.jobs.len()).finish_non_exhaustive()
+    }
+}
+
+impl JobRunner {
+    /// A runner for `jobs` on `pipeline`'s provider, journal and sender; refuses what this version
+    /// cannot run (execution through the module).
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        jobs: Vec<KeeperJob>,
+        settings: AutomationConfig,
+        multicall3: Address,
+    ) -> Result<Self> {
+        if let Some(job) = jobs.iter().find(|j| j.execute == Execute::Module) {
+            return Err(KeeperError::Config {
+                job: job.name.clone(),
+                reason:
+                    "execute = \"module\" is not supported by treasury run yet (use execute = \"keeper\")"
+                        .into(),
+            });
+        }
+        Ok(Self {
+            pipeline,
+            jobs: Arc::new(jobs),
+            settings,
+            multicall3,
+            hook: None,
+            busy: Arc::default(),
+            states: HashMap::new(),
+            sends: JoinSet::new(),
+            low_balance: false,
+        })
+    }
+
+    /// Calls `hook` after each journaled step of a perform.
+    pub fn with_hook(mut self, hook: JobHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    fn journal(&self) -> &Journal {
+        self.pipeline.journal()
+    }
+
+    /// Runs rounds until `shutdown` turns true (with `once`: one round, then waits for its sends).
+    pub async fn run(mut self, once: bool, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let poll = self.pipeline.settings().poll_interval;
+        loop {
+            let outcome = self.round().await;
+            if once {
+                outcome?;
+                while self.sends.join_next().await.is_some() {}
+                // Runs a crash left open were resumed in this round; their outcome is final now.
+                return Ok(());
+            }
+            if let Err(e) = outcome {
+                if let KeeperError::Journal(j) = &e
+                    && j.is_fenced()
+                {
+                    return Err(e);
+                }
+                tracing::warn!(error = %treasury_signer::error_chain(&e), "keeper round failed; retrying");
+            }
+            while self.sends.try_join_next().is_some() {}
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        self.sends.abort_all();
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: resume open runs, find due work since the cursor, check, perform, move the cursor.
+    pub async fn round(&mut self) -> Result<()> {
+        self.resume_open().await?;
+        let head = self.block_at(BlockNumberOrTag::Latest).await?;
+        let cursor_key = self.pipeline.keeper().to_string().to_lowercase();
+        let cursor = self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?;
+        let from = match cursor {
+            None => head.number,
+            Some(c) => self.resume_point(&c).await?,
+        };
+        if from <= head.number {
+            let from = self.bound_catch_up(from, head.number).await?;
+            let work = self.due_work(from, head).await?;
+            self.check_and_perform(work, head).await?;
+        }
+        let cursor = Cursor { block_number: head.number, block_hash: head.hash.to_string() };
+        self.journal().set_cursor(CURSOR_SOURCE, &cursor_key, &cursor).await?;
+        self.watch_balance().await;
+        Ok(())
+    }
+
+    /// The first block to examine after `cursor`; after a reorg that replaced the cursor's block,
+    /// an earlier one (logs seen again are journaled under their block hash, so none is run twice).
+    async fn resume_point(&self, cursor: &Cursor) -> Result<u64> {
+        let at = self.pipeline.provider().get_block_by_number(cursor.block_number.into()).await;
+        let canonical = at.ok().flatten().map(|b| b.header.hash.to_string());
+        if canonical.as_deref() == Some(cursor.block_hash.as_str()) {
+            return Ok(cursor.block_number + 1);
+        }
+        let back = cursor.block_number.saturating_sub(MAX_REORG_DEPTH).max(1);
+        tracing::warn!(
+            cursor = cursor.block_number,
+            from = back,
+            "keeper cursor's block was replaced: re-examining"
+        );
+        Ok(back)
+    }
+
+    /// Skips what lies beyond `max_catch_up_blocks` behind the head, with an alert naming the jobs
+    /// and the blocks.
+    async fn bound_catch_up(&self, from: u64, head: u64) -> Result<u64> {
+        let max = self.settings.max_catch_up_blocks;
+        if head - from < max {
+            return Ok(from);
+        }
+        let resume = head + 1 - max;
+        let names: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+        let message = format!(
+            "keeper jobs {} skipped blocks {from}..={} (catch-up is bounded by keeper.automation.max_catch_up_blocks = {max})",
+            names.join(", "),
+            resume - 1
+        );
+        tracing::error!(%message);
+        let alert = Alert {
+            idempotency_key: format!("keeper:gap@{from}-{}", resume - 1),
+            policy: "keeper".into(),
+            trigger: format!("gap@{from}-{}", resume - 1),
+            message: message.clone(),
+        };
+        if self.journal().record_alert(&alert).await? {
+            self.pipeline.notifier().notify(Notification::Alert { policy: "keeper".into(), message });
+        }
+        Ok(resume)
+    }
+
+    async fn block_at(&self, tag: BlockNumberOrTag) -> Result<BlockRef> {
+        let block = self
+            .pipeline
+            .provider()
+            .get_block_by_number(tag)
+            .await
+            .map_err(|e| chain("eth_getBlockByNumber", e))?
+            .ok_or_else(|| KeeperError::Chain(format!("block {tag} not found")))?;
+        Ok(BlockRef {
+            number: block.header.number,
+            hash: block.header.hash,
+            timestamp: block.header.timestamp,
+        })
+    }
+
+    /// Every job's due work over `from..=head`: block and schedule ticks at the head (checked
+    /// once, at the newest state), each matching log at its block.
+    async fn due_work(&mut self, from: u64, head: BlockRef) -> Result<Vec<Work>> {
+        let prev_ts =
+            if from == 0 { 0 } else { self.block_at(BlockNumberOrTag::Number(from - 1)).await?.timestamp };
+        let busy: HashSet<String> = self.busy.lock().expect("busy lock").keys().cloned().collect();
+        let mut work = Vec::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            let tick = match &job.trigger {
+                Trigger::EveryBlocks { blocks: 1 } => Some(format!("block:{}", head.number)),
+                Trigger::EveryBlocks { blocks } => {
+                    let m = head.number - head.number % blocks;
+                    (m >= from).then(|| format!("every@{m}"))
+                }
+                Trigger::Schedule { cron } => {
+                    last_instant(cron, prev_ts, head.timestamp).map(|t| format!("schedule@{t}"))
+                }
+                Trigger::OnLog { .. } | Trigger::Manual => None,
+            };
+            let state = self.states.entry(job.name.clone()).or_default();
+            let key = match tick {
+                Some(k) => Some(k),
+                None => state.pending.take(),
+            };
+            let Some(key) = key else { continue };
+            if busy.contains(&job.name) {
+                state.pending = Some(key);
+                continue;
+            }
+            if head.number < state.rest_until {
+                continue;
+            }
+            work.push(Work { job: i, key, block: head, log: None });
+        }
+        work.extend(self.log_work(from, head.number).await?);
+        Ok(work)
+    }
+
+    /// Each log matching a log-triggered job in `from..=to`, pinned to its own block.
+    async fn log_work(&self, from: u64, to: u64) -> Result<Vec<Work>> {
+        let mut out = Vec::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            let Trigger::OnLog { address, .. } = &job.trigger else { continue };
+            let Some(topic0) = job.topic0() else { continue };
+            let filter =
+                Filter::new().address(*address).event_signature(topic0).from_block(from).to_block(to);
+            let logs =
+                self.pipeline.provider().get_logs(&filter).await.map_err(|e| chain("eth_getLogs", e))?;
+            for log in logs {
+                let (Some(number), Some(hash), Some(index)) =
+                    (log.block_number, log.block_hash, log.log_index)
+                else {
+                    continue;
+                };
+                let timestamp = match log.block_timestamp {
+                    Some(t) => t,
+                    None => self.block_at(BlockNumberOrTag::Number(number)).await?.timestamp,
+                };
+                let block = BlockRef { number, hash, timestamp };
+                out.push(Work { job: i, key: format!("log:{hash}:{index}"), block, log: Some(log) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the checks (one `aggregate3` per block), then each needed perform.
+    async fn check_and_perform(&mut self, work: Vec<Work>, head: BlockRef) -> Result<()> {
+        let mut by_block: BTreeMap<(u64, B256), Vec<Work>> = BTreeMap::new();
+        for w in work {
+            by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
+        }
+        for ((_, hash), items) in by_block {
+            let outcomes = self.check_all(hash, &items).await?;
+            for (w, outcome) in items.into_iter().zip(outcomes) {
+                let job = self.jobs[w.job].clone();
+                match outcome {
+                    CheckOutcome::NotNeeded => {}
+                    CheckOutcome::Failed(reason) => {
+                        let hash = check::failed_check_hash(&reason);
+                        self.skip(&job, &w, Address::ZERO, Bytes::new(), hash, &reason, head).await?;
+                    }
+                    CheckOutcome::Needed { target, calldata, .. } => {
+                        self.perform(&job, w, target, calldata, head).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of every item's check, in order; items of `call` jobs need no check.
+    pub(crate) async fn check_all(&self, block: B256, items: &[Work]) -> Result<Vec<CheckOutcome>> {
+        let calls: Vec<(usize, (Address, Bytes))> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| check::check_call(&self.jobs[w.job], w).map(|c| (i, c)))
+            .collect();
+        let plain: Vec<(Address, Bytes)> = calls.iter().map(|(_, c)| c.clone()).collect();
+        let answers = check::aggregate(self.pipeline.provider(), self.multicall3, block, &plain)
+            .await
+            .map_err(KeeperError::Chain)?;
+        let mut by_item: HashMap<usize, Result<Bytes, Bytes>> =
+            calls.iter().map(|(i, _)| *i).zip(answers).collect();
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let job = &self.jobs[w.job];
+                self.pipeline.metrics().jobs.inc_checks(&job.name, 1);
+                match by_item.remove(&i) {
+                    Some(Ok(data)) => check::decode(job, Ok(&data)),
+                    Some(Err(revert)) => check::decode(job, Err(&revert)),
+                    None => check::decode(job, Ok(&[])),
+                }
+            })
+            .collect())
+    }
+
+    /// Journals a skipped run (once per job, work and key) and rests the job.
+    #[allow(clippy::too_many_arguments)]
+    async fn skip(
+        &mut self,
+        job: &KeeperJob,
+        work: &Work,
+        target: Address,
+        calldata: Bytes,
+        perform_hash: String,
+        reason: &str,
+        head: BlockRef,
+    ) -> Result<()> {
+        let run = self.new_run(job, work, target, &calldata, perform_hash, head);
+        let new = self.journal().claim_keeper_run(&run, RunState::Skipped, Some(reason)).await?.is_some();
+        if new {
+            tracing::warn!(job = %job.name, work = %work.key, %reason, "keeper job skipped");
+            self.pipeline.metrics().jobs.inc_skipped(&job.name);
+            self.pipeline
+                .notifier()
+                .notify(Notification::JobSkipped { job: job.name.clone(), reason: reason.into() });
+        }
+        if work.log.is_none() {
+            let base = self.settings.revert_backoff_blocks;
+            let state = self.states.entry(job.name.clone()).or_default();
+            state.rest_until = head.number + base * (1 << state.rest_level.min(6));
+            state.rest_level += 1;
+        }
+        Ok(())
+    }
+
+    fn new_run(
+        &self,
+        job: &KeeperJob,
+        work: &Work,
+        target: Address,
+        calldata: &[u8],
+        perform_hash: String,
+        head: BlockRef,
+    ) -> NewRun {
+        NewRun {
+            job: job.name.clone(),
+            work_key: work.key.clone(),
+            perform_hash,
+            block_number: work.block.number,
+            block_hash: work.block.hash.to_string(),
+            target: target.to_string(),
+            calldata: alloy::hex::encode_prefixed(calldata),
+            spent_wei: u64::try_from(job.worst_case_wei()).unwrap_or(u64::MAX),
+            period: self.period(head.timestamp),
+        }
+    }
+
+    fn period(&self, timestamp: u64) -> i64 {
+        (timestamp / self.settings.spend_period.as_secs().max(1)) as i64
+    }
+
+    /// Simulates the perform at the check's block, applies the caps, claims the run and sends it.
+    async fn perform(
+        &mut self,
+        job: &KeeperJob,
+        work: Work,
+        target: Address,
+        calldata: Bytes,
+        head: BlockRef,
+    ) -> Result<()> {
+        let hash = check::perform_hash(target, &calldata);
+        if let Err(reason) = self.simulate(job, &work, target, &calldata).await? {
+            return self.skip(job, &work, target, calldata, hash, &reason, head).await;
+        }
+        if let Some(reason) = self.over_cap(job, head).await? {
+            return self.skip(job, &work, target, calldata, hash, &reason, head).await;
+        }
+        let run = self.new_run(job, &work, target, &calldata, hash, head);
+        let Some(id) = self.journal().claim_keeper_run(&run, RunState::Sending, None).await? else {
+            tracing::debug!(job = %job.name, work = %work.key, "already journaled: not performed again");
+            return Ok(());
+        };
+        if let Some(state) = self.states.get_mut(&job.name) {
+            state.rest_level = 0;
+        }
+        let request = TxRequest {
+            to: target,
+            data: calldata,
+            gas_limit: Some(job.gas_limit),
+            max_fee_per_gas: Some(job.max_fee_per_gas),
+            ..TxRequest::default()
+        };
+        self.spawn_send(
+            job.clone(),
+            id,
+            Dispatch::New(request),
+            work.log.as_ref().and_then(|l| l.block_hash.zip(l.block_number)),
+        );
+        Ok(())
+    }
+
+    /// `Err(reason)` when the perform would fail at the check's block with the job's gas limit.
+    async fn simulate(
+        &self,
+        job: &KeeperJob,
+        work: &Work,
+        target: Address,
+        calldata: &Bytes,
+    ) -> Result<std::result::Result<(), String>> {
+        let provider = self.pipeline.provider();
+        check::simulate_perform(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
+            .await
+            .map(|r| r.map(drop))
+            .map_err(KeeperError::Chain)
+    }
+
+    /// Why the job's or the keeper's spending cap leaves no room for one more perform (at its
+    /// worst case), if it does not.
+    async fn over_cap(&self, job: &KeeperJob, head: BlockRef) -> Result<Option<String>> {
+        let period = self.period(head.timestamp);
+        let worst = job.worst_case_wei();
+        if let Some(cap) = job.spend_cap_wei {
+            let spent = self.journal().keeper_spent(Some(&job.name), period).await?;
+            if spent + worst > cap {
+                return Ok(Some(format!(
+                    "spending cap of job {}: {spent} wei spent this period, the next perform may cost {worst}, cap {cap}",
+                    job.name
+                )));
+            }
+        }
+        if let Some(cap) = self.settings.spend_cap_wei {
+            let spent = self.journal().keeper_spent(None, period).await?;
+            if spent + worst > cap {
+                return Ok(Some(format!(
+                    "keeper spending cap (keeper.automation.spend_cap_eth): {spent} wei spent this period, the next perform may cost {worst}, cap {cap}"
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resumes runs a crash (or a failed send) left open: `submitted` ones from their stored
+    /// transaction; `sending` ones signed nothing, so they are dropped and checked again.
+    async fn resume_open(&mut self) -> Result<()> {
+        let open = self.journal().open_keeper_runs().await?;
+        let in_flight: HashSet<i64> =
+            self.busy.lock().expect("busy lock").values().flatten().copied().collect();
+        for run in open {
+            if in_flight.contains(&run.id) {
+                continue;
+            }
+            let Some(job) = self.jobs.iter().find(|j| j.name == run.job).cloned() else {
+                self.journal()
+                    .finish_keeper_run(run.id, RunState::Dropped, Some("job no longer configured"), None, 0)
+                    .await?;
+                continue;
+            };
+            match run.raw_tx.as_deref().map(alloy::hex::decode) {
+                Some(Ok(raw)) => {
+                    tracing::info!(job = %run.job, run = run.id, "resuming a submitted perform");
+                    let log = log_anchor(&run);
+                    self.spawn_send(job, run.id, Dispatch::Resume(raw.into()), log);
+                }
+                _ => {
+                    self.journal()
+                        .finish_keeper_run(
+                            run.id,
+                            RunState::Dropped,
+                            Some("nothing was signed before the agent stopped; checked again"),
+                            None,
+                            0,
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_send(&mut self, job: KeeperJob, id: i64, send: Dispatch, log: Option<(B256, u64)>) {
+        self.busy.lock().expect("busy lock").entry(job.name.clone()).or_default().insert(id);
+        let ctx = SendTask {
+            pipeline: self.pipeline.clone(),
+            job,
+            id,
+            log,
+            hook: self.hook.clone(),
+            busy: self.busy.clone(),
+        };
+        self.sends.spawn(ctx.run(send));
+    }
+
+    /// Alerts once when the balance covers fewer performs than `low_balance_performs`.
+    async fn watch_balance(&mut self) {
+        let worst = self.jobs.iter().map(KeeperJob::worst_case_wei).max().unwrap_or(0);
+        let threshold = worst.saturating_mul(u128::from(self.settings.low_balance_performs));
+        if threshold == 0 {
+            return;
+        }
+        let keeper = self.pipeline.keeper();
+        let Ok(balance) = self.pipeline.provider().get_balance(keeper).await else { return };
+        let wei = u128::try_from(balance).unwrap_or(u128::MAX);
+        let low = wei < threshold;
+        if low && !self.low_balance {
+            tracing::warn!(%keeper, balance_wei = wei, threshold_wei = threshold, "keeper balance covers fewer than keeper.automation.low_balance_performs performs");
+            self.pipeline.notifier().notify(Notification::KeeperBalanceLow {
+                keeper,
+                balance_wei: wei,
+                threshold_wei: threshold,
+            });
+        }
+        self.low_balance = low;
+    }
+}
+
+/// The block (hash, number) of a log-triggered run's log, from its work key.
+fn log_anchor(run: &KeeperRun) -> Option<(B256, u64)> {
+    let rest = run.work_key.strip_prefix("log:")?;
+    let (hash, _) = rest.split_once(':')?;
+    Some((hash.parse().ok()?, run.block_number))
+}
+
+/// The newest cron instant in `(after, until]`, unix seconds.
+fn last_instant(cron: &str, after: u64, until: u64) -> Option<u64> {
+    use std::str::FromStr;
+    let schedule = cron::Schedule::from_str(cron).ok()?;
+    let start = chrono::DateTime::from_timestamp(after as i64, 0)?;
+    let mut last = None;
+    for t in schedule.after(&start) {
+        let t = u64::try_from(t.timestamp()).ok()?;
+        if t > until {
+            break;
+        }
+        last = Some(t);
+    }
+    last
+}
+
+/// A send to start or resume.
+enum Dispatch {
+    New(TxRequest),
+    Resume(Bytes),
+}
+
+/// One perform's send, from claim to confirmation, in its own task.
+struct SendTask {
+    pipeline: Arc<Pipeline>,
+    job: KeeperJob,
+    id: i64,
+    log: Option<(B256, u64)>,
+    hook: Option<JobHook>,
+    busy: Busy,
+}
+
+impl SendTask {
+    async fn run(self, send: Dispatch) {
+        let outcome = self.send(send).await;
+        if let Err(e) = self.finish(outcome).await {
+            tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; resumed next round");
+        }
+        let mut busy = self.busy.lock().expect("busy lock");
+        if let Some(runs) = busy.get_mut(&self.job.name) {
+            runs.remove(&self.id);
+            if runs.is_empty() {
+                busy.remove(&self.job.name);
+            }
+        }
+    }
+
+    async fn send(&self, send: Dispatch) -> std::result::Result<Sent, treasury_chain::sender::SenderError> {
+        let mut observer = RunObserver { task: self };
+        let sender = self.pipeline.sender();
+        match send {
+            Dispatch::New(request) => sender.send(&request, &mut observer).await,
+            Dispatch::Resume(raw) => {
+                sender.resume_capped(&raw, Some(self.job.max_fee_per_gas), &mut observer).await
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        outcome: std::result::Result<Sent, treasury_chain::sender::SenderError>,
+    ) -> Result<()> {
+        let journal = self.pipeline.journal();
+        match outcome {
+            Ok(sent) => {
+                let success = sent.receipt.status();
+                let gas = sent.receipt.gas_used;
+                let spent = u128::from(gas).saturating_mul(sent.receipt.effective_gas_price);
+                let state = if success { RunState::Confirmed } else { RunState::Reverted };
+                let reason = (!success).then_some("the perform reverted on chain");
+                journal
+                    .finish_keeper_run(
+                        self.id,
+                        state,
+                        reason,
+                        Some(gas),
+                        u64::try_from(spent).unwrap_or(u64::MAX),
+                    )
+                    .await?;
+                let tx_hash = sent.receipt.transaction_hash.to_string();
+                let block = sent.receipt.block_number.unwrap_or_default();
+                tracing::info!(job = %self.job.name, %tx_hash, block, success, gas, "keeper job performed");
+                self.pipeline.metrics().jobs.inc_performs(&self.job.name, success, gas);
+                self.pipeline.notifier().notify(Notification::JobPerformed {
+                    job: self.job.name.clone(),
+                    tx_hash,
+                    block,
+                    success,
+                });
+                Ok(())
+            }
+            Err(treasury_chain::sender::SenderError::Observer(e))
+                if e.to_string().starts_with(LOG_REORGED) =>
+            {
+                journal.finish_keeper_run(self.id, RunState::Dropped, Some(&e.to_string()), None, 0).await?;
+                // The dropped transaction's nonce is free again on chain.
+                let _ = self.pipeline.sender().resync(&mut treasury_chain::sender::Ignore).await;
+                Ok(())
+            }
+            Err(treasury_chain::sender::SenderError::InvalidRaw(reason)) => {
+                journal.finish_keeper_run(self.id, RunState::Dropped, Some(&reason), None, 0).await?;
+                Ok(())
+            }
+            Err(e) => {
+                Err(KeeperError::Chain(format!("sending the perform: {}", treasury_signer::error_chain(&e))))
+            }
+        }
+    }
+}
+
+const LOG_REORGED: &str = "the triggering log was reorged away";
+
+impl SendTask {
+    /// For a log-triggered run: an error (which stops the send before the step) when the log's
+    /// block is no longer on the chain.
+    async fn ensure_log_canonical(&self) -> std::result::Result<(), ObserverError> {
+        let Some((hash, number)) = self.log else { return Ok(()) };
+        let canonical = self
+            .pipeline
+            .provider()
+            .get_block_by_number(number.into())
+            .await
+            .map_err(|e| Box::new(e) as ObserverError)?
+            .map(|b| b.header.hash);
+        if canonical == Some(hash) {
+            Ok(())
+        } else {
+            Err(format!("{LOG_REORGED} (block {number} {hash}); not sent again").into())
+        }
+    }
+}
+
+/// Journals a run's transactions before they go out, and stops a log-triggered run whose log a
+/// reorg removed.
+struct RunObserver<'a> {
+    task: &'a SendTask,
+}
+
+impl SendObserver for RunObserver<'_> {
+    async fn observe(&mut self, event: &SendEvent) -> std::result::Result<(), ObserverError> {
+        let task = self.task;
+        match event {
+            SendEvent::Signed { tx_hash, raw, .. } => {
+                // Before every signature (first send or replacement): the log must still be there.
+                task.ensure_log_canonical().await?;
+                task.pipeline
+                    .journal()
+                    .keeper_run_signed(task.id, &tx_hash.to_string(), &alloy::hex::encode_prefixed(raw))
+                    .await?;
+                if let Some(hook) = &task.hook {
+                    hook("keeper_submitted");
+                }
+            }
+            SendEvent::Broadcast { .. } => {
+                if let Some(hook) = &task.hook {
+                    hook("keeper_broadcast");
+                }
+            }
+            SendEvent::Reorged { .. } => task.ensure_log_canonical().await?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
