@@ -24,6 +24,7 @@ pub mod escalation;
 pub mod guard;
 pub mod hsm;
 pub mod http;
+pub mod page;
 pub mod pin;
 pub mod request;
 pub mod service;
