@@ -78,6 +78,8 @@ pub struct Running {
     pub root_url: String,
     /// The demo operator's approver token at the root service.
     pub approver_token: String,
+    /// The demo approvers' names and passwords for the approvals page.
+    pub approvers: Vec<(String, String)>,
 }
 
 /// Runs every set-up step, registering each child in `procs` as soon as it starts.
@@ -151,7 +153,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     progress.done(t, "group key and HSM root set");
 
     let t = progress.start("root service");
-    let (root_config, _root_db, RootTokens { requester: root_token, approver: approver_token }) =
+    let (root_config, _root_db, RootTokens { requester: root_token, approver: approver_token, approvers }) =
         hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
     let root_url = start_root(&hsm, &root_config, procs).await?;
     progress.done(t, &root_url);
@@ -172,7 +174,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     pin_policies(dir, &config_path, reports.len()).await?;
     let saved =
-        Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints };
+        Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints, approvers };
     let path = dir.join(SAVED);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -207,6 +209,7 @@ impl Running {
             root_token: saved.root_token,
             root_url,
             approver_token: saved.approver_token,
+            approvers: saved.approvers,
         })
     }
 }
@@ -258,6 +261,10 @@ struct Saved {
     approver_token: String,
     /// Fingerprints of node0, node1, node2, to find each in the quorum file.
     fingerprints: Vec<String>,
+    /// The demo approvers' names and passwords for the approvals page (only their Argon2id
+    /// hashes are in `root.toml`); none in a state directory made before the page.
+    #[serde(default)]
+    approvers: Vec<(String, String)>,
 }
 
 const SAVED: &str = "dev.json";
@@ -573,12 +580,24 @@ impl Hsm {
                 "\n[[guard.assets]]\ntoken = \"{token}\"\nmax_single = \"{max_single}\"\nperiod_cap = \"{cap}\"\nperiod_secs = 86400\n"
             ));
         }
+        let approvers: Vec<(String, String)> = ["dev-operator", "dev-approver-2"]
+            .iter()
+            .map(|name| (name.to_string(), format!("dev-{}", hex::encode(rand::random::<[u8; 8]>()))))
+            .collect();
+        let hash = |password: &str| {
+            treasury_signer::root::page::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("hashing a demo approver's password: {e}"))
+        };
         text.push_str(&format!(
-            "\n[[clients]]\nname = \"agent\"\nrole = \"requester\"\ntoken_sha256 = \"{agent_hash}\"\n\n[[clients]]\nname = \"dev-operator\"\nrole = \"approver\"\ntoken_sha256 = \"{approver_hash}\"\n"
+            "\n[[clients]]\nname = \"agent\"\nrole = \"requester\"\ntoken_sha256 = \"{agent_hash}\"\n\n[[clients]]\nname = \"dev-operator\"\nrole = \"approver\"\ntoken_sha256 = \"{approver_hash}\"\npassword_hash = {:?}\n\n[[clients]]\nname = \"dev-approver-2\"\nrole = \"approver\"\npassword_hash = {:?}\n",
+            hash(&approvers[0].1)?,
+            hash(&approvers[1].1)?,
         ));
+        text.push_str(&book(d, recipients));
         let path = self.dir.join("root.toml");
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        let tokens = RootTokens { requester: agent_token.to_string(), approver: approver_token.to_string() };
+        let tokens =
+            RootTokens { requester: agent_token.to_string(), approver: approver_token.to_string(), approvers };
         Ok((path, db, tokens))
     }
 }
@@ -589,6 +608,24 @@ struct RootTokens {
     requester: String,
     /// The demo operator's (role approver).
     approver: String,
+    /// The demo approvers' page names and passwords.
+    approvers: Vec<(String, String)>,
+}
+
+/// The root's `[book]`: the demo's tokens and named recipients, for the approvals page.
+fn book(d: &Deployment, recipients: &[Address]) -> String {
+    let mut text = String::from("\n[book.tokens.ETH]\naddress = \"0x0000000000000000000000000000000000000000\"\ndecimals = 18\n");
+    for (symbol, decimals) in [("USDC", 6), ("GOV", 18)] {
+        if let Some(t) = d.token(symbol) {
+            text.push_str(&format!("\n[book.tokens.{symbol}]\naddress = \"{}\"\ndecimals = {decimals}\n", t.address));
+        }
+    }
+    text.push_str("\n[book.names]\n");
+    for (name, address) in ["grantee", "alice", "bob", "keeper"].iter().zip(recipients) {
+        text.push_str(&format!("{name} = \"{address}\"\n"));
+    }
+    text.push_str(&format!("safe = \"{}\"\nrouter = \"{}\"\n", d.safe, d.router));
+    text
 }
 
 /// `env.sh` in the state directory: the variables the CLI needs to inspect this demo.
