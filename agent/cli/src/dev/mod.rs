@@ -264,6 +264,7 @@ fn print_pages(progress: &Progress, running: &setup::Running, api: &str) {
         "agent API: {api} (bearer token: TREASURY_API_TOKEN in {}/env.sh)",
         running.dir.display()
     ));
+    progress.line(&format!("dashboard: {}/dashboard (sign in with that token)", api.trim_end_matches('/')));
 }
 
 /// Wipes the state directory (with `--resume`, checks it holds a previous run) and returns its
