@@ -173,14 +173,14 @@ async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds
 
     // A wrong password is refused; nothing is shown.
     b.sign_in(&svc.url, "alice", "alice-wrong-horse").await;
-    let text = b.text().await;
+    let text = b.text_with("Wrong name or password").await;
     assert!(text.contains("Wrong name or password"), "{text}");
     assert!(!text.contains(&small.id), "{text}");
     b.shot("wrong-password").await;
 
     // Signed in: both requests decoded with the root's book and the agent's account.
     b.sign_in(&svc.url, "alice", ALICE_PW).await;
-    let text = b.text().await;
+    let text = b.text_with("Waiting for approval").await;
     assert!(text.contains("Signed in as alice") && text.contains("Waiting for approval (2)"), "{text}");
     let card = b.client.find(Locator::Css(&format!("#request-{}", small.id))).await.unwrap().text().await.unwrap();
     for want in ["transfer", "50 USDC", "$50.00", "payroll-alice", "policy payroll", "March salary",
@@ -198,7 +198,7 @@ async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds
     );
     b.client.execute(&script, vec![]).await.unwrap();
     b.click(&format!("#approve-{}", small.id)).await;
-    let text = b.text().await;
+    let text = b.text_with("CSRF token does not match").await;
     assert!(text.contains("CSRF token does not match"), "{text}");
     b.shot("forged-csrf").await;
     assert_eq!(state(&agent, &small.id).await, RequestState::Pending);
@@ -206,12 +206,13 @@ async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds
     // Approved: one approver suffices below 100 USDC; the HSM signs.
     b.client.goto(&format!("{}/approvals", svc.url)).await.unwrap();
     b.click(&format!("#approve-{}", small.id)).await;
-    assert!(b.text().await.contains(&format!("You approved request {}", small.id)));
+    let want = format!("You approved request {}", small.id);
+    assert!(b.text_with(&want).await.contains(&want));
     signed(&agent, &small.id).await;
 
     // Above 100 USDC: alice's approval is one of two.
     b.click(&format!("#approve-{}", big.id)).await;
-    let text = b.text().await;
+    let text = b.text_with("1 of 2 approvals").await;
     assert!(text.contains("1 of 2 approvals"), "{text}");
     assert_eq!(state(&agent, &big.id).await, RequestState::Pending);
     // The CLI goes through the same rule: alice again is refused.
@@ -221,8 +222,10 @@ async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds
 
     // bob signs in and approves: two of two, signed.
     b.click("#logout").await;
+    b.text_with("Sign in").await;
     assert!(b.client.current_url().await.unwrap().path().ends_with("/approvals/login"));
     b.sign_in(&svc.url, "bob", BOB_PW).await;
+    b.text_with("Signed in as bob").await;
     b.click(&format!("#approve-{}", big.id)).await;
     signed(&agent, &big.id).await;
     b.client.goto(&format!("{}/approvals", svc.url)).await.unwrap();
@@ -232,4 +235,118 @@ async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds
     }
     b.shot("two-of-two").await;
     b.close().await;
+}
+
+/// `treasury dev` as a user runs it without a terminal: its escalated GOV grant is approved on the
+/// approvals page with the printed credentials, and the grant lands on anvil; the dashboard shows
+/// the treasury and the confirmed intents.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dev_escalation_is_approved_on_the_page_and_the_grant_lands_on_anvil() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_treasury"))
+        .args(["dev", "--json", "--state-dir"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let mut next_line = |log: &mut Vec<String>| -> String {
+        let line = lines
+            .recv_timeout(Duration::from_secs(600))
+            .unwrap_or_else(|_| panic!("treasury dev went quiet; its output:\n{}", log.join("\n")));
+        log.push(line.clone());
+        line
+    };
+    let (mut page, mut password, mut dashboard) = (None, None, None);
+    while page.is_none() || password.is_none() || dashboard.is_none() {
+        let line = next_line(&mut log);
+        if let Some(url) = line.strip_prefix("approvals page: ") {
+            page = Some(url.trim().trim_end_matches("/approvals").to_owned());
+        } else if let Some(pw) = line.trim().strip_prefix("approver dev-operator password ") {
+            password = Some(pw.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("dashboard: ") {
+            dashboard = Some(rest.split_whitespace().next().unwrap().trim_end_matches("/dashboard").to_owned());
+        }
+    }
+    let (page, password, dashboard) = (page.unwrap(), password.unwrap(), dashboard.unwrap());
+
+    // The grant waits for the root: sign in and find it on the page.
+    let mut b = Browser::start("dev").await;
+    b.sign_in(&page, "dev-operator", &password).await;
+    assert!(b.text_with("Signed in as dev-operator").await.contains("Signed in as dev-operator"));
+    let card = loop {
+        if let Ok(card) = b.client.find(Locator::Css("div[id^=request-]")).await {
+            break card.text().await.unwrap();
+        }
+        let line = next_line(&mut log);
+        assert!(!line.contains("✗"), "treasury dev failed:\n{}", log.join("\n"));
+        b.client.goto(&format!("{page}/approvals")).await.unwrap();
+    };
+    for want in ["transfer", "30000 GOV", "grantee", "policy gov_grant", "community grant", "GOV budget", "exceeds it by", "every call succeeds", "0 of 1"] {
+        assert!(card.contains(want), "{want:?} missing from the card:\n{card}");
+    }
+    b.shot("escalation").await;
+    let id = b.client.find(Locator::Css("div[id^=request-]")).await.unwrap().attr("id").await.unwrap().unwrap();
+    b.click(&format!("#approve-{}", id.trim_start_matches("request-"))).await;
+    let text = b.text_with("You approved request").await;
+    assert!(text.contains("You approved request"), "{text}");
+
+    // The scenario goes on to its end (the grant confirmed), then waits for Ctrl-C.
+    loop {
+        let line = next_line(&mut log);
+        assert!(!line.contains("✗"), "treasury dev failed:\n{}", log.join("\n"));
+        if line.contains("scenario done") {
+            break;
+        }
+    }
+
+    // The dashboard, signed in with the API token from env.sh.
+    let env = std::fs::read_to_string(state.join("env.sh")).unwrap();
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export TREASURY_API_TOKEN="))
+        .expect("env.sh names the API token")
+        .to_owned();
+    b.client.goto(&format!("{dashboard}/dashboard")).await.unwrap();
+    assert!(b.client.current_url().await.unwrap().path().ends_with("/dashboard/login"));
+    b.fill("#token", "not-the-token").await;
+    b.click("#sign-in").await;
+    assert!(b.text_with("Wrong token").await.contains("Wrong token"));
+    b.fill("#token", &token).await;
+    b.click("#sign-in").await;
+    let text = b.text_with("Balances and weights").await;
+    for want in ["Balances and weights", "GOV", "USDC", "Budgets (current window)", "root", "HSM connected"] {
+        assert!(text.contains(want), "{want:?} missing from the dashboard:\n{text}");
+    }
+    let intents = b.client.find(Locator::Css("#intents")).await.unwrap().text().await.unwrap();
+    assert!(intents.contains("gov_grant") && intents.contains("30000 GOV →"), "{intents}");
+    assert!(!intents.contains("awaiting_root") && intents.contains("confirmed"), "{intents}");
+    b.shot("dashboard").await;
+    b.close().await;
+
+    // Ctrl-C: the summary shows the grant paid on anvil.
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("summary is not JSON ({e}):\n{}\n{}", String::from_utf8_lossy(&out.stdout), log.join("\n"))
+    });
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["balances"]["grantee"]["GOV"], "30000", "{summary}");
+    let grant = summary["intents"].as_array().unwrap().iter().find(|i| i["policy"] == "gov_grant").unwrap();
+    let states: Vec<&str> = grant["states"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(states.contains(&"awaiting_root") && states.last() == Some(&"confirmed"), "{states:?}");
 }

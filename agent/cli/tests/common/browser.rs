@@ -84,9 +84,34 @@ impl Browser {
         path
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page (read again while a navigation replaces the page).
     pub async fn text(&self) -> String {
-        self.client.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+        let mut last = None;
+        for _ in 0..50 {
+            match self.client.find(Locator::Css("body")).await {
+                Ok(body) => match body.text().await {
+                    Ok(text) => return text,
+                    Err(e) => last = Some(e),
+                },
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no page text: {last:?}")
+    }
+
+    /// The page's text once it contains `want` (a navigation may still be under way), or the last
+    /// text read.
+    pub async fn text_with(&self, want: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.text().await;
+            if text.contains(want) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        text
     }
 
     /// Types `value` into the element `css`.
