@@ -106,7 +106,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let mut deploy_config =
         DeployConfig::demo(owners.clone(), 2, GroupKey { x: PLACEHOLDER_GROUP_KEY_X, parity: 0 }, root);
     tune_balances(&mut deploy_config);
-    let deployment =
+    let mut deployment =
         deploy(&deployer, deployer_key.address(), &deploy_config).await.context("deploying the treasury")?;
     deployment.write(&dir.join("deployment.json")).context("writing deployment.json")?;
     progress.done(t, &format!("Safe {} module {}", deployment.safe, deployment.module));
@@ -147,6 +147,13 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     )
     .await
     .context("setting the group key through the Safe")?;
+    // What the summary reports is the key the module registered (its GroupKeyChanged event), not
+    // the placeholder it was deployed with.
+    deployment.group_key = registered_group_key(&deployer, deployment.module).await?;
+    if deployment.group_key != (GroupKey { x: dkg.group_key.x, parity: dkg.group_key.parity }) {
+        bail!("the module registered another group key than the DKG's");
+    }
+    deployment.write(&dir.join("deployment.json")).context("writing deployment.json")?;
     configure_as_safe(&deployer, &deployment, &owners[..2], &AdminAction::SetRoot { root })
         .await
         .context("setting the root through the Safe")?;
@@ -600,6 +607,19 @@ impl Hsm {
             RootTokens { requester: agent_token.to_string(), approver: approver_token.to_string(), approvers };
         Ok((path, db, tokens))
     }
+}
+
+/// The group key the module at `module` registered last (its newest `GroupKeyChanged` event).
+async fn registered_group_key(provider: &DynProvider, module: Address) -> anyhow::Result<GroupKey> {
+    use alloy::providers::Provider;
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
+    use treasury_chain::contracts::TreasuryModule::GroupKeyChanged;
+    let filter = Filter::new().address(module).event_signature(GroupKeyChanged::SIGNATURE_HASH).from_block(0u64);
+    let logs = provider.get_logs(&filter).await.context("reading the module's GroupKeyChanged events")?;
+    let last = logs.last().context("the module logged no GroupKeyChanged event")?;
+    let event = GroupKeyChanged::decode_log_data(last.data()).context("decoding GroupKeyChanged")?;
+    Ok(GroupKey { x: event.x, parity: event.parity })
 }
 
 /// The bearer tokens of the root service's two dev clients.
