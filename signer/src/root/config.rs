@@ -268,7 +268,9 @@ mod tests {
         assert_eq!(cfg.listen.port(), DEFAULT_PORT);
         assert_ne!(DEFAULT_PORT, 7400, "a signer node listens on 7400 by default");
         assert!(!cfg.guard.modules.is_empty() && !cfg.guard.assets.is_empty());
-        assert_eq!(cfg.clients.len(), 2);
+        assert_eq!(cfg.clients.len(), 3);
+        assert_eq!(cfg.approvals.required(false, &[(cfg.book.tokens["USDC"].address, alloy::primitives::U256::from(60_000_000_000u64))]), 2);
+        assert_eq!(cfg.approvals.required(true, &[]), 2);
         assert!(cfg.guard.assets.iter().any(|a| a.auto_approve_max.is_some()));
         assert!(!cfg.guard.allowed_calls.is_empty());
     }
