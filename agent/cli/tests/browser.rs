@@ -153,14 +153,21 @@ async fn signed(client: &RootClient, id: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds() {
     let hsm = SoftHsm::new();
-    let out = hsm.command(PIN, SO_PIN, &["root", "init", "--token", "root-token", "--key", "root", "--json"]).output().unwrap();
+    let out = hsm
+        .command(PIN, SO_PIN, &["root", "init", "--token", "root-token", "--key", "root", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let root: Address = v["address"].as_str().unwrap().parse().unwrap();
     let (agent_tok, agent_hash) = treasury_signer::root::config::new_token();
     let (alice_tok, alice_hash) = treasury_signer::root::config::new_token();
     let config = write_config(&hsm, root, &agent_hash, &alice_hash);
-    let svc = serve(hsm.command(PIN, SO_PIN, &["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]));
+    let svc = serve(hsm.command(
+        PIN,
+        SO_PIN,
+        &["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    ));
     let agent = RootClient::new(&svc.url, agent_tok.as_str());
     let small = agent.submit(&payment(50_000_000, 1)).await.unwrap();
     let big = agent.submit(&payment(600_000_000, 2)).await.unwrap();
@@ -182,12 +189,23 @@ async fn approvers_sign_in_see_the_decoded_request_and_the_two_person_rule_holds
     b.sign_in(&svc.url, "alice", ALICE_PW).await;
     let text = b.text_with("Waiting for approval").await;
     assert!(text.contains("Signed in as alice") && text.contains("Waiting for approval (2)"), "{text}");
-    let card = b.client.find(Locator::Css(&format!("#request-{}", small.id))).await.unwrap().text().await.unwrap();
-    for want in ["transfer", "50 USDC", "$50.00", "payroll-alice", "policy payroll", "March salary",
-                 "exceeds it by 40 USDC", "every call succeeds", "0 of 1"] {
+    let card =
+        b.client.find(Locator::Css(&format!("#request-{}", small.id))).await.unwrap().text().await.unwrap();
+    for want in [
+        "transfer",
+        "50 USDC",
+        "$50.00",
+        "payroll-alice",
+        "policy payroll",
+        "March salary",
+        "exceeds it by 40 USDC",
+        "every call succeeds",
+        "0 of 1",
+    ] {
         assert!(card.contains(want), "{want:?} missing from the card:\n{card}");
     }
-    let card = b.client.find(Locator::Css(&format!("#request-{}", big.id))).await.unwrap().text().await.unwrap();
+    let card =
+        b.client.find(Locator::Css(&format!("#request-{}", big.id))).await.unwrap().text().await.unwrap();
     assert!(card.contains("600 USDC") && card.contains("$600.00") && card.contains("0 of 2"), "{card}");
     b.shot("pending").await;
 
@@ -263,7 +281,7 @@ async fn the_dev_escalation_is_approved_on_the_page_and_the_grant_lands_on_anvil
         }
     });
     let mut log = Vec::new();
-    let mut next_line = |log: &mut Vec<String>| -> String {
+    let next_line = |log: &mut Vec<String>| -> String {
         let line = lines
             .recv_timeout(Duration::from_secs(600))
             .unwrap_or_else(|_| panic!("treasury dev went quiet; its output:\n{}", log.join("\n")));
@@ -278,7 +296,8 @@ async fn the_dev_escalation_is_approved_on_the_page_and_the_grant_lands_on_anvil
         } else if let Some(pw) = line.trim().strip_prefix("approver dev-operator password ") {
             password = Some(pw.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("dashboard: ") {
-            dashboard = Some(rest.split_whitespace().next().unwrap().trim_end_matches("/dashboard").to_owned());
+            dashboard =
+                Some(rest.split_whitespace().next().unwrap().trim_end_matches("/dashboard").to_owned());
         }
     }
     let (page, password, dashboard) = (page.unwrap(), password.unwrap(), dashboard.unwrap());
@@ -295,11 +314,22 @@ async fn the_dev_escalation_is_approved_on_the_page_and_the_grant_lands_on_anvil
         assert!(!line.contains("✗"), "treasury dev failed:\n{}", log.join("\n"));
         b.client.goto(&format!("{page}/approvals")).await.unwrap();
     };
-    for want in ["transfer", "30000 GOV", "grantee", "policy gov_grant", "community grant", "GOV budget", "exceeds it by", "every call succeeds", "0 of 1"] {
+    for want in [
+        "transfer",
+        "30000 GOV",
+        "grantee",
+        "policy gov_grant",
+        "community grant",
+        "GOV budget",
+        "exceeds it by",
+        "every call succeeds",
+        "0 of 1",
+    ] {
         assert!(card.contains(want), "{want:?} missing from the card:\n{card}");
     }
     b.shot("escalation").await;
-    let id = b.client.find(Locator::Css("div[id^=request-]")).await.unwrap().attr("id").await.unwrap().unwrap();
+    let id =
+        b.client.find(Locator::Css("div[id^=request-]")).await.unwrap().attr("id").await.unwrap().unwrap();
     b.click(&format!("#approve-{}", id.trim_start_matches("request-"))).await;
     let text = b.text_with("You approved request").await;
     assert!(text.contains("You approved request"), "{text}");

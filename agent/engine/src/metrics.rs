@@ -306,7 +306,8 @@ impl Metrics {
     /// Keeps the newest snapshot of its Safe's treasury, for the dashboard.
     pub fn set_snapshot(&self, snapshot: &treasury_chain::snapshot::Snapshot) {
         let mut status = self.status();
-        let newer = status.snapshots.get(&snapshot.safe).is_none_or(|s| s.block_number <= snapshot.block_number);
+        let newer =
+            status.snapshots.get(&snapshot.safe).is_none_or(|s| s.block_number <= snapshot.block_number);
         if newer {
             status.snapshots.insert(snapshot.safe, snapshot.clone());
         }

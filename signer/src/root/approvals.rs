@@ -136,7 +136,7 @@ pub fn dollars(value_e8: U256) -> String {
     let digits = whole.to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
@@ -227,7 +227,9 @@ fn decode_calls(op: &Operation, book: &Book) -> Vec<CallView> {
             }
             let sel: Option<[u8; 4]> = call.data.get(..4).and_then(|s| s.try_into().ok());
             match sel {
-                None if call.data.is_empty() => moved(&mut v, "ETH payment", Address::ZERO, call.to, call.value),
+                None if call.data.is_empty() => {
+                    moved(&mut v, "ETH payment", Address::ZERO, call.to, call.value)
+                }
                 Some(rules::TRANSFER) => match IERC20::transferCall::abi_decode(&call.data) {
                     Ok(c) => moved(&mut v, "transfer", call.to, c.to, c.amount),
                     Err(_) => v.action = "malformed transfer".into(),
@@ -242,7 +244,10 @@ fn decode_calls(op: &Operation, book: &Book) -> Vec<CallView> {
                         let buy = if swap.eth_out {
                             "ETH".to_owned()
                         } else {
-                            swap.path.last().map(|t| book.token(*t).map(|(s, _)| s).unwrap_or(t.to_string())).unwrap_or_default()
+                            swap.path
+                                .last()
+                                .map(|t| book.token(*t).map(|(s, _)| s).unwrap_or(t.to_string()))
+                                .unwrap_or_default()
                         };
                         let amount = if swap.eth_in { call.value } else { swap.max_in };
                         moved(&mut v, &format!("swap for {buy}"), sell, swap.recipient, amount);
@@ -280,7 +285,11 @@ fn describe_admin(action: &AdminAction, book: &Book) -> String {
             format!("{} spender {}", if *allowed { "allow" } else { "forbid" }, name(*spender))
         }
         AdminAction::SetCallAllowed { target, selector, allowed } => {
-            format!("{} calls to {} selector {selector}", if *allowed { "allow" } else { "forbid" }, name(*target))
+            format!(
+                "{} calls to {} selector {selector}",
+                if *allowed { "allow" } else { "forbid" },
+                name(*target)
+            )
         }
         other => format!("{other:?}"),
     }

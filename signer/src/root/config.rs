@@ -161,7 +161,12 @@ pub struct ApprovalsConfig {
 
 impl Default for ApprovalsConfig {
     fn default() -> Self {
-        Self { admin_approvers: 1, rules: Vec::new(), session_ttl_secs: default_session_ttl(), secure_cookie: false }
+        Self {
+            admin_approvers: 1,
+            rules: Vec::new(),
+            session_ttl_secs: default_session_ttl(),
+            secure_cookie: false,
+        }
     }
 }
 
@@ -224,7 +229,8 @@ impl ServiceConfig {
             return Err(format!("[[clients]] names {:?} twice; each client needs its own name", dup.name));
         }
         let approvers = self.approvers().count() as u32;
-        let most = self.approvals.rules.iter().map(|r| r.approvers).chain([self.approvals.admin_approvers]).max();
+        let most =
+            self.approvals.rules.iter().map(|r| r.approvers).chain([self.approvals.admin_approvers]).max();
         if let Some(most) = most.filter(|m| *m > approvers.max(1)) {
             return Err(format!(
                 "[approvals] asks for {most} approvers but only {approvers} [[clients]] have role \"approver\""
@@ -269,7 +275,13 @@ mod tests {
         assert_ne!(DEFAULT_PORT, 7400, "a signer node listens on 7400 by default");
         assert!(!cfg.guard.modules.is_empty() && !cfg.guard.assets.is_empty());
         assert_eq!(cfg.clients.len(), 3);
-        assert_eq!(cfg.approvals.required(false, &[(cfg.book.tokens["USDC"].address, alloy::primitives::U256::from(60_000_000_000u64))]), 2);
+        assert_eq!(
+            cfg.approvals.required(
+                false,
+                &[(cfg.book.tokens["USDC"].address, alloy::primitives::U256::from(60_000_000_000u64))]
+            ),
+            2
+        );
         assert_eq!(cfg.approvals.required(true, &[]), 2);
         assert!(cfg.guard.assets.iter().any(|a| a.auto_approve_max.is_some()));
         assert!(!cfg.guard.allowed_calls.is_empty());

@@ -20,11 +20,11 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -182,7 +182,8 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
 }
 
 fn refused(status: StatusCode, why: &str) -> Response {
-    let body = format!("<p class=\"error\" id=\"error\">{}</p><p><a href=\"/approvals\">Back</a></p>", esc(why));
+    let body =
+        format!("<p class=\"error\" id=\"error\">{}</p><p><a href=\"/approvals\">Back</a></p>", esc(why));
     html(status, layout("Refused", None, &body))
 }
 
@@ -211,19 +212,25 @@ impl Page {
 
     /// The approver a form POST acts for: signed in, same origin, and the form's CSRF token is
     /// the session's. Otherwise the refusal to answer.
-    fn authorise(&self, headers: &HeaderMap, csrf: &str) -> Result<String, Response> {
+    fn authorise(&self, headers: &HeaderMap, csrf: &str) -> Result<String, Box<Response>> {
         if cross_origin(headers) {
-            return Err(refused(StatusCode::FORBIDDEN, "Refused: the form was sent from another site."));
+            return Err(Box::new(refused(
+                StatusCode::FORBIDDEN,
+                "Refused: the form was sent from another site.",
+            )));
         }
         let Some((name, want)) = self.session(headers) else {
-            return Err(refused(StatusCode::UNAUTHORIZED, "Refused: you are not signed in (or your session ended)."));
+            return Err(Box::new(refused(
+                StatusCode::UNAUTHORIZED,
+                "Refused: you are not signed in (or your session ended).",
+            )));
         };
         if !same(csrf, &want) {
             tracing::warn!(approver = %name, "approvals page: a form with a wrong CSRF token was refused");
-            return Err(refused(
+            return Err(Box::new(refused(
                 StatusCode::FORBIDDEN,
                 "Refused: the form's CSRF token does not match your session. Reload the page and try again.",
-            ));
+            )));
         }
         Ok(name)
     }
@@ -265,7 +272,8 @@ struct LoginForm {
 /// an unknown name costs the same time as a wrong password.
 fn password_ok(hash: Option<&str>, password: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$DgCN2Wc8SaBN1sDPN1Ntn0ad2xsEyTqyfZ9v4ST45Lk";
+    const DUMMY: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$DgCN2Wc8SaBN1sDPN1Ntn0ad2xsEyTqyfZ9v4ST45Lk";
     let Ok(parsed) = PasswordHash::new(hash.unwrap_or(DUMMY)) else { return false };
     argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && hash.is_some()
 }
@@ -296,7 +304,8 @@ async fn login(State(page): State<Arc<Page>>, headers: HeaderMap, Form(form): Fo
         .find(|c| c.name == name && c.role == Role::Approver)
         .and_then(|c| c.password_hash.clone());
     let password = Zeroizing::new(form.password);
-    let ok = tokio::task::spawn_blocking(move || password_ok(hash.as_deref(), &password)).await.unwrap_or(false);
+    let ok =
+        tokio::task::spawn_blocking(move || password_ok(hash.as_deref(), &password)).await.unwrap_or(false);
     if !ok {
         page.failed(&name);
         tracing::warn!(approver = %name, "approvals page: sign-in refused (wrong name or password)");
@@ -305,7 +314,8 @@ async fn login(State(page): State<Arc<Page>>, headers: HeaderMap, Form(form): Fo
     page.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
     let id = random_hex();
     let ttl = Duration::from_secs(page.svc.config.approvals.session_ttl_secs.max(60));
-    let session = Session { name: name.clone(), csrf: random_hex(), expires: Instant::now() + ttl, flash: None };
+    let session =
+        Session { name: name.clone(), csrf: random_hex(), expires: Instant::now() + ttl, flash: None };
     page.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(session_key(&id), session);
     tracing::info!(approver = %name, "approvals page: signed in");
     let secure = if page.svc.config.approvals.secure_cookie { "; Secure" } else { "" };
@@ -326,7 +336,7 @@ struct CsrfForm {
 
 async fn logout(State(page): State<Arc<Page>>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
     if let Err(resp) = page.authorise(&headers, &form.csrf) {
-        return resp;
+        return *resp;
     }
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         page.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_key(id));
@@ -345,11 +355,12 @@ async fn approve(
 ) -> Response {
     let name = match page.authorise(&headers, &form.csrf) {
         Ok(n) => n,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let text = match page.svc.approve(&id, &name).await {
         Ok(rec) if rec.state == RequestState::Pending => {
-            let (have, need) = page.svc.approval_progress(&id).await.map(|(a, n)| (a.len(), n)).unwrap_or((1, 2));
+            let (have, need) =
+                page.svc.approval_progress(&id).await.map(|(a, n)| (a.len(), n)).unwrap_or((1, 2));
             format!("You approved request {id}: {have} of {need} approvals; it waits for another approver.")
         }
         Ok(rec) => format!("You approved request {id}: it is {}.", rec.state),
@@ -375,7 +386,7 @@ async fn reject(
 ) -> Response {
     let name = match page.authorise(&headers, &form.csrf) {
         Ok(n) => n,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let text = match page.svc.reject(&id, &name, form.reason.trim()).await {
         Ok(_) => format!("You rejected request {id}."),
@@ -412,11 +423,20 @@ fn time_fmt(secs: i64) -> Option<String> {
 fn named(n: &super::approvals::Named) -> String {
     match &n.name {
         Some(name) => format!("<b>{}</b> <span class=\"addr\">{}</span>", esc(name), n.address),
-        None => format!("<span class=\"warn\">not in the root's address book</span> <span class=\"addr\">{}</span>", n.address),
+        None => format!(
+            "<span class=\"warn\">not in the root's address book</span> <span class=\"addr\">{}</span>",
+            n.address
+        ),
     }
 }
 
-fn request_card(rec: &RequestRecord, v: &RequestView, approvals: &[super::store::Approval], need: u32, csrf: &str) -> String {
+fn request_card(
+    rec: &RequestRecord,
+    v: &RequestView,
+    approvals: &[super::store::Approval],
+    need: u32,
+    csrf: &str,
+) -> String {
     let id = esc(&rec.id);
     let mut out = format!(
         "<div class=\"card\" id=\"request-{id}\"><h3>Request {id} <small>({kind}, from {req}, queued {at}, expires {exp})</small></h3>",
@@ -458,7 +478,12 @@ fn request_card(rec: &RequestRecord, v: &RequestView, approvals: &[super::store:
                 );
             }
             if let Some(b) = &c.block {
-                let _ = write!(out, "<li>planned at block {} ({}), prices of that block</li>", b.number, time(b.timestamp));
+                let _ = write!(
+                    out,
+                    "<li>planned at block {} ({}), prices of that block</li>",
+                    b.number,
+                    time(b.timestamp)
+                );
             }
             for b in &v.budgets {
                 let _ = write!(out, "<li class=\"budget\">{}</li>", esc(b));
@@ -471,7 +496,9 @@ fn request_card(rec: &RequestRecord, v: &RequestView, approvals: &[super::store:
             }
             out.push_str("</ul></div>");
         }
-        None => out.push_str("<p class=\"claim\">The requester sent no context (policy, prices, budgets).</p>"),
+        None => {
+            out.push_str("<p class=\"claim\">The requester sent no context (policy, prices, budgets).</p>")
+        }
     }
     let who: Vec<String> = approvals.iter().map(|a| esc(&a.approver)).collect();
     let _ = write!(
@@ -517,7 +544,11 @@ async fn index(State(page): State<Arc<Page>>, headers: HeaderMap) -> Response {
     for rec in all.iter().filter(|r| r.state != RequestState::Pending).take(20) {
         let v = view(rec, &svc.config.book);
         let what = v.admin.clone().unwrap_or_else(|| {
-            v.calls.iter().map(|c| format!("{} {}", c.action, c.amount.clone().unwrap_or_default())).collect::<Vec<_>>().join("; ")
+            v.calls
+                .iter()
+                .map(|c| format!("{} {}", c.action, c.amount.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ")
         });
         let _ = write!(
             body,

@@ -539,8 +539,8 @@ mod tests {
 #[cfg(test)]
 mod tests_support {
     use super::*;
-    pub(super) use crate::root::guard::GuardRule;
     use crate::root::config::HsmSection;
+    pub(super) use crate::root::guard::GuardRule;
     use crate::root::guard::{AssetLimits, GuardConfig, ServedModule};
     use alloy::primitives::U256;
     use treasury_chain::{Call, Operation};

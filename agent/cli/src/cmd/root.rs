@@ -172,11 +172,8 @@ impl RootCmd {
                 Ok(())
             }
             Self::HashPassword => {
-                let password = crate::prompt::secret_or_prompt(
-                    APPROVER_PASSWORD_ENV,
-                    "New approver password",
-                    true,
-                )?;
+                let password =
+                    crate::prompt::secret_or_prompt(APPROVER_PASSWORD_ENV, "New approver password", true)?;
                 if password.chars().count() < 12 {
                     anyhow::bail!("an approver's password needs at least 12 characters");
                 }

@@ -332,7 +332,8 @@ impl Scenario<'_> {
                         // No terminal to answer: only the page decides.
                         None => {
                             let state = decided_on_page(&root, &request.id).await;
-                            self.shared.event(format!("root request {} {state} on the approvals page", request.id));
+                            self.shared
+                                .event(format!("root request {} {state} on the approvals page", request.id));
                             if state != RequestState::Approved && state != RequestState::Signed {
                                 approved = false;
                             }

@@ -180,8 +180,12 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let text = super::config::render(dir, &rpc, &deployment, &root_url, keeper_key.address())?;
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     pin_policies(dir, &config_path, reports.len()).await?;
-    let saved =
-        Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints, approvers };
+    let saved = Saved {
+        root_token: root_token.clone(),
+        approver_token: approver_token.clone(),
+        fingerprints,
+        approvers,
+    };
     let path = dir.join(SAVED);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -603,8 +607,11 @@ impl Hsm {
         text.push_str(&book(d, recipients));
         let path = self.dir.join("root.toml");
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        let tokens =
-            RootTokens { requester: agent_token.to_string(), approver: approver_token.to_string(), approvers };
+        let tokens = RootTokens {
+            requester: agent_token.to_string(),
+            approver: approver_token.to_string(),
+            approvers,
+        };
         Ok((path, db, tokens))
     }
 }
@@ -615,7 +622,8 @@ async fn registered_group_key(provider: &DynProvider, module: Address) -> anyhow
     use alloy::rpc::types::Filter;
     use alloy::sol_types::SolEvent;
     use treasury_chain::contracts::TreasuryModule::GroupKeyChanged;
-    let filter = Filter::new().address(module).event_signature(GroupKeyChanged::SIGNATURE_HASH).from_block(0u64);
+    let filter =
+        Filter::new().address(module).event_signature(GroupKeyChanged::SIGNATURE_HASH).from_block(0u64);
     let logs = provider.get_logs(&filter).await.context("reading the module's GroupKeyChanged events")?;
     let last = logs.last().context("the module logged no GroupKeyChanged event")?;
     let event = GroupKeyChanged::decode_log_data(last.data()).context("decoding GroupKeyChanged")?;
@@ -634,10 +642,15 @@ struct RootTokens {
 
 /// The root's `[book]`: the demo's tokens and named recipients, for the approvals page.
 fn book(d: &Deployment, recipients: &[Address]) -> String {
-    let mut text = String::from("\n[book.tokens.ETH]\naddress = \"0x0000000000000000000000000000000000000000\"\ndecimals = 18\n");
+    let mut text = String::from(
+        "\n[book.tokens.ETH]\naddress = \"0x0000000000000000000000000000000000000000\"\ndecimals = 18\n",
+    );
     for (symbol, decimals) in [("USDC", 6), ("GOV", 18)] {
         if let Some(t) = d.token(symbol) {
-            text.push_str(&format!("\n[book.tokens.{symbol}]\naddress = \"{}\"\ndecimals = {decimals}\n", t.address));
+            text.push_str(&format!(
+                "\n[book.tokens.{symbol}]\naddress = \"{}\"\ndecimals = {decimals}\n",
+                t.address
+            ));
         }
     }
     text.push_str("\n[book.names]\n");

@@ -44,7 +44,9 @@ impl Browser {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{driver_bin}: {e} (run scripts/install.sh: it installs chromium-driver)"));
+            .unwrap_or_else(|e| {
+                panic!("{driver_bin}: {e} (run scripts/install.sh: it installs chromium-driver)")
+            });
         let mut line = String::new();
         let mut out = BufReader::new(driver.stdout.take().unwrap());
         while !line.contains("started successfully") {

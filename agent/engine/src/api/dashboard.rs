@@ -175,7 +175,7 @@ fn grouped(v: f64, places: usize) -> String {
     let (whole, frac) = text.split_once('.').map_or((text.as_str(), ""), |(w, f)| (w, f));
     let mut out = String::new();
     for (i, c) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -191,8 +191,8 @@ fn units(v: alloy::primitives::U256, decimals: u8) -> f64 {
 /// A budget period in words (`1 day`, `7 days`, `3600 s`).
 fn period(secs: u64) -> String {
     match secs {
-        s if s % 86_400 == 0 => format!("{} day{}", s / 86_400, if s == 86_400 { "" } else { "s" }),
-        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s.is_multiple_of(86_400) => format!("{} day{}", s / 86_400, if s == 86_400 { "" } else { "s" }),
+        s if s.is_multiple_of(3600) => format!("{} h", s / 3600),
         s => format!("{s} s"),
     }
 }
@@ -279,7 +279,9 @@ async fn page(State(s): State<Shared>, headers: HeaderMap) -> Response {
     }
     // Health of the signer nodes and the root.
     let gauges = s.metrics.gauges();
-    body.push_str("<div class=\"card\" id=\"health\"><h2>Signers</h2><table><tr><th>signer</th><th>state</th></tr>");
+    body.push_str(
+        "<div class=\"card\" id=\"health\"><h2>Signers</h2><table><tr><th>signer</th><th>state</th></tr>",
+    );
     for (node, up) in &gauges.signers {
         let _ = write!(
             body,
@@ -297,7 +299,9 @@ async fn page(State(s): State<Shared>, headers: HeaderMap) -> Response {
         Some(client) => match tokio::time::timeout(Duration::from_secs(2), client.health()).await {
             Ok(Ok(h)) if h.hsm_connected => "<td>root</td><td class=\"up\">up, HSM connected</td>".into(),
             Ok(Ok(_)) => "<td>root</td><td class=\"down\">up, HSM not connected</td>".into(),
-            Ok(Err(e)) => format!("<td>root</td><td class=\"down\">{}</td>", esc(&treasury_signer::error_chain(&e))),
+            Ok(Err(e)) => {
+                format!("<td>root</td><td class=\"down\">{}</td>", esc(&treasury_signer::error_chain(&e)))
+            }
             Err(_) => "<td>root</td><td class=\"down\">no answer within 2 s</td>".into(),
         },
     };
@@ -322,11 +326,15 @@ async fn page(State(s): State<Shared>, headers: HeaderMap) -> Response {
     };
     for i in intents {
         let tx = match s.journal.operation_of(i.id).await {
-            Ok(Some(op)) => s.journal.latest_transaction(&op.operation_id).await.ok().flatten().map(|t| t.tx.tx_hash),
+            Ok(Some(op)) => {
+                s.journal.latest_transaction(&op.operation_id).await.ok().flatten().map(|t| t.tx.tx_hash)
+            }
             _ => None,
         };
         let tx = match (tx, explorer(s.status.chain_id)) {
-            (Some(h), Some(base)) => format!("<a class=\"mono\" href=\"{base}/tx/{h}\" rel=\"noreferrer\">{h}</a>"),
+            (Some(h), Some(base)) => {
+                format!("<a class=\"mono\" href=\"{base}/tx/{h}\" rel=\"noreferrer\">{h}</a>")
+            }
             (Some(h), None) => format!("<span class=\"mono\">{h}</span>"),
             (None, _) => String::new(),
         };

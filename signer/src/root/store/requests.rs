@@ -237,7 +237,9 @@ impl Store {
         let fail = || RootError::store("read the approvals of a request");
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT approver, at, tag FROM approvals WHERE request_id = ? ORDER BY at, approver")
+            .prepare_cached(
+                "SELECT approver, at, tag FROM approvals WHERE request_id = ? ORDER BY at, approver",
+            )
             .map_err(fail())?;
         let rows = stmt
             .query_map(params![id], |r| {
@@ -252,7 +254,9 @@ impl Store {
         let fail = || RootError::store("read the decision log");
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT request_id, action, by, at, reason FROM decisions ORDER BY seq DESC LIMIT ?")
+            .prepare_cached(
+                "SELECT request_id, action, by, at, reason FROM decisions ORDER BY seq DESC LIMIT ?",
+            )
             .map_err(fail())?;
         let rows = stmt
             .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], decision_from_row)

@@ -51,11 +51,16 @@ impl Pipeline {
         };
         match read_snapshot(&self.provider, &self.spec, block).await {
             Ok(snap) => {
-                ctx.block =
-                    Some(ContextBlock { number: snap.block_number, hash: snap.block_hash, timestamp: snap.timestamp });
+                ctx.block = Some(ContextBlock {
+                    number: snap.block_number,
+                    hash: snap.block_hash,
+                    timestamp: snap.timestamp,
+                });
                 let outflows = treasury_chain::tiers::outflows(&flight.planned.operation);
                 for a in &snap.assets {
-                    if let Some(usd) = a.price.as_ref().filter(|p| !p.stale).and_then(|p| usd_e8(p.answer, p.decimals)) {
+                    if let Some(usd) =
+                        a.price.as_ref().filter(|p| !p.stale).and_then(|p| usd_e8(p.answer, p.decimals))
+                    {
                         ctx.prices.push(ContextPrice { token: a.token, decimals: a.decimals, usd_e8: usd });
                     }
                     if let (Some(b), Some(out)) = (&a.budget, outflows.get(&a.token))
@@ -74,7 +79,8 @@ impl Pipeline {
             Err(e) => tracing::warn!(error = %e, "escalation context: cannot read the planning block"),
         }
         ctx.simulation = Some(
-            match simulate(&self.provider, self.spec.safe, self.spec.module, &flight.planned.operation).await {
+            match simulate(&self.provider, self.spec.safe, self.spec.module, &flight.planned.operation).await
+            {
                 Ok(Simulation::Ok) => "every call succeeds at the latest block".into(),
                 Ok(Simulation::Reverts(reason)) => format!("reverts at the latest block: {reason}"),
                 Err(e) => format!("could not be simulated: {e}"),
@@ -91,7 +97,10 @@ mod tests {
     #[test]
     fn feed_answers_scale_to_eight_decimals() {
         assert_eq!(usd_e8(I256::try_from(99_990_000i64).unwrap(), 8), Some(U256::from(99_990_000u64)));
-        assert_eq!(usd_e8(I256::try_from(2_000_000_000_000_000_000i128).unwrap(), 18), Some(U256::from(200_000_000u64)));
+        assert_eq!(
+            usd_e8(I256::try_from(2_000_000_000_000_000_000i128).unwrap(), 18),
+            Some(U256::from(200_000_000u64))
+        );
         assert_eq!(usd_e8(I256::try_from(3i64).unwrap(), 0), Some(U256::from(300_000_000u64)));
         assert_eq!(usd_e8(I256::ZERO, 8), None);
         assert_eq!(usd_e8(I256::try_from(-1i64).unwrap(), 8), None);
