@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use treasury_signer::root::config::{HsmSection, ServiceConfig, new_token};
 use treasury_signer::root::pin::{PIN_ENV, SO_PIN_ENV};
 use treasury_signer::root::store::{RequestRecord, RequestState};
-use treasury_signer::root::{Hsm, HsmConfig, Pin, RootClient, RootService, hsm};
+use treasury_signer::root::{Hsm, HsmConfig, RootClient, RootService, hsm};
 
 /// `treasury root` subcommands.
 #[derive(Debug, Subcommand)]
@@ -67,7 +67,7 @@ pub struct HsmArgs {
 
 impl HsmArgs {
     pub(crate) fn config(&self) -> anyhow::Result<HsmConfig> {
-        let pin = Pin::resolve(self.pin_file.as_deref(), PIN_ENV).context("reading the user PIN")?;
+        let pin = crate::prompt::pin(self.pin_file.as_deref(), PIN_ENV, "user PIN")?;
         Ok(HsmConfig {
             module: self.pkcs11_module.clone(),
             token_label: self.token.clone(),
@@ -243,7 +243,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
     let created_token = if hsm::find_token(&hsm::load_module(&cfg.module)?, &cfg.token_label).is_ok() {
         false
     } else {
-        let so = Pin::resolve(a.so_pin_file.as_deref(), SO_PIN_ENV)
+        let so = crate::prompt::pin(a.so_pin_file.as_deref(), SO_PIN_ENV, "SO PIN")
             .context("creating the token needs the SO PIN")?;
         hsm::init_token(&cfg.module, &cfg.token_label, &so, &cfg.pin).context("creating the token")?
     };

@@ -10,7 +10,7 @@ use treasury_signer::quorum::guard::GuardConfig;
 use treasury_signer::quorum::node::{BoundNode, parse_allow, parse_budget};
 use treasury_signer::quorum::replay::{IntentLedger, ReplayConfig, ReplayMode, pin_policy};
 use treasury_signer::quorum::store::{
-    COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, create_coordinator_key,
+    COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, create_coordinator_key,
 };
 
 /// `treasury signer` subcommands.
@@ -187,7 +187,7 @@ impl SignerCmd {
                     );
                 }
                 let replay = ReplayConfig { mode, rpc: a.rpc };
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", true)?;
                 let config = NodeConfig { coordinators: a.coordinators, guard, replay };
                 let report = NodeStore::init(&a.dir, &pass, config)
                     .with_context(|| format!("initialising {}", a.dir.display()))?;
@@ -195,7 +195,7 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::Pin(a) => {
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let pin = treasury_signer::quorum::store::pin_roster(&a.dir, &pass, a.threshold, &a.peers)
                     .with_context(|| format!("pinning the roster of {}", a.dir.display()))?;
                 println!(
@@ -218,7 +218,7 @@ impl SignerCmd {
                 let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
                 let bundle =
                     treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies);
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let store = NodeStore::open(&a.dir, &pass)?;
                 let hash = pin_policy(&a.dir, &store.secrets.identity()?, &bundle)
                     .with_context(|| format!("pinning the policy set of {}", a.dir.display()))?;
@@ -239,7 +239,7 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::Serve(a) => {
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let node = BoundNode::bind(&a.dir, &pass, a.listen)
                     .await
                     .with_context(|| format!("opening node {}", a.dir.display()))?;
@@ -276,7 +276,11 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::CoordinatorKey(a) => {
-                let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(
+                    COORDINATOR_PASSPHRASE_ENV,
+                    "coordinator key passphrase",
+                    true,
+                )?;
                 let public = create_coordinator_key(&a.out, &pass)
                     .with_context(|| format!("creating {}", a.out.display()))?;
                 println!(
