@@ -48,6 +48,9 @@ pub enum Command {
     Intents(cmd::intents::IntentsCmd),
     /// Queue a run of a manual policy for the running agent.
     Trigger(cmd::trigger::TriggerArgs),
+    /// Executed payments and swaps for bookkeeping.
+    #[command(subcommand)]
+    Payments(cmd::payments::PaymentsCmd),
     /// The whole system locally (anvil, HSM root, signer quorum, agent) with a live demo scenario.
     Dev(cmd::dev::DevArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -67,6 +70,7 @@ impl Command {
             Command::Status(args) => args.run().await,
             Command::Intents(cmd) => cmd.run().await,
             Command::Trigger(args) => args.run().await,
+            Command::Payments(cmd) => cmd.run().await,
             Command::Dev(args) => args.run().await,
             Command::Completions(args) => args.run(),
         }

@@ -367,6 +367,62 @@ async fn the_dev_escalation_is_approved_on_the_page_and_the_grant_lands_on_anvil
     b.shot("dashboard").await;
     b.close().await;
 
+    // Bookkeeping: every executed payment and swap, with names, USD values, fees and hashes.
+    let export = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_treasury"))
+            .args([
+                "payments",
+                "export",
+                "--from",
+                "2000-01-01",
+                "--to",
+                "2100-12-31",
+                "--format",
+                format,
+                "--config",
+            ])
+            .arg(state.join("treasury.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rows: serde_json::Value = serde_json::from_str(&export("json")).unwrap();
+    let rows = rows.as_array().unwrap();
+    let grant = rows.iter().find(|r| r["policy"] == "gov_grant").expect("the grant is exported");
+    assert_eq!(grant["recipient_name"], "grantee", "{grant}");
+    assert_eq!((grant["token"].as_str(), grant["amount"].as_str()), (Some("GOV"), Some("30000")), "{grant}");
+    assert!(grant["usd_value"].as_str().is_some_and(|v| !v.starts_with('0')), "{grant}");
+    assert!(grant["fee_eth"].as_str().is_some_and(|v| v != "0"), "{grant}");
+    assert_eq!(rows.iter().filter(|r| r["kind"] == "swap").count(), 1, "the rebalance's swap: {rows:?}");
+    assert_eq!(rows.iter().filter(|r| r["policy"] == "payroll").count(), 2);
+    let csv = export("csv");
+    assert!(csv.starts_with(
+        "date,treasury,policy,kind,recipient_name,recipient_address,token,amount,usd_value,fee_eth,tx_hash\n"
+    ));
+    assert_eq!(csv.lines().count(), rows.len() + 1, "{csv}");
+    assert!(csv.contains(",gov_grant,pay,grantee,"), "{csv}");
+    let none: serde_json::Value = serde_json::from_str(&{
+        let out = Command::new(env!("CARGO_BIN_EXE_treasury"))
+            .args([
+                "payments",
+                "export",
+                "--from",
+                "2000-01-01",
+                "--to",
+                "2000-01-31",
+                "--format",
+                "json",
+                "--config",
+            ])
+            .arg(state.join("treasury.toml"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .unwrap();
+    assert_eq!(none, serde_json::json!([]), "nothing executed in January 2000");
+
     // Ctrl-C: the summary shows the grant paid on anvil.
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -4,6 +4,7 @@ pub mod config;
 pub mod dev;
 pub mod dkg;
 pub mod intents;
+pub mod payments;
 pub mod policy;
 pub mod root;
 pub mod run;
