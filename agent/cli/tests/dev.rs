@@ -83,6 +83,17 @@ fn the_scenario_runs_to_the_end_and_the_summary_shows_what_the_policies_paid() {
     });
     assert!(out.status.success(), "treasury dev failed: {}\nstderr:\n{stderr}", summary["error"]);
     assert_eq!(summary["ok"], true);
+    // The group key reported is the one the DKG made and the module registered, not the
+    // placeholder the module was deployed with.
+    let quorum = std::fs::read_to_string(state.join("quorum.toml")).unwrap();
+    let quorum: toml::Value = toml::from_str(&quorum).unwrap();
+    let dkg_x = quorum["group_key_x"].as_str().unwrap_or_else(|| panic!("quorum.toml group_key_x: {quorum}"));
+    let reported = &summary["deployment"]["group_key"];
+    assert_eq!(
+        reported["x"].as_str().unwrap().trim_start_matches("0x").trim_start_matches('0'),
+        dkg_x.trim_start_matches("0x").trim_start_matches('0'),
+        "{reported}"
+    );
 
     // Each jump of the clock crosses exactly the schedules it names.
     let steps = summary["steps"].as_array().unwrap();

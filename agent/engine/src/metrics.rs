@@ -157,6 +157,7 @@ struct Status {
     last_block: Option<u64>,
     keeper: Option<(Address, u128)>,
     signers: BTreeMap<String, bool>,
+    snapshots: BTreeMap<Address, treasury_chain::snapshot::Snapshot>,
 }
 
 /// The agent's metrics; thread-safe, shared as `Arc<Metrics>`.
@@ -304,6 +305,21 @@ impl Metrics {
         let float = |v: alloy::primitives::U256| v.to_string().parse::<f64>().unwrap_or(f64::MAX);
         let ratio = if limit.is_zero() { 1.0 } else { float(spent) / float(limit) };
         self.budget_used.get_or_create(&AssetLabel { asset: asset.to_string() }).set(ratio.clamp(0.0, 1.0));
+    }
+
+    /// Keeps the newest snapshot of its Safe's treasury, for the dashboard.
+    pub fn set_snapshot(&self, snapshot: &treasury_chain::snapshot::Snapshot) {
+        let mut status = self.status();
+        let newer =
+            status.snapshots.get(&snapshot.safe).is_none_or(|s| s.block_number <= snapshot.block_number);
+        if newer {
+            status.snapshots.insert(snapshot.safe, snapshot.clone());
+        }
+    }
+
+    /// The newest snapshot of each treasury (by Safe) the pipeline read.
+    pub fn snapshots(&self) -> Vec<treasury_chain::snapshot::Snapshot> {
+        self.status().snapshots.values().cloned().collect()
     }
 
     /// Records whether signer node `node` answered at the last look.

@@ -107,7 +107,14 @@ async fn through_service(hsm: &HsmSection, dir: &Path, n: usize, durability: Dur
             allowed_calls: vec![],
             max_deadline_secs: None,
         },
-        clients: vec![ClientEntry { name: "bench".into(), role: Role::Requester, token_sha256: hash }],
+        clients: vec![ClientEntry {
+            name: "bench".into(),
+            role: Role::Requester,
+            token_sha256: hash,
+            password_hash: None,
+        }],
+        approvals: Default::default(),
+        book: Default::default(),
     };
     let svc = RootService::open_with(config, durability).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -59,8 +59,13 @@ pub struct ClientEntry {
     pub name: String,
     /// Role.
     pub role: Role,
-    /// Hex SHA-256 of the bearer token.
+    /// Hex SHA-256 of the bearer token (for the API and the CLI); empty: no token.
+    #[serde(default)]
     pub token_sha256: String,
+    /// Argon2id hash (PHC string) of the approver's password for the approvals page, made by
+    /// `treasury root hash-password`; absent: this client cannot sign in to the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
 }
 
 impl ClientEntry {
@@ -121,6 +126,76 @@ pub struct ServiceConfig {
     /// API clients.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+    /// How many approvers a request needs, and the approvals page's sessions.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    /// Names the approvals page shows for tokens and addresses.
+    #[serde(default)]
+    pub book: super::approvals::Book,
+}
+
+fn default_session_ttl() -> u64 {
+    3600
+}
+fn one() -> u32 {
+    1
+}
+
+/// `[approvals]`: the k-of-m rules and the page's sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Distinct approvers an admin operation needs. Default 1.
+    #[serde(default = "one")]
+    pub admin_approvers: u32,
+    /// Rules by amount: a request needs the largest `approvers` of the rules it exceeds, at least 1.
+    #[serde(default)]
+    pub rules: Vec<ApprovalRule>,
+    /// Seconds a page session lasts after sign-in. Default 3600.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` (set it when TLS terminates in front of the service).
+    #[serde(default)]
+    pub secure_cookie: bool,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            admin_approvers: 1,
+            rules: Vec::new(),
+            session_ttl_secs: default_session_ttl(),
+            secure_cookie: false,
+        }
+    }
+}
+
+/// A k-of-m rule: a request moving more than `above` of `token` needs `approvers` distinct approvers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// Asset (the zero address for ETH).
+    pub token: Address,
+    /// Amount in the asset's smallest unit above which the rule applies.
+    pub above: alloy::primitives::U256,
+    /// Distinct approvers needed.
+    pub approvers: u32,
+}
+
+impl ApprovalsConfig {
+    /// Distinct approvers a request with these per-asset `totals` needs (admin operations:
+    /// `admin_approvers`); never less than 1.
+    pub fn required(&self, admin: bool, totals: &[(Address, alloy::primitives::U256)]) -> u32 {
+        let by_amount = self
+            .rules
+            .iter()
+            .filter(|r| totals.iter().any(|(t, a)| *t == r.token && *a > r.above))
+            .map(|r| r.approvers)
+            .max()
+            .unwrap_or(1);
+        let base = if admin { self.admin_approvers } else { 1 };
+        by_amount.max(base).max(1)
+    }
 }
 
 impl ServiceConfig {
@@ -142,7 +217,39 @@ impl ServiceConfig {
                 dup.token
             )));
         }
+        cfg.check_approvals().map_err(|e| RootError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
+    }
+
+    /// Refuses rules no set of configured approvers can meet, and duplicate client names (an
+    /// approval counts once per name).
+    fn check_approvals(&self) -> std::result::Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(dup) = self.clients.iter().find(|c| !names.insert(c.name.as_str())) {
+            return Err(format!("[[clients]] names {:?} twice; each client needs its own name", dup.name));
+        }
+        let approvers = self.approvers().count() as u32;
+        let most =
+            self.approvals.rules.iter().map(|r| r.approvers).chain([self.approvals.admin_approvers]).max();
+        if let Some(most) = most.filter(|m| *m > approvers.max(1)) {
+            return Err(format!(
+                "[approvals] asks for {most} approvers but only {approvers} [[clients]] have role \"approver\""
+            ));
+        }
+        if self.approvals.rules.iter().any(|r| r.approvers == 0) || self.approvals.admin_approvers == 0 {
+            return Err("[approvals]: a rule needs at least 1 approver".into());
+        }
+        Ok(())
+    }
+
+    /// The clients with role approver.
+    pub fn approvers(&self) -> impl Iterator<Item = &ClientEntry> {
+        self.clients.iter().filter(|c| c.role == Role::Approver)
+    }
+
+    /// Whether `name` is a configured approver.
+    pub fn is_approver(&self, name: &str) -> bool {
+        self.approvers().any(|c| c.name == name)
     }
 
     /// The client whose token this is.
@@ -167,7 +274,15 @@ mod tests {
         assert_eq!(cfg.listen.port(), DEFAULT_PORT);
         assert_ne!(DEFAULT_PORT, 7400, "a signer node listens on 7400 by default");
         assert!(!cfg.guard.modules.is_empty() && !cfg.guard.assets.is_empty());
-        assert_eq!(cfg.clients.len(), 2);
+        assert_eq!(cfg.clients.len(), 3);
+        assert_eq!(
+            cfg.approvals.required(
+                false,
+                &[(cfg.book.tokens["USDC"].address, alloy::primitives::U256::from(60_000_000_000u64))]
+            ),
+            2
+        );
+        assert_eq!(cfg.approvals.required(true, &[]), 2);
         assert!(cfg.guard.assets.iter().any(|a| a.auto_approve_max.is_some()));
         assert!(!cfg.guard.allowed_calls.is_empty());
     }

@@ -9,6 +9,8 @@
 //! - `POST /v1/requests/{id}/approve` (approver) → [`RequestRecord`].
 //! - `POST /v1/requests/{id}/reject` (approver), body `{"reason": …}` → [`RequestRecord`].
 //! - `GET  /v1/requests/{id}/decisions` (approver) → every decision with who and when.
+//!
+//! The approvals page ([`super::page`]) is served beside the API, under `/approvals`.
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -131,7 +133,8 @@ pub fn router(svc: Arc<RootService>) -> Router {
         .route("/v1/requests/{id}/approve", post(approve))
         .route("/v1/requests/{id}/reject", post(reject))
         .route("/v1/requests/{id}/decisions", get(decisions))
-        .with_state(svc)
+        .with_state(svc.clone())
+        .merge(super::page::router(svc))
 }
 
 async fn health(State(svc): State<Arc<RootService>>, headers: HeaderMap) -> ApiResult<Json<Health>> {

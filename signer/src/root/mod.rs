@@ -12,8 +12,10 @@
 //! - [`config`]: the service's config file and client credentials.
 //! - [`service`]: guard, queue, approvals, signing worker.
 //! - [`http`]: the authenticated HTTP API; [`client`]: its client.
+//! - [`approvals`]: a request decoded for its approvers; [`page`]: the approvals page.
 //! - [`bench`]: latency through the service against the bare `C_Sign`.
 //! - [`escalation`]: tier classification from chain and the FROST + root authorisation the agent calls.
+pub mod approvals;
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod escalation;
 pub mod guard;
 pub mod hsm;
 pub mod http;
+pub mod page;
 pub mod pin;
 pub mod request;
 pub mod service;

@@ -239,28 +239,73 @@ impl RootService {
             }
             return Ok(());
         }
-        let want = self.approval_tag(&rec.id, rec.digest, by);
-        let stored = self.store.approval_tag(&rec.id)?.unwrap_or_default();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_bytes(), stored.as_bytes())) {
+        let (valid, need) = self.valid_approvals(rec)?;
+        if valid.len() < need as usize {
             return Err(RootError::Unauthorized(format!(
-                "the approval by {by:?} was not made through the service (no valid approval tag)"
+                "request {} needs {need} approvals made through the service by configured approvers; it has {} ({})",
+                rec.id,
+                valid.len(),
+                if valid.is_empty() { "none".to_owned() } else { valid.join(", ") }
             )));
         }
         Ok(())
     }
 
-    /// Approves a pending request as `by` (an authenticated approver), then signs it when the
-    /// HSM is there.
+    /// Approvers needed for `rec` under the current rules.
+    pub fn required_approvals(&self, rec: &RequestRecord) -> u32 {
+        let admin = matches!(rec.request.payload, Payload::Admin { .. });
+        self.config.approvals.required(admin, &rec.totals)
+    }
+
+    /// The approvers of `rec` whose approval carries the service's valid tag and who are approvers
+    /// in the current configuration, and how many the rules need.
+    fn valid_approvals(&self, rec: &RequestRecord) -> Result<(Vec<String>, u32)> {
+        let mut valid = Vec::new();
+        for a in self.store.approvals(&rec.id)? {
+            let want = self.approval_tag(&rec.id, rec.digest, &a.approver);
+            let tagged = bool::from(subtle::ConstantTimeEq::ct_eq(want.as_bytes(), a.tag.as_bytes()));
+            if tagged && self.config.is_approver(&a.approver) && !valid.contains(&a.approver) {
+                valid.push(a.approver);
+            }
+        }
+        Ok((valid, self.required_approvals(rec)))
+    }
+
+    /// Who has approved `id` so far and how many approvals it needs.
+    pub async fn approval_progress(&self, id: &str) -> Result<(Vec<super::store::Approval>, u32)> {
+        in_place(|| {
+            let rec = self.store.get(id)?;
+            Ok((self.store.approvals(id)?, self.required_approvals(&rec)))
+        })
+    }
+
+    /// The newest `limit` decisions on any request, newest first.
+    pub async fn audit_log(&self, limit: usize) -> Result<Vec<Decision>> {
+        in_place(|| self.store.audit_log(limit))
+    }
+
+    /// Records the approval of a pending request by `by` (an authenticated approver); once the
+    /// approvers the rules require have approved, the request is approved and signed when the
+    /// HSM is there. Until then it stays pending.
     pub async fn approve(&self, id: &str, by: &str) -> Result<RequestRecord> {
+        if !self.config.is_approver(by) {
+            return Err(RootError::Unauthorized(format!("{by} is not an approver")));
+        }
         let (rec, signed) = in_place(|| -> Result<_> {
             let pending = self.store.get(id)?;
+            let required = self.required_approvals(&pending);
             let tag = self.approval_tag(id, pending.digest, by);
-            let rec = self.store.approve_tagged(id, by, now(), &tag)?;
+            let rec = self.store.approve_tagged(id, by, now(), &tag, required)?;
+            if rec.state == RequestState::Pending {
+                tracing::info!(id, by, required, "approval recorded; more approvers needed");
+                return Ok((rec, None));
+            }
             tracing::info!(id, by, "request approved");
             self.metrics.decided("approved");
             let signed = self.sign(&rec);
-            Ok((rec, signed))
+            Ok((rec, Some(signed)))
         })?;
+        let Some(signed) = signed else { return Ok(rec) };
         match signed {
             Ok(signed) => Ok(signed),
             Err(e) => {
@@ -271,8 +316,11 @@ impl RootService {
         }
     }
 
-    /// Rejects a pending request as `by` with `reason`.
+    /// Rejects a pending request as `by` with `reason` (which must say something).
     pub async fn reject(&self, id: &str, by: &str, reason: &str) -> Result<RequestRecord> {
+        if reason.trim().is_empty() {
+            return Err(RootError::InvalidInput("a rejection needs a reason".into()));
+        }
         let rec = in_place(|| self.store.reject(id, by, reason, now()))?;
         tracing::info!(id, by, reason, "request rejected");
         self.metrics.decided("rejected");
@@ -463,9 +511,37 @@ fn new_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_period_cap_counts_live_requests_and_frees_rejected_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path()).await;
+        let first = svc.submit(pay(60, 1), "agent").await.unwrap();
+        assert_eq!(first.state, RequestState::Pending);
+        svc.submit(pay(40, 2), "agent").await.unwrap();
+        let err = svc.submit(pay(1, 3), "agent").await.unwrap_err();
+        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+        svc.reject(&first.id, "alice", "no").await.unwrap();
+        svc.submit(pay(60, 4), "agent").await.unwrap();
+        let err = svc.submit(pay(1, 5), "agent").await.unwrap_err();
+        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+        // A restarted service reads the same totals from the file.
+        drop(svc);
+        let svc = service(dir.path()).await;
+        let err = svc.submit(pay(1, 6), "agent").await.unwrap_err();
+        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+    }
+}
+
+/// A service the tests share.
+#[cfg(test)]
+mod tests_support {
     use super::*;
     use crate::root::config::HsmSection;
-    use crate::root::guard::{AssetLimits, GuardConfig, GuardRule, ServedModule};
+    pub(super) use crate::root::guard::GuardRule;
+    use crate::root::guard::{AssetLimits, GuardConfig, ServedModule};
     use alloy::primitives::U256;
     use treasury_chain::{Call, Operation};
 
@@ -473,7 +549,7 @@ mod tests {
     const TO: Address = Address::repeat_byte(0x01);
 
     /// A service whose HSM is absent (nothing is signed) with a 100 wei ETH cap per day.
-    async fn service(dir: &std::path::Path) -> Arc<RootService> {
+    pub(super) async fn service(dir: &std::path::Path) -> Arc<RootService> {
         let pin = dir.join("pin");
         std::fs::write(&pin, "1234").unwrap();
         let config = ServiceConfig {
@@ -501,12 +577,28 @@ mod tests {
                 allowed_calls: vec![],
                 max_deadline_secs: None,
             },
-            clients: vec![],
+            clients: ["alice", "bob"]
+                .map(|name| crate::root::config::ClientEntry {
+                    name: name.into(),
+                    role: crate::root::config::Role::Approver,
+                    token_sha256: String::new(),
+                    password_hash: None,
+                })
+                .to_vec(),
+            approvals: crate::root::config::ApprovalsConfig {
+                rules: vec![crate::root::config::ApprovalRule {
+                    token: Address::ZERO,
+                    above: U256::from(50),
+                    approvers: 2,
+                }],
+                ..Default::default()
+            },
+            book: Default::default(),
         };
         RootService::open(config).await.unwrap()
     }
 
-    fn pay(wei: u64, nonce: u64) -> EscalationRequest {
+    pub(super) fn pay(wei: u64, nonce: u64) -> EscalationRequest {
         let op = Operation {
             calls: vec![Call::new(TO, U256::from(wei), Vec::<u8>::new())],
             nonce: U256::from(nonce),
@@ -514,24 +606,65 @@ mod tests {
         };
         EscalationRequest::operation(op, 1, MODULE)
     }
+}
 
+#[cfg(test)]
+mod approval_rules {
+    use super::tests_support::*;
+    use super::*;
+
+    /// The two-person rule: above 50 wei, one approver's approval leaves the request pending, the
+    /// same approver cannot count twice, a second approver approves it.
     #[tokio::test]
-    async fn the_period_cap_counts_live_requests_and_frees_rejected_ones() {
+    async fn a_large_request_needs_two_distinct_approvers() {
         let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path()).await;
-        let first = svc.submit(pay(60, 1), "agent").await.unwrap();
-        assert_eq!(first.state, RequestState::Pending);
-        svc.submit(pay(40, 2), "agent").await.unwrap();
-        let err = svc.submit(pay(1, 3), "agent").await.unwrap_err();
-        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
-        svc.reject(&first.id, "alice", "no").await.unwrap();
-        svc.submit(pay(60, 4), "agent").await.unwrap();
-        let err = svc.submit(pay(1, 5), "agent").await.unwrap_err();
-        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
-        // A restarted service reads the same totals from the file.
-        drop(svc);
+        let big = svc.submit(pay(60, 1), "agent").await.unwrap();
+        let after_alice = svc.approve(&big.id, "alice").await.unwrap();
+        assert_eq!(after_alice.state, RequestState::Pending, "one of two approvals");
+        let again = svc.approve(&big.id, "alice").await.unwrap_err();
+        assert!(matches!(again, RootError::InvalidInput(_)), "{again}");
+        assert_eq!(svc.get(&big.id).await.unwrap().state, RequestState::Pending);
+        let (approvals, need) = svc.approval_progress(&big.id).await.unwrap();
+        assert_eq!((approvals.len(), need), (1, 2));
+        let after_bob = svc.approve(&big.id, "bob").await.unwrap();
+        assert_eq!(after_bob.state, RequestState::Approved, "two of two (the HSM is away: not signed)");
+        let small = svc.submit(pay(10, 2), "agent").await.unwrap();
+        assert_eq!(svc.approve(&small.id, "alice").await.unwrap().state, RequestState::Approved);
+        let stranger = svc.approve(&small.id, "mallory").await.unwrap_err();
+        assert!(matches!(stranger, RootError::Unauthorized(_)), "{stranger}");
+    }
+
+    /// Attack: a request approved by one approver (the rule was 1 of m when it was approved, or
+    /// the row was marked approved in the file) is not signed while the rules need two.
+    #[tokio::test]
+    async fn one_approval_is_refused_at_signing_when_the_rule_needs_two() {
+        let dir = tempfile::tempdir().unwrap();
         let svc = service(dir.path()).await;
-        let err = svc.submit(pay(1, 6), "agent").await.unwrap_err();
-        assert_eq!(err.guard_rule(), Some(GuardRule::PeriodCap), "{err}");
+        let big = svc.submit(pay(60, 1), "agent").await.unwrap();
+        let tag = svc.approval_tag(&big.id, big.digest, "alice");
+        let approved = svc.store().approve_tagged(&big.id, "alice", now(), &tag, 1).unwrap();
+        assert_eq!(approved.state, RequestState::Approved);
+        svc.sign_pass().await;
+        let after = svc.get(&big.id).await.unwrap();
+        assert_eq!(after.state, RequestState::Rejected, "refused at signing");
+        assert!(after.reason.unwrap_or_default().contains("needs 2 approvals"));
+    }
+
+    /// A rejection needs a reason; the decision log cannot be rewritten.
+    #[tokio::test]
+    async fn a_rejection_needs_a_reason_and_the_log_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path()).await;
+        let r = svc.submit(pay(10, 1), "agent").await.unwrap();
+        assert!(matches!(svc.reject(&r.id, "alice", "  ").await, Err(RootError::InvalidInput(_))));
+        svc.reject(&r.id, "alice", "not this month").await.unwrap();
+        let log = svc.audit_log(10).await.unwrap();
+        assert_eq!(log[0].action, "reject");
+        assert_eq!(log[0].reason.as_deref(), Some("not this month"));
+        let conn = rusqlite::Connection::open(dir.path().join("q.sqlite")).unwrap();
+        let edit = conn.execute("UPDATE decisions SET by = 'bob'", []);
+        assert!(edit.unwrap_err().to_string().contains("append-only"));
+        assert!(conn.execute("DELETE FROM decisions", []).is_err());
     }
 }

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use treasury_signer::quorum::QuorumError;
 use treasury_signer::quorum::coordinator::{PinnedNode, activate_refresh, run_dkg, run_refresh};
 use treasury_signer::quorum::quorum_file::QuorumFile;
-use treasury_signer::quorum::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
+use treasury_signer::quorum::store::{COORDINATOR_PASSPHRASE_ENV, open_coordinator_key};
 
 /// Arguments of `treasury dkg`.
 #[derive(Debug, Args)]
@@ -54,7 +54,8 @@ enum DkgAction {
 impl DkgArgs {
     /// Runs DKG.
     pub async fn run(self) -> anyhow::Result<()> {
-        let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
+        let pass =
+            crate::prompt::passphrase(COORDINATOR_PASSPHRASE_ENV, "coordinator key passphrase", false)?;
         if let Some(DkgAction::Refresh { quorum, activate, json }) = self.action {
             let q = QuorumFile::load(&quorum)?;
             let key = open_coordinator_key(&q.coordinator_key_path(&quorum), &pass)

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use treasury_signer::root::config::{HsmSection, ServiceConfig, new_token};
 use treasury_signer::root::pin::{PIN_ENV, SO_PIN_ENV};
 use treasury_signer::root::store::{RequestRecord, RequestState};
-use treasury_signer::root::{Hsm, HsmConfig, Pin, RootClient, RootService, hsm};
+use treasury_signer::root::{Hsm, HsmConfig, RootClient, RootService, hsm};
 
 /// `treasury root` subcommands.
 #[derive(Debug, Subcommand)]
@@ -17,6 +17,10 @@ pub enum RootCmd {
     Serve(ServeArgs),
     /// Print a new API bearer token (stdout) and the `[[clients]]` entry for the config (stderr).
     NewToken(NewTokenArgs),
+    /// Hash an approver's password for the approvals page (Argon2id): prints the
+    /// `password_hash = "…"` line of its `[[clients]]` entry. The password comes from
+    /// TREASURY_APPROVER_PASSWORD, else a prompt on the terminal (asked twice).
+    HashPassword,
     /// List pending requests.
     Pending(QueueArgs),
     /// Show one request and every decision on it.
@@ -63,7 +67,7 @@ pub struct HsmArgs {
 
 impl HsmArgs {
     pub(crate) fn config(&self) -> anyhow::Result<HsmConfig> {
-        let pin = Pin::resolve(self.pin_file.as_deref(), PIN_ENV).context("reading the user PIN")?;
+        let pin = crate::prompt::pin(self.pin_file.as_deref(), PIN_ENV, "user PIN")?;
         Ok(HsmConfig {
             module: self.pkcs11_module.clone(),
             token_label: self.token.clone(),
@@ -130,6 +134,9 @@ impl QueueArgs {
     }
 }
 
+/// Environment variable holding the password `treasury root hash-password` hashes.
+pub const APPROVER_PASSWORD_ENV: &str = "TREASURY_APPROVER_PASSWORD";
+
 /// Environment variable holding the root service's URL for `treasury root pending|show|approve|reject`.
 pub const ROOT_URL_ENV: &str = "TREASURY_ROOT_URL";
 
@@ -162,6 +169,17 @@ impl RootCmd {
                 let (token, hash) = new_token();
                 println!("{}", token.as_str());
                 eprintln!("[[clients]]\nname = {:?}\nrole = {:?}\ntoken_sha256 = {hash:?}", a.name, a.role);
+                Ok(())
+            }
+            Self::HashPassword => {
+                let password =
+                    crate::prompt::secret_or_prompt(APPROVER_PASSWORD_ENV, "New approver password", true)?;
+                if password.chars().count() < 12 {
+                    anyhow::bail!("an approver's password needs at least 12 characters");
+                }
+                let hash = treasury_signer::root::page::hash_password(&password)
+                    .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+                println!("password_hash = {hash:?}");
                 Ok(())
             }
             Self::Pending(a) => {
@@ -225,7 +243,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
     let created_token = if hsm::find_token(&hsm::load_module(&cfg.module)?, &cfg.token_label).is_ok() {
         false
     } else {
-        let so = Pin::resolve(a.so_pin_file.as_deref(), SO_PIN_ENV)
+        let so = crate::prompt::pin(a.so_pin_file.as_deref(), SO_PIN_ENV, "SO PIN")
             .context("creating the token needs the SO PIN")?;
         hsm::init_token(&cfg.module, &cfg.token_label, &so, &cfg.pin).context("creating the token")?
     };
@@ -356,7 +374,12 @@ fn print_decision(rec: &RequestRecord, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(rec)?);
     } else {
-        println!("{} {} by {}", rec.id, rec.state, rec.decided_by.as_deref().unwrap_or("?"));
+        match (rec.state, rec.decided_by.as_deref()) {
+            (RequestState::Pending, _) => {
+                println!("{} approval recorded; it waits for another approver", rec.id)
+            }
+            (state, by) => println!("{} {state} by {}", rec.id, by.unwrap_or("?")),
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use treasury_signer::quorum::replay::{
     IntentLedger, PinApproval, ReplayConfig, ReplayMode, approve_policy, pin_policy,
 };
 use treasury_signer::quorum::store::{
-    COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, Passphrase, create_coordinator_key,
+    COORDINATOR_PASSPHRASE_ENV, NodeConfig, NodeStore, PASSPHRASE_ENV, create_coordinator_key,
 };
 
 /// `treasury signer` subcommands.
@@ -210,7 +210,7 @@ impl SignerCmd {
                     );
                 }
                 let replay = ReplayConfig { mode, rpc: a.rpc, ..Default::default() };
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", true)?;
                 let config = NodeConfig { coordinators: a.coordinators, guard, replay };
                 let report = NodeStore::init(&a.dir, &pass, config)
                     .with_context(|| format!("initialising {}", a.dir.display()))?;
@@ -218,7 +218,7 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::Pin(a) => {
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let pin = treasury_signer::quorum::store::pin_roster(&a.dir, &pass, a.threshold, &a.peers)
                     .with_context(|| format!("pinning the roster of {}", a.dir.display()))?;
                 println!(
@@ -236,7 +236,7 @@ impl SignerCmd {
                         .with_context(|| format!("{} is not an approval", file.display()))?;
                     approvals.push(approval);
                 }
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let store = NodeStore::open(&a.dir, &pass)?;
                 let outcome = pin_policy(
                     &a.dir,
@@ -252,7 +252,7 @@ impl SignerCmd {
             }
             SignerCmd::ApprovePolicy(a) => {
                 let bundle = bundle_of(&a.config).await?;
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let store = NodeStore::open(&a.dir, &pass)?;
                 println!("{}", serde_json::to_string(&approve_policy(&store.secrets.identity()?, &bundle))?);
                 Ok(())
@@ -271,7 +271,7 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::Serve(a) => {
-                let pass = Passphrase::from_env(PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(PASSPHRASE_ENV, "node passphrase", false)?;
                 let node = BoundNode::bind(&a.dir, &pass, a.listen)
                     .await
                     .with_context(|| format!("opening node {}", a.dir.display()))?;
@@ -308,7 +308,11 @@ impl SignerCmd {
                 Ok(())
             }
             SignerCmd::CoordinatorKey(a) => {
-                let pass = Passphrase::from_env(COORDINATOR_PASSPHRASE_ENV)?;
+                let pass = crate::prompt::passphrase(
+                    COORDINATOR_PASSPHRASE_ENV,
+                    "coordinator key passphrase",
+                    true,
+                )?;
                 let public = create_coordinator_key(&a.out, &pass)
                     .with_context(|| format!("creating {}", a.out.display()))?;
                 println!(

@@ -76,6 +76,11 @@ pub struct AgentApi {
 }
 
 impl AgentApi {
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The API `config` describes (or at `base`), with the token from `api.token_env`.
     fn from_config(api: Option<&ApiConfig>, base: Option<&str>) -> anyhow::Result<Self> {
         let Some(api) = api else {

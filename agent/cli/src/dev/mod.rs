@@ -207,6 +207,7 @@ async fn main(
     wait_for_agent_start(&running, procs).await?;
     let journal = Journal::open(&running.config.journal.url).await.context("opening the agent's journal")?;
     progress.done(t, &format!("log {}", running.dir.join("agent.log").display()));
+    print_pages(progress, &running, api.base());
 
     let pids: Vec<String> = procs.pids().iter().map(|(name, pid)| format!("{name} {pid}")).collect();
     let shared = Arc::new(Shared {
@@ -251,6 +252,19 @@ async fn main(
     ));
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Prints where the approvals page and the agent's API are, with the demo approvers' sign-ins.
+fn print_pages(progress: &Progress, running: &setup::Running, api: &str) {
+    progress.line(&format!("approvals page: {}/approvals", running.root_url.trim_end_matches('/')));
+    for (name, password) in &running.approvers {
+        progress.line(&format!("  approver {name} password {password}"));
+    }
+    progress.line(&format!(
+        "agent API: {api} (bearer token: TREASURY_API_TOKEN in {}/env.sh)",
+        running.dir.display()
+    ));
+    progress.line(&format!("dashboard: {}/dashboard (sign in with that token)", api.trim_end_matches('/')));
 }
 
 /// Wipes the state directory (with `--resume`, checks it holds a previous run) and returns its

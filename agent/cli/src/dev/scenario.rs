@@ -335,14 +335,39 @@ impl Scenario<'_> {
                 Approval::Auto => true,
                 Approval::Ask => {
                     let question = format!(
-                        "Root approval needed: intent #{} {} — {}\nRoot request {} from {}. Approve? [y/N] ",
+                        "Root approval needed: intent #{} {} — {}\nRoot request {} from {}: approve here [y/N] or on the approvals page {}/approvals ",
                         intent.id,
                         intent.policy,
                         super::view::describe(&intent.payload),
                         request.id,
-                        request.requester
+                        request.requester,
+                        self.r.root_url.trim_end_matches('/'),
                     );
-                    ask(&self.shared, question).await
+                    // Whichever comes first: an answer at the prompt, or a decision on the page.
+                    let decided = tokio::select! {
+                        answer = ask(&self.shared, question) => answer,
+                        state = decided_on_page(&root, &request.id) => {
+                            clear_prompt(&self.shared);
+                            self.shared.event(format!("root request {} {state} on the approvals page", request.id));
+                            if state != RequestState::Approved && state != RequestState::Signed {
+                                approved = false;
+                            }
+                            continue;
+                        }
+                    };
+                    match decided {
+                        Some(answer) => answer,
+                        // No terminal to answer: only the page decides.
+                        None => {
+                            let state = decided_on_page(&root, &request.id).await;
+                            self.shared
+                                .event(format!("root request {} {state} on the approvals page", request.id));
+                            if state != RequestState::Approved && state != RequestState::Signed {
+                                approved = false;
+                            }
+                            continue;
+                        }
+                    }
                 }
             };
             if approve {
@@ -422,9 +447,29 @@ async fn set_price(r: &Running, feed: Address, answer: I256) -> anyhow::Result<(
     Ok(())
 }
 
+/// Waits until root request `id` is no longer pending (decided on the approvals page) and
+/// returns its state.
+async fn decided_on_page(root: &RootClient, id: &str) -> RequestState {
+    loop {
+        if let Ok(rec) = root.get(id).await
+            && rec.state != RequestState::Pending
+        {
+            return rec.state;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn clear_prompt(shared: &Shared) {
+    if let Ok(mut p) = shared.prompt.lock() {
+        *p = None;
+    }
+}
+
 /// Asks `question` through the live view and reads the answer from stdin on a plain thread (a
-/// runtime thread blocked on stdin would hold up the exit).
-async fn ask(shared: &Shared, question: String) -> bool {
+/// runtime thread blocked on stdin would hold up the exit); `None` when stdin has ended (no one
+/// can answer).
+async fn ask(shared: &Shared, question: String) -> Option<bool> {
     if let Ok(mut p) = shared.prompt.lock() {
         *p = Some(question);
     }
@@ -438,5 +483,6 @@ async fn ask(shared: &Shared, question: String) -> bool {
     if let Ok(mut p) = shared.prompt.lock() {
         *p = None;
     }
-    matches!(answer.as_deref().map(str::trim), Some("y" | "Y" | "yes" | "Yes"))
+    let answer = answer?;
+    Some(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }

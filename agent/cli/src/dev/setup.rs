@@ -78,6 +78,8 @@ pub struct Running {
     pub root_url: String,
     /// The demo operator's approver token at the root service.
     pub approver_token: String,
+    /// The demo approvers' names and passwords for the approvals page.
+    pub approvers: Vec<(String, String)>,
 }
 
 /// Runs every set-up step, registering each child in `procs` as soon as it starts.
@@ -104,7 +106,7 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     let mut deploy_config =
         DeployConfig::demo(owners.clone(), 2, GroupKey { x: PLACEHOLDER_GROUP_KEY_X, parity: 0 }, root);
     tune_balances(&mut deploy_config);
-    let deployment =
+    let mut deployment =
         deploy(&deployer, deployer_key.address(), &deploy_config).await.context("deploying the treasury")?;
     deployment.write(&dir.join("deployment.json")).context("writing deployment.json")?;
     progress.done(t, &format!("Safe {} module {}", deployment.safe, deployment.module));
@@ -145,13 +147,20 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     )
     .await
     .context("setting the group key through the Safe")?;
+    // What the summary reports is the key the module registered (its GroupKeyChanged event), not
+    // the placeholder it was deployed with.
+    deployment.group_key = registered_group_key(&deployer, deployment.module).await?;
+    if deployment.group_key != (GroupKey { x: dkg.group_key.x, parity: dkg.group_key.parity }) {
+        bail!("the module registered another group key than the DKG's");
+    }
+    deployment.write(&dir.join("deployment.json")).context("writing deployment.json")?;
     configure_as_safe(&deployer, &deployment, &owners[..2], &AdminAction::SetRoot { root })
         .await
         .context("setting the root through the Safe")?;
     progress.done(t, "group key and HSM root set");
 
     let t = progress.start("root service");
-    let (root_config, _root_db, RootTokens { requester: root_token, approver: approver_token }) =
+    let (root_config, _root_db, RootTokens { requester: root_token, approver: approver_token, approvers }) =
         hsm.write_service_config(&deployment, root, &[GRANTEE, ALICE, BOB, keeper_key.address()])?;
     let root_url = start_root(&hsm, &root_config, procs).await?;
     progress.done(t, &root_url);
@@ -172,8 +181,12 @@ pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyh
     text.push_str(&super::config::demo_upkeep(&deployer).await?);
     std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
     pin_policies(dir, &config_path, reports.len()).await?;
-    let saved =
-        Saved { root_token: root_token.clone(), approver_token: approver_token.clone(), fingerprints };
+    let saved = Saved {
+        root_token: root_token.clone(),
+        approver_token: approver_token.clone(),
+        fingerprints,
+        approvers,
+    };
     let path = dir.join(SAVED);
     std::fs::write(&path, serde_json::to_string_pretty(&saved)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -208,6 +221,7 @@ impl Running {
             root_token: saved.root_token,
             root_url,
             approver_token: saved.approver_token,
+            approvers: saved.approvers,
         })
     }
 }
@@ -259,6 +273,10 @@ struct Saved {
     approver_token: String,
     /// Fingerprints of node0, node1, node2, to find each in the quorum file.
     fingerprints: Vec<String>,
+    /// The demo approvers' names and passwords for the approvals page (only their Argon2id
+    /// hashes are in `root.toml`); none in a state directory made before the page.
+    #[serde(default)]
+    approvers: Vec<(String, String)>,
 }
 
 const SAVED: &str = "dev.json";
@@ -581,14 +599,43 @@ impl Hsm {
                 "\n[[guard.assets]]\ntoken = \"{token}\"\nmax_single = \"{max_single}\"\nperiod_cap = \"{cap}\"\nperiod_secs = 86400\n"
             ));
         }
+        let approvers: Vec<(String, String)> = ["dev-operator", "dev-approver-2"]
+            .iter()
+            .map(|name| (name.to_string(), format!("dev-{}", hex::encode(rand::random::<[u8; 8]>()))))
+            .collect();
+        let hash = |password: &str| {
+            treasury_signer::root::page::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("hashing a demo approver's password: {e}"))
+        };
         text.push_str(&format!(
-            "\n[[clients]]\nname = \"agent\"\nrole = \"requester\"\ntoken_sha256 = \"{agent_hash}\"\n\n[[clients]]\nname = \"dev-operator\"\nrole = \"approver\"\ntoken_sha256 = \"{approver_hash}\"\n"
+            "\n[[clients]]\nname = \"agent\"\nrole = \"requester\"\ntoken_sha256 = \"{agent_hash}\"\n\n[[clients]]\nname = \"dev-operator\"\nrole = \"approver\"\ntoken_sha256 = \"{approver_hash}\"\npassword_hash = {:?}\n\n[[clients]]\nname = \"dev-approver-2\"\nrole = \"approver\"\npassword_hash = {:?}\n",
+            hash(&approvers[0].1)?,
+            hash(&approvers[1].1)?,
         ));
+        text.push_str(&book(d, recipients));
         let path = self.dir.join("root.toml");
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        let tokens = RootTokens { requester: agent_token.to_string(), approver: approver_token.to_string() };
+        let tokens = RootTokens {
+            requester: agent_token.to_string(),
+            approver: approver_token.to_string(),
+            approvers,
+        };
         Ok((path, db, tokens))
     }
+}
+
+/// The group key the module at `module` registered last (its newest `GroupKeyChanged` event).
+async fn registered_group_key(provider: &DynProvider, module: Address) -> anyhow::Result<GroupKey> {
+    use alloy::providers::Provider;
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
+    use treasury_chain::contracts::TreasuryModule::GroupKeyChanged;
+    let filter =
+        Filter::new().address(module).event_signature(GroupKeyChanged::SIGNATURE_HASH).from_block(0u64);
+    let logs = provider.get_logs(&filter).await.context("reading the module's GroupKeyChanged events")?;
+    let last = logs.last().context("the module logged no GroupKeyChanged event")?;
+    let event = GroupKeyChanged::decode_log_data(last.data()).context("decoding GroupKeyChanged")?;
+    Ok(GroupKey { x: event.x, parity: event.parity })
 }
 
 /// The bearer tokens of the root service's two dev clients.
@@ -597,6 +644,29 @@ struct RootTokens {
     requester: String,
     /// The demo operator's (role approver).
     approver: String,
+    /// The demo approvers' page names and passwords.
+    approvers: Vec<(String, String)>,
+}
+
+/// The root's `[book]`: the demo's tokens and named recipients, for the approvals page.
+fn book(d: &Deployment, recipients: &[Address]) -> String {
+    let mut text = String::from(
+        "\n[book.tokens.ETH]\naddress = \"0x0000000000000000000000000000000000000000\"\ndecimals = 18\n",
+    );
+    for (symbol, decimals) in [("USDC", 6), ("GOV", 18)] {
+        if let Some(t) = d.token(symbol) {
+            text.push_str(&format!(
+                "\n[book.tokens.{symbol}]\naddress = \"{}\"\ndecimals = {decimals}\n",
+                t.address
+            ));
+        }
+    }
+    text.push_str("\n[book.names]\n");
+    for (name, address) in ["grantee", "alice", "bob", "keeper"].iter().zip(recipients) {
+        text.push_str(&format!("{name} = \"{address}\"\n"));
+    }
+    text.push_str(&format!("safe = \"{}\"\nrouter = \"{}\"\n", d.safe, d.router));
+    text
 }
 
 /// `env.sh` in the state directory: the variables the CLI needs to inspect this demo.

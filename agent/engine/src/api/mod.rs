@@ -11,7 +11,9 @@
 //! # Layout
 //! - [`handlers`]: one function per route, and the types it answers with.
 //! - [`openapi`]: the routes and the OpenAPI 3.1 document generated from them.
+//! - [`dashboard`]: the read-only HTML dashboard at `/dashboard` (token or its own session).
 
+pub mod dashboard;
 pub mod handlers;
 pub mod jobs;
 pub mod openapi;
@@ -124,6 +126,8 @@ pub struct Shared {
     started: SystemTime,
     /// The OpenAPI document of these routes, as served.
     document: Arc<serde_json::Value>,
+    /// The dashboard's signed-in sessions.
+    dashboard: Arc<dashboard::Sessions>,
 }
 
 impl std::ops::Deref for Shared {
@@ -200,9 +204,15 @@ pub fn routes() -> Vec<(String, String)> {
 pub fn router(state: ApiState) -> Router {
     let (router, document) = openapi::routes_and_document(&state.status.version);
     let document = serde_json::to_value(&document).expect("the document serialises");
-    let shared = Shared { state: Arc::new(state), started: SystemTime::now(), document: Arc::new(document) };
+    let shared = Shared {
+        state: Arc::new(state),
+        started: SystemTime::now(),
+        document: Arc::new(document),
+        dashboard: Arc::default(),
+    };
     let limits = HttpLimits::default();
     router
+        .merge(dashboard::router())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
@@ -239,7 +249,9 @@ pub async fn serve(
 async fn authenticate(State(shared): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let allowed = PUBLIC_ROUTES.contains(&path.as_str()) || {
+    // The dashboard checks the token or its own session cookie itself (a browser sends no header).
+    let dashboard = path == "/dashboard" || path.starts_with("/dashboard/");
+    let allowed = PUBLIC_ROUTES.contains(&path.as_str()) || dashboard || {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)

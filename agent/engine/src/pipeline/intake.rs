@@ -95,6 +95,7 @@ impl Pipeline {
         };
         report.snapshot_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Snapshot, started.elapsed());
+        self.metrics.set_snapshot(&snapshot);
         for asset in &snapshot.assets {
             if let Some(budget) = &asset.budget {
                 self.metrics.set_budget_used(&asset.symbol, budget.spent, budget.limit);

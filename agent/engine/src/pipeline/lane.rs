@@ -25,6 +25,8 @@ use treasury_signer::quorum::{NodeFault, QuorumError};
 use treasury_signer::root::store::RequestState;
 use treasury_signer::root::{EscalationRequest, RootError};
 
+mod context;
+
 use super::intake::StoredIntent;
 use super::observer::JournalObserver;
 use super::simulate::{Simulation, reason_of_rpc_error, simulate};
@@ -389,7 +391,8 @@ impl Pipeline {
         let root =
             self.root.as_ref().ok_or_else(|| PipelineError::Config("no root service configured".into()))?;
         let request =
-            EscalationRequest::operation(flight.planned.operation.clone(), self.chain_id, self.spec.module);
+            EscalationRequest::operation(flight.planned.operation.clone(), self.chain_id, self.spec.module)
+                .with_context(self.escalation_context(flight).await);
         let record = match root.submit(&request).await {
             Ok(record) => record,
             Err(e) if e.is_policy_denial() => {

@@ -24,7 +24,7 @@ pub mod records;
 mod requests;
 mod windows;
 
-pub use records::{Decision, NewRequest, RequestRecord, RequestState};
+pub use records::{Approval, Decision, NewRequest, RequestRecord, RequestState};
 pub use windows::WindowRead;
 
 use records::{COLUMNS, from_row};

@@ -113,6 +113,17 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
+/// One approver's approval of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The approver's name.
+    pub approver: String,
+    /// When (unix seconds).
+    pub at: u64,
+    /// The service's tag over (request id, digest, approver).
+    pub tag: String,
+}
+
 /// A request to queue.
 #[derive(Debug, Clone, Copy)]
 pub struct NewRequest<'a> {

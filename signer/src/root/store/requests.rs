@@ -5,7 +5,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::super::error::{Result, RootError};
 use super::records::{
-    COLUMNS, Decision, NewRequest, RequestRecord, RequestState, decision_from_row, from_row, to_i64,
+    Approval, COLUMNS, Decision, NewRequest, RequestRecord, RequestState, decision_from_row, from_row, to_i64,
 };
 use super::windows::{add_flow, advance, amount_text, stop_counting};
 use super::{Store, one};
@@ -170,19 +170,102 @@ impl Store {
         one(&conn, id)
     }
 
-    /// Approves a pending request (no authentication tag: the service will not sign it on a
-    /// human's behalf; see [`Store::approve_tagged`]).
+    /// Marks a pending request approved without recording an approval (the service will not sign
+    /// it on a human's behalf; see [`Store::approve_tagged`]).
     pub fn approve(&self, id: &str, by: &str, now: u64) -> Result<RequestRecord> {
         self.decide(id, RequestState::Approved, by, None, None, now)
     }
 
-    /// Approves a pending request and stores `tag`, the service's authentication of the approval,
-    /// in the same transaction.
-    pub fn approve_tagged(&self, id: &str, by: &str, now: u64, tag: &str) -> Result<RequestRecord> {
-        self.decide(id, RequestState::Approved, by, None, Some(tag), now)
+    /// Records `by`'s approval of a pending request with `tag`, the service's authentication of
+    /// it; once `required` distinct approvers have approved, the request becomes `approved`. One
+    /// transaction. A second approval by the same approver is refused.
+    pub fn approve_tagged(
+        &self,
+        id: &str,
+        by: &str,
+        now: u64,
+        tag: &str,
+        required: u32,
+    ) -> Result<RequestRecord> {
+        let mut conn = self.conn();
+        let current = one(&conn, id)?;
+        if current.state == RequestState::Pending && current.expires_at <= now {
+            drop(conn);
+            self.expire_due(now)?;
+            return Err(RootError::Expired(id.to_owned()));
+        }
+        match current.state {
+            RequestState::Expired => return Err(RootError::Expired(id.to_owned())),
+            RequestState::Pending => {}
+            other => return Err(RootError::NotPending { id: id.to_owned(), state: other.to_string() }),
+        }
+        let tx = begin(&mut conn, "begin an approval")?;
+        let added = tx
+            .prepare_cached(
+                "INSERT INTO approvals (request_id, approver, at, tag) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![id, by, to_i64(now), tag]))
+            .map_err(RootError::store("record an approval"))?;
+        if added == 0 {
+            return Err(RootError::InvalidInput(format!(
+                "{by} has already approved request {id}; it needs another approver"
+            )));
+        }
+        record(&tx, id, "approve", by, now, None)?;
+        let count: i64 = tx
+            .prepare_cached("SELECT COUNT(*) FROM approvals WHERE request_id = ?")
+            .and_then(|mut s| s.query_row(params![id], |r| r.get(0)))
+            .map_err(RootError::store("count approvals"))?;
+        if count >= i64::from(required) {
+            let done = tx
+                .prepare_cached(
+                    "UPDATE requests SET state = 'approved', decided_by = ?, decided_at = ?
+                     WHERE id = ? AND state = 'pending' AND expires_at > ?",
+                )
+                .and_then(|mut s| s.execute(params![by, to_i64(now), id, to_i64(now)]))
+                .map_err(RootError::store("approve a request"))?;
+            if done == 0 {
+                return Err(not_pending(&tx, id)?);
+            }
+        }
+        tx.commit().map_err(RootError::store("commit an approval"))?;
+        one(&conn, id)
     }
 
-    /// The authentication tag stored with a request's approval, if any.
+    /// Every approval of request `id`, oldest first.
+    pub fn approvals(&self, id: &str) -> Result<Vec<Approval>> {
+        let fail = || RootError::store("read the approvals of a request");
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT approver, at, tag FROM approvals WHERE request_id = ? ORDER BY at, approver",
+            )
+            .map_err(fail())?;
+        let rows = stmt
+            .query_map(params![id], |r| {
+                Ok(Approval { approver: r.get(0)?, at: r.get::<_, i64>(1)?.max(0) as u64, tag: r.get(2)? })
+            })
+            .map_err(fail())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(fail())
+    }
+
+    /// The newest `limit` decisions on any request, newest first: the audit log.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<Decision>> {
+        let fail = || RootError::store("read the decision log");
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT request_id, action, by, at, reason FROM decisions ORDER BY seq DESC LIMIT ?",
+            )
+            .map_err(fail())?;
+        let rows = stmt
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], decision_from_row)
+            .map_err(fail())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(fail())
+    }
+
+    /// The authentication tag the first release stored with a request's single approval, if any
+    /// (migrated into `approvals`).
     pub fn approval_tag(&self, id: &str) -> Result<Option<String>> {
         use rusqlite::OptionalExtension;
         let conn = self.conn();
