@@ -421,41 +421,47 @@ impl Coordinator {
                 signing_package: pkg_hex,
                 decision: decision.cloned(),
             };
-            let answers = futures::future::join_all(chosen.iter().map(|(i, _, _)| {
-                let s = &self.slots[*i];
-                let req = &req;
-                async move {
-                    let sent = Instant::now();
-                    let busy_before = s.topping_up.load(Ordering::Acquire);
+            // Each request runs as its own task: when one fails, this commitment set cannot
+            // complete, so the next round starts at once while the others finish in the background
+            // (their connections stay usable and their round trips still teach the estimates).
+            let req = Arc::new(req);
+            let mut pending: futures::stream::FuturesUnordered<_> = chosen
+                .iter()
+                .enumerate()
+                .map(|(pos, (i, _, _))| {
+                    let (slots, client, req, i) =
+                        (Arc::clone(&self.slots), self.client.clone(), Arc::clone(&req), *i);
                     // Only a node that can be replaced is held to its own estimate.
-                    let deadline = if spare { s.deadline(self.opts.timeout) } else { self.opts.timeout };
-                    let r: Result<SignResponse, NodeFault> =
-                        self.client.post(&s.node.url, &s.key, "/v1/sign", req, deadline).await;
-                    if !matches!(r, Err(NodeFault::Unreachable(_))) {
-                        s.used_now();
+                    let deadline =
+                        if spare { slots[i].deadline(self.opts.timeout) } else { self.opts.timeout };
+                    let task =
+                        tokio::spawn(async move { ask_to_sign(&slots[i], &client, &req, deadline).await });
+                    async move {
+                        let answer = task.await.unwrap_or_else(|e| {
+                            Err(NodeFault::Unreachable(format!("signing task ended: {e}")))
+                        });
+                        (pos, answer)
                     }
-                    // A node making a batch of nonces for us answers late: that says nothing of
-                    // its link, so such a round trip does not move its estimate.
-                    let busy = busy_before || s.topping_up.load(Ordering::Acquire);
-                    match &r {
-                        Ok(_) if busy => {}
-                        Ok(_) => s.observe(sent.elapsed()),
-                        // Too slow for its own estimate: next time it is judged by a longer one.
-                        Err(NodeFault::TimedOut(_)) => s.observe(sent.elapsed()),
-                        Err(_) => {}
-                    }
-                    r
+                })
+                .collect();
+            let mut answers: Vec<Option<Result<SignatureShare, NodeFault>>> =
+                chosen.iter().map(|_| None).collect();
+            while let Some((pos, answer)) = futures::StreamExt::next(&mut pending).await {
+                let failed = answer.is_err();
+                answers[pos] = Some(answer);
+                if failed {
+                    break;
                 }
-            }))
-            .await;
-            // Parse every answer; a node that failed is excluded from the next attempt.
+            }
+            // A node that failed is excluded from the next round; one still answering is not.
             let mut shares: BTreeMap<Identifier, (usize, SignatureShare)> = BTreeMap::new();
             for ((i, _, _), answer) in chosen.iter().zip(answers) {
-                match answer.and_then(|a| parse_share(&a.share)) {
-                    Ok(share) => {
+                match answer {
+                    None => {}
+                    Some(Ok(share)) => {
                         shares.insert(self.slots[*i].id, (*i, share));
                     }
-                    Err(f) => {
+                    Some(Err(f)) => {
                         if f.is_unavailable() {
                             transient.insert(*i);
                         }
@@ -561,6 +567,33 @@ async fn fetch(client: &NodeClient, s: &Slot, count: u32, timeout: Duration) -> 
         left -= batch;
     }
     Ok(())
+}
+
+/// One sign request to node `s`, its share parsed; the round trip moves the node's estimate.
+async fn ask_to_sign(
+    s: &Slot,
+    client: &NodeClient,
+    req: &SignRequest,
+    deadline: Duration,
+) -> Result<SignatureShare, NodeFault> {
+    let sent = Instant::now();
+    let busy_before = s.topping_up.load(Ordering::Acquire);
+    let r: Result<SignResponse, NodeFault> =
+        client.post(&s.node.url, &s.key, "/v1/sign", req, deadline).await;
+    if !matches!(r, Err(NodeFault::Unreachable(_))) {
+        s.used_now();
+    }
+    // A node making a batch of nonces for us answers late: that says nothing of its link, so such
+    // a round trip does not move its estimate.
+    let busy = busy_before || s.topping_up.load(Ordering::Acquire);
+    match &r {
+        Ok(_) if busy => {}
+        Ok(_) => s.observe(sent.elapsed()),
+        // Too slow for its own estimate: next time it is judged by a longer one.
+        Err(NodeFault::TimedOut(_)) => s.observe(sent.elapsed()),
+        Err(_) => {}
+    }
+    r.and_then(|a| parse_share(&a.share))
 }
 
 /// Starts a background fetch into node `i`'s pool when it holds under half a refill batch and no
