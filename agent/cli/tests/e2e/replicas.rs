@@ -234,8 +234,9 @@ async fn a_paused_leader_that_wakes_after_the_takeover_can_neither_write_nor_sen
     let status = leader.wait();
     let output = leader.output();
     assert!(status.success(), "the deposed leader exits:\n{output}");
-    assert!(output.contains("write refused"), "its write was refused by the fence:\n{output}");
-
+    // Which comes first after SIGCONT is a race: the held step's write (refused by the fence,
+    // "write refused") or the lease renewal finding the agent deposed and stopping it before it
+    // writes. Either way it must neither write nor send, which the chain and the journal show.
     assert_eq!(env.balance("USDC", recipient).await, U256::from(25_000_000u64), "paid exactly once");
     assert_eq!(env.chain.module_nonce().await.unwrap(), nonce_before + U256::from(1), "one operation");
     assert_eq!(keeper_tx_count(&env).await, keeper_before + 1, "the woken leader sent no transaction");
