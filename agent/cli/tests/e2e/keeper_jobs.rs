@@ -191,10 +191,11 @@ async fn reverting_checks_and_performs_and_the_gas_cap_are_skipped_with_their_re
     assert_eq!(ITestUpkeep::new(hungry, p.clone()).performed().call().await.unwrap(), U256::ZERO);
 }
 
-/// Waits until the agent's keeper cursor reached `block` (the agent is a separate process).
+/// Waits until the agent's keeper cursor reached `block` (the agent is a separate process; up to
+/// two minutes, as the whole e2e suite shares two cores).
 async fn wait_for_cursor(journal: &Journal, env: &AgentEnv, block: u64) {
     let key = env.keeper.to_string().to_lowercase();
-    for _ in 0..600 {
+    for _ in 0..2400 {
         let cursor = journal.cursor(treasury_agent::keeper::CURSOR_SOURCE, &key).await.unwrap();
         if cursor.is_some_and(|c| c.block_number >= block) {
             return;
@@ -207,7 +208,7 @@ async fn wait_for_cursor(journal: &Journal, env: &AgentEnv, block: u64) {
 /// Waits until `job` has `n` runs in a final state, mining a block now and then so that sent
 /// performs reach their confirmations.
 async fn wait_for_final(env: &AgentEnv, journal: &Journal, job: &str, n: usize) -> Vec<KeeperRun> {
-    for i in 0..600 {
+    for i in 0..2400 {
         let all = runs(journal, job).await;
         if all.iter().filter(|r| r.state.is_final()).count() >= n {
             return all;
@@ -254,7 +255,7 @@ async fn a_log_upkeep_performs_once_per_log_and_not_for_a_log_a_reorg_removed() 
     // sent again.
     let snapshot: U256 = p.raw_request("evm_snapshot".into(), ()).await.unwrap();
     c.ping().send().await.unwrap().get_receipt().await.unwrap();
-    for _ in 0..600 {
+    for _ in 0..2400 {
         if c.performed().call().await.unwrap() == U256::from(3) {
             break;
         }
