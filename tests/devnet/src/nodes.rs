@@ -256,15 +256,7 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> 
     let (token, module, guard) = (BENCH_TOKEN, BENCH_MODULE, bench_guard());
     let coord = IdentityKey::generate();
     let reports = init_nodes(tmp, opts.nodes, opts.threshold, &coord, &guard, BENCH_PASS)?;
-    let mut procs = Vec::new();
-    for r in &reports {
-        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), BENCH_PASS).await?);
-    }
-    let pinned: Vec<PinnedNode> = procs
-        .iter()
-        .zip(&reports)
-        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
-        .collect();
+    let (mut procs, pinned) = spawn_bench_nodes(&opts.exe, &reports).await?;
     let t0 = Instant::now();
     let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, opts.threshold, 5).await?;
     let dkg_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -328,6 +320,23 @@ async fn run_in(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<BenchReport> 
         dkg_ms,
         profile: if cfg!(debug_assertions) { "debug" } else { "release" },
     })
+}
+
+/// Starts a `signer serve` process for each of `reports`' nodes; returns them and their pins for DKG.
+pub(crate) async fn spawn_bench_nodes(
+    exe: &Path,
+    reports: &[InitReport],
+) -> anyhow::Result<(Vec<NodeProcess>, Vec<PinnedNode>)> {
+    let mut procs = Vec::new();
+    for r in reports {
+        procs.push(NodeProcess::spawn(exe, Path::new(&r.dir), BENCH_PASS).await?);
+    }
+    let pinned = procs
+        .iter()
+        .zip(reports)
+        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
+        .collect();
+    Ok((procs, pinned))
 }
 
 /// The durability floor: appending one ledger-sized line and `fdatasync`, `count` times, in `dir`.

@@ -16,7 +16,7 @@ use treasury_chain::snapshot::read_snapshot;
 use treasury_policies::replay::{DecidedFiring, Decision, PinnedBlock, PolicyBundle, history_window};
 use treasury_policies::{PoliciesConfig, PolicySet, SnapshotView};
 use treasury_signer::quorum::QuorumError;
-use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
+use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
 use treasury_signer::quorum::identity::IdentityKey;
 use treasury_signer::quorum::nonces::now;
@@ -24,7 +24,9 @@ use treasury_signer::quorum::replay::{ReplayConfig, ReplayMode, pin_policy};
 use treasury_signer::quorum::store::{NodeStore, Passphrase};
 
 use crate::fixture::TestChain;
-use crate::nodes::{BENCH_PASS, BenchOptions, BenchReport, Latency, NodeProcess, init_nodes_with, latency};
+use crate::nodes::{
+    BENCH_PASS, BenchOptions, BenchReport, Latency, init_nodes_with, latency, spawn_bench_nodes,
+};
 
 /// The policy every bench decision replays: a tithe of the Safe's USDC balance to one recipient.
 const TITHE: &str = r#"pay("bob", "USDC", balance("USDC") / 1000);"#;
@@ -71,15 +73,7 @@ async fn replay_round(tmp: &Path, opts: &BenchOptions) -> anyhow::Result<(Latenc
         let store = NodeStore::open(Path::new(&r.dir), &Passphrase::new(BENCH_PASS))?;
         pin_policy(Path::new(&r.dir), &store.secrets.identity()?, &store.config.replay, &bundle, &[], now())?;
     }
-    let mut procs = Vec::new();
-    for r in &reports {
-        procs.push(NodeProcess::spawn(&opts.exe, Path::new(&r.dir), BENCH_PASS).await?);
-    }
-    let pinned: Vec<PinnedNode> = procs
-        .iter()
-        .zip(&reports)
-        .map(|(p, r)| PinnedNode { url: p.url.clone(), fingerprint: r.fingerprint.clone() })
-        .collect();
+    let (mut procs, pinned) = spawn_bench_nodes(&opts.exe, &reports).await?;
     let dkg = run_dkg(coord.clone(), "coordinator.key", &pinned, opts.threshold, 5).await?;
     let coordinator = Arc::new(Coordinator::new(
         dkg.quorum,

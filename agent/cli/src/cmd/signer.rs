@@ -324,16 +324,7 @@ impl SignerCmd {
             SignerCmd::Bench(a) if !a.rtt_ms.is_empty() => wan_bench(a).await,
             SignerCmd::Bench(a) if a.replay => replay_bench(a).await,
             SignerCmd::Bench(a) => {
-                let exe = std::env::current_exe().context("locating the treasury executable")?;
-                let report = run_bench(BenchOptions {
-                    exe,
-                    nodes: a.nodes,
-                    threshold: a.threshold,
-                    signatures: a.signatures,
-                    concurrency: a.concurrency,
-                })
-                .await
-                .context("running the bench")?;
+                let report = run_bench(bench_options(&a)?).await.context("running the bench")?;
                 if a.json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
@@ -364,7 +355,9 @@ impl SignerCmd {
 }
 
 /// The policy bundle the agent running `config` enforces (what a node pins).
-async fn bundle_of(config: &std::path::Path) -> anyhow::Result<treasury_policies::replay::PolicyBundle> {
+pub(crate) async fn bundle_of(
+    config: &std::path::Path,
+) -> anyhow::Result<treasury_policies::replay::PolicyBundle> {
     let config = treasury_agent::config::Config::load(config)
         .with_context(|| format!("reading {}", config.display()))?;
     let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
@@ -377,18 +370,21 @@ async fn bundle_of(config: &std::path::Path) -> anyhow::Result<treasury_policies
     Ok(treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies))
 }
 
-/// `treasury signer bench --replay`: the plain round and the round with replay, one run.
-async fn replay_bench(a: BenchArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the treasury executable")?;
-    let report = treasury_devnet::replay_bench::run(BenchOptions {
-        exe,
+/// The loopback bench's settings from `a`, its nodes started from this executable.
+fn bench_options(a: &BenchArgs) -> anyhow::Result<BenchOptions> {
+    Ok(BenchOptions {
+        exe: std::env::current_exe().context("locating the treasury executable")?,
         nodes: a.nodes,
         threshold: a.threshold,
         signatures: a.signatures,
         concurrency: a.concurrency,
     })
-    .await
-    .context("running the replay bench")?;
+}
+
+/// `treasury signer bench --replay`: the plain round and the round with replay, one run.
+async fn replay_bench(a: BenchArgs) -> anyhow::Result<()> {
+    let report =
+        treasury_devnet::replay_bench::run(bench_options(&a)?).await.context("running the replay bench")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -303,15 +303,7 @@ fn accounts(dir: &Path) -> anyhow::Result<(PrivateKeySigner, Vec<PrivateKeySigne
 /// Pins the policy set of the config at `config_path` in every node, as each operator would with
 /// `treasury signer pin-policy` (the running nodes pick it up at their first request).
 async fn pin_policies(dir: &Path, config_path: &Path, nodes: usize) -> anyhow::Result<()> {
-    let config = Config::load(config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
-    let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
-    let venue = match &config.dex {
-        Some(dex) => Some(treasury_agent::pipeline::venue(&provider, spec.safe, dex.router).await?),
-        None => None,
-    };
-    let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
-    let bundle = treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies);
+    let bundle = crate::cmd::signer::bundle_of(config_path).await?;
     for i in 0..nodes {
         let node_dir = dir.join("nodes").join(format!("node{i}"));
         let store = NodeStore::open(&node_dir, &Passphrase::new(NODE_PASS))
