@@ -202,7 +202,12 @@ async fn wait_for_cursor(journal: &Journal, env: &AgentEnv, block: u64) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the agent's keeper cursor did not reach block {block}");
+    let log = std::fs::read_to_string(env.dir.path().join("agent.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    panic!(
+        "the agent's keeper cursor did not reach block {block}; the agent's log ends:\n{}",
+        tail.join("\n")
+    );
 }
 
 /// Waits until `job` has `n` runs in a final state, mining a block now and then so that sent

@@ -291,7 +291,9 @@ impl AgentEnv {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("treasury run starts")
+        // Its log goes to a file: a pipe nobody reads fills up and blocks the agent mid-run.
+        let log = std::fs::File::create(self.dir.path().join("agent.log")).expect("creating agent.log");
+        cmd.stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().expect("treasury run starts")
     }
 
     /// Queues a manual trigger in the journal, as the agent's API does for `treasury trigger`
