@@ -151,8 +151,10 @@ async fn reverting_checks_and_performs_and_the_gas_cap_are_skipped_with_their_re
         .concat(),
     );
     let nonce_before = keeper_nonce(&env).await;
-    let mut agent = env.spawn_run(&[]);
+    // The journal is opened (and migrated) before the agent starts: two processes migrating one
+    // new SQLite file at once make one of them fail.
     let journal = env.journal().await;
+    let mut agent = env.spawn_run(&[]);
     let start = env.chain.keeper.get_block_number().await.unwrap();
     // Let the agent see 40 blocks, one at a time.
     for _ in 0..40 {
