@@ -472,6 +472,15 @@ fn history_at(history: &[PastIntent], decision: &Decision, timestamp: u64) -> Ve
         .collect()
 }
 
+/// The timestamp and hash of block `number` as `provider` reports them.
+pub async fn block_header(provider: &DynProvider, number: u64) -> Result<(u64, B256), ReplayError> {
+    match provider.get_block_by_number(BlockNumberOrTag::Number(number)).await {
+        Ok(Some(b)) => Ok((b.header.timestamp, b.header.hash)),
+        Ok(None) => Err(ReplayError::Header { number, message: "no such block".into() }),
+        Err(e) => Err(ReplayError::Header { number, message: e.to_string() }),
+    }
+}
+
 /// Where a decision's history starts: the first block of a calendar month, and its timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryWindow {
@@ -491,13 +500,7 @@ pub fn same_window(a: u64, b: u64) -> bool {
 /// `to`: the history window of a decision whose earliest firing is `to` (binary search over
 /// block timestamps).
 pub async fn history_window(provider: &DynProvider, to: u64) -> Result<HistoryWindow, ReplayError> {
-    let header = |n: u64| async move {
-        match provider.get_block_by_number(BlockNumberOrTag::Number(n)).await {
-            Ok(Some(b)) => Ok((b.header.timestamp, b.header.hash)),
-            Ok(None) => Err(ReplayError::Header { number: n, message: "no such block".into() }),
-            Err(e) => Err(ReplayError::Header { number: n, message: e.to_string() }),
-        }
-    };
+    let header = |n: u64| block_header(provider, n);
     let (end, _) = header(to).await?;
     let (mut lo, mut hi) = (0u64, to);
     while lo < hi {

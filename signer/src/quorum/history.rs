@@ -253,12 +253,9 @@ fn is_transfer(call: &Call) -> bool {
 }
 
 async fn header(provider: &DynProvider, number: u64) -> Result<(u64, B256), Refusal> {
-    provider
-        .get_block_by_number(BlockNumberOrTag::Number(number))
+    treasury_policies::replay::block_header(provider, number)
         .await
-        .map_err(|e| rpc_refusal("a block header", e))?
-        .map(|b| (b.header.timestamp, b.header.hash))
-        .ok_or_else(|| rpc_refusal("a block header", format!("block {number} not found")))
+        .map_err(|e| rpc_refusal("a block header", e))
 }
 
 fn misstated(reason: String) -> Refusal {
