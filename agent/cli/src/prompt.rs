@@ -13,20 +13,49 @@ pub fn secret_or_prompt(var: &str, label: &str, confirm: bool) -> anyhow::Result
     if !std::io::stdin().is_terminal() {
         anyhow::bail!("{var} is not set and no terminal is attached to ask for it");
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password(format!("{label} ({var} is not set): "))
-            .with_context(|| format!("reading {label} from the terminal"))?,
-    );
+    let first = read_hidden(&format!("{label} ({var} is not set): "))
+        .with_context(|| format!("reading {label} from the terminal"))?;
     if confirm {
-        let again = Zeroizing::new(
-            rpassword::prompt_password(format!("{label} again: "))
-                .with_context(|| format!("reading {label} from the terminal"))?,
-        );
+        let again = read_hidden(&format!("{label} again: "))
+            .with_context(|| format!("reading {label} from the terminal"))?;
         if *again != *first {
             anyhow::bail!("the two entries differ");
         }
     }
     Ok(first)
+}
+
+/// Shows `prompt` on the controlling terminal and reads one line from it without echo. Echo is
+/// turned off before the prompt is shown, so nothing typed once the prompt is visible is echoed.
+fn read_hidden(prompt: &str) -> std::io::Result<Zeroizing<String>> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let saved = tcgetattr(&tty)?;
+    let mut hidden = saved.clone();
+    hidden.local_modes.remove(LocalModes::ECHO);
+    hidden.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&tty, OptionalActions::Now, &hidden)?;
+    let restore = EchoRestore { tty: &tty, saved };
+    (&tty).write_all(prompt.as_bytes())?;
+    (&tty).flush()?;
+    let mut line = Zeroizing::new(String::new());
+    std::io::BufReader::new(&tty).read_line(&mut line)?;
+    drop(restore);
+    let typed = line.trim_end_matches(['\n', '\r']);
+    Ok(Zeroizing::new(typed.to_owned()))
+}
+
+/// Puts the terminal's saved modes back, also when reading fails.
+struct EchoRestore<'a> {
+    tty: &'a std::fs::File,
+    saved: rustix::termios::Termios,
+}
+
+impl Drop for EchoRestore<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(self.tty, rustix::termios::OptionalActions::Now, &self.saved);
+    }
 }
 
 /// Whether stdin is a terminal someone can type a secret into.
