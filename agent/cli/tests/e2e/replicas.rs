@@ -312,5 +312,15 @@ async fn postgres_restarted_under_load_loses_and_doubles_nothing_and_the_replica
         let got = env.balance("USDC", numbered(i)).await - *before;
         assert_eq!(got, U256::from(expected * 1_000_000), "recipient r{i}");
     }
-    assert_eq!(env.chain.module_nonce().await.unwrap(), nonce_before + U256::from(3), "three operations");
+    let mut operations = Vec::new();
+    for intent in &intents {
+        let op = journal.operation_of(intent.id).await.unwrap().map(|op| op.operation_id);
+        operations.push(format!("{} -> {op:?}", intent.idempotency_key));
+    }
+    assert_eq!(
+        env.chain.module_nonce().await.unwrap(),
+        nonce_before + U256::from(3),
+        "three operations: {operations:#?}\n{}",
+        replica.output()
+    );
 }

@@ -139,6 +139,48 @@ fn event_from_row(row: &AnyRow) -> Result<IntentEvent> {
     })
 }
 
+/// Inserts `new` unless its key is journaled, then moves a new one on to `then`, inside `tx`.
+async fn insert_one(
+    tx: &mut WriteTx,
+    new: &NewIntent,
+    then: Option<&(IntentState, serde_json::Value)>,
+    now: i64,
+) -> Result<Inserted> {
+    let created = sqlx::query(
+        "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&new.idempotency_key)
+    .bind(&new.policy)
+    .bind(&new.trigger)
+    .bind(&new.kind)
+    .bind(new.payload.to_string())
+    .bind(IntentState::Proposed.as_str())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert intent"))?
+    .rows_affected()
+        == 1;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
+    )))
+    .bind(&new.idempotency_key)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db("read inserted intent"))?;
+    let mut intent = intent_from_row(&row)?;
+    if created {
+        insert_event(tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now).await?;
+        if let Some((to, detail)) = then {
+            intent = transition_in(tx, intent.id, *to, detail, now).await?;
+        }
+    }
+    Ok(Inserted { intent, created })
+}
+
 impl Journal {
     /// Journals an intent in state `proposed`, or returns the existing one with the same idempotency key.
     pub async fn insert_intent(&self, new: &NewIntent) -> Result<Inserted> {
@@ -152,43 +194,24 @@ impl Journal {
         new: &NewIntent,
         then: Option<(IntentState, serde_json::Value)>,
     ) -> Result<Inserted> {
+        let mut inserted = self.insert_intents_then(&[(new.clone(), then)]).await?;
+        Ok(inserted.remove(0))
+    }
+
+    /// Journals several intents (each like [`Journal::insert_intent_then`]) in one transaction:
+    /// a firing's intents land together or not at all, so the lane never batches part of one.
+    pub async fn insert_intents_then(
+        &self,
+        intents: &[(NewIntent, Option<(IntentState, serde_json::Value)>)],
+    ) -> Result<Vec<Inserted>> {
         let now = now_ms();
         let mut tx = self.write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&new.idempotency_key)
-        .bind(&new.policy)
-        .bind(&new.trigger)
-        .bind(&new.kind)
-        .bind(new.payload.to_string())
-        .bind(IntentState::Proposed.as_str())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("insert intent"))?
-        .rows_affected()
-            == 1;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
-        )))
-        .bind(&new.idempotency_key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("read inserted intent"))?;
-        let mut intent = intent_from_row(&row)?;
-        if inserted {
-            insert_event(&mut tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now)
-                .await?;
-            if let Some((to, detail)) = then {
-                intent = transition_in(&mut tx, intent.id, to, &detail, now).await?;
-            }
+        let mut inserted = Vec::with_capacity(intents.len());
+        for (new, then) in intents {
+            inserted.push(insert_one(&mut tx, new, then.as_ref(), now).await?);
         }
-        tx.commit().await.map_err(db("commit intent"))?;
-        Ok(Inserted { intent, created: inserted })
+        tx.commit().await.map_err(db("commit intents"))?;
+        Ok(inserted)
     }
 
     /// Moves intent `id` to `to` and writes its event row, in one transaction; refuses illegal transitions.

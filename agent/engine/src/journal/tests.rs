@@ -64,6 +64,7 @@ on_both_backends!(
     concurrent_inserts_of_one_key_make_one_intent,
     concurrent_transitions_from_one_state_let_exactly_one_through,
     signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error,
+    a_firings_intents_land_together_or_not_at_all,
 );
 
 fn pay(key: &str, policy: &str) -> NewIntent {
@@ -96,6 +97,30 @@ async fn same_idempotency_key_twice_returns_the_existing_intent(db: Db) {
     let (_, events) = journal.intent(first.intent.id).await.unwrap().unwrap();
     assert_eq!(events.len(), 1, "one creation event only");
     assert_eq!((events[0].from, events[0].to), (None, IntentState::Proposed));
+}
+
+async fn a_firings_intents_land_together_or_not_at_all(db: Db) {
+    use IntentState::*;
+    let journal = db.open().await;
+    let guarded = Some((Guarded, json!(null)));
+    // The second row cannot be written (an illegal first transition): the first is not kept.
+    let failing = [
+        (pay("grants:a", "grants"), guarded.clone()),
+        (pay("grants:b", "grants"), Some((Signed, json!(null)))),
+    ];
+    let err = journal.insert_intents_then(&failing).await.unwrap_err();
+    assert!(err.is_illegal_transition(), "{err}");
+    assert!(
+        journal.list(&IntentFilter::default()).await.unwrap().is_empty(),
+        "nothing of the firing is journaled"
+    );
+    // Whole, they land together; again, each is a duplicate.
+    let whole = [(pay("grants:a", "grants"), guarded.clone()), (pay("grants:b", "grants"), guarded.clone())];
+    let first = journal.insert_intents_then(&whole).await.unwrap();
+    assert!(first.iter().all(|i| i.created && i.intent.state == Guarded), "{first:?}");
+    let again = journal.insert_intents_then(&whole).await.unwrap();
+    assert!(again.iter().all(|i| !i.created), "{again:?}");
+    assert_eq!(journal.list(&IntentFilter::default()).await.unwrap().len(), 2);
 }
 
 async fn every_transition_is_an_event_and_illegal_ones_are_refused(db: Db) {
