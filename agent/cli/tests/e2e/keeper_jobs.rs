@@ -520,7 +520,10 @@ async fn a_keeper_balance_below_the_next_performs_worst_case_is_alerted_by_webho
     let mut hooks = Hooks::start().await;
     // The pipeline's own low-balance threshold is set far below the jobs' so that only the
     // jobs' alert can fire: 200,000 gas x 10 gwei x 50 performs = 0.1 ETH.
-    env.edit_config("poll_interval = \"100ms\"", "poll_interval = \"100ms\"\nkeeper_low_balance_eth = \"0.001\"");
+    env.edit_config(
+        "poll_interval = \"100ms\"",
+        "poll_interval = \"100ms\"\nkeeper_low_balance_eth = \"0.001\"",
+    );
     add_jobs(
         &env,
         &format!(
@@ -538,7 +541,11 @@ async fn a_keeper_balance_below_the_next_performs_worst_case_is_alerted_by_webho
     set_balance(&env, env.keeper, 10 * THRESHOLD).await;
     env.run_once();
     assert_eq!(IUpkeepCounter::new(counter, p.clone()).counter().call().await.unwrap(), U256::from(1));
-    assert_eq!(hooks.received(), Vec::<serde_json::Value>::new(), "no alert while the balance covers 50 performs");
+    assert_eq!(
+        hooks.received(),
+        Vec::<serde_json::Value>::new(),
+        "no alert while the balance covers 50 performs"
+    );
 
     set_balance(&env, env.keeper, THRESHOLD / 2).await;
     mine(&env, 1).await;
@@ -554,18 +561,24 @@ async fn a_keeper_balance_below_the_next_performs_worst_case_is_alerted_by_webho
 
 async fn next_base_fee(env: &AgentEnv) -> u128 {
     use alloy::eips::eip1559::BaseFeeParams;
-    let head = env.chain.keeper.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
+    let head =
+        env.chain.keeper.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
     u128::from(head.header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn above_its_fee_ceiling_a_job_sends_nothing_and_blocks_no_other_job_then_performs_once_the_fee_falls() {
+async fn above_its_fee_ceiling_a_job_sends_nothing_and_blocks_no_other_job_then_performs_once_the_fee_falls()
+{
     let env = AgentEnv::start(&[]).await.unwrap();
     let p = &env.chain.keeper;
     let deploy_counter = || async {
-        fixtures::deploy(p, "UpkeepCounter", &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params())
-            .await
-            .unwrap()
+        fixtures::deploy(
+            p,
+            "UpkeepCounter",
+            &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
+        )
+        .await
+        .unwrap()
     };
     let (thrifty, urgent) = (deploy_counter().await, deploy_counter().await);
     let every = r#"{ kind = "every_blocks", blocks = 1 }"#;
@@ -585,7 +598,8 @@ async fn above_its_fee_ceiling_a_job_sends_nothing_and_blocks_no_other_job_then_
     assert!(next_base_fee(&env).await > 5 * GWEI);
     let nonce = keeper_nonce(&env).await;
     env.run_once();
-    let count_of = |c: Address| async move { IUpkeepCounter::new(c, p.clone()).counter().call().await.unwrap() };
+    let count_of =
+        |c: Address| async move { IUpkeepCounter::new(c, p.clone()).counter().call().await.unwrap() };
     assert_eq!(count_of(thrifty).await, U256::ZERO, "not performed above its ceiling");
     assert_eq!(count_of(urgent).await, U256::from(1), "the other job performs");
     assert_eq!(keeper_nonce(&env).await, nonce + 1, "one transaction only: the urgent job's");

@@ -80,6 +80,8 @@ struct JobState {
     rest_until: u64,
     rest_level: u32,
     pending: Option<String>,
+    /// Whether its last due perform waited for the base fee to fall under its ceiling.
+    fee_waiting: bool,
 }
 
 /// The runs in flight, by job.
@@ -96,6 +98,8 @@ pub struct JobRunner {
     states: HashMap<String, JobState>,
     sends: JoinSet<()>,
     low_balance: bool,
+    /// Log work whose perform waits for the base fee to fall under its job's ceiling.
+    fee_deferred: Vec<Work>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -131,6 +135,7 @@ impl JobRunner {
             states: HashMap::new(),
             sends: JoinSet::new(),
             low_balance: false,
+            fee_deferred: Vec::new(),
         })
     }
 
@@ -290,6 +295,7 @@ impl JobRunner {
             }
             work.push(Work { job: i, key, block: head, log: None });
         }
+        work.append(&mut self.fee_deferred);
         work.extend(self.log_work(from, head.number).await?);
         Ok(work)
     }
@@ -327,6 +333,7 @@ impl JobRunner {
         for w in work {
             by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
         }
+        let next_base_fee = self.next_base_fee().await?;
         for ((_, hash), items) in by_block {
             let outcomes = self.check_all(hash, &items).await?;
             for (w, outcome) in items.into_iter().zip(outcomes) {
@@ -337,13 +344,54 @@ impl JobRunner {
                         let hash = check::failed_check_hash(&reason);
                         self.skip(&job, &w, Address::ZERO, Bytes::new(), hash, &reason, head).await?;
                     }
+                    CheckOutcome::Needed { .. } if job.max_fee_per_gas < next_base_fee => {
+                        self.wait_for_fee(&job, w, next_base_fee);
+                    }
                     CheckOutcome::Needed { target, calldata, .. } => {
+                        self.states.entry(job.name.clone()).or_default().fee_waiting = false;
                         self.perform(&job, w, target, calldata, head).await?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The base fee of the next block (from the head's header): a perform whose fee ceiling is
+    /// under it could not be mined.
+    async fn next_base_fee(&self) -> Result<u128> {
+        let head = self
+            .pipeline
+            .provider()
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| chain("eth_getBlockByNumber", e))?
+            .ok_or_else(|| KeeperError::Chain("latest block not found".into()))?;
+        let params = alloy::eips::eip1559::BaseFeeParams::ethereum();
+        Ok(head.header.next_block_base_fee(params).map_or(0, u128::from))
+    }
+
+    /// Keeps `work` for a later round instead of signing a transaction that could not be mined
+    /// and would hold the keeper's nonce (every other job's perform waits behind it). Nothing is
+    /// journaled: the run is claimed once the base fee is under the job's ceiling.
+    fn wait_for_fee(&mut self, job: &KeeperJob, work: Work, next_base_fee: u128) {
+        let state = self.states.entry(job.name.clone()).or_default();
+        if !state.fee_waiting {
+            tracing::warn!(
+                job = %job.name,
+                work = %work.key,
+                base_fee_wei = next_base_fee,
+                ceiling_wei = job.max_fee_per_gas,
+                "keeper job due but the base fee is above its fee ceiling: waiting"
+            );
+        }
+        state.fee_waiting = true;
+        self.pipeline.metrics().jobs.inc_fee_waits(&job.name);
+        if work.log.is_some() {
+            self.fee_deferred.push(work);
+        } else {
+            state.pending = Some(work.key);
+        }
     }
 
     /// The outcome of every item's check, in order; items of `call` jobs need no check.
