@@ -184,7 +184,7 @@ impl JobRunner {
     /// One round: resume open runs, find due work since the cursor, check, perform, move the cursor.
     pub async fn round(&mut self) -> Result<()> {
         self.resume_open().await?;
-        let head = self.block_at(BlockNumberOrTag::Latest).await?;
+        let (head, next_base_fee) = self.head().await?;
         let cursor_key = self.pipeline.keeper().to_string().to_lowercase();
         let cursor = self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?;
         let from = match cursor {
@@ -194,7 +194,7 @@ impl JobRunner {
         if from <= head.number {
             let from = self.bound_catch_up(from, head.number).await?;
             let work = self.due_work(from, head).await?;
-            self.check_and_perform(work, head).await?;
+            self.check_and_perform(work, head, next_base_fee).await?;
         }
         let cursor = Cursor { block_number: head.number, block_hash: head.hash.to_string() };
         self.journal().set_cursor(CURSOR_SOURCE, &cursor_key, &cursor).await?;
@@ -264,8 +264,12 @@ impl JobRunner {
     /// Every job's due work over `from..=head`: block and schedule ticks at the head (checked
     /// once, at the newest state), each matching log at its block.
     async fn due_work(&mut self, from: u64, head: BlockRef) -> Result<Vec<Work>> {
-        let prev_ts =
-            if from == 0 { 0 } else { self.block_at(BlockNumberOrTag::Number(from - 1)).await?.timestamp };
+        let schedules = self.jobs.iter().any(|j| matches!(j.trigger, Trigger::Schedule { .. }));
+        let prev_ts = if from == 0 || !schedules {
+            0
+        } else {
+            self.block_at(BlockNumberOrTag::Number(from - 1)).await?.timestamp
+        };
         let busy: HashSet<String> = self.busy.lock().expect("busy lock").keys().cloned().collect();
         let mut work = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {
@@ -328,12 +332,16 @@ impl JobRunner {
     }
 
     /// Runs the checks (one `aggregate3` per block), then each needed perform.
-    async fn check_and_perform(&mut self, work: Vec<Work>, head: BlockRef) -> Result<()> {
+    async fn check_and_perform(
+        &mut self,
+        work: Vec<Work>,
+        head: BlockRef,
+        next_base_fee: u128,
+    ) -> Result<()> {
         let mut by_block: BTreeMap<(u64, B256), Vec<Work>> = BTreeMap::new();
         for w in work {
             by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
         }
-        let next_base_fee = self.next_base_fee().await?;
         for ((_, hash), items) in by_block {
             let outcomes = self.check_all(hash, &items).await?;
             for (w, outcome) in items.into_iter().zip(outcomes) {
@@ -357,9 +365,9 @@ impl JobRunner {
         Ok(())
     }
 
-    /// The base fee of the next block (from the head's header): a perform whose fee ceiling is
-    /// under it could not be mined.
-    async fn next_base_fee(&self) -> Result<u128> {
+    /// The head, and the base fee of the block after it: a perform whose fee ceiling is under
+    /// that could not be mined.
+    async fn head(&self) -> Result<(BlockRef, u128)> {
         let head = self
             .pipeline
             .provider()
@@ -368,7 +376,10 @@ impl JobRunner {
             .map_err(|e| chain("eth_getBlockByNumber", e))?
             .ok_or_else(|| KeeperError::Chain("latest block not found".into()))?;
         let params = alloy::eips::eip1559::BaseFeeParams::ethereum();
-        Ok(head.header.next_block_base_fee(params).map_or(0, u128::from))
+        let next_base_fee = head.header.next_block_base_fee(params).map_or(0, u128::from);
+        let head =
+            BlockRef { number: head.header.number, hash: head.header.hash, timestamp: head.header.timestamp };
+        Ok((head, next_base_fee))
     }
 
     /// Keeps `work` for a later round instead of signing a transaction that could not be mined
@@ -527,9 +538,8 @@ impl JobRunner {
         calldata: &Bytes,
     ) -> Result<std::result::Result<(), String>> {
         let provider = self.pipeline.provider();
-        check::simulate_perform(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
+        check::perform_would_succeed(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
             .await
-            .map(|r| r.map(drop))
             .map_err(KeeperError::Chain)
     }
 
