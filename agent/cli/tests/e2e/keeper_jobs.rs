@@ -624,3 +624,36 @@ async fn above_its_fee_ceiling_a_job_sends_nothing_and_blocks_no_other_job_then_
     let rows = runs(&journal, "thrifty").await;
     assert_eq!(count(&rows, RunState::Confirmed), 1, "{rows:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_waiting_on_the_fee_ceiling_is_performed_once_after_a_restart() {
+    let env = AgentEnv::start(&[]).await.unwrap();
+    let p = env.chain.keeper.clone();
+    let counter = fixtures::deploy(&p, "LogTriggeredCounter", &[]).await.unwrap();
+    let on_ping = format!(r#"{{ kind = "on_log", address = "{counter}", event = "Ping(uint256)" }}"#);
+    let upkeep = format!("kind = \"chainlink_upkeep\"\ntarget = \"{counter}\"");
+    add_jobs(&env, &format!("{}max_fee_gwei = 5\n", job("pings", &upkeep, 200_000, &on_ping)));
+    env.run_once();
+    let c = ILogTriggeredCounter::new(counter, p.clone());
+    c.ping().send().await.unwrap().get_receipt().await.unwrap();
+    const GWEI: u128 = 1_000_000_000;
+    let _: serde_json::Value =
+        p.raw_request("anvil_setNextBlockBaseFeePerGas".into(), (U256::from(40 * GWEI),)).await.unwrap();
+    mine(&env, 1).await;
+    assert!(next_base_fee(&env).await > 5 * GWEI);
+    // Each `run --once` is a new process: the log read above the ceiling must survive it.
+    env.run_once();
+    mine(&env, 1).await;
+    env.run_once();
+    assert_eq!(c.performed().call().await.unwrap(), U256::ZERO, "not performed above its ceiling");
+    while next_base_fee(&env).await >= 4 * GWEI {
+        mine(&env, 1).await;
+    }
+    env.run_once();
+    assert_eq!(c.performed().call().await.unwrap(), U256::from(1), "performed once the fee fell");
+    mine(&env, 2).await;
+    env.run_once();
+    assert_eq!(c.performed().call().await.unwrap(), U256::from(1), "and not again");
+    let journal = env.journal().await;
+    assert_eq!(count(&runs(&journal, "pings").await, RunState::Confirmed), 1);
+}

@@ -98,7 +98,8 @@ pub struct JobRunner {
     states: HashMap<String, JobState>,
     sends: JoinSet<()>,
     low_balance: bool,
-    /// Log work whose perform waits for the base fee to fall under its job's ceiling.
+    /// This round's log work whose perform waits for the base fee to fall under its job's
+    /// ceiling; its earliest block is journaled as where the next round starts reading logs.
     fee_deferred: Vec<Work>,
 }
 
@@ -191,11 +192,20 @@ impl JobRunner {
             None => head.number,
             Some(c) => self.resume_point(&c).await?,
         };
+        let logs_key = format!("{cursor_key}#logs");
+        let logs_from =
+            self.journal().cursor(CURSOR_SOURCE, &logs_key).await?.map_or(from, |c| c.block_number.min(from));
         if from <= head.number {
-            let from = self.bound_catch_up(from, head.number).await?;
-            let work = self.due_work(from, head).await?;
+            let logs_from = self.bound_catch_up(logs_from, head.number).await?;
+            let work = self.due_work(from.max(logs_from), logs_from, head).await?;
             self.check_and_perform(work, head, next_base_fee).await?;
         }
+        // Logs waiting on the fee ceiling are read again from their block next round (after a
+        // restart too): the cursor of logs stays at the earliest of them.
+        let waiting = std::mem::take(&mut self.fee_deferred);
+        let next_logs = waiting.iter().map(|w| w.block.number).min().unwrap_or(head.number + 1);
+        let logs_cursor = Cursor { block_number: next_logs, block_hash: String::new() };
+        self.journal().set_cursor(CURSOR_SOURCE, &logs_key, &logs_cursor).await?;
         let cursor = Cursor { block_number: head.number, block_hash: head.hash.to_string() };
         self.journal().set_cursor(CURSOR_SOURCE, &cursor_key, &cursor).await?;
         self.watch_balance().await;
@@ -261,9 +271,10 @@ impl JobRunner {
         })
     }
 
-    /// Every job's due work over `from..=head`: block and schedule ticks at the head (checked
-    /// once, at the newest state), each matching log at its block.
-    async fn due_work(&mut self, from: u64, head: BlockRef) -> Result<Vec<Work>> {
+    /// Every job's due work: block and schedule ticks over `from..=head` at the head (checked
+    /// once, at the newest state), each matching log over `logs_from..=head` at its block (logs
+    /// already performed are refused by their journal claim).
+    async fn due_work(&mut self, from: u64, logs_from: u64, head: BlockRef) -> Result<Vec<Work>> {
         let schedules = self.jobs.iter().any(|j| matches!(j.trigger, Trigger::Schedule { .. }));
         let prev_ts = if from == 0 || !schedules {
             0
@@ -299,8 +310,7 @@ impl JobRunner {
             }
             work.push(Work { job: i, key, block: head, log: None });
         }
-        work.append(&mut self.fee_deferred);
-        work.extend(self.log_work(from, head.number).await?);
+        work.extend(self.log_work(logs_from, head.number).await?);
         Ok(work)
     }
 
