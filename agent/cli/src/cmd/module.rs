@@ -92,6 +92,9 @@ pub struct DeployArgs {
     /// Where to write the Safe's batch (needs the group key: --quorum-file or --x).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Set `safe.module` in the config file to the deployed module.
+    #[arg(long)]
+    write: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -404,6 +407,9 @@ async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         .with_context(|| format!("deploying the module from {deployer}"))?;
     let on_chain = TreasuryModule::new(module, &reader).safe().call().await.context("module.safe()")?;
     ensure!(on_chain == s.safe, "the deployed module serves {on_chain}, not the Safe {}", s.safe);
+    if a.write {
+        set_module_in_config(&a.config, module)?;
+    }
     let written = match (&a.out, known_key) {
         (Some(out), Some(key)) => Some(write_batch(&s, module, key, out)?),
         _ => None,
@@ -474,6 +480,41 @@ async fn batch(a: BatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets `module = "…"` in the config's `[safe]` section (replacing the line there, or adding it
+/// after the header), leaving the rest of the file as it is.
+fn set_module_in_config(path: &Path, module: Address) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let updated =
+        with_module(&text, module).ok_or_else(|| config_problem(path, "no [safe] section".into()))?;
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+fn with_module(text: &str, module: Address) -> Option<String> {
+    let line = format!("module = \"{module}\"");
+    let mut out: Vec<String> = Vec::new();
+    let (mut in_safe, mut done) = (false, false);
+    for l in text.lines() {
+        let trimmed = l.trim_start();
+        if trimmed.starts_with('[') {
+            if in_safe && !done {
+                out.push(line.clone());
+                done = true;
+            }
+            in_safe = trimmed.trim_end() == "[safe]";
+        } else if in_safe && !done && trimmed.split('=').next().is_some_and(|k| k.trim() == "module") {
+            out.push(line.clone());
+            done = true;
+            continue;
+        }
+        out.push(l.to_string());
+    }
+    if in_safe && !done {
+        out.push(line);
+        done = true;
+    }
+    done.then(|| out.join("\n") + "\n")
+}
+
 fn write_batch(
     s: &Settings,
     module: Address,
@@ -527,6 +568,20 @@ mod tests {
         assert!(units("0.0000001", 6).is_err());
         assert!(units("-1", 6).is_err());
         assert!(units("ten", 6).is_err());
+    }
+
+    #[test]
+    fn write_sets_the_module_in_the_safe_section_only() {
+        let m = Address::repeat_byte(0x22);
+        let text = "[chain]\nchain_id = 1\n\n[safe]\naddress = \"0x11\"\n\n[module]\nroot = \"0x33\"\n";
+        let out = with_module(text, m).unwrap();
+        let parsed: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(parsed["safe"]["module"].as_str().unwrap(), m.to_string());
+        assert!(parsed["module"].get("module").is_none());
+        let again = with_module(&out, Address::repeat_byte(0x44)).unwrap();
+        let parsed: toml::Value = toml::from_str(&again).unwrap();
+        assert_eq!(parsed["safe"]["module"].as_str().unwrap(), Address::repeat_byte(0x44).to_string());
+        assert!(with_module("[chain]\n", m).is_none());
     }
 
     #[test]
