@@ -17,4 +17,5 @@ mod pipeline;
 mod replay;
 mod replicas;
 mod service;
+mod signer_probe;
 mod treasuries;
