@@ -10,6 +10,7 @@
 //! - [`provider`]: connecting to an RPC endpoint.
 //! - [`tx`]: sending transactions with errors that name what was sent.
 //! - [`safe`]: Safe transactions signed by owners.
+//! - [`txbuilder`]: Safe{Wallet} Transaction Builder batch files for the Safe's owners.
 //! - [`sender`]: the keeper's transaction sender (nonces, fees, replacement, confirmation, reorgs).
 //! - [`snapshot`]: the state of a Safe at one pinned block, read in one `eth_call`.
 //! - [`error`]: the crate's error type.
@@ -27,6 +28,7 @@ pub mod snapshot;
 pub mod tiers;
 pub mod tools;
 pub mod tx;
+pub mod txbuilder;
 
 pub use admin::AdminAction;
 pub use error::ChainError;

@@ -51,6 +51,9 @@ pub enum Command {
     /// Keeper jobs: check one without sending, import from Chainlink Automation or Gelato.
     #[command(subcommand)]
     Keeper(cmd::keeper::KeeperCmd),
+    /// Deploy the treasury module onto an existing Safe and write the Safe's batch enabling it.
+    #[command(subcommand)]
+    Module(cmd::module::ModuleCmd),
     /// Executed payments and swaps for bookkeeping.
     #[command(subcommand)]
     Payments(cmd::payments::PaymentsCmd),
@@ -74,6 +77,7 @@ impl Command {
             Command::Intents(cmd) => cmd.run().await,
             Command::Trigger(args) => args.run().await,
             Command::Keeper(cmd) => cmd.run().await,
+            Command::Module(cmd) => cmd.run().await,
             Command::Payments(cmd) => cmd.run().await,
             Command::Dev(args) => args.run().await,
             Command::Completions(args) => args.run(),

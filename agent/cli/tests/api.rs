@@ -131,6 +131,7 @@ async fn start(root: Option<RootClient>) -> Fixture {
         root,
         status: status_info(),
         token: ApiToken::new(TOKEN).unwrap(),
+        payments: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -419,8 +419,9 @@ impl Drop for Children {
     }
 }
 
-/// The README's walk-through, run in the working directory with relative file names as written
-/// there (`--out coord.key`, `--dir node1`, `--out quorum.toml`).
+/// The quorum commands with relative file names (`--out coord.key`, `--dir node1`, `--out
+/// quorum.toml`), DKG refresh and a wrong passphrase; the README's whole walk-through runs in
+/// `tests/readme.rs`.
 #[test]
 fn cli_dkg_refresh_and_wrong_passphrase() {
     let tmp = tempfile::tempdir().unwrap();

@@ -609,6 +609,7 @@ async fn serve_api(journal: Journal) -> std::net::SocketAddr {
             version: "test".into(),
         },
         token: ApiToken::new(API_TOKEN).unwrap(),
+        payments: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -102,6 +102,8 @@ impl Agent {
                     root: pipeline.root().cloned(),
                     status: StatusInfo::from_config(config, pipeline.keeper()),
                     token: ApiToken::from_env(&api.token_env).map_err(AgentError::Api)?,
+                    payments: crate::export::PaymentsSource::from_config(config, pipeline.provider().clone())
+                        .ok(),
                 };
                 let listener = TcpListener::bind(&api.listen)
                     .await

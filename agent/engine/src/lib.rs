@@ -5,6 +5,7 @@
 //! - [`api`]: the agent's HTTP API (status, intents, policies, approvals, OpenAPI, metrics).
 //! - [`agent`]: the running agent ([`Agent`]): pipeline, watcher and API started from a config.
 //! - [`config`]: the agent's TOML configuration and its validation.
+//! - [`export`]: executed payments and swaps for bookkeeping (CSV or JSON).
 //! - [`fleet`]: several treasuries in one process, one lane each.
 //! - [`journal`]: the durable record of intents and their state transitions (SQLite by default,
 //!   PostgreSQL for replicas).
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod export;
 pub mod fleet;
 pub mod journal;
 pub mod keeper;

@@ -183,6 +183,11 @@ impl ModuleAdmin {
         self.module
     }
 
+    /// The Safe the module executes from (`safe()`).
+    pub async fn safe(&self) -> Result<Address> {
+        self.contract().safe().call().await.map_err(self.view("safe"))
+    }
+
     fn contract(&self) -> TreasuryModule::TreasuryModuleInstance<DynProvider> {
         TreasuryModule::new(self.module, self.provider.clone())
     }

@@ -5,6 +5,7 @@ pub mod dev;
 pub mod dkg;
 pub mod intents;
 pub mod keeper;
+pub mod module;
 pub mod payments;
 pub mod policy;
 pub mod root;

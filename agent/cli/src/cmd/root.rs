@@ -397,7 +397,7 @@ fn print_decision(rec: &RequestRecord, json: bool) -> anyhow::Result<()> {
 /// variable named by `--password-env`), for when the root address should not hold ETH. The admin op
 /// is authorised by the root signature alone, whoever sends it; `apply` needs no root signature.
 pub mod admin {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use alloy::network::EthereumWallet;
@@ -447,6 +447,11 @@ pub mod admin {
         /// Show the op and its digest, sign nothing, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Sign nothing: write the change as a Safe{Wallet} Transaction Builder batch for the
+        /// Safe's owners (`configure` on the module, applied at once: the Safe is not held to the
+        /// timelock), e.g. when the root key is lost or a change must not wait.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "from_keystore"])]
+        safe_batch: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -573,7 +578,7 @@ pub mod admin {
     }
 
     /// A group key checked to be a curve point the module can verify with.
-    fn group_key(x: U256, parity: u8) -> anyhow::Result<AdminAction> {
+    pub(crate) fn group_key(x: U256, parity: u8) -> anyhow::Result<AdminAction> {
         if parity > 1 {
             bail!("--parity must be 0 (even y) or 1 (odd y), not {parity}");
         }
@@ -586,7 +591,8 @@ pub mod admin {
         Ok(AdminAction::SetGroupKey { x, parity })
     }
 
-    fn quorum_group_key(path: &std::path::Path, pinned: &[String]) -> anyhow::Result<AdminAction> {
+    /// The group key of a quorum file whose nodes' attestations check out against `pinned`.
+    pub(crate) fn quorum_group_key(path: &std::path::Path, pinned: &[String]) -> anyhow::Result<AdminAction> {
         let q = QuorumFile::load(path).with_context(|| format!("reading {}", path.display()))?;
         q.verify_attestations(pinned)
             .with_context(|| format!("{}: the nodes' attestations do not check out", path.display()))?;
@@ -652,6 +658,11 @@ pub mod admin {
             .with_context(|| format!("connecting to the module at {module}"))?;
         let now = admin.chain_time().await?;
         match &a.action {
+            AdminCmd::PendingChanges | AdminCmd::Apply { .. } if a.safe_batch.is_some() => {
+                bail!(
+                    "--safe-batch writes a change for the Safe's owners; pending-changes and apply have none"
+                )
+            }
             AdminCmd::PendingChanges => {
                 let list = admin.queued_changes(a.from_block).await.context("listing queued changes")?;
                 if a.json {
@@ -681,6 +692,9 @@ pub mod admin {
             _ => {}
         }
         let action = a.action.action()?.expect("a signing action");
+        if let Some(out) = &a.safe_batch {
+            return write_safe_batch(&admin, action, out, a.json).await;
+        }
         let plan = admin.plan(action, a.ttl).await.context("reading the module")?;
         if !a.json || a.dry_run {
             show(&plan, a.json);
@@ -698,6 +712,41 @@ pub mod admin {
         let (sender, from) = sender(&a, &admin, Some(key)).await?;
         let outcome = admin.send(&sender, &plan, &sig).await.context("sending admin()")?;
         report(&a, Some(&plan), &outcome, from, now)
+    }
+
+    /// Writes `action` as the Safe's Transaction Builder batch (`configure` on the module).
+    async fn write_safe_batch(
+        admin: &ModuleAdmin,
+        action: AdminAction,
+        out: &Path,
+        json: bool,
+    ) -> anyhow::Result<()> {
+        let safe = admin.safe().await.context("reading the module's Safe")?;
+        let file = treasury_chain::txbuilder::configure_batch(
+            admin.chain_id(),
+            safe,
+            admin.module(),
+            std::slice::from_ref(&action),
+            crate::cmd::module::now_ms(),
+        );
+        crate::cmd::module::write_json(out, &file)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "batch": out.display().to_string(), "safe": safe, "file": file })
+            );
+        } else {
+            println!("action    {}", treasury_chain::admin::describe(&action));
+            println!(
+                "batch     {} for the Safe {safe} (checksum {})",
+                out.display(),
+                file.meta.checksum.as_deref().unwrap_or("")
+            );
+            println!(
+                "then      the Safe's owners import it in Safe{{Wallet}}'s Transaction Builder and sign it"
+            );
+        }
+        Ok(())
     }
 
     /// The provider that sends, and its address.

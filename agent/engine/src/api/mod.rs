@@ -12,11 +12,13 @@
 //! - [`handlers`]: one function per route, and the types it answers with.
 //! - [`openapi`]: the routes and the OpenAPI 3.1 document generated from them.
 //! - [`dashboard`]: the read-only HTML dashboard at `/dashboard` (token or its own session).
+//! - [`payments`]: the bookkeeping export (`/v1/payments/export`).
 
 pub mod dashboard;
 pub mod handlers;
 pub mod jobs;
 pub mod openapi;
+pub mod payments;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -117,6 +119,8 @@ pub struct ApiState {
     pub status: StatusInfo,
     /// The bearer token clients must present.
     pub token: ApiToken,
+    /// What the payments export reads on chain; `None` answers it with 503.
+    pub payments: Option<crate::export::PaymentsSource>,
 }
 
 /// The state as the handlers share it.

@@ -45,6 +45,7 @@ pub fn routes_and_document(version: &str) -> (Router<Shared>, utoipa::openapi::O
         .routes(routes!(h::approvals))
         .routes(routes!(super::jobs::list_jobs))
         .routes(routes!(super::jobs::job_history))
+        .routes(routes!(super::payments::export_payments))
         .split_for_parts();
     document.info.version = version.to_string();
     document_authentication(&mut document);

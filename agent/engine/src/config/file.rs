@@ -39,6 +39,11 @@ pub struct ConfigFile {
     pipeline: PipelineConfig,
     #[serde(default)]
     policies: PoliciesConfig,
+    /// `[module]`: the settings `treasury module deploy|batch` deploys and enables the module with
+    /// (read there; the agent reads the module's settings from the chain).
+    #[serde(default)]
+    #[allow(dead_code)]
+    module: Option<toml::Value>,
     /// Several treasuries in one file (`[[treasury]]`), instead of the sections above.
     #[serde(default, rename = "treasury")]
     treasuries: Vec<many::TreasurySection>,

@@ -74,6 +74,7 @@ pub(super) fn check_all(file: ConfigFile, base_dir: &Path) -> Result<Vec<Config>
             notify: t.notify.unwrap_or_else(|| file.notify.clone()),
             pipeline: t.pipeline.unwrap_or_else(|| file.pipeline.clone()),
             policies: t.policies,
+            module: None,
             treasuries: Vec::new(),
         };
         match one.check(base_dir) {

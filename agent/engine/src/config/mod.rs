@@ -210,6 +210,9 @@ pub struct PipelineConfig {
     /// `keeper_low` notification is sent.
     #[serde(rename = "keeper_low_balance_eth", with = "units::ether")]
     pub keeper_low_balance_wei: u128,
+    /// Between two probes of every configured signer node (`/v1/status`, `treasury_signer_up`).
+    #[serde(with = "humantime_serde")]
+    pub signer_probe_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -222,6 +225,7 @@ impl Default for PipelineConfig {
             escalation_ttl: Duration::from_secs(86_400),
             max_batch: 16,
             keeper_low_balance_wei: 50_000_000_000_000_000,
+            signer_probe_interval: Duration::from_secs(30),
         }
     }
 }

@@ -64,7 +64,9 @@ pub async fn run(
             }
         })
     };
+    let probe = tokio::spawn(probe_signers(pipeline.clone(), shutdown.clone()));
     let lane = run_lane(&pipeline, &wake_lane, options, intake_done, &mut shutdown).await;
+    probe.abort();
     if options.once {
         // The round's outcome decides the exit status: a failed trigger round is a failed run.
         if let Ok(Some(failure)) = intake.await {
@@ -143,10 +145,8 @@ async fn run_lane(
     let poll = pipeline.settings().poll_interval;
     let mut backoff = poll;
     let mut keeper = KeeperWatch::default();
-    let mut signers = SignerWatch::default();
     loop {
         keeper.check(pipeline).await;
-        signers.check(pipeline).await;
         if *shutdown.borrow() {
             return Ok(());
         }
@@ -180,26 +180,26 @@ async fn run_lane(
     }
 }
 
-/// Probes every configured signer node now and then, so that the status and the
-/// `treasury_signer_up` gauge list each one, not only those that took part in a signature.
-#[derive(Debug, Default)]
-struct SignerWatch {
-    last: Option<std::time::Instant>,
-}
-
-impl SignerWatch {
-    const EVERY: Duration = Duration::from_secs(30);
-
-    async fn check(&mut self, pipeline: &Pipeline) {
-        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            return;
-        }
-        self.last = Some(std::time::Instant::now());
+/// Probes every configured signer node every `pipeline.signer_probe_interval`, on a task of its
+/// own (a node that does not answer costs this task its timeout, never the lane), so the status
+/// and the `treasury_signer_up` gauge list each one, not only those that took part in a signature.
+async fn probe_signers(pipeline: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) {
+    let every = pipeline.settings().signer_probe_interval;
+    let mut was_up = std::collections::HashMap::new();
+    loop {
         for (node, up) in pipeline.coordinator().probe().await {
-            if !up {
-                tracing::warn!(%node, "signer node does not answer under its pinned identity");
+            if was_up.insert(node.clone(), up) != Some(up) {
+                if up {
+                    tracing::info!(%node, "signer node answers under its pinned identity");
+                } else {
+                    tracing::warn!(%node, "signer node does not answer under its pinned identity");
+                }
             }
             pipeline.metrics().set_signer_up(&node, up);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }
