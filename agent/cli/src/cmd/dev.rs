@@ -25,6 +25,10 @@ pub struct DevArgs {
     /// Print the summary as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
+    /// High availability: two treasuries on two chains, two agent replicas on a private
+    /// PostgreSQL cluster; the leading replica is killed mid-scenario and the other takes over.
+    #[arg(long, conflicts_with = "resume")]
+    ha: bool,
 }
 
 impl DevArgs {
@@ -37,6 +41,7 @@ impl DevArgs {
             yes: self.yes,
             once: self.once,
             json,
+            ha: self.ha,
         })
         .await?;
         if json {
@@ -58,7 +63,8 @@ fn print_human(s: &Summary) {
     println!("\nintents");
     for i in &s.intents {
         println!(
-            "  #{:<3} {:<13} {:<5} {:<10} {:<40} {}",
+            "  {}#{:<3} {:<13} {:<5} {:<10} {:<40} {}",
+            i.treasury.as_deref().map(|t| format!("{t} ")).unwrap_or_default(),
             i.id,
             i.policy,
             i.kind,
