@@ -112,9 +112,11 @@ pub(super) async fn main(
 
     let t = progress.start("config: [[treasury]] grants and ops on PostgreSQL");
     let config_path = write_config(dir, &lanes)?;
-    let configs = Config::load_all(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
+    let configs =
+        Config::load_all(&config_path).with_context(|| format!("checking {}", config_path.display()))?;
     for lane in &mut lanes {
-        let config = configs.iter().find(|c| c.name == lane.name).context("a treasury missing from the config")?;
+        let config =
+            configs.iter().find(|c| c.name == lane.name).context("a treasury missing from the config")?;
         lane.lease = treasury_agent::replica::treasury_id(config);
     }
     progress.done(t, &config_path.display().to_string());
@@ -187,7 +189,8 @@ fn write_config(dir: &Path, lanes: &[Lane]) -> anyhow::Result<PathBuf> {
     for lane in lanes {
         let path = &lane.running.config_path;
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut t: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut t: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let base = &lane.running.dir;
         t.remove("api");
         let mut journal = toml::Table::new();
@@ -365,10 +368,11 @@ async fn start_replicas(
 ) -> anyhow::Result<Replicas> {
     let t = progress.start("replica A (treasury run)");
     let log = dir.join("replica-a.log");
-    let (p, _) = procs::spawn("replica A", replica_command(config, lanes)?, &log, Duration::from_secs(120), |l| {
-        l.contains("leading term").then(String::new)
-    })
-    .await?;
+    let (p, _) =
+        procs::spawn("replica A", replica_command(config, lanes)?, &log, Duration::from_secs(120), |l| {
+            l.contains("leading term").then(String::new)
+        })
+        .await?;
     let a = p.pid;
     procs.push(p);
     wait_for(procs, "replica A", &log, "leads every treasury", move || async move {
@@ -395,7 +399,13 @@ async fn start_replicas(
 }
 
 /// Polls `ready` until true; fails if the process `name` exits first or after 120 s.
-async fn wait_for<F, Fut>(procs: &mut Procs, name: &str, log: &Path, what: &str, ready: F) -> anyhow::Result<()>
+async fn wait_for<F, Fut>(
+    procs: &mut Procs,
+    name: &str,
+    log: &Path,
+    what: &str,
+    ready: F,
+) -> anyhow::Result<()>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -437,7 +447,8 @@ fn names(lanes: &[Lane]) -> String {
 /// led carries a new term held by the other replica: the standby's first journal write.
 async fn kill_leader(lanes: &[Lane], replicas: &Replicas) -> anyhow::Result<Failover> {
     let before = leases(lanes).await?;
-    let leader = before[0].as_ref().and_then(holder_pid).context("nobody holds the first treasury's lease")?;
+    let leader =
+        before[0].as_ref().and_then(holder_pid).context("nobody holds the first treasury's lease")?;
     let standby = if leader == replicas.a { replicas.b } else { replicas.a };
     let led: Vec<(usize, i64)> = before
         .iter()
