@@ -138,7 +138,7 @@ pub(super) async fn main(
     }
     outcome.scenario_done = true;
     progress.line(&format!(
-        "scenario done: replica B keeps running (logs and config in {}); Ctrl-C stops everything",
+        "scenario done: the surviving replica keeps running (logs and config in {}); Ctrl-C stops everything",
         dir.display()
     ));
     std::future::pending::<()>().await;
