@@ -89,8 +89,8 @@ pub(super) async fn main(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let t = progress.start("PostgreSQL cluster (initdb)");
-    // Started from this runtime worker, which lives as long as `treasury dev`: the server dies
-    // with it (parent-death signal) even on a kill -9.
+    // Started from the thread polling `treasury dev` (the runtime's `block_on`, the main
+    // thread): the server dies with the process (parent-death signal) even on a kill -9.
     let cluster = Postgres::start_in(dir).context("starting a private PostgreSQL cluster")?;
     let detail = format!("127.0.0.1:{} in {}", cluster.port(), cluster.dir().display());
     let cluster = outcome.postgres.insert(cluster);
