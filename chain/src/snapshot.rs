@@ -155,16 +155,19 @@ pub async fn read_snapshots(
     specs: &[SnapshotSpec],
     block: BlockNumberOrTag,
 ) -> Result<Vec<Snapshot>> {
-    let header = provider
-        .get_block_by_number(block)
-        .await
-        .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
-        .ok_or_else(|| ChainError::InvalidAnswer {
-            call: "eth_getBlockByNumber".into(),
-            reason: format!("no block {block}"),
-        })?
-        .header;
-    let chain_id = crate::provider::chain_id(provider).await?;
+    // The header and the chain id at the same time: neither depends on the other.
+    let header = async {
+        provider
+            .get_block_by_number(block)
+            .await
+            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
+            .ok_or_else(|| ChainError::InvalidAnswer {
+                call: "eth_getBlockByNumber".into(),
+                reason: format!("no block {block}"),
+            })
+            .map(|b| b.header)
+    };
+    let (header, chain_id) = futures::try_join!(header, crate::provider::chain_id(provider))?;
     let probes: Vec<Vec<Probe>> = specs.iter().map(probes).collect();
     let pinned = BlockId::hash(header.hash);
     let reads = chunks(specs, &probes).into_iter().map(|range| {

@@ -320,16 +320,35 @@ impl Replayer {
         op: &Operation,
         history: &[PastIntent],
     ) -> Result<Vec<(Intent, u64)>, ReplayError> {
+        self.check_decision(decision)?;
+        let snapshots = self.snapshots(provider, decision).await?;
+        self.replay_on(&snapshots, decision, op, history)
+    }
+
+    /// Refuses a decision under another policy set, or one with no intents.
+    pub fn check_decision(&self, decision: &Decision) -> Result<(), ReplayError> {
         if decision.policy_hash != self.hash {
             return Err(ReplayError::PolicyHash { expected: self.hash, got: decision.policy_hash });
         }
         if decision.intents.is_empty() {
             return Err(ReplayError::Malformed("no intents".into()));
         }
-        let snapshots = self.snapshots(provider, decision).await?;
+        Ok(())
+    }
+
+    /// [`Replayer::replay`] on `snapshots` already read ([`Replayer::snapshots`]), so a caller can
+    /// read them at the same time as other things.
+    pub fn replay_on(
+        &self,
+        snapshots: &BTreeMap<u64, Snapshot>,
+        decision: &Decision,
+        op: &Operation,
+        history: &[PastIntent],
+    ) -> Result<Vec<(Intent, u64)>, ReplayError> {
+        self.check_decision(decision)?;
         let mut derived: BTreeMap<String, (Intent, u64, u64)> = BTreeMap::new();
         for firing in &decision.firings {
-            let snapshot = &snapshots[&firing.block.number];
+            let snapshot = snapshot_of(snapshots, firing.block.number)?;
             for name in &firing.policies {
                 if !self.set.entries().any(|e| &e.name == name) {
                     return Err(ReplayError::Malformed(format!(
@@ -390,13 +409,13 @@ impl Replayer {
             }
             checked.push((asked.clone(), *timestamp));
         }
-        self.check_plan(&snapshots[&decision.plan_block.number], decision, op)?;
+        self.check_plan(snapshot_of(snapshots, decision.plan_block.number)?, decision, op)?;
         Ok(checked)
     }
 
     /// The snapshot of every block the decision names (its firings' and the plan block), each
-    /// read once, all at the same time.
-    async fn snapshots(
+    /// read once, all at the same time, each checked against the block hash the decision names.
+    pub async fn snapshots(
         &self,
         provider: &DynProvider,
         decision: &Decision,
@@ -459,6 +478,13 @@ impl Replayer {
         }
         Ok(snapshot)
     }
+}
+
+/// The snapshot of block `number` among `snapshots`.
+fn snapshot_of(snapshots: &BTreeMap<u64, Snapshot>, number: u64) -> Result<&Snapshot, ReplayError> {
+    snapshots
+        .get(&number)
+        .ok_or_else(|| ReplayError::Malformed(format!("no snapshot of block {number} read")))
 }
 
 /// The payments a firing at `timestamp` counts: those of `history` decided before it, or at its
