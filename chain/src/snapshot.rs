@@ -186,6 +186,39 @@ pub async fn read_snapshots(
     Ok(snapshots)
 }
 
+/// [`read_snapshot`] at block `number`, which the caller expects to have hash `hash` on chain
+/// `chain_id`: the header by number and the `aggregate3` pinned to `hash` are sent together (one
+/// round of requests instead of two). `Ok(Err(actual))` when block `number` has hash `actual`
+/// on this endpoint.
+pub async fn read_snapshot_expecting(
+    provider: &DynProvider,
+    spec: &SnapshotSpec,
+    number: u64,
+    hash: B256,
+    chain_id: u64,
+) -> Result<std::result::Result<Snapshot, B256>> {
+    let header = async {
+        provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
+            .ok_or_else(|| ChainError::InvalidAnswer {
+                call: "eth_getBlockByNumber".into(),
+                reason: format!("no block {number}"),
+            })
+            .map(|b| b.header)
+    };
+    let probes = probes(spec);
+    let batch: Vec<&Probe> = probes.iter().collect();
+    let (header, results) =
+        futures::join!(header, aggregate(provider, spec.multicall3, &batch, BlockId::hash(hash)));
+    let header = header?;
+    if header.hash != hash {
+        return Ok(Err(header.hash));
+    }
+    decode_snapshot(spec, &probes, results?, chain_id, &header).map(Ok)
+}
+
 /// Consecutive ranges of `specs` sharing a Multicall3, each of at most
 /// [`MAX_CALLS_PER_AGGREGATE`] calls (or one treasury, if it alone has more).
 fn chunks(specs: &[SnapshotSpec], probes: &[Vec<Probe>]) -> Vec<std::ops::Range<usize>> {

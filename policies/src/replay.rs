@@ -1,7 +1,7 @@
 //! Replaying a decision: what a signer node runs to check that an operation is exactly what the
 //! pinned policies produce at the pinned blocks, through its own RPC endpoint.
 //!
-//! The agent and the node run the same code for each step: [`read_snapshot`] at a block,
+//! The agent and the node run the same code for each step: [`treasury_chain::snapshot::read_snapshot`] at a block,
 //! [`PolicySet::evaluate_all`] in the sandbox, [`plan_batch`]. What the node does not take from
 //! the agent: the snapshot (it reads its own, and checks the block hash), the policy set (its
 //! pinned [`PolicyBundle`], named by hash) and the history on trust: the decision lists the
@@ -17,7 +17,7 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::{DynProvider, Provider};
 use serde::{Deserialize, Serialize};
 use treasury_chain::operation::Operation;
-use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot};
+use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot_expecting};
 
 use crate::config::PoliciesConfig;
 use crate::intent::{Action, Intent};
@@ -465,18 +465,14 @@ impl Replayer {
         Ok(())
     }
 
+    /// The snapshot at `block`, read in one round: its header by number (whose hash must be the
+    /// one the decision names) and the Multicall3 read pinned to that hash, sent together.
     async fn snapshot_at(&self, provider: &DynProvider, block: PinnedBlock) -> Result<Snapshot, ReplayError> {
-        let snapshot = read_snapshot(provider, &self.spec, BlockNumberOrTag::Number(block.number))
+        let chain_id = self.bundle.chain_id;
+        read_snapshot_expecting(provider, &self.spec, block.number, block.hash, chain_id)
             .await
-            .map_err(|source| ReplayError::Snapshot { block: block.number, source })?;
-        if snapshot.block_hash != block.hash {
-            return Err(ReplayError::BlockHash {
-                number: block.number,
-                claimed: block.hash,
-                actual: snapshot.block_hash,
-            });
-        }
-        Ok(snapshot)
+            .map_err(|source| ReplayError::Snapshot { block: block.number, source })?
+            .map_err(|actual| ReplayError::BlockHash { number: block.number, claimed: block.hash, actual })
     }
 }
 

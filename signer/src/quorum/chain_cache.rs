@@ -62,6 +62,9 @@ struct Inner {
     /// The latest finalized block seen: the next read of the events starts after it was
     /// finalized, so the events up to it may then be kept.
     finalized: Option<(u64, B256)>,
+    /// The highest decision block for which the finalized block was read: it moves only when
+    /// the chain does, so it is read again only for a later block.
+    finalized_read_at: u64,
 }
 
 impl ChainCache {
@@ -99,6 +102,7 @@ impl ChainCache {
         let mut inner = self.lock();
         inner.events = None;
         inner.finalized = None;
+        inner.finalized_read_at = 0;
     }
 
     /// The finalized block seen by an earlier request, if any.
@@ -112,6 +116,14 @@ impl ChainCache {
         if inner.finalized.is_none_or(|f| f.0 < block.0) {
             inner.finalized = Some(block);
         }
+    }
+
+    /// Whether to read the finalized block for a decision at block `block` (once per new block).
+    pub(crate) fn finalized_due(&self, block: u64) -> bool {
+        let mut inner = self.lock();
+        let due = block > inner.finalized_read_at;
+        inner.finalized_read_at = inner.finalized_read_at.max(block);
+        due
     }
 
     /// Keeps `events`, replacing what was kept.

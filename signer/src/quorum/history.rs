@@ -38,7 +38,7 @@ pub(crate) struct ChainReads {
 /// Reads, all at once: the window's first block by number (still on this chain?) and the one
 /// before it (by hash, kept once read), the module's `Executed` events from the window's start
 /// (only those after the last finalized block kept, see [`ChainCache`]), the module nonce, and
-/// the finalized block for the next request.
+/// the finalized block for the next request (once per new decision block).
 pub(crate) async fn read_chain(
     bundle: &PolicyBundle,
     provider: &DynProvider,
@@ -58,7 +58,10 @@ pub(crate) async fn read_chain(
                 .await
                 .map_err(|e| rpc_refusal("module nonce", e))
         },
-        async { Ok(finalized_block(provider).await) },
+        async {
+            let due = cache.finalized_due(decision.plan_block.number);
+            Ok(if due { finalized_block(provider).await } else { None })
+        },
     )?;
     if let Some(f) = finalized {
         cache.saw_finalized(f);
