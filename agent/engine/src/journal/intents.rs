@@ -106,6 +106,24 @@ pub struct PendingIntent {
     pub transaction: Option<TransactionRecord>,
 }
 
+/// An intent decided and not failed, rejected or expired, with the operation that carries it
+/// and where that operation's newest transaction was mined: what the policies' history and the
+/// replaying nodes' history are built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecidedIntent {
+    /// The intent.
+    pub intent: Intent,
+    /// The newest operation planned for it, if any.
+    pub operation_id: Option<String>,
+    /// The block the newest transaction carrying that operation was mined in, if any.
+    pub mined_block: Option<u64>,
+}
+
+/// The newest operation planned for the intent `i.id` (as [`Journal::operation_of`] picks it).
+const NEWEST_OPERATION: &str = "SELECT o.operation_id FROM operations o
+     JOIN operation_intents l ON l.operation_id = o.operation_id
+     WHERE l.intent_id = i.id ORDER BY o.created_at DESC, o.operation_id LIMIT 1";
+
 const INTENT_COLUMNS: &str =
     "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at";
 
@@ -299,6 +317,35 @@ impl Journal {
         .iter()
         .map(intent_from_row)
         .collect()
+    }
+
+    /// The newest `limit` intents not failed, rejected or expired, newest first, each with its
+    /// newest operation and that operation's newest transaction's block, in one query.
+    pub async fn decided_intents(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT d.*, (SELECT t.block_number FROM transactions t WHERE t.operation_id = d.op_id
+                          ORDER BY t.id DESC LIMIT 1) AS mined_block
+             FROM (SELECT {INTENT_COLUMNS}, ({NEWEST_OPERATION}) AS op_id FROM intents i
+                   WHERE i.state NOT IN ('failed', 'rejected', 'expired') ORDER BY i.id DESC LIMIT $1) d
+             ORDER BY d.id DESC"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list decided intents"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| JournalError::Database { what: "read decided intent", source: e };
+                let mined: Option<i64> = row.try_get("mined_block").map_err(get)?;
+                Ok(DecidedIntent {
+                    intent: intent_from_row(row)?,
+                    operation_id: row.try_get("op_id").map_err(get)?,
+                    mined_block: mined
+                        .map(|b| u64::try_from(b).map_err(|e| corrupt("mined block", e)))
+                        .transpose()?,
+                })
+            })
+            .collect()
     }
 
     /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.

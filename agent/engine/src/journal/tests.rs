@@ -249,6 +249,16 @@ async fn a_restart_finds_everything_and_the_work_to_resume(db: Db) {
     assert_eq!((tx.state, tx.block_number), (TxState::Included, Some(120)));
     assert!(pending[1].operation.is_none() && pending[1].transaction.is_none());
 
+    // The histories' one query: decided intents newest first, the failed one left out, each with
+    // its newest operation and the block that operation's newest transaction was mined in.
+    let decided = journal.decided_intents(100).await.unwrap();
+    let seen: Vec<_> = decided
+        .iter()
+        .map(|d| (d.intent.idempotency_key.as_str(), d.operation_id.as_deref(), d.mined_block))
+        .collect();
+    assert_eq!(seen, [("p", None, None), ("s", Some("0xop1"), Some(120))]);
+    assert_eq!(journal.decided_intents(1).await.unwrap().len(), 1, "the newest one only");
+
     let signing = journal.signing_request("0xop1", "quorum").await.unwrap().unwrap();
     assert_eq!(signing.state, SigningState::Signed);
     assert_eq!(signing.answer, Some(quorum_answer()));

@@ -15,7 +15,7 @@ use treasury_chain::snapshot::{Snapshot, read_snapshot};
 use treasury_policies::{Action, Intent, Payment, SnapshotView};
 
 use super::{Pipeline, PipelineError, Result};
-use crate::journal::{Alert, IntentFilter, IntentId, IntentState, NewIntent};
+use crate::journal::{Alert, IntentId, IntentState, NewIntent};
 use crate::metrics::Stage;
 use crate::notify::Notification;
 use crate::plan::plan_intent;
@@ -282,12 +282,10 @@ impl Pipeline {
 
     /// Payments already decided (not failed, rejected or expired), for the policies' history.
     async fn payment_history(&self) -> Result<Vec<Payment>> {
-        let intents = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
+        let intents = self.journal.decided_intents(10_000).await?;
         let mut history = Vec::new();
-        for row in intents {
-            if row.kind != "pay"
-                || matches!(row.state, IntentState::Failed | IntentState::Rejected | IntentState::Expired)
-            {
+        for row in intents.into_iter().map(|d| d.intent) {
+            if row.kind != "pay" {
                 continue;
             }
             let stored = StoredIntent::from_payload(&row.payload)?;
