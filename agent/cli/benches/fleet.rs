@@ -39,12 +39,16 @@ if usd < 0 { alert("the treasury is worth less than nothing"); }"#,
 /// 10,000 requests a second to one anvil on a 2-core machine).
 const POLL: Duration = Duration::from_secs(1);
 
+/// How long the lanes may take to start before the memory of those running is measured.
+const START_LIMIT: Duration = Duration::from_secs(240);
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone());
     let blocks: u64 = arg("--blocks").map_or(Ok(5), |b| b.parse())?;
     if let Some(lanes) = arg("--lanes") {
+        treasury_agent::logging::init(0);
         let config = arg("--config").ok_or_else(|| anyhow::anyhow!("--lanes needs --config"))?;
         let report = lanes_process(lanes.parse()?, std::path::Path::new(&config), blocks).await?;
         println!("{}", serde_json::to_string(&report)?);
@@ -72,7 +76,9 @@ async fn main() -> anyhow::Result<()> {
             .stderr(std::process::Stdio::inherit())
             .output()?;
         anyhow::ensure!(out.status.success(), "{n} lanes: the bench process failed");
-        rows.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
+        let row = serde_json::from_slice::<serde_json::Value>(&out.stdout)?;
+        eprintln!("{row}");
+        rows.push(row);
     }
     if args.iter().any(|a| a == "--json") {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -83,13 +89,14 @@ async fn main() -> anyhow::Result<()> {
         for r in &rows {
             let f = |k: &str| r[k].as_f64().unwrap_or_default();
             println!(
-                "{:>5}  {:>7.0} ms  {:>7.1} MiB  {:>7.1} MiB  {:>7.1} MiB  {:>6.0} KiB  {}",
+                "{:>5} ({} running)  {:>7.0} ms  {:>7.1} MiB  {:>7.1} MiB  {:>7.1} MiB  {:>6.0} KiB  {}",
                 r["lanes"],
+                r["lanes_running"],
                 f("start_ms"),
                 f("rss_idle_mib"),
                 f("rss_mib"),
                 f("hwm_mib"),
-                f("hwm_mib") * 1024.0 / f("lanes"),
+                f("hwm_mib") * 1024.0 / f("lanes_running"),
                 r["load_average"]
             );
         }
@@ -123,12 +130,13 @@ async fn lanes_process(n: usize, config: &std::path::Path, blocks: u64) -> anyho
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let lanes = tokio::spawn(fleet::run_all(configs, None, RunOptions { once: false }, shutdown, on_event));
-    while running.load(Ordering::SeqCst) < n {
+    // A lane that cannot start is logged and the others go on: past the limit, what runs is measured.
+    while running.load(Ordering::SeqCst) < n && start.elapsed() < START_LIMIT {
         anyhow::ensure!(!lanes.is_finished(), "the lanes stopped before all ran");
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "{n} lanes not running after 10 min");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let start_ms = start.elapsed().as_secs_f64() * 1e3;
+    let started = running.load(Ordering::SeqCst);
     tokio::time::sleep(2 * POLL).await;
     let rss_idle = status_mib("VmRSS:");
     for _ in 0..blocks {
@@ -138,6 +146,7 @@ async fn lanes_process(n: usize, config: &std::path::Path, blocks: u64) -> anyho
     }
     let report = json!({
         "lanes": n,
+        "lanes_running": started,
         "start_ms": start_ms,
         "rss_idle_mib": rss_idle,
         "rss_mib": status_mib("VmRSS:"),
@@ -146,9 +155,11 @@ async fn lanes_process(n: usize, config: &std::path::Path, blocks: u64) -> anyho
         "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     });
     let _ = stop.send(true);
-    let outcomes = lanes.await?;
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    anyhow::ensure!(failed == 0, "{failed} of {n} lanes failed");
+    if started == n {
+        let outcomes = lanes.await?;
+        let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+        anyhow::ensure!(failed == 0, "{failed} of {n} lanes failed");
+    }
     Ok(report)
 }
 

@@ -7,7 +7,10 @@
 //!
 //! The journal is SQLite (the embedded default) and PostgreSQL (a private cluster this bench starts
 //! with `initdb` in a temporary folder, as the tests do; the journal fenced by a lease, as a
-//! replica's is), one after the other on the same chain and nodes (`--journal both`, the default).
+//! replica's is), one after the other (`--journal both`, the default), each on its own anvil and
+//! nodes set up alike (the nodes replay decisions against the history in the agent's journal, so a
+//! fresh journal cannot take over a module another journal paid from); the floors are measured on
+//! the first.
 //!
 //! `-- --payments N` measures throughput instead: one trigger whose policy emits N payments (to
 //! eight recipients), from the trigger until every payment's receipt, batched by the planner into
@@ -96,40 +99,6 @@ async fn main() -> anyhow::Result<()> {
     if payments.is_some() {
         policies.push(PolicySpec { name: "many", script: &many_script, trigger: &many_trigger });
     }
-    let env = AgentEnv::start(&policies).await?;
-    env.edit_config(
-        "poll_interval = \"100ms\"\n",
-        &format!("poll_interval = \"100ms\"\nmax_batch = {max_batch}\n"),
-    );
-    // Kept alive for the whole bench.
-    let mut links: Vec<LatencyProxy> = Vec::new();
-    let mut round_trip_floor_ms = None;
-    if wan {
-        let rtt = |ms: u64| LinkProfile::rtt(Duration::from_millis(ms));
-        let rpc_addr = env.chain.anvil.url().trim_start_matches("http://").trim_end_matches('/').parse()?;
-        let rpc = LatencyProxy::start(rpc_addr, rtt(rpc_rtt)).await?;
-        env.use_rpc(&rpc.url());
-        links.push(rpc);
-        let quorum_path = env.dir.path().join("quorum.toml");
-        let mut quorum = QuorumFile::load(&quorum_path)?;
-        anyhow::ensure!(
-            quorum.nodes.len() == node_rtts.len(),
-            "one --node-rtt-ms per node ({})",
-            quorum.nodes.len()
-        );
-        for (node, ms) in quorum.nodes.iter_mut().zip(&node_rtts) {
-            let addr = node.url.trim_start_matches("http://").trim_end_matches('/').parse()?;
-            let link = LatencyProxy::start(addr, rtt(*ms)).await?;
-            node.url = link.url();
-            links.push(link);
-        }
-        quorum.save(&quorum_path)?;
-        let mut sorted = node_rtts.clone();
-        sorted.sort();
-        let t_th = sorted[usize::from(quorum.threshold) - 1];
-        // Snapshot (one eth_call at a pinned block), signature, send, receipt.
-        round_trip_floor_ms = Some((3 * rpc_rtt + t_th) as f64);
-    }
     let journals = match args.iter().position(|a| a == "--journal").map(|i| args[i + 1].as_str()) {
         None | Some("both") => vec![Backend::Sqlite, Backend::Postgres],
         Some("sqlite") => vec![Backend::Sqlite],
@@ -142,25 +111,38 @@ async fn main() -> anyhow::Result<()> {
         false => None,
     };
     let marks: Marks = Arc::default();
+    let wan = wan.then_some((node_rtts.as_slice(), rpc_rtt));
+
+    // Each journal on its own chain and nodes, set up alike: the nodes replay each decision with
+    // the history the agent's journal holds, so a second journal on the same module would be
+    // refused (it lacks the first one's payments).
+    let mut envs = Vec::new();
+    let mut by_journal = Vec::new();
+    let mut throughputs = Vec::new();
+    let mut round_trip_floor_ms = None;
+    for backend in &journals {
+        let (env, links, round_trips) = set_up(&policies, wan, max_batch).await?;
+        round_trip_floor_ms = round_trips;
+        let journal = open_journal(&env, *backend, cluster.as_ref()).await?;
+        let pipeline = hooked(env.pipeline_on(journal).await?, &marks);
+        match payments {
+            Some(n) => {
+                let provider = pipeline.provider().clone();
+                throughputs.push(throughput(&pipeline, &provider, &marks, n, *backend, max_batch).await?);
+            }
+            None => by_journal.push((*backend, latency(&pipeline, &marks, runs).await?)),
+        }
+        pipeline.journal().close().await;
+        envs.push((env, links));
+    }
+    if payments.is_some() {
+        println!("{}", serde_json::to_string_pretty(&throughputs)?);
+        return Ok(());
+    }
+    let (env, links) = envs.remove(0);
     let coordinator = env.coordinator()?;
     let provider = treasury_chain::provider::connect(Config::load(&env.config)?.chain.rpc_http.as_str())?;
     let d = env.chain.deployment.clone();
-
-    if let Some(n) = payments {
-        let journal = open_journal(&env, journals[0], cluster.as_ref()).await?;
-        let pipeline = hooked(env.pipeline_on(journal).await?, &marks);
-        let out = throughput(&pipeline, &provider, &marks, n, journals[0], max_batch).await?;
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-
-    let mut by_journal = Vec::new();
-    for backend in &journals {
-        let journal = open_journal(&env, *backend, cluster.as_ref()).await?;
-        let pipeline = hooked(env.pipeline_on(journal).await?, &marks);
-        by_journal.push((*backend, latency(&pipeline, &marks, runs).await?));
-        pipeline.journal().close().await;
-    }
 
     // Floors, same run: an eth_call, the quorum alone, a plain keeper transaction to its receipt.
     let mut eth_call = Series::default();
@@ -231,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         out.insert("to_receipt_over_round_trip_floor_p50".into(), json!(round(stages[8].quantile(0.5) / rt)));
     }
     drop(links);
+    drop(envs);
     if as_json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -267,6 +250,47 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Anvil with the treasury, the quorum's node processes and the config, with `max_batch`; with
+/// `wan` (node and RPC round trips, ms) each behind its latency proxy (kept alive by the links
+/// returned) and the round trips the pipeline cannot avoid.
+async fn set_up(
+    policies: &[PolicySpec<'_>],
+    wan: Option<(&[u64], u64)>,
+    max_batch: usize,
+) -> anyhow::Result<(AgentEnv, Vec<LatencyProxy>, Option<f64>)> {
+    let env = AgentEnv::start(policies).await?;
+    env.edit_config(
+        "poll_interval = \"100ms\"\n",
+        &format!("poll_interval = \"100ms\"\nmax_batch = {max_batch}\n"),
+    );
+    let mut links: Vec<LatencyProxy> = Vec::new();
+    let Some((node_rtts, rpc_rtt)) = wan else { return Ok((env, links, None)) };
+    let rtt = |ms: u64| LinkProfile::rtt(Duration::from_millis(ms));
+    let rpc_addr = env.chain.anvil.url().trim_start_matches("http://").trim_end_matches('/').parse()?;
+    let rpc = LatencyProxy::start(rpc_addr, rtt(rpc_rtt)).await?;
+    env.use_rpc(&rpc.url());
+    links.push(rpc);
+    let quorum_path = env.dir.path().join("quorum.toml");
+    let mut quorum = QuorumFile::load(&quorum_path)?;
+    anyhow::ensure!(
+        quorum.nodes.len() == node_rtts.len(),
+        "one --node-rtt-ms per node ({})",
+        quorum.nodes.len()
+    );
+    for (node, ms) in quorum.nodes.iter_mut().zip(node_rtts) {
+        let addr = node.url.trim_start_matches("http://").trim_end_matches('/').parse()?;
+        let link = LatencyProxy::start(addr, rtt(*ms)).await?;
+        node.url = link.url();
+        links.push(link);
+    }
+    quorum.save(&quorum_path)?;
+    let mut sorted = node_rtts.to_vec();
+    sorted.sort();
+    let t_th = sorted[usize::from(quorum.threshold) - 1];
+    // Snapshot (one eth_call at a pinned block), signature, send, receipt.
+    Ok((env, links, Some((3 * rpc_rtt + t_th) as f64)))
 }
 
 /// The stages of one payment, in the order [`latency`] returns them.
@@ -392,6 +416,29 @@ async fn throughput(
         }
     }
     let first_planned = m.iter().find(|(s, _)| *s == IntentState::Planned).map(|(_, t)| *t - start);
+    // Per operation, from the marks in order: planning (from the previous receipt, or from the
+    // end of intake), authorising (planned → signed) and sending to the receipt (signed → confirmed).
+    let (mut plan, mut authorise, mut send) = (Series::default(), Series::default(), Series::default());
+    let mut since = start + intake;
+    let mut planned_at = None;
+    let mut signed_at = None;
+    for (state, at) in &m {
+        match state {
+            IntentState::Planned => {
+                plan.push(at.saturating_duration_since(since));
+                planned_at = Some(*at);
+            }
+            IntentState::Signed => {
+                authorise.push(at.saturating_duration_since(planned_at.unwrap_or(since)));
+                signed_at = Some(*at);
+            }
+            IntentState::Confirmed => {
+                send.push(at.saturating_duration_since(signed_at.unwrap_or(since)));
+                since = *at;
+            }
+            _ => {}
+        }
+    }
     Ok(json!({
         "payments": n,
         "journal": backend_name(backend),
@@ -405,6 +452,9 @@ async fn throughput(
         "first_planned_ms": first_planned.map(|d| round(d.as_secs_f64() * 1e3)),
         "trigger_to_all_receipts_ms": round(total.as_secs_f64() * 1e3),
         "per_operation_ms": round(total.saturating_sub(intake).as_secs_f64() * 1e3 / operations.max(1) as f64),
+        "per_operation_plan": plan.json(),
+        "per_operation_authorise": authorise.json(),
+        "per_operation_signed_to_receipt": send.json(),
         "load_average": load_average(),
     }))
 }
