@@ -7,10 +7,12 @@
 //! - [`scenario`]: time jumps, a price move, an escalated payment and its approval; after
 //!   `--resume`, the next day.
 //! - [`view`]: step lines, the live view, the summary's pieces.
+//! - [`tools`]: what the demo needs on the machine, installed with `scripts/install.sh dev` when missing.
 
 pub mod config;
 pub mod scenario;
 pub mod setup;
+pub mod tools;
 pub mod view;
 
 use std::path::{Path, PathBuf};
