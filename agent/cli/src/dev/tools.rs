@@ -100,6 +100,8 @@ fn run_install(script: &Path) -> anyhow::Result<()> {
     let status = Command::new("bash")
         .arg(script)
         .arg("dev")
+        // Its messages (npm's included) go to stderr: stdout is the demo's (`--json`).
+        .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
         .with_context(|| format!("running {} (is bash installed?)", script.display()))?;
     if !status.success() {
