@@ -66,8 +66,11 @@ install_debian_packages() {
   # The browser tests drive headless Chromium through chromedriver (WebDriver).
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # The README's walk-through (run by the readme test) uses jq and curl.
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium and chromium-driver already installed"
+    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium, chromium-driver, jq and curl already installed"
     return
   fi
   local sudo=()
