@@ -155,16 +155,19 @@ pub async fn read_snapshots(
     specs: &[SnapshotSpec],
     block: BlockNumberOrTag,
 ) -> Result<Vec<Snapshot>> {
-    let header = provider
-        .get_block_by_number(block)
-        .await
-        .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
-        .ok_or_else(|| ChainError::InvalidAnswer {
-            call: "eth_getBlockByNumber".into(),
-            reason: format!("no block {block}"),
-        })?
-        .header;
-    let chain_id = crate::provider::chain_id(provider).await?;
+    // The header and the chain id at the same time: neither depends on the other.
+    let header = async {
+        provider
+            .get_block_by_number(block)
+            .await
+            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
+            .ok_or_else(|| ChainError::InvalidAnswer {
+                call: "eth_getBlockByNumber".into(),
+                reason: format!("no block {block}"),
+            })
+            .map(|b| b.header)
+    };
+    let (header, chain_id) = futures::try_join!(header, crate::provider::chain_id(provider))?;
     let probes: Vec<Vec<Probe>> = specs.iter().map(probes).collect();
     let pinned = BlockId::hash(header.hash);
     let reads = chunks(specs, &probes).into_iter().map(|range| {
@@ -181,6 +184,39 @@ pub async fn read_snapshots(
         snapshots.push(decode_snapshot(spec, probes, mine, chain_id, &header)?);
     }
     Ok(snapshots)
+}
+
+/// [`read_snapshot`] at block `number`, which the caller expects to have hash `hash` on chain
+/// `chain_id`: the header by number and the `aggregate3` pinned to `hash` are sent together (one
+/// round of requests instead of two). `Ok(Err(actual))` when block `number` has hash `actual`
+/// on this endpoint.
+pub async fn read_snapshot_expecting(
+    provider: &DynProvider,
+    spec: &SnapshotSpec,
+    number: u64,
+    hash: B256,
+    chain_id: u64,
+) -> Result<std::result::Result<Snapshot, B256>> {
+    let header = async {
+        provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
+            .ok_or_else(|| ChainError::InvalidAnswer {
+                call: "eth_getBlockByNumber".into(),
+                reason: format!("no block {number}"),
+            })
+            .map(|b| b.header)
+    };
+    let probes = probes(spec);
+    let batch: Vec<&Probe> = probes.iter().collect();
+    let (header, results) =
+        futures::join!(header, aggregate(provider, spec.multicall3, &batch, BlockId::hash(hash)));
+    let header = header?;
+    if header.hash != hash {
+        return Ok(Err(header.hash));
+    }
+    decode_snapshot(spec, &probes, results?, chain_id, &header).map(Ok)
 }
 
 /// Consecutive ranges of `specs` sharing a Multicall3, each of at most

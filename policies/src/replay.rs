@@ -1,7 +1,7 @@
 //! Replaying a decision: what a signer node runs to check that an operation is exactly what the
 //! pinned policies produce at the pinned blocks, through its own RPC endpoint.
 //!
-//! The agent and the node run the same code for each step: [`read_snapshot`] at a block,
+//! The agent and the node run the same code for each step: [`treasury_chain::snapshot::read_snapshot`] at a block,
 //! [`PolicySet::evaluate_all`] in the sandbox, [`plan_batch`]. What the node does not take from
 //! the agent: the snapshot (it reads its own, and checks the block hash), the policy set (its
 //! pinned [`PolicyBundle`], named by hash) and the history on trust: the decision lists the
@@ -17,7 +17,7 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::{DynProvider, Provider};
 use serde::{Deserialize, Serialize};
 use treasury_chain::operation::Operation;
-use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot};
+use treasury_chain::snapshot::{Snapshot, SnapshotSpec, read_snapshot_expecting};
 
 use crate::config::PoliciesConfig;
 use crate::intent::{Action, Intent};
@@ -320,16 +320,35 @@ impl Replayer {
         op: &Operation,
         history: &[PastIntent],
     ) -> Result<Vec<(Intent, u64)>, ReplayError> {
+        self.check_decision(decision)?;
+        let snapshots = self.snapshots(provider, decision).await?;
+        self.replay_on(&snapshots, decision, op, history)
+    }
+
+    /// Refuses a decision under another policy set, or one with no intents.
+    pub fn check_decision(&self, decision: &Decision) -> Result<(), ReplayError> {
         if decision.policy_hash != self.hash {
             return Err(ReplayError::PolicyHash { expected: self.hash, got: decision.policy_hash });
         }
         if decision.intents.is_empty() {
             return Err(ReplayError::Malformed("no intents".into()));
         }
-        let snapshots = self.snapshots(provider, decision).await?;
+        Ok(())
+    }
+
+    /// [`Replayer::replay`] on `snapshots` already read ([`Replayer::snapshots`]), so a caller can
+    /// read them at the same time as other things.
+    pub fn replay_on(
+        &self,
+        snapshots: &BTreeMap<u64, Snapshot>,
+        decision: &Decision,
+        op: &Operation,
+        history: &[PastIntent],
+    ) -> Result<Vec<(Intent, u64)>, ReplayError> {
+        self.check_decision(decision)?;
         let mut derived: BTreeMap<String, (Intent, u64, u64)> = BTreeMap::new();
         for firing in &decision.firings {
-            let snapshot = &snapshots[&firing.block.number];
+            let snapshot = snapshot_of(snapshots, firing.block.number)?;
             for name in &firing.policies {
                 if !self.set.entries().any(|e| &e.name == name) {
                     return Err(ReplayError::Malformed(format!(
@@ -390,13 +409,13 @@ impl Replayer {
             }
             checked.push((asked.clone(), *timestamp));
         }
-        self.check_plan(&snapshots[&decision.plan_block.number], decision, op)?;
+        self.check_plan(snapshot_of(snapshots, decision.plan_block.number)?, decision, op)?;
         Ok(checked)
     }
 
     /// The snapshot of every block the decision names (its firings' and the plan block), each
-    /// read once, all at the same time.
-    async fn snapshots(
+    /// read once, all at the same time, each checked against the block hash the decision names.
+    pub async fn snapshots(
         &self,
         provider: &DynProvider,
         decision: &Decision,
@@ -446,19 +465,22 @@ impl Replayer {
         Ok(())
     }
 
+    /// The snapshot at `block`, read in one round: its header by number (whose hash must be the
+    /// one the decision names) and the Multicall3 read pinned to that hash, sent together.
     async fn snapshot_at(&self, provider: &DynProvider, block: PinnedBlock) -> Result<Snapshot, ReplayError> {
-        let snapshot = read_snapshot(provider, &self.spec, BlockNumberOrTag::Number(block.number))
+        let chain_id = self.bundle.chain_id;
+        read_snapshot_expecting(provider, &self.spec, block.number, block.hash, chain_id)
             .await
-            .map_err(|source| ReplayError::Snapshot { block: block.number, source })?;
-        if snapshot.block_hash != block.hash {
-            return Err(ReplayError::BlockHash {
-                number: block.number,
-                claimed: block.hash,
-                actual: snapshot.block_hash,
-            });
-        }
-        Ok(snapshot)
+            .map_err(|source| ReplayError::Snapshot { block: block.number, source })?
+            .map_err(|actual| ReplayError::BlockHash { number: block.number, claimed: block.hash, actual })
     }
+}
+
+/// The snapshot of block `number` among `snapshots`.
+fn snapshot_of(snapshots: &BTreeMap<u64, Snapshot>, number: u64) -> Result<&Snapshot, ReplayError> {
+    snapshots
+        .get(&number)
+        .ok_or_else(|| ReplayError::Malformed(format!("no snapshot of block {number} read")))
 }
 
 /// The payments a firing at `timestamp` counts: those of `history` decided before it, or at its

@@ -3,7 +3,16 @@
 //! with its breakdown by stage and, measured in the same run, the floors it is made of: an
 //! `eth_call`, the quorum's signature alone, and a plain keeper transaction to its receipt.
 //!
-//! `cargo bench -p treasury --bench pipeline [-- --runs N] [-- --json]`
+//! `cargo bench -p treasury --bench pipeline [-- --runs N] [-- --json] [-- --journal sqlite|postgres|both]`
+//!
+//! The journal is SQLite (the embedded default) and PostgreSQL (a private cluster this bench starts
+//! with `initdb` in a temporary folder, as the tests do; the journal fenced by a lease, as a
+//! replica's is), one after the other on the same chain and nodes (`--journal both`, the default).
+//!
+//! `-- --payments N` measures throughput instead: one trigger whose policy emits N payments (to
+//! eight recipients), from the trigger until every payment's receipt, batched by the planner into
+//! tier-1 operations of at most `--max-batch` intents (the config's `pipeline.max_batch`, 16 by
+//! default).
 //!
 //! `-- --wan` puts the parts "in other regions": each node behind its own latency proxy
 //! (`--node-rtt-ms 20,60,90` by default: 2-of-3 signs at the second smallest, 60 ms) and the agent's
@@ -22,13 +31,15 @@ use alloy::primitives::U256;
 use alloy::providers::Provider;
 use serde_json::json;
 use support::{AgentEnv, PolicySpec};
-use treasury_agent::journal::IntentState;
+use treasury_agent::config::Config;
+use treasury_agent::journal::{Backend, IntentState, Journal};
+use treasury_agent::pipeline::Pipeline;
 use treasury_agent::pipeline::intake::FiringInput;
 use treasury_agent::pipeline::lane::LaneStep;
 use treasury_chain::sender::{Ignore, Sender, TxRequest};
 use treasury_chain::{Call, Operation};
-use treasury_devnet::dev_key;
 use treasury_devnet::wan::{LatencyProxy, LinkProfile};
+use treasury_devnet::{Postgres, dev_key};
 use treasury_signer::quorum::quorum_file::QuorumFile;
 
 const PAY: PolicySpec<'static> = PolicySpec {
@@ -75,7 +86,21 @@ async fn main() -> anyhow::Result<()> {
     let node_rtts = ms_list("--node-rtt-ms", "20,60,90");
     let rpc_rtt = ms_list("--rpc-rtt-ms", "30")[0];
 
-    let env = AgentEnv::start(&[PAY]).await?;
+    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].parse::<usize>());
+    let payments = flag("--payments").transpose()?;
+    let max_batch = flag("--max-batch").transpose()?.unwrap_or(16);
+
+    let many_script = payments.map(many_payments_script).unwrap_or_default();
+    let many_trigger = payments.map(many_payments_trigger).unwrap_or_default();
+    let mut policies = vec![PAY];
+    if payments.is_some() {
+        policies.push(PolicySpec { name: "many", script: &many_script, trigger: &many_trigger });
+    }
+    let env = AgentEnv::start(&policies).await?;
+    env.edit_config(
+        "poll_interval = \"100ms\"\n",
+        &format!("poll_interval = \"100ms\"\nmax_batch = {max_batch}\n"),
+    );
     // Kept alive for the whole bench.
     let mut links: Vec<LatencyProxy> = Vec::new();
     let mut round_trip_floor_ms = None;
@@ -105,52 +130,36 @@ async fn main() -> anyhow::Result<()> {
         // Snapshot (one eth_call at a pinned block), signature, send, receipt.
         round_trip_floor_ms = Some((3 * rpc_rtt + t_th) as f64);
     }
-    let marks: Arc<Mutex<Vec<(IntentState, Instant)>>> = Arc::default();
-    let hook_marks = marks.clone();
-    let pipeline = env.pipeline().await?.with_transition_hook(Arc::new(move |state| {
-        hook_marks.lock().unwrap().push((state, Instant::now()));
-    }));
+    let journals = match args.iter().position(|a| a == "--journal").map(|i| args[i + 1].as_str()) {
+        None | Some("both") => vec![Backend::Sqlite, Backend::Postgres],
+        Some("sqlite") => vec![Backend::Sqlite],
+        Some("postgres") => vec![Backend::Postgres],
+        Some(other) => anyhow::bail!("--journal {other}: sqlite, postgres or both"),
+    };
+    // Started only if asked for; kept alive for the whole bench.
+    let cluster = match journals.contains(&Backend::Postgres) {
+        true => Some(Postgres::start()?),
+        false => None,
+    };
+    let marks: Marks = Arc::default();
     let coordinator = env.coordinator()?;
-    let provider = pipeline.provider().clone();
+    let provider = treasury_chain::provider::connect(Config::load(&env.config)?.chain.rpc_http.as_str())?;
     let d = env.chain.deployment.clone();
 
-    let names = [
-        "snapshot",
-        "policy",
-        "journal",
-        "plan",
-        "authorise",
-        "submit",
-        "confirm",
-        "to_submitted",
-        "to_receipt",
-    ];
-    let mut stages: Vec<Series> = names.iter().map(|_| Series::default()).collect();
-    for i in 0..runs + 5 {
-        marks.lock().unwrap().clear();
-        let start = Instant::now();
-        let block = provider.get_block_number().await?;
-        let report = pipeline
-            .intake(&FiringInput { block, policies: vec!["bench".into()], trigger: "bench".into() })
-            .await?;
-        anyhow::ensure!(report.created.len() == 1, "run {i}: {report:?}");
-        let intake_done = Instant::now();
-        anyhow::ensure!(pipeline.drain().await? == LaneStep::Idle);
-        let m = marks.lock().unwrap().clone();
-        let at = |s: IntentState| m.iter().find(|(st, _)| *st == s).map(|(_, t)| *t).expect("state reached");
-        if i < 5 {
-            continue; // warm-up
-        }
-        let us = |v: u64| Duration::from_micros(v);
-        stages[0].push(us(report.snapshot_us));
-        stages[1].push(us(report.policy_us));
-        stages[2].push(us(report.journal_us));
-        stages[3].push(at(IntentState::Planned) - intake_done);
-        stages[4].push(at(IntentState::Signed) - at(IntentState::Planned));
-        stages[5].push(at(IntentState::Submitted) - at(IntentState::Signed));
-        stages[6].push(at(IntentState::Confirmed) - at(IntentState::Submitted));
-        stages[7].push(at(IntentState::Submitted) - start);
-        stages[8].push(at(IntentState::Confirmed) - start);
+    if let Some(n) = payments {
+        let journal = open_journal(&env, journals[0], cluster.as_ref()).await?;
+        let pipeline = hooked(env.pipeline_on(journal).await?, &marks);
+        let out = throughput(&pipeline, &provider, &marks, n, journals[0], max_batch).await?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+
+    let mut by_journal = Vec::new();
+    for backend in &journals {
+        let journal = open_journal(&env, *backend, cluster.as_ref()).await?;
+        let pipeline = hooked(env.pipeline_on(journal).await?, &marks);
+        by_journal.push((*backend, latency(&pipeline, &marks, runs).await?));
+        pipeline.journal().close().await;
     }
 
     // Floors, same run: an eth_call, the quorum alone, a plain keeper transaction to its receipt.
@@ -190,15 +199,30 @@ async fn main() -> anyhow::Result<()> {
 
     let mut out = serde_json::Map::new();
     out.insert("runs".into(), json!(runs));
-    for (name, s) in names.iter().zip(&stages) {
+    out.insert("load_average".into(), json!(load_average()));
+    // The first journal's stages at the top level (as before); each journal's under its name.
+    for (name, s) in STAGES.iter().zip(&by_journal[0].1) {
         out.insert((*name).into(), s.json());
     }
+    for (backend, stages) in &by_journal {
+        let per: serde_json::Map<_, _> =
+            STAGES.iter().zip(stages).map(|(n, s)| ((*n).into(), s.json())).collect();
+        out.insert(format!("journal_{}", backend_name(*backend)), per.into());
+    }
+    let stages = &by_journal[0].1;
     out.insert("floor_eth_call".into(), eth_call.json());
     out.insert("floor_keeper_tx_to_receipt".into(), transfer.json());
     if quorum_floor {
         out.insert("floor_quorum_sign".into(), quorum.json());
         let floor = eth_call.quantile(0.5) + quorum.quantile(0.5) + transfer.quantile(0.5);
         out.insert("to_receipt_over_floors_p50".into(), json!(round(stages[8].quantile(0.5) / floor)));
+    }
+    let two_floors = eth_call.quantile(0.5) + transfer.quantile(0.5);
+    for (backend, stages) in &by_journal {
+        out.insert(
+            format!("to_receipt_over_eth_call_and_keeper_tx_p50_{}", backend_name(*backend)),
+            json!(round(stages[8].quantile(0.5) / two_floors)),
+        );
     }
     if let Some(rt) = round_trip_floor_ms {
         out.insert("node_rtt_ms".into(), json!(node_rtts));
@@ -216,11 +240,21 @@ async fn main() -> anyhow::Result<()> {
             ),
             None => println!("pipeline on anvil, {runs} runs (p50 / p99 ms):"),
         }
+        for (backend, stages) in &by_journal {
+            println!(" journal: {}", backend_name(*backend));
+            for (k, v) in STAGES.iter().zip(stages) {
+                println!("  {k:<28} {:>9} {:>9}", round(v.quantile(0.5)), round(v.quantile(0.99)));
+            }
+        }
+        println!(" floors:");
         for (k, v) in &out {
-            if let Some(p50) = v.get("p50_ms") {
+            if let Some(p50) = v.get("p50_ms")
+                && k.starts_with("floor_")
+            {
                 println!("  {k:<28} {p50:>9} {:>9}", v["p99_ms"]);
             }
         }
+        println!("  load average: {}", out["load_average"]);
         match out.get("to_receipt_over_floors_p50") {
             Some(ratio) => println!("  to_receipt / (eth_call + quorum + keeper tx) at p50: {ratio}"),
             None => println!("  (no quorum floor: the nodes refuse a bare operation, they replay decisions)"),
@@ -233,4 +267,154 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The stages of one payment, in the order [`latency`] returns them.
+const STAGES: [&str; 9] =
+    ["snapshot", "policy", "journal", "plan", "authorise", "submit", "confirm", "to_submitted", "to_receipt"];
+
+/// Each committed transition with the time it was seen.
+type Marks = Arc<Mutex<Vec<(IntentState, Instant)>>>;
+
+fn hooked(pipeline: Pipeline, marks: &Marks) -> Pipeline {
+    let marks = marks.clone();
+    pipeline.with_transition_hook(Arc::new(move |state| marks.lock().unwrap().push((state, Instant::now()))))
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
+}
+
+/// The set-up's SQLite journal, or a fresh database of `cluster` fenced by a lease (as a replica
+/// writes: every write checks the term).
+async fn open_journal(
+    env: &AgentEnv,
+    backend: Backend,
+    cluster: Option<&Postgres>,
+) -> anyhow::Result<Journal> {
+    match (backend, cluster) {
+        (Backend::Sqlite, _) => Ok(Journal::open(&env.journal_url).await?),
+        (Backend::Postgres, Some(cluster)) => {
+            let journal = Journal::open(&cluster.create_database("bench")?).await?;
+            let ttl = Duration::from_secs(3600);
+            let lease = journal
+                .try_acquire_lease("bench", "bench", ttl)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the bench's lease is taken"))?;
+            Ok(journal.fenced(lease))
+        }
+        (Backend::Postgres, None) => anyhow::bail!("no PostgreSQL cluster started"),
+    }
+}
+
+/// One payment per run, `runs` runs after five of warm-up: each stage's series, in [`STAGES`] order.
+async fn latency(pipeline: &Pipeline, marks: &Marks, runs: usize) -> anyhow::Result<Vec<Series>> {
+    let provider = pipeline.provider().clone();
+    let mut stages: Vec<Series> = STAGES.iter().map(|_| Series::default()).collect();
+    for i in 0..runs + 5 {
+        marks.lock().unwrap().clear();
+        let start = Instant::now();
+        let block = provider.get_block_number().await?;
+        let report = pipeline
+            .intake(&FiringInput { block, policies: vec!["bench".into()], trigger: "bench".into() })
+            .await?;
+        anyhow::ensure!(report.created.len() == 1, "run {i}: {report:?}");
+        let intake_done = Instant::now();
+        anyhow::ensure!(pipeline.drain().await? == LaneStep::Idle);
+        let m = marks.lock().unwrap().clone();
+        let at = |s: IntentState| m.iter().find(|(st, _)| *st == s).map(|(_, t)| *t).expect("state reached");
+        if i < 5 {
+            continue; // warm-up
+        }
+        let us = |v: u64| Duration::from_micros(v);
+        stages[0].push(us(report.snapshot_us));
+        stages[1].push(us(report.policy_us));
+        stages[2].push(us(report.journal_us));
+        stages[3].push(at(IntentState::Planned) - intake_done);
+        stages[4].push(at(IntentState::Signed) - at(IntentState::Planned));
+        stages[5].push(at(IntentState::Submitted) - at(IntentState::Signed));
+        stages[6].push(at(IntentState::Confirmed) - at(IntentState::Submitted));
+        stages[7].push(at(IntentState::Submitted) - start);
+        stages[8].push(at(IntentState::Confirmed) - start);
+    }
+    Ok(stages)
+}
+
+/// A policy paying `n` times 1 USDC to the eight numbered recipients, each payment its own key.
+fn many_payments_script(n: usize) -> String {
+    format!(
+        "for i in 0..{n} {{ pay(`r${{i % 8}}`, \"USDC\", 1, #{{ key: `many-${{block_number()}}-${{i}}` }}); }}"
+    )
+}
+
+/// Its trigger, followed by the sandbox limits it needs (the config's text goes on after the
+/// trigger, so the limits table lands in the file the nodes pin): n intents in one evaluation.
+fn many_payments_trigger(n: usize) -> String {
+    format!(
+        "{{ kind = \"manual\" }}\n\n[policies.limits]\nmax_intents = {n}\nmax_operations = {}\n",
+        (n as u64 * 100).max(50_000)
+    )
+}
+
+/// One firing of the `many` policy: from the trigger until every payment's receipt.
+async fn throughput(
+    pipeline: &Pipeline,
+    provider: &alloy::providers::DynProvider,
+    marks: &Marks,
+    n: usize,
+    backend: Backend,
+    max_batch: usize,
+) -> anyhow::Result<serde_json::Value> {
+    marks.lock().unwrap().clear();
+    let first_block = provider.get_block_number().await?;
+    let start = Instant::now();
+    let report = pipeline
+        .intake(&FiringInput { block: first_block, policies: vec!["many".into()], trigger: "many".into() })
+        .await?;
+    anyhow::ensure!(report.created.len() == n, "{} intents created of {n}", report.created.len());
+    let intake = start.elapsed();
+    anyhow::ensure!(pipeline.drain().await? == LaneStep::Idle);
+    let total = start.elapsed();
+    let m = marks.lock().unwrap().clone();
+    let count = |s: IntentState| m.iter().filter(|(st, _)| *st == s).count();
+    let operations = count(IntentState::Confirmed);
+    let escalated = count(IntentState::AwaitingRoot);
+    let journal = pipeline.journal();
+    let mut confirmed = 0;
+    for id in &report.created {
+        let (intent, _) =
+            journal.intent(*id).await?.ok_or_else(|| anyhow::anyhow!("intent {id:?} missing"))?;
+        if intent.state == IntentState::Confirmed {
+            confirmed += 1;
+        }
+    }
+    let first_planned = m.iter().find(|(s, _)| *s == IntentState::Planned).map(|(_, t)| *t - start);
+    Ok(json!({
+        "payments": n,
+        "journal": backend_name(backend),
+        "max_batch": max_batch,
+        "confirmed": confirmed,
+        "operations": operations,
+        "payments_per_operation": n as f64 / operations.max(1) as f64,
+        "escalated_to_tier_2": escalated,
+        "blocks": provider.get_block_number().await? - first_block,
+        "intake_ms": round(intake.as_secs_f64() * 1e3),
+        "first_planned_ms": first_planned.map(|d| round(d.as_secs_f64() * 1e3)),
+        "trigger_to_all_receipts_ms": round(total.as_secs_f64() * 1e3),
+        "per_operation_ms": round(total.saturating_sub(intake).as_secs_f64() * 1e3 / operations.max(1) as f64),
+        "load_average": load_average(),
+    }))
+}
+
+/// The machine's 1, 5 and 15 minute load averages (the machine is shared).
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }

@@ -275,3 +275,96 @@ fn ctrl_c_during_the_live_view_stops_every_child_process_and_exits_cleanly() {
     assert_eq!(summary["ok"], true, "{}", summary["error"]);
     assert_eq!(processes_mentioning(&state.display().to_string()), vec![], "child processes survived Ctrl-C");
 }
+
+#[test]
+fn ha_the_leading_replica_is_killed_mid_scenario_and_the_standby_pays_each_intent_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Reachable by the `postgres` user the cluster runs as when the tests run as root, so the
+    // cluster goes into the state folder.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let out = dev(&state, &["--ha", "--once", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("summary is not JSON ({e}):\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(&out.stdout))
+    });
+    assert!(out.status.success(), "treasury dev --ha failed: {}\nstderr:\n{stderr}", summary["error"]);
+    assert_eq!(summary["ok"], true);
+
+    // The cluster was initialised in the state folder.
+    let state = state.canonicalize().unwrap();
+    let steps = summary["steps"].as_array().unwrap();
+    let cluster = steps.iter().find(|s| s["name"] == "PostgreSQL cluster (initdb)").unwrap();
+    assert!(
+        cluster["detail"].as_str().unwrap().contains(&format!("{}/postgres-", state.display())),
+        "{cluster}"
+    );
+
+    // Two treasuries on two chains.
+    let treasuries = summary["treasuries"].as_array().unwrap();
+    let chains: Vec<(&str, u64)> = treasuries
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["deployment"]["chain_id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(chains, vec![("grants", 31337), ("ops", 10)]);
+
+    // The leading replica was killed and is gone; the other one took over.
+    let failover = &summary["failover"];
+    let killed = failover["killed"].as_u64().unwrap_or_else(|| panic!("no failover: {summary}"));
+    assert!(failover["taken_over_after_ms"].is_u64(), "{failover}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{killed}")).exists(),
+        "the killed replica {killed} is alive"
+    );
+    let replica_pids: Vec<u64> = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("replica "))
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replica_pids.len(), 2, "{}", summary["processes"]);
+    assert!(replica_pids.contains(&killed), "{killed} is not a replica: {replica_pids:?}");
+    assert!(replica_pids.contains(&failover["standby"].as_u64().unwrap()), "{failover}");
+    assert_ne!(failover["standby"], failover["killed"]);
+
+    // Each treasury: the day's grant stream, payroll (alice, bob) and gas top-up, each intent
+    // confirmed exactly once with its transaction; the balances show each paid once.
+    let intents = summary["intents"].as_array().unwrap();
+    for i in intents {
+        let confirmed = i["states"].as_array().unwrap().iter().filter(|s| *s == "confirmed").count();
+        assert!(i["state"] == "confirmed" && confirmed == 1, "confirmed once: {i}");
+        assert!(i["tx_hash"].as_str().is_some_and(|h| h.starts_with("0x") && h.len() == 66), "{i}");
+    }
+    for (treasury, _) in &chains {
+        let mine: Vec<&Value> = intents.iter().filter(|i| i["treasury"] == *treasury).collect();
+        let mut policies: Vec<&str> = mine.iter().map(|i| i["policy"].as_str().unwrap()).collect();
+        policies.sort();
+        assert_eq!(policies, ["gas_topup", "grant_stream", "payroll", "payroll"], "{treasury}: {mine:?}");
+        let balances = &summary["balances"][treasury];
+        let usdc_of = |who: &str| balances[who]["USDC"].as_str().unwrap().to_string();
+        assert_eq!(usdc_of("alice"), "8000", "{treasury}");
+        assert_eq!(usdc_of("bob"), "6500", "{treasury}");
+        let grant = mine.iter().find(|i| i["policy"] == "grant_stream").unwrap();
+        let grant_day = grant_day_micro_usdc(grant["trigger"].as_str().unwrap());
+        assert_eq!(usdc_of("grantee"), usdc(grant_day), "{treasury}");
+        assert_eq!(
+            usdc_of("safe"),
+            usdc(95_000_000_000 - 8_000_000_000 - 6_500_000_000 - grant_day),
+            "{treasury}"
+        );
+        assert_eq!(balances["safe"]["ETH"], "39.5", "{treasury}: one gas top-up of 0.5 ETH");
+    }
+    assert_eq!(intents.len(), 8, "{intents:?}");
+
+    // Nothing is left running, and the cluster's folder is gone.
+    assert_eq!(processes_mentioning(&state.display().to_string()), vec![]);
+    let left: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("postgres-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "the cluster's folder was not removed");
+}

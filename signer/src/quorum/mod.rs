@@ -14,9 +14,11 @@
 //! - [`client`]: the coordinator's authenticated HTTP client for one node.
 //! - [`coordinator`]: signing with t of n nodes, and driving DKG/refresh.
 //! - [`replay`]: the pinned policy set, the signed-intent ledger, replaying a decision.
+//! - [`chain_cache`]: what a replaying node keeps from its own RPC endpoint between requests.
 //! - [`quorum_file`]: the quorum file DKG writes and the coordinator reads.
 //! - [`signature`]: signature and group key in the form `TreasuryModule` takes.
 pub mod auth;
+pub mod chain_cache;
 pub mod client;
 pub mod coordinator;
 pub mod dkg;

@@ -69,6 +69,8 @@ struct NodeReplay {
     /// when a staged change's delay has passed.
     replayer: RwLock<Option<Arc<Replayer>>>,
     provider: Option<DynProvider>,
+    /// What the node keeps from its endpoint between requests.
+    chain: super::chain_cache::ChainCache,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -127,6 +129,7 @@ impl NodeState {
                 })?),
                 None => None,
             },
+            chain: Default::default(),
         };
         let intents = IntentLedger::open(dir)?;
         let rpath = dir.join("refusals.jsonl");
@@ -289,10 +292,31 @@ impl NodeState {
             detail: serde_json::to_value(&detail).ok(),
             at: now,
         };
-        self.append_ledger(&entry).map_err(bad)?;
-        let share_out = result.map_err(|e| bad(format!("frost sign: {e}")))?;
+        let share_out = match result {
+            Ok(share_out) => share_out,
+            Err(e) => {
+                self.append_ledger(&entry).map_err(bad)?;
+                return Err(bad(format!("frost sign: {e}")));
+            }
+        };
         let records = ledger_records(&req, tier, digest, replayed.as_ref(), now);
-        intents.append(&records).map_err(bad)?;
+        // Both ledgers are synced before the share leaves, side by side: the nonce used, the
+        // intents signed (a failure of either withholds the share; an intent recorded for a
+        // share never sent only makes the node refuse its key under another digest sooner).
+        let (nonce_used, intents_signed) = if records.is_empty() {
+            (self.append_ledger(&entry), Ok(()))
+        } else {
+            std::thread::scope(|s| {
+                let nonce_used = s.spawn(|| self.append_ledger(&entry));
+                let intents_signed = intents.append(&records);
+                (
+                    nonce_used.join().unwrap_or_else(|_| Err("the nonce ledger writer panicked".into())),
+                    intents_signed,
+                )
+            })
+        };
+        nonce_used.map_err(bad)?;
+        intents_signed.map_err(bad)?;
         drop(intents);
         tracing::info!(%digest, tier = ?approved.tier, "signed");
         let bytes = share_out.serialize();
@@ -345,6 +369,7 @@ impl NodeState {
             .block_on(super::replay::check(
                 &replayer,
                 provider,
+                &self.replay.chain,
                 decision,
                 &req.operation,
                 digest,

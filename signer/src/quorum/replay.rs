@@ -27,6 +27,7 @@ use treasury_chain::operation::Operation;
 use treasury_policies::Intent;
 use treasury_policies::replay::{Decision, PolicyBundle, Replayer};
 
+use super::chain_cache::ChainCache;
 use super::error::{QuorumError, Refusal, RefusalCode};
 use super::identity::{IdentityKey, IdentityPublic};
 
@@ -501,14 +502,18 @@ pub(crate) fn refuse(code: RefusalCode, reason: impl Into<String>) -> Refusal {
 
 /// Runs the replay of `decision` for `op` through `provider`, and checks the node's ledger:
 /// a key signed before under another digest passes only if that operation can no longer execute.
+/// The history's chain reads and the snapshots go out in one round; `cache` keeps what cannot
+/// change between requests ([`ChainCache`]).
 pub async fn check(
     replayer: &Replayer,
     provider: &DynProvider,
+    cache: &ChainCache,
     decision: &Decision,
     op: &Operation,
     digest: B256,
     ledger: &std::sync::Mutex<IntentLedger>,
 ) -> Result<Replayed, Refusal> {
+    replayer.check_decision(decision).map_err(replay_refusal)?;
     let earlier: Vec<LedgerRecord> = {
         let l = ledger.lock().expect("intent ledger lock");
         decision
@@ -534,16 +539,29 @@ pub async fn check(
         }
         dead.insert(r.digest);
     }
+    let bundle = replayer.bundle();
+    let (reads, snapshots) = futures::join!(
+        super::history::read_chain(bundle, provider, cache, decision),
+        replayer.snapshots(provider, decision)
+    );
+    let reads = reads?;
+    let snapshots = snapshots.map_err(replay_refusal)?;
+    let earliest = decision.firings.iter().map(|f| f.block.number).min();
+    let earliest = earliest.and_then(|n| snapshots.get(&n)).map(|s| s.timestamp);
     let history =
-        super::history::trusted_history(replayer.bundle(), provider, decision, digest, ledger).await?;
-    let intents = replayer.replay(provider, decision, op, &history).await.map_err(|e| {
-        let code = match e {
-            treasury_policies::replay::ReplayError::PolicyHash { .. } => RefusalCode::PolicyMismatch,
-            _ => RefusalCode::ReplayMismatch,
-        };
-        refuse(code, crate::error_chain(&e))
-    })?;
+        super::history::trusted_history(bundle, provider, cache, decision, digest, ledger, reads, earliest)
+            .await?;
+    let intents = replayer.replay_on(&snapshots, decision, op, &history).map_err(replay_refusal)?;
     Ok(Replayed { intents, dead })
+}
+
+/// A replay error as the refusal the coordinator sees.
+fn replay_refusal(e: treasury_policies::replay::ReplayError) -> Refusal {
+    let code = match e {
+        treasury_policies::replay::ReplayError::PolicyHash { .. } => RefusalCode::PolicyMismatch,
+        _ => RefusalCode::ReplayMismatch,
+    };
+    refuse(code, crate::error_chain(&e))
 }
 
 /// Whether the signed operation of `r` can never execute: its deadline passed, its module nonce

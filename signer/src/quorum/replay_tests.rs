@@ -433,3 +433,53 @@ async fn a_staged_widening_change_is_not_enforced_before_its_delay() {
     let honest = decide(&w, "grants", &[]).await;
     sign(&node, &kps[1], &w, &honest).await.expect("the enforced set still signs");
 }
+
+/// Attack on the node's chain cache: the node signs (and so reads the module's `Executed` events
+/// up to the head), then a grant executes without it (the other signers signed it). The agent
+/// then asks for the grant again, leaving it out of the history it presents: the node still
+/// finds it executed and refuses, naming its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_executed_after_the_nodes_last_signature_is_still_seen() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let tithe = decide(&w, "tithe", &[]).await;
+    sign(&node, &kps[1], &w, &tithe).await.expect("the tithe signs (the node has read the chain)");
+    let grant = decide(&w, "grants", &[]).await;
+    w.chain.exec(&grant.op, false).await.expect("the grant executes, signed by other nodes");
+    let grant_digest = operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module);
+    let again = decide(&w, "grants", &[]).await;
+    assert_eq!(again.decision.intents.len(), 1, "without the grant in its history the policy pays again");
+    refused(sign(&node, &kps[1], &w, &again).await, RefusalCode::ReplayMismatch, &grant_digest.to_string());
+}
+
+/// Attack on the node's chain cache: the node signs twice far enough from genesis that it keeps
+/// the module's events up to a finalized block (anvil finalizes 64 blocks back), then a reorg
+/// deeper than that block (anvil's revert) replaces them with a chain in which a grant executes,
+/// signed by the other nodes. The agent asks for the grant again, leaving it out of the history: the
+/// node finds the block it kept events up to gone, reads them again and refuses, naming the
+/// grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_under_the_nodes_kept_events_is_still_seen() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let provider = &w.chain.keeper;
+    let grant = decide(&w, "grants", &[]).await;
+    let id: U256 = provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    let _: serde_json::Value = provider.raw_request("anvil_mine".into(), (U256::from(80),)).await.unwrap();
+    let tithe = decide(&w, "tithe", &[]).await;
+    let read = tithe.decision.plan_block;
+    sign(&node, &kps[1], &w, &tithe).await.expect("the tithe signs (the node sees a finalized block)");
+    sign(&node, &kps[1], &w, &tithe).await.expect("its retry signs (the node keeps events up to it)");
+    let _: bool = provider.raw_request("evm_revert".into(), (id,)).await.unwrap();
+    w.chain.exec(&grant.op, false).await.expect("the grant executes on the replacing chain");
+    let head = provider.get_block_number().await.unwrap();
+    assert!(head + 64 < read.number, "the blocks the node read, finalized ones included, are gone");
+    let grant_digest = operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module);
+    let again = decide(&w, "grants", &[]).await;
+    assert_eq!(again.decision.intents.len(), 1, "without the grant in its history the policy pays again");
+    refused(sign(&node, &kps[1], &w, &again).await, RefusalCode::ReplayMismatch, &grant_digest.to_string());
+}

@@ -69,8 +69,27 @@ impl Postgres {
     /// Creates a cluster with `initdb` in a temporary folder and starts it on a free loopback port,
     /// its unix socket in the same folder; returns once it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_at(tempfile::Builder::new().prefix("treasury-pg-").tempdir()?)
+    }
+
+    /// As [`Postgres::start`], the cluster in a new folder `postgres-*` of `parent` (a state
+    /// folder), removed on drop. When this process is root the cluster runs as `postgres`, which
+    /// cannot reach a folder below a private one (`/root`, a 0700 temporary folder): the cluster
+    /// then goes to the system's temporary folder, as with [`Postgres::start`]; [`Postgres::dir`]
+    /// says where it went.
+    pub fn start_in(parent: &Path) -> anyhow::Result<Self> {
+        if is_root() && !reachable_by_others(parent) {
+            return Self::start();
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("postgres-")
+            .tempdir_in(parent)
+            .with_context(|| format!("creating the cluster's folder in {}", parent.display()))?;
+        Self::start_at(dir)
+    }
+
+    fn start_at(dir: TempDir) -> anyhow::Result<Self> {
         let bindir = bindir()?;
-        let dir = tempfile::Builder::new().prefix("treasury-pg-").tempdir()?;
         if is_root() {
             give_to_run_user(dir.path())?;
         }
@@ -126,6 +145,11 @@ impl Postgres {
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The cluster's folder (its data in `data/`, its unix socket beside).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The postmaster's process id.
@@ -197,6 +221,13 @@ fn serve(bindir: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
             bail!("postgres did not accept connections within 30 s")
         }
     }
+}
+
+/// Whether every folder from `/` down to `dir` lets other users through (mode `o+x`).
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(dir) = dir.canonicalize() else { return false };
+    dir.ancestors().all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 fn is_root() -> bool {

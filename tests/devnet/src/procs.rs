@@ -41,6 +41,24 @@ impl Procs {
         self.list.iter().map(|p| (p.name.clone(), p.pid)).collect()
     }
 
+    /// How many children were started.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether no child was started.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Prefixes the names of the children started since the first `from` with `prefix` (one
+    /// set-up run per treasury: `grants: anvil`).
+    pub fn prefix_names(&mut self, from: usize, prefix: &str) {
+        for p in self.list.iter_mut().skip(from) {
+            p.name = format!("{prefix}{}", p.name);
+        }
+    }
+
     /// The child named `name`, if it was started.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Proc> {
         self.list.iter_mut().find(|p| p.name == name)
@@ -86,6 +104,13 @@ fn interrupt(pid: u32) {
 pub fn send_sigterm(pid: u32) -> anyhow::Result<()> {
     let pid = i32::try_from(pid)?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)?;
+    Ok(())
+}
+
+/// Sends SIGKILL to `pid` (a child not yet reaped): what a crash of its host looks like to it.
+pub fn send_sigkill(pid: u32) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
     Ok(())
 }
 

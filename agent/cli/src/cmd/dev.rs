@@ -28,6 +28,10 @@ pub struct DevArgs {
     /// Do not install what is missing (anvil, the Safe and Uniswap contracts, SoftHSM2): only say it.
     #[arg(long)]
     no_install: bool,
+    /// High availability: two treasuries on two chains, two agent replicas on a private
+    /// PostgreSQL cluster; the leading replica is killed mid-scenario and the other takes over.
+    #[arg(long, conflicts_with = "resume")]
+    ha: bool,
 }
 
 impl DevArgs {
@@ -41,6 +45,7 @@ impl DevArgs {
             yes: self.yes,
             once: self.once,
             json,
+            ha: self.ha,
         })
         .await?;
         if json {
@@ -62,7 +67,8 @@ fn print_human(s: &Summary) {
     println!("\nintents");
     for i in &s.intents {
         println!(
-            "  #{:<3} {:<13} {:<5} {:<10} {:<40} {}",
+            "  {}#{:<3} {:<13} {:<5} {:<10} {:<40} {}",
+            i.treasury.as_deref().map(|t| format!("{t} ")).unwrap_or_default(),
             i.id,
             i.policy,
             i.kind,
@@ -71,15 +77,33 @@ fn print_human(s: &Summary) {
             i.tx_hash.as_deref().unwrap_or("-")
         );
     }
-    if let Some(map) = s.balances.as_object() {
-        println!("\nbalances");
-        for (who, b) in map {
-            let parts: Vec<String> = b
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{} {k}", v.as_str().unwrap_or("?"))).collect())
-                .unwrap_or_default();
-            println!("  {who:<8} {}", parts.join(", "));
-        }
+    if s.treasuries.is_empty() {
+        print_balances("balances", &s.balances);
+    }
+    for t in &s.treasuries {
+        print_balances(
+            &format!("balances of {} (chain {})", t.name, t.deployment.chain_id),
+            &s.balances[&t.name],
+        );
+    }
+    if let Some(f) = &s.failover {
+        println!(
+            "\nfailover: replica pid {} killed, pid {} took over after {} ms (lease TTL {} ms)",
+            f.killed, f.standby, f.taken_over_after_ms, f.lease_ttl_ms
+        );
     }
     println!("\nstate, logs and config: {}", s.state_dir);
+}
+
+/// `{who: {token: amount}}` as a line per holder.
+fn print_balances(title: &str, balances: &serde_json::Value) {
+    let Some(map) = balances.as_object() else { return };
+    println!("\n{title}");
+    for (who, b) in map {
+        let parts: Vec<String> = b
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{} {k}", v.as_str().unwrap_or("?"))).collect())
+            .unwrap_or_default();
+        println!("  {who:<8} {}", parts.join(", "));
+    }
 }

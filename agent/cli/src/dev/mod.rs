@@ -8,8 +8,11 @@
 //!   `--resume`, the next day.
 //! - [`view`]: step lines, the live view, the summary's pieces.
 //! - [`tools`]: what the demo needs on the machine, installed with `scripts/install.sh dev` when missing.
+//! - [`ha`]: `--ha`, two treasuries on two chains served by two replicas on PostgreSQL, the
+//!   leading one killed mid-scenario.
 
 pub mod config;
+pub mod ha;
 pub mod scenario;
 pub mod setup;
 pub mod tools;
@@ -55,12 +58,17 @@ pub struct DevOptions {
     pub once: bool,
     /// Print the summary as JSON on stdout (step lines go to stderr).
     pub json: bool,
+    /// Two treasuries, two replicas on PostgreSQL, the leader killed mid-scenario ([`ha`]).
+    pub ha: bool,
 }
 
 /// One intent in the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct IntentSummary {
-    /// Journal id.
+    /// The treasury it belongs to (`--ha`, which runs several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub treasury: Option<String>,
+    /// Journal id (in its treasury's journal).
     pub id: i64,
     /// Policy.
     pub policy: String,
@@ -97,10 +105,17 @@ pub struct Summary {
     pub steps: Vec<StepRecord>,
     /// Every intent, oldest first.
     pub intents: Vec<IntentSummary>,
-    /// Final balances in token units (decimal strings): `safe`, `alice`, `bob`, `grantee`, `keeper`.
+    /// Final balances in token units (decimal strings): `safe`, `alice`, `bob`, `grantee`, `keeper`
+    /// (with `--ha`, those of each treasury under its name).
     pub balances: serde_json::Value,
     /// Child processes started (all stopped when this is printed).
     pub processes: Vec<ProcessSummary>,
+    /// `--ha`: each treasury, its chain and deployment.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub treasuries: Vec<ha::TreasurySummary>,
+    /// `--ha`: the leading replica killed mid-scenario and the standby's takeover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<ha::Failover>,
 }
 
 /// A child process in the summary.
@@ -146,6 +161,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<Summary> {
         let _ = view.await;
     }
     procs.stop_all(Duration::from_secs(5)).await;
+    // After the replicas: the cluster they wrote to (its folder is removed with it).
+    drop(outcome.postgres.take());
     progress.line(&format!("stopped {} child process(es)", processes.len()));
     // Unattended runs must end with every intent executed; an operator who declined the grant at
     // the prompt chose its `rejected`.
@@ -169,6 +186,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<Summary> {
         intents: outcome.intents,
         balances: outcome.balances,
         processes,
+        treasuries: outcome.treasuries,
+        failover: outcome.failover,
     })
 }
 
@@ -183,6 +202,10 @@ struct Outcome {
     /// The scenario finished (a Ctrl-C after it is the normal way to stop).
     scenario_done: bool,
     stop_view: Option<tokio::sync::watch::Sender<bool>>,
+    /// `--ha`: the private PostgreSQL cluster, stopped after every child process.
+    postgres: Option<treasury_devnet::Postgres>,
+    treasuries: Vec<ha::TreasurySummary>,
+    failover: Option<ha::Failover>,
 }
 
 async fn main(
@@ -192,6 +215,9 @@ async fn main(
     progress: &mut Progress,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
+    if opts.ha {
+        return ha::main(opts, dir, procs, progress, outcome).await;
+    }
     let running = if opts.resume {
         setup::resume(dir, procs, progress).await?
     } else {
@@ -333,6 +359,7 @@ async fn intents(journal: &Journal) -> anyhow::Result<Vec<IntentSummary>> {
             tx_hash = journal.latest_transaction(&op.operation_id).await?.map(|t| t.tx.tx_hash);
         }
         out.push(IntentSummary {
+            treasury: None,
             id: i.id.0,
             policy: i.policy.clone(),
             kind: i.kind.clone(),

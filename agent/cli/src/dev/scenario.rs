@@ -410,7 +410,7 @@ pub async fn set_clock_before_midnight(r: &Running) -> anyhow::Result<String> {
 }
 
 /// The timestamp of the chain's latest block.
-async fn latest_timestamp(provider: &alloy::providers::DynProvider) -> anyhow::Result<u64> {
+pub(super) async fn latest_timestamp(provider: &alloy::providers::DynProvider) -> anyhow::Result<u64> {
     let block = provider
         .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
         .await
@@ -420,12 +420,12 @@ async fn latest_timestamp(provider: &alloy::providers::DynProvider) -> anyhow::R
 }
 
 /// A forward jump of the clock, readably (`+90 s`, `+9.0 h`).
-fn span(secs: u64) -> String {
+pub(super) fn span(secs: u64) -> String {
     if secs < 3600 { format!("+{secs} s") } else { format!("+{:.1} h", secs as f64 / 3600.0) }
 }
 
 /// Every feed reports its current answer again, so prices are fresh after a jump in time.
-async fn heartbeat(r: &Running) -> anyhow::Result<()> {
+pub(super) async fn heartbeat(r: &Running) -> anyhow::Result<()> {
     let d = &r.deployment;
     for feed in std::iter::once(d.eth_feed).chain(d.tokens.iter().map(|t| t.feed)) {
         let f = PriceFeed::new(feed, &r.deployer);

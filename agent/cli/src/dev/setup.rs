@@ -84,8 +84,18 @@ pub struct Running {
 
 /// Runs every set-up step, registering each child in `procs` as soon as it starts.
 pub async fn run(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> anyhow::Result<Running> {
+    run_on(dir, procs, progress, &[]).await
+}
+
+/// As [`run`], anvil started with `anvil_args` too (`--chain-id 10` for a second chain).
+pub async fn run_on(
+    dir: &Path,
+    procs: &mut Procs,
+    progress: &mut Progress,
+    anvil_args: &[&str],
+) -> anyhow::Result<Running> {
     let t = progress.start("anvil");
-    let rpc = start_anvil(dir, procs).await?;
+    let rpc = start_anvil(dir, procs, anvil_args).await?;
     progress.done(t, &rpc);
 
     let t = progress.start("dev accounts");
@@ -283,10 +293,11 @@ const SAVED: &str = "dev.json";
 /// anvil's state file: loaded at start, written every 2 s and on exit.
 const ANVIL_STATE: &str = "anvil-state.json";
 
-async fn start_anvil(dir: &Path, procs: &mut Procs) -> anyhow::Result<String> {
+async fn start_anvil(dir: &Path, procs: &mut Procs, extra: &[&str]) -> anyhow::Result<String> {
     let state = dir.join(ANVIL_STATE).display().to_string();
-    let (anvil, rpc) =
-        procs::anvil(dir, &["--state".into(), state, "--state-interval".into(), "2".into()]).await?;
+    let mut args = vec!["--state".into(), state, "--state-interval".into(), "2".into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let (anvil, rpc) = procs::anvil(dir, &args).await?;
     procs.push(anvil);
     Ok(rpc)
 }
@@ -382,7 +393,7 @@ pub async fn resume(dir: &Path, procs: &mut Procs, progress: &mut Progress) -> a
         );
     }
     let t = progress.start("anvil (from its dumped state)");
-    let rpc = start_anvil(dir, procs).await?;
+    let rpc = start_anvil(dir, procs, &[]).await?;
     let (deployer_key, _, keeper_key) = accounts(dir)?;
     let deployer = treasury_chain::provider::connect_with_signer(&rpc, deployer_key.clone())
         .context("connecting to anvil")?;

@@ -472,3 +472,188 @@ async fn a_perform_that_could_overrun_the_spending_cap_is_skipped() {
     env.run_once();
     assert_eq!(IUpkeepCounter::new(counter, p.clone()).counter().call().await.unwrap(), U256::from(1));
 }
+
+/// A local webhook receiver for the agent's notifications: every JSON body, in arrival order.
+struct Hooks {
+    url: String,
+    bodies: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+}
+
+impl Hooks {
+    async fn start() -> Self {
+        let (tx, bodies) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let _ = tx.send(body);
+                async { axum::http::StatusCode::OK }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, bodies }
+    }
+
+    /// Everything delivered so far (`treasury run --once` drains its webhooks before it exits).
+    fn received(&mut self) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| self.bodies.try_recv().ok()).collect()
+    }
+}
+
+async fn set_balance(env: &AgentEnv, who: Address, wei: u128) {
+    let _: serde_json::Value =
+        env.chain.keeper.raw_request("anvil_setBalance".into(), (who, U256::from(wei))).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_balance_below_the_next_performs_worst_case_is_alerted_by_webhook() {
+    let env = AgentEnv::start(&[]).await.unwrap();
+    let p = &env.chain.keeper;
+    let counter = fixtures::deploy(
+        p,
+        "UpkeepCounter",
+        &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
+    )
+    .await
+    .unwrap();
+    let mut hooks = Hooks::start().await;
+    // The pipeline's own low-balance threshold is set far below the jobs' so that only the
+    // jobs' alert can fire: 200,000 gas x 10 gwei x 50 performs = 0.1 ETH.
+    env.edit_config(
+        "poll_interval = \"100ms\"",
+        "poll_interval = \"100ms\"\nkeeper_low_balance_eth = \"0.001\"",
+    );
+    add_jobs(
+        &env,
+        &format!(
+            "{}max_fee_gwei = 10\n\n[keeper.automation]\nlow_balance_performs = 50\n\n[[notify.webhook]]\nurl = \"{}\"\nevents = [\"keeper_low\"]\n",
+            job(
+                "counter",
+                &format!("kind = \"chainlink_upkeep\"\ntarget = \"{counter}\""),
+                200_000,
+                r#"{ kind = "every_blocks", blocks = 1 }"#
+            ),
+            hooks.url
+        ),
+    );
+    const THRESHOLD: u128 = 100_000_000_000_000_000;
+    set_balance(&env, env.keeper, 10 * THRESHOLD).await;
+    env.run_once();
+    assert_eq!(IUpkeepCounter::new(counter, p.clone()).counter().call().await.unwrap(), U256::from(1));
+    assert_eq!(
+        hooks.received(),
+        Vec::<serde_json::Value>::new(),
+        "no alert while the balance covers 50 performs"
+    );
+
+    set_balance(&env, env.keeper, THRESHOLD / 2).await;
+    mine(&env, 1).await;
+    env.run_once();
+    let got = hooks.received();
+    assert_eq!(got.len(), 1, "one alert: {got:?}");
+    assert_eq!(got[0]["event"], "keeper_low", "{got:?}");
+    assert_eq!(got[0]["keeper"].as_str().unwrap().to_lowercase(), env.keeper.to_string().to_lowercase());
+    assert_eq!(got[0]["threshold_wei"], THRESHOLD.to_string(), "gas_limit x fee ceiling x performs: {got:?}");
+    let balance: u128 = got[0]["balance_wei"].as_str().unwrap().parse().unwrap();
+    assert!(balance <= THRESHOLD / 2, "{got:?}");
+}
+
+async fn next_base_fee(env: &AgentEnv) -> u128 {
+    use alloy::eips::eip1559::BaseFeeParams;
+    let head =
+        env.chain.keeper.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
+    u128::from(head.header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_its_fee_ceiling_a_job_sends_nothing_and_blocks_no_other_job_then_performs_once_the_fee_falls()
+{
+    let env = AgentEnv::start(&[]).await.unwrap();
+    let p = &env.chain.keeper;
+    let deploy_counter = || async {
+        fixtures::deploy(
+            p,
+            "UpkeepCounter",
+            &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
+        )
+        .await
+        .unwrap()
+    };
+    let (thrifty, urgent) = (deploy_counter().await, deploy_counter().await);
+    let every = r#"{ kind = "every_blocks", blocks = 1 }"#;
+    let upkeep = |target: Address| format!("kind = \"chainlink_upkeep\"\ntarget = \"{target}\"");
+    add_jobs(
+        &env,
+        &format!(
+            "{}max_fee_gwei = 5\n{}max_fee_gwei = 100\n",
+            job("thrifty", &upkeep(thrifty), 200_000, every),
+            job("urgent", &upkeep(urgent), 200_000, every)
+        ),
+    );
+    const GWEI: u128 = 1_000_000_000;
+    let _: serde_json::Value =
+        p.raw_request("anvil_setNextBlockBaseFeePerGas".into(), (U256::from(40 * GWEI),)).await.unwrap();
+    mine(&env, 1).await;
+    assert!(next_base_fee(&env).await > 5 * GWEI);
+    let nonce = keeper_nonce(&env).await;
+    env.run_once();
+    let count_of =
+        |c: Address| async move { IUpkeepCounter::new(c, p.clone()).counter().call().await.unwrap() };
+    assert_eq!(count_of(thrifty).await, U256::ZERO, "not performed above its ceiling");
+    assert_eq!(count_of(urgent).await, U256::from(1), "the other job performs");
+    assert_eq!(keeper_nonce(&env).await, nonce + 1, "one transaction only: the urgent job's");
+    let journal = env.journal().await;
+    assert!(
+        runs(&journal, "thrifty").await.iter().all(|r| r.state.is_final()),
+        "no run of the thrifty job left waiting on the keeper's nonce"
+    );
+    // Still above: more rounds send nothing for it and leave the keeper's nonce free.
+    mine(&env, 1).await;
+    env.run_once();
+    assert_eq!(count_of(thrifty).await, U256::ZERO);
+    assert_eq!(keeper_nonce(&env).await, nonce + 1);
+
+    // Empty blocks bring the base fee down (12.5% each) under the ceiling.
+    while next_base_fee(&env).await >= 4 * GWEI {
+        mine(&env, 1).await;
+    }
+    env.run_once();
+    assert_eq!(count_of(thrifty).await, U256::from(1), "performed once the fee fell under its ceiling");
+    assert_eq!(count_of(urgent).await, U256::from(1), "within its interval");
+    let rows = runs(&journal, "thrifty").await;
+    assert_eq!(count(&rows, RunState::Confirmed), 1, "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_waiting_on_the_fee_ceiling_is_performed_once_after_a_restart() {
+    let env = AgentEnv::start(&[]).await.unwrap();
+    let p = env.chain.keeper.clone();
+    let counter = fixtures::deploy(&p, "LogTriggeredCounter", &[]).await.unwrap();
+    let on_ping = format!(r#"{{ kind = "on_log", address = "{counter}", event = "Ping(uint256)" }}"#);
+    let upkeep = format!("kind = \"chainlink_upkeep\"\ntarget = \"{counter}\"");
+    add_jobs(&env, &format!("{}max_fee_gwei = 5\n", job("pings", &upkeep, 200_000, &on_ping)));
+    env.run_once();
+    let c = ILogTriggeredCounter::new(counter, p.clone());
+    c.ping().send().await.unwrap().get_receipt().await.unwrap();
+    const GWEI: u128 = 1_000_000_000;
+    let _: serde_json::Value =
+        p.raw_request("anvil_setNextBlockBaseFeePerGas".into(), (U256::from(40 * GWEI),)).await.unwrap();
+    mine(&env, 1).await;
+    assert!(next_base_fee(&env).await > 5 * GWEI);
+    // Each `run --once` is a new process: the log read above the ceiling must survive it.
+    env.run_once();
+    mine(&env, 1).await;
+    env.run_once();
+    assert_eq!(c.performed().call().await.unwrap(), U256::ZERO, "not performed above its ceiling");
+    while next_base_fee(&env).await >= 4 * GWEI {
+        mine(&env, 1).await;
+    }
+    env.run_once();
+    assert_eq!(c.performed().call().await.unwrap(), U256::from(1), "performed once the fee fell");
+    mine(&env, 2).await;
+    env.run_once();
+    assert_eq!(c.performed().call().await.unwrap(), U256::from(1), "and not again");
+    let journal = env.journal().await;
+    assert_eq!(count(&runs(&journal, "pings").await, RunState::Confirmed), 1);
+}

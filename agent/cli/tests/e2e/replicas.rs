@@ -312,5 +312,154 @@ async fn postgres_restarted_under_load_loses_and_doubles_nothing_and_the_replica
         let got = env.balance("USDC", numbered(i)).await - *before;
         assert_eq!(got, U256::from(expected * 1_000_000), "recipient r{i}");
     }
-    assert_eq!(env.chain.module_nonce().await.unwrap(), nonce_before + U256::from(3), "three operations");
+    let mut operations = Vec::new();
+    for intent in &intents {
+        let op = journal.operation_of(intent.id).await.unwrap().map(|op| op.operation_id);
+        operations.push(format!("{} -> {op:?}", intent.idempotency_key));
+    }
+    assert_eq!(
+        env.chain.module_nonce().await.unwrap(),
+        nonce_before + U256::from(3),
+        "three operations: {operations:#?}\n{}",
+        replica.output()
+    );
+}
+
+/// Moves anvil's clock by `secs` (0: none) and mines a block.
+async fn mine_after(env: &AgentEnv, secs: u64) {
+    let p = &env.chain.keeper;
+    if secs > 0 {
+        let _: serde_json::Value = p.raw_request("evm_increaseTime".into(), (secs,)).await.unwrap();
+    }
+    let _: serde_json::Value = p.raw_request("evm_mine".into(), ()).await.unwrap();
+}
+
+/// The keeper jobs' runs of `job`, oldest first.
+async fn job_runs(
+    journal: &treasury_agent::journal::Journal,
+    job: &str,
+) -> Vec<treasury_agent::journal::keeper::KeeperRun> {
+    let mut runs = journal.keeper_runs(Some(job), 1000).await.unwrap();
+    runs.sort_by_key(|r| r.id);
+    runs
+}
+
+/// Waits until the upkeep's counter reads `n` and every run of the job has ended, mining a block
+/// now and then; fails past [`PATIENCE`] (or when `leader` exits) with its output.
+async fn wait_for_count(
+    env: &AgentEnv,
+    journal: &treasury_agent::journal::Journal,
+    upkeep: &treasury_devnet::keeper::IUpkeepCounter::IUpkeepCounterInstance<alloy::providers::DynProvider>,
+    n: u64,
+    leader: &mut Replica,
+) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let count = upkeep.counter().call().await.unwrap();
+        let runs = job_runs(journal, "counter").await;
+        if count == U256::from(n) && runs.iter().all(|r| r.state.is_final()) {
+            return;
+        }
+        assert!(count <= U256::from(n), "performed more than once: {count} > {n}: {runs:?}");
+        while let Ok(line) = leader.lines.try_recv() {
+            leader.seen.push(line);
+        }
+        assert!(
+            std::time::Instant::now() < deadline && leader.child.try_wait().unwrap().is_none(),
+            "counter {count}, expected {n}: {runs:?}\n{}",
+            leader.output()
+        );
+        mine_after(env, 0).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the keeper jobs' cursor in the journal reached the head.
+async fn wait_for_keeper_cursor(
+    env: &AgentEnv,
+    journal: &treasury_agent::journal::Journal,
+    leader: &mut Replica,
+) {
+    let head = env.chain.keeper.get_block_number().await.unwrap();
+    let key = env.keeper.to_string().to_lowercase();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let cursor = journal.cursor(treasury_agent::keeper::CURSOR_SOURCE, &key).await.unwrap();
+        if cursor.is_some_and(|c| c.block_number >= head) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "keeper cursor not at {head}:\n{}", leader.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_perform_a_counter_upkeep_once_per_interval_across_sigkills_of_the_leader() {
+    use alloy::sol_types::SolValue;
+    use treasury_agent::journal::keeper::RunState;
+    use treasury_devnet::keeper::{self as fixtures, IUpkeepCounter};
+
+    let mut env = AgentEnv::start(&[]).await.unwrap();
+    let cluster = Postgres::start().unwrap();
+    use_postgres(&mut env, &cluster);
+    let p = env.chain.keeper.clone();
+    // Chainlink's UpkeepCounter: eligible at once, then every 60 s.
+    let counter = fixtures::deploy(
+        &p,
+        "UpkeepCounter",
+        &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
+    )
+    .await
+    .unwrap();
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str(&format!(
+        "\n[[keeper.job]]\nname = \"counter\"\nkind = \"chainlink_upkeep\"\ntarget = \"{counter}\"\ngas_limit = 200000\ntrigger = {{ kind = \"every_blocks\", blocks = 1 }}\n"
+    ));
+    std::fs::write(&env.config, text).unwrap();
+    let upkeep = IUpkeepCounter::new(counter, p.clone());
+    let journal = env.journal().await;
+    let config = env.config.display().to_string();
+    let replica = || Replica::spawn(env.command(&["run", "--config", &config]));
+
+    let mut a = replica();
+    let term = a.leading_term();
+    let mut b = replica();
+    wait_for_count(&env, &journal, &upkeep, 1, &mut a).await;
+    // More blocks within the interval: neither replica performs again.
+    for _ in 0..3 {
+        mine_after(&env, 0).await;
+    }
+    wait_for_keeper_cursor(&env, &journal, &mut a).await;
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "once within the interval");
+
+    // The leader dies between two intervals; the standby takes over and performs the next one.
+    a.signal("KILL");
+    assert_eq!(a.wait().signal(), Some(9));
+    assert_eq!(b.leading_term(), term + 1, "the standby takes the next term");
+    mine_after(&env, 61).await;
+    wait_for_count(&env, &journal, &upkeep, 2, &mut b).await;
+
+    // A new standby; the leader dies as soon as the third interval's run is claimed (before or
+    // after its transaction went out, whichever the kill lands on): it is performed once.
+    let mut c = replica();
+    c.expect_line("standing by");
+    let claimed = job_runs(&journal, "counter").await.len();
+    mine_after(&env, 61).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while job_runs(&journal, "counter").await.len() == claimed {
+        assert!(std::time::Instant::now() < deadline, "no third run claimed:\n{}", b.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.signal("KILL");
+    assert_eq!(b.wait().signal(), Some(9));
+    assert_eq!(c.leading_term(), term + 2);
+    wait_for_count(&env, &journal, &upkeep, 3, &mut c).await;
+    for _ in 0..3 {
+        mine_after(&env, 0).await;
+    }
+    wait_for_keeper_cursor(&env, &journal, &mut c).await;
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(3), "once per interval");
+    let runs = job_runs(&journal, "counter").await;
+    let confirmed = runs.iter().filter(|r| r.state == RunState::Confirmed).count();
+    assert_eq!(confirmed, 3, "one confirmed run per interval: {runs:?}");
 }

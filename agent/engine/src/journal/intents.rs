@@ -106,6 +106,24 @@ pub struct PendingIntent {
     pub transaction: Option<TransactionRecord>,
 }
 
+/// An intent decided and not failed, rejected or expired, with the operation that carries it
+/// and where that operation's newest transaction was mined: what the policies' history and the
+/// replaying nodes' history are built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecidedIntent {
+    /// The intent.
+    pub intent: Intent,
+    /// The newest operation planned for it, if any.
+    pub operation_id: Option<String>,
+    /// The block the newest transaction carrying that operation was mined in, if any.
+    pub mined_block: Option<u64>,
+}
+
+/// The newest operation planned for the intent `i.id` (as [`Journal::operation_of`] picks it).
+const NEWEST_OPERATION: &str = "SELECT o.operation_id FROM operations o
+     JOIN operation_intents l ON l.operation_id = o.operation_id
+     WHERE l.intent_id = i.id ORDER BY o.created_at DESC, o.operation_id LIMIT 1";
+
 const INTENT_COLUMNS: &str =
     "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at";
 
@@ -139,6 +157,48 @@ fn event_from_row(row: &AnyRow) -> Result<IntentEvent> {
     })
 }
 
+/// Inserts `new` unless its key is journaled, then moves a new one on to `then`, inside `tx`.
+async fn insert_one(
+    tx: &mut WriteTx,
+    new: &NewIntent,
+    then: Option<&(IntentState, serde_json::Value)>,
+    now: i64,
+) -> Result<Inserted> {
+    let created = sqlx::query(
+        "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&new.idempotency_key)
+    .bind(&new.policy)
+    .bind(&new.trigger)
+    .bind(&new.kind)
+    .bind(new.payload.to_string())
+    .bind(IntentState::Proposed.as_str())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("insert intent"))?
+    .rows_affected()
+        == 1;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
+    )))
+    .bind(&new.idempotency_key)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db("read inserted intent"))?;
+    let mut intent = intent_from_row(&row)?;
+    if created {
+        insert_event(tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now).await?;
+        if let Some((to, detail)) = then {
+            intent = transition_in(tx, intent.id, *to, detail, now).await?;
+        }
+    }
+    Ok(Inserted { intent, created })
+}
+
 impl Journal {
     /// Journals an intent in state `proposed`, or returns the existing one with the same idempotency key.
     pub async fn insert_intent(&self, new: &NewIntent) -> Result<Inserted> {
@@ -152,43 +212,24 @@ impl Journal {
         new: &NewIntent,
         then: Option<(IntentState, serde_json::Value)>,
     ) -> Result<Inserted> {
+        let mut inserted = self.insert_intents_then(&[(new.clone(), then)]).await?;
+        Ok(inserted.remove(0))
+    }
+
+    /// Journals several intents (each like [`Journal::insert_intent_then`]) in one transaction:
+    /// a firing's intents land together or not at all, so the lane never batches part of one.
+    pub async fn insert_intents_then(
+        &self,
+        intents: &[(NewIntent, Option<(IntentState, serde_json::Value)>)],
+    ) -> Result<Vec<Inserted>> {
         let now = now_ms();
         let mut tx = self.write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&new.idempotency_key)
-        .bind(&new.policy)
-        .bind(&new.trigger)
-        .bind(&new.kind)
-        .bind(new.payload.to_string())
-        .bind(IntentState::Proposed.as_str())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("insert intent"))?
-        .rows_affected()
-            == 1;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
-        )))
-        .bind(&new.idempotency_key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("read inserted intent"))?;
-        let mut intent = intent_from_row(&row)?;
-        if inserted {
-            insert_event(&mut tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now)
-                .await?;
-            if let Some((to, detail)) = then {
-                intent = transition_in(&mut tx, intent.id, to, &detail, now).await?;
-            }
+        let mut inserted = Vec::with_capacity(intents.len());
+        for (new, then) in intents {
+            inserted.push(insert_one(&mut tx, new, then.as_ref(), now).await?);
         }
-        tx.commit().await.map_err(db("commit intent"))?;
-        Ok(Inserted { intent, created: inserted })
+        tx.commit().await.map_err(db("commit intents"))?;
+        Ok(inserted)
     }
 
     /// Moves intent `id` to `to` and writes its event row, in one transaction; refuses illegal transitions.
@@ -276,6 +317,35 @@ impl Journal {
         .iter()
         .map(intent_from_row)
         .collect()
+    }
+
+    /// The newest `limit` intents not failed, rejected or expired, newest first, each with its
+    /// newest operation and that operation's newest transaction's block, in one query.
+    pub async fn decided_intents(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT d.*, (SELECT t.block_number FROM transactions t WHERE t.operation_id = d.op_id
+                          ORDER BY t.id DESC LIMIT 1) AS mined_block
+             FROM (SELECT {INTENT_COLUMNS}, ({NEWEST_OPERATION}) AS op_id FROM intents i
+                   WHERE i.state NOT IN ('failed', 'rejected', 'expired') ORDER BY i.id DESC LIMIT $1) d
+             ORDER BY d.id DESC"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list decided intents"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| JournalError::Database { what: "read decided intent", source: e };
+                let mined: Option<i64> = row.try_get("mined_block").map_err(get)?;
+                Ok(DecidedIntent {
+                    intent: intent_from_row(row)?,
+                    operation_id: row.try_get("op_id").map_err(get)?,
+                    mined_block: mined
+                        .map(|b| u64::try_from(b).map_err(|e| corrupt("mined block", e)))
+                        .transpose()?,
+                })
+            })
+            .collect()
     }
 
     /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.

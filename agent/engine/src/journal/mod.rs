@@ -43,7 +43,9 @@ pub use execution::{
     NewSigningRequest, NewTransaction, OperationRecord, QuorumSignature, RootSignature, SigningAnswer,
     SigningRequest, SigningState, TransactionRecord, TxState,
 };
-pub use intents::{Inserted, Intent, IntentEvent, IntentFilter, IntentId, NewIntent, PendingIntent};
+pub use intents::{
+    DecidedIntent, Inserted, Intent, IntentEvent, IntentFilter, IntentId, NewIntent, PendingIntent,
+};
 pub use lease::Lease;
 pub use state::IntentState;
 pub use triggers::{Alert, ManualTrigger};

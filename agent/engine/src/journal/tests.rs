@@ -64,6 +64,7 @@ on_both_backends!(
     concurrent_inserts_of_one_key_make_one_intent,
     concurrent_transitions_from_one_state_let_exactly_one_through,
     signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error,
+    a_firings_intents_land_together_or_not_at_all,
 );
 
 fn pay(key: &str, policy: &str) -> NewIntent {
@@ -96,6 +97,30 @@ async fn same_idempotency_key_twice_returns_the_existing_intent(db: Db) {
     let (_, events) = journal.intent(first.intent.id).await.unwrap().unwrap();
     assert_eq!(events.len(), 1, "one creation event only");
     assert_eq!((events[0].from, events[0].to), (None, IntentState::Proposed));
+}
+
+async fn a_firings_intents_land_together_or_not_at_all(db: Db) {
+    use IntentState::*;
+    let journal = db.open().await;
+    let guarded = Some((Guarded, json!(null)));
+    // The second row cannot be written (an illegal first transition): the first is not kept.
+    let failing = [
+        (pay("grants:a", "grants"), guarded.clone()),
+        (pay("grants:b", "grants"), Some((Signed, json!(null)))),
+    ];
+    let err = journal.insert_intents_then(&failing).await.unwrap_err();
+    assert!(err.is_illegal_transition(), "{err}");
+    assert!(
+        journal.list(&IntentFilter::default()).await.unwrap().is_empty(),
+        "nothing of the firing is journaled"
+    );
+    // Whole, they land together; again, each is a duplicate.
+    let whole = [(pay("grants:a", "grants"), guarded.clone()), (pay("grants:b", "grants"), guarded.clone())];
+    let first = journal.insert_intents_then(&whole).await.unwrap();
+    assert!(first.iter().all(|i| i.created && i.intent.state == Guarded), "{first:?}");
+    let again = journal.insert_intents_then(&whole).await.unwrap();
+    assert!(again.iter().all(|i| !i.created), "{again:?}");
+    assert_eq!(journal.list(&IntentFilter::default()).await.unwrap().len(), 2);
 }
 
 async fn every_transition_is_an_event_and_illegal_ones_are_refused(db: Db) {
@@ -223,6 +248,16 @@ async fn a_restart_finds_everything_and_the_work_to_resume(db: Db) {
     assert_eq!(tx.tx.raw_tx, "0x02f8aa", "the raw transaction to broadcast again");
     assert_eq!((tx.state, tx.block_number), (TxState::Included, Some(120)));
     assert!(pending[1].operation.is_none() && pending[1].transaction.is_none());
+
+    // The histories' one query: decided intents newest first, the failed one left out, each with
+    // its newest operation and the block that operation's newest transaction was mined in.
+    let decided = journal.decided_intents(100).await.unwrap();
+    let seen: Vec<_> = decided
+        .iter()
+        .map(|d| (d.intent.idempotency_key.as_str(), d.operation_id.as_deref(), d.mined_block))
+        .collect();
+    assert_eq!(seen, [("p", None, None), ("s", Some("0xop1"), Some(120))]);
+    assert_eq!(journal.decided_intents(1).await.unwrap().len(), 1, "the newest one only");
 
     let signing = journal.signing_request("0xop1", "quorum").await.unwrap().unwrap();
     assert_eq!(signing.state, SigningState::Signed);

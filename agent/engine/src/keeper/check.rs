@@ -191,8 +191,26 @@ pub async fn simulate_perform(
 ) -> Result<Result<u64, String>, String> {
     let request = TransactionRequest::default().from(from).to(target).input(calldata.clone().into());
     let at = BlockId::hash(block);
+    match perform_would_succeed(provider, from, job, block, target, calldata).await? {
+        Ok(()) => Ok(Ok(provider.estimate_gas(request).block(at).await.unwrap_or(job.gas_limit))),
+        Err(reason) => Ok(Err(reason)),
+    }
+}
+
+/// [`simulate_perform`] without the gas estimate of a perform that succeeds (one `eth_call`
+/// then): what the runner needs before it claims a run.
+pub async fn perform_would_succeed(
+    provider: &DynProvider,
+    from: Address,
+    job: &KeeperJob,
+    block: B256,
+    target: Address,
+    calldata: &Bytes,
+) -> Result<Result<(), String>, String> {
+    let request = TransactionRequest::default().from(from).to(target).input(calldata.clone().into());
+    let at = BlockId::hash(block);
     match provider.call(request.clone().gas_limit(job.gas_limit)).block(at).await {
-        Ok(_) => Ok(Ok(provider.estimate_gas(request).block(at).await.unwrap_or(job.gas_limit))),
+        Ok(_) => Ok(Ok(())),
         Err(e) if e.as_error_resp().is_none() => Err(format!("eth_call (perform simulation): {e}")),
         Err(e) => {
             let reason = reason_of_rpc_error(&e);

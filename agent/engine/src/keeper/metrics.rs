@@ -25,6 +25,7 @@ pub struct JobMetrics {
     performs: Family<PerformLabels, Counter>,
     skipped: Family<JobLabel, Counter>,
     gas_used: Family<JobLabel, Counter>,
+    fee_waits: Family<JobLabel, Counter>,
 }
 
 impl JobMetrics {
@@ -47,6 +48,11 @@ impl JobMetrics {
             "Gas used by keeper job performs since start",
             m.gas_used.clone(),
         );
+        registry.register(
+            "keeper_job_fee_waits",
+            "Rounds a due keeper job waited because the base fee was above its fee ceiling",
+            m.fee_waits.clone(),
+        );
         m
     }
 
@@ -65,5 +71,10 @@ impl JobMetrics {
     /// Counts a skipped run of `job`.
     pub fn inc_skipped(&self, job: &str) {
         self.skipped.get_or_create(&JobLabel { job: job.into() }).inc();
+    }
+
+    /// Counts a round in which `job` was due but the base fee was above its ceiling.
+    pub fn inc_fee_waits(&self, job: &str) {
+        self.fee_waits.get_or_create(&JobLabel { job: job.into() }).inc();
     }
 }

@@ -80,6 +80,8 @@ struct JobState {
     rest_until: u64,
     rest_level: u32,
     pending: Option<String>,
+    /// Whether its last due perform waited for the base fee to fall under its ceiling.
+    fee_waiting: bool,
 }
 
 /// The runs in flight, by job.
@@ -96,6 +98,9 @@ pub struct JobRunner {
     states: HashMap<String, JobState>,
     sends: JoinSet<()>,
     low_balance: bool,
+    /// This round's log work whose perform waits for the base fee to fall under its job's
+    /// ceiling; its earliest block is journaled as where the next round starts reading logs.
+    fee_deferred: Vec<Work>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -131,6 +136,7 @@ impl JobRunner {
             states: HashMap::new(),
             sends: JoinSet::new(),
             low_balance: false,
+            fee_deferred: Vec::new(),
         })
     }
 
@@ -179,18 +185,27 @@ impl JobRunner {
     /// One round: resume open runs, find due work since the cursor, check, perform, move the cursor.
     pub async fn round(&mut self) -> Result<()> {
         self.resume_open().await?;
-        let head = self.block_at(BlockNumberOrTag::Latest).await?;
+        let (head, next_base_fee) = self.head().await?;
         let cursor_key = self.pipeline.keeper().to_string().to_lowercase();
         let cursor = self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?;
         let from = match cursor {
             None => head.number,
             Some(c) => self.resume_point(&c).await?,
         };
+        let logs_key = format!("{cursor_key}#logs");
+        let logs_from =
+            self.journal().cursor(CURSOR_SOURCE, &logs_key).await?.map_or(from, |c| c.block_number.min(from));
         if from <= head.number {
-            let from = self.bound_catch_up(from, head.number).await?;
-            let work = self.due_work(from, head).await?;
-            self.check_and_perform(work, head).await?;
+            let logs_from = self.bound_catch_up(logs_from, head.number).await?;
+            let work = self.due_work(from.max(logs_from), logs_from, head).await?;
+            self.check_and_perform(work, head, next_base_fee).await?;
         }
+        // Logs waiting on the fee ceiling are read again from their block next round (after a
+        // restart too): the cursor of logs stays at the earliest of them.
+        let waiting = std::mem::take(&mut self.fee_deferred);
+        let next_logs = waiting.iter().map(|w| w.block.number).min().unwrap_or(head.number + 1);
+        let logs_cursor = Cursor { block_number: next_logs, block_hash: String::new() };
+        self.journal().set_cursor(CURSOR_SOURCE, &logs_key, &logs_cursor).await?;
         let cursor = Cursor { block_number: head.number, block_hash: head.hash.to_string() };
         self.journal().set_cursor(CURSOR_SOURCE, &cursor_key, &cursor).await?;
         self.watch_balance().await;
@@ -256,11 +271,16 @@ impl JobRunner {
         })
     }
 
-    /// Every job's due work over `from..=head`: block and schedule ticks at the head (checked
-    /// once, at the newest state), each matching log at its block.
-    async fn due_work(&mut self, from: u64, head: BlockRef) -> Result<Vec<Work>> {
-        let prev_ts =
-            if from == 0 { 0 } else { self.block_at(BlockNumberOrTag::Number(from - 1)).await?.timestamp };
+    /// Every job's due work: block and schedule ticks over `from..=head` at the head (checked
+    /// once, at the newest state), each matching log over `logs_from..=head` at its block (logs
+    /// already performed are refused by their journal claim).
+    async fn due_work(&mut self, from: u64, logs_from: u64, head: BlockRef) -> Result<Vec<Work>> {
+        let schedules = self.jobs.iter().any(|j| matches!(j.trigger, Trigger::Schedule { .. }));
+        let prev_ts = if from == 0 || !schedules {
+            0
+        } else {
+            self.block_at(BlockNumberOrTag::Number(from - 1)).await?.timestamp
+        };
         let busy: HashSet<String> = self.busy.lock().expect("busy lock").keys().cloned().collect();
         let mut work = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {
@@ -290,7 +310,7 @@ impl JobRunner {
             }
             work.push(Work { job: i, key, block: head, log: None });
         }
-        work.extend(self.log_work(from, head.number).await?);
+        work.extend(self.log_work(logs_from, head.number).await?);
         Ok(work)
     }
 
@@ -322,7 +342,12 @@ impl JobRunner {
     }
 
     /// Runs the checks (one `aggregate3` per block), then each needed perform.
-    async fn check_and_perform(&mut self, work: Vec<Work>, head: BlockRef) -> Result<()> {
+    async fn check_and_perform(
+        &mut self,
+        work: Vec<Work>,
+        head: BlockRef,
+        next_base_fee: u128,
+    ) -> Result<()> {
         let mut by_block: BTreeMap<(u64, B256), Vec<Work>> = BTreeMap::new();
         for w in work {
             by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
@@ -337,13 +362,57 @@ impl JobRunner {
                         let hash = check::failed_check_hash(&reason);
                         self.skip(&job, &w, Address::ZERO, Bytes::new(), hash, &reason, head).await?;
                     }
+                    CheckOutcome::Needed { .. } if job.max_fee_per_gas < next_base_fee => {
+                        self.wait_for_fee(&job, w, next_base_fee);
+                    }
                     CheckOutcome::Needed { target, calldata, .. } => {
+                        self.states.entry(job.name.clone()).or_default().fee_waiting = false;
                         self.perform(&job, w, target, calldata, head).await?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The head, and the base fee of the block after it: a perform whose fee ceiling is under
+    /// that could not be mined.
+    async fn head(&self) -> Result<(BlockRef, u128)> {
+        let head = self
+            .pipeline
+            .provider()
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| chain("eth_getBlockByNumber", e))?
+            .ok_or_else(|| KeeperError::Chain("latest block not found".into()))?;
+        let params = alloy::eips::eip1559::BaseFeeParams::ethereum();
+        let next_base_fee = head.header.next_block_base_fee(params).map_or(0, u128::from);
+        let head =
+            BlockRef { number: head.header.number, hash: head.header.hash, timestamp: head.header.timestamp };
+        Ok((head, next_base_fee))
+    }
+
+    /// Keeps `work` for a later round instead of signing a transaction that could not be mined
+    /// and would hold the keeper's nonce (every other job's perform waits behind it). Nothing is
+    /// journaled: the run is claimed once the base fee is under the job's ceiling.
+    fn wait_for_fee(&mut self, job: &KeeperJob, work: Work, next_base_fee: u128) {
+        let state = self.states.entry(job.name.clone()).or_default();
+        if !state.fee_waiting {
+            tracing::warn!(
+                job = %job.name,
+                work = %work.key,
+                base_fee_wei = next_base_fee,
+                ceiling_wei = job.max_fee_per_gas,
+                "keeper job due but the base fee is above its fee ceiling: waiting"
+            );
+        }
+        state.fee_waiting = true;
+        self.pipeline.metrics().jobs.inc_fee_waits(&job.name);
+        if work.log.is_some() {
+            self.fee_deferred.push(work);
+        } else {
+            state.pending = Some(work.key);
+        }
     }
 
     /// The outcome of every item's check, in order; items of `call` jobs need no check.
@@ -479,9 +548,8 @@ impl JobRunner {
         calldata: &Bytes,
     ) -> Result<std::result::Result<(), String>> {
         let provider = self.pipeline.provider();
-        check::simulate_perform(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
+        check::perform_would_succeed(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
             .await
-            .map(|r| r.map(drop))
             .map_err(KeeperError::Chain)
     }
 

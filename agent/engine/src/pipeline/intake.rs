@@ -15,7 +15,7 @@ use treasury_chain::snapshot::{Snapshot, read_snapshot};
 use treasury_policies::{Action, Intent, Payment, SnapshotView};
 
 use super::{Pipeline, PipelineError, Result};
-use crate::journal::{Alert, IntentFilter, IntentId, IntentState, NewIntent};
+use crate::journal::{Alert, IntentId, IntentState, NewIntent};
 use crate::metrics::Stage;
 use crate::notify::Notification;
 use crate::plan::plan_intent;
@@ -110,11 +110,18 @@ impl Pipeline {
         self.metrics.observe_stage(Stage::Policy, started.elapsed());
 
         let started = Instant::now();
+        let mut decided = Vec::new();
         for outcome in outcomes {
             match outcome.result {
                 Ok(intents) => {
                     for intent in intents {
-                        self.journal_intent(intent, &snapshot, &firing.trigger, &mut report).await?;
+                        match &intent.action {
+                            Action::Alert { message } => {
+                                self.record_policy_alert(&intent, message, &firing.trigger, &mut report)
+                                    .await?
+                            }
+                            _ => decided.push(self.prepare(intent, &snapshot, &firing.trigger)),
+                        }
                     }
                 }
                 Err(e) => {
@@ -139,31 +146,34 @@ impl Pipeline {
                 }
             }
         }
+        self.journal_decided(decided, &mut report).await?;
         report.journal_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Journal, started.elapsed());
         Ok(report)
     }
 
-    async fn journal_intent(
+    async fn record_policy_alert(
         &self,
-        intent: Intent,
-        snapshot: &Snapshot,
+        intent: &Intent,
+        message: &str,
         trigger: &str,
         report: &mut IntakeReport,
     ) -> Result<()> {
-        if let Action::Alert { message } = &intent.action {
-            let alert = Alert {
-                idempotency_key: intent.key.clone(),
-                policy: intent.policy.clone(),
-                trigger: trigger.to_string(),
-                message: message.clone(),
-            };
-            if self.journal.record_alert(&alert).await? {
-                report.alerts += 1;
-                self.notifier.notify(Notification::Alert { policy: alert.policy, message: alert.message });
-            }
-            return Ok(());
+        let alert = Alert {
+            idempotency_key: intent.key.clone(),
+            policy: intent.policy.clone(),
+            trigger: trigger.to_string(),
+            message: message.to_string(),
+        };
+        if self.journal.record_alert(&alert).await? {
+            report.alerts += 1;
+            self.notifier.notify(Notification::Alert { policy: alert.policy, message: alert.message });
         }
+        Ok(())
+    }
+
+    /// The journal row of a decided intent and the guard's verdict on it (`None`: passed).
+    fn prepare(&self, intent: Intent, snapshot: &Snapshot, trigger: &str) -> (NewIntent, Option<String>) {
         let policy_version = self.policies.version(&intent.policy);
         let stored = StoredIntent {
             intent,
@@ -172,6 +182,7 @@ impl Pipeline {
             block_hash: Some(snapshot.block_hash),
             policy_version,
         };
+        let verdict = self.guard_reason(&stored.intent, snapshot);
         let new = NewIntent {
             idempotency_key: stored.intent.key.clone(),
             policy: stored.intent.policy.clone(),
@@ -179,31 +190,51 @@ impl Pipeline {
             kind: stored.intent.action.kind().to_string(),
             payload: serde_json::to_value(&stored).expect("intents serialise"),
         };
-        // The guard is pure: its verdict is journaled with the intent, in one commit.
-        let verdict = self.guard_reason(&stored.intent, snapshot);
-        let then = match &verdict {
-            None => (IntentState::Guarded, serde_json::Value::Null),
-            Some(reason) => (IntentState::Rejected, serde_json::json!({ "reason": reason })),
-        };
-        let inserted = self.journal.insert_intent_then(&new, Some(then)).await?;
-        if !inserted.created {
-            report.duplicates += 1;
+        (new, verdict)
+    }
+
+    /// Journals a firing's intents with the guard's verdicts, all in one commit: the lane plans
+    /// a firing's intents together, so it must never see part of them (a crash or a database
+    /// outage between two intents would otherwise split the firing into two operations).
+    async fn journal_decided(
+        &self,
+        decided: Vec<(NewIntent, Option<String>)>,
+        report: &mut IntakeReport,
+    ) -> Result<()> {
+        if decided.is_empty() {
             return Ok(());
         }
-        self.transitioned(IntentState::Proposed);
-        report.created.push(inserted.intent.id);
-        self.metrics.inc_intents_created(&inserted.intent.policy);
-        match verdict {
-            None => self.transitioned(IntentState::Guarded),
-            Some(reason) => {
-                tracing::warn!(intent = %inserted.intent.id, %reason, "intent refused by the guard");
-                report.rejected += 1;
-                self.transitioned(IntentState::Rejected);
-                self.notifier.notify(Notification::Failed {
-                    intent: inserted.intent.id,
-                    policy: inserted.intent.policy.clone(),
-                    reason,
-                });
+        let rows: Vec<_> = decided
+            .iter()
+            .map(|(new, verdict)| {
+                let then = match verdict {
+                    None => (IntentState::Guarded, serde_json::Value::Null),
+                    Some(reason) => (IntentState::Rejected, serde_json::json!({ "reason": reason })),
+                };
+                (new.clone(), Some(then))
+            })
+            .collect();
+        let inserted = self.journal.insert_intents_then(&rows).await?;
+        for (inserted, (_, verdict)) in inserted.into_iter().zip(decided) {
+            if !inserted.created {
+                report.duplicates += 1;
+                continue;
+            }
+            self.transitioned(IntentState::Proposed);
+            report.created.push(inserted.intent.id);
+            self.metrics.inc_intents_created(&inserted.intent.policy);
+            match verdict {
+                None => self.transitioned(IntentState::Guarded),
+                Some(reason) => {
+                    tracing::warn!(intent = %inserted.intent.id, %reason, "intent refused by the guard");
+                    report.rejected += 1;
+                    self.transitioned(IntentState::Rejected);
+                    self.notifier.notify(Notification::Failed {
+                        intent: inserted.intent.id,
+                        policy: inserted.intent.policy.clone(),
+                        reason,
+                    });
+                }
             }
         }
         Ok(())
@@ -251,12 +282,10 @@ impl Pipeline {
 
     /// Payments already decided (not failed, rejected or expired), for the policies' history.
     async fn payment_history(&self) -> Result<Vec<Payment>> {
-        let intents = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
+        let intents = self.journal.decided_intents(10_000).await?;
         let mut history = Vec::new();
-        for row in intents {
-            if row.kind != "pay"
-                || matches!(row.state, IntentState::Failed | IntentState::Rejected | IntentState::Expired)
-            {
+        for row in intents.into_iter().map(|d| d.intent) {
+            if row.kind != "pay" {
                 continue;
             }
             let stored = StoredIntent::from_payload(&row.payload)?;

@@ -32,8 +32,8 @@ use super::observer::JournalObserver;
 use super::simulate::{Simulation, reason_of_rpc_error, simulate};
 use super::{Pipeline, PipelineError, Result};
 use crate::journal::{
-    IntentFilter, IntentId, IntentState, JournalError, NewSigningRequest, OperationRecord, PendingIntent,
-    QuorumSignature, RootSignature, SigningAnswer, TransactionRecord, TxState, Write,
+    IntentId, IntentState, JournalError, NewSigningRequest, OperationRecord, PendingIntent, QuorumSignature,
+    RootSignature, SigningAnswer, TransactionRecord, TxState, Write,
 };
 use crate::metrics::Stage;
 use crate::notify::Notification;
@@ -542,31 +542,24 @@ impl Pipeline {
     /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
     /// every operation a node finds executed in the window is accounted for.
     async fn decided_history(&self, window: HistoryWindow, latest: u64) -> Result<Vec<PastIntent>> {
-        let rows = self.journal.list(&IntentFilter { limit: Some(10_000), ..Default::default() }).await?;
+        let rows = self.journal.decided_intents(10_000).await?;
         let mut history = Vec::new();
         for row in rows {
-            if matches!(row.state, IntentState::Failed | IntentState::Rejected | IntentState::Expired) {
-                continue;
-            }
-            let stored = StoredIntent::from_payload(&row.payload)?;
+            let stored = StoredIntent::from_payload(&row.intent.payload)?;
             if !stored.intent.action.moves_funds()
                 || stored.timestamp > latest
                 || stored.timestamp + STRAGGLER_LOOKBACK_SECS < window.since
             {
                 continue;
             }
-            let operation = self.journal.operation_of(row.id).await?;
-            if stored.timestamp < window.since {
-                let Some(op) = &operation else { continue };
-                let mined =
-                    self.journal.latest_transaction(&op.operation_id).await?.and_then(|t| t.block_number);
-                if mined.is_none_or(|b| b < window.from.number) {
-                    continue;
-                }
+            if stored.timestamp < window.since
+                && (row.operation_id.is_none() || row.mined_block.is_none_or(|b| b < window.from.number))
+            {
+                continue;
             }
             // An intent not yet planned was decided alongside or after this operation's firings
             // (a firing of the same round): it is not in their history.
-            let Some(digest) = operation.and_then(|o| o.operation_id.parse().ok()) else { continue };
+            let Some(digest) = row.operation_id.and_then(|o| o.parse().ok()) else { continue };
             history.push(PastIntent {
                 intent: stored.intent,
                 timestamp: stored.timestamp,

@@ -214,6 +214,12 @@ impl AgentEnv {
     pub async fn pipeline(&self) -> anyhow::Result<Pipeline> {
         let config = Config::load(&self.config)?;
         let journal = Journal::open(&config.journal.url).await?;
+        self.pipeline_on(journal).await
+    }
+
+    /// Like [`AgentEnv::pipeline`], on an already opened journal (e.g. a fenced one on PostgreSQL).
+    pub async fn pipeline_on(&self, journal: Journal) -> anyhow::Result<Pipeline> {
+        let config = Config::load(&self.config)?;
         let provider = treasury_chain::provider::connect(config.chain.rpc_http.as_str())?;
         let policies = PolicySet::load(&config.policies, &config.base_dir)?;
         let spec = treasury_agent::pipeline::snapshot_spec(&config)?;
