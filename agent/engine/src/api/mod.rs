@@ -324,6 +324,7 @@ mod tests {
             ("GET", "/v1/intents/{id}"),
             ("GET", "/v1/jobs"),
             ("GET", "/v1/jobs/{name}"),
+            ("GET", "/v1/payments/export"),
             ("GET", "/v1/policies"),
             ("GET", "/v1/status"),
             ("GET", "/v1/triggers/{id}"),
