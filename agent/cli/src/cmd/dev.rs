@@ -25,6 +25,9 @@ pub struct DevArgs {
     /// Print the summary as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Do not install what is missing (anvil, the Safe and Uniswap contracts, SoftHSM2): only say it.
+    #[arg(long)]
+    no_install: bool,
     /// High availability: two treasuries on two chains, two agent replicas on a private
     /// PostgreSQL cluster; the leading replica is killed mid-scenario and the other takes over.
     #[arg(long, conflicts_with = "resume")]
@@ -35,6 +38,7 @@ impl DevArgs {
     /// Runs the demo; fails (non-zero exit) if a step failed or an intent did not succeed.
     pub async fn run(self) -> anyhow::Result<()> {
         let json = self.json;
+        crate::dev::tools::ensure(!self.no_install)?;
         let summary = run(DevOptions {
             state_dir: self.state_dir,
             resume: self.resume,

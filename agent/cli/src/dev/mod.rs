@@ -7,6 +7,7 @@
 //! - [`scenario`]: time jumps, a price move, an escalated payment and its approval; after
 //!   `--resume`, the next day.
 //! - [`view`]: step lines, the live view, the summary's pieces.
+//! - [`tools`]: what the demo needs on the machine, installed with `scripts/install.sh dev` when missing.
 //! - [`ha`]: `--ha`, two treasuries on two chains served by two replicas on PostgreSQL, the
 //!   leading one killed mid-scenario.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod ha;
 pub mod scenario;
 pub mod setup;
+pub mod tools;
 pub mod view;
 
 use std::path::{Path, PathBuf};
