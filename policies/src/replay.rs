@@ -467,7 +467,11 @@ impl Replayer {
 
     /// The snapshot at `block`, read in one round: its header by number (whose hash must be the
     /// one the decision names) and the Multicall3 read pinned to that hash, sent together.
-    async fn snapshot_at(&self, provider: &DynProvider, block: PinnedBlock) -> Result<Snapshot, ReplayError> {
+    pub async fn snapshot_at(
+        &self,
+        provider: &DynProvider,
+        block: PinnedBlock,
+    ) -> Result<Snapshot, ReplayError> {
         let chain_id = self.bundle.chain_id;
         read_snapshot_expecting(provider, &self.spec, block.number, block.hash, chain_id)
             .await

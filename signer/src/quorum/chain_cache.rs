@@ -1,7 +1,9 @@
 //! What a replaying node keeps between requests from reading its own RPC endpoint, so a signature
 //! re-reads only what can have changed. Everything kept is either content-addressed (a block
 //! header by its hash, the calls of an executed operation by the operation's digest, which they
-//! are checked to hash to) or re-checked on each use: the module's `Executed` events are kept
+//! are checked to hash to, a snapshot by its block's hash and the pinned bundle's hash; its
+//! block's number is read again at each use to check it still has that hash) or re-checked on
+//! each use: the module's `Executed` events are kept
 //! only up to a block that was finalized before they were read, and that block's hash is read
 //! again with every request; when it differs (or the block is gone) everything is read again.
 use std::collections::{BTreeMap, HashMap};
@@ -9,6 +11,7 @@ use std::sync::Mutex;
 
 use alloy::primitives::{Address, B256};
 use treasury_chain::Call;
+use treasury_chain::snapshot::Snapshot;
 
 /// Entries kept per map before it is emptied (a node's window holds far fewer).
 const MAX_ENTRIES: usize = 4096;
@@ -58,6 +61,7 @@ pub struct ChainCache {
 struct Inner {
     headers: HashMap<B256, HeaderFacts>,
     calls: HashMap<B256, Vec<Call>>,
+    snapshots: HashMap<B256, Snapshot>,
     events: Option<FinalEvents>,
     /// The latest finalized block seen: the next read of the events starts after it was
     /// finalized, so the events up to it may then be kept.
@@ -90,6 +94,16 @@ impl ChainCache {
     /// Keeps the calls of `digest` (checked by the caller to hash to it).
     pub(crate) fn put_calls(&self, digest: B256, calls: Vec<Call>) {
         put(&mut self.lock().calls, digest, calls);
+    }
+
+    /// The snapshot of the block with hash `block` for the bundle hashing to `bundle`, if read before.
+    pub(crate) fn snapshot(&self, block: B256, bundle: B256) -> Option<Snapshot> {
+        self.lock().snapshots.get(&snapshot_key(block, bundle)).cloned()
+    }
+
+    /// Keeps `snapshot` (of the block with hash `block`) for the bundle hashing to `bundle`.
+    pub(crate) fn put_snapshot(&self, block: B256, bundle: B256, snapshot: Snapshot) {
+        put(&mut self.lock().snapshots, snapshot_key(block, bundle), snapshot);
     }
 
     /// The kept final events of `module`, when they cover block `start` on.
@@ -130,6 +144,10 @@ impl ChainCache {
     pub(crate) fn keep_events(&self, events: FinalEvents) {
         self.lock().events = Some(events);
     }
+}
+
+fn snapshot_key(block: B256, bundle: B256) -> B256 {
+    alloy::primitives::keccak256([block.as_slice(), bundle.as_slice()].concat())
 }
 
 fn put<V>(map: &mut HashMap<B256, V>, key: B256, value: V) {

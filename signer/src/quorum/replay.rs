@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use treasury_chain::contracts::{ITreasuryModuleViews, TreasuryModule};
 use treasury_chain::operation::Operation;
 use treasury_policies::Intent;
-use treasury_policies::replay::{Decision, PolicyBundle, Replayer};
+use treasury_policies::replay::{Decision, PinnedBlock, PolicyBundle, ReplayError, Replayer};
 
 use super::chain_cache::ChainCache;
 use super::error::{QuorumError, Refusal, RefusalCode};
@@ -542,7 +542,7 @@ pub async fn check(
     let bundle = replayer.bundle();
     let (reads, snapshots) = futures::join!(
         super::history::read_chain(bundle, provider, cache, decision),
-        replayer.snapshots(provider, decision)
+        snapshots(replayer, provider, cache, decision)
     );
     let reads = reads?;
     let snapshots = snapshots.map_err(replay_refusal)?;
@@ -553,6 +553,35 @@ pub async fn check(
             .await?;
     let intents = replayer.replay_on(&snapshots, decision, op, &history).map_err(replay_refusal)?;
     Ok(Replayed { intents, dead })
+}
+
+/// The snapshot of every block the decision names, each read once, all at the same time: one
+/// kept from an earlier request (same block hash, same pinned bundle) once the block's number is
+/// read again and still has that hash, else read whole ([`Replayer::snapshot_at`]) and kept.
+async fn snapshots(
+    replayer: &Replayer,
+    provider: &DynProvider,
+    cache: &ChainCache,
+    decision: &Decision,
+) -> Result<BTreeMap<u64, treasury_chain::Snapshot>, ReplayError> {
+    let mut blocks: Vec<PinnedBlock> = decision.firings.iter().map(|f| f.block).collect();
+    blocks.push(decision.plan_block);
+    blocks.sort_by_key(|b| (b.number, b.hash));
+    blocks.dedup();
+    let read = blocks.iter().map(|b| async move {
+        if let Some(kept) = cache.snapshot(b.hash, replayer.hash()) {
+            let (_, actual) = treasury_policies::replay::block_header(provider, b.number).await?;
+            if actual != b.hash {
+                return Err(ReplayError::BlockHash { number: b.number, claimed: b.hash, actual });
+            }
+            return Ok(kept);
+        }
+        let snapshot = replayer.snapshot_at(provider, *b).await?;
+        cache.put_snapshot(b.hash, replayer.hash(), snapshot.clone());
+        Ok(snapshot)
+    });
+    let snapshots = futures::future::try_join_all(read).await?;
+    Ok(snapshots.into_iter().map(|s| (s.block_number, s)).collect())
 }
 
 /// A replay error as the refusal the coordinator sees.

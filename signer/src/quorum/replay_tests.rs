@@ -335,7 +335,8 @@ async fn an_old_firing_replayed_after_it_was_paid_is_refused() {
 }
 
 /// A reorg between the agent's snapshot and the node's replay: the block hash the agent saw is
-/// not on the node's chain; refused naming both hashes, then decided again on the new block and signed.
+/// not on the node's chain (though the node read that block's snapshot for an earlier signature);
+/// refused naming both hashes, then decided again on the new block and signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
     let w = world().await;
@@ -345,6 +346,27 @@ async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
     let id: U256 = provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
     let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     let stale = decide(&w, "grants", &[]).await;
+    // The node has read that block's snapshot (and may keep it): a tithe decided there signs.
+    let tithe = decide(&w, "tithe", &[]).await;
+    assert_eq!(tithe.decision.plan_block, stale.decision.plan_block);
+    sign(&node, &kps[1], &w, &tithe).await.expect("the tithe at that block signs");
+    let stale_block = tithe.decision.plan_block.number;
+    let signed_tithe = PastIntent {
+        intent: tithe.decision.intents[0].clone(),
+        timestamp: provider
+            .get_block_by_number(BlockNumberOrTag::Number(stale_block))
+            .await
+            .unwrap()
+            .unwrap()
+            .header
+            .timestamp,
+        digest: Some(operation_digest(
+            &tithe.op,
+            TIER_QUORUM,
+            w.chain.deployment.chain_id,
+            w.chain.deployment.module,
+        )),
+    };
     let _: bool = provider.raw_request("evm_revert".into(), (id,)).await.unwrap();
     // another block at the same height (a later timestamp gives it another hash)
     let head = provider.get_block_by_number(BlockNumberOrTag::Latest).await.unwrap().unwrap();
@@ -353,7 +375,8 @@ async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
     let now = provider.get_block_by_number(BlockNumberOrTag::Number(block.number)).await.unwrap().unwrap();
     assert_ne!(now.header.hash, block.hash, "the block was replaced");
     refused(sign(&node, &kps[1], &w, &stale).await, RefusalCode::ReplayMismatch, &block.hash.to_string());
-    let retry = decide(&w, "grants", &[]).await;
+    // decided again on the new block, its history holding the tithe the node signed (still live)
+    let retry = decide_with(&w, "grants", &[], vec![signed_tithe]).await;
     sign(&node, &kps[1], &w, &retry).await.expect("the retry on the new block signs");
 }
 
