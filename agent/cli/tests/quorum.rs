@@ -888,7 +888,15 @@ async fn a_node_serves_its_signatures_refusals_and_nonces_as_metrics() {
     let over_budget = transfer(2_000_000, 1);
     assert!(c.sign_detailed(&over_budget, CHAIN, module(), None).await.is_err(), "over the nodes' budget");
 
-    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    // The coordinator gives up at the first refusal; this node's may still be on its way.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        if text.contains(r#"route="/v1/sign""#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(text.contains("treasury_node_signatures_total 1\n"), "{text}");
     let refusal = text
         .lines()
