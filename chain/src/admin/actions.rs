@@ -85,6 +85,27 @@ pub enum AdminAction {
 }
 
 impl AdminAction {
+    /// The allow-list entries a Uniswap V2 `router` needs: its three swap functions and it as a
+    /// token spender.
+    pub fn router_allow_list(router: Address) -> Vec<AdminAction> {
+        use crate::contracts::IUniswapV2Router02 as Router;
+        let swaps = [
+            Router::swapExactTokensForTokensCall::SELECTOR,
+            Router::swapExactETHForTokensCall::SELECTOR,
+            Router::swapExactTokensForETHCall::SELECTOR,
+        ];
+        let mut actions: Vec<AdminAction> = swaps
+            .into_iter()
+            .map(|selector| AdminAction::SetCallAllowed {
+                target: router,
+                selector: FixedBytes(selector),
+                allowed: true,
+            })
+            .collect();
+        actions.push(AdminAction::SetSpenderAllowed { spender: router, allowed: true });
+        actions
+    }
+
     /// The module's action code.
     pub fn code(&self) -> u8 {
         match self {

@@ -406,18 +406,7 @@ pub fn default_allow_list(d: &Deployment) -> Vec<AdminAction> {
             allowed: true,
         });
     }
-    for selector in [
-        IUniswapV2Router02::swapExactTokensForTokensCall::SELECTOR,
-        IUniswapV2Router02::swapExactETHForTokensCall::SELECTOR,
-        IUniswapV2Router02::swapExactTokensForETHCall::SELECTOR,
-    ] {
-        actions.push(AdminAction::SetCallAllowed {
-            target: d.router,
-            selector: FixedBytes(selector),
-            allowed: true,
-        });
-    }
-    actions.push(AdminAction::SetSpenderAllowed { spender: d.router, allowed: true });
+    actions.extend(AdminAction::router_allow_list(d.router));
     actions
 }
 

@@ -21,7 +21,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use treasury_chain::AdminAction;
-use treasury_chain::contracts::{IERC20, ISafe, IUniswapV2Router02, TreasuryModule};
+use treasury_chain::contracts::{IERC20, ISafe, TreasuryModule};
 use treasury_chain::txbuilder::{BatchFile, enable_module_batch};
 use treasury_signer::quorum::signature::GroupKey;
 
@@ -286,18 +286,7 @@ fn read_settings(path: &Path) -> anyhow::Result<Settings> {
         actions.push(AdminAction::SetCallAllowed { target: token, selector, allowed: true });
     }
     if let Some(dex) = &file.dex {
-        for selector in [
-            IUniswapV2Router02::swapExactTokensForTokensCall::SELECTOR,
-            IUniswapV2Router02::swapExactETHForTokensCall::SELECTOR,
-            IUniswapV2Router02::swapExactTokensForETHCall::SELECTOR,
-        ] {
-            actions.push(AdminAction::SetCallAllowed {
-                target: dex.router,
-                selector: FixedBytes(selector),
-                allowed: true,
-            });
-        }
-        actions.push(AdminAction::SetSpenderAllowed { spender: dex.router, allowed: true });
+        actions.extend(AdminAction::router_allow_list(dex.router));
     }
     for c in &m.allow_calls {
         let sig: String = c.signature.chars().filter(|c| !c.is_whitespace()).collect();
