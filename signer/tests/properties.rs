@@ -108,7 +108,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever the sequence of tier-1 requests, the outflow a node signs in one period never
-    /// exceeds its budget, and it never signs tier 1 outside its allow-list.
+    /// exceeds its budget, and it never signs tier 1 outside its allow-list (but for revoking an
+    /// approval, `approve(x, 0)`, which the guard always allows).
     #[test]
     fn the_node_guard_never_signs_past_its_budget_or_allow_list(ops in proptest::collection::vec(any_operation(), 1..12)) {
         let g = node_guard();
@@ -119,7 +120,11 @@ proptest! {
             if let Ok(a) = g.check(op, CHAIN, module(), d, None, &st, NOW) {
                 prop_assert_eq!(a.tier, Tier::One);
                 for c in &op.calls {
-                    prop_assert!(c.to == token() && c.data.starts_with(&TRANSFER) && c.operation == 0, "{c:?}");
+                    // A transfer of the allow-listed token, or an approval of 0 (revoking moves nothing).
+                    let revoke = c.data.starts_with(&IERC20::approveCall::SELECTOR)
+                        && c.data.len() >= 68
+                        && U256::from_be_slice(&c.data[36..68]).is_zero();
+                    prop_assert!(c.to == token() && c.operation == 0 && (c.data.starts_with(&TRANSFER) || revoke), "{c:?}");
                 }
                 st.record(d, &a.outflows);
             }
