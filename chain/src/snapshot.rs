@@ -156,18 +156,8 @@ pub async fn read_snapshots(
     block: BlockNumberOrTag,
 ) -> Result<Vec<Snapshot>> {
     // The header and the chain id at the same time: neither depends on the other.
-    let header = async {
-        provider
-            .get_block_by_number(block)
-            .await
-            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
-            .ok_or_else(|| ChainError::InvalidAnswer {
-                call: "eth_getBlockByNumber".into(),
-                reason: format!("no block {block}"),
-            })
-            .map(|b| b.header)
-    };
-    let (header, chain_id) = futures::try_join!(header, crate::provider::chain_id(provider))?;
+    let (header, chain_id) =
+        futures::try_join!(header_at(provider, block), crate::provider::chain_id(provider))?;
     let probes: Vec<Vec<Probe>> = specs.iter().map(probes).collect();
     let pinned = BlockId::hash(header.hash);
     let reads = chunks(specs, &probes).into_iter().map(|range| {
@@ -186,6 +176,19 @@ pub async fn read_snapshots(
     Ok(snapshots)
 }
 
+/// The header of `block`; a block the endpoint does not have is an invalid answer naming it.
+async fn header_at(provider: &DynProvider, block: BlockNumberOrTag) -> Result<alloy::rpc::types::Header> {
+    provider
+        .get_block_by_number(block)
+        .await
+        .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
+        .ok_or_else(|| ChainError::InvalidAnswer {
+            call: "eth_getBlockByNumber".into(),
+            reason: format!("no block {block}"),
+        })
+        .map(|b| b.header)
+}
+
 /// [`read_snapshot`] at block `number`, which the caller expects to have hash `hash` on chain
 /// `chain_id`: the header by number and the `aggregate3` pinned to `hash` are sent together (one
 /// round of requests instead of two). `Ok(Err(actual))` when block `number` has hash `actual`
@@ -197,17 +200,7 @@ pub async fn read_snapshot_expecting(
     hash: B256,
     chain_id: u64,
 ) -> Result<std::result::Result<Snapshot, B256>> {
-    let header = async {
-        provider
-            .get_block_by_number(BlockNumberOrTag::Number(number))
-            .await
-            .map_err(|e| ChainError::rpc("eth_getBlockByNumber", None, e))?
-            .ok_or_else(|| ChainError::InvalidAnswer {
-                call: "eth_getBlockByNumber".into(),
-                reason: format!("no block {number}"),
-            })
-            .map(|b| b.header)
-    };
+    let header = header_at(provider, BlockNumberOrTag::Number(number));
     let probes = probes(spec);
     let batch: Vec<&Probe> = probes.iter().collect();
     let (header, results) =

@@ -189,12 +189,18 @@ pub async fn simulate_perform(
     target: Address,
     calldata: &Bytes,
 ) -> Result<Result<u64, String>, String> {
-    let request = TransactionRequest::default().from(from).to(target).input(calldata.clone().into());
-    let at = BlockId::hash(block);
     match perform_would_succeed(provider, from, job, block, target, calldata).await? {
-        Ok(()) => Ok(Ok(provider.estimate_gas(request).block(at).await.unwrap_or(job.gas_limit))),
+        Ok(()) => {
+            let request = perform_request(from, target, calldata);
+            Ok(Ok(provider.estimate_gas(request).block(BlockId::hash(block)).await.unwrap_or(job.gas_limit)))
+        }
         Err(reason) => Ok(Err(reason)),
     }
+}
+
+/// The perform as a call from `from`.
+fn perform_request(from: Address, target: Address, calldata: &Bytes) -> TransactionRequest {
+    TransactionRequest::default().from(from).to(target).input(calldata.clone().into())
 }
 
 /// [`simulate_perform`] without the gas estimate of a perform that succeeds (one `eth_call`
@@ -207,7 +213,7 @@ pub async fn perform_would_succeed(
     target: Address,
     calldata: &Bytes,
 ) -> Result<Result<(), String>, String> {
-    let request = TransactionRequest::default().from(from).to(target).input(calldata.clone().into());
+    let request = perform_request(from, target, calldata);
     let at = BlockId::hash(block);
     match provider.call(request.clone().gas_limit(job.gas_limit)).block(at).await {
         Ok(_) => Ok(Ok(())),
