@@ -175,3 +175,41 @@ async fn a_thousand_signatures_over_jitter_stalls_and_resets_lose_none() {
     assert!(retried > 0, "the faults injected made some signatures retry");
     q.stop().await;
 }
+
+/// A node whose link stays down costs one signature one failed attempt, then none: it is not
+/// tried again because time passed (the earlier coordinator skipped it for 10 s, then let the
+/// next signature find out again), only once the keeper's probe gets an answer; and it is chosen
+/// again once its link is back, without any signature failing over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stays_down_is_tried_once_and_back_once_it_answers() {
+    let q = WanQuorum::start(EXE.as_ref(), 3, &links(&[5, 10, 15, 40, 60]), TIMEOUT, 64).await.unwrap();
+    for out in sign_many(&q, 0, 6, 1).await {
+        assert!(out.excluded.is_empty(), "{:?}", out.excluded);
+    }
+    q.links[0].set_profile(LinkProfile { down: true, ..q.links[0].profile() });
+    let first = sign_many(&q, 100, 1, 1).await.remove(0);
+    assert!(!first.signers.contains(&q.urls[0]), "{first:?}");
+    // Signatures for longer than the old 10 s: none tries the node again.
+    let started = std::time::Instant::now();
+    let mut nonce = 200;
+    while started.elapsed() < Duration::from_secs(12) {
+        let out = sign_many(&q, nonce, 1, 1).await.remove(0);
+        assert!(out.excluded.is_empty(), "signature {nonce} tried the node that is down: {:?}", out.excluded);
+        assert!(!out.signers.contains(&q.urls[0]), "{out:?}");
+        nonce += 1;
+    }
+    // The link comes back: the node signs again (the keeper's probe saw it answer), and no
+    // signature on the way lost an attempt.
+    q.links[0].set_profile(LinkProfile { down: false, ..q.links[0].profile() });
+    let back = std::time::Instant::now();
+    loop {
+        let out = sign_many(&q, nonce, 1, 1).await.remove(0);
+        assert!(out.excluded.is_empty(), "{:?}", out.excluded);
+        nonce += 1;
+        if out.signers.contains(&q.urls[0]) {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(60), "the node never signed again");
+    }
+    q.stop().await;
+}
