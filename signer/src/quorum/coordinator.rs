@@ -15,6 +15,9 @@
 //! nodes), and while a spare node remains each sign request has a deadline derived from its node's
 //! estimate: a node that stalls costs one more round trip to the next fastest, not the configured
 //! timeout.
+//! A node that failed is marked down and chosen only when too few others are left, until it
+//! answers again: the keeper probes it in the background, so a node that stays down costs one
+//! signature one failed attempt, not one every few seconds.
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,9 +39,6 @@ use super::quorum_file::{QuorumFile, QuorumNode, RefreshRecord};
 use super::signature::{FrostSignature, GroupKey};
 use super::store::{COORDINATOR_PASSPHRASE_ENV, Passphrase, open_coordinator_key};
 use super::wire::*;
-
-/// How long a node that failed to answer is skipped.
-const DOWN_FOR: Duration = Duration::from_secs(10);
 
 /// Weight of the newest round trip in a node's moving estimate.
 const RTT_WEIGHT: f64 = 0.2;
@@ -70,13 +70,15 @@ struct Slot {
     id: Identifier,
     key: IdentityPublic,
     pool: Mutex<VecDeque<(String, SigningCommitments)>>,
-    down_until: Mutex<Option<Instant>>,
+    /// The node failed to answer and has not answered since: chosen only when too few others are
+    /// left, until the keeper's probe (or any request) gets an answer again.
+    down: AtomicBool,
     refill: tokio::sync::Mutex<()>,
     /// Moving estimate of a sign round trip to this node (none before the first).
     rtt: Mutex<Option<Duration>>,
     /// A background fetch of commitments is running.
     topping_up: AtomicBool,
-    /// A keep-warm health request is running.
+    /// A keep-warm health request, or the probe of a node marked down, is running.
     warming: AtomicBool,
     /// When a request to this node last completed.
     last_used: Mutex<Instant>,
@@ -84,10 +86,13 @@ struct Slot {
 
 impl Slot {
     fn healthy(&self) -> bool {
-        self.down_until.lock().expect("down lock").is_none_or(|t| Instant::now() >= t)
+        !self.down.load(Ordering::Acquire)
     }
     fn mark_down(&self) {
-        *self.down_until.lock().expect("down lock") = Some(Instant::now() + DOWN_FOR);
+        self.down.store(true, Ordering::Release);
+    }
+    fn mark_up(&self) {
+        self.down.store(false, Ordering::Release);
     }
     /// The estimated round trip as a rank: nodes under [`NEAR`] rank equal (on a LAN the
     /// difference is noise, and the rotation spreads the load), farther ones by 25 % steps. An
@@ -212,7 +217,7 @@ impl Coordinator {
                 id,
                 key,
                 pool: Mutex::new(VecDeque::new()),
-                down_until: Mutex::new(None),
+                down: AtomicBool::new(false),
                 refill: tokio::sync::Mutex::new(()),
                 rtt: Mutex::new(None),
                 topping_up: AtomicBool::new(false),
@@ -549,6 +554,7 @@ async fn fetch(client: &NodeClient, s: &Slot, count: u32, timeout: Duration) -> 
             .post(&s.node.url, &s.key, "/v1/commitments", &CommitmentsRequest { count: batch }, timeout)
             .await?;
         s.used_now();
+        s.mark_up();
         if resp.identifier != s.node.identifier {
             return Err(NodeFault::Malformed("commitments for another identifier".into()));
         }
@@ -583,9 +589,14 @@ async fn ask_to_sign(
     if !matches!(r, Err(NodeFault::Unreachable(_))) {
         s.used_now();
     }
+    // An answer (a share or a refusal) shows the node is up again.
+    if matches!(r, Ok(_) | Err(NodeFault::Refused(_))) {
+        s.mark_up();
+    }
     // A node making a batch of nonces for us answers late: that says nothing of its link, so such
     // a round trip does not move its estimate.
     let busy = busy_before || s.topping_up.load(Ordering::Acquire);
+    tracing::debug!(node = %s.node.url, took_ms = sent.elapsed().as_secs_f64() * 1e3, topping_up = busy, ok = r.is_ok(), "sign round trip");
     match &r {
         Ok(_) if busy => {}
         Ok(_) => s.observe(sent.elapsed()),
@@ -627,8 +638,9 @@ fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorO
 }
 
 /// The keeper: every [`KEEPER_TICK`], each healthy node whose connection has been idle for
-/// [`WARM_AFTER`] gets a health request on the pooled connection, and each pool under half a
-/// refill batch is topped up. Ends when the coordinator is dropped.
+/// [`WARM_AFTER`] gets a health request on the pooled connection, each pool under half a refill
+/// batch is topped up, and each node marked down is probed (see [`probe_down`]). Ends when the
+/// coordinator is dropped.
 async fn keep(slots: Weak<[Slot]>, client: NodeClient, opts: CoordinatorOptions) {
     // The first look one tick after start: a `preprocess` right after construction goes first.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPER_TICK, KEEPER_TICK);
@@ -639,6 +651,7 @@ async fn keep(slots: Weak<[Slot]>, client: NodeClient, opts: CoordinatorOptions)
         for i in 0..slots.len() {
             let s = &slots[i];
             if !s.healthy() {
+                probe_down(&slots, i, &client, opts);
                 continue;
             }
             top_up(&slots, i, &client, opts);
@@ -658,6 +671,34 @@ async fn keep(slots: Weak<[Slot]>, client: NodeClient, opts: CoordinatorOptions)
             }
         }
     }
+}
+
+/// Probes node `i`, marked down, in the background: a node is marked up again only when it
+/// answers here (or answers any other request), never because time passed, so a node that
+/// stays down never costs a signature a failed attempt. The probe is a commitments fetch when
+/// its pool is low (the node comes back with commitments to sign with), else a health request.
+fn probe_down(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorOptions) {
+    let s = &slots[i];
+    if s.warming.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (slots, client) = (Arc::clone(slots), client.clone());
+    tokio::spawn(async move {
+        let s = &slots[i];
+        let low = (opts.refill / 2).max(1) as usize;
+        let answered = if s.pooled() < low {
+            let _guard = s.refill.lock().await;
+            fetch(&client, s, opts.refill, opts.timeout).await.is_ok()
+        } else {
+            client.health(&s.node.url, opts.timeout).await.is_ok()
+        };
+        if answered {
+            s.used_now();
+            s.mark_up();
+            tracing::info!(node = %s.node.url, "node answers again: chosen for signatures again");
+        }
+        s.warming.store(false, Ordering::Release);
+    });
 }
 
 fn parse_share(hex_share: &str) -> Result<SignatureShare, NodeFault> {
