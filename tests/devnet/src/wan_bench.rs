@@ -46,6 +46,24 @@ pub struct WanRun {
     pub goal_ms: f64,
     /// Signatures that failed.
     pub lost: usize,
+    /// The slowest signatures (at most [`SLOWEST`]), slowest first: where the tail comes from.
+    pub slowest: Vec<SlowSignature>,
+}
+
+/// How many of the slowest signatures a run reports.
+pub const SLOWEST: usize = 5;
+
+/// One of a run's slowest signatures.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowSignature {
+    /// Its place in the run (0 = first).
+    pub index: usize,
+    /// Request → verified signature, ms.
+    pub ms: f64,
+    /// The round-trip times (ms) of the nodes whose shares made it.
+    pub signers_rtt_ms: Vec<f64>,
+    /// The nodes excluded on the way (their round-trip time, ms, and why).
+    pub excluded: Vec<(f64, String)>,
 }
 
 /// What the wide-area bench prints.
@@ -207,13 +225,14 @@ pub async fn run(opts: WanBenchOptions) -> anyhow::Result<WanBenchReport> {
     let n = opts.rtts.len();
     let t = usize::from(opts.threshold);
     let floor = floor_ms(&opts.rtts, t);
-    let all_up = measure(&q.coordinator, 1_000, opts.signatures, floor, 1.1 * floor + 3.0).await;
+    let links = (q.urls.as_slice(), opts.rtts.as_slice());
+    let all_up = measure(&q.coordinator, links, 1_000, opts.signatures, floor, 1.1 * floor + 3.0).await;
     let fastest = (0..n).min_by_key(|i| opts.rtts[*i]).expect("nodes");
     q.links[fastest].set_profile(LinkProfile { down: true, ..q.links[fastest].profile() });
     let rest: Vec<Duration> = (0..n).filter(|i| *i != fastest).map(|i| opts.rtts[i]).collect();
     // The goal with one of the t fastest down: p99 ≤ 2.2 × the t-th smallest RTT + 5 ms.
     let fastest_down =
-        measure(&q.coordinator, 100_000, opts.signatures, floor_ms(&rest, t), 2.2 * floor + 5.0).await;
+        measure(&q.coordinator, links, 100_000, opts.signatures, floor_ms(&rest, t), 2.2 * floor + 5.0).await;
     q.links[fastest].set_profile(LinkProfile { down: false, ..q.links[fastest].profile() });
     let refresh_ms = q.refresh().await?;
     let dkg_ms = q.dkg_ms;
@@ -232,16 +251,39 @@ pub async fn run(opts: WanBenchOptions) -> anyhow::Result<WanBenchReport> {
     })
 }
 
-/// Signs `count` operations one after another (module nonces from `first`).
-async fn measure(coordinator: &Coordinator, first: u64, count: usize, floor_ms: f64, goal_ms: f64) -> WanRun {
+/// Signs `count` operations one after another (module nonces from `first`); `rtts` are the nodes'
+/// round-trip times, in the order of `urls`.
+async fn measure(
+    coordinator: &Coordinator,
+    (urls, rtts): (&[String], &[Duration]),
+    first: u64,
+    count: usize,
+    floor_ms: f64,
+    goal_ms: f64,
+) -> WanRun {
+    let rtt_of =
+        |url: &String| urls.iter().position(|u| u == url).map_or(f64::NAN, |i| rtts[i].as_secs_f64() * 1e3);
     let mut lat = Vec::with_capacity(count);
+    let mut slow: Vec<SlowSignature> = Vec::new();
     let mut lost = 0;
     for i in 0..count as u64 {
+        let op = bench_operation(BENCH_TOKEN, first + i);
         let start = Instant::now();
-        match coordinator.sign(&bench_operation(BENCH_TOKEN, first + i), 31337, BENCH_MODULE, None).await {
-            Ok(_) => lat.push(start.elapsed()),
+        match coordinator.sign_detailed(&op, 31337, BENCH_MODULE, None).await {
+            Ok(outcome) => {
+                let took = start.elapsed();
+                lat.push(took);
+                slow.push(SlowSignature {
+                    index: i as usize,
+                    ms: took.as_secs_f64() * 1e3,
+                    signers_rtt_ms: outcome.signers.iter().map(rtt_of).collect(),
+                    excluded: outcome.excluded.iter().map(|(u, f)| (rtt_of(u), f.to_string())).collect(),
+                });
+                slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+                slow.truncate(SLOWEST);
+            }
             Err(_) => lost += 1,
         }
     }
-    WanRun { latency: (!lat.is_empty()).then(|| latency(lat)), floor_ms, goal_ms, lost }
+    WanRun { latency: (!lat.is_empty()).then(|| latency(lat)), floor_ms, goal_ms, lost, slowest: slow }
 }
