@@ -8,7 +8,8 @@
 //! retried with fresh commitments over the remaining nodes. Concurrent `sign` calls share no lock held across I/O.
 //!
 //! Commitments are kept topped up per node in the background (a node's pool falling under half a
-//! refill batch starts a fetch that no signature waits for), and an idle connection to each node
+//! refill batch starts a fetch that no signature waits for, sent just behind a sign request to that
+//! node rather than in front of the next), and an idle connection to each node
 //! is kept warm by a health request, so a signature never pays a fetch or a TCP handshake.
 //!
 //! Signers are chosen by a moving estimate of each node's round trip (the t fastest healthy
@@ -57,6 +58,12 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(250);
 /// A connection to a node idle this long gets a health request (nodes close connections idle for
 /// 10 s; reopening one would cost a signature a TCP handshake, one more round trip).
 const WARM_AFTER: Duration = Duration::from_secs(4);
+
+/// A pool left low by a signature is topped up this long after its sign request was sent, so the
+/// fetch reaches the node behind that request (the node makes the batch while the signature's
+/// other answers are still on their way), not in front of the next signature's request: a node
+/// makes a batch under its nonce lock, and a sign request arriving meanwhile waits for it.
+const TOP_UP_BEHIND: Duration = Duration::from_millis(5);
 
 /// How often the keeper looks at every node's connection and commitment pool.
 const KEEPER_TICK: Duration = Duration::from_secs(1);
@@ -287,13 +294,13 @@ impl Coordinator {
         faults
     }
 
-    /// A commitment of node `i` from its pool, which is then topped up in the background; only an
-    /// empty pool is fetched into while the signature waits (or waits for the fetch running).
+    /// A commitment of node `i` from its pool (topped up in the background once its sign request
+    /// is sent, see [`TOP_UP_BEHIND`]); only an empty pool is fetched into while the signature
+    /// waits (or waits for the fetch running).
     async fn take_commitment(&self, i: usize) -> Result<(String, SigningCommitments), NodeFault> {
         let s = &self.slots[i];
         let popped = s.pool.lock().expect("pool lock").pop_front();
         if let Some(c) = popped {
-            top_up(&self.slots, i, &self.client, self.opts);
             return Ok(c);
         }
         let _guard = s.refill.lock().await;
@@ -449,6 +456,10 @@ impl Coordinator {
                     }
                 })
                 .collect();
+            // Pools left low are topped up behind these requests, not in front of them.
+            for (i, _, _) in &chosen {
+                top_up(&self.slots, *i, &self.client, self.opts, TOP_UP_BEHIND);
+            }
             let mut answers: Vec<Option<Result<SignatureShare, NodeFault>>> =
                 chosen.iter().map(|_| None).collect();
             while let Some((pos, answer)) = futures::StreamExt::next(&mut pending).await {
@@ -607,9 +618,10 @@ async fn ask_to_sign(
     r.and_then(|a| parse_share(&a.share))
 }
 
-/// Starts a background fetch into node `i`'s pool when it holds under half a refill batch and no
-/// fetch is running (outside a tokio runtime, none: the next empty pool is fetched into inline).
-fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorOptions) {
+/// Starts a background fetch into node `i`'s pool, `after` from now, when it holds under half a
+/// refill batch and no fetch is running (outside a tokio runtime, none: the next empty pool is
+/// fetched into inline).
+fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorOptions, after: Duration) {
     let s = &slots[i];
     let low = (opts.refill / 2).max(1) as usize;
     if s.pooled() >= low || s.topping_up.swap(true, Ordering::AcqRel) {
@@ -622,6 +634,9 @@ fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorO
     let (slots, client) = (Arc::clone(slots), client.clone());
     runtime.spawn(async move {
         let s = &slots[i];
+        if !after.is_zero() {
+            tokio::time::sleep(after).await;
+        }
         {
             let _guard = s.refill.lock().await;
             if s.pooled() < low
@@ -654,7 +669,7 @@ async fn keep(slots: Weak<[Slot]>, client: NodeClient, opts: CoordinatorOptions)
                 probe_down(&slots, i, &client, opts);
                 continue;
             }
-            top_up(&slots, i, &client, opts);
+            top_up(&slots, i, &client, opts, Duration::ZERO);
             if s.idle_for() >= WARM_AFTER && !s.warming.swap(true, Ordering::AcqRel) {
                 let (slots, client) = (Arc::clone(&slots), client.clone());
                 tokio::spawn(async move {
