@@ -69,8 +69,10 @@ install_debian_packages() {
   # The README's walk-through (run by the readme test) uses jq and curl.
   command -v jq >/dev/null 2>&1 || missing+=(jq)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # The wide-area tests (agent/cli/tests/wan.rs) run signer nodes in network namespaces (ip netns).
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium, chromium-driver, jq and curl already installed"
+    say "softhsm2, opensc, faketime, postgresql, systemd, prometheus (promtool), chromium, chromium-driver, jq, curl and iproute2 already installed"
     return
   fi
   local sudo=()
