@@ -17,8 +17,8 @@
 //! estimate: a node that stalls costs one more round trip to the next fastest, not the configured
 //! timeout.
 //! A node that failed is marked down and chosen only when too few others are left, until it
-//! answers again: the keeper probes it in the background, so a node that stays down costs one
-//! signature one failed attempt, not one every few seconds.
+//! answers again: the keeper probes it in the background (a commitments fetch), so a node that
+//! stays down costs one signature one failed attempt, not one every few seconds.
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -689,9 +689,10 @@ async fn keep(slots: Weak<[Slot]>, client: NodeClient, opts: CoordinatorOptions)
 }
 
 /// Probes node `i`, marked down, in the background: a node is marked up again only when it
-/// answers here (or answers any other request), never because time passed, so a node that
-/// stays down never costs a signature a failed attempt. The probe is a commitments fetch when
-/// its pool is low (the node comes back with commitments to sign with), else a health request.
+/// answers here (or answers any other request), never because time passed, so a node that stays
+/// down costs a failed attempt only to the signature that found it down. The probe is a
+/// commitments fetch (a whole batch when its pool is low, else one), so the node is back only once
+/// it can make and store nonces, not merely answer a health request.
 fn probe_down(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorOptions) {
     let s = &slots[i];
     if s.warming.swap(true, Ordering::AcqRel) {
@@ -700,16 +701,12 @@ fn probe_down(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: Coordina
     let (slots, client) = (Arc::clone(slots), client.clone());
     tokio::spawn(async move {
         let s = &slots[i];
-        let low = (opts.refill / 2).max(1) as usize;
-        let answered = if s.pooled() < low {
+        let count = if s.pooled() < (opts.refill / 2).max(1) as usize { opts.refill } else { 1 };
+        let answered = {
             let _guard = s.refill.lock().await;
-            fetch(&client, s, opts.refill, opts.timeout).await.is_ok()
-        } else {
-            client.health(&s.node.url, opts.timeout).await.is_ok()
+            fetch(&client, s, count, opts.timeout).await.is_ok()
         };
         if answered {
-            s.used_now();
-            s.mark_up();
             tracing::info!(node = %s.node.url, "node answers again: chosen for signatures again");
         }
         s.warming.store(false, Ordering::Release);
