@@ -114,6 +114,10 @@ impl Slot {
     fn pooled(&self) -> usize {
         self.pool.lock().expect("pool lock").len()
     }
+    /// The pool holds under half a refill batch: time to top it up.
+    fn pool_low(&self, opts: CoordinatorOptions) -> bool {
+        self.pooled() < (opts.refill / 2).max(1) as usize
+    }
     fn used_now(&self) {
         *self.last_used.lock().expect("last-used lock") = Instant::now();
     }
@@ -623,8 +627,7 @@ async fn ask_to_sign(
 /// fetched into inline).
 fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorOptions, after: Duration) {
     let s = &slots[i];
-    let low = (opts.refill / 2).max(1) as usize;
-    if s.pooled() >= low || s.topping_up.swap(true, Ordering::AcqRel) {
+    if !s.pool_low(opts) || s.topping_up.swap(true, Ordering::AcqRel) {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -639,7 +642,7 @@ fn top_up(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: CoordinatorO
         }
         {
             let _guard = s.refill.lock().await;
-            if s.pooled() < low
+            if s.pool_low(opts)
                 && let Err(fault) = fetch(&client, s, opts.refill, opts.timeout).await
             {
                 tracing::debug!(node = %s.node.url, %fault, "topping up commitments failed");
@@ -701,7 +704,7 @@ fn probe_down(slots: &Arc<[Slot]>, i: usize, client: &NodeClient, opts: Coordina
     let (slots, client) = (Arc::clone(slots), client.clone());
     tokio::spawn(async move {
         let s = &slots[i];
-        let count = if s.pooled() < (opts.refill / 2).max(1) as usize { opts.refill } else { 1 };
+        let count = if s.pool_low(opts) { opts.refill } else { 1 };
         let answered = {
             let _guard = s.refill.lock().await;
             fetch(&client, s, count, opts.timeout).await.is_ok()
