@@ -29,32 +29,12 @@ use treasury_agent::config::jobs::{AutomationConfig, Execute, JobKind, KeeperJob
 use treasury_agent::keeper::JobRunner;
 use treasury_chain::contracts::automation::AutomationCompatibleInterface;
 use treasury_chain::sender::{Ignore, TxRequest};
+use treasury_devnet::Series;
 use treasury_devnet::keeper::{self as fixtures, IUpkeepCounter};
 use treasury_policies::Trigger;
 
 const CONTRACTS: usize = 100;
 const JOBS_PER_CONTRACT: usize = 10;
-
-/// Milliseconds.
-#[derive(Default)]
-struct Series(Vec<f64>);
-
-impl Series {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d.as_secs_f64() * 1000.0);
-    }
-
-    fn quantile(&self, q: f64) -> f64 {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let r = |ms: f64| (ms * 1000.0).round() / 1000.0;
-        json!({ "p50_ms": r(self.quantile(0.5)), "p99_ms": r(self.quantile(0.99)) })
-    }
-}
 
 fn upkeep_job(name: String, target: Address, check_data: Vec<u8>) -> KeeperJob {
     KeeperJob {

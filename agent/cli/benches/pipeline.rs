@@ -41,6 +41,7 @@ use treasury_agent::pipeline::intake::FiringInput;
 use treasury_agent::pipeline::lane::LaneStep;
 use treasury_chain::sender::{Ignore, Sender, TxRequest};
 use treasury_chain::{Call, Operation};
+use treasury_devnet::series::{Series, round};
 use treasury_devnet::wan::{LatencyProxy, LinkProfile};
 use treasury_devnet::{Postgres, dev_key};
 use treasury_signer::quorum::quorum_file::QuorumFile;
@@ -51,30 +52,6 @@ const PAY: PolicySpec<'static> = PolicySpec {
     script: r#"pay("alice", "USDC", 1, #{ key: `bench-${block_number()}` });"#,
     trigger: r#"{ kind = "manual" }"#,
 };
-
-/// Milliseconds, sorted.
-#[derive(Default)]
-struct Series(Vec<f64>);
-
-impl Series {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d.as_secs_f64() * 1000.0);
-    }
-
-    fn quantile(&self, q: f64) -> f64 {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    }
-
-    fn json(&self) -> serde_json::Value {
-        json!({ "p50_ms": round(self.quantile(0.5)), "p99_ms": round(self.quantile(0.99)) })
-    }
-}
-
-fn round(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {

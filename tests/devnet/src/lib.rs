@@ -12,6 +12,7 @@
 //! - [`quorum`]: a FROST quorum held in memory, signing as the nodes would.
 //! - [`postgres`]: a private PostgreSQL cluster in a temporary folder.
 //! - [`procs`]: child processes with logs that die with their parent.
+//! - [`series`]: bench samples summarised as p50 / p99 milliseconds.
 //! - [`softhsm`]: a private SoftHSM2 configuration and token folder.
 //! - [`wan`]: a TCP proxy that puts a wide-area link (delay, jitter, stalls, resets) on loopback.
 //! - [`wan_bench`]: the quorum bench with each node behind such a link (`signer bench --rtt-ms`).
@@ -26,6 +27,7 @@ pub mod postgres;
 pub mod procs;
 pub mod quorum;
 pub mod replay_bench;
+pub mod series;
 pub mod softhsm;
 pub mod wan;
 pub mod wan_bench;
@@ -35,4 +37,5 @@ pub use anvil::Anvil;
 pub use fixture::{TestChain, dev_key, write_keystore};
 pub use postgres::Postgres;
 pub use quorum::TestQuorum;
+pub use series::Series;
 pub use world::{DeployConfig, Deployment, GroupKey};

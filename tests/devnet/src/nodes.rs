@@ -109,15 +109,9 @@ pub struct Latency {
     pub mean_ms: f64,
 }
 
-pub(crate) fn latency(mut v: Vec<Duration>) -> Latency {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let pick = |q: f64| ms(v[((v.len() as f64 - 1.0) * q).round() as usize]);
-    Latency {
-        p50_ms: pick(0.5),
-        p99_ms: pick(0.99),
-        mean_ms: v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64,
-    }
+pub(crate) fn latency(v: Vec<Duration>) -> Latency {
+    let series: crate::Series = v.into_iter().collect();
+    Latency { p50_ms: series.quantile(0.5), p99_ms: series.quantile(0.99), mean_ms: series.mean() }
 }
 
 /// What the bench prints.
