@@ -10,7 +10,7 @@ use treasury_agent::api::{self, ApiState, ApiToken, StatusInfo};
 use treasury_agent::config::Config;
 use treasury_agent::export::PaymentsSource;
 
-use crate::support::{AgentEnv, PolicySpec, QuorumSetup};
+use crate::support::{AgentEnv, PolicySpec, QuorumSetup, get_json};
 
 const PAY: PolicySpec<'static> =
     PolicySpec { name: "vendor", script: r#"pay("r6", "USDC", 321);"#, trigger: r#"{ kind = "manual" }"# };
@@ -93,15 +93,7 @@ async fn the_api_exports_executed_payments_as_csv_and_json_behind_its_token() {
         assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
     }
 
-    let doc: serde_json::Value = http
-        .get(format!("{base}/openapi.json"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&format!("{base}/openapi.json"), TOKEN).await;
     let op = &doc["paths"]["/v1/payments/export"]["get"];
     assert!(op["responses"]["200"]["content"]["text/csv"].is_object(), "{op}");
     assert!(op["responses"]["200"]["content"]["application/json"].is_object(), "{op}");

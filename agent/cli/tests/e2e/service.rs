@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use alloy::primitives::Address;
 use treasury_agent::journal::{IntentFilter, IntentState};
 
-use crate::support::{AgentEnv, PolicySpec};
+use crate::support::{AgentEnv, PolicySpec, get_json};
 
 const PAY: PolicySpec<'static> =
     PolicySpec { name: "pay", script: r#"pay("r1", "USDC", 1);"#, trigger: r#"{ kind = "manual" }"# };
@@ -16,12 +16,7 @@ async fn sigterm_stops_treasury_run_cleanly_after_its_current_step() {
     let env = AgentEnv::start(&[PAY]).await.unwrap();
     env.run_once();
     env.trigger("pay").await;
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(
-        &env.config,
-        format!("{text}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_API_TOKEN\"\n"),
-    )
-    .unwrap();
+    env.serve_api();
     // At the default log level (no RUST_LOG, no -v), as a service runs.
     let config = env.config.display().to_string();
     let mut agent = env
@@ -47,15 +42,7 @@ async fn sigterm_stops_treasury_run_cleanly_after_its_current_step() {
     assert!(seen.iter().any(|l| l.contains("signed by the quorum")), "signing is logged: {seen:#?}");
     assert!(seen.iter().any(|l| l.contains("submitted")), "submission is logged: {seen:#?}");
     // Every configured node is listed (probed), not only the two that signed.
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("{api}/v1/status"))
-        .bearer_auth("service-test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&format!("{api}/v1/status"), "service-test-token").await;
     let signers = status["signers"].as_object().expect("signers in the status");
     assert_eq!(signers.len(), env.nodes.len(), "{status}");
     assert!(signers.values().all(|up| up == &serde_json::Value::Bool(true)), "{status}");

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use crate::support::{AgentEnv, PolicySpec};
+use crate::support::{AgentEnv, PolicySpec, get_json};
 
 const IDLE: PolicySpec<'static> =
     PolicySpec { name: "idle", script: r#"alert("nothing to do");"#, trigger: r#"{ kind = "manual" }"# };
@@ -21,15 +21,7 @@ impl Drop for Agent {
 }
 
 async fn signers(api: &str) -> serde_json::Map<String, serde_json::Value> {
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("{api}/v1/status"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&format!("{api}/v1/status"), TOKEN).await;
     status["signers"].as_object().cloned().unwrap_or_default()
 }
 
@@ -67,13 +59,8 @@ async fn wait_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_configured_node_is_probed_and_a_node_down_is_reported_down_then_up() {
     let mut env = AgentEnv::start(&[IDLE]).await.unwrap();
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    let text = text.replace("[pipeline]\n", "[pipeline]\nsigner_probe_interval = \"200ms\"\n");
-    std::fs::write(
-        &env.config,
-        format!("{text}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_API_TOKEN\"\n"),
-    )
-    .unwrap();
+    env.edit_config("[pipeline]\n", "[pipeline]\nsigner_probe_interval = \"200ms\"\n");
+    env.serve_api();
     let config = env.config.display().to_string();
     let mut child = env
         .command(&["run", "--config", &config])

@@ -173,6 +173,17 @@ impl AgentEnv {
         std::fs::write(&self.config, text.replace(from, to)).unwrap();
     }
 
+    /// Turns on the agent's API on a free port, its token read from `TEST_API_TOKEN` (`treasury
+    /// run` then prints `api listening on URL` first on stdout).
+    pub fn serve_api(&self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            format!("{text}\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_API_TOKEN\"\n"),
+        )
+        .unwrap();
+    }
+
     /// Points the agent's config at another RPC endpoint (e.g. a [`proxy::Proxy`] in front of anvil).
     pub fn use_rpc(&self, url: &str) {
         self.edit_config(
@@ -539,4 +550,10 @@ async fn cli_quorum(
     let key =
         treasury_signer::quorum::GroupKey::from_verifying_key(quorum.public_key_package()?.verifying_key())?;
     Ok((nodes, key))
+}
+
+/// The JSON body of `GET url` with `token` as its bearer.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+    response.json().await.unwrap()
 }
