@@ -83,9 +83,8 @@ async fn main() -> anyhow::Result<()> {
     let multicall3 = env.chain.deployment.multicall3;
     // 100 upkeeps, each performed once and then not eligible again for 10^6 s.
     let mut idle = Vec::new();
-    let idle_args = (U256::from(1_000_000_000u64), U256::from(1_000_000u64)).abi_encode_params();
     for c in 0..CONTRACTS {
-        let target = fixtures::deploy(&p, "UpkeepCounter", &idle_args).await?;
+        let target = fixtures::deploy_counter(&p, 1_000_000_000, 1_000_000).await?;
         let perform = AutomationCompatibleInterface::performUpkeepCall { performData: Bytes::new() };
         let tx =
             alloy::rpc::types::TransactionRequest::default().to(target).input(perform.abi_encode().into());
@@ -94,12 +93,7 @@ async fn main() -> anyhow::Result<()> {
             idle.push(upkeep_job(format!("idle-{c}-{j}"), target, vec![c as u8, j as u8]));
         }
     }
-    let due = fixtures::deploy(
-        &p,
-        "UpkeepCounter",
-        &(U256::from(1_000_000_000u64), U256::ZERO).abi_encode_params(),
-    )
-    .await?;
+    let due = fixtures::deploy_counter(&p, 1_000_000_000, 0).await?;
     let due_counter = IUpkeepCounter::new(due, p.clone());
     let pipeline = Arc::new(env.pipeline().await?);
     let (_stop, shutdown) = tokio::sync::watch::channel(false);

@@ -44,6 +44,14 @@ pub async fn deploy(provider: &DynProvider, name: &str, args: &[u8]) -> Result<A
     deploy_code(provider, name, code.into()).await
 }
 
+/// Deploys Chainlink's `UpkeepCounter` example: performable for `test_range` seconds, at most
+/// once every `interval_secs`.
+pub async fn deploy_counter(provider: &DynProvider, test_range: u64, interval_secs: u64) -> Result<Address> {
+    use alloy::sol_types::SolValue;
+    let args = (alloy::primitives::U256::from(test_range), alloy::primitives::U256::from(interval_secs));
+    deploy(provider, "UpkeepCounter", &args.abi_encode_params()).await
+}
+
 alloy::sol! {
     /// Chainlink's `UpkeepCounter` example (views and its setter).
     #[sol(rpc)]

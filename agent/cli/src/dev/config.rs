@@ -44,13 +44,10 @@ pub const DEMO_UPKEEP: &str = "chainlink_counter";
 /// Deploys Chainlink's `UpkeepCounter` example (due at once, then hourly) and returns its
 /// `[[keeper.job]]`; nothing when the keeper fixtures are not installed (scripts/install.sh).
 pub async fn demo_upkeep(deployer: &alloy::providers::DynProvider) -> anyhow::Result<String> {
-    use alloy::sol_types::SolValue;
     if !treasury_devnet::keeper::artifacts_dir().join("UpkeepCounter.json").is_file() {
         return Ok(String::new());
     }
-    let args = (alloy::primitives::U256::from(315_360_000u64), alloy::primitives::U256::from(3600))
-        .abi_encode_params();
-    let counter = treasury_devnet::keeper::deploy(deployer, "UpkeepCounter", &args)
+    let counter = treasury_devnet::keeper::deploy_counter(deployer, 315_360_000, 3600)
         .await
         .context("deploying Chainlink's UpkeepCounter")?;
     Ok(format!(

@@ -395,7 +395,6 @@ async fn wait_for_keeper_cursor(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_perform_a_counter_upkeep_once_per_interval_across_sigkills_of_the_leader() {
-    use alloy::sol_types::SolValue;
     use treasury_agent::journal::keeper::RunState;
     use treasury_devnet::keeper::{self as fixtures, IUpkeepCounter};
 
@@ -404,13 +403,7 @@ async fn two_replicas_perform_a_counter_upkeep_once_per_interval_across_sigkills
     use_postgres(&mut env, &cluster);
     let p = env.chain.keeper.clone();
     // Chainlink's UpkeepCounter: eligible at once, then every 60 s.
-    let counter = fixtures::deploy(
-        &p,
-        "UpkeepCounter",
-        &(U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params(),
-    )
-    .await
-    .unwrap();
+    let counter = fixtures::deploy_counter(&p, 1_000_000_000, 60).await.unwrap();
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push_str(&format!(
         "\n[[keeper.job]]\nname = \"counter\"\nkind = \"chainlink_upkeep\"\ntarget = \"{counter}\"\ngas_limit = 200000\ntrigger = {{ kind = \"every_blocks\", blocks = 1 }}\n"
