@@ -70,18 +70,22 @@ fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".into(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+/// A root service with alice and bob as approvers, a client that does not follow redirects, and
+/// the service's base URL (the HSM and the service live as long as the first two values).
+fn start() -> (SoftHsm, softhsm::Service, reqwest::Client, String) {
+    let hsm = SoftHsm::new();
+    let config = config(&hsm);
+    let service = serve(hsm.command(
+        PIN,
+        SO_PIN,
+        &["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    ));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = service.url.trim_end_matches('/').to_owned();
+    (hsm, service, http, base)
 }
 
 /// Signs in as `name` with `password` through the page's form (its CSRF cookie and field), and
@@ -109,15 +113,7 @@ async fn sign_in(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_wrong_passwords_lock_the_approver_and_the_right_one_is_refused_while_locked() {
-    let hsm = SoftHsm::new();
-    let config = config(&hsm);
-    let service = serve(hsm.command(
-        PIN,
-        SO_PIN,
-        &["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-    ));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let base = service.url.trim_end_matches('/').to_owned();
+    let (_hsm, _service, http, base) = start();
 
     for attempt in 1..=5 {
         let (status, body, session) =
@@ -148,15 +144,7 @@ async fn five_wrong_passwords_lock_the_approver_and_the_right_one_is_refused_whi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_wrong_passwords_then_the_right_one_signs_in() {
-    let hsm = SoftHsm::new();
-    let config = config(&hsm);
-    let service = serve(hsm.command(
-        PIN,
-        SO_PIN,
-        &["root", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-    ));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let base = service.url.trim_end_matches('/').to_owned();
+    let (_hsm, _service, http, base) = start();
     for attempt in 1..=4 {
         let (status, _, _) = sign_in(&http, &base, "alice", &format!("guess number {attempt}")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
