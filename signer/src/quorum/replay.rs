@@ -6,8 +6,11 @@
 //! D/policy.json    the pinned PolicyBundle (policies section, scripts, Safe, module, venue)
 //! D/policy.pin     its hash and the operators' approvals (`treasury signer pin-policy`)
 //! D/policy.pending.json  a widening change, staged until its delay has passed
-//! D/intents.jsonl  the signed-intent ledger (one JSON line per intent signed, fsync'd)
+//! D/intents.jsonl  records imported into the signed-intent ledger (one JSON line each, fsync'd)
+//! D/nonces/ledger.jsonl  the records of each signature, in the line that marks its nonce
+//!                  used (`intents`): one write and one fsync before the share leaves
 //! ```
+//! The ledger a node holds is both files' records (written before: in `intents.jsonl` too).
 //!
 //! Ledger interchange format (`treasury signer ledger export|import`): the same JSON lines, one
 //! [`LedgerRecord`] each: `{"v":1,"key","policy","intent"?,"timestamp","digest","module_nonce",
@@ -352,7 +355,8 @@ pub struct LedgerRecord {
     pub at: u64,
 }
 
-/// The signed-intent ledger: every idempotency key signed, durably, before the share leaves.
+/// The signed-intent ledger: every idempotency key signed, durably, before the share leaves
+/// (the signatures' records ride in the nonce ledger's lines, imported ones in `intents.jsonl`).
 #[derive(Debug)]
 pub struct IntentLedger {
     file: std::fs::File,
@@ -360,7 +364,8 @@ pub struct IntentLedger {
 }
 
 impl IntentLedger {
-    /// Opens (or creates) `D/intents.jsonl`; a malformed line is refused unless it is a torn last line.
+    /// Opens (or creates) `D/intents.jsonl` and reads the records the nonce ledger in `D/nonces`
+    /// carries; a malformed line is refused unless it is a torn last line.
     pub fn open(dir: &Path) -> Result<Self, QuorumError> {
         let path = dir.join(LEDGER_FILE);
         let text = match std::fs::read_to_string(&path) {
@@ -384,13 +389,24 @@ impl IntentLedger {
         }
         let file = super::store::private_file(&path, false)?;
         let mut ledger = Self { file, by_key: BTreeMap::new() };
-        for r in records {
-            ledger.by_key.entry(r.key.clone()).or_default().push(r);
-        }
+        let signed = super::nonces::signed_intents(&dir.join("nonces"))?;
+        ledger.remember(&records);
+        ledger.remember(&signed);
         Ok(ledger)
     }
 
-    /// Appends `records` and syncs the file before returning.
+    /// Adds `records`, already durable (in the nonce ledger's line of their signature), to
+    /// what the ledger holds; a (key, digest) held already is not added twice.
+    pub(crate) fn remember(&mut self, records: &[LedgerRecord]) {
+        for r in records {
+            let held = self.by_key.entry(r.key.clone()).or_default();
+            if !held.iter().any(|o| o.digest == r.digest) {
+                held.push(r.clone());
+            }
+        }
+    }
+
+    /// Appends `records` to `D/intents.jsonl` and syncs the file before returning.
     pub fn append(&mut self, records: &[LedgerRecord]) -> Result<(), String> {
         let mut bytes = Vec::new();
         for r in records {
@@ -401,9 +417,7 @@ impl IntentLedger {
             .write_all(&bytes)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| format!("cannot record the signed intents: {e}"))?;
-        for r in records {
-            self.by_key.entry(r.key.clone()).or_default().push(r.clone());
-        }
+        self.remember(records);
         Ok(())
     }
 

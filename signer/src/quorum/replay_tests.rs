@@ -199,8 +199,33 @@ async fn an_honest_decision_is_replayed_and_signed() {
     assert_eq!(ask.decision.intents.len(), 1);
     sign(&node, &kps[1], &w, &ask).await.expect("the honest decision signs");
     sign(&node, &kps[1], &w, &ask).await.expect("a retry of the same operation signs");
-    let ledger = std::fs::read_to_string(dir.path().join("intents.jsonl")).unwrap();
+    let ledger = IntentLedger::open(dir.path()).unwrap().export();
     assert!(ledger.contains(&ask.decision.intents[0].key), "{ledger}");
+    assert_eq!(ledger.lines().count(), 1, "a retry of one digest records its intent once: {ledger}");
+}
+
+/// A node that signed a grant and restarted (its signed intents read back from the nonce
+/// ledger's lines, where they were synced with the nonce) still refuses the grant's key under
+/// another operation while the first can execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_still_refuses_a_key_it_signed() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let first = decide(&w, "grants", &[]).await;
+    sign(&node, &kps[1], &w, &first).await.expect("the grant signs");
+    drop(node);
+    let node = Arc::new(NodeState::open(dir.path(), &Passphrase::new("tidal ember quartz meadow")).unwrap());
+    let provider = &w.chain.keeper;
+    let _: serde_json::Value = provider.raw_request("anvil_mine".into(), (U256::from(1),)).await.unwrap();
+    let again = decide(&w, "grants", &[]).await;
+    assert_eq!(again.decision.intents[0].key, first.decision.intents[0].key);
+    assert_ne!(again.op, first.op, "a later block: another deadline, another digest");
+    refused(
+        sign(&node, &kps[1], &w, &again).await,
+        RefusalCode::AlreadySigned,
+        &first.decision.intents[0].key,
+    );
 }
 
 /// Attack: payments no policy produced, or a policy's payment with the amount or recipient
@@ -288,7 +313,7 @@ async fn forged_decisions_are_refused_naming_what_differs() {
     refused(r, RefusalCode::ReplayRequired, "decision");
 
     // nothing was signed: the ledger holds no intent
-    let ledger = std::fs::read_to_string(dir.path().join("intents.jsonl")).unwrap_or_default();
+    let ledger = IntentLedger::open(dir.path()).unwrap().export();
     assert!(ledger.is_empty(), "{ledger}");
 }
 
