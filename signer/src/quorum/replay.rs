@@ -516,8 +516,9 @@ pub(crate) fn refuse(code: RefusalCode, reason: impl Into<String>) -> Refusal {
 
 /// Runs the replay of `decision` for `op` through `provider`, and checks the node's ledger:
 /// a key signed before under another digest passes only if that operation can no longer execute.
-/// The history's chain reads and the snapshots go out in one round; `cache` keeps what cannot
-/// change between requests ([`ChainCache`]).
+/// The history's chain reads and the headers of kept snapshots go out as one JSON-RPC batch,
+/// while snapshots not kept are read; `cache` keeps what cannot change between requests
+/// ([`ChainCache`]).
 pub async fn check(
     replayer: &Replayer,
     provider: &DynProvider,
@@ -554,12 +555,33 @@ pub async fn check(
         dead.insert(r.digest);
     }
     let bundle = replayer.bundle();
-    let (reads, snapshots) = futures::join!(
-        super::history::read_chain(bundle, provider, cache, decision),
-        snapshots(replayer, provider, cache, decision)
+    let mut blocks: Vec<PinnedBlock> = decision.firings.iter().map(|f| f.block).collect();
+    blocks.push(decision.plan_block);
+    blocks.sort_by_key(|b| (b.number, b.hash));
+    blocks.dedup();
+    let (kept, missing): (Vec<_>, Vec<_>) = blocks
+        .into_iter()
+        .map(|b| (b, cache.snapshot(b.hash, replayer.hash())))
+        .partition(|(_, s)| s.is_some());
+    let kept_numbers: Vec<u64> = kept.iter().map(|(b, _)| b.number).collect();
+    let missing: Vec<PinnedBlock> = missing.into_iter().map(|(b, _)| b).collect();
+    let (round, fresh) = futures::join!(
+        super::history::read_chain(bundle, provider, cache, decision, &kept_numbers),
+        fresh_snapshots(replayer, provider, cache, &missing)
     );
-    let reads = reads?;
-    let snapshots = snapshots.map_err(replay_refusal)?;
+    let (reads, answers) = round?;
+    let mut snapshots = fresh.map_err(replay_refusal)?;
+    for (b, snapshot) in kept {
+        // Kept from an earlier request: used once the block's number still has that hash.
+        let actual = answers
+            .header(b.number)
+            .map_err(|message| replay_refusal(ReplayError::Header { number: b.number, message }))?
+            .0;
+        if actual != b.hash {
+            return Err(replay_refusal(ReplayError::BlockHash { number: b.number, claimed: b.hash, actual }));
+        }
+        snapshots.extend(snapshot.map(|s| (b.number, s)));
+    }
     let earliest = decision.firings.iter().map(|f| f.block.number).min();
     let earliest = earliest.and_then(|n| snapshots.get(&n)).map(|s| s.timestamp);
     let history =
@@ -569,27 +591,15 @@ pub async fn check(
     Ok(Replayed { intents, dead })
 }
 
-/// The snapshot of every block the decision names, each read once, all at the same time: one
-/// kept from an earlier request (same block hash, same pinned bundle) once the block's number is
-/// read again and still has that hash, else read whole ([`Replayer::snapshot_at`]) and kept.
-async fn snapshots(
+/// The snapshots of `blocks`, none kept from an earlier request: each read whole
+/// ([`Replayer::snapshot_at`]), all at the same time, and kept (by block hash and pinned bundle).
+async fn fresh_snapshots(
     replayer: &Replayer,
     provider: &DynProvider,
     cache: &ChainCache,
-    decision: &Decision,
+    blocks: &[PinnedBlock],
 ) -> Result<BTreeMap<u64, treasury_chain::Snapshot>, ReplayError> {
-    let mut blocks: Vec<PinnedBlock> = decision.firings.iter().map(|f| f.block).collect();
-    blocks.push(decision.plan_block);
-    blocks.sort_by_key(|b| (b.number, b.hash));
-    blocks.dedup();
     let read = blocks.iter().map(|b| async move {
-        if let Some(kept) = cache.snapshot(b.hash, replayer.hash()) {
-            let (_, actual) = treasury_policies::replay::block_header(provider, b.number).await?;
-            if actual != b.hash {
-                return Err(ReplayError::BlockHash { number: b.number, claimed: b.hash, actual });
-            }
-            return Ok(kept);
-        }
         let snapshot = replayer.snapshot_at(provider, *b).await?;
         cache.put_snapshot(b.hash, replayer.hash(), snapshot.clone());
         Ok(snapshot)
