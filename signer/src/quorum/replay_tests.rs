@@ -529,3 +529,41 @@ async fn a_reorg_under_the_nodes_kept_events_is_still_seen() {
     assert_eq!(again.decision.intents.len(), 1, "without the grant in its history the policy pays again");
     refused(sign(&node, &kps[1], &w, &again).await, RefusalCode::ReplayMismatch, &grant_digest.to_string());
 }
+
+/// A tithe this node signed never executed: a grant took its module nonce (signed by the other
+/// nodes) and its deadline passed, so it can no longer pay. The history of a later tithe need
+/// not count it: the node, holding an operation of its own that has not executed, reads the
+/// module nonce, finds that operation dead and signs (were it taken as live, the history would
+/// be refused for leaving it out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_operation_that_can_no_longer_execute_need_not_be_in_the_history() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let provider = &w.chain.keeper;
+    let first = decide(&w, "tithe", &[]).await;
+    sign(&node, &kps[1], &w, &first).await.expect("the tithe signs");
+    let grant = decide(&w, "grants", &[]).await;
+    assert_eq!(grant.op.nonce, first.op.nonce);
+    w.chain.exec(&grant.op, false).await.expect("the grant takes the nonce, signed by other nodes");
+    let paid = PastIntent {
+        intent: grant.decision.intents[0].clone(),
+        timestamp: read_snapshot(
+            provider,
+            &w.bundle.snapshot_spec(),
+            BlockNumberOrTag::Number(grant.decision.plan_block.number),
+        )
+        .await
+        .unwrap()
+        .timestamp,
+        digest: Some(operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module)),
+    };
+    let _: serde_json::Value =
+        provider.raw_request("evm_increaseTime".into(), (U256::from(7200),)).await.unwrap();
+    let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    let history = [payment_of(&paid.intent, paid.timestamp).unwrap()];
+    let later = decide_with(&w, "tithe", &history, vec![paid]).await;
+    assert_ne!(later.op.nonce, first.op.nonce);
+    sign(&node, &kps[1], &w, &later).await.expect("the dead tithe need not be in the history");
+}
