@@ -18,7 +18,8 @@ use treasury_chain::contracts::{ITreasuryModuleViews, TreasuryModule};
 use treasury_chain::operation::{Operation, operation_digest};
 use treasury_policies::replay::{Decision, PastIntent, PinnedBlock, PolicyBundle, transfer_of};
 
-use super::chain_cache::{ChainCache, Executed, FinalEvents, HeaderFacts};
+use super::batch::{Answers, Asked};
+use super::chain_cache::{ChainCache, Executed, FinalEvents};
 use super::error::{Refusal, RefusalCode};
 use super::replay::{IntentLedger, LedgerRecord, refuse};
 
@@ -31,42 +32,74 @@ pub(crate) struct ChainReads {
     before: Option<u64>,
     /// The operations the module executed from the window's start on, by digest.
     executed: BTreeMap<B256, Executed>,
-    /// The module's nonce at the head.
-    module_nonce: U256,
 }
 
-/// Reads, all at once: the window's first block by number (still on this chain?) and the one
-/// before it (by hash, kept once read), the module's `Executed` events from the window's start
-/// (only those after the last finalized block kept, see [`ChainCache`]), the module nonce, and
-/// the finalized block for the next request (once per new decision block).
+/// Reads, in one JSON-RPC batch ([`super::batch`]): the window's first block by number (still on
+/// this chain?) and the one before it (by hash, kept once read), the module's `Executed` events
+/// from the window's start (only those after the last finalized block kept, see [`ChainCache`],
+/// whose hash is read again), the finalized block for the next request (once per new decision
+/// block), and the headers of blocks `also` (each number read once). Returns the answers too.
 pub(crate) async fn read_chain(
     bundle: &PolicyBundle,
     provider: &DynProvider,
     cache: &ChainCache,
     decision: &Decision,
-) -> Result<ChainReads, Refusal> {
+    also: &[u64],
+) -> Result<(ChainReads, Answers), Refusal> {
     let Some(from) = decision.history_from else {
         return Err(misstated("the decision names no history window".into()));
     };
-    let (window, executed, module_nonce, finalized) = futures::try_join!(
-        window_headers(provider, cache, from),
-        executed_since(provider, cache, bundle.module, from.number),
-        async {
-            ITreasuryModuleViews::new(bundle.module, provider)
-                .nonce()
-                .call()
-                .await
-                .map_err(|e| rpc_refusal("module nonce", e))
-        },
-        async {
-            let due = cache.finalized_due(decision.plan_block.number);
-            Ok(if due { finalized_block(provider).await } else { None })
-        },
-    )?;
-    if let Some(f) = finalized {
+    // Finalized before this round is sent: the events up to it read now cannot change.
+    let finalized = cache.finalized();
+    let kept = cache.final_events(bundle.module, from.number);
+    let parent_known = cache.header(&from.hash).and_then(|h| cache.header(&h.parent)).is_some();
+    let read_parent = from.number > 0 && !parent_known;
+    let mut asked =
+        Asked { finalized: cache.finalized_due(decision.plan_block.number), ..Default::default() };
+    asked.headers.insert(from.number);
+    if read_parent {
+        asked.headers.insert(from.number - 1);
+    }
+    if let Some(k) = &kept {
+        asked.headers.insert(k.upto.0);
+    }
+    asked.headers.extend(also);
+    let logs_from = kept.as_ref().map_or(from.number, |k| k.upto.0 + 1);
+    asked.logs = Some(executed_filter(bundle.module, logs_from));
+    let answers = super::batch::send(provider, &asked).await;
+    let window = window_headers(cache, from, read_parent, &answers)?;
+    let logs = || match &answers.logs {
+        Some(Ok(logs)) => decode_logs(logs),
+        Some(Err(e)) => Err(rpc_refusal("Executed logs", e)),
+        None => Err(rpc_refusal("Executed logs", "not read")),
+    };
+    let executed = match kept {
+        Some(k) if answers.header(k.upto.0).is_ok_and(|(hash, _)| hash == k.upto.1) => {
+            let mut events = k.events.clone();
+            events.retain(|_, x| x.block >= from.number);
+            events.extend(logs()?);
+            if let Some(f) = finalized.filter(|f| f.0 > k.upto.0) {
+                keep_final(cache, bundle.module, k.from.max(from.number), f, &events);
+            }
+            events
+        }
+        Some(_) => {
+            // The block they were kept up to is gone or changed: everything is read again.
+            cache.drop_events();
+            executed_logs(provider, bundle.module, from.number).await?
+        }
+        None => {
+            let events = logs()?;
+            if let Some(f) = finalized.filter(|f| f.0 >= from.number) {
+                keep_final(cache, bundle.module, from.number, f, &events);
+            }
+            events
+        }
+    };
+    if let Some(f) = answers.finalized {
         cache.saw_finalized(f);
     }
-    Ok(ChainReads { from: (from, window.0), before: window.1, executed, module_nonce })
+    Ok((ChainReads { from: (from, window.0), before: window.1, executed }, answers))
 }
 
 /// Checks `decision.history` for the operation `digest` and returns it when every entry is
@@ -84,11 +117,17 @@ pub(crate) async fn trusted_history(
     earliest: Option<u64>,
 ) -> Result<Vec<PastIntent>, Refusal> {
     let from = check_window(decision, &reads, earliest)?;
-    let (executed, module_nonce) = (reads.executed, reads.module_nonce);
-    let own: Vec<LedgerRecord> = {
-        let l = ledger.lock().expect("intent ledger lock");
-        l.all().filter(|r| r.timestamp >= from.1 || executed.contains_key(&r.digest)).cloned().collect()
-    };
+    let mut executed = reads.executed;
+    let mut own = own_records(ledger, from.1, &executed);
+    // The module nonce tells whether an operation of this node's that has not executed can
+    // still: read only when there is one. The nonce first, then the events again, so that one
+    // executed between the two reads is among the events.
+    let mut module_nonce = None;
+    if own.iter().any(|r| r.digest != digest && !executed.contains_key(&r.digest)) {
+        module_nonce = Some(read_module_nonce(provider, bundle.module).await?);
+        executed = executed_logs(provider, bundle.module, from.0).await?;
+        own = own_records(ledger, from.1, &executed);
+    }
     let mut decoded: BTreeMap<B256, Vec<Call>> = BTreeMap::new();
     for entry in &decision.history {
         let key = &entry.intent.key;
@@ -108,7 +147,7 @@ pub(crate) async fn trusted_history(
                     mine.intent.as_ref().map(|i| i.to_string()).unwrap_or_default()
                 )));
             }
-            if !executed.contains_key(&d) && mine.module_nonce < module_nonce {
+            if !executed.contains_key(&d) && !may_still_execute(mine, module_nonce) {
                 return Err(misstated(format!(
                     "the history counts intent {key}, whose operation {d} never executed and no longer can"
                 )));
@@ -156,7 +195,7 @@ async fn check_complete(
     let listed: BTreeSet<(&str, Option<B256>)> =
         decision.history.iter().map(|e| (e.intent.key.as_str(), e.digest)).collect();
     for r in own {
-        let live = executed.contains_key(&r.digest) || r.module_nonce >= module_nonce;
+        let live = executed.contains_key(&r.digest) || may_still_execute(r, module_nonce);
         let carries_funds = r.intent.as_ref().is_some_and(|i| i.action.moves_funds());
         if r.digest != digest && live && carries_funds && !listed.contains(&(r.key.as_str(), Some(r.digest)))
         {
@@ -185,12 +224,37 @@ async fn check_complete(
 }
 
 /// What the completeness check compares: the executed operations, this node's own records
-/// in the window, and the module nonce at the head.
+/// in the window, and the module nonce at the head (read only when a record needs it).
 #[derive(Clone, Copy)]
 struct Seen<'a> {
     executed: &'a BTreeMap<B256, Executed>,
     own: &'a [LedgerRecord],
-    module_nonce: U256,
+    module_nonce: Option<U256>,
+}
+
+/// This node's records in the window (decided at or after `since`) or executed.
+fn own_records(
+    ledger: &std::sync::Mutex<IntentLedger>,
+    since: u64,
+    executed: &BTreeMap<B256, Executed>,
+) -> Vec<LedgerRecord> {
+    let l = ledger.lock().expect("intent ledger lock");
+    l.all().filter(|r| r.timestamp >= since || executed.contains_key(&r.digest)).cloned().collect()
+}
+
+/// Whether the operation of `r` can still execute as far as the module nonce `nonce` tells
+/// (not read: it is taken to, the safe side for both checks that ask).
+fn may_still_execute(r: &LedgerRecord, nonce: Option<U256>) -> bool {
+    nonce.is_none_or(|n| r.module_nonce >= n)
+}
+
+/// The module's nonce at the head, from this node's endpoint.
+async fn read_module_nonce(provider: &DynProvider, module: Address) -> Result<U256, Refusal> {
+    ITreasuryModuleViews::new(module, provider)
+        .nonce()
+        .call()
+        .await
+        .map_err(|e| rpc_refusal("module nonce", e))
 }
 
 /// Checks the decision's history window (read in `reads`): it starts no later than the earliest
@@ -220,18 +284,16 @@ fn check_window(
     Ok((from.number, from_ts))
 }
 
-/// The window's first block `from` read by number (checked to have the hash the decision
-/// names) and the timestamp of its parent, read by hash once and kept.
-async fn window_headers(
-    provider: &DynProvider,
+/// The window's first block `from` as read by number in `answers` (checked to have the hash the
+/// decision names) and the timestamp of its parent, read by number when `read_parent` (checked
+/// to be that parent) and kept.
+fn window_headers(
     cache: &ChainCache,
     from: PinnedBlock,
+    read_parent: bool,
+    answers: &Answers,
 ) -> Result<(u64, Option<u64>), Refusal> {
-    let parent_known = cache.header(&from.hash).and_then(|h| cache.header(&h.parent)).is_some();
-    let read_parent = from.number > 0 && !parent_known;
-    let (block, parent) = futures::try_join!(header(provider, from.number), async {
-        if read_parent { header(provider, from.number - 1).await.map(Some) } else { Ok(None) }
-    })?;
+    let block = answers.header(from.number).map_err(|e| rpc_refusal(&format!("block {}", from.number), e))?;
     if block.0 != from.hash {
         return Err(misstated(format!(
             "history window block {} is {} on this node's chain, not {} (reorg or lying RPC)",
@@ -239,7 +301,9 @@ async fn window_headers(
         )));
     }
     cache.put_header(block.0, block.1);
-    if let Some((hash, facts)) = parent {
+    if read_parent {
+        let number = from.number - 1;
+        let (hash, facts) = answers.header(number).map_err(|e| rpc_refusal(&format!("block {number}"), e))?;
         if hash != block.1.parent {
             return Err(rpc_refusal(
                 "the block before the history window",
@@ -256,39 +320,6 @@ async fn window_headers(
     }
     let before = cache.header(&block.1.parent).map(|h| h.timestamp);
     Ok((block.1.timestamp, before))
-}
-
-/// The module's `Executed` events from block `start` on, by digest: those up to the kept
-/// finalized block from the cache once that block's hash is read again unchanged, the rest read
-/// now. When the block is gone or changed, everything is read again.
-async fn executed_since(
-    provider: &DynProvider,
-    cache: &ChainCache,
-    module: Address,
-    start: u64,
-) -> Result<BTreeMap<B256, Executed>, Refusal> {
-    // Finalized before this read begins: the events up to it read now cannot change.
-    let finalized = cache.finalized();
-    if let Some(kept) = cache.final_events(module, start) {
-        let (anchor, tail) =
-            futures::join!(header(provider, kept.upto.0), executed_logs(provider, module, kept.upto.0 + 1));
-        if anchor.is_ok_and(|(hash, _)| hash == kept.upto.1) {
-            let tail = tail?;
-            let mut events = kept.events.clone();
-            events.retain(|_, x| x.block >= start);
-            events.extend(tail.iter().map(|(d, x)| (*d, x.clone())));
-            if let Some(f) = finalized.filter(|f| f.0 > kept.upto.0) {
-                keep_final(cache, module, kept.from.max(start), f, &events);
-            }
-            return Ok(events);
-        }
-        cache.drop_events();
-    }
-    let events = executed_logs(provider, module, start).await?;
-    if let Some(f) = cache.finalized().filter(|f| f.0 >= start) {
-        keep_final(cache, module, start, f, &events);
-    }
-    Ok(events)
 }
 
 /// Keeps the events of `events` up to the finalized block `upto`.
@@ -309,12 +340,24 @@ async fn executed_logs(
     module: Address,
     from: u64,
 ) -> Result<BTreeMap<B256, Executed>, Refusal> {
-    let filter = Filter::new()
+    let logs: Vec<Log> = provider
+        .get_logs(&executed_filter(module, from))
+        .await
+        .map_err(|e| rpc_refusal("Executed logs", e))?;
+    decode_logs(&logs)
+}
+
+/// The filter of the module's `Executed` events from block `from` to the head.
+fn executed_filter(module: Address, from: u64) -> Filter {
+    Filter::new()
         .address(module)
         .event_signature(TreasuryModule::Executed::SIGNATURE_HASH)
         .from_block(from)
-        .to_block(BlockNumberOrTag::Latest);
-    let logs: Vec<Log> = provider.get_logs(&filter).await.map_err(|e| rpc_refusal("Executed logs", e))?;
+        .to_block(BlockNumberOrTag::Latest)
+}
+
+/// `Executed` logs by digest.
+fn decode_logs(logs: &[Log]) -> Result<BTreeMap<B256, Executed>, Refusal> {
     let mut out = BTreeMap::new();
     for log in logs {
         let event = TreasuryModule::Executed::decode_log(&log.inner)
@@ -323,12 +366,6 @@ async fn executed_logs(
         out.insert(event.digest, Executed { block, tx, tier: event.tier });
     }
     Ok(out)
-}
-
-/// The finalized block's number and hash, when the endpoint names one.
-async fn finalized_block(provider: &DynProvider) -> Option<(u64, B256)> {
-    let block = provider.get_block_by_number(BlockNumberOrTag::Finalized).await.ok()??;
-    Some((block.header.number, block.header.hash))
 }
 
 /// The calls of the executed operation `digest`, decoded from the transaction that executed it
@@ -381,17 +418,6 @@ fn is_transfer(call: &Call) -> bool {
     let erc20 =
         call.data.len() >= 4 && call.data[..4] == treasury_chain::contracts::IERC20::transferCall::SELECTOR;
     erc20 || (call.data.is_empty() && !call.value.is_zero())
-}
-
-/// Block `number`'s hash and the facts the node checks, as this node's endpoint reports them.
-async fn header(provider: &DynProvider, number: u64) -> Result<(B256, HeaderFacts), Refusal> {
-    let block = provider
-        .get_block_by_number(BlockNumberOrTag::Number(number))
-        .await
-        .map_err(|e| rpc_refusal(&format!("block {number}"), e))?
-        .ok_or_else(|| rpc_refusal(&format!("block {number}"), "no such block"))?;
-    let h = block.header;
-    Ok((h.hash, HeaderFacts { number: h.number, timestamp: h.timestamp, parent: h.parent_hash }))
 }
 
 fn misstated(reason: String) -> Refusal {

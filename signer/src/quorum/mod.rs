@@ -18,6 +18,7 @@
 //! - [`quorum_file`]: the quorum file DKG writes and the coordinator reads.
 //! - [`signature`]: signature and group key in the form `TreasuryModule` takes.
 pub mod auth;
+mod batch;
 pub mod chain_cache;
 pub mod client;
 pub mod coordinator;

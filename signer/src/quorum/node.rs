@@ -277,6 +277,7 @@ impl NodeState {
                     digest: Some(digest.to_string()),
                     detail: None,
                     at: now,
+                    intents: Vec::new(),
                 };
                 self.append_ledger(&entry).map_err(bad)?;
                 return Err(refusal);
@@ -285,12 +286,19 @@ impl NodeState {
         let result = frost_secp256k1::round2::sign(&package, &nonces, &share.0);
         drop(nonces);
         let detail = SignedDetail { tier: approved.tier, period, outflows: approved.outflows.clone() };
-        let entry = LedgerEntry {
+        // The intents signed ride in the line that marks the nonce used: one write, one sync
+        // makes both durable before the share leaves (a failure withholds the share; an intent
+        // recorded for a share never sent only makes the node refuse its key under another
+        // digest sooner). A retry of a digest adds none (its records are held already).
+        let mut records = ledger_records(&req, tier, digest, replayed.as_ref(), now);
+        records.retain(|r| !intents.records(&r.key).iter().any(|o| o.digest == r.digest));
+        let mut entry = LedgerEntry {
             commitment: id,
             kind: if result.is_ok() { "signed" } else { "discarded" }.into(),
             digest: Some(digest.to_string()),
             detail: serde_json::to_value(&detail).ok(),
             at: now,
+            intents: Vec::new(),
         };
         let share_out = match result {
             Ok(share_out) => share_out,
@@ -299,24 +307,9 @@ impl NodeState {
                 return Err(bad(format!("frost sign: {e}")));
             }
         };
-        let records = ledger_records(&req, tier, digest, replayed.as_ref(), now);
-        // Both ledgers are synced before the share leaves, side by side: the nonce used, the
-        // intents signed (a failure of either withholds the share; an intent recorded for a
-        // share never sent only makes the node refuse its key under another digest sooner).
-        let (nonce_used, intents_signed) = if records.is_empty() {
-            (self.append_ledger(&entry), Ok(()))
-        } else {
-            std::thread::scope(|s| {
-                let nonce_used = s.spawn(|| self.append_ledger(&entry));
-                let intents_signed = intents.append(&records);
-                (
-                    nonce_used.join().unwrap_or_else(|_| Err("the nonce ledger writer panicked".into())),
-                    intents_signed,
-                )
-            })
-        };
-        nonce_used.map_err(bad)?;
-        intents_signed.map_err(bad)?;
+        entry.intents = records;
+        self.append_ledger(&entry).map_err(bad)?;
+        intents.remember(&entry.intents);
         drop(intents);
         tracing::info!(%digest, tier = ?approved.tier, "signed");
         let bytes = share_out.serialize();

@@ -4,7 +4,9 @@
 //! nonces/batch-<n>.enc   a sealed batch of (commitment id, SigningNonces), written + fsynced
 //!                        before its commitments are handed to the coordinator
 //! nonces/ledger.jsonl    one line per consumed nonce (signed or discarded), fdatasynced
-//!                        before the signature share leaves the node
+//!                        before the signature share leaves the node; a signed line also
+//!                        carries the signed-intent ledger's records of that signature
+//!                        (`intents`), so one write and one sync make both durable
 //! ```
 //! On open, the directory is locked and every batch on disk is discarded durably: only nonces made
 //! by this process are ever handed out, so a restart, a restored backup or a cloned directory
@@ -48,6 +50,9 @@ pub struct LedgerEntry {
     pub detail: Option<serde_json::Value>,
     /// Unix time.
     pub at: u64,
+    /// The signed-intent ledger's records of this signature ([`super::replay::IntentLedger`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<super::replay::LedgerRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -174,6 +179,7 @@ impl NonceStore {
                     digest: None,
                     detail: None,
                     at: now(),
+                    intents: Vec::new(),
                 })?;
             }
         }
@@ -244,21 +250,30 @@ fn lock_dir(dir: &Path) -> Result<File, QuorumError> {
 
 /// Reads the ledger; a malformed line is refused unless it is a torn last line, which is cut off.
 fn read_ledger(path: &Path) -> Result<Vec<LedgerEntry>, QuorumError> {
+    let (entries, whole) = parse_ledger(path)?;
+    if let Some(whole) = whole {
+        // A torn last line (a crash mid-append, before the fsync returned): its share never
+        // left. Cut it off so that the next append starts on a line of its own.
+        let f = OpenOptions::new().write(true).open(path).map_err(|e| QuorumError::io(path, e))?;
+        f.set_len(whole).and_then(|()| f.sync_all()).map_err(|e| QuorumError::io(path, e))?;
+        tracing::warn!(path = %path.display(), "cut off a torn last ledger line");
+    }
+    Ok(entries)
+}
+
+/// The ledger's entries, without a torn last line, and the length of its whole lines when it
+/// has one; a malformed line before the end is refused.
+fn parse_ledger(path: &Path) -> Result<(Vec<LedgerEntry>, Option<u64>), QuorumError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
         Err(e) => return Err(QuorumError::io(path, e)),
     };
     let mut entries = Vec::new();
     let mut start = 0;
     for (i, line) in text.split_inclusive(|b| *b == b'\n').enumerate() {
         if !line.ends_with(b"\n") {
-            // A torn last line (a crash mid-append, before the fsync returned): its share never
-            // left. Cut it off so that the next append starts on a line of its own.
-            let f = OpenOptions::new().write(true).open(path).map_err(|e| QuorumError::io(path, e))?;
-            f.set_len(start as u64).and_then(|()| f.sync_all()).map_err(|e| QuorumError::io(path, e))?;
-            tracing::warn!(path = %path.display(), "cut off a torn last ledger line");
-            break;
+            return Ok((entries, Some(start as u64)));
         }
         start += line.len();
         if line.trim_ascii().is_empty() {
@@ -273,7 +288,14 @@ fn read_ledger(path: &Path) -> Result<Vec<LedgerEntry>, QuorumError> {
         })?;
         entries.push(entry);
     }
-    Ok(entries)
+    Ok((entries, None))
+}
+
+/// The signed-intent records carried by the nonce ledger in the nonce directory `dir` (read
+/// only: a torn last line is skipped, not cut off, so a running node's ledger can be read).
+pub(crate) fn signed_intents(dir: &Path) -> Result<Vec<super::replay::LedgerRecord>, QuorumError> {
+    let (entries, _) = parse_ledger(&dir.join("ledger.jsonl"))?;
+    Ok(entries.into_iter().flat_map(|e| e.intents).collect())
 }
 
 /// The sealed nonce batches in `dir`, by number.
@@ -377,6 +399,7 @@ mod tests {
                 digest: None,
                 detail: None,
                 at: 0,
+                intents: Vec::new(),
             })
             .unwrap();
     }

@@ -6,8 +6,11 @@
 //! D/policy.json    the pinned PolicyBundle (policies section, scripts, Safe, module, venue)
 //! D/policy.pin     its hash and the operators' approvals (`treasury signer pin-policy`)
 //! D/policy.pending.json  a widening change, staged until its delay has passed
-//! D/intents.jsonl  the signed-intent ledger (one JSON line per intent signed, fsync'd)
+//! D/intents.jsonl  records imported into the signed-intent ledger (one JSON line each, fsync'd)
+//! D/nonces/ledger.jsonl  the records of each signature, in the line that marks its nonce
+//!                  used (`intents`): one write and one fsync before the share leaves
 //! ```
+//! The ledger a node holds is both files' records (written before: in `intents.jsonl` too).
 //!
 //! Ledger interchange format (`treasury signer ledger export|import`): the same JSON lines, one
 //! [`LedgerRecord`] each: `{"v":1,"key","policy","intent"?,"timestamp","digest","module_nonce",
@@ -352,7 +355,8 @@ pub struct LedgerRecord {
     pub at: u64,
 }
 
-/// The signed-intent ledger: every idempotency key signed, durably, before the share leaves.
+/// The signed-intent ledger: every idempotency key signed, durably, before the share leaves
+/// (the signatures' records ride in the nonce ledger's lines, imported ones in `intents.jsonl`).
 #[derive(Debug)]
 pub struct IntentLedger {
     file: std::fs::File,
@@ -360,7 +364,8 @@ pub struct IntentLedger {
 }
 
 impl IntentLedger {
-    /// Opens (or creates) `D/intents.jsonl`; a malformed line is refused unless it is a torn last line.
+    /// Opens (or creates) `D/intents.jsonl` and reads the records the nonce ledger in `D/nonces`
+    /// carries; a malformed line is refused unless it is a torn last line.
     pub fn open(dir: &Path) -> Result<Self, QuorumError> {
         let path = dir.join(LEDGER_FILE);
         let text = match std::fs::read_to_string(&path) {
@@ -384,13 +389,24 @@ impl IntentLedger {
         }
         let file = super::store::private_file(&path, false)?;
         let mut ledger = Self { file, by_key: BTreeMap::new() };
-        for r in records {
-            ledger.by_key.entry(r.key.clone()).or_default().push(r);
-        }
+        let signed = super::nonces::signed_intents(&dir.join("nonces"))?;
+        ledger.remember(&records);
+        ledger.remember(&signed);
         Ok(ledger)
     }
 
-    /// Appends `records` and syncs the file before returning.
+    /// Adds `records`, already durable (in the nonce ledger's line of their signature), to
+    /// what the ledger holds; a (key, digest) held already is not added twice.
+    pub(crate) fn remember(&mut self, records: &[LedgerRecord]) {
+        for r in records {
+            let held = self.by_key.entry(r.key.clone()).or_default();
+            if !held.iter().any(|o| o.digest == r.digest) {
+                held.push(r.clone());
+            }
+        }
+    }
+
+    /// Appends `records` to `D/intents.jsonl` and syncs the file before returning.
     pub fn append(&mut self, records: &[LedgerRecord]) -> Result<(), String> {
         let mut bytes = Vec::new();
         for r in records {
@@ -401,9 +417,7 @@ impl IntentLedger {
             .write_all(&bytes)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| format!("cannot record the signed intents: {e}"))?;
-        for r in records {
-            self.by_key.entry(r.key.clone()).or_default().push(r.clone());
-        }
+        self.remember(records);
         Ok(())
     }
 
@@ -502,8 +516,9 @@ pub(crate) fn refuse(code: RefusalCode, reason: impl Into<String>) -> Refusal {
 
 /// Runs the replay of `decision` for `op` through `provider`, and checks the node's ledger:
 /// a key signed before under another digest passes only if that operation can no longer execute.
-/// The history's chain reads and the snapshots go out in one round; `cache` keeps what cannot
-/// change between requests ([`ChainCache`]).
+/// The history's chain reads and the headers of kept snapshots go out as one JSON-RPC batch,
+/// while snapshots not kept are read; `cache` keeps what cannot change between requests
+/// ([`ChainCache`]).
 pub async fn check(
     replayer: &Replayer,
     provider: &DynProvider,
@@ -540,12 +555,33 @@ pub async fn check(
         dead.insert(r.digest);
     }
     let bundle = replayer.bundle();
-    let (reads, snapshots) = futures::join!(
-        super::history::read_chain(bundle, provider, cache, decision),
-        snapshots(replayer, provider, cache, decision)
+    let mut blocks: Vec<PinnedBlock> = decision.firings.iter().map(|f| f.block).collect();
+    blocks.push(decision.plan_block);
+    blocks.sort_by_key(|b| (b.number, b.hash));
+    blocks.dedup();
+    let (kept, missing): (Vec<_>, Vec<_>) = blocks
+        .into_iter()
+        .map(|b| (b, cache.snapshot(b.hash, replayer.hash())))
+        .partition(|(_, s)| s.is_some());
+    let kept_numbers: Vec<u64> = kept.iter().map(|(b, _)| b.number).collect();
+    let missing: Vec<PinnedBlock> = missing.into_iter().map(|(b, _)| b).collect();
+    let (round, fresh) = futures::join!(
+        super::history::read_chain(bundle, provider, cache, decision, &kept_numbers),
+        fresh_snapshots(replayer, provider, cache, &missing)
     );
-    let reads = reads?;
-    let snapshots = snapshots.map_err(replay_refusal)?;
+    let (reads, answers) = round?;
+    let mut snapshots = fresh.map_err(replay_refusal)?;
+    for (b, snapshot) in kept {
+        // Kept from an earlier request: used once the block's number still has that hash.
+        let actual = answers
+            .header(b.number)
+            .map_err(|message| replay_refusal(ReplayError::Header { number: b.number, message }))?
+            .0;
+        if actual != b.hash {
+            return Err(replay_refusal(ReplayError::BlockHash { number: b.number, claimed: b.hash, actual }));
+        }
+        snapshots.extend(snapshot.map(|s| (b.number, s)));
+    }
     let earliest = decision.firings.iter().map(|f| f.block.number).min();
     let earliest = earliest.and_then(|n| snapshots.get(&n)).map(|s| s.timestamp);
     let history =
@@ -555,27 +591,15 @@ pub async fn check(
     Ok(Replayed { intents, dead })
 }
 
-/// The snapshot of every block the decision names, each read once, all at the same time: one
-/// kept from an earlier request (same block hash, same pinned bundle) once the block's number is
-/// read again and still has that hash, else read whole ([`Replayer::snapshot_at`]) and kept.
-async fn snapshots(
+/// The snapshots of `blocks`, none kept from an earlier request: each read whole
+/// ([`Replayer::snapshot_at`]), all at the same time, and kept (by block hash and pinned bundle).
+async fn fresh_snapshots(
     replayer: &Replayer,
     provider: &DynProvider,
     cache: &ChainCache,
-    decision: &Decision,
+    blocks: &[PinnedBlock],
 ) -> Result<BTreeMap<u64, treasury_chain::Snapshot>, ReplayError> {
-    let mut blocks: Vec<PinnedBlock> = decision.firings.iter().map(|f| f.block).collect();
-    blocks.push(decision.plan_block);
-    blocks.sort_by_key(|b| (b.number, b.hash));
-    blocks.dedup();
     let read = blocks.iter().map(|b| async move {
-        if let Some(kept) = cache.snapshot(b.hash, replayer.hash()) {
-            let (_, actual) = treasury_policies::replay::block_header(provider, b.number).await?;
-            if actual != b.hash {
-                return Err(ReplayError::BlockHash { number: b.number, claimed: b.hash, actual });
-            }
-            return Ok(kept);
-        }
         let snapshot = replayer.snapshot_at(provider, *b).await?;
         cache.put_snapshot(b.hash, replayer.hash(), snapshot.clone());
         Ok(snapshot)

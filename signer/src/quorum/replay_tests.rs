@@ -199,8 +199,31 @@ async fn an_honest_decision_is_replayed_and_signed() {
     assert_eq!(ask.decision.intents.len(), 1);
     sign(&node, &kps[1], &w, &ask).await.expect("the honest decision signs");
     sign(&node, &kps[1], &w, &ask).await.expect("a retry of the same operation signs");
-    let ledger = std::fs::read_to_string(dir.path().join("intents.jsonl")).unwrap();
+    let ledger = IntentLedger::open(dir.path()).unwrap().export();
     assert!(ledger.contains(&ask.decision.intents[0].key), "{ledger}");
+    assert_eq!(ledger.lines().count(), 1, "a retry of one digest records its intent once: {ledger}");
+}
+
+/// A node that signed a grant and restarted (its signed intents read back from the nonce
+/// ledger's lines, where they were synced with the nonce) still refuses the grant's key under
+/// another operation while the first can execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_still_refuses_a_key_it_signed() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let first = decide(&w, "grants", &[]).await;
+    sign(&node, &kps[1], &w, &first).await.expect("the grant signs");
+    drop(node);
+    let node = Arc::new(NodeState::open(dir.path(), &Passphrase::new("tidal ember quartz meadow")).unwrap());
+    let mut again = decide(&w, "grants", &[]).await;
+    again.op.deadline -= U256::from(60);
+    assert_eq!(again.decision.intents[0].key, first.decision.intents[0].key);
+    refused(
+        sign(&node, &kps[1], &w, &again).await,
+        RefusalCode::AlreadySigned,
+        &first.decision.intents[0].key,
+    );
 }
 
 /// Attack: payments no policy produced, or a policy's payment with the amount or recipient
@@ -288,7 +311,7 @@ async fn forged_decisions_are_refused_naming_what_differs() {
     refused(r, RefusalCode::ReplayRequired, "decision");
 
     // nothing was signed: the ledger holds no intent
-    let ledger = std::fs::read_to_string(dir.path().join("intents.jsonl")).unwrap_or_default();
+    let ledger = IntentLedger::open(dir.path()).unwrap().export();
     assert!(ledger.is_empty(), "{ledger}");
 }
 
@@ -505,4 +528,42 @@ async fn a_reorg_under_the_nodes_kept_events_is_still_seen() {
     let again = decide(&w, "grants", &[]).await;
     assert_eq!(again.decision.intents.len(), 1, "without the grant in its history the policy pays again");
     refused(sign(&node, &kps[1], &w, &again).await, RefusalCode::ReplayMismatch, &grant_digest.to_string());
+}
+
+/// A tithe this node signed never executed: a grant took its module nonce (signed by the other
+/// nodes) and its deadline passed, so it can no longer pay. The history of a later tithe need
+/// not count it: the node, holding an operation of its own that has not executed, reads the
+/// module nonce, finds that operation dead and signs (were it taken as live, the history would
+/// be refused for leaving it out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_operation_that_can_no_longer_execute_need_not_be_in_the_history() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let provider = &w.chain.keeper;
+    let first = decide(&w, "tithe", &[]).await;
+    sign(&node, &kps[1], &w, &first).await.expect("the tithe signs");
+    let grant = decide(&w, "grants", &[]).await;
+    assert_eq!(grant.op.nonce, first.op.nonce);
+    w.chain.exec(&grant.op, false).await.expect("the grant takes the nonce, signed by other nodes");
+    let paid = PastIntent {
+        intent: grant.decision.intents[0].clone(),
+        timestamp: read_snapshot(
+            provider,
+            &w.bundle.snapshot_spec(),
+            BlockNumberOrTag::Number(grant.decision.plan_block.number),
+        )
+        .await
+        .unwrap()
+        .timestamp,
+        digest: Some(operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module)),
+    };
+    let _: serde_json::Value =
+        provider.raw_request("evm_increaseTime".into(), (U256::from(7200),)).await.unwrap();
+    let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    let history = [payment_of(&paid.intent, paid.timestamp).unwrap()];
+    let later = decide_with(&w, "tithe", &history, vec![paid]).await;
+    assert_ne!(later.op.nonce, first.op.nonce);
+    sign(&node, &kps[1], &w, &later).await.expect("the dead tithe need not be in the history");
 }
