@@ -365,6 +365,19 @@ impl NodeState {
             .ok_or_else(|| required("replay is required but replay.rpc is not set"))?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("replay needs the runtime: {e}")))?;
+        if let Some(keeper) = &decision.keeper {
+            return handle
+                .block_on(super::upkeep::check(
+                    &replayer,
+                    provider,
+                    decision,
+                    keeper,
+                    &req.operation,
+                    digest,
+                    &self.intents,
+                ))
+                .map(Some);
+        }
         handle
             .block_on(super::replay::check(
                 &replayer,
@@ -568,10 +581,12 @@ fn ledger_records(
         }
     };
     if let Some(r) = replayed {
+        let upkeep = r.upkeep.iter().map(|u| record(u.key.clone(), format!("keeper:{}", u.job), None, u.timestamp));
         return r
             .intents
             .iter()
             .map(|(i, ts)| record(i.key.clone(), i.policy.clone(), Some(i.clone()), *ts))
+            .chain(upkeep)
             .collect();
     }
     match &req.decision {

@@ -477,18 +477,32 @@ pub struct Replayed {
     pub intents: Vec<(Intent, u64)>,
     /// Earlier digests found unable to execute any more (re-signing their keys is allowed).
     pub dead: BTreeSet<B256>,
+    /// For a keeper job's perform: its exactly-once key.
+    pub upkeep: Option<UpkeepSigned>,
+}
+
+/// A keeper job's perform a node signs: its ledger key, job and block time.
+#[derive(Debug, Clone)]
+pub struct UpkeepSigned {
+    /// `keeper:JOB:block:HASH:PERFORM` or `keeper:JOB:log:HASH:INDEX:PERFORM`.
+    pub key: String,
+    /// The job.
+    pub job: String,
+    /// Timestamp of the check's block.
+    pub timestamp: u64,
 }
 
 /// Checks again, under the ledger lock, that no key of `r` was signed meanwhile under another
 /// digest that the replay did not find dead.
 pub(crate) fn recheck(ledger: &IntentLedger, r: &Replayed, digest: B256) -> Result<(), Refusal> {
-    for (intent, _) in &r.intents {
+    let keys = r.intents.iter().map(|(i, _)| &i.key).chain(r.upkeep.iter().map(|u| &u.key));
+    for key in keys {
         if let Some(other) =
-            ledger.records(&intent.key).iter().find(|o| o.digest != digest && !r.dead.contains(&o.digest))
+            ledger.records(key).iter().find(|o| o.digest != digest && !r.dead.contains(&o.digest))
         {
             return Err(refuse(
                 RefusalCode::AlreadySigned,
-                format!("intent {} was signed meanwhile in operation {}", intent.key, other.digest),
+                format!("{key} was signed meanwhile in operation {}", other.digest),
             ));
         }
     }
@@ -552,7 +566,7 @@ pub async fn check(
         super::history::trusted_history(bundle, provider, cache, decision, digest, ledger, reads, earliest)
             .await?;
     let intents = replayer.replay_on(&snapshots, decision, op, &history).map_err(replay_refusal)?;
-    Ok(Replayed { intents, dead })
+    Ok(Replayed { intents, dead, upkeep: None })
 }
 
 /// The snapshot of every block the decision names, each read once, all at the same time: one
@@ -595,7 +609,7 @@ fn replay_refusal(e: treasury_policies::replay::ReplayError) -> Refusal {
 
 /// Whether the signed operation of `r` can never execute: its deadline passed, its module nonce
 /// is used, and not by it.
-async fn can_no_longer_execute(
+pub(crate) async fn can_no_longer_execute(
     provider: &DynProvider,
     module: alloy::primitives::Address,
     r: &LedgerRecord,

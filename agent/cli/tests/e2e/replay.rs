@@ -116,6 +116,7 @@ async fn grant_decision(
         plan_block: block,
         history_from: Some(history_window(provider, block.number).await.unwrap().from),
         history: presented,
+        keeper: None,
     };
     (op, decision)
 }
