@@ -199,7 +199,6 @@ pub struct PinnedJob {
     /// The job's name.
     pub name: String,
     /// What it checks and performs.
-    #[serde(flatten)]
     pub job: JobKind,
     /// For a log-triggered upkeep: the emitting contract and the event's topic0.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -249,7 +249,11 @@ impl NodeState {
         let checked = {
             let mut budget = self.budget.lock().expect("budget lock");
             budget.roll(period);
-            let checked = guard.check(
+            let valuing = match replayed.as_ref().and_then(|r| r.upkeep.as_ref()) {
+                Some(_) => super::guard::Valuing::MeasuredOnChain,
+                None => super::guard::Valuing::Required,
+            };
+            let checked = guard.check_as(
                 &req.operation,
                 req.chain_id,
                 req.module,
@@ -257,6 +261,7 @@ impl NodeState {
                 req.root_signature.as_ref().map(|b| b.as_ref()),
                 &budget,
                 now,
+                valuing,
             );
             // Counted under the same lock as the check: two concurrent requests cannot both pass
             // against the same remaining budget.
