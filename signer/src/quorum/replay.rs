@@ -721,8 +721,8 @@ mod tests {
     /// Attack: one operator (or an agent host that feeds one operator a config) changes what a
     /// node signs. With `pin_threshold = 2`, its approval alone, or with a stranger's, pins
     /// nothing; with a second listed operator's it pins. A change that may widen (a script
-    /// changed) is staged and enforced only once the delay has passed; one that only narrows (a
-    /// policy removed) is enforced at once.
+    /// changed, a keeper job added) is staged and enforced only once the delay has passed; one that
+    /// only narrows (a policy or a keeper job removed) is enforced at once.
     #[test]
     fn a_policy_change_needs_the_approvals_and_a_widening_one_waits_its_delay() {
         let dir = tempfile::tempdir().unwrap();
@@ -770,6 +770,25 @@ mod tests {
             pin_policy(dir.path(), &own, &config, &fewer, &[approve_policy(&other, &fewer)], 6000).unwrap();
         assert!(!out.widening);
         assert_eq!(enforced(dir.path(), &own, &config, 6000), fewer.hash(), "a narrowing change at once");
+
+        // a keeper job performed through the module widens what the nodes sign; dropping it narrows
+        let job = treasury_policies::upkeep::PinnedJob {
+            name: "counter".into(),
+            job: treasury_policies::upkeep::JobKind::ChainlinkUpkeep {
+                target: alloy::primitives::Address::repeat_byte(0xc0),
+                check_data: Default::default(),
+            },
+            log: None,
+        };
+        let with_job = fewer.clone().with_keeper_jobs(vec![job]);
+        let out =
+            pin_policy(dir.path(), &own, &config, &with_job, &[approve_policy(&other, &with_job)], 7000).unwrap();
+        assert!(out.widening, "a new keeper job waits out the delay");
+        assert_eq!(enforced(dir.path(), &own, &config, 7000), fewer.hash());
+        assert_eq!(enforced(dir.path(), &own, &config, 10_600), with_job.hash());
+        let out =
+            pin_policy(dir.path(), &own, &config, &fewer, &[approve_policy(&other, &fewer)], 11_000).unwrap();
+        assert!(!out.widening, "removing a keeper job narrows");
 
         // a pin file whose approvals fall short of the threshold (e.g. edited by hand) stops the node
         let pin = dir.path().join(PIN_FILE);

@@ -86,6 +86,15 @@ struct JobState {
     fee_waiting: bool,
 }
 
+/// The head as a round reads it.
+struct Head {
+    block: BlockRef,
+    /// The base fee of the block after it.
+    next_base_fee: u128,
+    /// Its parent's hash.
+    parent: B256,
+}
+
 /// The runs in flight, by job.
 type Busy = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
 
@@ -190,17 +199,21 @@ impl JobRunner {
     /// One round: resume open runs, find due work since the cursor, check, perform, move the cursor.
     pub async fn round(&mut self) -> Result<()> {
         self.resume_open().await?;
-        let (head, next_base_fee) = self.head().await?;
-        self.rest_refused(head.number);
         let cursor_key = self.pipeline.keeper().to_string().to_lowercase();
-        let cursor = self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?;
+        let logs_key = format!("{cursor_key}#logs");
+        // The head (one RPC) and the two cursors (journal) are read together.
+        let (head, cursor, logs_cursor) = tokio::try_join!(
+            self.head(),
+            async { Ok(self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?) },
+            async { Ok(self.journal().cursor(CURSOR_SOURCE, &logs_key).await?) },
+        )?;
+        let Head { block: head, next_base_fee, parent } = head;
+        self.rest_refused(head.number);
         let from = match cursor {
             None => head.number,
-            Some(c) => self.resume_point(&c).await?,
+            Some(c) => self.resume_point(&c, head, parent).await?,
         };
-        let logs_key = format!("{cursor_key}#logs");
-        let logs_from =
-            self.journal().cursor(CURSOR_SOURCE, &logs_key).await?.map_or(from, |c| c.block_number.min(from));
+        let logs_from = logs_cursor.map_or(from, |c| c.block_number.min(from));
         if from <= head.number {
             let logs_from = self.bound_catch_up(logs_from, head.number).await?;
             let work = self.due_work(from.max(logs_from), logs_from, head).await?;
@@ -220,7 +233,14 @@ impl JobRunner {
 
     /// The first block to examine after `cursor`; after a reorg that replaced the cursor's block,
     /// an earlier one (logs seen again are journaled under their block hash, so none is run twice).
-    async fn resume_point(&self, cursor: &Cursor) -> Result<u64> {
+    async fn resume_point(&self, cursor: &Cursor, head: BlockRef, parent: B256) -> Result<u64> {
+        // The usual case needs no read: the cursor is the head's parent (or the head itself).
+        let known = (cursor.block_number + 1 == head.number).then_some(parent).or_else(|| {
+            (cursor.block_number == head.number).then_some(head.hash)
+        });
+        if known.is_some_and(|h| h.to_string() == cursor.block_hash) {
+            return Ok(cursor.block_number + 1);
+        }
         let at = self.pipeline.provider().get_block_by_number(cursor.block_number.into()).await;
         let canonical = at.ok().flatten().map(|b| b.header.hash.to_string());
         if canonical.as_deref() == Some(cursor.block_hash.as_str()) {
@@ -383,7 +403,7 @@ impl JobRunner {
 
     /// The head, and the base fee of the block after it: a perform whose fee ceiling is under
     /// that could not be mined.
-    async fn head(&self) -> Result<(BlockRef, u128)> {
+    async fn head(&self) -> Result<Head> {
         let head = self
             .pipeline
             .provider()
@@ -393,9 +413,10 @@ impl JobRunner {
             .ok_or_else(|| KeeperError::Chain("latest block not found".into()))?;
         let params = alloy::eips::eip1559::BaseFeeParams::ethereum();
         let next_base_fee = head.header.next_block_base_fee(params).map_or(0, u128::from);
-        let head =
+        let parent = head.header.parent_hash;
+        let block =
             BlockRef { number: head.header.number, hash: head.header.hash, timestamp: head.header.timestamp };
-        Ok((head, next_base_fee))
+        Ok(Head { block, next_base_fee, parent })
     }
 
     /// Keeps `work` for a later round instead of signing a transaction that could not be mined
