@@ -249,8 +249,12 @@ pub async fn derive(
                 format!("block {block} holds no log {index} matching job {}'s trigger", job.name)
             })?)
         }
-        (None, Some(_)) => return Err(format!("job {} is not log-triggered, the request names a log", job.name)),
-        (Some(_), None) => return Err(format!("job {} is log-triggered, the request names no log", job.name)),
+        (None, Some(_)) => {
+            return Err(format!("job {} is not log-triggered, the request names a log", job.name));
+        }
+        (Some(_), None) => {
+            return Err(format!("job {} is log-triggered, the request names no log", job.name));
+        }
     };
     let answer = match job.job.check_call(log.as_ref(), timestamp) {
         None => Bytes::new(),
@@ -262,5 +266,7 @@ pub async fn derive(
             None => return Err("aggregate3 answered no result".into()),
         },
     };
-    job.job.decode_answer(&answer)?.ok_or_else(|| format!("the check at block {block} says no perform is needed"))
+    job.job
+        .decode_answer(&answer)?
+        .ok_or_else(|| format!("the check at block {block} says no perform is needed"))
 }

@@ -586,7 +586,8 @@ fn ledger_records(
         }
     };
     if let Some(r) = replayed {
-        let upkeep = r.upkeep.iter().map(|u| record(u.key.clone(), format!("keeper:{}", u.job), None, u.timestamp));
+        let upkeep =
+            r.upkeep.iter().map(|u| record(u.key.clone(), format!("keeper:{}", u.job), None, u.timestamp));
         return r
             .intents
             .iter()

@@ -782,7 +782,8 @@ mod tests {
         };
         let with_job = fewer.clone().with_keeper_jobs(vec![job]);
         let out =
-            pin_policy(dir.path(), &own, &config, &with_job, &[approve_policy(&other, &with_job)], 7000).unwrap();
+            pin_policy(dir.path(), &own, &config, &with_job, &[approve_policy(&other, &with_job)], 7000)
+                .unwrap();
         assert!(out.widening, "a new keeper job waits out the delay");
         assert_eq!(enforced(dir.path(), &own, &config, 7000), fewer.hash());
         assert_eq!(enforced(dir.path(), &own, &config, 10_600), with_job.hash());

@@ -367,7 +367,8 @@ pub(crate) async fn bundle_of(
         None => None,
     };
     let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
-    let jobs = config.keeper.jobs.iter().filter_map(treasury_agent::config::jobs::KeeperJob::pinned).collect();
+    let jobs =
+        config.keeper.jobs.iter().filter_map(treasury_agent::config::jobs::KeeperJob::pinned).collect();
     Ok(treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies)
         .with_keeper_jobs(jobs))
 }

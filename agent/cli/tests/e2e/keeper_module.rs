@@ -57,9 +57,8 @@ async fn honest_perform(env: &AgentEnv, name: &str) -> (Operation, Decision) {
     let provider = &env.chain.keeper;
     let head = provider.get_block_by_number(BlockNumberOrTag::Latest).await.unwrap().unwrap().header;
     let pinned = job.pinned().unwrap();
-    let perform = derive(provider, config.chain.multicall3, &pinned, head.hash, head.timestamp, None)
-        .await
-        .unwrap();
+    let perform =
+        derive(provider, config.chain.multicall3, &pinned, head.hash, head.timestamp, None).await.unwrap();
     let op = Operation {
         calls: vec![perform.module_call()],
         nonce: env.chain.module_nonce().await.unwrap(),
@@ -72,7 +71,11 @@ async fn honest_perform(env: &AgentEnv, name: &str) -> (Operation, Decision) {
         plan_block: PinnedBlock { number: head.number, hash: head.hash },
         history_from: None,
         history: Vec::new(),
-        keeper: Some(KeeperDecision { job: name.into(), log_index: None, perform_data: perform.perform_data }),
+        keeper: Some(KeeperDecision {
+            job: name.into(),
+            log_index: None,
+            perform_data: perform.perform_data,
+        }),
     };
     (op, decision)
 }
@@ -180,5 +183,8 @@ async fn a_job_whose_target_is_not_allow_listed_is_skipped_with_its_reason_witho
     // Backing off 4, 8, 16 blocks: over 24 blocks at most 4 tries, not 24.
     assert!(rows.len() <= 4, "{} skips over 24 blocks: a retry storm", rows.len());
     assert_eq!(env.chain.module_nonce().await.unwrap(), nonce, "nothing executed");
-    assert_eq!(IUpkeepCounter::new(target, env.chain.keeper.clone()).counter().call().await.unwrap(), U256::ZERO);
+    assert_eq!(
+        IUpkeepCounter::new(target, env.chain.keeper.clone()).counter().call().await.unwrap(),
+        U256::ZERO
+    );
 }

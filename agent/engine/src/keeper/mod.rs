@@ -235,9 +235,9 @@ impl JobRunner {
     /// an earlier one (logs seen again are journaled under their block hash, so none is run twice).
     async fn resume_point(&self, cursor: &Cursor, head: BlockRef, parent: B256) -> Result<u64> {
         // The usual case needs no read: the cursor is the head's parent (or the head itself).
-        let known = (cursor.block_number + 1 == head.number).then_some(parent).or_else(|| {
-            (cursor.block_number == head.number).then_some(head.hash)
-        });
+        let known = (cursor.block_number + 1 == head.number)
+            .then_some(parent)
+            .or_else(|| (cursor.block_number == head.number).then_some(head.hash));
         if known.is_some_and(|h| h.to_string() == cursor.block_hash) {
             return Ok(cursor.block_number + 1);
         }

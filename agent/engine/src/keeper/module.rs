@@ -61,7 +61,8 @@ impl JobRunner {
         let hash = check::perform_hash(target, &calldata);
         let op = self.module_operation(&work, target, &calldata).await?;
         let provider = self.pipeline.provider();
-        let facts = read_facts(provider, self.pipeline.module(), &op).await.map_err(|e| chain("module tiers", e))?;
+        let facts =
+            read_facts(provider, self.pipeline.module(), &op).await.map_err(|e| chain("module tiers", e))?;
         if let Tier::Two(reasons) = classify(&op, &facts) {
             let reason = format!(
                 "through the module this perform is not a tier-1 call ({}); allow-list its target and selector in the module and the signer nodes' guard",
@@ -185,10 +186,8 @@ impl SendTask {
     /// Has the quorum sign the perform; the `exec` transaction carrying it.
     pub(super) async fn sign_module(&self, m: &ModuleSend) -> std::result::Result<TxRequest, Unsigned> {
         let p = &self.pipeline;
-        let signed = p
-            .coordinator()
-            .sign_decided(&m.op, p.chain_id(), p.module(), None, Some(&m.decision))
-            .await;
+        let signed =
+            p.coordinator().sign_decided(&m.op, p.chain_id(), p.module(), None, Some(&m.decision)).await;
         let outcome = match signed {
             Ok(outcome) => outcome,
             Err(QuorumError::NotEnoughSigners { faults, .. })
@@ -224,7 +223,9 @@ impl SendTask {
                 journal.finish_keeper_run(self.id, RunState::Skipped, Some(&reason), None, 0).await?;
                 tracing::warn!(job = %self.job.name, %reason, "keeper job's perform through the module refused");
                 self.pipeline.metrics().jobs.inc_skipped(&self.job.name);
-                self.pipeline.notifier().notify(Notification::JobSkipped { job: self.job.name.clone(), reason });
+                self.pipeline
+                    .notifier()
+                    .notify(Notification::JobSkipped { job: self.job.name.clone(), reason });
                 self.refused.lock().expect("refused lock").push(self.job.name.clone());
             }
             Unsigned::Failed(reason) => {

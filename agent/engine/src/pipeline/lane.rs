@@ -228,7 +228,9 @@ impl Pipeline {
     /// tier 1; otherwise the first intent alone), simulates it, and journals it as planned.
     async fn plan_next(&self, guarded: &[&PendingIntent]) -> Result<LaneStep> {
         let Ok(_nonce) = self.module_nonce_lock.try_lock() else {
-            return Ok(LaneStep::Waiting("a keeper job's perform through the module holds the module nonce".into()));
+            return Ok(LaneStep::Waiting(
+                "a keeper job's perform through the module holds the module nonce".into(),
+            ));
         };
         let started = Instant::now();
         let snapshot = self.latest_snapshot().await?;
