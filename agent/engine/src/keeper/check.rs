@@ -73,24 +73,6 @@ pub fn decode(job: &KeeperJob, answer: Result<&[u8], &[u8]>) -> CheckOutcome {
 
 pub use treasury_policies::upkeep::aggregate;
 
-/// Checks per `aggregate3` when a round's checks are split ([`aggregate_split`]).
-pub const CHECKS_PER_CALL: usize = 250;
-
-/// [`aggregate`] with `calls` split into `aggregate3`s of at most `per_call` checks, all sent at
-/// once: the endpoint may run them side by side, so the round waits for the slowest part rather
-/// than the sum. Answers in the order of `calls`.
-pub async fn aggregate_split(
-    provider: &DynProvider,
-    multicall3: Address,
-    block: B256,
-    calls: &[(Address, Bytes)],
-    per_call: usize,
-) -> Result<Vec<Result<Bytes, Bytes>>, String> {
-    let parts = calls.chunks(per_call.max(1)).map(|part| aggregate(provider, multicall3, block, part));
-    let answers = futures::future::try_join_all(parts).await?;
-    Ok(answers.into_iter().flatten().collect())
-}
-
 /// keccak256 of a perform's calldata, hex: the third part of a run's exactly-once key.
 pub fn perform_hash(target: Address, calldata: &[u8]) -> String {
     treasury_policies::upkeep::perform_hash(target, calldata).to_string()

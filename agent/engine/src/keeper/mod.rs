@@ -450,15 +450,9 @@ impl JobRunner {
             .filter_map(|(i, w)| check::check_call(&self.jobs[w.job], w).map(|c| (i, c)))
             .collect();
         let plain: Vec<(Address, Bytes)> = calls.iter().map(|(_, c)| c.clone()).collect();
-        let answers = check::aggregate_split(
-            self.pipeline.provider(),
-            self.multicall3,
-            block,
-            &plain,
-            check::CHECKS_PER_CALL,
-        )
-        .await
-        .map_err(KeeperError::Chain)?;
+        let answers = check::aggregate(self.pipeline.provider(), self.multicall3, block, &plain)
+            .await
+            .map_err(KeeperError::Chain)?;
         let mut by_item: HashMap<usize, Result<Bytes, Bytes>> =
             calls.iter().map(|(i, _)| *i).zip(answers).collect();
         Ok(items
