@@ -804,17 +804,25 @@ impl Sender {
     }
 
     async fn fees(&self, cap: u128) -> Result<(u128, u128)> {
-        let tip = match self.config.priority_fee_per_gas {
-            Some(tip) => tip,
-            None => {
-                self.provider.get_max_priority_fee_per_gas().await.map_err(rpc("eth_maxPriorityFeePerGas"))?
+        // The tip and the latest block are asked for together.
+        let (tip, block) = tokio::try_join!(
+            async {
+                match self.config.priority_fee_per_gas {
+                    Some(tip) => Ok(tip),
+                    None => self
+                        .provider
+                        .get_max_priority_fee_per_gas()
+                        .await
+                        .map_err(rpc("eth_maxPriorityFeePerGas")),
+                }
+            },
+            async {
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Latest)
+                    .await
+                    .map_err(rpc("eth_getBlockByNumber"))
             }
-        };
-        let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(rpc("eth_getBlockByNumber"))?;
+        )?;
         let base = block.and_then(|b| b.header.base_fee_per_gas).unwrap_or_default() as u128;
         let max_fee = (2 * base + tip).min(cap);
         Ok((max_fee, tip.min(max_fee)))

@@ -42,6 +42,7 @@ mod rebalance;
 pub mod reference;
 pub mod replay;
 pub mod simulate;
+pub mod upkeep;
 pub mod view;
 
 pub use config::{Limits, PoliciesConfig, PolicyEntry, TokenEntry, Trigger};

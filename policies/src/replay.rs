@@ -65,6 +65,10 @@ pub struct Decision {
     /// the operation that carries it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<PastIntent>,
+    /// For a keeper job's perform through the module (no intents): the job and what its check
+    /// answered at `plan_block`, which the node checks again ([`crate::upkeep::derive`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<crate::upkeep::KeeperDecision>,
 }
 
 /// One intent of a decision's history: what the agent counted, and the operation carrying it.
@@ -194,6 +198,9 @@ pub struct PolicyBundle {
     pub policies: PoliciesConfig,
     /// Script source by policy name.
     pub scripts: BTreeMap<String, String>,
+    /// The keeper jobs whose performs the nodes sign through the module (`execute = "module"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keeper_jobs: Vec<crate::upkeep::PinnedJob>,
 }
 
 impl PolicyBundle {
@@ -217,7 +224,19 @@ impl PolicyBundle {
             venue: venue.map(|v| (v.router, v.weth)),
             policies,
             scripts,
+            keeper_jobs: Vec::new(),
         }
+    }
+
+    /// This bundle with `jobs` as the keeper jobs the nodes sign performs of.
+    pub fn with_keeper_jobs(mut self, jobs: Vec<crate::upkeep::PinnedJob>) -> Self {
+        self.keeper_jobs = jobs;
+        self
+    }
+
+    /// The pinned keeper job named `name`.
+    pub fn keeper_job(&self, name: &str) -> Option<&crate::upkeep::PinnedJob> {
+        self.keeper_jobs.iter().find(|j| j.name == name)
     }
 
     /// A bundle whose scripts are read from `policies`' files, resolved against `base_dir`.
@@ -244,8 +263,9 @@ impl PolicyBundle {
     }
 
     /// Whether this bundle only narrows `old`: same chain, Safe, module and venue; every policy
-    /// kept unchanged (entry and script) or removed; tokens and addresses kept or removed; the
-    /// same limits. Anything else may widen what the nodes sign, and waits out the delay.
+    /// kept unchanged (entry and script) or removed; keeper jobs kept unchanged or removed; tokens and
+    /// addresses kept or removed; the same limits. Anything else may widen what the nodes sign, and
+    /// waits out the delay.
     pub fn narrows(&self, old: &PolicyBundle) -> bool {
         let same_place = self.chain_id == old.chain_id
             && self.safe == old.safe
@@ -259,7 +279,9 @@ impl PolicyBundle {
         let tokens_kept = self.policies.tokens.iter().all(|(k, t)| old.policies.tokens.get(k) == Some(t));
         let names_kept =
             self.policies.addresses.iter().all(|(k, a)| old.policies.addresses.get(k) == Some(a));
+        let jobs_kept = self.keeper_jobs.iter().all(|j| old.keeper_jobs.contains(j));
         same_place
+            && jobs_kept
             && policies_kept
             && tokens_kept
             && names_kept
@@ -329,6 +351,9 @@ impl Replayer {
     pub fn check_decision(&self, decision: &Decision) -> Result<(), ReplayError> {
         if decision.policy_hash != self.hash {
             return Err(ReplayError::PolicyHash { expected: self.hash, got: decision.policy_hash });
+        }
+        if decision.keeper.is_some() {
+            return Err(ReplayError::Malformed("a keeper job's decision is not a policy decision".into()));
         }
         if decision.intents.is_empty() {
             return Err(ReplayError::Malformed("no intents".into()));

@@ -131,6 +131,16 @@ pub fn outflows(op: &Operation) -> Result<Outflows, (usize, String)> {
     rules::valued_outflows(op)
 }
 
+/// How the guard treats an allow-listed call whose outflows it cannot value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Valuing {
+    /// Refused: every tier-1 outflow must be valued and counted by the node.
+    Required,
+    /// Accepted with no valued outflow (a keeper job's perform the node re-derived; the module
+    /// measures what it moves).
+    MeasuredOnChain,
+}
+
 impl GuardConfig {
     /// Checks `op` before signing.
     ///
@@ -149,6 +159,27 @@ impl GuardConfig {
         root_signature: Option<&[u8]>,
         budget: &BudgetState,
         now_unix: u64,
+    ) -> Result<Approved, Refusal> {
+        self.check_as(op, chain_id, module, digest, root_signature, budget, now_unix, Valuing::Required)
+    }
+
+    /// [`GuardConfig::check`], with how a call the outflow model cannot value is treated.
+    ///
+    /// # Security
+    /// [`Valuing::MeasuredOnChain`] only for an operation the node derived itself as a keeper
+    /// job's perform (one allow-listed call that is no transfer or approval): its outflows are
+    /// then left to the module's own measurement against its on-chain budgets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_as(
+        &self,
+        op: &Operation,
+        chain_id: u64,
+        module: Address,
+        digest: B256,
+        root_signature: Option<&[u8]>,
+        budget: &BudgetState,
+        now_unix: u64,
+        valuing: Valuing,
     ) -> Result<Approved, Refusal> {
         if chain_id != self.chain_id {
             return Err(Refusal::new(
@@ -194,7 +225,7 @@ impl GuardConfig {
                 None => Err(Refusal::new(RefusalCode::RootSignatureRequired, "root signature is malformed")),
             };
         }
-        let flows = self.check_tier1(op)?;
+        let flows = self.check_tier1(op, valuing)?;
         // What moves an asset this node keeps no budget for would be signed without being counted.
         if let Some((asset, amount)) = flows.iter().find(|(a, v)| !v.is_zero() && !self.budgeted(**a)) {
             return Err(Refusal::new(
@@ -230,7 +261,7 @@ impl GuardConfig {
     /// neither the Safe's address nor which assets the module tracks: a swap's recipient and the
     /// tracking of what moves are left to the module), and the operation's valued outflows. A call
     /// the outflow model cannot value is refused.
-    fn check_tier1(&self, op: &Operation) -> Result<Outflows, Refusal> {
+    fn check_tier1(&self, op: &Operation, valuing: Valuing) -> Result<Outflows, Refusal> {
         let refuse = |i: usize, why: String| {
             Err(Refusal::new(
                 RefusalCode::NotAllowed,
@@ -271,7 +302,13 @@ impl GuardConfig {
                 }
             }
         }
-        outflows(op).or_else(|(i, why)| refuse(i, format!("{why} at tier 1")))
+        match (outflows(op), valuing) {
+            (Ok(flows), _) => Ok(flows),
+            (Err(_), Valuing::MeasuredOnChain) if op.calls.iter().all(|c| c.value.is_zero()) => {
+                Ok(Outflows::new())
+            }
+            (Err((i, why)), _) => refuse(i, format!("{why} at tier 1")),
+        }
     }
 
     fn budgeted(&self, asset: Address) -> bool {

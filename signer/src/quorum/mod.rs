@@ -14,6 +14,7 @@
 //! - [`client`]: the coordinator's authenticated HTTP client for one node.
 //! - [`coordinator`]: signing with t of n nodes, and driving DKG/refresh.
 //! - [`replay`]: the pinned policy set, the signed-intent ledger, replaying a decision.
+//! - `upkeep`: replaying a keeper job's perform through the module.
 //! - [`chain_cache`]: what a replaying node keeps from its own RPC endpoint between requests.
 //! - [`quorum_file`]: the quorum file DKG writes and the coordinator reads.
 //! - [`signature`]: signature and group key in the form `TreasuryModule` takes.
@@ -35,6 +36,7 @@ pub mod quorum_file;
 pub mod replay;
 pub mod signature;
 pub mod store;
+mod upkeep;
 pub mod wire;
 
 pub use coordinator::Coordinator;

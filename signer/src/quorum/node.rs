@@ -249,7 +249,11 @@ impl NodeState {
         let checked = {
             let mut budget = self.budget.lock().expect("budget lock");
             budget.roll(period);
-            let checked = guard.check(
+            let valuing = match replayed.as_ref().and_then(|r| r.upkeep.as_ref()) {
+                Some(_) => super::guard::Valuing::MeasuredOnChain,
+                None => super::guard::Valuing::Required,
+            };
+            let checked = guard.check_as(
                 &req.operation,
                 req.chain_id,
                 req.module,
@@ -257,6 +261,7 @@ impl NodeState {
                 req.root_signature.as_ref().map(|b| b.as_ref()),
                 &budget,
                 now,
+                valuing,
             );
             // Counted under the same lock as the check: two concurrent requests cannot both pass
             // against the same remaining budget.
@@ -358,6 +363,19 @@ impl NodeState {
             .ok_or_else(|| required("replay is required but replay.rpc is not set"))?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| Refusal::new(RefusalCode::BadRequest, format!("replay needs the runtime: {e}")))?;
+        if let Some(keeper) = &decision.keeper {
+            return handle
+                .block_on(super::upkeep::check(
+                    &replayer,
+                    provider,
+                    decision,
+                    keeper,
+                    &req.operation,
+                    digest,
+                    &self.intents,
+                ))
+                .map(Some);
+        }
         handle
             .block_on(super::replay::check(
                 &replayer,
@@ -561,10 +579,13 @@ fn ledger_records(
         }
     };
     if let Some(r) = replayed {
+        let upkeep =
+            r.upkeep.iter().map(|u| record(u.key.clone(), format!("keeper:{}", u.job), None, u.timestamp));
         return r
             .intents
             .iter()
             .map(|(i, ts)| record(i.key.clone(), i.policy.clone(), Some(i.clone()), *ts))
+            .chain(upkeep)
             .collect();
     }
     match &req.decision {

@@ -491,18 +491,32 @@ pub struct Replayed {
     pub intents: Vec<(Intent, u64)>,
     /// Earlier digests found unable to execute any more (re-signing their keys is allowed).
     pub dead: BTreeSet<B256>,
+    /// For a keeper job's perform: its exactly-once key.
+    pub upkeep: Option<UpkeepSigned>,
+}
+
+/// A keeper job's perform a node signs: its ledger key, job and block time.
+#[derive(Debug, Clone)]
+pub struct UpkeepSigned {
+    /// `keeper:JOB:block:HASH:PERFORM` or `keeper:JOB:log:HASH:INDEX:PERFORM`.
+    pub key: String,
+    /// The job.
+    pub job: String,
+    /// Timestamp of the check's block.
+    pub timestamp: u64,
 }
 
 /// Checks again, under the ledger lock, that no key of `r` was signed meanwhile under another
 /// digest that the replay did not find dead.
 pub(crate) fn recheck(ledger: &IntentLedger, r: &Replayed, digest: B256) -> Result<(), Refusal> {
-    for (intent, _) in &r.intents {
+    let keys = r.intents.iter().map(|(i, _)| &i.key).chain(r.upkeep.iter().map(|u| &u.key));
+    for key in keys {
         if let Some(other) =
-            ledger.records(&intent.key).iter().find(|o| o.digest != digest && !r.dead.contains(&o.digest))
+            ledger.records(key).iter().find(|o| o.digest != digest && !r.dead.contains(&o.digest))
         {
             return Err(refuse(
                 RefusalCode::AlreadySigned,
-                format!("intent {} was signed meanwhile in operation {}", intent.key, other.digest),
+                format!("{key} was signed meanwhile in operation {}", other.digest),
             ));
         }
     }
@@ -588,7 +602,7 @@ pub async fn check(
         super::history::trusted_history(bundle, provider, cache, decision, digest, ledger, reads, earliest)
             .await?;
     let intents = replayer.replay_on(&snapshots, decision, op, &history).map_err(replay_refusal)?;
-    Ok(Replayed { intents, dead })
+    Ok(Replayed { intents, dead, upkeep: None })
 }
 
 /// The snapshots of `blocks`, none kept from an earlier request: each read whole
@@ -619,7 +633,7 @@ fn replay_refusal(e: treasury_policies::replay::ReplayError) -> Refusal {
 
 /// Whether the signed operation of `r` can never execute: its deadline passed, its module nonce
 /// is used, and not by it.
-async fn can_no_longer_execute(
+pub(crate) async fn can_no_longer_execute(
     provider: &DynProvider,
     module: alloy::primitives::Address,
     r: &LedgerRecord,
@@ -731,8 +745,8 @@ mod tests {
     /// Attack: one operator (or an agent host that feeds one operator a config) changes what a
     /// node signs. With `pin_threshold = 2`, its approval alone, or with a stranger's, pins
     /// nothing; with a second listed operator's it pins. A change that may widen (a script
-    /// changed) is staged and enforced only once the delay has passed; one that only narrows (a
-    /// policy removed) is enforced at once.
+    /// changed, a keeper job added) is staged and enforced only once the delay has passed; one that
+    /// only narrows (a policy or a keeper job removed) is enforced at once.
     #[test]
     fn a_policy_change_needs_the_approvals_and_a_widening_one_waits_its_delay() {
         let dir = tempfile::tempdir().unwrap();
@@ -780,6 +794,26 @@ mod tests {
             pin_policy(dir.path(), &own, &config, &fewer, &[approve_policy(&other, &fewer)], 6000).unwrap();
         assert!(!out.widening);
         assert_eq!(enforced(dir.path(), &own, &config, 6000), fewer.hash(), "a narrowing change at once");
+
+        // a keeper job performed through the module widens what the nodes sign; dropping it narrows
+        let job = treasury_policies::upkeep::PinnedJob {
+            name: "counter".into(),
+            job: treasury_policies::upkeep::JobKind::ChainlinkUpkeep {
+                target: alloy::primitives::Address::repeat_byte(0xc0),
+                check_data: Default::default(),
+            },
+            log: None,
+        };
+        let with_job = fewer.clone().with_keeper_jobs(vec![job]);
+        let out =
+            pin_policy(dir.path(), &own, &config, &with_job, &[approve_policy(&other, &with_job)], 7000)
+                .unwrap();
+        assert!(out.widening, "a new keeper job waits out the delay");
+        assert_eq!(enforced(dir.path(), &own, &config, 7000), fewer.hash());
+        assert_eq!(enforced(dir.path(), &own, &config, 10_600), with_job.hash());
+        let out =
+            pin_policy(dir.path(), &own, &config, &fewer, &[approve_policy(&other, &fewer)], 11_000).unwrap();
+        assert!(!out.widening, "removing a keeper job narrows");
 
         // a pin file whose approvals fall short of the threshold (e.g. edited by hand) stops the node
         let pin = dir.path().join(PIN_FILE);

@@ -137,6 +137,7 @@ fn ask_for(w: &World, policy: &str, snapshot: treasury_chain::Snapshot, intents:
         plan_block: block,
         history_from: Some(w.genesis),
         history: Vec::new(),
+        keeper: None,
     };
     Ask { decision, op }
 }

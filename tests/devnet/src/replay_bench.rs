@@ -150,6 +150,7 @@ async fn tithe_decision(chain: &TestChain, bundle: &PolicyBundle) -> anyhow::Res
         plan_block: block,
         history_from: Some(history_window(&chain.keeper, block.number).await?.from),
         history: Vec::new(),
+        keeper: None,
     };
     Ok((op, decision))
 }

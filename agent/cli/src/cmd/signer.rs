@@ -367,7 +367,10 @@ pub(crate) async fn bundle_of(
         None => None,
     };
     let policies = treasury_policies::PolicySet::load(&config.policies, &config.base_dir)?;
-    Ok(treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies))
+    let jobs =
+        config.keeper.jobs.iter().filter_map(treasury_agent::config::jobs::KeeperJob::pinned).collect();
+    Ok(treasury_agent::pipeline::policy_bundle(config.chain.chain_id, &spec, venue, &policies)
+        .with_keeper_jobs(jobs))
 }
 
 /// The loopback bench's settings from `a`, its nodes started from this executable.

@@ -24,35 +24,35 @@ fn crash_helper() -> PathBuf {
 }
 
 /// Appends `[[keeper.job]]` tables (and anything else under `[keeper]`) to the agent's config.
-fn add_jobs(env: &AgentEnv, toml: &str) {
+pub(crate) fn add_jobs(env: &AgentEnv, toml: &str) {
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push('\n');
     text.push_str(toml);
     std::fs::write(&env.config, text).unwrap();
 }
 
-fn job(name: &str, kind_fields: &str, gas_limit: u64, trigger: &str) -> String {
+pub(crate) fn job(name: &str, kind_fields: &str, gas_limit: u64, trigger: &str) -> String {
     format!(
         "\n[[keeper.job]]\nname = \"{name}\"\n{kind_fields}\ngas_limit = {gas_limit}\ntrigger = {trigger}\n"
     )
 }
 
-async fn runs(journal: &Journal, job: &str) -> Vec<KeeperRun> {
+pub(crate) async fn runs(journal: &Journal, job: &str) -> Vec<KeeperRun> {
     journal.keeper_runs(Some(job), 1000).await.unwrap()
 }
 
-fn count(runs: &[KeeperRun], state: RunState) -> usize {
+pub(crate) fn count(runs: &[KeeperRun], state: RunState) -> usize {
     runs.iter().filter(|r| r.state == state).count()
 }
 
 /// Moves anvil's clock by `secs` and mines a block there.
-async fn advance(env: &AgentEnv, secs: u64) {
+pub(crate) async fn advance(env: &AgentEnv, secs: u64) {
     let p = &env.chain.keeper;
     let _: serde_json::Value = p.raw_request("evm_increaseTime".into(), (secs,)).await.unwrap();
     let _: serde_json::Value = p.raw_request("evm_mine".into(), ()).await.unwrap();
 }
 
-async fn mine(env: &AgentEnv, blocks: u64) {
+pub(crate) async fn mine(env: &AgentEnv, blocks: u64) {
     let _: serde_json::Value =
         env.chain.keeper.raw_request("anvil_mine".into(), (U256::from(blocks),)).await.unwrap();
 }
@@ -189,7 +189,7 @@ async fn reverting_checks_and_performs_and_the_gas_cap_are_skipped_with_their_re
 
 /// Waits until the agent's keeper cursor reached `block` (the agent is a separate process; up to
 /// two minutes, as the whole e2e suite shares two cores).
-async fn wait_for_cursor(journal: &Journal, env: &AgentEnv, block: u64) {
+pub(crate) async fn wait_for_cursor(journal: &Journal, env: &AgentEnv, block: u64) {
     let key = env.keeper.to_string().to_lowercase();
     for _ in 0..2400 {
         let cursor = journal.cursor(treasury_agent::keeper::CURSOR_SOURCE, &key).await.unwrap();

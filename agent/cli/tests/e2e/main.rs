@@ -12,6 +12,7 @@ mod faults;
 mod hsm_keeper;
 mod keeper;
 mod keeper_jobs;
+mod keeper_module;
 mod payments_api;
 mod pipeline;
 mod replay;

@@ -116,13 +116,14 @@ async fn grant_decision(
         plan_block: block,
         history_from: Some(history_window(provider, block.number).await.unwrap().from),
         history: presented,
+        keeper: None,
     };
     (op, decision)
 }
 
 /// Asks the quorum of node processes with the agent's own coordinator key; returns every
 /// node's refusal, or panics if it signed.
-async fn refusals(env: &AgentEnv, op: &Operation, decision: &Decision) -> Vec<String> {
+pub(crate) async fn refusals(env: &AgentEnv, op: &Operation, decision: &Decision) -> Vec<String> {
     let d = &env.chain.deployment;
     let coordinator = env.coordinator().unwrap();
     match coordinator.sign_decided(op, d.chain_id, d.module, None, Some(decision)).await {
@@ -138,7 +139,7 @@ async fn refusals(env: &AgentEnv, op: &Operation, decision: &Decision) -> Vec<St
     }
 }
 
-fn every(refusals: &[String], names: &str) {
+pub(crate) fn every(refusals: &[String], names: &str) {
     // 2-of-3: once two nodes refused, no two remain, so the coordinator stops asking
     assert!(refusals.len() >= 2, "every node asked refuses: {refusals:?}");
     assert!(refusals.iter().all(|r| r.contains(names)), "each names `{names}`: {refusals:?}");

@@ -105,46 +105,7 @@ mod ether_opt {
     }
 }
 
-/// What a job checks and what it performs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobKind {
-    /// Chainlink Automation: `checkUpkeep(checkData)` (or `checkLog(log, checkData)` for a log
-    /// trigger) then `performUpkeep(performData)` on `target`.
-    ChainlinkUpkeep {
-        /// The upkeep contract.
-        target: Address,
-        /// Its `checkData`.
-        check_data: Bytes,
-    },
-    /// Gelato: `resolver.call(checker_data)` returns `(bool canExec, bytes execPayload)`, and the
-    /// payload is sent to `target`.
-    GelatoResolver {
-        /// The resolver.
-        resolver: Address,
-        /// Calldata of the check (`checker()` by default).
-        checker_data: Bytes,
-        /// Where the payload goes.
-        target: Address,
-    },
-    /// A fixed call, on the trigger alone.
-    Call {
-        /// The contract called.
-        target: Address,
-        /// The calldata.
-        data: Bytes,
-    },
-}
-
-impl JobKind {
-    /// The kind's name as written in the config.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ChainlinkUpkeep { .. } => "chainlink_upkeep",
-            Self::GelatoResolver { .. } => "gelato_resolver",
-            Self::Call { .. } => "call",
-        }
-    }
-}
+pub use treasury_policies::upkeep::JobKind;
 
 /// Who sends a job's perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +149,18 @@ impl KeeperJob {
             Trigger::OnLog { event, .. } => raw_topic(event).or_else(|| self.trigger.topic0()),
             _ => None,
         }
+    }
+
+    /// The job as the signer nodes pin it, when its performs go through the module.
+    pub fn pinned(&self) -> Option<treasury_policies::upkeep::PinnedJob> {
+        (self.execute == Execute::Module).then(|| treasury_policies::upkeep::PinnedJob {
+            name: self.name.clone(),
+            job: self.kind.clone(),
+            log: match &self.trigger {
+                Trigger::OnLog { address, .. } => self.topic0().map(|t| (*address, t)),
+                _ => None,
+            },
+        })
     }
 
     /// The most a single perform can cost: gas limit × fee ceiling, in wei.

@@ -2,16 +2,11 @@
 //! what each answer means.
 
 use alloy::eips::BlockId;
-use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::primitives::{Address, B256, Bytes, keccak256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{Log, TransactionRequest};
-use alloy::sol_types::{SolCall, SolValue};
-use treasury_chain::contracts::IMulticall3;
-use treasury_chain::contracts::automation::{
-    AutomationCompatibleInterface, ILogAutomation, Log as AutomationLog,
-};
 
-use crate::config::jobs::{JobKind, KeeperJob};
+use crate::config::jobs::KeeperJob;
 use crate::pipeline::simulate::{reason_of_rpc_error, revert_reason};
 
 /// A block a check is pinned to.
@@ -58,41 +53,7 @@ pub enum CheckOutcome {
 
 /// The check call of `work` (`None` for a `call` job, which has no check).
 pub fn check_call(job: &KeeperJob, work: &Work) -> Option<(Address, Bytes)> {
-    match &job.kind {
-        JobKind::ChainlinkUpkeep { target, check_data } => Some(match &work.log {
-            Some(log) => (
-                *target,
-                ILogAutomation::checkLogCall {
-                    log: automation_log(log, work.block.timestamp),
-                    checkData: check_data.clone(),
-                }
-                .abi_encode()
-                .into(),
-            ),
-            None => (
-                *target,
-                AutomationCompatibleInterface::checkUpkeepCall { checkData: check_data.clone() }
-                    .abi_encode()
-                    .into(),
-            ),
-        }),
-        JobKind::GelatoResolver { resolver, checker_data, .. } => Some((*resolver, checker_data.clone())),
-        JobKind::Call { .. } => None,
-    }
-}
-
-/// The log as Chainlink's `checkLog` receives it.
-fn automation_log(log: &Log, timestamp: u64) -> AutomationLog {
-    AutomationLog {
-        index: U256::from(log.log_index.unwrap_or_default()),
-        timestamp: U256::from(log.block_timestamp.unwrap_or(timestamp)),
-        txHash: log.transaction_hash.unwrap_or_default(),
-        blockNumber: U256::from(log.block_number.unwrap_or_default()),
-        blockHash: log.block_hash.unwrap_or_default(),
-        source: log.address(),
-        topics: log.topics().to_vec(),
-        data: log.data().data.clone(),
-    }
+    job.kind.check_call(work.log.as_ref(), work.block.timestamp)
 }
 
 /// What the check's answer (`Ok` the return data, `Err` the revert data) means for `job`.
@@ -101,76 +62,20 @@ pub fn decode(job: &KeeperJob, answer: Result<&[u8], &[u8]>) -> CheckOutcome {
         Ok(data) => data,
         Err(revert) => return CheckOutcome::Failed(format!("check {}", revert_reason(revert))),
     };
-    match &job.kind {
-        JobKind::Call { target, data } => {
-            CheckOutcome::Needed { target: *target, calldata: data.clone(), perform_data: data.clone() }
+    match job.kind.decode_answer(data) {
+        Ok(None) => CheckOutcome::NotNeeded,
+        Ok(Some(p)) => {
+            CheckOutcome::Needed { target: p.target, calldata: p.calldata, perform_data: p.perform_data }
         }
-        JobKind::ChainlinkUpkeep { target, .. } => match <(bool, Bytes)>::abi_decode_params(data) {
-            Ok((false, _)) => CheckOutcome::NotNeeded,
-            Ok((true, perform_data)) => CheckOutcome::Needed {
-                target: *target,
-                calldata: AutomationCompatibleInterface::performUpkeepCall {
-                    performData: perform_data.clone(),
-                }
-                .abi_encode()
-                .into(),
-                perform_data,
-            },
-            Err(e) => CheckOutcome::Failed(format!(
-                "check answer is not (bool upkeepNeeded, bytes performData): {e}"
-            )),
-        },
-        JobKind::GelatoResolver { target, .. } => match <(bool, Bytes)>::abi_decode_params(data) {
-            Ok((false, _)) => CheckOutcome::NotNeeded,
-            Ok((true, payload)) => {
-                CheckOutcome::Needed { target: *target, calldata: payload.clone(), perform_data: payload }
-            }
-            Err(e) => {
-                CheckOutcome::Failed(format!("resolver answer is not (bool canExec, bytes execPayload): {e}"))
-            }
-        },
+        Err(reason) => CheckOutcome::Failed(reason),
     }
 }
 
-/// Runs `calls` in one `aggregate3` (each allowed to fail) at `block`, as a simulation from the
-/// zero address (Chainlink's `cannotExecute` checks refuse any other origin); per call its return
-/// data or its revert data.
-pub async fn aggregate(
-    provider: &DynProvider,
-    multicall3: Address,
-    block: B256,
-    calls: &[(Address, Bytes)],
-) -> Result<Vec<Result<Bytes, Bytes>>, String> {
-    if calls.is_empty() {
-        return Ok(Vec::new());
-    }
-    let call3: Vec<IMulticall3::Call3> = calls
-        .iter()
-        .map(|(target, data)| IMulticall3::Call3 {
-            target: *target,
-            allowFailure: true,
-            callData: data.clone(),
-        })
-        .collect();
-    let request = TransactionRequest::default()
-        .from(Address::ZERO)
-        .to(multicall3)
-        .input(IMulticall3::aggregate3Call { calls: call3 }.abi_encode().into());
-    let out = provider
-        .call(request)
-        .block(BlockId::hash(block))
-        .await
-        .map_err(|e| format!("aggregate3 of {} check(s) at block {block}: {e}", calls.len()))?;
-    let results = IMulticall3::aggregate3Call::abi_decode_returns(&out)
-        .map_err(|e| format!("aggregate3 answer does not decode: {e}"))?;
-    Ok(results.into_iter().map(|r| if r.success { Ok(r.returnData) } else { Err(r.returnData) }).collect())
-}
+pub use treasury_policies::upkeep::aggregate;
 
 /// keccak256 of a perform's calldata, hex: the third part of a run's exactly-once key.
 pub fn perform_hash(target: Address, calldata: &[u8]) -> String {
-    let mut bytes = target.to_vec();
-    bytes.extend_from_slice(calldata);
-    keccak256(bytes).to_string()
+    treasury_policies::upkeep::perform_hash(target, calldata).to_string()
 }
 
 /// The key of a reverting check: its reason's hash, so one reason is journaled once per work.

@@ -14,9 +14,11 @@
 //!
 //! - [`check`]: check calldata, the batched `aggregate3`, decoding.
 //! - [`metrics`]: the counters.
+//! - `module`: performs through the treasury module (`execute = "module"`), signed by the quorum.
 
 pub mod check;
 pub mod metrics;
+mod module;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -84,6 +86,15 @@ struct JobState {
     fee_waiting: bool,
 }
 
+/// The head as a round reads it.
+struct Head {
+    block: BlockRef,
+    /// The base fee of the block after it.
+    next_base_fee: u128,
+    /// Its parent's hash.
+    parent: B256,
+}
+
 /// The runs in flight, by job.
 type Busy = Arc<Mutex<HashMap<String, HashSet<i64>>>>;
 
@@ -101,6 +112,8 @@ pub struct JobRunner {
     /// This round's log work whose perform waits for the base fee to fall under its job's
     /// ceiling; its earliest block is journaled as where the next round starts reading logs.
     fee_deferred: Vec<Work>,
+    /// Jobs whose perform through the module the nodes refused since the last round.
+    refused: Arc<Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -110,20 +123,20 @@ impl std::fmt::Debug for JobRunner {
 }
 
 impl JobRunner {
-    /// A runner for `jobs` on `pipeline`'s provider, journal and sender; refuses what this version
-    /// cannot run (execution through the module).
+    /// A runner for `jobs` on `pipeline`'s provider, journal, sender and (for jobs executed
+    /// through the module) quorum; a module-executed job must be pinned in the pipeline's bundle
+    /// ([`Pipeline::with_keeper_jobs`]).
     pub fn new(
         pipeline: Arc<Pipeline>,
         jobs: Vec<KeeperJob>,
         settings: AutomationConfig,
         multicall3: Address,
     ) -> Result<Self> {
-        if let Some(job) = jobs.iter().find(|j| j.execute == Execute::Module) {
+        let pinned = pipeline.keeper_jobs();
+        if let Some(job) = jobs.iter().find(|j| j.pinned().is_some_and(|p| !pinned.contains(&p))) {
             return Err(KeeperError::Config {
                 job: job.name.clone(),
-                reason:
-                    "execute = \"module\" is not supported by treasury run yet (use execute = \"keeper\")"
-                        .into(),
+                reason: "execute = \"module\", but the pipeline's policy bundle does not pin the job (Pipeline::with_keeper_jobs)".into(),
             });
         }
         Ok(Self {
@@ -137,6 +150,7 @@ impl JobRunner {
             sends: JoinSet::new(),
             low_balance: false,
             fee_deferred: Vec::new(),
+            refused: Arc::default(),
         })
     }
 
@@ -185,16 +199,21 @@ impl JobRunner {
     /// One round: resume open runs, find due work since the cursor, check, perform, move the cursor.
     pub async fn round(&mut self) -> Result<()> {
         self.resume_open().await?;
-        let (head, next_base_fee) = self.head().await?;
         let cursor_key = self.pipeline.keeper().to_string().to_lowercase();
-        let cursor = self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?;
+        let logs_key = format!("{cursor_key}#logs");
+        // The head (one RPC) and the two cursors (journal) are read together.
+        let (head, cursor, logs_cursor) = tokio::try_join!(
+            self.head(),
+            async { Ok(self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?) },
+            async { Ok(self.journal().cursor(CURSOR_SOURCE, &logs_key).await?) },
+        )?;
+        let Head { block: head, next_base_fee, parent } = head;
+        self.rest_refused(head.number);
         let from = match cursor {
             None => head.number,
-            Some(c) => self.resume_point(&c).await?,
+            Some(c) => self.resume_point(&c, head, parent).await?,
         };
-        let logs_key = format!("{cursor_key}#logs");
-        let logs_from =
-            self.journal().cursor(CURSOR_SOURCE, &logs_key).await?.map_or(from, |c| c.block_number.min(from));
+        let logs_from = logs_cursor.map_or(from, |c| c.block_number.min(from));
         if from <= head.number {
             let logs_from = self.bound_catch_up(logs_from, head.number).await?;
             let work = self.due_work(from.max(logs_from), logs_from, head).await?;
@@ -214,7 +233,14 @@ impl JobRunner {
 
     /// The first block to examine after `cursor`; after a reorg that replaced the cursor's block,
     /// an earlier one (logs seen again are journaled under their block hash, so none is run twice).
-    async fn resume_point(&self, cursor: &Cursor) -> Result<u64> {
+    async fn resume_point(&self, cursor: &Cursor, head: BlockRef, parent: B256) -> Result<u64> {
+        // The usual case needs no read: the cursor is the head's parent (or the head itself).
+        let known = (cursor.block_number + 1 == head.number)
+            .then_some(parent)
+            .or_else(|| (cursor.block_number == head.number).then_some(head.hash));
+        if known.is_some_and(|h| h.to_string() == cursor.block_hash) {
+            return Ok(cursor.block_number + 1);
+        }
         let at = self.pipeline.provider().get_block_by_number(cursor.block_number.into()).await;
         let canonical = at.ok().flatten().map(|b| b.header.hash.to_string());
         if canonical.as_deref() == Some(cursor.block_hash.as_str()) {
@@ -377,7 +403,7 @@ impl JobRunner {
 
     /// The head, and the base fee of the block after it: a perform whose fee ceiling is under
     /// that could not be mined.
-    async fn head(&self) -> Result<(BlockRef, u128)> {
+    async fn head(&self) -> Result<Head> {
         let head = self
             .pipeline
             .provider()
@@ -387,9 +413,10 @@ impl JobRunner {
             .ok_or_else(|| KeeperError::Chain("latest block not found".into()))?;
         let params = alloy::eips::eip1559::BaseFeeParams::ethereum();
         let next_base_fee = head.header.next_block_base_fee(params).map_or(0, u128::from);
-        let head =
+        let parent = head.header.parent_hash;
+        let block =
             BlockRef { number: head.header.number, hash: head.header.hash, timestamp: head.header.timestamp };
-        Ok((head, next_base_fee))
+        Ok(Head { block, next_base_fee, parent })
     }
 
     /// Keeps `work` for a later round instead of signing a transaction that could not be mined
@@ -465,12 +492,17 @@ impl JobRunner {
                 .notify(Notification::JobSkipped { job: job.name.clone(), reason: reason.into() });
         }
         if work.log.is_none() {
-            let base = self.settings.revert_backoff_blocks;
-            let state = self.states.entry(job.name.clone()).or_default();
-            state.rest_until = head.number + base * (1 << state.rest_level.min(6));
-            state.rest_level += 1;
+            self.rest(&job.name, head.number);
         }
         Ok(())
+    }
+
+    /// Rests job `name` from block `head` on, twice as long as the last time.
+    fn rest(&mut self, name: &str, head: u64) {
+        let base = self.settings.revert_backoff_blocks;
+        let state = self.states.entry(name.to_string()).or_default();
+        state.rest_until = head + base * (1 << state.rest_level.min(6));
+        state.rest_level += 1;
     }
 
     fn new_run(
@@ -508,6 +540,9 @@ impl JobRunner {
         calldata: Bytes,
         head: BlockRef,
     ) -> Result<()> {
+        if job.execute == Execute::Module {
+            return self.perform_through_module(job, work, target, calldata, head).await;
+        }
         let hash = check::perform_hash(target, &calldata);
         if let Err(reason) = self.simulate(job, &work, target, &calldata).await? {
             return self.skip(job, &work, target, calldata, hash, &reason, head).await;
@@ -596,9 +631,17 @@ impl JobRunner {
             };
             match run.raw_tx.as_deref().map(alloy::hex::decode) {
                 Some(Ok(raw)) => {
+                    // A perform through the module holds the module's nonce until it is mined.
+                    let lock = match job.execute {
+                        Execute::Keeper => None,
+                        Execute::Module => match self.pipeline.module_nonce_lock().clone().try_lock_owned() {
+                            Ok(lock) => Some(lock),
+                            Err(_) => continue,
+                        },
+                    };
                     tracing::info!(job = %run.job, run = run.id, "resuming a submitted perform");
                     let log = log_anchor(&run);
-                    self.spawn_send(job, run.id, Dispatch::Resume(raw.into()), log);
+                    self.spawn_send_locked(job, run.id, Dispatch::Resume(raw.into()), log, lock);
                 }
                 _ => {
                     self.journal()
@@ -617,6 +660,18 @@ impl JobRunner {
     }
 
     fn spawn_send(&mut self, job: KeeperJob, id: i64, send: Dispatch, log: Option<(B256, u64)>) {
+        self.spawn_send_locked(job, id, send, log, None);
+    }
+
+    /// [`JobRunner::spawn_send`], the task holding `lock` (the module's nonce) until it ends.
+    fn spawn_send_locked(
+        &mut self,
+        job: KeeperJob,
+        id: i64,
+        send: Dispatch,
+        log: Option<(B256, u64)>,
+        lock: module::NonceLock,
+    ) {
         self.busy.lock().expect("busy lock").entry(job.name.clone()).or_default().insert(id);
         let ctx = SendTask {
             pipeline: self.pipeline.clone(),
@@ -625,6 +680,8 @@ impl JobRunner {
             log,
             hook: self.hook.clone(),
             busy: self.busy.clone(),
+            refused: self.refused.clone(),
+            _nonce: lock,
         };
         self.sends.spawn(ctx.run(send));
     }
@@ -679,6 +736,8 @@ fn last_instant(cron: &str, after: u64, until: u64) -> Option<u64> {
 enum Dispatch {
     New(TxRequest),
     Resume(Bytes),
+    /// A perform through the module: signed by the quorum first.
+    Module(Box<module::ModuleSend>),
 }
 
 /// One perform's send, from claim to confirmation, in its own task.
@@ -689,13 +748,30 @@ struct SendTask {
     log: Option<(B256, u64)>,
     hook: Option<JobHook>,
     busy: Busy,
+    refused: Arc<Mutex<Vec<String>>>,
+    /// The module's nonce, held by a perform through the module until it ends.
+    _nonce: module::NonceLock,
 }
 
 impl SendTask {
     async fn run(self, send: Dispatch) {
-        let outcome = self.send(send).await;
-        if let Err(e) = self.finish(outcome).await {
-            tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; resumed next round");
+        let send = match send {
+            Dispatch::Module(m) => match self.sign_module(&m).await {
+                Ok(request) => Some(Dispatch::New(request)),
+                Err(why) => {
+                    if let Err(e) = self.end_unsigned(why).await {
+                        tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; checked again next round");
+                    }
+                    None
+                }
+            },
+            other => Some(other),
+        };
+        if let Some(send) = send {
+            let outcome = self.send(send).await;
+            if let Err(e) = self.finish(outcome).await {
+                tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; resumed next round");
+            }
         }
         let mut busy = self.busy.lock().expect("busy lock");
         if let Some(runs) = busy.get_mut(&self.job.name) {
@@ -714,6 +790,7 @@ impl SendTask {
             Dispatch::Resume(raw) => {
                 sender.resume_capped(&raw, Some(self.job.max_fee_per_gas), &mut observer).await
             }
+            Dispatch::Module(_) => unreachable!("signed into Dispatch::New first"),
         }
     }
 

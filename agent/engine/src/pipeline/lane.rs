@@ -227,6 +227,11 @@ impl Pipeline {
     /// Plans the oldest trigger's guarded intents into one operation (batched when the batch stays
     /// tier 1; otherwise the first intent alone), simulates it, and journals it as planned.
     async fn plan_next(&self, guarded: &[&PendingIntent]) -> Result<LaneStep> {
+        let Ok(_nonce) = self.module_nonce_lock.try_lock() else {
+            return Ok(LaneStep::Waiting(
+                "a keeper job's perform through the module holds the module nonce".into(),
+            ));
+        };
         let started = Instant::now();
         let snapshot = self.latest_snapshot().await?;
         if snapshot.paused {
@@ -508,6 +513,7 @@ impl Pipeline {
             plan_block,
             history_from: Some(window.from),
             history,
+            keeper: None,
         }))
     }
 

@@ -113,6 +113,11 @@ pub struct Pipeline {
     window_cache: std::sync::Mutex<Option<treasury_policies::replay::HistoryWindow>>,
     /// The chain's shared snapshot reader (lanes of one process on one chain read together).
     snapshots: Option<snapshots::SnapshotReader>,
+    /// Held while an operation is planned, and while a keeper job's perform through the module
+    /// is signed and sent: the two never take the same module nonce.
+    module_nonce_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The keeper jobs the nodes pin with the policies (`execute = "module"`).
+    keeper_jobs: Vec<treasury_policies::upkeep::PinnedJob>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -207,7 +212,34 @@ impl Pipeline {
             notifier: Notifier::disabled(),
             window_cache: std::sync::Mutex::new(None),
             snapshots: None,
+            module_nonce_lock: Arc::default(),
+            keeper_jobs: Vec::new(),
         })
+    }
+
+    /// Pins `jobs`' module-executed ones with the policies: they enter the bundle (and its hash)
+    /// the signer nodes replay against.
+    pub fn with_keeper_jobs(mut self, jobs: &[crate::config::jobs::KeeperJob]) -> Self {
+        self.keeper_jobs = jobs.iter().filter_map(crate::config::jobs::KeeperJob::pinned).collect();
+        self.policy_hash = policy_bundle(self.chain_id, &self.spec, self.venue, &self.policies)
+            .with_keeper_jobs(self.keeper_jobs.clone())
+            .hash();
+        self
+    }
+
+    /// Hash of the policy bundle (policies and module-executed keeper jobs) decisions name.
+    pub fn policy_hash(&self) -> alloy::primitives::B256 {
+        self.policy_hash
+    }
+
+    /// The keeper jobs pinned with the policies (`execute = "module"`).
+    pub fn keeper_jobs(&self) -> &[treasury_policies::upkeep::PinnedJob] {
+        &self.keeper_jobs
+    }
+
+    /// The lock that keeps planned operations and keeper performs through the module apart.
+    pub fn module_nonce_lock(&self) -> &Arc<tokio::sync::Mutex<()>> {
+        &self.module_nonce_lock
     }
 
     /// Connects everything `config` names: journal, RPC, policies, quorum, root service, keeper.
@@ -258,7 +290,7 @@ impl Pipeline {
         })
         .await?;
         pipeline.snapshots = Some(snapshots);
-        Ok(pipeline)
+        Ok(pipeline.with_keeper_jobs(&config.keeper.jobs))
     }
 
     /// Calls `hook` after every transition this pipeline commits.

@@ -195,13 +195,55 @@ impl AgentEnv {
     /// Restarts signer node `i` at the same address with its replay reading `rpc` (e.g. a lying
     /// endpoint): its operator's endpoint, not the agent's.
     pub async fn restart_node_with_rpc(&mut self, i: usize, rpc: &str) -> anyhow::Result<()> {
+        self.restart_node_with(i, |config| config.replay.rpc = Some(rpc.to_string()), false).await
+    }
+
+    /// Pins the agent's config as it now stands (e.g. with keeper jobs executed through the
+    /// module) on every node, its guard allowing `allow` (target, selector) besides: each
+    /// operator edits the node's guard and approves the widened set, which takes effect at once
+    /// (the test nodes wait no widening delay).
+    pub async fn repin_with_allowed(&mut self, allow: &[(Address, [u8; 4])]) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.restart_node_with(
+                i,
+                |config| {
+                    config.replay.widening_delay_secs = 0;
+                    for (target, selector) in allow {
+                        config.guard.allow.push(AllowEntry {
+                            target: *target,
+                            selector: Some(alloy::hex::encode_prefixed(selector)),
+                        });
+                    }
+                },
+                true,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts node `i` after `edit` changed its `node.toml` (and, with `repin`, after its
+    /// operator pinned the agent's config again).
+    async fn restart_node_with(
+        &mut self,
+        i: usize,
+        edit: impl FnOnce(&mut treasury_signer::quorum::store::NodeConfig),
+        repin: bool,
+    ) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
         node.kill().await;
         let path = node.dir.join("node.toml");
         let mut config: treasury_signer::quorum::store::NodeConfig =
             toml::from_str(&std::fs::read_to_string(&path)?)?;
-        config.replay.rpc = Some(rpc.to_string());
+        edit(&mut config);
         std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+        if repin {
+            let (node_dir, config) = (node.dir.display().to_string(), self.config.display().to_string());
+            cli_json(
+                &["signer", "pin-policy", "--dir", &node_dir, "--config", &config],
+                &[("TREASURY_SIGNER_PASSPHRASE", NODE_PASS)],
+            )?;
+        }
         let addr = node.url.trim_start_matches("http://").to_string();
         let mut cmd = tokio::process::Command::new(EXE);
         cmd.args(["signer", "serve", "--listen", &addr, "--dir"])
