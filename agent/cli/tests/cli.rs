@@ -8,7 +8,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_treasury");
 fn output_of(args: &[&str]) -> String {
     let out = Command::new(EXE).args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap()
+    String::from_utf8(out.stdout).unwrap() + String::from_utf8(out.stderr).unwrap().as_str()
 }
 
 #[test]
@@ -163,4 +163,57 @@ fn dev_names_what_is_missing_and_why_before_starting_anything() {
         assert!(err.contains(piece), "{piece} not named: {err}");
     }
     assert!(!dir.path().join(".state").exists(), "nothing started");
+}
+
+/// `treasury intents show` names the version of the policy script that produced the intent (the
+/// journal's column), in text and in `--json`; an intent without one shows no version line.
+#[tokio::test]
+async fn intents_show_names_the_policy_version_that_produced_the_intent() {
+    use treasury_agent::journal::{Journal, NewIntent};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    let journal = Journal::open(&url).await.unwrap();
+    let new = |key: &str, version: Option<&str>| NewIntent {
+        idempotency_key: key.into(),
+        policy: "payroll".into(),
+        trigger: "manual".into(),
+        kind: "pay".into(),
+        payload: serde_json::json!({ "to": "0x00000000000000000000000000000000000000a1", "amount": "1000" }),
+        policy_version: version.map(str::to_owned),
+    };
+    let versioned = journal.insert_intent(&new("k1", Some("0123456789abcdef"))).await.unwrap().intent.id;
+    let bare = journal.insert_intent(&new("k2", None)).await.unwrap().intent.id;
+    journal.close().await;
+    // Only the journal is read; the quorum file must exist, not be valid.
+    std::fs::write(dir.path().join("quorum.json"), "{}").unwrap();
+    let config = dir.path().join("treasury.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[chain]\nrpc_http = \"http://127.0.0.1:8545\"\nchain_id = 31337\n\
+             [safe]\naddress = \"0x5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\"\n\
+             module = \"0x4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d\"\n\
+             [signing]\nquorum_file = \"quorum.json\"\n[journal]\nurl = \"{url}\"\n\
+             [keeper]\npkcs11_label = \"keeper\"\npkcs11_token = \"keeper-token\"\n"
+        ),
+    )
+    .unwrap();
+    let show = |id: i64, json: bool| {
+        let mut args = vec!["intents".to_string(), "show".into(), id.to_string(), "--config".into()];
+        args.push(config.display().to_string());
+        if json {
+            args.push("--json".into());
+        }
+        let out = Command::new(EXE).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = show(versioned.0, false);
+    assert!(text.contains("policy   payroll version 0123456789abcdef"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&show(versioned.0, true)).unwrap();
+    assert_eq!(json["intent"]["policy_version"], "0123456789abcdef");
+    let text = show(bare.0, false);
+    assert!(!text.contains("version"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&show(bare.0, true)).unwrap();
+    assert!(json["intent"]["policy_version"].is_null(), "{json}");
 }
