@@ -337,3 +337,33 @@ fn a_reload_with_a_misspelt_function_keeps_the_previous_version() {
     assert!(message.contains("p.rhai:1:4") && message.contains("did you mean `balance`?"), "{message}");
     assert_eq!(set.version("p").unwrap(), first);
 }
+
+/// A fixture naming a token or recipient the config does not know is refused at the name's
+/// file:line:col, with the nearest known name.
+#[test]
+fn a_fixtures_unknown_names_are_located_with_the_nearest_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("treasury.toml"), CONFIG).unwrap();
+    let script = dir.path().join("p.rhai");
+    std::fs::write(&script, "pay(\"alice\", \"USDC\", 10);").unwrap();
+    let fixture = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("config = \"treasury.toml\"\nexpect = []\n[block]\nnumber = 1\ntime = 1\n{body}"),
+        )
+        .unwrap();
+        path
+    };
+    let asset = fixture("asset.toml", "[assets.USCD]\nbalance = 10\n");
+    let err = treasury_policies::fixture::run_fixture(&script, &asset, None).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:6:9:", asset.display())), "{err}");
+    assert!(err.contains("unknown token `USCD`, did you mean `USDC`?"), "{err}");
+    let history = fixture(
+        "history.toml",
+        "[assets.USDC]\nbalance = 10\n[[history]]\nrecipient = \"alcie\"\ntoken = \"USDC\"\namount = 1\ntime = 1\n",
+    );
+    let err = treasury_policies::fixture::run_fixture(&script, &history, None).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:9:14:", history.display())), "{err}");
+    assert!(err.contains("unknown recipient `alcie`, did you mean `alice`?"), "{err}");
+}

@@ -67,6 +67,48 @@ fn policy_diff_compares_two_versions_on_fixtures_as_json() {
     );
 }
 
+/// Every policy command that reads a script names the file:line:col of a misspelt function and
+/// the nearest known name (not only `check`), and an unknown `--policy` names the nearest policy.
+#[test]
+fn policy_commands_name_file_line_col_and_the_nearest_known_name() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/examples");
+    let config = format!("{examples}/treasury.toml");
+    let fixture = format!("{examples}/fixtures/payroll-first-of-month.toml");
+    let old = format!("{examples}/payroll.rhai");
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("payroll.rhai");
+    std::fs::write(&typo, "// pays\nlet usdc = blance(\"USDC\");\n").unwrap();
+    let typo = typo.to_str().unwrap();
+    let at = format!("{typo}:2:12:");
+    let hint = "unknown function `blance`, did you mean `balance`?";
+    for args in [
+        vec!["policy", "check", typo, "--config", &config],
+        vec!["policy", "test", typo, "--fixture", &fixture],
+        vec!["policy", "diff", &old, typo, "--config", &config, "--fixture", &fixture],
+        vec!["policy", "simulate", typo, "--config", &config, "--rpc", "http://127.0.0.1:1", "--safe"],
+    ] {
+        let mut args = args;
+        if args[1] == "simulate" {
+            args.extend(["0x5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a", "--from", "1", "--to", "1"]);
+        }
+        let err = output_of(&args);
+        assert!(err.contains(&at) && err.contains(hint), "{args:?}: {err}");
+    }
+    let err = output_of(&[
+        "policy",
+        "diff",
+        &old,
+        &old,
+        "--policy",
+        "payrol",
+        "--config",
+        &config,
+        "--fixture",
+        &fixture,
+    ]);
+    assert!(err.contains("has no policy `payrol`, did you mean `payroll`?"), "{err}");
+}
+
 /// Issue 17: `treasury status` and `treasury intents list` as the README shows them (no
 /// `--config`) need `TREASURY_CONFIG`; each command that reads the agent's config takes it there.
 #[test]

@@ -147,7 +147,8 @@ impl PolicyEngine {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 let mut err = sandbox::classify(&policy.name, &policy.file, &e);
-                if let (PolicyError::Runtime { message, .. }, Some(call)) = (&mut err, function_not_found(&e)) {
+                if let (PolicyError::Runtime { message, .. }, Some(call)) = (&mut err, function_not_found(&e))
+                {
                     *message = no_such_call(&self.engine, call);
                 }
                 return Err(err);

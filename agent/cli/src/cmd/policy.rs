@@ -195,6 +195,13 @@ impl PolicyRun {
     fn load(config: &Path, policy: Option<&str>, script: &Path) -> anyhow::Result<Self> {
         let cfg = PoliciesConfig::from_file(config).context("cannot read config")?;
         let stem = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(name) = policy
+            && cfg.policy(name).is_none()
+        {
+            let names: Vec<String> = cfg.policies.iter().map(|p| p.name.clone()).collect();
+            let hint = treasury_policies::view::suggest(name, names.iter());
+            anyhow::bail!("--policy {name}: {} has no policy `{name}`{hint}", config.display());
+        }
         let name = policy.map_or(stem, str::to_owned);
         let entry = cfg.policy(&name);
         let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
