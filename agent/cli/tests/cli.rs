@@ -67,6 +67,78 @@ fn policy_diff_compares_two_versions_on_fixtures_as_json() {
     );
 }
 
+/// `treasury policy diff --fixture --json` with budgets: the fixture gives the module's tier-1 room
+/// (50,000 USDC); the old version's payments fit it, the new one's push past it and the payment
+/// that does not fit is reported as an escalation to the root, with exact amounts.
+#[test]
+fn policy_diff_reports_a_change_that_turns_a_payment_into_an_escalation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("treasury.toml"),
+        "[tokens.USDC]\naddress = \"0x0000000000000000000000000000000000000001\"\ndecimals = 6\n\
+         [addresses]\nalice = \"0x00000000000000000000000000000000000000a1\"\n\
+         bob = \"0x00000000000000000000000000000000000000b0\"\n",
+    )
+    .unwrap();
+    let fixture = dir.path().join("payday.toml");
+    std::fs::write(
+        &fixture,
+        "config = \"treasury.toml\"\nexpect = []\n[block]\nnumber = 7\ntime = \"2026-12-01T09:00:00Z\"\n\
+         [assets.USDC]\nbalance = 200000\nbudget_remaining = 50000\n",
+    )
+    .unwrap();
+    let script = |bob: u32| format!("pay(\"alice\", \"USDC\", 30000);\npay(\"bob\", \"USDC\", {bob});\n");
+    let (old, new) = (dir.path().join("old.rhai"), dir.path().join("payroll.rhai"));
+    std::fs::write(&old, script(15_000)).unwrap();
+    std::fs::write(&new, script(25_000)).unwrap();
+    let diff = |json: bool| {
+        let mut cmd = Command::new(EXE);
+        cmd.args(["policy", "diff"])
+            .arg(&old)
+            .arg(&new)
+            .arg("--config")
+            .arg(dir.path().join("treasury.toml"));
+        cmd.arg("--fixture").arg(&fixture);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&diff(true)).unwrap();
+    let window = |version: &str| {
+        let w = json[version].as_array().unwrap();
+        assert_eq!(w.len(), 1, "{json}");
+        let w = &w[0];
+        (
+            w["token"].clone(),
+            w["room"].clone(),
+            w["used"].clone(),
+            w["escalations"].clone(),
+            w["escalated"].clone(),
+        )
+    };
+    let v = |text: &str| serde_json::Value::from(text);
+    assert_eq!(window("old_budget"), (v("USDC"), v("50000"), v("45000"), 0.into(), v("0")));
+    assert_eq!(window("new_budget"), (v("USDC"), v("50000"), v("30000"), 1.into(), v("25000")));
+    assert_eq!(json["new_budget"][0]["at"], fixture.display().to_string());
+    let text = diff(false);
+    assert!(
+        text.contains(&format!(
+            "new budget {}: USDC window 2026-12-01 09:00:00Z – 2026-12-02 09:00:00Z: 30000 of 50000 used at \
+             tier 1, 1 escalation(s) to the root (25000 USDC)",
+            fixture.display()
+        )),
+        "{text}"
+    );
+    let old_line = format!(
+        "old budget {}: USDC window 2026-12-01 09:00:00Z – 2026-12-02 09:00:00Z: 45000 of 50000 used at tier 1\n",
+        fixture.display()
+    );
+    assert!(text.contains(&old_line), "no escalation for the old version: {text}");
+}
+
 /// Every policy command that reads a script names the file:line:col of a misspelt function and
 /// the nearest known name (not only `check`), and an unknown `--policy` names the nearest policy.
 #[test]
