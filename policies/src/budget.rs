@@ -128,7 +128,7 @@ impl BudgetTracker {
                 self.open.get_mut(token).expect("just inserted")
             }
         };
-        let over = !open.used.checked_add(amount).is_some_and(|total| total <= open.room);
+        let over = open.used.checked_add(amount).is_none_or(|total| total > open.room);
         let reason = if over {
             Some(format!("over the tier-1 budget left ({} {token})", (open.room - open.used).normalize()))
         } else {
