@@ -315,6 +315,8 @@ fn a_call_with_wrong_argument_types_lists_the_functions_signatures() {
     let text = err.to_string();
     assert!(text.starts_with("p.rhai:2:9:"), "{text}");
     assert!(text.contains("no `balance` takes (i64); it is: balance(sym: String) -> Decimal"), "{text}");
+    let err = run("fn half(total) { total / 2 }\npay(\"alice\", \"USDC\", half(10, 2));\n").unwrap_err();
+    assert!(err.to_string().contains("no `half` takes (i64, i64); it is: half(total)"), "{err}");
 }
 
 /// A reload whose new version calls a misspelt function keeps the running version (it would pass

@@ -149,7 +149,7 @@ impl PolicyEngine {
                 let mut err = sandbox::classify(&policy.name, &policy.file, &e);
                 if let (PolicyError::Runtime { message, .. }, Some(call)) = (&mut err, function_not_found(&e))
                 {
-                    *message = no_such_call(&self.engine, call);
+                    *message = no_such_call(&self.engine, &policy.ast, call);
                 }
                 return Err(err);
             }
@@ -245,21 +245,18 @@ fn function_not_found(err: &rhai::EvalAltResult) -> Option<&str> {
     }
 }
 
-/// What to say about a call no function matches: the signatures of that name, else the nearest name.
-fn no_such_call(engine: &Engine, call: &str) -> String {
+/// What to say about a call no function matches: the signatures of that name (the engine's and
+/// the script's own), else the nearest known name.
+fn no_such_call(engine: &Engine, ast: &AST, call: &str) -> String {
     let name = call.split([' ', '(']).next().unwrap_or(call);
     let args = call[name.len()..].trim();
-    let signatures: Vec<String> = engine
-        .gen_fn_signatures(false)
-        .into_iter()
-        .filter(|sig| sig.split('(').next().map(str::trim) == Some(name))
-        .collect();
+    let mut all = engine.gen_fn_signatures(true);
+    all.extend(ast.iter_functions().map(|f| format!("{}({})", f.name, f.params.join(", "))));
+    let name_of = |sig: &str| sig.split('(').next().unwrap_or_default().trim().to_string();
+    let signatures: Vec<&str> =
+        all.iter().filter(|sig| name_of(sig) == name).map(String::as_str).take(8).collect();
     if signatures.is_empty() {
-        let known: std::collections::HashSet<String> = engine
-            .gen_fn_signatures(true)
-            .iter()
-            .filter_map(|sig| sig.split('(').next().map(|n| n.trim().to_string()))
-            .collect();
+        let known: std::collections::HashSet<String> = all.iter().map(|sig| name_of(sig)).collect();
         return format!("no function `{name}` takes {args}{}", crate::view::suggest(name, known.iter()));
     }
     let list = if signatures.len() == 1 { "it is" } else { "they are" };
