@@ -138,6 +138,12 @@ fn script_errors_are_runtime_errors_with_line() {
     assert!(matches!(err, PolicyError::Runtime { .. }), "{err}");
     assert_eq!(err.line(), Some(2));
     assert!(err.to_string().starts_with("p.rhai:2:1: policy `p`:"), "{err}");
+    let err = run("let a = 1;\nlet b = a / 0;").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "p.rhai:2:11: policy `p`: Division by zero: 1 / 0",
+        "the place once, as file:line:col"
+    );
 }
 
 #[test]
