@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use treasury_chain::Snapshot;
 
-use crate::budget::{self, BudgetWindow};
+use crate::budget::{self, BudgetTracker, BudgetWindow};
 use crate::engine::{CompiledPolicy, PolicyEngine, Run};
 use crate::error::Result;
 use crate::fixture::Fixture;
@@ -80,7 +80,8 @@ pub struct PolicyDiff {
     pub snapshot_reads: usize,
     /// Totals per token and recipient where the versions differ.
     pub totals: Vec<Total>,
-    /// The old version's tier-1 budget windows (replays with a module snapshot source).
+    /// The old version's tier-1 budget windows (replays with a module snapshot source; fixtures
+    /// with `budget_remaining`, each fixture on its own).
     pub old_budget: Vec<BudgetWindow>,
     /// The new version's.
     pub new_budget: Vec<BudgetWindow>,
@@ -217,9 +218,11 @@ pub fn diff_fixtures(
     fixtures: &[&Path],
 ) -> Result<PolicyDiff> {
     let (mut points, mut all_old, mut all_new) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut old_budget, mut new_budget) = (Vec::new(), Vec::new());
     for path in fixtures {
         let fx = Fixture::from_file(path)?;
-        let view = Arc::new(SnapshotView::new(&fx.snapshot(book, path)?, Arc::clone(book))?);
+        let snap = fx.snapshot(book, path)?;
+        let view = Arc::new(SnapshotView::new(&snap, Arc::clone(book))?);
         let history = fx.payments(&old.name, book, path)?;
         let trigger = fx.trigger.as_deref().unwrap_or(trigger);
         let run = Run { trigger, history: &history };
@@ -236,18 +239,18 @@ pub fn diff_fixtures(
         if !point.changes.is_empty() || point.old_error.is_some() || point.new_error.is_some() {
             points.push(point);
         }
+        for (intents, out) in [(&o_intents, &mut old_budget), (&n_intents, &mut new_budget)] {
+            let charges = BudgetTracker::default().charge(&snap, intents);
+            let at = path.display().to_string();
+            out.extend(
+                budget::windows(&charges).into_iter().map(|w| BudgetWindow { at: Some(at.clone()), ..w }),
+            );
+        }
         all_old.extend(o_intents);
         all_new.extend(n_intents);
     }
     let totals = totals(all_old.iter(), all_new.iter());
-    Ok(PolicyDiff {
-        points,
-        evaluated: fixtures.len(),
-        snapshot_reads: 0,
-        totals,
-        old_budget: Vec::new(),
-        new_budget: Vec::new(),
-    })
+    Ok(PolicyDiff { points, evaluated: fixtures.len(), snapshot_reads: 0, totals, old_budget, new_budget })
 }
 
 fn split(outcome: Result<Vec<Intent>>) -> (Vec<Intent>, Option<String>) {
@@ -296,15 +299,7 @@ impl std::fmt::Display for PolicyDiff {
         }
         for (version, windows) in [("old", &self.old_budget), ("new", &self.new_budget)] {
             for w in windows {
-                write!(
-                    f,
-                    "{version} budget {} window from {}: {} of {} used at tier 1",
-                    w.token, w.start, w.used, w.room
-                )?;
-                if w.escalations > 0 {
-                    write!(f, ", {} escalation(s) to the root ({} {})", w.escalations, w.escalated, w.token)?;
-                }
-                writeln!(f)?;
+                writeln!(f, "{version} budget {w}")?;
             }
         }
         write!(f, "{} evaluated, {} with differences", self.evaluated, self.points.len())

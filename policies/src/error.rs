@@ -154,6 +154,17 @@ pub enum PolicyError {
         /// What is wrong.
         message: String,
     },
+    /// A fixture names a token or recipient the config does not know (the message names the
+    /// nearest known one).
+    #[error("{}:{}: fixture: {message}", path.display(), at.line_col())]
+    FixtureName {
+        /// The fixture file.
+        path: PathBuf,
+        /// Where the name is in it.
+        at: Location,
+        /// What is wrong.
+        message: String,
+    },
     /// A version of a policy does not do what one of its own fixtures expects.
     #[error("policy `{policy}` fails its fixture {}: {diff}", fixture.display())]
     FixtureFailed {

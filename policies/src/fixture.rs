@@ -13,7 +13,7 @@ use treasury_chain::{AssetState, BudgetState, PriceReading, Snapshot};
 
 use crate::config::PoliciesConfig;
 use crate::engine::{CompiledPolicy, PolicyEngine, Run};
-use crate::error::{PolicyError, Result};
+use crate::error::{Location, PolicyError, Result};
 use crate::intent::{Action, Intent};
 use crate::money;
 use crate::period::Period;
@@ -51,6 +51,9 @@ pub struct Fixture {
     /// Instead of intents, an error whose message contains this text.
     #[serde(default)]
     pub expect_error: Option<String>,
+    /// The file's text, to say where a name in it is.
+    #[serde(skip)]
+    source: String,
 }
 
 /// The block of a fixture.
@@ -206,7 +209,8 @@ impl Fixture {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|source| PolicyError::Io { path: path.into(), source })?;
-        let fx: Fixture = toml::from_str(&text).map_err(|e| fixture_err(path, e.to_string()))?;
+        let mut fx: Fixture = toml::from_str(&text).map_err(|e| fixture_err(path, e.to_string()))?;
+        fx.source = text;
         if fx.expect.is_some() == fx.expect_error.is_some() {
             return Err(fixture_err(path, "give exactly one of `expect` and `expect_error`"));
         }
@@ -218,7 +222,7 @@ impl Fixture {
         let timestamp = self.block.time.unix().map_err(|e| fixture_err(path, e))?;
         let mut assets = Vec::new();
         for (symbol, a) in &self.assets {
-            let token = book.token(symbol).map_err(|e| fixture_err(path, e))?;
+            let token = book.token(symbol).map_err(|e| self.name_err(path, symbol, e))?;
             let units = |d: Decimal| {
                 money::to_units(d, token.decimals)
                     .ok_or_else(|| fixture_err(path, format!("{symbol}: bad amount {d}")))
@@ -254,13 +258,19 @@ impl Fixture {
         })
     }
 
+    /// An unknown `name` in this fixture, located in its text.
+    fn name_err(&self, path: &Path, name: &str, message: String) -> PolicyError {
+        PolicyError::FixtureName { path: path.to_owned(), at: locate(&self.source, name), message }
+    }
+
     /// The history as the engine takes it.
     pub fn payments(&self, policy: &str, book: &Book, path: &Path) -> Result<Vec<Payment>> {
         self.history
             .iter()
             .map(|h| {
-                let (recipient, _) = book.recipient(&h.recipient).map_err(|e| fixture_err(path, e))?;
-                book.token(&h.token).map_err(|e| fixture_err(path, e))?;
+                let (recipient, _) =
+                    book.recipient(&h.recipient).map_err(|e| self.name_err(path, &h.recipient, e))?;
+                book.token(&h.token).map_err(|e| self.name_err(path, &h.token, e))?;
                 Ok(Payment {
                     policy: policy.to_owned(),
                     recipient,
@@ -271,6 +281,31 @@ impl Fixture {
             })
             .collect()
     }
+}
+
+/// Where `name` first appears in a fixture's text: as a quoted value, else as a key (`[assets.NAME]`,
+/// `NAME = …`); line and column 1-based.
+fn locate(source: &str, name: &str) -> Location {
+    let quoted = format!("\"{name}\"");
+    let dotted = format!(".{name}");
+    let find = |line: &str| {
+        if let Some(at) = line.find(&quoted) {
+            return Some(at + 1);
+        }
+        if let Some(at) = line.find(&dotted) {
+            let end = at + dotted.len();
+            let whole = !line[end..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+            return whole.then_some(at + 1);
+        }
+        let key = line.trim_start();
+        let rest = key.strip_prefix(name)?.trim_start();
+        rest.starts_with('=').then_some(line.len() - key.len())
+    };
+    source
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| find(line).map(|col| Location { line: Some(i + 1), column: Some(col + 1) }))
+        .unwrap_or_default()
 }
 
 fn price_reading(

@@ -72,7 +72,7 @@ fn parse_address(s: &str) -> Result<Address, String> {
 }
 
 /// ", did you mean `x`?" for the closest known name, if one is close.
-pub(crate) fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+pub fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
     let best = known.map(|k| (edit_distance(name, k), k)).min();
     match best {
         Some((d, k)) if d <= 2 || k.eq_ignore_ascii_case(name) => format!(", did you mean `{k}`?"),

@@ -138,6 +138,12 @@ fn script_errors_are_runtime_errors_with_line() {
     assert!(matches!(err, PolicyError::Runtime { .. }), "{err}");
     assert_eq!(err.line(), Some(2));
     assert!(err.to_string().starts_with("p.rhai:2:1: policy `p`:"), "{err}");
+    let err = run("let a = 1;\nlet b = a / 0;").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "p.rhai:2:11: policy `p`: Division by zero: 1 / 0",
+        "the place once, as file:line:col"
+    );
 }
 
 #[test]
@@ -281,4 +287,91 @@ fn check_names_a_misspelt_function_before_running() {
     let text = problems[0].to_string();
     assert!(text.contains("blance") && text.contains(":2:"), "{text}");
     assert!(text.contains("did you mean `balance`?"), "{text}");
+}
+
+/// What `policy check` refuses, every command that compiles refuses too (`test`, `simulate`,
+/// `diff`, reload): a misspelt function names the nearest known one, at file:line:col.
+#[test]
+fn a_misspelt_function_is_refused_when_compiling_naming_the_nearest_one() {
+    let err = run("let a = 1;\nlet b = blance(\"USDC\");\n").unwrap_err();
+    assert!(err.is_compile(), "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with("p.rhai:2:9:"), "{text}");
+    assert!(text.contains("unknown function `blance`, did you mean `balance`?"), "{text}");
+}
+
+/// A misspelt variable names the nearest variable the script declares (`let`, `const`, loop and
+/// function parameters), at file:line:col.
+#[test]
+fn a_misspelt_variable_names_the_nearest_declared_one() {
+    let err = run("let amount = 10;\nif amout > 0 { pay(\"alice\", \"USDC\", amount); }\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("p.rhai:2:4:"), "{text}");
+    assert!(text.contains("undefined variable `amout`, did you mean `amount`?"), "{text}");
+    let err = run("fn half(total) { totl / 2 }\npay(\"alice\", \"USDC\", half(10));\n").unwrap_err();
+    assert!(err.to_string().contains("did you mean `total`?"), "{err}");
+    let err = run("for recipient in [\"alice\"] { pay(recipent, \"USDC\", 1); }\n").unwrap_err();
+    assert!(err.to_string().contains("did you mean `recipient`?"), "{err}");
+}
+
+/// A known function called with arguments of the wrong types names the signatures it has.
+#[test]
+fn a_call_with_wrong_argument_types_lists_the_functions_signatures() {
+    let err = run("let a = 1;\nlet b = balance(1);\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("p.rhai:2:9:"), "{text}");
+    assert!(text.contains("no `balance` takes (i64); it is: balance(sym: String) -> Decimal"), "{text}");
+    let err = run("fn half(total) { total / 2 }\npay(\"alice\", \"USDC\", half(10, 2));\n").unwrap_err();
+    assert!(err.to_string().contains("no `half` takes (i64, i64); it is: half(total)"), "{err}");
+}
+
+/// A reload whose new version calls a misspelt function keeps the running version (it would pass
+/// no `policy check`), and the alert names the nearest known function.
+#[test]
+fn a_reload_with_a_misspelt_function_keeps_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.rhai");
+    std::fs::write(&file, "pay(\"alice\", \"USDC\", 10);").unwrap();
+    let cfg: PoliciesConfig = toml::from_str(&format!(
+        "{CONFIG}\n[[policy]]\nname = \"p\"\nfile = \"p.rhai\"\ntrigger = {{ kind = \"manual\" }}\n"
+    ))
+    .unwrap();
+    let mut set = PolicySet::load(&cfg, dir.path()).unwrap();
+    let first = set.version("p").unwrap();
+    std::fs::write(&file, "if balanse(\"USDC\") > 0 { pay(\"alice\", \"USDC\", 10); }").unwrap();
+    let report = set.reload();
+    assert!(report.reloaded.is_empty());
+    let message = report.alerts()[0].action.to_string();
+    assert!(message.contains("p.rhai:1:4") && message.contains("did you mean `balance`?"), "{message}");
+    assert_eq!(set.version("p").unwrap(), first);
+}
+
+/// A fixture naming a token or recipient the config does not know is refused at the name's
+/// file:line:col, with the nearest known name.
+#[test]
+fn a_fixtures_unknown_names_are_located_with_the_nearest_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("treasury.toml"), CONFIG).unwrap();
+    let script = dir.path().join("p.rhai");
+    std::fs::write(&script, "pay(\"alice\", \"USDC\", 10);").unwrap();
+    let fixture = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("config = \"treasury.toml\"\nexpect = []\n[block]\nnumber = 1\ntime = 1\n{body}"),
+        )
+        .unwrap();
+        path
+    };
+    let asset = fixture("asset.toml", "[assets.USCD]\nbalance = 10\n");
+    let err = treasury_policies::fixture::run_fixture(&script, &asset, None).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:6:9:", asset.display())), "{err}");
+    assert!(err.contains("unknown token `USCD`, did you mean `USDC`?"), "{err}");
+    let history = fixture(
+        "history.toml",
+        "[assets.USDC]\nbalance = 10\n[[history]]\nrecipient = \"alcie\"\ntoken = \"USDC\"\namount = 1\ntime = 1\n",
+    );
+    let err = treasury_policies::fixture::run_fixture(&script, &history, None).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:9:14:", history.display())), "{err}");
+    assert!(err.contains("unknown recipient `alcie`, did you mean `alice`?"), "{err}");
 }

@@ -50,6 +50,7 @@ fn intent(key: &str, policy: &str) -> NewIntent {
         trigger: "schedule@2026-11-01T09:00:00Z".into(),
         kind: "pay".into(),
         payload: json!({ "to": "0x00000000000000000000000000000000000000a1", "amount": "1000" }),
+        policy_version: None,
     }
 }
 

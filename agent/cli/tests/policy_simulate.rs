@@ -80,10 +80,19 @@ if room > 0 { pay("alice", "USDC", room / 10); }
         "simulate failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let blocks: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(blocks.len(), 3, "{stdout}");
+    let mut lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // One line per block, then the budget windows.
+    let summary = lines.pop().unwrap();
+    assert_eq!(lines.len(), 3, "{stdout}");
     // The demo budget is 50,000 USDC a day: a tenth is 5,000, once (the key repeats afterwards).
     assert!(stdout.contains("5000"), "the policy must have seen the module's budget: {stdout}");
+    let window = &summary["budget"][0];
+    assert_eq!(
+        (&window["token"], &window["room"], &window["used"], &window["escalations"]),
+        (&"USDC".into(), &"50000".into(), &"5000".into(), &0.into()),
+        "{summary}"
+    );
 }
 
 /// `treasury policy diff --module --json`: two versions over the same past blocks of a real

@@ -87,8 +87,12 @@ impl PolicyEngine {
         let mut ast = self
             .engine
             .compile(source)
-            .map_err(|e| compile_err(Location::of(e.position()), e.err_type().to_string()))?;
-        if let Some((at, message)) = resolve_names(&ast, book).into_iter().next() {
+            .map_err(|e| compile_err(Location::of(e.position()), parse_message(&e, source)))?;
+        // The same refusals as `policy check`, so no command (test, simulate, diff, reload) runs
+        // a script that check would refuse.
+        let mut problems = unknown_functions(&self.engine, &ast);
+        problems.extend(resolve_names(&ast, book));
+        if let Some((at, message)) = problems.into_iter().min_by_key(|(at, _)| (at.line, at.column)) {
             return Err(compile_err(at, message));
         }
         let entry = self
@@ -106,7 +110,7 @@ impl PolicyEngine {
         let err =
             |at, message| PolicyError::Compile { policy: name.clone(), file: file.to_owned(), at, message };
         match self.engine.compile(source) {
-            Err(e) => vec![err(Location::of(e.position()), e.err_type().to_string())],
+            Err(e) => vec![err(Location::of(e.position()), parse_message(&e, source))],
             Ok(ast) => {
                 let mut problems = unknown_functions(&self.engine, &ast);
                 problems.extend(book.map(|b| resolve_names(&ast, b)).unwrap_or_default());
@@ -141,7 +145,14 @@ impl PolicyEngine {
         }));
         match result {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(sandbox::classify(&policy.name, &policy.file, &e)),
+            Ok(Err(e)) => {
+                let mut err = sandbox::classify(&policy.name, &policy.file, &e);
+                if let (PolicyError::Runtime { message, .. }, Some(call)) = (&mut err, function_not_found(&e))
+                {
+                    *message = no_such_call(&self.engine, &policy.ast, call);
+                }
+                return Err(err);
+            }
             Err(payload) => {
                 return Err(PolicyError::Panicked {
                     policy: policy.name.clone(),
@@ -211,6 +222,115 @@ fn unknown_functions(engine: &Engine, ast: &AST) -> Vec<(Location, String)> {
         true
     });
     errors
+}
+
+/// A compile error's message; an undefined variable names the nearest variable the script declares.
+fn parse_message(err: &rhai::ParseError, source: &str) -> String {
+    match err.err_type() {
+        rhai::ParseErrorType::VariableUndefined(name) => {
+            let declared = declared_names(source);
+            format!("undefined variable `{name}`{}", crate::view::suggest(name, declared.iter()))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The call signature (`name (types)`) of a "function not found" error, unwrapped from the
+/// script functions it was raised in.
+fn function_not_found(err: &rhai::EvalAltResult) -> Option<&str> {
+    match err {
+        rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => function_not_found(inner),
+        rhai::EvalAltResult::ErrorFunctionNotFound(call, _) => Some(call),
+        _ => None,
+    }
+}
+
+/// What to say about a call no function matches: the signatures of that name (the engine's and
+/// the script's own), else the nearest known name.
+fn no_such_call(engine: &Engine, ast: &AST, call: &str) -> String {
+    let name = call.split([' ', '(']).next().unwrap_or(call);
+    let args = call[name.len()..].trim();
+    let mut all = engine.gen_fn_signatures(true);
+    all.extend(ast.iter_functions().map(|f| format!("{}({})", f.name, f.params.join(", "))));
+    let name_of = |sig: &str| sig.split('(').next().unwrap_or_default().trim().to_string();
+    let signatures: Vec<&str> =
+        all.iter().filter(|sig| name_of(sig) == name).map(String::as_str).take(8).collect();
+    if signatures.is_empty() {
+        let known: std::collections::HashSet<String> = all.iter().map(|sig| name_of(sig)).collect();
+        return format!("no function `{name}` takes {args}{}", crate::view::suggest(name, known.iter()));
+    }
+    let list = if signatures.len() == 1 { "it is" } else { "they are" };
+    format!("no `{name}` takes {args}; {list}: {}", signatures.join("; "))
+}
+
+/// The names a script declares: `let` and `const` variables, loop variables, and the parameters
+/// of its functions and closures (comments and strings skipped).
+fn declared_names(source: &str) -> Vec<String> {
+    let tokens = tokens(source);
+    let ident = |t: &str| t.starts_with(|c: char| c.is_alphabetic() || c == '_');
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let until = match tokens[i] {
+            "let" | "const" => {
+                names.extend(tokens.get(i + 1).filter(|t| ident(t)).map(|t| t.to_string()));
+                None
+            }
+            "for" => Some("in"),
+            "fn" => {
+                i += 1; // the function's name
+                Some(")")
+            }
+            "|" => Some("|"),
+            _ => None,
+        };
+        if let Some(end) = until {
+            i += 1;
+            while i < tokens.len() && tokens[i] != end {
+                if ident(tokens[i]) && tokens[i] != "in" {
+                    names.push(tokens[i].to_string());
+                }
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Identifiers and single punctuation characters of `source`, without comments or string literals.
+fn tokens(source: &str) -> Vec<&str> {
+    let bytes = source.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if bytes[i..].starts_with(b"//") {
+            i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |n| i + n);
+        } else if bytes[i..].starts_with(b"/*") {
+            i = bytes[i + 2..].windows(2).position(|w| w == b"*/").map_or(bytes.len(), |n| i + n + 4);
+        } else if c == b'"' || c == b'`' || c == b'\'' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != c {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c.is_ascii_alphanumeric() || c == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            out.push(&source[start..i]);
+        } else if c.is_ascii_whitespace() || !c.is_ascii() {
+            i += 1;
+        } else {
+            out.push(&source[i..i + 1]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Functions the Rhai language itself provides as keywords rather than registered functions.

@@ -53,9 +53,20 @@ pub(crate) fn classify(policy: &str, file: &Path, err: &EvalAltResult) -> Policy
             Some(Fault::BadInput(message)) => PolicyError::BadInput { policy, file, at, message },
             Some(Fault::Limit(l)) => limit(l),
             Some(Fault::Panic(message)) => PolicyError::Panicked { policy, file, at, message },
-            None => PolicyError::Runtime { policy, file, at, message: err.to_string() },
+            None => PolicyError::Runtime { policy, file, at, message: without_position(err) },
         },
-        other => PolicyError::Runtime { policy, file, at, message: other.to_string() },
+        other => PolicyError::Runtime { policy, file, at, message: without_position(other) },
+    }
+}
+
+/// Rhai's description of an error without its trailing `(line L, position C)`: the message
+/// already starts with `FILE:LINE:COL`.
+fn without_position(err: &EvalAltResult) -> String {
+    let text = err.to_string();
+    let suffix = format!(" ({})", err.position());
+    match text.strip_suffix(&suffix) {
+        Some(stripped) if !err.position().is_none() => stripped.to_string(),
+        _ => text,
     }
 }
 

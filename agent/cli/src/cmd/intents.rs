@@ -109,9 +109,14 @@ impl ListArgs {
 impl ShowArgs {
     async fn run(self) -> anyhow::Result<()> {
         let journal = open_journal(&self.config).await?;
-        let Some((intent, events)) = journal.intent(IntentId(self.id)).await? else {
+        let Some((mut intent, events)) = journal.intent(IntentId(self.id)).await? else {
             bail!("no intent with id {} in the journal", self.id);
         };
+        // Intents journaled before the column existed carry the version in their payload only.
+        if intent.policy_version.is_none() {
+            intent.policy_version =
+                intent.payload.get("policy_version").and_then(|v| v.as_str()).map(str::to_owned);
+        }
         let operation = journal.operation_of(intent.id).await?;
         let transactions = match &operation {
             Some(op) => journal.transactions(&op.operation_id).await?,
@@ -129,7 +134,7 @@ impl ShowArgs {
             intent.id, intent.state, intent.kind, intent.policy, intent.trigger
         );
         println!("key      {}", intent.idempotency_key);
-        if let Some(version) = intent.payload.get("policy_version").and_then(|v| v.as_str()) {
+        if let Some(version) = &intent.policy_version {
             println!(
                 "policy   {} version {version} (SHA-256 of its script, first 16 hex digits)",
                 intent.policy

@@ -148,7 +148,7 @@ pub struct SimulateArgs {
     /// Only evaluate at blocks where the policy's configured trigger fires.
     #[arg(long)]
     pub only_when_fired: bool,
-    /// Print JSON (one object per block) instead of text.
+    /// Print JSON (one object per block, then `{"budget": [windows]}`) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -197,6 +197,17 @@ impl PolicyRun {
         let stem = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let name = policy.map_or(stem, str::to_owned);
         let entry = cfg.policy(&name);
+        if entry.is_none() {
+            // A policy not configured yet runs as manual, period day; a near miss is a typo.
+            let names: Vec<String> = cfg.policies.iter().map(|p| p.name.clone()).collect();
+            let hint = treasury_policies::view::suggest(&name, names.iter());
+            anyhow::ensure!(
+                hint.is_empty(),
+                "{} has no policy `{name}`{hint} (name it with --policy)",
+                config.display()
+            );
+            eprintln!("note: {} has no policy `{name}`: replayed as manual, period day", config.display());
+        }
         let trigger = entry.map_or(Trigger::Manual, |e| e.trigger.clone());
         let period = entry.map_or(Period::default(), |e| e.period);
         let engine = PolicyEngine::new(cfg.limits);
@@ -352,18 +363,18 @@ async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
             println!("block {}: {} repeat(s) of earlier intents (same key)", b.block, b.duplicates);
         }
         for c in b.budget.iter().filter(|c| c.tier == 2) {
-            println!(
-                "block {}: needs the root: {} {} is over the tier-1 budget left [{}]",
-                b.block, c.amount, c.token, c.key
-            );
+            let why = c.reason.as_deref().unwrap_or("over the tier-1 budget");
+            println!("block {}: needs the root: {} {}: {why} [{}]", b.block, c.amount, c.token, c.key);
         }
     }
-    if !args.json {
-        for w in treasury_policies::budget::windows(blocks.iter().flat_map(|b| &b.budget)) {
-            println!(
-                "budget {} window from {}: {} of {} used at tier 1, {} escalation(s) ({} {})",
-                w.token, w.start, w.used, w.room, w.escalations, w.escalated, w.token
-            );
+    // Per budget window of each asset: what tier 1 would use and what would need the root.
+    let windows = treasury_policies::budget::windows(blocks.iter().flat_map(|b| &b.budget));
+    if args.json {
+        let summary = serde_json::json!({ "budget": windows });
+        println!("{}", serde_json::to_string(&summary).context("cannot encode the budget")?);
+    } else {
+        for w in &windows {
+            println!("budget {w}");
         }
     }
     let total: usize = blocks.iter().map(|b| b.intents.len()).sum();

@@ -56,6 +56,7 @@ async fn a_manual_trigger_pays_once_through_quorum_and_keeper() {
     // The intent names the version of the script that produced it.
     let version = treasury_policies::loader::version_of(PAY_TWO.script);
     assert_eq!(shown["intent"]["payload"]["policy_version"], version.as_str());
+    assert_eq!(shown["intent"]["policy_version"], version.as_str(), "the journal's column");
     let text = env.treasury(&["intents", "show", &id]);
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains(&format!("policy   payouts version {version}")), "{text}");

@@ -35,6 +35,9 @@ pub struct NewIntent {
     pub kind: String,
     /// The intent itself.
     pub payload: serde_json::Value,
+    /// The version of the policy script that produced it (`PolicySet::version`), if known.
+    #[serde(default)]
+    pub policy_version: Option<String>,
 }
 
 /// A journaled intent.
@@ -53,6 +56,10 @@ pub struct Intent {
     /// The intent itself.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    /// The version of the policy script that produced it (`PolicySet::version`: the first 16 hex
+    /// digits of its SHA-256); `null` for intents journaled before versions were recorded.
+    #[serde(default)]
+    pub policy_version: Option<String>,
     /// Where it stands.
     pub state: IntentState,
     /// Creation time, unix milliseconds.
@@ -125,7 +132,7 @@ const NEWEST_OPERATION: &str = "SELECT o.operation_id FROM operations o
      WHERE l.intent_id = i.id ORDER BY o.created_at DESC, o.operation_id LIMIT 1";
 
 const INTENT_COLUMNS: &str =
-    "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at";
+    "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at, policy_version";
 
 fn intent_from_row(row: &AnyRow) -> Result<Intent> {
     let get = |e| JournalError::Database { what: "read intent", source: e };
@@ -138,6 +145,7 @@ fn intent_from_row(row: &AnyRow) -> Result<Intent> {
         trigger: row.try_get("trigger_name").map_err(get)?,
         kind: row.try_get("kind").map_err(get)?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("intent payload", e))?,
+        policy_version: row.try_get("policy_version").map_err(get)?,
         state: state.parse().map_err(|e| corrupt("intent state", e))?,
         created_at: row.try_get("created_at").map_err(get)?,
         updated_at: row.try_get("updated_at").map_err(get)?,
@@ -165,8 +173,8 @@ async fn insert_one(
     now: i64,
 ) -> Result<Inserted> {
     let created = sqlx::query(
-        "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at, policy_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(&new.idempotency_key)
@@ -177,6 +185,7 @@ async fn insert_one(
     .bind(IntentState::Proposed.as_str())
     .bind(now)
     .bind(now)
+    .bind(new.policy_version.as_deref())
     .execute(&mut **tx)
     .await
     .map_err(db("insert intent"))?

@@ -65,6 +65,7 @@ on_both_backends!(
     concurrent_transitions_from_one_state_let_exactly_one_through,
     signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error,
     a_firings_intents_land_together_or_not_at_all,
+    the_policy_version_is_journaled_with_the_intent_and_read_back_everywhere,
 );
 
 fn pay(key: &str, policy: &str) -> NewIntent {
@@ -74,6 +75,7 @@ fn pay(key: &str, policy: &str) -> NewIntent {
         trigger: "schedule@2024-03-01T09:00:00Z".into(),
         kind: "pay".into(),
         payload: json!({"to": "0x00000000000000000000000000000000000000a1", "token": "USDC", "amount": "1500.00"}),
+        policy_version: None,
     }
 }
 
@@ -514,4 +516,35 @@ async fn a_keeper_run_is_claimed_once_and_spending_counts_only_what_may_be_paid(
     let late = NewRun { work_key: "block:9".into(), ..run };
     let refused = fenced.claim_keeper_run(&late, RunState::Sending, None).await.unwrap_err();
     assert!(refused.is_fenced(), "{refused}");
+}
+
+/// The version of the script that produced an intent is stored with it (its own column) and every
+/// read returns it; the first insert of a key wins, as for the rest of the intent.
+async fn the_policy_version_is_journaled_with_the_intent_and_read_back_everywhere(db: Db) {
+    let journal = db.open().await;
+    let versioned = NewIntent { policy_version: Some("0123456789abcdef".into()), ..pay("k1", "payroll") };
+    let id = journal.insert_intent(&versioned).await.unwrap().intent.id;
+    let unversioned = journal.insert_intent(&pay("k2", "payroll")).await.unwrap().intent;
+    assert_eq!(unversioned.policy_version, None);
+    let again = NewIntent { policy_version: Some("fedcba9876543210".into()), ..pay("k1", "payroll") };
+    let existing = journal.insert_intent(&again).await.unwrap();
+    assert!(!existing.created);
+    assert_eq!(existing.intent.policy_version.as_deref(), Some("0123456789abcdef"));
+
+    let want = Some("0123456789abcdef".to_string());
+    let (shown, _) = journal.intent(id).await.unwrap().unwrap();
+    assert_eq!(shown.policy_version, want);
+    assert_eq!(journal.intent_by_key("k1").await.unwrap().unwrap().policy_version, want);
+    let listed = journal.list(&IntentFilter::default()).await.unwrap();
+    assert_eq!(listed.iter().find(|i| i.id == id).unwrap().policy_version, want);
+    let pending = journal.pending().await.unwrap();
+    assert_eq!(pending.iter().find(|p| p.intent.id == id).unwrap().intent.policy_version, want);
+    let decided = journal.decided_intents(10).await.unwrap();
+    assert_eq!(decided.iter().find(|d| d.intent.id == id).unwrap().intent.policy_version, want);
+    let moved = journal.transition(id, IntentState::Guarded, json!(null)).await.unwrap();
+    assert_eq!(moved.policy_version, want, "a transition keeps it");
+    // A reopened journal (migrations already applied) reads it back too.
+    journal.close().await;
+    let reopened = db.open().await;
+    assert_eq!(reopened.intent_by_key("k1").await.unwrap().unwrap().policy_version, want);
 }

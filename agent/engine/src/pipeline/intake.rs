@@ -189,6 +189,7 @@ impl Pipeline {
             trigger: trigger.to_string(),
             kind: stored.intent.action.kind().to_string(),
             payload: serde_json::to_value(&stored).expect("intents serialise"),
+            policy_version: stored.policy_version.clone(),
         };
         (new, verdict)
     }
