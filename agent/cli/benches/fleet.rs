@@ -12,6 +12,9 @@
 //! nonce.
 //!
 //! `cargo bench -p treasury --bench fleet [-- --json] [-- --sizes 10,100,1000] [-- --blocks 5]`
+//!
+//! `FLEET_WRAP=heaptrack` (any command taking the program and its arguments) runs each size's
+//! process under it, to profile where a lane's memory goes.
 
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
@@ -68,7 +71,15 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let mut rows = Vec::new();
     for n in sizes {
-        let out = Command::new(&exe)
+        let mut cmd = match std::env::var("FLEET_WRAP") {
+            Ok(w) => {
+                let mut c = Command::new(w);
+                c.arg(&exe);
+                c
+            }
+            Err(_) => Command::new(&exe),
+        };
+        let out = cmd
             .args(["--lanes", &n.to_string(), "--blocks", &blocks.to_string(), "--config"])
             .arg(&env.config)
             .envs(secrets.iter().map(|(k, v)| (k, v)))
