@@ -124,10 +124,10 @@ const NEWEST_OPERATION: &str = "SELECT o.operation_id FROM operations o
      JOIN operation_intents l ON l.operation_id = o.operation_id
      WHERE l.intent_id = i.id ORDER BY o.created_at DESC, o.operation_id LIMIT 1";
 
-const INTENT_COLUMNS: &str =
+pub(super) const INTENT_COLUMNS: &str =
     "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at";
 
-fn intent_from_row(row: &AnyRow) -> Result<Intent> {
+pub(super) fn intent_from_row(row: &AnyRow) -> Result<Intent> {
     let get = |e| JournalError::Database { what: "read intent", source: e };
     let payload: String = row.try_get("payload").map_err(get)?;
     let state: String = row.try_get("state").map_err(get)?;
@@ -346,28 +346,6 @@ impl Journal {
                 })
             })
             .collect()
-    }
-
-    /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
-    pub async fn pending(&self) -> Result<Vec<PendingIntent>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM intents
-             WHERE state NOT IN ('confirmed', 'failed', 'rejected', 'expired') ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list pending intents"))?;
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let intent = intent_from_row(row)?;
-            let operation = self.operation_of(intent.id).await?;
-            let transaction = match &operation {
-                Some(op) => self.latest_transaction(&op.operation_id).await?,
-                None => None,
-            };
-            pending.push(PendingIntent { intent, operation, transaction });
-        }
-        Ok(pending)
     }
 }
 

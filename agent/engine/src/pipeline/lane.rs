@@ -115,7 +115,8 @@ fn quorum_request(operation_id: &str, tier: u8) -> NewSigningRequest {
 impl Pipeline {
     /// Moves the lane one step: resumes the operation in flight, or plans the next one.
     pub async fn step(&self) -> Result<LaneStep> {
-        let pending = self.journal.pending().await?;
+        // Without payloads: a step needs them only for the intents it plans (read there).
+        let pending = self.journal.pending_without_payloads().await?;
         if let Some(flight) = in_flight(&pending)? {
             return self.advance(flight).await;
         }
@@ -233,9 +234,17 @@ impl Pipeline {
             return Ok(LaneStep::Waiting("the module is paused; intents wait until it is unpaused".into()));
         }
         let trigger = &guarded[0].intent.trigger;
+        let ids: Vec<IntentId> = guarded
+            .iter()
+            .filter(|p| &p.intent.trigger == trigger)
+            .take(self.settings.max_batch)
+            .map(|p| p.intent.id)
+            .collect();
+        let payloads = self.journal.payloads(&ids).await?;
         let mut group: Vec<(IntentId, Intent)> = Vec::new();
-        for p in guarded.iter().filter(|p| &p.intent.trigger == trigger).take(self.settings.max_batch) {
-            group.push((p.intent.id, StoredIntent::from_payload(&p.intent.payload)?.intent));
+        for id in ids {
+            let payload = payloads.get(&id).ok_or(JournalError::NotFound(id))?;
+            group.push((id, StoredIntent::from_payload(payload)?.intent));
         }
         let mut candidate = self.candidate(&group, &snapshot).await;
         if group.len() > 1 && !matches!(&candidate, Ok((_, Tier::One))) {
