@@ -322,10 +322,20 @@ impl Journal {
     /// The newest `limit` intents not failed, rejected or expired, newest first, each with its
     /// newest operation and that operation's newest transaction's block, in one query.
     pub async fn decided_intents(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        self.decided_intents_with(INTENT_COLUMNS, limit).await
+    }
+
+    /// Like [`Journal::decided_intents`] with each intent's payload left out (`null`); a caller
+    /// that keeps the (never changing) payloads reads only the new ones ([`Journal::payloads`]).
+    pub async fn decided_intents_without_payloads(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        self.decided_intents_with(super::pending::INTENT_COLUMNS_NO_PAYLOAD, limit).await
+    }
+
+    async fn decided_intents_with(&self, columns: &str, limit: u32) -> Result<Vec<DecidedIntent>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT d.*, (SELECT t.block_number FROM transactions t WHERE t.operation_id = d.op_id
                           ORDER BY t.id DESC LIMIT 1) AS mined_block
-             FROM (SELECT {INTENT_COLUMNS}, ({NEWEST_OPERATION}) AS op_id FROM intents i
+             FROM (SELECT {columns}, ({NEWEST_OPERATION}) AS op_id FROM intents i
                    WHERE i.state NOT IN ('failed', 'rejected', 'expired') ORDER BY i.id DESC LIMIT $1) d
              ORDER BY d.id DESC"
         )))

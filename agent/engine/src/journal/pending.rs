@@ -9,14 +9,14 @@ use sqlx::Row;
 use super::execution::{
     OperationRecord, TX_COLUMNS, TransactionRecord, json_col, read_err, transaction_from_row, u64_col,
 };
-use super::intents::{INTENT_COLUMNS, IntentId, PendingIntent, intent_from_row};
+use super::intents::{INTENT_COLUMNS, Intent, IntentId, PendingIntent, intent_from_row};
 use super::{Journal, Result, db};
 
 /// The intents not in a final state.
 const PENDING: &str = "state NOT IN ('confirmed', 'failed', 'rejected', 'expired')";
 
 /// The intent columns with the payload left out (read as JSON `null`).
-const INTENT_COLUMNS_NO_PAYLOAD: &str =
+pub(super) const INTENT_COLUMNS_NO_PAYLOAD: &str =
     "id, idempotency_key, policy, trigger_name, kind, 'null' AS payload, state, created_at, updated_at";
 
 impl Journal {
@@ -47,6 +47,25 @@ impl Journal {
             }
         }
         Ok(payloads)
+    }
+
+    /// The intents `ids` (those that exist), in id order, without their events.
+    pub async fn intents(&self, ids: &[IntentId]) -> Result<Vec<Intent>> {
+        let mut intents = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id IN ({params}) ORDER BY id");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(db("read intents"))?;
+            for row in &rows {
+                intents.push(intent_from_row(row)?);
+            }
+        }
+        intents.sort_by_key(|i| i.id);
+        Ok(intents)
     }
 
     async fn pending_with(&self, columns: &str) -> Result<Vec<PendingIntent>> {

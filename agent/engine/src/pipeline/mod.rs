@@ -16,6 +16,7 @@ mod observer;
 pub mod runner;
 pub mod simulate;
 pub mod snapshots;
+mod stored;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,8 @@ pub struct Pipeline {
     notifier: Notifier,
     /// The history window last found (a month's first block does not move).
     window_cache: std::sync::Mutex<Option<treasury_policies::replay::HistoryWindow>>,
+    /// The intents' payloads, parsed once.
+    stored: stored::StoredIntents,
     /// The chain's shared snapshot reader (lanes of one process on one chain read together).
     snapshots: Option<snapshots::SnapshotReader>,
 }
@@ -206,6 +209,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
             window_cache: std::sync::Mutex::new(None),
+            stored: stored::StoredIntents::default(),
             snapshots: None,
         })
     }
