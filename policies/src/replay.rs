@@ -25,9 +25,6 @@ use crate::loader::PolicySet;
 use crate::plan::{PlanError, Venue, plan_batch};
 use crate::view::{Payment, SnapshotView};
 
-mod outputs;
-use outputs::FiringOutputs;
-
 /// A block as a decision names it: number and hash, so a reorg is noticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedBlock {
@@ -293,21 +290,13 @@ pub struct Replayer {
     hash: B256,
     set: PolicySet,
     spec: SnapshotSpec,
-    /// The outputs of the latest firings replayed.
-    outputs: FiringOutputs,
 }
 
 impl Replayer {
     /// Compiles every policy of `bundle` (all must compile).
     pub fn new(bundle: PolicyBundle) -> crate::Result<Self> {
         let set = PolicySet::from_sources(&bundle.policies, &bundle.scripts)?;
-        Ok(Self {
-            hash: bundle.hash(),
-            spec: bundle.snapshot_spec(),
-            set,
-            bundle,
-            outputs: FiringOutputs::default(),
-        })
+        Ok(Self { hash: bundle.hash(), spec: bundle.snapshot_spec(), set, bundle })
     }
 
     /// The pinned bundle's hash.
@@ -367,11 +356,17 @@ impl Replayer {
                     )));
                 }
             }
+            let view = Arc::new(SnapshotView::new(snapshot, self.set.book().clone()).map_err(|e| {
+                ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
+            })?);
             let seen = history_at(history, decision, snapshot.timestamp);
-            let key = FiringOutputs::key(snapshot, &firing.policies, &seen);
-            let produced = self.outputs.get_or_derive(key, || self.derive(snapshot, firing, &seen))?;
-            for intent in produced.iter() {
-                derived.insert(intent.key.clone(), (intent.clone(), firing.block.number, snapshot.timestamp));
+            for outcome in self.set.evaluate_all(&view, &seen, |e| firing.policies.contains(&e.name)) {
+                // A policy that fails produces nothing: its intents are then "not derived".
+                for intent in outcome.result.unwrap_or_default() {
+                    if intent.action.moves_funds() {
+                        derived.insert(intent.key.clone(), (intent, firing.block.number, snapshot.timestamp));
+                    }
+                }
             }
         }
         let mut checked = Vec::with_capacity(decision.intents.len());
@@ -416,25 +411,6 @@ impl Replayer {
         }
         self.check_plan(snapshot_of(snapshots, decision.plan_block.number)?, decision, op)?;
         Ok(checked)
-    }
-
-    /// The fund-moving intents `firing`'s policies produce on `snapshot` having seen `seen`.
-    fn derive(
-        &self,
-        snapshot: &Snapshot,
-        firing: &DecidedFiring,
-        seen: &[Payment],
-    ) -> Result<Vec<Intent>, ReplayError> {
-        let view = Arc::new(SnapshotView::new(snapshot, self.set.book().clone()).map_err(|e| {
-            ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
-        })?);
-        let outcomes = self.set.evaluate_all(&view, seen, |e| firing.policies.contains(&e.name));
-        // A policy that fails produces nothing: its intents are then "not derived".
-        Ok(outcomes
-            .into_iter()
-            .flat_map(|outcome| outcome.result.unwrap_or_default())
-            .filter(|intent| intent.action.moves_funds())
-            .collect())
     }
 
     /// The snapshot of every block the decision names (its firings' and the plan block), each
