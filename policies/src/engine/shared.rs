@@ -23,3 +23,20 @@ pub(crate) fn engine(limits: &Limits) -> Arc<Engine> {
     engines.push((*limits, Arc::downgrade(&engine)));
     engine
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_sets_with_the_same_limits_share_one_engine_and_other_limits_get_their_own() {
+        let a = engine(&Limits::default());
+        let b = engine(&Limits::default());
+        assert!(Arc::ptr_eq(&a, &b), "one engine for the same limits");
+        let other = Limits { max_operations: 12_345, ..Limits::default() };
+        let c = engine(&other);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.max_operations(), 12_345, "built with its own limits");
+        assert_eq!(a.max_operations(), Limits::default().max_operations);
+    }
+}
