@@ -12,6 +12,9 @@
 //! nonce.
 //!
 //! `cargo bench -p treasury --bench fleet [-- --json] [-- --sizes 10,100,1000] [-- --blocks 5]`
+//!
+//! `FLEET_WRAP=heaptrack` (any command taking the program and its arguments) runs each size's
+//! process under it, to profile where a lane's memory goes.
 
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
@@ -68,7 +71,15 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let mut rows = Vec::new();
     for n in sizes {
-        let out = Command::new(&exe)
+        let mut cmd = match std::env::var("FLEET_WRAP") {
+            Ok(w) => {
+                let mut c = Command::new(w);
+                c.arg(&exe);
+                c
+            }
+            Err(_) => Command::new(&exe),
+        };
+        let out = cmd
             .args(["--lanes", &n.to_string(), "--blocks", &blocks.to_string(), "--config"])
             .arg(&env.config)
             .envs(secrets.iter().map(|(k, v)| (k, v)))
@@ -84,12 +95,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!(
-            "lanes  start-up  VmRSS idle  VmRSS after {blocks} blocks  VmHWM  per lane (HWM)  load average"
+            "lanes  start-up  VmRSS idle  VmRSS after {blocks} blocks  VmHWM  per lane (HWM)  threads  fds  load average"
         );
         for r in &rows {
             let f = |k: &str| r[k].as_f64().unwrap_or_default();
             println!(
-                "{:>5} ({} running)  {:>7.0} ms  {:>7.1} MiB  {:>7.1} MiB  {:>7.1} MiB  {:>6.0} KiB  {}",
+                "{:>5} ({} running)  {:>7.0} ms  {:>7.1} MiB  {:>7.1} MiB  {:>7.1} MiB  {:>6.0} KiB  {:>6}  {:>6}  {}",
                 r["lanes"],
                 r["lanes_running"],
                 f("start_ms"),
@@ -97,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
                 f("rss_mib"),
                 f("hwm_mib"),
                 f("hwm_mib") * 1024.0 / f("lanes_running"),
+                r["threads"],
+                r["open_fds"],
                 r["load_average"]
             );
         }
@@ -151,6 +164,8 @@ async fn lanes_process(n: usize, config: &std::path::Path, blocks: u64) -> anyho
         "rss_idle_mib": rss_idle,
         "rss_mib": status_mib("VmRSS:"),
         "hwm_mib": status_mib("VmHWM:"),
+        "threads": status_line("Threads:").trim().parse::<u64>().unwrap_or_default(),
+        "open_fds": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or_default(),
         "blocks": blocks,
         "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     });
@@ -165,11 +180,12 @@ async fn lanes_process(n: usize, config: &std::path::Path, blocks: u64) -> anyho
 
 /// A line of /proc/self/status (VmRSS, VmHWM), MiB.
 fn status_mib(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_default();
+    let kib: f64 = status_line(key).trim().trim_end_matches("kB").trim().parse().unwrap_or_default();
     kib / 1024.0
+}
+
+/// The value of a line of /proc/self/status, empty if absent.
+fn status_line(key: &str) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_default().to_string()
 }

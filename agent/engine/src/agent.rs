@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyError};
 use crate::pipeline::runner::{self, RunOptions};
 use crate::pipeline::{Pipeline, PipelineError, TransitionHook};
+use crate::shared::Shared;
 use crate::trigger::{TriggerError, WatchOptions, Watcher};
 
 /// How long the last steps' webhooks may take to go out once the agent stops.
@@ -74,9 +75,20 @@ impl Agent {
         journal: Journal,
         hook: Option<TransitionHook>,
     ) -> Result<Self, AgentError> {
+        Self::start_shared(config, journal, hook, &Shared::default()).await
+    }
+
+    /// Like [`Agent::start_with`], sharing with the other lanes of the process what `shared`
+    /// holds (RPC provider, quorum coordinator, root client, keeper key).
+    pub async fn start_shared(
+        config: &Config,
+        journal: Journal,
+        hook: Option<TransitionHook>,
+        shared: &Shared,
+    ) -> Result<Self, AgentError> {
         let metrics = Arc::new(Metrics::new());
         let notifier = Notifier::spawn(&config.notify, metrics.clone()).map_err(AgentError::Notify)?;
-        let mut pipeline = Pipeline::connect_with(config, journal)
+        let mut pipeline = Pipeline::connect_shared(config, journal, shared)
             .await
             .map_err(AgentError::Start)?
             .with_telemetry(metrics.clone(), notifier);

@@ -2,13 +2,17 @@
 //! journal and (on PostgreSQL) lease — run side by side, so a treasury waiting on its chain, its
 //! quorum or its root never holds up another.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 use crate::agent::{Agent, AgentError};
 use crate::config::Config;
+use crate::journal::Journal;
 use crate::pipeline::TransitionHook;
 use crate::pipeline::runner::RunOptions;
 use crate::replica::{self, ReplicaEvent};
+use crate::shared::Shared;
 
 /// What a lane reports, with the treasury it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +27,10 @@ pub enum LaneEvent {
 }
 
 /// Gives each treasury (by name) its transition hook, if any.
-pub type HookFor = std::sync::Arc<dyn Fn(&str) -> Option<TransitionHook> + Send + Sync>;
+pub type HookFor = Arc<dyn Fn(&str) -> Option<TransitionHook> + Send + Sync>;
 
 /// Sees each lane's events, with the treasury's name.
-pub type OnLaneEvent = std::sync::Arc<dyn Fn(&str, LaneEvent) + Send + Sync>;
+pub type OnLaneEvent = Arc<dyn Fn(&str, LaneEvent) + Send + Sync>;
 
 /// How one treasury's lane ended.
 #[derive(Debug)]
@@ -47,13 +51,14 @@ pub async fn run_all(
     shutdown: watch::Receiver<bool>,
     on_event: OnLaneEvent,
 ) -> Vec<LaneOutcome> {
+    let shared = Arc::new(Shared::default());
     let mut lanes = tokio::task::JoinSet::new();
     for config in configs {
         let hook = hook.as_ref().and_then(|h| h(&config.name));
-        let (shutdown, on_event) = (shutdown.clone(), on_event.clone());
+        let (shutdown, on_event, shared) = (shutdown.clone(), on_event.clone(), shared.clone());
         lanes.spawn(async move {
             let name = config.name.clone();
-            let result = run_lane(&config, hook, options, shutdown, &*on_event).await;
+            let result = run_lane(&config, hook, options, shutdown, &*on_event, &shared).await;
             if let Err(e) = &result {
                 tracing::error!(treasury = %name, error = %treasury_signer::error_chain(e), "treasury lane stopped");
             }
@@ -70,20 +75,23 @@ pub async fn run_all(
     outcomes
 }
 
-/// One treasury: a replica on a shared journal, or the agent alone on its own.
+/// One treasury: a replica on a shared journal, or the agent alone on its own; what the lanes of
+/// the process share comes from `shared`.
 pub async fn run_lane(
     config: &Config,
     hook: Option<TransitionHook>,
     options: RunOptions,
     shutdown: watch::Receiver<bool>,
     on_event: &(dyn Fn(&str, LaneEvent) + Send + Sync),
+    shared: &Shared,
 ) -> Result<(), AgentError> {
     let name = config.name.as_str();
     if config.journal.is_replicated() {
-        return replica::run(config, hook, options, shutdown, |e| on_event(name, LaneEvent::Replica(e)))
-            .await;
+        let on_replica = |e| on_event(name, LaneEvent::Replica(e));
+        return replica::run_shared(config, hook, options, shutdown, on_replica, shared).await;
     }
-    let agent = Agent::start(config, hook).await?;
+    let journal = Journal::open(&config.journal.url).await.map_err(|e| AgentError::Start(e.into()))?;
+    let agent = Agent::start_shared(config, journal, hook, shared).await?;
     on_event(name, LaneEvent::Running { api: agent.api_addr() });
     agent.run(options, shutdown).await
 }

@@ -30,6 +30,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod replica;
+pub mod shared;
 pub mod trigger;
 
 pub use agent::{Agent, AgentError};

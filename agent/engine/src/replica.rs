@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::journal::{Journal, Lease};
 use crate::pipeline::runner::RunOptions;
 use crate::pipeline::{PipelineError, TransitionHook};
+use crate::shared::Shared;
 
 /// The lease name of the treasury a config serves: `CHAIN_ID:MODULE`.
 pub fn treasury_id(config: &Config) -> String {
@@ -46,8 +47,21 @@ pub async fn run(
     config: &Config,
     hook: Option<TransitionHook>,
     options: RunOptions,
+    shutdown: watch::Receiver<bool>,
+    on_event: impl Fn(ReplicaEvent) + Send + Sync,
+) -> Result<(), AgentError> {
+    run_shared(config, hook, options, shutdown, on_event, &Shared::default()).await
+}
+
+/// Like [`run`], the agent after each takeover taking from `shared` what the process's lanes
+/// share.
+pub async fn run_shared(
+    config: &Config,
+    hook: Option<TransitionHook>,
+    options: RunOptions,
     mut shutdown: watch::Receiver<bool>,
     on_event: impl Fn(ReplicaEvent) + Send + Sync,
+    shared: &Shared,
 ) -> Result<(), AgentError> {
     let journal = Journal::open(&config.journal.url).await.map_err(|e| AgentError::Start(e.into()))?;
     let treasury = treasury_id(config);
@@ -68,7 +82,7 @@ pub async fn run(
             stop,
             lost.clone(),
         ));
-        let agent = Agent::start_with(config, journal.fenced(lease.clone()), hook.clone()).await;
+        let agent = Agent::start_shared(config, journal.fenced(lease.clone()), hook.clone(), shared).await;
         let outcome = match agent {
             Ok(agent) => agent.run(options, stopped).await,
             Err(e) => Err(e),

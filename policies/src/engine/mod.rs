@@ -1,6 +1,7 @@
 //! The engine: compiles scripts once and evaluates them against snapshots, each in its sandbox.
 
 pub(crate) mod sandbox;
+mod shared;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ pub struct Run<'a> {
 
 /// The sandboxed Rhai engine with the script API; build once and share.
 pub struct PolicyEngine {
-    engine: Engine,
+    engine: Arc<Engine>,
     limits: Limits,
 }
 
@@ -56,7 +57,7 @@ impl std::fmt::Debug for PolicyEngine {
 impl PolicyEngine {
     /// An engine enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { engine: sandbox::engine(&limits), limits }
+        Self { engine: shared::engine(&limits), limits }
     }
 
     /// The limits this engine enforces.

@@ -128,6 +128,7 @@ pub(crate) async fn trusted_history(
         executed = executed_logs(provider, bundle.module, from.0).await?;
         own = own_records(ledger, from.1, &executed);
     }
+    let own_by_key = own_by_key(&own);
     let mut decoded: BTreeMap<B256, Vec<Call>> = BTreeMap::new();
     for entry in &decision.history {
         let key = &entry.intent.key;
@@ -140,7 +141,7 @@ pub(crate) async fn trusted_history(
                     "the history places intent {key} in the operation being signed, which does not carry it"
                 )));
             }
-        } else if let Some(mine) = own.iter().find(|r| &r.key == key && r.digest == d) {
+        } else if let Some(mine) = own_by_key.get(&(key.as_str(), d)).copied() {
             if mine.intent.as_ref() != Some(&entry.intent) || mine.timestamp != entry.timestamp {
                 return Err(misstated(format!(
                     "the history misstates intent {key}: this node signed it in operation {d} as {}",
@@ -178,6 +179,16 @@ pub(crate) async fn trusted_history(
     let seen = Seen { executed: &executed, own: &own, module_nonce };
     check_complete(bundle, provider, cache, decision, digest, &seen, &mut decoded).await?;
     Ok(decision.history.clone())
+}
+
+/// This node's records by (key, digest), the first of each as a scan in order would find it
+/// (the history can list thousands of intents: looking each up by scanning was quadratic).
+fn own_by_key(own: &[LedgerRecord]) -> std::collections::HashMap<(&str, B256), &LedgerRecord> {
+    let mut by = std::collections::HashMap::with_capacity(own.len());
+    for r in own {
+        by.entry((r.key.as_str(), r.digest)).or_insert(r);
+    }
+    by
 }
 
 /// Every operation executed in the window, and every live one this node signed, appears in

@@ -218,21 +218,21 @@ pub struct TransactionRecord {
     pub block_number: Option<u64>,
 }
 
-fn read_err(e: sqlx::Error) -> JournalError {
+pub(super) fn read_err(e: sqlx::Error) -> JournalError {
     JournalError::Database { what: "read row", source: e }
 }
 
-fn u64_col(row: &AnyRow, col: &str) -> Result<u64> {
+pub(super) fn u64_col(row: &AnyRow, col: &str) -> Result<u64> {
     let v: i64 = row.try_get(col).map_err(read_err)?;
     u64::try_from(v).map_err(|e| corrupt("unsigned column", e))
 }
 
-fn json_col(row: &AnyRow, col: &str) -> Result<serde_json::Value> {
+pub(super) fn json_col(row: &AnyRow, col: &str) -> Result<serde_json::Value> {
     let text: String = row.try_get(col).map_err(read_err)?;
     serde_json::from_str(&text).map_err(|e| corrupt("JSON column", e))
 }
 
-fn transaction_from_row(row: &AnyRow) -> Result<TransactionRecord> {
+pub(super) fn transaction_from_row(row: &AnyRow) -> Result<TransactionRecord> {
     let state: String = row.try_get("state").map_err(read_err)?;
     let block: Option<i64> = row.try_get("block_number").map_err(read_err)?;
     Ok(TransactionRecord {
@@ -249,7 +249,7 @@ fn transaction_from_row(row: &AnyRow) -> Result<TransactionRecord> {
     })
 }
 
-const TX_COLUMNS: &str =
+pub(super) const TX_COLUMNS: &str =
     "operation_id, module_nonce, signed_operation, keeper_nonce, tx_hash, raw_tx, state, block_number";
 
 impl Journal {

@@ -131,10 +131,10 @@ const NEWEST_OPERATION: &str = "SELECT o.operation_id FROM operations o
      JOIN operation_intents l ON l.operation_id = o.operation_id
      WHERE l.intent_id = i.id ORDER BY o.created_at DESC, o.operation_id LIMIT 1";
 
-const INTENT_COLUMNS: &str =
+pub(super) const INTENT_COLUMNS: &str =
     "id, idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at, policy_version";
 
-fn intent_from_row(row: &AnyRow) -> Result<Intent> {
+pub(super) fn intent_from_row(row: &AnyRow) -> Result<Intent> {
     let get = |e| JournalError::Database { what: "read intent", source: e };
     let payload: String = row.try_get("payload").map_err(get)?;
     let state: String = row.try_get("state").map_err(get)?;
@@ -331,10 +331,20 @@ impl Journal {
     /// The newest `limit` intents not failed, rejected or expired, newest first, each with its
     /// newest operation and that operation's newest transaction's block, in one query.
     pub async fn decided_intents(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        self.decided_intents_with(INTENT_COLUMNS, limit).await
+    }
+
+    /// Like [`Journal::decided_intents`] with each intent's payload left out (`null`); a caller
+    /// that keeps the (never changing) payloads reads only the new ones ([`Journal::payloads`]).
+    pub async fn decided_intents_without_payloads(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        self.decided_intents_with(super::pending::INTENT_COLUMNS_NO_PAYLOAD, limit).await
+    }
+
+    async fn decided_intents_with(&self, columns: &str, limit: u32) -> Result<Vec<DecidedIntent>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT d.*, (SELECT t.block_number FROM transactions t WHERE t.operation_id = d.op_id
                           ORDER BY t.id DESC LIMIT 1) AS mined_block
-             FROM (SELECT {INTENT_COLUMNS}, ({NEWEST_OPERATION}) AS op_id FROM intents i
+             FROM (SELECT {columns}, ({NEWEST_OPERATION}) AS op_id FROM intents i
                    WHERE i.state NOT IN ('failed', 'rejected', 'expired') ORDER BY i.id DESC LIMIT $1) d
              ORDER BY d.id DESC"
         )))
@@ -355,28 +365,6 @@ impl Journal {
                 })
             })
             .collect()
-    }
-
-    /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
-    pub async fn pending(&self) -> Result<Vec<PendingIntent>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS} FROM intents
-             WHERE state NOT IN ('confirmed', 'failed', 'rejected', 'expired') ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list pending intents"))?;
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let intent = intent_from_row(row)?;
-            let operation = self.operation_of(intent.id).await?;
-            let transaction = match &operation {
-                Some(op) => self.latest_transaction(&op.operation_id).await?,
-                None => None,
-            };
-            pending.push(PendingIntent { intent, operation, transaction });
-        }
-        Ok(pending)
     }
 }
 

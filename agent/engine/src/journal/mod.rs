@@ -20,12 +20,14 @@
 //! - [`cursors`]: the last block processed per source and Safe.
 //! - [`triggers`]: manual trigger requests and alerts.
 //! - [`lease`]: which replica acts for a treasury, and the fence every write checks.
+//! - [`pending`]: the work to resume (pending intents with their operations), in four queries.
 pub mod batch;
 pub mod cursors;
 pub mod execution;
 pub mod intents;
 pub mod keeper;
 pub mod lease;
+pub mod pending;
 pub mod state;
 pub mod stats;
 pub mod triggers;

@@ -548,3 +548,74 @@ async fn the_policy_version_is_journaled_with_the_intent_and_read_back_everywher
     let reopened = db.open().await;
     assert_eq!(reopened.intent_by_key("k1").await.unwrap().unwrap().policy_version, want);
 }
+
+on_both_backends!(a_batched_operation_is_resumed_whole_with_or_without_payloads);
+
+/// The lane's read of its work (four queries, whatever the number of intents): every intent of a
+/// batched operation carries that operation with all its intents and its newest transaction; the
+/// read without payloads says the same but for the payloads, which `payloads` reads by id.
+async fn a_batched_operation_is_resumed_whole_with_or_without_payloads(db: Db) {
+    use IntentState::*;
+    let journal = db.open().await;
+    let a = journal.insert_intent(&pay("a", "payroll")).await.unwrap().intent.id;
+    let b = journal.insert_intent(&pay("b", "payroll")).await.unwrap().intent.id;
+    let c = journal.insert_intent(&pay("c", "grants")).await.unwrap().intent.id;
+    for id in [a, b, c] {
+        walk(&journal, id, &[Guarded]).await;
+    }
+    journal
+        .record_operation(&OperationRecord {
+            operation_id: "0xbatch".into(),
+            module_nonce: 3,
+            operation: json!({"calls": [], "nonce": 3, "deadline": 1_700_000_000}),
+            intents: vec![a, b],
+        })
+        .await
+        .unwrap();
+    for id in [a, b] {
+        walk(&journal, id, &[Planned, Authorising, Signed]).await;
+    }
+    for (hash, keeper_nonce) in [("0xfirst", 5), ("0xbumped", 5)] {
+        journal
+            .record_transaction(&NewTransaction {
+                operation_id: "0xbatch".into(),
+                module_nonce: 3,
+                signed_operation: json!({"nonce": 3}),
+                keeper_nonce,
+                tx_hash: hash.into(),
+                raw_tx: format!("raw{hash}"),
+            })
+            .await
+            .unwrap();
+    }
+    for id in [a, b] {
+        walk(&journal, id, &[Submitted]).await;
+    }
+
+    let full = journal.pending().await.unwrap();
+    let light = journal.pending_without_payloads().await.unwrap();
+    assert_eq!(full.iter().map(|p| p.intent.id).collect::<Vec<_>>(), [a, b, c]);
+    for p in &full[..2] {
+        let op = p.operation.as_ref().expect("the batch's intents carry it");
+        assert_eq!((op.operation_id.as_str(), op.module_nonce, &op.intents), ("0xbatch", 3, &vec![a, b]));
+        let tx = p.transaction.as_ref().expect("with its newest transaction");
+        assert_eq!(tx.tx.tx_hash, "0xbumped");
+    }
+    assert!(full[2].operation.is_none() && full[2].transaction.is_none());
+    assert_eq!(full[0].intent.payload, pay("a", "payroll").payload);
+    for (f, l) in full.iter().zip(&light) {
+        assert_eq!(l.intent.payload, serde_json::Value::Null);
+        let mut f = f.clone();
+        f.intent.payload = serde_json::Value::Null;
+        assert_eq!(&f, l, "the same work without the payloads");
+    }
+
+    let payloads = journal.payloads(&[c, a, IntentId(9_999)]).await.unwrap();
+    assert_eq!(payloads.len(), 2, "an unknown id is left out");
+    assert_eq!(payloads[&c], pay("c", "grants").payload);
+    let read = journal.intents(&[c, a]).await.unwrap();
+    assert_eq!(
+        read.iter().map(|i| (i.id, i.policy.as_str())).collect::<Vec<_>>(),
+        [(a, "payroll"), (c, "grants")]
+    );
+}

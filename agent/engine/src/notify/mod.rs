@@ -260,6 +260,10 @@ impl Notifier {
     ///
     /// The tasks end once every clone of the notifier is dropped and their queues are drained.
     pub fn spawn(cfg: &NotifyConfig, metrics: Arc<Metrics>) -> Result<Self, NotifyError> {
+        if cfg.webhooks.is_empty() {
+            // No HTTP client for no webhook (a process with many treasuries has many notifiers).
+            return Ok(Self { hooks: Arc::from(Vec::new()), metrics, pending: Arc::default() });
+        }
         let retry = Retry {
             max_attempts: cfg.max_attempts.max(1),
             timeout: cfg.timeout.max(Duration::from_millis(1)),

@@ -115,7 +115,8 @@ fn quorum_request(operation_id: &str, tier: u8) -> NewSigningRequest {
 impl Pipeline {
     /// Moves the lane one step: resumes the operation in flight, or plans the next one.
     pub async fn step(&self) -> Result<LaneStep> {
-        let pending = self.journal.pending().await?;
+        // Without payloads: a step needs them only for the intents it plans (read there).
+        let pending = self.journal.pending_without_payloads().await?;
         if let Some(flight) = in_flight(&pending)? {
             return self.advance(flight).await;
         }
@@ -238,10 +239,15 @@ impl Pipeline {
             return Ok(LaneStep::Waiting("the module is paused; intents wait until it is unpaused".into()));
         }
         let trigger = &guarded[0].intent.trigger;
-        let mut group: Vec<(IntentId, Intent)> = Vec::new();
-        for p in guarded.iter().filter(|p| &p.intent.trigger == trigger).take(self.settings.max_batch) {
-            group.push((p.intent.id, StoredIntent::from_payload(&p.intent.payload)?.intent));
-        }
+        let ids: Vec<IntentId> = guarded
+            .iter()
+            .filter(|p| &p.intent.trigger == trigger)
+            .take(self.settings.max_batch)
+            .map(|p| p.intent.id)
+            .collect();
+        let stored = self.stored.get(&self.journal, &ids).await?;
+        let mut group: Vec<(IntentId, Intent)> =
+            ids.iter().zip(&stored).map(|(id, s)| (*id, s.intent.clone())).collect();
         let mut candidate = self.candidate(&group, &snapshot).await;
         if group.len() > 1 && !matches!(&candidate, Ok((_, Tier::One))) {
             group.truncate(1);
@@ -272,7 +278,10 @@ impl Pipeline {
         }
         let digest = operation_digest(&operation, tier_no, self.chain_id, self.spec.module);
         let plan_block = Some(PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash });
-        let history_window = if tier_no == 1 { Some(self.history_window_of(&group).await?) } else { None };
+        let history_window = match tier_no {
+            1 => Some(self.history_window_of(&stored[..group.len()]).await?),
+            _ => None,
+        };
         let planned = PlannedOperation { operation, tier: tier_no, reasons, plan_block, history_window };
         let record = OperationRecord {
             operation_id: digest.to_string(),
@@ -488,21 +497,26 @@ impl Pipeline {
         let mut intents = Vec::new();
         let mut firings: Vec<DecidedFiring> = Vec::new();
         let mut latest = 0;
-        for id in &flight.intents {
-            let Some((row, _)) = self.journal.intent(*id).await? else { return Ok(None) };
-            let stored = StoredIntent::from_payload(&row.payload)?;
+        let triggers: std::collections::HashMap<IntentId, String> =
+            self.journal.intents(&flight.intents).await?.into_iter().map(|i| (i.id, i.trigger)).collect();
+        if triggers.len() != flight.intents.len() {
+            return Ok(None);
+        }
+        let stored = self.stored.get(&self.journal, &flight.intents).await?;
+        for (id, stored) in flight.intents.iter().zip(stored) {
+            let trigger = &triggers[id];
             let Some(hash) = stored.block_hash else { return Ok(None) };
             let block = PinnedBlock { number: stored.block, hash };
-            match firings.iter_mut().find(|f| f.trigger == row.trigger && f.block == block) {
+            match firings.iter_mut().find(|f| &f.trigger == trigger && f.block == block) {
                 Some(f) if f.policies.contains(&stored.intent.policy) => {}
                 Some(f) => f.policies.push(stored.intent.policy.clone()),
                 None => firings.push(DecidedFiring {
                     policies: vec![stored.intent.policy.clone()],
-                    trigger: row.trigger.clone(),
+                    trigger: trigger.clone(),
                     block,
                 }),
             }
-            intents.push(stored.intent);
+            intents.push(stored.intent.clone());
             latest = latest.max(stored.timestamp);
         }
         let history = self.decided_history(window, latest).await?;
@@ -519,15 +533,8 @@ impl Pipeline {
 
     /// The history window of an operation carrying `group`: the first block of the month of its
     /// earliest firing, remembered for the month.
-    async fn history_window_of(&self, group: &[(IntentId, Intent)]) -> Result<HistoryWindow> {
-        let mut earliest: Option<(u64, u64)> = None;
-        for (id, _) in group {
-            let Some((row, _)) = self.journal.intent(*id).await? else { continue };
-            let stored = StoredIntent::from_payload(&row.payload)?;
-            if earliest.is_none_or(|(b, _)| stored.block < b) {
-                earliest = Some((stored.block, stored.timestamp));
-            }
-        }
+    async fn history_window_of(&self, group: &[std::sync::Arc<StoredIntent>]) -> Result<HistoryWindow> {
+        let earliest = group.iter().min_by_key(|s| s.block).map(|s| (s.block, s.timestamp));
         let (block, timestamp) = earliest.unwrap_or_default();
         let cached = *self.window_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(w) = cached
@@ -548,10 +555,12 @@ impl Pipeline {
     /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
     /// every operation a node finds executed in the window is accounted for.
     async fn decided_history(&self, window: HistoryWindow, latest: u64) -> Result<Vec<PastIntent>> {
-        let rows = self.journal.decided_intents(10_000).await?;
+        let rows = self.journal.decided_intents_without_payloads(10_000).await?;
+        let ids: Vec<IntentId> = rows.iter().map(|r| r.intent.id).collect();
+        let stored = self.stored.get(&self.journal, &ids).await?;
+        self.stored.retain(&ids.iter().copied().collect());
         let mut history = Vec::new();
-        for row in rows {
-            let stored = StoredIntent::from_payload(&row.intent.payload)?;
+        for (row, stored) in rows.into_iter().zip(stored) {
             if !stored.intent.action.moves_funds()
                 || stored.timestamp > latest
                 || stored.timestamp + STRAGGLER_LOOKBACK_SECS < window.since
@@ -567,7 +576,7 @@ impl Pipeline {
             // (a firing of the same round): it is not in their history.
             let Some(digest) = row.operation_id.and_then(|o| o.parse().ok()) else { continue };
             history.push(PastIntent {
-                intent: stored.intent,
+                intent: stored.intent.clone(),
                 timestamp: stored.timestamp,
                 digest: Some(digest),
             });

@@ -16,6 +16,7 @@ mod observer;
 pub mod runner;
 pub mod simulate;
 pub mod snapshots;
+mod stored;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,8 @@ pub struct Pipeline {
     notifier: Notifier,
     /// The history window last found (a month's first block does not move).
     window_cache: std::sync::Mutex<Option<treasury_policies::replay::HistoryWindow>>,
+    /// The intents' payloads, parsed once.
+    stored: stored::StoredIntents,
     /// The chain's shared snapshot reader (lanes of one process on one chain read together).
     snapshots: Option<snapshots::SnapshotReader>,
     /// Held while an operation is planned, and while a keeper job's perform through the module
@@ -211,6 +214,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
             window_cache: std::sync::Mutex::new(None),
+            stored: stored::StoredIntents::default(),
             snapshots: None,
             module_nonce_lock: Arc::default(),
             keeper_jobs: Vec::new(),
@@ -254,14 +258,30 @@ impl Pipeline {
     /// Like [`Pipeline::connect`], on an already opened journal (e.g. a replica's
     /// [`Journal::fenced`] handle, so every step it takes checks the lease).
     pub async fn connect_with(config: &Config, journal: Journal) -> Result<Self> {
-        let provider = connect_chain(&config.chain).await?;
+        Self::connect_shared(config, journal, &crate::shared::Shared::default()).await
+    }
+
+    /// Like [`Pipeline::connect_with`], taking the provider, coordinator, root client and keeper
+    /// key from `shared` (made there by the first lane that needs each).
+    pub async fn connect_shared(
+        config: &Config,
+        journal: Journal,
+        shared: &crate::shared::Shared,
+    ) -> Result<Self> {
+        let provider = shared
+            .provider(config.chain.chain_id, config.chain.endpoints(), || connect_chain(&config.chain))
+            .await?;
         let policies = PolicySet::load(&config.policies, &config.base_dir)?;
         let spec = snapshot_spec(config)?;
         let venue = match &config.dex {
             Some(dex) => Some(venue(&provider, spec.safe, dex.router).await?),
             None => None,
         };
-        let coordinator = Coordinator::from_quorum_file(&config.signing.quorum_file)?;
+        let coordinator = shared
+            .coordinator(config.signing.quorum_file.clone(), &coordinator_passphrase_id(), || {
+                Coordinator::from_quorum_file(&config.signing.quorum_file)
+            })
+            .await?;
         let root = match &config.signing.root {
             Some(root) => {
                 let env = &root.token_env;
@@ -270,11 +290,12 @@ impl Pipeline {
                         "signing.root_token_env: environment variable {env} is not set"
                     ))
                 })?;
-                Some(RootClient::new(root.url.to_string(), token))
+                Some(shared.root(root.url.to_string(), token).await)
             }
             None => None,
         };
-        let sender = keeper_sender(provider.clone(), keeper_key(config)?, sender_config(config)).await?;
+        let key = keeper_key_shared(config, shared).await?;
+        let sender = keeper_sender(provider.clone(), key, sender_config(config)).await?;
         let snapshots =
             snapshots::SnapshotReader::for_chain(config.chain.chain_id, config.chain.endpoints(), &provider);
         let mut pipeline = Self::new(Parts {
@@ -283,7 +304,7 @@ impl Pipeline {
             policies,
             spec,
             venue,
-            coordinator: Arc::new(coordinator),
+            coordinator,
             root,
             sender,
             settings: config.pipeline.clone(),
@@ -441,15 +462,7 @@ pub enum KeeperKey {
 pub fn keeper_key(config: &Config) -> Result<KeeperKey> {
     let (label, token, module, pin_env) = match &config.keeper.key {
         KeeperKeyConfig::Keystore { path, password_env } => {
-            let password = std::env::var(password_env).map_err(|_| {
-                PipelineError::Config(format!(
-                    "keeper.password_env: environment variable {password_env} is not set"
-                ))
-            })?;
-            let key = PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
-                PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
-            })?;
-            return Ok(KeeperKey::Local(key));
+            return Ok(KeeperKey::Local(decrypt_keystore(path, &keystore_password(password_env)?)?));
         }
         KeeperKeyConfig::Pkcs11 { label, token, module, pin_env } => (label, token, module, pin_env),
     };
@@ -459,6 +472,35 @@ pub fn keeper_key(config: &Config) -> Result<KeeperKey> {
         PipelineError::Config(format!("keeper.pkcs11_label `{label}` in token `{token}`: {e}"))
     })?;
     Ok(KeeperKey::Hsm(signer))
+}
+
+/// Like [`keeper_key`], a keystore decrypted once per process (`shared`).
+async fn keeper_key_shared(config: &Config, shared: &crate::shared::Shared) -> Result<KeeperKey> {
+    let KeeperKeyConfig::Keystore { path, password_env } = &config.keeper.key else {
+        return keeper_key(config);
+    };
+    let password = keystore_password(password_env)?;
+    let key = shared.keystore(path.clone(), &password, || decrypt_keystore(path, &password)).await?;
+    Ok(KeeperKey::Local(key))
+}
+
+fn keystore_password(password_env: &str) -> Result<String> {
+    std::env::var(password_env).map_err(|_| {
+        PipelineError::Config(format!("keeper.password_env: environment variable {password_env} is not set"))
+    })
+}
+
+fn decrypt_keystore(path: &std::path::Path, password: &str) -> Result<PrivateKeySigner> {
+    PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
+        PipelineError::Config(format!("keeper.keystore {}: cannot decrypt: {e}", path.display()))
+    })
+}
+
+/// What the coordinator passphrase is now (from the environment, or the file it names), to tell
+/// coordinators opened with different passphrases apart; never stored as such.
+fn coordinator_passphrase_id() -> String {
+    let var = treasury_signer::quorum::store::COORDINATOR_PASSPHRASE_ENV;
+    format!("{:?}/{:?}", std::env::var_os(var), std::env::var_os(format!("{var}_FILE")))
 }
 
 /// A sender signing with `key`.

@@ -1,0 +1,173 @@
+//! The work to resume: every intent not in a final state, with the operation planned for it and
+//! that operation's newest keeper transaction, read in four queries whatever their number (one
+//! trigger may leave a thousand intents pending, and the lane reads them at every step).
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::execution::{
+    OperationRecord, TX_COLUMNS, TransactionRecord, json_col, read_err, transaction_from_row, u64_col,
+};
+use super::intents::{INTENT_COLUMNS, Intent, IntentId, PendingIntent, intent_from_row};
+use super::{Journal, Result, db};
+
+/// The intents not in a final state.
+const PENDING: &str = "state NOT IN ('confirmed', 'failed', 'rejected', 'expired')";
+
+/// The intent columns with the payload left out (read as JSON `null`).
+pub(super) const INTENT_COLUMNS_NO_PAYLOAD: &str =
+    "id, idempotency_key, policy, trigger_name, kind, 'null' AS payload, state, created_at, updated_at";
+
+impl Journal {
+    /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
+    pub async fn pending(&self) -> Result<Vec<PendingIntent>> {
+        self.pending_with(INTENT_COLUMNS).await
+    }
+
+    /// Like [`Journal::pending`] with each intent's payload left out (`null`): what a step of
+    /// the lane needs to find the operation in flight or the next intents to plan, whose payloads
+    /// [`Journal::payloads`] then reads.
+    pub async fn pending_without_payloads(&self) -> Result<Vec<PendingIntent>> {
+        self.pending_with(INTENT_COLUMNS_NO_PAYLOAD).await
+    }
+
+    /// The payloads of the intents `ids` (those that exist), by id.
+    pub async fn payloads(&self, ids: &[IntentId]) -> Result<HashMap<IntentId, serde_json::Value>> {
+        let mut payloads = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT id, payload FROM intents WHERE id IN ({params})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            for row in query.fetch_all(&self.pool).await.map_err(db("read intent payloads"))? {
+                payloads.insert(IntentId(row.try_get("id").map_err(read_err)?), json_col(&row, "payload")?);
+            }
+        }
+        Ok(payloads)
+    }
+
+    /// The intents `ids` (those that exist), in id order, without their events.
+    pub async fn intents(&self, ids: &[IntentId]) -> Result<Vec<Intent>> {
+        let mut intents = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id IN ({params}) ORDER BY id");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(db("read intents"))?;
+            for row in &rows {
+                intents.push(intent_from_row(row)?);
+            }
+        }
+        intents.sort_by_key(|i| i.id);
+        Ok(intents)
+    }
+
+    async fn pending_with(&self, columns: &str) -> Result<Vec<PendingIntent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM intents WHERE {PENDING} ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list pending intents"))?;
+        let intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        let newest = self.newest_operations_of_pending().await?;
+        let members = self.members_of_pending_operations().await?;
+        let transactions = self.newest_transactions_of_pending().await?;
+        Ok(intents
+            .into_iter()
+            .map(|intent| {
+                let operation =
+                    newest.get(&intent.id).map(|(operation_id, module_nonce, operation)| OperationRecord {
+                        operation_id: operation_id.clone(),
+                        module_nonce: *module_nonce,
+                        operation: operation.clone(),
+                        intents: members.get(operation_id).cloned().unwrap_or_default(),
+                    });
+                let transaction =
+                    operation.as_ref().and_then(|op| transactions.get(&op.operation_id).cloned());
+                PendingIntent { intent, operation, transaction }
+            })
+            .collect())
+    }
+
+    /// The newest operation of each pending intent (as [`Journal::operation_of`] picks it).
+    async fn newest_operations_of_pending(
+        &self,
+    ) -> Result<HashMap<IntentId, (String, u64, serde_json::Value)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT l.intent_id, o.operation_id, o.module_nonce, o.operation FROM operations o
+             JOIN operation_intents l ON l.operation_id = o.operation_id
+             JOIN intents i ON i.id = l.intent_id
+             WHERE i.{PENDING} ORDER BY o.created_at DESC, o.operation_id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read pending operations"))?;
+        let mut parsed: HashMap<String, serde_json::Value> = HashMap::new();
+        let mut newest = HashMap::new();
+        for row in &rows {
+            let intent = IntentId(row.try_get("intent_id").map_err(read_err)?);
+            if newest.contains_key(&intent) {
+                continue;
+            }
+            let operation_id: String = row.try_get("operation_id").map_err(read_err)?;
+            let operation = match parsed.get(&operation_id) {
+                Some(op) => op.clone(),
+                None => {
+                    let op = json_col(row, "operation")?;
+                    parsed.insert(operation_id.clone(), op.clone());
+                    op
+                }
+            };
+            newest.insert(intent, (operation_id, u64_col(row, "module_nonce")?, operation));
+        }
+        Ok(newest)
+    }
+
+    /// Every intent of each operation linked to a pending intent, by operation, in id order.
+    async fn members_of_pending_operations(&self) -> Result<HashMap<String, Vec<IntentId>>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT m.operation_id, m.intent_id FROM operation_intents m
+             WHERE m.operation_id IN (SELECT l.operation_id FROM operation_intents l
+                                      JOIN intents i ON i.id = l.intent_id WHERE i.{PENDING})
+             ORDER BY m.intent_id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read pending operation intents"))?;
+        let mut members: HashMap<String, Vec<IntentId>> = HashMap::new();
+        for row in &rows {
+            let operation_id: String = row.try_get("operation_id").map_err(read_err)?;
+            members
+                .entry(operation_id)
+                .or_default()
+                .push(IntentId(row.try_get("intent_id").map_err(read_err)?));
+        }
+        Ok(members)
+    }
+
+    /// The newest keeper transaction of each operation linked to a pending intent.
+    async fn newest_transactions_of_pending(&self) -> Result<HashMap<String, TransactionRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TX_COLUMNS} FROM transactions
+             WHERE operation_id IN (SELECT l.operation_id FROM operation_intents l
+                                    JOIN intents i ON i.id = l.intent_id WHERE i.{PENDING})
+             ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read pending transactions"))?;
+        let mut newest = HashMap::new();
+        for row in &rows {
+            let tx = transaction_from_row(row)?;
+            newest.insert(tx.tx.operation_id.clone(), tx);
+        }
+        Ok(newest)
+    }
+}

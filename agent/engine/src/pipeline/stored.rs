@@ -1,0 +1,37 @@
+//! The intents' journaled payloads, parsed once per process: a payload never changes once the
+//! intent is journaled, and authorising each operation of a large firing reads the decided
+//! history (up to thousands of intents) again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::Result;
+use super::intake::StoredIntent;
+use crate::journal::{IntentId, Journal, JournalError};
+
+/// Parsed payloads by intent id.
+#[derive(Default)]
+pub(crate) struct StoredIntents(Mutex<HashMap<IntentId, Arc<StoredIntent>>>);
+
+impl StoredIntents {
+    /// The stored form of each of `ids`, in order, reading from `journal` only those not parsed
+    /// yet; an id the journal does not hold is an error.
+    pub(crate) async fn get(&self, journal: &Journal, ids: &[IntentId]) -> Result<Vec<Arc<StoredIntent>>> {
+        let missing: Vec<IntentId> = {
+            let known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ids.iter().filter(|id| !known.contains_key(id)).copied().collect()
+        };
+        let mut parsed = Vec::with_capacity(missing.len());
+        for (id, payload) in journal.payloads(&missing).await? {
+            parsed.push((id, Arc::new(StoredIntent::from_payload(&payload)?)));
+        }
+        let mut known = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.extend(parsed);
+        ids.iter().map(|id| known.get(id).cloned().ok_or(JournalError::NotFound(*id).into())).collect()
+    }
+
+    /// Forgets every intent but `ids` (the cache holds no more than the history read last).
+    pub(crate) fn retain(&self, ids: &HashSet<IntentId>) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id, _| ids.contains(id));
+    }
+}
