@@ -205,8 +205,14 @@ pub struct PinnedJob {
     /// For a log-triggered upkeep: the emitting contract and the event's topic0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<(Address, B256)>,
-    /// When the job is due: the node signs a perform only at a block where it is.
+    /// When the job is due: the node signs a perform only at a block where it is (a bundle
+    /// pinned before jobs carried their trigger reads as `manual`: never due, until re-pinned).
+    #[serde(default = "never_due")]
     pub trigger: Trigger,
+}
+
+fn never_due() -> Trigger {
+    Trigger::Manual
 }
 
 /// The block a perform is asked at, as the due check reads it.
@@ -381,6 +387,14 @@ mod tests {
             d.ledger_key(B256::repeat_byte(1), &p(b"a"), None),
             d.ledger_key(B256::repeat_byte(1), &p(b"b"), None)
         );
+    }
+
+    #[test]
+    fn a_job_pinned_without_its_trigger_is_never_due() {
+        let old = r#"{"name":"j","job":{"kind":"call","target":"0x0101010101010101010101010101010101010101","data":"0x"}}"#;
+        let j: PinnedJob = serde_json::from_str(old).unwrap();
+        let err = j.period_at(at(10, 0, 0)).unwrap_err();
+        assert!(err.contains("keeper job j is not due at block 10"), "{err}");
     }
 
     #[test]
