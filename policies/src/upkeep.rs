@@ -11,6 +11,8 @@ use alloy::rpc::types::{Filter, Log, TransactionRequest};
 use alloy::sol_types::{SolCall, SolValue};
 use serde::{Deserialize, Serialize};
 use treasury_chain::contracts::IMulticall3;
+
+use crate::config::Trigger;
 use treasury_chain::contracts::automation::{
     AutomationCompatibleInterface, ILogAutomation, Log as AutomationLog,
 };
@@ -203,6 +205,77 @@ pub struct PinnedJob {
     /// For a log-triggered upkeep: the emitting contract and the event's topic0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<(Address, B256)>,
+    /// When the job is due: the node signs a perform only at a block where it is (a bundle
+    /// pinned before jobs carried their trigger reads as `manual`: never due, until re-pinned).
+    #[serde(default = "never_due")]
+    pub trigger: Trigger,
+}
+
+fn never_due() -> Trigger {
+    Trigger::Manual
+}
+
+/// The block a perform is asked at, as the due check reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueBlock {
+    /// Its number.
+    pub number: u64,
+    /// Its timestamp.
+    pub timestamp: u64,
+    /// Its parent's timestamp (needed for a `schedule` trigger only).
+    pub parent_timestamp: Option<u64>,
+}
+
+impl PinnedJob {
+    /// The period of the job a perform at `block` belongs to: `Ok(None)` for a job due at every
+    /// block or on each log (its block or log is its period), `Ok(Some(period))` for a tick of
+    /// `every_blocks` (`every@N`) or a cron instant (`schedule@T`), `Err` why the job is not due
+    /// at that block.
+    pub fn period_at(&self, block: DueBlock) -> Result<Option<String>, String> {
+        let not_due =
+            |why: String| format!("keeper job {} is not due at block {}: {why}", self.name, block.number);
+        match &self.trigger {
+            Trigger::EveryBlocks { blocks: 0 } => Err(not_due("its interval is 0 blocks".into())),
+            Trigger::EveryBlocks { blocks: 1 } => Ok(None),
+            Trigger::EveryBlocks { blocks } => {
+                if block.number.is_multiple_of(*blocks) {
+                    Ok(Some(format!("every@{}", block.number)))
+                } else {
+                    let next = block.number - block.number % blocks + blocks;
+                    Err(not_due(format!("it runs every {blocks} blocks (next at block {next})")))
+                }
+            }
+            Trigger::Schedule { cron } => {
+                let parent =
+                    block.parent_timestamp.ok_or_else(|| not_due("its parent block is unknown".into()))?;
+                match last_instant(cron, parent, block.timestamp) {
+                    Some(instant) => Ok(Some(format!("schedule@{instant}"))),
+                    None => Err(not_due(format!(
+                        "its schedule `{cron}` has no instant in ({parent}, {}], the time since the previous block",
+                        block.timestamp
+                    ))),
+                }
+            }
+            Trigger::OnLog { .. } => Ok(None),
+            Trigger::Manual => Err(not_due("a manual trigger is never due through the module".into())),
+        }
+    }
+}
+
+/// The newest instant of cron expression `cron` in `(after, until]`, unix seconds.
+pub fn last_instant(cron: &str, after: u64, until: u64) -> Option<u64> {
+    use std::str::FromStr;
+    let schedule = cron::Schedule::from_str(cron).ok()?;
+    let start = chrono::DateTime::from_timestamp(i64::try_from(after).ok()?, 0)?;
+    let mut last = None;
+    for t in schedule.after(&start) {
+        let t = u64::try_from(t.timestamp()).ok()?;
+        if t > until {
+            break;
+        }
+        last = Some(t);
+    }
+    last
 }
 
 /// What a keeper job's sign request carries besides the operation: which job, and what its
@@ -219,11 +292,14 @@ pub struct KeeperDecision {
 }
 
 impl KeeperDecision {
-    /// The exactly-once key of this perform: job, block (or log) and perform hash.
-    pub fn ledger_key(&self, block: B256, perform: &Perform) -> String {
-        match self.log_index {
-            Some(i) => format!("keeper:{}:log:{block}:{i}:{}", self.job, perform.hash()),
-            None => format!("keeper:{}:block:{block}:{}", self.job, perform.hash()),
+    /// The exactly-once key of this perform: job, block (or log) and perform hash; for a job due
+    /// once per `period` (a tick of `every_blocks`, a cron instant), job and period: one perform
+    /// per period.
+    pub fn ledger_key(&self, block: B256, perform: &Perform, period: Option<&str>) -> String {
+        match (period, self.log_index) {
+            (Some(period), _) => format!("keeper:{}:{period}", self.job),
+            (None, Some(i)) => format!("keeper:{}:log:{block}:{i}:{}", self.job, perform.hash()),
+            (None, None) => format!("keeper:{}:block:{block}:{}", self.job, perform.hash()),
         }
     }
 }
@@ -269,4 +345,71 @@ pub async fn derive(
     job.job
         .decode_answer(&answer)?
         .ok_or_else(|| format!("the check at block {block} says no perform is needed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(trigger: Trigger) -> PinnedJob {
+        PinnedJob {
+            name: "j".into(),
+            job: JobKind::Call { target: Address::repeat_byte(1), data: Bytes::new() },
+            log: None,
+            trigger,
+        }
+    }
+
+    fn at(number: u64, timestamp: u64, parent: u64) -> DueBlock {
+        DueBlock { number, timestamp, parent_timestamp: Some(parent) }
+    }
+
+    #[test]
+    fn every_n_blocks_is_due_at_its_ticks_only_and_one_tick_is_one_period() {
+        let j = job(Trigger::EveryBlocks { blocks: 10 });
+        assert_eq!(j.period_at(at(120, 0, 0)), Ok(Some("every@120".into())));
+        let off = j.period_at(at(123, 0, 0)).unwrap_err();
+        assert!(
+            off.contains("keeper job j is not due at block 123") && off.contains("next at block 130"),
+            "{off}"
+        );
+        assert_eq!(job(Trigger::EveryBlocks { blocks: 1 }).period_at(at(123, 0, 0)), Ok(None));
+        // two performs of one tick (another block hash, other performData) share one key
+        let d = KeeperDecision { job: "j".into(), log_index: None, perform_data: Bytes::new() };
+        let p = |data: &'static [u8]| Perform {
+            target: Address::ZERO,
+            calldata: Bytes::from_static(data),
+            perform_data: Bytes::new(),
+        };
+        let a = d.ledger_key(B256::repeat_byte(1), &p(b"a"), Some("every@120"));
+        assert_eq!(a, d.ledger_key(B256::repeat_byte(2), &p(b"b"), Some("every@120")));
+        assert_ne!(
+            d.ledger_key(B256::repeat_byte(1), &p(b"a"), None),
+            d.ledger_key(B256::repeat_byte(1), &p(b"b"), None)
+        );
+    }
+
+    #[test]
+    fn a_job_pinned_without_its_trigger_is_never_due() {
+        let old = r#"{"name":"j","job":{"kind":"call","target":"0x0101010101010101010101010101010101010101","data":"0x"}}"#;
+        let j: PinnedJob = serde_json::from_str(old).unwrap();
+        let err = j.period_at(at(10, 0, 0)).unwrap_err();
+        assert!(err.contains("keeper job j is not due at block 10"), "{err}");
+    }
+
+    #[test]
+    fn a_schedule_is_due_at_the_first_block_at_or_after_its_instant() {
+        let j = job(Trigger::Schedule { cron: "0 0 * * * *".into() }); // hourly
+        let hour = 1_796_000_400; // a whole hour (unix seconds)
+        assert_eq!(hour % 3600, 0);
+        assert_eq!(j.period_at(at(7, hour + 5, hour - 7)), Ok(Some(format!("schedule@{hour}"))));
+        assert_eq!(j.period_at(at(7, hour, hour - 12)), Ok(Some(format!("schedule@{hour}"))));
+        let late = j.period_at(at(8, hour + 17, hour + 5)).unwrap_err();
+        assert!(
+            late.contains("keeper job j is not due at block 8") && late.contains("0 0 * * * *"),
+            "{late}"
+        );
+        let unknown = DueBlock { number: 7, timestamp: hour + 5, parent_timestamp: None };
+        assert!(j.period_at(unknown).is_err());
+    }
 }

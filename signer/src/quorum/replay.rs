@@ -803,6 +803,7 @@ mod tests {
                 check_data: Default::default(),
             },
             log: None,
+            trigger: treasury_policies::Trigger::EveryBlocks { blocks: 1 },
         };
         let with_job = fewer.clone().with_keeper_jobs(vec![job]);
         let out =

@@ -1,17 +1,21 @@
 //! Replay of a keeper job's perform at the node (`execute = "module"`): the job must be pinned in
 //! the node's policy bundle; the node runs the job's check itself, at the decision's block,
 //! through its own RPC endpoint, derives the perform call, and signs only an operation that is
-//! exactly that call at the module's nonce of that block, once per (job, block or log, perform
-//! hash).
+//! exactly that call at the module's nonce of that block, only at a block where the job's
+//! trigger is due (a tick of `every_blocks`, the first block at or after a cron instant, a block
+//! holding the matching log), once per (job, block or log, perform hash) — once per period for a
+//! job with a period (a tick, a cron instant).
 
 use alloy::eips::BlockId;
 use alloy::primitives::B256;
 use alloy::providers::DynProvider;
+use alloy::providers::Provider;
 use alloy::sol_types::SolCall;
 use treasury_chain::contracts::{IERC20, ITreasuryModuleViews};
 use treasury_chain::operation::Operation;
+use treasury_policies::Trigger;
 use treasury_policies::replay::{Decision, Replayer, block_header};
-use treasury_policies::upkeep::{KeeperDecision, Perform, derive};
+use treasury_policies::upkeep::{DueBlock, KeeperDecision, Perform, PinnedJob, derive};
 
 use super::error::{Refusal, RefusalCode};
 use super::replay::{IntentLedger, LedgerRecord, Replayed, UpkeepSigned, can_no_longer_execute, refuse};
@@ -71,6 +75,7 @@ pub(crate) async fn check(
             block.number, block.hash
         )));
     }
+    let period = job.period_at(due_block(provider, job, block, timestamp).await?).map_err(mismatch)?;
     let perform = derive(provider, bundle.multicall3, job, block.hash, timestamp, keeper.log_index)
         .await
         .map_err(|e| mismatch(format!("keeper job {} at block {}: {e}", keeper.job, block.number)))?;
@@ -81,7 +86,7 @@ pub(crate) async fn check(
         )));
     }
     check_operation(provider, bundle.module, keeper, block, &perform, op).await?;
-    let key = keeper.ledger_key(block.hash, &perform);
+    let key = keeper.ledger_key(block.hash, &perform, period.as_deref());
     let earlier: Vec<LedgerRecord> = {
         let l = ledger.lock().expect("intent ledger lock");
         l.records(&key).iter().filter(|r| r.digest != digest).cloned().collect()
@@ -89,10 +94,14 @@ pub(crate) async fn check(
     let mut dead = std::collections::BTreeSet::new();
     for r in earlier {
         if !can_no_longer_execute(provider, bundle.module, &r).await? {
+            let what = match &period {
+                Some(p) => format!("a perform in its period {p} (one perform per period)"),
+                None => format!("perform {key}"),
+            };
             return Err(refuse(
                 RefusalCode::AlreadySigned,
                 format!(
-                    "keeper job {}'s perform {key} was already signed in operation {}, which executed or can still execute",
+                    "keeper job {}: {what} was already signed in operation {}, which executed or can still execute",
                     keeper.job, r.digest
                 ),
             ));
@@ -104,6 +113,37 @@ pub(crate) async fn check(
         dead,
         upkeep: Some(UpkeepSigned { key, job: keeper.job.clone(), timestamp }),
     })
+}
+
+/// The block the perform is asked at, for the job's due check: its parent's timestamp read
+/// (by the block's parent hash) only for a `schedule` trigger.
+async fn due_block(
+    provider: &DynProvider,
+    job: &PinnedJob,
+    block: treasury_policies::replay::PinnedBlock,
+    timestamp: u64,
+) -> Result<DueBlock, Refusal> {
+    let parent_timestamp = match job.trigger {
+        Trigger::Schedule { .. } => Some(parent_timestamp(provider, block.hash).await.map_err(|e| {
+            mismatch(format!("keeper job {}: the parent of block {}: {e}", job.name, block.number))
+        })?),
+        _ => None,
+    };
+    Ok(DueBlock { number: block.number, timestamp, parent_timestamp })
+}
+
+/// The timestamp of the parent of block `hash`, through this node's RPC.
+async fn parent_timestamp(provider: &DynProvider, hash: B256) -> Result<u64, String> {
+    let header = |h: B256| async move {
+        provider
+            .get_block_by_hash(h)
+            .await
+            .map_err(|e| format!("eth_getBlockByHash {h}: {e}"))?
+            .map(|b| b.header)
+            .ok_or_else(|| format!("block {h} not found"))
+    };
+    let block = header(hash).await?;
+    Ok(header(block.parent_hash).await?.timestamp)
 }
 
 /// The operation must be the one call of `perform`, moving no funds, at the module's nonce of

@@ -126,6 +126,78 @@ async fn a_perform_its_check_did_not_produce_is_refused_by_every_node() {
     assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "performed once");
 }
 
+/// A job of `name` on `target`, through the module, with the trigger `trigger` (TOML).
+fn module_job_on(name: &str, target: Address, trigger: &str) -> String {
+    job(
+        name,
+        &format!("kind = \"chainlink_upkeep\"\ntarget = \"{target}\"\nexecute = \"module\""),
+        200_000,
+        trigger,
+    )
+}
+
+/// Mines until the head's number is (`on`) or is not (`!on`) a multiple of `n`.
+async fn mine_until_multiple(env: &AgentEnv, n: u64, on: bool) {
+    while (env.chain.keeper.get_block_number().await.unwrap() % n == 0) != on {
+        mine(env, 1).await;
+    }
+}
+
+/// Attack, with the agent host's coordinator key against the node processes: performs of
+/// module jobs whose check always answers "needed" (Chainlink's `UpkeepCounter` with no
+/// interval) asked at blocks where their trigger is not due — an `every_blocks = 10` job off its
+/// schedule, a yearly cron job in December, a log-triggered job at a block holding no matching
+/// log. Every node refuses, naming the job and why; the every-10-blocks job's perform at its
+/// tick is signed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_perform_asked_at_a_block_where_the_job_is_not_due_is_refused_by_every_node() {
+    let mut env = AgentEnv::start(&[]).await.unwrap();
+    let args = (U256::from(1_000_000_000u64), U256::ZERO).abi_encode_params();
+    let target = fixtures::deploy(&env.chain.keeper, "UpkeepCounter", &args).await.unwrap();
+    allow_on_chain(&env, target).await;
+    let log_trigger = format!(
+        r#"{{ kind = "on_log", address = "{target}", event = "PerformingUpkeep(address,uint256,uint256,uint256,uint256)" }}"#
+    );
+    let jobs = [
+        module_job_on("tenth", target, r#"{ kind = "every_blocks", blocks = 10 }"#),
+        module_job_on("new-year", target, r#"{ kind = "schedule", cron = "0 0 0 1 1 *" }"#),
+        module_job_on("on-perform", target, &log_trigger),
+    ];
+    add_jobs(&env, &jobs.concat());
+    env.repin_with_allowed(&[(target, PERFORM)]).await.unwrap();
+
+    mine_until_multiple(&env, 10, false).await;
+    let (op, off_schedule) = honest_perform(&env, "tenth").await;
+    let why = refusals(&env, &op, &off_schedule).await;
+    every(&why, "keeper job tenth is not due at block");
+    every(&why, "every 10 blocks");
+
+    let (op, december) = honest_perform(&env, "new-year").await;
+    every(&refusals(&env, &op, &december).await, "keeper job new-year is not due at block");
+
+    let (op, _) = honest_perform(&env, "tenth").await;
+    let mut no_log = off_schedule.clone();
+    let keeper = no_log.keeper.as_mut().unwrap();
+    (keeper.job, keeper.log_index) = ("on-perform".into(), Some(0));
+    every(&refusals(&env, &op, &no_log).await, "matching job on-perform's trigger");
+
+    mine_until_multiple(&env, 10, true).await;
+    let (op, tick) = honest_perform(&env, "tenth").await;
+    let d = &env.chain.deployment;
+    let coordinator = env.coordinator().unwrap();
+    let signed = coordinator.sign_decided(&op, d.chain_id, d.module, None, Some(&tick)).await.unwrap();
+    let frost = signed.signature;
+    let sig = TreasuryModule::FrostSig { rX: frost.r_x, rY: frost.r_y, z: frost.z };
+    env.chain.exec_signed(&op, sig, Default::default()).await.unwrap();
+    let upkeep = IUpkeepCounter::new(target, env.chain.keeper.clone());
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "performed at its tick");
+
+    // The next blocks of the same period: not due, however eligible the upkeep says it is.
+    let (op, same_period) = honest_perform(&env, "tenth").await;
+    every(&refusals(&env, &op, &same_period).await, "keeper job tenth is not due at block");
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "performed once in its period");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allow_listed_job_through_the_module_is_performed_once_per_interval() {
     let mut env = AgentEnv::start(&[]).await.unwrap();
@@ -158,6 +230,32 @@ async fn an_allow_listed_job_through_the_module_is_performed_once_per_interval()
     let all = runs(&journal, "counter").await;
     assert_eq!((all.len(), count(&all, RunState::Confirmed)), (3, 3), "{all:?}");
     assert_eq!(env.chain.module_nonce().await.unwrap(), nonce + U256::from(3));
+}
+
+/// An `every_blocks = 5` job through the module, its tick reached only after it (the agent was
+/// not running at the tick): the agent pins the perform to the tick's own block, where the nodes
+/// find it due, and it is performed once for that tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_job_tick_caught_up_after_its_block_is_performed_once() {
+    let mut env = AgentEnv::start(&[]).await.unwrap();
+    let args = (U256::from(1_000_000_000u64), U256::ZERO).abi_encode_params();
+    let target = fixtures::deploy(&env.chain.keeper, "UpkeepCounter", &args).await.unwrap();
+    allow_on_chain(&env, target).await;
+    add_jobs(&env, &module_job_on("fifth", target, r#"{ kind = "every_blocks", blocks = 5 }"#));
+    env.repin_with_allowed(&[(target, PERFORM)]).await.unwrap();
+    mine_until_multiple(&env, 5, true).await;
+    mine(&env, 1).await;
+    env.run_once();
+    let upkeep = IUpkeepCounter::new(target, env.chain.keeper.clone());
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::ZERO, "no tick since the first look");
+
+    mine(&env, 6).await; // past the next tick, which the agent did not see at its block
+    env.run_once();
+    env.run_once();
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "the tick caught up, once");
+    let all = runs(&env.journal().await, "fifth").await;
+    assert_eq!((all.len(), count(&all, RunState::Confirmed)), (1, 1), "{all:?}");
+    assert_eq!(all[0].block_number % 5, 0, "pinned to the tick's block: {all:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

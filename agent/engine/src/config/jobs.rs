@@ -160,6 +160,7 @@ impl KeeperJob {
                 Trigger::OnLog { address, .. } => self.topic0().map(|t| (*address, t)),
                 _ => None,
             },
+            trigger: self.trigger.clone(),
         })
     }
 

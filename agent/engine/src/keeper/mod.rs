@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use treasury_chain::sender::{ObserverError, SendEvent, SendObserver, Sent, TxRequest};
 use treasury_policies::Trigger;
+use treasury_policies::upkeep::last_instant;
 
 use crate::config::jobs::{AutomationConfig, Execute, KeeperJob};
 use crate::journal::keeper::{KeeperRun, NewRun, RunState};
@@ -336,6 +337,7 @@ impl JobRunner {
             }
             work.push(Work { job: i, key, block: head, log: None });
         }
+        self.pin_module_ticks(&mut work, head).await?;
         work.extend(self.log_work(logs_from, head.number).await?);
         Ok(work)
     }
@@ -714,22 +716,6 @@ fn log_anchor(run: &KeeperRun) -> Option<(B256, u64)> {
     let rest = run.work_key.strip_prefix("log:")?;
     let (hash, _) = rest.split_once(':')?;
     Some((hash.parse().ok()?, run.block_number))
-}
-
-/// The newest cron instant in `(after, until]`, unix seconds.
-fn last_instant(cron: &str, after: u64, until: u64) -> Option<u64> {
-    use std::str::FromStr;
-    let schedule = cron::Schedule::from_str(cron).ok()?;
-    let start = chrono::DateTime::from_timestamp(after as i64, 0)?;
-    let mut last = None;
-    for t in schedule.after(&start) {
-        let t = u64::try_from(t.timestamp()).ok()?;
-        if t > until {
-            break;
-        }
-        last = Some(t);
-    }
-    last
 }
 
 /// A send to start or resume.

@@ -10,7 +10,7 @@
 //! held from the moment the nonce is read until the perform is confirmed, and no perform starts
 //! while a planned operation is in flight.
 
-use alloy::eips::BlockId;
+use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::sol_types::SolCall;
 use tokio::sync::OwnedMutexGuard;
@@ -24,7 +24,7 @@ use treasury_signer::quorum::{NodeFault, QuorumError};
 
 use super::check::{self, BlockRef, Work};
 use super::{Dispatch, JobRunner, KeeperError, Result, SendTask, chain};
-use crate::config::jobs::KeeperJob;
+use crate::config::jobs::{Execute, KeeperJob};
 use crate::journal::IntentState;
 use crate::journal::keeper::RunState;
 use crate::notify::Notification;
@@ -111,6 +111,49 @@ impl JobRunner {
             Some(lock),
         );
         Ok(())
+    }
+
+    /// Pins each tick of a module job (`every@N`, `schedule@T`) to the block where the signer
+    /// nodes find it due — the tick's own block, the first block at or after the cron instant —
+    /// rather than the head a catch-up (or a wait) reached it at.
+    pub(super) async fn pin_module_ticks(&self, work: &mut [Work], head: BlockRef) -> Result<()> {
+        for w in work.iter_mut() {
+            if self.jobs[w.job].execute != Execute::Module {
+                continue;
+            }
+            if let Some(n) = w.key.strip_prefix("every@").and_then(|n| n.parse::<u64>().ok()) {
+                if n != head.number {
+                    w.block = self.block_at(BlockNumberOrTag::Number(n)).await?;
+                }
+            } else if let Some(t) = w.key.strip_prefix("schedule@").and_then(|t| t.parse::<u64>().ok()) {
+                w.block = self.first_block_at_or_after(t, head).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first block whose timestamp is at least `t` (`head`'s is), by bisection back from the
+    /// head over at most `max_catch_up_blocks`.
+    async fn first_block_at_or_after(&self, t: u64, head: BlockRef) -> Result<BlockRef> {
+        let (mut lo, mut hi) = (head.number.saturating_sub(self.settings.max_catch_up_blocks), head);
+        if lo >= hi.number {
+            return Ok(hi);
+        }
+        let parent = self.block_at(BlockNumberOrTag::Number(head.number - 1)).await?;
+        if parent.timestamp < t {
+            return Ok(head);
+        }
+        hi = parent;
+        // the block at `lo` is before `t` (or the search's floor); `hi` is at or after it
+        while hi.number - lo > 1 {
+            let mid = self.block_at(BlockNumberOrTag::Number(lo + (hi.number - lo) / 2)).await?;
+            if mid.timestamp >= t {
+                hi = mid;
+            } else {
+                lo = mid.number;
+            }
+        }
+        Ok(hi)
     }
 
     /// Keeps `work` for the next round: the module's nonce is taken.
