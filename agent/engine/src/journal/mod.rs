@@ -247,9 +247,12 @@ impl Journal {
         let (pool, relaxed) = match backend {
             Backend::Sqlite => {
                 let url = sqlite_url_creating(url);
-                let pool = sqlite_pool(4, "FULL").connect(&url).await.map_err(open_err)?;
+                let pool = sqlite_pool(SQLITE_CONNECTIONS, "FULL").connect(&url).await.map_err(open_err)?;
                 sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-                let relaxed = sqlite_pool(1, "NORMAL").connect(&url).await.map_err(open_err)?;
+                let relaxed = sqlite_pool(1, "NORMAL")
+                    .idle_timeout(SQLITE_RELAXED_IDLE)
+                    .connect_lazy(&url)
+                    .map_err(open_err)?;
                 (pool, relaxed)
             }
             Backend::Postgres => {
@@ -319,14 +322,29 @@ fn postgres_pool() -> AnyPoolOptions {
     })
 }
 
-/// A pool of SQLite connections in WAL mode with foreign keys, a 10 s busy timeout and the given
-/// `synchronous` level, set on each new connection.
+/// Connections of a SQLite journal's pool of durable writes and reads. Each costs a sqlx worker
+/// thread, file descriptors, its own page cache and its own parsed schema and prepared statements,
+/// and one process may run 1,000 lanes, each with its journal (issue 16); SQLite takes one writer
+/// at a time anyway, and a lane's watcher, intake and steps each run their statements back to back.
+const SQLITE_CONNECTIONS: u32 = 1;
+
+/// How long the relaxed connection (transaction states seen on chain) stays open unused: it is
+/// opened on the first such write, and a lane that sends nothing holds none.
+const SQLITE_RELAXED_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The page cache of each SQLite connection, KiB (SQLite's default is 2,000 KiB): journal reads
+/// touch recent rows, and the OS keeps the file's pages cached for all lanes.
+const SQLITE_CACHE_KIB: u32 = 256;
+
+/// A pool of SQLite connections in WAL mode with foreign keys, a 10 s busy timeout, a small page
+/// cache and the given `synchronous` level, set on each new connection.
 fn sqlite_pool(max: u32, synchronous: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new().max_connections(max).after_connect(move |conn, _| {
         Box::pin(async move {
             let pragmas = format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                 PRAGMA cache_size = -{SQLITE_CACHE_KIB};"
             );
             conn.execute(sqlx::AssertSqlSafe(pragmas)).await.map(drop)
         })
