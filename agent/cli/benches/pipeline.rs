@@ -415,8 +415,7 @@ mod spans {
         let targets = Targets::new()
             .with_target("treasury_agent", tracing::Level::DEBUG)
             .with_target("treasury_chain", tracing::Level::DEBUG);
-        let only_spans = tracing_subscriber::filter::filter_fn(|m| m.is_span());
-        tracing_subscriber::registry().with(Timer.with_filter(targets).with_filter(only_spans)).init();
+        tracing_subscriber::registry().with(targets).with(Timer).init();
     }
 
     /// The spans closed since the last call.
