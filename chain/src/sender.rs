@@ -29,6 +29,7 @@ use alloy::primitives::{Address, Bytes, TxHash, TxKind, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::transports::{RpcError, TransportErrorKind};
+use tracing::Instrument;
 
 /// The smallest fee increase, in percent, that nodes accept for a same-nonce replacement.
 pub const MIN_BUMP_PERCENT: u128 = 10;
@@ -394,16 +395,24 @@ impl Sender {
     /// Sends `request` and waits until it is confirmed, replacing it when stuck and resending it after a reorg.
     pub async fn send(&self, request: &TxRequest, observer: &mut impl SendObserver) -> Result<Sent> {
         self.fill_gaps(observer).await?;
-        let gas_limit = match request.gas_limit {
-            Some(gas) => gas,
-            None => self.estimate_gas(request).await?,
+        // The fees are read while the gas is estimated (both from the latest block).
+        let fees = self.fees(self.cap_for(request)).instrument(tracing::debug_span!("send.fees"));
+        let (gas_limit, mut fees) = match request.gas_limit {
+            Some(gas) => (gas, None),
+            None => {
+                let estimate =
+                    self.estimate_gas(request).instrument(tracing::debug_span!("send.estimate_gas"));
+                let (gas, fees) = tokio::join!(estimate, fees);
+                (gas?, fees.ok())
+            }
         };
         let mut all_attempts = Vec::new();
         loop {
-            let (tx, attempts) = self.sign_and_broadcast(request, gas_limit, observer).await?;
+            let (tx, attempts) = self.sign_and_broadcast(request, gas_limit, fees.take(), observer).await?;
             let nonce = tx.nonce();
             let mut attempts = attempts;
-            let result = self.watch(&mut attempts, observer).await;
+            let result =
+                self.watch(&mut attempts, observer).instrument(tracing::debug_span!("send.watch")).await;
             all_attempts.extend(attempts.hashes());
             match result? {
                 Watch::Confirmed(receipt) => {
@@ -492,15 +501,25 @@ impl Sender {
     }
 
     /// Reserves a nonce, signs, reports [`SendEvent::Signed`] and broadcasts; resyncs on "nonce too low".
+    /// `fees` read just before are used for the first attempt.
     async fn sign_and_broadcast(
         &self,
         request: &TxRequest,
         gas_limit: u64,
+        mut fees: Option<(u128, u128)>,
         observer: &mut impl SendObserver,
     ) -> Result<(TxEnvelope, Attempts)> {
         loop {
             let nonce = self.reserve().await?;
-            let (max_fee, tip) = match self.fees(self.cap_for(request)).await {
+            let read = async {
+                match fees.take() {
+                    Some(fees) => Ok(fees),
+                    None => {
+                        self.fees(self.cap_for(request)).instrument(tracing::debug_span!("send.fees")).await
+                    }
+                }
+            };
+            let (max_fee, tip) = match read.await {
                 Ok(fees) => fees,
                 Err(e) => {
                     self.nonces.lock().expect("nonce lock").unused(nonce);
@@ -518,18 +537,22 @@ impl Sender {
                 input: request.data.clone(),
                 access_list: Default::default(),
             };
-            let tx = match self.sign(unsigned).await {
+            let tx = match self.sign(unsigned).instrument(tracing::debug_span!("send.sign")).await {
                 Ok(tx) => tx,
                 Err(e) => {
                     self.nonces.lock().expect("nonce lock").unused(nonce);
                     return Err(e);
                 }
             };
-            if let Err(e) = self.announce(&tx, None, observer).await {
+            let announced =
+                self.announce(&tx, None, observer).instrument(tracing::debug_span!("send.journal"));
+            if let Err(e) = announced.await {
                 self.nonces.lock().expect("nonce lock").unused(nonce);
                 return Err(e);
             }
-            match self.provider.send_raw_transaction(&tx.encoded_2718()).await {
+            let raw = tx.encoded_2718();
+            let broadcast = self.provider.send_raw_transaction(&raw);
+            match broadcast.instrument(tracing::debug_span!("send.broadcast")).await {
                 Ok(_) => {}
                 Err(e) if refusal(&e) == Refusal::NonceTooLow => {
                     self.adopt_chain_nonce(Some(nonce), observer).await?;
@@ -541,11 +564,10 @@ impl Sender {
                     return Err(SenderError::Rpc { call: "eth_sendRawTransaction", source: e });
                 }
             }
-            observer
-                .observe(&SendEvent::Broadcast { tx_hash: *tx.tx_hash() })
-                .await
-                .map_err(SenderError::Observer)?;
-            let broadcast_at = self.block_number().await?;
+            let broadcast = SendEvent::Broadcast { tx_hash: *tx.tx_hash() };
+            let (observed, broadcast_at) = tokio::join!(observer.observe(&broadcast), self.block_number());
+            observed.map_err(SenderError::Observer)?;
+            let broadcast_at = broadcast_at?;
             let attempts = Attempts { txs: vec![tx.clone()], broadcast_at, cap: self.cap_for(request) };
             return Ok((tx, attempts));
         }
@@ -564,17 +586,14 @@ impl Sender {
                     let block_number = receipt.block_number.unwrap_or_default();
                     let block_hash = receipt.block_hash.unwrap_or_default();
                     let here = (receipt.transaction_hash, block_number, block_hash);
-                    if seen != Some(here) {
-                        observer
-                            .observe(&SendEvent::Included { tx_hash: here.0, block_number, block_hash })
-                            .await
-                            .map_err(SenderError::Observer)?;
-                        seen = Some(here);
-                    }
-                    let head = self.block_number().await?;
-                    if head + 1 >= block_number + self.config.confirmations
-                        && self.is_canonical(block_number, block_hash).await?
-                    {
+                    // The inclusion is reported while the chain is asked whether it is settled.
+                    let included = SendEvent::Included { tx_hash: here.0, block_number, block_hash };
+                    let report =
+                        async { if seen != Some(here) { observer.observe(&included).await } else { Ok(()) } };
+                    let (reported, settled) = tokio::join!(report, self.settled(block_number, block_hash));
+                    reported.map_err(SenderError::Observer)?;
+                    seen = Some(here);
+                    if settled? {
                         observer
                             .observe(&SendEvent::Confirmed {
                                 tx_hash: here.0,
@@ -758,6 +777,15 @@ impl Sender {
             }
         }
         Ok(false)
+    }
+
+    /// Whether a receipt in block `number` with `hash` is buried under the configured
+    /// confirmations in the canonical chain. At one confirmation its own block suffices: the head
+    /// is not read.
+    async fn settled(&self, number: u64, hash: alloy::primitives::B256) -> Result<bool> {
+        let buried = self.config.confirmations == 1
+            || self.block_number().await? + 1 >= number + self.config.confirmations;
+        Ok(buried && self.is_canonical(number, hash).await?)
     }
 
     async fn is_canonical(&self, number: u64, hash: alloy::primitives::B256) -> Result<bool> {

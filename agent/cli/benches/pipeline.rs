@@ -12,6 +12,12 @@
 //! fresh journal cannot take over a module another journal paid from); the floors are measured on
 //! the first.
 //!
+//! Beside the stages, each journal's `spans` break plan and authorise down (the pipeline's and
+//! the keeper sender's debug spans: `plan.*`, `authorise.decision`, `authorise.quorum` (the nodes'
+//! replay and the FROST rounds), `send.estimate_gas`, `send.fees`, `send.sign`, `send.journal`
+//! (the commit of signature, transaction and `submitted`), `send.broadcast`, `send.watch`), each
+//! summed per payment.
+//!
 //! `-- --payments N` measures throughput instead: one trigger whose policy emits N payments (to
 //! eight recipients), from the trigger until every payment's receipt, batched by the planner into
 //! tier-1 operations of at most `--max-batch` intents (the config's `pipeline.max_batch`, 16 by
@@ -55,6 +61,7 @@ const PAY: PolicySpec<'static> = PolicySpec {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    spans::install();
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args.iter().position(|a| a == "--runs").map_or(200, |i| args[i + 1].parse().unwrap());
     let as_json = args.iter().any(|a| a == "--json");
@@ -96,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let mut envs = Vec::new();
     let mut by_journal = Vec::new();
     let mut throughputs = Vec::new();
+    let mut span_breakdowns = Vec::new();
     let mut round_trip_floor_ms = None;
     for backend in &journals {
         let (env, links, round_trips) = set_up(&policies, wan, max_batch).await?;
@@ -107,7 +115,11 @@ async fn main() -> anyhow::Result<()> {
                 let provider = pipeline.provider().clone();
                 throughputs.push(throughput(&pipeline, &provider, &marks, n, *backend, max_batch).await?);
             }
-            None => by_journal.push((*backend, latency(&pipeline, &marks, runs).await?)),
+            None => {
+                let (stages, breakdown) = latency(&pipeline, &marks, runs).await?;
+                by_journal.push((*backend, stages));
+                span_breakdowns.push((*backend, breakdown));
+            }
         }
         pipeline.journal().close().await;
         envs.push((env, links));
@@ -168,6 +180,10 @@ async fn main() -> anyhow::Result<()> {
             STAGES.iter().zip(stages).map(|(n, s)| ((*n).into(), s.json())).collect();
         out.insert(format!("journal_{}", backend_name(*backend)), per.into());
     }
+    for (backend, breakdown) in &span_breakdowns {
+        let per: serde_json::Map<_, _> = breakdown.iter().map(|(n, s)| (n.clone(), s.json())).collect();
+        out.insert(format!("spans_{}", backend_name(*backend)), per.into());
+    }
     let stages = &by_journal[0].1;
     out.insert("floor_eth_call".into(), eth_call.json());
     out.insert("floor_keeper_tx_to_receipt".into(), transfer.json());
@@ -204,6 +220,11 @@ async fn main() -> anyhow::Result<()> {
             println!(" journal: {}", backend_name(*backend));
             for (k, v) in STAGES.iter().zip(stages) {
                 println!("  {k:<28} {:>9} {:>9}", round(v.quantile(0.5)), round(v.quantile(0.99)));
+            }
+            for (b, breakdown) in &span_breakdowns {
+                for (k, v) in breakdown.iter().filter(|_| b == backend) {
+                    println!("    {k:<26} {:>9} {:>9}", round(v.quantile(0.5)), round(v.quantile(0.99)));
+                }
             }
         }
         println!(" floors:");
@@ -311,12 +332,19 @@ async fn open_journal(
     }
 }
 
-/// One payment per run, `runs` runs after five of warm-up: each stage's series, in [`STAGES`] order.
-async fn latency(pipeline: &Pipeline, marks: &Marks, runs: usize) -> anyhow::Result<Vec<Series>> {
+/// One payment per run, `runs` runs after five of warm-up: each stage's series, in [`STAGES`]
+/// order, and each span's (summed per payment).
+async fn latency(
+    pipeline: &Pipeline,
+    marks: &Marks,
+    runs: usize,
+) -> anyhow::Result<(Vec<Series>, std::collections::BTreeMap<String, Series>)> {
     let provider = pipeline.provider().clone();
     let mut stages: Vec<Series> = STAGES.iter().map(|_| Series::default()).collect();
+    let mut breakdown: std::collections::BTreeMap<String, Series> = Default::default();
     for i in 0..runs + 5 {
         marks.lock().unwrap().clear();
+        spans::take();
         let start = Instant::now();
         let block = provider.get_block_number().await?;
         let report = pipeline
@@ -327,8 +355,16 @@ async fn latency(pipeline: &Pipeline, marks: &Marks, runs: usize) -> anyhow::Res
         anyhow::ensure!(pipeline.drain().await? == LaneStep::Idle);
         let m = marks.lock().unwrap().clone();
         let at = |s: IntentState| m.iter().find(|(st, _)| *st == s).map(|(_, t)| *t).expect("state reached");
+        let closed = spans::take();
         if i < 5 {
             continue; // warm-up
+        }
+        let mut summed: std::collections::BTreeMap<String, Duration> = Default::default();
+        for (name, d) in closed {
+            *summed.entry(name).or_default() += d;
+        }
+        for (name, d) in summed {
+            breakdown.entry(name).or_default().push(d);
         }
         let us = |v: u64| Duration::from_micros(v);
         stages[0].push(us(report.snapshot_us));
@@ -341,7 +377,51 @@ async fn latency(pipeline: &Pipeline, marks: &Marks, runs: usize) -> anyhow::Res
         stages[7].push(at(IntentState::Submitted) - start);
         stages[8].push(at(IntentState::Confirmed) - start);
     }
-    Ok(stages)
+    Ok((stages, breakdown))
+}
+
+/// The pipeline's debug spans, timed from creation to close.
+mod spans {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter::Targets};
+
+    static CLOSED: Mutex<Vec<(String, Duration)>> = Mutex::new(Vec::new());
+
+    struct Timer;
+
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timer {
+        fn on_new_span(&self, _: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(Instant::now());
+            }
+        }
+
+        fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+            let Some(span) = ctx.span(&id) else { return };
+            if let Some(opened) = span.extensions().get::<Instant>() {
+                CLOSED.lock().unwrap().push((span.name().to_string(), opened.elapsed()));
+            }
+        }
+    }
+
+    /// Times the debug spans of the agent and the sender (nothing else is recorded or printed).
+    pub(super) fn install() {
+        let targets = Targets::new()
+            .with_target("treasury_agent", tracing::Level::DEBUG)
+            .with_target("treasury_chain", tracing::Level::DEBUG);
+        tracing_subscriber::registry().with(targets).with(Timer).init();
+    }
+
+    /// The spans closed since the last call.
+    pub(super) fn take() -> Vec<(String, Duration)> {
+        std::mem::take(&mut *CLOSED.lock().unwrap())
+    }
 }
 
 /// A policy paying `n` times 1 USDC to the eight numbered recipients, each payment its own key.

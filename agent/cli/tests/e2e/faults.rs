@@ -138,7 +138,7 @@ async fn a_corrupt_journaled_signature_stops_the_resume_naming_the_intent() {
     let block = alloy::providers::Provider::get_block_number(pipeline.provider()).await.unwrap();
     let report = pipeline.intake(&firing(block, &["mended"], "manual#mended")).await.unwrap();
     let id = report.created[0];
-    assert_eq!(pipeline.step().await.unwrap(), LaneStep::Progressed, "planned, then the RPC goes down");
+    // One step plans and asks the quorum; the RPC goes down in between, so sending fails.
     let down = pipeline.step().await.unwrap_err().to_string();
     assert_eq!(state_of(&env, "mended").await, [IntentState::Signed], "signed, not sent: {down}");
     proxy.set_up(true);

@@ -15,6 +15,7 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::sol_types::SolCall;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::{Instrument, debug_span};
 use treasury_chain::contracts::TreasuryModule;
 use treasury_chain::sender::{SenderError, Sent, TxRequest};
 use treasury_chain::snapshot::{Snapshot, read_snapshot};
@@ -85,6 +86,8 @@ struct InFlight {
     transaction: Option<TransactionRecord>,
     /// When its intents last changed state, unix milliseconds.
     last_change_ms: i64,
+    /// The trigger all its intents share, when known without reading them (just planned).
+    trigger: Option<String>,
 }
 
 /// A quorum signature obtained but not journaled yet.
@@ -116,7 +119,7 @@ impl Pipeline {
     /// Moves the lane one step: resumes the operation in flight, or plans the next one.
     pub async fn step(&self) -> Result<LaneStep> {
         // Without payloads: a step needs them only for the intents it plans (read there).
-        let pending = self.journal.pending_without_payloads().await?;
+        let pending = self.journal.pending_without_payloads().instrument(debug_span!("lane.pending")).await?;
         if let Some(flight) = in_flight(&pending)? {
             return self.advance(flight).await;
         }
@@ -228,13 +231,13 @@ impl Pipeline {
     /// Plans the oldest trigger's guarded intents into one operation (batched when the batch stays
     /// tier 1; otherwise the first intent alone), simulates it, and journals it as planned.
     async fn plan_next(&self, guarded: &[&PendingIntent]) -> Result<LaneStep> {
-        let Ok(_nonce) = self.module_nonce_lock.try_lock() else {
+        let Ok(nonce_guard) = self.module_nonce_lock.try_lock() else {
             return Ok(LaneStep::Waiting(
                 "a keeper job's perform through the module holds the module nonce".into(),
             ));
         };
         let started = Instant::now();
-        let snapshot = self.latest_snapshot().await?;
+        let snapshot = self.latest_snapshot().instrument(debug_span!("plan.snapshot")).await?;
         if snapshot.paused {
             return Ok(LaneStep::Waiting("the module is paused; intents wait until it is unpaused".into()));
         }
@@ -245,7 +248,7 @@ impl Pipeline {
             .take(self.settings.max_batch)
             .map(|p| p.intent.id)
             .collect();
-        let stored = self.stored.get(&self.journal, &ids).await?;
+        let stored = self.stored.get(&self.journal, &ids).instrument(debug_span!("plan.intents")).await?;
         let mut group: Vec<(IntentId, Intent)> =
             ids.iter().zip(&stored).map(|(id, s)| (*id, s.intent.clone())).collect();
         let mut candidate = self.candidate(&group, &snapshot).await;
@@ -279,7 +282,9 @@ impl Pipeline {
         let digest = operation_digest(&operation, tier_no, self.chain_id, self.spec.module);
         let plan_block = Some(PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash });
         let history_window = match tier_no {
-            1 => Some(self.history_window_of(&stored[..group.len()]).await?),
+            1 => Some(
+                self.history_window_of(&stored[..group.len()]).instrument(debug_span!("plan.window")).await?,
+            ),
             _ => None,
         };
         let planned = PlannedOperation { operation, tier: tier_no, reasons, plan_block, history_window };
@@ -309,7 +314,7 @@ impl Pipeline {
         if planned.tier == 1 {
             writes.push(Write::SigningRequest(quorum_request(&record.operation_id, 1)));
         }
-        self.journal.apply(&writes).await?;
+        self.journal.apply(&writes).instrument(debug_span!("plan.commit")).await?;
         self.transitioned(IntentState::Planned);
         self.transitioned(IntentState::Authorising);
         tracing::info!(
@@ -320,7 +325,23 @@ impl Pipeline {
             "planned: authorising"
         );
         self.metrics.observe_stage(Stage::Plan, started.elapsed());
-        Ok(LaneStep::Progressed)
+        if planned.tier != 1 {
+            return Ok(LaneStep::Progressed);
+        }
+        // The signing request is journaled: ask the quorum now rather than in the next step (the
+        // journal holds exactly what that step would read back). The module's nonce is free
+        // again, as between two steps: a keeper job sees this operation in flight.
+        drop(nonce_guard);
+        let flight = InFlight {
+            intents: record.intents.clone(),
+            record,
+            planned,
+            state: IntentState::Authorising,
+            transaction: None,
+            last_change_ms: crate::journal::now_ms(),
+            trigger: Some(trigger.clone()),
+        };
+        self.sign_with_quorum(&flight, None).await
     }
 
     /// The operation carrying `group` and its tier, simulated; or why it cannot be.
@@ -339,14 +360,23 @@ impl Pipeline {
             Ok(Operation { calls, nonce: snapshot.module_nonce, deadline: U256::from(deadline) })
         };
         let mut operation = build(self.settings.operation_ttl.as_secs())?;
-        let facts = read_facts(&self.provider, self.spec.module, &operation)
-            .await
-            .map_err(|e| Refusal::Error(PipelineError::chain("module tiers", e)))?;
+        // The tier facts and the simulation at once: a tier-1 operation (the usual case) is
+        // simulated as it will be signed; a tier-2 one is rebuilt with its longer deadline (which
+        // a swap's calls carry) and simulated again.
+        let facts =
+            read_facts(&self.provider, self.spec.module, &operation).instrument(debug_span!("plan.facts"));
+        let simulation = simulate(&self.provider, self.spec.safe, self.spec.module, &operation)
+            .instrument(debug_span!("plan.simulate"));
+        let (facts, mut simulated) = tokio::join!(facts, simulation);
+        let facts = facts.map_err(|e| Refusal::Error(PipelineError::chain("module tiers", e)))?;
         let tier = classify(&operation, &facts);
         if matches!(tier, Tier::Two(_)) {
             operation = build(self.settings.escalation_ttl.as_secs())?;
+            simulated = simulate(&self.provider, self.spec.safe, self.spec.module, &operation)
+                .instrument(debug_span!("plan.simulate"))
+                .await;
         }
-        match simulate(&self.provider, self.spec.safe, self.spec.module, &operation).await {
+        match simulated {
             Ok(Simulation::Ok) => Ok((operation, tier)),
             Ok(Simulation::Reverts(reason)) => Err(Refusal::Fail(format!("simulation reverts: {reason}"))),
             Err(e) => Err(Refusal::Error(PipelineError::Chain(e))),
@@ -497,8 +527,12 @@ impl Pipeline {
         let mut intents = Vec::new();
         let mut firings: Vec<DecidedFiring> = Vec::new();
         let mut latest = 0;
-        let triggers: std::collections::HashMap<IntentId, String> =
-            self.journal.intents(&flight.intents).await?.into_iter().map(|i| (i.id, i.trigger)).collect();
+        let triggers: std::collections::HashMap<IntentId, String> = match &flight.trigger {
+            Some(trigger) => flight.intents.iter().map(|id| (*id, trigger.clone())).collect(),
+            None => {
+                self.journal.intents(&flight.intents).await?.into_iter().map(|i| (i.id, i.trigger)).collect()
+            }
+        };
         if triggers.len() != flight.intents.len() {
             return Ok(None);
         }
@@ -593,7 +627,10 @@ impl Pipeline {
         if flight.planned.tier == 2 {
             self.journal.record_signing_request(&quorum_request(&flight.record.operation_id, 2)).await?;
         }
-        let decision = if flight.planned.tier == 1 { self.decision(flight).await? } else { None };
+        let decision = match flight.planned.tier {
+            1 => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
+            _ => None,
+        };
         let outcome = match self
             .coordinator
             .sign_decided(
@@ -603,6 +640,7 @@ impl Pipeline {
                 root_sig.as_ref().map(|b| b.as_ref()),
                 decision.as_ref(),
             )
+            .instrument(debug_span!("authorise.quorum"))
             .await
         {
             Ok(outcome) => outcome,
@@ -891,5 +929,6 @@ fn in_flight(pending: &[PendingIntent]) -> Result<Option<InFlight>> {
         state: p.intent.state,
         transaction: p.transaction.clone(),
         last_change_ms: p.intent.updated_at,
+        trigger: None,
     }))
 }
