@@ -16,8 +16,7 @@ use super::{Journal, Result, db};
 const PENDING: &str = "state NOT IN ('confirmed', 'failed', 'rejected', 'expired')";
 
 /// The intent columns with the payload left out (read as JSON `null`).
-pub(super) const INTENT_COLUMNS_NO_PAYLOAD: &str =
-    "id, idempotency_key, policy, trigger_name, kind, 'null' AS payload, state, created_at, updated_at, policy_version";
+pub(super) const INTENT_COLUMNS_NO_PAYLOAD: &str = "id, idempotency_key, policy, trigger_name, kind, 'null' AS payload, state, created_at, updated_at, policy_version";
 
 impl Journal {
     /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
