@@ -390,6 +390,7 @@ async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
             w.chain.deployment.chain_id,
             w.chain.deployment.module,
         )),
+        decided_by: None,
     };
     let _: bool = provider.raw_request("evm_revert".into(), (id,)).await.unwrap();
     // another block at the same height (a later timestamp gives it another hash)
@@ -428,6 +429,7 @@ async fn an_omitted_invented_or_misstated_past_payment_is_refused() {
         .unwrap()
         .timestamp,
         digest: Some(grant_digest),
+        decided_by: None,
     };
 
     // omitted: the agent's history leaves the grant out, so the policy pays alice again
@@ -559,6 +561,7 @@ async fn an_own_operation_that_can_no_longer_execute_need_not_be_in_the_history(
         .unwrap()
         .timestamp,
         digest: Some(operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module)),
+        decided_by: None,
     };
     let _: serde_json::Value =
         provider.raw_request("evm_increaseTime".into(), (U256::from(7200),)).await.unwrap();
