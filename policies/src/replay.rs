@@ -400,7 +400,7 @@ impl Replayer {
                     }
                 }
             }
-            check_siblings(history, firing, snapshot.timestamp, &produced)?;
+            check_siblings(history, decision, firing, snapshot.timestamp, &produced)?;
             for (key, intent) in produced {
                 derived.insert(key, (intent, firing.block.number, snapshot.timestamp));
             }
@@ -554,13 +554,33 @@ fn sibling_of(p: &PastIntent, firing: &DecidedFiring, timestamp: u64) -> bool {
 
 /// Every history entry that says `firing` decided it (left out of the firing's history) is
 /// what the firing's replay `produced`, exactly: an earlier payment cannot be dropped from the
-/// history by calling it the firing's own.
+/// history by calling it the firing's own. And a policy with such entries has no other intent
+/// decided at the firing's block: otherwise one firing's payment could be dropped while a later
+/// firing's, decided counting it, is still counted — a history no honest order of firings had.
 fn check_siblings(
     history: &[PastIntent],
+    decision: &Decision,
     firing: &DecidedFiring,
     timestamp: u64,
     produced: &BTreeMap<String, Intent>,
 ) -> Result<(), ReplayError> {
+    let split: std::collections::BTreeSet<&str> = history
+        .iter()
+        .filter(|p| sibling_of(p, firing, timestamp))
+        .map(|p| p.intent.policy.as_str())
+        .collect();
+    let own = |key: &str| decision.intents.iter().any(|i| i.key == key);
+    if let Some(other) = history.iter().find(|p| {
+        p.timestamp == timestamp
+            && split.contains(p.intent.policy.as_str())
+            && !own(&p.intent.key)
+            && !sibling_of(p, firing, timestamp)
+    }) {
+        return Err(ReplayError::Malformed(format!(
+            "the history counts intent {} of another firing at block {} beside intents it says firing {} decided there: a firing split across operations must be its policy's only one at its block",
+            other.intent.key, firing.block.number, firing.trigger
+        )));
+    }
     for p in history.iter().filter(|p| sibling_of(p, firing, timestamp)) {
         match produced.get(&p.intent.key) {
             None => {
