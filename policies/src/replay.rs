@@ -339,7 +339,9 @@ impl Replayer {
 
     /// Checks that `op` is exactly what the pinned policies produce for `decision`, reading every
     /// snapshot from `provider` and the history from `history` (checked by the caller). Each
-    /// firing sees the payments decided before its block, less the decision's own intents.
+    /// firing sees the payments decided before its block, and those at its block except the
+    /// decision's own intents and the firing's own carried by other operations
+    /// ([`PastIntent::decided_by`]).
     /// Returns the intents checked, with the timestamp of the block each was decided at.
     pub async fn replay(
         &self,
