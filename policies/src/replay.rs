@@ -81,6 +81,12 @@ pub struct PastIntent {
     /// EIP-712 digest of the operation that carries it, once planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<B256>,
+    /// Set only for an intent decided by one of the decision's own firings (same trigger, same
+    /// block): that firing's trigger. Such an intent is this operation's or, when the planner
+    /// split the firing, another operation's; the firing did not count it (it decided it), so its
+    /// replay must derive it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }
 
 /// Why a replay refuses the operation; each names the first thing that differs.
@@ -333,7 +339,9 @@ impl Replayer {
 
     /// Checks that `op` is exactly what the pinned policies produce for `decision`, reading every
     /// snapshot from `provider` and the history from `history` (checked by the caller). Each
-    /// firing sees the payments decided before its block, less the decision's own intents.
+    /// firing sees the payments decided before its block, and those at its block except the
+    /// decision's own intents and the firing's own carried by other operations
+    /// ([`PastIntent::decided_by`]).
     /// Returns the intents checked, with the timestamp of the block each was decided at.
     pub async fn replay(
         &self,
@@ -384,16 +392,22 @@ impl Replayer {
             let view = Arc::new(SnapshotView::new(snapshot, self.set.book().clone()).map_err(|e| {
                 ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
             })?);
-            let seen = history_at(history, decision, snapshot.timestamp);
+            let seen = history_at(history, decision, firing, snapshot.timestamp);
+            let mut produced = BTreeMap::new();
             for outcome in self.set.evaluate_all(&view, &seen, |e| firing.policies.contains(&e.name)) {
                 // A policy that fails produces nothing: its intents are then "not derived".
                 for intent in outcome.result.unwrap_or_default() {
                     if intent.action.moves_funds() {
-                        derived.insert(intent.key.clone(), (intent, firing.block.number, snapshot.timestamp));
+                        produced.insert(intent.key.clone(), intent);
                     }
                 }
             }
+            check_siblings(history, decision, firing, snapshot.timestamp, &produced)?;
+            for (key, intent) in produced {
+                derived.insert(key, (intent, firing.block.number, snapshot.timestamp));
+            }
         }
+        check_sibling_firings(history, decision, snapshots)?;
         let mut checked = Vec::with_capacity(decision.intents.len());
         for asked in &decision.intents {
             let block = decision
@@ -512,15 +526,110 @@ fn snapshot_of(snapshots: &BTreeMap<u64, Snapshot>, number: u64) -> Result<&Snap
         .ok_or_else(|| ReplayError::Malformed(format!("no snapshot of block {number} read")))
 }
 
-/// The payments a firing at `timestamp` counts: those of `history` decided before it, or at its
-/// block but not among the decision's own intents.
-fn history_at(history: &[PastIntent], decision: &Decision, timestamp: u64) -> Vec<Payment> {
+/// The payments `firing` (at `timestamp`) counts: those of `history` decided before it, or at
+/// its block but neither among the decision's own intents nor decided by this firing itself and
+/// carried by another operation ([`PastIntent::decided_by`]).
+fn history_at(
+    history: &[PastIntent],
+    decision: &Decision,
+    firing: &DecidedFiring,
+    timestamp: u64,
+) -> Vec<Payment> {
     let own = |key: &str| decision.intents.iter().any(|i| i.key == key);
     history
         .iter()
-        .filter(|p| p.timestamp < timestamp || (p.timestamp == timestamp && !own(&p.intent.key)))
+        .filter(|p| {
+            p.timestamp < timestamp
+                || (p.timestamp == timestamp && !own(&p.intent.key) && !sibling_of(p, firing, timestamp))
+        })
         .filter_map(|p| payment_of(&p.intent, p.timestamp))
         .collect()
+}
+
+/// Whether `p` says it was decided by `firing` (at `timestamp`): same trigger, same block, one
+/// of the firing's policies.
+fn sibling_of(p: &PastIntent, firing: &DecidedFiring, timestamp: u64) -> bool {
+    p.timestamp == timestamp
+        && p.decided_by.as_deref() == Some(firing.trigger.as_str())
+        && firing.policies.contains(&p.intent.policy)
+}
+
+/// Every history entry that says `firing` decided it (left out of the firing's history) is
+/// what the firing's replay `produced`, exactly: an earlier payment cannot be dropped from the
+/// history by calling it the firing's own. And a policy with such entries has no other intent
+/// decided at the firing's block: otherwise one firing's payment could be dropped while a later
+/// firing's, decided counting it, is still counted — a history no honest order of firings had.
+fn check_siblings(
+    history: &[PastIntent],
+    decision: &Decision,
+    firing: &DecidedFiring,
+    timestamp: u64,
+    produced: &BTreeMap<String, Intent>,
+) -> Result<(), ReplayError> {
+    let split: std::collections::BTreeSet<&str> = history
+        .iter()
+        .filter(|p| sibling_of(p, firing, timestamp))
+        .map(|p| p.intent.policy.as_str())
+        .collect();
+    let own = |key: &str| decision.intents.iter().any(|i| i.key == key);
+    if let Some(other) = history.iter().find(|p| {
+        p.timestamp == timestamp
+            && split.contains(p.intent.policy.as_str())
+            && !own(&p.intent.key)
+            && !sibling_of(p, firing, timestamp)
+    }) {
+        return Err(ReplayError::Malformed(format!(
+            "the history counts intent {} of another firing at block {} beside intents it says firing {} decided there: a firing split across operations must be its policy's only one at its block",
+            other.intent.key, firing.block.number, firing.trigger
+        )));
+    }
+    for p in history.iter().filter(|p| sibling_of(p, firing, timestamp)) {
+        match produced.get(&p.intent.key) {
+            None => {
+                return Err(ReplayError::NotDerived {
+                    key: p.intent.key.clone(),
+                    policy: p.intent.policy.clone(),
+                    block: firing.block.number,
+                    why: format!(
+                        "the history says firing {} decided it there, in another operation",
+                        firing.trigger
+                    ),
+                });
+            }
+            Some(mine) if mine != &p.intent => {
+                return Err(ReplayError::IntentDiffers {
+                    key: p.intent.key.clone(),
+                    derived: mine.to_string(),
+                    asked: p.intent.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every history entry marked as decided by a firing names one of the decision's firings, at
+/// that firing's block.
+fn check_sibling_firings(
+    history: &[PastIntent],
+    decision: &Decision,
+    snapshots: &BTreeMap<u64, Snapshot>,
+) -> Result<(), ReplayError> {
+    for p in history.iter().filter(|p| p.decided_by.is_some()) {
+        let matched = decision
+            .firings
+            .iter()
+            .any(|f| snapshots.get(&f.block.number).is_some_and(|s| sibling_of(p, f, s.timestamp)));
+        if !matched {
+            return Err(ReplayError::Malformed(format!(
+                "the history says intent {} was decided by firing {}, which is not a firing of this decision at its block",
+                p.intent.key,
+                p.decided_by.as_deref().unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The timestamp and hash of block `number` as `provider` reports them.

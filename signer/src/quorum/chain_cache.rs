@@ -4,8 +4,9 @@
 //! are checked to hash to, a snapshot by its block's hash and the pinned bundle's hash; its
 //! block's number is read again at each use to check it still has that hash) or re-checked on
 //! each use: the module's `Executed` events are kept
-//! only up to a block that was finalized before they were read, and that block's hash is read
-//! again with every request; when it differs (or the block is gone) everything is read again.
+//! only up to a block that was on the chain before they were read (the finalized block, or a
+//! decision's block, seen by an earlier request), and that block's hash is read again with every
+//! request; when it differs (or the block is gone) everything is read again.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -38,14 +39,15 @@ pub(crate) struct HeaderFacts {
     pub parent: B256,
 }
 
-/// The module's `Executed` events read from `from` up to the finalized block `upto`.
+/// The module's `Executed` events read from `from` up to block `upto`, seen on the chain before
+/// they were read.
 #[derive(Debug, Clone)]
 pub(crate) struct FinalEvents {
     /// The module they were read for.
     pub module: Address,
     /// First block read.
     pub from: u64,
-    /// Last block read, finalized before the read began: its number and hash.
+    /// Last block kept, on the chain before the read began: its number and hash.
     pub upto: (u64, B256),
     /// The events, by operation digest.
     pub events: BTreeMap<B256, Executed>,
@@ -63,9 +65,10 @@ struct Inner {
     calls: HashMap<B256, Vec<Call>>,
     snapshots: HashMap<B256, Snapshot>,
     events: Option<FinalEvents>,
-    /// The latest finalized block seen: the next read of the events starts after it was
-    /// finalized, so the events up to it may then be kept.
-    finalized: Option<(u64, B256)>,
+    /// The highest block seen on the chain (the finalized block, or a decision's block read
+    /// with its hash checked): the next read of the events starts after it existed, so the
+    /// events up to it may then be kept (its hash read again at each use).
+    seen: Option<(u64, B256)>,
     /// The highest decision block for which the finalized block was read: it moves only when
     /// the chain does, so it is read again only for a later block.
     finalized_read_at: u64,
@@ -115,20 +118,21 @@ impl ChainCache {
     pub(crate) fn drop_events(&self) {
         let mut inner = self.lock();
         inner.events = None;
-        inner.finalized = None;
+        inner.seen = None;
         inner.finalized_read_at = 0;
     }
 
-    /// The finalized block seen by an earlier request, if any.
-    pub(crate) fn finalized(&self) -> Option<(u64, B256)> {
-        self.lock().finalized
+    /// The highest block seen on the chain by an earlier request, if any.
+    pub(crate) fn seen_block(&self) -> Option<(u64, B256)> {
+        self.lock().seen
     }
 
-    /// Notes the finalized block `block`, seen now, for the next read.
-    pub(crate) fn saw_finalized(&self, block: (u64, B256)) {
+    /// Notes `block` (number, hash), read now from this node's endpoint (the finalized block, or
+    /// a decision's block whose hash was checked), for the next read.
+    pub(crate) fn saw_block(&self, block: (u64, B256)) {
         let mut inner = self.lock();
-        if inner.finalized.is_none_or(|f| f.0 < block.0) {
-            inner.finalized = Some(block);
+        if inner.seen.is_none_or(|f| f.0 < block.0) {
+            inner.seen = Some(block);
         }
     }
 

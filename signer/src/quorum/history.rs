@@ -36,8 +36,8 @@ pub(crate) struct ChainReads {
 
 /// Reads, in one JSON-RPC batch ([`super::batch`]): the window's first block by number (still on
 /// this chain?) and the one before it (by hash, kept once read), the module's `Executed` events
-/// from the window's start (only those after the last finalized block kept, see [`ChainCache`],
-/// whose hash is read again), the finalized block for the next request (once per new decision
+/// from the window's start (only those after the last block kept, see [`ChainCache`], whose
+/// hash is read again), the finalized block for the next request (once per new decision
 /// block), and the headers of blocks `also` (each number read once). Returns the answers too.
 pub(crate) async fn read_chain(
     bundle: &PolicyBundle,
@@ -49,8 +49,9 @@ pub(crate) async fn read_chain(
     let Some(from) = decision.history_from else {
         return Err(misstated("the decision names no history window".into()));
     };
-    // Finalized before this round is sent: the events up to it read now cannot change.
-    let finalized = cache.finalized();
+    // On the chain before this round is sent: the events up to it read now are complete (a
+    // reorg under it changes its hash, read again at each use).
+    let seen = cache.seen_block();
     let kept = cache.final_events(bundle.module, from.number);
     let parent_known = cache.header(&from.hash).and_then(|h| cache.header(&h.parent)).is_some();
     let read_parent = from.number > 0 && !parent_known;
@@ -64,7 +65,9 @@ pub(crate) async fn read_chain(
         asked.headers.insert(k.upto.0);
     }
     asked.headers.extend(also);
-    let logs_from = kept.as_ref().map_or(from.number, |k| k.upto.0 + 1);
+    // From the kept block itself, not the one after: it may be the head, and an endpoint refuses
+    // a range starting past the head (its events are read again, the same by digest).
+    let logs_from = kept.as_ref().map_or(from.number, |k| k.upto.0);
     asked.logs = Some(executed_filter(bundle.module, logs_from));
     let answers = super::batch::send(provider, &asked).await;
     let window = window_headers(cache, from, read_parent, &answers)?;
@@ -78,7 +81,7 @@ pub(crate) async fn read_chain(
             let mut events = k.events.clone();
             events.retain(|_, x| x.block >= from.number);
             events.extend(logs()?);
-            if let Some(f) = finalized.filter(|f| f.0 > k.upto.0) {
+            if let Some(f) = seen.filter(|f| f.0 > k.upto.0) {
                 keep_final(cache, bundle.module, k.from.max(from.number), f, &events);
             }
             events
@@ -90,14 +93,14 @@ pub(crate) async fn read_chain(
         }
         None => {
             let events = logs()?;
-            if let Some(f) = finalized.filter(|f| f.0 >= from.number) {
+            if let Some(f) = seen.filter(|f| f.0 >= from.number) {
                 keep_final(cache, bundle.module, from.number, f, &events);
             }
             events
         }
     };
     if let Some(f) = answers.finalized {
-        cache.saw_finalized(f);
+        cache.saw_block(f);
     }
     Ok((ChainReads { from: (from, window.0), before: window.1, executed }, answers))
 }
@@ -333,7 +336,7 @@ fn window_headers(
     Ok((block.1.timestamp, before))
 }
 
-/// Keeps the events of `events` up to the finalized block `upto`.
+/// Keeps the events of `events` up to block `upto` (seen on the chain before they were read).
 fn keep_final(
     cache: &ChainCache,
     module: Address,

@@ -594,7 +594,12 @@ pub async fn check(
         if actual != b.hash {
             return Err(replay_refusal(ReplayError::BlockHash { number: b.number, claimed: b.hash, actual }));
         }
+        cache.saw_block((b.number, b.hash));
         snapshots.extend(snapshot.map(|s| (b.number, s)));
+    }
+    for b in &missing {
+        // Read whole with its hash checked: on the chain before the next request's reads.
+        cache.saw_block((b.number, b.hash));
     }
     let earliest = decision.firings.iter().map(|f| f.block.number).min();
     let earliest = earliest.and_then(|n| snapshots.get(&n)).map(|s| s.timestamp);

@@ -22,6 +22,13 @@ use super::*;
 
 const GRANTS: &str = r#"if paid("alice", "USDC", "day") == 0 { pay("alice", "USDC", 100); }"#;
 const TITHE: &str = r#"pay("bob", "USDC", balance("USDC") / 1000);"#;
+/// Alice first; bob once alice was paid; and a third payment only if bob was paid but alice
+/// was not — which no honest order of firings reaches.
+const RELAY: &str = r#"
+if paid("alice", "USDC", "day") == 0 { pay("alice", "USDC", 100); }
+if paid("alice", "USDC", "day") > 0 && paid("bob", "USDC", "day") == 0 { pay("bob", "USDC", 50); }
+if paid("bob", "USDC", "day") > 0 && paid("alice", "USDC", "day") == 0 { pay("alice", "USDC", 7); }
+"#;
 
 struct World {
     chain: TestChain,
@@ -51,6 +58,10 @@ trigger = {{ kind = "manual" }}
 name = "tithe"
 file = "tithe.rhai"
 trigger = {{ kind = "manual" }}
+[[policy]]
+name = "relay"
+file = "relay.rhai"
+trigger = {{ kind = "manual" }}
 "#,
         usdc.address, usdc.decimals, usdc.feed
     );
@@ -62,7 +73,9 @@ async fn world() -> World {
     let mut spec = chain.snapshot_spec();
     spec.assets.retain(|a| a.symbol == "USDC");
     let scripts: BTreeMap<String, String> =
-        [("grants".into(), GRANTS.into()), ("tithe".into(), TITHE.into())].into_iter().collect();
+        [("grants".into(), GRANTS.into()), ("tithe".into(), TITHE.into()), ("relay".into(), RELAY.into())]
+            .into_iter()
+            .collect();
     let bundle = PolicyBundle::new(chain.deployment.chain_id, &spec, None, policies_config(&chain), scripts);
     let usdc = chain.deployment.token("USDC").unwrap().address;
     let block0 = chain.keeper.get_block_by_number(BlockNumberOrTag::Number(0)).await.unwrap().unwrap();
@@ -390,6 +403,7 @@ async fn a_reorged_block_is_refused_naming_its_hash_then_the_retry_signs() {
             w.chain.deployment.chain_id,
             w.chain.deployment.module,
         )),
+        decided_by: None,
     };
     let _: bool = provider.raw_request("evm_revert".into(), (id,)).await.unwrap();
     // another block at the same height (a later timestamp gives it another hash)
@@ -428,6 +442,7 @@ async fn an_omitted_invented_or_misstated_past_payment_is_refused() {
         .unwrap()
         .timestamp,
         digest: Some(grant_digest),
+        decided_by: None,
     };
 
     // omitted: the agent's history leaves the grant out, so the policy pays alice again
@@ -493,6 +508,10 @@ async fn a_payment_executed_after_the_nodes_last_signature_is_still_seen() {
     let d = &w.chain.deployment;
     let tithe = decide(&w, "tithe", &[]).await;
     sign(&node, &kps[1], &w, &tithe).await.expect("the tithe signs (the node has read the chain)");
+    // its retries: the node now keeps the module's events up to the tithe's block, seen before,
+    // which is the head (the events are then read from the head on)
+    sign(&node, &kps[1], &w, &tithe).await.expect("its retry signs");
+    sign(&node, &kps[1], &w, &tithe).await.expect("its retry at the head signs");
     let grant = decide(&w, "grants", &[]).await;
     w.chain.exec(&grant.op, false).await.expect("the grant executes, signed by other nodes");
     let grant_digest = operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module);
@@ -559,6 +578,7 @@ async fn an_own_operation_that_can_no_longer_execute_need_not_be_in_the_history(
         .unwrap()
         .timestamp,
         digest: Some(operation_digest(&grant.op, TIER_QUORUM, d.chain_id, d.module)),
+        decided_by: None,
     };
     let _: serde_json::Value =
         provider.raw_request("evm_increaseTime".into(), (U256::from(7200),)).await.unwrap();
@@ -567,4 +587,49 @@ async fn an_own_operation_that_can_no_longer_execute_need_not_be_in_the_history(
     let later = decide_with(&w, "tithe", &history, vec![paid]).await;
     assert_ne!(later.op.nonce, first.op.nonce);
     sign(&node, &kps[1], &w, &later).await.expect("the dead tithe need not be in the history");
+}
+
+/// Attack on split firings: two firings at one block paid alice, then bob; the agent asks for
+/// a payment of a third firing "of the first" at that block, calling alice's payment that
+/// firing's own (carried by another operation) so its replay leaves it out — while still
+/// counting bob's, decided after it. Replayed so, the policy pays what no honest order of
+/// firings pays. Refused: a split firing's block holds no other firing of its policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_of_another_firing_called_a_split_firings_own_is_refused() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let spec = w.bundle.snapshot_spec();
+    let at_b = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
+    let view = Arc::new(SnapshotView::new(&at_b, set.book().clone()).unwrap());
+    // firing 1 pays alice; firing 2, at the same block and counting it, pays bob
+    let alice = set.evaluate("relay", &view, &[]).unwrap();
+    let first = ask_for(&w, "relay", at_b.clone(), alice.clone());
+    let paid_alice = [payment_of(&alice[0], at_b.timestamp).unwrap()];
+    let bob = set.evaluate("relay", &view, &paid_alice).unwrap();
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    let mut second = ask_for(&w, "relay", at_b.clone(), bob.clone());
+    second.op.nonce += U256::from(1);
+    w.chain.exec(&first.op, false).await.expect("alice is paid, signed by other nodes");
+    w.chain.exec(&second.op, false).await.expect("bob is paid, signed by other nodes");
+    let past = |intent: &Intent, op: &Operation, decided_by: Option<&str>| PastIntent {
+        intent: intent.clone(),
+        timestamp: at_b.timestamp,
+        digest: Some(operation_digest(op, TIER_QUORUM, d.chain_id, d.module)),
+        decided_by: decided_by.map(str::to_string),
+    };
+
+    // Without alice's payment the policy pays alice again and the third payment; the agent
+    // asks only for the third, planned at the head.
+    let paid_bob = [payment_of(&bob[0], at_b.timestamp).unwrap()];
+    let forged = set.evaluate("relay", &view, &paid_bob).unwrap();
+    assert_eq!(forged.len(), 2, "{forged:?}");
+    let head = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let mut ask = ask_for(&w, "relay", head, vec![forged[1].clone()]);
+    ask.decision.firings[0].block = first.decision.plan_block;
+    ask.decision.history =
+        vec![past(&alice[0], &first.op, Some("manual#1")), past(&bob[0], &second.op, None)];
+    refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, &bob[0].key);
 }

@@ -199,3 +199,54 @@ async fn forged_decisions_from_the_agents_coordinator_are_refused_by_every_node_
     );
     assert_eq!(env.balance("USDC", alice()).await, U256::from(100_000_000u64), "paid once");
 }
+
+/// A payroll that reads history: three payments once a day, decided by one firing.
+const PAYROLL: PolicySpec<'static> = PolicySpec {
+    name: "payroll",
+    script: r#"if paid_total("USDC", "day") == 0 {
+    pay("alice", "USDC", 100);
+    pay("bob", "USDC", 50);
+    pay("r0", "USDC", 25);
+}"#,
+    trigger: r#"{ kind = "manual" }"#,
+};
+
+/// The honest path across operations: one firing of a policy that reads `paid_total` decides
+/// three payments; with `max_batch = 2` the planner carries them in two operations (module
+/// nonces n and n+1). The second operation's history lists the first's payments (same firing,
+/// same block): every replaying node must still derive its payment, and each is paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_firing_split_across_two_operations_pays_every_payment_once() {
+    let env = AgentEnv::start(&[PAYROLL]).await.unwrap();
+    env.edit_config("[pipeline]\n", "[pipeline]\nmax_batch = 2\n");
+    let nonce_before = env.chain.module_nonce().await.unwrap();
+    let pipeline = env.pipeline().await.unwrap();
+    let block = pipeline.provider().get_block_number().await.unwrap();
+    let firing = FiringInput { block, policies: vec!["payroll".into()], trigger: "manual#1".into() };
+    pipeline.intake(&firing).await.unwrap();
+    let journal = env.journal().await;
+    let filter = IntentFilter { policy: Some("payroll".into()), ..Default::default() };
+    for round in 0.. {
+        let intents = journal.list(&filter).await.unwrap();
+        if intents.iter().all(|i| i.state.is_terminal()) {
+            break;
+        }
+        assert!(round < 1000, "the lane never settled: {intents:?}");
+        if let LaneStep::Waiting(_) | LaneStep::Idle = pipeline.step().await.unwrap() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let intents = journal.list(&filter).await.unwrap();
+    assert_eq!(intents.len(), 3);
+    for intent in &intents {
+        let (_, events) = journal.intent(intent.id).await.unwrap().unwrap();
+        let detail = events.last().map(|e| e.detail.to_string()).unwrap_or_default();
+        assert_eq!(intent.state, IntentState::Confirmed, "{}: {detail}", intent.idempotency_key);
+    }
+    let usdc = |n: u64| U256::from(n * 1_000_000);
+    assert_eq!(env.balance("USDC", alice()).await, usdc(100), "alice paid once");
+    assert_eq!(env.balance("USDC", crate::support::bob()).await, usdc(50), "bob paid once");
+    assert_eq!(env.balance("USDC", crate::support::numbered(0)).await, usdc(25), "r0 paid once");
+    let nonce_after = env.chain.module_nonce().await.unwrap();
+    assert_eq!(nonce_after, nonce_before + U256::from(2), "carried by two operations");
+}

@@ -553,7 +553,7 @@ impl Pipeline {
             intents.push(stored.intent.clone());
             latest = latest.max(stored.timestamp);
         }
-        let history = self.decided_history(window, latest).await?;
+        let history = self.decided_history(window, latest, &firings).await?;
         Ok(Some(Decision {
             policy_hash: self.policy_hash,
             firings,
@@ -588,7 +588,12 @@ impl Pipeline {
     /// operation that carries it: those planned and decided in `window` up to timestamp `latest`, and those
     /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
     /// every operation a node finds executed in the window is accounted for.
-    async fn decided_history(&self, window: HistoryWindow, latest: u64) -> Result<Vec<PastIntent>> {
+    async fn decided_history(
+        &self,
+        window: HistoryWindow,
+        latest: u64,
+        firings: &[DecidedFiring],
+    ) -> Result<Vec<PastIntent>> {
         let rows = self.journal.decided_intents_without_payloads(10_000).await?;
         let ids: Vec<IntentId> = rows.iter().map(|r| r.intent.id).collect();
         let stored = self.stored.get(&self.journal, &ids).await?;
@@ -609,10 +614,21 @@ impl Pipeline {
             // An intent not yet planned was decided alongside or after this operation's firings
             // (a firing of the same round): it is not in their history.
             let Some(digest) = row.operation_id.and_then(|o| o.parse().ok()) else { continue };
+            // Decided by one of this operation's firings (carried by it, or by another when the
+            // planner split the firing): not in that firing's history, which the node must know.
+            let decided_by = firings
+                .iter()
+                .find(|f| {
+                    f.trigger == row.intent.trigger
+                        && stored.block_hash == Some(f.block.hash)
+                        && f.policies.contains(&stored.intent.policy)
+                })
+                .map(|f| f.trigger.clone());
             history.push(PastIntent {
                 intent: stored.intent.clone(),
                 timestamp: stored.timestamp,
                 digest: Some(digest),
+                decided_by,
             });
         }
         Ok(history)
