@@ -44,6 +44,10 @@ pub async fn deploy(provider: &DynProvider, name: &str, args: &[u8]) -> Result<A
     deploy_code(provider, name, code.into()).await
 }
 
+/// The interval the tests' counter upkeeps and resolvers wait between performs: an hour, since
+/// anvil's clock also moves with real time and a loaded machine can spend a minute between steps.
+pub const INTERVAL_SECS: u64 = 3_600;
+
 /// Deploys Chainlink's `UpkeepCounter` example: performable for `test_range` seconds, at most
 /// once every `interval_secs`.
 pub async fn deploy_counter(provider: &DynProvider, test_range: u64, interval_secs: u64) -> Result<Address> {

@@ -64,8 +64,11 @@ async fn keeper_nonce(env: &AgentEnv) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_upkeep_is_performed_once_per_interval_across_a_kill_9() {
     let env = AgentEnv::start(&[]).await.unwrap();
-    // Chainlink's UpkeepCounter: eligible at once, then every 60 s.
-    let counter = fixtures::deploy_counter(&env.chain.keeper, 1_000_000_000, 60).await.unwrap();
+    // Chainlink's UpkeepCounter: eligible at once, then every INTERVAL_SECS.
+    let counter =
+        fixtures::deploy_counter(&env.chain.keeper, 1_000_000_000, treasury_devnet::keeper::INTERVAL_SECS)
+            .await
+            .unwrap();
     add_jobs(
         &env,
         &job(
@@ -114,7 +117,7 @@ async fn a_counter_upkeep_is_performed_once_per_interval_across_a_kill_9() {
     assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "not due again within the interval");
 
     for n in 2..=3u64 {
-        advance(&env, 61).await;
+        advance(&env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
         env.run_once();
         env.run_once();
         assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(n), "one perform per interval");
@@ -296,9 +299,13 @@ async fn a_gelato_resolver_job_sends_its_payload_once_per_interval() {
     let env = AgentEnv::start(&[]).await.unwrap();
     let p = &env.chain.keeper;
     let counter = fixtures::deploy(p, "ResolverCounter", &[]).await.unwrap();
-    let resolver = fixtures::deploy(p, "GelatoStyleResolver", &(counter, U256::from(60)).abi_encode_params())
-        .await
-        .unwrap();
+    let resolver = fixtures::deploy(
+        p,
+        "GelatoStyleResolver",
+        &(counter, U256::from(treasury_devnet::keeper::INTERVAL_SECS)).abi_encode_params(),
+    )
+    .await
+    .unwrap();
     add_jobs(
         &env,
         &job(
@@ -312,7 +319,7 @@ async fn a_gelato_resolver_job_sends_its_payload_once_per_interval() {
     env.run_once();
     env.run_once();
     assert_eq!(c.count().call().await.unwrap(), U256::from(1));
-    advance(&env, 61).await;
+    advance(&env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
     env.run_once();
     assert_eq!(c.count().call().await.unwrap(), U256::from(2));
     let journal = env.journal().await;
@@ -323,7 +330,8 @@ async fn a_gelato_resolver_job_sends_its_payload_once_per_interval() {
 async fn keeper_check_shows_the_decoded_check_and_simulated_perform_and_imports_print_their_jobs() {
     let env = AgentEnv::start(&[]).await.unwrap();
     let p = &env.chain.keeper;
-    let counter = fixtures::deploy_counter(p, 1_000_000_000, 60).await.unwrap();
+    let counter =
+        fixtures::deploy_counter(p, 1_000_000_000, treasury_devnet::keeper::INTERVAL_SECS).await.unwrap();
     let reverter = fixtures::deploy(p, "UpkeepReverter", &[]).await.unwrap();
     let every = r#"{ kind = "every_blocks", blocks = 1 }"#;
     add_jobs(
@@ -425,7 +433,8 @@ async fn keeper_check_shows_the_decoded_check_and_simulated_perform_and_imports_
 async fn a_perform_that_could_overrun_the_spending_cap_is_skipped() {
     let env = AgentEnv::start(&[]).await.unwrap();
     let p = &env.chain.keeper;
-    let counter = fixtures::deploy_counter(p, 1_000_000_000, 60).await.unwrap();
+    let counter =
+        fixtures::deploy_counter(p, 1_000_000_000, treasury_devnet::keeper::INTERVAL_SECS).await.unwrap();
     // Worst case 100,000 gas x 10 gwei = 0.001 ETH, above the job's cap of 0.0005 ETH per day.
     add_jobs(
         &env,
@@ -492,7 +501,8 @@ async fn set_balance(env: &AgentEnv, who: Address, wei: u128) {
 async fn a_keeper_balance_below_the_next_performs_worst_case_is_alerted_by_webhook() {
     let env = AgentEnv::start(&[]).await.unwrap();
     let p = &env.chain.keeper;
-    let counter = fixtures::deploy_counter(p, 1_000_000_000, 60).await.unwrap();
+    let counter =
+        fixtures::deploy_counter(p, 1_000_000_000, treasury_devnet::keeper::INTERVAL_SECS).await.unwrap();
     let mut hooks = Hooks::start().await;
     // The pipeline's own low-balance threshold is set far below the jobs' so that only the
     // jobs' alert can fire: 200,000 gas x 10 gwei x 50 performs = 0.1 ETH.
@@ -547,7 +557,9 @@ async fn above_its_fee_ceiling_a_job_sends_nothing_and_blocks_no_other_job_then_
 {
     let env = AgentEnv::start(&[]).await.unwrap();
     let p = &env.chain.keeper;
-    let deploy_counter = || async { fixtures::deploy_counter(p, 1_000_000_000, 60).await.unwrap() };
+    let deploy_counter = || async {
+        fixtures::deploy_counter(p, 1_000_000_000, treasury_devnet::keeper::INTERVAL_SECS).await.unwrap()
+    };
     let (thrifty, urgent) = (deploy_counter().await, deploy_counter().await);
     let every = r#"{ kind = "every_blocks", blocks = 1 }"#;
     let upkeep = |target: Address| format!("kind = \"chainlink_upkeep\"\ntarget = \"{target}\"");

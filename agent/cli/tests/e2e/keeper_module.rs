@@ -24,9 +24,10 @@ use crate::support::AgentEnv;
 
 const PERFORM: [u8; 4] = performUpkeepCall::SELECTOR;
 
-/// Deploys Chainlink's `UpkeepCounter` (eligible at once, then every 60 s).
+/// Deploys Chainlink's `UpkeepCounter` (eligible at once, then every INTERVAL_SECS).
 async fn counter(env: &AgentEnv) -> Address {
-    let args = (U256::from(1_000_000_000u64), U256::from(60)).abi_encode_params();
+    let args = (U256::from(1_000_000_000u64), U256::from(treasury_devnet::keeper::INTERVAL_SECS))
+        .abi_encode_params();
     fixtures::deploy(&env.chain.keeper, "UpkeepCounter", &args).await.unwrap()
 }
 
@@ -222,7 +223,7 @@ async fn an_allow_listed_job_through_the_module_is_performed_once_per_interval()
     assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "not due again within the interval");
 
     for n in 2..=3u64 {
-        advance(&env, 61).await;
+        advance(&env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
         env.run_once();
         env.run_once();
         assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(n), "one perform per interval");

@@ -402,8 +402,9 @@ async fn two_replicas_perform_a_counter_upkeep_once_per_interval_across_sigkills
     let cluster = Postgres::start().unwrap();
     use_postgres(&mut env, &cluster);
     let p = env.chain.keeper.clone();
-    // Chainlink's UpkeepCounter: eligible at once, then every 60 s.
-    let counter = fixtures::deploy_counter(&p, 1_000_000_000, 60).await.unwrap();
+    // Chainlink's UpkeepCounter: eligible at once, then every INTERVAL_SECS.
+    let counter =
+        fixtures::deploy_counter(&p, 1_000_000_000, treasury_devnet::keeper::INTERVAL_SECS).await.unwrap();
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push_str(&format!(
         "\n[[keeper.job]]\nname = \"counter\"\nkind = \"chainlink_upkeep\"\ntarget = \"{counter}\"\ngas_limit = 200000\ntrigger = {{ kind = \"every_blocks\", blocks = 1 }}\n"
@@ -429,7 +430,7 @@ async fn two_replicas_perform_a_counter_upkeep_once_per_interval_across_sigkills
     a.signal("KILL");
     assert_eq!(a.wait().signal(), Some(9));
     assert_eq!(b.leading_term(), term + 1, "the standby takes the next term");
-    mine_after(&env, 61).await;
+    mine_after(&env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
     wait_for_count(&env, &journal, &upkeep, 2, &mut b).await;
 
     // A new standby; the leader dies as soon as the third interval's run is claimed (before or
@@ -437,7 +438,7 @@ async fn two_replicas_perform_a_counter_upkeep_once_per_interval_across_sigkills
     let mut c = replica();
     c.expect_line("standing by");
     let claimed = job_runs(&journal, "counter").await.len();
-    mine_after(&env, 61).await;
+    mine_after(&env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
     let deadline = std::time::Instant::now() + PATIENCE;
     while job_runs(&journal, "counter").await.len() == claimed {
         assert!(std::time::Instant::now() < deadline, "no third run claimed:\n{}", b.output());
