@@ -57,6 +57,22 @@ pub(crate) async fn mine(env: &AgentEnv, blocks: u64) {
         env.chain.keeper.raw_request("anvil_mine".into(), (U256::from(blocks),)).await.unwrap();
 }
 
+/// The counter upkeep at `counter`, performed once so far, is not performed again within its
+/// interval however often the agent looks, then once in each of the next two intervals.
+pub(crate) async fn performed_once_per_interval(env: &AgentEnv, counter: Address) {
+    let upkeep = IUpkeepCounter::new(counter, env.chain.keeper.clone());
+    env.run_once();
+    mine(env, 3).await;
+    env.run_once();
+    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "not due again within the interval");
+    for n in 2..=3u64 {
+        advance(env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
+        env.run_once();
+        env.run_once();
+        assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(n), "one perform per interval");
+    }
+}
+
 async fn keeper_nonce(env: &AgentEnv) -> u64 {
     env.chain.keeper.get_transaction_count(env.keeper).await.unwrap()
 }
@@ -110,18 +126,7 @@ async fn a_counter_upkeep_is_performed_once_per_interval_across_a_kill_9() {
     assert_eq!(count(&after, RunState::Confirmed), 1, "{after:?}");
     assert_eq!(after.len(), 1, "the restart resumed the run, it did not claim another: {after:?}");
 
-    // Within the interval nothing is due, however often the agent looks.
-    env.run_once();
-    mine(&env, 3).await;
-    env.run_once();
-    assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(1), "not due again within the interval");
-
-    for n in 2..=3u64 {
-        advance(&env, treasury_devnet::keeper::INTERVAL_SECS + 1).await;
-        env.run_once();
-        env.run_once();
-        assert_eq!(upkeep.counter().call().await.unwrap(), U256::from(n), "one perform per interval");
-    }
+    performed_once_per_interval(&env, counter).await;
     let all = runs(&journal, "counter").await;
     assert_eq!(count(&all, RunState::Confirmed), 3, "{all:?}");
     assert!(all.iter().all(|r| r.gas_used.is_some_and(|g| g > 21_000) || r.state != RunState::Confirmed));

@@ -549,17 +549,9 @@ impl JobRunner {
         if let Err(reason) = self.simulate(job, &work, target, &calldata).await? {
             return self.skip(job, &work, target, calldata, hash, &reason, head).await;
         }
-        if let Some(reason) = self.over_cap(job, head).await? {
-            return self.skip(job, &work, target, calldata, hash, &reason, head).await;
-        }
-        let run = self.new_run(job, &work, target, &calldata, hash, head);
-        let Some(id) = self.journal().claim_keeper_run(&run, RunState::Sending, None).await? else {
-            tracing::debug!(job = %job.name, work = %work.key, "already journaled: not performed again");
+        let Some(id) = self.claim_run(job, &work, target, &calldata, hash, head).await? else {
             return Ok(());
         };
-        if let Some(state) = self.states.get_mut(&job.name) {
-            state.rest_level = 0;
-        }
         let request = TxRequest {
             to: target,
             data: calldata,
@@ -588,6 +580,32 @@ impl JobRunner {
         check::perform_would_succeed(provider, self.pipeline.keeper(), job, work.block.hash, target, calldata)
             .await
             .map_err(KeeperError::Chain)
+    }
+
+    /// Claims the run of `job` for `work` in the journal, unless the job's spending cap is reached
+    /// (then the run is skipped with its reason) or the run is journaled already: `None` then.
+    async fn claim_run(
+        &mut self,
+        job: &KeeperJob,
+        work: &Work,
+        target: Address,
+        calldata: &Bytes,
+        perform_hash: String,
+        head: BlockRef,
+    ) -> Result<Option<i64>> {
+        if let Some(reason) = self.over_cap(job, head).await? {
+            self.skip(job, work, target, calldata.clone(), perform_hash, &reason, head).await?;
+            return Ok(None);
+        }
+        let run = self.new_run(job, work, target, calldata, perform_hash, head);
+        let Some(id) = self.journal().claim_keeper_run(&run, RunState::Sending, None).await? else {
+            tracing::debug!(job = %job.name, work = %work.key, "already journaled: not performed again");
+            return Ok(None);
+        };
+        if let Some(state) = self.states.get_mut(&job.name) {
+            state.rest_level = 0;
+        }
+        Ok(Some(id))
     }
 
     /// Why the job's or the keeper's spending cap leaves no room for one more perform (at its

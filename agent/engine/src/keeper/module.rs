@@ -77,17 +77,9 @@ impl JobRunner {
         if let Err(reason) = simulated {
             return self.skip(job, &work, target, calldata, hash, &reason, head).await;
         }
-        if let Some(reason) = self.over_cap(job, head).await? {
-            return self.skip(job, &work, target, calldata, hash, &reason, head).await;
-        }
-        let run = self.new_run(job, &work, target, &calldata, hash, head);
-        let Some(id) = self.journal().claim_keeper_run(&run, RunState::Sending, None).await? else {
-            tracing::debug!(job = %job.name, work = %work.key, "already journaled: not performed again");
+        let Some(id) = self.claim_run(job, &work, target, &calldata, hash, head).await? else {
             return Ok(());
         };
-        if let Some(state) = self.states.get_mut(&job.name) {
-            state.rest_level = 0;
-        }
         let perform_data = perform_data_of(job, &calldata);
         let decision = Decision {
             policy_hash: self.pipeline.policy_hash(),
