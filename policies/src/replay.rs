@@ -566,12 +566,13 @@ fn check_siblings(
     timestamp: u64,
     produced: &BTreeMap<String, Intent>,
 ) -> Result<(), ReplayError> {
+    let own = |key: &str| decision.intents.iter().any(|i| i.key == key);
+    // Split: the firing's intents carried by another operation (its own ones are this one's).
     let split: std::collections::BTreeSet<&str> = history
         .iter()
-        .filter(|p| sibling_of(p, firing, timestamp))
+        .filter(|p| sibling_of(p, firing, timestamp) && !own(&p.intent.key))
         .map(|p| p.intent.policy.as_str())
         .collect();
-    let own = |key: &str| decision.intents.iter().any(|i| i.key == key);
     if let Some(other) = history.iter().find(|p| {
         p.timestamp == timestamp
             && split.contains(p.intent.policy.as_str())

@@ -348,7 +348,7 @@ async fn latency(
         let start = Instant::now();
         let block = provider.get_block_number().await?;
         let report = pipeline
-            .intake(&FiringInput { block, policies: vec!["bench".into()], trigger: "bench".into() })
+            .intake(&FiringInput { block, policies: vec!["bench".into()], trigger: format!("manual#{i}") })
             .await?;
         anyhow::ensure!(report.created.len() == 1, "run {i}: {report:?}");
         let intake_done = Instant::now();

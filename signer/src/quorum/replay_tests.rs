@@ -633,3 +633,37 @@ async fn a_payment_of_another_firing_called_a_split_firings_own_is_refused() {
         vec![past(&alice[0], &first.op, Some("manual#1")), past(&bob[0], &second.op, None)];
     refused(sign(&node, &kps[1], &w, &ask).await, RefusalCode::ReplayMismatch, &bob[0].key);
 }
+
+/// The honest path beside that rule: a second firing of a policy at a block (counting the
+/// first's payment) whose history also lists the operation's own intent, labelled with its
+/// firing as the agent does, is signed: its own intents do not make it a split firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_firing_at_a_block_listing_its_own_intent_is_signed() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
+    let d = &w.chain.deployment;
+    let spec = w.bundle.snapshot_spec();
+    let at_b = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
+    let view = Arc::new(SnapshotView::new(&at_b, set.book().clone()).unwrap());
+    let alice = set.evaluate("relay", &view, &[]).unwrap();
+    let first = ask_for(&w, "relay", at_b.clone(), alice.clone());
+    w.chain.exec(&first.op, false).await.expect("alice is paid, signed by other nodes");
+    let bob = set.evaluate("relay", &view, &[payment_of(&alice[0], at_b.timestamp).unwrap()]).unwrap();
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    // Fired at block B like the first, planned at the head after the first executed.
+    let head = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
+    let mut second = ask_for(&w, "relay", head, bob.clone());
+    second.decision.firings[0].block = first.decision.plan_block;
+    second.decision.firings[0].trigger = "manual#2".into();
+    let past = |intent: &Intent, op: &Operation, decided_by: Option<&str>| PastIntent {
+        intent: intent.clone(),
+        timestamp: at_b.timestamp,
+        digest: Some(operation_digest(op, TIER_QUORUM, d.chain_id, d.module)),
+        decided_by: decided_by.map(str::to_string),
+    };
+    second.decision.history =
+        vec![past(&alice[0], &first.op, None), past(&bob[0], &second.op, Some("manual#2"))];
+    sign(&node, &kps[1], &w, &second).await.expect("the second firing's payment signs");
+}

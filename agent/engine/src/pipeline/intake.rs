@@ -27,7 +27,8 @@ pub struct FiringInput {
     pub block: u64,
     /// Names of the policies that fire.
     pub policies: Vec<String>,
-    /// What fired them (e.g. `every_blocks@1200`, `manual#7`), stored with each intent.
+    /// What fired them (e.g. `every_blocks@1200`, `manual#7`), stored with each intent: unique per
+    /// firing, since the intents of one firing split across operations are recognised by it.
     pub trigger: String,
 }
 
