@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::execution::{
     OperationRecord, TX_COLUMNS, TransactionRecord, json_col, read_err, transaction_from_row, u64_col,
@@ -33,38 +34,35 @@ impl Journal {
 
     /// The payloads of the intents `ids` (those that exist), by id.
     pub async fn payloads(&self, ids: &[IntentId]) -> Result<HashMap<IntentId, serde_json::Value>> {
-        let mut payloads = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT id, payload FROM intents WHERE id IN ({params})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.0);
-            }
-            for row in query.fetch_all(&self.pool).await.map_err(db("read intent payloads"))? {
-                payloads.insert(IntentId(row.try_get("id").map_err(read_err)?), json_col(&row, "payload")?);
-            }
+        let rows = self.rows_by_id(ids, "id, payload", "read intent payloads").await?;
+        let mut payloads = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            payloads.insert(IntentId(row.try_get("id").map_err(read_err)?), json_col(row, "payload")?);
         }
         Ok(payloads)
     }
 
     /// The intents `ids` (those that exist), in id order, without their events.
     pub async fn intents(&self, ids: &[IntentId]) -> Result<Vec<Intent>> {
-        let mut intents = Vec::with_capacity(ids.len());
+        let rows = self.rows_by_id(ids, INTENT_COLUMNS, "read intents").await?;
+        let mut intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        intents.sort_by_key(|i| i.id);
+        Ok(intents)
+    }
+
+    /// The `columns` of the intents `ids` (those that exist), read 500 ids to a query.
+    async fn rows_by_id(&self, ids: &[IntentId], columns: &str, what: &'static str) -> Result<Vec<AnyRow>> {
+        let mut rows = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id IN ({params}) ORDER BY id");
+            let sql = format!("SELECT {columns} FROM intents WHERE id IN ({params})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id.0);
             }
-            let rows = query.fetch_all(&self.pool).await.map_err(db("read intents"))?;
-            for row in &rows {
-                intents.push(intent_from_row(row)?);
-            }
+            rows.extend(query.fetch_all(&self.pool).await.map_err(db(what))?);
         }
-        intents.sort_by_key(|i| i.id);
-        Ok(intents)
+        Ok(rows)
     }
 
     async fn pending_with(&self, columns: &str) -> Result<Vec<PendingIntent>> {
