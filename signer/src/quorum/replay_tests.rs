@@ -589,6 +589,46 @@ async fn an_own_operation_that_can_no_longer_execute_need_not_be_in_the_history(
     sign(&node, &kps[1], &w, &later).await.expect("the dead tithe need not be in the history");
 }
 
+/// Two firings of `relay` at the latest block B: the first pays alice, the second, counting it,
+/// pays bob (neither executed).
+struct TwoFirings {
+    at_b: treasury_chain::Snapshot,
+    set: PolicySet,
+    view: Arc<SnapshotView>,
+    alice: Vec<Intent>,
+    first: Ask,
+    bob: Vec<Intent>,
+}
+
+async fn two_firings_at_one_block(w: &World) -> TwoFirings {
+    let at_b =
+        read_snapshot(&w.chain.keeper, &w.bundle.snapshot_spec(), BlockNumberOrTag::Latest).await.unwrap();
+    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
+    let view = Arc::new(SnapshotView::new(&at_b, set.book().clone()).unwrap());
+    let alice = set.evaluate("relay", &view, &[]).unwrap();
+    let first = ask_for(w, "relay", at_b.clone(), alice.clone());
+    let bob = set.evaluate("relay", &view, &[payment_of(&alice[0], at_b.timestamp).unwrap()]).unwrap();
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    TwoFirings { at_b, set, view, alice, first, bob }
+}
+
+/// `intent` as a history entry: decided at `timestamp`, carried by `op` (tier 1).
+fn past_at(
+    w: &World,
+    intent: &Intent,
+    op: &Operation,
+    timestamp: u64,
+    decided_by: Option<&str>,
+) -> PastIntent {
+    let d = &w.chain.deployment;
+    PastIntent {
+        intent: intent.clone(),
+        timestamp,
+        digest: Some(operation_digest(op, TIER_QUORUM, d.chain_id, d.module)),
+        decided_by: decided_by.map(str::to_string),
+    }
+}
+
 /// Attack on split firings: two firings at one block paid alice, then bob; the agent asks for
 /// a payment of a third firing "of the first" at that block, calling alice's payment that
 /// firing's own (carried by another operation) so its replay leaves it out — while still
@@ -599,26 +639,14 @@ async fn a_payment_of_another_firing_called_a_split_firings_own_is_refused() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
     let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
-    let d = &w.chain.deployment;
     let spec = w.bundle.snapshot_spec();
-    let at_b = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
-    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
-    let view = Arc::new(SnapshotView::new(&at_b, set.book().clone()).unwrap());
-    // firing 1 pays alice; firing 2, at the same block and counting it, pays bob
-    let alice = set.evaluate("relay", &view, &[]).unwrap();
-    let first = ask_for(&w, "relay", at_b.clone(), alice.clone());
-    let paid_alice = [payment_of(&alice[0], at_b.timestamp).unwrap()];
-    let bob = set.evaluate("relay", &view, &paid_alice).unwrap();
-    assert_eq!(bob.len(), 1, "{bob:?}");
+    let TwoFirings { at_b, set, view, alice, first, bob } = two_firings_at_one_block(&w).await;
     let mut second = ask_for(&w, "relay", at_b.clone(), bob.clone());
     second.op.nonce += U256::from(1);
     w.chain.exec(&first.op, false).await.expect("alice is paid, signed by other nodes");
     w.chain.exec(&second.op, false).await.expect("bob is paid, signed by other nodes");
-    let past = |intent: &Intent, op: &Operation, decided_by: Option<&str>| PastIntent {
-        intent: intent.clone(),
-        timestamp: at_b.timestamp,
-        digest: Some(operation_digest(op, TIER_QUORUM, d.chain_id, d.module)),
-        decided_by: decided_by.map(str::to_string),
+    let past = |intent: &Intent, op: &Operation, decided_by: Option<&str>| {
+        past_at(&w, intent, op, at_b.timestamp, decided_by)
     };
 
     // Without alice's payment the policy pays alice again and the third payment; the agent
@@ -642,26 +670,16 @@ async fn a_second_firing_at_a_block_listing_its_own_intent_is_signed() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
     let (node, kps) = replaying_node(dir.path(), &w, ReplayMode::Required);
-    let d = &w.chain.deployment;
     let spec = w.bundle.snapshot_spec();
-    let at_b = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
-    let set = PolicySet::from_sources(&w.bundle.policies, &w.bundle.scripts).unwrap();
-    let view = Arc::new(SnapshotView::new(&at_b, set.book().clone()).unwrap());
-    let alice = set.evaluate("relay", &view, &[]).unwrap();
-    let first = ask_for(&w, "relay", at_b.clone(), alice.clone());
+    let TwoFirings { at_b, alice, first, bob, .. } = two_firings_at_one_block(&w).await;
     w.chain.exec(&first.op, false).await.expect("alice is paid, signed by other nodes");
-    let bob = set.evaluate("relay", &view, &[payment_of(&alice[0], at_b.timestamp).unwrap()]).unwrap();
-    assert_eq!(bob.len(), 1, "{bob:?}");
     // Fired at block B like the first, planned at the head after the first executed.
     let head = read_snapshot(&w.chain.keeper, &spec, BlockNumberOrTag::Latest).await.unwrap();
     let mut second = ask_for(&w, "relay", head, bob.clone());
     second.decision.firings[0].block = first.decision.plan_block;
     second.decision.firings[0].trigger = "manual#2".into();
-    let past = |intent: &Intent, op: &Operation, decided_by: Option<&str>| PastIntent {
-        intent: intent.clone(),
-        timestamp: at_b.timestamp,
-        digest: Some(operation_digest(op, TIER_QUORUM, d.chain_id, d.module)),
-        decided_by: decided_by.map(str::to_string),
+    let past = |intent: &Intent, op: &Operation, decided_by: Option<&str>| {
+        past_at(&w, intent, op, at_b.timestamp, decided_by)
     };
     second.decision.history =
         vec![past(&alice[0], &first.op, None), past(&bob[0], &second.op, Some("manual#2"))];
