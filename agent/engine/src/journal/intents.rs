@@ -1,5 +1,6 @@
 //! Intents: idempotent insertion, transitions with their event rows, and queries.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -165,47 +166,98 @@ fn event_from_row(row: &AnyRow) -> Result<IntentEvent> {
     })
 }
 
-/// Inserts `new` unless its key is journaled, then moves a new one on to `then`, inside `tx`.
-async fn insert_one(
+/// Rows per multi-row statement of a batch insert: with 9 bound parameters per intent (5 per
+/// event row) a statement stays far below SQLite's (32,766) and PostgreSQL's (65,535) limits.
+const INSERT_CHUNK: usize = 500;
+
+/// Inserts the intents of `batch` whose keys are not journaled yet, each straight in its final
+/// state (`then`'s, else `proposed`), and returns the ids created per key, inside `tx`.
+async fn insert_new_rows(
     tx: &mut WriteTx,
-    new: &NewIntent,
-    then: Option<&(IntentState, serde_json::Value)>,
+    batch: &[(NewIntent, Option<(IntentState, serde_json::Value)>)],
     now: i64,
-) -> Result<Inserted> {
-    let created = sqlx::query(
-        "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at, policy_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(&new.idempotency_key)
-    .bind(&new.policy)
-    .bind(&new.trigger)
-    .bind(&new.kind)
-    .bind(new.payload.to_string())
-    .bind(IntentState::Proposed.as_str())
-    .bind(now)
-    .bind(now)
-    .bind(new.policy_version.as_deref())
-    .execute(&mut **tx)
-    .await
-    .map_err(db("insert intent"))?
-    .rows_affected()
-        == 1;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key = $1"
-    )))
-    .bind(&new.idempotency_key)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(db("read inserted intent"))?;
-    let mut intent = intent_from_row(&row)?;
-    if created {
-        insert_event(tx, intent.id, None, IntentState::Proposed, &serde_json::Value::Null, now).await?;
-        if let Some((to, detail)) = then {
-            intent = transition_in(tx, intent.id, *to, detail, now).await?;
+) -> Result<HashMap<String, IntentId>> {
+    let mut created = HashMap::with_capacity(batch.len());
+    for chunk in batch.chunks(INSERT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|row| {
+                let params = (1..=9).map(|col| format!("${}", row * 9 + col)).collect::<Vec<_>>();
+                format!("({})", params.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at, policy_version)
+             VALUES {values} ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (new, then) in chunk {
+            let state = then.as_ref().map_or(IntentState::Proposed, |(to, _)| *to);
+            query = query
+                .bind(&new.idempotency_key)
+                .bind(&new.policy)
+                .bind(&new.trigger)
+                .bind(&new.kind)
+                .bind(new.payload.to_string())
+                .bind(state.as_str())
+                .bind(now)
+                .bind(now)
+                .bind(new.policy_version.as_deref());
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(db("insert intents"))? {
+            let get = |e| JournalError::Database { what: "read inserted intent id", source: e };
+            created.insert(
+                row.try_get("idempotency_key").map_err(get)?,
+                IntentId(row.try_get("id").map_err(get)?),
+            );
         }
     }
-    Ok(Inserted { intent, created })
+    Ok(created)
+}
+
+/// Writes each new intent's event rows (created as `proposed`, then moved on to `then`), inside `tx`.
+async fn insert_creation_events(
+    tx: &mut WriteTx,
+    events: &[(IntentId, Option<IntentState>, IntentState, String)],
+    now: i64,
+) -> Result<()> {
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|row| {
+                let params = (1..=5).map(|col| format!("${}", row * 5 + col)).collect::<Vec<_>>();
+                format!("({})", params.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES {values}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, from, to, detail) in chunk {
+            query =
+                query.bind(id.0).bind(from.map(IntentState::as_str)).bind(to.as_str()).bind(detail).bind(now);
+        }
+        query.execute(&mut **tx).await.map_err(db("insert intent events"))?;
+    }
+    Ok(())
+}
+
+/// The journaled intents with these keys, by key, inside `tx`.
+async fn intents_by_key(tx: &mut WriteTx, keys: &[&str]) -> Result<HashMap<String, Intent>> {
+    let mut intents = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key IN ({params})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(db("read inserted intents"))? {
+            let intent = intent_from_row(&row)?;
+            intents.insert(intent.idempotency_key.clone(), intent);
+        }
+    }
+    Ok(intents)
 }
 
 impl Journal {
@@ -233,12 +285,37 @@ impl Journal {
     ) -> Result<Vec<Inserted>> {
         let now = now_ms();
         let mut tx = self.write().await?;
-        let mut inserted = Vec::with_capacity(intents.len());
+        let created = insert_new_rows(&mut tx, intents, now).await?;
+        // Event rows in input order; a key given twice is created by its first occurrence only.
+        let mut first_of_key = created.clone();
+        let mut events = Vec::with_capacity(2 * created.len());
         for (new, then) in intents {
-            inserted.push(insert_one(&mut tx, new, then.as_ref(), now).await?);
+            let Some(id) = first_of_key.remove(&new.idempotency_key) else { continue };
+            events.push((id, None, IntentState::Proposed, serde_json::Value::Null.to_string()));
+            if let Some((to, detail)) = then {
+                if !IntentState::Proposed.can_become(*to) {
+                    return Err(JournalError::IllegalTransition { id, from: IntentState::Proposed, to: *to });
+                }
+                events.push((id, Some(IntentState::Proposed), *to, detail.to_string()));
+            }
         }
+        insert_creation_events(&mut tx, &events, now).await?;
+        let keys: Vec<&str> = intents.iter().map(|(new, _)| new.idempotency_key.as_str()).collect();
+        let journaled = intents_by_key(&mut tx, &keys).await?;
         tx.commit().await.map_err(db("commit intents"))?;
-        Ok(inserted)
+        let mut first_of_key = created;
+        intents
+            .iter()
+            .map(|(new, _)| {
+                let key = &new.idempotency_key;
+                let intent = journaled
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| corrupt("inserted intent", format!("no row for key {key:?}")))?;
+                let created = first_of_key.remove(key).is_some();
+                Ok(Inserted { intent, created })
+            })
+            .collect()
     }
 
     /// Moves intent `id` to `to` and writes its event row, in one transaction; refuses illegal transitions.

@@ -65,6 +65,7 @@ on_both_backends!(
     concurrent_transitions_from_one_state_let_exactly_one_through,
     signing_answers_round_trip_typed_and_a_corrupt_one_is_an_error,
     a_firings_intents_land_together_or_not_at_all,
+    a_large_firing_lands_in_order_each_with_its_events,
     the_policy_version_is_journaled_with_the_intent_and_read_back_everywhere,
 );
 
@@ -123,6 +124,36 @@ async fn a_firings_intents_land_together_or_not_at_all(db: Db) {
     let again = journal.insert_intents_then(&whole).await.unwrap();
     assert!(again.iter().all(|i| !i.created), "{again:?}");
     assert_eq!(journal.list(&IntentFilter::default()).await.unwrap().len(), 2);
+}
+
+async fn a_large_firing_lands_in_order_each_with_its_events(db: Db) {
+    use IntentState::*;
+    let journal = db.open().await;
+    journal.insert_intent(&pay("grants:17", "grants")).await.unwrap();
+    // More intents than one multi-row statement holds, one already journaled, one key given twice.
+    let mut firing: Vec<_> =
+        (0..1_200).map(|i| (pay(&format!("grants:{i}"), "grants"), Some((Guarded, json!(null))))).collect();
+    firing.push((pay("grants:5", "grants"), Some((Rejected, json!({"reason": "again"})))));
+    let inserted = journal.insert_intents_then(&firing).await.unwrap();
+
+    assert_eq!(inserted.len(), firing.len());
+    let created: Vec<_> = inserted.iter().filter(|i| i.created).map(|i| i.intent.id).collect();
+    assert_eq!(created.len(), 1_199, "all but the journaled key and the repeated one");
+    assert!(created.windows(2).all(|w| w[0] < w[1]), "ids follow the firing's order");
+    assert!(!inserted[17].created && inserted[17].intent.state == Proposed, "the journaled one is untouched");
+    let repeated = &inserted[1_200];
+    assert!(!repeated.created && repeated.intent == inserted[5].intent && repeated.intent.state == Guarded);
+    for (inserted, (new, _)) in inserted.iter().zip(&firing) {
+        assert_eq!(inserted.intent.idempotency_key, new.idempotency_key);
+    }
+    let (intent, events) = journal.intent(inserted[1_199].intent.id).await.unwrap().unwrap();
+    assert_eq!(intent.state, Guarded);
+    let steps: Vec<_> = events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(steps, [(None, Proposed), (Some(Proposed), Guarded)]);
+    assert_eq!(
+        journal.list(&IntentFilter { limit: Some(5_000), ..Default::default() }).await.unwrap().len(),
+        1_200
+    );
 }
 
 async fn every_transition_is_an_event_and_illegal_ones_are_refused(db: Db) {
