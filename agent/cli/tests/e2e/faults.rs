@@ -95,7 +95,7 @@ async fn the_agent_rides_out_an_rpc_outage() {
     env.use_rpc(&proxy.url);
     env.run_once();
     let mut agent = env.spawn_run(&[]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_running(&mut agent).await;
 
     proxy.set_up(false);
     env.trigger("topup").await;

@@ -61,6 +61,7 @@ async fn a_stuck_transaction_is_bumped_and_a_reorged_one_resent_each_paying_once
     let journal = env.journal().await;
     rpc(&env, "evm_setAutomine", serde_json::json!([false])).await;
     let mut agent = env.spawn_run(&[]);
+    env.wait_running(&mut agent).await;
 
     // Not mined while the base fee is far above what was offered: replaced with bumped fees.
     env.trigger("first").await;

@@ -355,6 +355,29 @@ impl AgentEnv {
         cmd.stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().expect("treasury run starts")
     }
 
+    /// Waits until the `treasury run` spawned by [`AgentEnv::spawn_run`] has started (its log says
+    /// it is running), so a test's fault hits the running agent, not its start-up; panics with the
+    /// log if it exits first or takes more than two minutes (a loaded machine starts slowly).
+    pub async fn wait_running(&self, agent: &mut Child) {
+        let log = self.dir.path().join("agent.log");
+        for _ in 0..1_200 {
+            if std::fs::read_to_string(&log).is_ok_and(|text| text.contains("treasury agent running")) {
+                return;
+            }
+            if let Some(status) = agent.try_wait().expect("polling the agent") {
+                panic!(
+                    "treasury run exited ({status}) before running:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "treasury run not running after 2 min:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
     /// Queues a manual trigger in the journal, as the agent's API does for `treasury trigger`
     /// (which needs a running agent; it is tested against the API in `tests/triggers.rs`): the
     /// next `treasury run` fires it.
