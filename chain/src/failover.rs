@@ -190,7 +190,8 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         now.fetch_sub(1, Ordering::SeqCst);
                         let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let answer = serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": "0x1"}).to_string();
+                        let answer = serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": "0x1"})
+                            .to_string();
                         let response = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
                             answer.len()

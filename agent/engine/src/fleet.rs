@@ -92,7 +92,8 @@ pub async fn run_lane(
     }
     // The start-up futures are boxed, so freed once started: a spawned lane's task otherwise keeps
     // room for the largest future it awaits for as long as it runs (1,000 lanes, issue 16).
-    let journal = Box::pin(Journal::open(&config.journal.url)).await.map_err(|e| AgentError::Start(e.into()))?;
+    let journal =
+        Box::pin(Journal::open(&config.journal.url)).await.map_err(|e| AgentError::Start(e.into()))?;
     let agent = Box::pin(Agent::start_shared(config, journal, hook, shared)).await?;
     on_event(name, LaneEvent::Running { api: agent.api_addr() });
     agent.run(options, shutdown).await

@@ -346,7 +346,8 @@ async fn unsupported_url_is_a_typed_error() {
 async fn sqlite_is_built_without_per_connection_preallocations() {
     let db = Db::new(Backend::Sqlite);
     let journal = db.open().await;
-    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&journal.pool).await.unwrap();
+    let options: Vec<String> =
+        sqlx::query_scalar("PRAGMA compile_options").fetch_all(&journal.pool).await.unwrap();
     for wanted in ["DEFAULT_LOOKASIDE=0,0", "DEFAULT_PCACHE_INITSZ=0"] {
         assert!(options.iter().any(|o| o == wanted), "{wanted} missing from {options:?}");
     }
