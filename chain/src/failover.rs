@@ -8,6 +8,12 @@
 //! a lagging node's "header not found" could win that race over a node that has the block, and two
 //! consecutive reads could come from two nodes at different heads. One endpoint at a time, sticky to
 //! the one that works, keeps a run of reads on one node's view unless that node fails.
+//!
+//! At most [`FailoverOptions::max_in_flight`] requests are in flight to one endpoint at a time; the
+//! others wait for one to finish. One process may run 1,000 lanes on one shared provider (issue 16),
+//! and every request in flight holds an HTTP/1.1 connection of its own, with its buffers and
+//! channels: unbounded, the lanes' synchronised polls kept hundreds of connections open. The pool
+//! keeps no more idle connections than that bound either.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +23,7 @@ use std::time::Duration;
 use alloy::transports::http::{Http, reqwest};
 use alloy::transports::{TransportError, TransportErrorKind, TransportFut};
 use alloy_json_rpc::{RequestPacket, ResponsePacket};
+use tokio::sync::Semaphore;
 use tower::Service;
 
 /// How hard a [`FailoverTransport`] tries.
@@ -30,6 +37,9 @@ pub struct FailoverOptions {
     pub rounds: u32,
     /// The pause before each further round; doubled after each.
     pub backoff: Duration,
+    /// Requests in flight to one endpoint at once (and idle connections kept to it); further
+    /// requests wait their turn (the wait is not part of `request_timeout`).
+    pub max_in_flight: usize,
 }
 
 impl Default for FailoverOptions {
@@ -39,6 +49,7 @@ impl Default for FailoverOptions {
             connect_timeout: Duration::from_secs(2),
             rounds: 2,
             backoff: Duration::from_millis(200),
+            max_in_flight: 32,
         }
     }
 }
@@ -47,6 +58,8 @@ impl Default for FailoverOptions {
 #[derive(Debug, Clone)]
 pub struct FailoverTransport {
     endpoints: Arc<[Http<reqwest::Client>]>,
+    /// Per endpoint, the permits for requests in flight ([`FailoverOptions::max_in_flight`]).
+    in_flight: Arc<[Arc<Semaphore>]>,
     /// Index of the endpoint that answered last: the first one tried.
     preferred: Arc<AtomicUsize>,
     options: FailoverOptions,
@@ -58,9 +71,11 @@ impl FailoverTransport {
         let client = reqwest::Client::builder()
             .timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout)
+            .pool_max_idle_per_host(options.max_in_flight.max(1))
             .build()?;
         let endpoints = urls.iter().map(|u| Http::with_client(client.clone(), u.clone())).collect();
-        Ok(Self { endpoints, preferred: Arc::new(AtomicUsize::new(0)), options })
+        let in_flight = urls.iter().map(|_| Arc::new(Semaphore::new(options.max_in_flight.max(1)))).collect();
+        Ok(Self { endpoints, in_flight, preferred: Arc::new(AtomicUsize::new(0)), options })
     }
 
     /// How many endpoints it spreads over.
@@ -93,6 +108,8 @@ impl FailoverTransport {
             let first = self.preferred.load(Ordering::Relaxed) % n;
             for i in (0..n).map(|k| (first + k) % n) {
                 let mut endpoint = self.endpoints[i].clone();
+                // Never closed: acquiring only waits for a request to this endpoint to finish.
+                let _permit = self.in_flight[i].acquire().await.map_err(TransportErrorKind::custom)?;
                 match endpoint.call(req.clone()).await {
                     Ok(answer) => {
                         if i != first {
@@ -123,5 +140,80 @@ impl Service<RequestPacket> for FailoverTransport {
 
     fn call(&mut self, req: RequestPacket) -> Self::Future {
         Box::pin(self.clone().request(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use alloy::providers::Provider;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A JSON-RPC endpoint answering every request with block number 1 after a pause, counting
+    /// how many requests it holds at once (the most ever in `peak`).
+    async fn slow_endpoint(peak: Arc<AtomicUsize>) -> reqwest::Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let now = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (now, peak) = (now.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: headers, then a Content-Length body.
+                        let body = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                                let len: usize = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .map_or(0, |v| v.trim().parse().unwrap());
+                                if buf.len() >= end + 4 + len {
+                                    let body = buf[end + 4..end + 4 + len].to_vec();
+                                    buf.drain(..end + 4 + len);
+                                    break body;
+                                }
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(held, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let answer = serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": "0x1"})
+                            .to_string();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if socket.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_max_in_flight_wait_their_turn() {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let url = slow_endpoint(peak.clone()).await;
+        let options = FailoverOptions { max_in_flight: 2, ..FailoverOptions::default() };
+        let provider = crate::provider::connect_endpoints_with(&[url], options).unwrap();
+        let answers = futures::future::join_all((0..12).map(|_| provider.get_block_number())).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(1))), "{answers:?}");
+        assert!(peak.load(Ordering::SeqCst) <= 2, "{} requests at once", peak.load(Ordering::SeqCst));
     }
 }

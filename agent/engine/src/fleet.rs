@@ -88,10 +88,13 @@ pub async fn run_lane(
     let name = config.name.as_str();
     if config.journal.is_replicated() {
         let on_replica = |e| on_event(name, LaneEvent::Replica(e));
-        return replica::run_shared(config, hook, options, shutdown, on_replica, shared).await;
+        return Box::pin(replica::run_shared(config, hook, options, shutdown, on_replica, shared)).await;
     }
-    let journal = Journal::open(&config.journal.url).await.map_err(|e| AgentError::Start(e.into()))?;
-    let agent = Agent::start_shared(config, journal, hook, shared).await?;
+    // The start-up futures are boxed, so freed once started: a spawned lane's task otherwise keeps
+    // room for the largest future it awaits for as long as it runs (1,000 lanes, issue 16).
+    let journal =
+        Box::pin(Journal::open(&config.journal.url)).await.map_err(|e| AgentError::Start(e.into()))?;
+    let agent = Box::pin(Agent::start_shared(config, journal, hook, shared)).await?;
     on_event(name, LaneEvent::Running { api: agent.api_addr() });
     agent.run(options, shutdown).await
 }

@@ -370,6 +370,20 @@ async fn unsupported_url_is_a_typed_error() {
     assert!(matches!(err, JournalError::UnsupportedUrl(_)));
 }
 
+/// The SQLite every lane journal opens a connection to is built without the per-connection
+/// lookaside buffer (48 KiB) and bulk page-cache allocation (≈ 86 KiB) that SQLite touches as each
+/// connection opens, which 1,000 lanes would hold 1,000 times (`.cargo/config.toml`, issue 16).
+#[tokio::test]
+async fn sqlite_is_built_without_per_connection_preallocations() {
+    let db = Db::new(Backend::Sqlite);
+    let journal = db.open().await;
+    let options: Vec<String> =
+        sqlx::query_scalar("PRAGMA compile_options").fetch_all(&journal.pool).await.unwrap();
+    for wanted in ["DEFAULT_LOOKASIDE=0,0", "DEFAULT_PCACHE_INITSZ=0"] {
+        assert!(options.iter().any(|o| o == wanted), "{wanted} missing from {options:?}");
+    }
+}
+
 fn quorum_answer() -> SigningAnswer {
     use alloy::primitives::U256;
     let signature = treasury_signer::quorum::FrostSignature {
