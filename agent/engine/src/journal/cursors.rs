@@ -50,4 +50,27 @@ impl Journal {
         .map_err(db("write cursor"))?;
         tx.commit().await.map_err(db("commit cursor"))
     }
+
+    /// Stores several cursors of `source` (by key) in one write that does not wait for the disk:
+    /// for cursors whose loss on a power cut only makes the reader look at some blocks again
+    /// (what it does there is refused by its own exactly-once keys). Fenced like every write.
+    pub async fn set_cursors_relaxed(&self, source: &str, cursors: &[(&str, &Cursor)]) -> Result<()> {
+        let mut tx = self.write_relaxed().await?;
+        for (safe, cursor) in cursors {
+            sqlx::query(
+                "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (source, safe) DO UPDATE SET
+                   block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
+            )
+            .bind(source)
+            .bind(*safe)
+            .bind(cursor.block_number as i64)
+            .bind(&cursor.block_hash)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("write cursor"))?;
+        }
+        tx.commit().await.map_err(db("commit cursor"))
+    }
 }

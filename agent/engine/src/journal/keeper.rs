@@ -231,6 +231,9 @@ impl Journal {
     }
 
     /// Ends run `id` in `state`, with the gas used and what it cost (or 0 when nothing was paid).
+    /// A mined outcome (`confirmed`, `reverted`) is an observation the chain can tell again (a
+    /// run left `submitted` is resumed from its transaction and finds the same receipt), so it is
+    /// written without waiting for the disk; the other states wait for it.
     pub async fn finish_keeper_run(
         &self,
         id: i64,
@@ -239,7 +242,10 @@ impl Journal {
         gas_used: Option<u64>,
         spent_wei: u64,
     ) -> Result<()> {
-        let mut tx = self.write().await?;
+        let mut tx = match state {
+            RunState::Confirmed | RunState::Reverted => self.write_relaxed().await?,
+            _ => self.write().await?,
+        };
         sqlx::query(
             "UPDATE keeper_runs SET state = $1, reason = $2, gas_used = $3, spent_wei = $4, updated_at = $5
              WHERE id = $6",
@@ -265,6 +271,30 @@ impl Journal {
         .await
         .map_err(db("list open keeper runs"))?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    /// The job and block of the newest `limit` runs that were performed or are being performed
+    /// (`sending`, `submitted`, `confirmed`), newest first: the jobs likely due again soon.
+    pub async fn recent_keeper_performs(&self, limit: u32) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT job, block_number FROM keeper_runs
+             WHERE id IN (SELECT id FROM keeper_runs ORDER BY id DESC LIMIT $1)
+             AND state IN ('sending', 'submitted', 'confirmed') ORDER BY id DESC",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list recent keeper performs"))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| JournalError::Database { what: "list recent keeper performs", source: e };
+                let block: i64 = row.try_get("block_number").map_err(get)?;
+                Ok((
+                    row.try_get("job").map_err(get)?,
+                    u64::try_from(block).map_err(|e| corrupt("keeper run block", e))?,
+                ))
+            })
+            .collect()
     }
 
     /// Wei counted against the caps in `period`: one job's, or every job's with `None`.

@@ -551,6 +551,19 @@ async fn a_keeper_run_is_claimed_once_and_spending_counts_only_what_may_be_paid(
     assert!(journal.open_keeper_runs().await.unwrap().is_empty());
     let counts = journal.keeper_counts().await.unwrap();
     assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(
+        journal.recent_keeper_performs(64).await.unwrap(),
+        vec![("counter".to_string(), 7)],
+        "the recent performs name the performed run, not the skipped one"
+    );
+    // The keeper's two cursors are written together.
+    let (at, logs) = (
+        Cursor { block_number: 9, block_hash: "0x09".into() },
+        Cursor { block_number: 8, block_hash: String::new() },
+    );
+    journal.set_cursors_relaxed("keeper_jobs", &[("0xk", &at), ("0xk#logs", &logs)]).await.unwrap();
+    assert_eq!(journal.cursor("keeper_jobs", "0xk").await.unwrap(), Some(at.clone()));
+    assert_eq!(journal.cursor("keeper_jobs", "0xk#logs").await.unwrap(), Some(logs));
 
     // A replica whose lease was taken over claims nothing.
     let first =
@@ -560,6 +573,8 @@ async fn a_keeper_run_is_claimed_once_and_spending_counts_only_what_may_be_paid(
     journal.try_acquire_lease("t", "b", std::time::Duration::from_secs(60)).await.unwrap().unwrap();
     let late = NewRun { work_key: "block:9".into(), ..run };
     let refused = fenced.claim_keeper_run(&late, RunState::Sending, None).await.unwrap_err();
+    assert!(refused.is_fenced(), "{refused}");
+    let refused = fenced.set_cursors_relaxed("keeper_jobs", &[("0xk", &at)]).await.unwrap_err();
     assert!(refused.is_fenced(), "{refused}");
 }
 

@@ -46,6 +46,31 @@ pub const CURSOR_SOURCE: &str = "keeper_jobs";
 /// How far a restart that finds its cursor's block replaced rewinds (the watcher's bound too).
 const MAX_REORG_DEPTH: u64 = 64;
 
+/// How many of the newest runs a round reads to find the hot jobs.
+const RECENT_RUNS: u32 = 64;
+
+/// A job performed within this many blocks of the head is hot: its tick is checked on its own,
+/// beside the other checks' `aggregate3`.
+const HOT_WITHIN_BLOCKS: u64 = 32;
+
+/// At most this many hot jobs a round (the newest performs first).
+const MAX_HOT: usize = 8;
+
+/// The jobs among `recent` (job, block of the run, newest first) performed within
+/// [`HOT_WITHIN_BLOCKS`] of `head`, at most [`MAX_HOT`].
+fn hot_jobs(recent: &[(String, u64)], head: u64) -> HashSet<String> {
+    let mut hot = HashSet::new();
+    for (job, block) in recent {
+        if hot.len() == MAX_HOT {
+            break;
+        }
+        if block + HOT_WITHIN_BLOCKS >= head {
+            hot.insert(job.clone());
+        }
+    }
+    hot
+}
+
 /// Called with a step name after the journal records it (`keeper_submitted`, `keeper_broadcast`);
 /// tests use it to kill the agent there.
 pub type JobHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -199,16 +224,24 @@ impl JobRunner {
 
     /// One round: resume open runs, find due work since the cursor, check, perform, move the cursor.
     pub async fn round(&mut self) -> Result<()> {
-        self.resume_open().await?;
         let cursor_key = self.pipeline.keeper().to_string().to_lowercase();
         let logs_key = format!("{cursor_key}#logs");
-        // The head (one RPC) and the two cursors (journal) are read together.
-        let (head, cursor, logs_cursor) = tokio::try_join!(
+        // The runs in flight before the open runs are read: one that ends meanwhile is not
+        // resumed as if a crash had left it open.
+        let in_flight: HashSet<i64> =
+            self.busy.lock().expect("busy lock").values().flatten().copied().collect();
+        // The head (one RPC), the two cursors, the open runs and the recent performs (journal)
+        // are read together.
+        let (head, cursor, logs_cursor, open, recent) = tokio::try_join!(
             self.head(),
             async { Ok(self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?) },
             async { Ok(self.journal().cursor(CURSOR_SOURCE, &logs_key).await?) },
+            async { Ok(self.journal().open_keeper_runs().await?) },
+            async { Ok(self.journal().recent_keeper_performs(RECENT_RUNS).await?) },
         )?;
+        self.resume_open(open, &in_flight).await?;
         let Head { block: head, next_base_fee, parent } = head;
+        let hot = hot_jobs(&recent, head.number);
         self.rest_refused(head.number);
         let from = match cursor {
             None => head.number,
@@ -218,16 +251,19 @@ impl JobRunner {
         if from <= head.number {
             let logs_from = self.bound_catch_up(logs_from, head.number).await?;
             let work = self.due_work(from.max(logs_from), logs_from, head).await?;
-            self.check_and_perform(work, head, next_base_fee).await?;
+            self.check_and_perform(work, head, next_base_fee, &hot).await?;
         }
         // Logs waiting on the fee ceiling are read again from their block next round (after a
         // restart too): the cursor of logs stays at the earliest of them.
         let waiting = std::mem::take(&mut self.fee_deferred);
         let next_logs = waiting.iter().map(|w| w.block.number).min().unwrap_or(head.number + 1);
         let logs_cursor = Cursor { block_number: next_logs, block_hash: String::new() };
-        self.journal().set_cursor(CURSOR_SOURCE, &logs_key, &logs_cursor).await?;
         let cursor = Cursor { block_number: head.number, block_hash: head.hash.to_string() };
-        self.journal().set_cursor(CURSOR_SOURCE, &cursor_key, &cursor).await?;
+        // One write, not waiting for the disk: a cursor lost to a power cut only makes the next
+        // round look at some blocks again, where the runs' claims refuse anything done twice.
+        self.journal()
+            .set_cursors_relaxed(CURSOR_SOURCE, &[(&logs_key, &logs_cursor), (&cursor_key, &cursor)])
+            .await?;
         self.watch_balance().await;
         Ok(())
     }
@@ -369,34 +405,71 @@ impl JobRunner {
         Ok(out)
     }
 
-    /// Runs the checks (one `aggregate3` per block), then each needed perform.
+    /// Runs the checks (one `aggregate3` per block), then each needed perform. At the head, the
+    /// ticks of `hot` jobs (performed lately) are checked on their own while the other checks'
+    /// `aggregate3` runs, and performed without waiting for it.
     async fn check_and_perform(
         &mut self,
         work: Vec<Work>,
         head: BlockRef,
         next_base_fee: u128,
+        hot: &HashSet<String>,
     ) -> Result<()> {
         let mut by_block: BTreeMap<(u64, B256), Vec<Work>> = BTreeMap::new();
         for w in work {
             by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
         }
         for ((_, hash), items) in by_block {
-            let outcomes = self.check_all(hash, &items).await?;
-            for (w, outcome) in items.into_iter().zip(outcomes) {
-                let job = self.jobs[w.job].clone();
-                match outcome {
-                    CheckOutcome::NotNeeded => {}
-                    CheckOutcome::Failed(reason) => {
-                        let hash = check::failed_check_hash(&reason);
-                        self.skip(&job, &w, Address::ZERO, Bytes::new(), hash, &reason, head).await?;
-                    }
-                    CheckOutcome::Needed { .. } if job.max_fee_per_gas < next_base_fee => {
-                        self.wait_for_fee(&job, w, next_base_fee);
-                    }
-                    CheckOutcome::Needed { target, calldata, .. } => {
-                        self.states.entry(job.name.clone()).or_default().fee_waiting = false;
-                        self.perform(&job, w, target, calldata, head).await?;
-                    }
+            let (fast, rest): (Vec<Work>, Vec<Work>) = items
+                .into_iter()
+                .partition(|w| hash == head.hash && w.log.is_none() && hot.contains(&self.jobs[w.job].name));
+            if fast.is_empty() || rest.is_empty() {
+                let items = if fast.is_empty() { rest } else { fast };
+                let outcomes = self.check_all(hash, &items).await?;
+                self.act_on(items, outcomes, head, next_base_fee).await?;
+                continue;
+            }
+            // The other checks' `aggregate3` in a task of its own (it owns what it needs), while
+            // the hot jobs are checked, simulated, claimed and their sends started.
+            let (calls, plain) = self.check_calls(&rest);
+            let provider = self.pipeline.provider().clone();
+            let multicall3 = self.multicall3;
+            let others =
+                tokio::spawn(async move { check::aggregate(&provider, multicall3, hash, &plain).await });
+            let hot_done = match self.check_all(hash, &fast).await {
+                Ok(outcomes) => self.act_on(fast, outcomes, head, next_base_fee).await,
+                Err(e) => Err(e),
+            };
+            let answers = others.await.map_err(|e| chain("aggregate3 task", e))?.map_err(KeeperError::Chain);
+            hot_done?;
+            let outcomes = self.decode_answers(&rest, calls, answers?);
+            self.act_on(rest, outcomes, head, next_base_fee).await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on each item's check outcome: skips a failed check, waits for the fee, or performs.
+    async fn act_on(
+        &mut self,
+        items: Vec<Work>,
+        outcomes: Vec<CheckOutcome>,
+        head: BlockRef,
+        next_base_fee: u128,
+    ) -> Result<()> {
+        for (w, outcome) in items.into_iter().zip(outcomes) {
+            let job = self.jobs[w.job].clone();
+            match outcome {
+                CheckOutcome::NotNeeded => {}
+                CheckOutcome::Failed(reason) => {
+                    let hash = check::failed_check_hash(&reason);
+                    self.skip(&job, &w, Address::ZERO, Bytes::new(), hash, &reason, head).await?;
+                }
+                CheckOutcome::Needed { .. } if job.max_fee_per_gas < next_base_fee => {
+                    self.wait_for_fee(&job, w, next_base_fee);
+                }
+                CheckOutcome::Needed { target, calldata, .. } => {
+                    self.states.entry(job.name.clone()).or_default().fee_waiting = false;
+                    self.perform(&job, w, target, calldata, head).await?;
                 }
             }
         }
@@ -446,18 +519,31 @@ impl JobRunner {
 
     /// The outcome of every item's check, in order; items of `call` jobs need no check.
     pub(crate) async fn check_all(&self, block: B256, items: &[Work]) -> Result<Vec<CheckOutcome>> {
-        let calls: Vec<(usize, (Address, Bytes))> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| check::check_call(&self.jobs[w.job], w).map(|c| (i, c)))
-            .collect();
-        let plain: Vec<(Address, Bytes)> = calls.iter().map(|(_, c)| c.clone()).collect();
+        let (calls, plain) = self.check_calls(items);
         let answers = check::aggregate(self.pipeline.provider(), self.multicall3, block, &plain)
             .await
             .map_err(KeeperError::Chain)?;
-        let mut by_item: HashMap<usize, Result<Bytes, Bytes>> =
-            calls.iter().map(|(i, _)| *i).zip(answers).collect();
-        Ok(items
+        Ok(self.decode_answers(items, calls, answers))
+    }
+
+    /// The indices of the items that have a check, and their check calls.
+    fn check_calls(&self, items: &[Work]) -> (Vec<usize>, Vec<(Address, Bytes)>) {
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| check::check_call(&self.jobs[w.job], w).map(|c| (i, c)))
+            .unzip()
+    }
+
+    /// Every item's outcome from the `aggregate3` answers to the checks of items `calls`.
+    fn decode_answers(
+        &self,
+        items: &[Work],
+        calls: Vec<usize>,
+        answers: Vec<Result<Bytes, Bytes>>,
+    ) -> Vec<CheckOutcome> {
+        let mut by_item: HashMap<usize, Result<Bytes, Bytes>> = calls.into_iter().zip(answers).collect();
+        items
             .iter()
             .enumerate()
             .map(|(i, w)| {
@@ -469,7 +555,7 @@ impl JobRunner {
                     None => check::decode(job, Ok(&[])),
                 }
             })
-            .collect())
+            .collect()
     }
 
     /// Journals a skipped run (once per job, work and key) and rests the job.
@@ -635,10 +721,7 @@ impl JobRunner {
 
     /// Resumes runs a crash (or a failed send) left open: `submitted` ones from their stored
     /// transaction; `sending` ones signed nothing, so they are dropped and checked again.
-    async fn resume_open(&mut self) -> Result<()> {
-        let open = self.journal().open_keeper_runs().await?;
-        let in_flight: HashSet<i64> =
-            self.busy.lock().expect("busy lock").values().flatten().copied().collect();
+    async fn resume_open(&mut self, open: Vec<KeeperRun>, in_flight: &HashSet<i64>) -> Result<()> {
         for run in open {
             if in_flight.contains(&run.id) {
                 continue;
@@ -902,5 +985,21 @@ impl SendObserver for RunObserver<'_> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_jobs_are_those_performed_near_the_head_newest_first_and_bounded() {
+        let recent: Vec<(String, u64)> =
+            (0..20).map(|i| (format!("job{i}"), 1_000 - i)).chain([("old".to_string(), 900)]).collect();
+        let hot = hot_jobs(&recent, 1_000);
+        assert_eq!(hot.len(), MAX_HOT);
+        assert!((0..MAX_HOT).all(|i| hot.contains(&format!("job{i}"))), "{hot:?}");
+        assert!(hot_jobs(&[("old".to_string(), 900)], 1_000).is_empty(), "performed too long ago");
+        assert!(hot_jobs(&[], 1_000).is_empty());
     }
 }
