@@ -147,7 +147,6 @@ pub fn verify_module_form(sig: &FrostSignature, key: &GroupKey, msg: &[u8]) -> b
 /// code at the same cost, so only the signature's calldata can differ. Deterministic in `msg`;
 /// `None` in the negligible case that a derived scalar or the key is out of range.
 pub fn stand_in_signature(msg: &[u8], parity: u8) -> Option<(U256, FrostSignature)> {
-    use k256::elliptic_curve::Field;
     let derive = |tag: &[u8]| -> Option<Scalar> {
         let h: [u8; 32] = Sha256::new()
             .chain_update(b"treasury: gas estimate stand-in ")
