@@ -11,6 +11,10 @@ use alloy::sol;
 /// Where Multicall3 lives on most chains.
 pub const CANONICAL_MULTICALL3: Address = address!("0xcA11bde05977b3631167028862bE2a173976CA11");
 
+/// Storage slot of `TreasuryModule`'s group key x coordinate (`_groupKeyX`, declared second, after
+/// `_state`; the contract inherits nothing). Used only to override it in a gas estimate.
+pub const MODULE_GROUP_KEY_X_SLOT: u64 = 1;
+
 sol!(
     #[sol(rpc)]
     #[derive(Debug)]

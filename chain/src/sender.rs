@@ -27,6 +27,7 @@ use alloy::network::{TransactionBuilder, TxSigner};
 use alloy::primitives::Signature;
 use alloy::primitives::{Address, Bytes, TxHash, TxKind, U256};
 use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::state::StateOverride;
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::transports::{RpcError, TransportErrorKind};
 use tracing::Instrument;
@@ -203,6 +204,13 @@ pub trait SendObserver: Send {
         &mut self,
         event: &SendEvent,
     ) -> impl Future<Output = std::result::Result<(), ObserverError>> + Send;
+
+    /// Called before the sender waits for the chain (between two polls of a transaction not yet
+    /// settled): an observer that holds back records of observations (a broadcast, an inclusion)
+    /// to write them with the next one writes them now. Nothing is held back by default.
+    fn flush(&mut self) -> impl Future<Output = std::result::Result<(), ObserverError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// An observer that ignores every event.
@@ -338,6 +346,8 @@ struct Attempts {
     cap: u128,
     /// Block number when the newest one was broadcast.
     broadcast_at: u64,
+    /// The receipt looked for right after the broadcast, for the watch's first look.
+    first_receipt: Option<TransactionReceipt>,
 }
 
 impl Attempts {
@@ -394,12 +404,37 @@ impl Sender {
 
     /// Sends `request` and waits until it is confirmed, replacing it when stuck and resending it after a reorg.
     pub async fn send(&self, request: &TxRequest, observer: &mut impl SendObserver) -> Result<Sent> {
+        self.send_with_fees(request, None, observer).await
+    }
+
+    /// The `(maxFeePerGas, maxPriorityFeePerGas)` [`Sender::send`] would offer for `request` now
+    /// (twice the latest base fee plus the tip, within the request's cap): for a caller that
+    /// reads them while it waits for something else and hands them to [`Sender::send_with_fees`].
+    pub async fn fees_for(&self, request: &TxRequest) -> Result<(u128, u128)> {
+        self.fees(self.cap_for(request)).await
+    }
+
+    /// [`Sender::send`] with the fees of the first attempt read beforehand by
+    /// [`Sender::fees_for`] (`None`: read them now). Replacements read the fees again.
+    pub async fn send_with_fees(
+        &self,
+        request: &TxRequest,
+        fees: Option<(u128, u128)>,
+        observer: &mut impl SendObserver,
+    ) -> Result<Sent> {
         self.fill_gaps(observer).await?;
-        // The fees are read while the gas is estimated (both from the latest block).
-        let fees = self.fees(self.cap_for(request)).instrument(tracing::debug_span!("send.fees"));
-        let (gas_limit, mut fees) = match request.gas_limit {
-            Some(gas) => (gas, None),
-            None => {
+        let cap = self.cap_for(request);
+        let fees = fees.map(|(max_fee, tip)| (max_fee.min(cap), tip.min(max_fee.min(cap))));
+        let (gas_limit, mut fees) = match (request.gas_limit, fees) {
+            (Some(gas), fees) => (gas, fees),
+            (None, Some(fees)) => {
+                let estimate =
+                    self.estimate_gas(request).instrument(tracing::debug_span!("send.estimate_gas"));
+                (estimate.await?, Some(fees))
+            }
+            (None, None) => {
+                // The fees are read while the gas is estimated (both from the latest block).
+                let fees = self.fees(cap).instrument(tracing::debug_span!("send.fees"));
                 let estimate =
                     self.estimate_gas(request).instrument(tracing::debug_span!("send.estimate_gas"));
                 let (gas, fees) = tokio::join!(estimate, fees);
@@ -461,7 +496,7 @@ impl Sender {
         self.broadcast_tolerant(&tx).await?;
         let broadcast_at = self.block_number().await?;
         let cap = self.cap_for(&TxRequest { max_fee_per_gas, ..TxRequest::default() });
-        let mut attempts = Attempts { txs: vec![tx], broadcast_at, cap };
+        let mut attempts = Attempts { txs: vec![tx], broadcast_at, cap, first_receipt: None };
         {
             let mut nonces = self.nonces.lock().expect("nonce lock");
             if nonces.next.is_none_or(|n| n <= nonce) {
@@ -564,11 +599,25 @@ impl Sender {
                     return Err(SenderError::Rpc { call: "eth_sendRawTransaction", source: e });
                 }
             }
+            // The broadcast is reported while the head is read and the receipt first looked for
+            // (on a chain that mines at once it is already there).
             let broadcast = SendEvent::Broadcast { tx_hash: *tx.tx_hash() };
-            let (observed, broadcast_at) = tokio::join!(observer.observe(&broadcast), self.block_number());
+            let receipt = async {
+                self.provider
+                    .get_transaction_receipt(*tx.tx_hash())
+                    .await
+                    .map_err(rpc("eth_getTransactionReceipt"))
+            };
+            let (observed, broadcast_at, receipt) =
+                tokio::join!(observer.observe(&broadcast), self.block_number(), receipt);
             observed.map_err(SenderError::Observer)?;
             let broadcast_at = broadcast_at?;
-            let attempts = Attempts { txs: vec![tx.clone()], broadcast_at, cap: self.cap_for(request) };
+            let attempts = Attempts {
+                txs: vec![tx.clone()],
+                broadcast_at,
+                cap: self.cap_for(request),
+                first_receipt: receipt?,
+            };
             return Ok((tx, attempts));
         }
     }
@@ -581,7 +630,11 @@ impl Sender {
         let mut unknown_polls = 0;
         let mut polls: u32 = 0;
         loop {
-            match self.find_receipt(attempts).await? {
+            let receipt = match attempts.first_receipt.take() {
+                Some(receipt) => Some(receipt),
+                None => self.find_receipt(attempts).await?,
+            };
+            match receipt {
                 Some(receipt) => {
                     let block_number = receipt.block_number.unwrap_or_default();
                     let block_hash = receipt.block_hash.unwrap_or_default();
@@ -630,6 +683,8 @@ impl Sender {
                     }
                 }
             }
+            // Before waiting: whatever the observer held back is written now.
+            observer.flush().await.map_err(SenderError::Observer)?;
             // Look again soon at first (anvil and fast chains mine within milliseconds), then back off.
             polls += 1;
             let backoff = Duration::from_millis(1 << polls.min(16));
@@ -808,6 +863,20 @@ impl Sender {
     }
 
     async fn estimate_gas(&self, request: &TxRequest) -> Result<u64> {
+        self.estimate_gas_with(request, None, 0).await
+    }
+
+    /// The gas limit [`Sender::send`] would give `request` (the node's estimate plus the
+    /// configured margin), estimated with `overrides` applied to the state and `extra` gas added
+    /// to the estimate before the margin. A caller uses it to estimate a call whose exact
+    /// calldata is not known yet, with state that makes a stand-in part (a signature) pass the
+    /// same checks, `extra` bounding what the stand-in's calldata can cost less than the real one's.
+    pub async fn estimate_gas_with(
+        &self,
+        request: &TxRequest,
+        overrides: Option<StateOverride>,
+        extra: u64,
+    ) -> Result<u64> {
         let tx = TransactionRequest::default()
             .with_from(self.address())
             .with_to(request.to)
@@ -815,14 +884,15 @@ impl Sender {
             .with_input(request.data.clone());
         // Only a revert condemns the call; a transport error (endpoint down, timeout) or another
         // refusal (rate limit, keeper out of funds) is retryable.
-        let gas = self.provider.estimate_gas(tx).await.map_err(|source| {
+        let gas = self.provider.estimate_gas(tx).overrides_opt(overrides).await.map_err(|source| {
             if crate::error::is_revert(&source) {
                 SenderError::WouldRevert { to: request.to, source }
             } else {
                 SenderError::Rpc { call: "eth_estimateGas", source }
             }
         })?;
-        Ok(gas + gas * self.config.gas_margin_percent / 100)
+        let gas = gas.saturating_add(extra);
+        Ok(gas.saturating_add(gas.saturating_mul(self.config.gas_margin_percent) / 100))
     }
 
     /// `(maxFeePerGas, maxPriorityFeePerGas)`: twice the latest base fee plus the tip, within the cap.

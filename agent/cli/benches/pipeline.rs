@@ -14,7 +14,8 @@
 //!
 //! Beside the stages, each journal's `spans` break plan and authorise down (the pipeline's and
 //! the keeper sender's debug spans: `plan.*`, `authorise.decision`, `authorise.quorum` (the nodes'
-//! replay and the FROST rounds), `send.estimate_gas`, `send.fees`, `send.sign`, `send.journal`
+//! replay and the FROST rounds), `authorise.prepare_send` (the gas limit and fees worked out
+//! meanwhile), `send.estimate_gas` (only when that did not succeed), `send.fees`, `send.sign`, `send.journal`
 //! (the commit of signature, transaction and `submitted`), `send.broadcast`, `send.watch`), each
 //! summed per payment.
 //!

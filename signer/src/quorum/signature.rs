@@ -140,9 +140,60 @@ pub fn verify_module_form(sig: &FrostSignature, key: &GroupKey, msg: &[u8]) -> b
     ProjectivePoint::GENERATOR * z == r + ProjectivePoint::from(pk) * c
 }
 
+/// A signature of `msg` in the module's form under a throwaway key whose y parity is `parity`,
+/// with that key's x coordinate: a stand-in for the quorum's signature when the gas of an `exec`
+/// is estimated before the quorum has signed, with the module's key slot overridden by this x in
+/// the estimate (never sent on chain). The module's check of any valid signature runs the same
+/// code at the same cost, so only the signature's calldata can differ. Deterministic in `msg`;
+/// `None` in the negligible case that a derived scalar or the key is out of range.
+pub fn stand_in_signature(msg: &[u8], parity: u8) -> Option<(U256, FrostSignature)> {
+    let derive = |tag: &[u8]| -> Option<Scalar> {
+        let h: [u8; 32] = Sha256::new()
+            .chain_update(b"treasury: gas estimate stand-in ")
+            .chain_update(tag)
+            .chain_update(msg)
+            .finalize()
+            .into();
+        let s = Option::<Scalar>::from(Scalar::from_repr(h.into()))?;
+        (!bool::from(s.is_zero())).then_some(s)
+    };
+    let compressed = |p: ProjectivePoint| AffinePoint::from(p).to_encoded_point(true).as_bytes().to_vec();
+    let mut sk = derive(b"key")?;
+    let mut pk = compressed(ProjectivePoint::GENERATOR * sk);
+    if pk[0] - 2 != parity {
+        sk = -sk;
+        pk = compressed(ProjectivePoint::GENERATOR * sk);
+    }
+    let key = GroupKey::from_compressed(&pk).ok()?;
+    if !key.usable_onchain() {
+        return None;
+    }
+    let k = derive(b"nonce")?;
+    let r = AffinePoint::from(ProjectivePoint::GENERATOR * k).to_encoded_point(false);
+    let (Some(rx), Some(ry)) = (r.x(), r.y()) else { return None };
+    let (r_x, r_y) = (U256::from_be_slice(rx), U256::from_be_slice(ry));
+    let mut rc = vec![2 + (r_y.bit(0) as u8)];
+    rc.extend_from_slice(rx);
+    let z = k + onchain_challenge(&rc, &pk, msg) * sk;
+    Some((key.x, FrostSignature { r_x, r_y, z: U256::from_be_slice(&z.to_repr()) }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stand_in_signature_verifies_under_its_key_of_the_asked_parity() {
+        let msg = [7u8; 32];
+        for parity in [0u8, 1] {
+            let (x, sig) = stand_in_signature(&msg, parity).expect("in range");
+            let mut compressed = vec![2 + parity];
+            compressed.extend_from_slice(&x.to_be_bytes::<32>());
+            let key = GroupKey::from_compressed(&compressed).unwrap();
+            assert!(verify_module_form(&sig, &key, &msg), "parity {parity}");
+            assert!(!verify_module_form(&sig, &key, &[8u8; 32]), "bound to its message");
+        }
+    }
     use k256::FieldElement;
 
     #[derive(serde::Deserialize)]

@@ -374,6 +374,19 @@ impl Journal {
         tx.commit().await.map_err(db("commit transaction state"))
     }
 
+    /// [`Journal::set_transaction_state`] for several observations, in order, in one commit.
+    pub async fn set_transaction_states(&self, states: &[(String, TxState, Option<u64>)]) -> Result<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.write_relaxed().await?;
+        for (tx_hash, state, block_number) in states {
+            update_transaction_state(&mut tx, tx_hash, *state, *block_number, now).await?;
+        }
+        tx.commit().await.map_err(db("commit transaction states"))
+    }
+
     /// Every keeper transaction carrying `operation_id`, oldest first.
     pub async fn transactions(&self, operation_id: &str) -> Result<Vec<TransactionRecord>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(

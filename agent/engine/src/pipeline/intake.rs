@@ -97,6 +97,8 @@ impl Pipeline {
         report.snapshot_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Snapshot, started.elapsed());
         self.metrics.set_snapshot(&snapshot);
+        *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(snapshot.clone());
         for asset in &snapshot.assets {
             if let Some(budget) = &asset.budget {
                 self.metrics.set_budget_used(&asset.symbol, budget.spent, budget.limit);

@@ -9,19 +9,22 @@
 use std::time::Instant;
 
 use alloy::eips::BlockNumberOrTag;
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionReceipt;
+use alloy::rpc::types::state::StateOverridesBuilder;
 use alloy::sol_types::SolCall;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{Instrument, debug_span};
+use treasury_chain::contracts::MODULE_GROUP_KEY_X_SLOT;
 use treasury_chain::contracts::TreasuryModule;
 use treasury_chain::sender::{SenderError, Sent, TxRequest};
 use treasury_chain::snapshot::{Snapshot, read_snapshot};
 use treasury_chain::tiers::{Tier, classify, read_facts};
 use treasury_chain::{Operation, operation_digest};
 use treasury_policies::Intent;
+use treasury_signer::quorum::signature::stand_in_signature;
 use treasury_signer::quorum::{NodeFault, QuorumError};
 use treasury_signer::root::store::RequestState;
 use treasury_signer::root::{EscalationRequest, RootError};
@@ -98,6 +101,20 @@ struct Signed {
     detail: serde_json::Value,
 }
 
+/// What the keeper's send of a tier-1 `exec` can be given before the signature exists.
+#[derive(Debug, Default)]
+struct PreparedSend {
+    /// The gas limit (estimate with a stand-in signature, bound and margin included).
+    gas_limit: Option<u64>,
+    /// The first attempt's `(maxFeePerGas, maxPriorityFeePerGas)`.
+    fees: Option<(u128, u128)>,
+}
+
+/// The most the quorum's signature can cost in calldata more than a stand-in of the same length:
+/// `FrostSig` is 96 bytes, and no byte costs more than 40 gas (EIP-7623's floor price of a
+/// non-zero byte; 16 gas at the standard price), so 96 × 40 covers any difference.
+const SIGNATURE_CALLDATA_BOUND: u64 = 96 * 40;
+
 /// An operation in flight for longer than this is checked against the chain (deadline, nonce).
 const STALE_CHECK_AFTER_MS: i64 = 2_000;
 
@@ -143,6 +160,25 @@ impl Pipeline {
 
     async fn latest_snapshot(&self) -> Result<Snapshot> {
         read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| PipelineError::chain("snapshot at the latest block", e))
+    }
+
+    /// The snapshot at the chain's head: the one intake read last when the head is still its block
+    /// (same number and hash: the state at a block never changes), else read anew at the head.
+    async fn head_snapshot(&self) -> Result<Snapshot> {
+        let cached = self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(cached) = cached else { return self.latest_snapshot().await };
+        let head = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| PipelineError::chain("the latest block", e))?
+            .ok_or_else(|| PipelineError::chain("the latest block", "the node has no latest block"))?;
+        if head.header.number == cached.block_number && head.header.hash == cached.block_hash {
+            return Ok(cached);
+        }
+        read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(head.header.number))
             .await
             .map_err(|e| PipelineError::chain("snapshot at the latest block", e))
     }
@@ -237,7 +273,7 @@ impl Pipeline {
             ));
         };
         let started = Instant::now();
-        let snapshot = self.latest_snapshot().instrument(debug_span!("plan.snapshot")).await?;
+        let snapshot = self.head_snapshot().instrument(debug_span!("plan.snapshot")).await?;
         if snapshot.paused {
             return Ok(LaneStep::Waiting("the module is paused; intents wait until it is unpaused".into()));
         }
@@ -404,7 +440,7 @@ impl Pipeline {
             IntentState::Authorising if flight.planned.tier == 2 => self.escalate(&flight).await,
             IntentState::Authorising => self.sign_with_quorum(&flight, None).await,
             IntentState::AwaitingRoot => self.await_root(&flight).await,
-            IntentState::Signed => self.submit(&flight, None).await,
+            IntentState::Signed => self.submit(&flight, None, PreparedSend::default()).await,
             IntentState::Submitted => self.resume_submission(&flight).await,
             other => Err(PipelineError::Config(format!("operation in flight in state {other}"))),
         }
@@ -647,7 +683,7 @@ impl Pipeline {
             1 => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
             _ => None,
         };
-        let outcome = match self
+        let quorum = self
             .coordinator
             .sign_decided(
                 op,
@@ -656,9 +692,17 @@ impl Pipeline {
                 root_sig.as_ref().map(|b| b.as_ref()),
                 decision.as_ref(),
             )
-            .instrument(debug_span!("authorise.quorum"))
-            .await
-        {
+            .instrument(debug_span!("authorise.quorum"));
+        // While the quorum signs a tier-1 operation: the keeper transaction's gas limit and fees.
+        let tier_1 = root_sig.is_none() && flight.planned.tier == 1;
+        let prepare = async {
+            match tier_1 {
+                true => self.prepare_send(flight).instrument(debug_span!("authorise.prepare_send")).await,
+                false => PreparedSend::default(),
+            }
+        };
+        let (signed, prepared) = tokio::join!(quorum, prepare);
+        let outcome = match signed {
             Ok(outcome) => outcome,
             Err(QuorumError::NotEnoughSigners { faults, .. })
                 if !faults.is_empty() && faults.iter().all(|(_, f)| matches!(f, NodeFault::Refused(_))) =>
@@ -697,7 +741,42 @@ impl Pipeline {
             signature: QuorumSignature { signature: outcome.signature, root_signature: root_sig },
             detail: json!({ "excluded_nodes": excluded, "sign_us": started.elapsed().as_micros() as u64 }),
         };
-        self.submit(flight, Some(signature)).await
+        self.submit(flight, Some(signature), prepared).await
+    }
+
+    /// The keeper transaction of a tier-1 operation, worked out before the quorum's signature
+    /// exists (docs/ARCHITECTURE.md, "The exec's gas limit"): its gas limit is the estimate of the
+    /// exact `exec` with a stand-in signature under a throwaway key written over the module's
+    /// key for the estimate only, plus [`SIGNATURE_CALLDATA_BOUND`] and the sender's margin; its
+    /// fees are read meanwhile. A part that cannot be had is `None`, and the sender then works
+    /// it out after the signature, as for any other operation (a revert, in particular, is
+    /// reported by the estimate of the signed `exec`).
+    async fn prepare_send(&self, flight: &InFlight) -> PreparedSend {
+        let gas = async {
+            let digest = operation_digest(&flight.planned.operation, 1, self.chain_id, self.spec.module);
+            let parity = self.coordinator.group_key().parity;
+            let (key_x, signature) = stand_in_signature(digest.as_slice(), parity)?;
+            let stand_in = QuorumSignature { signature, root_signature: None };
+            let (request, _) = self.exec_request(flight, &stand_in).ok()?;
+            let slot = B256::from(U256::from(MODULE_GROUP_KEY_X_SLOT));
+            let overrides = StateOverridesBuilder::default()
+                .with_state_diff(self.spec.module, [(slot, B256::from(key_x))]);
+            let estimate =
+                self.sender.estimate_gas_with(&request, Some(overrides.build()), SIGNATURE_CALLDATA_BOUND);
+            match estimate.await {
+                Ok(gas) => Some(gas),
+                Err(e) => {
+                    tracing::debug!(error = %e, "exec not estimated before its signature: estimated after it");
+                    None
+                }
+            }
+        };
+        let fees = async {
+            let request = TxRequest { to: self.spec.module, ..TxRequest::default() };
+            self.sender.fees_for(&request).await.ok()
+        };
+        let (gas_limit, fees) = tokio::join!(gas, fees);
+        PreparedSend { gas_limit, fees }
     }
 
     /// The quorum's journaled signature of the operation in flight; an error naming the intents
@@ -741,19 +820,31 @@ impl Pipeline {
     }
 
     /// Sends the signed operation; `fresh` is a signature not journaled yet (it is written with
-    /// the first keeper transaction, or before handling a failure to send).
-    async fn submit(&self, flight: &InFlight, fresh: Option<Signed>) -> Result<LaneStep> {
+    /// the first keeper transaction, or before handling a failure to send); `prepared` is what
+    /// was worked out while the quorum signed (tier 1).
+    async fn submit(
+        &self,
+        flight: &InFlight,
+        fresh: Option<Signed>,
+        prepared: PreparedSend,
+    ) -> Result<LaneStep> {
         let signature = match &fresh {
             Some(s) => s.signature.clone(),
             None => self.journaled_signature(flight).await?,
         };
-        let (request, signed) = self.exec_request(flight, &signature)?;
+        let (mut request, signed) = self.exec_request(flight, &signature)?;
+        if signature.root_signature.is_none() {
+            request.gas_limit = prepared.gas_limit;
+        }
         let mut observer = JournalObserver::new(self, flight.operation(), signed, false);
         if let Some(fresh) = &fresh {
             observer = observer.with_fresh_signature(fresh.signature.clone(), fresh.detail.clone());
         }
         let started = Instant::now();
-        let sent = self.sender.send(&request, &mut observer).await;
+        let sent = self.sender.send_with_fees(&request, prepared.fees, &mut observer).await;
+        if sent.is_err() {
+            held_observations(&mut observer).await;
+        }
         if let Some(writes) = observer.unwritten_signature() {
             // Sending failed before a transaction was signed: keep the signature anyway.
             self.journal.apply(&writes).await?;
@@ -777,7 +868,11 @@ impl Pipeline {
             JournalObserver::new(self, flight.operation(), tx.tx.signed_operation.clone(), true);
         // A rebroadcast writes nothing first: check the lease (a replica that lost it sends nothing).
         self.journal.check_fence().await?;
-        match self.sender.resume(&raw, &mut observer).await {
+        let resumed = self.sender.resume(&raw, &mut observer).await;
+        if resumed.is_err() {
+            held_observations(&mut observer).await;
+        }
+        match resumed {
             Err(SenderError::InvalidRaw(why)) => {
                 tracing::warn!(%why, "journaled keeper transaction can no longer be mined");
                 if let Some(step) = self.executed_elsewhere(flight).await? {
@@ -786,6 +881,9 @@ impl Pipeline {
                 let signature = self.journaled_signature(flight).await?;
                 let (request, _) = self.exec_request(flight, &signature)?;
                 let sent = self.sender.send(&request, &mut observer).await;
+                if sent.is_err() {
+                    held_observations(&mut observer).await;
+                }
                 self.settle_send(flight, sent, true).await
             }
             sent => self.settle_send(flight, sent, true).await,
@@ -909,6 +1007,14 @@ impl InFlight {
             operation_id: self.record.operation_id.clone(),
             reason,
         }
+    }
+}
+
+/// After a send that failed: journals what the observer still holds (a broadcast, an inclusion)
+/// at best effort, since the send's own error is what the caller reports.
+async fn held_observations(observer: &mut JournalObserver<'_>) {
+    if let Err(e) = observer.write_held().await {
+        tracing::warn!(error = %e, "could not journal the keeper transaction's last observations");
     }
 }
 

@@ -112,6 +112,9 @@ pub struct Pipeline {
     notifier: Notifier,
     /// The history window last found (a month's first block does not move).
     window_cache: std::sync::Mutex<Option<treasury_policies::replay::HistoryWindow>>,
+    /// The snapshot intake read last: the planner reuses it while it is the chain's head (a
+    /// snapshot is pinned to its block's hash, so it cannot go stale at that block).
+    last_snapshot: std::sync::Mutex<Option<treasury_chain::snapshot::Snapshot>>,
     /// The intents' payloads, parsed once.
     stored: stored::StoredIntents,
     /// The chain's shared snapshot reader (lanes of one process on one chain read together).
@@ -214,6 +217,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
             window_cache: std::sync::Mutex::new(None),
+            last_snapshot: std::sync::Mutex::new(None),
             stored: stored::StoredIntents::default(),
             snapshots: None,
             module_nonce_lock: Arc::default(),

@@ -20,6 +20,10 @@ pub(super) struct JournalObserver<'a> {
     broadcast_after: Option<std::time::Duration>,
     /// A quorum signature to journal with the first transaction: (answer, `signed` event detail).
     fresh_signature: Option<(QuorumSignature, serde_json::Value)>,
+    /// Observations (broadcast, inclusion) not journaled yet: written with the next write, before
+    /// the sender waits ([`SendObserver::flush`]), or dropped when the lane journals the
+    /// transaction's outcome, which supersedes them.
+    held: Vec<(String, TxState, Option<u64>)>,
 }
 
 impl<'a> JournalObserver<'a> {
@@ -41,6 +45,7 @@ impl<'a> JournalObserver<'a> {
             started: std::time::Instant::now(),
             broadcast_after: None,
             fresh_signature: None,
+            held: Vec::new(),
         }
     }
 
@@ -81,7 +86,41 @@ impl<'a> JournalObserver<'a> {
         self.submitted
     }
 
+    /// Journals the held observations (one relaxed commit); nothing when none is held.
+    pub(super) async fn write_held(&mut self) -> crate::journal::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.journal.set_transaction_states(&self.held).await?;
+        self.held.clear();
+        Ok(())
+    }
+
     async fn record(&mut self, event: &SendEvent) -> crate::journal::Result<()> {
+        // A broadcast or an inclusion is an observation the chain can tell again (a crash before
+        // it is journaled leaves the transaction `signed`, and resuming rebroadcasts it and looks
+        // for its receipt, as after a crash right after the broadcast): it is held back and
+        // written with the next write, so a transaction mined at once costs no commit between its
+        // broadcast and its outcome. Anything else is written after what is held, in order.
+        match event {
+            SendEvent::Broadcast { tx_hash } => {
+                tracing::info!(operation = %self.operation_id, module_nonce = self.module_nonce, %tx_hash, "submitted: exec transaction broadcast");
+                self.broadcast_after.get_or_insert(self.started.elapsed());
+                self.held.push((tx_hash.to_string(), TxState::Broadcast, None));
+                return Ok(());
+            }
+            SendEvent::Included { tx_hash, block_number, .. } => {
+                self.held.push((tx_hash.to_string(), TxState::Included, Some(*block_number)));
+                return Ok(());
+            }
+            SendEvent::Confirmed { tx_hash, .. } => {
+                // The lane journals this transaction's outcome next, with its block.
+                let confirmed = tx_hash.to_string();
+                self.held.retain(|(h, _, _)| *h != confirmed);
+            }
+            _ => {}
+        }
+        self.write_held().await?;
         match event {
             SendEvent::Signed { nonce, tx_hash, raw, replaces, .. } => {
                 let new = NewTransaction {
@@ -122,16 +161,6 @@ impl<'a> JournalObserver<'a> {
                     self.journal.set_transaction_state(&old.to_string(), TxState::Replaced, None).await?;
                 }
             }
-            SendEvent::Broadcast { tx_hash } => {
-                tracing::info!(operation = %self.operation_id, module_nonce = self.module_nonce, %tx_hash, "submitted: exec transaction broadcast");
-                self.broadcast_after.get_or_insert(self.started.elapsed());
-                self.journal.set_transaction_state(&tx_hash.to_string(), TxState::Broadcast, None).await?;
-            }
-            SendEvent::Included { tx_hash, block_number, .. } => {
-                self.journal
-                    .set_transaction_state(&tx_hash.to_string(), TxState::Included, Some(*block_number))
-                    .await?;
-            }
             SendEvent::Reorged { tx_hash, block_number } => {
                 self.journal
                     .set_transaction_state(&tx_hash.to_string(), TxState::Reorged, Some(*block_number))
@@ -147,5 +176,9 @@ impl<'a> JournalObserver<'a> {
 impl SendObserver for JournalObserver<'_> {
     async fn observe(&mut self, event: &SendEvent) -> Result<(), ObserverError> {
         self.record(event).await.map_err(|e| Box::new(e) as ObserverError)
+    }
+
+    async fn flush(&mut self) -> Result<(), ObserverError> {
+        self.write_held().await.map_err(|e| Box::new(e) as ObserverError)
     }
 }
