@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Journal, JournalError, Result, corrupt, db, now_ms};
+use super::{Journal, JournalError, Result, WriteTx, corrupt, db, now_ms};
 
 /// The last block a source processed for a Safe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,19 +35,7 @@ impl Journal {
     /// Stores the cursor of `source` for `safe`, replacing the previous one.
     pub async fn set_cursor(&self, source: &str, safe: &str, cursor: &Cursor) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (source, safe) DO UPDATE SET
-               block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
-        )
-        .bind(source)
-        .bind(safe)
-        .bind(cursor.block_number as i64)
-        .bind(&cursor.block_hash)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("write cursor"))?;
+        upsert_cursor(&mut tx, source, safe, cursor).await?;
         tx.commit().await.map_err(db("commit cursor"))
     }
 
@@ -57,20 +45,26 @@ impl Journal {
     pub async fn set_cursors_relaxed(&self, source: &str, cursors: &[(&str, &Cursor)]) -> Result<()> {
         let mut tx = self.write_relaxed().await?;
         for (safe, cursor) in cursors {
-            sqlx::query(
-                "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (source, safe) DO UPDATE SET
-                   block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
-            )
-            .bind(source)
-            .bind(*safe)
-            .bind(cursor.block_number as i64)
-            .bind(&cursor.block_hash)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("write cursor"))?;
+            upsert_cursor(&mut tx, source, safe, cursor).await?;
         }
         tx.commit().await.map_err(db("commit cursor"))
     }
+}
+
+/// Writes the cursor of `source` for `safe` inside `tx`, replacing the previous one.
+async fn upsert_cursor(tx: &mut WriteTx, source: &str, safe: &str, cursor: &Cursor) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cursors (source, safe, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (source, safe) DO UPDATE SET
+           block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = excluded.updated_at",
+    )
+    .bind(source)
+    .bind(safe)
+    .bind(cursor.block_number as i64)
+    .bind(&cursor.block_hash)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("write cursor"))?;
+    Ok(())
 }

@@ -170,6 +170,15 @@ fn event_from_row(row: &AnyRow) -> Result<IntentEvent> {
 /// event row) a statement stays far below SQLite's (32,766) and PostgreSQL's (65,535) limits.
 const INSERT_CHUNK: usize = 500;
 
+/// The `VALUES` list of a multi-row insert: `rows` tuples of `columns` numbered parameters.
+fn values_placeholders(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let params: Vec<_> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
 /// Inserts the intents of `batch` whose keys are not journaled yet, each straight in its final
 /// state (`then`'s, else `proposed`), and returns the ids created per key, inside `tx`.
 async fn insert_new_rows(
@@ -179,13 +188,7 @@ async fn insert_new_rows(
 ) -> Result<HashMap<String, IntentId>> {
     let mut created = HashMap::with_capacity(batch.len());
     for chunk in batch.chunks(INSERT_CHUNK) {
-        let values = (0..chunk.len())
-            .map(|row| {
-                let params = (1..=9).map(|col| format!("${}", row * 9 + col)).collect::<Vec<_>>();
-                format!("({})", params.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = values_placeholders(chunk.len(), 9);
         let sql = format!(
             "INSERT INTO intents (idempotency_key, policy, trigger_name, kind, payload, state, created_at, updated_at, policy_version)
              VALUES {values} ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key"
@@ -222,13 +225,7 @@ async fn insert_creation_events(
     now: i64,
 ) -> Result<()> {
     for chunk in events.chunks(INSERT_CHUNK) {
-        let values = (0..chunk.len())
-            .map(|row| {
-                let params = (1..=5).map(|col| format!("${}", row * 5 + col)).collect::<Vec<_>>();
-                format!("({})", params.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = values_placeholders(chunk.len(), 5);
         let sql = format!(
             "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES {values}"
         );
