@@ -5,14 +5,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::state::StateOverridesBuilder;
 use alloy::sol_types::SolCall;
-use treasury_chain::contracts::{IERC20, TreasuryModule, exec_calls};
-use treasury_chain::{AdminAction, Call, Operation};
+use treasury_chain::contracts::{IERC20, MODULE_GROUP_KEY_X_SLOT, TreasuryModule, exec_calls};
+use treasury_chain::{AdminAction, Call, Operation, operation_digest};
 use treasury_devnet::nodes::{NodeProcess, init_nodes};
 use treasury_devnet::world::configure_as_safe;
 use treasury_signer::quorum::coordinator::{Coordinator, CoordinatorOptions, PinnedNode, run_dkg};
 use treasury_signer::quorum::guard::{AllowEntry, Budget, GuardConfig};
+use treasury_signer::quorum::signature::stand_in_signature;
 
 /// Passphrase of the test's node directories.
 const NODE_PASS: &str = "node passphrase for tests";
@@ -93,6 +97,29 @@ async fn quorum_signature_executes_a_payment_through_the_module() {
     .await
     .unwrap();
     assert_eq!(module.groupKey().call().await.unwrap().x, key.x);
+
+    // The lane estimates the exec's gas before the quorum signs (docs/ARCHITECTURE.md, "The exec's
+    // gas limit"): a stand-in signature under a key written over the module's key slot for the
+    // estimate only. The slot is the module's key, and the estimate plus the lane's bound for the
+    // signature's calldata (96 bytes × 40 gas) covers the estimate of the real signed exec.
+    let slot = B256::from(U256::from(MODULE_GROUP_KEY_X_SLOT));
+    let stored = chain.keeper.get_storage_at(d.module, slot.into()).await.unwrap();
+    assert_eq!(stored, key.x, "the override writes the module's group key x");
+    let digest = operation_digest(&op, 1, d.chain_id, d.module);
+    let (stand_in_x, stand_in) = stand_in_signature(digest.as_slice(), key.parity).unwrap();
+    let stand_in = TreasuryModule::FrostSig { rX: stand_in.r_x, rY: stand_in.r_y, z: stand_in.z };
+    let request = |sig| {
+        module
+            .exec(exec_calls(&op), op.nonce, op.deadline, sig, Bytes::new())
+            .into_transaction_request()
+            .with_from(chain.keeper_key.address())
+    };
+    let overrides =
+        StateOverridesBuilder::default().with_state_diff(d.module, [(slot, B256::from(stand_in_x))]);
+    let before_signature =
+        chain.keeper.estimate_gas(request(stand_in)).overrides(overrides.build()).await.unwrap();
+    let signed = chain.keeper.estimate_gas(request(frost.clone())).await.unwrap();
+    assert!(before_signature + 96 * 40 >= signed, "stand-in {before_signature} vs signed {signed}");
 
     chain
         .exec_signed(&op, frost.clone(), Bytes::new())

@@ -182,6 +182,8 @@ pub fn stand_in_signature(msg: &[u8], parity: u8) -> Option<(U256, FrostSignatur
 mod tests {
     use super::*;
 
+    use k256::FieldElement;
+
     #[test]
     fn a_stand_in_signature_verifies_under_its_key_of_the_asked_parity() {
         let msg = [7u8; 32];
@@ -194,7 +196,6 @@ mod tests {
             assert!(!verify_module_form(&sig, &key, &[8u8; 32]), "bound to its message");
         }
     }
-    use k256::FieldElement;
 
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
