@@ -384,6 +384,16 @@ async fn sqlite_is_built_without_per_connection_preallocations() {
     }
 }
 
+/// Each lane's SQLite connection caches at most 64 KiB of pages: a fleet of 1,000 lanes would
+/// otherwise hold every journal's tables in its heap (issue 16).
+#[tokio::test]
+async fn sqlite_connections_keep_a_small_page_cache() {
+    let db = Db::new(Backend::Sqlite);
+    let journal = db.open().await;
+    let cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&journal.pool).await.unwrap();
+    assert_eq!(cache, -64, "cache_size in KiB (negative) of the journal's connection");
+}
+
 fn quorum_answer() -> SigningAnswer {
     use alloy::primitives::U256;
     let signature = treasury_signer::quorum::FrostSignature {
