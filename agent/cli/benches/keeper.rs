@@ -11,8 +11,11 @@
 //! - **block → perform receipt**: a block is mined that makes one more upkeep due (an
 //!   `UpkeepCounter` with interval 0); from the moment the block exists, one keeper-jobs round over
 //!   all 1,001 jobs checks, simulates, journals the claim, signs, journals the transaction,
-//!   sends it and reads its receipt. How the agent learns of the block (`poll_interval`) is not
+//!   sends it and reads its receipt; the clock stops when the perform's receipt is journaled (the
+//!   runner's `keeper_performed` hook). How the agent learns of the block (`poll_interval`) is not
 //!   counted. Floor: a plain keeper transaction to its receipt with the same sender.
+//! - **block → round end**: the same round until it returns (the other 1,000 checks decoded, the
+//!   cursor written) and its sends are done.
 
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
@@ -117,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
         (Series::default(), Series::default(), Series::default());
     let mut with_due = idle.clone();
     with_due.push(upkeep_job("due".into(), due, Vec::new()));
-    let (mut perform, mut plain_tx) = (Series::default(), Series::default());
+    let (mut perform, mut round_end, mut plain_tx) =
+        (Series::default(), Series::default(), Series::default());
     let warm_up = 5;
     for i in 0..runs + warm_up {
         // Check round: nothing due among the 1,000.
@@ -144,11 +148,21 @@ async fn main() -> anyhow::Result<()> {
         // Block → perform receipt: the block that makes `due` due exists; one round performs it.
         let before = due_counter.counter().call().await?;
         mine(&env).await?;
+        let performed_at = Arc::new(std::sync::Mutex::new(None));
+        let mark = performed_at.clone();
+        let hook = Arc::new(move |step: &str| {
+            if step == "keeper_performed" {
+                *mark.lock().expect("mark") = Some(Instant::now());
+            }
+        });
         let t = Instant::now();
         JobRunner::new(pipeline.clone(), with_due.clone(), settings(), multicall3)?
+            .with_hook(hook)
             .run(true, shutdown.clone())
             .await?;
-        let d_perform = t.elapsed();
+        let d_round_end = t.elapsed();
+        let performed_at = performed_at.lock().expect("mark").expect("the due upkeep was performed");
+        let d_perform = performed_at.duration_since(t);
         assert_eq!(due_counter.counter().call().await?, before + U256::from(1), "performed once");
 
         let t = Instant::now();
@@ -161,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             aggregate.push(d_aggregate);
             block_number.push(d_block_number);
             perform.push(d_perform);
+            round_end.push(d_round_end);
             plain_tx.push(d_plain);
         }
     }
@@ -173,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         "floor_aggregate3_eth_call": aggregate.json(),
         "floor_eth_block_number": block_number.json(),
         "block_to_perform_receipt": perform.json(),
+        "block_to_round_end": round_end.json(),
         "floor_plain_keeper_tx_to_receipt": plain_tx.json(),
     });
     if as_json {

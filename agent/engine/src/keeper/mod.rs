@@ -71,8 +71,9 @@ fn hot_jobs(recent: &[(String, u64)], head: u64) -> HashSet<String> {
     hot
 }
 
-/// Called with a step name after the journal records it (`keeper_submitted`, `keeper_broadcast`);
-/// tests use it to kill the agent there.
+/// Called with a step name after the journal records it (`keeper_submitted`, `keeper_broadcast`,
+/// `keeper_performed` once the perform's receipt is journaled); tests use it to kill the agent
+/// there, the keeper bench to time a perform to its receipt.
 pub type JobHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What can stop a keeper round; the runs keep their journaled state.
@@ -632,23 +633,28 @@ impl JobRunner {
             return self.perform_through_module(job, work, target, calldata, head).await;
         }
         let hash = check::perform_hash(target, &calldata);
-        if let Err(reason) = self.simulate(job, &work, target, &calldata).await? {
+        let request = TxRequest {
+            to: target,
+            data: calldata.clone(),
+            gas_limit: Some(job.gas_limit),
+            max_fee_per_gas: Some(job.max_fee_per_gas),
+            ..TxRequest::default()
+        };
+        // The fees are read while the perform is simulated; a failed read is read again at the send.
+        let (simulated, fees) = tokio::join!(
+            self.simulate(job, &work, target, &calldata),
+            self.pipeline.sender().fees_for(&request)
+        );
+        if let Err(reason) = simulated? {
             return self.skip(job, &work, target, calldata, hash, &reason, head).await;
         }
         let Some(id) = self.claim_run(job, &work, target, &calldata, hash, head).await? else {
             return Ok(());
         };
-        let request = TxRequest {
-            to: target,
-            data: calldata,
-            gas_limit: Some(job.gas_limit),
-            max_fee_per_gas: Some(job.max_fee_per_gas),
-            ..TxRequest::default()
-        };
         self.spawn_send(
             job.clone(),
             id,
-            Dispatch::New(request),
+            Dispatch::New { request, fees: fees.ok() },
             work.log.as_ref().and_then(|l| l.block_hash.zip(l.block_number)),
         );
         Ok(())
@@ -821,7 +827,11 @@ fn log_anchor(run: &KeeperRun) -> Option<(B256, u64)> {
 
 /// A send to start or resume.
 enum Dispatch {
-    New(TxRequest),
+    /// A new transaction, with the fees of its first attempt when they were read beforehand.
+    New {
+        request: TxRequest,
+        fees: Option<(u128, u128)>,
+    },
     Resume(Bytes),
     /// A perform through the module: signed by the quorum first.
     Module(Box<module::ModuleSend>),
@@ -844,7 +854,7 @@ impl SendTask {
     async fn run(self, send: Dispatch) {
         let send = match send {
             Dispatch::Module(m) => match self.sign_module(&m).await {
-                Ok(request) => Some(Dispatch::New(request)),
+                Ok(request) => Some(Dispatch::New { request, fees: None }),
                 Err(why) => {
                     if let Err(e) = self.end_unsigned(why).await {
                         tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; checked again next round");
@@ -873,11 +883,11 @@ impl SendTask {
         let mut observer = RunObserver { task: self };
         let sender = self.pipeline.sender();
         match send {
-            Dispatch::New(request) => sender.send(&request, &mut observer).await,
+            Dispatch::New { request, fees } => sender.send_with_fees(&request, fees, &mut observer).await,
             Dispatch::Resume(raw) => {
                 sender.resume_capped(&raw, Some(self.job.max_fee_per_gas), &mut observer).await
             }
-            Dispatch::Module(_) => unreachable!("signed into Dispatch::New first"),
+            Dispatch::Module(_) => unreachable!("signed into a new send first"),
         }
     }
 
@@ -902,6 +912,9 @@ impl SendTask {
                         u64::try_from(spent).unwrap_or(u64::MAX),
                     )
                     .await?;
+                if let Some(hook) = &self.hook {
+                    hook("keeper_performed");
+                }
                 let tx_hash = sent.receipt.transaction_hash.to_string();
                 let block = sent.receipt.block_number.unwrap_or_default();
                 tracing::info!(job = %self.job.name, %tx_hash, block, success, gas, "keeper job performed");
