@@ -56,6 +56,10 @@ const HOT_WITHIN_BLOCKS: u64 = 32;
 /// At most this many hot jobs a round (the newest performs first).
 const MAX_HOT: usize = 8;
 
+/// How long a round waits for its hot jobs' performs to be broadcast before it checks the others:
+/// a broadcast is one RPC call, and a node that holds it longer does not hold the round back.
+const HOT_BROADCAST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The jobs among `recent` (job, block of the run, newest first) performed within
 /// [`HOT_WITHIN_BLOCKS`] of `head`, at most [`MAX_HOT`].
 fn hot_jobs(recent: &[(String, u64)], head: u64) -> HashSet<String> {
@@ -141,6 +145,9 @@ pub struct JobRunner {
     fee_deferred: Vec<Work>,
     /// Jobs whose perform through the module the nodes refused since the last round.
     refused: Arc<Mutex<Vec<String>>>,
+    /// For each keeper-account send started since the last look: resolves once it is broadcast
+    /// (or has ended without a broadcast).
+    broadcasts: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -178,6 +185,7 @@ impl JobRunner {
             low_balance: false,
             fee_deferred: Vec::new(),
             refused: Arc::default(),
+            broadcasts: Vec::new(),
         })
     }
 
@@ -407,8 +415,9 @@ impl JobRunner {
     }
 
     /// Runs the checks (one `aggregate3` per block), then each needed perform. At the head, the
-    /// ticks of `hot` jobs (performed lately) are checked on their own while the other checks'
-    /// `aggregate3` runs, and performed without waiting for it.
+    /// ticks of `hot` jobs (performed lately) are checked first on their own, and the other checks
+    /// wait until the hot performs are broadcast: the node then spends its time on the due work's
+    /// simulation and transaction rather than on 1,000 checks that mostly find nothing to do.
     async fn check_and_perform(
         &mut self,
         work: Vec<Work>,
@@ -416,6 +425,8 @@ impl JobRunner {
         next_base_fee: u128,
         hot: &HashSet<String>,
     ) -> Result<()> {
+        // Sends of earlier rounds (and resumed ones) are not waited for.
+        self.broadcasts.clear();
         let mut by_block: BTreeMap<(u64, B256), Vec<Work>> = BTreeMap::new();
         for w in work {
             by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
@@ -424,29 +435,28 @@ impl JobRunner {
             let (fast, rest): (Vec<Work>, Vec<Work>) = items
                 .into_iter()
                 .partition(|w| hash == head.hash && w.log.is_none() && hot.contains(&self.jobs[w.job].name));
-            if fast.is_empty() || rest.is_empty() {
-                let items = if fast.is_empty() { rest } else { fast };
-                let outcomes = self.check_all(hash, &items).await?;
-                self.act_on(items, outcomes, head, next_base_fee).await?;
-                continue;
+            if !fast.is_empty() {
+                let outcomes = self.check_all(hash, &fast).await?;
+                self.act_on(fast, outcomes, head, next_base_fee).await?;
+                if !rest.is_empty() {
+                    self.hot_broadcast().await;
+                }
             }
-            // The other checks' `aggregate3` in a task of its own (it owns what it needs), while
-            // the hot jobs are checked, simulated, claimed and their sends started.
-            let (calls, plain) = self.check_calls(&rest);
-            let provider = self.pipeline.provider().clone();
-            let multicall3 = self.multicall3;
-            let others =
-                tokio::spawn(async move { check::aggregate(&provider, multicall3, hash, &plain).await });
-            let hot_done = match self.check_all(hash, &fast).await {
-                Ok(outcomes) => self.act_on(fast, outcomes, head, next_base_fee).await,
-                Err(e) => Err(e),
-            };
-            let answers = others.await.map_err(|e| chain("aggregate3 task", e))?.map_err(KeeperError::Chain);
-            hot_done?;
-            let outcomes = self.decode_answers(&rest, calls, answers?);
-            self.act_on(rest, outcomes, head, next_base_fee).await?;
+            if !rest.is_empty() {
+                let outcomes = self.check_all(hash, &rest).await?;
+                self.act_on(rest, outcomes, head, next_base_fee).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Waits (at most [`HOT_BROADCAST_WAIT`]) until the keeper-account sends started since the
+    /// last look are broadcast or have ended.
+    async fn hot_broadcast(&mut self) {
+        let deadline = tokio::time::Instant::now() + HOT_BROADCAST_WAIT;
+        for told in self.broadcasts.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, told).await;
+        }
     }
 
     /// Acts on each item's check outcome: skips a failed check, waits for the fee, or performs.
@@ -782,6 +792,11 @@ impl JobRunner {
         lock: module::NonceLock,
     ) {
         self.busy.lock().expect("busy lock").entry(job.name.clone()).or_default().insert(id);
+        let broadcast = matches!(send, Dispatch::New { .. }).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.broadcasts.push(rx);
+            tx
+        });
         let ctx = SendTask {
             pipeline: self.pipeline.clone(),
             job,
@@ -790,6 +805,7 @@ impl JobRunner {
             hook: self.hook.clone(),
             busy: self.busy.clone(),
             refused: self.refused.clone(),
+            broadcast: Mutex::new(broadcast),
             _nonce: lock,
         };
         self.sends.spawn(ctx.run(send));
@@ -846,6 +862,8 @@ struct SendTask {
     hook: Option<JobHook>,
     busy: Busy,
     refused: Arc<Mutex<Vec<String>>>,
+    /// Told when the perform is first broadcast (dropped if it never is).
+    broadcast: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// The module's nonce, held by a perform through the module until it ends.
     _nonce: module::NonceLock,
 }
@@ -990,6 +1008,9 @@ impl SendObserver for RunObserver<'_> {
                 }
             }
             SendEvent::Broadcast { .. } => {
+                if let Some(told) = task.broadcast.lock().expect("broadcast lock").take() {
+                    let _ = told.send(());
+                }
                 if let Some(hook) = &task.hook {
                     hook("keeper_broadcast");
                 }
