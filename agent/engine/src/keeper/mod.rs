@@ -56,9 +56,10 @@ const HOT_WITHIN_BLOCKS: u64 = 32;
 /// At most this many hot jobs a round (the newest performs first).
 const MAX_HOT: usize = 8;
 
-/// How long a round waits for its hot jobs' performs to be broadcast before it checks the others:
-/// a broadcast is one RPC call, and a node that holds it longer does not hold the round back.
-const HOT_BROADCAST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a round waits for its hot jobs' performs to be confirmed or left waiting for a block
+/// before it checks the others: a broadcast and a look for its receipt are a few RPC calls, and a
+/// node that holds them longer does not hold the round back.
+const HOT_SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The jobs among `recent` (job, block of the run, newest first) performed within
 /// [`HOT_WITHIN_BLOCKS`] of `head`, at most [`MAX_HOT`].
@@ -145,9 +146,9 @@ pub struct JobRunner {
     fee_deferred: Vec<Work>,
     /// Jobs whose perform through the module the nodes refused since the last round.
     refused: Arc<Mutex<Vec<String>>>,
-    /// For each keeper-account send started since the last look: resolves once it is broadcast
-    /// (or has ended without a broadcast).
-    broadcasts: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// For each keeper-account send started this round: resolves once it is confirmed or waits
+    /// for a block (or has ended).
+    hot_sends: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -185,7 +186,7 @@ impl JobRunner {
             low_balance: false,
             fee_deferred: Vec::new(),
             refused: Arc::default(),
-            broadcasts: Vec::new(),
+            hot_sends: Vec::new(),
         })
     }
 
@@ -416,8 +417,9 @@ impl JobRunner {
 
     /// Runs the checks (one `aggregate3` per block), then each needed perform. At the head, the
     /// ticks of `hot` jobs (performed lately) are checked first on their own, and the other checks
-    /// wait until the hot performs are broadcast: the node then spends its time on the due work's
-    /// simulation and transaction rather than on 1,000 checks that mostly find nothing to do.
+    /// wait until the hot performs are confirmed or wait for a block: the node then spends its time
+    /// on the due work's simulation, transaction and receipt rather than on 1,000 checks that
+    /// mostly find nothing to do.
     async fn check_and_perform(
         &mut self,
         work: Vec<Work>,
@@ -426,7 +428,7 @@ impl JobRunner {
         hot: &HashSet<String>,
     ) -> Result<()> {
         // Sends of earlier rounds (and resumed ones) are not waited for.
-        self.broadcasts.clear();
+        self.hot_sends.clear();
         let mut by_block: BTreeMap<(u64, B256), Vec<Work>> = BTreeMap::new();
         for w in work {
             by_block.entry((w.block.number, w.block.hash)).or_default().push(w);
@@ -439,7 +441,7 @@ impl JobRunner {
                 let outcomes = self.check_all(hash, &fast).await?;
                 self.act_on(fast, outcomes, head, next_base_fee).await?;
                 if !rest.is_empty() {
-                    self.hot_broadcast().await;
+                    self.hot_sends_at_rest().await;
                 }
             }
             if !rest.is_empty() {
@@ -450,11 +452,11 @@ impl JobRunner {
         Ok(())
     }
 
-    /// Waits (at most [`HOT_BROADCAST_WAIT`]) until the keeper-account sends started since the
-    /// last look are broadcast or have ended.
-    async fn hot_broadcast(&mut self) {
-        let deadline = tokio::time::Instant::now() + HOT_BROADCAST_WAIT;
-        for told in self.broadcasts.drain(..) {
+    /// Waits (at most [`HOT_SEND_WAIT`]) until the keeper-account sends started this round are
+    /// confirmed, wait for a block, or have ended.
+    async fn hot_sends_at_rest(&mut self) {
+        let deadline = tokio::time::Instant::now() + HOT_SEND_WAIT;
+        for told in self.hot_sends.drain(..) {
             let _ = tokio::time::timeout_at(deadline, told).await;
         }
     }
@@ -792,9 +794,9 @@ impl JobRunner {
         lock: module::NonceLock,
     ) {
         self.busy.lock().expect("busy lock").entry(job.name.clone()).or_default().insert(id);
-        let broadcast = matches!(send, Dispatch::New { .. }).then(|| {
+        let at_rest = matches!(send, Dispatch::New { .. }).then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.broadcasts.push(rx);
+            self.hot_sends.push(rx);
             tx
         });
         let ctx = SendTask {
@@ -805,7 +807,7 @@ impl JobRunner {
             hook: self.hook.clone(),
             busy: self.busy.clone(),
             refused: self.refused.clone(),
-            broadcast: Mutex::new(broadcast),
+            at_rest: Mutex::new(at_rest),
             _nonce: lock,
         };
         self.sends.spawn(ctx.run(send));
@@ -862,8 +864,8 @@ struct SendTask {
     hook: Option<JobHook>,
     busy: Busy,
     refused: Arc<Mutex<Vec<String>>>,
-    /// Told when the perform is first broadcast (dropped if it never is).
-    broadcast: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Told when the perform is first confirmed or waits for a block (dropped if it ends first).
+    at_rest: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// The module's nonce, held by a perform through the module until it ends.
     _nonce: module::NonceLock,
 }
@@ -967,6 +969,13 @@ impl SendTask {
 const LOG_REORGED: &str = "the triggering log was reorged away";
 
 impl SendTask {
+    /// Tells the round (once) that this send no longer keeps the node busy.
+    fn tell_at_rest(&self) {
+        if let Some(told) = self.at_rest.lock().expect("at_rest lock").take() {
+            let _ = told.send(());
+        }
+    }
+
     /// For a log-triggered run: an error (which stops the send before the step) when the log's
     /// block is no longer on the chain.
     async fn ensure_log_canonical(&self) -> std::result::Result<(), ObserverError> {
@@ -1008,16 +1017,20 @@ impl SendObserver for RunObserver<'_> {
                 }
             }
             SendEvent::Broadcast { .. } => {
-                if let Some(told) = task.broadcast.lock().expect("broadcast lock").take() {
-                    let _ = told.send(());
-                }
                 if let Some(hook) = &task.hook {
                     hook("keeper_broadcast");
                 }
             }
             SendEvent::Reorged { .. } => task.ensure_log_canonical().await?,
+            SendEvent::Confirmed { .. } => task.tell_at_rest(),
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The sender is about to wait for the chain.
+    async fn flush(&mut self) -> std::result::Result<(), ObserverError> {
+        self.task.tell_at_rest();
         Ok(())
     }
 }
