@@ -1,6 +1,7 @@
 //! The work to resume: every intent not in a final state, with the operation planned for it and
 //! that operation's newest keeper transaction, read in four queries whatever their number (one
-//! trigger may leave a thousand intents pending, and the lane reads them at every step).
+//! trigger may leave a thousand intents pending, and the lane reads them at every step), or in one
+//! while none of them is planned yet (right after intake, the lane's next read).
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use super::execution::{
     OperationRecord, TX_COLUMNS, TransactionRecord, json_col, read_err, transaction_from_row, u64_col,
 };
 use super::intents::{INTENT_COLUMNS, Intent, IntentId, PendingIntent, intent_from_row};
+use super::state::IntentState;
 use super::{Journal, Result, db};
 
 /// The intents not in a final state.
@@ -73,6 +75,15 @@ impl Journal {
         .await
         .map_err(db("list pending intents"))?;
         let intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        // An intent is linked to an operation in the write that plans it (`Guarded` → `Planned`),
+        // so intents not yet planned have none to read: the usual case right after intake.
+        let unplanned = |i: &Intent| matches!(i.state, IntentState::Proposed | IntentState::Guarded);
+        if intents.iter().all(unplanned) {
+            return Ok(intents
+                .into_iter()
+                .map(|intent| PendingIntent { intent, operation: None, transaction: None })
+                .collect());
+        }
         let newest = self.newest_operations_of_pending().await?;
         let members = self.members_of_pending_operations().await?;
         let transactions = self.newest_transactions_of_pending().await?;

@@ -633,6 +633,9 @@ async fn a_batched_operation_is_resumed_whole_with_or_without_payloads(db: Db) {
     for id in [a, b, c] {
         walk(&journal, id, &[Guarded]).await;
     }
+    let unplanned = journal.pending_without_payloads().await.unwrap();
+    assert_eq!(unplanned.iter().map(|p| p.intent.id).collect::<Vec<_>>(), [a, b, c]);
+    assert!(unplanned.iter().all(|p| p.operation.is_none() && p.transaction.is_none()));
     journal
         .record_operation(&OperationRecord {
             operation_id: "0xbatch".into(),
