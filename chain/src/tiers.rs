@@ -170,42 +170,51 @@ fn assets_of(op: &Operation) -> BTreeSet<Address> {
 
 /// Reads the facts `classify` needs from the module at `module`.
 pub async fn read_facts(provider: &DynProvider, module: Address, op: &Operation) -> Result<ModuleFacts> {
-    let m = TreasuryModule::new(module, provider.clone());
+    use futures::future::try_join_all;
+    let m = &TreasuryModule::new(module, provider.clone());
     let call = |what: &'static str| move |e: alloy::contract::Error| ChainError::rpc(what, Some(module), e);
-    let safe = m.safe().call().await.map_err(call("TreasuryModule.safe"))?;
-    let mut facts = ModuleFacts { module, safe, ..Default::default() };
-    for c in &op.calls {
-        if c.data.is_empty() {
-            let code = provider
-                .get_code_at(c.to)
-                .await
-                .map_err(|e| ChainError::rpc("eth_getCode", Some(c.to), e))?;
-            if !code.is_empty() {
-                facts.has_code.insert(c.to);
-            }
-        }
-        let sel = decode(&c.data).unwrap_or([0; 4]);
-        if (sel == APPROVE || sel == INCREASE_ALLOWANCE) && c.data.len() >= 36 {
-            let s = Address::from_slice(&c.data[16..36]);
-            let allowed =
-                m.isSpenderAllowed(s).call().await.map_err(call("TreasuryModule.isSpenderAllowed"))?;
-            facts.spender_allowed.insert(s, allowed);
-        }
+    let selector = |c: &crate::operation::Call| decode(&c.data).unwrap_or([0; 4]);
+    let plain: BTreeSet<Address> = op.calls.iter().filter(|c| c.data.is_empty()).map(|c| c.to).collect();
+    let targets: BTreeSet<(Address, [u8; 4])> = op.calls.iter().map(|c| (c.to, selector(c))).collect();
+    let spenders: BTreeSet<Address> = op
+        .calls
+        .iter()
+        .filter(|c| matches!(selector(c), APPROVE | INCREASE_ALLOWANCE) && c.data.len() >= 36)
+        .map(|c| Address::from_slice(&c.data[16..36]))
+        .collect();
+    // Every read is independent of the others: all go out at once.
+    let safe = async { m.safe().call().await.map_err(call("TreasuryModule.safe")) };
+    let codes = try_join_all(plain.into_iter().map(|to| async move {
+        let code = provider.get_code_at(to).await.map_err(|e| ChainError::rpc("eth_getCode", Some(to), e))?;
+        Ok::<_, ChainError>((to, !code.is_empty()))
+    }));
+    let spenders_allowed = try_join_all(spenders.into_iter().map(|s| async move {
+        let allowed = m.isSpenderAllowed(s).call().await.map_err(call("TreasuryModule.isSpenderAllowed"))?;
+        Ok::<_, ChainError>((s, allowed))
+    }));
+    let calls_allowed = try_join_all(targets.into_iter().map(|(to, sel)| async move {
         let allowed = m
-            .isCallAllowed(c.to, FixedBytes(sel))
+            .isCallAllowed(to, FixedBytes(sel))
             .call()
             .await
             .map_err(call("TreasuryModule.isCallAllowed"))?;
-        facts.call_allowed.insert((c.to, sel), allowed);
-    }
-    for asset in assets_of(op) {
+        Ok::<_, ChainError>(((to, sel), allowed))
+    }));
+    let budgets = try_join_all(assets_of(op).into_iter().map(|asset| async move {
         let b = m.budget(asset).call().await.map_err(call("TreasuryModule.budget"))?;
-        facts.budgets.insert(
-            asset,
-            BudgetView { limit: b.limit, period: b.period, spent: b.spent, remaining: b.remaining },
-        );
-    }
-    Ok(facts)
+        let view = BudgetView { limit: b.limit, period: b.period, spent: b.spent, remaining: b.remaining };
+        Ok::<_, ChainError>((asset, view))
+    }));
+    let (safe, codes, spenders_allowed, calls_allowed, budgets) =
+        futures::try_join!(safe, codes, spenders_allowed, calls_allowed, budgets)?;
+    Ok(ModuleFacts {
+        module,
+        safe,
+        has_code: codes.into_iter().filter(|(_, has)| *has).map(|(to, _)| to).collect(),
+        spender_allowed: spenders_allowed.into_iter().collect(),
+        call_allowed: calls_allowed.into_iter().collect(),
+        budgets: budgets.into_iter().collect(),
+    })
 }
 
 #[cfg(test)]
