@@ -16,10 +16,13 @@
 //!   counted. Floor: a plain keeper transaction to its receipt with the same sender.
 //! - **block → round end**: the same round until it returns (the other 1,000 checks decoded, the
 //!   cursor written) and its sends are done.
+//! - **spans of that round** (`spans`): each debug span of the keeper (`keeper.*`) and of its
+//!   sender (`send.*`), its start after the block (first of the round) and its length, p50.
 
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let runs: usize = args.iter().position(|a| a == "--runs").map_or(100, |i| args[i + 1].parse().unwrap());
     let as_json = args.iter().any(|a| a == "--json");
 
+    support::spans::install();
     let env = AgentEnv::start(&[]).await?;
     let p = env.chain.keeper.clone();
     let multicall3 = env.chain.deployment.multicall3;
@@ -122,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
     with_due.push(upkeep_job("due".into(), due, Vec::new()));
     let (mut perform, mut round_end, mut plain_tx) =
         (Series::default(), Series::default(), Series::default());
+    let mut span_starts: BTreeMap<String, Series> = BTreeMap::new();
+    let mut span_lengths: BTreeMap<String, Series> = BTreeMap::new();
     let warm_up = 5;
     for i in 0..runs + warm_up {
         // Check round: nothing due among the 1,000.
@@ -155,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
                 *mark.lock().expect("mark") = Some(Instant::now());
             }
         });
+        support::spans::take();
         let t = Instant::now();
         JobRunner::new(pipeline.clone(), with_due.clone(), settings(), multicall3)?
             .with_hook(hook)
@@ -163,6 +170,8 @@ async fn main() -> anyhow::Result<()> {
         let d_round_end = t.elapsed();
         let performed_at = performed_at.lock().expect("mark").expect("the due upkeep was performed");
         let d_perform = performed_at.duration_since(t);
+        let mut seen = std::collections::BTreeSet::new();
+        let closed = support::spans::take();
         assert_eq!(due_counter.counter().call().await?, before + U256::from(1), "performed once");
 
         let t = Instant::now();
@@ -176,9 +185,20 @@ async fn main() -> anyhow::Result<()> {
             block_number.push(d_block_number);
             perform.push(d_perform);
             round_end.push(d_round_end);
+            for span in closed.into_iter().filter(|s| seen.insert(s.name.clone())) {
+                span_starts.entry(span.name.clone()).or_default().push(span.opened.duration_since(t));
+                span_lengths.entry(span.name).or_default().push(span.duration);
+            }
             plain_tx.push(d_plain);
         }
     }
+    let spans: serde_json::Map<String, serde_json::Value> = span_starts
+        .iter()
+        .map(|(name, starts)| {
+            let length = span_lengths[name].quantile(0.5);
+            (name.clone(), json!({ "start_p50_ms": starts.quantile(0.5), "length_p50_ms": length }))
+        })
+        .collect();
     let out = json!({
         "runs": runs,
         "jobs": idle.len(),
@@ -190,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         "block_to_perform_receipt": perform.json(),
         "block_to_round_end": round_end.json(),
         "floor_plain_keeper_tx_to_receipt": plain_tx.json(),
+        "spans": spans,
     });
     if as_json {
         println!("{out}");

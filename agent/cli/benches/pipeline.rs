@@ -62,7 +62,7 @@ const PAY: PolicySpec<'static> = PolicySpec {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    spans::install();
+    support::spans::install();
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = args.iter().position(|a| a == "--runs").map_or(200, |i| args[i + 1].parse().unwrap());
     let as_json = args.iter().any(|a| a == "--json");
@@ -345,7 +345,7 @@ async fn latency(
     let mut breakdown: std::collections::BTreeMap<String, Series> = Default::default();
     for i in 0..runs + 5 {
         marks.lock().unwrap().clear();
-        spans::take();
+        support::spans::take();
         let start = Instant::now();
         let block = provider.get_block_number().await?;
         let report = pipeline
@@ -356,13 +356,13 @@ async fn latency(
         anyhow::ensure!(pipeline.drain().await? == LaneStep::Idle);
         let m = marks.lock().unwrap().clone();
         let at = |s: IntentState| m.iter().find(|(st, _)| *st == s).map(|(_, t)| *t).expect("state reached");
-        let closed = spans::take();
+        let closed = support::spans::take();
         if i < 5 {
             continue; // warm-up
         }
         let mut summed: std::collections::BTreeMap<String, Duration> = Default::default();
-        for (name, d) in closed {
-            *summed.entry(name).or_default() += d;
+        for span in closed {
+            *summed.entry(span.name).or_default() += span.duration;
         }
         for (name, d) in summed {
             breakdown.entry(name).or_default().push(d);
@@ -379,50 +379,6 @@ async fn latency(
         stages[8].push(at(IntentState::Confirmed) - start);
     }
     Ok((stages, breakdown))
-}
-
-/// The pipeline's debug spans, timed from creation to close.
-mod spans {
-    use std::sync::Mutex;
-    use std::time::{Duration, Instant};
-
-    use tracing::span::{Attributes, Id};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::registry::LookupSpan;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{Layer, filter::Targets};
-
-    static CLOSED: Mutex<Vec<(String, Duration)>> = Mutex::new(Vec::new());
-
-    struct Timer;
-
-    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timer {
-        fn on_new_span(&self, _: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-            if let Some(span) = ctx.span(id) {
-                span.extensions_mut().insert(Instant::now());
-            }
-        }
-
-        fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-            let Some(span) = ctx.span(&id) else { return };
-            if let Some(opened) = span.extensions().get::<Instant>() {
-                CLOSED.lock().unwrap().push((span.name().to_string(), opened.elapsed()));
-            }
-        }
-    }
-
-    /// Times the debug spans of the agent and the sender (nothing else is recorded or printed).
-    pub(super) fn install() {
-        let targets = Targets::new()
-            .with_target("treasury_agent", tracing::Level::DEBUG)
-            .with_target("treasury_chain", tracing::Level::DEBUG);
-        tracing_subscriber::registry().with(targets).with(Timer).init();
-    }
-
-    /// The spans closed since the last call.
-    pub(super) fn take() -> Vec<(String, Duration)> {
-        std::mem::take(&mut *CLOSED.lock().unwrap())
-    }
 }
 
 /// A policy paying `n` times 1 USDC to the eight numbered recipients, each payment its own key.

@@ -29,6 +29,7 @@ use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::{Instrument, debug_span};
 use treasury_chain::sender::{ObserverError, SendEvent, SendObserver, Sent, TxRequest};
 use treasury_policies::Trigger;
 use treasury_policies::upkeep::last_instant;
@@ -242,13 +243,16 @@ impl JobRunner {
             self.busy.lock().expect("busy lock").values().flatten().copied().collect();
         // The head (one RPC), the two cursors, the open runs and the recent performs (journal)
         // are read together.
-        let (head, cursor, logs_cursor, open, recent) = tokio::try_join!(
-            self.head(),
-            async { Ok(self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?) },
-            async { Ok(self.journal().cursor(CURSOR_SOURCE, &logs_key).await?) },
-            async { Ok(self.journal().open_keeper_runs().await?) },
-            async { Ok(self.journal().recent_keeper_performs(RECENT_RUNS).await?) },
-        )?;
+        let reads = async {
+            tokio::try_join!(
+                self.head(),
+                async { Ok(self.journal().cursor(CURSOR_SOURCE, &cursor_key).await?) },
+                async { Ok(self.journal().cursor(CURSOR_SOURCE, &logs_key).await?) },
+                async { Ok(self.journal().open_keeper_runs().await?) },
+                async { Ok(self.journal().recent_keeper_performs(RECENT_RUNS).await?) },
+            )
+        };
+        let (head, cursor, logs_cursor, open, recent) = reads.instrument(debug_span!("keeper.read")).await?;
         self.resume_open(open, &in_flight).await?;
         let Head { block: head, next_base_fee, parent } = head;
         let hot = hot_jobs(&recent, head.number);
@@ -260,7 +264,10 @@ impl JobRunner {
         let logs_from = logs_cursor.map_or(from, |c| c.block_number.min(from));
         if from <= head.number {
             let logs_from = self.bound_catch_up(logs_from, head.number).await?;
-            let work = self.due_work(from.max(logs_from), logs_from, head).await?;
+            let work = self
+                .due_work(from.max(logs_from), logs_from, head)
+                .instrument(debug_span!("keeper.due"))
+                .await?;
             self.check_and_perform(work, head, next_base_fee, &hot).await?;
         }
         // Logs waiting on the fee ceiling are read again from their block next round (after a
@@ -438,14 +445,15 @@ impl JobRunner {
                 .into_iter()
                 .partition(|w| hash == head.hash && w.log.is_none() && hot.contains(&self.jobs[w.job].name));
             if !fast.is_empty() {
-                let outcomes = self.check_all(hash, &fast).await?;
+                let outcomes =
+                    self.check_all(hash, &fast).instrument(debug_span!("keeper.hot_check")).await?;
                 self.act_on(fast, outcomes, head, next_base_fee).await?;
                 if !rest.is_empty() {
-                    self.hot_sends_at_rest().await;
+                    self.hot_sends_at_rest().instrument(debug_span!("keeper.hot_wait")).await;
                 }
             }
             if !rest.is_empty() {
-                let outcomes = self.check_all(hash, &rest).await?;
+                let outcomes = self.check_all(hash, &rest).instrument(debug_span!("keeper.check")).await?;
                 self.act_on(rest, outcomes, head, next_base_fee).await?;
             }
         }
@@ -653,14 +661,18 @@ impl JobRunner {
             ..TxRequest::default()
         };
         // The fees are read while the perform is simulated; a failed read is read again at the send.
-        let (simulated, fees) = tokio::join!(
-            self.simulate(job, &work, target, &calldata),
-            self.pipeline.sender().fees_for(&request)
-        );
+        let both = async {
+            tokio::join!(
+                self.simulate(job, &work, target, &calldata),
+                self.pipeline.sender().fees_for(&request)
+            )
+        };
+        let (simulated, fees) = both.instrument(debug_span!("keeper.simulate")).await;
         if let Err(reason) = simulated? {
             return self.skip(job, &work, target, calldata, hash, &reason, head).await;
         }
-        let Some(id) = self.claim_run(job, &work, target, &calldata, hash, head).await? else {
+        let claim = self.claim_run(job, &work, target, &calldata, hash, head);
+        let Some(id) = claim.instrument(debug_span!("keeper.claim")).await? else {
             return Ok(());
         };
         self.spawn_send(
@@ -886,7 +898,7 @@ impl SendTask {
         };
         if let Some(send) = send {
             let outcome = self.send(send).await;
-            if let Err(e) = self.finish(outcome).await {
+            if let Err(e) = self.finish(outcome).instrument(debug_span!("keeper.finish")).await {
                 tracing::warn!(job = %self.job.name, run = self.id, error = %treasury_signer::error_chain(&e), "keeper run left open; resumed next round");
             }
         }

@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod root;
 #[path = "../../common/softhsm.rs"]
 pub mod softhsm;
+pub mod spans;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
