@@ -35,6 +35,14 @@ use tracing::Instrument;
 /// The smallest fee increase, in percent, that nodes accept for a same-nonce replacement.
 pub const MIN_BUMP_PERCENT: u128 = 10;
 
+/// How many more times the receipt is looked for right after a broadcast, before the watch's
+/// other checks (a few RPC calls each) and its first flush of the observer.
+const QUICK_LOOKS: u32 = 4;
+
+/// The pause before each of those looks: anvil mines a broadcast transaction within about a
+/// millisecond, after it has answered the broadcast.
+const QUICK_LOOK_AFTER: Duration = Duration::from_micros(500);
+
 /// Error from an observer; aborts the send before the step it was told about.
 pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -623,17 +631,27 @@ impl Sender {
     }
 
     /// Waits for one of the attempts to be confirmed, bumping when stuck and resending after a reorg.
+    /// Right after a broadcast the receipt is looked for [`QUICK_LOOKS`] times more before anything
+    /// else (the nonce, a bump) is checked or the observer is flushed.
     async fn watch(&self, attempts: &mut Attempts, observer: &mut impl SendObserver) -> Result<Watch> {
         let nonce = attempts.latest().nonce();
         // The receipt seen last time, to notice when it disappears.
         let mut seen: Option<(TxHash, u64, alloy::primitives::B256)> = None;
         let mut unknown_polls = 0;
         let mut polls: u32 = 0;
+        let mut quick_looks = 0;
         loop {
             let receipt = match attempts.first_receipt.take() {
                 Some(receipt) => Some(receipt),
                 None => self.find_receipt(attempts).await?,
             };
+            // Right after a broadcast a node that mines at once (anvil) may not have the receipt
+            // yet: look again within a millisecond, checking nothing else and holding nothing up.
+            if receipt.is_none() && seen.is_none() && quick_looks < QUICK_LOOKS {
+                quick_looks += 1;
+                tokio::time::sleep(QUICK_LOOK_AFTER).await;
+                continue;
+            }
             match receipt {
                 Some(receipt) => {
                     let block_number = receipt.block_number.unwrap_or_default();

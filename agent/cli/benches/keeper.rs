@@ -162,14 +162,14 @@ async fn main() -> anyhow::Result<()> {
             }
         });
         support::spans::take();
-        let t = Instant::now();
+        let mined = Instant::now();
         JobRunner::new(pipeline.clone(), with_due.clone(), settings(), multicall3)?
             .with_hook(hook)
             .run(true, shutdown.clone())
             .await?;
-        let d_round_end = t.elapsed();
+        let d_round_end = mined.elapsed();
         let performed_at = performed_at.lock().expect("mark").expect("the due upkeep was performed");
-        let d_perform = performed_at.duration_since(t);
+        let d_perform = performed_at.duration_since(mined);
         let mut seen = std::collections::BTreeSet::new();
         let closed = support::spans::take();
         assert_eq!(due_counter.counter().call().await?, before + U256::from(1), "performed once");
@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
             perform.push(d_perform);
             round_end.push(d_round_end);
             for span in closed.into_iter().filter(|s| seen.insert(s.name.clone())) {
-                span_starts.entry(span.name.clone()).or_default().push(span.opened.duration_since(t));
+                span_starts.entry(span.name.clone()).or_default().push(span.opened.duration_since(mined));
                 span_lengths.entry(span.name).or_default().push(span.duration);
             }
             plain_tx.push(d_plain);
