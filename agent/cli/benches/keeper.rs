@@ -13,7 +13,10 @@
 //!   all 1,001 jobs checks, simulates, journals the claim, signs, journals the transaction,
 //!   sends it and reads its receipt; the clock stops when the perform's receipt is journaled (the
 //!   runner's `keeper_performed` hook). How the agent learns of the block (`poll_interval`) is not
-//!   counted. Floor: a plain keeper transaction to its receipt with the same sender.
+//!   counted. Floor: a plain keeper transaction to its receipt with the same sender. The upkeep
+//!   performs every block, so it is a hot job (performed within 32 blocks: checked first).
+//! - **block → first perform receipt**: the same for an upkeep due for the first time (a fresh
+//!   `UpkeepCounter` each run, under a new job name), whose check is among the 1,000's.
 //! - **block → round end**: the same round until it returns (the other 1,000 checks decoded, the
 //!   cursor written) and its sends are done.
 //! - **spans of that round** (`spans`): each debug span of the keeper (`keeper.*`) and of its
@@ -126,10 +129,13 @@ async fn main() -> anyhow::Result<()> {
     with_due.push(upkeep_job("due".into(), due, Vec::new()));
     let (mut perform, mut round_end, mut plain_tx) =
         (Series::default(), Series::default(), Series::default());
+    let mut first_perform = Series::default();
     let mut span_starts: BTreeMap<String, Series> = BTreeMap::new();
     let mut span_lengths: BTreeMap<String, Series> = BTreeMap::new();
     let warm_up = 5;
     for i in 0..runs + warm_up {
+        let cold = fixtures::deploy_counter(&p, 1_000_000_000, 0).await?;
+        let cold_counter = IUpkeepCounter::new(cold, p.clone());
         // Check round: nothing due among the 1,000.
         mine(&env).await?;
         let t = Instant::now();
@@ -153,26 +159,15 @@ async fn main() -> anyhow::Result<()> {
 
         // Block → perform receipt: the block that makes `due` due exists; one round performs it.
         let before = due_counter.counter().call().await?;
-        mine(&env).await?;
-        let performed_at = Arc::new(std::sync::Mutex::new(None));
-        let mark = performed_at.clone();
-        let hook = Arc::new(move |step: &str| {
-            if step == "keeper_performed" {
-                *mark.lock().expect("mark") = Some(Instant::now());
-            }
-        });
-        support::spans::take();
-        let mined = Instant::now();
-        JobRunner::new(pipeline.clone(), with_due.clone(), settings(), multicall3)?
-            .with_hook(hook)
-            .run(true, shutdown.clone())
-            .await?;
-        let d_round_end = mined.elapsed();
-        let performed_at = performed_at.lock().expect("mark").expect("the due upkeep was performed");
-        let d_perform = performed_at.duration_since(mined);
-        let mut seen = std::collections::BTreeSet::new();
-        let closed = support::spans::take();
+        let hot = perform_round(&env, &pipeline, with_due.clone(), multicall3, shutdown.clone()).await?;
         assert_eq!(due_counter.counter().call().await?, before + U256::from(1), "performed once");
+        let mut seen = std::collections::BTreeSet::new();
+
+        // The same for an upkeep due for the first time: not hot, its check is in the 1,000's.
+        let mut with_cold = idle.clone();
+        with_cold.push(upkeep_job(format!("cold-{i}"), cold, Vec::new()));
+        let first = perform_round(&env, &pipeline, with_cold, multicall3, shutdown.clone()).await?;
+        assert_eq!(cold_counter.counter().call().await?, U256::from(1), "performed once");
 
         let t = Instant::now();
         let request = TxRequest { to: Address::repeat_byte(0xb2), ..TxRequest::default() };
@@ -183,10 +178,11 @@ async fn main() -> anyhow::Result<()> {
             round.push(d_round);
             aggregate.push(d_aggregate);
             block_number.push(d_block_number);
-            perform.push(d_perform);
-            round_end.push(d_round_end);
-            for span in closed.into_iter().filter(|s| seen.insert(s.name.clone())) {
-                span_starts.entry(span.name.clone()).or_default().push(span.opened.duration_since(mined));
+            perform.push(hot.to_receipt);
+            round_end.push(hot.to_round_end);
+            first_perform.push(first.to_receipt);
+            for span in hot.spans.into_iter().filter(|s| seen.insert(s.name.clone())) {
+                span_starts.entry(span.name.clone()).or_default().push(span.opened.duration_since(hot.mined));
                 span_lengths.entry(span.name).or_default().push(span.duration);
             }
             plain_tx.push(d_plain);
@@ -209,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
         "floor_eth_block_number": block_number.json(),
         "block_to_perform_receipt": perform.json(),
         "block_to_round_end": round_end.json(),
+        "block_to_first_perform_receipt": first_perform.json(),
         "floor_plain_keeper_tx_to_receipt": plain_tx.json(),
         "spans": spans,
     });
@@ -218,4 +215,46 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// One measured round: when its block was mined, the time to the perform's receipt and to the
+/// round's end, and the spans it closed.
+struct PerformRound {
+    mined: Instant,
+    to_receipt: Duration,
+    to_round_end: Duration,
+    spans: Vec<support::spans::ClosedSpan>,
+}
+
+/// Mines a block, then runs one keeper round over `jobs` (exactly one of which is due) from a
+/// runner made afresh, timed from the block to the perform's journaled receipt and to the end.
+async fn perform_round(
+    env: &AgentEnv,
+    pipeline: &Arc<treasury_agent::pipeline::Pipeline>,
+    jobs: Vec<KeeperJob>,
+    multicall3: Address,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<PerformRound> {
+    mine(env).await?;
+    let performed_at = Arc::new(std::sync::Mutex::new(None));
+    let mark = performed_at.clone();
+    let hook = Arc::new(move |step: &str| {
+        if step == "keeper_performed" {
+            *mark.lock().expect("mark") = Some(Instant::now());
+        }
+    });
+    support::spans::take();
+    let mined = Instant::now();
+    JobRunner::new(pipeline.clone(), jobs, settings(), multicall3)?
+        .with_hook(hook)
+        .run(true, shutdown)
+        .await?;
+    let to_round_end = mined.elapsed();
+    let performed_at = performed_at.lock().expect("mark").expect("the due upkeep was performed");
+    Ok(PerformRound {
+        mined,
+        to_receipt: performed_at.duration_since(mined),
+        to_round_end,
+        spans: support::spans::take(),
+    })
 }
