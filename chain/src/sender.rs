@@ -631,8 +631,8 @@ impl Sender {
     }
 
     /// Waits for one of the attempts to be confirmed, bumping when stuck and resending after a reorg.
-    /// Right after a broadcast the receipt is looked for [`QUICK_LOOKS`] times more before anything
-    /// else (the nonce, a bump) is checked or the observer is flushed.
+    /// Right after the first broadcast the receipt is looked for [`QUICK_LOOKS`] times more before
+    /// anything else (the nonce, a bump) is checked or the observer is flushed.
     async fn watch(&self, attempts: &mut Attempts, observer: &mut impl SendObserver) -> Result<Watch> {
         let nonce = attempts.latest().nonce();
         // The receipt seen last time, to notice when it disappears.
@@ -640,14 +640,16 @@ impl Sender {
         let mut unknown_polls = 0;
         let mut polls: u32 = 0;
         let mut quick_looks = 0;
+        let mut ever_seen = false;
         loop {
             let receipt = match attempts.first_receipt.take() {
                 Some(receipt) => Some(receipt),
                 None => self.find_receipt(attempts).await?,
             };
-            // Right after a broadcast a node that mines at once (anvil) may not have the receipt
-            // yet: look again within a millisecond, checking nothing else and holding nothing up.
-            if receipt.is_none() && seen.is_none() && quick_looks < QUICK_LOOKS {
+            // Right after the first broadcast a node that mines at once (anvil) may not have the
+            // receipt yet: look again within a millisecond, checking nothing else and holding
+            // nothing up. Not after a receipt was seen (a reorg is handled as before).
+            if receipt.is_none() && !ever_seen && quick_looks < QUICK_LOOKS {
                 quick_looks += 1;
                 tokio::time::sleep(QUICK_LOOK_AFTER).await;
                 continue;
@@ -664,6 +666,7 @@ impl Sender {
                     let (reported, settled) = tokio::join!(report, self.settled(block_number, block_hash));
                     reported.map_err(SenderError::Observer)?;
                     seen = Some(here);
+                    ever_seen = true;
                     if settled? {
                         observer
                             .observe(&SendEvent::Confirmed {
