@@ -130,8 +130,8 @@ async fn main() -> anyhow::Result<()> {
     let (mut perform, mut round_end, mut plain_tx) =
         (Series::default(), Series::default(), Series::default());
     let mut first_perform = Series::default();
-    let mut span_starts: BTreeMap<String, Series> = BTreeMap::new();
-    let mut span_lengths: BTreeMap<String, Series> = BTreeMap::new();
+    // Per span name: its starts after the block, and its lengths.
+    let mut spans: BTreeMap<String, (Series, Series)> = BTreeMap::new();
     let warm_up = 5;
     for i in 0..runs + warm_up {
         let cold = fixtures::deploy_counter(&p, 1_000_000_000, 0).await?;
@@ -161,7 +161,6 @@ async fn main() -> anyhow::Result<()> {
         let before = due_counter.counter().call().await?;
         let hot = perform_round(&env, &pipeline, with_due.clone(), multicall3, shutdown.clone()).await?;
         assert_eq!(due_counter.counter().call().await?, before + U256::from(1), "performed once");
-        let mut seen = std::collections::BTreeSet::new();
 
         // The same for an upkeep due for the first time: not hot, its check is in the 1,000's.
         let mut with_cold = idle.clone();
@@ -181,18 +180,20 @@ async fn main() -> anyhow::Result<()> {
             perform.push(hot.to_receipt);
             round_end.push(hot.to_round_end);
             first_perform.push(first.to_receipt);
+            let mut seen = std::collections::BTreeSet::new();
             for span in hot.spans.into_iter().filter(|s| seen.insert(s.name.clone())) {
-                span_starts.entry(span.name.clone()).or_default().push(span.opened.duration_since(hot.mined));
-                span_lengths.entry(span.name).or_default().push(span.duration);
+                let (starts, lengths) = spans.entry(span.name).or_default();
+                starts.push(span.opened.duration_since(hot.mined));
+                lengths.push(span.duration);
             }
             plain_tx.push(d_plain);
         }
     }
-    let spans: serde_json::Map<String, serde_json::Value> = span_starts
+    let spans: serde_json::Map<String, serde_json::Value> = spans
         .iter()
-        .map(|(name, starts)| {
-            let length = span_lengths[name].quantile(0.5);
-            (name.clone(), json!({ "start_p50_ms": starts.quantile(0.5), "length_p50_ms": length }))
+        .map(|(name, (starts, lengths))| {
+            let p50 = json!({ "start_p50_ms": starts.quantile(0.5), "length_p50_ms": lengths.quantile(0.5) });
+            (name.clone(), p50)
         })
         .collect();
     let out = json!({

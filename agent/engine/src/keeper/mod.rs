@@ -50,8 +50,8 @@ const MAX_REORG_DEPTH: u64 = 64;
 /// How many of the newest runs a round reads to find the hot jobs.
 const RECENT_RUNS: u32 = 64;
 
-/// A job performed within this many blocks of the head is hot: its tick is checked on its own,
-/// beside the other checks' `aggregate3`.
+/// A job performed within this many blocks of the head is hot: its tick is checked, and its
+/// perform sent, before the other checks' `aggregate3`.
 const HOT_WITHIN_BLOCKS: u64 = 32;
 
 /// At most this many hot jobs a round (the newest performs first).
@@ -540,31 +540,16 @@ impl JobRunner {
 
     /// The outcome of every item's check, in order; items of `call` jobs need no check.
     pub(crate) async fn check_all(&self, block: B256, items: &[Work]) -> Result<Vec<CheckOutcome>> {
-        let (calls, plain) = self.check_calls(items);
-        let answers = check::aggregate(self.pipeline.provider(), self.multicall3, block, &plain)
-            .await
-            .map_err(KeeperError::Chain)?;
-        Ok(self.decode_answers(items, calls, answers))
-    }
-
-    /// The indices of the items that have a check, and their check calls.
-    fn check_calls(&self, items: &[Work]) -> (Vec<usize>, Vec<(Address, Bytes)>) {
-        items
+        let (calls, plain): (Vec<usize>, Vec<(Address, Bytes)>) = items
             .iter()
             .enumerate()
             .filter_map(|(i, w)| check::check_call(&self.jobs[w.job], w).map(|c| (i, c)))
-            .unzip()
-    }
-
-    /// Every item's outcome from the `aggregate3` answers to the checks of items `calls`.
-    fn decode_answers(
-        &self,
-        items: &[Work],
-        calls: Vec<usize>,
-        answers: Vec<Result<Bytes, Bytes>>,
-    ) -> Vec<CheckOutcome> {
+            .unzip();
+        let answers = check::aggregate(self.pipeline.provider(), self.multicall3, block, &plain)
+            .await
+            .map_err(KeeperError::Chain)?;
         let mut by_item: HashMap<usize, Result<Bytes, Bytes>> = calls.into_iter().zip(answers).collect();
-        items
+        Ok(items
             .iter()
             .enumerate()
             .map(|(i, w)| {
@@ -576,7 +561,7 @@ impl JobRunner {
                     None => check::decode(job, Ok(&[])),
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Journals a skipped run (once per job, work and key) and rests the job.
