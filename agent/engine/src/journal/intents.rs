@@ -282,12 +282,14 @@ impl Journal {
     ) -> Result<Vec<Inserted>> {
         let now = now_ms();
         let mut tx = self.write().await?;
-        let created = insert_new_rows(&mut tx, intents, now).await?;
+        let mut created = insert_new_rows(&mut tx, intents, now).await?;
         // Event rows in input order; a key given twice is created by its first occurrence only.
-        let mut first_of_key = created.clone();
+        let mut creates = Vec::with_capacity(intents.len());
         let mut events = Vec::with_capacity(2 * created.len());
         for (new, then) in intents {
-            let Some(id) = first_of_key.remove(&new.idempotency_key) else { continue };
+            let id = created.remove(&new.idempotency_key);
+            creates.push(id.is_some());
+            let Some(id) = id else { continue };
             events.push((id, None, IntentState::Proposed, serde_json::Value::Null.to_string()));
             if let Some((to, detail)) = then {
                 if !IntentState::Proposed.can_become(*to) {
@@ -300,16 +302,15 @@ impl Journal {
         let keys: Vec<&str> = intents.iter().map(|(new, _)| new.idempotency_key.as_str()).collect();
         let journaled = intents_by_key(&mut tx, &keys).await?;
         tx.commit().await.map_err(db("commit intents"))?;
-        let mut first_of_key = created;
         intents
             .iter()
-            .map(|(new, _)| {
+            .zip(creates)
+            .map(|((new, _), created)| {
                 let key = &new.idempotency_key;
                 let intent = journaled
                     .get(key)
                     .cloned()
                     .ok_or_else(|| corrupt("inserted intent", format!("no row for key {key:?}")))?;
-                let created = first_of_key.remove(key).is_some();
                 Ok(Inserted { intent, created })
             })
             .collect()
