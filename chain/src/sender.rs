@@ -39,8 +39,8 @@ pub const MIN_BUMP_PERCENT: u128 = 10;
 /// other checks (a few RPC calls each) and its first flush of the observer.
 const QUICK_LOOKS: u32 = 4;
 
-/// The pause before each of those looks: anvil mines a broadcast transaction within about a
-/// millisecond, after it has answered the broadcast.
+/// The pause before each of those looks: anvil mines a broadcast transaction within a few
+/// milliseconds of answering it (keeper bench: `send.watch` 2.6 ms p50 with these looks).
 const QUICK_LOOK_AFTER: Duration = Duration::from_micros(500);
 
 /// Error from an observer; aborts the send before the step it was told about.
