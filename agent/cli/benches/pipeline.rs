@@ -22,7 +22,8 @@
 //! `-- --payments N` measures throughput instead: one trigger whose policy emits N payments (to
 //! eight recipients), from the trigger until every payment's receipt, batched by the planner into
 //! tier-1 operations of at most `--max-batch` intents (the config's `pipeline.max_batch`, 16 by
-//! default).
+//! default). Its `per_operation_spans_ms` is each span's total over the firing divided by the
+//! operations.
 //!
 //! `-- --wan` puts the parts "in other regions": each node behind its own latency proxy
 //! (`--node-rtt-ms 20,60,90` by default: 2-of-3 signs at the second smallest, 60 ms) and the agent's
@@ -408,6 +409,7 @@ async fn throughput(
 ) -> anyhow::Result<serde_json::Value> {
     marks.lock().unwrap().clear();
     let first_block = provider.get_block_number().await?;
+    support::spans::take();
     let start = Instant::now();
     let report = pipeline
         .intake(&FiringInput { block: first_block, policies: vec!["many".into()], trigger: "many".into() })
@@ -416,6 +418,7 @@ async fn throughput(
     let intake = start.elapsed();
     anyhow::ensure!(pipeline.drain().await? == LaneStep::Idle);
     let total = start.elapsed();
+    let closed = support::spans::take();
     let m = marks.lock().unwrap().clone();
     let count = |s: IntentState| m.iter().filter(|(st, _)| *st == s).count();
     let operations = count(IntentState::Confirmed);
@@ -469,8 +472,23 @@ async fn throughput(
         "per_operation_plan": plan.json(),
         "per_operation_authorise": authorise.json(),
         "per_operation_signed_to_receipt": send.json(),
+        "per_operation_spans_ms": per_operation_spans(&closed, operations),
         "load_average": load_average(),
     }))
+}
+
+/// Each span's total time over the drain, divided by the operations (spans nest: they are not
+/// parts of one sum).
+fn per_operation_spans(closed: &[support::spans::ClosedSpan], operations: usize) -> serde_json::Value {
+    let mut summed: std::collections::BTreeMap<&str, Duration> = Default::default();
+    for span in closed {
+        *summed.entry(span.name.as_str()).or_default() += span.duration;
+    }
+    let per: serde_json::Map<_, _> = summed
+        .into_iter()
+        .map(|(name, d)| (name.to_string(), json!(round(d.as_secs_f64() * 1e3 / operations.max(1) as f64))))
+        .collect();
+    per.into()
 }
 
 /// The machine's 1, 5 and 15 minute load averages (the machine is shared).
