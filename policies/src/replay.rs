@@ -8,9 +8,10 @@
 //! payments its history counted ([`Decision::history`]) and the node checks them against the
 //! chain and its own ledger before replaying with them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, U256, keccak256};
@@ -318,13 +319,88 @@ pub struct Replayer {
     hash: B256,
     set: PolicySet,
     spec: SnapshotSpec,
+    /// The latest evaluations, kept for the later operations of a firing the planner split.
+    kept: Mutex<VecDeque<Arc<Evaluation>>>,
+    /// Evaluations run (not those reused from `kept`).
+    evaluations_run: AtomicU64,
+}
+
+/// How many evaluations a replayer keeps: one per firing being paid out is enough, a few allow
+/// for firings whose operations interleave.
+const KEPT_EVALUATIONS: usize = 4;
+
+/// One firing's evaluation: everything it depends on, and the fund-moving intents it produced.
+///
+/// The policies are pure functions of these inputs (the sandbox has no clock, randomness or
+/// I/O, and its limits count operations, not time), so an evaluation whose inputs are all equal
+/// produces the same intents: reusing it is the same as running it again.
+#[derive(Debug)]
+struct Evaluation {
+    snapshot: Snapshot,
+    policies: Vec<String>,
+    seen: Vec<Payment>,
+    produced: BTreeMap<String, Intent>,
 }
 
 impl Replayer {
     /// Compiles every policy of `bundle` (all must compile).
     pub fn new(bundle: PolicyBundle) -> crate::Result<Self> {
         let set = PolicySet::from_sources(&bundle.policies, &bundle.scripts)?;
-        Ok(Self { hash: bundle.hash(), spec: bundle.snapshot_spec(), set, bundle })
+        Ok(Self {
+            hash: bundle.hash(),
+            spec: bundle.snapshot_spec(),
+            set,
+            bundle,
+            kept: Mutex::new(VecDeque::new()),
+            evaluations_run: AtomicU64::new(0),
+        })
+    }
+
+    /// How many policy evaluations this replayer has run; a firing split across operations is
+    /// evaluated once while its inputs stay the same.
+    pub fn evaluations_run(&self) -> u64 {
+        self.evaluations_run.load(Ordering::Relaxed)
+    }
+
+    /// The fund-moving intents `firing`'s policies produce on `snapshot` counting the payments
+    /// `seen`: a kept evaluation of exactly these inputs, else a new one (then kept).
+    fn produced(
+        &self,
+        snapshot: &Snapshot,
+        firing: &DecidedFiring,
+        seen: Vec<Payment>,
+    ) -> Result<Arc<Evaluation>, ReplayError> {
+        let same =
+            |e: &Evaluation| e.policies == firing.policies && e.snapshot == *snapshot && e.seen == seen;
+        if let Some(kept) = self.kept.lock().unwrap_or_else(PoisonError::into_inner).iter().find(|e| same(e))
+        {
+            return Ok(kept.clone());
+        }
+        let view = Arc::new(SnapshotView::new(snapshot, self.set.book().clone()).map_err(|e| {
+            ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
+        })?);
+        self.evaluations_run.fetch_add(1, Ordering::Relaxed);
+        let mut produced = BTreeMap::new();
+        for outcome in self.set.evaluate_all(&view, &seen, |e| firing.policies.contains(&e.name)) {
+            // A policy that fails produces nothing: its intents are then "not derived".
+            for intent in outcome.result.unwrap_or_default() {
+                if intent.action.moves_funds() {
+                    produced.insert(intent.key.clone(), intent);
+                }
+            }
+        }
+        let evaluation = Arc::new(Evaluation {
+            snapshot: snapshot.clone(),
+            policies: firing.policies.clone(),
+            seen,
+            produced,
+        });
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() == KEPT_EVALUATIONS {
+            kept.pop_front();
+        }
+        kept.push_back(evaluation.clone());
+        Ok(evaluation)
     }
 
     /// The pinned bundle's hash.
@@ -389,22 +465,11 @@ impl Replayer {
                     )));
                 }
             }
-            let view = Arc::new(SnapshotView::new(snapshot, self.set.book().clone()).map_err(|e| {
-                ReplayError::Malformed(format!("snapshot at block {}: {e}", snapshot.block_number))
-            })?);
             let seen = history_at(history, decision, firing, snapshot.timestamp);
-            let mut produced = BTreeMap::new();
-            for outcome in self.set.evaluate_all(&view, &seen, |e| firing.policies.contains(&e.name)) {
-                // A policy that fails produces nothing: its intents are then "not derived".
-                for intent in outcome.result.unwrap_or_default() {
-                    if intent.action.moves_funds() {
-                        produced.insert(intent.key.clone(), intent);
-                    }
-                }
-            }
-            check_siblings(history, decision, firing, snapshot.timestamp, &produced)?;
-            for (key, intent) in produced {
-                derived.insert(key, (intent, firing.block.number, snapshot.timestamp));
+            let evaluation = self.produced(snapshot, firing, seen)?;
+            check_siblings(history, decision, firing, snapshot.timestamp, &evaluation.produced)?;
+            for (key, intent) in &evaluation.produced {
+                derived.insert(key.clone(), (intent.clone(), firing.block.number, snapshot.timestamp));
             }
         }
         check_sibling_firings(history, decision, snapshots)?;
@@ -707,4 +772,127 @@ pub fn payment_of(intent: &Intent, timestamp: u64) -> Option<Payment> {
 /// A config value as JSON, to compare values whose types are not all `PartialEq`.
 fn json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treasury_chain::AssetState;
+    use treasury_chain::snapshot::AssetSpec;
+
+    /// Pays alice once a day: what it produces depends on the history it counts.
+    const GRANTS: &str = r#"if paid("alice", "USDC", "day") == 0 { pay("alice", "USDC", 100); }"#;
+    const TIMESTAMP: u64 = 1_800_000_000;
+
+    fn usdc() -> Address {
+        Address::repeat_byte(0x05)
+    }
+
+    fn bundle() -> PolicyBundle {
+        let text = format!(
+            "[tokens.USDC]\naddress = \"{}\"\ndecimals = 6\n[addresses]\nalice = \"{}\"\n\
+             [[policy]]\nname = \"grants\"\nfile = \"grants.rhai\"\ntrigger = {{ kind = \"manual\" }}\n",
+            usdc(),
+            Address::repeat_byte(0xa1)
+        );
+        let policies: PoliciesConfig = toml::from_str(&text).unwrap();
+        let asset = AssetSpec {
+            symbol: "USDC".into(),
+            token: usdc(),
+            decimals: 6,
+            feed: None,
+            max_price_age_secs: 3600,
+        };
+        let spec = SnapshotSpec {
+            safe: Address::repeat_byte(0x5a),
+            module: Address::repeat_byte(0x0d),
+            multicall3: Address::ZERO,
+            assets: vec![asset],
+        };
+        let scripts = [("grants".to_string(), GRANTS.to_string())].into_iter().collect();
+        PolicyBundle::new(1, &spec, None, policies, scripts)
+    }
+
+    /// The state at block 10, whose hash is `hash`'s byte repeated.
+    fn snapshot(bundle: &PolicyBundle, hash: u8) -> Snapshot {
+        let usdc = AssetState {
+            symbol: "USDC".into(),
+            token: usdc(),
+            decimals: 6,
+            balance: U256::from(10u64.pow(12)),
+            price: None,
+            budget: None,
+        };
+        Snapshot {
+            chain_id: 1,
+            block_number: 10,
+            block_hash: B256::repeat_byte(hash),
+            timestamp: TIMESTAMP,
+            safe: bundle.safe,
+            module: bundle.module,
+            module_nonce: U256::ZERO,
+            paused: false,
+            assets: vec![usdc],
+        }
+    }
+
+    /// The honest decision and operation of one firing of `grants` on `snapshot`, with no history.
+    fn decide(bundle: &PolicyBundle, snapshot: &Snapshot) -> (Decision, Operation) {
+        let set = PolicySet::from_sources(&bundle.policies, &bundle.scripts).unwrap();
+        let view = Arc::new(SnapshotView::new(snapshot, set.book().clone()).unwrap());
+        let intents = set.evaluate("grants", &view, &[]).unwrap();
+        assert_eq!(intents.len(), 1, "grants pays alice once");
+        let deadline = snapshot.timestamp + 3600;
+        let calls = plan_batch(&intents, snapshot, &bundle.venue(), deadline).unwrap();
+        let block = PinnedBlock { number: snapshot.block_number, hash: snapshot.block_hash };
+        let decision = Decision {
+            policy_hash: bundle.hash(),
+            firings: vec![DecidedFiring {
+                policies: vec!["grants".into()],
+                trigger: "manual#1".into(),
+                block,
+            }],
+            intents,
+            plan_block: block,
+            history_from: None,
+            history: Vec::new(),
+            keeper: None,
+        };
+        (decision, Operation { calls, nonce: snapshot.module_nonce, deadline: U256::from(deadline) })
+    }
+
+    #[test]
+    fn a_firing_is_evaluated_again_whenever_a_replay_input_differs() {
+        let bundle = bundle();
+        let replayer = Replayer::new(bundle.clone()).unwrap();
+        let at = snapshot(&bundle, 1);
+        let (decision, op) = decide(&bundle, &at);
+        let snapshots: BTreeMap<u64, Snapshot> = [(10, at.clone())].into_iter().collect();
+
+        replayer.replay_on(&snapshots, &decision, &op, &[]).unwrap();
+        assert_eq!(replayer.evaluations_run(), 1);
+        // The same inputs (a split firing's next operation): the kept evaluation is used.
+        replayer.replay_on(&snapshots, &decision, &op, &[]).unwrap();
+        assert_eq!(replayer.evaluations_run(), 1);
+
+        // A history that counts alice's payment earlier today: the policy pays nothing now, and
+        // the kept evaluation (which paid her) must not stand in for it.
+        let earlier = PastIntent {
+            intent: decision.intents[0].clone(),
+            timestamp: TIMESTAMP - 100,
+            digest: Some(B256::repeat_byte(0xee)),
+            decided_by: None,
+        };
+        let refused = replayer.replay_on(&snapshots, &decision, &op, &[earlier]).unwrap_err();
+        assert!(matches!(refused, ReplayError::NotDerived { .. }), "{refused}");
+        assert_eq!(replayer.evaluations_run(), 2);
+
+        // The same block number with other state (a reorg, or a balance that changed): run again.
+        let mut poorer = snapshot(&bundle, 2);
+        poorer.assets[0].balance = U256::from(500_000_000u64);
+        let (other, other_op) = decide(&bundle, &poorer);
+        let snapshots: BTreeMap<u64, Snapshot> = [(10, poorer)].into_iter().collect();
+        replayer.replay_on(&snapshots, &other, &other_op, &[]).unwrap();
+        assert_eq!(replayer.evaluations_run(), 3);
+    }
 }
