@@ -1,7 +1,7 @@
 //! The work to resume: every intent not in a final state, with the operation planned for it and
-//! that operation's newest keeper transaction, read in four queries whatever their number (one
-//! trigger may leave a thousand intents pending, and the lane reads them at every step), or in one
-//! while none of them is planned yet (right after intake, the lane's next read).
+//! that operation's newest keeper transaction, read in four queries whatever their number, or in
+//! one while none of them is planned yet. A step of the lane reads less ([`Journal::lane_work`]):
+//! one trigger may leave a thousand intents pending, and the lane steps a few times per operation.
 
 use std::collections::HashMap;
 
@@ -18,20 +18,47 @@ use super::{Journal, Result, db};
 /// The intents not in a final state.
 const PENDING: &str = "state NOT IN ('confirmed', 'failed', 'rejected', 'expired')";
 
+/// The intents whose operation is in flight: planned, and neither executed nor given up.
+const IN_FLIGHT: &str = "state IN ('planned', 'authorising', 'awaiting_root', 'signed', 'submitted')";
+
+/// What one step of the lane works on, payloads left out (`null`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LaneWork {
+    /// The intents of operations in flight, oldest first, each with its operation and newest
+    /// transaction.
+    pub in_flight: Vec<PendingIntent>,
+    /// When none is in flight: the oldest guarded intent's trigger's guarded intents, oldest
+    /// first, at most the batch asked for.
+    pub next: Vec<Intent>,
+}
+
 /// The intent columns with the payload left out (read as JSON `null`).
 pub(super) const INTENT_COLUMNS_NO_PAYLOAD: &str = "id, idempotency_key, policy, trigger_name, kind, 'null' AS payload, state, created_at, updated_at, policy_version";
 
 impl Journal {
     /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
     pub async fn pending(&self) -> Result<Vec<PendingIntent>> {
-        self.pending_with(INTENT_COLUMNS).await
+        self.pending_with(INTENT_COLUMNS, PENDING).await
     }
 
-    /// Like [`Journal::pending`] with each intent's payload left out (`null`): what a step of
-    /// the lane needs to find the operation in flight or the next intents to plan, whose payloads
-    /// [`Journal::payloads`] then reads.
-    pub async fn pending_without_payloads(&self) -> Result<Vec<PendingIntent>> {
-        self.pending_with(INTENT_COLUMNS_NO_PAYLOAD).await
+    /// What a step of the lane needs, payloads left out: the operations in flight or, when there
+    /// is none, the next `batch` intents to plan. Neither read grows with the intents waiting.
+    pub async fn lane_work(&self, batch: usize) -> Result<LaneWork> {
+        let in_flight = self.pending_with(INTENT_COLUMNS_NO_PAYLOAD, IN_FLIGHT).await?;
+        if !in_flight.is_empty() {
+            return Ok(LaneWork { in_flight, next: Vec::new() });
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS_NO_PAYLOAD} FROM intents WHERE state = 'guarded' AND trigger_name =
+               (SELECT trigger_name FROM intents WHERE state = 'guarded' ORDER BY id LIMIT 1)
+             ORDER BY id LIMIT $1"
+        )))
+        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list the next intents to plan"))?;
+        let next = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(LaneWork { in_flight, next })
     }
 
     /// The payloads of the intents `ids` (those that exist), by id.
@@ -67,9 +94,10 @@ impl Journal {
         Ok(rows)
     }
 
-    async fn pending_with(&self, columns: &str) -> Result<Vec<PendingIntent>> {
+    /// The intents matching `filter` (pending ones), with their operations and transactions.
+    async fn pending_with(&self, columns: &str, filter: &str) -> Result<Vec<PendingIntent>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {columns} FROM intents WHERE {PENDING} ORDER BY id"
+            "SELECT {columns} FROM intents WHERE {filter} ORDER BY id"
         )))
         .fetch_all(&self.pool)
         .await

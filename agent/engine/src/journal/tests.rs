@@ -621,21 +621,28 @@ async fn the_policy_version_is_journaled_with_the_intent_and_read_back_everywher
 
 on_both_backends!(a_batched_operation_is_resumed_whole_with_or_without_payloads);
 
-/// The lane's read of its work (four queries, whatever the number of intents): every intent of a
-/// batched operation carries that operation with all its intents and its newest transaction; the
-/// read without payloads says the same but for the payloads, which `payloads` reads by id.
+/// The lane's reads of its work: every intent of a batched operation carries that operation with
+/// all its intents and its newest transaction (`pending`, four queries whatever the number of
+/// intents); a step's read (`lane_work`, without payloads, which `payloads` reads by id) says the
+/// same of the operation in flight, and while none is in flight lists the oldest trigger's next
+/// guarded intents, at most the batch.
 async fn a_batched_operation_is_resumed_whole_with_or_without_payloads(db: Db) {
     use IntentState::*;
     let journal = db.open().await;
     let a = journal.insert_intent(&pay("a", "payroll")).await.unwrap().intent.id;
     let b = journal.insert_intent(&pay("b", "payroll")).await.unwrap().intent.id;
+    let later = NewIntent { trigger: "manual#7".into(), ..pay("d", "grants") };
+    let d = journal.insert_intent(&later).await.unwrap().intent.id;
     let c = journal.insert_intent(&pay("c", "grants")).await.unwrap().intent.id;
-    for id in [a, b, c] {
+    for id in [a, b, c, d] {
         walk(&journal, id, &[Guarded]).await;
     }
-    let unplanned = journal.pending_without_payloads().await.unwrap();
-    assert_eq!(unplanned.iter().map(|p| p.intent.id).collect::<Vec<_>>(), [a, b, c]);
-    assert!(unplanned.iter().all(|p| p.operation.is_none() && p.transaction.is_none()));
+    let next = |work: super::pending::LaneWork| work.next.iter().map(|i| i.id).collect::<Vec<_>>();
+    let unplanned = journal.lane_work(16).await.unwrap();
+    assert!(unplanned.in_flight.is_empty());
+    assert!(unplanned.next.iter().all(|i| i.payload.is_null()));
+    assert_eq!(next(unplanned), [a, b, c], "the oldest trigger's guarded intents, not manual#7's");
+    assert_eq!(next(journal.lane_work(2).await.unwrap()), [a, b], "at most the batch");
     journal
         .record_operation(&OperationRecord {
             operation_id: "0xbatch".into(),
@@ -666,15 +673,18 @@ async fn a_batched_operation_is_resumed_whole_with_or_without_payloads(db: Db) {
     }
 
     let full = journal.pending().await.unwrap();
-    let light = journal.pending_without_payloads().await.unwrap();
-    assert_eq!(full.iter().map(|p| p.intent.id).collect::<Vec<_>>(), [a, b, c]);
+    let work = journal.lane_work(16).await.unwrap();
+    assert!(work.next.is_empty(), "nothing is planned while an operation is in flight");
+    let light = work.in_flight;
+    assert_eq!(full.iter().map(|p| p.intent.id).collect::<Vec<_>>(), [a, b, d, c]);
+    assert_eq!(light.len(), 2, "the operation in flight's intents");
     for p in &full[..2] {
         let op = p.operation.as_ref().expect("the batch's intents carry it");
         assert_eq!((op.operation_id.as_str(), op.module_nonce, &op.intents), ("0xbatch", 3, &vec![a, b]));
         let tx = p.transaction.as_ref().expect("with its newest transaction");
         assert_eq!(tx.tx.tx_hash, "0xbumped");
     }
-    assert!(full[2].operation.is_none() && full[2].transaction.is_none());
+    assert!(full[2..].iter().all(|p| p.operation.is_none() && p.transaction.is_none()));
     assert_eq!(full[0].intent.payload, pay("a", "payroll").payload);
     for (f, l) in full.iter().zip(&light) {
         assert_eq!(l.intent.payload, serde_json::Value::Null);

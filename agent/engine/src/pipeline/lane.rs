@@ -136,16 +136,15 @@ impl Pipeline {
     /// Moves the lane one step: resumes the operation in flight, or plans the next one.
     pub async fn step(&self) -> Result<LaneStep> {
         // Without payloads: a step needs them only for the intents it plans (read there).
-        let pending = self.journal.pending_without_payloads().instrument(debug_span!("lane.pending")).await?;
-        if let Some(flight) = in_flight(&pending)? {
+        let work =
+            self.journal.lane_work(self.settings.max_batch).instrument(debug_span!("lane.pending")).await?;
+        if let Some(flight) = in_flight(&work.in_flight)? {
             return self.advance(flight).await;
         }
-        let guarded: Vec<&PendingIntent> =
-            pending.iter().filter(|p| p.intent.state == IntentState::Guarded).collect();
-        if guarded.is_empty() {
+        if work.next.is_empty() {
             return Ok(LaneStep::Idle);
         }
-        self.plan_next(&guarded).await
+        self.plan_next(&work.next).await
     }
 
     /// Steps until the lane is idle or waiting.
@@ -264,9 +263,10 @@ impl Pipeline {
 
     // ----- planning -------------------------------------------------------------------------
 
-    /// Plans the oldest trigger's guarded intents into one operation (batched when the batch stays
-    /// tier 1; otherwise the first intent alone), simulates it, and journals it as planned.
-    async fn plan_next(&self, guarded: &[&PendingIntent]) -> Result<LaneStep> {
+    /// Plans `next` (the oldest trigger's guarded intents) into one operation (batched when the
+    /// batch stays tier 1; otherwise the first intent alone), simulates it, and journals it as
+    /// planned.
+    async fn plan_next(&self, next: &[crate::journal::Intent]) -> Result<LaneStep> {
         let Ok(nonce_guard) = self.module_nonce_lock.try_lock() else {
             return Ok(LaneStep::Waiting(
                 "a keeper job's perform through the module holds the module nonce".into(),
@@ -277,13 +277,8 @@ impl Pipeline {
         if snapshot.paused {
             return Ok(LaneStep::Waiting("the module is paused; intents wait until it is unpaused".into()));
         }
-        let trigger = &guarded[0].intent.trigger;
-        let ids: Vec<IntentId> = guarded
-            .iter()
-            .filter(|p| &p.intent.trigger == trigger)
-            .take(self.settings.max_batch)
-            .map(|p| p.intent.id)
-            .collect();
+        let trigger = &next[0].trigger;
+        let ids: Vec<IntentId> = next.iter().map(|i| i.id).collect();
         let stored = self.stored.get(&self.journal, &ids).instrument(debug_span!("plan.intents")).await?;
         let mut group: Vec<(IntentId, Intent)> =
             ids.iter().zip(&stored).map(|(id, s)| (*id, s.intent.clone())).collect();
