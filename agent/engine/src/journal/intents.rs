@@ -406,21 +406,31 @@ impl Journal {
     /// The newest `limit` intents not failed, rejected or expired, newest first, each with its
     /// newest operation and that operation's newest transaction's block, in one query.
     pub async fn decided_intents(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
-        self.decided_intents_with(INTENT_COLUMNS, limit).await
+        self.decided_intents_with(INTENT_COLUMNS, "i.state NOT IN ('failed', 'rejected', 'expired')", limit)
+            .await
     }
 
-    /// Like [`Journal::decided_intents`] with each intent's payload left out (`null`); a caller
-    /// that keeps the (never changing) payloads reads only the new ones ([`Journal::payloads`]).
-    pub async fn decided_intents_without_payloads(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
-        self.decided_intents_with(super::pending::INTENT_COLUMNS_NO_PAYLOAD, limit).await
+    /// Like [`Journal::decided_intents`], only those planned into an operation (the others have
+    /// none to name), each with its payload left out (`null`); a caller that keeps the (never
+    /// changing) payloads reads only the new ones ([`Journal::payloads`]).
+    pub async fn planned_intents_without_payloads(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
+        let planned =
+            "i.state IN ('planned', 'authorising', 'awaiting_root', 'signed', 'submitted', 'confirmed')";
+        self.decided_intents_with(super::pending::INTENT_COLUMNS_NO_PAYLOAD, planned, limit).await
     }
 
-    async fn decided_intents_with(&self, columns: &str, limit: u32) -> Result<Vec<DecidedIntent>> {
+    /// The newest `limit` intents matching `filter` (decided ones), newest first.
+    async fn decided_intents_with(
+        &self,
+        columns: &str,
+        filter: &str,
+        limit: u32,
+    ) -> Result<Vec<DecidedIntent>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT d.*, (SELECT t.block_number FROM transactions t WHERE t.operation_id = d.op_id
                           ORDER BY t.id DESC LIMIT 1) AS mined_block
              FROM (SELECT {columns}, ({NEWEST_OPERATION}) AS op_id FROM intents i
-                   WHERE i.state NOT IN ('failed', 'rejected', 'expired') ORDER BY i.id DESC LIMIT $1) d
+                   WHERE {filter} ORDER BY i.id DESC LIMIT $1) d
              ORDER BY d.id DESC"
         )))
         .bind(i64::from(limit))

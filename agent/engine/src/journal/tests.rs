@@ -693,6 +693,12 @@ async fn a_batched_operation_is_resumed_whole_with_or_without_payloads(db: Db) {
         assert_eq!(&f, l, "the same work without the payloads");
     }
 
+    // The replay's history names operations: the planned intents only, newest first.
+    let planned = journal.planned_intents_without_payloads(100).await.unwrap();
+    let named: Vec<_> = planned.iter().map(|p| (p.intent.id, p.operation_id.as_deref())).collect();
+    assert_eq!(named, [(b, Some("0xbatch")), (a, Some("0xbatch"))], "not the guarded c and d");
+    assert!(planned.iter().all(|p| p.intent.payload.is_null()));
+
     let payloads = journal.payloads(&[c, a, IntentId(9_999)]).await.unwrap();
     assert_eq!(payloads.len(), 2, "an unknown id is left out");
     assert_eq!(payloads[&c], pay("c", "grants").payload);

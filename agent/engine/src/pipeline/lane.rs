@@ -625,7 +625,7 @@ impl Pipeline {
         latest: u64,
         firings: &[DecidedFiring],
     ) -> Result<Vec<PastIntent>> {
-        let rows = self.journal.decided_intents_without_payloads(10_000).await?;
+        let rows = self.journal.planned_intents_without_payloads(10_000).await?;
         let ids: Vec<IntentId> = rows.iter().map(|r| r.intent.id).collect();
         let stored = self.stored.get(&self.journal, &ids).await?;
         self.stored.retain(&ids.iter().copied().collect());
