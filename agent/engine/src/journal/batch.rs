@@ -5,7 +5,7 @@ use super::execution::{
     NewSigningRequest, NewTransaction, OperationRecord, SigningAnswer, TxState, insert_operation,
     insert_signing_request, insert_transaction, update_signing_request, update_transaction_state,
 };
-use super::intents::{Intent, IntentId, transition_in};
+use super::intents::{Intent, IntentId, transition_all_in};
 use super::state::IntentState;
 use super::{Journal, Result, db, now_ms};
 
@@ -57,9 +57,7 @@ impl Journal {
             match w {
                 Write::Operation(op) => insert_operation(&mut tx, op).await?,
                 Write::Transition { intents, to, detail } => {
-                    for id in intents {
-                        moved.push(transition_in(&mut tx, *id, *to, detail, now).await?);
-                    }
+                    moved.extend(transition_all_in(&mut tx, intents, *to, detail, now).await?)
                 }
                 Write::SigningRequest(req) => insert_signing_request(&mut tx, req, now).await?,
                 Write::SigningAnswer { operation_id, signer, answer } => {

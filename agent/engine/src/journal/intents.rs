@@ -336,12 +336,8 @@ impl Journal {
         to: IntentState,
         detail: serde_json::Value,
     ) -> Result<Vec<Intent>> {
-        let now = now_ms();
         let mut tx = self.write().await?;
-        let mut moved = Vec::with_capacity(ids.len());
-        for id in ids {
-            moved.push(transition_in(&mut tx, *id, to, &detail, now).await?);
-        }
+        let moved = transition_all_in(&mut tx, ids, to, &detail, now_ms()).await?;
         tx.commit().await.map_err(db("commit transitions"))?;
         Ok(moved)
     }
@@ -499,6 +495,123 @@ pub(super) async fn transition_in(
         .await
         .map_err(db("read intent"))?;
     intent_from_row(&row)
+}
+
+/// Moves the intents `ids` to `to` inside an open write transaction, each as
+/// [`transition_in`] would, in a few statements whatever their number: one read of their states,
+/// one conditional update per state they come from, and their event rows in multi-row inserts.
+pub(super) async fn transition_all_in(
+    tx: &mut WriteTx,
+    ids: &[IntentId],
+    to: IntentState,
+    detail: &serde_json::Value,
+    now: i64,
+) -> Result<Vec<Intent>> {
+    if let [id] = ids {
+        return Ok(vec![transition_in(tx, *id, to, detail, now).await?]);
+    }
+    let mut current: HashMap<IntentId, Intent> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql =
+            format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id IN ({})", placeholders(1, chunk.len()));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.0);
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(db("read intent states"))? {
+            let intent = intent_from_row(&row)?;
+            current.insert(intent.id, intent);
+        }
+    }
+    let mut by_source: Vec<(IntentState, Vec<IntentId>)> = Vec::new();
+    for id in ids {
+        let from = current.get(id).ok_or(JournalError::NotFound(*id))?.state;
+        if !from.can_become(to) {
+            return Err(JournalError::IllegalTransition { id: *id, from, to });
+        }
+        match by_source.iter_mut().find(|(state, _)| *state == from) {
+            Some((_, group)) => group.push(*id),
+            None => by_source.push((from, vec![*id])),
+        }
+    }
+    for (from, group) in &by_source {
+        // Conditional on the states just read, as in `transition_in`.
+        for chunk in group.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE intents SET state = $1, updated_at = $2 WHERE state = $3 AND id IN ({})",
+                placeholders(4, chunk.len())
+            );
+            let mut query =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to.as_str()).bind(now).bind(from.as_str());
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let moved = query.execute(&mut **tx).await.map_err(db("update intent states"))?.rows_affected();
+            if moved != chunk.len() as u64 {
+                return Err(moved_meanwhile(tx, chunk, *from, to).await);
+            }
+        }
+    }
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query
+                .bind(id.0)
+                .bind(current[id].state.as_str())
+                .bind(to.as_str())
+                .bind(detail.to_string())
+                .bind(now);
+        }
+        query.execute(&mut **tx).await.map_err(db("insert intent events"))?;
+    }
+    Ok(ids.iter().map(|id| Intent { state: to, updated_at: now, ..current[id].clone() }).collect())
+}
+
+/// The rows one statement of [`transition_all_in`] names (five parameters each at most, under
+/// SQLite's and PostgreSQL's limits on parameters).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `$first, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The error for a conditional update that moved fewer of `group` than read in `from`: the first
+/// one another writer moved meanwhile, with the state it is in now.
+async fn moved_meanwhile(
+    tx: &mut WriteTx,
+    group: &[IntentId],
+    from: IntentState,
+    to: IntentState,
+) -> JournalError {
+    for id in group {
+        let now_in: std::result::Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&mut **tx)
+                .await;
+        match now_in {
+            Err(e) => return db("read intent state")(e),
+            Ok(None) => return JournalError::NotFound(*id),
+            Ok(Some(state)) if state != from.as_str() => {
+                return match state.parse() {
+                    Ok(from) => JournalError::IllegalTransition { id: *id, from, to },
+                    Err(e) => corrupt("intent state", e),
+                };
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+    JournalError::IllegalTransition { id: group[0], from, to }
 }
 
 async fn insert_event(

@@ -619,6 +619,68 @@ async fn the_policy_version_is_journaled_with_the_intent_and_read_back_everywher
     assert_eq!(reopened.intent_by_key("k1").await.unwrap().unwrap().policy_version, want);
 }
 
+on_both_backends!(a_batch_of_transitions_moves_every_intent_or_none);
+
+/// A batched operation's intents move together: each gets its event row with the state it left,
+/// an intent that cannot make the move stops the whole batch (nothing written), and an unknown
+/// intent is named.
+async fn a_batch_of_transitions_moves_every_intent_or_none(db: Db) {
+    use IntentState::*;
+    let journal = db.open().await;
+    let mut ids = Vec::new();
+    for key in ["a", "b", "c", "d"] {
+        let id = journal.insert_intent(&pay(key, "payroll")).await.unwrap().intent.id;
+        walk(&journal, id, &[Guarded]).await;
+        ids.push(id);
+    }
+    let (a, b, c, d) = (ids[0], ids[1], ids[2], ids[3]);
+    walk(&journal, c, &[Planned]).await;
+    let states = |ids: Vec<IntentId>| {
+        let journal = &journal;
+        async move {
+            let mut states = Vec::new();
+            for id in ids {
+                states.push(journal.intent(id).await.unwrap().unwrap().0.state);
+            }
+            states
+        }
+    };
+
+    let refused = journal.transition_all(&[a, b, c], Planned, json!(null)).await.unwrap_err();
+    assert!(matches!(refused, JournalError::IllegalTransition { id, from: Planned, to: Planned } if id == c));
+    let refused = journal
+        .apply(&[
+            Write::Transition { intents: vec![a, b], to: Planned, detail: json!(null) },
+            Write::Transition { intents: vec![c, d], to: Planned, detail: json!(null) },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, JournalError::IllegalTransition { id, .. } if id == c), "{refused}");
+    assert_eq!(states(vec![a, b, c, d]).await, [Guarded, Guarded, Planned, Guarded], "nothing written");
+    let unknown = journal.transition_all(&[a, IntentId(9_999)], Planned, json!(null)).await.unwrap_err();
+    assert!(matches!(unknown, JournalError::NotFound(IntentId(9_999))), "{unknown}");
+
+    let moved = journal.transition_all(&[a, b], Planned, json!({"operation_id": "0xop"})).await.unwrap();
+    assert_eq!(moved.iter().map(|i| (i.id, i.state)).collect::<Vec<_>>(), [(a, Planned), (b, Planned)]);
+    assert_eq!(states(vec![a, b]).await, [Planned, Planned]);
+    // From two states at once: each event names the state its intent left.
+    let moved = journal.transition_all(&[a, d, c], Rejected, json!({"reason": "r"})).await.unwrap();
+    assert!(moved.iter().all(|i| i.state == Rejected));
+    for (id, left) in [(a, Planned), (d, Guarded), (c, Planned)] {
+        let (intent, events) = journal.intent(id).await.unwrap().unwrap();
+        assert_eq!(intent.state, Rejected);
+        let last = events.last().unwrap();
+        assert_eq!((last.from, last.to, &last.detail), (Some(left), Rejected, &json!({"reason": "r"})));
+    }
+    let (_, events) = journal.intent(b).await.unwrap().unwrap();
+    let tail: Vec<_> = events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        tail,
+        [(None, Proposed), (Some(Proposed), Guarded), (Some(Guarded), Planned)],
+        "one event per move"
+    );
+}
+
 on_both_backends!(a_batched_operation_is_resumed_whole_with_or_without_payloads);
 
 /// The lane's reads of its work: every intent of a batched operation carries that operation with
