@@ -674,21 +674,26 @@ impl Pipeline {
         if flight.planned.tier == 2 {
             self.journal.record_signing_request(&quorum_request(&flight.record.operation_id, 2)).await?;
         }
-        let decision = match flight.planned.tier {
-            1 => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
-            _ => None,
+        let quorum = async {
+            let decision = match flight.planned.tier {
+                1 => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
+                _ => None,
+            };
+            let signed = self
+                .coordinator
+                .sign_decided(
+                    op,
+                    self.chain_id,
+                    self.spec.module,
+                    root_sig.as_ref().map(|b| b.as_ref()),
+                    decision.as_ref(),
+                )
+                .instrument(debug_span!("authorise.quorum"))
+                .await;
+            Ok::<_, PipelineError>(signed)
         };
-        let quorum = self
-            .coordinator
-            .sign_decided(
-                op,
-                self.chain_id,
-                self.spec.module,
-                root_sig.as_ref().map(|b| b.as_ref()),
-                decision.as_ref(),
-            )
-            .instrument(debug_span!("authorise.quorum"));
-        // While the quorum signs a tier-1 operation: the keeper transaction's gas limit and fees.
+        // While the decision is put together and the quorum signs a tier-1 operation: the keeper
+        // transaction's gas limit and fees.
         let tier_1 = root_sig.is_none() && flight.planned.tier == 1;
         let prepare = async {
             match tier_1 {
@@ -697,7 +702,7 @@ impl Pipeline {
             }
         };
         let (signed, prepared) = tokio::join!(quorum, prepare);
-        let outcome = match signed {
+        let outcome = match signed? {
             Ok(outcome) => outcome,
             Err(QuorumError::NotEnoughSigners { faults, .. })
                 if !faults.is_empty() && faults.iter().all(|(_, f)| matches!(f, NodeFault::Refused(_))) =>
