@@ -419,16 +419,20 @@ pub(super) async fn insert_operation(tx: &mut WriteTx, op: &OperationRecord) -> 
     .execute(&mut **tx)
     .await
     .map_err(db("insert operation"))?;
-    for intent in &op.intents {
-        sqlx::query(
-            "INSERT INTO operation_intents (operation_id, intent_id) VALUES ($1, $2)
+    // One statement per 500 intents (two parameters each, under both engines' limits).
+    for chunk in op.intents.chunks(500) {
+        let rows: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+        let sql = format!(
+            "INSERT INTO operation_intents (operation_id, intent_id) VALUES {}
              ON CONFLICT (operation_id, intent_id) DO NOTHING",
-        )
-        .bind(&op.operation_id)
-        .bind(intent.0)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("link operation to intent"))?;
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for intent in chunk {
+            query = query.bind(&op.operation_id).bind(intent.0);
+        }
+        query.execute(&mut **tx).await.map_err(db("link operation to intents"))?;
     }
     Ok(())
 }
