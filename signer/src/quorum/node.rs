@@ -211,6 +211,7 @@ impl NodeState {
     /// whose message differs; runs the guard; consumes the nonce by value and durably records it
     /// used (fsync) before returning the RFC 9591 signature share.
     fn sign(&self, req: SignRequest) -> Result<SignResponse, Refusal> {
+        let started = std::time::Instant::now();
         let bad = |m: String| Refusal::new(RefusalCode::BadRequest, m);
         let share =
             self.share().ok_or_else(|| Refusal::new(RefusalCode::NoShare, "no key share yet: run DKG"))?;
@@ -236,6 +237,7 @@ impl NodeState {
         let guard = store.config.guard.clone();
         drop(store);
         let replayed = self.replay_request(&req, tier, digest)?;
+        let replay_us = started.elapsed().as_micros() as u64;
         // Held until the share is answered: no two requests sign one idempotency key at once.
         let mut intents = self.intents.lock().expect("intent ledger lock");
         if let Some(r) = &replayed {
@@ -316,7 +318,8 @@ impl NodeState {
         self.append_ledger(&entry).map_err(bad)?;
         intents.remember(&entry.intents);
         drop(intents);
-        tracing::info!(%digest, tier = ?approved.tier, "signed");
+        let sign_us = started.elapsed().as_micros() as u64;
+        tracing::info!(%digest, tier = ?approved.tier, replay_us, sign_us, "signed");
         let bytes = share_out.serialize();
         #[cfg(feature = "fault-injection")]
         let bytes = {
