@@ -345,24 +345,6 @@ impl Pipeline {
         if planned.tier == 1 {
             writes.push(Write::SigningRequest(quorum_request(&record.operation_id, 1)));
         }
-        self.journal.apply(&writes).instrument(debug_span!("plan.commit")).await?;
-        self.transitioned(IntentState::Planned);
-        self.transitioned(IntentState::Authorising);
-        tracing::info!(
-            operation = %record.operation_id,
-            module_nonce = record.module_nonce,
-            tier = planned.tier,
-            intents = ?record.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
-            "planned: authorising"
-        );
-        self.metrics.observe_stage(Stage::Plan, started.elapsed());
-        if planned.tier != 1 {
-            return Ok(LaneStep::Progressed);
-        }
-        // The signing request is journaled: ask the quorum now rather than in the next step (the
-        // journal holds exactly what that step would read back). The module's nonce is free
-        // again, as between two steps: a keeper job sees this operation in flight.
-        drop(nonce_guard);
         let flight = InFlight {
             intents: record.intents.clone(),
             record,
@@ -372,7 +354,35 @@ impl Pipeline {
             last_change_ms: crate::journal::now_ms(),
             trigger: Some(trigger.clone()),
         };
-        self.sign_with_quorum(&flight, None).await
+        // A tier-1 decision is put together while the plan commits: its history is the intents
+        // planned before this operation (the nodes leave out the operation's own intents anyway).
+        let commit = self.journal.apply(&writes).instrument(debug_span!("plan.commit"));
+        let decision = async {
+            match flight.planned.tier {
+                1 => self.decision(&flight).instrument(debug_span!("authorise.decision")).await,
+                _ => Ok(None),
+            }
+        };
+        let (committed, decision) = tokio::join!(commit, decision);
+        committed?;
+        self.transitioned(IntentState::Planned);
+        self.transitioned(IntentState::Authorising);
+        tracing::info!(
+            operation = %flight.record.operation_id,
+            module_nonce = flight.record.module_nonce,
+            tier = flight.planned.tier,
+            intents = ?flight.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
+            "planned: authorising"
+        );
+        self.metrics.observe_stage(Stage::Plan, started.elapsed());
+        if flight.planned.tier != 1 {
+            return Ok(LaneStep::Progressed);
+        }
+        // The signing request is journaled: ask the quorum now rather than in the next step (the
+        // journal holds exactly what that step would read back). The module's nonce is free
+        // again, as between two steps: a keeper job sees this operation in flight.
+        drop(nonce_guard);
+        self.sign_decided(&flight, None, Some(decision?)).await
     }
 
     /// The operation carrying `group` and its tier, simulated; or why it cannot be.
@@ -669,15 +679,26 @@ impl Pipeline {
     /// signature is journaled in the same commit as the keeper transaction that carries it (a
     /// crash before that commit only costs a new signature of the same operation).
     async fn sign_with_quorum(&self, flight: &InFlight, root_sig: Option<Bytes>) -> Result<LaneStep> {
+        self.sign_decided(flight, root_sig, None).await
+    }
+
+    /// [`Pipeline::sign_with_quorum`] with the decision, when it is already `known`.
+    async fn sign_decided(
+        &self,
+        flight: &InFlight,
+        root_sig: Option<Bytes>,
+        known: Option<Option<Decision>>,
+    ) -> Result<LaneStep> {
         let started = Instant::now();
         let op = &flight.planned.operation;
         if flight.planned.tier == 2 {
             self.journal.record_signing_request(&quorum_request(&flight.record.operation_id, 2)).await?;
         }
         let quorum = async {
-            let decision = match flight.planned.tier {
-                1 => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
-                _ => None,
+            let decision = match (known, flight.planned.tier) {
+                (Some(known), _) => known,
+                (None, 1) => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
+                (None, _) => None,
             };
             let signed = self
                 .coordinator
