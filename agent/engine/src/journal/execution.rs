@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use treasury_signer::quorum::FrostSignature;
 use utoipa::ToSchema;
 
-use super::intents::IntentId;
+use super::intents::{INSERT_CHUNK, IntentId, values_placeholders};
 use super::{Journal, JournalError, Result, WriteTx, corrupt, db, now_ms};
 
 /// A planned module operation (one `exec`) and the intents it carries.
@@ -419,14 +419,11 @@ pub(super) async fn insert_operation(tx: &mut WriteTx, op: &OperationRecord) -> 
     .execute(&mut **tx)
     .await
     .map_err(db("insert operation"))?;
-    // One statement per 500 intents (two parameters each, under both engines' limits).
-    for chunk in op.intents.chunks(500) {
-        let rows: Vec<String> =
-            (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+    for chunk in op.intents.chunks(INSERT_CHUNK) {
         let sql = format!(
             "INSERT INTO operation_intents (operation_id, intent_id) VALUES {}
              ON CONFLICT (operation_id, intent_id) DO NOTHING",
-            rows.join(", ")
+            values_placeholders(chunk.len(), 2)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for intent in chunk {

@@ -166,12 +166,13 @@ fn event_from_row(row: &AnyRow) -> Result<IntentEvent> {
     })
 }
 
-/// Rows per multi-row statement of a batch insert: with 9 bound parameters per intent (5 per
-/// event row) a statement stays far below SQLite's (32,766) and PostgreSQL's (65,535) limits.
-const INSERT_CHUNK: usize = 500;
+/// Rows per multi-row statement (or ids per `IN` list): with at most 9 bound parameters per row
+/// (an intent; 5 per event row) a statement stays far below SQLite's (32,766) and PostgreSQL's
+/// (65,535) limits.
+pub(super) const INSERT_CHUNK: usize = 500;
 
 /// The `VALUES` list of a multi-row insert: `rows` tuples of `columns` numbered parameters.
-fn values_placeholders(rows: usize, columns: usize) -> String {
+pub(super) fn values_placeholders(rows: usize, columns: usize) -> String {
     let row = |r: usize| {
         let params: Vec<_> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
         format!("({})", params.join(", "))
@@ -218,8 +219,8 @@ async fn insert_new_rows(
     Ok(created)
 }
 
-/// Writes each new intent's event rows (created as `proposed`, then moved on to `then`), inside `tx`.
-async fn insert_creation_events(
+/// Writes event rows `(intent, state left, state entered, detail)`, all at `now`, inside `tx`.
+async fn insert_events(
     tx: &mut WriteTx,
     events: &[(IntentId, Option<IntentState>, IntentState, String)],
     now: i64,
@@ -243,8 +244,10 @@ async fn insert_creation_events(
 async fn intents_by_key(tx: &mut WriteTx, keys: &[&str]) -> Result<HashMap<String, Intent>> {
     let mut intents = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(INSERT_CHUNK) {
-        let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let sql = format!("SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key IN ({params})");
+        let sql = format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE idempotency_key IN ({})",
+            placeholders(1, chunk.len())
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for key in chunk {
             query = query.bind(*key);
@@ -298,7 +301,7 @@ impl Journal {
                 events.push((id, Some(IntentState::Proposed), *to, detail.to_string()));
             }
         }
-        insert_creation_events(&mut tx, &events, now).await?;
+        insert_events(&mut tx, &events, now).await?;
         let keys: Vec<&str> = intents.iter().map(|(new, _)| new.idempotency_key.as_str()).collect();
         let journaled = intents_by_key(&mut tx, &keys).await?;
         tx.commit().await.map_err(db("commit intents"))?;
@@ -511,7 +514,7 @@ pub(super) async fn transition_all_in(
         return Ok(vec![transition_in(tx, *id, to, detail, now).await?]);
     }
     let mut current: HashMap<IntentId, Intent> = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in ids.chunks(INSERT_CHUNK) {
         let sql =
             format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id IN ({})", placeholders(1, chunk.len()));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -536,7 +539,7 @@ pub(super) async fn transition_all_in(
     }
     for (from, group) in &by_source {
         // Conditional on the states just read, as in `transition_in`.
-        for chunk in group.chunks(ROWS_PER_STATEMENT) {
+        for chunk in group.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "UPDATE intents SET state = $1, updated_at = $2 WHERE state = $3 AND id IN ({})",
                 placeholders(4, chunk.len())
@@ -552,36 +555,14 @@ pub(super) async fn transition_all_in(
             }
         }
     }
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5)
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO intent_events (intent_id, from_state, to_state, detail, at) VALUES {}",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            query = query
-                .bind(id.0)
-                .bind(current[id].state.as_str())
-                .bind(to.as_str())
-                .bind(detail.to_string())
-                .bind(now);
-        }
-        query.execute(&mut **tx).await.map_err(db("insert intent events"))?;
-    }
+    let detail = detail.to_string();
+    let events: Vec<_> = ids.iter().map(|id| (*id, Some(current[id].state), to, detail.clone())).collect();
+    insert_events(tx, &events, now).await?;
     Ok(ids.iter().map(|id| Intent { state: to, updated_at: now, ..current[id].clone() }).collect())
 }
 
-/// The rows one statement of [`transition_all_in`] names (five parameters each at most, under
-/// SQLite's and PostgreSQL's limits on parameters).
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// `$first, …` for `count` parameters.
-fn placeholders(first: usize, count: usize) -> String {
+/// `$first, …` for `count` parameters (an `IN` list).
+pub(super) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 

@@ -11,7 +11,9 @@ use sqlx::any::AnyRow;
 use super::execution::{
     OperationRecord, TX_COLUMNS, TransactionRecord, json_col, read_err, transaction_from_row, u64_col,
 };
-use super::intents::{INTENT_COLUMNS, Intent, IntentId, PendingIntent, intent_from_row};
+use super::intents::{
+    INSERT_CHUNK, INTENT_COLUMNS, Intent, IntentId, PendingIntent, intent_from_row, placeholders,
+};
 use super::state::IntentState;
 use super::{Journal, Result, db};
 
@@ -82,9 +84,8 @@ impl Journal {
     /// The `columns` of the intents `ids` (those that exist), read 500 ids to a query.
     async fn rows_by_id(&self, ids: &[IntentId], columns: &str, what: &'static str) -> Result<Vec<AnyRow>> {
         let mut rows = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT {columns} FROM intents WHERE id IN ({params})");
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let sql = format!("SELECT {columns} FROM intents WHERE id IN ({})", placeholders(1, chunk.len()));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id.0);
