@@ -46,21 +46,27 @@ impl Journal {
     /// What a step of the lane needs, payloads left out: the operations in flight or, when there
     /// is none, the next `batch` intents to plan. Neither read grows with the intents waiting.
     pub async fn lane_work(&self, batch: usize) -> Result<LaneWork> {
-        let in_flight = self.pending_with(INTENT_COLUMNS_NO_PAYLOAD, IN_FLIGHT).await?;
-        if !in_flight.is_empty() {
-            return Ok(LaneWork { in_flight, next: Vec::new() });
-        }
+        // One query for both: a step that plans (the usual one) reads nothing else.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INTENT_COLUMNS_NO_PAYLOAD} FROM intents WHERE state = 'guarded' AND trigger_name =
-               (SELECT trigger_name FROM intents WHERE state = 'guarded' ORDER BY id LIMIT 1)
-             ORDER BY id LIMIT $1"
+            "SELECT {INTENT_COLUMNS_NO_PAYLOAD} FROM intents WHERE {IN_FLIGHT}
+             UNION ALL
+             SELECT * FROM (SELECT {INTENT_COLUMNS_NO_PAYLOAD} FROM intents
+                            WHERE state = 'guarded' AND trigger_name =
+                              (SELECT trigger_name FROM intents WHERE state = 'guarded' ORDER BY id LIMIT 1)
+                            ORDER BY id LIMIT $1) AS next
+             ORDER BY id"
         )))
         .bind(i64::try_from(batch).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
-        .map_err(db("list the next intents to plan"))?;
-        let next = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(LaneWork { in_flight, next })
+        .map_err(db("list the lane's work"))?;
+        let intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        let (next, in_flight): (Vec<Intent>, Vec<Intent>) =
+            intents.into_iter().partition(|i| i.state == IntentState::Guarded);
+        if in_flight.is_empty() {
+            return Ok(LaneWork { in_flight: Vec::new(), next });
+        }
+        Ok(LaneWork { in_flight: self.with_operations(in_flight).await?, next: Vec::new() })
     }
 
     /// The payloads of the intents `ids` (those that exist), by id.
@@ -104,6 +110,11 @@ impl Journal {
         .await
         .map_err(db("list pending intents"))?;
         let intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        self.with_operations(intents).await
+    }
+
+    /// `intents` (pending ones), each with its operation and that operation's newest transaction.
+    async fn with_operations(&self, intents: Vec<Intent>) -> Result<Vec<PendingIntent>> {
         // An intent is linked to an operation in the write that plans it (`Guarded` → `Planned`),
         // so intents not yet planned have none to read: the usual case right after intake.
         let unplanned = |i: &Intent| matches!(i.state, IntentState::Proposed | IntentState::Guarded);
