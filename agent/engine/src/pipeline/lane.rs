@@ -594,7 +594,7 @@ impl Pipeline {
             intents.push(stored.intent.clone());
             latest = latest.max(stored.timestamp);
         }
-        let history = self.decided_history(window, latest, &firings).await?;
+        let history = self.decided_history(window, latest, &firings, &flight.intents).await?;
         Ok(Some(Decision {
             policy_hash: self.policy_hash,
             firings,
@@ -628,17 +628,20 @@ impl Pipeline {
     /// The fund-moving intents the policies' history counted, for replaying nodes, each with the
     /// operation that carries it: those planned and decided in `window` up to timestamp `latest`, and those
     /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
-    /// every operation a node finds executed in the window is accounted for.
+    /// every operation a node finds executed in the window is accounted for. The kept payloads
+    /// are those of the history and of the operation's own intents (`own`, which the history
+    /// lacks while the operation's plan is being committed).
     async fn decided_history(
         &self,
         window: HistoryWindow,
         latest: u64,
         firings: &[DecidedFiring],
+        own: &[IntentId],
     ) -> Result<Vec<PastIntent>> {
         let rows = self.journal.planned_intents_without_payloads(10_000).await?;
         let ids: Vec<IntentId> = rows.iter().map(|r| r.intent.id).collect();
         let stored = self.stored.get(&self.journal, &ids).await?;
-        self.stored.retain(&ids.iter().copied().collect());
+        self.stored.retain(&ids.iter().chain(own).copied().collect());
         let mut history = Vec::new();
         for (row, stored) in rows.into_iter().zip(stored) {
             if !stored.intent.action.moves_funds()
