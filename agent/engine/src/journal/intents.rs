@@ -541,17 +541,17 @@ pub(super) async fn transition_all_in(
         // Conditional on the states just read, as in `transition_in`.
         for chunk in group.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "UPDATE intents SET state = $1, updated_at = $2 WHERE state = $3 AND id IN ({})",
+                "UPDATE intents SET state = $1, updated_at = $2 WHERE state = $3 AND id IN ({}) RETURNING id",
                 placeholders(4, chunk.len())
             );
             let mut query =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to.as_str()).bind(now).bind(from.as_str());
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(to.as_str()).bind(now).bind(from.as_str());
             for id in chunk {
                 query = query.bind(id.0);
             }
-            let moved = query.execute(&mut **tx).await.map_err(db("update intent states"))?.rows_affected();
-            if moved != chunk.len() as u64 {
-                return Err(moved_meanwhile(tx, chunk, *from, to).await);
+            let moved: Vec<i64> = query.fetch_all(&mut **tx).await.map_err(db("update intent states"))?;
+            if let Some(missed) = chunk.iter().find(|id| !moved.contains(&id.0)) {
+                return Err(moved_meanwhile(tx, *missed, to).await);
             }
         }
     }
@@ -566,33 +566,22 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The error for a conditional update that moved fewer of `group` than read in `from`: the first
-/// one another writer moved meanwhile, with the state it is in now.
-async fn moved_meanwhile(
-    tx: &mut WriteTx,
-    group: &[IntentId],
-    from: IntentState,
-    to: IntentState,
-) -> JournalError {
-    for id in group {
-        let now_in: std::result::Result<Option<String>, _> =
-            sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&mut **tx)
-                .await;
-        match now_in {
-            Err(e) => return db("read intent state")(e),
-            Ok(None) => return JournalError::NotFound(*id),
-            Ok(Some(state)) if state != from.as_str() => {
-                return match state.parse() {
-                    Ok(from) => JournalError::IllegalTransition { id: *id, from, to },
-                    Err(e) => corrupt("intent state", e),
-                };
-            }
-            Ok(Some(_)) => {}
-        }
+/// The error for an intent the conditional update did not move although it was read in a state
+/// that may become `to`: another writer moved it meanwhile, and the error names its state now.
+async fn moved_meanwhile(tx: &mut WriteTx, id: IntentId, to: IntentState) -> JournalError {
+    let now_in: std::result::Result<Option<String>, _> =
+        sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await;
+    match now_in {
+        Err(e) => db("read intent state")(e),
+        Ok(None) => JournalError::NotFound(id),
+        Ok(Some(state)) => match state.parse() {
+            Ok(from) => JournalError::IllegalTransition { id, from, to },
+            Err(e) => corrupt("intent state", e),
+        },
     }
-    JournalError::IllegalTransition { id: group[0], from, to }
 }
 
 async fn insert_event(
