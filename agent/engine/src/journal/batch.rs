@@ -5,7 +5,7 @@ use super::execution::{
     NewSigningRequest, NewTransaction, OperationRecord, SigningAnswer, TxState, insert_operation,
     insert_signing_request, insert_transaction, update_signing_request, update_transaction_state,
 };
-use super::intents::{Intent, IntentId, transition_all_in};
+use super::intents::{Intent, IntentId, transition_all_in, transition_path_in};
 use super::state::IntentState;
 use super::{Journal, Result, db, now_ms};
 
@@ -53,11 +53,29 @@ impl Journal {
         let now = now_ms();
         let mut tx = self.write().await?;
         let mut moved = Vec::new();
-        for w in writes {
+        let mut next = 0;
+        while let Some(w) = writes.get(next) {
+            next += 1;
             match w {
                 Write::Operation(op) => insert_operation(&mut tx, op).await?,
                 Write::Transition { intents, to, detail } => {
-                    moved.extend(transition_all_in(&mut tx, intents, *to, detail, now).await?)
+                    // Transitions of the same intents back to back (planned → authorising) are
+                    // one pass through their rows.
+                    let mut steps = vec![(*to, detail)];
+                    while let Some(Write::Transition { intents: same, to, detail }) = writes.get(next)
+                        && same == intents
+                    {
+                        steps.push((*to, detail));
+                        next += 1;
+                    }
+                    match steps.as_slice() {
+                        [(to, detail)] => {
+                            moved.extend(transition_all_in(&mut tx, intents, *to, detail, now).await?)
+                        }
+                        path => moved.extend(
+                            transition_path_in(&mut tx, intents, path, now).await?.into_iter().flatten(),
+                        ),
+                    }
                 }
                 Write::SigningRequest(req) => insert_signing_request(&mut tx, req, now).await?,
                 Write::SigningAnswer { operation_id, signer, answer } => {

@@ -409,6 +409,23 @@ impl Journal {
             .await
     }
 
+    /// The ids of [`Journal::decided_intents`], newest first, read from the state index alone.
+    pub async fn decided_ids(&self, limit: u32) -> Result<Vec<IntentId>> {
+        let decided = IntentState::ALL
+            .iter()
+            .filter(|s| !matches!(s, IntentState::Failed | IntentState::Rejected | IntentState::Expired))
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT id FROM intents WHERE state IN ({decided}) ORDER BY id DESC LIMIT $1");
+        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list decided intent ids"))?;
+        Ok(ids.into_iter().map(IntentId).collect())
+    }
+
     /// Like [`Journal::decided_intents`], only those planned into an operation (the others have
     /// none to name), each with its payload left out (`null`); a caller that keeps the (never
     /// changing) payloads reads only the new ones ([`Journal::payloads`]).
@@ -472,31 +489,18 @@ pub(super) async fn transition_in(
     }
     // Conditional on the state just read: on PostgreSQL a concurrent writer may have moved the
     // intent in between (SQLite's write lock excludes that); then nothing is written.
-    let moved = sqlx::query("UPDATE intents SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
-        .bind(to.as_str())
-        .bind(now)
-        .bind(id.0)
-        .bind(from.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(db("update intent state"))?
-        .rows_affected();
-    if moved != 1 {
-        let now_in: Option<String> = sqlx::query_scalar("SELECT state FROM intents WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db("read intent state"))?;
-        let from =
-            now_in.ok_or(JournalError::NotFound(id))?.parse().map_err(|e| corrupt("intent state", e))?;
-        return Err(JournalError::IllegalTransition { id, from, to });
-    }
+    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE intents SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4 RETURNING {INTENT_COLUMNS}"
+    )))
+    .bind(to.as_str())
+    .bind(now)
+    .bind(id.0)
+    .bind(from.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db("update intent state"))?;
+    let Some(row) = moved else { return Err(moved_meanwhile(tx, id, to).await) };
     insert_event(tx, id, Some(from), to, detail, now).await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTENT_COLUMNS} FROM intents WHERE id = $1")))
-        .bind(id.0)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("read intent"))?;
     intent_from_row(&row)
 }
 
@@ -513,6 +517,21 @@ pub(super) async fn transition_all_in(
     if let [id] = ids {
         return Ok(vec![transition_in(tx, *id, to, detail, now).await?]);
     }
+    let mut moved = transition_path_in(tx, ids, &[(to, detail)], now).await?;
+    Ok(moved.pop().unwrap_or_default())
+}
+
+/// Moves the intents `ids` through each state of `steps` in turn (each with its event detail)
+/// inside an open write transaction, in the statements of one [`transition_all_in`]: the update
+/// writes the last state, and every step has its event rows. Returns the intents as each step
+/// left them.
+pub(super) async fn transition_path_in(
+    tx: &mut WriteTx,
+    ids: &[IntentId],
+    steps: &[(IntentState, &serde_json::Value)],
+    now: i64,
+) -> Result<Vec<Vec<Intent>>> {
+    let Some(&(to, _)) = steps.last() else { return Ok(Vec::new()) };
     let mut current: HashMap<IntentId, Intent> = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(INSERT_CHUNK) {
         let sql =
@@ -529,8 +548,12 @@ pub(super) async fn transition_all_in(
     let mut by_source: Vec<(IntentState, Vec<IntentId>)> = Vec::new();
     for id in ids {
         let from = current.get(id).ok_or(JournalError::NotFound(*id))?.state;
-        if !from.can_become(to) {
-            return Err(JournalError::IllegalTransition { id: *id, from, to });
+        let mut at = from;
+        for &(next, _) in steps {
+            if !at.can_become(next) {
+                return Err(JournalError::IllegalTransition { id: *id, from: at, to: next });
+            }
+            at = next;
         }
         match by_source.iter_mut().find(|(state, _)| *state == from) {
             Some((_, group)) => group.push(*id),
@@ -551,14 +574,25 @@ pub(super) async fn transition_all_in(
             }
             let moved: Vec<i64> = query.fetch_all(&mut **tx).await.map_err(db("update intent states"))?;
             if let Some(missed) = chunk.iter().find(|id| !moved.contains(&id.0)) {
-                return Err(moved_meanwhile(tx, *missed, to).await);
+                return Err(moved_meanwhile(tx, *missed, steps[0].0).await);
             }
         }
     }
-    let detail = detail.to_string();
-    let events: Vec<_> = ids.iter().map(|id| (*id, Some(current[id].state), to, detail.clone())).collect();
+    let mut events = Vec::with_capacity(ids.len() * steps.len());
+    let mut left = Vec::with_capacity(steps.len());
+    let mut before: Vec<IntentState> = ids.iter().map(|id| current[id].state).collect();
+    for &(step, detail) in steps {
+        let detail = detail.to_string();
+        for (id, from) in ids.iter().zip(&mut before) {
+            events.push((*id, Some(*from), step, detail.clone()));
+            *from = step;
+        }
+        left.push(
+            ids.iter().map(|id| Intent { state: step, updated_at: now, ..current[id].clone() }).collect(),
+        );
+    }
     insert_events(tx, &events, now).await?;
-    Ok(ids.iter().map(|id| Intent { state: to, updated_at: now, ..current[id].clone() }).collect())
+    Ok(left)
 }
 
 /// `$first, …` for `count` parameters (an `IN` list).

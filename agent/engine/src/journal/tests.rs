@@ -291,6 +291,9 @@ async fn a_restart_finds_everything_and_the_work_to_resume(db: Db) {
         .collect();
     assert_eq!(seen, [("p", None, None), ("s", Some("0xop1"), Some(120))]);
     assert_eq!(journal.decided_intents(1).await.unwrap().len(), 1, "the newest one only");
+    let ids: Vec<_> = decided.iter().map(|d| d.intent.id).collect();
+    assert_eq!(journal.decided_ids(100).await.unwrap(), ids, "the same intents, by id alone");
+    assert_eq!(journal.decided_ids(1).await.unwrap(), ids[..1]);
 
     let signing = journal.signing_request("0xop1", "quorum").await.unwrap().unwrap();
     assert_eq!(signing.state, SigningState::Signed);
@@ -679,6 +682,51 @@ async fn a_batch_of_transitions_moves_every_intent_or_none(db: Db) {
         [(None, Proposed), (Some(Proposed), Guarded), (Some(Guarded), Planned)],
         "one event per move"
     );
+}
+
+on_both_backends!(moves_of_the_same_intents_back_to_back_are_each_recorded);
+
+/// Moves of the same intents back to back in one batch (planned → authorising) leave each intent
+/// in the last state with an event row per move, in order; a path with an illegal step writes
+/// nothing and names the step.
+async fn moves_of_the_same_intents_back_to_back_are_each_recorded(db: Db) {
+    use IntentState::*;
+    let journal = db.open().await;
+    let mut ids = Vec::new();
+    for key in ["a", "b"] {
+        let id = journal.insert_intent(&pay(key, "payroll")).await.unwrap().intent.id;
+        walk(&journal, id, &[Guarded]).await;
+        ids.push(id);
+    }
+    let path = |intents: &[IntentId], to: [IntentState; 2]| {
+        to.map(|to| Write::Transition { intents: intents.to_vec(), to, detail: json!({ "to": to }) })
+    };
+    for one_or_both in [&ids[..1], &ids[..]] {
+        let refused = journal.apply(&path(one_or_both, [Planned, Signed])).await.unwrap_err();
+        assert!(
+            matches!(refused, JournalError::IllegalTransition { from: Planned, to: Signed, .. }),
+            "{refused}"
+        );
+        for id in &ids {
+            let (intent, events) = journal.intent(*id).await.unwrap().unwrap();
+            assert_eq!((intent.state, events.len()), (Guarded, 2), "nothing written");
+        }
+    }
+    let moved = journal.apply(&path(&ids, [Planned, Authorising])).await.unwrap();
+    let seen: Vec<_> = moved.iter().map(|i| (i.id, i.state)).collect();
+    assert_eq!(seen, [(ids[0], Planned), (ids[1], Planned), (ids[0], Authorising), (ids[1], Authorising)]);
+    for id in &ids {
+        let (intent, events) = journal.intent(*id).await.unwrap().unwrap();
+        assert_eq!(intent.state, Authorising);
+        let tail: Vec<_> = events[2..].iter().map(|e| (e.from, e.to, e.detail.clone())).collect();
+        assert_eq!(
+            tail,
+            [
+                (Some(Guarded), Planned, json!({ "to": Planned })),
+                (Some(Planned), Authorising, json!({ "to": Authorising }))
+            ]
+        );
+    }
 }
 
 on_both_backends!(a_batched_operation_is_resumed_whole_with_or_without_payloads);

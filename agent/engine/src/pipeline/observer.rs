@@ -134,17 +134,16 @@ impl<'a> JournalObserver<'a> {
                 if self.submitted {
                     self.journal.record_transaction(&new).await?;
                 } else {
-                    // Signature (if fresh), signed, the transaction and submitted: one commit,
-                    // before the broadcast.
-                    let fresh = self.fresh_signature.take();
-                    let mut writes = match fresh {
-                        Some((response, detail)) => self.signature_writes(response, detail),
-                        None => Vec::new(),
-                    };
-                    let signed_too = !writes.is_empty();
+                    // The transaction, the signature (if fresh), signed and submitted: one
+                    // commit, before the broadcast (the two moves back to back: one pass).
                     let detail =
                         serde_json::json!({ "tx_hash": new.tx_hash, "keeper_nonce": new.keeper_nonce });
-                    writes.push(Write::Transaction(new));
+                    let mut writes = vec![Write::Transaction(new)];
+                    let fresh = self.fresh_signature.take();
+                    let signed_too = fresh.is_some();
+                    if let Some((response, detail)) = fresh {
+                        writes.extend(self.signature_writes(response, detail));
+                    }
                     writes.push(Write::Transition {
                         intents: self.intents.clone(),
                         to: IntentState::Submitted,
