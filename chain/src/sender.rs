@@ -916,6 +916,25 @@ impl Sender {
         Ok(gas.saturating_add(gas.saturating_mul(self.config.gas_margin_percent) / 100))
     }
 
+    /// Whether `request` (from the keeper, under `overrides`) succeeds with exactly `gas` as its
+    /// gas limit at the latest block: one execution, where an estimate searches for the least
+    /// gas that succeeds. `false` when it fails (out of gas, a revert) or the endpoint cannot
+    /// tell (an estimate then reports why).
+    pub async fn succeeds_with_gas(
+        &self,
+        request: &TxRequest,
+        overrides: Option<StateOverride>,
+        gas: u64,
+    ) -> bool {
+        let tx = TransactionRequest::default()
+            .with_from(self.address())
+            .with_to(request.to)
+            .with_value(request.value)
+            .with_input(request.data.clone())
+            .with_gas_limit(gas);
+        self.provider.call(tx).overrides_opt(overrides).await.is_ok()
+    }
+
     /// `(maxFeePerGas, maxPriorityFeePerGas)`: twice the latest base fee plus the tip, within the cap.
     /// The fee cap of `request`: its own when lower than the sender's.
     fn cap_for(&self, request: &TxRequest) -> u128 {

@@ -93,6 +93,23 @@ fn signed_hashes(events: &[SendEvent]) -> Vec<TxHash> {
 }
 
 #[tokio::test]
+async fn a_gas_limit_is_checked_at_exactly_that_limit_with_the_overrides_applied() {
+    let anvil = Anvil::start().unwrap();
+    let provider = provider(&anvil);
+    let sender = Sender::new(provider.clone(), keeper(), config(1)).await.unwrap();
+    let pay = transfer(1);
+    // A plain transfer needs exactly its intrinsic 21,000 gas.
+    assert!(sender.succeeds_with_gas(&pay, None, 21_000).await);
+    assert!(!sender.succeeds_with_gas(&pay, None, 20_999).await, "one gas short must fail");
+    // With the recipient's code overridden by `REVERT`, no limit succeeds.
+    let reverts = alloy::rpc::types::state::StateOverridesBuilder::default()
+        .with_code(RECIPIENT, alloy::primitives::Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xfd]))
+        .build();
+    assert!(!sender.succeeds_with_gas(&pay, Some(reverts), 100_000).await);
+    assert_eq!(provider.get_block_number().await.unwrap(), 0, "a check sends nothing");
+}
+
+#[tokio::test]
 async fn send_waits_for_confirmations_and_reports_each_step_first() {
     let anvil = Anvil::start().unwrap();
     let provider = provider(&anvil);

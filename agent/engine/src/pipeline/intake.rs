@@ -86,14 +86,19 @@ impl Pipeline {
         let mut report = IntakeReport::default();
         let started = Instant::now();
         let what = format!("snapshot at block {}", firing.block);
-        let snapshot = match &self.snapshots {
-            Some(shared) => {
-                shared.read(&self.spec, firing.block).await.map_err(|e| PipelineError::chain(&what, e))?
+        let snapshot = async {
+            match &self.snapshots {
+                Some(shared) => {
+                    shared.read(&self.spec, firing.block).await.map_err(|e| PipelineError::chain(&what, e))
+                }
+                None => read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(firing.block))
+                    .await
+                    .map_err(|e| PipelineError::chain(&what, e)),
             }
-            None => read_snapshot(&self.provider, &self.spec, BlockNumberOrTag::Number(firing.block))
-                .await
-                .map_err(|e| PipelineError::chain(&what, e))?,
         };
+        // The journal's payment history is read while the chain is.
+        let (snapshot, history) = tokio::join!(snapshot, self.payment_history());
+        let (snapshot, history) = (snapshot?, history?);
         report.snapshot_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Snapshot, started.elapsed());
         self.metrics.set_snapshot(&snapshot);
@@ -107,7 +112,6 @@ impl Pipeline {
 
         let started = Instant::now();
         let view = Arc::new(SnapshotView::new(&snapshot, self.policies.book().clone())?);
-        let history = self.payment_history().await?;
         let outcomes = self.policies.evaluate_all(&view, &history, |e| firing.policies.contains(&e.name));
         report.policy_us = started.elapsed().as_micros() as u64;
         self.metrics.observe_stage(Stage::Policy, started.elapsed());
@@ -284,25 +288,23 @@ impl Pipeline {
         plan_intent(intent, snapshot, &venue, u64::MAX).err().map(|e| e.to_string())
     }
 
-    /// Payments already decided (not failed, rejected or expired), for the policies' history.
+    /// The payments the policies count: the decided `pay` intents, newest first (their parsed
+    /// payloads kept between firings: they never change).
     async fn payment_history(&self) -> Result<Vec<Payment>> {
-        let intents = self.journal.decided_intents(10_000).await?;
-        let mut history = Vec::new();
-        for row in intents.into_iter().map(|d| d.intent) {
-            if row.kind != "pay" {
-                continue;
-            }
-            let stored = StoredIntent::from_payload(&row.payload)?;
-            if let Action::Pay { to, token, amount, .. } = stored.intent.action {
-                history.push(Payment {
-                    policy: row.policy,
-                    recipient: to,
-                    token,
-                    amount,
-                    timestamp: stored.timestamp,
-                });
-            }
-        }
-        Ok(history)
+        let ids = self.journal.decided_ids(10_000).await?;
+        let stored = self.stored.get(&self.journal, &ids).await?;
+        Ok(stored
+            .iter()
+            .filter_map(|s| match &s.intent.action {
+                Action::Pay { to, token, amount, .. } => Some(Payment {
+                    policy: s.intent.policy.clone(),
+                    recipient: *to,
+                    token: token.clone(),
+                    amount: *amount,
+                    timestamp: s.timestamp,
+                }),
+                _ => None,
+            })
+            .collect())
     }
 }

@@ -24,6 +24,7 @@ use treasury_chain::snapshot::{Snapshot, read_snapshot};
 use treasury_chain::tiers::{Tier, classify, read_facts};
 use treasury_chain::{Operation, operation_digest};
 use treasury_policies::Intent;
+use treasury_signer::quorum::coordinator::SignOutcome;
 use treasury_signer::quorum::signature::stand_in_signature;
 use treasury_signer::quorum::{NodeFault, QuorumError};
 use treasury_signer::root::store::RequestState;
@@ -108,6 +109,43 @@ struct PreparedSend {
     gas_limit: Option<u64>,
     /// The first attempt's `(maxFeePerGas, maxPriorityFeePerGas)`.
     fees: Option<(u128, u128)>,
+}
+
+/// The gas limit last worked out for a tier-1 `exec` of each shape of operation (its calls'
+/// targets, selectors and whether they carry value), to be checked again with one execution.
+#[derive(Default)]
+pub(crate) struct GasLimits(std::sync::Mutex<std::collections::HashMap<Shape, u64>>);
+
+/// An operation's calls as [`GasLimits`] tells them apart: target, selector, carries value,
+/// call or delegatecall.
+type Shape = Vec<(Address, [u8; 4], bool, u8)>;
+
+impl GasLimits {
+    /// Shapes remembered at most (a lane plans few kinds of operation).
+    const KEPT: usize = 64;
+
+    /// The shape of `op`.
+    fn shape(op: &Operation) -> Shape {
+        op.calls
+            .iter()
+            .map(|c| {
+                let selector = c.data.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok()).unwrap_or_default();
+                (c.to, selector, !c.value.is_zero(), c.operation)
+            })
+            .collect()
+    }
+
+    fn get(&self, shape: &Shape) -> Option<u64> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(shape).copied()
+    }
+
+    fn remember(&self, shape: Shape, limit: u64) {
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() >= Self::KEPT && !kept.contains_key(&shape) {
+            kept.clear();
+        }
+        kept.insert(shape, limit);
+    }
 }
 
 /// The most the quorum's signature can cost in calldata more than a stand-in of the same length:
@@ -282,7 +320,12 @@ impl Pipeline {
         let stored = self.stored.get(&self.journal, &ids).instrument(debug_span!("plan.intents")).await?;
         let mut group: Vec<(IntentId, Intent)> =
             ids.iter().zip(&stored).map(|(id, s)| (*id, s.intent.clone())).collect();
-        let mut candidate = self.candidate(&group, &snapshot).await;
+        // The history a tier-1 decision is drawn from is read while the chain is asked about the
+        // candidate: nothing else writes planned intents between here and the plan's commit.
+        let (mut candidate, planned_history) = tokio::join!(
+            self.candidate(&group, &snapshot),
+            self.planned_history(&ids).instrument(debug_span!("plan.history"))
+        );
         if group.len() > 1 && !matches!(&candidate, Ok((_, Tier::One))) {
             group.truncate(1);
             candidate = self.candidate(&group, &snapshot).await;
@@ -354,35 +397,47 @@ impl Pipeline {
             last_change_ms: crate::journal::now_ms(),
             trigger: Some(trigger.clone()),
         };
-        // A tier-1 decision is put together while the plan commits: its history is the intents
-        // planned before this operation (the nodes leave out the operation's own intents anyway).
-        let commit = self.journal.apply(&writes).instrument(debug_span!("plan.commit"));
-        let decision = async {
-            match flight.planned.tier {
-                1 => self.decision(&flight).instrument(debug_span!("authorise.decision")).await,
-                _ => Ok(None),
+        // While the plan commits and the quorum signs a tier-1 operation: the keeper
+        // transaction's gas limit and fees.
+        let prepare = self
+            .prepare_send((flight.planned.tier == 1).then_some(&flight.planned.operation))
+            .instrument(debug_span!("authorise.prepare_send"));
+        let authorise = async {
+            // A tier-1 decision's history is the intents planned before this operation (the
+            // nodes leave out the operation's own intents anyway).
+            let decision = match flight.planned.tier {
+                1 => {
+                    let history = Some(planned_history?);
+                    self.decision(&flight, history).instrument(debug_span!("authorise.decision")).await?
+                }
+                _ => None,
+            };
+            self.journal.apply(&writes).instrument(debug_span!("plan.commit")).await?;
+            self.transitioned(IntentState::Planned);
+            self.transitioned(IntentState::Authorising);
+            tracing::info!(
+                operation = %flight.record.operation_id,
+                module_nonce = flight.record.module_nonce,
+                tier = flight.planned.tier,
+                intents = ?flight.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
+                "planned: authorising"
+            );
+            self.metrics.observe_stage(Stage::Plan, started.elapsed());
+            if flight.planned.tier != 1 {
+                return Ok(None);
             }
+            // The signing request is journaled: ask the quorum now rather than in the next step
+            // (the journal holds exactly what that step would read back). The module's nonce is
+            // free again, as between two steps: a keeper job sees this operation in flight.
+            drop(nonce_guard);
+            let asked = Instant::now();
+            Ok::<_, PipelineError>(Some((asked, self.ask_quorum(&flight, None, Some(decision)).await?)))
         };
-        let (committed, decision) = tokio::join!(commit, decision);
-        committed?;
-        self.transitioned(IntentState::Planned);
-        self.transitioned(IntentState::Authorising);
-        tracing::info!(
-            operation = %flight.record.operation_id,
-            module_nonce = flight.record.module_nonce,
-            tier = flight.planned.tier,
-            intents = ?flight.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
-            "planned: authorising"
-        );
-        self.metrics.observe_stage(Stage::Plan, started.elapsed());
-        if flight.planned.tier != 1 {
-            return Ok(LaneStep::Progressed);
+        let (authorised, prepared) = tokio::join!(authorise, prepare);
+        match authorised? {
+            Some((asked, signed)) => self.signed_by_quorum(&flight, None, asked, signed, prepared).await,
+            None => Ok(LaneStep::Progressed),
         }
-        // The signing request is journaled: ask the quorum now rather than in the next step (the
-        // journal holds exactly what that step would read back). The module's nonce is free
-        // again, as between two steps: a keeper job sees this operation in flight.
-        drop(nonce_guard);
-        self.sign_decided(&flight, None, Some(decision?)).await
     }
 
     /// The operation carrying `group` and its tier, simulated; or why it cannot be.
@@ -558,9 +613,10 @@ impl Pipeline {
     }
 
     /// The decision that produced `flight`, for signer nodes that replay it: the firing of each
-    /// intent (policy, trigger, block number and hash), the intents, the plan block. `None` for an
-    /// operation planned before decisions were recorded.
-    async fn decision(&self, flight: &InFlight) -> Result<Option<Decision>> {
+    /// intent (policy, trigger, block number and hash), the intents, the plan block, and the
+    /// history drawn from `planned` (read now if not given). `None` for an operation planned
+    /// before decisions were recorded.
+    async fn decision(&self, flight: &InFlight, planned: Option<PlannedHistory>) -> Result<Option<Decision>> {
         let (Some(plan_block), Some(window)) = (flight.planned.plan_block, flight.planned.history_window)
         else {
             return Ok(None);
@@ -594,7 +650,11 @@ impl Pipeline {
             intents.push(stored.intent.clone());
             latest = latest.max(stored.timestamp);
         }
-        let history = self.decided_history(window, latest, &firings, &flight.intents).await?;
+        let planned = match planned {
+            Some(planned) => planned,
+            None => self.planned_history(&flight.intents).await?,
+        };
+        let history = decided_history(planned, window, latest, &firings);
         Ok(Some(Decision {
             policy_hash: self.policy_hash,
             firings,
@@ -625,108 +685,71 @@ impl Pipeline {
         Ok(window)
     }
 
-    /// The fund-moving intents the policies' history counted, for replaying nodes, each with the
-    /// operation that carries it: those planned and decided in `window` up to timestamp `latest`, and those
-    /// decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined in it, so
-    /// every operation a node finds executed in the window is accounted for. The kept payloads
-    /// are those of the history and of the operation's own intents (`own`, which the history
-    /// lacks while the operation's plan is being committed).
-    async fn decided_history(
-        &self,
-        window: HistoryWindow,
-        latest: u64,
-        firings: &[DecidedFiring],
-        own: &[IntentId],
-    ) -> Result<Vec<PastIntent>> {
+    /// The intents planned so far, each with its stored form; the payload cache forgets those
+    /// older than all of them and than `own` (the operation's own intents, not among them while
+    /// its plan has not committed).
+    async fn planned_history(&self, own: &[IntentId]) -> Result<PlannedHistory> {
         let rows = self.journal.planned_intents_without_payloads(10_000).await?;
         let ids: Vec<IntentId> = rows.iter().map(|r| r.intent.id).collect();
         let stored = self.stored.get(&self.journal, &ids).await?;
-        self.stored.retain(&ids.iter().chain(own).copied().collect());
-        let mut history = Vec::new();
-        for (row, stored) in rows.into_iter().zip(stored) {
-            if !stored.intent.action.moves_funds()
-                || stored.timestamp > latest
-                || stored.timestamp + STRAGGLER_LOOKBACK_SECS < window.since
-            {
-                continue;
-            }
-            if stored.timestamp < window.since
-                && (row.operation_id.is_none() || row.mined_block.is_none_or(|b| b < window.from.number))
-            {
-                continue;
-            }
-            // An intent not yet planned was decided alongside or after this operation's firings
-            // (a firing of the same round): it is not in their history.
-            let Some(digest) = row.operation_id.and_then(|o| o.parse().ok()) else { continue };
-            // Decided by one of this operation's firings (carried by it, or by another when the
-            // planner split the firing): not in that firing's history, which the node must know.
-            let decided_by = firings
-                .iter()
-                .find(|f| {
-                    f.trigger == row.intent.trigger
-                        && stored.block_hash == Some(f.block.hash)
-                        && f.policies.contains(&stored.intent.policy)
-                })
-                .map(|f| f.trigger.clone());
-            history.push(PastIntent {
-                intent: stored.intent.clone(),
-                timestamp: stored.timestamp,
-                digest: Some(digest),
-                decided_by,
-            });
+        if let Some(oldest) = ids.iter().chain(own).min() {
+            self.stored.forget_older_than(*oldest);
         }
-        Ok(history)
+        Ok(PlannedHistory { rows, stored })
     }
 
     /// Asks the quorum (with the root's signature for tier 2), then submits at once: the
     /// signature is journaled in the same commit as the keeper transaction that carries it (a
     /// crash before that commit only costs a new signature of the same operation).
     async fn sign_with_quorum(&self, flight: &InFlight, root_sig: Option<Bytes>) -> Result<LaneStep> {
-        self.sign_decided(flight, root_sig, None).await
+        let started = Instant::now();
+        let tier_1 = root_sig.is_none() && flight.planned.tier == 1;
+        let (signed, prepared) = tokio::join!(
+            self.ask_quorum(flight, root_sig.as_ref(), None),
+            self.prepare_send(tier_1.then_some(&flight.planned.operation))
+        );
+        self.signed_by_quorum(flight, root_sig, started, signed?, prepared).await
     }
 
-    /// [`Pipeline::sign_with_quorum`] with the decision, when it is already `known`.
-    async fn sign_decided(
+    /// The quorum's answer for `flight` (its decision put together first unless `known`).
+    async fn ask_quorum(
         &self,
         flight: &InFlight,
-        root_sig: Option<Bytes>,
+        root_sig: Option<&Bytes>,
         known: Option<Option<Decision>>,
-    ) -> Result<LaneStep> {
-        let started = Instant::now();
-        let op = &flight.planned.operation;
+    ) -> Result<std::result::Result<SignOutcome, QuorumError>> {
         if flight.planned.tier == 2 {
             self.journal.record_signing_request(&quorum_request(&flight.record.operation_id, 2)).await?;
         }
-        let quorum = async {
-            let decision = match (known, flight.planned.tier) {
-                (Some(known), _) => known,
-                (None, 1) => self.decision(flight).instrument(debug_span!("authorise.decision")).await?,
-                (None, _) => None,
-            };
-            let signed = self
-                .coordinator
-                .sign_decided(
-                    op,
-                    self.chain_id,
-                    self.spec.module,
-                    root_sig.as_ref().map(|b| b.as_ref()),
-                    decision.as_ref(),
-                )
-                .instrument(debug_span!("authorise.quorum"))
-                .await;
-            Ok::<_, PipelineError>(signed)
+        let decision = match (known, flight.planned.tier) {
+            (Some(known), _) => known,
+            (None, 1) => self.decision(flight, None).instrument(debug_span!("authorise.decision")).await?,
+            (None, _) => None,
         };
-        // While the decision is put together and the quorum signs a tier-1 operation: the keeper
-        // transaction's gas limit and fees.
-        let tier_1 = root_sig.is_none() && flight.planned.tier == 1;
-        let prepare = async {
-            match tier_1 {
-                true => self.prepare_send(flight).instrument(debug_span!("authorise.prepare_send")).await,
-                false => PreparedSend::default(),
-            }
-        };
-        let (signed, prepared) = tokio::join!(quorum, prepare);
-        let outcome = match signed? {
+        Ok(self
+            .coordinator
+            .sign_decided(
+                &flight.planned.operation,
+                self.chain_id,
+                self.spec.module,
+                root_sig.map(|b| b.as_ref()),
+                decision.as_ref(),
+            )
+            .instrument(debug_span!("authorise.quorum"))
+            .await)
+    }
+
+    /// Journals a refusal by the quorum, or submits its signature (asked for since `started`)
+    /// with what was `prepared` for the send meanwhile.
+    async fn signed_by_quorum(
+        &self,
+        flight: &InFlight,
+        root_sig: Option<Bytes>,
+        started: Instant,
+        signed: std::result::Result<SignOutcome, QuorumError>,
+        prepared: PreparedSend,
+    ) -> Result<LaneStep> {
+        let outcome = match signed {
             Ok(outcome) => outcome,
             Err(QuorumError::NotEnoughSigners { faults, .. })
                 if !faults.is_empty() && faults.iter().all(|(_, f)| matches!(f, NodeFault::Refused(_))) =>
@@ -768,27 +791,46 @@ impl Pipeline {
         self.submit(flight, Some(signature), prepared).await
     }
 
-    /// The keeper transaction of a tier-1 operation, worked out before the quorum's signature
-    /// exists (docs/ARCHITECTURE.md, "The exec's gas limit"): its gas limit is the estimate of the
-    /// exact `exec` with a stand-in signature under a throwaway key written over the module's
-    /// key for the estimate only, plus [`SIGNATURE_CALLDATA_BOUND`] and the sender's margin; its
-    /// fees are read meanwhile. A part that cannot be had is `None`, and the sender then works
-    /// it out after the signature, as for any other operation (a revert, in particular, is
-    /// reported by the estimate of the signed `exec`).
-    async fn prepare_send(&self, flight: &InFlight) -> PreparedSend {
+    /// The keeper transaction of a tier-1 operation `op`, worked out before the quorum's
+    /// signature exists (docs/ARCHITECTURE.md, "The exec's gas limit"): its gas limit is the
+    /// estimate of the exact `exec` with a stand-in signature under a throwaway key written over
+    /// the module's key for the estimate only, plus [`SIGNATURE_CALLDATA_BOUND`] and the sender's
+    /// margin; its fees are read meanwhile. A part that cannot be had is `None`, and the sender
+    /// then works it out after the signature, as for any other operation (a revert, in
+    /// particular, is reported by the estimate of the signed `exec`). Nothing for no `op`.
+    async fn prepare_send(&self, op: Option<&Operation>) -> PreparedSend {
+        let Some(op) = op else { return PreparedSend::default() };
         let gas = async {
-            let digest = operation_digest(&flight.planned.operation, 1, self.chain_id, self.spec.module);
+            let digest = operation_digest(op, 1, self.chain_id, self.spec.module);
             let parity = self.coordinator.group_key().parity;
             let (key_x, signature) = stand_in_signature(digest.as_slice(), parity)?;
-            let stand_in = QuorumSignature { signature, root_signature: None };
-            let (request, _) = self.exec_request(flight, &stand_in).ok()?;
+            let request = self.exec_call(op, &QuorumSignature { signature, root_signature: None });
             let slot = B256::from(U256::from(MODULE_GROUP_KEY_X_SLOT));
             let overrides = StateOverridesBuilder::default()
-                .with_state_diff(self.spec.module, [(slot, B256::from(key_x))]);
-            let estimate =
-                self.sender.estimate_gas_with(&request, Some(overrides.build()), SIGNATURE_CALLDATA_BOUND);
+                .with_state_diff(self.spec.module, [(slot, B256::from(key_x))])
+                .build();
+            // The limit an operation of the same shape was given, if the stand-in `exec` still
+            // succeeds with it less the signature's bound: one execution instead of a search.
+            let shape = GasLimits::shape(op);
+            if let Some(limit) = self.gas_limits.get(&shape)
+                && self
+                    .sender
+                    .succeeds_with_gas(
+                        &request,
+                        Some(overrides.clone()),
+                        limit.saturating_sub(SIGNATURE_CALLDATA_BOUND),
+                    )
+                    .instrument(debug_span!("authorise.gas_check"))
+                    .await
+            {
+                return Some(limit);
+            }
+            let estimate = self.sender.estimate_gas_with(&request, Some(overrides), SIGNATURE_CALLDATA_BOUND);
             match estimate.await {
-                Ok(gas) => Some(gas),
+                Ok(gas) => {
+                    self.gas_limits.remember(shape, gas);
+                    Some(gas)
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "exec not estimated before its signature: estimated after it");
                     None
@@ -827,11 +869,18 @@ impl Pipeline {
         flight: &InFlight,
         signature: &QuorumSignature,
     ) -> Result<(TxRequest, serde_json::Value)> {
-        let QuorumSignature { signature: frost, root_signature: root_sig } = signature.clone();
+        let QuorumSignature { signature: frost, root_signature: root_sig } = signature;
         if flight.planned.tier == 2 && root_sig.as_ref().is_none_or(|s| s.is_empty()) {
             return Err(flight.unusable_signature("tier 2, but no root signature is journaled".into()));
         }
         let op = &flight.planned.operation;
+        let signed = json!({ "operation": op, "frost": frost, "root_signature": root_sig });
+        Ok((self.exec_call(op, signature), signed))
+    }
+
+    /// The keeper transaction calling the module's `exec` with `op` and `signature`.
+    fn exec_call(&self, op: &Operation, signature: &QuorumSignature) -> TxRequest {
+        let QuorumSignature { signature: frost, root_signature: root_sig } = signature;
         let call = TreasuryModule::execCall {
             calls: treasury_chain::contracts::exec_calls(op),
             nonce: op.nonce,
@@ -839,8 +888,7 @@ impl Pipeline {
             sig: TreasuryModule::FrostSig { rX: frost.r_x, rY: frost.r_y, z: frost.z },
             rootSig: root_sig.clone().unwrap_or_default(),
         };
-        let signed = json!({ "operation": op, "frost": frost, "root_signature": root_sig });
-        Ok((TxRequest { to: self.spec.module, data: call.abi_encode().into(), ..Default::default() }, signed))
+        TxRequest { to: self.spec.module, data: call.abi_encode().into(), ..Default::default() }
     }
 
     /// Sends the signed operation; `fresh` is a signature not journaled yet (it is written with
@@ -1034,6 +1082,59 @@ impl InFlight {
     }
 }
 
+/// The intents planned so far ([`Journal::planned_intents_without_payloads`]) with their stored
+/// forms, in the same order.
+struct PlannedHistory {
+    rows: Vec<crate::journal::DecidedIntent>,
+    stored: Vec<std::sync::Arc<StoredIntent>>,
+}
+
+/// The fund-moving intents the policies' history counted, for replaying nodes, each with the
+/// operation that carries it: those `planned` and decided in `window` up to timestamp `latest`,
+/// and those decided before it (up to [`STRAGGLER_LOOKBACK_SECS`]) whose operation was mined
+/// in it, so every operation a node finds executed in the window is accounted for.
+fn decided_history(
+    planned: PlannedHistory,
+    window: HistoryWindow,
+    latest: u64,
+    firings: &[DecidedFiring],
+) -> Vec<PastIntent> {
+    let mut history = Vec::new();
+    for (row, stored) in planned.rows.into_iter().zip(planned.stored) {
+        if !stored.intent.action.moves_funds()
+            || stored.timestamp > latest
+            || stored.timestamp + STRAGGLER_LOOKBACK_SECS < window.since
+        {
+            continue;
+        }
+        if stored.timestamp < window.since
+            && (row.operation_id.is_none() || row.mined_block.is_none_or(|b| b < window.from.number))
+        {
+            continue;
+        }
+        // An intent not yet planned was decided alongside or after this operation's firings
+        // (a firing of the same round): it is not in their history.
+        let Some(digest) = row.operation_id.and_then(|o| o.parse().ok()) else { continue };
+        // Decided by one of this operation's firings (carried by it, or by another when the
+        // planner split the firing): not in that firing's history, which the node must know.
+        let decided_by = firings
+            .iter()
+            .find(|f| {
+                f.trigger == row.intent.trigger
+                    && stored.block_hash == Some(f.block.hash)
+                    && f.policies.contains(&stored.intent.policy)
+            })
+            .map(|f| f.trigger.clone());
+        history.push(PastIntent {
+            intent: stored.intent.clone(),
+            timestamp: stored.timestamp,
+            digest: Some(digest),
+            decided_by,
+        });
+    }
+    history
+}
+
 /// After a send that failed: journals what the observer still holds (a broadcast, an inclusion)
 /// at best effort, since the send's own error is what the caller reports.
 async fn held_observations(observer: &mut JournalObserver<'_>) {
@@ -1077,4 +1178,45 @@ fn in_flight(pending: &[PendingIntent]) -> Result<Option<InFlight>> {
         last_change_ms: p.intent.updated_at,
         trigger: None,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{Address, U256};
+    use treasury_chain::{Call, Operation};
+
+    use super::GasLimits;
+
+    fn transfer(token: u8, to: u8, amount: u64) -> Call {
+        let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
+        data.extend_from_slice(&[to; 32]);
+        data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+        Call::new(Address::with_last_byte(token), U256::ZERO, data)
+    }
+
+    fn op(calls: Vec<Call>) -> Operation {
+        Operation { calls, nonce: U256::from(7), deadline: U256::MAX }
+    }
+
+    #[test]
+    fn a_kept_gas_limit_is_offered_only_to_operations_of_its_shape() {
+        let limits = GasLimits::default();
+        limits.remember(GasLimits::shape(&op(vec![transfer(1, 0xaa, 5)])), 90_000);
+        // Another recipient, amount or nonce: the same shape (the check decides whether it fits).
+        assert_eq!(limits.get(&GasLimits::shape(&op(vec![transfer(1, 0xbb, 9)]))), Some(90_000));
+        // Another token, a second call, or value: another shape, estimated.
+        assert_eq!(limits.get(&GasLimits::shape(&op(vec![transfer(2, 0xaa, 5)]))), None);
+        assert_eq!(
+            limits.get(&GasLimits::shape(&op(vec![transfer(1, 0xaa, 5), transfer(1, 0xbb, 5)]))),
+            None
+        );
+        let mut paid = transfer(1, 0xaa, 5);
+        paid.value = U256::from(1);
+        assert_eq!(limits.get(&GasLimits::shape(&op(vec![paid]))), None);
+        // Bounded: past its size it starts again rather than grow.
+        for token in 0..=GasLimits::KEPT as u8 {
+            limits.remember(GasLimits::shape(&op(vec![transfer(token.wrapping_add(10), 0xaa, 5)])), 1);
+        }
+        assert!(limits.0.lock().unwrap().len() <= GasLimits::KEPT);
+    }
 }

@@ -117,6 +117,9 @@ pub struct Pipeline {
     last_snapshot: std::sync::Mutex<Option<treasury_chain::snapshot::Snapshot>>,
     /// The intents' payloads, parsed once.
     stored: stored::StoredIntents,
+    /// The gas limit last worked out for a tier-1 `exec` of each shape of operation
+    /// ([`lane::GasLimits`]).
+    gas_limits: lane::GasLimits,
     /// The chain's shared snapshot reader (lanes of one process on one chain read together).
     snapshots: Option<snapshots::SnapshotReader>,
     /// Held while an operation is planned, and while a keeper job's perform through the module
@@ -217,6 +220,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             notifier: Notifier::disabled(),
             window_cache: std::sync::Mutex::new(None),
+            gas_limits: lane::GasLimits::default(),
             last_snapshot: std::sync::Mutex::new(None),
             stored: stored::StoredIntents::default(),
             snapshots: None,

@@ -2,7 +2,7 @@
 //! intent is journaled, and authorising each operation of a large firing reads the decided
 //! history (up to thousands of intents) again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::Result;
@@ -30,8 +30,8 @@ impl StoredIntents {
         ids.iter().map(|id| known.get(id).cloned().ok_or(JournalError::NotFound(*id).into())).collect()
     }
 
-    /// Forgets every intent but `ids` (the cache holds no more than the history read last).
-    pub(crate) fn retain(&self, ids: &HashSet<IntentId>) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id, _| ids.contains(id));
+    /// Forgets every intent older than `oldest` (the histories read hold none of them).
+    pub(crate) fn forget_older_than(&self, oldest: IntentId) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id, _| *id >= oldest);
     }
 }
