@@ -589,6 +589,8 @@ async fn a_keeper_run_is_claimed_once_and_spending_counts_only_what_may_be_paid(
     assert!(refused.is_fenced(), "{refused}");
     let refused = fenced.set_cursors_relaxed("keeper_jobs", &[("0xk", &at)]).await.unwrap_err();
     assert!(refused.is_fenced(), "{refused}");
+    let refused = fenced.apply_relaxed(&[]).await.unwrap_err();
+    assert!(refused.is_fenced(), "an outcome is fenced too: {refused}");
 }
 
 /// The version of the script that produced an intent is stored with it (its own column) and every
@@ -726,6 +728,20 @@ async fn moves_of_the_same_intents_back_to_back_are_each_recorded(db: Db) {
                 (Some(Planned), Authorising, json!({ "to": Authorising }))
             ]
         );
+    }
+    // An outcome the chain can tell again goes through the relaxed writer, with the same checks.
+    let refused = journal.apply_relaxed(&path(&ids, [Signed, Planned])).await.unwrap_err();
+    assert!(
+        matches!(refused, JournalError::IllegalTransition { from: Signed, to: Planned, .. }),
+        "{refused}"
+    );
+    let moved = journal
+        .apply_relaxed(&[Write::Transition { intents: ids.clone(), to: Signed, detail: json!(null) }])
+        .await
+        .unwrap();
+    assert!(moved.iter().all(|i| i.state == Signed));
+    for id in &ids {
+        assert_eq!(journal.intent(*id).await.unwrap().unwrap().0.state, Signed);
     }
 }
 
