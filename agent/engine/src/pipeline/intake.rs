@@ -20,6 +20,9 @@ use crate::metrics::Stage;
 use crate::notify::Notification;
 use crate::plan::plan_intent;
 
+/// A decided intent made ready for the journal: its row, the guard's verdict, its stored form.
+type Prepared = (NewIntent, Option<String>, Arc<StoredIntent>);
+
 /// What fired: the block the snapshot is pinned at, the policies to run, and a label for the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiringInput {
@@ -179,8 +182,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The journal row of a decided intent and the guard's verdict on it (`None`: passed).
-    fn prepare(&self, intent: Intent, snapshot: &Snapshot, trigger: &str) -> (NewIntent, Option<String>) {
+    /// The journal row of a decided intent, the guard's verdict on it (`None`: passed) and its
+    /// stored form.
+    fn prepare(&self, intent: Intent, snapshot: &Snapshot, trigger: &str) -> Prepared {
         let policy_version = self.policies.version(&intent.policy);
         let stored = StoredIntent {
             intent,
@@ -198,23 +202,19 @@ impl Pipeline {
             payload: serde_json::to_value(&stored).expect("intents serialise"),
             policy_version: stored.policy_version.clone(),
         };
-        (new, verdict)
+        (new, verdict, Arc::new(stored))
     }
 
     /// Journals a firing's intents with the guard's verdicts, all in one commit: the lane plans
     /// a firing's intents together, so it must never see part of them (a crash or a database
     /// outage between two intents would otherwise split the firing into two operations).
-    async fn journal_decided(
-        &self,
-        decided: Vec<(NewIntent, Option<String>)>,
-        report: &mut IntakeReport,
-    ) -> Result<()> {
+    async fn journal_decided(&self, decided: Vec<Prepared>, report: &mut IntakeReport) -> Result<()> {
         if decided.is_empty() {
             return Ok(());
         }
         let rows: Vec<_> = decided
             .iter()
-            .map(|(new, verdict)| {
+            .map(|(new, verdict, _)| {
                 let then = match verdict {
                     None => (IntentState::Guarded, serde_json::Value::Null),
                     Some(reason) => (IntentState::Rejected, serde_json::json!({ "reason": reason })),
@@ -223,11 +223,13 @@ impl Pipeline {
             })
             .collect();
         let inserted = self.journal.insert_intents_then(&rows).await?;
-        for (inserted, (_, verdict)) in inserted.into_iter().zip(decided) {
+        for (inserted, (_, verdict, stored)) in inserted.into_iter().zip(decided) {
             if !inserted.created {
                 report.duplicates += 1;
                 continue;
             }
+            // The lane plans it next: its payload is known already.
+            self.stored.insert(inserted.intent.id, stored);
             self.transitioned(IntentState::Proposed);
             report.created.push(inserted.intent.id);
             self.metrics.inc_intents_created(&inserted.intent.policy);

@@ -156,11 +156,11 @@ const SIGNATURE_CALLDATA_BOUND: u64 = 96 * 40;
 /// An operation in flight for longer than this is checked against the chain (deadline, nonce).
 const STALE_CHECK_AFTER_MS: i64 = 2_000;
 
-/// The quorum's signing request for an operation.
 /// How long before its history window an intent may have been decided and still be listed,
 /// when its operation was mined in the window (an escalation approved late, a stuck send).
 const STRAGGLER_LOOKBACK_SECS: u64 = 45 * 86_400;
 
+/// The quorum's signing request for an operation.
 fn quorum_request(operation_id: &str, tier: u8) -> NewSigningRequest {
     NewSigningRequest {
         operation_id: operation_id.to_string(),
@@ -397,47 +397,35 @@ impl Pipeline {
             last_change_ms: crate::journal::now_ms(),
             trigger: Some(trigger.clone()),
         };
-        // While the plan commits and the quorum signs a tier-1 operation: the keeper
-        // transaction's gas limit and fees.
-        let prepare = self
-            .prepare_send((flight.planned.tier == 1).then_some(&flight.planned.operation))
-            .instrument(debug_span!("authorise.prepare_send"));
-        let authorise = async {
-            // A tier-1 decision's history is the intents planned before this operation (the
-            // nodes leave out the operation's own intents anyway).
-            let decision = match flight.planned.tier {
-                1 => {
-                    let history = Some(planned_history?);
-                    self.decision(&flight, history).instrument(debug_span!("authorise.decision")).await?
-                }
-                _ => None,
-            };
-            self.journal.apply(&writes).instrument(debug_span!("plan.commit")).await?;
-            self.transitioned(IntentState::Planned);
-            self.transitioned(IntentState::Authorising);
-            tracing::info!(
-                operation = %flight.record.operation_id,
-                module_nonce = flight.record.module_nonce,
-                tier = flight.planned.tier,
-                intents = ?flight.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
-                "planned: authorising"
-            );
-            self.metrics.observe_stage(Stage::Plan, started.elapsed());
-            if flight.planned.tier != 1 {
-                return Ok(None);
+        // A tier-1 decision's history is the intents planned before this operation (the nodes
+        // leave out the operation's own intents anyway).
+        let decision = match flight.planned.tier {
+            1 => {
+                self.decision(&flight, Some(planned_history?))
+                    .instrument(debug_span!("authorise.decision"))
+                    .await?
             }
-            // The signing request is journaled: ask the quorum now rather than in the next step
-            // (the journal holds exactly what that step would read back). The module's nonce is
-            // free again, as between two steps: a keeper job sees this operation in flight.
-            drop(nonce_guard);
-            let asked = Instant::now();
-            Ok::<_, PipelineError>(Some((asked, self.ask_quorum(&flight, None, Some(decision)).await?)))
+            _ => None,
         };
-        let (authorised, prepared) = tokio::join!(authorise, prepare);
-        match authorised? {
-            Some((asked, signed)) => self.signed_by_quorum(&flight, None, asked, signed, prepared).await,
-            None => Ok(LaneStep::Progressed),
+        self.journal.apply(&writes).instrument(debug_span!("plan.commit")).await?;
+        self.transitioned(IntentState::Planned);
+        self.transitioned(IntentState::Authorising);
+        tracing::info!(
+            operation = %flight.record.operation_id,
+            module_nonce = flight.record.module_nonce,
+            tier = flight.planned.tier,
+            intents = ?flight.intents.iter().map(|i| i.0).collect::<Vec<_>>(),
+            "planned: authorising"
+        );
+        self.metrics.observe_stage(Stage::Plan, started.elapsed());
+        if flight.planned.tier != 1 {
+            return Ok(LaneStep::Progressed);
         }
+        // The signing request is journaled: ask the quorum now rather than in the next step (the
+        // journal holds exactly what that step would read back). The module's nonce is free
+        // again, as between two steps: a keeper job sees this operation in flight.
+        drop(nonce_guard);
+        self.sign_decided(&flight, None, Some(decision)).await
     }
 
     /// The operation carrying `group` and its tier, simulated; or why it cannot be.
@@ -702,11 +690,23 @@ impl Pipeline {
     /// signature is journaled in the same commit as the keeper transaction that carries it (a
     /// crash before that commit only costs a new signature of the same operation).
     async fn sign_with_quorum(&self, flight: &InFlight, root_sig: Option<Bytes>) -> Result<LaneStep> {
+        self.sign_decided(flight, root_sig, None).await
+    }
+
+    /// [`Pipeline::sign_with_quorum`] with the decision, when it is already `known`.
+    async fn sign_decided(
+        &self,
+        flight: &InFlight,
+        root_sig: Option<Bytes>,
+        known: Option<Option<Decision>>,
+    ) -> Result<LaneStep> {
         let started = Instant::now();
+        // While the quorum signs a tier-1 operation: the keeper transaction's gas limit and fees.
         let tier_1 = root_sig.is_none() && flight.planned.tier == 1;
         let (signed, prepared) = tokio::join!(
-            self.ask_quorum(flight, root_sig.as_ref(), None),
+            self.ask_quorum(flight, root_sig.as_ref(), known),
             self.prepare_send(tier_1.then_some(&flight.planned.operation))
+                .instrument(debug_span!("authorise.prepare_send"))
         );
         self.signed_by_quorum(flight, root_sig, started, signed?, prepared).await
     }
@@ -1019,7 +1019,9 @@ impl Pipeline {
                     },
                     Write::Transition { intents: flight.intents.clone(), to, detail: detail.clone() },
                 ];
-                let moved = self.journal.apply(&writes).await?;
+                // The receipt's outcome: a crash before it is on disk leaves the intents
+                // `submitted`, and resuming finds the same receipt again.
+                let moved = self.journal.apply_relaxed(&writes).await?;
                 self.transitioned(to);
                 self.announce(&moved, to, &detail);
                 Ok(LaneStep::Progressed)

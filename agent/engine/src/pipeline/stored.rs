@@ -30,6 +30,11 @@ impl StoredIntents {
         ids.iter().map(|id| known.get(id).cloned().ok_or(JournalError::NotFound(*id).into())).collect()
     }
 
+    /// Keeps `stored` as the stored form of `id` (one just journaled).
+    pub(crate) fn insert(&self, id: IntentId, stored: Arc<StoredIntent>) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, stored);
+    }
+
     /// Forgets every intent older than `oldest` (the histories read hold none of them).
     pub(crate) fn forget_older_than(&self, oldest: IntentId) {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|id, _| *id >= oldest);
