@@ -795,7 +795,8 @@ impl Pipeline {
     /// signature exists (docs/ARCHITECTURE.md, "The exec's gas limit"): its gas limit is the
     /// estimate of the exact `exec` with a stand-in signature under a throwaway key written over
     /// the module's key for the estimate only, plus [`SIGNATURE_CALLDATA_BOUND`] and the sender's
-    /// margin; its fees are read meanwhile. A part that cannot be had is `None`, and the sender
+    /// margin — or the limit kept for an operation of its shape, when that stand-in `exec`
+    /// succeeds with it ([`GasLimits`]); its fees are read meanwhile. A part that cannot be had is `None`, and the sender
     /// then works it out after the signature, as for any other operation (a revert, in
     /// particular, is reported by the estimate of the signed `exec`). Nothing for no `op`.
     async fn prepare_send(&self, op: Option<&Operation>) -> PreparedSend {
