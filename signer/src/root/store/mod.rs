@@ -73,17 +73,39 @@ async fn migrate(path: &Path) -> Result<()> {
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(BUSY_TIMEOUT);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await
-        .map_err(RootError::store("open the queue to migrate it"))?;
+    let pool = connect_to_migrate(opts).await.map_err(RootError::store("open the queue to migrate it"))?;
     let mut tx =
         pool.begin_with("BEGIN IMMEDIATE").await.map_err(RootError::store("lock the queue to migrate it"))?;
     MIGRATOR.run(&mut *tx).await.map_err(|source| RootError::Migrate { path: path.to_owned(), source })?;
     tx.commit().await.map_err(RootError::store("commit the queue's migration"))?;
     pool.close().await;
     Ok(())
+}
+
+/// The migration's connection, tried again while another opener holds the file: switching a
+/// queue to WAL needs it alone, and SQLite answers "database is locked" at once rather than wait
+/// for its busy timeout then. Gives up after [`BUSY_TIMEOUT`].
+async fn connect_to_migrate(
+    opts: SqliteConnectOptions,
+) -> std::result::Result<sqlx::SqlitePool, sqlx::Error> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            connected => return connected,
+        }
+    }
+}
+
+/// Whether `e` is SQLite's `SQLITE_BUSY` (any of its extended codes).
+fn is_busy(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    code.is_some_and(|c| c & 0xff == 5)
 }
 
 /// Opens the migrated queue's connection with the WAL and the chosen flush.
