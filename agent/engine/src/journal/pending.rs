@@ -40,7 +40,14 @@ pub(super) const INTENT_COLUMNS_NO_PAYLOAD: &str = "id, idempotency_key, policy,
 impl Journal {
     /// Every intent not in a final state, oldest first, with its operation and newest transaction: the work to resume.
     pub async fn pending(&self) -> Result<Vec<PendingIntent>> {
-        self.pending_with(INTENT_COLUMNS, PENDING).await
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE {PENDING} ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list pending intents"))?;
+        let intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
+        self.with_operations(intents).await
     }
 
     /// What a step of the lane needs, payloads left out: the operations in flight or, when there
@@ -99,18 +106,6 @@ impl Journal {
             rows.extend(query.fetch_all(&self.pool).await.map_err(db(what))?);
         }
         Ok(rows)
-    }
-
-    /// The intents matching `filter` (pending ones), with their operations and transactions.
-    async fn pending_with(&self, columns: &str, filter: &str) -> Result<Vec<PendingIntent>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {columns} FROM intents WHERE {filter} ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list pending intents"))?;
-        let intents = rows.iter().map(intent_from_row).collect::<Result<Vec<_>>>()?;
-        self.with_operations(intents).await
     }
 
     /// `intents` (pending ones), each with its operation and that operation's newest transaction.
