@@ -127,6 +127,10 @@ pub struct DecidedIntent {
     pub mined_block: Option<u64>,
 }
 
+/// The states of a decided intent: every state but failed, rejected and expired (an `IN` list).
+pub(super) const DECIDED: &str =
+    "('proposed', 'guarded', 'planned', 'authorising', 'awaiting_root', 'signed', 'submitted', 'confirmed')";
+
 /// The newest operation planned for the intent `i.id` (as [`Journal::operation_of`] picks it).
 const NEWEST_OPERATION: &str = "SELECT o.operation_id FROM operations o
      JOIN operation_intents l ON l.operation_id = o.operation_id
@@ -405,19 +409,12 @@ impl Journal {
     /// The newest `limit` intents not failed, rejected or expired, newest first, each with its
     /// newest operation and that operation's newest transaction's block, in one query.
     pub async fn decided_intents(&self, limit: u32) -> Result<Vec<DecidedIntent>> {
-        self.decided_intents_with(INTENT_COLUMNS, "i.state NOT IN ('failed', 'rejected', 'expired')", limit)
-            .await
+        self.decided_intents_with(INTENT_COLUMNS, &format!("i.state IN {DECIDED}"), limit).await
     }
 
     /// The ids of [`Journal::decided_intents`], newest first, read from the state index alone.
     pub async fn decided_ids(&self, limit: u32) -> Result<Vec<IntentId>> {
-        let decided = IntentState::ALL
-            .iter()
-            .filter(|s| !matches!(s, IntentState::Failed | IntentState::Rejected | IntentState::Expired))
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("SELECT id FROM intents WHERE state IN ({decided}) ORDER BY id DESC LIMIT $1");
+        let sql = format!("SELECT id FROM intents WHERE state IN {DECIDED} ORDER BY id DESC LIMIT $1");
         let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)

@@ -834,3 +834,18 @@ async fn a_batched_operation_is_resumed_whole_with_or_without_payloads(db: Db) {
         [(a, "payroll"), (c, "grants")]
     );
 }
+
+#[test]
+fn the_decided_states_are_every_state_but_failed_rejected_and_expired() {
+    let listed: Vec<&str> = super::intents::DECIDED
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(", ")
+        .map(|s| s.trim_matches('\''))
+        .collect();
+    let decided: Vec<&str> = IntentState::ALL
+        .iter()
+        .filter(|s| !matches!(s, IntentState::Failed | IntentState::Rejected | IntentState::Expired))
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(listed, decided);
+}
