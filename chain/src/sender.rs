@@ -898,11 +898,7 @@ impl Sender {
         overrides: Option<StateOverride>,
         extra: u64,
     ) -> Result<u64> {
-        let tx = TransactionRequest::default()
-            .with_from(self.address())
-            .with_to(request.to)
-            .with_value(request.value)
-            .with_input(request.data.clone());
+        let tx = self.call_of(request);
         // Only a revert condemns the call; a transport error (endpoint down, timeout) or another
         // refusal (rate limit, keeper out of funds) is retryable.
         let gas = self.provider.estimate_gas(tx).overrides_opt(overrides).await.map_err(|source| {
@@ -926,13 +922,17 @@ impl Sender {
         overrides: Option<StateOverride>,
         gas: u64,
     ) -> bool {
-        let tx = TransactionRequest::default()
+        let tx = self.call_of(request).with_gas_limit(gas);
+        self.provider.call(tx).overrides_opt(overrides).await.is_ok()
+    }
+
+    /// `request` as a call from the keeper, for estimating or checking it.
+    fn call_of(&self, request: &TxRequest) -> TransactionRequest {
+        TransactionRequest::default()
             .with_from(self.address())
             .with_to(request.to)
             .with_value(request.value)
             .with_input(request.data.clone())
-            .with_gas_limit(gas);
-        self.provider.call(tx).overrides_opt(overrides).await.is_ok()
     }
 
     /// `(maxFeePerGas, maxPriorityFeePerGas)`: twice the latest base fee plus the tip, within the cap.
