@@ -361,12 +361,8 @@ async fn latency(
         if i < 5 {
             continue; // warm-up
         }
-        let mut summed: std::collections::BTreeMap<String, Duration> = Default::default();
-        for span in closed {
-            *summed.entry(span.name).or_default() += span.duration;
-        }
-        for (name, d) in summed {
-            breakdown.entry(name).or_default().push(d);
+        for (name, d) in summed_spans(&closed) {
+            breakdown.entry(name.to_string()).or_default().push(d);
         }
         let us = |v: u64| Duration::from_micros(v);
         stages[0].push(us(report.snapshot_us));
@@ -480,15 +476,20 @@ async fn throughput(
 /// Each span's total time over the drain, divided by the operations (spans nest: they are not
 /// parts of one sum).
 fn per_operation_spans(closed: &[support::spans::ClosedSpan], operations: usize) -> serde_json::Value {
-    let mut summed: std::collections::BTreeMap<&str, Duration> = Default::default();
-    for span in closed {
-        *summed.entry(span.name.as_str()).or_default() += span.duration;
-    }
-    let per: serde_json::Map<_, _> = summed
+    let per: serde_json::Map<_, _> = summed_spans(closed)
         .into_iter()
         .map(|(name, d)| (name.to_string(), json!(round(d.as_secs_f64() * 1e3 / operations.max(1) as f64))))
         .collect();
     per.into()
+}
+
+/// Each span's total time, by name.
+fn summed_spans(closed: &[support::spans::ClosedSpan]) -> std::collections::BTreeMap<&str, Duration> {
+    let mut summed: std::collections::BTreeMap<&str, Duration> = Default::default();
+    for span in closed {
+        *summed.entry(span.name.as_str()).or_default() += span.duration;
+    }
+    summed
 }
 
 /// The machine's 1, 5 and 15 minute load averages (the machine is shared).
