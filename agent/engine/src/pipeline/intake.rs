@@ -310,3 +310,40 @@ impl Pipeline {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoredIntent;
+
+    /// Intake hands the lane the stored form it journaled instead of the lane reading the payload
+    /// back: the two must be the same, decimals, optional fields and all.
+    #[test]
+    fn a_stored_intent_reads_back_from_its_payload_unchanged() {
+        let intents = [
+            serde_json::json!({
+                "policy": "payroll", "key": "payroll:2027-01", "memo": "January",
+                "kind": "pay", "to": "0x00000000000000000000000000000000000000a1", "recipient": "alice",
+                "token": "USDC", "amount": "1234.567890123456789"
+            }),
+            serde_json::json!({
+                "policy": "rebalance", "key": "rebalance:1", "kind": "swap",
+                "sell": "WETH", "buy": "USDC", "amount": "0.000000000000000001", "max_slippage": "0.005"
+            }),
+        ];
+        for intent in intents {
+            for (block_hash, policy_version) in
+                [(None, None), (Some([7u8; 32].into()), Some("0123456789abcdef"))]
+            {
+                let stored = StoredIntent {
+                    intent: serde_json::from_value(intent.clone()).unwrap(),
+                    block: 42,
+                    timestamp: 1_800_000_000,
+                    block_hash,
+                    policy_version: policy_version.map(str::to_string),
+                };
+                let payload = serde_json::to_value(&stored).unwrap();
+                assert_eq!(StoredIntent::from_payload(&payload).unwrap(), stored);
+            }
+        }
+    }
+}
