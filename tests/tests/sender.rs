@@ -184,7 +184,10 @@ async fn reorg_that_drops_the_transaction_leads_to_resubmission_of_the_same_payl
     let anvil = Anvil::start().unwrap();
     let provider = provider(&anvil);
     rpc(&provider, "evm_setAutomine", serde_json::json!([false])).await;
-    let sender = Sender::new(provider.clone(), keeper(), config(3)).await.unwrap();
+    // No fee bump while the dropped transaction waits to be mined again (blocks come every 20 ms
+    // below): a bump would sign a new payload, which is another test's subject.
+    let config = SenderConfig { bump_after_blocks: 1_000, ..config(3) };
+    let sender = Sender::new(provider.clone(), keeper(), config).await.unwrap();
     let (tx, mut rx) = unbounded_channel();
     let task = tokio::spawn({
         let mut tx = tx;
